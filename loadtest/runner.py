@@ -1,0 +1,203 @@
+"""The one place with a clock and an event loop: plays a Schedule against a Target, open loop.
+
+Each query is issued at its scheduled time whatever is still outstanding (open loop), and its
+latency is later taken from that *scheduled* time, so a slow server or a lagging client is charged
+to the queries it delays (no coordinated omission). What actually happened is recorded per query:
+the real issue time (send lag = issued − scheduled), completion, status and error kind.
+
+Precise issuing: asyncio timers wake late (epoll rounds timeouts *up* to whole milliseconds, then
+the kernel adds its own slack: 0.3–2 ms measured on these 2-vCPU machines), so the issuer sleeps
+until a spin window before the due time and then yields to the loop (`sleep(0)`) until the clock
+reaches it. Yielding, rather than busy-waiting, keeps completions flowing while it waits. The window
+adapts: it is the largest oversleep seen in the last TIMER_HISTORY sleeps plus a margin, so a quiet
+machine spins for ~1 ms per query and a noisy one for longer; spinning costs CPU on a box the
+server shares, so it is kept no longer than the timer's measured lateness requires.
+Completion handlers only write three numbers into preallocated arrays; all statistics happen
+after the run (or in the cheap periodic `on_tick` snapshot), so result processing never blocks
+issuing.
+
+The clock is a parameter so tests can substitute one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from loadtest.records import Records, Status
+from loadtest.schedule import Schedule
+from loadtest.targets.base import Target
+
+INITIAL_SPIN_WINDOW_NS = 2_000_000
+SPIN_MARGIN_NS = 300_000
+MIN_SPIN_WINDOW_NS = 500_000
+MAX_SPIN_WINDOW_NS = 5_000_000
+TIMER_HISTORY = 256
+TICK_NS = 500_000_000
+Clock = Callable[[], int]
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """Raw result of playing a schedule: the records plus how the run ended."""
+
+    records: Records
+    started_unix_ns: int  # wall-clock time at the run's start, for reports only
+    duration_ns: int  # run start -> last completion (or the moment the run was cut short)
+    interrupted: bool  # Ctrl-C (or stop event) before every query was issued and answered
+    stop_reason: str  # "" when the run completed as scheduled
+
+
+class Runner:
+    """Plays one schedule once. Create a new Runner per run."""
+
+    def __init__(
+        self,
+        schedule: Schedule,
+        target: Target,
+        *,
+        clock: Clock = time.perf_counter_ns,
+        max_duration_ns: int = 0,
+        drain_timeout_ns: int = 30_000_000_000,
+        interrupt_drain_ns: int = 2_000_000_000,
+        on_tick: Callable[[Records, int], None] | None = None,
+        samples_per_query: int = 1,
+    ) -> None:
+        self.schedule = schedule
+        self.target = target
+        self.clock = clock
+        self.max_duration_ns = max_duration_ns
+        self.drain_timeout_ns = drain_timeout_ns
+        self.interrupt_drain_ns = interrupt_drain_ns
+        self.on_tick = on_tick
+        self.records = Records(
+            scheduled_ns=schedule.scheduled_ns.copy(),
+            sample_index=schedule.sample_index.copy(),
+            samples_per_query=samples_per_query,
+        )
+        self.stop_event = asyncio.Event()
+        self._stop_reason = ""
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._start_ns = 0
+
+    def stop(self, reason: str) -> None:
+        """Stop issuing (e.g. on Ctrl-C); outstanding queries get a short drain."""
+        if not self._stop_reason:
+            self._stop_reason = reason
+        self.stop_event.set()
+
+    async def _query(self, i: int, sample: int) -> None:
+        error = await self.target.infer(sample)
+        records = self.records
+        records.completed_ns[i] = self.clock() - self._start_ns
+        if error is None:
+            records.status[i] = Status.OK
+        else:
+            records.status[i] = Status.ERROR
+            records.error_code[i] = records.error_code_for(error)
+
+    async def _issue_all(self) -> None:
+        loop = asyncio.get_running_loop()
+        clock, start = self.clock, self._start_ns
+        scheduled = self.schedule.scheduled_ns.tolist()  # Python ints: cheaper per element
+        samples = self.schedule.sample_index.tolist()
+        issued = self.records.issued_ns
+        in_flight = self._in_flight
+        max_ns = self.max_duration_ns
+        oversleeps = [INITIAL_SPIN_WINDOW_NS - SPIN_MARGIN_NS] * TIMER_HISTORY  # ring buffer
+        window = INITIAL_SPIN_WINDOW_NS
+        for i, due_rel in enumerate(scheduled):
+            due = start + due_rel
+            wake = due - window
+            wait = wake - clock()
+            if wait > 0:
+                await asyncio.sleep(wait / 1e9)
+                oversleeps[i % TIMER_HISTORY] = clock() - wake
+                if i % 16 == 0:
+                    window = min(
+                        MAX_SPIN_WINDOW_NS, max(MIN_SPIN_WINDOW_NS, max(oversleeps) + SPIN_MARGIN_NS)
+                    )
+            now = clock()
+            while now < due:
+                await asyncio.sleep(0)
+                now = clock()
+            if self.stop_event.is_set():
+                return
+            if max_ns and now - start > max_ns:
+                self.stop(f"max duration {max_ns / 1e9:g} s reached")
+                return
+            issued[i] = now - start
+            task = loop.create_task(self._query(i, samples[i]))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+
+    async def _ticker(self) -> None:
+        assert self.on_tick is not None
+        while True:
+            await asyncio.sleep(TICK_NS / 1e9)
+            self.on_tick(self.records, self.clock() - self._start_ns)
+
+    async def _drain(self, timeout_ns: int) -> None:
+        """Wait for outstanding queries; a stop request shortens the wait to the interrupt drain.
+
+        One future gathers all of them: waiting on the set with FIRST_COMPLETED in a loop would
+        re-register a callback on every task per completion (quadratic under overload).
+        """
+        if not self._in_flight:
+            return
+        pending = set(self._in_flight)
+        everything = asyncio.gather(*pending, return_exceptions=True)
+        stop_wait = asyncio.ensure_future(self.stop_event.wait())
+        try:
+            timeout = timeout_ns / 1e9
+            done, _ = await asyncio.wait(
+                {everything, stop_wait}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if stop_wait in done and everything not in done:
+                await asyncio.wait({everything}, timeout=self.interrupt_drain_ns / 1e9)
+        finally:
+            stop_wait.cancel()
+        unanswered = [task for task in pending if not task.done()]
+        for task in unanswered:
+            task.cancel()  # never answered: the row stays PENDING
+        with contextlib.suppress(asyncio.CancelledError):
+            await everything
+        if unanswered and not self._stop_reason:
+            self._stop_reason = f"{len(unanswered)} queries unanswered after the drain timeout"
+
+    async def run(self, handle_sigint: bool = True) -> RunOutcome:
+        """Play the schedule; Ctrl-C stops issuing, drains briefly and returns what was measured."""
+        loop = asyncio.get_running_loop()
+        if handle_sigint:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signal.SIGINT, self.stop, "interrupted (Ctrl-C)")
+        started_unix_ns = time.time_ns()
+        self._start_ns = self.clock()
+        ticker = loop.create_task(self._ticker()) if self.on_tick else None
+        try:
+            await self._issue_all()
+            drain = self.interrupt_drain_ns if self.stop_event.is_set() else self.drain_timeout_ns
+            await self._drain(drain)
+        finally:
+            if ticker:
+                ticker.cancel()
+            if handle_sigint:
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(signal.SIGINT)
+        end_ns = self.clock() - self._start_ns
+        completed = self.records.completed_ns
+        last_completion = int(completed.max()) if len(completed) else 0
+        duration_ns = last_completion if not self._stop_reason else max(end_ns, last_completion)
+        if self.on_tick:
+            self.on_tick(self.records, end_ns)
+        return RunOutcome(
+            records=self.records,
+            started_unix_ns=started_unix_ns,
+            duration_ns=max(duration_ns, 0),
+            interrupted=bool(self._stop_reason),
+            stop_reason=self._stop_reason,
+        )

@@ -1,0 +1,84 @@
+"""Settings + seeds -> Schedule: every query's due time and sample, generated before the clock starts.
+
+This follows MLPerf LoadGen's Server scenario: inter-arrival gaps are exponential with rate `qps`
+(a Poisson process), drawn from a seeded RNG, and generation continues until the last due time
+reaches the minimum duration *and* the count reaches the minimum query count. Every generated query
+is issued. Sample indices are drawn uniformly from the sample library with their own seed, so the
+arrival law and the sample order can be varied independently (as LoadGen's two seeds allow).
+
+We use numpy's PCG64 rather than LoadGen's mt19937, so schedules are reproducible run to run but not
+bit-identical to LoadGen's. Pure: no clock, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+NS_PER_S = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Due times (int64 ns from the run's start, non-decreasing) and sample indices (int32)."""
+
+    scheduled_ns: np.ndarray
+    sample_index: np.ndarray
+
+    def __post_init__(self) -> None:
+        if len(self.scheduled_ns) != len(self.sample_index):
+            raise ValueError("scheduled_ns and sample_index differ in length")
+
+    def __len__(self) -> int:
+        return len(self.scheduled_ns)
+
+    @property
+    def span_ns(self) -> int:
+        """Time from the run's start to the last due time."""
+        return int(self.scheduled_ns[-1]) if len(self) else 0
+
+
+def poisson_arrivals_ns(
+    qps: float, min_duration_ns: int, min_query_count: int, seed: int
+) -> np.ndarray:
+    """Cumulative exponential gaps until both minimums are met (LoadGen's stopping rule).
+
+    Drawn in vectorised chunks from one RNG stream, so the result does not depend on chunk sizes:
+    the i-th gap is always the i-th draw of `Generator(PCG64(seed)).exponential`.
+    """
+    if qps <= 0:
+        raise ValueError("qps must be positive")
+    rng = np.random.Generator(np.random.PCG64(seed))
+    mean_gap_ns = NS_PER_S / qps
+    expected = int(qps * min_duration_ns / NS_PER_S)
+    chunk = max(min_query_count, expected + 4 * int(np.sqrt(expected + 1)) + 16)
+    times = np.cumsum(rng.exponential(mean_gap_ns, size=chunk))
+    while times[-1] < min_duration_ns or len(times) < min_query_count:
+        more = np.cumsum(rng.exponential(mean_gap_ns, size=max(16, chunk // 8))) + times[-1]
+        times = np.concatenate([times, more])
+    # Cut right after the first index that satisfies both rules.
+    reached_duration = int(np.searchsorted(times, min_duration_ns, side="left"))
+    count = max(min_query_count, reached_duration + 1)
+    return np.round(times[:count]).astype(np.int64)
+
+
+def uniform_sample_indices(count: int, sample_count: int, seed: int) -> np.ndarray:
+    """Each query's sample, uniform over the library (LoadGen's sample_index_rng)."""
+    if sample_count <= 0:
+        raise ValueError("sample_count must be positive")
+    rng = np.random.Generator(np.random.PCG64(seed))
+    return rng.integers(0, sample_count, size=count, dtype=np.int32)
+
+
+def server_schedule(
+    qps: float,
+    min_duration_ns: int,
+    min_query_count: int,
+    sample_count: int,
+    schedule_seed: int,
+    sample_seed: int,
+) -> Schedule:
+    """The whole Server-scenario schedule, ready before the run starts."""
+    times = poisson_arrivals_ns(qps, min_duration_ns, min_query_count, schedule_seed)
+    return Schedule(times, uniform_sample_indices(len(times), sample_count, sample_seed))

@@ -1,0 +1,122 @@
+"""An in-process fake target with a chosen service-time law: the test bench for everything upstream.
+
+It behaves like a server with `servers` identical workers and one FIFO queue (an M/G/k queue when
+fed Poisson arrivals), so its capacity and latencies are known analytically: capacity =
+servers / mean service time. A `stall` freezes every worker for a while at a given moment after the
+first query, the way a GC pause or a stuck GPU would; an honest tester must show it in the tail.
+`loop_block_ns` instead blocks the whole event loop on each query, simulating a client that cannot
+keep up with its own schedule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from loadtest.targets.base import ModelSpec, Sample, TensorSpec
+
+FAKE_MODEL = ModelSpec(
+    name="fake",
+    version="1",
+    max_batch_size=8,
+    inputs=(TensorSpec("INPUT0", "FP32", (4,)),),
+    outputs=(TensorSpec("OUTPUT0", "FP32", (4,)),),
+)
+
+
+@dataclass(frozen=True)
+class ServiceLaw:
+    """Service time in ns: 'constant' or 'exponential' around `mean_ns`."""
+
+    kind: str
+    mean_ns: int
+
+    def sampler(self, seed: int) -> Callable[[], int]:
+        if self.kind == "constant":
+            return lambda: self.mean_ns
+        if self.kind == "exponential":
+            rng = np.random.Generator(np.random.PCG64(seed))
+            return lambda: int(rng.exponential(self.mean_ns))
+        raise ValueError(f"unknown service law {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class Stall:
+    """Every worker is frozen from `at_ns` (after the first query) for `length_ns`."""
+
+    at_ns: int
+    length_ns: int
+
+
+class FakeTarget:
+    """k servers, one queue, a known service law; optional stall, failures and loop blocking."""
+
+    def __init__(
+        self,
+        law: ServiceLaw,
+        servers: int = 1,
+        *,
+        stall: Stall | None = None,
+        fail_every: int = 0,
+        loop_block_ns: int = 0,
+        seed: int = 0,
+        clock: Callable[[], int] = time.perf_counter_ns,
+    ) -> None:
+        self.law = law
+        self.servers = servers
+        self.stall = stall
+        self.fail_every = fail_every
+        self.loop_block_ns = loop_block_ns
+        self.clock = clock
+        self._service = law.sampler(seed)
+        self._workers: asyncio.Semaphore | None = None
+        self._first_ns: int | None = None
+        self._count = 0
+        self._samples: Sequence[Sample] = ()
+        self.served = 0
+
+    @property
+    def description(self) -> str:
+        return f"fake ({self.servers} servers, {self.law.kind} {self.law.mean_ns / 1e6:g} ms)"
+
+    async def open(self) -> ModelSpec:
+        self._workers = asyncio.Semaphore(self.servers)
+        return FAKE_MODEL
+
+    async def prepare(self, samples: Sequence[Sample]) -> None:
+        self._samples = samples
+
+    async def _stall_wait(self) -> None:
+        if self.stall is None or self._first_ns is None:
+            return
+        begin = self._first_ns + self.stall.at_ns
+        end = begin + self.stall.length_ns
+        now = self.clock()
+        if begin <= now < end:
+            await asyncio.sleep((end - now) / 1e9)
+
+    async def infer(self, sample_index: int) -> str | None:
+        if self._first_ns is None:
+            self._first_ns = self.clock()
+        self._count += 1
+        if self.loop_block_ns:
+            time.sleep(self.loop_block_ns / 1e9)  # deliberately blocks the event loop
+        assert self._workers is not None, "open() first"
+        async with self._workers:
+            await self._stall_wait()
+            await asyncio.sleep(self._service() / 1e9)
+            await self._stall_wait()
+        self.served += 1
+        if self.fail_every and self._count % self.fail_every == 0:
+            return "fake injected failure"
+        return None
+
+    async def infer_outputs(self, sample_index: int) -> dict[str, np.ndarray]:
+        return {"OUTPUT0": np.asarray(self._samples[sample_index]["INPUT0"]) * 2}
+
+    async def close(self) -> None:
+        pass
