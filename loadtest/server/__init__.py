@@ -1,0 +1,1 @@
+"""The server side: the embedded Triton launcher and its onnxruntime Python-based backend."""

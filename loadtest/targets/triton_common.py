@@ -1,0 +1,74 @@
+"""What the gRPC and HTTP Triton targets share: URL handling, config -> ModelSpec, error kinds.
+
+Both protocols must mean the same thing, so the model description is read from the same source
+(the model *config*, whose dims exclude the batch dimension) and errors are reduced to the same
+short, low-cardinality kinds for the errors-by-kind table.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from loadtest.errors import TargetError
+from loadtest.targets.base import ModelSpec, TensorSpec
+
+DEFAULT_GRPC_PORT = 8001
+DEFAULT_HTTP_PORT = 8000
+
+
+def host_port(url: str, default_port: int) -> str:
+    """'grpc://h:p', 'http://h:p', 'h:p' or 'h' -> 'h:p' (what tritonclient expects)."""
+    text = url if "://" in url else f"//{url}"
+    try:
+        parts = urlsplit(text)
+        port = parts.port or default_port
+    except ValueError as exc:
+        raise TargetError(f"invalid --url {url!r}: {exc}") from None
+    if not parts.hostname:
+        raise TargetError(f"invalid --url {url!r}: no host")
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    return f"{host}:{port}"
+
+
+def _datatype(config_type: str) -> str:
+    return config_type.removeprefix("TYPE_").replace("STRING", "BYTES")
+
+
+def _tensors(entries: list[Mapping[str, Any]]) -> tuple[TensorSpec, ...]:
+    return tuple(
+        TensorSpec(
+            name=str(e["name"]),
+            datatype=_datatype(str(e["data_type"])),
+            shape=tuple(int(d) for d in e.get("dims", [])),
+        )
+        for e in entries
+    )
+
+
+def model_spec_from_config(config: Mapping[str, Any], version: str) -> ModelSpec:
+    """A ModelSpec from Triton's JSON model config (the same shape over gRPC and HTTP)."""
+    parameters = {
+        str(key): str(value.get("string_value", ""))
+        for key, value in (config.get("parameters") or {}).items()
+    }
+    return ModelSpec(
+        name=str(config["name"]),
+        version=version,
+        max_batch_size=int(config.get("max_batch_size", 0)),
+        inputs=_tensors(config.get("input", [])),
+        outputs=_tensors(config.get("output", [])),
+        parameters=parameters,
+        platform=str(config.get("platform") or config.get("backend") or ""),
+    )
+
+
+_NUMBERS = re.compile(r"\d+")
+
+
+def error_kind(prefix: str, message: str, limit: int = 90) -> str:
+    """A short, stable label: digits collapsed so per-request details don't multiply the kinds."""
+    first_line = message.strip().splitlines()[0] if message.strip() else "no message"
+    return f"{prefix}: {_NUMBERS.sub('N', first_line)[:limit]}"
