@@ -103,6 +103,7 @@ class FakeTarget:
         if self._first_ns is None:
             self._first_ns = self.clock()
         self._count += 1
+        number = self._count
         if self.loop_block_ns:
             time.sleep(self.loop_block_ns / 1e9)  # deliberately blocks the event loop
         assert self._workers is not None, "open() first"
@@ -111,7 +112,7 @@ class FakeTarget:
             await asyncio.sleep(self._service() / 1e9)
             await self._stall_wait()
         self.served += 1
-        if self.fail_every and self._count % self.fail_every == 0:
+        if self.fail_every and number % self.fail_every == 0:
             return "fake injected failure"
         return None
 

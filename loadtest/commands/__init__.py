@@ -1,0 +1,1 @@
+"""One small module per CLI command; loadtest.cli only routes to them."""

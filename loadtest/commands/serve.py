@@ -1,0 +1,66 @@
+"""`loadtest serve`: the embedded Triton in the foreground until Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from loadtest.deployment import ensure_model_built
+from loadtest.server.embedded import EmbeddedTriton, Ports
+
+console = Console(stderr=True)
+
+
+def serve(
+    repository: Annotated[
+        Path, typer.Option(help="Model repository to serve.")
+    ] = Path("model_repository"),
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="Load only these models (repeatable); default: all built."),
+    ] = None,
+    http_port: Annotated[int, typer.Option(help="HTTP port; 0 = pick a free one.")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="gRPC port; 0 = pick a free one.")] = 8001,
+    metrics_port: Annotated[int, typer.Option(help="Metrics port; 0 = pick a free one.")] = 8002,
+) -> None:
+    """Serve a model repository with the embedded Triton (loopback only) until Ctrl-C."""
+    names = model or _built_models(repository)
+    for name in names:
+        ensure_model_built(repository, name, lambda text: console.print(f"[dim]{text}[/]"))
+    ports = None
+    if http_port and grpc_port and metrics_port:
+        ports = Ports(http=http_port, grpc=grpc_port, metrics=metrics_port)
+    server = EmbeddedTriton(repository, models=names, ports=ports)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        server.start()
+        console.print(
+            f"[green]Triton ready[/] in {server.startup_s:.1f} s (pid {server.pid}): "
+            f"gRPC {server.grpc_url}  HTTP {server.http_url}  metrics {server.metrics_url}\n"
+            f"models: {', '.join(names)}   log: {server.log_path}\nCtrl-C stops it."
+        )
+        while not stop.wait(0.5):
+            if server.process is None or server.process.poll() is not None:
+                console.print("[red]the embedded Triton exited[/]\n" + server.log_tail())
+                raise typer.Exit(1)
+    finally:
+        server.cleanup()
+        console.print("Triton stopped.")
+
+
+def _built_models(repository: Path) -> list[str]:
+    """Models whose config exists and whose weights are built (others would fail to load)."""
+    if not repository.is_dir():
+        return []
+    return sorted(
+        p.parent.name
+        for p in repository.glob("*/config.pbtxt")
+        if any(p.parent.glob("[0-9]*/model.onnx"))
+    )

@@ -1,0 +1,118 @@
+"""Finds the Triton to measure, or starts the embedded one when nothing answers on loopback.
+
+The client commands measure a deployment at `--url`. When nothing answers there and the URL is
+loopback (we never start servers elsewhere), the embedded Triton from the nvidia-pytriton wheel is
+started on free loopback ports, serving just the requested model from the repository (built first
+if its weights are missing), and stopped afterwards. The caller is told which happened, so a report
+never passes off the embedded server as the user's deployment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import ipaddress
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from loadtest.errors import TargetError
+from loadtest.server.embedded import EmbeddedTriton
+from loadtest.settings import Protocol, TargetSettings
+from loadtest.targets.triton_common import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, host_port
+
+
+class EmbeddedMode(str, enum.Enum):
+    AUTO = "auto"  # start it only when nothing answers at a loopback --url
+    ALWAYS = "always"  # start it even if something answers (on free ports)
+    NEVER = "never"  # measure --url or fail
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """The resolved target settings and, when we started it, the embedded server."""
+
+    target: TargetSettings
+    embedded: EmbeddedTriton | None
+
+    @property
+    def metrics_url(self) -> str | None:
+        return self.embedded.metrics_url if self.embedded else None
+
+
+def default_port(protocol: Protocol) -> int:
+    return DEFAULT_GRPC_PORT if protocol is Protocol.GRPC else DEFAULT_HTTP_PORT
+
+
+def is_loopback(url: str, protocol: Protocol) -> bool:
+    host = host_port(url, default_port(protocol)).rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def answers(url: str, protocol: Protocol, timeout_s: float = 1.0) -> bool:
+    """Does anything accept a TCP connection at the URL? (Cheap; the target checks the rest.)"""
+    host, port = host_port(url, default_port(protocol)).rsplit(":", 1)
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def ensure_model_built(repository: Path, model: str, say: Callable[[str], None]) -> None:
+    """Build a suite model's weights if the repository lacks them (a fresh clone has none)."""
+    from loadtest.models import SUITE, build_repository
+
+    version_dir = repository / model / "1"
+    if model in SUITE and not (version_dir / "model.onnx").exists():
+        say(f"building model {model!r} into {repository} (first use)")
+        build_repository(repository, [model], progress=say)
+
+
+@contextlib.contextmanager
+def resolve(
+    target: TargetSettings,
+    mode: EmbeddedMode,
+    repository: Path,
+    say: Callable[[str], None],
+) -> Iterator[Deployment]:
+    """Yield the deployment to measure; stops the embedded server on exit, whatever happens."""
+    start = mode is EmbeddedMode.ALWAYS or (
+        mode is EmbeddedMode.AUTO
+        and is_loopback(target.url, target.protocol)
+        and not answers(target.url, target.protocol)
+    )
+    if not start:
+        if mode is EmbeddedMode.NEVER and not answers(target.url, target.protocol):
+            raise TargetError(
+                f"nothing answers at {target.url} ({target.protocol.value}); start Triton there "
+                "or drop --embedded never"
+            )
+        yield Deployment(target, None)
+        return
+    ensure_model_built(repository, target.model, say)
+    server = EmbeddedTriton(repository, models=[target.model])
+    say(
+        f"nothing answers at {target.url}: starting the embedded Triton (nvidia-pytriton) "
+        f"on loopback with model {target.model!r} from {repository}"
+    )
+    try:
+        server.start()
+        url = server.grpc_url if target.protocol is Protocol.GRPC else server.http_url
+        say(f"embedded Triton ready in {server.startup_s:.1f} s at {url} (pid {server.pid})")
+        resolved = TargetSettings(
+            url=url,
+            protocol=target.protocol,
+            model=target.model,
+            model_version=target.model_version,
+            request_timeout_s=target.request_timeout_s,
+        )
+        yield Deployment(resolved, server)
+    finally:
+        server.cleanup()

@@ -1,0 +1,57 @@
+"""The Server schedule is a seeded Poisson process that meets LoadGen's stopping rule."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from loadtest.schedule import NS_PER_S, poisson_arrivals_ns, server_schedule, uniform_sample_indices
+
+
+def test_same_seed_same_schedule_and_different_seed_differs():
+    a = server_schedule(500, 10 * NS_PER_S, 100, 64, schedule_seed=7, sample_seed=3)
+    b = server_schedule(500, 10 * NS_PER_S, 100, 64, schedule_seed=7, sample_seed=3)
+    c = server_schedule(500, 10 * NS_PER_S, 100, 64, schedule_seed=8, sample_seed=3)
+    assert np.array_equal(a.scheduled_ns, b.scheduled_ns)
+    assert np.array_equal(a.sample_index, b.sample_index)
+    assert not np.array_equal(a.scheduled_ns[:100], c.scheduled_ns[:100])
+
+
+def test_stopping_rule_duration_and_count():
+    times = poisson_arrivals_ns(100, 20 * NS_PER_S, 10, seed=1)
+    assert times[-1] >= 20 * NS_PER_S  # reaches the minimum duration ...
+    assert times[-2] < 20 * NS_PER_S  # ... and stops right there
+    many = poisson_arrivals_ns(100, 1 * NS_PER_S, 5000, seed=1)
+    assert len(many) == 5000  # the query-count minimum dominates
+    assert np.all(np.diff(many) >= 0)
+
+
+def test_rate_gaps_are_exponential_and_counts_poisson():
+    qps = 2000.0
+    times = poisson_arrivals_ns(qps, 60 * NS_PER_S, 1, seed=42)
+    gaps_s = np.diff(times) / NS_PER_S
+    # rate: within 1 % (n ≈ 120k, so the standard error is ~0.3 %)
+    assert abs(len(times) / (times[-1] / NS_PER_S) - qps) / qps < 0.01
+    # exponential gaps: coefficient of variation 1 and a Kolmogorov–Smirnov fit
+    assert abs(gaps_s.std() / gaps_s.mean() - 1) < 0.02
+    assert stats.kstest(gaps_s, "expon", args=(0, 1 / qps)).pvalue > 0.001
+    # counts per 100 ms window are Poisson: index of dispersion (var/mean) ≈ 1
+    counts = np.bincount((times // (NS_PER_S // 10)).astype(int))[:-1]
+    assert abs(counts.var() / counts.mean() - 1) < 0.1
+
+
+def test_sample_indices_uniform_over_library():
+    idx = uniform_sample_indices(64_000, 64, seed=5)
+    assert idx.min() == 0 and idx.max() == 63
+    assert stats.chisquare(np.bincount(idx, minlength=64)).pvalue > 0.001
+
+
+def test_chunked_generation_is_prefix_stable():
+    short = poisson_arrivals_ns(300, 1 * NS_PER_S, 1, seed=9)
+    long = poisson_arrivals_ns(300, 30 * NS_PER_S, 1, seed=9)
+    assert np.array_equal(short, long[: len(short)])
+
+
+@pytest.mark.parametrize("qps", [0, -1])
+def test_rejects_nonpositive_rate(qps):
+    with pytest.raises(ValueError):
+        poisson_arrivals_ns(qps, NS_PER_S, 1, seed=0)
