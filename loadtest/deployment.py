@@ -83,6 +83,9 @@ def resolve(
     say: Callable[[str], None],
 ) -> Iterator[Deployment]:
     """Yield the deployment to measure; stops the embedded server on exit, whatever happens."""
+    if target.url.startswith("fake://"):
+        yield Deployment(target, None)
+        return
     start = mode is EmbeddedMode.ALWAYS or (
         mode is EmbeddedMode.AUTO
         and is_loopback(target.url, target.protocol)

@@ -95,7 +95,7 @@ def load_samples(path: Path, model: ModelSpec) -> list[Sample]:
     try:
         with np.load(path) as data:
             arrays = {name: data[name] for name in data.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:
         raise SettingsError(f"cannot read --input-data {path}: {exc}") from None
     names = [t.name for t in model.inputs]
     missing = [n for n in names if n not in arrays]
@@ -107,11 +107,17 @@ def load_samples(path: Path, model: ModelSpec) -> list[Sample]:
     count = counts.pop()
     if count == 0:
         raise SettingsError(f"--input-data {path} holds no samples")
+    for spec in model.inputs:
+        if arrays[spec.name].dtype != spec.numpy_dtype:
+            raise SettingsError(
+                f"--input-data {path}: input {spec.name} has dtype {arrays[spec.name].dtype}, "
+                f"the model wants {spec.numpy_dtype}"
+            )
     samples: list[Sample] = []
     for i in range(count):
         sample = {}
         for spec in model.inputs:
-            tensor = np.ascontiguousarray(arrays[spec.name][i], dtype=spec.numpy_dtype)
+            tensor = np.ascontiguousarray(arrays[spec.name][i])
             sample[spec.name] = tensor[np.newaxis] if model.max_batch_size else tensor
         samples.append(sample)
     return samples

@@ -14,6 +14,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
@@ -121,3 +122,28 @@ class FakeTarget:
 
     async def close(self) -> None:
         pass
+
+
+def fake_from_url(url: str) -> FakeTarget:
+    """`fake://?servers=2&law=exponential&service_ms=1&stall_at_s=5&stall_s=1&fail_every=0`.
+
+    Lets the CLI (and its tests, and anyone checking the tool itself) run every stage end to end
+    against a queue whose behaviour is known, with no server at all.
+    """
+    query = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
+    try:
+        servers = int(query.pop("servers", "1"))
+        law = ServiceLaw(query.pop("law", "exponential"), int(float(query.pop("service_ms", "1")) * 1e6))
+        law.sampler(0)
+        stall_at = query.pop("stall_at_s", None)
+        stall_s = float(query.pop("stall_s", "1"))
+        fail_every = int(query.pop("fail_every", "0"))
+        seed = int(query.pop("seed", "0"))
+    except ValueError as exc:
+        raise ValueError(f"invalid fake target URL {url!r}: {exc}") from None
+    if query:
+        raise ValueError(f"invalid fake target URL {url!r}: unknown {', '.join(sorted(query))}")
+    if servers < 1:
+        raise ValueError(f"invalid fake target URL {url!r}: servers must be ≥ 1")
+    stall = Stall(int(float(stall_at) * 1e9), int(stall_s * 1e9)) if stall_at else None
+    return FakeTarget(law, servers, stall=stall, fail_every=fail_every, seed=seed)
