@@ -1,0 +1,204 @@
+"""Summary + Verdict -> text in the shape of LoadGen's `mlperf_log_summary.txt`.
+
+Why mimic it: people and scripts that read MLPerf results already know where to look ("Result is",
+"Completed samples per second", "99.00 percentile latency (ns)"), and submission tooling greps for
+exactly those lines. The layout, labels and number formats follow LoadGen's results.cc LogSummary
+(modern format: Server puts "Completed samples per second" up top and "Scheduled samples per
+second" under Additional Stats; latencies are integer ns; rates use two decimals).
+
+What we add, kept out of LoadGen's own lines so parsers are unaffected: our extra validity checks
+(no failed queries, client kept up, run complete) as further indented Yes/NO lines under the four
+LoadGen ones, and a "loadtest Additional Stats" section with the send lag, the failures and the
+latency from actual send (what a coordinated-omission tool would have reported).
+
+Pure: returns a string; the caller writes the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from loadtest.stats import LatencyStats, Summary
+from loadtest.validity import (
+    CLIENT_KEPT_UP,
+    EARLY_STOPPING,
+    MIN_DURATION,
+    MIN_QUERIES,
+    NO_FAILURES,
+    PERFORMANCE,
+    RUN_COMPLETE,
+    Verdict,
+)
+
+RULE = "=" * 48
+LABEL_WIDTH = 32  # LoadGen pads "Min latency (ns)" and friends to this width before " : "
+
+# Our checks beyond LoadGen's four, with the label they get in the summary.
+EXTRA_CHECKS = (
+    (NO_FAILURES, "No failed queries (loadtest)"),
+    (CLIENT_KEPT_UP, "Client kept up with schedule (loadtest)"),
+    (RUN_COMPLETE, "Run completed (loadtest)"),
+)
+
+
+def _yes(passed: bool | None) -> str:
+    return "NO" if passed is False else "Yes"
+
+
+def _line(label: str, value: object) -> str:
+    return f"{label:<{LABEL_WIDTH}}: {value}"
+
+
+def _heading(title: str) -> list[str]:
+    return ["", RULE, title, RULE]
+
+
+def _latency_lines(stats: LatencyStats) -> list[str]:
+    lines = [
+        _line("Min latency (ns)", stats.min_ns),
+        _line("Max latency (ns)", stats.max_ns),
+        _line("Mean latency (ns)", stats.mean_ns),
+    ]
+    for percentile, value in stats.percentiles().items():
+        lines.append(_line(f"{percentile * 100:.2f} percentile latency (ns)", value))
+    return lines
+
+
+def _parameter_value(value: object) -> str:
+    """LoadGen prints bools as 0/1 and doubles with iostream's default (6 significant digits)."""
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _parameter_line(key: str, value: object) -> str:
+    # LoadGen writes "target_latency (ns): 15000000" but "min_query_count : 100".
+    separator = ": " if key.endswith(")") else " : "
+    return f"{key}{separator}{_parameter_value(value)}"
+
+
+def _stream_percentile(verdict: Verdict, default: float) -> float:
+    estimate = verdict.early_stopping_estimate
+    return estimate.percentile if estimate is not None else default
+
+
+def _headline(scenario: str, summary: Summary, verdict: Verdict) -> list[str]:
+    if scenario == "Server":
+        return [f"Completed samples per second    : {summary.completed_samples_per_s:.2f}"]
+    if scenario == "Offline":
+        return [f"Samples per second: {summary.throughput_samples_per_s:g}"]
+    percentile = _stream_percentile(verdict, 0.90 if scenario == "SingleStream" else 0.99)
+    value = summary.latency_from_issue.percentiles().get(percentile)
+    if value is None:  # not one of the six printed percentiles: show the estimate instead
+        estimate = verdict.early_stopping_estimate
+        value = estimate.estimate_ns if estimate and estimate.estimate_ns is not None else 0
+    return [f"{percentile * 100:.0f}th percentile latency (ns) : {value}"]
+
+
+def _early_stopping_text(verdict: Verdict) -> str | None:
+    if verdict.early_stopping is not None:
+        return verdict.early_stopping.text
+    if verdict.early_stopping_estimate is not None:
+        return verdict.early_stopping_estimate.text
+    return None
+
+
+def _additional_stats(scenario: str, summary: Summary) -> list[str]:
+    lines = _heading("Additional Stats")
+    if scenario == "Server":
+        lines.append(f"Scheduled samples per second : {summary.scheduled_samples_per_s:.2f}")
+        lines += _latency_lines(summary.latency)
+    elif scenario == "Offline":
+        lines += _latency_lines(summary.latency)
+    elif scenario == "SingleStream":
+        stats = summary.latency_from_issue
+        issued_s = summary.final_issued_ns / 1e9
+        with_overhead = (stats.count - 1) / issued_s if issued_s > 0 and stats.count > 1 else 0.0
+        without = 1e9 / stats.mean_ns if stats.mean_ns > 0 else 0.0
+        lines.append(f"QPS w/ loadgen overhead         : {with_overhead:.2f}")
+        lines.append(f"QPS w/o loadgen overhead        : {without:.2f}")
+        lines.append("")
+        lines += _latency_lines(stats)
+    else:  # MultiStream: per-query latencies
+        lines.append("Per-query latency:  ")
+        lines += _latency_lines(summary.latency_from_issue)
+    return lines
+
+
+def _loadtest_stats(scenario: str, summary: Summary) -> list[str]:
+    lag = summary.send_lag
+    lines = _heading("loadtest Additional Stats (not part of LoadGen)")
+    lines += [
+        _line("Queries scheduled", summary.scheduled),
+        _line("Queries issued", summary.issued),
+        _line("Queries completed", summary.completed_ok),
+        _line("Queries failed", summary.errors),
+        _line("Queries never completed", summary.pending),
+    ]
+    for kind, count in summary.errors_by_kind.items():
+        lines.append(_line(f"  failed: {kind}", count))
+    lines += [
+        _line("Send lag p50 (ns)", lag.p50_ns),
+        _line("Send lag p99 (ns)", lag.p99_ns),
+        _line("Send lag p99.9 (ns)", lag.p999_ns),
+        _line("Send lag max (ns)", lag.max_ns),
+        _line(f"Issued > {lag.late_threshold_ns} ns late", f"{lag.late_share * 100:.2f} %"),
+        _line("Client kept up with schedule", _yes(lag.kept_up)),
+    ]
+    if scenario in ("Server", "Offline"):
+        lines.append("Latency from actual send (what a coordinated-omission tool reports):")
+        lines += _latency_lines(summary.latency_from_issue)
+    if summary.latency_hdr_out_of_range:
+        lines.append(_line("Latencies outside HDR range", summary.latency_hdr_out_of_range))
+    return lines
+
+
+def render_mlperf_summary(
+    *,
+    sut_name: str,
+    scenario: str,
+    summary: Summary,
+    verdict: Verdict,
+    test_parameters: Mapping[str, object],
+    mode: str = "PerformanceOnly",
+) -> str:
+    """The summary text. `scenario` is LoadGen's name: Server, Offline, SingleStream, MultiStream.
+
+    `test_parameters` are printed in order under "Test Parameters Used" (LoadGen's keys, e.g.
+    target_qps, "target_latency (ns)", "min_duration (ms)", min_query_count, schedule_rng_seed).
+    """
+    lines = [
+        RULE,
+        "MLPerf Results Summary",
+        RULE,
+        f"SUT name : {sut_name}",
+        f"Scenario : {scenario}",
+        f"Mode     : {mode}",
+    ]
+    lines += _headline(scenario, summary, verdict)
+    lines.append(f"Result is : {'VALID' if verdict.valid else 'INVALID'}")
+    if scenario == "Server":
+        lines.append(f"  Performance constraints satisfied : {_yes(verdict.passed(PERFORMANCE))}")
+    lines.append(f"  Min duration satisfied : {_yes(verdict.passed(MIN_DURATION))}")
+    lines.append(f"  Min queries satisfied : {_yes(verdict.passed(MIN_QUERIES))}")
+    lines.append(f"  Early stopping satisfied: {_yes(verdict.passed(EARLY_STOPPING))}")
+    for name, label in EXTRA_CHECKS:
+        passed = verdict.passed(name)
+        if passed is not None:
+            lines.append(f"  {label} : {_yes(passed)}")
+    if not verdict.valid:
+        lines.append("Recommendations:")
+        lines += [f" * {text}" for text in verdict.recommendations]
+        lines += [f" * INVALID because {reason}" for reason in verdict.reasons]
+    early_stopping = _early_stopping_text(verdict)
+    if early_stopping is not None:
+        lines.append("Early Stopping Result:")
+        lines.append(early_stopping)
+
+    lines += _additional_stats(scenario, summary)
+    lines += _loadtest_stats(scenario, summary)
+    lines += _heading("Test Parameters Used")
+    lines += [_parameter_line(key, value) for key, value in test_parameters.items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,503 @@
+"""Records -> Summary: counts, exact latency percentiles, send lag, throughput, errors; pure.
+
+Why exact: the raw per-query arrays are all in memory, so every percentile in a Summary is read
+straight off the sorted array with LoadGen's rule, `sorted[floor(n·p)]` (results.cc:
+`sample_latencies[sample_count * percentile]`, a double truncated to an index). No interpolation, no
+histogram rounding: the numbers match what LoadGen would print for the same latencies. The HDR
+histogram (1 µs–60 s, 3 significant figures) is only carried along so results from several client
+processes can be merged exactly later (never average percentiles).
+
+Two latency origins are summarised. Latency from the *scheduled* time is the MLPerf Server
+definition: any lag of the client, its event loop or the server is charged to the query, so the
+numbers are free of coordinated omission. Latency from the *actual send* is what perf_analyzer and
+most tools report; it is kept so a report can show how much a coordinated-omission tool would hide.
+
+The send lag (actual send − scheduled time) tells whether the load generator kept up with its own
+schedule. If it did not, the latencies measure the client's queue as much as the server; validity.py
+turns `client_kept_up` into an INVALID ("client-bound") verdict.
+
+Pure: no clock, no I/O. Times are integer nanoseconds from the run's start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from hdrh.histogram import HdrHistogram
+
+from loadtest.records import NOT_SET_NS, Records
+
+PERCENTILE_METHOD = "exact, sorted[floor(n·p)] (LoadGen)"
+# The percentiles LoadGen prints in mlperf_log_summary.txt (as doubles, exactly as it uses them).
+LOADGEN_PERCENTILES = (0.5, 0.9, 0.95, 0.97, 0.99, 0.999)
+
+# A query sent more than this after its scheduled time counts as late (perf_analyzer uses 1 ms too).
+LATE_THRESHOLD_NS = 1_000_000
+# The generator "kept up" when its send-lag p99 is within the threshold and at most this share of
+# queries was late. 1 % is perf_analyzer's warning level for delayed requests.
+MAX_LATE_SHARE = 0.01
+
+# HDR histogram range, in ns: 1 µs to 60 s at 3 significant figures (≈ 0.1 % value resolution).
+HDR_LOWEST_NS = 1_000
+HDR_HIGHEST_NS = 60_000_000_000
+HDR_SIGNIFICANT_FIGURES = 3
+
+NS_PER_S = 1_000_000_000
+
+
+# --- exact percentiles -------------------------------------------------------------------------
+
+
+def percentile_index(count: int, percentile: float) -> int:
+    """LoadGen's index for a percentile of `count` sorted values: floor(count·p), at most count − 1.
+
+    The product is taken in double precision exactly as LoadGen does (`size_t(n * p)`), so e.g.
+    n = 100, p = 0.29 gives 28 (100·0.29 = 28.999…), the same as LoadGen.
+    """
+    if count <= 0:
+        raise ValueError("no values")
+    if not 0.0 <= percentile < 1.0:
+        raise ValueError(f"percentile must be in [0, 1), got {percentile}")
+    return min(count - 1, int(count * percentile))
+
+
+def exact_percentile(sorted_ns: np.ndarray, percentile: float) -> int:
+    """The value at LoadGen's percentile index of an ascending array."""
+    return int(sorted_ns[percentile_index(len(sorted_ns), percentile)])
+
+
+def _truncated_mean(values: np.ndarray) -> int:
+    """Integer mean truncated toward zero, as LoadGen's `accumulated / count` on int64 latencies."""
+    total = int(values.sum(dtype=np.int64))
+    count = len(values)
+    return total // count if total >= 0 else -((-total) // count)
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Latency distribution in ns. All values are 0 when count == 0 (as LoadGen prints them).
+
+    mean_ns is truncated to an integer like LoadGen's; the percentiles use `method`.
+    """
+
+    count: int
+    min_ns: int
+    mean_ns: int
+    max_ns: int
+    p50_ns: int
+    p90_ns: int
+    p95_ns: int
+    p97_ns: int
+    p99_ns: int
+    p999_ns: int
+    method: str = PERCENTILE_METHOD
+
+    def percentiles(self) -> dict[float, int]:
+        """{0.5: p50_ns, …, 0.999: p999_ns}, in LoadGen's order."""
+        values = (self.p50_ns, self.p90_ns, self.p95_ns, self.p97_ns, self.p99_ns, self.p999_ns)
+        return dict(zip(LOADGEN_PERCENTILES, values, strict=True))
+
+
+def latency_stats(values_ns: np.ndarray) -> LatencyStats:
+    """Exact stats of any latency array (order does not matter; the input is not modified)."""
+    values = np.sort(np.asarray(values_ns, dtype=np.int64))
+    n = len(values)
+    if n == 0:
+        return LatencyStats(0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    p50, p90, p95, p97, p99, p999 = (exact_percentile(values, p) for p in LOADGEN_PERCENTILES)
+    return LatencyStats(
+        count=n,
+        min_ns=int(values[0]),
+        mean_ns=_truncated_mean(values),
+        max_ns=int(values[-1]),
+        p50_ns=p50,
+        p90_ns=p90,
+        p95_ns=p95,
+        p97_ns=p97,
+        p99_ns=p99,
+        p999_ns=p999,
+    )
+
+
+# --- send lag ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SendLagStats:
+    """How far behind its schedule the client sent (actual send − scheduled time, ns).
+
+    `kept_up` is the "generator fell behind" flag: p99_ns ≤ late_threshold_ns and late_share ≤ 1 %
+    (MAX_LATE_SHARE), where late_share = queries issued more than late_threshold_ns after their
+    scheduled time / queries issued. An empty run (nothing scheduled) counts as kept up; a run that
+    scheduled queries but issued none does not.
+    """
+
+    count: int
+    p50_ns: int
+    p99_ns: int
+    p999_ns: int
+    max_ns: int
+    late_threshold_ns: int
+    late_count: int
+    late_share: float
+    kept_up: bool
+    method: str = PERCENTILE_METHOD
+
+
+def send_lag_stats(
+    lag_ns: np.ndarray, scheduled: int, late_threshold_ns: int = LATE_THRESHOLD_NS
+) -> SendLagStats:
+    """Stats of the send lags of the issued queries, out of `scheduled` queries in all."""
+    lag = np.sort(np.asarray(lag_ns, dtype=np.int64))
+    n = len(lag)
+    if n == 0:
+        return SendLagStats(0, 0, 0, 0, 0, late_threshold_ns, 0, 0.0, kept_up=scheduled == 0)
+    p50, p99, p999 = (exact_percentile(lag, p) for p in (0.5, 0.99, 0.999))
+    late = int(n - np.searchsorted(lag, late_threshold_ns, side="right"))
+    share = late / n
+    return SendLagStats(
+        count=n,
+        p50_ns=p50,
+        p99_ns=p99,
+        p999_ns=p999,
+        max_ns=int(lag[-1]),
+        late_threshold_ns=late_threshold_ns,
+        late_count=late,
+        late_share=share,
+        kept_up=p99 <= late_threshold_ns and share <= MAX_LATE_SHARE,
+    )
+
+
+# --- HDR histograms ----------------------------------------------------------------------------
+
+
+def new_latency_histogram() -> HdrHistogram:
+    """An empty histogram with the project's fixed range, so any two of them merge exactly."""
+    return HdrHistogram(HDR_LOWEST_NS, HDR_HIGHEST_NS, HDR_SIGNIFICANT_FIGURES)
+
+
+def count_out_of_range(values_ns: np.ndarray) -> int:
+    """How many values fall outside [0, HDR_HIGHEST_NS] and get clamped by latency_histogram."""
+    values = np.asarray(values_ns, dtype=np.int64)
+    return int(np.count_nonzero((values < 0) | (values > HDR_HIGHEST_NS)))
+
+
+def _counts_indices(histogram: HdrHistogram, values: np.ndarray) -> np.ndarray:
+    """HdrHistogram's counts index for each value, vectorised (hdrh's `_counts_index_for`).
+
+    bucket = bit_length(v | sub_bucket_mask) − unit_magnitude − (half_count_magnitude + 1);
+    sub_bucket = v >> (bucket + unit_magnitude); index = (bucket + 1)·half_count + sub_bucket −
+    half_count. bit_length is found exactly with a search over powers of two (no float log2).
+    """
+    unit = histogram.unit_magnitude
+    half_mag = histogram.sub_bucket_half_count_magnitude
+    powers = np.left_shift(np.int64(1), np.arange(63, dtype=np.int64))
+    bit_length = np.searchsorted(powers, values | histogram.sub_bucket_mask, side="right")
+    bucket = bit_length.astype(np.int64) - unit - (half_mag + 1)
+    sub_bucket = np.right_shift(values, bucket + unit)
+    return np.left_shift(bucket + 1, half_mag) + sub_bucket - histogram.sub_bucket_half_count
+
+
+def latency_histogram(values_ns: np.ndarray) -> HdrHistogram:
+    """An HDR histogram (ns, 1 µs–60 s, 3 significant figures) of the values.
+
+    Values outside [0, 60 s] are clamped to the nearest edge rather than dropped, so counts and
+    ranks stay right and a merged total equals the raw count; the top percentiles are then lower
+    bounds. Count them with count_out_of_range (record_value would silently refuse them).
+    Recording is vectorised: each distinct bucket is recorded once with its count, which is
+    exactly what recording every value would give.
+    """
+    histogram = new_latency_histogram()
+    values = np.clip(np.asarray(values_ns, dtype=np.int64), 0, HDR_HIGHEST_NS)
+    if len(values) == 0:
+        return histogram
+    indices, counts = np.unique(_counts_indices(histogram, values), return_counts=True)
+    for index, count in zip(indices.tolist(), counts.tolist(), strict=True):
+        histogram.record_value(histogram.get_value_from_index(index), count)
+    return histogram
+
+
+def encode_histogram(histogram: HdrHistogram) -> str:
+    """The histogram as a compressed base64 string (HdrHistogram V2 'HISTF…' format)."""
+    encoded: bytes = histogram.encode()
+    return encoded.decode("ascii")
+
+
+def decode_histograms(encoded: Iterable[str]) -> HdrHistogram:
+    """Decode and add any number of encoded histograms into one: an exact merge of the shards."""
+    merged = new_latency_histogram()
+    for text in encoded:
+        merged.decode_and_add(text)
+    return merged
+
+
+# --- the summary -------------------------------------------------------------------------------
+
+
+def _rate(events: int, span_ns: int) -> float:
+    return events * NS_PER_S / span_ns if span_ns > 0 and events > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The interpreted result of one run's records (no verdict: that is validity.py's job).
+
+    Counts: every scheduled query is exactly one of completed_ok, errors or pending (never
+    completed; that includes the never issued, scheduled − issued).
+
+    Times (ns from the run's start):
+    - first_scheduled_ns: the earliest scheduled time;
+    - final_scheduled_ns: the scheduled time of the last *issued* query (LoadGen's
+      final_query_scheduled_time, which Server's min-duration rule reads);
+    - final_issued_ns: the last actual send (LoadGen's final_query_issued_time, used by the
+      SingleStream/MultiStream min-duration rule);
+    - final_completed_ns: the last completion of any query, successful or not;
+    - final_ok_completed_ns: the last successful completion;
+    - duration_ns: the run's measured duration as given to summarize(), else the last issue or
+      completion, whichever is later.
+
+    Throughput (all guarded: 0.0 when the span or the count is zero):
+    - scheduled_qps = (scheduled − 1) / (last scheduled − first scheduled): n due times span
+      n − 1 gaps (LoadGen subtracts 1 for the same [begin, end) reason). With fewer than two
+      distinct due times it falls back to scheduled / duration_ns.
+    - completed_qps = (completed_ok − 1) / (final_ok_completed − first_scheduled): LoadGen's
+      "Completed samples per second" (it divides by the last completion), with our origin at the
+      first due time so that a perfect run gives completed_qps ≈ scheduled_qps.
+    - throughput_samples_per_s = completed_ok · samples_per_query / (final_ok_completed −
+      first_scheduled): the Offline "Samples per second" (samples / time to last completion).
+    - *_samples_per_s = the matching QPS × samples_per_query.
+    """
+
+    scheduled: int
+    issued: int
+    completed_ok: int
+    errors: int
+    pending: int
+    samples_per_query: int
+    duration_ns: int
+    first_scheduled_ns: int
+    final_scheduled_ns: int
+    final_issued_ns: int
+    final_completed_ns: int
+    final_ok_completed_ns: int
+    latency: LatencyStats  # completion − scheduled time, successful queries (MLPerf Server)
+    latency_from_issue: LatencyStats  # completion − actual send (what a CO-prone tool reports)
+    send_lag: SendLagStats
+    scheduled_qps: float
+    completed_qps: float
+    scheduled_samples_per_s: float
+    completed_samples_per_s: float
+    throughput_samples_per_s: float
+    errors_by_kind: dict[str, int]
+    latency_hdr: str | None = None  # encode_histogram of `latency`, for exact cross-process merges
+    latency_hdr_out_of_range: int = 0  # values clamped into the HDR range
+
+    @property
+    def client_kept_up(self) -> bool:
+        return self.send_lag.kept_up
+
+    @property
+    def not_issued(self) -> int:
+        return self.scheduled - self.issued
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form; times stay integer ns (the report layer converts for display)."""
+        result = dataclasses.asdict(self)
+        result["client_kept_up"] = self.client_kept_up
+        result["not_issued"] = self.not_issued
+        return result
+
+
+def _errors_by_kind(records: Records) -> dict[str, int]:
+    codes = records.error_code[records.errored].astype(np.int64)
+    counts: dict[str, int] = {}
+    unknown = int(np.count_nonzero(codes < 0))
+    if unknown:
+        counts["unknown"] = unknown
+    known = codes[codes >= 0]
+    if len(known):
+        for code, count in enumerate(np.bincount(known).tolist()):
+            if count:
+                kind = (
+                    records.error_kinds[code] if code < len(records.error_kinds) else f"#{code}"
+                )
+                counts[kind] = counts.get(kind, 0) + count
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def _max_or(values: np.ndarray, default: int) -> int:
+    return int(values.max()) if len(values) else default
+
+
+def summarize(
+    records: Records,
+    duration_ns: int | None = None,
+    late_threshold_ns: int = LATE_THRESHOLD_NS,
+    histogram: bool = True,
+) -> Summary:
+    """Interpret a run's records. `duration_ns` is the run's measured duration (run start -> end).
+
+    Set `histogram=False` to skip the HDR encoding (a few ms per million queries).
+    """
+    n = len(records)
+    ok, errored, pending, issued = records.ok, records.errored, records.pending, records.issued
+    scheduled_ns = records.scheduled_ns
+    completed_ns = records.completed_ns
+    done = completed_ns != NOT_SET_NS
+
+    latency = records.latency_from_scheduled_ns()
+    first_scheduled = int(scheduled_ns.min()) if n else 0
+    last_scheduled = _max_or(scheduled_ns, 0)
+    final_issued = _max_or(records.issued_ns[issued], 0)
+    final_completed = _max_or(completed_ns[done], 0)
+    final_ok_completed = _max_or(completed_ns[ok], 0)
+    measured = duration_ns if duration_ns is not None else max(final_issued, final_completed)
+
+    completed_ok = int(ok.sum())
+    spq = records.samples_per_query
+    schedule_span = last_scheduled - first_scheduled
+    scheduled_qps = (
+        _rate(n - 1, schedule_span) if n >= 2 and schedule_span > 0 else _rate(n, measured)
+    )
+    to_last_ok = final_ok_completed - first_scheduled
+    completed_qps = _rate(completed_ok - 1, to_last_ok)
+
+    hdr = latency_histogram(latency) if histogram else None
+    return Summary(
+        scheduled=n,
+        issued=int(issued.sum()),
+        completed_ok=completed_ok,
+        errors=int(errored.sum()),
+        pending=int(pending.sum()),
+        samples_per_query=spq,
+        duration_ns=int(measured),
+        first_scheduled_ns=first_scheduled,
+        final_scheduled_ns=_max_or(scheduled_ns[issued], 0),
+        final_issued_ns=final_issued,
+        final_completed_ns=final_completed,
+        final_ok_completed_ns=final_ok_completed,
+        latency=latency_stats(latency),
+        latency_from_issue=latency_stats(records.latency_from_issue_ns()),
+        send_lag=send_lag_stats(records.send_lag_ns(), n, late_threshold_ns),
+        scheduled_qps=scheduled_qps,
+        completed_qps=completed_qps,
+        scheduled_samples_per_s=scheduled_qps * spq,
+        completed_samples_per_s=completed_qps * spq,
+        throughput_samples_per_s=_rate(completed_ok * spq, to_last_ok),
+        errors_by_kind=_errors_by_kind(records),
+        latency_hdr=encode_histogram(hdr) if hdr is not None else None,
+        latency_hdr_out_of_range=count_out_of_range(latency) if histogram else 0,
+    )
+
+
+# --- per-second timeline -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Timeline:
+    """Per-bucket series over [k·bucket_ns, (k+1)·bucket_ns), k = 0 … len − 1, for live/HTML views.
+
+    - scheduled / issued: queries due / actually sent in the bucket;
+    - completed / errors: successful / failed completions in the bucket;
+    - p99_latency_ns: p99 (LoadGen rule) of the latency from scheduled time of the successful
+      queries completing in the bucket; NaN where none completed;
+    - max_send_lag_ns: the largest send lag among queries sent in the bucket; NaN where none;
+    - in_flight: queries sent before the bucket's end and not completed by then.
+    Events before t = 0 count in the first bucket.
+    """
+
+    bucket_ns: int
+    start_ns: np.ndarray  # int64
+    scheduled: np.ndarray  # int64
+    issued: np.ndarray  # int64
+    completed: np.ndarray  # int64
+    errors: np.ndarray  # int64
+    p99_latency_ns: np.ndarray  # float64, NaN = no completion
+    max_send_lag_ns: np.ndarray  # float64, NaN = no send
+    in_flight: np.ndarray  # int64
+
+    def __len__(self) -> int:
+        return len(self.start_ns)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able lists; NaN becomes None."""
+
+        def floats(values: np.ndarray) -> list[float | None]:
+            return [None if np.isnan(v) else float(v) for v in values.tolist()]
+
+        return {
+            "bucket_ns": self.bucket_ns,
+            "start_ns": self.start_ns.tolist(),
+            "scheduled": self.scheduled.tolist(),
+            "issued": self.issued.tolist(),
+            "completed": self.completed.tolist(),
+            "errors": self.errors.tolist(),
+            "p99_latency_ns": floats(self.p99_latency_ns),
+            "max_send_lag_ns": floats(self.max_send_lag_ns),
+            "in_flight": self.in_flight.tolist(),
+        }
+
+
+def timeline(records: Records, bucket_ns: int = NS_PER_S, percentile: float = 0.99) -> Timeline:
+    """Bucket the records by time (see Timeline). `percentile` selects the latency column's rank."""
+    if bucket_ns <= 0:
+        raise ValueError("bucket_ns must be positive")
+    bucket_ns = int(bucket_ns)
+    issued_mask = records.issued
+    done = records.completed_ns != NOT_SET_NS
+    ok = records.ok
+    last = max(
+        _max_or(records.scheduled_ns, -1),
+        _max_or(records.issued_ns[issued_mask], -1),
+        _max_or(records.completed_ns[done], -1),
+    )
+    buckets = last // bucket_ns + 1 if last >= 0 else (1 if len(records) else 0)
+
+    def bucket_of(times: np.ndarray) -> np.ndarray:
+        return np.clip(times // bucket_ns, 0, max(buckets - 1, 0)).astype(np.int64)
+
+    def per_bucket(times: np.ndarray) -> np.ndarray:
+        return np.bincount(bucket_of(times), minlength=buckets).astype(np.int64)
+
+    issued_ns = records.issued_ns[issued_mask]
+    ok_done_ns = records.completed_ns[ok]
+    completed_count = per_bucket(ok_done_ns)
+
+    # p99 per bucket: sort by (bucket, latency), then pick floor(count·p) within each bucket.
+    p99 = np.full(buckets, np.nan)
+    if len(ok_done_ns):
+        ok_bucket = bucket_of(ok_done_ns)
+        latency = ok_done_ns - records.scheduled_ns[ok]
+        order = np.lexsort((latency, ok_bucket))
+        sorted_latency = latency[order]
+        starts = np.concatenate(([0], np.cumsum(completed_count)[:-1]))
+        has = completed_count > 0
+        counts = completed_count[has]
+        rank = np.minimum(counts - 1, np.floor(counts * percentile).astype(np.int64))
+        p99[has] = sorted_latency[starts[has] + rank]
+
+    max_lag = np.full(buckets, -np.inf)
+    if len(issued_ns):
+        lag = (issued_ns - records.scheduled_ns[issued_mask]).astype(np.float64)
+        np.maximum.at(max_lag, bucket_of(issued_ns), lag)
+    max_lag[np.isneginf(max_lag)] = np.nan
+
+    ends = (np.arange(buckets, dtype=np.int64) + 1) * bucket_ns
+    sent_before = np.searchsorted(np.sort(issued_ns), ends, side="left")
+    done_ns = np.sort(records.completed_ns[done & issued_mask])
+    done_before = np.searchsorted(done_ns, ends, side="left")
+    return Timeline(
+        bucket_ns=bucket_ns,
+        start_ns=ends - bucket_ns,
+        scheduled=per_bucket(records.scheduled_ns),
+        issued=per_bucket(issued_ns),
+        completed=completed_count,
+        errors=per_bucket(records.completed_ns[records.errored & done]),
+        p99_latency_ns=p99,
+        max_send_lag_ns=max_lag,
+        in_flight=(sent_before - done_before).astype(np.int64),
+    )
