@@ -1,0 +1,185 @@
+"""The result of a run as one value (settings + model + environment + summary + verdict), and its files.
+
+The JSON carries its own configuration (every setting, seeds included), the environment (versions,
+host, server) and, when asked, the raw per-query records as compact columns, so any number in it can
+be recomputed later. `schema_version` lets later readers refuse files they do not understand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import os
+import platform
+import socket
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from loadtest.deployment import Deployment
+from loadtest.experiment import Measurement
+from loadtest.interpret import interpret_server
+from loadtest.report.mlperf_summary import render_mlperf_summary
+from loadtest.settings import ServerSettings, TargetSettings
+from loadtest.stats import Summary
+from loadtest.validity import Verdict
+
+SCHEMA = "loadtest.result"
+SCHEMA_VERSION = 1
+
+
+def plain(value: Any) -> Any:
+    """Dataclasses, enums, paths and numpy scalars -> JSON-able values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    return value
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def build_environment(target: Any, deployment: Deployment) -> dict[str, Any]:
+    """Where the numbers come from: client host and versions, and which server answered."""
+    embedded = deployment.embedded
+    return {
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "cpu_count": os.cpu_count(),
+        "versions": {
+            name: _version(name)
+            for name in ("loadtest", "tritonclient", "numpy", "onnxruntime", "nvidia-pytriton")
+        },
+        "server": {
+            "url": deployment.target.url,
+            "protocol": deployment.target.protocol.value,
+            "triton_version": getattr(target, "server_version", ""),
+            "embedded": embedded is not None,
+            "embedded_pid": embedded.pid if embedded else None,
+            "embedded_startup_s": round(embedded.startup_s, 3) if embedded else None,
+        },
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerReport:
+    settings: ServerSettings
+    requested_target: TargetSettings
+    target: TargetSettings
+    measurement: Measurement
+    summary: Summary
+    verdict: Verdict
+    environment: dict[str, Any]
+    created_unix_s: float
+
+    @classmethod
+    def from_measurement(
+        cls,
+        settings: ServerSettings,
+        requested: TargetSettings,
+        resolved: TargetSettings,
+        measurement: Measurement,
+        environment: dict[str, Any],
+    ) -> ServerReport:
+        summary, verdict = interpret_server(settings, measurement.outcome)
+        return cls(
+            settings=settings,
+            requested_target=requested,
+            target=resolved,
+            measurement=measurement,
+            summary=summary,
+            verdict=verdict,
+            environment=environment,
+            created_unix_s=time.time(),
+        )
+
+    @property
+    def client_cpu_us_per_query(self) -> float:
+        issued = int(self.measurement.outcome.records.issued.sum())
+        return self.measurement.client_cpu_s * 1e6 / issued if issued else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        outcome = self.measurement.outcome
+        result: dict[str, Any] = {
+            "schema": SCHEMA,
+            "schema_version": SCHEMA_VERSION,
+            "scenario": self.settings.scenario.value,
+            "created_unix_s": self.created_unix_s,
+            "settings": plain(self.settings),
+            "target": {**plain(self.target), "requested_url": self.requested_target.url},
+            "model": plain(self.measurement.model),
+            "environment": self.environment,
+            "run": {
+                "started_unix_ns": outcome.started_unix_ns,
+                "duration_ns": outcome.duration_ns,
+                "interrupted": outcome.interrupted,
+                "partial": outcome.interrupted,
+                "stop_reason": outcome.stop_reason,
+                "client_cpu_s": round(self.measurement.client_cpu_s, 6),
+                "client_cpu_us_per_query": round(self.client_cpu_us_per_query, 3),
+            },
+            "summary": self.summary.to_dict(),
+            "verdict": plain(self.verdict),
+        }
+        if self.settings.keep_records:
+            records = outcome.records
+            result["records"] = {
+                "error_kinds": records.error_kinds,
+                "samples_per_query": records.samples_per_query,
+                "columns": records.to_columns(),
+            }
+        return result
+
+
+def default_output_dir(report: ServerReport) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(report.created_unix_s))
+    return Path("results") / f"{stamp}-server-{report.target.model}"
+
+
+def write_server_outputs(report: ServerReport, output: Path | None) -> Path:
+    """result.json + mlperf_log_summary.txt in `output` (default results/<time>-server-<model>)."""
+    directory = output or default_output_dir(report)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "result.json").write_text(json.dumps(report.to_json(), indent=1) + "\n")
+    (directory / "mlperf_log_summary.txt").write_text(render_server_summary_text(report))
+    return directory
+
+
+def render_server_summary_text(report: ServerReport) -> str:
+    settings = report.settings
+    parameters = {
+        "target_qps": settings.qps,
+        "target_latency (ns)": settings.target_latency_ns,
+        "target_latency_percentile": settings.percentile,
+        "min_duration (ms)": settings.min_duration_ns // 1_000_000,
+        "max_duration (ms)": settings.max_duration_ns // 1_000_000,
+        "min_query_count": settings.min_query_count,
+        "schedule_rng_seed": settings.schedule_seed,
+        "sample_index_rng_seed": settings.sample_seed,
+        "performance_sample_count": settings.sample_count,
+        "early_stopping_confidence": settings.early_stopping_confidence,
+    }
+    return render_mlperf_summary(
+        sut_name=f"triton {report.target.protocol.value} {report.target.url} {report.target.model}",
+        scenario=settings.scenario.value,
+        summary=report.summary,
+        verdict=report.verdict,
+        test_parameters=parameters,
+    )
