@@ -1,0 +1,103 @@
+"""`loadtest models build|list`: build the benchmark suite into a Triton model repository.
+
+Flags become a call to loadtest.models.build_repository; progress is shown with rich. Errors are
+ModelBuildError / SettingsError, which loadtest.cli turns into one line and exit code 1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from loadtest.errors import SettingsError
+from loadtest.models import SUITE, build_repository, default_repository
+from loadtest.models.build import MODEL_FILE, VERSION, human_bytes, read_stamp
+from loadtest.models.suite import NS_PER_MS
+
+app = typer.Typer(
+    help="Build and list the benchmark models (ONNX + Triton configs) in a model repository.",
+    no_args_is_help=True,
+)
+console = Console()
+notes = Console(stderr=True)
+
+RepositoryOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Model repository [default: ./model_repository if it exists, else the checkout's]."
+    ),
+]
+
+
+@app.command()
+def build(
+    repository: RepositoryOption = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="Build only this model (repeatable)."),
+    ] = None,
+    all_models: Annotated[
+        bool,
+        typer.Option("--all", help="Build every suite model, bert_large (1.3 GB) included."),
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Weight seed (same seed -> identical bytes).")] = 0,
+    force: Annotated[bool, typer.Option(help="Rebuild even when up to date.")] = False,
+) -> None:
+    """Generate model.onnx and config.pbtxt for the default suite (or the named models)."""
+    if all_models and model:
+        raise SettingsError("--all and --model exclude each other")
+    names = list(SUITE) if all_models else model
+    target = repository or default_repository()
+    with notes.status("building models ...") as status:
+
+        def progress(text: str) -> None:
+            status.update(text)
+            notes.print(f"[dim]{text}[/]", highlight=False)
+
+        results = build_repository(target, names, seed=seed, force=force, progress=progress)
+    table = Table(title=f"model repository {target}")
+    for column in ("model", "size", "build time", "", "file"):
+        table.add_column(column)
+    for result in results:
+        table.add_row(
+            result.name,
+            human_bytes(result.bytes),
+            "-" if result.skipped else f"{result.seconds:.1f} s",
+            "up to date" if result.skipped else "built",
+            str(result.path),
+        )
+    console.print(table)
+
+
+@app.command(name="list")
+def list_models(repository: RepositoryOption = None) -> None:
+    """The suite: what each model is, its latency bound, and whether it is built here."""
+    target = repository or default_repository()
+    table = Table(title=f"benchmark suite (repository {target})")
+    for column in ("model", "built", "size", "bound", "default", "description"):
+        table.add_column(column)
+    for name, model in SUITE.items():
+        path = target / name / VERSION / MODEL_FILE
+        stamp = read_stamp(path.parent)
+        built = "yes" if path.is_file() else "no"
+        if path.is_file() and stamp is not None:
+            built = f"yes (seed {stamp.get('seed')})"
+        size = (
+            human_bytes(path.stat().st_size)
+            if path.is_file()
+            else f"~{human_bytes(model.approx_bytes)}"
+        )
+        bound = f"{model.target_latency_ns / NS_PER_MS:g} ms p{model.percentile * 100:g}"
+        table.add_row(
+            name,
+            built,
+            size,
+            f"{bound} ({model.latency_source})",
+            "yes" if model.default_build else "no",
+            model.description,
+        )
+    console.print(table)

@@ -1,0 +1,68 @@
+"""The benchmark model suite and the Triton model repository it lives in.
+
+Generators write ONNX models with seeded random weights (nothing is downloaded) whose
+architecture, shapes and cost are the real ones, scaled only where the name says so:
+
+    tiny           MLP 16-64-16 — measures the load generator and the server, not a model
+    resnet50       ResNet-50 v1.5 (MLPerf resnet50), faithful
+    bert_l4_h256   BERT SQuAD at sequence 384, scaled to 4 layers / hidden 256
+    bert_large     BERT-large SQuAD (MLPerf bert), faithful, 1.3 GB — built only on request
+    dlrm_small     DLRM-v2 (MLPerf dlrm-v2), faithful but for 10 000-row embedding tables
+
+Each model gets a config.pbtxt written through Triton's own ModelConfig schema (and a
+configs/gpu.pbtxt variant). The public API:
+
+    SUITE[name] -> SuiteModel         what a model is, its serving settings, its latency bound
+    build_repository(repo, names, seed, force, progress) -> list[BuildResult]
+    write_configs(repo, names)        the configs alone (they are committed to git)
+    check_repository(repo, names)     problems that would stop Triton loading the models
+    default_repository()              where the CLI looks when --repository is not given
+
+Exceptions: ModelBuildError (loadtest.errors), one line naming the model and the cause.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from loadtest.models.build import BuildResult, build_repository, write_configs
+from loadtest.models.check import check_repository
+from loadtest.models.suite import (
+    DEFAULT_BUILD,
+    DEFAULT_SERVER_MODEL,
+    DEFAULT_SERVER_QPS,
+    SUITE,
+    SuiteModel,
+    TensorDecl,
+)
+
+# The repository committed beside the package source (a git checkout or an editable install).
+SOURCE_REPOSITORY = Path(__file__).resolve().parent.parent.parent / "model_repository"
+
+
+def default_repository() -> Path:
+    """`./model_repository` when it exists (you run from a checkout or a project of your own),
+    else the checkout's repository beside the package source, else `./model_repository`
+    (to be created). Resolved on each call, not at import, because it depends on the cwd."""
+    here = Path.cwd() / "model_repository"
+    if here.is_dir():
+        return here
+    if SOURCE_REPOSITORY.is_dir():
+        return SOURCE_REPOSITORY
+    return here
+
+
+__all__ = [
+    "DEFAULT_BUILD",
+    "DEFAULT_SERVER_MODEL",
+    "DEFAULT_SERVER_QPS",
+    "SOURCE_REPOSITORY",
+    "SUITE",
+    "BuildResult",
+    "SuiteModel",
+    "TensorDecl",
+    "build_repository",
+    "check_repository",
+    "default_repository",
+    "write_configs",
+]
