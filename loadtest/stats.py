@@ -322,9 +322,7 @@ def _errors_by_kind(records: Records) -> dict[str, int]:
     if len(known):
         for code, count in enumerate(np.bincount(known).tolist()):
             if count:
-                kind = (
-                    records.error_kinds[code] if code < len(records.error_kinds) else f"#{code}"
-                )
+                kind = records.error_kinds[code] if code < len(records.error_kinds) else f"#{code}"
                 counts[kind] = counts.get(kind, 0) + count
     return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
