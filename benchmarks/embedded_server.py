@@ -90,9 +90,15 @@ def main() -> None:
                 spec = asyncio.run(_spec(server.grpc_url, name))
                 samples = random_samples(spec, 16, seed=0)
                 n = args.requests if name == "tiny" else max(30, args.requests // 5)
-                native = native_latencies_ms(repository / name / "1" / "model.onnx", name, samples, n)
-                grpc = asyncio.run(triton_latencies_ms(TritonGrpcTarget(server.grpc_url, name), samples, n))
-                http = asyncio.run(triton_latencies_ms(TritonHttpTarget(server.http_url, name), samples, n))
+                native = native_latencies_ms(
+                    repository / name / "1" / "model.onnx", name, samples, n
+                )
+                grpc = asyncio.run(
+                    triton_latencies_ms(TritonGrpcTarget(server.grpc_url, name), samples, n)
+                )
+                http = asyncio.run(
+                    triton_latencies_ms(TritonHttpTarget(server.http_url, name), samples, n)
+                )
                 rss_after = tree_rss_mb(server.pid)
             finally:
                 server.cleanup()
@@ -109,18 +115,44 @@ def main() -> None:
                 row[f"{label}_p50_ms"] = round(float(np.percentile(values, 50)), 3)
                 row[f"{label}_p99_ms"] = round(float(np.percentile(values, 99)), 3)
             for label in ("grpc", "http"):
-                row[f"{label}_overhead_p50_ms"] = round(row[f"{label}_p50_ms"] - row["native_p50_ms"], 3)
-                row[f"{label}_vs_native_p50_ratio"] = round(row[f"{label}_p50_ms"] / row["native_p50_ms"], 2)
+                row[f"{label}_overhead_p50_ms"] = round(
+                    row[f"{label}_p50_ms"] - row["native_p50_ms"], 3
+                )
+                row[f"{label}_vs_native_p50_ratio"] = round(
+                    row[f"{label}_p50_ms"] / row["native_p50_ms"], 2
+                )
             rows.append(row)
             print(json.dumps(row))
     print()
-    header = ("model", "start s", "RSS MB", "native p50", "grpc p50", "http p50", "grpc +ms", "http +ms", "grpc/native")
+    header = (
+        "model",
+        "start s",
+        "RSS MB",
+        "native p50",
+        "grpc p50",
+        "http p50",
+        "grpc +ms",
+        "http +ms",
+        "grpc/native",
+    )
     print(" | ".join(header))
     for r in rows:
-        print(" | ".join(str(v) for v in (
-            r["model"], r["startup_s"], r["server_rss_mb_after"], r["native_p50_ms"], r["grpc_p50_ms"],
-            r["http_p50_ms"], r["grpc_overhead_p50_ms"], r["http_overhead_p50_ms"], r["grpc_vs_native_p50_ratio"],
-        )))
+        print(
+            " | ".join(
+                str(v)
+                for v in (
+                    r["model"],
+                    r["startup_s"],
+                    r["server_rss_mb_after"],
+                    r["native_p50_ms"],
+                    r["grpc_p50_ms"],
+                    r["http_p50_ms"],
+                    r["grpc_overhead_p50_ms"],
+                    r["http_overhead_p50_ms"],
+                    r["grpc_vs_native_p50_ratio"],
+                )
+            )
+        )
 
 
 async def _spec(url: str, name: str):

@@ -10,8 +10,11 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from loadtest.commands import models as models_command
 from loadtest.commands import serve as serve_command
+from loadtest.commands import server as server_command
 from loadtest.errors import LoadtestError, ServerError
 
 app = typer.Typer(
@@ -21,46 +24,21 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.command(name="server")(server_command.server)
 app.command(name="serve")(serve_command.serve)
-
-
-def _add_optional_commands() -> None:
-    """Commands whose modules are written alongside this one (kept separate for small files)."""
-    from loadtest.commands import models as models_command
-    from loadtest.commands import server as server_command
-
-    app.add_typer(models_command.app, name="models")
-    app.command(name="server")(server_command.server)
-
-
-_add_optional_commands()
+app.add_typer(models_command.app, name="models")
 
 
 def main() -> None:
     errors = Console(stderr=True)
     try:
-        app(standalone_mode=False)
+        app()  # standalone: typer answers usage errors itself (exit 2) and exits
     except LoadtestError as exc:
-        errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         if isinstance(exc, ServerError) and exc.log_tail:
             errors.print("[dim]--- server log (tail) ---[/]", highlight=False)
             errors.print(exc.log_tail, markup=False, highlight=False)
         sys.exit(1)
-    except typer.Abort:
-        errors.print("aborted")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        errors.print("interrupted")
-        sys.exit(130)
-    except Exception as exc:  # click usage errors and friends: still one line
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
-"""The exception tree. Exceptions are for setup and configuration only; a failed *query* is a record.
+"""The exception tree. Exceptions are for setup and configuration; a failed *query* is a record.
 
-    LoadtestError            anything the CLI turns into one clear line and a non-zero exit
-    ├── SettingsError        nonsense or contradictory flags
-    ├── ModelBuildError      a benchmark model could not be built or a repository is malformed
-    ├── ServerError          the embedded Triton could not start, or died (carries the log tail)
-    └── TargetError          the target is unreachable, lacks the model, or rejects the inputs
+LoadtestError            anything the CLI turns into one clear line and a non-zero exit
+├── SettingsError        nonsense or contradictory flags
+├── ModelBuildError      a benchmark model could not be built or a repository is malformed
+├── ServerError          the embedded Triton could not start, or died (carries the log tail)
+└── TargetError          the target is unreachable, lacks the model, or rejects the inputs
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadtest.records import Records
-from loadtest.runner import RunOutcome, Runner
+from loadtest.runner import Runner, RunOutcome
 from loadtest.samples import load_samples, random_samples
 from loadtest.schedule import Schedule, server_schedule
 from loadtest.settings import ServerSettings

@@ -52,7 +52,7 @@ class Records:
         return len(self.scheduled_ns)
 
     def error_code_for(self, kind: str) -> int:
-        """Small integer for an error kind, adding it on first sight (few kinds exist in practice)."""
+        """Small integer for an error kind, added on first sight (few kinds exist in practice)."""
         try:
             return self.error_kinds.index(kind)
         except ValueError:

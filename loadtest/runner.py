@@ -28,6 +28,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from loadtest.records import Records, Status
 from loadtest.schedule import Schedule
@@ -49,8 +50,8 @@ class RunOutcome:
     records: Records
     started_unix_ns: int  # wall-clock time at the run's start, for reports only
     duration_ns: int  # run start -> last completion (or the moment the run was cut short)
-    interrupted: bool  # Ctrl-C (or stop event) before every query was issued and answered
-    stop_reason: str  # "" when the run completed as scheduled
+    interrupted: bool  # stopped from outside (Ctrl-C): a partial result
+    stop_reason: str  # "" when every query was issued and answered as scheduled
 
 
 class Runner:
@@ -82,13 +83,15 @@ class Runner:
         )
         self.stop_event = asyncio.Event()
         self._stop_reason = ""
+        self._interrupted = False
         self._in_flight: set[asyncio.Task[None]] = set()
         self._start_ns = 0
 
     def stop(self, reason: str) -> None:
-        """Stop issuing (e.g. on Ctrl-C); outstanding queries get a short drain."""
+        """Stop issuing (e.g. on Ctrl-C); outstanding queries get a short drain. Partial result."""
         if not self._stop_reason:
             self._stop_reason = reason
+        self._interrupted = True
         self.stop_event.set()
 
     async def _query(self, i: int, sample: int) -> None:
@@ -120,7 +123,8 @@ class Runner:
                 oversleeps[i % TIMER_HISTORY] = clock() - wake
                 if i % 16 == 0:
                     window = min(
-                        MAX_SPIN_WINDOW_NS, max(MIN_SPIN_WINDOW_NS, sorted(oversleeps)[-4] + SPIN_MARGIN_NS)
+                        MAX_SPIN_WINDOW_NS,
+                        max(MIN_SPIN_WINDOW_NS, sorted(oversleeps)[-4] + SPIN_MARGIN_NS),
                     )
             now = clock()
             while now < due:
@@ -129,7 +133,7 @@ class Runner:
             if self.stop_event.is_set():
                 return
             if max_ns and now - start > max_ns:
-                self.stop(f"max duration {max_ns / 1e9:g} s reached")
+                self._stop_reason = f"max duration {max_ns / 1e9:g} s reached"
                 return
             issued[i] = now - start
             task = loop.create_task(self._query(i, samples[i]))
@@ -151,8 +155,8 @@ class Runner:
         if not self._in_flight:
             return
         pending = set(self._in_flight)
-        everything = asyncio.gather(*pending, return_exceptions=True)
-        stop_wait = asyncio.ensure_future(self.stop_event.wait())
+        everything: asyncio.Future[Any] = asyncio.gather(*pending, return_exceptions=True)
+        stop_wait: asyncio.Future[Any] = asyncio.ensure_future(self.stop_event.wait())
         try:
             timeout = timeout_ns / 1e9
             done, _ = await asyncio.wait(
@@ -199,6 +203,6 @@ class Runner:
             records=self.records,
             started_unix_ns=started_unix_ns,
             duration_ns=max(duration_ns, 0),
-            interrupted=bool(self._stop_reason),
+            interrupted=self._interrupted,
             stop_reason=self._stop_reason,
         )

@@ -3,8 +3,8 @@
 Inputs come from the model's own metadata (names, dtypes, shapes) or from data the user gives
 (`.npz`, one array per input name, first axis = sample). Random data follows the model's declared
 value ranges: the suite's configs carry `loadtest.range.<input>` = "low,high" parameters, because an
-index tensor (BERT token ids, DLRM sparse features) with out-of-range values is rejected by the model,
-not merely slow. Dynamic dimensions (-1) need a size: `shapes` overrides, else 1.
+index tensor (BERT token ids, DLRM sparse features) with out-of-range values is rejected by the
+model, not merely slow. Dynamic dimensions (-1) need a size: `shapes` overrides, else 1.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Settings + seeds -> Schedule: every query's due time and sample, generated before the clock starts.
+"""Settings + seeds -> Schedule: each query's due time and sample, made before the clock starts.
 
 This follows MLPerf LoadGen's Server scenario: inter-arrival gaps are exponential with rate `qps`
 (a Poisson process), drawn from a seeded RNG, and generation continues until the last due time

@@ -80,9 +80,7 @@ class ServerSettings:
         if self.min_query_count < 1:
             raise SettingsError(f"--min-queries must be ≥ 1, got {self.min_query_count}")
         if not 0 < self.percentile < 1:
-            raise SettingsError(
-                f"--percentile must be in (0, 100), got {self.percentile * 100:g}"
-            )
+            raise SettingsError(f"--percentile must be in (0, 100), got {self.percentile * 100:g}")
         if self.target_latency_ns <= 0:
             raise SettingsError("--target-latency must be > 0 ms")
         if self.sample_count < 1:

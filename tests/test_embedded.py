@@ -105,7 +105,9 @@ def test_wrong_input_shape_is_rejected_at_prepare(triton):
 def test_port_taken_is_one_clear_error(built_repository, triton):
     taken = int(triton.http_url.rsplit(":", 1)[1])
     grpc, metrics = free_ports(2)
-    server = EmbeddedTriton(built_repository, ["tiny"], Ports(http=taken, grpc=grpc, metrics=metrics))
+    server = EmbeddedTriton(
+        built_repository, ["tiny"], Ports(http=taken, grpc=grpc, metrics=metrics)
+    )
     with pytest.raises(ServerError, match=f"port {taken} is already in use"):
         server.start()
     assert server.process is None
@@ -127,10 +129,25 @@ def test_model_that_fails_to_load_names_model_and_shows_log(built_repository, tm
 def _start_serve(repository: Path) -> tuple[subprocess.Popen[str], int]:
     http, grpc, metrics = free_ports(3)
     process = subprocess.Popen(
-        [sys.executable, "-m", "loadtest.cli", "serve", "--repository", str(repository),
-         "--model", "tiny", "--http-port", str(http), "--grpc-port", str(grpc),
-         "--metrics-port", str(metrics)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "loadtest.cli",
+            "serve",
+            "--repository",
+            str(repository),
+            "--model",
+            "tiny",
+            "--http-port",
+            str(http),
+            "--grpc-port",
+            str(grpc),
+            "--metrics-port",
+            str(metrics),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     assert process.stdout is not None
     deadline = time.monotonic() + 60

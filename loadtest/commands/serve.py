@@ -17,12 +17,14 @@ console = Console(stderr=True)
 
 
 def serve(
-    repository: Annotated[
-        Path, typer.Option(help="Model repository to serve.")
-    ] = Path("model_repository"),
+    repository: Annotated[Path, typer.Option(help="Model repository to serve.")] = Path(
+        "model_repository"
+    ),
     model: Annotated[
         list[str] | None,
-        typer.Option("--model", "-m", help="Load only these models (repeatable); default: all built."),
+        typer.Option(
+            "--model", "-m", help="Load only these models (repeatable); default: all built."
+        ),
     ] = None,
     http_port: Annotated[int, typer.Option(help="HTTP port; 0 = pick a free one.")] = 8000,
     grpc_port: Annotated[int, typer.Option(help="gRPC port; 0 = pick a free one.")] = 8001,

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from loadtest import deployment as deployment_module
 from loadtest.errors import SettingsError
-from loadtest.experiment import open_with_samples, run_server
+from loadtest.experiment import Measurement, open_with_samples, run_server
 from loadtest.models import DEFAULT_SERVER_MODEL, DEFAULT_SERVER_QPS, SUITE
 from loadtest.report.live import LiveView
 from loadtest.report.results import ServerReport, build_environment, write_server_outputs
@@ -92,7 +92,9 @@ def server(
     timeout: Annotated[float, typer.Option(help="Per-request timeout in seconds.")] = 30.0,
     embedded: Annotated[
         deployment_module.EmbeddedMode,
-        typer.Option(help="Start the embedded Triton: auto = when nothing answers at a loopback URL."),
+        typer.Option(
+            help="Start the embedded Triton: auto = when nothing answers at a loopback URL."
+        ),
     ] = deployment_module.EmbeddedMode.AUTO,
     repository: Annotated[
         Path, typer.Option(help="Model repository for the embedded Triton.")
@@ -109,9 +111,7 @@ def server(
     output: Annotated[
         Path | None, typer.Option(help="Directory for result.json and mlperf_log_summary.txt.")
     ] = None,
-    records: Annotated[
-        bool, typer.Option(help="Store per-query records in result.json.")
-    ] = False,
+    records: Annotated[bool, typer.Option(help="Store per-query records in result.json.")] = False,
     live: Annotated[bool, typer.Option(help="Live view while running (terminals only).")] = True,
 ) -> None:
     """Run the MLPerf Server scenario: Poisson arrivals at --qps, latency from scheduled time."""
@@ -153,11 +153,12 @@ def server(
             resolved.url, resolved.protocol.value, resolved.model, resolved.model_version, timeout
         )
         title = (
-            f"Server scenario: {settings.qps:g} QPS Poisson for ≥ {settings.min_duration_ns / NS_PER_S:g} s "
+            f"Server scenario: {settings.qps:g} QPS Poisson for ≥ "
+            f"{settings.min_duration_ns / NS_PER_S:g} s "
             f"against {target.description}"
         )
 
-        async def measure():  # type: ignore[no-untyped-def]
+        async def measure() -> Measurement:
             try:
                 spec, library = await open_with_samples(
                     target, settings.sample_count, settings.sample_seed, input_data, shapes
@@ -186,6 +187,11 @@ def server(
     render_server_report(console, report)
     out_dir = write_server_outputs(report, output)
     console.print(f"results: {out_dir / 'result.json'}  {out_dir / 'mlperf_log_summary.txt'}")
+    if measurement.outcome.interrupted:
+        console.print(
+            f"[yellow]partial result[/] ({measurement.outcome.stop_reason}): written above"
+        )
+        raise typer.Exit(130)
     if deployment.embedded is not None:
         console.print(
             "[dim]This measured the embedded Triton on this machine. To measure a real deployment: "

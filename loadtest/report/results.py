@@ -1,4 +1,4 @@
-"""The result of a run as one value (settings + model + environment + summary + verdict), and its files.
+"""A run's result as one value (settings, model, environment, summary, verdict), and its files.
 
 The JSON carries its own configuration (every setting, seeds included), the environment (versions,
 host, server) and, when asked, the raw per-query records as compact columns, so any number in it can
@@ -68,6 +68,7 @@ def build_environment(target: Any, deployment: Deployment) -> dict[str, Any]:
             for name in ("loadtest", "tritonclient", "numpy", "onnxruntime", "nvidia-pytriton")
         },
         "server": {
+            "description": str(getattr(target, "description", deployment.target.url)),
             "url": deployment.target.url,
             "protocol": deployment.target.protocol.value,
             "triton_version": getattr(target, "server_version", ""),
@@ -177,7 +178,7 @@ def render_server_summary_text(report: ServerReport) -> str:
         "early_stopping_confidence": settings.early_stopping_confidence,
     }
     return render_mlperf_summary(
-        sut_name=f"triton {report.target.protocol.value} {report.target.url} {report.target.model}",
+        sut_name=str(report.environment["server"]["description"]),
         scenario=settings.scenario.value,
         summary=report.summary,
         verdict=report.verdict,

@@ -1,8 +1,9 @@
-"""The final rich table: every figure labelled with what it is (origin, method, whether we kept up)."""
+"""The final rich tables: each figure says what it is (origin, method, whether we kept up)."""
 
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from loadtest.report.results import ServerReport
@@ -16,7 +17,7 @@ def ms(ns: float) -> str:
 
 def latency_table(summary: Summary, target_latency_ns: int, percentile: float) -> Table:
     table = Table(
-        title="Latency, ms — exact percentiles, sorted[floor(n·p)] over successful queries",
+        title=escape(f"Latency, ms — {summary.latency.method}, over successful queries"),
         title_justify="left",
     )
     table.add_column("statistic")
@@ -30,8 +31,14 @@ def latency_table(summary: Summary, target_latency_ns: int, percentile: float) -
 
     row("min", scheduled.min_ns, sent.min_ns)
     row("mean", scheduled.mean_ns, sent.mean_ns)
-    for p, label in ((0.5, "p50"), (0.9, "p90"), (0.95, "p95"), (0.97, "p97"), (0.99, "p99"),
-                     (0.999, "p99.9")):
+    for p, label in (
+        (0.5, "p50"),
+        (0.9, "p90"),
+        (0.95, "p95"),
+        (0.97, "p97"),
+        (0.99, "p99"),
+        (0.999, "p99.9"),
+    ):
         row(label, _pct(scheduled, p), _pct(sent, p), bold=abs(p - percentile) < 1e-9)
     row("max", scheduled.max_ns, sent.max_ns)
     table.caption = (
@@ -52,24 +59,34 @@ def run_table(report: ServerReport) -> Table:
     table = Table(title="Run", title_justify="left", show_header=False)
     table.add_column("what")
     table.add_column("value")
-    table.add_row("target", report.target.url + f" ({report.target.protocol.value}) model "
-                  + report.target.model)
+    server = report.environment["server"]
+    embedded = " — embedded Triton started by loadtest" if server["embedded"] else ""
+    table.add_row("target", escape(server["description"]) + embedded)
     table.add_row(
         "queries",
         f"{summary.scheduled} scheduled, {summary.issued} issued, {summary.completed_ok} ok, "
         f"{summary.errors} failed, {summary.pending} never answered",
     )
-    table.add_row("scheduled rate", f"{summary.scheduled_qps:,.2f} QPS (Poisson, seed "
-                  f"{report.settings.schedule_seed})")
+    table.add_row(
+        "scheduled rate",
+        f"{summary.scheduled_qps:,.2f} QPS as drawn (requested {report.settings.qps:g}; Poisson, "
+        f"seed {report.settings.schedule_seed})",
+    )
     table.add_row("completed rate", f"{summary.completed_qps:,.2f} QPS")
-    table.add_row("duration", f"{outcome.duration_ns / 1e9:,.2f} s (first due time to last completion)")
+    table.add_row(
+        "duration", f"{outcome.duration_ns / 1e9:,.2f} s (first due time to last completion)"
+    )
     kept = "[green]yes[/]" if summary.client_kept_up else "[bold red]NO — client-bound[/]"
     table.add_row(
         "client kept up",
         f"{kept}: send lag p50 {ms(lag.p50_ns)} / p99 {ms(lag.p99_ns)} / max {ms(lag.max_ns)} ms; "
         f"{lag.late_share * 100:.2f} % sent > {ms(lag.late_threshold_ns)} ms late",
     )
-    table.add_row("client CPU", f"{report.client_cpu_us_per_query:,.0f} µs per query (this process)")
+    table.add_row(
+        "client CPU",
+        f"{report.client_cpu_us_per_query:,.0f} µs per query (this process, including the "
+        "spin-wait that makes sends precise)",
+    )
     for kind, count in summary.errors_by_kind.items():
         table.add_row("[red]errors[/]", f"{count} × {kind}")
     if outcome.interrupted:

@@ -213,7 +213,9 @@ class EmbeddedTriton:
             self.requested_ports.metrics,
         ):
             if not port_is_free(port):
-                raise ServerError(f"cannot start the embedded Triton: port {port} is already in use")
+                raise ServerError(
+                    f"cannot start the embedded Triton: port {port} is already in use"
+                )
         return self.requested_ports
 
     def _check_repository(self) -> None:
@@ -237,7 +239,7 @@ class EmbeddedTriton:
             return False
 
     def start(self) -> EmbeddedTriton:
-        """Launch and wait until ready; on any failure the process is gone and ServerError says why."""
+        """Launch and wait until ready; on failure the process is gone and ServerError says why."""
         self._check_repository()
         install = TritonInstall.locate()
         self.ports = self._choose_ports()
@@ -270,7 +272,9 @@ class EmbeddedTriton:
                 log = self.log_path.read_text(errors="replace")
                 failed = _failed_model_lines(log)
                 reason = failed[0] if failed else f"exit code {self.process.returncode}"
-                raise ServerError(f"the embedded Triton exited while starting: {reason}", self.log_tail())
+                raise ServerError(
+                    f"the embedded Triton exited while starting: {reason}", self.log_tail()
+                )
             if self._ready():
                 return
             time.sleep(0.1)

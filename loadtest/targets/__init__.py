@@ -1,4 +1,4 @@
-"""Targets: what a query is sent to. Only this package imports tritonclient, aiohttp, onnxruntime."""
+"""Targets: what queries go to. Only this package imports tritonclient, aiohttp, onnxruntime."""
 
 from loadtest.targets.base import ModelSpec, Target, TensorSpec
 

@@ -34,7 +34,7 @@ NUMPY_TO_TRITON: dict[str, str] = {v: k for k, v in TRITON_TO_NUMPY.items()}
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One input or output. `shape` excludes the batch dimension when the model batches; -1 = any."""
+    """One input or output. `shape` excludes the batch dimension when batching; -1 = any size."""
 
     name: str
     datatype: str  # Triton name, e.g. "FP32"

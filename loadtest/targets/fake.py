@@ -133,7 +133,9 @@ def fake_from_url(url: str) -> FakeTarget:
     query = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
     try:
         servers = int(query.pop("servers", "1"))
-        law = ServiceLaw(query.pop("law", "exponential"), int(float(query.pop("service_ms", "1")) * 1e6))
+        law = ServiceLaw(
+            query.pop("law", "exponential"), int(float(query.pop("service_ms", "1")) * 1e6)
+        )
         law.sampler(0)
         stall_at = query.pop("stall_at_s", None)
         stall_s = float(query.pop("stall_s", "1"))

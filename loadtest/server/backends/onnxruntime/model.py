@@ -48,9 +48,7 @@ class TritonPythonModel:
             if key.startswith("session.") and key != "session.intra_op.allow_spinning":
                 options.add_session_config_entry(key, value)
         try:
-            self.session = ort.InferenceSession(
-                path, options, providers=["CPUExecutionProvider"]
-            )
+            self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise pb_utils.TritonModelException(f"onnxruntime cannot load {path}: {exc}") from exc
         self.batching = int(config.get("max_batch_size", 0)) > 0
@@ -64,7 +62,10 @@ class TritonPythonModel:
         }
         outputs = self.session.run(self.output_names, feeds)
         return pb_utils.InferenceResponse(
-            [pb_utils.Tensor(n, np.ascontiguousarray(o)) for n, o in zip(self.output_names, outputs)]
+            [
+                pb_utils.Tensor(n, np.ascontiguousarray(o))
+                for n, o in zip(self.output_names, outputs, strict=True)
+            ]
         )
 
     def _run_batch(self, requests):
@@ -76,15 +77,13 @@ class TritonPythonModel:
             for request in requests
         ]
         sizes = [feeds[self.input_names[0]].shape[0] for feeds in per_request]
-        feeds = {
-            name: np.concatenate([f[name] for f in per_request]) for name in self.input_names
-        }
+        feeds = {name: np.concatenate([f[name] for f in per_request]) for name in self.input_names}
         outputs = self.session.run(self.output_names, feeds)
         responses, offset = [], 0
         for size in sizes:
             tensors = [
                 pb_utils.Tensor(name, np.ascontiguousarray(out[offset : offset + size]))
-                for name, out in zip(self.output_names, outputs)
+                for name, out in zip(self.output_names, outputs, strict=True)
             ]
             responses.append(pb_utils.InferenceResponse(tensors))
             offset += size

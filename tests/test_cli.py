@@ -1,0 +1,243 @@
+"""The CLI end to end: fast runs against the fake target, bad input as one clear line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+FAKE = "fake://?servers=4&law=exponential&service_ms=1"
+
+
+def loadtest(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "loadtest.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "160"},
+    )
+
+
+def assert_one_clear_error(result: subprocess.CompletedProcess[str], text: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    assert text in result.stderr, result.stderr
+
+
+def test_server_against_fake_writes_result_and_summary(tmp_path: Path):
+    out = tmp_path / "run"
+    result = loadtest(
+        "server",
+        "--url",
+        FAKE,
+        "--qps",
+        "300",
+        "--duration",
+        "3",
+        "--target-latency",
+        "50",
+        "--output",
+        str(out),
+        "--records",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Result is: VALID" in result.stdout
+    assert "from scheduled time" in result.stdout
+    data = json.loads((out / "result.json").read_text())
+    assert data["schema"] == "loadtest.result" and data["scenario"] == "Server"
+    assert data["verdict"]["valid"] is True
+    assert data["settings"]["qps"] == 300 and data["settings"]["schedule_seed"] == 0
+    summary = data["summary"]
+    assert summary["scheduled"] == summary["completed_ok"] > 800
+    assert summary["client_kept_up"] is True
+    assert len(data["records"]["columns"]["scheduled_ns"]) == summary["scheduled"]
+    text = (out / "mlperf_log_summary.txt").read_text()
+    assert "Scenario : Server" in text and "VALID" in text
+
+
+def test_slow_fake_is_invalid_with_reasons(tmp_path: Path):
+    # One 20 ms server at 100 QPS is overloaded (capacity 50 QPS): the bound must fail.
+    result = loadtest(
+        "server",
+        "--url",
+        "fake://?servers=1&law=constant&service_ms=20",
+        "--qps",
+        "100",
+        "--duration",
+        "2",
+        "--target-latency",
+        "30",
+        "--output",
+        str(tmp_path / "o"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "INVALID" in result.stdout
+    data = json.loads((tmp_path / "o" / "result.json").read_text())
+    assert data["verdict"]["valid"] is False
+    assert any("p99" in reason for reason in data["verdict"]["reasons"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--qps", "0"], "--qps must be > 0"),
+        (["--qps", "-5"], "--qps must be > 0"),
+        (["--duration", "0"], "--duration must be > 0"),
+        (["--duration", "-1"], "--duration must be > 0"),
+        (["--percentile", "100"], "--percentile must be in (0, 100)"),
+        (["--target-latency", "0"], "--target-latency must be > 0"),
+        (["--shape", "nonsense"], "--shape"),
+        (["--mlperf", "--duration", "10"], "--mlperf needs --duration ≥ 600 s"),
+    ],
+)
+def test_bad_flags_are_one_clear_line(args: list[str], message: str):
+    result = loadtest("server", "--url", FAKE, "--target-latency", "10", *args)
+    assert_one_clear_error(result, message)
+
+
+def test_unknown_flag_is_a_usage_error_without_traceback():
+    result = loadtest("server", "--qsp", "10")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "No such option" in result.stderr
+
+
+def test_unreachable_server_is_one_clear_line():
+    result = loadtest("server", "--url", "127.0.0.1:9", "--embedded", "never", "--qps", "10")
+    assert_one_clear_error(result, "nothing answers at 127.0.0.1:9")
+
+
+def test_model_without_default_bound_needs_target_latency():
+    result = loadtest("server", "--url", FAKE, "--model", "my_model", "--qps", "10")
+    assert_one_clear_error(result, "pass --target-latency")
+
+
+def test_ctrl_c_writes_partial_result(tmp_path: Path):
+    out = tmp_path / "partial"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "loadtest.cli",
+            "server",
+            "--url",
+            FAKE,
+            "--qps",
+            "200",
+            "--duration",
+            "60",
+            "--target-latency",
+            "50",
+            "--output",
+            str(out),
+            "--no-live",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(4)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert "Traceback" not in stderr
+    assert process.returncode == 130
+    data = json.loads((out / "result.json").read_text())
+    assert data["run"]["partial"] is True and "interrupted" in data["run"]["stop_reason"]
+    assert data["verdict"]["valid"] is False
+    assert 0 < data["summary"]["issued"] < data["summary"]["scheduled"]
+    assert "partial" in stdout.lower()
+
+
+@pytest.mark.triton
+def test_server_end_to_end_on_embedded_triton(built_repository: Path, tmp_path: Path):
+    out = tmp_path / "e2e"
+    result = loadtest(
+        "server",
+        "--repository",
+        str(built_repository),
+        "--url",
+        "127.0.0.1:9",
+        "--qps",
+        "50",
+        "--duration",
+        "4",
+        "--output",
+        str(out),
+        "--records",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "starting the embedded Triton" in result.stderr
+    data = json.loads((out / "result.json").read_text())
+    server = data["environment"]["server"]
+    assert server["embedded"] is True and server["triton_version"] == "2.51.0"
+    assert data["summary"]["completed_ok"] == data["summary"]["scheduled"] > 100
+    assert data["model"]["name"] == "tiny"
+    # The server started for the run is gone after it.
+    pid = server["embedded_pid"]
+    deadline = time.monotonic() + 15
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{pid}").exists()
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_unknown_model_on_a_running_triton(triton, protocol: str):
+    url = triton.grpc_url if protocol == "grpc" else triton.http_url
+    result = loadtest(
+        "server",
+        "--url",
+        url,
+        "--protocol",
+        protocol,
+        "--model",
+        "no_such_model",
+        "--target-latency",
+        "10",
+        "--qps",
+        "10",
+        "--embedded",
+        "never",
+    )
+    assert_one_clear_error(result, "no_such_model")
+
+
+@pytest.mark.triton
+def test_unknown_model_for_the_embedded_server(built_repository: Path):
+    result = loadtest(
+        "server",
+        "--repository",
+        str(built_repository),
+        "--url",
+        "127.0.0.1:9",
+        "--model",
+        "no_such_model",
+        "--target-latency",
+        "10",
+    )
+    assert_one_clear_error(result, "no_such_model")
+
+
+@pytest.mark.triton
+def test_wrong_input_shape_on_a_running_triton(triton):
+    result = loadtest(
+        "server",
+        "--url",
+        triton.grpc_url,
+        "--model",
+        "resnet50",
+        "--shape",
+        "input:3,100,100",
+        "--qps",
+        "5",
+        "--embedded",
+        "never",
+    )
+    assert_one_clear_error(result, "does not fit")
