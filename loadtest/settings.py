@@ -87,6 +87,8 @@ class ServerSettings:
             raise SettingsError(f"--samples must be ≥ 1, got {self.sample_count}")
         if not 0 < self.early_stopping_confidence < 1:
             raise SettingsError("early-stopping confidence must be in (0, 1)")
+        if self.late_threshold_ns <= 0:
+            raise SettingsError("--late-threshold must be > 0 ms")
         if self.max_duration_ns and self.max_duration_ns < self.min_duration_ns:
             raise SettingsError("--max-duration must not be shorter than --duration")
         expected = self.qps * max(self.min_duration_ns / NS_PER_S, 0)

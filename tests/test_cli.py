@@ -33,16 +33,19 @@ def assert_one_clear_error(result: subprocess.CompletedProcess[str], text: str) 
 
 def test_server_against_fake_writes_result_and_summary(tmp_path: Path):
     out = tmp_path / "run"
+    # A generous late threshold: CI machines are shared, and this test is about the pipeline.
     result = loadtest(
         "server",
         "--url",
         FAKE,
         "--qps",
-        "300",
+        "200",
         "--duration",
-        "3",
+        "4",
         "--target-latency",
         "50",
+        "--late-threshold",
+        "20",
         "--output",
         str(out),
         "--records",
@@ -53,9 +56,9 @@ def test_server_against_fake_writes_result_and_summary(tmp_path: Path):
     data = json.loads((out / "result.json").read_text())
     assert data["schema"] == "loadtest.result" and data["scenario"] == "Server"
     assert data["verdict"]["valid"] is True
-    assert data["settings"]["qps"] == 300 and data["settings"]["schedule_seed"] == 0
+    assert data["settings"]["qps"] == 200 and data["settings"]["schedule_seed"] == 0
     summary = data["summary"]
-    assert summary["scheduled"] == summary["completed_ok"] > 800
+    assert summary["scheduled"] == summary["completed_ok"] > 700
     assert summary["client_kept_up"] is True
     assert len(data["records"]["columns"]["scheduled_ns"]) == summary["scheduled"]
     text = (out / "mlperf_log_summary.txt").read_text()

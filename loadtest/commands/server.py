@@ -18,6 +18,7 @@ from loadtest.report.results import ServerReport, build_environment, write_serve
 from loadtest.report.terminal import render_server_report
 from loadtest.settings import (
     DEFAULT_MIN_DURATION_NS,
+    LATE_THRESHOLD_NS,
     MLPERF_MIN_DURATION_NS,
     NS_PER_MS,
     NS_PER_S,
@@ -80,6 +81,10 @@ def server(
     percentile: Annotated[
         float, typer.Option(help="Latency percentile the bound applies to, in (0, 100).")
     ] = 99.0,
+    late_threshold: Annotated[
+        float,
+        typer.Option(help="A send later than this (ms) counts as late; see 'client kept up'."),
+    ] = LATE_THRESHOLD_NS / NS_PER_MS,
     mlperf: Annotated[
         bool, typer.Option("--mlperf", help="Official minimums: 600 s duration.")
     ] = False,
@@ -133,6 +138,7 @@ def server(
         sample_seed=sample_seed,
         sample_count=samples,
         keep_records=records,
+        late_threshold_ns=int(late_threshold * NS_PER_MS),
     )
     default_url = f"127.0.0.1:{deployment_module.default_port(protocol)}"
     target_settings = TargetSettings(
