@@ -17,7 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from loadtest.models import build_repository
 from loadtest.runner import Runner
 from loadtest.samples import random_samples
@@ -64,8 +63,9 @@ def main() -> None:
         with EmbeddedTriton(Path(tmp), models=["tiny"]) as server:
             url = server.grpc_url if args.protocol == "grpc" else server.http_url
             print(f"embedded Triton, model tiny, {args.protocol}, {args.seconds:g} s per rate")
-            header = "requested  drawn  completed  lag p99 ms  on time %  clean  CPU µs/q  p99 ms  errors"
-            print(header)
+            print(
+                "requested  drawn  completed  lag p99 ms  on time %  clean  CPU µs/q  p99 ms  errors"
+            )
             best = 0.0
             for qps in args.rates:
                 row = asyncio.run(one_rate(url, args.protocol, qps, args.seconds))
