@@ -64,7 +64,7 @@ def main() -> None:
             url = server.grpc_url if args.protocol == "grpc" else server.http_url
             print(f"embedded Triton, model tiny, {args.protocol}, {args.seconds:g} s per rate")
             print(
-                "requested  drawn  completed  lag p99 ms  on time %  clean  CPU µs/q  p99 ms  errors"
+                "requested  drawn  completed  lag p99 ms  on time %  clean  CPU µs/q  p99 ms errors"
             )
             best = 0.0
             for qps in args.rates:
