@@ -11,8 +11,9 @@ Bump BUILDER_VERSION whenever a generator's output changes.
 Configs are generated, not edited: every build rewrites them (only when their text changed, so
 Triton's polling sees no spurious modification). Custom settings belong in `configs/<name>.pbtxt`.
 
-The model file is written to a temporary name, checked with onnx.checker and then renamed, so an
-interrupted build never leaves a half-written model.onnx behind.
+The model file is streamed (one initializer at a time) to a temporary name, checked with
+onnx.checker and then renamed, so an interrupted build never leaves a half-written model.onnx
+behind, and bert_large is never held twice in memory.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import onnx
 
 from loadtest.errors import ModelBuildError
 from loadtest.models.config import format_config, model_config
+from loadtest.models.onnx_graph import serialized_chunks
 from loadtest.models.suite import DEFAULT_BUILD, SUITE, SuiteModel
 
 BUILDER_VERSION = "1"
@@ -144,23 +146,30 @@ def write_configs(repository: Path, names: Sequence[str] | None = None) -> list[
     return written
 
 
-def _generate(model: SuiteModel, seed: int) -> bytes:
+def _generate(model: SuiteModel, seed: int) -> onnx.ModelProto:
     try:
-        proto = model.generate(seed)
-        return proto.SerializeToString()
+        return model.generate(seed)
     except MemoryError:
         raise ModelBuildError(f"{model.name}: out of memory while generating the model") from None
     except Exception as exc:
         raise ModelBuildError(f"{model.name}: the generator failed: {exc}") from exc
 
 
-def _write_model(model: SuiteModel, version_dir: Path, data: bytes, seed: int) -> Path:
+def _write_model(model: SuiteModel, version_dir: Path, proto: onnx.ModelProto, seed: int) -> int:
+    """Stream the model to a temporary file, check it, rename it into place, stamp it."""
     path = version_dir / MODEL_FILE
     temporary = version_dir / f".{MODEL_FILE}.tmp{os.getpid()}"
+    digest = hashlib.sha256()
+    size = 0
     try:
         version_dir.mkdir(parents=True, exist_ok=True)
         (version_dir / STAMP_FILE).unlink(missing_ok=True)
-        temporary.write_bytes(data)
+        with temporary.open("wb") as handle:
+            for chunk in serialized_chunks(proto):
+                handle.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+        del proto  # the caller holds no reference: the model is freed before the check
         try:
             onnx.checker.check_model(str(temporary))
         except onnx.checker.ValidationError as exc:
@@ -169,14 +178,14 @@ def _write_model(model: SuiteModel, version_dir: Path, data: bytes, seed: int) -
                 f"{model.name}: the generated model fails onnx.checker: {first}"
             ) from None
         os.replace(temporary, path)
-        stamp = _stamp(model, seed, len(data), hashlib.sha256(data).hexdigest())
+        stamp = _stamp(model, seed, size, digest.hexdigest())
         (version_dir / STAMP_FILE).write_text(json.dumps(stamp, indent=1) + "\n")
     except OSError as exc:
         raise ModelBuildError(f"{model.name}: cannot write {path}: {exc}") from None
     finally:
         with contextlib.suppress(OSError):
             temporary.unlink(missing_ok=True)
-    return path
+    return size
 
 
 def _build_one(
@@ -192,14 +201,13 @@ def _build_one(
             return BuildResult(model.name, path, size, 0.0, skipped=True)
     except OSError as exc:
         raise ModelBuildError(f"{model.name}: cannot read {path}: {exc}") from None
-    say(f"{model.name}: generating (seed {seed}) ...")
+    say(f"{model.name}: building (seed {seed}) ...")
     started = time.perf_counter()
-    data = _generate(model, seed)
-    say(f"{model.name}: writing and checking {human_bytes(len(data))} ...")
-    _write_model(model, version_dir, data, seed)
+    # no local reference to the proto: _write_model frees it before onnx.checker reads the file
+    size = _write_model(model, version_dir, _generate(model, seed), seed)
     seconds = time.perf_counter() - started
-    say(f"{model.name}: built {human_bytes(len(data))} in {seconds:.1f} s")
-    return BuildResult(model.name, path, len(data), seconds, skipped=False)
+    say(f"{model.name}: built {human_bytes(size)} in {seconds:.1f} s")
+    return BuildResult(model.name, path, size, seconds, skipped=False)
 
 
 def build_repository(

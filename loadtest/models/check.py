@@ -5,9 +5,10 @@ one clear line instead of deep in Triton's log.
 when all is well. Per model directory it checks that config.pbtxt (and each configs/*.pbtxt)
 parses as a Triton ModelConfig and names its directory, that `loadtest.range.*` parameters are
 well formed, that a numeric version directory exists, and for ONNX models that the model file
-exists, parses, is the size its build stamp records, and declares the config's inputs and
-outputs (names, dtypes, dims; with max_batch_size > 0 the ONNX tensors carry one extra leading
-batch dimension). TensorRT plans are checked for presence only.
+exists, is the size its build stamp records, parses (its graph only: the weights are skipped,
+see onnx_scan), and declares the config's inputs and outputs (names, dtypes, dims; with
+max_batch_size > 0 the ONNX tensors carry one extra leading batch dimension). TensorRT plans are
+checked for presence only.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from loadtest.errors import ModelBuildError
 from loadtest.models.build import MODEL_FILE, STAMP_FILE, read_stamp
 from loadtest.models.config import read_config, value_ranges
+from loadtest.models.onnx_scan import scan_model
 from loadtest.models.suite import SUITE
 
 # ONNX element type -> Triton config data type name
@@ -98,8 +100,8 @@ def _load_onnx(path: Path, name: str, version: str) -> tuple[onnx.ModelProto | N
             f"rebuild with `loadtest models build --model {name} --force`)"
         ]
     try:
-        return onnx.load(str(path), load_external_data=False), []
-    except Exception as exc:
+        return scan_model(str(path)), []
+    except Exception as exc:  # ScanError, protobuf's DecodeError, OSError
         cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return None, [f"{where} is not a readable ONNX model (corrupt?): {cause}"]
 
