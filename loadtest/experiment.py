@@ -11,11 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from loadtest.records import Records
-from loadtest.runner import Runner, RunOutcome
+from loadtest.runner import ClosedLoopRunner, Runner, RunOutcome
 from loadtest.samples import load_samples, random_samples
-from loadtest.schedule import Schedule, server_schedule
-from loadtest.settings import ServerSettings
+from loadtest.schedule import Schedule, server_schedule, uniform_sample_indices
+from loadtest.settings import OfflineSettings, ServerSettings, StreamSettings
 from loadtest.targets.base import ModelSpec, Sample, Target
 
 
@@ -76,4 +78,60 @@ async def run_server(
         on_runner(runner)
     cpu_before = time.process_time()
     outcome = await runner.run()
+    return Measurement(model, schedule, outcome, time.process_time() - cpu_before)
+
+
+async def run_offline(
+    target: Target,
+    model: ModelSpec,
+    sample_count: int,
+    settings: OfflineSettings,
+    on_tick: Callable[[Records, int], None] | None = None,
+) -> Measurement:
+    """One Offline query: every request due at t = 0, issued as fast as the in-flight cap allows."""
+    indices = uniform_sample_indices(settings.requests, sample_count, settings.sample_seed)
+    schedule = Schedule(np.zeros(len(indices), dtype=np.int64), indices)
+    runner = ClosedLoopRunner(
+        indices,
+        target,
+        workers=settings.max_in_flight,
+        all_due_at_start=True,
+        max_duration_ns=settings.max_duration_ns,
+        samples_per_query=settings.batch_size,
+        on_tick=on_tick,
+    )
+    cpu_before = time.process_time()
+    outcome = await runner.run()
+    return Measurement(model, schedule, outcome, time.process_time() - cpu_before)
+
+
+async def run_stream(
+    target: Target,
+    model: ModelSpec,
+    sample_count: int,
+    settings: StreamSettings,
+    on_tick: Callable[[Records, int], None] | None = None,
+) -> Measurement:
+    """SingleStream / MultiStream: one query in flight until duration and count are both met."""
+    rng = np.random.Generator(np.random.PCG64(settings.sample_seed))
+
+    def more(n: int) -> np.ndarray:
+        return rng.integers(0, sample_count, size=n, dtype=np.int32)
+
+    runner = ClosedLoopRunner(
+        more(max(1024, settings.min_query_count)),
+        target,
+        workers=1,
+        more_samples=more,
+        all_due_at_start=False,
+        min_duration_ns=settings.min_duration_ns,
+        min_query_count=settings.min_query_count,
+        max_duration_ns=settings.max_duration_ns,
+        samples_per_query=settings.samples_per_query,
+        on_tick=on_tick,
+    )
+    cpu_before = time.process_time()
+    outcome = await runner.run()
+    records = outcome.records
+    schedule = Schedule(records.scheduled_ns.copy(), records.sample_index.copy())
     return Measurement(model, schedule, outcome, time.process_time() - cpu_before)

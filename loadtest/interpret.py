@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 from loadtest.runner import RunOutcome
-from loadtest.settings import ServerSettings
+from loadtest.settings import (
+    OfflineSettings,
+    Scenario,
+    ScenarioSettings,
+    ServerSettings,
+    StreamSettings,
+)
 from loadtest.stats import Summary, summarize
-from loadtest.validity import Verdict, judge_server
+from loadtest.validity import (
+    Check,
+    Verdict,
+    judge_multi_stream,
+    judge_offline,
+    judge_server,
+    judge_single_stream,
+    make_verdict,
+)
 
 
 def interpret_server(settings: ServerSettings, outcome: RunOutcome) -> tuple[Summary, Verdict]:
@@ -22,3 +36,60 @@ def interpret_server(settings: ServerSettings, outcome: RunOutcome) -> tuple[Sum
         stop_reason=outcome.stop_reason,
     )
     return summary, verdict
+
+
+def interpret_offline(settings: OfflineSettings, outcome: RunOutcome) -> tuple[Summary, Verdict]:
+    summary = summarize(outcome.records, outcome.duration_ns, settings.late_threshold_ns)
+    verdict = judge_offline(
+        summary,
+        min_duration_ns=settings.min_duration_ns,
+        min_query_count=1,
+        interrupted=outcome.interrupted,
+        stop_reason=outcome.stop_reason,
+    )
+    return summary, verdict
+
+
+def interpret_stream(settings: StreamSettings, outcome: RunOutcome) -> tuple[Summary, Verdict]:
+    """Stream latencies are from the actual issue (scheduled == issued in a closed loop)."""
+    summary = summarize(outcome.records, outcome.duration_ns, settings.late_threshold_ns)
+    judge = (
+        judge_single_stream if settings.scenario is Scenario.SINGLE_STREAM else judge_multi_stream
+    )
+    verdict = judge(
+        summary,
+        outcome.records.latency_from_issue_ns(),
+        percentile=settings.percentile,
+        min_duration_ns=settings.min_duration_ns,
+        min_query_count=settings.min_query_count,
+        confidence=settings.early_stopping_confidence,
+        interrupted=outcome.interrupted,
+        stop_reason=outcome.stop_reason,
+    )
+    estimate = verdict.early_stopping_estimate
+    if settings.target_latency_ns and estimate is not None and estimate.estimate_ns is not None:
+        bound = Check(
+            name="latency bound (loadtest)",
+            passed=estimate.estimate_ns <= settings.target_latency_ns,
+            detail=(
+                f"early-stopping p{settings.percentile * 100:g} estimate "
+                f"{estimate.estimate_ns / 1e6:.3f} ms ≤ {settings.target_latency_ns / 1e6:g} ms "
+                "bound"
+            ),
+            recommendation="The latency bound is not met: use a faster deployment",
+        )
+        verdict = make_verdict(
+            verdict.scenario,
+            [*verdict.checks, bound],
+            early_stopping=verdict.early_stopping,
+            early_stopping_estimate=estimate,
+        )
+    return summary, verdict
+
+
+def interpret(settings: ScenarioSettings, outcome: RunOutcome) -> tuple[Summary, Verdict]:
+    if isinstance(settings, ServerSettings):
+        return interpret_server(settings, outcome)
+    if isinstance(settings, OfflineSettings):
+        return interpret_offline(settings, outcome)
+    return interpret_stream(settings, outcome)

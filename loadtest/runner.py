@@ -30,7 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from loadtest.records import Records, Status
+import numpy as np
+
+from loadtest.records import NOT_SET_NS, Records, Status
 from loadtest.schedule import Schedule
 from loadtest.targets.base import Target
 
@@ -203,6 +205,161 @@ class Runner:
             records=self.records,
             started_unix_ns=started_unix_ns,
             duration_ns=max(duration_ns, 0),
+            interrupted=self._interrupted,
+            stop_reason=self._stop_reason,
+        )
+
+
+class ClosedLoopRunner:
+    """Closed-loop play for Offline, SingleStream and MultiStream.
+
+    `workers` coroutines each take the next query, send it and wait for the answer before taking
+    another, so at most `workers` queries are in flight.
+    - Streams (`all_due_at_start=False`, 1 worker): nothing is scheduled ahead, so each query's
+      "scheduled" time is its issue time and latency is completion − issue (LoadGen's definition
+      for SingleStream/MultiStream). The run ends once both the minimum duration and the minimum
+      query count are met.
+    - Offline (`all_due_at_start=True`): every query is due at t = 0 (LoadGen issues one query
+      holding every sample at test start); the in-flight cap is the only brake, and latency from
+      t = 0 makes the last completion the Offline duration. The run ends when all are answered.
+    """
+
+    def __init__(
+        self,
+        sample_index: np.ndarray,
+        target: Target,
+        *,
+        workers: int,
+        more_samples: Callable[[int], np.ndarray] | None = None,
+        all_due_at_start: bool,
+        min_duration_ns: int = 0,
+        min_query_count: int = 0,
+        max_duration_ns: int = 0,
+        samples_per_query: int = 1,
+        clock: Clock = time.perf_counter_ns,
+        on_tick: Callable[[Records, int], None] | None = None,
+    ) -> None:
+        self.sample_index = sample_index
+        self.target = target
+        self.workers = workers
+        # Streams run until duration and count are met, so their query count is open-ended:
+        # `more_samples(n)` supplies n further sample indices when the arrays fill up.
+        self.more_samples = more_samples
+        self.all_due_at_start = all_due_at_start
+        self.min_duration_ns = min_duration_ns
+        self.min_query_count = min_query_count
+        self.max_duration_ns = max_duration_ns
+        self.samples_per_query = samples_per_query
+        self.clock = clock
+        self.on_tick = on_tick
+        n = len(sample_index)
+        self._issued = np.full(n, NOT_SET_NS, dtype=np.int64)
+        self._completed = np.full(n, NOT_SET_NS, dtype=np.int64)
+        self._status = np.zeros(n, dtype=np.int8)
+        self._error = np.full(n, -1, dtype=np.int16)
+        self._error_kinds: list[str] = []
+        self._next = 0
+        self._stop_reason = ""
+        self._interrupted = False
+        self.stop_event = asyncio.Event()
+        self._start_ns = 0
+
+    def stop(self, reason: str) -> None:
+        """Stop taking new queries (e.g. Ctrl-C); queries in flight finish. Partial result."""
+        if not self._stop_reason:
+            self._stop_reason = reason
+        self._interrupted = True
+        self.stop_event.set()
+
+    def _grow(self) -> None:
+        assert self.more_samples is not None
+        extra = self.more_samples(max(1024, len(self.sample_index)))
+        n = len(extra)
+        self.sample_index = np.concatenate([self.sample_index, extra])
+        self._issued = np.concatenate([self._issued, np.full(n, NOT_SET_NS, dtype=np.int64)])
+        self._completed = np.concatenate([self._completed, np.full(n, NOT_SET_NS, np.int64)])
+        self._status = np.concatenate([self._status, np.zeros(n, dtype=np.int8)])
+        self._error = np.concatenate([self._error, np.full(n, -1, dtype=np.int16)])
+
+    def _done_issuing(self, now_rel: int) -> bool:
+        if self._next >= len(self.sample_index) and self.more_samples is not None:
+            self._grow()
+        if self.stop_event.is_set() or self._next >= len(self.sample_index):
+            return True
+        if self.max_duration_ns and now_rel >= self.max_duration_ns:
+            self._stop_reason = self._stop_reason or (
+                f"max duration {self.max_duration_ns / 1e9:g} s reached"
+            )
+            return True
+        if self.all_due_at_start:
+            return False
+        return now_rel >= self.min_duration_ns and self._next >= self.min_query_count
+
+    async def _worker(self) -> None:
+        clock, start = self.clock, self._start_ns
+        while not self._done_issuing(clock() - start):
+            i = self._next
+            self._next += 1
+            self._issued[i] = clock() - start
+            error = await self.target.infer(int(self.sample_index[i]))
+            self._completed[i] = clock() - start
+            if error is None:
+                self._status[i] = Status.OK
+            else:
+                self._status[i] = Status.ERROR
+                if error not in self._error_kinds:
+                    self._error_kinds.append(error)
+                self._error[i] = self._error_kinds.index(error)
+
+    def records(self) -> Records:
+        """Rows for every query taken so far (never-taken ones are dropped for streams)."""
+        count = len(self.sample_index) if self.all_due_at_start else self._next
+        issued = self._issued[:count]
+        scheduled = np.zeros(count, dtype=np.int64) if self.all_due_at_start else issued.copy()
+        if not self.all_due_at_start:
+            scheduled[scheduled == NOT_SET_NS] = 0
+        records = Records(
+            scheduled_ns=scheduled,
+            sample_index=self.sample_index[:count].astype(np.int32),
+            samples_per_query=self.samples_per_query,
+            error_kinds=list(self._error_kinds),
+        )
+        records.issued_ns[:] = issued
+        records.completed_ns[:] = self._completed[:count]
+        records.status[:] = self._status[:count]
+        records.error_code[:] = self._error[:count]
+        return records
+
+    async def _ticker(self) -> None:
+        assert self.on_tick is not None
+        while True:
+            await asyncio.sleep(TICK_NS / 1e9)
+            self.on_tick(self.records(), self.clock() - self._start_ns)
+
+    async def run(self, handle_sigint: bool = True) -> RunOutcome:
+        loop = asyncio.get_running_loop()
+        if handle_sigint:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signal.SIGINT, self.stop, "interrupted (Ctrl-C)")
+        started_unix_ns = time.time_ns()
+        self._start_ns = self.clock()
+        ticker = loop.create_task(self._ticker()) if self.on_tick else None
+        try:
+            await asyncio.gather(*(self._worker() for _ in range(self.workers)))
+        finally:
+            if ticker:
+                ticker.cancel()
+            if handle_sigint:
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(signal.SIGINT)
+        records = self.records()
+        done = records.completed_ns[records.completed_ns != NOT_SET_NS]
+        if self.on_tick:
+            self.on_tick(records, self.clock() - self._start_ns)
+        return RunOutcome(
+            records=records,
+            started_unix_ns=started_unix_ns,
+            duration_ns=int(done.max()) if len(done) else 0,
             interrupted=self._interrupted,
             stop_reason=self._stop_reason,
         )

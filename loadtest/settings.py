@@ -97,3 +97,139 @@ class ServerSettings:
                 f"the schedule would hold {max(expected, self.min_query_count):.3g} queries; "
                 "lower --qps, --duration or --min-queries"
             )
+
+    def test_parameters(self) -> dict[str, object]:
+        """LoadGen's names, for mlperf_log_summary.txt."""
+        return {
+            "target_qps": self.qps,
+            "target_latency (ns)": self.target_latency_ns,
+            "target_latency_percentile": self.percentile,
+            "min_duration (ms)": self.min_duration_ns // NS_PER_MS,
+            "max_duration (ms)": self.max_duration_ns // NS_PER_MS,
+            "min_query_count": self.min_query_count,
+            "schedule_rng_seed": self.schedule_seed,
+            "sample_index_rng_seed": self.sample_seed,
+            "performance_sample_count": self.sample_count,
+            "early_stopping_confidence": self.early_stopping_confidence,
+        }
+
+
+@dataclass(frozen=True)
+class OfflineSettings:
+    """MLPerf Offline: one query holding every sample, due at t = 0, issued under an in-flight cap.
+
+    LoadGen sizes the query to max(min query count, 1.1 × min duration × expected QPS) samples, so a
+    server as fast as expected keeps busy for at least the minimum duration; a faster one finishes
+    early and the run is INVALID ("increase expected QPS").
+    """
+
+    expected_qps: float
+    min_duration_ns: int = DEFAULT_MIN_DURATION_NS
+    min_query_count: int = 1
+    max_in_flight: int = 64  # requests outstanding at once; the only brake on issuing
+    batch_size: int = 1  # samples per request
+    sample_seed: int = 1
+    sample_count: int = 64
+    max_duration_ns: int = 0
+    keep_records: bool = False
+    late_threshold_ns: int = LATE_THRESHOLD_NS
+    scenario: Scenario = field(default=Scenario.OFFLINE, init=False)
+
+    def __post_init__(self) -> None:
+        if not self.expected_qps > 0:
+            raise SettingsError(f"--expected-qps must be > 0, got {self.expected_qps}")
+        if self.min_duration_ns <= 0:
+            raise SettingsError(f"--duration must be > 0 s, got {self.min_duration_ns / NS_PER_S}")
+        if self.min_query_count < 1:
+            raise SettingsError(f"--min-queries must be ≥ 1, got {self.min_query_count}")
+        if self.max_in_flight < 1:
+            raise SettingsError(f"--max-in-flight must be ≥ 1, got {self.max_in_flight}")
+        if self.batch_size < 1:
+            raise SettingsError(f"--batch-size must be ≥ 1, got {self.batch_size}")
+        if self.sample_count < 1:
+            raise SettingsError(f"--samples must be ≥ 1, got {self.sample_count}")
+        if self.query_samples > 50_000_000:
+            raise SettingsError(
+                f"the Offline query would hold {self.query_samples:.3g} samples; lower "
+                "--expected-qps or --duration"
+            )
+
+    @property
+    def query_samples(self) -> int:
+        """LoadGen: max(min_query_count, 1.1 × min_duration × expected_qps) samples."""
+        by_duration = int(1.1 * self.min_duration_ns / NS_PER_S * self.expected_qps)
+        return max(self.min_query_count, by_duration)
+
+    @property
+    def requests(self) -> int:
+        return -(-self.query_samples // self.batch_size)
+
+    def test_parameters(self) -> dict[str, object]:
+        return {
+            "offline_expected_qps": self.expected_qps,
+            "samples_per_query": self.query_samples,
+            "min_duration (ms)": self.min_duration_ns // NS_PER_MS,
+            "max_duration (ms)": self.max_duration_ns // NS_PER_MS,
+            "min_query_count": self.min_query_count,
+            "max_in_flight (loadtest)": self.max_in_flight,
+            "batch_size (loadtest)": self.batch_size,
+            "sample_index_rng_seed": self.sample_seed,
+            "performance_sample_count": self.sample_count,
+        }
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """SingleStream / MultiStream: a closed loop, one query in flight, next issued on completion.
+
+    Latency is from the actual issue (nothing is scheduled ahead in a closed loop). MultiStream
+    queries carry `samples_per_query` samples (8 in MLPerf) as one batched request. The run lasts
+    until both the minimum duration and the minimum query count are met (LoadGen's rule).
+    """
+
+    scenario: Scenario
+    percentile: float  # SingleStream 0.90, MultiStream 0.99 (mlperf.conf)
+    samples_per_query: int = 1
+    min_duration_ns: int = DEFAULT_MIN_DURATION_NS
+    min_query_count: int = 1
+    max_duration_ns: int = 0
+    target_latency_ns: int = 0  # optional bound on the estimate; 0 = report only
+    sample_seed: int = 1
+    sample_count: int = 64
+    early_stopping_confidence: float = 0.99
+    keep_records: bool = False
+    late_threshold_ns: int = LATE_THRESHOLD_NS
+
+    def __post_init__(self) -> None:
+        if self.scenario not in (Scenario.SINGLE_STREAM, Scenario.MULTI_STREAM):
+            raise SettingsError(f"StreamSettings cannot hold scenario {self.scenario.value}")
+        if not 0 < self.percentile < 1:
+            raise SettingsError(f"--percentile must be in (0, 100), got {self.percentile * 100:g}")
+        if self.samples_per_query < 1:
+            raise SettingsError(f"--samples-per-query must be ≥ 1, got {self.samples_per_query}")
+        if self.scenario is Scenario.SINGLE_STREAM and self.samples_per_query != 1:
+            raise SettingsError("SingleStream queries hold exactly one sample")
+        if self.min_duration_ns <= 0:
+            raise SettingsError(f"--duration must be > 0 s, got {self.min_duration_ns / NS_PER_S}")
+        if self.min_query_count < 1:
+            raise SettingsError(f"--min-queries must be ≥ 1, got {self.min_query_count}")
+        if self.target_latency_ns < 0:
+            raise SettingsError("--target-latency must be > 0 ms")
+        if self.max_duration_ns and self.max_duration_ns < self.min_duration_ns:
+            raise SettingsError("--max-duration must not be shorter than --duration")
+
+    def test_parameters(self) -> dict[str, object]:
+        return {
+            "samples_per_query": self.samples_per_query,
+            "target_latency (ns)": self.target_latency_ns,
+            "target_latency_percentile": self.percentile,
+            "min_duration (ms)": self.min_duration_ns // NS_PER_MS,
+            "max_duration (ms)": self.max_duration_ns // NS_PER_MS,
+            "min_query_count": self.min_query_count,
+            "sample_index_rng_seed": self.sample_seed,
+            "performance_sample_count": self.sample_count,
+            "early_stopping_confidence": self.early_stopping_confidence,
+        }
+
+
+ScenarioSettings = ServerSettings | OfflineSettings | StreamSettings

@@ -21,9 +21,9 @@ from typing import Any
 
 from loadtest.deployment import Deployment
 from loadtest.experiment import Measurement
-from loadtest.interpret import interpret_server
+from loadtest.interpret import interpret
 from loadtest.report.mlperf_summary import render_mlperf_summary
-from loadtest.settings import ServerSettings, TargetSettings
+from loadtest.settings import ScenarioSettings, TargetSettings
 from loadtest.stats import Summary
 from loadtest.validity import Verdict
 
@@ -80,8 +80,10 @@ def build_environment(target: Any, deployment: Deployment) -> dict[str, Any]:
 
 
 @dataclasses.dataclass(frozen=True)
-class ServerReport:
-    settings: ServerSettings
+class RunReport:
+    """One scenario run, interpreted: what every renderer (terminal, JSON, MLPerf text) reads."""
+
+    settings: ScenarioSettings
     requested_target: TargetSettings
     target: TargetSettings
     measurement: Measurement
@@ -93,13 +95,13 @@ class ServerReport:
     @classmethod
     def from_measurement(
         cls,
-        settings: ServerSettings,
+        settings: ScenarioSettings,
         requested: TargetSettings,
         resolved: TargetSettings,
         measurement: Measurement,
         environment: dict[str, Any],
-    ) -> ServerReport:
-        summary, verdict = interpret_server(settings, measurement.outcome)
+    ) -> RunReport:
+        summary, verdict = interpret(settings, measurement.outcome)
         return cls(
             settings=settings,
             requested_target=requested,
@@ -149,13 +151,17 @@ class ServerReport:
         return result
 
 
-def default_output_dir(report: ServerReport) -> Path:
+ServerReport = RunReport  # the Server scenario's report is the general one
+
+
+def default_output_dir(report: RunReport) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(report.created_unix_s))
-    return Path("results") / f"{stamp}-server-{report.target.model}"
+    scenario = report.settings.scenario.value.lower()
+    return Path("results") / f"{stamp}-{scenario}-{report.target.model}"
 
 
-def write_server_outputs(report: ServerReport, output: Path | None) -> Path:
-    """result.json + mlperf_log_summary.txt in `output` (default results/<time>-server-<model>)."""
+def write_outputs(report: RunReport, output: Path | None) -> Path:
+    """result.json + mlperf_log_summary.txt in `output`."""
     directory = output or default_output_dir(report)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "result.json").write_text(json.dumps(report.to_json(), indent=1) + "\n")
@@ -163,24 +169,15 @@ def write_server_outputs(report: ServerReport, output: Path | None) -> Path:
     return directory
 
 
-def render_server_summary_text(report: ServerReport) -> str:
-    settings = report.settings
-    parameters = {
-        "target_qps": settings.qps,
-        "target_latency (ns)": settings.target_latency_ns,
-        "target_latency_percentile": settings.percentile,
-        "min_duration (ms)": settings.min_duration_ns // 1_000_000,
-        "max_duration (ms)": settings.max_duration_ns // 1_000_000,
-        "min_query_count": settings.min_query_count,
-        "schedule_rng_seed": settings.schedule_seed,
-        "sample_index_rng_seed": settings.sample_seed,
-        "performance_sample_count": settings.sample_count,
-        "early_stopping_confidence": settings.early_stopping_confidence,
-    }
+write_server_outputs = write_outputs
+
+
+def render_server_summary_text(report: RunReport) -> str:
+    """mlperf_log_summary.txt for any scenario (the name predates the other scenarios)."""
     return render_mlperf_summary(
         sut_name=str(report.environment["server"]["description"]),
-        scenario=settings.scenario.value,
+        scenario=report.settings.scenario.value,
         summary=report.summary,
         verdict=report.verdict,
-        test_parameters=parameters,
+        test_parameters=report.settings.test_parameters(),
     )

@@ -6,57 +6,54 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from loadtest.report.results import ServerReport
-from loadtest.stats import LatencyStats, Summary
+from loadtest.report.results import RunReport
+from loadtest.settings import OfflineSettings, ServerSettings, StreamSettings
+from loadtest.stats import LatencyStats
 from loadtest.validity import Verdict
+
+PERCENTILE_ROWS = (
+    (0.5, "p50"),
+    (0.9, "p90"),
+    (0.95, "p95"),
+    (0.97, "p97"),
+    (0.99, "p99"),
+    (0.999, "p99.9"),
+)
 
 
 def ms(ns: float) -> str:
     return f"{ns / 1e6:,.3f}"
 
 
-def latency_table(summary: Summary, target_latency_ns: int, percentile: float) -> Table:
+def latency_table(
+    columns: list[tuple[str, LatencyStats]], method: str, percentile: float, caption: str
+) -> Table:
+    """One column per latency origin; the bound's percentile row in bold."""
     table = Table(
-        title=escape(f"Latency, ms — {summary.latency.method}, over successful queries"),
-        title_justify="left",
+        title=escape(f"Latency, ms — {method}, over successful queries"), title_justify="left"
     )
     table.add_column("statistic")
-    table.add_column("from scheduled time\n(MLPerf; includes queueing)", justify="right")
-    table.add_column("from actual send\n(what perf_analyzer reports)", justify="right", style="dim")
-    scheduled, sent = summary.latency, summary.latency_from_issue
+    for i, (heading, _) in enumerate(columns):
+        table.add_column(heading, justify="right", style="dim" if i else None)
 
-    def row(label: str, a: int, b: int, bold: bool = False) -> None:
-        style = "bold" if bold else None
-        table.add_row(label, ms(a), ms(b), style=style)
+    def row(label: str, values: list[int], bold: bool = False) -> None:
+        table.add_row(label, *(ms(v) for v in values), style="bold" if bold else None)
 
-    row("min", scheduled.min_ns, sent.min_ns)
-    row("mean", scheduled.mean_ns, sent.mean_ns)
-    for p, label in (
-        (0.5, "p50"),
-        (0.9, "p90"),
-        (0.95, "p95"),
-        (0.97, "p97"),
-        (0.99, "p99"),
-        (0.999, "p99.9"),
-    ):
-        row(label, _pct(scheduled, p), _pct(sent, p), bold=abs(p - percentile) < 1e-9)
-    row("max", scheduled.max_ns, sent.max_ns)
-    table.caption = (
-        f"bound: p{percentile * 100:g} ≤ {ms(target_latency_ns)} ms; "
-        f"{scheduled.count} successful queries"
-    )
+    stats = [s for _, s in columns]
+    row("min", [s.min_ns for s in stats])
+    row("mean", [s.mean_ns for s in stats])
+    for p, label in PERCENTILE_ROWS:
+        row(label, [s.percentiles()[p] for s in stats], bold=abs(p - percentile) < 1e-9)
+    row("max", [s.max_ns for s in stats])
+    table.caption = caption
     return table
 
 
-def _pct(stats: LatencyStats, p: float) -> int:
-    return stats.percentiles()[p]
-
-
-def run_table(report: ServerReport) -> Table:
+def _base_table(report: RunReport) -> Table:
     summary = report.summary
-    lag = summary.send_lag
-    outcome = report.measurement.outcome
-    table = Table(title="Run", title_justify="left", show_header=False)
+    table = Table(
+        title=f"{report.settings.scenario.value} run", title_justify="left", show_header=False
+    )
     table.add_column("what")
     table.add_column("value")
     server = report.environment["server"]
@@ -67,14 +64,35 @@ def run_table(report: ServerReport) -> Table:
         f"{summary.scheduled} scheduled, {summary.issued} issued, {summary.completed_ok} ok, "
         f"{summary.errors} failed, {summary.pending} never answered",
     )
+    return table
+
+
+def _tail_rows(table: Table, report: RunReport) -> None:
+    outcome = report.measurement.outcome
+    table.add_row(
+        "client CPU",
+        f"{report.client_cpu_us_per_query:,.0f} µs per query (this process)",
+    )
+    for kind, count in report.summary.errors_by_kind.items():
+        table.add_row("[red]errors[/]", escape(f"{count} × {kind}"))
+    if outcome.stop_reason:
+        label = "[yellow]partial[/]" if outcome.interrupted else "[yellow]stopped[/]"
+        table.add_row(label, escape(outcome.stop_reason))
+
+
+def server_run_table(report: RunReport, settings: ServerSettings) -> Table:
+    summary = report.summary
+    lag = summary.send_lag
+    table = _base_table(report)
     table.add_row(
         "scheduled rate",
-        f"{summary.scheduled_qps:,.2f} QPS as drawn (requested {report.settings.qps:g}; Poisson, "
-        f"seed {report.settings.schedule_seed})",
+        f"{summary.scheduled_qps:,.2f} QPS as drawn (requested {settings.qps:g}; Poisson, "
+        f"seed {settings.schedule_seed})",
     )
     table.add_row("completed rate", f"{summary.completed_qps:,.2f} QPS")
     table.add_row(
-        "duration", f"{outcome.duration_ns / 1e9:,.2f} s (first due time to last completion)"
+        "duration",
+        f"{report.measurement.outcome.duration_ns / 1e9:,.2f} s (run start to last completion)",
     )
     kept = "[green]yes[/]" if summary.client_kept_up else "[bold red]NO — client-bound[/]"
     table.add_row(
@@ -82,15 +100,59 @@ def run_table(report: ServerReport) -> Table:
         f"{kept}: send lag p50 {ms(lag.p50_ns)} / p99 {ms(lag.p99_ns)} / max {ms(lag.max_ns)} ms; "
         f"{lag.late_share * 100:.2f} % sent > {ms(lag.late_threshold_ns)} ms late",
     )
+    _tail_rows(table, report)
+    return table
+
+
+def offline_run_table(report: RunReport, settings: OfflineSettings) -> Table:
+    summary = report.summary
+    records = report.measurement.outcome.records
+    table = _base_table(report)
     table.add_row(
-        "client CPU",
-        f"{report.client_cpu_us_per_query:,.0f} µs per query (this process, including the "
-        "spin-wait that makes sends precise)",
+        "throughput",
+        f"[bold]{summary.throughput_samples_per_s:,.2f} samples/s[/] "
+        f"({summary.completed_ok * summary.samples_per_query} samples / time to last completion)",
     )
-    for kind, count in summary.errors_by_kind.items():
-        table.add_row("[red]errors[/]", f"{count} × {kind}")
-    if outcome.interrupted:
-        table.add_row("[yellow]partial[/]", outcome.stop_reason)
+    table.add_row(
+        "query",
+        f"{settings.query_samples} samples = max(min queries, 1.1 × "
+        f"{settings.min_duration_ns / 1e9:g} s × {settings.expected_qps:g} expected QPS), "
+        f"sent as {settings.requests} requests of "
+        f"≤ {settings.batch_size}",
+    )
+    busy_ns = (records.completed_ns - records.issued_ns)[records.ok].sum()
+    span = max(report.measurement.outcome.duration_ns, 1)
+    mean_in_flight = float(busy_ns) / span
+    saturated = mean_in_flight >= 0.9 * settings.max_in_flight
+    note = (
+        ""
+        if saturated
+        else " [yellow](below 90 % of the cap: the client may have starved the server)[/]"
+    )
+    table.add_row(
+        "in flight",
+        f"mean {mean_in_flight:,.1f} of a cap of {settings.max_in_flight}{note}",
+    )
+    _tail_rows(table, report)
+    return table
+
+
+def stream_run_table(report: RunReport, settings: StreamSettings) -> Table:
+    summary = report.summary
+    table = _base_table(report)
+    table.add_row(
+        "rate",
+        f"{summary.completed_qps:,.2f} queries/s closed loop, one in flight, "
+        f"{settings.samples_per_query} sample(s) per query",
+    )
+    estimate = report.verdict.early_stopping_estimate
+    if estimate is not None:
+        value = "—" if estimate.estimate_ns is None else f"[bold]{ms(estimate.estimate_ns)} ms[/]"
+        table.add_row(
+            f"p{settings.percentile * 100:g} early-stopping estimate",
+            f"{value}  {escape(estimate.text)}",
+        )
+    _tail_rows(table, report)
     return table
 
 
@@ -99,16 +161,46 @@ def verdict_lines(verdict: Verdict) -> list[str]:
     lines = [f"Result is: {head}"]
     for check in verdict.checks:
         mark = "[green]✓[/]" if check.passed else "[red]✗[/]"
-        lines.append(f"  {mark} {check.detail}")
+        lines.append(f"  {mark} {escape(check.detail)}")
     for recommendation in verdict.recommendations:
-        lines.append(f"  [yellow]→[/] {recommendation}")
+        lines.append(f"  [yellow]→[/] {escape(recommendation)}")
     return lines
 
 
-def render_server_report(console: Console, report: ServerReport) -> None:
-    console.print(run_table(report))
+def render_report(console: Console, report: RunReport) -> None:
+    settings, summary = report.settings, report.summary
+    if isinstance(settings, ServerSettings):
+        console.print(server_run_table(report, settings))
+        columns = [
+            ("from scheduled time\n(MLPerf; includes queueing)", summary.latency),
+            ("from actual send\n(what perf_analyzer reports)", summary.latency_from_issue),
+        ]
+        caption = f"bound: p{settings.percentile * 100:g} ≤ {ms(settings.target_latency_ns)} ms"
+        percentile = settings.percentile
+    elif isinstance(settings, OfflineSettings):
+        console.print(offline_run_table(report, settings))
+        columns = [
+            ("from t = 0\n(all due at start)", summary.latency),
+            ("from actual send", summary.latency_from_issue),
+        ]
+        caption = "Offline has no latency bound; the result is throughput"
+        percentile = 0.0
+    else:
+        console.print(stream_run_table(report, settings))
+        columns = [("from issue\n(closed loop)", summary.latency_from_issue)]
+        bound = f" ≤ {ms(settings.target_latency_ns)} ms" if settings.target_latency_ns else ""
+        caption = f"reported: p{settings.percentile * 100:g}{bound} (early-stopping estimate above)"
+        percentile = settings.percentile
     console.print(
-        latency_table(report.summary, report.settings.target_latency_ns, report.settings.percentile)
+        latency_table(
+            columns,
+            summary.latency.method,
+            percentile,
+            f"{caption}; {summary.completed_ok} successful queries",
+        )
     )
     for line in verdict_lines(report.verdict):
         console.print(line, highlight=False)
+
+
+render_server_report = render_report
