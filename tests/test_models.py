@@ -38,10 +38,9 @@ from loadtest.models import (
     write_configs,
 )
 from loadtest.models.build import STAMP_FILE, config_files
-from loadtest.models.check import _compare_io, onnx_signature
+from loadtest.models.check import compare_io, onnx_signature
 from loadtest.models.config import format_config, model_config, read_config, value_ranges
-from loadtest.models.onnx_graph import serialized_chunks
-from loadtest.models.onnx_scan import ScanError, scan_model
+from loadtest.models.onnx_io import ScanError, scan_model, serialized_chunks
 from loadtest.models.suite import NS_PER_MS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -293,7 +292,7 @@ def test_every_committed_config_parses_and_matches_its_onnx(
         assert config.max_batch_size > 0 and config.dynamic_batching.max_queue_delay_microseconds
         built = "bert_l4_h256" if name == "bert_large" else name  # same tensors
         model = onnx.load(str(repository / built / "1" / "model.onnx"), load_external_data=False)
-        assert _compare_io(config, model, name) == [], path
+        assert compare_io(config, model, name) == [], path
         # every integer input states its value range
         ranges = value_ranges(config)
         for tensor in config.input:

@@ -31,7 +31,7 @@ import onnx
 
 from loadtest.errors import ModelBuildError
 from loadtest.models.config import format_config, model_config
-from loadtest.models.onnx_graph import serialized_chunks
+from loadtest.models.onnx_io import serialized_chunks
 from loadtest.models.suite import DEFAULT_BUILD, SUITE, SuiteModel
 
 BUILDER_VERSION = "1"

@@ -6,7 +6,7 @@ when all is well. Per model directory it checks that config.pbtxt (and each conf
 parses as a Triton ModelConfig and names its directory, that `loadtest.range.*` parameters are
 well formed, that a numeric version directory exists, and for ONNX models that the model file
 exists, is the size its build stamp records, parses (its graph only: the weights are skipped,
-see onnx_scan), and declares the config's inputs and outputs (names, dtypes, dims; with
+see onnx_io), and declares the config's inputs and outputs (names, dtypes, dims; with
 max_batch_size > 0 the ONNX tensors carry one extra leading batch dimension). TensorRT plans are
 checked for presence only.
 """
@@ -23,7 +23,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from loadtest.errors import ModelBuildError
 from loadtest.models.build import MODEL_FILE, STAMP_FILE, read_stamp
 from loadtest.models.config import read_config, value_ranges
-from loadtest.models.onnx_scan import scan_model
+from loadtest.models.onnx_io import scan_model
 from loadtest.models.suite import SUITE
 
 # ONNX element type -> Triton config data type name
@@ -61,7 +61,7 @@ def onnx_signature(model: onnx.ModelProto) -> dict[str, tuple[str, tuple[int, ..
     return signature
 
 
-def _compare_io(config: mc.ModelConfig, model: onnx.ModelProto, label: str) -> list[str]:
+def compare_io(config: mc.ModelConfig, model: onnx.ModelProto, label: str) -> list[str]:
     problems: list[str] = []
     signature = onnx_signature(model)
     batch = (-1,) if config.max_batch_size > 0 else ()
@@ -162,7 +162,7 @@ def check_model(model_dir: Path) -> list[str]:
         problems += load_problems
         if model is not None:
             for label, config in configs:
-                problems += _compare_io(config, model, f"{name}: {label}")
+                problems += compare_io(config, model, f"{name}: {label}")
     return problems
 
 

@@ -4,7 +4,7 @@ Faithful to the reference in everything but table size: 13 dense features throug
 13-512-256-128 (ReLU), 26 embedding tables of dimension 128, the 27 vectors concatenated
 (3456 wide) into a DCNv2 low-rank cross network of 3 layers (rank 512:
 x_{l+1} = x_0 ⊙ (U_l V_l x_l + b_l) + x_l), then a top MLP 1024-1024-512-256-1 (ReLU between
-layers) and a sigmoid. ≈16 M dense parameters, ≈32 M multiply-adds per sample.
+layers) and a sigmoid. ≈16 M dense parameters, ≈16 M multiply-adds (32 MFLOPs) per sample.
 
 Scaled (hence the name `dlrm_small`): the reference tables hold up to 40 M rows each (≈ 90 GB in
 fp32); here every table has `rows` rows (10 000 by default: 26 × 10 000 × 128 × 4 B = 133 MB),

@@ -16,7 +16,7 @@ opset 17 has LayerNormalization.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -128,52 +128,3 @@ class GraphBuilder:
         model.doc_string = doc
         self._model = onnx.ModelProto()
         return model
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _split_fields(message: Any, exclude: int, blank: Any) -> tuple[bytes, bytes]:
-    """`message` serialized without field `exclude`: (fields numbered below it, those above)."""
-    below, above = type(blank)(), type(blank)()
-    for field, _value in message.ListFields():
-        if field.number == exclude:
-            continue
-        target = below if field.number < exclude else above
-        if field.label == field.LABEL_REPEATED:
-            getattr(target, field.name).extend(getattr(message, field.name))
-        elif field.type == field.TYPE_MESSAGE:
-            getattr(target, field.name).CopyFrom(getattr(message, field.name))
-        else:
-            setattr(target, field.name, getattr(message, field.name))
-    return below.SerializeToString(), above.SerializeToString()
-
-
-def serialized_chunks(model: onnx.ModelProto) -> Iterator[bytes]:
-    """`model.SerializeToString()` in pieces, one initializer at a time, same bytes.
-
-    Protobuf serializes fields in field-number order, so the model is its fields below `graph`
-    (7), then the length-delimited graph, then the rest; the graph likewise around its
-    `initializer` field (5). Streaming this way keeps a 1.3 GB model from being serialized into
-    one buffer, which took upb 15 s and 5 GB of extra memory for bert_large.
-    """
-    graph = model.graph
-    graph_below, graph_above = _split_fields(graph, 5, onnx.GraphProto())
-    sizes = [tensor.ByteSize() for tensor in graph.initializer]
-    graph_size = len(graph_below) + len(graph_above)
-    graph_size += sum(1 + len(_varint(size)) + size for size in sizes)
-    model_below, model_above = _split_fields(model, 7, onnx.ModelProto())
-    yield model_below + b"\x3a" + _varint(graph_size) + graph_below  # field 7, length-delimited
-    for tensor, size in zip(graph.initializer, sizes, strict=True):
-        yield b"\x2a" + _varint(size)  # field 5, length-delimited
-        yield tensor.SerializeToString()
-    yield graph_above + model_above

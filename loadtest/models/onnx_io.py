@@ -1,16 +1,22 @@
-"""Reads an ONNX file's graph (inputs, outputs, nodes, initializer names) without its weights.
+"""ONNX files at the protobuf wire level, so large models are never held twice in memory.
 
-Why: checking that a repository's model.onnx matches its config should not cost a 1.3 GB read
-and 2.6 GB of memory in the client process (bert_large) just before Triton loads the same file.
-The protobuf wire format is walked directly: the `raw_data` of each graph initializer is skipped
-with a seek, everything else is kept and parsed as an ordinary ModelProto. A truncated file or one
-that is not protobuf fails here as it would in a full parse; corruption *inside* weight bytes
-is invisible (the build stamp's size and sha256 are what catch that).
+- `serialized_chunks(model)`: the bytes of `model.SerializeToString()`, one initializer at a
+  time, for streaming a model to disk (and hashing it on the way).
+- `scan_model(path)`: the model's graph (inputs, outputs, nodes, initializer names) without its
+  weights.
+
+Why the scan: checking that a repository's model.onnx matches its config should not cost a
+1.3 GB read and 2.6 GB of memory in the client process (bert_large) just before Triton loads the
+same file. The wire format is walked directly: the `raw_data` of each graph initializer is
+skipped with a seek, everything else is kept and parsed as an ordinary ModelProto. A truncated
+file or one that is not protobuf fails here as it would in a full parse; corruption *inside*
+weight bytes is invisible (the build stamp's size and sha256 are what catch that).
 """
 
 from __future__ import annotations
 
-from typing import BinaryIO
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 
 import onnx
 
@@ -19,8 +25,15 @@ GRAPH_INITIALIZER = 5  # GraphProto.initializer
 TENSOR_RAW_DATA = 9  # TensorProto.raw_data
 
 
+LENGTH_DELIMITED = 2
+
+
 class ScanError(ValueError):
     pass
+
+
+def _tag(field: int) -> bytes:
+    return _varint_bytes(field << 3 | LENGTH_DELIMITED)
 
 
 def _varint_bytes(value: int) -> bytes:
@@ -101,3 +114,42 @@ def scan_model(path: str) -> onnx.ModelProto:
     if not model.HasField("graph"):
         raise ScanError("no graph")
     return model
+
+
+def _split_fields(message: Any, exclude: int, blank: Any) -> tuple[bytes, bytes]:
+    """`message` serialized without field `exclude`: (fields numbered below it, those above)."""
+    below, above = type(blank)(), type(blank)()
+    for field, _value in message.ListFields():
+        if field.number == exclude:
+            continue
+        target = below if field.number < exclude else above
+        if field.label == field.LABEL_REPEATED:
+            getattr(target, field.name).extend(getattr(message, field.name))
+        elif field.type == field.TYPE_MESSAGE:
+            getattr(target, field.name).CopyFrom(getattr(message, field.name))
+        else:
+            setattr(target, field.name, getattr(message, field.name))
+    return below.SerializeToString(), above.SerializeToString()
+
+
+def serialized_chunks(model: onnx.ModelProto) -> Iterator[bytes]:
+    """`model.SerializeToString()` in pieces, one initializer at a time, same bytes.
+
+    Protobuf serializes fields in field-number order, so the model is its fields below `graph`
+    (7), then the length-delimited graph, then the rest; the graph likewise around its
+    `initializer` field (5); the tests check the bytes equal SerializeToString's. Streaming
+    keeps a 1.3 GB model from being serialized into one buffer, which took upb 15 s and 5 GB
+    of extra memory for bert_large.
+    """
+    graph = model.graph
+    graph_below, graph_above = _split_fields(graph, GRAPH_INITIALIZER, onnx.GraphProto())
+    sizes = [tensor.ByteSize() for tensor in graph.initializer]
+    initializer_tag = _tag(GRAPH_INITIALIZER)
+    graph_size = len(graph_below) + len(graph_above)
+    graph_size += sum(len(initializer_tag) + len(_varint_bytes(size)) + size for size in sizes)
+    model_below, model_above = _split_fields(model, MODEL_GRAPH, onnx.ModelProto())
+    yield model_below + _tag(MODEL_GRAPH) + _varint_bytes(graph_size) + graph_below
+    for tensor, size in zip(graph.initializer, sizes, strict=True):
+        yield initializer_tag + _varint_bytes(size)
+        yield tensor.SerializeToString()
+    yield graph_above + model_above
