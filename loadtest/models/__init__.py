@@ -16,6 +16,7 @@ configs/gpu.pbtxt variant). The public API:
     build_repository(repo, names, seed, force, progress) -> list[BuildResult]
     write_configs(repo, names)        the configs alone (they are committed to git)
     check_repository(repo, names)     problems that would stop Triton loading the models
+    scan_model(path), onnx_signature(model)   an ONNX file's tensors without reading its weights
     default_repository()              where the CLI looks when --repository is not given
 
 Exceptions: ModelBuildError (loadtest.errors), one line naming the model and the cause.
@@ -26,7 +27,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from loadtest.models.build import BuildResult, build_repository, write_configs
-from loadtest.models.check import check_repository
+from loadtest.models.check import check_repository, onnx_signature
+from loadtest.models.onnx_io import ScanError, scan_model
 from loadtest.models.suite import (
     DEFAULT_BUILD,
     DEFAULT_SERVER_MODEL,
@@ -59,10 +61,13 @@ __all__ = [
     "SOURCE_REPOSITORY",
     "SUITE",
     "BuildResult",
+    "ScanError",
     "SuiteModel",
     "TensorDecl",
     "build_repository",
     "check_repository",
     "default_repository",
+    "onnx_signature",
+    "scan_model",
     "write_configs",
 ]
