@@ -13,8 +13,11 @@ from rich.console import Console
 from rich.markup import escape
 
 from loadtest.commands import models as models_command
+from loadtest.commands import offline as offline_command
+from loadtest.commands import report as report_command
 from loadtest.commands import serve as serve_command
 from loadtest.commands import server as server_command
+from loadtest.commands import stream as stream_command
 from loadtest.errors import LoadtestError, ServerError
 
 app = typer.Typer(
@@ -25,7 +28,11 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command(name="server")(server_command.server)
+app.command(name="offline")(offline_command.offline)
+app.command(name="single-stream")(stream_command.single_stream)
+app.command(name="multi-stream")(stream_command.multi_stream)
 app.command(name="serve")(serve_command.serve)
+app.command(name="report")(report_command.report)
 app.add_typer(models_command.app, name="models")
 
 

@@ -293,7 +293,10 @@ class ClosedLoopRunner:
             return True
         if self.all_due_at_start:
             return False
-        return now_rel >= self.min_duration_ns and self._next >= self.min_query_count
+        # LoadGen's stream rule: stop once a query has been *issued* at or after the minimum
+        # duration and the minimum count has been issued.
+        last_issued = int(self._issued[self._next - 1]) if self._next else NOT_SET_NS
+        return last_issued >= self.min_duration_ns and self._next >= self.min_query_count
 
     async def _worker(self) -> None:
         clock, start = self.clock, self._start_ns

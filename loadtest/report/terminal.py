@@ -30,7 +30,9 @@ def latency_table(
 ) -> Table:
     """One column per latency origin; the bound's percentile row in bold."""
     table = Table(
-        title=escape(f"Latency, ms — {method}, over successful queries"), title_justify="left"
+        title=escape(f"Latency, ms — {method}, over successful queries"),
+        title_justify="left",
+        min_width=80,
     )
     table.add_column("statistic")
     for i, (heading, _) in enumerate(columns):
