@@ -4,7 +4,8 @@ LoadtestError            anything the CLI turns into one clear line and a non-ze
 ├── SettingsError        nonsense or contradictory flags
 ├── ModelBuildError      a benchmark model could not be built or a repository is malformed
 ├── ServerError          the embedded Triton could not start, or died (carries the log tail)
-└── TargetError          the target is unreachable, lacks the model, or rejects the inputs
+├── TargetError          the target is unreachable, lacks the model, or rejects the inputs
+└── ResultFileError      a result file is unreadable, not a loadtest result, or of another version
 """
 
 from __future__ import annotations
@@ -29,4 +30,8 @@ class ServerError(LoadtestError):
 
 
 class TargetError(LoadtestError):
+    pass
+
+
+class ResultFileError(LoadtestError):
     pass

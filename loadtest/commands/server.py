@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from loadtest.commands import common
+from loadtest.commands.report import HtmlOption, write_run_html
 from loadtest.experiment import run_server
 from loadtest.models import DEFAULT_SERVER_MODEL, DEFAULT_SERVER_QPS
+from loadtest.report.comparison import split_table
+from loadtest.report.results import RunReport, default_output_dir
+from loadtest.server_probe import RunObserver
 from loadtest.settings import (
     DEFAULT_MIN_DURATION_NS,
     LATE_THRESHOLD_NS,
@@ -53,6 +59,7 @@ def server(
     output: common.OutputOption = None,
     records: common.RecordsOption = False,
     live: common.LiveOption = True,
+    html: HtmlOption = None,
 ) -> None:
     """Run the MLPerf Server scenario: Poisson arrivals at --qps, latency from scheduled time."""
     settings = ServerSettings(
@@ -80,7 +87,8 @@ def server(
         common.parse_shapes(shape),
     )
     drain_timeout_ns = int((timeout + 5) * NS_PER_S)
-    common.execute(
+    observer = RunObserver()  # server-side split (issue #7): see server_split_hook below
+    report = common.execute(
         settings,
         flags,
         title=(
@@ -88,11 +96,27 @@ def server(
             f"{settings.min_duration_ns / NS_PER_S:g} s"
         ),
         span_ns=settings.min_duration_ns,
-        play=lambda target, spec, count, tick: run_server(
-            target, spec, count, settings, drain_timeout_ns, on_tick=tick
+        play=lambda target, spec, count, tick: observer.around(
+            target, run_server(target, spec, count, settings, drain_timeout_ns, on_tick=tick)
         ),
         output=output,
         live=live,
         sample_count=settings.sample_count,
         sample_seed=settings.sample_seed,
     )
+    # --html: the same report `loadtest report result.json` would write (after result.json exists).
+    if html is not None:
+        write_run_html(report.to_json(), html, label=(output.name if output else "run"))
+    server_split_hook(observer, report, output)
+
+
+# --- server-side split (issue #7) ----------------------------------------------------------------
+def server_split_hook(observer: RunObserver, report: RunReport, output: Path | None) -> None:
+    """Print the server-side split and add it to result.json as "server_split" (Triton only)."""
+    if observer.result is None:
+        return
+    common.console.print(split_table([(report.target.model, observer.result)]))
+    result_json = (output or default_output_dir(report)) / "result.json"
+    data = json.loads(result_json.read_text())
+    data["server_split"] = observer.result.to_dict()
+    result_json.write_text(json.dumps(data, indent=1) + "\n")
