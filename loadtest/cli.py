@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from loadtest.commands import compare as compare_command
 from loadtest.commands import models as models_command
 from loadtest.commands import offline as offline_command
 from loadtest.commands import report as report_command
@@ -32,6 +33,7 @@ app.command(name="offline")(offline_command.offline)
 app.command(name="single-stream")(stream_command.single_stream)
 app.command(name="multi-stream")(stream_command.multi_stream)
 app.command(name="serve")(serve_command.serve)
+app.command(name="compare")(compare_command.compare)
 app.command(name="report")(report_command.report)
 app.add_typer(models_command.app, name="models")
 
