@@ -15,6 +15,8 @@ from rich.markup import escape
 from loadtest.commands import compare as compare_command
 from loadtest.commands import models as models_command
 from loadtest.commands import offline as offline_command
+from loadtest.commands import diff as diff_command
+from loadtest.commands import export as export_command
 from loadtest.commands import report as report_command
 from loadtest.commands import serve as serve_command
 from loadtest.commands import server as server_command
@@ -35,6 +37,8 @@ app.command(name="multi-stream")(stream_command.multi_stream)
 app.command(name="serve")(serve_command.serve)
 app.command(name="compare")(compare_command.compare)
 app.command(name="report")(report_command.report)
+app.command(name="export")(export_command.export)
+app.command(name="diff")(diff_command.diff)
 app.add_typer(models_command.app, name="models")
 
 

@@ -1,0 +1,48 @@
+"""`loadtest export`: a run's result.json -> records.csv + summary.csv (report/csv_export.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from loadtest.errors import ResultFileError, SettingsError
+from loadtest.report.csv_export import records_csv, summary_csv
+from loadtest.resultfile import RUN, load_result
+
+console = Console()
+
+
+def export(
+    result: Annotated[Path, typer.Argument(help="A run's result.json.")],
+    csv: Annotated[bool, typer.Option("--csv", help="Write CSV (the one format so far).")] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Directory for the CSV files [default: beside RUN]."),
+    ] = None,
+) -> None:
+    """Export per-query records (records.csv) and the summary (summary.csv) as CSV."""
+    if not csv:
+        raise SettingsError("choose an export format: --csv")
+    run = load_result(result)
+    if run.kind != RUN:
+        raise ResultFileError(f"{result}: a {run.kind} result; export takes one run's result.json")
+    directory = output or result.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        summary_path = directory / "summary.csv"
+        summary_path.write_text(summary_csv(run.data))
+        records = run.records()
+        if records is None:
+            console.print(
+                f"summary: {summary_path}\nno per-query records in {result} (the run was written "
+                "without --records), so no records.csv: summary only"
+            )
+            return
+        records_path = directory / "records.csv"
+        records_path.write_text(records_csv(records))
+    except OSError as exc:
+        raise ResultFileError(f"cannot write CSV to {directory}: {exc}") from None
+    console.print(f"records: {records_path} ({len(records)} queries)\nsummary: {summary_path}")

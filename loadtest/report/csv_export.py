@@ -1,0 +1,139 @@
+"""A run's per-query records and its summary as CSV, for spreadsheets, pandas and other tools.
+
+records.csv — one row per scheduled query, in schedule order:
+
+    query          row number (0-based), the query's position in the schedule
+    sample_index   which sample of the library the query carried
+    scheduled_ns   when the query was due, ns from the run's start (the latency origin)
+    issued_ns      when the request actually left; empty if it never did
+    completed_ns   when the response or error arrived; empty if it never did
+    status         ok, error or pending (never completed)
+    error_kind     the error's kind for status=error, else empty
+    latency_ns     completed_ns − scheduled_ns (latency from scheduled time, the MLPerf Server
+                   definition; also filled for errors = time to the error); empty if not completed.
+                   The summary's percentiles use the status=ok rows only.
+    send_lag_ns    issued_ns − scheduled_ns (how late the client sent); empty if never issued
+
+summary.csv — `metric,value` rows: scenario, verdict.valid, then every field of the summary
+flattened with dots (latency.p99_ns, send_lag.late_share, errors_by_kind.<kind>, ...). Times stay
+integer ns as in result.json. The HDR histogram string (latency_hdr) is left out: it is an encoding
+for exact merges, not a number.
+
+`read_records_csv` parses records.csv back into Records (the round trip is exact). Pure text in,
+text out; the command writes the files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+import numpy as np
+
+from loadtest.errors import ResultFileError
+from loadtest.records import NOT_SET_NS, Records, Status
+
+RECORD_COLUMNS = (
+    "query",
+    "sample_index",
+    "scheduled_ns",
+    "issued_ns",
+    "completed_ns",
+    "status",
+    "error_kind",
+    "latency_ns",
+    "send_lag_ns",
+)
+STATUS_TEXT = {Status.PENDING: "pending", Status.OK: "ok", Status.ERROR: "error"}
+STATUS_OF_TEXT = {text: status for status, text in STATUS_TEXT.items()}
+SKIPPED_SUMMARY_FIELDS = frozenset({"latency_hdr"})
+
+
+def _time(value: int) -> str:
+    return "" if value == NOT_SET_NS else str(value)
+
+
+def records_csv(records: Records) -> str:
+    """records.csv text (see the module docstring)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(RECORD_COLUMNS)
+    kinds = records.error_kinds
+    columns = zip(
+        records.sample_index.tolist(),
+        records.scheduled_ns.tolist(),
+        records.issued_ns.tolist(),
+        records.completed_ns.tolist(),
+        records.status.tolist(),
+        records.error_code.tolist(),
+        strict=True,
+    )
+    for query, (sample, scheduled, issued, completed, status, code) in enumerate(columns):
+        kind = ""
+        if status == Status.ERROR:
+            kind = kinds[code] if 0 <= code < len(kinds) else "unknown"
+        writer.writerow(
+            (
+                query,
+                sample,
+                scheduled,
+                _time(issued),
+                _time(completed),
+                STATUS_TEXT[Status(status)],
+                kind,
+                "" if completed == NOT_SET_NS else completed - scheduled,
+                "" if issued == NOT_SET_NS else issued - scheduled,
+            )
+        )
+    return out.getvalue()
+
+
+def read_records_csv(text: str, samples_per_query: int = 1) -> Records:
+    """Records from records.csv text; error kinds are numbered in order of first appearance."""
+    reader = csv.DictReader(io.StringIO(text))
+    if reader.fieldnames is None or tuple(reader.fieldnames[: len(RECORD_COLUMNS)]) != (
+        RECORD_COLUMNS
+    ):
+        raise ResultFileError(f"not a loadtest records.csv (expected columns {RECORD_COLUMNS})")
+    rows = list(reader)
+    records = Records(
+        scheduled_ns=np.array([int(r["scheduled_ns"]) for r in rows], dtype=np.int64),
+        sample_index=np.array([int(r["sample_index"]) for r in rows], dtype=np.int32),
+        samples_per_query=samples_per_query,
+    )
+    for i, row in enumerate(rows):
+        records.issued_ns[i] = int(row["issued_ns"]) if row["issued_ns"] else NOT_SET_NS
+        records.completed_ns[i] = int(row["completed_ns"]) if row["completed_ns"] else NOT_SET_NS
+        status = STATUS_OF_TEXT[row["status"]]
+        records.status[i] = status
+        if status == Status.ERROR:
+            records.error_code[i] = records.error_code_for(row["error_kind"] or "unknown")
+    return records
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        if key in SKIPPED_SUMMARY_FIELDS:
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            rows.extend(flatten(value, f"{name}."))
+        else:
+            rows.append((name, value))
+    return rows
+
+
+def summary_csv(result: dict[str, Any]) -> str:
+    """summary.csv text from a run's result JSON (see the module docstring)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(("metric", "value"))
+    writer.writerow(("scenario", result.get("scenario", "")))
+    verdict = result.get("verdict")
+    if isinstance(verdict, dict) and "valid" in verdict:
+        writer.writerow(("verdict.valid", verdict["valid"]))
+    for name, value in flatten(result.get("summary") or {}):
+        writer.writerow((name, value))
+    return out.getvalue()
