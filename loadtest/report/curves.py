@@ -51,8 +51,9 @@ def _grid(count: int) -> np.ndarray:
     """Percentiles to plot for n values: log-spaced in 1/(1 − p) from p = 0 to the last rank."""
     if count <= 1:
         return np.zeros(1)
-    inverse = np.unique(np.geomspace(1.0, float(count), num=min(MAX_POINTS, count)))
-    return 1.0 - 1.0 / inverse
+    inverse = np.geomspace(1.0, float(count), num=min(MAX_POINTS, count))
+    printed = [p for p in LOADGEN_PERCENTILES if p < 1.0 - 1.0 / count]  # the summary's own
+    return np.unique(np.concatenate((1.0 - 1.0 / inverse, printed)))
 
 
 def from_latencies(latencies_ns: np.ndarray) -> PercentileCurve:
@@ -74,7 +75,9 @@ def from_histogram(encoded: str) -> PercentileCurve:
     if n == 0:
         return PercentileCurve(np.zeros(0), np.zeros(0), 0, FROM_HISTOGRAM)
     grid = _grid(n)
-    values = [histogram.get_value_at_percentile(float(p) * 100.0) for p in grid]
+    # hdrh returns the value of rank round(n·p/100); ask for LoadGen's rank floor(n·p) + 1 instead.
+    ranks = np.minimum(np.floor(n * grid) + 1, n)
+    values = [histogram.get_value_at_percentile(float(r) * 100.0 / n) for r in ranks]
     return PercentileCurve(grid, np.asarray(values, dtype=np.float64), n, FROM_HISTOGRAM)
 
 
