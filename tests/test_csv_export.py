@@ -7,6 +7,7 @@ import io
 
 import numpy as np
 import pytest
+from synthetic_results import run_json, synthetic_records
 
 from loadtest.errors import ResultFileError
 from loadtest.records import NOT_SET_NS
@@ -16,7 +17,6 @@ from loadtest.report.csv_export import (
     records_csv,
     summary_csv,
 )
-from synthetic_results import run_json, synthetic_records
 
 
 def test_records_round_trip_exactly():
@@ -55,5 +55,5 @@ def test_summary_csv_has_flattened_metrics():
 
 
 def test_not_a_records_csv_is_refused():
-    with pytest.raises(ResultFileError, match="records.csv"):
+    with pytest.raises(ResultFileError, match=r"records\.csv"):
         read_records_csv("a,b\n1,2\n")

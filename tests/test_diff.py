@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from synthetic_results import synthetic_records
 
 from loadtest import diff
 from loadtest.stats import summarize
-from synthetic_results import synthetic_records
 
 
 def side(label: str, scale: float, seed: int, records: bool = True, n: int = 4000) -> diff.RunSide:

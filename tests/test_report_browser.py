@@ -15,10 +15,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from synthetic_results import compare_json, find_peak_json, run_json, synthetic_records
 
 from loadtest.report.html import render_html
 from loadtest.resultfile import from_data
-from synthetic_results import compare_json, find_peak_json, run_json, synthetic_records
 
 pytestmark = pytest.mark.browser
 

@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+from synthetic_results import compare_json, find_peak_json, run_json, synthetic_records, write
+from test_cli import assert_one_clear_error, loadtest
 
 from loadtest.records import Records
 from loadtest.report.csv_export import read_records_csv
-from synthetic_results import compare_json, find_peak_json, run_json, synthetic_records, write
-from test_cli import assert_one_clear_error, loadtest
 
 
 def runs(tmp_path: Path) -> tuple[Path, Path, Path]:

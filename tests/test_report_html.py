@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pytest
+from synthetic_results import compare_json, find_peak_json, run_json, synthetic_records
 
 from loadtest.errors import ResultFileError
 from loadtest.report import curves
@@ -15,7 +16,6 @@ from loadtest.report.figures import ORIGIN
 from loadtest.report.html import render_html
 from loadtest.resultfile import COMPARE, FIND_PEAK, RUN, from_data
 from loadtest.stats import exact_percentile
-from synthetic_results import compare_json, find_peak_json, run_json, synthetic_records
 
 
 def figure_ids(page: str) -> list[str]:
