@@ -13,10 +13,11 @@ from rich.console import Console
 from rich.markup import escape
 
 from loadtest.commands import compare as compare_command
-from loadtest.commands import models as models_command
-from loadtest.commands import offline as offline_command
 from loadtest.commands import diff as diff_command
 from loadtest.commands import export as export_command
+from loadtest.commands import find_peak as find_peak_command
+from loadtest.commands import models as models_command
+from loadtest.commands import offline as offline_command
 from loadtest.commands import report as report_command
 from loadtest.commands import serve as serve_command
 from loadtest.commands import server as server_command
@@ -34,6 +35,7 @@ app.command(name="server")(server_command.server)
 app.command(name="offline")(offline_command.offline)
 app.command(name="single-stream")(stream_command.single_stream)
 app.command(name="multi-stream")(stream_command.multi_stream)
+app.command(name="find-peak")(find_peak_command.find_peak)
 app.command(name="serve")(serve_command.serve)
 app.command(name="compare")(compare_command.compare)
 app.command(name="report")(report_command.report)
@@ -52,6 +54,9 @@ def main() -> None:
             errors.print("[dim]--- server log (tail) ---[/]", highlight=False)
             errors.print(exc.log_tail, markup=False, highlight=False)
         sys.exit(1)
+    except KeyboardInterrupt:
+        errors.print("interrupted")
+        sys.exit(130)
 
 
 if __name__ == "__main__":

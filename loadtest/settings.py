@@ -233,3 +233,57 @@ class StreamSettings:
 
 
 ScenarioSettings = ServerSettings | OfflineSettings | StreamSettings
+
+
+@dataclass(frozen=True)
+class PeakSettings:
+    """find-peak: Server-scenario probes at chosen rates, within a total time budget."""
+
+    target_latency_ns: int
+    percentile: float = 0.99
+    probe_duration_ns: int = 10 * NS_PER_S
+    budget_ns: int = 180 * NS_PER_S
+    start_qps: float = 0.0  # 0 = calibrate: start from the measured closed-loop throughput
+    max_qps: float = 0.0  # 0 = no cap besides the calibration's
+    resolution: float = 0.05
+    calibration_ns: int = 3 * NS_PER_S
+    calibration_in_flight: int = 32
+    schedule_seed: int = 0
+    sample_seed: int = 1
+    sample_count: int = 64
+    early_stopping_confidence: float = 0.99
+    late_threshold_ns: int = LATE_THRESHOLD_NS
+    scenario: Scenario = field(default=Scenario.SERVER, init=False)
+
+    def __post_init__(self) -> None:
+        if self.target_latency_ns <= 0:
+            raise SettingsError("--target-latency must be > 0 ms")
+        if not 0 < self.percentile < 1:
+            raise SettingsError(f"--percentile must be in (0, 100), got {self.percentile * 100:g}")
+        if self.probe_duration_ns <= 0:
+            raise SettingsError("--probe-duration must be > 0 s")
+        if self.budget_ns <= 0:
+            raise SettingsError("--budget must be > 0 s")
+        if self.start_qps < 0 or self.max_qps < 0:
+            raise SettingsError("--start-qps and --max-qps must be ≥ 0")
+        if self.max_qps and self.start_qps > self.max_qps:
+            raise SettingsError("--start-qps must not exceed --max-qps")
+        if not 0 < self.resolution < 1:
+            raise SettingsError(f"--resolution must be in (0, 1), got {self.resolution:g}")
+        if self.sample_count < 1:
+            raise SettingsError(f"--samples must be ≥ 1, got {self.sample_count}")
+
+    def probe(self, qps: float, min_query_count: int) -> ServerSettings:
+        """The Server settings of one probe at `qps`."""
+        return ServerSettings(
+            qps=qps,
+            target_latency_ns=self.target_latency_ns,
+            percentile=self.percentile,
+            min_duration_ns=self.probe_duration_ns,
+            min_query_count=min_query_count,
+            schedule_seed=self.schedule_seed,
+            sample_seed=self.sample_seed,
+            sample_count=self.sample_count,
+            early_stopping_confidence=self.early_stopping_confidence,
+            late_threshold_ns=self.late_threshold_ns,
+        )

@@ -9,7 +9,8 @@ exit code 130.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -18,7 +19,7 @@ import typer
 from rich.console import Console
 
 from loadtest import deployment as deployment_module
-from loadtest.deployment import EmbeddedMode
+from loadtest.deployment import Deployment, EmbeddedMode
 from loadtest.errors import SettingsError
 from loadtest.experiment import Measurement, open_with_samples
 from loadtest.models import SUITE
@@ -150,6 +151,21 @@ def say(text: str) -> None:
 Play = Callable[[Target, ModelSpec, int, Callable[[Records, int], None]], Awaitable[Measurement]]
 
 
+@contextlib.contextmanager
+def connected(flags: TargetFlags) -> Iterator[tuple[Deployment, Target]]:
+    """The deployment to measure (the embedded Triton started if needed) and a target for it."""
+    requested = flags.target_settings()
+    with deployment_module.resolve(requested, flags.embedded, flags.repository, say) as deployment:
+        resolved = deployment.target
+        yield deployment, triton_target(
+            resolved.url,
+            resolved.protocol.value,
+            resolved.model,
+            resolved.model_version,
+            flags.timeout_s,
+        )
+
+
 def execute(
     settings: ScenarioSettings,
     flags: TargetFlags,
@@ -164,15 +180,8 @@ def execute(
 ) -> RunReport:
     """Find or start the server, run `play`, then report and write; see the module docstring."""
     requested = flags.target_settings()
-    with deployment_module.resolve(requested, flags.embedded, flags.repository, say) as deployment:
+    with connected(flags) as (deployment, target):
         resolved = deployment.target
-        target = triton_target(
-            resolved.url,
-            resolved.protocol.value,
-            resolved.model,
-            resolved.model_version,
-            flags.timeout_s,
-        )
         heading = f"{title} against {target.description}"
 
         async def measure() -> Measurement:

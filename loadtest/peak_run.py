@@ -1,0 +1,140 @@
+"""Runs a peak search on an opened target: calibration, then probes chosen by peak.PeakSearch.
+
+Owns the budget clock (the search itself is pure). Each probe is a full Server-scenario run judged
+by the MLPerf rules, so its minimum query count is raised to what early stopping needs at the bound's
+percentile (×1.3): at low rates a probe then lasts longer than --probe-duration rather than
+failing for too few queries, which would say nothing about the server.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from loadtest.experiment import Measurement, run_server
+from loadtest.interpret import interpret_server
+from loadtest.peak import Conclusion, PeakSearch, Probe
+from loadtest.runner import ClosedLoopRunner
+from loadtest.schedule import uniform_sample_indices
+from loadtest.settings import NS_PER_S, PeakSettings, ServerSettings
+from loadtest.stats import Summary, exact_percentile
+from loadtest.targets.base import ModelSpec, Target
+from loadtest.validity import Verdict, expected_min_queries
+
+PROBE_OVERHEAD_S = 1.5  # drain, interpretation and reconnect between probes, for budgeting
+
+
+@dataclass(frozen=True)
+class ProbeRun:
+    probe: Probe
+    settings: ServerSettings
+    summary: Summary
+    verdict: Verdict
+    client_cpu_s: float
+
+
+@dataclass(frozen=True)
+class PeakOutcome:
+    runs: tuple[ProbeRun, ...]
+    conclusion: Conclusion
+    calibration_qps: float | None  # closed-loop throughput measured before probing
+    elapsed_s: float
+    budget_exhausted: bool
+    interrupted: bool
+
+
+async def calibrate(target: Target, sample_count: int, settings: PeakSettings) -> float:
+    """Closed-loop throughput with `calibration_in_flight` outstanding: an upper bound on any
+    sustainable Poisson rate, so the search starts near the knee instead of doubling up to it."""
+    indices = uniform_sample_indices(100_000, sample_count, settings.sample_seed)
+    runner = ClosedLoopRunner(
+        indices,
+        target,
+        workers=settings.calibration_in_flight,
+        all_due_at_start=False,
+        min_duration_ns=settings.calibration_ns,
+        min_query_count=1,
+    )
+    outcome = await runner.run()
+    records = outcome.records
+    return float(records.ok.sum()) * NS_PER_S / max(outcome.duration_ns, 1)
+
+
+def _probe_of(settings: ServerSettings, measurement: Measurement) -> ProbeRun:
+    summary, verdict = interpret_server(settings, measurement.outcome)
+    latencies = measurement.outcome.records.latency_from_scheduled_ns()
+    latencies.sort()
+    at_percentile = exact_percentile(latencies, settings.percentile) if len(latencies) else 0
+    probe = Probe(
+        qps=settings.qps,
+        latency_ns=int(at_percentile),
+        valid=verdict.valid,
+        client_bound=not summary.client_kept_up,
+        completed_qps=summary.completed_qps,
+        reasons=verdict.reasons,
+    )
+    return ProbeRun(probe, settings, summary, verdict, measurement.client_cpu_s)
+
+
+async def search_peak(
+    target: Target,
+    model: ModelSpec,
+    sample_count: int,
+    settings: PeakSettings,
+    request_timeout_s: float,
+    on_probe: Callable[[ProbeRun], None] = lambda run: None,
+    on_calibration: Callable[[float], None] = lambda qps: None,
+) -> PeakOutcome:
+    started = time.monotonic()
+    budget_s = settings.budget_ns / NS_PER_S
+    calibration_qps = None
+    start_qps = settings.start_qps
+    ceiling = settings.max_qps or None
+    if not start_qps:
+        calibration_qps = await calibrate(target, sample_count, settings)
+        on_calibration(calibration_qps)
+        start_qps = max(0.5 * calibration_qps, 0.1)
+        ceiling = min(ceiling or math.inf, 1.1 * calibration_qps)
+        if ceiling is math.inf:
+            ceiling = None
+    search = PeakSearch(
+        target_latency_ns=settings.target_latency_ns,
+        start_qps=start_qps if not ceiling else min(start_qps, ceiling * 0.9),
+        resolution=settings.resolution,
+        ceiling_qps=ceiling,
+    )
+    min_queries = math.ceil(
+        1.3 * expected_min_queries(settings.percentile, settings.early_stopping_confidence)
+    )
+    runs: list[ProbeRun] = []
+    exhausted = interrupted = False
+    while (qps := search.next_qps([r.probe for r in runs])) is not None:
+        probe_settings = settings.probe(round(qps, 3), min_queries)
+        expected_s = max(settings.probe_duration_ns / NS_PER_S, min_queries / qps)
+        if time.monotonic() - started + expected_s + PROBE_OVERHEAD_S > budget_s:
+            exhausted = True
+            break
+        measurement = await run_server(
+            target,
+            model,
+            sample_count,
+            probe_settings,
+            drain_timeout_ns=int((request_timeout_s + 5) * NS_PER_S),
+        )
+        run = _probe_of(probe_settings, measurement)
+        runs.append(run)
+        on_probe(run)
+        if measurement.outcome.interrupted:
+            interrupted = True
+            break
+    probes = [r.probe for r in runs]
+    return PeakOutcome(
+        runs=tuple(runs),
+        conclusion=search.conclusion(probes, exhausted),
+        calibration_qps=calibration_qps,
+        elapsed_s=time.monotonic() - started,
+        budget_exhausted=exhausted,
+        interrupted=interrupted,
+    )

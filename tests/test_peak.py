@@ -1,0 +1,151 @@
+"""Peak search: the pure strategy on synthetic latency curves, and end to end on the fake target."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loadtest.peak import PeakSearch, Probe, bracket
+from loadtest.peak_run import search_peak
+from loadtest.settings import NS_PER_S, PeakSettings
+from loadtest.targets.fake import FAKE_MODEL, FakeTarget, ServiceLaw
+
+MS = 1_000_000
+
+
+def queue_latency_ns(qps: float, capacity: float, base_ns: float) -> float:
+    """An M/M/1-like knee: latency = base / (1 − load); infinite at and past capacity."""
+    load = qps / capacity
+    return math.inf if load >= 1 else base_ns / (1 - load)
+
+
+def run_search(search: PeakSearch, latency, max_probes: int = 50) -> list[Probe]:
+    probes: list[Probe] = []
+    while (qps := search.next_qps(probes)) is not None and len(probes) < max_probes:
+        value = latency(qps)
+        latency_ns = int(min(value, 1e12))
+        probes.append(
+            Probe(qps, latency_ns, valid=value <= search.target_latency_ns, client_bound=False)
+        )
+    return probes
+
+
+def loadgen_style_probes(bound_ns: float, latency, start: float, resolution: float) -> int:
+    """LoadGen's peak finder shape: double until failing, then bisect to the resolution."""
+    lo, hi, count = 0.0, start, 0
+    while True:
+        count += 1
+        if latency(hi) <= bound_ns:
+            lo, hi = hi, hi * 2
+        else:
+            break
+    while (hi - lo) / hi > resolution:
+        count += 1
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if latency(mid) <= bound_ns else (lo, mid)
+    return count
+
+
+@pytest.mark.parametrize(("capacity", "start"), [(1000.0, 10.0), (1000.0, 700.0), (37.0, 1.0)])
+def test_search_brackets_the_analytic_peak_with_fewer_probes_than_doubling(capacity, start):
+    base, bound = 2 * MS, 20 * MS
+    true_peak = capacity * (1 - base / bound)  # where base / (1 − q/C) = bound
+    curve = lambda q: queue_latency_ns(q, capacity, base)  # noqa: E731
+    search = PeakSearch(target_latency_ns=bound, start_qps=start, resolution=0.02)
+    probes = run_search(search, curve)
+    conclusion = search.conclusion(probes, budget_exhausted=False)
+    assert conclusion.status == "bracketed"
+    assert conclusion.peak_qps is not None and conclusion.upper_qps is not None
+    assert conclusion.peak_qps <= true_peak < conclusion.upper_qps
+    assert (conclusion.upper_qps - conclusion.peak_qps) / conclusion.upper_qps <= 0.02
+    assert len(probes) < loadgen_style_probes(bound, curve, start, 0.02)
+
+
+def test_client_bound_probes_are_not_server_limits():
+    search = PeakSearch(target_latency_ns=10 * MS, start_qps=100)
+    probes = [Probe(100, 1 * MS, valid=False, client_bound=True)]
+    assert search.next_qps(probes) == 50  # back off: nothing measured yet
+    probes.append(Probe(50, 1 * MS, valid=True, client_bound=False))
+    nxt = search.next_qps(probes)
+    assert nxt is not None and 50 < nxt < 100  # grows, but stays under the client's cap
+    probes.append(Probe(nxt, 2 * MS, valid=True, client_bound=False))
+    probes.append(Probe(search.next_qps(probes) or 0, 2 * MS, valid=True, client_bound=False))
+    b = bracket(probes)
+    assert b.hi is None and b.client_cap == 100  # the client-bound probe never became `hi`
+    conclusion = search.conclusion(probes, budget_exhausted=False)
+    assert conclusion.status == "lower-bound"
+    assert "client fell behind" in conclusion.text
+
+
+def test_conclusion_when_nothing_passes():
+    search = PeakSearch(target_latency_ns=1 * MS, start_qps=8, min_qps=1)
+    probes = run_search(search, lambda q: 50 * MS)
+    conclusion = search.conclusion(probes, budget_exhausted=False)
+    assert conclusion.peak_qps is None and conclusion.status == "none-valid"
+    assert probes[-1].qps >= 1
+
+
+def test_find_peak_on_fake_lands_near_its_known_capacity():
+    # 8 servers × 20 ms constant service: capacity 400 QPS. With a 150 ms p99 bound the
+    # M/D/8 queue meets the bound until close to saturation; over 2 s probes the peak must land
+    # within [0.75, 1.05] × capacity (the stated tolerance: asyncio timers make the fake a few
+    # per cent slower than nominal, and short probes see a partly filled queue).
+    capacity = 8 / 0.020
+    settings = PeakSettings(
+        target_latency_ns=150 * MS,
+        probe_duration_ns=2 * NS_PER_S,
+        budget_ns=90 * NS_PER_S,
+        resolution=0.05,
+        calibration_ns=2 * NS_PER_S,
+        late_threshold_ns=10 * MS,  # this test measures the search, not the shared CI machine
+    )
+
+    async def go():
+        target = FakeTarget(ServiceLaw("constant", 20 * MS), servers=8)
+        await target.open()
+        return await search_peak(target, FAKE_MODEL, 8, settings, request_timeout_s=10)
+
+    outcome = asyncio.run(go())
+    peak = outcome.conclusion.peak_qps
+    assert outcome.calibration_qps is not None
+    assert 0.8 * capacity < outcome.calibration_qps < 1.05 * capacity
+    assert peak is not None, outcome.conclusion.text
+    assert 0.75 * capacity <= peak <= 1.05 * capacity, outcome.conclusion.text
+    assert len(outcome.runs) <= 8
+
+
+def test_find_peak_cli_budget_too_small_says_so(tmp_path: Path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "loadtest.cli",
+            "find-peak",
+            "--url",
+            "fake://?servers=2&service_ms=5",
+            "--target-latency",
+            "50",
+            "--budget",
+            "4",
+            "--probe-duration",
+            "5",
+            "--output",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert result.returncode == 3, result.stderr
+    assert "time budget ran out" in result.stdout
+    data = json.loads((tmp_path / "find-peak.json").read_text())
+    assert data["kind"] == "find-peak" and data["peak_qps"] is None
+    assert data["calibration_qps"] > 0  # what it did measure is kept
