@@ -18,6 +18,7 @@ from loadtest.commands import export as export_command
 from loadtest.commands import find_peak as find_peak_command
 from loadtest.commands import models as models_command
 from loadtest.commands import offline as offline_command
+from loadtest.commands import plan as plan_command
 from loadtest.commands import report as report_command
 from loadtest.commands import serve as serve_command
 from loadtest.commands import server as server_command
@@ -36,6 +37,7 @@ app.command(name="offline")(offline_command.offline)
 app.command(name="single-stream")(stream_command.single_stream)
 app.command(name="multi-stream")(stream_command.multi_stream)
 app.command(name="find-peak")(find_peak_command.find_peak)
+app.command(name="plan")(plan_command.plan)
 app.command(name="serve")(serve_command.serve)
 app.command(name="compare")(compare_command.compare)
 app.command(name="report")(report_command.report)

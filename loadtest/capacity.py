@@ -1,0 +1,79 @@
+"""Capacity plan: how many replicas of a measured deployment carry a target QPS within the SLO.
+
+Pure arithmetic with its assumptions spelled out, because a replica count is only as good as them:
+    usable per replica = peak × (1 − headroom)
+    replicas           = ceil(target / usable) + spare
+The peak must be the highest rate at which one replica met the same SLO (find-peak's answer).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from loadtest.errors import SettingsError
+
+ASSUMPTIONS = (
+    "replicas scale linearly: nothing they share (load balancer, network, storage, a database) "
+    "saturates first",
+    "the load balancer spreads queries evenly and at random; a Poisson stream split at random "
+    "stays Poisson, so each replica sees the traffic find-peak measured",
+    "each replica runs on the same hardware, with the same model configuration and the same "
+    "client-to-server network as the measured one",
+    "the headroom covers run-to-run variance and bursts above the average rate",
+)
+
+
+@dataclass(frozen=True)
+class CapacityPlan:
+    target_qps: float
+    peak_qps: float  # per replica, under the SLO
+    headroom: float
+    spare: int
+    usable_qps_per_replica: float
+    replicas_for_load: int
+    replicas: int
+    load_per_replica_qps: float  # at the target, with `replicas_for_load` serving
+    utilization_of_peak: float
+    slo: str
+    notes: tuple[str, ...]
+    assumptions: tuple[str, ...] = ASSUMPTIONS
+
+
+def plan_capacity(
+    target_qps: float,
+    peak_qps: float,
+    headroom: float = 0.2,
+    spare: int = 0,
+    slo: str = "",
+    notes: tuple[str, ...] = (),
+) -> CapacityPlan:
+    if not target_qps > 0:
+        raise SettingsError(f"--target-qps must be > 0, got {target_qps:g}")
+    if not peak_qps > 0:
+        raise SettingsError(f"the measured peak must be > 0 QPS, got {peak_qps:g}")
+    if not 0 <= headroom < 1:
+        raise SettingsError(f"--headroom must be in [0, 1), got {headroom:g}")
+    if spare < 0:
+        raise SettingsError(f"--spare must be ≥ 0, got {spare}")
+    usable = peak_qps * (1 - headroom)
+    # A tiny epsilon keeps exact multiples (e.g. 400 / 100) from rounding up by float noise.
+    needed = max(1, math.ceil(target_qps / usable - 1e-9))
+    load = target_qps / needed
+    extra = (
+        (f"{spare} spare replica(s) keep the SLO with {spare} replica(s) down",) if spare else ()
+    )
+    return CapacityPlan(
+        target_qps=target_qps,
+        peak_qps=peak_qps,
+        headroom=headroom,
+        spare=spare,
+        usable_qps_per_replica=usable,
+        replicas_for_load=needed,
+        replicas=needed + spare,
+        load_per_replica_qps=load,
+        utilization_of_peak=load / peak_qps,
+        slo=slo,
+        notes=notes,
+        assumptions=ASSUMPTIONS + extra,
+    )

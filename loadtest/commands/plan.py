@@ -1,0 +1,131 @@
+"""`loadtest plan`: replicas needed for a target QPS, from a measured peak or a find-peak result."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from loadtest.capacity import CapacityPlan, plan_capacity
+from loadtest.commands.common import console
+from loadtest.errors import SettingsError
+from loadtest.report.results import SCHEMA, plain
+
+UNUSABLE = {"none-valid": "no probe met the SLO", "no-measurement": "every probe was client-bound"}
+
+
+def _read_peak(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"cannot read find-peak result {path}: {exc}") from None
+    if (
+        not isinstance(data, dict)
+        or data.get("schema") != SCHEMA
+        or data.get("kind") != "find-peak"
+    ):
+        raise SettingsError(f"{path} is not a loadtest find-peak result")
+    return data
+
+
+def _from_file(
+    path: Path, percentile: float | None, target_latency: float | None
+) -> tuple[float, str, tuple[str, ...]]:
+    data = _read_peak(path)
+    status = data.get("status", "")
+    if data.get("peak_qps") is None:
+        raise SettingsError(f"{path} holds no peak to plan from: {UNUSABLE.get(status, status)}")
+    settings = data["settings"]
+    measured_p = float(settings["percentile"]) * 100
+    measured_ms = int(settings["target_latency_ns"]) / 1e6
+    p = measured_p if percentile is None else percentile
+    bound = measured_ms if target_latency is None else target_latency
+    if p > measured_p or bound < measured_ms:
+        raise SettingsError(
+            f"the peak in {path} was measured under p{measured_p:g} ≤ {measured_ms:g} ms; "
+            f"p{p:g} ≤ {bound:g} ms is stricter: run find-peak with that SLO first"
+        )
+    notes = []
+    if (p, bound) != (measured_p, measured_ms):
+        notes.append(
+            f"the peak was measured under the stricter p{measured_p:g} ≤ {measured_ms:g} ms, so "
+            "the plan is conservative for the SLO asked"
+        )
+    if status != "bracketed":
+        notes.append(f"find-peak did not converge ({status}): {data.get('conclusion', '')}")
+    return float(data["peak_qps"]), f"p{p:g} ≤ {bound:g} ms", tuple(notes)
+
+
+def plan(
+    target_qps: Annotated[float, typer.Option(help="Total QPS the deployment must carry.")],
+    peak_qps: Annotated[
+        float | None, typer.Option(help="Measured peak QPS of one replica under the SLO.")
+    ] = None,
+    from_result: Annotated[
+        Path | None, typer.Option("--from", help="A find-peak.json to take the peak and SLO from.")
+    ] = None,
+    headroom: Annotated[float, typer.Option(help="Fraction of the peak kept in reserve.")] = 0.2,
+    spare: Annotated[int, typer.Option(help="Extra replicas for failures (N+k).")] = 0,
+    percentile: Annotated[
+        float | None, typer.Option(help="SLO percentile (with --from: default the measured one).")
+    ] = None,
+    target_latency: Annotated[
+        float | None, typer.Option(help="SLO bound in ms (with --from: default the measured one).")
+    ] = None,
+    output: Annotated[Path | None, typer.Option(help="Write the plan as JSON here.")] = None,
+) -> None:
+    """How many replicas carry --target-qps within the SLO, with stated headroom and assumptions."""
+    if (peak_qps is None) == (from_result is None):
+        raise SettingsError("give exactly one of --peak-qps or --from FIND_PEAK_JSON")
+    if percentile is not None and not 0 < percentile < 100:
+        raise SettingsError(f"--percentile must be in (0, 100), got {percentile:g}")
+    if target_latency is not None and target_latency <= 0:
+        raise SettingsError(f"--target-latency must be > 0 ms, got {target_latency:g}")
+    if from_result is not None:
+        peak, slo, notes = _from_file(from_result, percentile, target_latency)
+    else:
+        assert peak_qps is not None
+        peak, notes = peak_qps, ()
+        slo = (
+            f"p{percentile:g} ≤ {target_latency:g} ms"
+            if percentile is not None and target_latency is not None
+            else "the SLO the peak was measured under"
+        )
+    result = plan_capacity(target_qps, peak, headroom, spare, slo, notes)
+    render_plan(result)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps({"schema": SCHEMA, "kind": "plan", **plain(result)}, indent=1))
+        console.print(f"plan: {output}")
+
+
+def render_plan(result: CapacityPlan) -> None:
+    table = Table(title="Capacity plan", title_justify="left", show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    table.add_row("target", f"{result.target_qps:,.1f} QPS within {escape(result.slo)}")
+    table.add_row("measured peak", f"{result.peak_qps:,.1f} QPS per replica under that SLO")
+    table.add_row(
+        "usable per replica",
+        f"{result.usable_qps_per_replica:,.1f} QPS ({result.headroom * 100:g} % headroom)",
+    )
+    table.add_row(
+        "[bold]replicas[/]",
+        f"[bold]{result.replicas}[/] = {result.replicas_for_load} for the load"
+        + (f" + {result.spare} spare" if result.spare else ""),
+    )
+    table.add_row(
+        "load at target",
+        f"{result.load_per_replica_qps:,.1f} QPS per replica = "
+        f"{result.utilization_of_peak * 100:.0f} % of the measured peak",
+    )
+    console.print(table)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    console.print("Assumptions:")
+    for assumption in result.assumptions:
+        console.print(f"  - {escape(assumption)}", highlight=False)
