@@ -149,3 +149,40 @@ def test_find_peak_cli_budget_too_small_says_so(tmp_path: Path):
     data = json.loads((tmp_path / "find-peak.json").read_text())
     assert data["kind"] == "find-peak" and data["peak_qps"] is None
     assert data["calibration_qps"] > 0  # what it did measure is kept
+
+
+@pytest.mark.triton
+def test_find_peak_end_to_end_on_triton(triton, tmp_path: Path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "loadtest.cli",
+            "find-peak",
+            "--url",
+            triton.grpc_url,
+            "--model",
+            "tiny",
+            "--embedded",
+            "never",
+            "--target-latency",
+            "50",
+            "--budget",
+            "30",
+            "--probe-duration",
+            "2",
+            "--resolution",
+            "0.2",
+            "--output",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert result.returncode in (0, 3), result.stderr
+    data = json.loads((tmp_path / "find-peak.json").read_text())
+    assert data["probes"] and data["calibration_qps"] > 0
+    assert all(p["qps"] > 0 and p["latency_ns"] > 0 for p in data["probes"])
+    assert data["elapsed_s"] <= 40
