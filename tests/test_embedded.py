@@ -117,13 +117,25 @@ def test_model_that_fails_to_load_names_model_and_shows_log(built_repository, tm
     repository = tmp_path / "repo"
     shutil.copytree(built_repository / "tiny", repository / "tiny")
     (repository / "tiny" / "1" / "model.onnx").write_bytes(b"this is not an onnx file")
-    server = EmbeddedTriton(repository, ["tiny"], startup_timeout_s=60)
+    # precheck=False: let Triton itself fail, to test the log-tail path.
+    server = EmbeddedTriton(repository, ["tiny"], startup_timeout_s=60, precheck=False)
     with pytest.raises(ServerError) as error:
         server.start()
     assert "tiny" in str(error.value)
     assert error.value.log_tail  # the server's own words come with it
     assert server.process is None
     server.cleanup()
+
+
+def test_corrupt_model_file_is_caught_before_launch(built_repository, tmp_path):
+    repository = tmp_path / "repo"
+    shutil.copytree(built_repository / "tiny", repository / "tiny")
+    (repository / "tiny" / "1" / "model.onnx").write_bytes(b"truncated")
+    server = EmbeddedTriton(repository, ["tiny"])
+    with pytest.raises(ServerError, match="tiny") as error:
+        server.start()
+    assert "\n" not in str(error.value)  # one line
+    assert server.process is None
 
 
 def _start_serve(repository: Path) -> tuple[subprocess.Popen[str], int]:

@@ -125,12 +125,14 @@ class EmbeddedTriton:
         ports: Ports | None = None,
         startup_timeout_s: float = 180.0,
         log_verbose: int = 0,
+        precheck: bool = True,
     ) -> None:
         self.repository = repository.resolve()
         self.models = list(models) if models is not None else None
         self.requested_ports = ports
         self.startup_timeout_s = startup_timeout_s
         self.log_verbose = log_verbose
+        self.precheck = precheck  # check configs and model files before launching (clear errors)
         self.ports: Ports | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self.workdir: Path | None = None
@@ -224,6 +226,13 @@ class EmbeddedTriton:
         for name in self.models or []:
             if not (self.repository / name / "config.pbtxt").is_file():
                 raise ServerError(f"model {name!r} is not in repository {self.repository}")
+        if self.precheck:
+            from loadtest.models import check_repository
+
+            problems = check_repository(self.repository, self.models)
+            if problems:
+                more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+                raise ServerError(f"cannot serve {self.repository}: {problems[0]}{more}")
 
     def log_tail(self, lines: int = 25) -> str:
         if self.workdir is None or not self.log_path.exists():
