@@ -41,6 +41,7 @@ SPIN_MARGIN_NS = 300_000
 MIN_SPIN_WINDOW_NS = 500_000
 MAX_SPIN_WINDOW_NS = 5_000_000
 TIMER_HISTORY = 256
+LONG_WAIT_NS = 100_000_000
 TICK_NS = 500_000_000
 Clock = Callable[[], int]
 
@@ -120,7 +121,13 @@ class Runner:
             due = start + due_rel
             wake = due - window
             wait = wake - clock()
-            if wait > 0:
+            if wait > LONG_WAIT_NS:
+                # A long gap (low rates): wait on the stop event so Ctrl-C is not ignored.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.stop_event.wait(), wait / 1e9)
+                if self.stop_event.is_set():
+                    return
+            elif wait > 0:
                 await asyncio.sleep(wait / 1e9)
                 oversleeps[i % TIMER_HISTORY] = clock() - wake
                 if i % 16 == 0:

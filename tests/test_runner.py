@@ -110,3 +110,21 @@ def test_client_falling_behind_shows_as_send_lag():
     outcome = asyncio.run(_play(schedule, target))
     lag = outcome.records.send_lag_ns()
     assert np.percentile(lag, 99) > 100 * MS
+
+
+def test_stop_during_a_long_gap_is_prompt():
+    # Two queries 30 s apart: a stop 0.3 s in must not wait for the second one's due time.
+    schedule = Schedule(np.array([0, 30 * NS_PER_S], dtype=np.int64), np.zeros(2, dtype=np.int32))
+    target = FakeTarget(ServiceLaw("constant", 1 * MS), servers=1)
+
+    async def play_then_stop():
+        await target.open()
+        runner = Runner(schedule, target)
+        asyncio.get_running_loop().call_later(0.3, runner.stop, "interrupted (Ctrl-C)")
+        started = asyncio.get_running_loop().time()
+        outcome = await runner.run(handle_sigint=False)
+        return outcome, asyncio.get_running_loop().time() - started
+
+    outcome, elapsed = asyncio.run(play_then_stop())
+    assert outcome.interrupted and elapsed < 5
+    assert outcome.records.issued.sum() == 1
