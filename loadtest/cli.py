@@ -6,6 +6,7 @@ itself answers malformed flags with exit code 2.
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import typer
@@ -46,8 +47,14 @@ app.command(name="diff")(diff_command.diff)
 app.add_typer(models_command.app, name="models")
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C would, so `finally` blocks stop any embedded server."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     errors = Console(stderr=True)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         app()  # standalone: typer answers usage errors itself (exit 2) and exits
     except LoadtestError as exc:

@@ -186,3 +186,38 @@ def test_server_dies_with_its_parent_even_on_sigkill(built_repository):
     process.kill()  # no chance to clean up: the parent-death signal must do it
     process.wait(timeout=10)
     assert _wait_gone(server_pid)
+
+
+def test_sigterm_during_a_run_stops_the_embedded_server(built_repository):
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "loadtest.cli",
+            "server",
+            "--repository",
+            str(built_repository),
+            "--url",
+            "127.0.0.1:9",
+            "--qps",
+            "20",
+            "--duration",
+            "60",
+            "--no-live",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    server_pid = None
+    for line in process.stderr:
+        match = re.search(r"\(pid (\d+)\)", line)
+        if match:
+            server_pid = int(match.group(1))
+            break
+    assert server_pid is not None and _alive(server_pid)
+    time.sleep(1)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 128 + signal.SIGTERM
+    assert _wait_gone(server_pid)
