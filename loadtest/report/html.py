@@ -390,6 +390,8 @@ def find_peak_section(result: ResultFile, number: int) -> str:
         f" QPS; SLO {esc(ms(slo_ns))} at {label}.</p>",
         figure_html(figures.peak_figure(probes, peak_qps, slo_ns, label), f"fig-peak-{number}"),
     ]
+    if isinstance(data.get("conclusion"), str):
+        parts.insert(2, f"<p>{esc(data['conclusion'])}</p>")
     columns: list[str] = []
     for probe in probes:
         columns.extend(
