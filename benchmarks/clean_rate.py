@@ -12,11 +12,11 @@ spin-wait included), achieved rate and p99 latency from scheduled time.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import tempfile
 import time
 from pathlib import Path
 
+from loadtest import timing
 from loadtest.models import build_repository
 from loadtest.runner import Runner
 from loadtest.samples import random_samples
@@ -68,7 +68,7 @@ def main() -> None:
             )
             best = 0.0
             for qps in args.rates:
-                row = asyncio.run(one_rate(url, args.protocol, qps, args.seconds))
+                row = timing.run(one_rate(url, args.protocol, qps, args.seconds))
                 print(
                     f"{row['qps']:9.0f} {row['scheduled_qps']:6.0f} {row['completed_qps']:10.0f} "
                     f"{row['lag_p99_ms']:11.3f} {row['on_time_pct']:10.2f} "

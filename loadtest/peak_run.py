@@ -1,9 +1,9 @@
 """Runs a peak search on an opened target: calibration, then probes chosen by peak.PeakSearch.
 
-Owns the budget clock (the search itself is pure). Each probe is a full Server-scenario run judged
-by the MLPerf rules, so its minimum query count is raised to what early stopping needs at the bound's
-percentile (×1.3): at low rates a probe then lasts longer than --probe-duration rather than
-failing for too few queries, which would say nothing about the server.
+Owns the budget clock (the search itself is pure). Each probe is a full Server-scenario run,
+judged by the MLPerf rules, so its minimum query count is raised to what early stopping needs at
+the bound's percentile (×1.3): at low rates a probe then lasts longer than --probe-duration
+rather than failing for too few queries, which would say nothing about the server.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ to the queries it delays (no coordinated omission). What actually happened is re
 the real issue time (send lag = issued − scheduled), completion, status and error kind.
 
 Precise issuing: asyncio timers wake late (epoll rounds timeouts *up* to whole milliseconds, then
-the kernel adds its own slack: 0.3–2 ms measured on these 2-vCPU machines), so the issuer sleeps
+the kernel adds its own slack: 0.3–2 ms measured on these 2-vCPU machines; timing.py's loop cuts
+that to tens of µs on a quiet machine), so the issuer sleeps
 until a spin window before the due time and then yields to the loop (`sleep(0)`) until the clock
 reaches it. Yielding, rather than busy-waiting, keeps completions flowing while it waits. The window
 adapts: it is a high quantile (4th largest) of the oversleeps seen in the last TIMER_HISTORY
@@ -37,8 +38,8 @@ from loadtest.schedule import Schedule
 from loadtest.targets.base import Target
 
 INITIAL_SPIN_WINDOW_NS = 2_000_000
-SPIN_MARGIN_NS = 300_000
-MIN_SPIN_WINDOW_NS = 500_000
+SPIN_MARGIN_NS = 150_000
+MIN_SPIN_WINDOW_NS = 200_000
 MAX_SPIN_WINDOW_NS = 5_000_000
 TIMER_HISTORY = 256
 LONG_WAIT_NS = 100_000_000

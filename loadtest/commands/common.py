@@ -8,7 +8,6 @@ exit code 130.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import typer
 from rich.console import Console
 
 from loadtest import deployment as deployment_module
+from loadtest import timing
 from loadtest.deployment import Deployment, EmbeddedMode
 from loadtest.errors import SettingsError
 from loadtest.experiment import Measurement, open_with_samples
@@ -197,7 +197,7 @@ def execute(
 
         if not live or not console.is_terminal:
             say(heading)
-        measurement = asyncio.run(measure())
+        measurement = timing.run(measure())
         environment = build_environment(target, deployment)
     report = RunReport.from_measurement(settings, requested, resolved, measurement, environment)
     render_report(console, report)

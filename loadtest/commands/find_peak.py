@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 import typer
 
+from loadtest import timing
 from loadtest.commands import common
 from loadtest.experiment import open_with_samples
 from loadtest.models import DEFAULT_SERVER_MODEL
@@ -111,7 +111,7 @@ def find_peak(
             finally:
                 await target.close()
 
-        spec, outcome = asyncio.run(measure())
+        spec, outcome = timing.run(measure())
         environment = build_environment(target, deployment)
         resolved = deployment.target
     render_peak(console, settings, outcome)
