@@ -46,6 +46,7 @@ class Probe:
     client_bound: bool  # the generator fell behind its schedule: not a server measurement
     completed_qps: float = 0.0
     reasons: tuple[str, ...] = ()
+    fastest_ns: int = 0  # the fastest query's latency from its actual send
 
     @property
     def counts(self) -> bool:
@@ -78,10 +79,16 @@ class PeakSearch:
     ceiling_qps: float | None = None  # e.g. 1.1 × measured closed-loop throughput
     min_qps: float = 0.1
 
+    def unreachable(self, probes: Sequence[Probe]) -> Probe | None:
+        """A probe whose fastest query already exceeded the bound: no rate can meet it."""
+        return next((p for p in probes if p.fastest_ns > self.target_latency_ns), None)
+
     def next_qps(self, probes: Sequence[Probe]) -> float | None:
         """The next rate to probe, or None when the search is done (see `conclusion`)."""
         if not probes:
             return self._limit(self.start_qps, None)
+        if self.unreachable(probes) is not None:
+            return None
         b = bracket(probes)
         if b.lo is None and b.hi is None:  # only client-bound probes so far: back off
             assert b.client_cap is not None
@@ -152,6 +159,18 @@ class PeakSearch:
         b = bracket(probes)
         peak = b.lo.qps if b.lo else None
         upper = b.hi.qps if b.hi else None
+        slow = self.unreachable(probes)
+        if peak is None and slow is not None:
+            return Conclusion(
+                peak_qps=None,
+                upper_qps=slow.qps,
+                status="bound-unreachable",
+                text=(
+                    f"the bound {self.target_latency_ns / 1e6:g} ms is below the service time: "
+                    f"even the fastest query at {slow.qps:g} QPS took {slow.fastest_ns / 1e6:.3f}"
+                    " ms from its send, so no rate can meet it"
+                ),
+            )
         if peak is None:
             if b.hi is None:
                 status = "no-measurement"
@@ -204,5 +223,7 @@ def _crossing(a: Probe, b: Probe, bound_ns: int) -> float | None:
 class Conclusion:
     peak_qps: float | None  # highest VALID rate; None if there is none
     upper_qps: float | None  # lowest INVALID rate above it, if found
-    status: str  # bracketed | coarse | lower-bound | none-valid | no-measurement
+    status: (
+        str  # bracketed | coarse | lower-bound | none-valid | no-measurement | bound-unreachable
+    )
     text: str

@@ -67,13 +67,23 @@ def _probe_of(settings: ServerSettings, measurement: Measurement) -> ProbeRun:
     latencies = measurement.outcome.records.latency_from_scheduled_ns()
     latencies.sort()
     at_percentile = exact_percentile(latencies, settings.percentile) if len(latencies) else 0
+    # A client that fell behind cannot clear or convict the server, unless the latency from the
+    # *actual* send (which excludes the client's lag) already breaks the bound: then the server
+    # failed at this rate whatever the client did.
+    from_send = summary.latency_from_issue.percentiles().get(settings.percentile)
+    if from_send is None:
+        ranked = measurement.outcome.records.latency_from_issue_ns()
+        ranked.sort()
+        from_send = exact_percentile(ranked, settings.percentile) if len(ranked) else 0
+    server_failed_anyway = from_send > settings.target_latency_ns
     probe = Probe(
         qps=settings.qps,
         latency_ns=int(at_percentile),
         valid=verdict.valid,
-        client_bound=not summary.client_kept_up,
+        client_bound=not summary.client_kept_up and not server_failed_anyway,
         completed_qps=summary.completed_qps,
         reasons=verdict.reasons,
+        fastest_ns=summary.latency_from_issue.min_ns,
     )
     return ProbeRun(probe, settings, summary, verdict, measurement.client_cpu_s)
 

@@ -186,3 +186,40 @@ def test_find_peak_end_to_end_on_triton(triton, tmp_path: Path):
     assert data["probes"] and data["calibration_qps"] > 0
     assert all(p["qps"] > 0 and p["latency_ns"] > 0 for p in data["probes"])
     assert data["elapsed_s"] <= 40
+
+
+def test_bound_below_service_time_stops_at_once():
+    search = PeakSearch(target_latency_ns=15 * MS, start_qps=6)
+    probes = [Probe(6, 400 * MS, valid=False, client_bound=False, fastest_ns=70 * MS)]
+    assert search.next_qps(probes) is None
+    conclusion = search.conclusion(probes, budget_exhausted=False)
+    assert conclusion.status == "bound-unreachable" and conclusion.peak_qps is None
+    assert "below the service time" in conclusion.text
+
+
+def test_a_lagging_client_does_not_hide_a_server_that_fails_anyway():
+    import numpy as np
+
+    from loadtest.experiment import Measurement
+    from loadtest.peak_run import _probe_of
+    from loadtest.records import Records, Status
+    from loadtest.runner import RunOutcome
+    from loadtest.schedule import Schedule
+
+    n = 1000
+    scheduled = np.arange(n, dtype=np.int64) * 10 * MS
+    records = Records(scheduled_ns=scheduled, sample_index=np.zeros(n, dtype=np.int32))
+    records.issued_ns[:] = scheduled + 5 * MS  # every send 5 ms late: client-bound
+    records.status[:] = Status.OK
+
+    def probe(service_ns: int):
+        records.completed_ns[:] = records.issued_ns + service_ns
+        outcome = RunOutcome(records, 0, int(records.completed_ns.max()), False, "")
+        measurement = Measurement(None, Schedule(scheduled, records.sample_index), outcome, 0.0)  # type: ignore[arg-type]
+        settings = PeakSettings(target_latency_ns=20 * MS).probe(100, 1)
+        return _probe_of(settings, measurement).probe
+
+    fast = probe(2 * MS)  # 7 ms from schedule, bound 20 ms: passes, but the client lagged
+    assert fast.client_bound
+    slow = probe(50 * MS)  # 50 ms from the actual send already breaks the bound
+    assert not slow.client_bound and not slow.valid

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from loadtest.deployment import ensure_model_built
+from loadtest.models import DEFAULT_SERVER_MODEL
 from loadtest.server.embedded import EmbeddedTriton, Ports
 
 console = Console(stderr=True)
@@ -31,7 +32,8 @@ def serve(
     metrics_port: Annotated[int, typer.Option(help="Metrics port; 0 = pick a free one.")] = 8002,
 ) -> None:
     """Serve a model repository with the embedded Triton (loopback only) until Ctrl-C."""
-    names = model or _built_models(repository)
+    # Default: every model already built, or the default suite model (built now) if none is.
+    names = model or _built_models(repository) or [DEFAULT_SERVER_MODEL]
     for name in names:
         ensure_model_built(repository, name, lambda text: console.print(f"[dim]{text}[/]"))
     ports = None
