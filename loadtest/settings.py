@@ -272,6 +272,8 @@ class PeakSettings:
             raise SettingsError(f"--resolution must be in (0, 1), got {self.resolution:g}")
         if self.sample_count < 1:
             raise SettingsError(f"--samples must be ≥ 1, got {self.sample_count}")
+        if self.late_threshold_ns <= 0:
+            raise SettingsError("--late-threshold must be > 0 ms")
 
     def probe(self, qps: float, min_query_count: int) -> ServerSettings:
         """The Server settings of one probe at `qps`."""

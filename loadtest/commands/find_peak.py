@@ -13,7 +13,7 @@ from loadtest.models import DEFAULT_SERVER_MODEL
 from loadtest.peak_run import PeakOutcome, ProbeRun, search_peak
 from loadtest.report.peak_report import peak_json, probe_row, render_peak, write_peak
 from loadtest.report.results import build_environment
-from loadtest.settings import NS_PER_MS, NS_PER_S, PeakSettings, Protocol
+from loadtest.settings import LATE_THRESHOLD_NS, NS_PER_MS, NS_PER_S, PeakSettings, Protocol
 from loadtest.targets.base import ModelSpec
 
 
@@ -34,6 +34,10 @@ def find_peak(
         float, typer.Option(help="First rate to probe; 0 = calibrate from closed-loop throughput.")
     ] = 0.0,
     max_qps: Annotated[float, typer.Option(help="Never probe above this rate (0 = no cap).")] = 0.0,
+    late_threshold: Annotated[
+        float,
+        typer.Option(help="A send later than this (ms) counts as late; see 'client kept up'."),
+    ] = LATE_THRESHOLD_NS / NS_PER_MS,
     resolution: Annotated[
         float, typer.Option(help="Stop when the bracket is this narrow (fraction of its top).")
     ] = 0.05,
@@ -59,6 +63,7 @@ def find_peak(
         start_qps=start_qps,
         max_qps=max_qps,
         resolution=resolution,
+        late_threshold_ns=int(late_threshold * NS_PER_MS),
         schedule_seed=seed,
         sample_seed=sample_seed,
         sample_count=samples,
