@@ -8,7 +8,6 @@ turn, so slow drift on a shared machine spreads over all targets alike.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import enum
 import time
@@ -19,6 +18,7 @@ import typer
 from rich.console import Console
 
 from loadtest import deployment as deployment_module
+from loadtest import timing
 from loadtest.commands.common import parse_shapes, target_latency_ns
 from loadtest.compare import NATIVE, max_abs_difference, relative
 from loadtest.deployment import Deployment
@@ -373,7 +373,7 @@ def compare(
                     await tgt.close()
 
         try:
-            result = asyncio.run(measure())
+            result = timing.run(measure())
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]: no compare.json written")
             raise typer.Exit(130) from None
