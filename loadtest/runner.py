@@ -99,6 +99,9 @@ class Runner:
         self.stop_event.set()
 
     async def _query(self, i: int, sample: int) -> None:
+        # Stamped here, when the task actually runs, not when the issuer created it: any delay
+        # of the event loop before the send is the client's and shows up as send lag.
+        self.records.issued_ns[i] = self.clock() - self._start_ns
         error = await self.target.infer(sample)
         records = self.records
         records.completed_ns[i] = self.clock() - self._start_ns
@@ -113,7 +116,6 @@ class Runner:
         clock, start = self.clock, self._start_ns
         scheduled = self.schedule.scheduled_ns.tolist()  # Python ints: cheaper per element
         samples = self.schedule.sample_index.tolist()
-        issued = self.records.issued_ns
         in_flight = self._in_flight
         max_ns = self.max_duration_ns
         oversleeps: list[int] = []  # the last TIMER_HISTORY oversleeps (a ring once full)
@@ -153,7 +155,6 @@ class Runner:
             if max_ns and now - start > max_ns:
                 self._stop_reason = f"max duration {max_ns / 1e9:g} s reached"
                 return
-            issued[i] = now - start
             task = loop.create_task(self._query(i, samples[i]))
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
