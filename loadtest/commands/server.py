@@ -104,10 +104,13 @@ def server(
         sample_count=settings.sample_count,
         sample_seed=settings.sample_seed,
     )
-    # --html: the same report `loadtest report result.json` would write (after result.json exists).
-    if html is not None:
-        write_run_html(report.to_json(), html, label=(output.name if output else "run"))
     server_split_hook(observer, report, output)
+    # --html: the same report `loadtest report result.json` would write (split included).
+    if html is not None:
+        result_json = (output or default_output_dir(report)) / "result.json"
+        write_run_html(
+            json.loads(result_json.read_text()), html, label=(output.name if output else "run")
+        )
 
 
 # --- server-side split (issue #7) ----------------------------------------------------------------
