@@ -56,7 +56,6 @@ async def run_server(
     settings: ServerSettings,
     drain_timeout_ns: int,
     on_tick: Callable[[Records, int], None] | None = None,
-    on_runner: Callable[[Runner], None] | None = None,
 ) -> Measurement:
     """Generate the whole Poisson schedule, then play it open loop."""
     schedule = server_schedule(
@@ -74,8 +73,6 @@ async def run_server(
         drain_timeout_ns=drain_timeout_ns,
         on_tick=on_tick,
     )
-    if on_runner:
-        on_runner(runner)
     cpu_before = time.process_time()
     outcome = await runner.run()
     return Measurement(model, schedule, outcome, time.process_time() - cpu_before)

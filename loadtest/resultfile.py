@@ -108,7 +108,7 @@ def classify(data: Any, where: str) -> str:
 
 
 def from_data(data: Any, label: str) -> ResultFile:
-    """A ResultFile from an in-memory JSON value (e.g. ServerReport.to_json())."""
+    """A ResultFile from an in-memory JSON value (e.g. RunReport.to_json())."""
     return ResultFile(label=label, kind=classify(data, label), data=data)
 
 

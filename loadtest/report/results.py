@@ -151,9 +151,6 @@ class RunReport:
         return result
 
 
-ServerReport = RunReport  # the Server scenario's report is the general one
-
-
 def default_output_dir(report: RunReport) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(report.created_unix_s))
     scenario = report.settings.scenario.value.lower()
@@ -165,15 +162,12 @@ def write_outputs(report: RunReport, output: Path | None) -> Path:
     directory = output or default_output_dir(report)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "result.json").write_text(json.dumps(report.to_json(), indent=1) + "\n")
-    (directory / "mlperf_log_summary.txt").write_text(render_server_summary_text(report))
+    (directory / "mlperf_log_summary.txt").write_text(render_summary_text(report))
     return directory
 
 
-write_server_outputs = write_outputs
-
-
-def render_server_summary_text(report: RunReport) -> str:
-    """mlperf_log_summary.txt for any scenario (the name predates the other scenarios)."""
+def render_summary_text(report: RunReport) -> str:
+    """mlperf_log_summary.txt, for any scenario."""
     return render_mlperf_summary(
         sut_name=str(report.environment["server"]["description"]),
         scenario=report.settings.scenario.value,

@@ -203,6 +203,3 @@ def render_report(console: Console, report: RunReport) -> None:
     )
     for line in verdict_lines(report.verdict):
         console.print(line, highlight=False)
-
-
-render_server_report = render_report
