@@ -24,6 +24,7 @@ from loadtest.commands import report as report_command
 from loadtest.commands import serve as serve_command
 from loadtest.commands import server as server_command
 from loadtest.commands import stream as stream_command
+from loadtest.commands import stub as stub_command
 from loadtest.errors import LoadtestError, ServerError
 
 app = typer.Typer(
@@ -40,6 +41,7 @@ app.command(name="multi-stream")(stream_command.multi_stream)
 app.command(name="find-peak")(find_peak_command.find_peak)
 app.command(name="plan")(plan_command.plan)
 app.command(name="serve")(serve_command.serve)
+app.command(name="stub")(stub_command.stub)
 app.command(name="compare")(compare_command.compare)
 app.command(name="report")(report_command.report)
 app.command(name="export")(export_command.export)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +17,30 @@ from loadtest.records import Records
 from loadtest.runner import ClosedLoopRunner, Runner, RunOutcome
 from loadtest.samples import load_samples, random_samples
 from loadtest.schedule import Schedule, server_schedule, uniform_sample_indices
-from loadtest.settings import OfflineSettings, ServerSettings, StreamSettings
+from loadtest.selfmeasure import (
+    ClientReport,
+    Progress,
+)
+from loadtest.settings import (
+    AUTO_WORKERS,
+    ClientSettings,
+    OfflineSettings,
+    ServerSettings,
+    StreamSettings,
+    TargetSettings,
+    available_cpus,
+    resolve_loop,
+)
 from loadtest.targets.base import ModelSpec, Sample, Target
+from loadtest.timing import running_loop_kind
+from loadtest.workers import (
+    auto_worker_count,
+    client_report,
+    merge_shards,
+    plans_for,
+    run_local_shards,
+    shard_result,
+)
 
 
 @dataclass(frozen=True)
@@ -28,7 +50,36 @@ class Measurement:
     model: ModelSpec
     schedule: Schedule
     outcome: RunOutcome
-    client_cpu_s: float  # this process's user+system CPU during the run
+    client_cpu_s: float  # user+system CPU of every generator process during the run
+    client: ClientReport | None = None  # the generator's self-measurement (Server scenario)
+
+
+@dataclass(frozen=True)
+class Generator:
+    """How the Server scenario's load is generated: client settings plus what workers need to
+    open their own target (the parent's target object cannot cross a process boundary)."""
+
+    client: ClientSettings
+    target: TargetSettings
+    input_data: Path | None = None
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def worker_count(self, qps: float) -> int:
+        """The explicit --workers, else automatic (an in-process fake target gets one).
+
+        Automatic leaves one core to a server on this machine (a loopback URL): measured on 2
+        vCPUs, a second generator process beside a local server made every rate worse.
+        """
+        if self.client.workers != AUTO_WORKERS:
+            return self.client.workers
+        if self.target.url.startswith("fake://"):
+            return 1
+        from loadtest.deployment import is_loopback
+
+        cores = self.client.cpu_count or available_cpus()
+        if is_loopback(self.target.url, self.target.protocol):
+            cores = max(1, cores - 1)
+        return auto_worker_count(qps, self.target.protocol.value, cores)
 
 
 async def open_with_samples(
@@ -55,9 +106,16 @@ async def run_server(
     sample_count: int,
     settings: ServerSettings,
     drain_timeout_ns: int,
-    on_tick: Callable[[Records, int], None] | None = None,
+    on_tick: Callable[[Records | Progress, int], None] | None = None,
+    generator: Generator | None = None,
 ) -> Measurement:
-    """Generate the whole Poisson schedule, then play it open loop."""
+    """Generate the Poisson schedule and play it open loop: in this process, or sharded over
+    worker processes / Ray actors when the generator asks for more than one worker."""
+    workers = generator.worker_count(settings.qps) if generator is not None else 1
+    if generator is not None and (workers > 1 or generator.client.ray_address):
+        return await _run_server_sharded(
+            model, sample_count, settings, drain_timeout_ns, generator, on_tick
+        )
     schedule = server_schedule(
         settings.qps,
         settings.min_duration_ns,
@@ -75,7 +133,49 @@ async def run_server(
     )
     cpu_before = time.process_time()
     outcome = await runner.run()
-    return Measurement(model, schedule, outcome, time.process_time() - cpu_before)
+    cpu_s = time.process_time() - cpu_before
+    alone = shard_result(
+        0,
+        schedule,
+        outcome,
+        cpu_s,
+        runner.loop_lag.lags_ns(),
+        int(getattr(target, "connection_waits", 0)),
+        settings.late_threshold_ns,
+    )
+    client = client_report([alone], "in-process", running_loop_kind(), outcome.records)
+    return Measurement(model, schedule, outcome, cpu_s, client)
+
+
+async def _run_server_sharded(
+    model: ModelSpec,
+    sample_count: int,
+    settings: ServerSettings,
+    drain_timeout_ns: int,
+    generator: Generator,
+    on_tick: Callable[[Progress, int], None] | None,
+) -> Measurement:
+    client = replace(generator.client, workers=generator.worker_count(settings.qps))
+    plans = plans_for(
+        generator.target,
+        settings,
+        client,
+        sample_count,
+        generator.input_data,
+        generator.shapes,
+        drain_timeout_ns,
+    )
+    if client.ray_address:
+        from loadtest.ray_shards import run_ray_shards
+
+        results = await run_ray_shards(plans, client.ray_address)
+        placement = f"ray {client.ray_address}"
+    else:
+        results = await run_local_shards(plans, on_tick)
+        placement = "processes"
+    loop = resolve_loop(client.loop, settings.qps / client.workers)
+    merged = merge_shards(results, placement, loop.value)
+    return Measurement(model, merged.schedule, merged.outcome, merged.cpu_s, merged.client)
 
 
 async def run_offline(

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from loadtest.experiment import Measurement, run_server
+from loadtest.experiment import Generator, Measurement, run_server
 from loadtest.interpret import interpret_server
 from loadtest.peak import Conclusion, PeakSearch, Probe
 from loadtest.runner import ClosedLoopRunner
@@ -96,6 +96,7 @@ async def search_peak(
     request_timeout_s: float,
     on_probe: Callable[[ProbeRun], None] = lambda run: None,
     on_calibration: Callable[[float], None] = lambda qps: None,
+    generator: Generator | None = None,
 ) -> PeakOutcome:
     started = time.monotonic()
     budget_s = settings.budget_ns / NS_PER_S
@@ -132,6 +133,7 @@ async def search_peak(
             sample_count,
             probe_settings,
             drain_timeout_ns=int((request_timeout_s + 5) * NS_PER_S),
+            generator=generator,
         )
         run = _probe_of(probe_settings, measurement)
         runs.append(run)

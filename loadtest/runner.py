@@ -14,9 +14,11 @@ adapts: from the 16th sleep on, it is a high quantile (≈ p98.5) of the oversle
 TIMER_HISTORY sleeps plus a margin, so a quiet
 machine spins for ~1 ms per query and a noisy one for longer; spinning costs CPU on a box the
 server shares, so it is kept no longer than the timer's measured lateness requires.
-Completion handlers only write three numbers into preallocated arrays; all statistics happen
-after the run (or in the cheap periodic `on_tick` snapshot), so result processing never blocks
-issuing.
+On the callback path (targets with `start_infer`), each completion also sends whatever fell due
+while it was being handled, so a burst of answers does not hold due sends back until the issuer's
+next turn. Completion handlers only write three numbers into preallocated arrays; all statistics
+happen after the run (or in the cheap periodic `on_tick` snapshot), so result processing never
+blocks issuing.
 
 The clock is a parameter so tests can substitute one.
 """
@@ -25,22 +27,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import time
+from asyncio import FIRST_COMPLETED
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from loadtest.records import NOT_SET_NS, Records, Status
 from loadtest.schedule import Schedule
+from loadtest.selfmeasure import LoopLagProbe
 from loadtest.targets.base import Target
 
 INITIAL_SPIN_WINDOW_NS = 2_000_000
 SPIN_MARGIN_NS = 150_000
-MIN_SPIN_WINDOW_NS = 200_000
+MIN_SPIN_WINDOW_NS = 0
 MAX_SPIN_WINDOW_NS = 5_000_000
+# Sends may land this share of the mean gap late without spinning for it (capped below): a
+# jitter of a tenth of the gap moves the send-gap CV by well under 1 %, while spinning for µs
+# precision at low rates burns a core that a server or other workers on the host need.
+GAP_TOLERANCE = 0.1
+MAX_TOLERANCE_NS = 300_000
 TIMER_HISTORY = 256
 LONG_WAIT_NS = 100_000_000
 TICK_NS = 500_000_000
@@ -89,7 +98,20 @@ class Runner:
         self._stop_reason = ""
         self._interrupted = False
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._outstanding = 0  # queries issued and not yet answered (both issue paths)
+        self._next = 0  # the next query to issue, shared by the issuer and completions
+        self._issuing = False
+        self._halted = False  # max duration reached or stopped: nothing more is issued
+        self._due: list[int] = []
+        self._samples: list[int] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._all_answered = asyncio.Event()
+        self._finished = False  # after the run, late answers are ignored (rows stay PENDING)
         self._start_ns = 0
+        # Targets with a callback path (see targets/base.CallbackTarget) are driven without a
+        # task per query: the cheapest way to issue from Python.
+        self._start_infer = getattr(target, "start_infer", None)
+        self.loop_lag = LoopLagProbe(clock)
 
     def stop(self, reason: str) -> None:
         """Stop issuing (e.g. on Ctrl-C); outstanding queries get a short drain. Partial result."""
@@ -102,7 +124,11 @@ class Runner:
         # Stamped here, when the task actually runs, not when the issuer created it: any delay
         # of the event loop before the send is the client's and shows up as send lag.
         self.records.issued_ns[i] = self.clock() - self._start_ns
-        error = await self.target.infer(sample)
+        self._complete(i, await self.target.infer(sample))
+
+    def _complete(self, i: int, error: str | None) -> None:
+        if self._finished:
+            return
         records = self.records
         records.completed_ns[i] = self.clock() - self._start_ns
         if error is None:
@@ -110,19 +136,67 @@ class Runner:
         else:
             records.status[i] = Status.ERROR
             records.error_code[i] = records.error_code_for(error)
+        self._outstanding -= 1
+        if self._outstanding == 0:
+            self._all_answered.set()
+        if self._start_infer is not None and self._next < len(self._due):
+            now = self.clock()
+            if self._start_ns + self._due[self._next] <= now:
+                self._issue_due(now)
+
+    def _launch(self, loop: asyncio.AbstractEventLoop | None, i: int, sample: int) -> None:
+        self._outstanding += 1
+        self._all_answered.clear()
+        if self._start_infer is not None:
+            self.records.issued_ns[i] = self.clock() - self._start_ns
+            self._start_infer(sample, functools.partial(self._complete, i))
+            return
+        assert loop is not None
+        task = loop.create_task(self._query(i, sample))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    def _issue_due(self, now: int) -> None:
+        """Issue every query due by `now` (a clock reading), in schedule order.
+
+        Called by the issuer when it wakes, and by completions on the callback path: at high
+        rates a burst of answers can keep the loop busy for a while, and sending what fell due
+        in between right there keeps sends from clumping behind them.
+        """
+        if self._issuing:
+            return
+        self._issuing = True
+        try:
+            start, due, n = self._start_ns, self._due, len(self._due)
+            while self._next < n and start + due[self._next] <= now:
+                if self.stop_event.is_set():
+                    self._halted = True
+                    return
+                if self.max_duration_ns and now - start > self.max_duration_ns:
+                    self._stop_reason = f"max duration {self.max_duration_ns / 1e9:g} s reached"
+                    self._halted = True
+                    return
+                i = self._next
+                self._next += 1
+                self._launch(self._loop, i, self._samples[i])
+        finally:
+            self._issuing = False
 
     async def _issue_all(self) -> None:
-        loop = asyncio.get_running_loop()
+        self._loop = asyncio.get_running_loop()
         clock, start = self.clock, self._start_ns
-        scheduled = self.schedule.scheduled_ns.tolist()  # Python ints: cheaper per element
-        samples = self.schedule.sample_index.tolist()
-        in_flight = self._in_flight
-        max_ns = self.max_duration_ns
+        self._due = self.schedule.scheduled_ns.tolist()  # Python ints: cheaper per element
+        self._samples = self.schedule.sample_index.tolist()
+        scheduled = self._due
         oversleeps: list[int] = []  # the last TIMER_HISTORY oversleeps (a ring once full)
         observed = 0
         window = INITIAL_SPIN_WINDOW_NS
-        for i, due_rel in enumerate(scheduled):
-            due = start + due_rel
+        span = self.schedule.span_ns
+        mean_gap = span / max(1, len(scheduled) - 1) if len(scheduled) > 1 else LONG_WAIT_NS
+        tolerance = int(min(GAP_TOLERANCE * mean_gap, MAX_TOLERANCE_NS))
+        while self._next < len(scheduled) and not self._halted:
+            i = self._next
+            due = start + scheduled[i]
             wake = due - window
             wait = wake - clock()
             if wait > LONG_WAIT_NS:
@@ -144,20 +218,16 @@ class Runner:
                     ranked = sorted(oversleeps)
                     quantile = ranked[-max(1, len(ranked) // 64)]
                     window = min(
-                        MAX_SPIN_WINDOW_NS, max(MIN_SPIN_WINDOW_NS, quantile + SPIN_MARGIN_NS)
+                        MAX_SPIN_WINDOW_NS,
+                        max(MIN_SPIN_WINDOW_NS, quantile + SPIN_MARGIN_NS - tolerance),
                     )
             now = clock()
-            while now < due:
+            while now < due and self._next == i:
                 await asyncio.sleep(0)
                 now = clock()
             if self.stop_event.is_set():
                 return
-            if max_ns and now - start > max_ns:
-                self._stop_reason = f"max duration {max_ns / 1e9:g} s reached"
-                return
-            task = loop.create_task(self._query(i, samples[i]))
-            in_flight.add(task)
-            task.add_done_callback(in_flight.discard)
+            self._issue_due(now)
 
     async def _ticker(self) -> None:
         assert self.on_tick is not None
@@ -168,45 +238,51 @@ class Runner:
     async def _drain(self, timeout_ns: int) -> None:
         """Wait for outstanding queries; a stop request shortens the wait to the interrupt drain.
 
-        One future gathers all of them: waiting on the set with FIRST_COMPLETED in a loop would
-        re-register a callback on every task per completion (quadratic under overload).
+        One event, set by the last answer, is waited on: waiting on the set of tasks with
+        FIRST_COMPLETED in a loop would re-register a callback per task per completion.
         """
-        if not self._in_flight:
+        if self._outstanding == 0:
             return
-        pending = set(self._in_flight)
-        everything: asyncio.Future[Any] = asyncio.gather(*pending, return_exceptions=True)
-        stop_wait: asyncio.Future[Any] = asyncio.ensure_future(self.stop_event.wait())
+        answered = asyncio.ensure_future(self._all_answered.wait())
+        stop_wait = asyncio.ensure_future(self.stop_event.wait())
         try:
-            timeout = timeout_ns / 1e9
             done, _ = await asyncio.wait(
-                {everything, stop_wait}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                {answered, stop_wait}, timeout=timeout_ns / 1e9, return_when=FIRST_COMPLETED
             )
-            if stop_wait in done and everything not in done:
-                await asyncio.wait({everything}, timeout=self.interrupt_drain_ns / 1e9)
+            if stop_wait in done and answered not in done:
+                await asyncio.wait({answered}, timeout=self.interrupt_drain_ns / 1e9)
         finally:
+            answered.cancel()
             stop_wait.cancel()
-        unanswered = [task for task in pending if not task.done()]
-        for task in unanswered:
-            task.cancel()  # never answered: the row stays PENDING
-        with contextlib.suppress(asyncio.CancelledError):
-            await everything
+        unanswered = self._outstanding
+        self._finished = True  # answers after this moment are not the run's (rows stay PENDING)
+        for task in list(self._in_flight):
+            task.cancel()
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
         if unanswered and not self._stop_reason:
-            self._stop_reason = f"{len(unanswered)} queries unanswered after the drain timeout"
+            self._stop_reason = f"{unanswered} queries unanswered after the drain timeout"
 
-    async def run(self, handle_sigint: bool = True) -> RunOutcome:
-        """Play the schedule; Ctrl-C stops issuing, drains briefly and returns what was measured."""
+    async def run(self, handle_sigint: bool = True, start_at_ns: int = 0) -> RunOutcome:
+        """Play the schedule; Ctrl-C stops issuing, drains briefly and returns what was measured.
+
+        `start_at_ns` (a future reading of `clock`) makes t = 0 a given instant, so several
+        worker processes sharing CLOCK_MONOTONIC start their shards together; 0 = now.
+        """
         loop = asyncio.get_running_loop()
         if handle_sigint:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signal.SIGINT, self.stop, "interrupted (Ctrl-C)")
-        started_unix_ns = time.time_ns()
-        self._start_ns = self.clock()
+        self._start_ns = start_at_ns or self.clock()
+        started_unix_ns = time.time_ns() + (self._start_ns - self.clock())
         ticker = loop.create_task(self._ticker()) if self.on_tick else None
+        self.loop_lag.start(loop)
         try:
             await self._issue_all()
             drain = self.interrupt_drain_ns if self.stop_event.is_set() else self.drain_timeout_ns
             await self._drain(drain)
         finally:
+            self.loop_lag.stop()
             if ticker:
                 ticker.cancel()
             if handle_sigint:

@@ -39,8 +39,11 @@ class Schedule:
         return int(self.scheduled_ns[-1]) if len(self) else 0
 
 
+Seed = int | np.random.SeedSequence
+
+
 def poisson_arrivals_ns(
-    qps: float, min_duration_ns: int, min_query_count: int, seed: int
+    qps: float, min_duration_ns: int, min_query_count: int, seed: Seed
 ) -> np.ndarray:
     """Cumulative exponential gaps until both minimums are met (LoadGen's stopping rule).
 
@@ -63,7 +66,7 @@ def poisson_arrivals_ns(
     return np.round(times[:count]).astype(np.int64)
 
 
-def uniform_sample_indices(count: int, sample_count: int, seed: int) -> np.ndarray:
+def uniform_sample_indices(count: int, sample_count: int, seed: Seed) -> np.ndarray:
     """Each query's sample, uniform over the library (LoadGen's sample_index_rng)."""
     if sample_count <= 0:
         raise ValueError("sample_count must be positive")
@@ -82,3 +85,44 @@ def server_schedule(
     """The whole Server-scenario schedule, ready before the run starts."""
     times = poisson_arrivals_ns(qps, min_duration_ns, min_query_count, schedule_seed)
     return Schedule(times, uniform_sample_indices(len(times), sample_count, sample_seed))
+
+
+def shard_schedule(
+    qps: float,
+    min_duration_ns: int,
+    min_query_count: int,
+    sample_count: int,
+    schedule_seed: int,
+    sample_seed: int,
+    shard: int,
+    shards: int,
+) -> Schedule:
+    """Shard `shard` of `shards`: an independent Poisson(qps / shards) stream with its own seeds.
+
+    The superposition of independent Poisson processes is a Poisson process with the summed rate,
+    so the shards together are exactly the Poisson(qps) arrivals the scenario asks for, while each
+    worker draws and plays only its own. Seeds come from `SeedSequence.spawn`, which makes the
+    streams statistically independent (consecutive integer seeds would not promise that). Each
+    shard runs to the minimum duration and to its share of the minimum query count. One shard
+    is exactly `server_schedule` with the same seeds.
+    """
+    if shards == 1:
+        return server_schedule(
+            qps, min_duration_ns, min_query_count, sample_count, schedule_seed, sample_seed
+        )
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} of {shards}")
+    arrival_seed = np.random.SeedSequence(schedule_seed).spawn(shards)[shard]
+    index_seed = np.random.SeedSequence(sample_seed).spawn(shards)[shard]
+    times = poisson_arrivals_ns(
+        qps / shards, min_duration_ns, -(-min_query_count // shards), arrival_seed
+    )
+    return Schedule(times, uniform_sample_indices(len(times), sample_count, index_seed))
+
+
+def merged_schedule(shards: list[Schedule]) -> Schedule:
+    """The shards' queries in one timeline, ordered by due time (ties keep shard order)."""
+    times = np.concatenate([s.scheduled_ns for s in shards])
+    samples = np.concatenate([s.sample_index for s in shards])
+    order = np.argsort(times, kind="stable")
+    return Schedule(times[order], samples[order])

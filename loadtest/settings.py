@@ -7,6 +7,7 @@ SettingsError with one line naming the flag. Times are integer nanoseconds.
 from __future__ import annotations
 
 import enum
+import os
 from dataclasses import dataclass, field
 
 from loadtest.errors import SettingsError
@@ -289,3 +290,68 @@ class PeakSettings:
             early_stopping_confidence=self.early_stopping_confidence,
             late_threshold_ns=self.late_threshold_ns,
         )
+
+
+class LoopKind(str, enum.Enum):
+    """The event loop a generator process runs on (see timing.py and README's measurements)."""
+
+    AUTO = "auto"  # uvloop at UVLOOP_FROM_QPS per worker and above, else precise
+    PRECISE = "precise"  # asyncio on an epoll selector with µs timeouts and 1 µs timer slack
+    UVLOOP = "uvloop"  # libuv: cheaper I/O, but its timers tick in whole milliseconds
+
+
+# Measured against the stub (benchmarks/generator.py, 2 vCPU): below this per-worker rate both
+# loops keep up and the precise loop's timers waste less CPU spinning; from here up, the issuer
+# spins all the time anyway, and uvloop's cheaper I/O holds 20k/s where the precise loop fell
+# behind.
+UVLOOP_FROM_QPS = 10_000.0
+
+
+def resolve_loop(kind: LoopKind, per_worker_qps: float) -> LoopKind:
+    if kind is not LoopKind.AUTO:
+        return kind
+    return LoopKind.UVLOOP if per_worker_qps >= UVLOOP_FROM_QPS else LoopKind.PRECISE
+
+
+class SharedMemoryKind(str, enum.Enum):
+    NONE = "none"
+    SYSTEM = "system"  # POSIX shared memory registered with Triton (same host only)
+    CUDA = "cuda"  # needs a GPU and tritonclient's CUDA support: refused where absent
+
+
+AUTO_WORKERS = 0
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """How the load is generated: how many processes, on which loop, over which transport.
+
+    `workers` = AUTO_WORKERS picks a count from the rate (see workers.auto_worker_count);
+    more local workers than CPU cores is refused: on a machine with fewer cores than generator
+    processes they preempt each other for whole scheduler slices and miss their schedules.
+    """
+
+    workers: int = AUTO_WORKERS
+    loop: LoopKind = LoopKind.AUTO
+    ray_address: str = ""  # "" = local processes; else place shards on Ray actors there
+    shared_memory: SharedMemoryKind = SharedMemoryKind.NONE
+    cpu_count: int = 0  # cores available for local workers; 0 = this machine's
+
+    def __post_init__(self) -> None:
+        if self.workers < 0:
+            raise SettingsError(f"--workers must be ≥ 1 (or 0 for automatic), got {self.workers}")
+        cores = self.cpu_count or available_cpus()
+        if not self.ray_address and self.workers > cores:
+            raise SettingsError(
+                f"--workers {self.workers} is more than this machine's {cores} CPU cores: "
+                "generator processes would preempt each other and miss their schedules; "
+                f"use at most {cores}, or spread them over hosts with --ray"
+            )
+
+
+def available_cpus() -> int:
+    """Cores this process may run on (the affinity mask, not the host's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1

@@ -39,16 +39,31 @@ def reduce_timer_slack() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_TIMERSLACK, 1, 0, 0, 0)
 
 
-def new_event_loop() -> asyncio.AbstractEventLoop:
+def new_event_loop(kind: str = "precise") -> asyncio.AbstractEventLoop:
+    """The precise loop (default), or uvloop for `kind` "uvloop" (cheaper I/O, ms timers)."""
+    if kind == "uvloop":
+        import uvloop
+
+        reduce_timer_slack()
+        return uvloop.new_event_loop()
     if not hasattr(selectors, "EpollSelector"):
         return asyncio.new_event_loop()
     reduce_timer_slack()
     return asyncio.SelectorEventLoop(PreciseEpollSelector())
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """asyncio.run on the precise loop (asyncio.run takes no loop factory before Python 3.12)."""
-    loop = new_event_loop()
+def running_loop_kind() -> str:
+    """What the running loop is, for reports: "uvloop", "precise", or plain "asyncio"."""
+    loop = asyncio.get_running_loop()
+    if type(loop).__module__.startswith("uvloop"):
+        return "uvloop"
+    selector = getattr(loop, "_selector", None)
+    return "precise" if isinstance(selector, PreciseEpollSelector) else "asyncio"
+
+
+def run(coro: Coroutine[Any, Any, T], kind: str = "precise") -> T:
+    """asyncio.run on the chosen loop (asyncio.run takes no loop factory before Python 3.12)."""
+    loop = new_event_loop(kind)
     try:
         asyncio.set_event_loop(loop)
         return loop.run_until_complete(coro)

@@ -27,3 +27,12 @@ def triton(built_repository: Path) -> Iterator[object]:
 
     with EmbeddedTriton(built_repository, models=["tiny", "resnet50"]) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def stub() -> Iterator[object]:
+    """The zero-compute KServe-v2 stub (`loadtest stub`) on free loopback ports."""
+    from stub_server import running_stub
+
+    with running_stub() as server:
+        yield server

@@ -27,9 +27,19 @@ from loadtest.records import Records
 from loadtest.report.live import LiveView
 from loadtest.report.results import RunReport, build_environment, write_outputs
 from loadtest.report.terminal import render_report
-from loadtest.settings import NS_PER_MS, NS_PER_S, Protocol, ScenarioSettings, TargetSettings
+from loadtest.selfmeasure import Progress
+from loadtest.settings import (
+    NS_PER_MS,
+    NS_PER_S,
+    LoopKind,
+    Protocol,
+    ScenarioSettings,
+    SharedMemoryKind,
+    TargetSettings,
+)
 from loadtest.targets import triton_target
 from loadtest.targets.base import ModelSpec, Target
+from loadtest.targets.shared_memory import with_shared_memory
 
 console = Console()
 notes = Console(stderr=True)
@@ -70,6 +80,27 @@ MaxDurationOption = Annotated[
 ]
 MinQueriesOption = Annotated[int, typer.Option(help="Minimum number of queries.")]
 MlperfOption = Annotated[bool, typer.Option("--mlperf", help="Official minimums: 600 s duration.")]
+WorkersOption = Annotated[
+    int,
+    typer.Option(
+        help="Generator processes; 0 = automatic from the rate (at most one per CPU core).",
+    ),
+]
+LoopOption = Annotated[
+    LoopKind, typer.Option(help="Event loop of each generator process (precise: µs timers).")
+]
+RayOption = Annotated[
+    str,
+    typer.Option(
+        "--ray",
+        help="Place the workers on Ray actors of the cluster at this address (needs the ray "
+        "extra); e.g. ray://head:10001 or auto.",
+    ),
+]
+SharedMemoryOption = Annotated[
+    SharedMemoryKind,
+    typer.Option(help="Pass tensors through Triton shared memory (same host only)."),
+]
 DEFAULT_REPOSITORY = Path("model_repository")
 
 
@@ -86,6 +117,7 @@ class TargetFlags:
     repository: Path
     input_data: Path | None
     shapes: dict[str, tuple[int, ...]]
+    shared_memory: SharedMemoryKind = SharedMemoryKind.NONE
 
     def target_settings(self) -> TargetSettings:
         default_url = f"127.0.0.1:{deployment_module.default_port(self.protocol)}"
@@ -148,7 +180,11 @@ def say(text: str) -> None:
     notes.print(f"[dim]{text}[/]", highlight=False)
 
 
-Play = Callable[[Target, ModelSpec, int, Callable[[Records, int], None]], Awaitable[Measurement]]
+# play(target, model, library size, live-view tick, the resolved target settings)
+Play = Callable[
+    [Target, ModelSpec, int, Callable[[Records | Progress, int], None], TargetSettings],
+    Awaitable[Measurement],
+]
 
 
 @contextlib.contextmanager
@@ -157,13 +193,14 @@ def connected(flags: TargetFlags) -> Iterator[tuple[Deployment, Target]]:
     requested = flags.target_settings()
     with deployment_module.resolve(requested, flags.embedded, flags.repository, say) as deployment:
         resolved = deployment.target
-        yield deployment, triton_target(
+        target = triton_target(
             resolved.url,
             resolved.protocol.value,
             resolved.model,
             resolved.model_version,
             flags.timeout_s,
         )
+        yield deployment, with_shared_memory(target, flags.shared_memory, tag="main")
 
 
 def execute(
@@ -177,6 +214,7 @@ def execute(
     sample_count: int,
     sample_seed: int,
     batch_size: int = 1,
+    loop: LoopKind = LoopKind.PRECISE,
 ) -> RunReport:
     """Find or start the server, run `play`, then report and write; see the module docstring."""
     requested = flags.target_settings()
@@ -191,13 +229,13 @@ def execute(
                 )
                 view = LiveView(console, span_ns, heading, enabled=live)
                 with view:
-                    return await play(target, spec, len(library), view.tick)
+                    return await play(target, spec, len(library), view.tick, resolved)
             finally:
                 await target.close()
 
         if not live or not console.is_terminal:
             say(heading)
-        measurement = timing.run(measure())
+        measurement = timing.run(measure(), loop.value)
         environment = build_environment(target, deployment)
     report = RunReport.from_measurement(settings, requested, resolved, measurement, environment)
     render_report(console, report)

@@ -8,12 +8,21 @@ import typer
 
 from loadtest import timing
 from loadtest.commands import common
-from loadtest.experiment import open_with_samples
+from loadtest.experiment import Generator, open_with_samples
 from loadtest.models import DEFAULT_SERVER_MODEL
 from loadtest.peak_run import PeakOutcome, ProbeRun, search_peak
 from loadtest.report.peak_report import peak_json, probe_row, render_peak, write_peak
 from loadtest.report.results import build_environment
-from loadtest.settings import LATE_THRESHOLD_NS, NS_PER_MS, NS_PER_S, PeakSettings, Protocol
+from loadtest.settings import (
+    AUTO_WORKERS,
+    LATE_THRESHOLD_NS,
+    NS_PER_MS,
+    NS_PER_S,
+    ClientSettings,
+    LoopKind,
+    PeakSettings,
+    Protocol,
+)
 from loadtest.targets.base import ModelSpec
 
 
@@ -53,6 +62,9 @@ def find_peak(
     input_data: common.InputDataOption = None,
     shape: common.ShapeOption = None,
     output: common.OutputOption = None,
+    workers: common.WorkersOption = AUTO_WORKERS,
+    loop: common.LoopOption = LoopKind.AUTO,
+    ray: common.RayOption = "",
 ) -> None:
     """Find the highest Server-scenario QPS whose run is VALID (latency bound, early stopping)."""
     settings = PeakSettings(
@@ -79,8 +91,10 @@ def find_peak(
         input_data,
         common.parse_shapes(shape),
     )
+    client = ClientSettings(workers=workers, loop=loop, ray_address=ray)
     console = common.console
     with common.connected(flags) as (deployment, target):
+        generator = Generator(client, deployment.target, flags.input_data, flags.shapes)
         common.say(
             f"find-peak against {target.description}: p{percentile:g} ≤ "
             f"{settings.target_latency_ns / NS_PER_MS:g} ms, budget {budget:g} s, probes ≥ "
@@ -107,6 +121,7 @@ def find_peak(
                     settings,
                     timeout,
                     on_probe=show,
+                    generator=generator,
                     on_calibration=lambda qps: common.say(
                         f"calibration: {qps:,.1f} queries/s closed loop "
                         f"({settings.calibration_in_flight} in flight); probing below 1.1 × that"
@@ -116,7 +131,9 @@ def find_peak(
             finally:
                 await target.close()
 
-        spec, outcome = timing.run(measure())
+        # Probes played here (one worker) use this loop; worker processes pick their own.
+        parent_loop = LoopKind.PRECISE if loop is LoopKind.AUTO else loop
+        spec, outcome = timing.run(measure(), parent_loop.value)
         environment = build_environment(target, deployment)
         resolved = deployment.target
     render_peak(console, settings, outcome)

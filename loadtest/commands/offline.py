@@ -72,7 +72,7 @@ def offline(
             f"{settings.min_duration_ns / NS_PER_S:g} s)"
         ),
         span_ns=settings.min_duration_ns,
-        play=lambda target, spec, count, tick: run_offline(
+        play=lambda target, spec, count, tick, _resolved: run_offline(
             target, spec, count, settings, on_tick=tick
         ),
         output=output,

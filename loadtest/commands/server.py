@@ -10,18 +10,23 @@ import typer
 
 from loadtest.commands import common
 from loadtest.commands.report import HtmlOption, write_run_html
-from loadtest.experiment import run_server
+from loadtest.experiment import Generator, run_server
 from loadtest.models import DEFAULT_SERVER_MODEL, DEFAULT_SERVER_QPS
 from loadtest.report.comparison import split_table
 from loadtest.report.results import RunReport, default_output_dir
 from loadtest.server_probe import RunObserver
 from loadtest.settings import (
+    AUTO_WORKERS,
     DEFAULT_MIN_DURATION_NS,
     LATE_THRESHOLD_NS,
     NS_PER_MS,
     NS_PER_S,
+    ClientSettings,
+    LoopKind,
     Protocol,
     ServerSettings,
+    SharedMemoryKind,
+    resolve_loop,
 )
 
 
@@ -60,6 +65,10 @@ def server(
     records: common.RecordsOption = False,
     live: common.LiveOption = True,
     html: HtmlOption = None,
+    workers: common.WorkersOption = AUTO_WORKERS,
+    loop: common.LoopOption = LoopKind.AUTO,
+    ray: common.RayOption = "",
+    shared_memory: common.SharedMemoryOption = SharedMemoryKind.NONE,
 ) -> None:
     """Run the MLPerf Server scenario: Poisson arrivals at --qps, latency from scheduled time."""
     settings = ServerSettings(
@@ -75,6 +84,9 @@ def server(
         keep_records=records,
         late_threshold_ns=int(late_threshold * NS_PER_MS),
     )
+    client = ClientSettings(
+        workers=workers, loop=loop, ray_address=ray, shared_memory=shared_memory
+    )
     flags = common.TargetFlags(
         model,
         url,
@@ -85,6 +97,7 @@ def server(
         repository,
         input_data,
         common.parse_shapes(shape),
+        shared_memory,
     )
     drain_timeout_ns = int((timeout + 5) * NS_PER_S)
     observer = RunObserver()  # server-side split (issue #7): see server_split_hook below
@@ -96,9 +109,19 @@ def server(
             f"{settings.min_duration_ns / NS_PER_S:g} s"
         ),
         span_ns=settings.min_duration_ns,
-        play=lambda target, spec, count, tick: observer.around(
-            target, run_server(target, spec, count, settings, drain_timeout_ns, on_tick=tick)
+        play=lambda target, spec, count, tick, resolved: observer.around(
+            target,
+            run_server(
+                target,
+                spec,
+                count,
+                settings,
+                drain_timeout_ns,
+                on_tick=tick,
+                generator=Generator(client, resolved, flags.input_data, flags.shapes),
+            ),
         ),
+        loop=client_loop(client, qps, flags),
         output=output,
         live=live,
         sample_count=settings.sample_count,
@@ -111,6 +134,12 @@ def server(
         write_run_html(
             json.loads(result_json.read_text()), html, label=(output.name if output else "run")
         )
+
+
+def client_loop(client: ClientSettings, qps: float, flags: common.TargetFlags) -> LoopKind:
+    """The loop this process plays on when it plays alone (workers resolve their own)."""
+    generator = Generator(client, flags.target_settings())
+    return resolve_loop(client.loop, qps / generator.worker_count(qps))
 
 
 # --- server-side split (issue #7) ----------------------------------------------------------------

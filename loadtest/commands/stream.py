@@ -65,7 +65,7 @@ def _run(
             f"≥ {settings.min_duration_ns / NS_PER_S:g} s"
         ),
         span_ns=settings.min_duration_ns,
-        play=lambda target, spec, count, tick: run_stream(
+        play=lambda target, spec, count, tick, _resolved: run_stream(
             target, spec, count, settings, on_tick=tick
         ),
         output=output,

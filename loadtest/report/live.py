@@ -14,8 +14,10 @@ from rich.table import Table
 from rich.text import Text
 
 from loadtest.records import NOT_SET_NS, Records
+from loadtest.selfmeasure import Progress
 
 WINDOW = 200_000
+QPS_WINDOW_NS = 400_000_000
 
 
 class LiveView:
@@ -40,21 +42,32 @@ class LiveView:
             self._live.__exit__(None, None, None)
             self._live = None
 
-    def tick(self, records: Records, now_ns: int) -> None:
+    def tick(self, data: Records | Progress, now_ns: int) -> None:
+        """The runner's tick (this process's records) or a sharded run's summed Progress."""
         if self._live is None:
             return
-        done = records.completed_ns != NOT_SET_NS
-        completed = int(done.sum())
-        if now_ns > self._last_ns:
+        if isinstance(data, Progress):
+            self.progress(now_ns, data.issued, data.completed, data.errors, data.recent_ns)
+            return
+        done = data.completed_ns != NOT_SET_NS
+        latency = data.latency_from_scheduled_ns()[-WINDOW:]
+        self.progress(
+            now_ns, int(data.issued.sum()), int(done.sum()), int(data.errored.sum()), latency
+        )
+
+    def progress(
+        self, now_ns: int, issued: int, completed: int, errors: int, recent_ns: np.ndarray
+    ) -> None:
+        """Counts so far and recent latencies (from scheduled time) of every generator process."""
+        if self._live is None:
+            return
+        if now_ns - self._last_ns >= QPS_WINDOW_NS:  # shards' ticks interleave: not per tick
             self._qps = (completed - self._last_completed) / ((now_ns - self._last_ns) / 1e9)
-        self._last_completed, self._last_ns = completed, now_ns
-        issued = int(records.issued.sum())
-        latency = records.latency_from_scheduled_ns()[-WINDOW:]
+            self._last_completed, self._last_ns = completed, now_ns
         p99 = "—"
-        if len(latency):
-            k = min(len(latency) - 1, int(len(latency) * 0.99))
-            p99 = f"{np.partition(latency, k)[k] / 1e6:.2f} ms"
-        errors = int(records.errored.sum())
+        if len(recent_ns):
+            k = min(len(recent_ns) - 1, int(len(recent_ns) * 0.99))
+            p99 = f"{np.partition(recent_ns, k)[k] / 1e6:.2f} ms"
         table = Table.grid(padding=(0, 2))
         table.add_row(
             f"elapsed {now_ns / 1e9:6.1f} / {self.span_ns / 1e9:.0f} s",

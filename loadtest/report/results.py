@@ -141,6 +141,8 @@ class RunReport:
             "summary": self.summary.to_dict(),
             "verdict": plain(self.verdict),
         }
+        if self.measurement.client is not None:
+            result["client"] = self.measurement.client.to_dict()
         if self.settings.keep_records:
             records = outcome.records
             result["records"] = {

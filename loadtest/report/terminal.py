@@ -7,6 +7,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from loadtest.report.results import RunReport
+from loadtest.selfmeasure import ClientReport
 from loadtest.settings import OfflineSettings, ServerSettings, StreamSettings
 from loadtest.stats import LatencyStats
 from loadtest.validity import Verdict
@@ -71,15 +72,46 @@ def _base_table(report: RunReport) -> Table:
 
 def _tail_rows(table: Table, report: RunReport) -> None:
     outcome = report.measurement.outcome
-    table.add_row(
-        "client CPU",
-        f"{report.client_cpu_us_per_query:,.0f} µs per query (this process)",
-    )
+    client = report.measurement.client
+    if client is None:
+        table.add_row(
+            "client CPU", f"{report.client_cpu_us_per_query:,.0f} µs per query (this process)"
+        )
+    else:
+        _generator_rows(table, client)
     for kind, count in report.summary.errors_by_kind.items():
         table.add_row("[red]errors[/]", escape(f"{count} × {kind}"))
     if outcome.stop_reason:
         label = "[yellow]partial[/]" if outcome.interrupted else "[yellow]stopped[/]"
         table.add_row(label, escape(outcome.stop_reason))
+
+
+def _generator_rows(table: Table, client: ClientReport) -> None:
+    count = len(client.workers)
+    where = "this process" if client.placement == "in-process" else client.placement
+    table.add_row(
+        "generator",
+        f"{count} worker{'s' if count > 1 else ''} ({where}, {client.loop} loop); "
+        f"send-gap CV {client.send_gap_cv:.3f} (Poisson = 1)",
+    )
+    worst = client.worst_loop_lag
+    table.add_row(
+        "client CPU",
+        f"{client.cpu_us_per_query:,.0f} µs per query (all workers); event-loop lag p99 "
+        f"{ms(worst.p99_ns)} / max {ms(worst.max_ns)} ms (worst worker, call_soon probe)",
+    )
+    waits = sum(w.connection_waits for w in client.workers)
+    if waits:
+        table.add_row(
+            "connections",
+            f"{waits} queries found no idle connection and waited for one (counted in latency)",
+        )
+    if count > 1:
+        behind = [w.shard for w in client.workers if not w.kept_up]
+        table.add_row(
+            "workers behind",
+            "[green]none[/]" if not behind else f"[bold red]{', '.join(map(str, behind))}[/]",
+        )
 
 
 def server_run_table(report: RunReport, settings: ServerSettings) -> Table:

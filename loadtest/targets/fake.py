@@ -125,7 +125,8 @@ class FakeTarget:
 
 
 def fake_from_url(url: str) -> FakeTarget:
-    """`fake://?servers=2&law=exponential&service_ms=1&stall_at_s=5&stall_s=1&fail_every=0`.
+    """`fake://?servers=2&law=exponential&service_ms=1&stall_at_s=5&stall_s=1&fail_every=0`
+    (and `loop_block_ms`: block the client's event loop that long per query).
 
     Lets the CLI (and its tests, and anyone checking the tool itself) run every stage end to end
     against a queue whose behaviour is known, with no server at all.
@@ -141,6 +142,7 @@ def fake_from_url(url: str) -> FakeTarget:
         stall_s = float(query.pop("stall_s", "1"))
         fail_every = int(query.pop("fail_every", "0"))
         seed = int(query.pop("seed", "0"))
+        loop_block_ns = int(float(query.pop("loop_block_ms", "0")) * 1e6)
     except ValueError as exc:
         raise ValueError(f"invalid fake target URL {url!r}: {exc}") from None
     if query:
@@ -148,4 +150,6 @@ def fake_from_url(url: str) -> FakeTarget:
     if servers < 1:
         raise ValueError(f"invalid fake target URL {url!r}: servers must be ≥ 1")
     stall = Stall(int(float(stall_at) * 1e9), int(stall_s * 1e9)) if stall_at else None
-    return FakeTarget(law, servers, stall=stall, fail_every=fail_every, seed=seed)
+    return FakeTarget(
+        law, servers, stall=stall, fail_every=fail_every, seed=seed, loop_block_ns=loop_block_ns
+    )

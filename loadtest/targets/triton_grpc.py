@@ -1,16 +1,26 @@
-"""Triton over gRPC with tritonclient.grpc.aio: one channel, inputs built once per sample."""
+"""Triton over gRPC with tritonclient.grpc.aio: one channel, each request serialized once.
+
+Metadata, shared-memory registration and `infer_outputs` use tritonclient's client. The load path
+sends a ModelInferRequest built by tritonclient and serialized once per sample, through a raw
+`ModelInfer` method on the same channel that neither serializes the request nor parses the
+response: per query, the client does only the gRPC call itself (a failed call still raises
+`grpc.RpcError` with its status, which becomes the error kind).
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
 
+import grpc
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
+from tritonclient.grpc._utils import _get_inference_request
 from tritonclient.utils import InferenceServerException
 
 from loadtest.errors import TargetError
 from loadtest.targets.base import NUMPY_TO_TRITON, ModelSpec, Sample
+from loadtest.targets.shared_memory import SystemRegions
 from loadtest.targets.triton_common import (
     DEFAULT_GRPC_PORT,
     error_kind,
@@ -32,14 +42,28 @@ class TritonGrpcTarget:
         self.timeout_s = timeout_s
         self._client: grpcclient.InferenceServerClient | None = None
         self._requests: list[list[grpcclient.InferInput]] = []
+        self._wire: list[bytes] = []  # each sample's ModelInferRequest, serialized
+        self._model_infer: grpc.aio.UnaryUnaryMultiCallable | None = None
+        self._outputs: list[grpcclient.InferRequestedOutput] | None = None
+        self._shm: SystemRegions | None = None
+        self._spec: ModelSpec | None = None
         self.server_version = ""
+
+    def use_system_shared_memory(self, tag: str) -> None:
+        """Send inputs and receive outputs through registered system shared memory."""
+        self._shm = SystemRegions(tag)
 
     @property
     def description(self) -> str:
         version = f" v{self.version}" if self.version else ""
         return f"triton grpc {self.url} model {self.model}{version}"
 
-    def _kind(self, exc: Exception) -> str:
+    def _kind(self, exc: BaseException) -> str:
+        if isinstance(exc, grpc.aio.AioRpcError):
+            code = exc.code()
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                return "timeout"
+            return error_kind(f"grpc {code.name if code else 'error'}", exc.details() or "")
         if isinstance(exc, InferenceServerException):
             return error_kind(f"grpc {_status_name(exc)}", exc.message() or "")
         if isinstance(exc, asyncio.TimeoutError):
@@ -65,18 +89,54 @@ class TritonGrpcTarget:
             raise TargetError(f"model {self.model!r} at {self.url}: {exc.message()}") from None
         if not ready:
             raise TargetError(f"model {self.model!r} at {self.url} is not ready")
-        return model_spec_from_config(response["config"], self.version)
+        self._spec = model_spec_from_config(response["config"], self.version)
+        return self._spec
 
     async def prepare(self, samples: Sequence[Sample]) -> None:
+        assert self._client is not None and self._spec is not None, "open() first"
+        client = self._client
+        if self._shm is not None:
+            self._shm.layout(samples, self._spec)
+            await self._shm.register(
+                lambda name, key, size: client.register_system_shared_memory(name, key, size)
+            )
+            self._outputs = []
+            for name, slot in self._shm.output_slots.items():
+                output = grpcclient.InferRequestedOutput(name)
+                output.set_shared_memory(slot.region, slot.byte_size, slot.offset)
+                self._outputs.append(output)
         self._requests = []
-        for sample in samples:
+        self._wire = []
+        for k, sample in enumerate(samples):
             inputs = []
             for name, tensor in sample.items():
                 datatype = NUMPY_TO_TRITON.get(tensor.dtype.name, "BYTES")
                 infer_input = grpcclient.InferInput(name, list(tensor.shape), datatype)
-                infer_input.set_data_from_numpy(tensor)
+                if self._shm is not None:
+                    slot = self._shm.input_slots[k][name]
+                    infer_input.set_shared_memory(slot.region, slot.byte_size, slot.offset)
+                else:
+                    infer_input.set_data_from_numpy(tensor)
                 inputs.append(infer_input)
             self._requests.append(inputs)
+            request = _get_inference_request(
+                model_name=self.model,
+                inputs=inputs,
+                model_version=self.version,
+                request_id="",
+                outputs=self._outputs,
+                sequence_id=0,
+                sequence_start=False,
+                sequence_end=False,
+                priority=0,
+                timeout=None,
+                parameters=None,
+            )
+            self._wire.append(request.SerializeToString())
+        # Bytes in, bytes out: no (de)serializer runs per query.
+        self._model_infer = client._channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer"
+        )
         if self._requests:
             try:
                 await self.infer_outputs(0)
@@ -86,14 +146,9 @@ class TritonGrpcTarget:
                 ) from None
 
     async def infer(self, sample_index: int) -> str | None:
-        assert self._client is not None, "open() first"
+        assert self._model_infer is not None, "prepare() first"
         try:
-            await self._client.infer(
-                self.model,
-                self._requests[sample_index],
-                model_version=self.version,
-                client_timeout=self.timeout_s,
-            )
+            await self._model_infer(self._wire[sample_index], timeout=self.timeout_s)
         except Exception as exc:  # a failed query is data, never a crash of the run
             return self._kind(exc)
         return None
@@ -104,12 +159,20 @@ class TritonGrpcTarget:
             self.model,
             self._requests[sample_index],
             model_version=self.version,
+            outputs=self._outputs,
             client_timeout=self.timeout_s,
         )
+        if self._shm is not None:
+            return self._shm.read_outputs()
         response = result.get_response(as_json=True)
         return {out["name"]: result.as_numpy(out["name"]) for out in response["outputs"]}
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
+        client = self._client
+        if self._shm is not None:
+            await self._shm.release(
+                client.unregister_system_shared_memory if client is not None else None
+            )
+        if client is not None:
+            await client.close()
             self._client = None

@@ -1,16 +1,17 @@
-"""Triton over HTTP/REST (KServe v2) with aiohttp; request bodies are built once per sample.
+"""Triton over HTTP/REST (KServe v2); each sample's complete request is built once.
 
-Metadata comes from tritonclient.http.aio; the inference path posts prebuilt binary-tensor bodies
-(tritonclient's own `generate_request_body`) on one aiohttp session with unlimited connections, so
-an open-loop burst is never throttled by a client-side connection cap (which would quietly turn the
-test into a closed loop).
+Metadata comes from tritonclient.http.aio. The inference path writes prebuilt requests (bodies from
+tritonclient's own `generate_request_body`, binary tensors) through http_wire's keep-alive pool,
+which never caps connections, so an open-loop burst is never throttled by the client (a cap would
+quietly turn the test into a closed loop). `start_infer` is the runner's callback path: no task,
+no future, no response object per query.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import aiohttp
 import numpy as np
@@ -20,6 +21,8 @@ from tritonclient.utils import InferenceServerException
 
 from loadtest.errors import TargetError
 from loadtest.targets.base import NUMPY_TO_TRITON, ModelSpec, Sample
+from loadtest.targets.http_wire import WirePool, build_request
+from loadtest.targets.shared_memory import SystemRegions
 from loadtest.targets.triton_common import (
     DEFAULT_HTTP_PORT,
     error_kind,
@@ -28,6 +31,7 @@ from loadtest.targets.triton_common import (
 )
 
 _HEADER_LENGTH = "Inference-Header-Content-Length"
+WARM_CONNECTIONS = 8
 
 
 def _error_message(body: bytes) -> str:
@@ -37,17 +41,42 @@ def _error_message(body: bytes) -> str:
         return body[:200].decode(errors="replace")
 
 
+def _outcome(
+    status: int, body: bytes, error: str | None, headers: dict[bytes, bytes]
+) -> str | None:
+    """None for a 200, else the short error kind of what went wrong."""
+    if error is not None:
+        return error if error == "timeout" else error_kind("http", error)
+    if status != 200:
+        return error_kind(f"http {status}", _error_message(body))
+    return None
+
+
 class TritonHttpTarget:
     def __init__(self, url: str, model: str, version: str = "", timeout_s: float = 30.0) -> None:
         self.url = host_port(url, DEFAULT_HTTP_PORT)
         self.model = model
         self.version = version
         self.timeout_s = timeout_s
-        path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "")
-        self._infer_url = f"http://{self.url}{path}/infer"
-        self._session: aiohttp.ClientSession | None = None
-        self._bodies: list[tuple[bytes, dict[str, str]]] = []
+        self._path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer"
+        self._pool: WirePool | None = None
+        self._requests: list[bytes] = []
+        self._shm: SystemRegions | None = None
+        self._outputs: list[httpclient.InferRequestedOutput] | None = None
+        self._spec: ModelSpec | None = None
         self.server_version = ""
+
+    def use_system_shared_memory(self, tag: str) -> None:
+        """Send inputs and receive outputs through registered system shared memory."""
+        self._shm = SystemRegions(tag)
+
+    @property
+    def connection_waits(self) -> int:
+        """Queries that found no idle connection and waited for one (see http_wire)."""
+        return self._pool.waited if self._pool is not None else 0
+
+    def _admin(self) -> aiohttpclient.InferenceServerClient:
+        return aiohttpclient.InferenceServerClient(self.url, conn_timeout=5)
 
     @property
     def description(self) -> str:
@@ -55,7 +84,7 @@ class TritonHttpTarget:
         return f"triton http {self.url} model {self.model}{version}"
 
     async def open(self) -> ModelSpec:
-        client = aiohttpclient.InferenceServerClient(self.url, conn_timeout=5)
+        client = self._admin()
         try:
             try:
                 await client.is_server_live()
@@ -72,27 +101,49 @@ class TritonHttpTarget:
             await client.close()
         if not ready:
             raise TargetError(f"model {self.model!r} at {self.url} is not ready")
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0),
-            timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-        )
-        return model_spec_from_config(config, self.version)
+        host, _, port = self.url.rpartition(":")
+        self._pool = WirePool(host.strip("[]"), int(port), self.timeout_s)
+        self._spec = model_spec_from_config(config, self.version)
+        return self._spec
+
+    async def _use_shared_memory(self, shm: SystemRegions, samples: Sequence[Sample]) -> None:
+        assert self._spec is not None
+        shm.layout(samples, self._spec)
+        client = self._admin()
+        try:
+            await shm.register(
+                lambda name, key, size: client.register_system_shared_memory(name, key, size)
+            )
+        finally:
+            await client.close()
+        self._outputs = []
+        for name, slot in shm.output_slots.items():
+            output = httpclient.InferRequestedOutput(name)
+            output.set_shared_memory(slot.region, slot.byte_size, slot.offset)
+            self._outputs.append(output)
 
     async def prepare(self, samples: Sequence[Sample]) -> None:
-        self._bodies = []
-        for sample in samples:
+        assert self._pool is not None, "open() first"
+        if self._shm is not None:
+            await self._use_shared_memory(self._shm, samples)
+        self._requests = []
+        for k, sample in enumerate(samples):
             inputs = []
             for name, tensor in sample.items():
                 datatype = NUMPY_TO_TRITON.get(tensor.dtype.name, "BYTES")
                 infer_input = httpclient.InferInput(name, list(tensor.shape), datatype)
-                infer_input.set_data_from_numpy(tensor, binary_data=True)
+                if self._shm is not None:
+                    slot = self._shm.input_slots[k][name]
+                    infer_input.set_shared_memory(slot.region, slot.byte_size, slot.offset)
+                else:
+                    infer_input.set_data_from_numpy(tensor, binary_data=True)
                 inputs.append(infer_input)
-            body, json_size = httpclient.InferenceServerClient.generate_request_body(inputs)
-            headers = {"Content-Type": "application/octet-stream"}
-            if json_size is not None:
-                headers[_HEADER_LENGTH] = str(json_size)
-            self._bodies.append((bytes(body), headers))
-        if self._bodies:
+            self._requests.append(self._request(inputs, self._outputs))
+        try:
+            await self._pool.warm(WARM_CONNECTIONS)
+        except OSError as exc:
+            raise TargetError(f"cannot connect to Triton over HTTP at {self.url}: {exc}") from None
+        if self._requests:
             try:
                 await self.infer_outputs(0)
             except InferenceServerException as exc:
@@ -100,35 +151,70 @@ class TritonHttpTarget:
                     f"model {self.model!r} rejected the inputs: {exc.message()}"
                 ) from None
 
+    def _request(
+        self,
+        inputs: list[httpclient.InferInput],
+        outputs: list[httpclient.InferRequestedOutput] | None = None,
+    ) -> bytes:
+        body, json_size = httpclient.InferenceServerClient.generate_request_body(
+            inputs, outputs=outputs
+        )
+        headers = {"Content-Type": "application/octet-stream"}
+        if json_size is not None:
+            headers[_HEADER_LENGTH] = str(json_size)
+        return build_request(self.url, self._path, bytes(body), headers)
+
+    def start_infer(self, sample_index: int, done: Callable[[str | None], None]) -> None:
+        """Send a prepared sample; `done(error kind or None)` runs when the answer is in."""
+        assert self._pool is not None, "open() first"
+        self._pool.submit(
+            self._requests[sample_index],
+            lambda status, body, error, headers: done(_outcome(status, body, error, headers)),
+        )
+
+    async def _exchange(self, request: bytes) -> tuple[int, bytes, str | None, dict[bytes, bytes]]:
+        assert self._pool is not None, "open() first"
+        future: asyncio.Future[tuple[int, bytes, str | None, dict[bytes, bytes]]]
+        future = asyncio.get_running_loop().create_future()
+
+        def finish(
+            status: int, body: bytes, error: str | None, headers: dict[bytes, bytes]
+        ) -> None:
+            if not future.done():
+                future.set_result((status, body, error, headers))
+
+        self._pool.submit(request, finish, keep_headers=True)
+        return await future
+
     async def infer(self, sample_index: int) -> str | None:
-        assert self._session is not None, "open() first"
-        body, headers = self._bodies[sample_index]
-        try:
-            async with self._session.post(self._infer_url, data=body, headers=headers) as resp:
-                payload = await resp.read()
-                if resp.status != 200:
-                    return error_kind(f"http {resp.status}", _error_message(payload))
-        except asyncio.TimeoutError:
-            return "timeout"
-        except Exception as exc:  # a failed query is data, never a crash of the run
-            return error_kind(type(exc).__name__, str(exc))
-        return None
+        return _outcome(*await self._exchange(self._requests[sample_index]))
 
     async def infer_outputs(self, sample_index: int) -> dict[str, np.ndarray]:
-        assert self._session is not None, "open() first"
-        body, headers = self._bodies[sample_index]
-        async with self._session.post(self._infer_url, data=body, headers=headers) as resp:
-            payload = await resp.read()
-            if resp.status != 200:
-                raise InferenceServerException(_error_message(payload), status=str(resp.status))
-            header_length = resp.headers.get(_HEADER_LENGTH)
+        return await self.outputs_of(self._requests[sample_index])
+
+    async def outputs_of(self, request: bytes) -> dict[str, np.ndarray]:
+        """Send one prebuilt request and decode its outputs (raises InferenceServerException)."""
+        status, body, error, headers = await self._exchange(request)
+        if error is not None:
+            raise InferenceServerException(error)
+        if status != 200:
+            raise InferenceServerException(_error_message(body), status=str(status))
+        if self._shm is not None:
+            return self._shm.read_outputs()
+        header_length = headers.get(_HEADER_LENGTH.lower().encode())
         result = httpclient.InferenceServerClient.parse_response_body(
-            payload, header_length=int(header_length) if header_length else None
+            body, header_length=int(header_length) if header_length else None
         )
         response = result.get_response()
-        return {out["name"]: result.as_numpy(out["name"]) for out in response["outputs"]}
+        return {out["name"]: result.as_numpy(out["name"]) for out in response.get("outputs", [])}
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+        if self._shm is not None:
+            client = self._admin()
+            try:
+                await self._shm.release(client.unregister_system_shared_memory)
+            finally:
+                await client.close()

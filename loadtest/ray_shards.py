@@ -1,0 +1,119 @@
+"""Shards on Ray actors: the generator spread over the hosts of a Ray cluster (`--ray ADDRESS`).
+
+Each shard runs in its own actor (one CPU each, spread over the nodes), exactly as a local worker
+process would: open the target, build the same sample library, then wait at a barrier. The driver
+then picks a start instant on the wall clock, START_DELAY_NS ahead, and every actor converts it to
+its own monotonic clock; across hosts the start is only as simultaneous as their clocks are
+synchronised (NTP keeps that within a millisecond or so). Results come back as the same
+ShardResult and merge the same way (workers.merge_shards).
+
+The actor keeps the target open between the barrier and the run on its own thread's event loop
+(the precise loop or uvloop, as for local workers), so the loop Ray runs actors on plays no part
+in timing. `address`: "local" starts a private Ray on this machine; "auto" joins the cluster this
+machine belongs to; "ray://HEAD:10001" goes through Ray Client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+from typing import Any
+
+from loadtest import timing
+from loadtest.errors import LoadtestError, SettingsError, TargetError
+from loadtest.settings import resolve_loop
+from loadtest.workers import READY_TIMEOUT_S, ShardPlan, ShardResult, play_shard
+
+RAY_START_DELAY_NS = 2_000_000_000  # barrier -> t = 0: delivering "run" to remote actors
+
+
+class ShardActor:
+    """One shard's generator inside a Ray actor: `prepare(plan)` then `run(start_unix_ns)`."""
+
+    def __init__(self) -> None:
+        self._start: concurrent.futures.Future[int] = concurrent.futures.Future()
+        self._result: concurrent.futures.Future[ShardResult] = concurrent.futures.Future()
+        self._ready = threading.Event()
+
+    def prepare(self, plan: ShardPlan) -> bool:
+        async def until_start() -> int:
+            self._ready.set()
+            return await asyncio.wrap_future(self._start)
+
+        def body() -> None:
+            loop = resolve_loop(plan.client.loop, plan.settings.qps / plan.shards)
+            try:
+                self._result.set_result(timing.run(play_shard(plan, until_start), loop.value))
+            except BaseException as exc:  # handed to the driver through the future
+                self._result.set_exception(exc)
+                self._ready.set()
+
+        threading.Thread(target=body, name=f"loadtest-shard-{plan.shard}", daemon=True).start()
+        if not self._ready.wait(READY_TIMEOUT_S):
+            raise LoadtestError(f"shard {plan.shard} was not ready within {READY_TIMEOUT_S:g} s")
+        if self._result.done():
+            self._result.result()  # re-raises what went wrong while preparing
+        return True
+
+    def run(self, start_unix_ns: int) -> ShardResult:
+        self._start.set_result(start_unix_ns)
+        return self._result.result()
+
+
+def _one_line(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None)
+    text = str(cause) if cause is not None else str(exc)
+    return text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
+
+
+def _run_on_ray(plans: list[ShardPlan], address: str) -> list[ShardResult]:
+    import ray
+
+    try:
+        ray.init(
+            address=None if address == "local" else address,
+            ignore_reinit_error=True,
+            logging_level=logging.ERROR,
+            log_to_driver=False,
+            include_dashboard=False,
+        )
+    except Exception as exc:  # ConnectionError, ValueError, RuntimeError depending on the form
+        raise TargetError(
+            f"cannot reach the Ray cluster at {address!r}: {_one_line(exc)}"
+        ) from None
+    actor_class: Any = ray.remote(num_cpus=1)(ShardActor)
+    actors = [actor_class.options(scheduling_strategy="SPREAD").remote() for _ in plans]
+    try:
+        try:
+            ray.get(
+                [a.prepare.remote(p) for a, p in zip(actors, plans, strict=True)],
+                timeout=READY_TIMEOUT_S + 30,
+            )
+            start_unix_ns = time.time_ns() + RAY_START_DELAY_NS
+            results: list[ShardResult] = ray.get([a.run.remote(start_unix_ns) for a in actors])
+        except ray.exceptions.GetTimeoutError:
+            raise TargetError(
+                f"the Ray cluster at {address!r} did not place {len(plans)} one-CPU actors "
+                f"within {READY_TIMEOUT_S:g} s (too few free CPUs?)"
+            ) from None
+        except ray.exceptions.RayError as exc:
+            raise TargetError(f"a Ray shard failed: {_one_line(exc)}") from None
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+    return results
+
+
+async def run_ray_shards(plans: list[ShardPlan], address: str) -> list[ShardResult]:
+    """Play the plans on Ray actors at `address`; one clear line if Ray is absent or away."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise SettingsError(
+            "--ray needs Ray: pip install 'loadtest[ray]' (or pip install ray)"
+        ) from None
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, _run_on_ray, plans, address)

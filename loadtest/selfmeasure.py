@@ -1,0 +1,245 @@
+"""The generator measuring itself: event-loop lag, CPU per request and the law of its send gaps.
+
+A load generator that misses its schedule measures its own queue, not the server. Send lag (in
+stats.py) says *that* it fell behind; these say *why* and *how much it cost*:
+- event-loop lag: how long a callback that is ready to run waits for the loop. It is probed with
+  `call_soon` from a periodic timer, so it measures the loop's busyness, not timer granularity
+  (uvloop's timers tick in whole milliseconds; that would otherwise read as lag).
+- client CPU per request: user + system CPU of the generator process over the run / queries issued.
+- send-gap dispersion: the coefficient of variation (std / mean) of the gaps between actual sends.
+  An exact Poisson process has CV 1; a generator whose timer ticks clump sends reads above 1.
+
+Pure apart from LoopLagProbe, which needs the running loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from loadtest.records import Records
+from loadtest.stats import SendLagStats, encode_histogram, latency_histogram
+
+LOOP_PROBE_INTERVAL_NS = 10_000_000
+MAX_PROBES = 200_000
+
+
+class LoopLagProbe:
+    """Every LOOP_PROBE_INTERVAL_NS, queue a callback and record how long it waited to run."""
+
+    def __init__(self, clock: Callable[[], int] = time.perf_counter_ns) -> None:
+        self.clock = clock
+        self._lags: list[int] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._timer = loop.call_later(LOOP_PROBE_INTERVAL_NS / 1e9, self._probe)
+
+    def _probe(self) -> None:
+        assert self._loop is not None
+        self._loop.call_soon(self._record, self.clock())
+        self._timer = self._loop.call_later(LOOP_PROBE_INTERVAL_NS / 1e9, self._probe)
+
+    def _record(self, queued_ns: int) -> None:
+        if len(self._lags) < MAX_PROBES:
+            self._lags.append(self.clock() - queued_ns)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def lags_ns(self) -> np.ndarray:
+        return np.asarray(self._lags, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class LoopLagStats:
+    """Event-loop lag of one worker, ns (exact percentiles over its probes)."""
+
+    probes: int
+    p50_ns: int
+    p99_ns: int
+    max_ns: int
+
+    @classmethod
+    def of(cls, lags_ns: np.ndarray) -> LoopLagStats:
+        if len(lags_ns) == 0:
+            return cls(0, 0, 0, 0)
+        ordered = np.sort(lags_ns)
+        n = len(ordered)
+        return cls(
+            probes=n,
+            p50_ns=int(ordered[min(n - 1, int(n * 0.5))]),
+            p99_ns=int(ordered[min(n - 1, int(n * 0.99))]),
+            max_ns=int(ordered[-1]),
+        )
+
+
+def send_gap_cv(issued_ns: np.ndarray) -> float:
+    """Coefficient of variation of the gaps between consecutive actual sends (all workers merged).
+
+    NaN with fewer than three sends. Sends are sorted first: merged shards interleave.
+    """
+    times = np.sort(np.asarray(issued_ns, dtype=np.int64))
+    if len(times) < 3:
+        return float("nan")
+    gaps = np.diff(times).astype(np.float64)
+    mean = gaps.mean()
+    return float(gaps.std() / mean) if mean > 0 else float("nan")
+
+
+def cpu_seconds() -> float:
+    """User + system CPU of this process so far."""
+    return time.process_time()
+
+
+@dataclass(frozen=True)
+class WorkerReport:
+    """One generator process: what it issued, what that cost, and how late it was."""
+
+    shard: int
+    host: str
+    pid: int
+    issued: int
+    cpu_s: float
+    loop_lag: LoopLagStats
+    send_lag_p99_ns: int
+    late_share: float
+    kept_up: bool
+    connection_waits: int  # queries that waited for a free connection (HTTP path)
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        shard: int,
+        host: str,
+        pid: int,
+        issued: int,
+        cpu_s: float,
+        loop_lag_ns: np.ndarray,
+        send_lag: SendLagStats,
+        connection_waits: int,
+    ) -> WorkerReport:
+        return cls(
+            shard=shard,
+            host=host,
+            pid=pid,
+            issued=issued,
+            cpu_s=cpu_s,
+            loop_lag=LoopLagStats.of(loop_lag_ns),
+            send_lag_p99_ns=send_lag.p99_ns,
+            late_share=send_lag.late_share,
+            kept_up=send_lag.kept_up,
+            connection_waits=connection_waits,
+        )
+
+    @property
+    def cpu_us_per_query(self) -> float:
+        return self.cpu_s * 1e6 / self.issued if self.issued else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "shard": self.shard,
+            "host": self.host,
+            "pid": self.pid,
+            "issued": self.issued,
+            "cpu_s": round(self.cpu_s, 6),
+            "cpu_us_per_query": round(self.cpu_us_per_query, 3),
+            "loop_lag_ns": dataclasses.asdict(self.loop_lag),
+            "send_lag_p99_ns": self.send_lag_p99_ns,
+            "late_share": self.late_share,
+            "kept_up": self.kept_up,
+            "connection_waits": self.connection_waits,
+        }
+
+
+@dataclass(frozen=True)
+class ClientReport:
+    """The whole generator: its workers, where they ran, and the merged law of its sends."""
+
+    placement: str  # "in-process", "processes", or "ray ADDRESS"
+    loop: str
+    workers: tuple[WorkerReport, ...]
+    send_gap_cv: float
+    histograms: dict[str, str]  # merged HDR (V2 base64) of the latencies and the send lag
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(w.cpu_s for w in self.workers)
+
+    @property
+    def issued(self) -> int:
+        return sum(w.issued for w in self.workers)
+
+    @property
+    def cpu_us_per_query(self) -> float:
+        return self.cpu_s * 1e6 / self.issued if self.issued else 0.0
+
+    @property
+    def worst_loop_lag(self) -> LoopLagStats:
+        return max((w.loop_lag for w in self.workers), key=lambda s: s.p99_ns)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "placement": self.placement,
+            "loop": self.loop,
+            "worker_count": len(self.workers),
+            "cpu_s": round(self.cpu_s, 6),
+            "cpu_us_per_query": round(self.cpu_us_per_query, 3),
+            "send_gap_cv": None if math.isnan(self.send_gap_cv) else round(self.send_gap_cv, 4),
+            "loop_lag_method": "delay of a call_soon callback queued every 10 ms",
+            "workers": [w.to_dict() for w in self.workers],
+            "hdr": self.histograms,
+        }
+
+
+def record_histograms(records: Records) -> dict[str, str]:
+    """Encoded HDR histograms of one generator's latencies and send lag: what shards merge."""
+    histograms = {
+        "latency_from_scheduled": latency_histogram(records.latency_from_scheduled_ns()),
+        "latency_from_issue": latency_histogram(records.latency_from_issue_ns()),
+        "send_lag": latency_histogram(records.send_lag_ns()),
+    }
+    return {name: encode_histogram(h) for name, h in histograms.items()}
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A live snapshot of a sharded run, summed over workers (for the live view only)."""
+
+    issued: int
+    completed: int
+    errors: int
+    recent_ns: np.ndarray  # latencies from scheduled time of recent completions, all workers
+
+    @classmethod
+    def of(cls, records: Records, window: int = 2000) -> Progress:
+        done = int(np.count_nonzero(records.completed_ns >= 0))
+        return cls(
+            issued=int(records.issued.sum()),
+            completed=done,
+            errors=int(records.errored.sum()),
+            recent_ns=records.latency_from_scheduled_ns()[-window:],
+        )
+
+    @classmethod
+    def total(cls, parts: list[Progress]) -> Progress:
+        return cls(
+            issued=sum(p.issued for p in parts),
+            completed=sum(p.completed for p in parts),
+            errors=sum(p.errors for p in parts),
+            recent_ns=np.concatenate([p.recent_ns for p in parts])
+            if parts
+            else np.zeros(0, np.int64),
+        )

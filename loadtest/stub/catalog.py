@@ -1,0 +1,127 @@
+"""What the stub says about models: configs from a repository (or a default) and canned answers.
+
+Everything a request could ask for is built once per model and cached, so answering costs a dict
+lookup: the stub must be much cheaper than the client it measures.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from loadtest.errors import ModelBuildError
+from loadtest.models.config import read_config
+from loadtest.targets.base import TRITON_TO_NUMPY
+
+STUB_VERSION = "loadtest-stub"
+
+
+def default_config(name: str) -> mc.ModelConfig:
+    """The shape answered for a model the repository does not hold: `tiny`'s (16 FP32 in/out)."""
+    config = mc.ModelConfig(name=name, max_batch_size=64, backend="stub")
+    config.input.add(name="INPUT0", data_type=mc.TYPE_FP32, dims=[16])
+    config.output.add(name="OUTPUT0", data_type=mc.TYPE_FP32, dims=[16])
+    return config
+
+
+def _datatype(data_type: int) -> str:
+    return mc.DataType.Name(data_type).removeprefix("TYPE_").replace("STRING", "BYTES")
+
+
+@dataclass(frozen=True)
+class StubOutput:
+    name: str
+    datatype: str
+    shape: list[int]  # with a batch dimension of 1 when the model batches
+    zeros: bytes
+
+
+@dataclass(frozen=True)
+class StubModel:
+    config: mc.ModelConfig
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @cached_property
+    def outputs(self) -> list[StubOutput]:
+        result = []
+        for output in self.config.output:
+            dims = [max(int(d), 1) for d in output.dims]  # variable dims answered as 1
+            shape = [1, *dims] if self.config.max_batch_size > 0 else dims
+            dtype = np.dtype(TRITON_TO_NUMPY.get(_datatype(output.data_type), "uint8"))
+            zeros = bytes(int(np.prod(shape)) * dtype.itemsize)
+            result.append(StubOutput(output.name, _datatype(output.data_type), shape, zeros))
+        return result
+
+    def config_json(self) -> dict[str, Any]:
+        return json_format.MessageToDict(self.config, preserving_proto_field_name=True)
+
+    def metadata_json(self) -> dict[str, Any]:
+        def tensors(entries: Any) -> list[dict[str, Any]]:
+            batch = [-1] if self.config.max_batch_size > 0 else []
+            return [
+                {"name": t.name, "datatype": _datatype(t.data_type), "shape": batch + list(t.dims)}
+                for t in entries
+            ]
+
+        return {
+            "name": self.name,
+            "versions": ["1"],
+            "platform": "stub",
+            "inputs": tensors(self.config.input),
+            "outputs": tensors(self.config.output),
+        }
+
+    def infer_response_http(self) -> tuple[bytes, int]:
+        """(body, JSON header length) of a binary-tensor infer response."""
+        header = {
+            "model_name": self.name,
+            "model_version": "1",
+            "outputs": [
+                {
+                    "name": o.name,
+                    "datatype": o.datatype,
+                    "shape": o.shape,
+                    "parameters": {"binary_data_size": len(o.zeros)},
+                }
+                for o in self.outputs
+            ],
+        }
+        head = json.dumps(header, separators=(",", ":")).encode()
+        return head + b"".join(o.zeros for o in self.outputs), len(head)
+
+
+class Catalog:
+    """Model name -> StubModel, from `repository` when it has the model, else the default shape."""
+
+    def __init__(self, repository: Path | None = None) -> None:
+        self.repository = repository
+        self._models: dict[str, StubModel] = {}
+
+    def model(self, name: str) -> StubModel:
+        found = self._models.get(name)
+        if found is None:
+            found = StubModel(self._load(name))
+            self._models[name] = found
+        return found
+
+    def _load(self, name: str) -> mc.ModelConfig:
+        if self.repository is not None and "/" not in name and name not in ("", ".", ".."):
+            path = self.repository / name / "config.pbtxt"
+            if path.is_file():
+                try:
+                    config = read_config(path)
+                except ModelBuildError:
+                    return default_config(name)
+                config.name = config.name or name
+                return config
+        return default_config(name)

@@ -1,0 +1,117 @@
+"""The stub's HTTP/REST side: KServe v2 over HTTP/1.1 keep-alive, parsed by httptools (llhttp).
+
+A raw asyncio Protocol rather than a web framework: each answer is a cached byte string written
+straight to the transport, which keeps the stub's cost per request far below the client's.
+Shared-memory registration is refused (400), which is what a server without shared memory says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, cast
+
+import httptools
+
+from loadtest.stub.catalog import STUB_VERSION, Catalog
+
+_REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found"}
+
+
+def _response(status: int, body: bytes, headers: dict[str, str] | None = None) -> bytes:
+    lines = [b"HTTP/1.1 %d %s" % (status, _REASONS.get(status, b"Error"))]
+    for key, value in (headers or {"Content-Type": "application/json"}).items():
+        lines.append(f"{key}: {value}".encode())
+    lines.append(b"Content-Length: %d" % len(body))
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def _json(status: int, payload: Any) -> bytes:
+    return _response(status, json.dumps(payload, separators=(",", ":")).encode())
+
+
+class _Router:
+    """(method, path) -> full response bytes, cached per distinct request line."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self._cache: dict[tuple[bytes, bytes], bytes] = {}
+
+    def answer(self, method: bytes, url: bytes) -> bytes:
+        key = (method, url)
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = self._build(method.decode(), url.decode().split("?")[0])
+            if len(self._cache) < 10_000:
+                self._cache[key] = cached
+        return cached
+
+    def _build(self, method: str, path: str) -> bytes:
+        parts = [p for p in path.split("/") if p]
+        if parts[:1] != ["v2"]:
+            return _json(404, {"error": f"unknown path {path}"})
+        rest = parts[1:]
+        if not rest:
+            return _json(200, {"name": "loadtest-stub", "version": STUB_VERSION, "extensions": []})
+        if rest in (["health", "live"], ["health", "ready"]):
+            return _response(200, b"")
+        if rest[0] == "systemsharedmemory" or rest[0] == "cudasharedmemory":
+            return _json(400, {"error": "the loadtest stub does not support shared memory"})
+        if rest[0] != "models" or len(rest) < 2:
+            return _json(404, {"error": f"unknown path {path}"})
+        model = self.catalog.model(rest[1])
+        tail = rest[2:]
+        if len(tail) >= 2 and tail[0] == "versions":
+            tail = tail[2:]
+        if not tail:
+            return _json(200, model.metadata_json())
+        if tail == ["ready"]:
+            return _response(200, b"")
+        if tail == ["config"]:
+            return _json(200, model.config_json())
+        if tail == ["stats"]:
+            return _json(200, {"model_stats": []})
+        if tail == ["infer"] and method == "POST":
+            body, header_length = model.infer_response_http()
+            headers = {
+                "Content-Type": "application/octet-stream",
+                "Inference-Header-Content-Length": str(header_length),
+            }
+            return _response(200, body, headers)
+        return _json(404, {"error": f"unknown path {path}"})
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, router: _Router) -> None:
+        self.router = router
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.url = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            if self.transport is not None:
+                self.transport.write(_json(400, {"error": "malformed HTTP request"}))
+                self.transport.close()
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_message_complete(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self.router.answer(self.parser.get_method(), self.url))
+        self.url = b""
+        if not self.parser.should_keep_alive():
+            self.transport.close()
+
+
+async def start_http(catalog: Catalog, host: str, port: int) -> asyncio.Server:
+    """Listen on host:port (0 = any free port); returns the asyncio server."""
+    router = _Router(catalog)
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: _Connection(router), host, port, backlog=1024)

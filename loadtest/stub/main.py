@@ -1,0 +1,46 @@
+"""Run the stub: HTTP and gRPC listeners on one event loop until SIGINT/SIGTERM.
+
+`loadtest stub` calls `serve`; tests and benchmarks start it as a subprocess with port 0 and read
+the `ready http=PORT grpc=PORT` line it prints once both listeners are bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+
+from loadtest.stub.catalog import Catalog
+from loadtest.stub.grpc_server import start_grpc
+from loadtest.stub.http_server import start_http
+
+LOOPBACK = "127.0.0.1"
+
+
+async def serve(repository: Path | None, http_port: int, grpc_port: int) -> None:
+    catalog = Catalog(repository)
+    http = await start_http(catalog, LOOPBACK, http_port)
+    grpc_server, grpc_bound = await start_grpc(catalog, LOOPBACK, grpc_port)
+    http_bound = http.sockets[0].getsockname()[1]
+    print(f"ready http={http_bound} grpc={grpc_bound}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        http.close()
+        await grpc_server.stop(grace=0.5)
+
+
+def run(repository: Path | None, http_port: int, grpc_port: int) -> None:
+    """Serve on uvloop where it is installed (the stub must cost less than the client)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve(repository, http_port, grpc_port))
+    else:
+        uvloop.run(serve(repository, http_port, grpc_port))

@@ -1,0 +1,205 @@
+"""A lean HTTP/1.1 client for the inference path: prebuilt request bytes, callbacks, no tasks.
+
+Why not aiohttp here: its per-request machinery (a task, a response object, header dicts, a
+timeout context) costs hundreds of µs of CPU, so at a few thousand requests per second the client
+itself becomes the bottleneck it is supposed to measure. This pool writes a request prepared once
+per sample onto an idle keep-alive connection and parses the answer with httptools (llhttp, the
+parser uvloop's ecosystem uses); completion is a plain callback. One request is outstanding per
+connection (no pipelining, so one slow answer never delays another); the pool opens connections
+as the open-loop load needs them, never capping concurrency (a cap would quietly close the loop).
+
+Timeouts are swept twice a second instead of arming a timer per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import cast
+
+import httptools
+
+# on_done(status, body, error, headers): status 0 and an error text when no HTTP answer arrived;
+# headers (lower-case names) only when the request asked to keep them.
+Done = Callable[[int, bytes, str | None, dict[bytes, bytes]], None]
+_NO_HEADERS: dict[bytes, bytes] = {}
+_SWEEP_S = 0.5
+
+
+def build_request(host: str, path: str, body: bytes, headers: dict[str, str]) -> bytes:
+    """The complete bytes of one POST, built once and written as is for every query."""
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
+    lines += [f"{key}: {value}" for key, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection with at most one request outstanding."""
+
+    def __init__(self, pool: WirePool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.on_done: Done | None = None
+        self.sent_at = 0.0
+        self.chunks: list[bytes] = []
+        self.headers: dict[bytes, bytes] = {}
+        self.keep_headers = False
+
+    # --- asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self.fail(f"malformed HTTP response: {exc}")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.pool.forget(self)
+        self.fail(f"connection lost: {exc}" if exc else "connection closed by the server")
+
+    # --- httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.keep_headers:
+            self.headers[name.lower()] = value
+
+    def on_body(self, body: bytes) -> None:
+        self.chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        on_done, self.on_done = self.on_done, None
+        body = b"".join(self.chunks)
+        self.chunks = []
+        headers = self.headers if self.keep_headers else _NO_HEADERS
+        self.headers = {}
+        status = self.parser.get_status_code()
+        if self.parser.should_keep_alive():
+            self.pool.release(self)
+        elif self.transport is not None:
+            self.transport.close()
+        if on_done is not None:
+            on_done(status, body, None, headers)
+
+    # --- used by the pool
+    def send(self, request: bytes, on_done: Done, now: float) -> None:
+        assert self.transport is not None
+        self.on_done = on_done
+        self.sent_at = now
+        self.transport.write(request)
+
+    def fail(self, error: str) -> None:
+        on_done, self.on_done = self.on_done, None
+        if self.transport is not None:
+            self.transport.close()
+        if on_done is not None:
+            on_done(0, b"", error, _NO_HEADERS)
+
+
+class WirePool:
+    """Keep-alive connections to one host:port; `submit` never blocks and never raises.
+
+    With no idle connection, a request waits in a FIFO for the first connection to come free or
+    to open, and a new connection is opened only while fewer than MAX_CONNECTING are opening:
+    after a stall of the client, a burst of due queries must not open a connection each (a
+    storm of handshakes that makes the client fall further behind). The wait counts in the
+    query's latency, and `waited` counts the queries that had to wait.
+    """
+
+    MAX_CONNECTING = 4
+
+    def __init__(self, host: str, port: int, timeout_s: float) -> None:
+        self.host = host
+        self.port = port
+        self.timeout_s = timeout_s
+        self.waited = 0
+        self._idle: list[_Connection] = []
+        self._all: set[_Connection] = set()
+        self._waiting: deque[tuple[bytes, Done, bool]] = deque()
+        self._connecting = 0
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    async def warm(self, connections: int) -> None:
+        """Open connections ahead of the run so the first queries do not pay for a handshake."""
+        opened = await asyncio.gather(*(self._open() for _ in range(connections)))
+        self._idle.extend(opened)
+        self._schedule_sweep()
+
+    async def _open(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        _, protocol = await loop.create_connection(lambda: _Connection(self), self.host, self.port)
+        self._all.add(protocol)
+        return protocol
+
+    def submit(self, request: bytes, on_done: Done, keep_headers: bool = False) -> None:
+        """Send on an idle connection, or queue until one is free or newly open."""
+        if self._idle:
+            connection = self._idle.pop()
+            connection.keep_headers = keep_headers
+            connection.send(request, on_done, time.monotonic())
+            return
+        self.waited += 1
+        self._waiting.append((request, on_done, keep_headers))
+        self._maybe_grow()
+
+    def _maybe_grow(self) -> None:
+        if self._waiting and self._connecting < self.MAX_CONNECTING and not self._closed:
+            self._connecting += 1
+            asyncio.get_running_loop().create_task(self._grow())
+
+    async def _grow(self) -> None:
+        try:
+            connection = await self._open()
+        except OSError as exc:
+            error = f"cannot connect: {exc.strerror or exc}"
+            while self._waiting:  # nothing can be sent while connecting fails
+                _, on_done, _ = self._waiting.popleft()
+                on_done(0, b"", error, _NO_HEADERS)
+            return
+        finally:
+            self._connecting -= 1
+        self.release(connection)
+
+    def release(self, connection: _Connection) -> None:
+        """A connection came free: it takes the oldest waiting request, else goes idle."""
+        if self._closed:
+            return
+        if self._waiting:
+            request, on_done, keep_headers = self._waiting.popleft()
+            connection.keep_headers = keep_headers
+            connection.send(request, on_done, time.monotonic())
+        else:
+            self._idle.append(connection)
+
+    def forget(self, connection: _Connection) -> None:
+        self._all.discard(connection)
+        if connection in self._idle:
+            self._idle.remove(connection)
+        self._maybe_grow()
+
+    def _schedule_sweep(self) -> None:
+        if not self._closed:
+            loop = asyncio.get_running_loop()
+            self._sweeper = loop.call_later(_SWEEP_S, self._sweep)
+
+    def _sweep(self) -> None:
+        deadline = time.monotonic() - self.timeout_s
+        for connection in list(self._all):
+            if connection.on_done is not None and connection.sent_at < deadline:
+                connection.fail("timeout")
+        self._schedule_sweep()
+
+    def close(self) -> None:
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for connection in list(self._all):
+            connection.fail("client closed")
+        while self._waiting:
+            _, on_done, _ = self._waiting.popleft()
+            on_done(0, b"", "client closed", _NO_HEADERS)
+        self._idle.clear()

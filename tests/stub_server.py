@@ -1,0 +1,42 @@
+"""Start and stop the zero-compute stub server (`loadtest stub`) as a subprocess for tests."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Stub:
+    http_port: int
+    grpc_port: int
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+
+@contextlib.contextmanager
+def running_stub() -> Iterator[Stub]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "loadtest.cli", "stub", "--http-port", "0", "--grpc-port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line.startswith("ready"):
+            raise RuntimeError(f"stub did not start: {line!r}")
+        ports = dict(part.split("=") for part in line.split()[1:])
+        yield Stub(int(ports["http"]), int(ports["grpc"]))
+    finally:
+        process.terminate()
+        process.wait(10)
