@@ -47,6 +47,7 @@ from loadtest.settings import (
     available_cpus,
     resolve_loop,
 )
+from loadtest.stub.process import running_stub
 from loadtest.targets import triton_target
 
 NS = 1_000_000_000
@@ -165,17 +166,6 @@ def perf_analyzer_ladder(binary: Path, url: str, protocol: str, seconds: float) 
     return clean_best
 
 
-def start_stub() -> tuple[subprocess.Popen[str], str, str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "loadtest.cli", "stub", "--http-port", "0", "--grpc-port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    ports = dict(part.split("=") for part in process.stdout.readline().split()[1:])
-    return process, f"127.0.0.1:{ports['http']}", f"127.0.0.1:{ports['grpc']}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5)
@@ -189,16 +179,12 @@ def main() -> None:
     print(f"started {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; clean = send-lag p99 ≤ 1 ms, ≥ 99 %")
     print("on time, no errors; CPU = all generator processes, spin-wait included")
     best_of: dict[tuple[str, str, int], Row | None] = {}
-    process, http_url, grpc_url = start_stub()
-    try:
-        for protocol, url in (("http", http_url), ("grpc", grpc_url)):
+    with running_stub() as stub:
+        for protocol, url in (("http", stub.http_url), ("grpc", stub.grpc_url)):
             for workers in sorted({1, args.workers}):
                 best_of[("stub", protocol, workers)] = best(
                     ladder("stub", url, protocol, workers, args.seconds)
                 )
-    finally:
-        process.terminate()
-        process.wait(10)
     pa_best: dict[str, float | None] = {}
     if not args.skip_triton:
         with tempfile.TemporaryDirectory() as tmp:

@@ -108,7 +108,7 @@ class Runner:
         self._all_answered = asyncio.Event()
         self._finished = False  # after the run, late answers are ignored (rows stay PENDING)
         self._start_ns = 0
-        # Targets with a callback path (see targets/base.CallbackTarget) are driven without a
+        # Targets with a callback path (`start_infer`, see targets/base.py) are driven without a
         # task per query: the cheapest way to issue from Python.
         self._start_infer = getattr(target, "start_infer", None)
         self.loop_lag = LoopLagProbe(clock)
@@ -144,15 +144,16 @@ class Runner:
             if self._start_ns + self._due[self._next] <= now:
                 self._issue_due(now)
 
-    def _launch(self, loop: asyncio.AbstractEventLoop | None, i: int, sample: int) -> None:
+    def _launch(self, i: int, sample: int) -> None:
+        if self._outstanding == 0:
+            self._all_answered.clear()
         self._outstanding += 1
-        self._all_answered.clear()
         if self._start_infer is not None:
             self.records.issued_ns[i] = self.clock() - self._start_ns
             self._start_infer(sample, functools.partial(self._complete, i))
             return
-        assert loop is not None
-        task = loop.create_task(self._query(i, sample))
+        assert self._loop is not None
+        task = self._loop.create_task(self._query(i, sample))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
 
@@ -178,7 +179,7 @@ class Runner:
                     return
                 i = self._next
                 self._next += 1
-                self._launch(self._loop, i, self._samples[i])
+                self._launch(i, self._samples[i])
         finally:
             self._issuing = False
 

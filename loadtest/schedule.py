@@ -79,8 +79,8 @@ def server_schedule(
     min_duration_ns: int,
     min_query_count: int,
     sample_count: int,
-    schedule_seed: int,
-    sample_seed: int,
+    schedule_seed: Seed,
+    sample_seed: Seed,
 ) -> Schedule:
     """The whole Server-scenario schedule, ready before the run starts."""
     times = poisson_arrivals_ns(qps, min_duration_ns, min_query_count, schedule_seed)
@@ -112,12 +112,14 @@ def shard_schedule(
         )
     if not 0 <= shard < shards:
         raise ValueError(f"shard {shard} of {shards}")
-    arrival_seed = np.random.SeedSequence(schedule_seed).spawn(shards)[shard]
-    index_seed = np.random.SeedSequence(sample_seed).spawn(shards)[shard]
-    times = poisson_arrivals_ns(
-        qps / shards, min_duration_ns, -(-min_query_count // shards), arrival_seed
+    return server_schedule(
+        qps / shards,
+        min_duration_ns,
+        -(-min_query_count // shards),
+        sample_count,
+        np.random.SeedSequence(schedule_seed).spawn(shards)[shard],
+        np.random.SeedSequence(sample_seed).spawn(shards)[shard],
     )
-    return Schedule(times, uniform_sample_indices(len(times), sample_count, index_seed))
 
 
 def merged_schedule(shards: list[Schedule]) -> Schedule:

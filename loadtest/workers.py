@@ -53,7 +53,9 @@ from loadtest.settings import (
     resolve_loop,
 )
 from loadtest.stats import decode_histograms, encode_histogram, send_lag_stats
+from loadtest.targets import triton_target
 from loadtest.targets.base import Target
+from loadtest.targets.shared_memory import with_shared_memory
 
 # Rates one generator process held cleanly (send-lag p99 ≤ 1 ms) on one core of the 2-vCPU
 # machine this was measured on (benchmarks/generator.py): HTTP 25k/s against the stub and 4k/s
@@ -177,9 +179,6 @@ def shard_result(
 
 
 def make_target(plan: ShardPlan) -> Target:
-    from loadtest.targets import triton_target
-    from loadtest.targets.shared_memory import with_shared_memory
-
     t = plan.target
     target = triton_target(t.url, t.protocol.value, t.model, t.model_version, t.request_timeout_s)
     return with_shared_memory(target, plan.client.shared_memory, tag=f"w{plan.shard}")
@@ -191,7 +190,7 @@ async def play_shard(
     on_tick: Callable[[Records, int], None] | None = None,
 ) -> ShardResult:
     """Open and prepare, await the start instant (unix ns) from `until_start`, play the shard."""
-    from loadtest.experiment import open_with_samples
+    from loadtest.experiment import open_with_samples  # experiment imports this module
 
     target = make_target(plan)
     try:

@@ -32,7 +32,7 @@ def triton(built_repository: Path) -> Iterator[object]:
 @pytest.fixture(scope="session")
 def stub() -> Iterator[object]:
     """The zero-compute KServe-v2 stub (`loadtest stub`) on free loopback ports."""
-    from stub_server import running_stub
+    from loadtest.stub.process import running_stub
 
     with running_stub() as server:
         yield server

@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from loadtest.records import NOT_SET_NS, Records
+from loadtest.records import Records
 from loadtest.selfmeasure import Progress
 
 WINDOW = 200_000
@@ -46,21 +46,9 @@ class LiveView:
         """The runner's tick (this process's records) or a sharded run's summed Progress."""
         if self._live is None:
             return
-        if isinstance(data, Progress):
-            self.progress(now_ns, data.issued, data.completed, data.errors, data.recent_ns)
-            return
-        done = data.completed_ns != NOT_SET_NS
-        latency = data.latency_from_scheduled_ns()[-WINDOW:]
-        self.progress(
-            now_ns, int(data.issued.sum()), int(done.sum()), int(data.errored.sum()), latency
-        )
-
-    def progress(
-        self, now_ns: int, issued: int, completed: int, errors: int, recent_ns: np.ndarray
-    ) -> None:
-        """Counts so far and recent latencies (from scheduled time) of every generator process."""
-        if self._live is None:
-            return
+        progress = Progress.of(data, WINDOW) if isinstance(data, Records) else data
+        issued, completed, errors = progress.issued, progress.completed, progress.errors
+        recent_ns = progress.recent_ns
         if now_ns - self._last_ns >= QPS_WINDOW_NS:  # shards' ticks interleave: not per tick
             self._qps = (completed - self._last_completed) / ((now_ns - self._last_ns) / 1e9)
             self._last_completed, self._last_ns = completed, now_ns

@@ -88,3 +88,9 @@ class Target(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+# Optional, not part of the protocol: a target may also offer
+#     start_infer(sample_index: int, done: Callable[[str | None], None]) -> None
+# which sends without awaiting and calls `done(error kind or None)` on the event loop when the
+# answer is in. The runner then drives it without a task per query (TritonHttpTarget does).

@@ -20,6 +20,7 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing import shared_memory
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -28,6 +29,7 @@ from loadtest.settings import SharedMemoryKind
 from loadtest.targets.base import ModelSpec, Sample, Target
 
 PREFIX = "loadtest_"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,20 @@ class SystemRegions:
                     f"the server refused shared-memory region {region}: {text}"
                 ) from None
             self.registered.append(region)
+
+    def bind_input(self, infer_input: Any, sample: int, name: str) -> None:
+        """Point a tritonclient InferInput (gRPC or HTTP) at the sample's slot."""
+        slot = self.input_slots[sample][name]
+        infer_input.set_shared_memory(slot.region, slot.byte_size, slot.offset)
+
+    def requested_outputs(self, output_class: Callable[[str], T]) -> list[T]:
+        """tritonclient InferRequestedOutputs (of `output_class`) writing into the output region."""
+        outputs = []
+        for name, slot in self.output_slots.items():
+            output = output_class(name)
+            cast(Any, output).set_shared_memory(slot.region, slot.byte_size, slot.offset)
+            outputs.append(output)
+        return outputs
 
     def read_outputs(self) -> dict[str, np.ndarray]:
         """Copies of the outputs as the last query left them (one query at a time only)."""

@@ -100,11 +100,7 @@ class TritonGrpcTarget:
             await self._shm.register(
                 lambda name, key, size: client.register_system_shared_memory(name, key, size)
             )
-            self._outputs = []
-            for name, slot in self._shm.output_slots.items():
-                output = grpcclient.InferRequestedOutput(name)
-                output.set_shared_memory(slot.region, slot.byte_size, slot.offset)
-                self._outputs.append(output)
+            self._outputs = self._shm.requested_outputs(grpcclient.InferRequestedOutput)
         self._requests = []
         self._wire = []
         for k, sample in enumerate(samples):
@@ -113,8 +109,7 @@ class TritonGrpcTarget:
                 datatype = NUMPY_TO_TRITON.get(tensor.dtype.name, "BYTES")
                 infer_input = grpcclient.InferInput(name, list(tensor.shape), datatype)
                 if self._shm is not None:
-                    slot = self._shm.input_slots[k][name]
-                    infer_input.set_shared_memory(slot.region, slot.byte_size, slot.offset)
+                    self._shm.bind_input(infer_input, k, name)
                 else:
                     infer_input.set_data_from_numpy(tensor)
                 inputs.append(infer_input)

@@ -41,9 +41,7 @@ def _error_message(body: bytes) -> str:
         return body[:200].decode(errors="replace")
 
 
-def _outcome(
-    status: int, body: bytes, error: str | None, headers: dict[bytes, bytes]
-) -> str | None:
+def _outcome(status: int, body: bytes, error: str | None) -> str | None:
     """None for a 200, else the short error kind of what went wrong."""
     if error is not None:
         return error if error == "timeout" else error_kind("http", error)
@@ -116,11 +114,7 @@ class TritonHttpTarget:
             )
         finally:
             await client.close()
-        self._outputs = []
-        for name, slot in shm.output_slots.items():
-            output = httpclient.InferRequestedOutput(name)
-            output.set_shared_memory(slot.region, slot.byte_size, slot.offset)
-            self._outputs.append(output)
+        self._outputs = shm.requested_outputs(httpclient.InferRequestedOutput)
 
     async def prepare(self, samples: Sequence[Sample]) -> None:
         assert self._pool is not None, "open() first"
@@ -133,8 +127,7 @@ class TritonHttpTarget:
                 datatype = NUMPY_TO_TRITON.get(tensor.dtype.name, "BYTES")
                 infer_input = httpclient.InferInput(name, list(tensor.shape), datatype)
                 if self._shm is not None:
-                    slot = self._shm.input_slots[k][name]
-                    infer_input.set_shared_memory(slot.region, slot.byte_size, slot.offset)
+                    self._shm.bind_input(infer_input, k, name)
                 else:
                     infer_input.set_data_from_numpy(tensor, binary_data=True)
                 inputs.append(infer_input)
@@ -169,7 +162,7 @@ class TritonHttpTarget:
         assert self._pool is not None, "open() first"
         self._pool.submit(
             self._requests[sample_index],
-            lambda status, body, error, headers: done(_outcome(status, body, error, headers)),
+            lambda status, body, error, _headers: done(_outcome(status, body, error)),
         )
 
     async def _exchange(self, request: bytes) -> tuple[int, bytes, str | None, dict[bytes, bytes]]:
@@ -187,7 +180,8 @@ class TritonHttpTarget:
         return await future
 
     async def infer(self, sample_index: int) -> str | None:
-        return _outcome(*await self._exchange(self._requests[sample_index]))
+        status, body, error, _ = await self._exchange(self._requests[sample_index])
+        return _outcome(status, body, error)
 
     async def infer_outputs(self, sample_index: int) -> dict[str, np.ndarray]:
         return await self.outputs_of(self._requests[sample_index])

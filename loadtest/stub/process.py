@@ -1,4 +1,4 @@
-"""Start and stop the zero-compute stub server (`loadtest stub`) as a subprocess for tests."""
+"""The stub as a child process on free loopback ports, for tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ class Stub:
 
 @contextlib.contextmanager
 def running_stub() -> Iterator[Stub]:
+    """`loadtest stub` on ports it picks; stopped (SIGTERM, by its PID) on exit."""
     process = subprocess.Popen(
         [sys.executable, "-m", "loadtest.cli", "stub", "--http-port", "0", "--grpc-port", "0"],
         stdout=subprocess.PIPE,
@@ -32,9 +33,9 @@ def running_stub() -> Iterator[Stub]:
     )
     try:
         assert process.stdout is not None
-        line = process.stdout.readline()
+        line = process.stdout.readline()  # "ready http=PORT grpc=PORT"
         if not line.startswith("ready"):
-            raise RuntimeError(f"stub did not start: {line!r}")
+            raise RuntimeError(f"the stub did not start: {line!r}")
         ports = dict(part.split("=") for part in line.split()[1:])
         yield Stub(int(ports["http"]), int(ports["grpc"]))
     finally:
