@@ -16,13 +16,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from loadtest import timing
+from loadtest.core.schedule import NS_PER_S, server_schedule
+from loadtest.engine import timing
+from loadtest.engine.runner import Runner
+from loadtest.engine.samples import random_samples
 from loadtest.models import build_repository
-from loadtest.runner import Runner
-from loadtest.samples import random_samples
-from loadtest.schedule import NS_PER_S, server_schedule
+from loadtest.rules.stats import summarize
 from loadtest.server.embedded import EmbeddedTriton
-from loadtest.stats import summarize
 from loadtest.targets import triton_target
 
 

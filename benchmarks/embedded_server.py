@@ -25,8 +25,8 @@ import numpy as np
 import onnxruntime as ort
 import psutil
 
+from loadtest.engine.samples import random_samples
 from loadtest.models import SUITE, build_repository
-from loadtest.samples import random_samples
 from loadtest.server.embedded import EmbeddedTriton
 from loadtest.targets.triton_grpc import TritonGrpcTarget
 from loadtest.targets.triton_http import TritonHttpTarget

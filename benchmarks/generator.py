@@ -33,12 +33,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadtest import timing
-from loadtest.experiment import Generator, open_with_samples, run_server
-from loadtest.interpret import interpret_server
-from loadtest.models import build_repository
-from loadtest.server.embedded import EmbeddedTriton
-from loadtest.settings import (
+from loadtest.core.settings import (
     ClientSettings,
     LoopKind,
     Protocol,
@@ -47,6 +42,12 @@ from loadtest.settings import (
     available_cpus,
     resolve_loop,
 )
+from loadtest.engine import timing
+from loadtest.engine.samples import open_with_samples
+from loadtest.models import build_repository
+from loadtest.scenarios.interpret import interpret_server
+from loadtest.scenarios.play import Generator, run_server
+from loadtest.server.embedded import EmbeddedTriton
 from loadtest.stub.process import running_stub
 from loadtest.targets import triton_target
 

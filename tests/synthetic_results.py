@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from loadtest.records import Records, Status
+from loadtest.core.records import Records, Status
 from loadtest.report.results import plain
-from loadtest.stats import summarize
-from loadtest.validity import judge_server
+from loadtest.rules.stats import summarize
+from loadtest.rules.validity import judge_server
 
 MS = 1_000_000
 
@@ -128,7 +128,7 @@ def compare_json(with_split: bool = True) -> dict[str, Any]:
         return data
 
     return {
-        "schema": "loadtest.compare",
+        "schema": "loadtest.analysis.compare",
         "schema_version": 1,
         "kind": "compare",
         "scenario": "Server",

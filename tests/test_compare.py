@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from loadtest.analysis.compare import RunPoint, max_abs_difference, peak_qps, relative
 from loadtest.commands.compare import check_specs_agree
-from loadtest.compare import RunPoint, max_abs_difference, peak_qps, relative
+from loadtest.core.target import ModelSpec, TensorSpec
 from loadtest.errors import TargetError
-from loadtest.targets.base import ModelSpec, TensorSpec
 
 
 def point(target: str, qps: float, p50_us: int, p99_us: int, valid=True, client_bound=False):
@@ -139,7 +139,7 @@ def test_compare_embedded_triton_against_native(built_repository: Path, tmp_path
     assert result.returncode == 0, result.stderr + result.stdout
     assert "Triton as % of native" in result.stdout and "Server-side split" in result.stdout
     data = json.loads((out / "compare.json").read_text())
-    assert data["schema"] == "loadtest.compare" and data["kind"] == "compare"
+    assert data["schema"] == "loadtest.analysis.compare" and data["kind"] == "compare"
     assert data["settings"]["qps"] == [30.0, 60.0]
     rows = data["rows"]
     assert [(r["target"], r["qps"]) for r in rows] == [

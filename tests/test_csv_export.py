@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from synthetic_results import run_json, synthetic_records
 
+from loadtest.core.records import NOT_SET_NS
 from loadtest.errors import ResultFileError
-from loadtest.records import NOT_SET_NS
 from loadtest.report.csv_export import (
     RECORD_COLUMNS,
     read_records_csv,

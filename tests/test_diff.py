@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from synthetic_results import synthetic_records
 
-from loadtest import diff
-from loadtest.stats import summarize
+from loadtest.analysis import diff
+from loadtest.rules.stats import summarize
 
 
 def side(label: str, scale: float, seed: int, records: bool = True, n: int = 4000) -> diff.RunSide:

@@ -54,7 +54,7 @@ def _reference(repository: Path, model: str, feeds: dict[str, np.ndarray]) -> li
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 @pytest.mark.parametrize("model", ["tiny", "resnet50"])
 def test_outputs_equal_onnxruntime_in_process(triton, built_repository, protocol, model):
-    from loadtest.samples import random_samples
+    from loadtest.engine.samples import random_samples
 
     async def outputs():
         cls = TritonGrpcTarget if protocol == "grpc" else TritonHttpTarget

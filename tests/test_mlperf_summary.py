@@ -6,10 +6,10 @@ import re
 
 import numpy as np
 
-from loadtest.records import Records, Status
+from loadtest.core.records import Records, Status
 from loadtest.report.mlperf_summary import render_mlperf_summary
-from loadtest.stats import Summary, summarize
-from loadtest.validity import Verdict, judge_offline, judge_server, judge_single_stream
+from loadtest.rules.stats import Summary, summarize
+from loadtest.rules.validity import Verdict, judge_offline, judge_server, judge_single_stream
 
 MS = 1_000_000
 S = 1_000_000_000

@@ -11,9 +11,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from loadtest.engine.samples import random_samples
 from loadtest.errors import TargetError
 from loadtest.models import build_repository
-from loadtest.samples import random_samples
 from loadtest.targets.batcher import DynamicBatcher
 from loadtest.targets.native import NativeOptions, NativeTarget, check_providers
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.peak import PeakSearch, Probe, bracket
-from loadtest.peak_run import search_peak
-from loadtest.settings import NS_PER_S, PeakSettings
+from loadtest.core.settings import NS_PER_S, PeakSettings
+from loadtest.scenarios.peak import PeakSearch, Probe, bracket
+from loadtest.scenarios.peak_run import search_peak
 from loadtest.targets.fake import FAKE_MODEL, FakeTarget, ServiceLaw
 
 MS = 1_000_000
@@ -200,11 +200,11 @@ def test_bound_below_service_time_stops_at_once():
 def test_a_lagging_client_does_not_hide_a_server_that_fails_anyway():
     import numpy as np
 
-    from loadtest.experiment import Measurement
-    from loadtest.peak_run import _probe_of
-    from loadtest.records import Records, Status
-    from loadtest.runner import RunOutcome
-    from loadtest.schedule import Schedule
+    from loadtest.core.records import Records, Status
+    from loadtest.core.schedule import Schedule
+    from loadtest.engine.measurement import Measurement
+    from loadtest.engine.runner import RunOutcome
+    from loadtest.scenarios.peak_run import _probe_of
 
     n = 1000
     scheduled = np.arange(n, dtype=np.int64) * 10 * MS

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.capacity import plan_capacity
+from loadtest.analysis.capacity import plan_capacity
 from loadtest.errors import SettingsError
 
 

@@ -11,10 +11,10 @@ import asyncio
 import numpy as np
 import pytest
 
+from loadtest.core.schedule import merged_schedule, shard_schedule
+from loadtest.core.settings import ClientSettings, Protocol, ServerSettings, TargetSettings
 from loadtest.errors import TargetError
-from loadtest.experiment import Generator, run_server
-from loadtest.schedule import merged_schedule, shard_schedule
-from loadtest.settings import ClientSettings, Protocol, ServerSettings, TargetSettings
+from loadtest.scenarios.play import Generator, run_server
 from loadtest.targets.fake import fake_from_url
 
 ray = pytest.importorskip("ray")

@@ -18,7 +18,7 @@ import pytest
 from synthetic_results import compare_json, find_peak_json, run_json, synthetic_records
 
 from loadtest.report.html import render_html
-from loadtest.resultfile import from_data
+from loadtest.report.resultfile import from_data
 
 pytestmark = pytest.mark.browser
 

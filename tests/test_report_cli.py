@@ -10,7 +10,7 @@ import numpy as np
 from synthetic_results import compare_json, find_peak_json, run_json, synthetic_records, write
 from test_cli import assert_one_clear_error, loadtest
 
-from loadtest.records import Records
+from loadtest.core.records import Records
 from loadtest.report.csv_export import read_records_csv
 
 

@@ -14,8 +14,8 @@ from loadtest.errors import ResultFileError
 from loadtest.report import curves
 from loadtest.report.figures import ORIGIN
 from loadtest.report.html import render_html
-from loadtest.resultfile import COMPARE, FIND_PEAK, RUN, from_data
-from loadtest.stats import exact_percentile
+from loadtest.report.resultfile import COMPARE, FIND_PEAK, RUN, from_data
+from loadtest.rules.stats import exact_percentile
 
 
 def figure_ids(page: str) -> list[str]:

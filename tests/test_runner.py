@@ -4,9 +4,9 @@ import asyncio
 
 import numpy as np
 
-from loadtest.records import Status
-from loadtest.runner import Runner
-from loadtest.schedule import NS_PER_S, Schedule, server_schedule
+from loadtest.core.records import Status
+from loadtest.core.schedule import NS_PER_S, Schedule, server_schedule
+from loadtest.engine.runner import Runner
 from loadtest.targets.fake import FakeTarget, ServiceLaw, Stall
 
 MS = 1_000_000

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from loadtest.core.target import ModelSpec, TensorSpec
+from loadtest.engine.samples import load_samples, random_samples
 from loadtest.errors import SettingsError
-from loadtest.samples import load_samples, random_samples
-from loadtest.targets.base import ModelSpec, TensorSpec
 
 BERT_LIKE = ModelSpec(
     name="bert_like",

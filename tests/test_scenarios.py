@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loadtest.experiment import run_offline, run_stream
-from loadtest.interpret import interpret
-from loadtest.settings import NS_PER_S, OfflineSettings, Scenario, StreamSettings
+from loadtest.core.settings import NS_PER_S, OfflineSettings, Scenario, StreamSettings
+from loadtest.scenarios.interpret import interpret
+from loadtest.scenarios.play import run_offline, run_stream
 from loadtest.targets.fake import FAKE_MODEL, FakeTarget, ServiceLaw
 
 MS = 1_000_000

@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from loadtest.schedule import NS_PER_S, poisson_arrivals_ns, server_schedule, uniform_sample_indices
+from loadtest.core.schedule import (
+    NS_PER_S,
+    poisson_arrivals_ns,
+    server_schedule,
+    uniform_sample_indices,
+)
 
 
 def test_same_seed_same_schedule_and_different_seed_differs():

@@ -7,11 +7,11 @@ import asyncio
 import numpy as np
 import pytest
 
-from loadtest.experiment import run_server
-from loadtest.server.metrics import MetricsSampler, parse_metrics, summarize_scrapes
-from loadtest.server_probe import ServerProbe
-from loadtest.server_split import ModelStats, split
-from loadtest.settings import ServerSettings
+from loadtest.core.settings import ServerSettings
+from loadtest.observe.metrics import MetricsSampler, parse_metrics, summarize_scrapes
+from loadtest.observe.probe import ServerProbe
+from loadtest.observe.split import ModelStats, split
+from loadtest.scenarios.play import run_server
 from loadtest.targets.fake import FakeTarget, ServiceLaw
 
 ZERO = ModelStats(0, 0, 0, 0, 0, 0, 0, 0, 0)
@@ -174,7 +174,7 @@ def test_cpu_only_metrics_leave_gpu_absent_not_zero():
 
 
 def test_gpu_metrics_give_inferences_per_joule():
-    from loadtest.server.metrics import Scrape
+    from loadtest.observe.metrics import Scrape
 
     scrapes = [
         Scrape(0, tuple(parse_metrics(_text(0, 1, 1, (1000, 2000))))),

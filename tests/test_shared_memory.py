@@ -9,10 +9,10 @@ import os
 import numpy as np
 import pytest
 
-from loadtest.runner import Runner
-from loadtest.samples import random_samples
-from loadtest.schedule import server_schedule
-from loadtest.settings import SharedMemoryKind
+from loadtest.core.schedule import server_schedule
+from loadtest.core.settings import SharedMemoryKind
+from loadtest.engine.runner import Runner
+from loadtest.engine.samples import random_samples
 from loadtest.targets import shared_memory
 from loadtest.targets.shared_memory import with_shared_memory
 from loadtest.targets.triton_grpc import TritonGrpcTarget

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from loadtest.records import Records, Status
-from loadtest.stats import (
+from loadtest.core.records import Records, Status
+from loadtest.rules.stats import (
     HDR_HIGHEST_NS,
     PERCENTILE_METHOD,
     count_out_of_range,

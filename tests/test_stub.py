@@ -12,13 +12,13 @@ import pytest
 from scipy import stats as scipy_stats
 from typer.testing import CliRunner
 
-from loadtest import timing
 from loadtest.cli import app
+from loadtest.core.schedule import server_schedule
+from loadtest.core.settings import SharedMemoryKind
+from loadtest.engine import timing
+from loadtest.engine.runner import Runner
+from loadtest.engine.samples import random_samples
 from loadtest.errors import TargetError
-from loadtest.runner import Runner
-from loadtest.samples import random_samples
-from loadtest.schedule import server_schedule
-from loadtest.settings import SharedMemoryKind
 from loadtest.targets import shared_memory
 from loadtest.targets.shared_memory import with_shared_memory
 from loadtest.targets.triton_grpc import TritonGrpcTarget

@@ -16,9 +16,9 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from loadtest.records import Records, Status
-from loadtest.stats import Summary, summarize
-from loadtest.validity import (
+from loadtest.core.records import Records, Status
+from loadtest.rules.stats import Summary, summarize
+from loadtest.rules.validity import (
     CLIENT_KEPT_UP,
     EARLY_STOPPING,
     MIN_DURATION,

@@ -10,16 +10,17 @@ from scipy import stats as scipy_stats
 from typer.testing import CliRunner
 
 from loadtest.cli import app
+from loadtest.core.records import Records, Status
+from loadtest.core.schedule import merged_schedule, server_schedule, shard_schedule
+from loadtest.core.settings import ClientSettings, Protocol, ServerSettings, TargetSettings
+from loadtest.engine.selfmeasure import send_gap_cv
 from loadtest.errors import SettingsError
-from loadtest.experiment import Generator, run_server
-from loadtest.interpret import interpret_server
-from loadtest.records import Records, Status
-from loadtest.schedule import merged_schedule, server_schedule, shard_schedule
-from loadtest.selfmeasure import send_gap_cv
-from loadtest.settings import ClientSettings, Protocol, ServerSettings, TargetSettings
-from loadtest.stats import decode_histograms, encode_histogram, latency_histogram
+from loadtest.rules.stats import decode_histograms, encode_histogram, latency_histogram
+from loadtest.scenarios.interpret import interpret_server
+from loadtest.scenarios.play import Generator, run_server
+from loadtest.shards.merge import merge_records
+from loadtest.shards.plan import auto_worker_count
 from loadtest.targets.fake import fake_from_url
-from loadtest.workers import auto_worker_count, merge_records
 
 NS = 1_000_000_000
 

@@ -17,18 +17,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from loadtest import deployment as deployment_module
-from loadtest import timing
-from loadtest.deployment import Deployment, EmbeddedMode
-from loadtest.errors import SettingsError
-from loadtest.experiment import Measurement, open_with_samples
-from loadtest.models import SUITE
-from loadtest.records import Records
-from loadtest.report.live import LiveView
-from loadtest.report.results import RunReport, build_environment, write_outputs
-from loadtest.report.terminal import render_report
-from loadtest.selfmeasure import Progress
-from loadtest.settings import (
+from loadtest.core.records import Records
+from loadtest.core.settings import (
     NS_PER_MS,
     NS_PER_S,
     LoopKind,
@@ -37,8 +27,19 @@ from loadtest.settings import (
     SharedMemoryKind,
     TargetSettings,
 )
+from loadtest.core.target import ModelSpec, Target
+from loadtest.engine import timing
+from loadtest.engine.measurement import Measurement
+from loadtest.engine.samples import open_with_samples
+from loadtest.engine.selfmeasure import Progress
+from loadtest.errors import SettingsError
+from loadtest.models import SUITE
+from loadtest.report.live import LiveView
+from loadtest.report.results import RunReport, build_environment, write_outputs
+from loadtest.report.terminal import render_report
+from loadtest.server import deployment as deployment_module
+from loadtest.server.deployment import Deployment, EmbeddedMode
 from loadtest.targets import triton_target
-from loadtest.targets.base import ModelSpec, Target
 from loadtest.targets.shared_memory import with_shared_memory
 
 console = Console()

@@ -17,16 +17,24 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from loadtest import deployment as deployment_module
-from loadtest import timing
+from loadtest.analysis.compare import NATIVE, max_abs_difference, relative
 from loadtest.commands.common import parse_shapes, target_latency_ns
-from loadtest.compare import NATIVE, max_abs_difference, relative
-from loadtest.deployment import Deployment
+from loadtest.core.settings import (
+    LATE_THRESHOLD_NS,
+    NS_PER_MS,
+    NS_PER_S,
+    Protocol,
+    ServerSettings,
+    TargetSettings,
+)
+from loadtest.core.target import ModelSpec, Target
+from loadtest.engine import timing
+from loadtest.engine.samples import random_samples
 from loadtest.errors import SettingsError, TargetError
-from loadtest.experiment import run_server
-from loadtest.interpret import interpret_server
 from loadtest.models import DEFAULT_SERVER_MODEL, DEFAULT_SERVER_QPS
-from loadtest.report.comparison import (
+from loadtest.observe.probe import ServerProbe
+from loadtest.observe.triton_statistics import TritonStatistics
+from loadtest.report.compare_report import (
     CompareRun,
     compare_json,
     relative_table,
@@ -35,21 +43,13 @@ from loadtest.report.comparison import (
     write_compare,
 )
 from loadtest.report.results import build_environment
-from loadtest.samples import random_samples
-from loadtest.server_probe import ServerProbe
-from loadtest.settings import (
-    LATE_THRESHOLD_NS,
-    NS_PER_MS,
-    NS_PER_S,
-    Protocol,
-    ServerSettings,
-    TargetSettings,
-)
+from loadtest.scenarios.interpret import interpret_server
+from loadtest.scenarios.play import run_server
+from loadtest.server import deployment as deployment_module
+from loadtest.server.deployment import Deployment
 from loadtest.targets import triton_target
-from loadtest.targets.base import ModelSpec, Target
 from loadtest.targets.native import NativeOptions, NativeTarget
 from loadtest.targets.triton_common import DEFAULT_HTTP_PORT, host_port
-from loadtest.targets.triton_statistics import TritonStatistics
 
 console = Console()
 notes = Console(stderr=True)

@@ -14,9 +14,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from loadtest import diff as diff_module
+from loadtest.analysis import diff as diff_module
 from loadtest.errors import ResultFileError, SettingsError
-from loadtest.resultfile import RUN, ResultFile, load_results
+from loadtest.report.resultfile import RUN, ResultFile, load_results
 
 console = Console()
 REGRESSION_EXIT_CODE = 3

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from loadtest.errors import ResultFileError, SettingsError
 from loadtest.report.csv_export import records_csv, summary_csv
-from loadtest.resultfile import RUN, load_result
+from loadtest.report.resultfile import RUN, load_result
 
 console = Console()
 

@@ -6,14 +6,8 @@ from typing import Annotated
 
 import typer
 
-from loadtest import timing
 from loadtest.commands import common
-from loadtest.experiment import Generator, open_with_samples
-from loadtest.models import DEFAULT_SERVER_MODEL
-from loadtest.peak_run import PeakOutcome, ProbeRun, search_peak
-from loadtest.report.peak_report import peak_json, probe_row, render_peak, write_peak
-from loadtest.report.results import build_environment
-from loadtest.settings import (
+from loadtest.core.settings import (
     AUTO_WORKERS,
     LATE_THRESHOLD_NS,
     NS_PER_MS,
@@ -23,7 +17,14 @@ from loadtest.settings import (
     PeakSettings,
     Protocol,
 )
-from loadtest.targets.base import ModelSpec
+from loadtest.core.target import ModelSpec
+from loadtest.engine import timing
+from loadtest.engine.samples import open_with_samples
+from loadtest.models import DEFAULT_SERVER_MODEL
+from loadtest.report.peak_report import peak_json, probe_row, render_peak, write_peak
+from loadtest.report.results import build_environment
+from loadtest.scenarios.peak_run import PeakOutcome, ProbeRun, search_peak
+from loadtest.scenarios.play import Generator
 
 
 def find_peak(

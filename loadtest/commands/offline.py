@@ -7,9 +7,9 @@ from typing import Annotated
 import typer
 
 from loadtest.commands import common
-from loadtest.experiment import run_offline
+from loadtest.core.settings import DEFAULT_MIN_DURATION_NS, NS_PER_S, OfflineSettings, Protocol
 from loadtest.models import DEFAULT_SERVER_MODEL
-from loadtest.settings import DEFAULT_MIN_DURATION_NS, NS_PER_S, OfflineSettings, Protocol
+from loadtest.scenarios.play import run_offline
 
 
 def offline(

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from loadtest.capacity import CapacityPlan, plan_capacity
+from loadtest.analysis.capacity import CapacityPlan, plan_capacity
 from loadtest.commands.common import console
 from loadtest.errors import SettingsError
 from loadtest.report.results import SCHEMA, plain

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from loadtest.errors import ResultFileError
 from loadtest.report.html import render_html
-from loadtest.resultfile import ResultFile, from_data, load_results
+from loadtest.report.resultfile import ResultFile, from_data, load_results
 
 console = Console()
 

@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from loadtest.deployment import ensure_model_built
 from loadtest.models import DEFAULT_SERVER_MODEL
+from loadtest.server.deployment import ensure_model_built
 from loadtest.server.embedded import EmbeddedTriton, Ports
 
 console = Console(stderr=True)

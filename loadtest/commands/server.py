@@ -10,12 +10,7 @@ import typer
 
 from loadtest.commands import common
 from loadtest.commands.report import HtmlOption, write_run_html
-from loadtest.experiment import Generator, run_server
-from loadtest.models import DEFAULT_SERVER_MODEL, DEFAULT_SERVER_QPS
-from loadtest.report.comparison import split_table
-from loadtest.report.results import RunReport, default_output_dir
-from loadtest.server_probe import RunObserver
-from loadtest.settings import (
+from loadtest.core.settings import (
     AUTO_WORKERS,
     DEFAULT_MIN_DURATION_NS,
     LATE_THRESHOLD_NS,
@@ -28,6 +23,11 @@ from loadtest.settings import (
     SharedMemoryKind,
     resolve_loop,
 )
+from loadtest.models import DEFAULT_SERVER_MODEL, DEFAULT_SERVER_QPS
+from loadtest.observe.probe import RunObserver
+from loadtest.report.compare_report import split_table
+from loadtest.report.results import RunReport, default_output_dir
+from loadtest.scenarios.play import Generator, run_server
 
 
 def server(

@@ -7,10 +7,7 @@ from typing import Annotated
 import typer
 
 from loadtest.commands import common
-from loadtest.errors import SettingsError
-from loadtest.experiment import run_stream
-from loadtest.models import DEFAULT_SERVER_MODEL
-from loadtest.settings import (
+from loadtest.core.settings import (
     DEFAULT_MIN_DURATION_NS,
     NS_PER_MS,
     NS_PER_S,
@@ -18,6 +15,9 @@ from loadtest.settings import (
     Scenario,
     StreamSettings,
 )
+from loadtest.errors import SettingsError
+from loadtest.models import DEFAULT_SERVER_MODEL
+from loadtest.scenarios.play import run_stream
 
 BoundOption = Annotated[
     float | None,

@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from loadtest.core.records import NOT_SET_NS, Records, Status
 from loadtest.errors import ResultFileError
-from loadtest.records import NOT_SET_NS, Records, Status
 
 RECORD_COLUMNS = (
     "query",

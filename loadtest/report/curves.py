@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from loadtest.stats import LOADGEN_PERCENTILES, decode_histograms
+from loadtest.rules.stats import LOADGEN_PERCENTILES, decode_histograms
 
 FROM_RECORDS = "records"
 FROM_HISTOGRAM = "histogram"

@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from loadtest.report.curves import PercentileCurve, percentile_ticks
-from loadtest.stats import Timeline
+from loadtest.rules.stats import Timeline
 
 NS_PER_MS = 1e6
 PALETTE = (

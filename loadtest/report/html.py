@@ -25,8 +25,8 @@ from plotly.offline import get_plotlyjs
 
 from loadtest.report import figures
 from loadtest.report.curves import SOURCE_TEXT, best_curve
-from loadtest.resultfile import COMPARE, FIND_PEAK, RUN, ResultFile
-from loadtest.stats import NS_PER_S, PERCENTILE_METHOD, timeline
+from loadtest.report.resultfile import COMPARE, FIND_PEAK, RUN, ResultFile
+from loadtest.rules.stats import NS_PER_S, PERCENTILE_METHOD, timeline
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 SPLIT_KEYS = ("split_ns", "split", "server_split", "breakdown", "latency_split")

@@ -13,8 +13,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from loadtest.records import Records
-from loadtest.selfmeasure import Progress
+from loadtest.core.records import Records
+from loadtest.engine.selfmeasure import Progress
 
 WINDOW = 200_000
 QPS_WINDOW_NS = 400_000_000

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from loadtest.stats import LatencyStats, Summary
-from loadtest.validity import (
+from loadtest.rules.stats import LatencyStats, Summary
+from loadtest.rules.validity import (
     CLIENT_KEPT_UP,
     EARLY_STOPPING,
     MIN_DURATION,

@@ -16,10 +16,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from loadtest.peak_run import PeakOutcome, ProbeRun
+from loadtest.core.settings import PeakSettings, TargetSettings
+from loadtest.core.target import ModelSpec
 from loadtest.report.results import SCHEMA, SCHEMA_VERSION, plain
-from loadtest.settings import PeakSettings, TargetSettings
-from loadtest.targets.base import ModelSpec
+from loadtest.scenarios.peak_run import PeakOutcome, ProbeRun
 
 
 def probe_json(run: ProbeRun) -> dict[str, Any]:

@@ -19,13 +19,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from loadtest.deployment import Deployment
-from loadtest.experiment import Measurement
-from loadtest.interpret import interpret
+from loadtest.core.settings import ScenarioSettings, TargetSettings
+from loadtest.engine.measurement import Measurement
 from loadtest.report.mlperf_summary import render_mlperf_summary
-from loadtest.settings import ScenarioSettings, TargetSettings
-from loadtest.stats import Summary
-from loadtest.validity import Verdict
+from loadtest.rules.stats import Summary
+from loadtest.rules.validity import Verdict
+from loadtest.scenarios.interpret import interpret
+from loadtest.server.deployment import Deployment
 
 SCHEMA = "loadtest.result"
 SCHEMA_VERSION = 1

@@ -6,11 +6,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from loadtest.core.settings import OfflineSettings, ServerSettings, StreamSettings
+from loadtest.engine.selfmeasure import ClientReport
 from loadtest.report.results import RunReport
-from loadtest.selfmeasure import ClientReport
-from loadtest.settings import OfflineSettings, ServerSettings, StreamSettings
-from loadtest.stats import LatencyStats
-from loadtest.validity import Verdict
+from loadtest.rules.stats import LatencyStats
+from loadtest.rules.validity import Verdict
 
 PERCENTILE_ROWS = (
     (0.5, "p50"),

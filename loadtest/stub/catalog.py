@@ -16,9 +16,9 @@ import numpy as np
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from loadtest.core.target import TRITON_TO_NUMPY
 from loadtest.errors import ModelBuildError
 from loadtest.models.config import read_config
-from loadtest.targets.base import TRITON_TO_NUMPY
 
 STUB_VERSION = "loadtest-stub"
 

@@ -1,6 +1,6 @@
 """Targets: what queries go to. Only this package imports tritonclient, aiohttp, onnxruntime."""
 
-from loadtest.targets.base import ModelSpec, Target, TensorSpec
+from loadtest.core.target import ModelSpec, Target, TensorSpec
 
 __all__ = ["ModelSpec", "Target", "TensorSpec", "triton_target"]
 

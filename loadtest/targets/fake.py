@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-from loadtest.targets.base import ModelSpec, Sample, TensorSpec
+from loadtest.core.target import ModelSpec, Sample, TensorSpec
 
 FAKE_MODEL = ModelSpec(
     name="fake",

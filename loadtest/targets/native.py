@@ -36,8 +36,8 @@ import numpy as np
 import onnxruntime as ort
 from google.protobuf import json_format
 
+from loadtest.core.target import ModelSpec, Sample, TensorSpec
 from loadtest.errors import LoadtestError, TargetError
-from loadtest.targets.base import ModelSpec, Sample, TensorSpec
 from loadtest.targets.batcher import BatcherStats, DynamicBatcher
 from loadtest.targets.triton_common import error_kind, model_spec_from_config
 

@@ -24,9 +24,9 @@ from typing import Any, TypeVar, cast
 
 import numpy as np
 
+from loadtest.core.settings import SharedMemoryKind
+from loadtest.core.target import ModelSpec, Sample, Target
 from loadtest.errors import TargetError
-from loadtest.settings import SharedMemoryKind
-from loadtest.targets.base import ModelSpec, Sample, Target
 
 PREFIX = "loadtest_"
 T = TypeVar("T")

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from loadtest.core.target import ModelSpec, TensorSpec
 from loadtest.errors import TargetError
-from loadtest.targets.base import ModelSpec, TensorSpec
 
 DEFAULT_GRPC_PORT = 8001
 DEFAULT_HTTP_PORT = 8000

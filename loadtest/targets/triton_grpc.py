@@ -18,8 +18,8 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.grpc._utils import _get_inference_request
 from tritonclient.utils import InferenceServerException
 
+from loadtest.core.target import NUMPY_TO_TRITON, ModelSpec, Sample
 from loadtest.errors import TargetError
-from loadtest.targets.base import NUMPY_TO_TRITON, ModelSpec, Sample
 from loadtest.targets.shared_memory import SystemRegions
 from loadtest.targets.triton_common import (
     DEFAULT_GRPC_PORT,

@@ -19,8 +19,8 @@ import tritonclient.http as httpclient
 import tritonclient.http.aio as aiohttpclient
 from tritonclient.utils import InferenceServerException
 
+from loadtest.core.target import NUMPY_TO_TRITON, ModelSpec, Sample
 from loadtest.errors import TargetError
-from loadtest.targets.base import NUMPY_TO_TRITON, ModelSpec, Sample
 from loadtest.targets.http_wire import WirePool, build_request
 from loadtest.targets.shared_memory import SystemRegions
 from loadtest.targets.triton_common import (

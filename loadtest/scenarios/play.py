@@ -13,15 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtest.records import Records
-from loadtest.runner import ClosedLoopRunner, Runner, RunOutcome
-from loadtest.samples import load_samples, random_samples
-from loadtest.schedule import Schedule, server_schedule, uniform_sample_indices
-from loadtest.selfmeasure import (
-    ClientReport,
-    Progress,
-)
-from loadtest.settings import (
+from loadtest.core.records import Records
+from loadtest.core.schedule import Schedule, server_schedule, uniform_sample_indices
+from loadtest.core.settings import (
     AUTO_WORKERS,
     ClientSettings,
     OfflineSettings,
@@ -31,27 +25,14 @@ from loadtest.settings import (
     available_cpus,
     resolve_loop,
 )
-from loadtest.targets.base import ModelSpec, Sample, Target
-from loadtest.timing import running_loop_kind
-from loadtest.workers import (
-    auto_worker_count,
-    client_report,
-    merge_shards,
-    plans_for,
-    run_local_shards,
-    shard_result,
-)
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """What one run produced, before interpretation."""
-
-    model: ModelSpec
-    schedule: Schedule
-    outcome: RunOutcome
-    client_cpu_s: float  # user+system CPU of every generator process during the run
-    client: ClientReport | None = None  # the generator's self-measurement (Server scenario)
+from loadtest.core.target import ModelSpec, Target
+from loadtest.engine.measurement import Measurement
+from loadtest.engine.runner import ClosedLoopRunner, Runner
+from loadtest.engine.selfmeasure import Progress
+from loadtest.engine.timing import running_loop_kind
+from loadtest.shards.local import run_local_shards
+from loadtest.shards.merge import client_report, merge_shards, shard_result
+from loadtest.shards.plan import auto_worker_count, plans_for
 
 
 @dataclass(frozen=True)
@@ -74,30 +55,12 @@ class Generator:
             return self.client.workers
         if self.target.url.startswith("fake://"):
             return 1
-        from loadtest.deployment import is_loopback
+        from loadtest.server.deployment import is_loopback
 
         cores = self.client.cpu_count or available_cpus()
         if is_loopback(self.target.url, self.target.protocol):
             cores = max(1, cores - 1)
         return auto_worker_count(qps, self.target.protocol.value, cores)
-
-
-async def open_with_samples(
-    target: Target,
-    sample_count: int,
-    sample_seed: int,
-    input_data: Path | None = None,
-    shapes: dict[str, tuple[int, ...]] | None = None,
-    batch_size: int = 1,
-) -> tuple[ModelSpec, list[Sample]]:
-    """Open the target and prepare the sample library on it (raises TargetError/SettingsError)."""
-    model = await target.open()
-    if input_data is not None:
-        samples = load_samples(input_data, model)
-    else:
-        samples = random_samples(model, sample_count, sample_seed, shapes, batch_size)
-    await target.prepare(samples)
-    return model, samples
 
 
 async def run_server(
@@ -166,7 +129,7 @@ async def _run_server_sharded(
         drain_timeout_ns,
     )
     if client.ray_address:
-        from loadtest.ray_shards import run_ray_shards
+        from loadtest.shards.ray_actors import run_ray_shards
 
         results = await run_ray_shards(plans, client.ray_address)
         placement = f"ray {client.ray_address}"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from loadtest.core.target import ModelSpec, Sample, Target, TensorSpec
 from loadtest.errors import SettingsError
-from loadtest.targets.base import ModelSpec, Sample, TensorSpec
 
 RANGE_PARAMETER_PREFIX = "loadtest.range."
 
@@ -121,3 +121,21 @@ def load_samples(path: Path, model: ModelSpec) -> list[Sample]:
             sample[spec.name] = tensor[np.newaxis] if model.max_batch_size else tensor
         samples.append(sample)
     return samples
+
+
+async def open_with_samples(
+    target: Target,
+    sample_count: int,
+    sample_seed: int,
+    input_data: Path | None = None,
+    shapes: dict[str, tuple[int, ...]] | None = None,
+    batch_size: int = 1,
+) -> tuple[ModelSpec, list[Sample]]:
+    """Open the target and prepare the sample library on it (raises TargetError/SettingsError)."""
+    model = await target.open()
+    if input_data is not None:
+        samples = load_samples(input_data, model)
+    else:
+        samples = random_samples(model, sample_count, sample_seed, shapes, batch_size)
+    await target.prepare(samples)
+    return model, samples

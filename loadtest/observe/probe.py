@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from loadtest.engine.measurement import Measurement
 from loadtest.errors import TargetError
-from loadtest.experiment import Measurement
-from loadtest.server.metrics import MetricsSampler, MetricsSummary
-from loadtest.server.process_cpu import CpuUse, TreeCpuMeter
-from loadtest.server_split import ModelStats, ServerSplit, split
-from loadtest.targets.triton_statistics import StatisticsSource
+from loadtest.observe.metrics import MetricsSampler, MetricsSummary
+from loadtest.observe.process_cpu import CpuUse, TreeCpuMeter
+from loadtest.observe.split import ModelStats, ServerSplit, split
+from loadtest.observe.triton_statistics import StatisticsSource
 
 
 @dataclass(frozen=True)
@@ -188,9 +188,9 @@ def local_triton(port: int) -> tuple[int, str | None] | None:
 
 def probe_for_target(target: object) -> ServerProbe | None:
     """A probe for a Triton target (statistics over its own protocol); None for anything else."""
+    from loadtest.observe.triton_statistics import TritonStatistics
     from loadtest.targets.triton_grpc import TritonGrpcTarget
     from loadtest.targets.triton_http import TritonHttpTarget
-    from loadtest.targets.triton_statistics import TritonStatistics
 
     if isinstance(target, TritonGrpcTarget):
         protocol = "grpc"

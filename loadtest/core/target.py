@@ -55,7 +55,7 @@ class ModelSpec:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     # Free-form model parameters (config.pbtxt `parameters`); the suite uses them to state the
-    # valid value range of integer inputs (see loadtest.samples).
+    # valid value range of integer inputs (see loadtest.engine.samples).
     parameters: Mapping[str, str] = field(default_factory=dict)
     platform: str = ""
 

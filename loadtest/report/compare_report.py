@@ -18,16 +18,16 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from loadtest.compare import Relative, RunPoint
-from loadtest.experiment import Measurement
+from loadtest.analysis.compare import Relative, RunPoint
+from loadtest.core.settings import ServerSettings
+from loadtest.engine.measurement import Measurement
+from loadtest.observe.probe import ServerSide
+from loadtest.observe.split import ServerSplit
 from loadtest.report.results import plain
-from loadtest.server_probe import ServerSide
-from loadtest.server_split import ServerSplit
-from loadtest.settings import ServerSettings
-from loadtest.stats import Summary
-from loadtest.validity import Verdict
+from loadtest.rules.stats import Summary
+from loadtest.rules.validity import Verdict
 
-SCHEMA = "loadtest.compare"
+SCHEMA = "loadtest.analysis.compare"
 SCHEMA_VERSION = 1
 
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loadtest.core.records import Records
 from loadtest.errors import ResultFileError
-from loadtest.records import Records
 
 SCHEMA_PREFIX = "loadtest."
 READABLE_SCHEMA_VERSION = 1

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from loadtest.runner import RunOutcome
-from loadtest.settings import (
+from loadtest.core.settings import (
     OfflineSettings,
     Scenario,
     ScenarioSettings,
     ServerSettings,
     StreamSettings,
 )
-from loadtest.stats import Summary, summarize
-from loadtest.validity import (
+from loadtest.engine.runner import RunOutcome
+from loadtest.rules.stats import Summary, summarize
+from loadtest.rules.validity import (
     Check,
     Verdict,
     judge_multi_stream,

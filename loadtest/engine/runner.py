@@ -36,10 +36,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from loadtest.records import NOT_SET_NS, Records, Status
-from loadtest.schedule import Schedule
-from loadtest.selfmeasure import LoopLagProbe
-from loadtest.targets.base import Target
+from loadtest.core.records import NOT_SET_NS, Records, Status
+from loadtest.core.schedule import Schedule
+from loadtest.core.target import Target
+from loadtest.engine.selfmeasure import LoopLagProbe
 
 INITIAL_SPIN_WINDOW_NS = 2_000_000
 SPIN_MARGIN_NS = 150_000

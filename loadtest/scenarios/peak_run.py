@@ -13,15 +13,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from loadtest.experiment import Generator, Measurement, run_server
-from loadtest.interpret import interpret_server
-from loadtest.peak import Conclusion, PeakSearch, Probe
-from loadtest.runner import ClosedLoopRunner
-from loadtest.schedule import uniform_sample_indices
-from loadtest.settings import NS_PER_S, PeakSettings, ServerSettings
-from loadtest.stats import Summary, exact_percentile
-from loadtest.targets.base import ModelSpec, Target
-from loadtest.validity import Verdict, expected_min_queries
+from loadtest.core.schedule import uniform_sample_indices
+from loadtest.core.settings import NS_PER_S, PeakSettings, ServerSettings
+from loadtest.core.target import ModelSpec, Target
+from loadtest.engine.measurement import Measurement
+from loadtest.engine.runner import ClosedLoopRunner
+from loadtest.rules.stats import Summary, exact_percentile
+from loadtest.rules.validity import Verdict, expected_min_queries
+from loadtest.scenarios.interpret import interpret_server
+from loadtest.scenarios.peak import Conclusion, PeakSearch, Probe
+from loadtest.scenarios.play import Generator, run_server
 
 PROBE_OVERHEAD_S = 1.5  # drain, interpretation and reconnect between probes, for budgeting
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from loadtest.records import Records
-from loadtest.stats import SendLagStats, encode_histogram, latency_histogram
+from loadtest.core.records import Records
+from loadtest.rules.stats import SendLagStats, encode_histogram, latency_histogram
 
 LOOP_PROBE_INTERVAL_NS = 10_000_000
 MAX_PROBES = 200_000

@@ -22,10 +22,12 @@ import threading
 import time
 from typing import Any
 
-from loadtest import timing
+from loadtest.core.settings import resolve_loop
+from loadtest.engine import timing
 from loadtest.errors import LoadtestError, SettingsError, TargetError
-from loadtest.settings import resolve_loop
-from loadtest.workers import READY_TIMEOUT_S, ShardPlan, ShardResult, play_shard
+from loadtest.shards.local import READY_TIMEOUT_S, play_shard
+from loadtest.shards.merge import ShardResult
+from loadtest.shards.plan import ShardPlan
 
 RAY_START_DELAY_NS = 2_000_000_000  # barrier -> t = 0: delivering "run" to remote actors
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import betainc
 
-from loadtest.stats import NS_PER_S, Summary, exact_percentile
+from loadtest.rules.stats import NS_PER_S, Summary, exact_percentile
 
 DEFAULT_CONFIDENCE = 0.99  # LoadGen's early-stopping confidence c
 DEFAULT_TOLERANCE = 0.0  # LoadGen's tolerance d

@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from loadtest.core.settings import Protocol, TargetSettings
 from loadtest.errors import TargetError
 from loadtest.server.embedded import EmbeddedTriton
-from loadtest.settings import Protocol, TargetSettings
 from loadtest.targets.triton_common import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, host_port
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
-from loadtest.records import NOT_SET_NS, Records
+from loadtest.core.records import NOT_SET_NS, Records
 
 PERCENTILE_METHOD = "exact, sorted[floor(n·p)] (LoadGen)"
 # The percentiles LoadGen prints in mlperf_log_summary.txt (as doubles, exactly as it uses them).

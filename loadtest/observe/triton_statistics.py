@@ -1,6 +1,6 @@
 """Reads one model's cumulative counters from Triton's statistics API (gRPC or HTTP).
 
-Snapshots are taken just before and just after a run (loadtest.server_split does the arithmetic).
+Snapshots are taken just before and just after a run (loadtest.observe.split does the arithmetic).
 Either protocol gives the same numbers; gRPC's JSON carries int64 values as strings, which
 ModelStats.from_statistics accepts. A server without the statistics endpoint (or a model it does
 not know) is a TargetError, so callers can show "server-side split: unavailable" and go on.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from loadtest.errors import TargetError
-from loadtest.server_split import ModelStats
+from loadtest.observe.split import ModelStats
 from loadtest.targets.triton_common import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, host_port
 
 

@@ -1,0 +1,171 @@
+"""The exact merge of shard results: one timeline of records, HDR histograms added, counts summed.
+
+A worker sends back a ShardResult: its per-query records (merged into one timeline, so every
+percentile stays exact), HDR histograms of its latencies and send lag (merged with
+`decode_and_add`, never by averaging percentiles), counts, and its self-measurement (CPU, event-
+loop lag). Pure apart from naming the host and process a result came from.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+import numpy as np
+
+from loadtest.core.records import Records
+from loadtest.core.schedule import Schedule, merged_schedule
+from loadtest.engine.runner import RunOutcome
+from loadtest.engine.selfmeasure import ClientReport, WorkerReport, record_histograms, send_gap_cv
+from loadtest.errors import LoadtestError, TargetError
+from loadtest.rules.stats import decode_histograms, encode_histogram, send_lag_stats
+
+HISTOGRAMS = ("latency_from_scheduled", "latency_from_issue", "send_lag")
+
+
+@dataclass
+class ShardResult:
+    """One worker's measurements, in a form that merges exactly."""
+
+    shard: int
+    host: str
+    pid: int
+    schedule: Schedule
+    records: Records | None  # per-query rows, when the plan keeps them
+    histograms: dict[str, str]  # HISTOGRAMS -> encoded HDR (V2, base64)
+    scheduled: int
+    issued: int
+    ok: int
+    errors: int
+    cpu_s: float
+    loop_lag_ns: np.ndarray
+    connection_waits: int
+    started_unix_ns: int
+    duration_ns: int
+    interrupted: bool
+    stop_reason: str
+    late_threshold_ns: int
+
+    def worker_report(self) -> WorkerReport:
+        lag = self.records.send_lag_ns() if self.records is not None else np.zeros(0, np.int64)
+        lag_stats = send_lag_stats(lag, self.scheduled, self.late_threshold_ns)
+        return WorkerReport.of(
+            shard=self.shard,
+            host=self.host,
+            pid=self.pid,
+            issued=self.issued,
+            cpu_s=self.cpu_s,
+            loop_lag_ns=self.loop_lag_ns,
+            send_lag=lag_stats,
+            connection_waits=self.connection_waits,
+        )
+
+
+def shard_result(
+    shard: int,
+    schedule: Schedule,
+    outcome: RunOutcome,
+    cpu_s: float,
+    loop_lag_ns: np.ndarray,
+    connection_waits: int,
+    late_threshold_ns: int,
+    keep_records: bool = True,
+) -> ShardResult:
+    """What one generator (a worker, or this process alone) measured, ready to merge."""
+    records = outcome.records
+    return ShardResult(
+        shard=shard,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        schedule=schedule,
+        records=records if keep_records else None,
+        histograms=record_histograms(records),
+        scheduled=len(records),
+        issued=int(records.issued.sum()),
+        ok=int(records.ok.sum()),
+        errors=int(records.errored.sum()),
+        cpu_s=cpu_s,
+        loop_lag_ns=loop_lag_ns,
+        connection_waits=connection_waits,
+        started_unix_ns=outcome.started_unix_ns,
+        duration_ns=outcome.duration_ns,
+        interrupted=outcome.interrupted,
+        stop_reason=outcome.stop_reason,
+        late_threshold_ns=late_threshold_ns,
+    )
+
+
+@dataclass(frozen=True)
+class MergedShards:
+    schedule: Schedule
+    outcome: RunOutcome
+    client: ClientReport  # its histograms are exact merges of the shards' HDR histograms
+    cpu_s: float
+
+
+def merge_records(shards: list[Records]) -> Records:
+    """One Records for all shards, in due-time order; error kinds renumbered into one table."""
+    kinds: list[str] = []
+    for records in shards:
+        kinds.extend(k for k in records.error_kinds if k not in kinds)
+    scheduled = np.concatenate([r.scheduled_ns for r in shards])
+    order = np.argsort(scheduled, kind="stable")
+    merged = Records(
+        scheduled_ns=scheduled[order],
+        sample_index=np.concatenate([r.sample_index for r in shards])[order],
+        samples_per_query=shards[0].samples_per_query if shards else 1,
+        error_kinds=kinds,
+    )
+    codes = []
+    for records in shards:
+        table = np.array([kinds.index(k) for k in records.error_kinds] + [-1], dtype=np.int16)
+        codes.append(table[records.error_code])  # -1 indexes the trailing -1: "no error"
+    merged.issued_ns[:] = np.concatenate([r.issued_ns for r in shards])[order]
+    merged.completed_ns[:] = np.concatenate([r.completed_ns for r in shards])[order]
+    merged.status[:] = np.concatenate([r.status for r in shards])[order]
+    merged.error_code[:] = np.concatenate(codes)[order]
+    return merged
+
+
+def client_report(
+    results: list[ShardResult], placement: str, loop: str, merged: Records
+) -> ClientReport:
+    """The generator's self-measurement: per worker, plus merged HDR and the merged send law."""
+    histograms = {
+        name: encode_histogram(decode_histograms(r.histograms[name] for r in results))
+        for name in HISTOGRAMS
+    }
+    return ClientReport(
+        placement=placement,
+        loop=loop,
+        workers=tuple(r.worker_report() for r in results),
+        send_gap_cv=send_gap_cv(merged.issued_ns[merged.issued]),
+        histograms=histograms,
+    )
+
+
+def merge_shards(results: list[ShardResult], placement: str, loop: str) -> MergedShards:
+    """Exact merge: records concatenated in time order, HDR histograms added, counts summed."""
+    if not results:
+        raise TargetError("no worker returned a result")
+    results = sorted(results, key=lambda r: r.shard)
+    missing = [r.shard for r in results if r.records is None]
+    if missing:
+        raise LoadtestError(f"workers {missing} kept no per-query records; cannot report exactly")
+    records = merge_records([r.records for r in results if r.records is not None])
+    reasons = sorted({r.stop_reason for r in results if r.stop_reason})
+    outcome = RunOutcome(
+        records=records,
+        started_unix_ns=min(r.started_unix_ns for r in results),
+        duration_ns=max(r.duration_ns for r in results),
+        interrupted=any(r.interrupted for r in results),
+        stop_reason="; ".join(reasons),
+    )
+    client = client_report(results, placement, loop, records)
+    return MergedShards(
+        schedule=merged_schedule([r.schedule for r in results]),
+        outcome=outcome,
+        client=client,
+        cpu_s=sum(r.cpu_s for r in results),
+    )

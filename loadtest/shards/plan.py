@@ -1,0 +1,84 @@
+"""What each generator process plays: the Server schedule split into shards, one plan per shard.
+
+One Python process falls behind its own Poisson schedule long before a real server saturates, so
+the schedule is split into N shards whose superposition is exactly the one-process schedule
+(core.schedule.shard_schedule). A plan is picklable: it crosses to a local process or a Ray actor,
+which opens its own target from it (a target object cannot cross a process boundary).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loadtest.core.schedule import Schedule, shard_schedule
+from loadtest.core.settings import AUTO_WORKERS, ClientSettings, ServerSettings, TargetSettings
+
+# The clean rate one generator process is assumed to hold, per protocol; the automatic worker
+# count runs each process at half of it. The measured rates behind these numbers, with their date
+# and machine, are in docs/generator-benchmark.txt.
+CLEAN_RATE_PER_WORKER = {"http": 20000.0, "grpc": 1200.0}
+
+
+def auto_worker_count(qps: float, protocol: str, cores: int) -> int:
+    """Enough processes that each runs at half its measured clean rate, at most one per core."""
+    per_worker = CLEAN_RATE_PER_WORKER.get(protocol, CLEAN_RATE_PER_WORKER["grpc"]) / 2
+    return max(1, min(cores, math.ceil(qps / per_worker)))
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """Everything one worker needs to play its shard; picklable (sent to a process or actor)."""
+
+    target: TargetSettings
+    settings: ServerSettings
+    client: ClientSettings
+    shard: int
+    shards: int
+    library_size: int
+    input_data: Path | None = None
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    drain_timeout_ns: int = 35_000_000_000
+    keep_records: bool = True
+
+    def schedule(self) -> Schedule:
+        s = self.settings
+        return shard_schedule(
+            s.qps,
+            s.min_duration_ns,
+            s.min_query_count,
+            self.library_size,
+            s.schedule_seed,
+            s.sample_seed,
+            self.shard,
+            self.shards,
+        )
+
+
+def plans_for(
+    target: TargetSettings,
+    settings: ServerSettings,
+    client: ClientSettings,
+    library_size: int,
+    input_data: Path | None,
+    shapes: dict[str, tuple[int, ...]] | None,
+    drain_timeout_ns: int,
+) -> list[ShardPlan]:
+    shards = client.workers
+    if shards == AUTO_WORKERS:
+        raise ValueError("resolve the automatic worker count first")
+    return [
+        ShardPlan(
+            target=target,
+            settings=settings,
+            client=client,
+            shard=k,
+            shards=shards,
+            library_size=library_size,
+            input_data=input_data,
+            shapes=dict(shapes or {}),
+            drain_timeout_ns=drain_timeout_ns,
+        )
+        for k in range(shards)
+    ]
