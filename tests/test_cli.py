@@ -174,6 +174,8 @@ def test_server_end_to_end_on_embedded_triton(built_repository: Path, tmp_path: 
         "--output",
         str(out),
         "--records",
+        "--html",
+        str(tmp_path / "e2e.html"),
     )
     assert result.returncode == 0, result.stderr
     assert "starting the embedded Triton" in result.stderr
@@ -182,6 +184,15 @@ def test_server_end_to_end_on_embedded_triton(built_repository: Path, tmp_path: 
     assert server["embedded"] is True and server["triton_version"] == "2.51.0"
     assert data["summary"]["completed_ok"] == data["summary"]["scheduled"] > 100
     assert data["model"]["name"] == "tiny"
+    # One result object: the server side is in result.json and in the HTML written from it.
+    side = data["server_side"]
+    assert side["split"]["requests"] == data["summary"]["completed_ok"]
+    assert side["metrics"] is not None
+    page = (tmp_path / "e2e.html").read_text()
+    assert 'data-figure="fig-split-run-0"' in page
+    assert "Server-side latency split: not recorded" not in page
+    assert "not recorded in this run" not in page and "<td>cpu_utilization</td>" in page
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporary file behind
     # The server started for the run is gone after it.
     pid = server["embedded_pid"]
     deadline = time.monotonic() + 15

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from loadtest.core.settings import NS_PER_S, OfflineSettings, Scenario, StreamSettings
-from loadtest.scenarios.interpret import interpret
 from loadtest.scenarios.play import run_offline, run_stream
+from loadtest.scenarios.registry import interpret
 from loadtest.targets.fake import FAKE_MODEL, FakeTarget, ServiceLaw
 
 MS = 1_000_000

@@ -9,14 +9,15 @@ exit code 130.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
+from loadtest.commands.report import write_run_html
 from loadtest.core.records import Records
 from loadtest.core.settings import (
     NS_PER_MS,
@@ -34,6 +35,8 @@ from loadtest.engine.samples import open_with_samples
 from loadtest.engine.selfmeasure import Progress
 from loadtest.errors import SettingsError
 from loadtest.models import SUITE
+from loadtest.observe.probe import RunObserver
+from loadtest.report.compare_report import split_table
 from loadtest.report.live import LiveView
 from loadtest.report.results import RunReport, build_environment, write_outputs
 from loadtest.report.terminal import render_report
@@ -184,7 +187,7 @@ def say(text: str) -> None:
 # play(target, model, library size, live-view tick, the resolved target settings)
 Play = Callable[
     [Target, ModelSpec, int, Callable[[Records | Progress, int], None], TargetSettings],
-    Awaitable[Measurement],
+    Coroutine[Any, Any, Measurement],
 ]
 
 
@@ -216,9 +219,15 @@ def execute(
     sample_seed: int,
     batch_size: int = 1,
     loop: LoopKind = LoopKind.PRECISE,
+    html: Path | None = None,
 ) -> RunReport:
-    """Find or start the server, run `play`, then report and write; see the module docstring."""
+    """Find or start the server, run `play`, then report and write; see the module docstring.
+
+    The server side (Triton's statistics split, server CPU, :8002 metrics) is observed around the
+    run when the target is a Triton, so the one RunReport built afterwards holds all of it.
+    """
     requested = flags.target_settings()
+    observer = RunObserver()
     with connected(flags) as (deployment, target):
         resolved = deployment.target
         heading = f"{title} against {target.description}"
@@ -230,7 +239,8 @@ def execute(
                 )
                 view = LiveView(console, span_ns, heading, enabled=live)
                 with view:
-                    return await play(target, spec, len(library), view.tick, resolved)
+                    run = play(target, spec, len(library), view.tick, resolved)
+                    return await observer.around(target, run)
             finally:
                 await target.close()
 
@@ -238,10 +248,16 @@ def execute(
             say(heading)
         measurement = timing.run(measure(), loop.value)
         environment = build_environment(target, deployment)
-    report = RunReport.from_measurement(settings, requested, resolved, measurement, environment)
+    report = RunReport.from_measurement(
+        settings, requested, resolved, measurement, environment, observer.result
+    )
     render_report(console, report)
+    if report.server_side is not None:
+        console.print(split_table([(report.target.model, report.server_side)]))
     out_dir = write_outputs(report, output)
     console.print(f"results: {out_dir / 'result.json'}  {out_dir / 'mlperf_log_summary.txt'}")
+    if html is not None:
+        write_run_html(report.to_json(), html, label=output.name if output else "run")
     if measurement.outcome.interrupted:
         console.print(
             f"[yellow]partial result[/] ({measurement.outcome.stop_reason}): written above"

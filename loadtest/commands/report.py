@@ -11,6 +11,7 @@ from rich.console import Console
 from loadtest.errors import ResultFileError
 from loadtest.report.html import render_html
 from loadtest.report.resultfile import ResultFile, from_data, load_results
+from loadtest.report.results import write_atomically
 
 console = Console()
 
@@ -25,14 +26,14 @@ def write_html_report(results: list[ResultFile], path: Path) -> Path:
     text = render_html(results)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        write_atomically(path, text)
     except OSError as exc:
         raise ResultFileError(f"cannot write {path}: {exc}") from None
     return path
 
 
 def write_run_html(result: dict[str, Any], path: Path, label: str = "run") -> None:
-    """For scenario commands' --html: the report of the run just written (its result.json)."""
+    """For scenario commands' --html: the report of the run just built (its result.json data)."""
     written = write_html_report([from_data(result, label)], path)
     console.print(f"report: {written}")
 

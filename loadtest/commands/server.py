@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from loadtest.commands import common
-from loadtest.commands.report import HtmlOption, write_run_html
+from loadtest.commands.report import HtmlOption
 from loadtest.core.settings import (
     AUTO_WORKERS,
     DEFAULT_MIN_DURATION_NS,
@@ -24,9 +22,6 @@ from loadtest.core.settings import (
     resolve_loop,
 )
 from loadtest.models import DEFAULT_SERVER_MODEL, DEFAULT_SERVER_QPS
-from loadtest.observe.probe import RunObserver
-from loadtest.report.compare_report import split_table
-from loadtest.report.results import RunReport, default_output_dir
 from loadtest.scenarios.play import Generator, run_server
 
 
@@ -100,8 +95,7 @@ def server(
         shared_memory,
     )
     drain_timeout_ns = int((timeout + 5) * NS_PER_S)
-    observer = RunObserver()  # server-side split (issue #7): see server_split_hook below
-    report = common.execute(
+    common.execute(
         settings,
         flags,
         title=(
@@ -109,46 +103,25 @@ def server(
             f"{settings.min_duration_ns / NS_PER_S:g} s"
         ),
         span_ns=settings.min_duration_ns,
-        play=lambda target, spec, count, tick, resolved: observer.around(
+        play=lambda target, spec, count, tick, resolved: run_server(
             target,
-            run_server(
-                target,
-                spec,
-                count,
-                settings,
-                drain_timeout_ns,
-                on_tick=tick,
-                generator=Generator(client, resolved, flags.input_data, flags.shapes),
-            ),
+            spec,
+            count,
+            settings,
+            drain_timeout_ns,
+            on_tick=tick,
+            generator=Generator(client, resolved, flags.input_data, flags.shapes),
         ),
         loop=client_loop(client, qps, flags),
         output=output,
         live=live,
         sample_count=settings.sample_count,
         sample_seed=settings.sample_seed,
+        html=html,
     )
-    server_split_hook(observer, report, output)
-    # --html: the same report `loadtest report result.json` would write (split included).
-    if html is not None:
-        result_json = (output or default_output_dir(report)) / "result.json"
-        write_run_html(
-            json.loads(result_json.read_text()), html, label=(output.name if output else "run")
-        )
 
 
 def client_loop(client: ClientSettings, qps: float, flags: common.TargetFlags) -> LoopKind:
     """The loop this process plays on when it plays alone (workers resolve their own)."""
     generator = Generator(client, flags.target_settings())
     return resolve_loop(client.loop, qps / generator.worker_count(qps))
-
-
-# --- server-side split (issue #7) ----------------------------------------------------------------
-def server_split_hook(observer: RunObserver, report: RunReport, output: Path | None) -> None:
-    """Print the server-side split and add it to result.json as "server_split" (Triton only)."""
-    if observer.result is None:
-        return
-    common.console.print(split_table([(report.target.model, observer.result)]))
-    result_json = (output or default_output_dir(report)) / "result.json"
-    data = json.loads(result_json.read_text())
-    data["server_split"] = observer.result.to_dict()
-    result_json.write_text(json.dumps(data, indent=1) + "\n")

@@ -10,17 +10,13 @@ import enum
 import os
 from dataclasses import dataclass, field
 
+from loadtest.core.units import LATE_THRESHOLD_NS, NS_PER_MS, NS_PER_S
 from loadtest.errors import SettingsError
-
-NS_PER_MS = 1_000_000
-NS_PER_S = 1_000_000_000
 
 # mlperf.conf: every scenario's official minimum duration is 600 s.
 MLPERF_MIN_DURATION_NS = 600 * NS_PER_S
 # Our default runs stay short; `--mlperf` switches to the official minimums.
 DEFAULT_MIN_DURATION_NS = 60 * NS_PER_S
-# The send lag above which a query counts as issued late (perf_analyzer uses the same 1 ms).
-LATE_THRESHOLD_NS = 1 * NS_PER_MS
 
 
 class Scenario(str, enum.Enum):

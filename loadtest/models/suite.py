@@ -20,9 +20,9 @@ from types import MappingProxyType
 
 import onnx
 
+from loadtest.core.units import NS_PER_MS
 from loadtest.models import bert, dlrm, resnet50, tiny
 
-NS_PER_MS = 1_000_000
 MLPERF_SERVER_PERCENTILE = 0.99
 
 # `loadtest server` with no --model/--qps: the tiny MLP at a rate any laptop sustains, so the

@@ -17,10 +17,10 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from loadtest.core.units import NS_PER_MS
 from loadtest.report.curves import PercentileCurve, percentile_ticks
 from loadtest.rules.stats import Timeline
 
-NS_PER_MS = 1e6
 PALETTE = (
     "#1f77b4",
     "#d62728",

@@ -30,6 +30,16 @@ from loadtest.rules.stats import NS_PER_S, PERCENTILE_METHOD, timeline
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 SPLIT_KEYS = ("split_ns", "split", "server_split", "breakdown", "latency_split")
+# The phases of a run's server_side.split (observe.split.ServerSplit.to_dict), in µs, which add up
+# to the client's mean latency from send.
+RUN_SPLIT_PHASES_US = (
+    "queue_us",
+    "compute_input_us",
+    "compute_infer_us",
+    "compute_output_us",
+    "residual_us",
+    "client_network_us",
+)
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;
@@ -300,6 +310,7 @@ def run_details(run: ResultFile, number: int) -> str:
     }
     counts.update({f"errors: {k}": v for k, v in (s.get("errors_by_kind") or {}).items()})
     parts.append("<h3>Counts</h3>" + table(["", "queries"], counts.items(), numeric=1))
+    parts.append(run_split_html(data, number))
     parts.append(
         "<h3>Server metrics (:8002)</h3>"
         + metrics_html(metrics_of(data), f"fig-metrics-run-{number}", s.get("completed_ok"))
@@ -427,6 +438,24 @@ def _row_split(row: dict[str, Any]) -> dict[str, float]:
                 if isinstance(v, (int, float)) and not isinstance(v, bool)
             }
     return {}
+
+
+def run_split_html(data: dict[str, Any], number: int) -> str:
+    """A run's server-side split (Triton statistics over the run), or 'not recorded'."""
+    recorded = obj(obj(data.get("server_side")).get("split"))
+    split = {
+        phase.removesuffix("_us") + "_ns": float(recorded[phase]) * 1e3
+        for phase in RUN_SPLIT_PHASES_US
+        if isinstance(recorded.get(phase), (int, float))
+    }
+    if not split:
+        return (
+            '<h3>Server-side split</h3><p class="note">Server-side latency split: not recorded '
+            "(the target was not a Triton, or the run predates it).</p>"
+        )
+    label = str(obj(data.get("target")).get("model", "run"))
+    figure = figure_html(figures.split_figure([label], [split]), f"fig-split-run-{number}")
+    return "<h3>Server-side split (ms per request, Triton statistics over the run)</h3>" + figure
 
 
 def metrics_of(data: dict[str, Any]) -> Any:

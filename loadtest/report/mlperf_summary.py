@@ -29,6 +29,8 @@ from loadtest.rules.validity import (
     RUN_COMPLETE,
     Verdict,
 )
+from loadtest.scenarios import registry
+from loadtest.scenarios.registry import ExtraStats, Headline, ScenarioEntry
 
 RULE = "=" * 48
 LABEL_WIDTH = 32  # LoadGen pads "Min latency (ns)" and friends to this width before " : "
@@ -79,20 +81,15 @@ def _parameter_line(key: str, value: object) -> str:
     return f"{key}{separator}{_parameter_value(value)}"
 
 
-def _stream_percentile(verdict: Verdict, default: float) -> float:
-    estimate = verdict.early_stopping_estimate
-    return estimate.percentile if estimate is not None else default
-
-
-def _headline(scenario: str, summary: Summary, verdict: Verdict) -> list[str]:
-    if scenario == "Server":
+def _headline(scenario: ScenarioEntry, summary: Summary, verdict: Verdict) -> list[str]:
+    if scenario.headline is Headline.COMPLETED_RATE:
         return [f"Completed samples per second    : {summary.completed_samples_per_s:.2f}"]
-    if scenario == "Offline":
+    if scenario.headline is Headline.THROUGHPUT:
         return [f"Samples per second: {summary.throughput_samples_per_s:g}"]
-    percentile = _stream_percentile(verdict, 0.90 if scenario == "SingleStream" else 0.99)
+    estimate = verdict.early_stopping_estimate
+    percentile = estimate.percentile if estimate is not None else scenario.default_percentile
     value = summary.latency_from_issue.percentiles().get(percentile)
     if value is None:  # not one of the six printed percentiles: show the estimate instead
-        estimate = verdict.early_stopping_estimate
         value = estimate.estimate_ns if estimate and estimate.estimate_ns is not None else 0
     return [f"{percentile * 100:.0f}th percentile latency (ns) : {value}"]
 
@@ -105,14 +102,15 @@ def _early_stopping_text(verdict: Verdict) -> str | None:
     return None
 
 
-def _additional_stats(scenario: str, summary: Summary) -> list[str]:
+def _additional_stats(scenario: ScenarioEntry, summary: Summary) -> list[str]:
     lines = _heading("Additional Stats")
-    if scenario == "Server":
+    kind = scenario.extra_stats
+    if kind is ExtraStats.SCHEDULED_RATE_AND_LATENCY:
         lines.append(f"Scheduled samples per second : {summary.scheduled_samples_per_s:.2f}")
         lines += _latency_lines(summary.latency)
-    elif scenario == "Offline":
+    elif kind is ExtraStats.LATENCY:
         lines += _latency_lines(summary.latency)
-    elif scenario == "SingleStream":
+    elif kind is ExtraStats.STREAM_RATES_AND_LATENCY:
         stats = summary.latency_from_issue
         issued_s = summary.final_issued_ns / 1e9
         with_overhead = (stats.count - 1) / issued_s if issued_s > 0 and stats.count > 1 else 0.0
@@ -121,13 +119,13 @@ def _additional_stats(scenario: str, summary: Summary) -> list[str]:
         lines.append(f"QPS w/o loadgen overhead        : {without:.2f}")
         lines.append("")
         lines += _latency_lines(stats)
-    else:  # MultiStream: per-query latencies
+    else:  # ExtraStats.PER_QUERY_LATENCY
         lines.append("Per-query latency:  ")
         lines += _latency_lines(summary.latency_from_issue)
     return lines
 
 
-def _loadtest_stats(scenario: str, summary: Summary) -> list[str]:
+def _loadtest_stats(scenario: ScenarioEntry, summary: Summary) -> list[str]:
     lag = summary.send_lag
     lines = _heading("loadtest Additional Stats (not part of LoadGen)")
     lines += [
@@ -147,7 +145,7 @@ def _loadtest_stats(scenario: str, summary: Summary) -> list[str]:
         _line(f"Issued > {lag.late_threshold_ns} ns late", f"{lag.late_share * 100:.2f} %"),
         _line("Client kept up with schedule", _yes(lag.kept_up)),
     ]
-    if scenario in ("Server", "Offline"):
+    if scenario.send_origin_differs:
         lines.append("Latency from actual send (what a coordinated-omission tool reports):")
         lines += _latency_lines(summary.latency_from_issue)
     if summary.latency_hdr_out_of_range:
@@ -177,9 +175,10 @@ def render_mlperf_summary(
         f"Scenario : {scenario}",
         f"Mode     : {mode}",
     ]
-    lines += _headline(scenario, summary, verdict)
+    entry = registry.entry(scenario)
+    lines += _headline(entry, summary, verdict)
     lines.append(f"Result is : {'VALID' if verdict.valid else 'INVALID'}")
-    if scenario == "Server":
+    if entry.has_performance_constraint:
         lines.append(f"  Performance constraints satisfied : {_yes(verdict.passed(PERFORMANCE))}")
     lines.append(f"  Min duration satisfied : {_yes(verdict.passed(MIN_DURATION))}")
     lines.append(f"  Min queries satisfied : {_yes(verdict.passed(MIN_QUERIES))}")
@@ -197,8 +196,8 @@ def render_mlperf_summary(
         lines.append("Early Stopping Result:")
         lines.append(early_stopping)
 
-    lines += _additional_stats(scenario, summary)
-    lines += _loadtest_stats(scenario, summary)
+    lines += _additional_stats(entry, summary)
+    lines += _loadtest_stats(entry, summary)
     lines += _heading("Test Parameters Used")
     lines += [_parameter_line(key, value) for key, value in test_parameters.items()]
     return "\n".join(lines) + "\n"

@@ -1,4 +1,9 @@
-"""A run's result as one value (settings, model, environment, summary, verdict), and its files.
+"""A run's result as one value (settings, model, environment, summary, verdict, server side), and
+its files.
+
+The value is built once, after everything about the run is known (the server-side split and the
+:8002 metrics included), and written once: each file goes to a temporary name in the output
+directory and is renamed into place, so a reader never sees half a result.json.
 
 The JSON carries its own configuration (every setting, seeds included), the environment (versions,
 host, server) and, when asked, the raw per-query records as compact columns, so any number in it can
@@ -21,10 +26,11 @@ from typing import Any
 
 from loadtest.core.settings import ScenarioSettings, TargetSettings
 from loadtest.engine.measurement import Measurement
+from loadtest.observe.probe import ServerSide
 from loadtest.report.mlperf_summary import render_mlperf_summary
 from loadtest.rules.stats import Summary
 from loadtest.rules.validity import Verdict
-from loadtest.scenarios.interpret import interpret
+from loadtest.scenarios.registry import interpret
 from loadtest.server.deployment import Deployment
 
 SCHEMA = "loadtest.result"
@@ -91,6 +97,8 @@ class RunReport:
     verdict: Verdict
     environment: dict[str, Any]
     created_unix_s: float
+    server_side: ServerSide | None = None  # Triton's split, server CPU, :8002 metrics
+
 
     @classmethod
     def from_measurement(
@@ -100,6 +108,7 @@ class RunReport:
         resolved: TargetSettings,
         measurement: Measurement,
         environment: dict[str, Any],
+        server_side: ServerSide | None = None,
     ) -> RunReport:
         summary, verdict = interpret(settings, measurement.outcome)
         return cls(
@@ -111,6 +120,7 @@ class RunReport:
             verdict=verdict,
             environment=environment,
             created_unix_s=time.time(),
+            server_side=server_side,
         )
 
     @property
@@ -143,6 +153,8 @@ class RunReport:
         }
         if self.measurement.client is not None:
             result["client"] = self.measurement.client.to_dict()
+        if self.server_side is not None:
+            result["server_side"] = self.server_side.to_dict()
         if self.settings.keep_records:
             records = outcome.records
             result["records"] = {
@@ -159,12 +171,29 @@ def default_output_dir(report: RunReport) -> Path:
     return Path("results") / f"{stamp}-{scenario}-{report.target.model}"
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then rename it over `path`.
+
+    A rename within one directory is atomic, so `path` holds either the old content or all of the
+    new, never a part (a full disk fails the write of the temporary file, not the result).
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with temporary.open("w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 def write_outputs(report: RunReport, output: Path | None) -> Path:
-    """result.json + mlperf_log_summary.txt in `output`."""
+    """result.json + mlperf_log_summary.txt in `output`, each written atomically."""
     directory = output or default_output_dir(report)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "result.json").write_text(json.dumps(report.to_json(), indent=1) + "\n")
-    (directory / "mlperf_log_summary.txt").write_text(render_summary_text(report))
+    write_atomically(directory / "result.json", json.dumps(report.to_json(), indent=1) + "\n")
+    write_atomically(directory / "mlperf_log_summary.txt", render_summary_text(report))
     return directory
 
 

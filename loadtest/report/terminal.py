@@ -6,11 +6,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from loadtest.core.settings import OfflineSettings, ServerSettings, StreamSettings
+from loadtest.core.units import ms_cell
 from loadtest.engine.selfmeasure import ClientReport
 from loadtest.report.results import RunReport
 from loadtest.rules.stats import LatencyStats
 from loadtest.rules.validity import Verdict
+from loadtest.scenarios.registry import Tone, entry
 
 PERCENTILE_ROWS = (
     (0.5, "p50"),
@@ -22,8 +23,7 @@ PERCENTILE_ROWS = (
 )
 
 
-def ms(ns: float) -> str:
-    return f"{ns / 1e6:,.3f}"
+ms = ms_cell
 
 
 def latency_table(
@@ -114,78 +114,16 @@ def _generator_rows(table: Table, client: ClientReport) -> None:
         )
 
 
-def server_run_table(report: RunReport, settings: ServerSettings) -> Table:
-    summary = report.summary
-    lag = summary.send_lag
+TONE_STYLE = {Tone.PLAIN: "{}", Tone.WARN: "[yellow]{}[/]", Tone.BAD: "[bold red]{}[/]"}
+
+
+def run_table(report: RunReport) -> Table:
+    """The run's facts: the shared rows, the scenario's own (from the registry), then the tail."""
     table = _base_table(report)
-    table.add_row(
-        "scheduled rate",
-        f"{summary.scheduled_qps:,.2f} QPS as drawn (requested {settings.qps:g}; Poisson, "
-        f"seed {settings.schedule_seed})",
-    )
-    table.add_row("completed rate", f"{summary.completed_qps:,.2f} QPS")
-    table.add_row(
-        "duration",
-        f"{report.measurement.outcome.duration_ns / 1e9:,.2f} s (run start to last completion)",
-    )
-    kept = "[green]yes[/]" if summary.client_kept_up else "[bold red]NO — client-bound[/]"
-    table.add_row(
-        "client kept up",
-        f"{kept}: send lag p50 {ms(lag.p50_ns)} / p99 {ms(lag.p99_ns)} / max {ms(lag.max_ns)} ms; "
-        f"{lag.late_share * 100:.2f} % sent > {ms(lag.late_threshold_ns)} ms late",
-    )
-    _tail_rows(table, report)
-    return table
-
-
-def offline_run_table(report: RunReport, settings: OfflineSettings) -> Table:
-    summary = report.summary
-    records = report.measurement.outcome.records
-    table = _base_table(report)
-    table.add_row(
-        "throughput",
-        f"[bold]{summary.throughput_samples_per_s:,.2f} samples/s[/] "
-        f"({summary.completed_ok * summary.samples_per_query} samples / time to last completion)",
-    )
-    table.add_row(
-        "query",
-        f"{settings.query_samples} samples = max(min queries, 1.1 × "
-        f"{settings.min_duration_ns / 1e9:g} s × {settings.expected_qps:g} expected QPS), "
-        f"sent as {settings.requests} requests of "
-        f"≤ {settings.batch_size}",
-    )
-    busy_ns = (records.completed_ns - records.issued_ns)[records.ok].sum()
-    span = max(report.measurement.outcome.duration_ns, 1)
-    mean_in_flight = float(busy_ns) / span
-    saturated = mean_in_flight >= 0.9 * settings.max_in_flight
-    note = (
-        ""
-        if saturated
-        else " [yellow](below 90 % of the cap: the client may have starved the server)[/]"
-    )
-    table.add_row(
-        "in flight",
-        f"mean {mean_in_flight:,.1f} of a cap of {settings.max_in_flight}{note}",
-    )
-    _tail_rows(table, report)
-    return table
-
-
-def stream_run_table(report: RunReport, settings: StreamSettings) -> Table:
-    summary = report.summary
-    table = _base_table(report)
-    table.add_row(
-        "rate",
-        f"{summary.completed_qps:,.2f} queries/s closed loop, one in flight, "
-        f"{settings.samples_per_query} sample(s) per query",
-    )
-    estimate = report.verdict.early_stopping_estimate
-    if estimate is not None:
-        value = "—" if estimate.estimate_ns is None else f"[bold]{ms(estimate.estimate_ns)} ms[/]"
-        table.add_row(
-            f"p{settings.percentile * 100:g} early-stopping estimate",
-            f"{value}  {escape(estimate.text)}",
-        )
+    scenario = entry(report.settings.scenario)
+    outcome = report.measurement.outcome
+    for row in scenario.describe(report.settings, report.summary, report.verdict, outcome):
+        table.add_row(row.label, TONE_STYLE[row.tone].format(escape(row.text)))
     _tail_rows(table, report)
     return table
 
@@ -203,34 +141,15 @@ def verdict_lines(verdict: Verdict) -> list[str]:
 
 def render_report(console: Console, report: RunReport) -> None:
     settings, summary = report.settings, report.summary
-    if isinstance(settings, ServerSettings):
-        console.print(server_run_table(report, settings))
-        columns = [
-            ("from scheduled time\n(MLPerf; includes queueing)", summary.latency),
-            ("from actual send\n(what perf_analyzer reports)", summary.latency_from_issue),
-        ]
-        caption = f"bound: p{settings.percentile * 100:g} ≤ {ms(settings.target_latency_ns)} ms"
-        percentile = settings.percentile
-    elif isinstance(settings, OfflineSettings):
-        console.print(offline_run_table(report, settings))
-        columns = [
-            ("from t = 0\n(all due at start)", summary.latency),
-            ("from actual send", summary.latency_from_issue),
-        ]
-        caption = "Offline has no latency bound; the result is throughput"
-        percentile = 0.0
-    else:
-        console.print(stream_run_table(report, settings))
-        columns = [("from issue\n(closed loop)", summary.latency_from_issue)]
-        bound = f" ≤ {ms(settings.target_latency_ns)} ms" if settings.target_latency_ns else ""
-        caption = f"reported: p{settings.percentile * 100:g}{bound} (early-stopping estimate above)"
-        percentile = settings.percentile
+    scenario = entry(settings.scenario)
+    console.print(run_table(report))
+    columns = [(c.heading, getattr(summary, c.field)) for c in scenario.latency_columns]
     console.print(
         latency_table(
             columns,
             summary.latency.method,
-            percentile,
-            f"{caption}; {summary.completed_ok} successful queries",
+            scenario.percentile(settings),
+            f"{scenario.caption(settings)}; {summary.completed_ok} successful queries",
         )
     )
     for line in verdict_lines(report.verdict):

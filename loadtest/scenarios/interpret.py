@@ -1,11 +1,14 @@
-"""Raw run outcome -> (Summary, Verdict) for each scenario: where stats meets the MLPerf rules."""
+"""Raw run outcome -> (Summary, Verdict) for each scenario: where stats meets the MLPerf rules.
+
+scenarios.registry picks the function by the run's Scenario; callers that know their scenario
+(find-peak, compare: always Server) call theirs directly.
+"""
 
 from __future__ import annotations
 
 from loadtest.core.settings import (
     OfflineSettings,
     Scenario,
-    ScenarioSettings,
     ServerSettings,
     StreamSettings,
 )
@@ -85,11 +88,3 @@ def interpret_stream(settings: StreamSettings, outcome: RunOutcome) -> tuple[Sum
             early_stopping_estimate=estimate,
         )
     return summary, verdict
-
-
-def interpret(settings: ScenarioSettings, outcome: RunOutcome) -> tuple[Summary, Verdict]:
-    if isinstance(settings, ServerSettings):
-        return interpret_server(settings, outcome)
-    if isinstance(settings, OfflineSettings):
-        return interpret_offline(settings, outcome)
-    return interpret_stream(settings, outcome)

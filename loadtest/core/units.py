@@ -1,0 +1,31 @@
+"""Time units, defined once: inside, time is integer nanoseconds; milliseconds only when shown.
+
+Field names carry their unit (`_ns`, `_s`); these helpers are the only place a nanosecond count
+becomes text, so every table and file writes milliseconds the same way.
+"""
+
+from __future__ import annotations
+
+NS_PER_US = 1_000
+NS_PER_MS = 1_000_000
+NS_PER_S = 1_000_000_000
+
+# A query sent more than this after its scheduled time counts as late (perf_analyzer uses 1 ms).
+LATE_THRESHOLD_NS = 1 * NS_PER_MS
+
+
+def fmt_ms(ns: float) -> str:
+    """ns -> '12.3 ms' (up to 3 decimals, trailing zeros dropped): for sentences."""
+    text = f"{ns / NS_PER_MS:.3f}".rstrip("0").rstrip(".")
+    return f"{text} ms"
+
+
+def fmt_s(ns: float) -> str:
+    """ns -> '1.5 s' (up to 3 decimals, trailing zeros dropped): for sentences."""
+    text = f"{ns / NS_PER_S:.3f}".rstrip("0").rstrip(".")
+    return f"{text} s"
+
+
+def ms_cell(ns: float) -> str:
+    """ns -> '1,234.567': a table cell whose column heading already says ms."""
+    return f"{ns / NS_PER_MS:,.3f}"
