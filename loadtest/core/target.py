@@ -1,18 +1,26 @@
-"""The Target protocol and the model description every target agrees on.
+"""The Target protocol, its declared capabilities, and the model description every target agrees on.
 
 A target is opened once (connect, read the model's metadata), given the sample library once (so it
 can build each request message a single time, not once per query), then asked to infer samples by
 index. `infer` never raises for a failed query: it returns the error kind, because a failed query is
 data for the report, not a reason to stop the run.
+
+What a target can do beyond that (a callback send, counting connection waits, shared memory, a
+Triton statistics API behind it) is *declared* in `capabilities`, never probed with getattr or
+isinstance: a wrapping target (TLS, auth, fault injection) is a different class with the same
+abilities, and a probe would silently lose them. A wrapper forwards `capabilities` and the optional
+members to what it wraps, so nothing is lost; callers read the declaration, then call the member.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+
+from loadtest.core.settings import SharedMemoryKind
 
 # Triton datatype names <-> numpy dtypes (BYTES is not used by the benchmark suite).
 TRITON_TO_NUMPY: dict[str, str] = {
@@ -63,12 +71,72 @@ class ModelSpec:
 Sample = Mapping[str, np.ndarray]  # input name -> tensor *with* its batch dimension when batching
 
 
+Done = Callable[[str | None], None]  # a callback send's completion: error kind, or None on success
+
+
+@dataclass(frozen=True)
+class TritonEndpoint:
+    """The Triton server and model behind a target: where the server's own statistics are read.
+
+    observe/ reads the statistics API over the same protocol and address the queries went to, and
+    finds a local tritonserver by this port; a target with none (fake, native) has no server side.
+    """
+
+    protocol: str  # "grpc" or "http"
+    url: str  # host:port, as the target connects
+    model: str
+    version: str = ""  # "" = the server's choice
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+
+@dataclass(frozen=True)
+class TargetCapabilities:
+    """What a target can do beyond the required members; the default is none of it.
+
+    Part of a target's type rather than something found out by looking at it, so that a wrapper
+    declares the same by forwarding its inner target's value.
+    """
+
+    # `start_infer` works: send without awaiting, completion by callback. The runner then issues
+    # without a task per query, the cheapest way to send from Python.
+    callback_send: bool = False
+    # `connection_waits` counts queries that found no idle connection (a pool that never caps
+    # connections still waits while one is being opened); otherwise it is always 0.
+    counts_connection_waits: bool = False
+    # Kinds `use_shared_memory` accepts (SharedMemoryKind.NONE, plain sockets, is always possible).
+    shared_memory: frozenset[SharedMemoryKind] = frozenset()
+    # The Triton server behind the target, for its statistics API; None = no server side to read.
+    triton: TritonEndpoint | None = None
+
+
 class Target(Protocol):
-    """Anything `runner` can play a schedule against."""
+    """Anything `runner` can play a schedule against.
+
+    The optional members (`start_infer`, `use_shared_memory`, `connection_waits`) exist on every
+    target so a wrapper can forward them explicitly; each works only where `capabilities` says so.
+    """
 
     @property
     def description(self) -> str:
         """One line for reports, e.g. 'triton grpc 127.0.0.1:8001 model resnet50 v1'."""
+        ...
+
+    @property
+    def capabilities(self) -> TargetCapabilities:
+        """What this target can do (see TargetCapabilities); a wrapper returns its inner one's."""
+        ...
+
+    @property
+    def server_version(self) -> str:
+        """The serving software's version for the report, known after `open`; "" = none/unknown."""
+        ...
+
+    @property
+    def connection_waits(self) -> int:
+        """Queries so far that waited for a free connection; 0 unless counts_connection_waits."""
         ...
 
     async def open(self) -> ModelSpec:
@@ -83,14 +151,19 @@ class Target(Protocol):
         """Send one prepared sample; None on success, else a short error kind. Never raises."""
         ...
 
+    def start_infer(self, sample_index: int, done: Done) -> None:
+        """Send one prepared sample without awaiting; `done(error kind or None)` runs on the event
+        loop when the answer is in. Only with capabilities.callback_send; else NotImplementedError.
+        """
+        ...
+
     async def infer_outputs(self, sample_index: int) -> dict[str, np.ndarray]:
         """Send one sample and return its outputs (for correctness checks; raises on failure)."""
         ...
 
+    def use_shared_memory(self, kind: SharedMemoryKind, tag: str) -> None:
+        """Before `prepare`: move tensors through shared memory of `kind` (region names carry
+        `tag`). Only for kinds in capabilities.shared_memory; else TargetError."""
+        ...
+
     async def close(self) -> None: ...
-
-
-# Optional, not part of the protocol: a target may also offer
-#     start_infer(sample_index: int, done: Callable[[str | None], None]) -> None
-# which sends without awaiting and calls `done(error kind or None)` on the event loop when the
-# answer is in. The runner then drives it without a task per query (TritonHttpTarget does).

@@ -14,11 +14,11 @@ adapts: from the 16th sleep on, it is a high quantile (≈ p98.5) of the oversle
 TIMER_HISTORY sleeps plus a margin, so a quiet
 machine spins for ~1 ms per query and a noisy one for longer; spinning costs CPU on a box the
 server shares, so it is kept no longer than the timer's measured lateness requires.
-On the callback path (targets with `start_infer`), each completion also sends whatever fell due
-while it was being handled, so a burst of answers does not hold due sends back until the issuer's
-next turn. Completion handlers only write three numbers into preallocated arrays; all statistics
-happen after the run (or in the cheap periodic `on_tick` snapshot), so result processing never
-blocks issuing.
+On the callback path (targets declaring `callback_send`, driven by `start_infer`), each completion
+also sends whatever fell due while it was being handled, so a burst of answers does not hold due
+sends back until the issuer's next turn. Completion handlers only write three numbers into
+preallocated arrays; all statistics happen after the run (or in the cheap periodic `on_tick`
+snapshot), so result processing never blocks issuing.
 
 The clock is a parameter so tests can substitute one.
 """
@@ -108,9 +108,9 @@ class Runner:
         self._all_answered = asyncio.Event()
         self._finished = False  # after the run, late answers are ignored (rows stay PENDING)
         self._start_ns = 0
-        # Targets with a callback path (`start_infer`, see targets/base.py) are driven without a
-        # task per query: the cheapest way to issue from Python.
-        self._start_infer = getattr(target, "start_infer", None)
+        # Targets declaring a callback send (`start_infer`, see core/target.py) are driven without
+        # a task per query: the cheapest way to issue from Python.
+        self._start_infer = target.start_infer if target.capabilities.callback_send else None
         self.loop_lag = LoopLagProbe(clock)
 
     def stop(self, reason: str) -> None:

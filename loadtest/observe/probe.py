@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from loadtest.core.target import Target
 from loadtest.engine.measurement import Measurement
 from loadtest.errors import TargetError
 from loadtest.observe.metrics import MetricsSampler, MetricsSummary
@@ -186,22 +187,18 @@ def local_triton(port: int) -> tuple[int, str | None] | None:
     return None
 
 
-def probe_for_target(target: object) -> ServerProbe | None:
-    """A probe for a Triton target (statistics over its own protocol); None for anything else."""
+def probe_for_target(target: Target) -> ServerProbe | None:
+    """A probe for a target with Triton behind it (statistics over the target's own protocol and
+    address, as declared in its capabilities, so a wrapped target keeps it); None otherwise."""
     from loadtest.observe.triton_statistics import TritonStatistics
-    from loadtest.targets.triton_grpc import TritonGrpcTarget
-    from loadtest.targets.triton_http import TritonHttpTarget
 
-    if isinstance(target, TritonGrpcTarget):
-        protocol = "grpc"
-    elif isinstance(target, TritonHttpTarget):
-        protocol = "http"
-    else:
+    triton = target.capabilities.triton
+    if triton is None:
         return None
-    statistics = TritonStatistics(target.url, protocol, target.model, target.version)
-    local = local_triton(int(target.url.rsplit(":", 1)[1]))
+    statistics = TritonStatistics(triton.url, triton.protocol, triton.model, triton.version)
+    local = local_triton(triton.port)
     pid, metrics = local if local else (None, None)
-    return ServerProbe(statistics, target.model, pid, metrics)
+    return ServerProbe(statistics, triton.model, pid, metrics)
 
 
 class RunObserver:
@@ -210,7 +207,7 @@ class RunObserver:
     def __init__(self) -> None:
         self.result: ServerSide | None = None
 
-    async def around(self, target: object, run: Coroutine[Any, Any, Measurement]) -> Measurement:
+    async def around(self, target: Target, run: Coroutine[Any, Any, Measurement]) -> Measurement:
         probe = probe_for_target(target)
         if probe is None:
             return await run

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.core.settings import ScenarioSettings, TargetSettings
+from loadtest.core.target import Target
 from loadtest.engine.measurement import Measurement
 from loadtest.observe.probe import ServerSide
 from loadtest.report.mlperf_summary import render_mlperf_summary
@@ -61,7 +62,7 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def build_environment(target: Any, deployment: Deployment) -> dict[str, Any]:
+def build_environment(target: Target, deployment: Deployment) -> dict[str, Any]:
     """Where the numbers come from: client host and versions, and which server answered."""
     embedded = deployment.embedded
     return {
@@ -74,10 +75,10 @@ def build_environment(target: Any, deployment: Deployment) -> dict[str, Any]:
             for name in ("loadtest", "tritonclient", "numpy", "onnxruntime", "nvidia-pytriton")
         },
         "server": {
-            "description": str(getattr(target, "description", deployment.target.url)),
+            "description": target.description,
             "url": deployment.target.url,
             "protocol": deployment.target.protocol.value,
-            "triton_version": getattr(target, "server_version", ""),
+            "triton_version": target.server_version,
             "embedded": embedded is not None,
             "embedded_pid": embedded.pid if embedded else None,
             "embedded_startup_s": round(embedded.startup_s, 3) if embedded else None,

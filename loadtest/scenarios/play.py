@@ -103,7 +103,7 @@ async def run_server(
         outcome,
         cpu_s,
         runner.loop_lag.lags_ns(),
-        int(getattr(target, "connection_waits", 0)),
+        target.connection_waits if target.capabilities.counts_connection_waits else 0,
         settings.late_threshold_ns,
     )
     client = client_report([alone], "in-process", running_loop_kind(), outcome.records)

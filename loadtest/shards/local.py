@@ -74,7 +74,7 @@ async def play_shard(
         cpu_before = time.process_time()
         outcome = await runner.run(start_at_ns=start_ns)
         cpu_s = time.process_time() - cpu_before
-        waits = int(getattr(target, "connection_waits", 0))
+        waits = target.connection_waits if target.capabilities.counts_connection_waits else 0
     finally:
         await target.close()
     return shard_result(

@@ -18,7 +18,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-from loadtest.core.target import ModelSpec, Sample, TensorSpec
+from loadtest.core.settings import SharedMemoryKind
+from loadtest.core.target import Done, ModelSpec, Sample, TargetCapabilities, TensorSpec
+from loadtest.errors import TargetError
 
 FAKE_MODEL = ModelSpec(
     name="fake",
@@ -83,6 +85,27 @@ class FakeTarget:
     @property
     def description(self) -> str:
         return f"fake ({self.servers} servers, {self.law.kind} {self.law.mean_ns / 1e6:g} ms)"
+
+    @property
+    def capabilities(self) -> TargetCapabilities:
+        """None: the fake is awaited per query, opens no connections and has no server side."""
+        return TargetCapabilities()
+
+    @property
+    def server_version(self) -> str:
+        return ""
+
+    @property
+    def connection_waits(self) -> int:
+        return 0
+
+    def start_infer(self, sample_index: int, done: Done) -> None:
+        raise NotImplementedError("the fake target has no callback send")
+
+    def use_shared_memory(self, kind: SharedMemoryKind, tag: str) -> None:
+        raise TargetError(
+            f"--shared-memory {kind.value} needs a Triton target, not {self.description}"
+        )
 
     async def open(self) -> ModelSpec:
         self._workers = asyncio.Semaphore(self.servers)

@@ -36,7 +36,8 @@ import numpy as np
 import onnxruntime as ort
 from google.protobuf import json_format
 
-from loadtest.core.target import ModelSpec, Sample, TensorSpec
+from loadtest.core.settings import SharedMemoryKind
+from loadtest.core.target import Done, ModelSpec, Sample, TargetCapabilities, TensorSpec
 from loadtest.errors import LoadtestError, TargetError
 from loadtest.targets.batcher import BatcherStats, DynamicBatcher
 from loadtest.targets.triton_common import error_kind, model_spec_from_config
@@ -190,7 +191,6 @@ class NativeTarget:
         self.onnx_path = onnx_path
         self.spec = spec
         self.options = options
-        self.server_version = f"onnxruntime {ort.__version__}"
         self._sessions: queue.SimpleQueue[ort.InferenceSession] = queue.SimpleQueue()
         self._executor: ThreadPoolExecutor | None = None
         self._batcher: DynamicBatcher | None = None
@@ -225,6 +225,27 @@ class NativeTarget:
     @property
     def description(self) -> str:
         return f"native onnxruntime {ort.__version__} in-process, model {self.spec.name}"
+
+    @property
+    def capabilities(self) -> TargetCapabilities:
+        """None: in-process calls, awaited per query, with no server or connection behind them."""
+        return TargetCapabilities()
+
+    @property
+    def server_version(self) -> str:
+        return f"onnxruntime {ort.__version__}"
+
+    @property
+    def connection_waits(self) -> int:
+        return 0
+
+    def start_infer(self, sample_index: int, done: Done) -> None:
+        raise NotImplementedError("the native target has no callback send")
+
+    def use_shared_memory(self, kind: SharedMemoryKind, tag: str) -> None:
+        raise TargetError(
+            f"--shared-memory {kind.value} needs a Triton target, not {self.description}"
+        )
 
     @property
     def batcher_stats(self) -> BatcherStats | None:

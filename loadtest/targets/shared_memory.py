@@ -157,16 +157,21 @@ class SystemRegions:
 
 
 def with_shared_memory(target: Target, kind: SharedMemoryKind, tag: str) -> Target:
-    """Switch a Triton target to shared-memory tensors; SettingsError-like line if impossible."""
+    """Switch a target to shared-memory tensors, if it declares the kind; TargetError if not.
+
+    The target itself is switched (shared memory changes how it builds each request), so the
+    same object comes back; a wrapper passes the switch on to the target it wraps.
+    """
     if kind is SharedMemoryKind.NONE:
         return target
-    if kind is SharedMemoryKind.CUDA:
+    if kind not in target.capabilities.shared_memory:
+        if kind is SharedMemoryKind.CUDA:
+            raise TargetError(
+                "--shared-memory cuda needs a GPU and tritonclient's CUDA shared-memory support; "
+                "neither is available here (use --shared-memory system)"
+            )
         raise TargetError(
-            "--shared-memory cuda needs a GPU and tritonclient's CUDA shared-memory support; "
-            "neither is available here (use --shared-memory system)"
+            f"--shared-memory {kind.value} needs a Triton target, not {target.description}"
         )
-    enable = getattr(target, "use_system_shared_memory", None)
-    if enable is None:
-        raise TargetError(f"--shared-memory system needs a Triton target, not {target.description}")
-    enable(tag)
+    target.use_shared_memory(kind, tag)
     return target

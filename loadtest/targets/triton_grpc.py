@@ -18,7 +18,15 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.grpc._utils import _get_inference_request
 from tritonclient.utils import InferenceServerException
 
-from loadtest.core.target import NUMPY_TO_TRITON, ModelSpec, Sample
+from loadtest.core.settings import SharedMemoryKind
+from loadtest.core.target import (
+    NUMPY_TO_TRITON,
+    Done,
+    ModelSpec,
+    Sample,
+    TargetCapabilities,
+    TritonEndpoint,
+)
 from loadtest.errors import TargetError
 from loadtest.targets.shared_memory import SystemRegions
 from loadtest.targets.triton_common import (
@@ -47,10 +55,31 @@ class TritonGrpcTarget:
         self._outputs: list[grpcclient.InferRequestedOutput] | None = None
         self._shm: SystemRegions | None = None
         self._spec: ModelSpec | None = None
-        self.server_version = ""
+        self._server_version = ""
 
-    def use_system_shared_memory(self, tag: str) -> None:
+    @property
+    def capabilities(self) -> TargetCapabilities:
+        """System shared memory and Triton's statistics; each query is an awaited gRPC call."""
+        return TargetCapabilities(
+            shared_memory=frozenset({SharedMemoryKind.SYSTEM}),
+            triton=TritonEndpoint("grpc", self.url, self.model, self.version),
+        )
+
+    @property
+    def server_version(self) -> str:
+        return self._server_version
+
+    @property
+    def connection_waits(self) -> int:
+        return 0  # one multiplexed channel: a query never waits for a connection
+
+    def start_infer(self, sample_index: int, done: Done) -> None:
+        raise NotImplementedError("the gRPC target has no callback send")
+
+    def use_shared_memory(self, kind: SharedMemoryKind, tag: str) -> None:
         """Send inputs and receive outputs through registered system shared memory."""
+        if kind is not SharedMemoryKind.SYSTEM:
+            raise TargetError(f"the gRPC target has no {kind.value} shared memory")
         self._shm = SystemRegions(tag)
 
     @property
@@ -75,7 +104,7 @@ class TritonGrpcTarget:
         try:
             await self._client.is_server_live(client_timeout=5)
             metadata = await self._client.get_server_metadata(as_json=True, client_timeout=5)
-            self.server_version = str(metadata.get("version", ""))
+            self._server_version = str(metadata.get("version", ""))
         except InferenceServerException as exc:
             raise TargetError(
                 f"cannot reach Triton over gRPC at {self.url}: {exc.message()}"

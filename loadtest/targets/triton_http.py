@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import aiohttp
 import numpy as np
@@ -19,7 +19,15 @@ import tritonclient.http as httpclient
 import tritonclient.http.aio as aiohttpclient
 from tritonclient.utils import InferenceServerException
 
-from loadtest.core.target import NUMPY_TO_TRITON, ModelSpec, Sample
+from loadtest.core.settings import SharedMemoryKind
+from loadtest.core.target import (
+    NUMPY_TO_TRITON,
+    Done,
+    ModelSpec,
+    Sample,
+    TargetCapabilities,
+    TritonEndpoint,
+)
 from loadtest.errors import TargetError
 from loadtest.targets.http_wire import WirePool, build_request
 from loadtest.targets.shared_memory import SystemRegions
@@ -62,10 +70,27 @@ class TritonHttpTarget:
         self._shm: SystemRegions | None = None
         self._outputs: list[httpclient.InferRequestedOutput] | None = None
         self._spec: ModelSpec | None = None
-        self.server_version = ""
+        self._server_version = ""
 
-    def use_system_shared_memory(self, tag: str) -> None:
+    @property
+    def capabilities(self) -> TargetCapabilities:
+        """Callback sends and counted connection waits (http_wire's pool), system shared memory,
+        and Triton's statistics."""
+        return TargetCapabilities(
+            callback_send=True,
+            counts_connection_waits=True,
+            shared_memory=frozenset({SharedMemoryKind.SYSTEM}),
+            triton=TritonEndpoint("http", self.url, self.model, self.version),
+        )
+
+    @property
+    def server_version(self) -> str:
+        return self._server_version
+
+    def use_shared_memory(self, kind: SharedMemoryKind, tag: str) -> None:
         """Send inputs and receive outputs through registered system shared memory."""
+        if kind is not SharedMemoryKind.SYSTEM:
+            raise TargetError(f"the HTTP target has no {kind.value} shared memory")
         self._shm = SystemRegions(tag)
 
     @property
@@ -87,7 +112,7 @@ class TritonHttpTarget:
             try:
                 await client.is_server_live()
                 metadata = await client.get_server_metadata()
-                self.server_version = str(metadata.get("version", ""))
+                self._server_version = str(metadata.get("version", ""))
             except (InferenceServerException, aiohttp.ClientError, OSError) as exc:
                 raise TargetError(f"cannot reach Triton over HTTP at {self.url}: {exc}") from None
             try:
@@ -157,7 +182,7 @@ class TritonHttpTarget:
             headers[_HEADER_LENGTH] = str(json_size)
         return build_request(self.url, self._path, bytes(body), headers)
 
-    def start_infer(self, sample_index: int, done: Callable[[str | None], None]) -> None:
+    def start_infer(self, sample_index: int, done: Done) -> None:
         """Send a prepared sample; `done(error kind or None)` runs when the answer is in."""
         assert self._pool is not None, "open() first"
         self._pool.submit(
