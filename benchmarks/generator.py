@@ -14,7 +14,7 @@ Each rate is one Server-scenario run of --seconds; rates climb until two in a ro
 perf_analyzer (async, Poisson, same server, same rates) runs beside it when its binary is found
 (PERF_ANALYZER=path, or /opt/loadtest-trixie/perf_analyzer as benchmarks/perf_analyzer_root.sh
 makes it); its "delayed" share (> 1 ms late, its own definition) decides its clean rate. Without it,
-the ratios are taken against the figures in shared/REFERENCE.md and say so.
+no ratio is printed: a perf_analyzer figure is only ever one measured in the same run.
 
     python benchmarks/generator.py [--seconds 5] [--workers 2] [--skip-triton] [--skip-pa]
 """
@@ -58,8 +58,6 @@ RATES = {
     ("triton", "http"): [1000, 2000, 3000, 4000, 5000, 6000],
     ("triton", "grpc"): [500, 1000, 1500, 2000, 3000, 4000],
 }
-# shared/REFERENCE.md, measured on this kind of machine, for when perf_analyzer cannot run.
-REFERENCE_PA_CLEAN = {("triton", "grpc"): 4000.0}
 PA_DEFAULT = Path("/opt/loadtest-trixie/perf_analyzer")
 
 
@@ -216,8 +214,6 @@ def summary(
         if name == "triton":
             if have_pa:
                 reference, source = pa_best.get(protocol), "measured here"
-            elif (name, protocol) in REFERENCE_PA_CLEAN:
-                reference, source = REFERENCE_PA_CLEAN[(name, protocol)], "REFERENCE.md figure"
         ratio = "—"
         if row is not None and reference:
             ratio = f"{row.qps / reference:.2f}× ({source}: {reference:g})"

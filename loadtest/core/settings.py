@@ -296,10 +296,9 @@ class LoopKind(str, enum.Enum):
     UVLOOP = "uvloop"  # libuv: cheaper I/O, but its timers tick in whole milliseconds
 
 
-# Measured against the stub (benchmarks/generator.py, 2 vCPU): below this per-worker rate both
-# loops keep up and the precise loop's timers waste less CPU spinning; from here up, the issuer
-# spins all the time anyway, and uvloop's cheaper I/O holds 20k/s where the precise loop fell
-# behind.
+# Below this per-worker rate both loops keep up and the precise loop's timers waste less CPU
+# spinning; from here up, the issuer spins all the time anyway and uvloop's cheaper I/O wins.
+# The measurement behind the number, with date and machine: docs/generator-benchmark.txt.
 UVLOOP_FROM_QPS = 10_000.0
 
 

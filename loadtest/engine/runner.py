@@ -1,4 +1,8 @@
-"""The one place with a clock and an event loop: plays a Schedule against a Target, open loop.
+"""Plays a Schedule against a Target, open loop (and closed loop for Offline and the streams).
+
+The runners here are where the run's clock is read while queries are issued; the clock is a
+parameter. (The shards and the self-measurement read clocks too: to start workers together, and
+to measure the generator's own CPU and loop lag.)
 
 Each query is issued at its scheduled time whatever is still outstanding (open loop), and its
 latency is later taken from that *scheduled* time, so a slow server or a lagging client is charged
@@ -6,8 +10,8 @@ to the queries it delays (no coordinated omission). What actually happened is re
 the real issue time (send lag = issued − scheduled), completion, status and error kind.
 
 Precise issuing: asyncio timers wake late (epoll rounds timeouts *up* to whole milliseconds, then
-the kernel adds its own slack: 0.3–2 ms measured on these 2-vCPU machines; timing.py's loop cuts
-that to tens of µs on a quiet machine), so the issuer sleeps
+the kernel adds its own slack; timing.py's loop cuts that, and docs/reference.md gives the
+measured figures with their machine), so the issuer sleeps
 until a spin window before the due time and then yields to the loop (`sleep(0)`) until the clock
 reaches it. Yielding, rather than busy-waiting, keeps completions flowing while it waits. The window
 adapts: from the 16th sleep on, it is a high quantile (≈ p98.5) of the oversleeps seen in the last

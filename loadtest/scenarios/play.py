@@ -48,8 +48,9 @@ class Generator:
     def worker_count(self, qps: float) -> int:
         """The explicit --workers, else automatic (an in-process fake target gets one).
 
-        Automatic leaves one core to a server on this machine (a loopback URL): measured on 2
-        vCPUs, a second generator process beside a local server made every rate worse.
+        Automatic leaves one core to a server on this machine (a loopback URL): a generator
+        process spinning beside a local server competes with it for the same cores (the
+        measurement is in docs/generator-benchmark.txt).
         """
         if self.client.workers != AUTO_WORKERS:
             return self.client.workers

@@ -5,7 +5,7 @@ private backend directory per server: `python/` (a real copy of libtriton_python
 refuses as a symlink, plus the stub for this Python version) and `onnxruntime/model.py`, our
 Python-based backend, so that `backend: "onnxruntime"` configs load unchanged (see
 backends/onnxruntime/model.py). The stub embeds CPython found through PATH and LD_LIBRARY_PATH, so
-this interpreter's `bin/` and LIBDIR go first (facts verified in shared/TRITON.md).
+this interpreter's `bin/` and LIBDIR go first (the facts, with their source, are in docs/triton.md).
 
 Never leaving a server behind: the child gets PR_SET_PDEATHSIG (the kernel sends it SIGTERM if we
 die, even by SIGKILL), runs in its own session (a terminal Ctrl-C reaches us, and we stop it in

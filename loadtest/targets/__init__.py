@@ -1,4 +1,9 @@
-"""Targets: what queries go to. Only this package imports tritonclient, aiohttp, onnxruntime."""
+"""Targets: what queries go to (Triton gRPC/HTTP, native onnxruntime, the in-process fake).
+
+The client stacks (tritonclient, aiohttp, onnxruntime) are imported lazily, per target kind, so a
+run against one protocol never pays for the others. observe/ and stub/ import tritonclient too,
+for Triton's statistics API and the stub's protobufs.
+"""
 
 from loadtest.core.target import ModelSpec, Target, TensorSpec
 

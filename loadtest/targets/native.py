@@ -13,7 +13,8 @@ What it mirrors from a Triton model config, so the comparison is like for like (
 - the ORT backend's `intra_op_thread_count` / `inter_op_thread_count` parameters, and any
   `session.*` parameter as an ORT session config entry.
 Spinning is off by default (`session.intra_op.allow_spinning` = 0, and the inter-op one): ORT's
-spinning threads burn 1–1.4 cores even at low load on a 2-vCPU machine, which would steal the CPU
+spinning threads burn more than a core even at low load (docs/triton.md has the measurement),
+which would steal the CPU
 the client and the other side of the comparison need; our Triton backend turns it off for the same
 reason, so both sides run ORT the same way.
 
