@@ -211,9 +211,8 @@ def summary(
     print("target  proto  workers    rate  CPU µs  CV     vs perf_analyzer")
     for (name, protocol, count), row in best_of.items():
         reference, source = None, ""
-        if name == "triton":
-            if have_pa:
-                reference, source = pa_best.get(protocol), "measured here"
+        if name == "triton" and have_pa:
+            reference, source = pa_best.get(protocol), "measured here"
         ratio = "—"
         if row is not None and reference:
             ratio = f"{row.qps / reference:.2f}× ({source}: {reference:g})"
