@@ -182,6 +182,7 @@ def test_server_end_to_end_on_embedded_triton(built_repository: Path, tmp_path: 
     data = json.loads((out / "result.json").read_text())
     server = data["environment"]["server"]
     assert server["embedded"] is True and server["triton_version"] == "2.51.0"
+    assert "Python-based backend" in server["embedded_backend"]
     assert data["summary"]["completed_ok"] == data["summary"]["scheduled"] > 100
     assert data["model"]["name"] == "tiny"
     # One result object: the server side is in result.json and in the HTML written from it.

@@ -53,15 +53,28 @@ def test_shards_are_independent_streams_and_one_shard_is_the_plain_schedule():
     n = min(len(a), len(b))
     assert not np.array_equal(a[:n], b[:n])
     assert abs(np.corrcoef(np.diff(a[:n]), np.diff(b[:n]))[0, 1]) < 0.05
+    # Each shard alone is Poisson at qps / shards (thinning): exponential gaps, mean 2 ms.
+    assert scipy_stats.kstest(np.diff(a) / NS, "expon", args=(0, 2 / 1000)).pvalue > 1e-3
     one = shard_schedule(1000, 5 * NS, 100, 16, 0, 1, 0, 1)
     plain = server_schedule(1000, 5 * NS, 100, 16, 0, 1)
     assert np.array_equal(one.scheduled_ns, plain.scheduled_ns)
     assert np.array_equal(one.sample_index, plain.sample_index)
 
 
+@pytest.mark.parametrize("shards", [2, 3, 7])
+def test_the_same_seed_gives_the_same_arrivals_whatever_the_worker_count(shards):
+    """A run's arrivals do not depend on how many processes play them (issue #13)."""
+    plain = server_schedule(100, 15 * NS, 100, 16, 0, 1)
+    merged = merged_schedule(
+        [shard_schedule(100, 15 * NS, 100, 16, 0, 1, k, shards) for k in range(shards)]
+    )
+    assert np.array_equal(merged.scheduled_ns, plain.scheduled_ns)
+    assert np.array_equal(merged.sample_index, plain.sample_index)
+
+
 def test_shards_share_the_minimum_query_count():
     total = sum(len(shard_schedule(10, NS // 100, 1001, 4, 0, 1, k, 4)) for k in range(4))
-    assert total >= 1001
+    assert total == 1001
 
 
 def test_hdr_merge_of_shards_equals_the_histogram_of_all_values():

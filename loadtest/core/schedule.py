@@ -40,6 +40,9 @@ class Schedule:
 
 
 Seed = int | np.random.SeedSequence
+# Mixed into the schedule seed for the RNG that deals queries to shards, so that stream is
+# independent of the arrival-time stream drawn from the same seed.
+SHARD_STREAM = 0x5A4D
 
 
 def poisson_arrivals_ns(
@@ -97,29 +100,28 @@ def shard_schedule(
     shard: int,
     shards: int,
 ) -> Schedule:
-    """Shard `shard` of `shards`: an independent Poisson(qps / shards) stream with its own seeds.
+    """Shard `shard` of `shards`: the queries of the one seeded schedule that this shard plays.
 
-    The superposition of independent Poisson processes is a Poisson process with the summed rate,
-    so the shards together are exactly the Poisson(qps) arrivals the scenario asks for, while each
-    worker draws and plays only its own. Seeds come from `SeedSequence.spawn`, which makes the
-    streams statistically independent (consecutive integer seeds would not promise that). Each
-    shard runs to the minimum duration and to its share of the minimum query count. One shard
-    is exactly `server_schedule` with the same seeds.
+    The whole Server schedule is drawn exactly as one process would draw it, then each query is
+    given to a shard uniformly at random (an RNG seeded from the schedule seed). So a run's
+    arrivals do not depend on how many processes play them: the shards together are the same
+    queries at the same times with the same samples whatever `shards` is. Random thinning of a
+    Poisson process gives independent Poisson processes, so each shard is itself Poisson at
+    qps / shards. Every shard draws the full schedule (cheap: a few MB for an hour at 1k QPS) and
+    keeps its share.
     """
-    if shards == 1:
-        return server_schedule(
-            qps, min_duration_ns, min_query_count, sample_count, schedule_seed, sample_seed
-        )
     if not 0 <= shard < shards:
         raise ValueError(f"shard {shard} of {shards}")
-    return server_schedule(
-        qps / shards,
-        min_duration_ns,
-        -(-min_query_count // shards),
-        sample_count,
-        np.random.SeedSequence(schedule_seed).spawn(shards)[shard],
-        np.random.SeedSequence(sample_seed).spawn(shards)[shard],
+    full = server_schedule(
+        qps, min_duration_ns, min_query_count, sample_count, schedule_seed, sample_seed
     )
+    if shards == 1:
+        return full
+    owner = np.random.Generator(np.random.PCG64([schedule_seed, SHARD_STREAM])).integers(
+        0, shards, size=len(full)
+    )
+    mine = owner == shard
+    return Schedule(full.scheduled_ns[mine], full.sample_index[mine])
 
 
 def merged_schedule(shards: list[Schedule]) -> Schedule:

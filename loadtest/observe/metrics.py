@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 SAMPLE_INTERVAL_S = 1.0
+# The embedded onnxruntime backend's own counter (server/backends/onnxruntime/model.py).
+BATCH_FALLBACK_METRIC = "loadtest_batch_fallback_total"
 _LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
@@ -90,6 +92,9 @@ class MetricsSummary:
     cpu_utilization: float | None  # mean of nv_cpu_utilization, 0..1
     cpu_memory_used_bytes: float | None  # max over samples
     error: str = ""  # why nothing could be scraped, if so
+    # Batches the embedded onnxruntime backend ran request by request after the whole batch
+    # failed (its custom metric); None where the backend does not export it (a real ORT backend).
+    batch_fallbacks: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}
@@ -129,6 +134,9 @@ def summarize_scrapes(scrapes: list[Scrape], model: str, error: str = "") -> Met
         cpu_utilization=_mean([s.mean("nv_cpu_utilization") for s in scrapes]),
         cpu_memory_used_bytes=max(present_memory) if present_memory else None,
         error=error,
+        batch_fallbacks=_delta(
+            first.total(BATCH_FALLBACK_METRIC, model), last.total(BATCH_FALLBACK_METRIC, model)
+        ),
     )
 
 

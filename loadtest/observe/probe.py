@@ -137,6 +137,12 @@ class ServerProbe:
             self._notes.append(f"server CPU: process {self.server_pid} not readable")
         if metrics is not None and metrics.error:
             self._notes.append(metrics.error)
+        if metrics is not None and metrics.batch_fallbacks:
+            self._notes.append(
+                f"{metrics.batch_fallbacks:.0f} batches failed as a whole in the server's "
+                "onnxruntime backend and ran request by request: Triton's average batch "
+                "over-states the batching"
+            )
         return ServerSide(
             split=result_split,
             server_cpu=server_cpu,

@@ -34,6 +34,13 @@ from loadtest.rules.validity import Verdict
 from loadtest.scenarios.registry import interpret
 from loadtest.server.deployment import Deployment
 
+# What serves `backend: "onnxruntime"` in the embedded Triton: the wheel has no native ONNX Runtime
+# backend, so a result measured there must say it measured a Python shim (server/backends/).
+EMBEDDED_BACKEND = (
+    "onnxruntime through loadtest's Python-based backend (onnxruntime's Python API inside "
+    "Triton's Python backend stub), not Triton's native C++ ONNX Runtime backend"
+)
+
 SCHEMA = "loadtest.result"
 SCHEMA_VERSION = 1
 
@@ -82,6 +89,7 @@ def build_environment(target: Target, deployment: Deployment) -> dict[str, Any]:
             "embedded": embedded is not None,
             "embedded_pid": embedded.pid if embedded else None,
             "embedded_startup_s": round(embedded.startup_s, 3) if embedded else None,
+            "embedded_backend": EMBEDDED_BACKEND if embedded else None,
         },
     }
 

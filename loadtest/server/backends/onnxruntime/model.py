@@ -7,7 +7,12 @@ exists there, so one set of config.pbtxt files works unchanged in Docker and emb
 
 What it mirrors from the native backend: `default_model_filename` (model.onnx), dynamic batching
 (a whole batch of requests runs as one session call, concatenated on the batch axis and split
-again), and the `intra_op_thread_count` / `inter_op_thread_count` parameters. One deliberate
+again), and the `intra_op_thread_count` / `inter_op_thread_count` parameters. A batch that fails
+as a whole is run again request by request, so one bad request fails alone; each such fallback is
+logged and counted in the custom metric `loadtest_batch_fallback_total` (port 8002), because
+Triton's own counters then record one execution of the whole batch and its "average batch"
+over-states how much work was really batched. loadtest's metrics sampler reads that counter and the server-side
+split says so. One deliberate
 difference: ORT's intra-op threads spin by default, which burns 1–1.4 cores per server on a small
 shared machine even at low load; here spinning is off unless the config sets
 `session.intra_op.allow_spinning` to "1". Any parameter whose key starts with "session." is passed
@@ -24,9 +29,28 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
+FALLBACK_METRIC = "loadtest_batch_fallback_total"
+
 
 def _parameters(config):
     return {k: v.get("string_value", "") for k, v in (config.get("parameters") or {}).items()}
+
+
+def _fallback_counter(args):
+    """The metric counting batches that fell back to per-request runs, with its family (Triton
+    drops a family's metrics when the family object is garbage-collected, so both are kept);
+    None where the Python backend has no custom metrics."""
+    try:
+        family = pb_utils.MetricFamily(
+            name=FALLBACK_METRIC,
+            description="batches that failed as a whole and ran request by request",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        labels = {"model": args["model_name"], "version": str(args["model_version"])}
+        return family, family.Metric(labels=labels)
+    except Exception as exc:
+        pb_utils.Logger.log_warn(f"onnxruntime: no {FALLBACK_METRIC} metric ({exc})")
+        return None
 
 
 class TritonPythonModel:
@@ -52,6 +76,8 @@ class TritonPythonModel:
         except Exception as exc:
             raise pb_utils.TritonModelException(f"onnxruntime cannot load {path}: {exc}") from exc
         self.batching = int(config.get("max_batch_size", 0)) > 0
+        counter = _fallback_counter(args)
+        self._fallback_family, self.fallbacks = counter if counter else (None, None)
         self.input_names = [tensor["name"] for tensor in config["input"]]
         self.output_names = [tensor["name"] for tensor in config["output"]]
 
@@ -93,8 +119,13 @@ class TritonPythonModel:
         if self.batching and len(requests) > 1:
             try:
                 return self._run_batch(requests)
-            except Exception:
-                pass  # fall back to one call per request so one bad request fails alone
+            except Exception as exc:  # run one call per request so one bad request fails alone
+                if self.fallbacks is not None:
+                    self.fallbacks.increment(1)
+                pb_utils.Logger.log_warn(
+                    f"onnxruntime: a batch of {len(requests)} requests failed ({exc}); "
+                    "running them one by one"
+                )
         responses = []
         for request in requests:
             try:
