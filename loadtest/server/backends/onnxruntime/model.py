@@ -11,12 +11,11 @@ again), and the `intra_op_thread_count` / `inter_op_thread_count` parameters. A 
 as a whole is run again request by request, so one bad request fails alone; each such fallback is
 logged and counted in the custom metric `loadtest_batch_fallback_total` (port 8002), because
 Triton's own counters then record one execution of the whole batch and its "average batch"
-over-states how much work was really batched. loadtest's metrics sampler reads that counter and the server-side
-split says so. One deliberate
-difference: ORT's intra-op threads spin by default, which burns 1–1.4 cores per server on a small
-shared machine even at low load; here spinning is off unless the config sets
-`session.intra_op.allow_spinning` to "1". Any parameter whose key starts with "session." is passed
-to ORT as a session config entry.
+over-states how much work was really batched; loadtest's metrics sampler reads that counter and
+the server-side split says so. One deliberate difference: ORT's intra-op threads spin by default,
+which burns more than a core per server even at low load (docs/triton.md); here spinning is off
+unless the config sets `session.intra_op.allow_spinning` to "1". Any parameter whose key starts
+with "session." is passed to ORT as a session config entry.
 
 This file runs inside Triton's Python stub, not in loadtest's process; it must import nothing from
 loadtest.
@@ -24,6 +23,7 @@ loadtest.
 
 import json
 import os
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -77,6 +77,8 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(f"onnxruntime cannot load {path}: {exc}") from exc
         self.batching = int(config.get("max_batch_size", 0)) > 0
         counter = _fallback_counter(args)
+        self._fallback_family: Any
+        self.fallbacks: Any
         self._fallback_family, self.fallbacks = counter if counter else (None, None)
         self.input_names = [tensor["name"] for tensor in config["input"]]
         self.output_names = [tensor["name"] for tensor in config["output"]]
