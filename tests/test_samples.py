@@ -70,5 +70,22 @@ def test_user_data_npz(tmp_path):
     with pytest.raises(SettingsError, match="dtype"):
         load_samples(tmp_path / "dtype.npz", BERT_LIKE)
     (tmp_path / "junk.npz").write_text("junk")
-    with pytest.raises(SettingsError, match="cannot read"):
+    with pytest.raises(SettingsError, match="not an .npz archive") as caught:
         load_samples(tmp_path / "junk.npz", BERT_LIKE)
+    assert "pickled" not in str(caught.value)
+
+
+def test_user_data_that_is_not_an_npz_of_sample_arrays(tmp_path):
+    np.save(tmp_path / "one.npy", np.ones((3, 384), np.int64))  # .npy, not an archive
+    with pytest.raises(SettingsError, match="not an .npz archive"):
+        load_samples(tmp_path / "one.npy", BERT_LIKE)
+    np.savez(
+        tmp_path / "scalar.npz",
+        input_ids=np.array(7, np.int64),
+        attention_mask=np.ones((3, 384), np.int64),
+        features=np.zeros((3, 3, 2), np.float32),
+    )
+    with pytest.raises(SettingsError, match="0-d array"):
+        load_samples(tmp_path / "scalar.npz", BERT_LIKE)
+    with pytest.raises(SettingsError, match="no such file"):
+        load_samples(tmp_path / "missing.npz", BERT_LIKE)

@@ -9,6 +9,7 @@ model, not merely slow. Dynamic dimensions (-1) need a size: `shapes` overrides,
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -92,15 +93,28 @@ def random_samples(
 
 def load_samples(path: Path, model: ModelSpec) -> list[Sample]:
     """User-given data: an .npz with one array per input name, first axis = sample."""
+    if not path.is_file():
+        raise SettingsError(f"--input-data {path}: no such file")
+    if not zipfile.is_zipfile(path):  # np.load would call anything else "pickled data"
+        raise SettingsError(
+            f"--input-data {path} is not an .npz archive (one array per input name, axis 0 = "
+            "sample, as written by numpy.savez)"
+        )
     try:
         with np.load(path) as data:
             arrays = {name: data[name] for name in data.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise SettingsError(f"cannot read --input-data {path}: {exc}") from None
     names = [t.name for t in model.inputs]
     missing = [n for n in names if n not in arrays]
     if missing:
         raise SettingsError(f"--input-data {path} lacks input(s): {', '.join(missing)}")
+    scalars = [n for n in names if arrays[n].ndim == 0]
+    if scalars:
+        raise SettingsError(
+            f"--input-data {path}: input(s) {', '.join(scalars)} hold a single value (a 0-d "
+            "array); axis 0 must index the samples"
+        )
     counts = {len(arrays[n]) for n in names}
     if len(counts) != 1:
         raise SettingsError(f"--input-data {path}: inputs hold different numbers of samples")
