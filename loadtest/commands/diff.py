@@ -45,6 +45,12 @@ def run_side(run: ResultFile) -> diff_module.RunSide:
     )
 
 
+def _model_of(run: ResultFile) -> str:
+    model = run.data.get("model")
+    name = model.get("name") if isinstance(model, dict) else None
+    return str(name) if name else "an unnamed model"
+
+
 def _show(change: diff_module.Change, value: float) -> str:
     if change.metric == "validity":
         return "VALID" if value else "INVALID"
@@ -107,6 +113,14 @@ def diff(
             f"{a} is a {side_a.scenario} run and {b} a {side_b.scenario} run: "
             "diff compares runs of one scenario"
         )
+    models = (_model_of(run_a), _model_of(run_b))
+    different_models = models[0] != models[1]
+    if different_models:
+        console.print(
+            f"[bold yellow]different models:[/] A measured {escape(models[0])}, B "
+            f"{escape(models[1])}: a difference here is between two models, not a change of one",
+            highlight=False,
+        )
     result = diff_module.diff_runs(
         side_a,
         side_b,
@@ -122,6 +136,7 @@ def diff(
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     if result.regressed:
         lines = "; ".join(diff_module.describe(result.regressions))
-        console.print(f"[bold red]REGRESSION[/] (B worse than A): {escape(lines)}")
+        which = f" — of different models, {models[0]} and {models[1]}" if different_models else ""
+        console.print(f"[bold red]REGRESSION[/] (B worse than A{escape(which)}): {escape(lines)}")
         raise typer.Exit(REGRESSION_EXIT_CODE)
     console.print("[green]no significant regression[/] (B is not worse than A beyond noise)")
