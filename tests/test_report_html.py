@@ -67,7 +67,8 @@ def test_find_peak_and_compare_sections():
     assert "peak 700 QPS" in page and "SLO 50 ms" in page
     assert "triton-grpc @ 300 QPS" in page
     assert "Server-side latency split: not recorded" in page
-    assert "0.1" in page  # energy per inference: 900 J / 9000 inferences
+    # Energy per inference, derived: 900 J / 9,000 inferences = 0.1 J, in the row's last cell.
+    assert '<td class="num">900</td><td class="num">9,000</td><td class="num">0.1</td></tr>' in page
 
 
 def test_metrics_are_shown_when_recorded():
