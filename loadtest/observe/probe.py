@@ -17,6 +17,7 @@ import numpy as np
 
 from loadtest.core.target import Target
 from loadtest.engine.measurement import Measurement
+from loadtest.engine.selfmeasure import CLIENT_CPU_COVERS
 from loadtest.errors import TargetError
 from loadtest.observe.metrics import MetricsSampler, MetricsSummary
 from loadtest.observe.process_cpu import CpuUse, TreeCpuMeter
@@ -32,7 +33,7 @@ class ServerSide:
     server_cpu: CpuUse | None
     client_cpu_s: float
     client_wall_s: float
-    queries: int  # successful queries of the run
+    queries: int  # issued queries of the run: the one denominator of every "per query" figure
     metrics: MetricsSummary | None
     notes: tuple[str, ...]
 
@@ -60,6 +61,7 @@ class ServerSide:
                 "cpu_us_per_query": (
                     round(self.client_cpu_s * 1e6 / self.queries, 2) if self.queries else None
                 ),
+                "covers": CLIENT_CPU_COVERS,
             },
             "metrics": self.metrics.to_dict() if self.metrics else None,
             "notes": list(self.notes),
@@ -108,7 +110,8 @@ class ServerProbe:
         server_cpu = self._cpu.stop() if self._cpu else None
         metrics = self._sampler.stop() if self._sampler else None
         records = measurement.outcome.records
-        queries = int(records.ok.sum())
+        queries = int(records.issued.sum())
+        answered = int(records.ok.sum())
         result_split = None
         if self.statistics is not None and self._before is not None:
             try:
@@ -119,7 +122,7 @@ class ServerProbe:
                 result_split = split(
                     self._before,
                     after,
-                    client_requests=queries,
+                    client_requests=answered,
                     client_mean_ns=_mean(records.latency_from_issue_ns()),
                     client_mean_from_scheduled_ns=_mean(records.latency_from_scheduled_ns()),
                 )
@@ -128,7 +131,7 @@ class ServerProbe:
                 elif not result_split.counts_match:
                     self._notes.append(
                         f"Triton counted {result_split.requests} successful requests, the client "
-                        f"{queries}: another client shares the server, so per-request figures "
+                        f"{answered}: another client shares the server, so per-request figures "
                         "are not this run's alone"
                     )
         if self.server_pid is None:

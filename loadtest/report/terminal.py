@@ -97,7 +97,8 @@ def _generator_rows(table: Table, client: ClientReport) -> None:
     worst = client.worst_loop_lag
     table.add_row(
         "client CPU",
-        f"{client.cpu_us_per_query:,.0f} µs per query (all workers); event-loop lag p99 "
+        f"{client.cpu_us_per_query:,.0f} µs per issued query (all generator processes, over the "
+        "run); event-loop lag p99 "
         f"{ms(worst.p99_ns)} / max {ms(worst.max_ns)} ms (worst worker, call_soon probe)",
     )
     waits = sum(w.connection_waits for w in client.workers)

@@ -129,6 +129,7 @@ async def _run_server_sharded(
         generator.shapes,
         drain_timeout_ns,
     )
+    parent_cpu_before = time.process_time()
     if client.ray_address:
         from loadtest.shards.ray_actors import run_ray_shards
 
@@ -137,8 +138,9 @@ async def _run_server_sharded(
     else:
         results = await run_local_shards(plans, on_tick)
         placement = "processes"
+    parent_cpu_s = time.process_time() - parent_cpu_before
     loop = resolve_loop(client.loop, settings.qps / client.workers)
-    merged = merge_shards(results, placement, loop.value)
+    merged = merge_shards(results, placement, loop.value, parent_cpu_s)
     return Measurement(model, merged.schedule, merged.outcome, merged.cpu_s, merged.client)
 
 

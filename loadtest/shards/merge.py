@@ -129,7 +129,11 @@ def merge_records(shards: list[Records]) -> Records:
 
 
 def client_report(
-    results: list[ShardResult], placement: str, loop: str, merged: Records
+    results: list[ShardResult],
+    placement: str,
+    loop: str,
+    merged: Records,
+    parent_cpu_s: float = 0.0,
 ) -> ClientReport:
     """The generator's self-measurement: per worker, plus merged HDR and the merged send law."""
     histograms = {
@@ -142,10 +146,13 @@ def client_report(
         workers=tuple(r.worker_report() for r in results),
         send_gap_cv=send_gap_cv(merged.issued_ns[merged.issued]),
         histograms=histograms,
+        parent_cpu_s=parent_cpu_s,
     )
 
 
-def merge_shards(results: list[ShardResult], placement: str, loop: str) -> MergedShards:
+def merge_shards(
+    results: list[ShardResult], placement: str, loop: str, parent_cpu_s: float = 0.0
+) -> MergedShards:
     """Exact merge: records concatenated in time order, HDR histograms added, counts summed."""
     if not results:
         raise TargetError("no worker returned a result")
@@ -162,10 +169,10 @@ def merge_shards(results: list[ShardResult], placement: str, loop: str) -> Merge
         interrupted=any(r.interrupted for r in results),
         stop_reason="; ".join(reasons),
     )
-    client = client_report(results, placement, loop, records)
+    client = client_report(results, placement, loop, records, parent_cpu_s)
     return MergedShards(
         schedule=merged_schedule([r.schedule for r in results]),
         outcome=outcome,
         client=client,
-        cpu_s=sum(r.cpu_s for r in results),
+        cpu_s=client.cpu_s,
     )
