@@ -186,18 +186,28 @@ def local_triton(port: int) -> tuple[int, str | None] | None:
     return None
 
 
+def triton_protocol(target: object) -> str | None:
+    """'grpc' or 'http' for a Triton target; None for anything else (native, fake)."""
+    from loadtest.targets.triton_grpc import TritonGrpcTarget
+    from loadtest.targets.triton_http import TritonHttpTarget
+
+    if isinstance(target, TritonGrpcTarget):
+        return "grpc"
+    if isinstance(target, TritonHttpTarget):
+        return "http"
+    return None
+
+
 def probe_for_target(target: object) -> ServerProbe | None:
     """A probe for a Triton target (statistics over its own protocol); None for anything else."""
     from loadtest.observe.triton_statistics import TritonStatistics
     from loadtest.targets.triton_grpc import TritonGrpcTarget
     from loadtest.targets.triton_http import TritonHttpTarget
 
-    if isinstance(target, TritonGrpcTarget):
-        protocol = "grpc"
-    elif isinstance(target, TritonHttpTarget):
-        protocol = "http"
-    else:
+    protocol = triton_protocol(target)
+    if protocol is None:
         return None
+    assert isinstance(target, (TritonGrpcTarget, TritonHttpTarget))
     statistics = TritonStatistics(target.url, protocol, target.model, target.version)
     local = local_triton(int(target.url.rsplit(":", 1)[1]))
     pid, metrics = local if local else (None, None)
