@@ -14,11 +14,6 @@ from loadtest.report.resultfile import ResultFile, from_data, load_results
 
 console = Console()
 
-HtmlOption = Annotated[
-    Path | None,
-    typer.Option(help="Also write a self-contained HTML report (plots, verdict) to this file."),
-]
-
 
 def write_html_report(results: list[ResultFile], path: Path) -> Path:
     """Render and write the report; the parent directory is created when missing."""
