@@ -11,10 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loadtest.analysis.compare import RunPoint, max_abs_difference, peak_qps, relative
-from loadtest.commands.compare import check_specs_agree
+from loadtest.analysis.compare import RunPoint, peak_qps, relative
+from loadtest.core.settings import Protocol
 from loadtest.core.target import ModelSpec, TensorSpec
 from loadtest.errors import TargetError
+from loadtest.scenarios.compare_run import (
+    CompareTarget,
+    check_specs_agree,
+    max_abs_difference,
+    target_names,
+)
 
 
 def point(target: str, qps: float, p50_us: int, p99_us: int, valid=True, client_bound=False):
@@ -76,6 +82,12 @@ def test_targets_whose_inputs_disagree_are_refused():
         check_specs_agree({"a": spec((4,)), "b": spec((4,), batch=0)})
 
 
+def test_bare_triton_target_takes_the_protocol():
+    kinds = [CompareTarget.TRITON, CompareTarget.TRITON_GRPC, CompareTarget.NATIVE]
+    assert target_names(kinds, Protocol.GRPC) == ("triton-grpc", "native")
+    assert target_names(kinds, Protocol.HTTP) == ("triton-http", "triton-grpc", "native")
+
+
 # -- the command ---------------------------------------------------------------------------------
 
 
@@ -125,6 +137,36 @@ def test_execution_provider_not_installed(tmp_path: Path):
         "--duration", "1", "--output", str(tmp_path / "out"),
     )  # fmt: skip
     assert_one_clear_error(result, "'TensorrtExecutionProvider' is not available")
+
+
+FAKE = "fake://?servers=4&law=constant&service_ms=1"
+FAKE_RUN = ("compare", "-t", "triton", "--url", FAKE, "--qps", "50", "--duration", "1",
+            "--min-queries", "10", "--target-latency", "100")  # fmt: skip
+
+
+def test_compare_takes_input_data_shape_and_protocol(tmp_path: Path):
+    data = tmp_path / "inputs.npz"
+    np.savez(data, INPUT0=np.arange(40, dtype=np.float32).reshape(10, 4))  # the fake's input
+    out = tmp_path / "cmp"
+    result = loadtest(
+        *FAKE_RUN, "--protocol", "http", "--input-data", str(data), "--shape", "INPUT0:4",
+        "--output", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    settings = json.loads((out / "compare.json").read_text())["settings"]
+    assert settings["targets"] == ["triton-http"] and settings["protocol"] == "http"
+    assert settings["input_data"] == str(data) and settings["shapes"] == {"INPUT0": [4]}
+    # both reach the sample library
+    np.savez(tmp_path / "other.npz", OTHER=np.zeros((2, 4), np.float32))
+    result = loadtest(*FAKE_RUN, "--input-data", str(tmp_path / "other.npz"))
+    assert_one_clear_error(result, "lacks input(s): INPUT0")
+    assert_one_clear_error(loadtest(*FAKE_RUN, "--shape", "INPUT0:5"), "does not fit")
+
+
+def test_compare_refuses_shared_memory_with_the_native_target():
+    result = loadtest("compare", "-t", "native", "--shared-memory", "system")
+    assert_one_clear_error(result, "--shared-memory system is for Triton targets")
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.triton

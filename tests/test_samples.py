@@ -70,14 +70,14 @@ def test_user_data_npz(tmp_path):
     with pytest.raises(SettingsError, match="dtype"):
         load_samples(tmp_path / "dtype.npz", BERT_LIKE)
     (tmp_path / "junk.npz").write_text("junk")
-    with pytest.raises(SettingsError, match="not an .npz archive") as caught:
+    with pytest.raises(SettingsError, match=r"not an \.npz archive") as caught:
         load_samples(tmp_path / "junk.npz", BERT_LIKE)
     assert "pickled" not in str(caught.value)
 
 
 def test_user_data_that_is_not_an_npz_of_sample_arrays(tmp_path):
     np.save(tmp_path / "one.npy", np.ones((3, 384), np.int64))  # .npy, not an archive
-    with pytest.raises(SettingsError, match="not an .npz archive"):
+    with pytest.raises(SettingsError, match=r"not an \.npz archive"):
         load_samples(tmp_path / "one.npy", BERT_LIKE)
     np.savez(
         tmp_path / "scalar.npz",

@@ -12,17 +12,16 @@ comparison below. From the usable points:
 - per-request overhead = target p50 − native p50 at the lowest QPS both measured usably, where
   queueing is least and the difference is the serving path itself (protocol, server, copies).
 
-Output agreement is the largest |target − native| element difference over the checked samples.
+Output agreement (the largest |target − native| element difference over the checked samples) is
+measured while the targets are open, in scenarios/compare_run.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
-NATIVE = "native"
+from loadtest.scenarios.compare_run import NATIVE
 
 
 @dataclass(frozen=True)
@@ -101,22 +100,3 @@ def relative(points: Sequence[RunPoint], target: str, baseline: str = NATIVE) ->
         overhead_qps=lowest,
         overhead_ns=None if lowest is None else mine[lowest].p50_ns - base[lowest].p50_ns,
     )
-
-
-def max_abs_difference(
-    outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]
-) -> float:
-    """Largest |a − b| over every output tensor; ValueError when names or shapes differ."""
-    if set(outputs) != set(reference):
-        raise ValueError(
-            f"outputs differ: {sorted(outputs)} against {sorted(reference)} on the native side"
-        )
-    worst = 0.0
-    for name, value in outputs.items():
-        a = np.asarray(value, dtype=np.float64)
-        b = np.asarray(reference[name], dtype=np.float64)
-        if a.shape != b.shape:
-            raise ValueError(f"output {name!r} has shape {a.shape}, native {b.shape}")
-        if a.size:
-            worst = max(worst, float(np.max(np.abs(a - b))))
-    return worst

@@ -1,6 +1,7 @@
-"""What every scenario command shares: the target/deployment flags and the run-report-write flow.
+"""What every scenario command shares: parsing its flags and the run-report-write flow.
 
-A scenario command builds its own validated settings, then hands `execute` a `play` coroutine;
+The flags themselves are declared in options.py. A scenario command gathers its target-side flags
+into a `TargetFlags` and builds its own validated settings, then hands `execute` a `play` coroutine;
 `execute` finds or starts the server, builds the sample library, shows the live view, interprets,
 renders, writes result.json + mlperf_log_summary.txt, and turns Ctrl-C into a partial result and
 exit code 130.
@@ -10,9 +11,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Coroutine, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -23,9 +23,7 @@ from loadtest.core.settings import (
     NS_PER_MS,
     NS_PER_S,
     LoopKind,
-    Protocol,
     ScenarioSettings,
-    SharedMemoryKind,
     TargetSettings,
 )
 from loadtest.core.target import ModelSpec, Target
@@ -40,98 +38,16 @@ from loadtest.report.compare_report import split_table
 from loadtest.report.live import LiveView
 from loadtest.report.results import RunReport, build_environment, write_outputs
 from loadtest.report.terminal import render_report
+from loadtest.scenarios.target_flags import TargetFlags
 from loadtest.server import deployment as deployment_module
-from loadtest.server.deployment import Deployment, EmbeddedMode
+from loadtest.server.deployment import Deployment
 from loadtest.targets import triton_target
 from loadtest.targets.shared_memory import with_shared_memory
 
 console = Console()
 notes = Console(stderr=True)
 
-# --- flags every scenario command takes -------------------------------------------------------
-ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model to load test.")]
-UrlOption = Annotated[
-    str | None,
-    typer.Option(help="Triton address (default 127.0.0.1:8001 for gRPC, :8000 for HTTP)."),
-]
-ProtocolOption = Annotated[Protocol, typer.Option(help="Wire protocol.")]
-VersionOption = Annotated[str, typer.Option(help="Model version ('' = latest).")]
-TimeoutOption = Annotated[float, typer.Option(help="Per-request timeout in seconds.")]
-EmbeddedOption = Annotated[
-    EmbeddedMode,
-    typer.Option(help="Start the embedded Triton: auto = when nothing answers at a loopback URL."),
-]
-RepositoryOption = Annotated[Path, typer.Option(help="Model repository for the embedded Triton.")]
-SampleSeedOption = Annotated[int, typer.Option(help="Sample order and random-input seed.")]
-SamplesOption = Annotated[int, typer.Option(help="Size of the in-memory sample library.")]
-InputDataOption = Annotated[
-    Path | None, typer.Option(help=".npz of real inputs: one array per input, axis 0 = sample.")
-]
-ShapeOption = Annotated[
-    list[str] | None, typer.Option(help="Concrete shape for a dynamic input: NAME:D1,D2,...")
-]
-OutputOption = Annotated[
-    Path | None, typer.Option(help="Directory for result.json and mlperf_log_summary.txt.")
-]
-RecordsOption = Annotated[bool, typer.Option(help="Store per-query records in result.json.")]
-LiveOption = Annotated[bool, typer.Option(help="Live view while running (terminals only).")]
-DurationOption = Annotated[
-    float | None,
-    typer.Option(help="Minimum duration in seconds [default: 60; 600 with --mlperf]."),
-]
-MaxDurationOption = Annotated[
-    float, typer.Option(help="Stop issuing after this many seconds (0 = no cap).")
-]
-MinQueriesOption = Annotated[int, typer.Option(help="Minimum number of queries.")]
-MlperfOption = Annotated[bool, typer.Option("--mlperf", help="Official minimums: 600 s duration.")]
-WorkersOption = Annotated[
-    int,
-    typer.Option(
-        help="Generator processes; 0 = automatic from the rate (at most one per CPU core).",
-    ),
-]
-LoopOption = Annotated[
-    LoopKind, typer.Option(help="Event loop of each generator process (precise: µs timers).")
-]
-RayOption = Annotated[
-    str,
-    typer.Option(
-        "--ray",
-        help="Place the workers on Ray actors of the cluster at this address (needs the ray "
-        "extra); e.g. ray://head:10001 or auto.",
-    ),
-]
-SharedMemoryOption = Annotated[
-    SharedMemoryKind,
-    typer.Option(help="Pass tensors through Triton shared memory (same host only)."),
-]
-DEFAULT_REPOSITORY = Path("model_repository")
-
-
-@dataclass(frozen=True)
-class TargetFlags:
-    """The target-side flags, gathered once per command."""
-
-    model: str
-    url: str | None
-    protocol: Protocol
-    model_version: str
-    timeout_s: float
-    embedded: EmbeddedMode
-    repository: Path
-    input_data: Path | None
-    shapes: dict[str, tuple[int, ...]]
-    shared_memory: SharedMemoryKind = SharedMemoryKind.NONE
-
-    def target_settings(self) -> TargetSettings:
-        default_url = f"127.0.0.1:{deployment_module.default_port(self.protocol)}"
-        return TargetSettings(
-            url=self.url or default_url,
-            protocol=self.protocol,
-            model=self.model,
-            model_version=self.model_version,
-            request_timeout_s=self.timeout_s,
-        )
+__all__ = ["TargetFlags", "connected", "execute", "parse_shapes", "say"]
 
 
 def parse_shapes(values: list[str] | None) -> dict[str, tuple[int, ...]]:

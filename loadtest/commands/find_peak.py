@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from loadtest.commands import common
+from loadtest.commands import common, options
 from loadtest.core.settings import (
     AUTO_WORKERS,
-    LATE_THRESHOLD_NS,
     NS_PER_MS,
     NS_PER_S,
     ClientSettings,
     LoopKind,
     PeakSettings,
     Protocol,
+    TargetSettings,
 )
-from loadtest.core.target import ModelSpec
+from loadtest.core.target import ModelSpec, Target
 from loadtest.engine import timing
 from loadtest.engine.samples import open_with_samples
 from loadtest.models import DEFAULT_SERVER_MODEL
@@ -25,17 +25,13 @@ from loadtest.report.peak_report import peak_json, probe_row, render_peak, write
 from loadtest.report.results import build_environment
 from loadtest.scenarios.peak_run import PeakOutcome, ProbeRun, search_peak
 from loadtest.scenarios.play import Generator
+from loadtest.server.deployment import EmbeddedMode
 
 
 def find_peak(
-    model: common.ModelOption = DEFAULT_SERVER_MODEL,
-    target_latency: Annotated[
-        float | None,
-        typer.Option(help="Latency bound in ms (default: the model's MLPerf Server bound)."),
-    ] = None,
-    percentile: Annotated[
-        float, typer.Option(help="Latency percentile the bound applies to, in (0, 100).")
-    ] = 99.0,
+    model: options.ModelOption = DEFAULT_SERVER_MODEL,
+    target_latency: options.TargetLatencyOption = None,
+    percentile: options.PercentileOption = options.PERCENTILE,
     budget: Annotated[float, typer.Option(help="Total time budget in seconds.")] = 180.0,
     probe_duration: Annotated[
         float, typer.Option(help="Minimum duration of each probe in seconds.")
@@ -44,28 +40,25 @@ def find_peak(
         float, typer.Option(help="First rate to probe; 0 = calibrate from closed-loop throughput.")
     ] = 0.0,
     max_qps: Annotated[float, typer.Option(help="Never probe above this rate (0 = no cap).")] = 0.0,
-    late_threshold: Annotated[
-        float,
-        typer.Option(help="A send later than this (ms) counts as late; see 'client kept up'."),
-    ] = LATE_THRESHOLD_NS / NS_PER_MS,
+    late_threshold: options.LateThresholdOption = options.LATE_THRESHOLD_MS,
     resolution: Annotated[
         float, typer.Option(help="Stop when the bracket is this narrow (fraction of its top).")
     ] = 0.05,
-    url: common.UrlOption = None,
-    protocol: common.ProtocolOption = Protocol.GRPC,
-    model_version: common.VersionOption = "",
-    timeout: common.TimeoutOption = 30.0,
-    embedded: common.EmbeddedOption = common.EmbeddedMode.AUTO,
-    repository: common.RepositoryOption = common.DEFAULT_REPOSITORY,
-    seed: Annotated[int, typer.Option(help="Schedule (arrival times) seed.")] = 0,
-    sample_seed: common.SampleSeedOption = 1,
-    samples: common.SamplesOption = 64,
-    input_data: common.InputDataOption = None,
-    shape: common.ShapeOption = None,
-    output: common.OutputOption = None,
-    workers: common.WorkersOption = AUTO_WORKERS,
-    loop: common.LoopOption = LoopKind.AUTO,
-    ray: common.RayOption = "",
+    url: options.UrlOption = None,
+    protocol: options.ProtocolOption = Protocol.GRPC,
+    model_version: options.VersionOption = "",
+    timeout: options.TimeoutOption = options.TIMEOUT_S,
+    embedded: options.EmbeddedOption = EmbeddedMode.AUTO,
+    repository: options.RepositoryOption = options.REPOSITORY,
+    seed: options.SeedOption = 0,
+    sample_seed: options.SampleSeedOption = options.SAMPLE_SEED,
+    samples: options.SamplesOption = options.SAMPLES,
+    input_data: options.InputDataOption = None,
+    shape: options.ShapeOption = None,
+    output: options.OutputOption = None,
+    workers: options.WorkersOption = AUTO_WORKERS,
+    loop: options.LoopOption = LoopKind.AUTO,
+    ray: options.RayOption = "",
 ) -> None:
     """Find the highest Server-scenario QPS whose run is VALID (latency bound, early stopping)."""
     settings = PeakSettings(
@@ -82,65 +75,69 @@ def find_peak(
         sample_count=samples,
     )
     flags = common.TargetFlags(
-        model,
-        url,
-        protocol,
-        model_version,
-        timeout,
-        embedded,
-        repository,
-        input_data,
-        common.parse_shapes(shape),
+        model=model,
+        url=url,
+        protocol=protocol,
+        model_version=model_version,
+        timeout_s=timeout,
+        embedded=embedded,
+        repository=repository,
+        input_data=input_data,
+        shapes=common.parse_shapes(shape),
     )
     client = ClientSettings(workers=workers, loop=loop, ray_address=ray)
-    console = common.console
-    with common.connected(flags) as (deployment, target):
-        generator = Generator(client, deployment.target, flags.input_data, flags.shapes)
-        common.say(
-            f"find-peak against {target.description}: p{percentile:g} ≤ "
-            f"{settings.target_latency_ns / NS_PER_MS:g} ms, budget {budget:g} s, probes ≥ "
-            f"{probe_duration:g} s"
-        )
-
-        def show(run: ProbeRun) -> None:
-            cells = probe_row(run, settings.percentile, settings.target_latency_ns)
-            console.print("probe: " + " | ".join(cells), highlight=False)
-
-        async def measure() -> tuple[ModelSpec, PeakOutcome]:
-            try:
-                spec, library = await open_with_samples(
-                    target,
-                    settings.sample_count,
-                    settings.sample_seed,
-                    flags.input_data,
-                    flags.shapes,
-                )
-                outcome = await search_peak(
-                    target,
-                    spec,
-                    len(library),
-                    settings,
-                    timeout,
-                    on_probe=show,
-                    generator=generator,
-                    on_calibration=lambda qps: common.say(
-                        f"calibration: {qps:,.1f} queries/s closed loop "
-                        f"({settings.calibration_in_flight} in flight); probing below 1.1 × that"
-                    ),
-                )
-                return spec, outcome
-            finally:
-                await target.close()
-
-        # Probes played here (one worker) use this loop; worker processes pick their own.
-        parent_loop = LoopKind.PRECISE if loop is LoopKind.AUTO else loop
-        spec, outcome = timing.run(measure(), parent_loop.value)
-        environment = build_environment(target, deployment)
-        resolved = deployment.target
-    render_peak(console, settings, outcome)
+    spec, outcome, environment, resolved = _search(flags, settings, client)
+    render_peak(common.console, settings, outcome)
     path = write_peak(peak_json(settings, resolved, spec, environment, outcome), output, model)
-    console.print(f"results: {path}")
+    common.console.print(f"results: {path}")
     if outcome.interrupted:
         raise typer.Exit(130)
     if outcome.conclusion.peak_qps is None:
         raise typer.Exit(3)
+
+
+def _search(
+    flags: common.TargetFlags, settings: PeakSettings, client: ClientSettings
+) -> tuple[ModelSpec, PeakOutcome, dict[str, Any], TargetSettings]:
+    """The search against the deployment: (model, outcome, environment, resolved target)."""
+    with common.connected(flags) as (deployment, target):
+        generator = Generator(client, deployment.target, flags.input_data, flags.shapes)
+        common.say(
+            f"find-peak against {target.description}: p{settings.percentile * 100:g} ≤ "
+            f"{settings.target_latency_ns / NS_PER_MS:g} ms, budget "
+            f"{settings.budget_ns / NS_PER_S:g} s, probes ≥ "
+            f"{settings.probe_duration_ns / NS_PER_S:g} s"
+        )
+        # Probes played here (one worker) use this loop; worker processes pick their own.
+        parent_loop = LoopKind.PRECISE if client.loop is LoopKind.AUTO else client.loop
+        spec, outcome = timing.run(_measure(target, generator, settings, flags), parent_loop.value)
+        return spec, outcome, build_environment(target, deployment), deployment.target
+
+
+async def _measure(
+    target: Target, generator: Generator, settings: PeakSettings, flags: common.TargetFlags
+) -> tuple[ModelSpec, PeakOutcome]:
+    def show(run: ProbeRun) -> None:
+        cells = probe_row(run, settings.percentile, settings.target_latency_ns)
+        common.console.print("probe: " + " | ".join(cells), highlight=False)
+
+    try:
+        spec, library = await open_with_samples(
+            target, settings.sample_count, settings.sample_seed, flags.input_data, flags.shapes
+        )
+        outcome = await search_peak(
+            target,
+            spec,
+            len(library),
+            settings,
+            flags.timeout_s,
+            on_probe=show,
+            generator=generator,
+            on_calibration=lambda qps: common.say(
+                f"calibration: {qps:,.1f} queries/s closed loop "
+                f"({settings.calibration_in_flight} in flight); probing below 1.1 × that"
+            ),
+        )
+        return spec, outcome
+    finally:
+        await target.close()

@@ -6,39 +6,40 @@ from typing import Annotated
 
 import typer
 
-from loadtest.commands import common
+from loadtest.commands import common, options
 from loadtest.core.settings import DEFAULT_MIN_DURATION_NS, NS_PER_S, OfflineSettings, Protocol
 from loadtest.models import DEFAULT_SERVER_MODEL
 from loadtest.scenarios.play import run_offline
+from loadtest.server.deployment import EmbeddedMode
 
 
 def offline(
-    model: common.ModelOption = DEFAULT_SERVER_MODEL,
+    model: options.ModelOption = DEFAULT_SERVER_MODEL,
     expected_qps: Annotated[
         float,
         typer.Option(help="Expected samples/s; sizes the query to 1.1 × duration × this."),
     ] = 500.0,
-    duration: common.DurationOption = None,
-    min_queries: common.MinQueriesOption = 1,
-    max_duration: common.MaxDurationOption = 0.0,
+    duration: options.DurationOption = None,
+    min_queries: options.MinQueriesOption = 1,
+    max_duration: options.MaxDurationOption = 0.0,
     max_in_flight: Annotated[
         int, typer.Option(help="Requests outstanding at once: the only brake on issuing.")
     ] = 64,
     batch_size: Annotated[int, typer.Option(help="Samples per request.")] = 1,
-    mlperf: common.MlperfOption = False,
-    url: common.UrlOption = None,
-    protocol: common.ProtocolOption = Protocol.GRPC,
-    model_version: common.VersionOption = "",
-    timeout: common.TimeoutOption = 30.0,
-    embedded: common.EmbeddedOption = common.EmbeddedMode.AUTO,
-    repository: common.RepositoryOption = common.DEFAULT_REPOSITORY,
-    sample_seed: common.SampleSeedOption = 1,
-    samples: common.SamplesOption = 64,
-    input_data: common.InputDataOption = None,
-    shape: common.ShapeOption = None,
-    output: common.OutputOption = None,
-    records: common.RecordsOption = False,
-    live: common.LiveOption = True,
+    mlperf: options.MlperfOption = False,
+    url: options.UrlOption = None,
+    protocol: options.ProtocolOption = Protocol.GRPC,
+    model_version: options.VersionOption = "",
+    timeout: options.TimeoutOption = options.TIMEOUT_S,
+    embedded: options.EmbeddedOption = EmbeddedMode.AUTO,
+    repository: options.RepositoryOption = options.REPOSITORY,
+    sample_seed: options.SampleSeedOption = options.SAMPLE_SEED,
+    samples: options.SamplesOption = options.SAMPLES,
+    input_data: options.InputDataOption = None,
+    shape: options.ShapeOption = None,
+    output: options.OutputOption = None,
+    records: options.RecordsOption = False,
+    live: options.LiveOption = True,
 ) -> None:
     """Run the MLPerf Offline scenario: all samples due at once, throughput = samples / time."""
     settings = OfflineSettings(
@@ -53,15 +54,15 @@ def offline(
         keep_records=records,
     )
     flags = common.TargetFlags(
-        model,
-        url,
-        protocol,
-        model_version,
-        timeout,
-        embedded,
-        repository,
-        input_data,
-        common.parse_shapes(shape),
+        model=model,
+        url=url,
+        protocol=protocol,
+        model_version=model_version,
+        timeout_s=timeout,
+        embedded=embedded,
+        repository=repository,
+        input_data=input_data,
+        shapes=common.parse_shapes(shape),
     )
     common.execute(
         settings,

@@ -15,11 +15,6 @@ from loadtest.report.results import write_atomically
 
 console = Console()
 
-HtmlOption = Annotated[
-    Path | None,
-    typer.Option(help="Also write a self-contained HTML report (plots, verdict) to this file."),
-]
-
 
 def write_html_report(results: list[ResultFile], path: Path) -> Path:
     """Render and write the report; the parent directory is created when missing."""

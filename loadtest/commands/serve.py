@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from loadtest.commands import options
 from loadtest.models import DEFAULT_SERVER_MODEL
 from loadtest.server.deployment import ensure_model_built
 from loadtest.server.embedded import EmbeddedTriton, Ports
@@ -18,8 +19,8 @@ console = Console(stderr=True)
 
 
 def serve(
-    repository: Annotated[Path, typer.Option(help="Model repository to serve.")] = Path(
-        "model_repository"
+    repository: Annotated[Path, typer.Option(help="Model repository to serve.")] = (
+        options.REPOSITORY
     ),
     model: Annotated[
         list[str] | None,
@@ -27,8 +28,8 @@ def serve(
             "--model", "-m", help="Load only these models (repeatable); default: all built."
         ),
     ] = None,
-    http_port: Annotated[int, typer.Option(help="HTTP port; 0 = pick a free one.")] = 8000,
-    grpc_port: Annotated[int, typer.Option(help="gRPC port; 0 = pick a free one.")] = 8001,
+    http_port: options.HttpPortOption = options.HTTP_PORT,
+    grpc_port: options.GrpcPortOption = options.GRPC_PORT,
     metrics_port: Annotated[int, typer.Option(help="Metrics port; 0 = pick a free one.")] = 8002,
 ) -> None:
     """Serve a model repository with the embedded Triton (loopback only) until Ctrl-C."""

@@ -6,12 +6,10 @@ from typing import Annotated
 
 import typer
 
-from loadtest.commands import common
-from loadtest.commands.report import HtmlOption
+from loadtest.commands import common, options
 from loadtest.core.settings import (
     AUTO_WORKERS,
     DEFAULT_MIN_DURATION_NS,
-    LATE_THRESHOLD_NS,
     NS_PER_MS,
     NS_PER_S,
     ClientSettings,
@@ -23,47 +21,40 @@ from loadtest.core.settings import (
 )
 from loadtest.models import DEFAULT_SERVER_MODEL, DEFAULT_SERVER_QPS
 from loadtest.scenarios.play import Generator, run_server
+from loadtest.server.deployment import EmbeddedMode
 
 
 def server(
-    model: common.ModelOption = DEFAULT_SERVER_MODEL,
+    model: options.ModelOption = DEFAULT_SERVER_MODEL,
     qps: Annotated[float, typer.Option(help="Scheduled Poisson arrival rate (queries/s).")] = (
         DEFAULT_SERVER_QPS
     ),
-    duration: common.DurationOption = None,
-    min_queries: common.MinQueriesOption = 100,
-    max_duration: common.MaxDurationOption = 0.0,
-    target_latency: Annotated[
-        float | None,
-        typer.Option(help="Latency bound in ms (default: the model's MLPerf Server bound)."),
-    ] = None,
-    percentile: Annotated[
-        float, typer.Option(help="Latency percentile the bound applies to, in (0, 100).")
-    ] = 99.0,
-    late_threshold: Annotated[
-        float,
-        typer.Option(help="A send later than this (ms) counts as late; see 'client kept up'."),
-    ] = LATE_THRESHOLD_NS / NS_PER_MS,
-    mlperf: common.MlperfOption = False,
-    url: common.UrlOption = None,
-    protocol: common.ProtocolOption = Protocol.GRPC,
-    model_version: common.VersionOption = "",
-    timeout: common.TimeoutOption = 30.0,
-    embedded: common.EmbeddedOption = common.EmbeddedMode.AUTO,
-    repository: common.RepositoryOption = common.DEFAULT_REPOSITORY,
-    seed: Annotated[int, typer.Option(help="Schedule (arrival times) seed.")] = 0,
-    sample_seed: common.SampleSeedOption = 1,
-    samples: common.SamplesOption = 64,
-    input_data: common.InputDataOption = None,
-    shape: common.ShapeOption = None,
-    output: common.OutputOption = None,
-    records: common.RecordsOption = False,
-    live: common.LiveOption = True,
-    html: HtmlOption = None,
-    workers: common.WorkersOption = AUTO_WORKERS,
-    loop: common.LoopOption = LoopKind.AUTO,
-    ray: common.RayOption = "",
-    shared_memory: common.SharedMemoryOption = SharedMemoryKind.NONE,
+    duration: options.DurationOption = None,
+    min_queries: options.MinQueriesOption = 100,
+    max_duration: options.MaxDurationOption = 0.0,
+    target_latency: options.TargetLatencyOption = None,
+    percentile: options.PercentileOption = options.PERCENTILE,
+    late_threshold: options.LateThresholdOption = options.LATE_THRESHOLD_MS,
+    mlperf: options.MlperfOption = False,
+    url: options.UrlOption = None,
+    protocol: options.ProtocolOption = Protocol.GRPC,
+    model_version: options.VersionOption = "",
+    timeout: options.TimeoutOption = options.TIMEOUT_S,
+    embedded: options.EmbeddedOption = EmbeddedMode.AUTO,
+    repository: options.RepositoryOption = options.REPOSITORY,
+    seed: options.SeedOption = 0,
+    sample_seed: options.SampleSeedOption = options.SAMPLE_SEED,
+    samples: options.SamplesOption = options.SAMPLES,
+    input_data: options.InputDataOption = None,
+    shape: options.ShapeOption = None,
+    output: options.OutputOption = None,
+    records: options.RecordsOption = False,
+    live: options.LiveOption = True,
+    html: options.HtmlOption = None,
+    workers: options.WorkersOption = AUTO_WORKERS,
+    loop: options.LoopOption = LoopKind.AUTO,
+    ray: options.RayOption = "",
+    shared_memory: options.SharedMemoryOption = SharedMemoryKind.NONE,
 ) -> None:
     """Run the MLPerf Server scenario: Poisson arrivals at --qps, latency from scheduled time."""
     settings = ServerSettings(
@@ -83,16 +74,16 @@ def server(
         workers=workers, loop=loop, ray_address=ray, shared_memory=shared_memory
     )
     flags = common.TargetFlags(
-        model,
-        url,
-        protocol,
-        model_version,
-        timeout,
-        embedded,
-        repository,
-        input_data,
-        common.parse_shapes(shape),
-        shared_memory,
+        model=model,
+        url=url,
+        protocol=protocol,
+        model_version=model_version,
+        timeout_s=timeout,
+        embedded=embedded,
+        repository=repository,
+        input_data=input_data,
+        shapes=common.parse_shapes(shape),
+        shared_memory=shared_memory,
     )
     drain_timeout_ns = int((timeout + 5) * NS_PER_S)
     common.execute(

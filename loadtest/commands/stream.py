@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from loadtest.commands import common
+from loadtest.commands import common, options
 from loadtest.core.settings import (
     DEFAULT_MIN_DURATION_NS,
     NS_PER_MS,
@@ -18,50 +19,18 @@ from loadtest.core.settings import (
 from loadtest.errors import SettingsError
 from loadtest.models import DEFAULT_SERVER_MODEL
 from loadtest.scenarios.play import run_stream
-
-BoundOption = Annotated[
-    float | None,
-    typer.Option(
-        help="Optional bound in ms on the early-stopping estimate (report only if unset)."
-    ),
-]
+from loadtest.server.deployment import EmbeddedMode
 
 
 def _run(
-    scenario: Scenario,
-    percentile: float,
-    samples_per_query: int,
-    target_latency: float | None,
-    duration: float | None,
-    min_queries: int,
-    max_duration: float,
-    mlperf: bool,
-    flags: common.TargetFlags,
-    sample_seed: int,
-    samples: int,
-    output: common.OutputOption,
-    records: bool,
-    live: bool,
+    settings: StreamSettings, flags: common.TargetFlags, output: Path | None, live: bool
 ) -> None:
-    if target_latency is not None and target_latency <= 0:
-        raise SettingsError(f"--target-latency must be > 0 ms, got {target_latency:g}")
-    settings = StreamSettings(
-        scenario=scenario,
-        percentile=percentile / 100,
-        samples_per_query=samples_per_query,
-        min_duration_ns=common.min_duration_ns(duration, mlperf, DEFAULT_MIN_DURATION_NS),
-        min_query_count=min_queries,
-        max_duration_ns=common.max_duration_ns(max_duration),
-        target_latency_ns=int((target_latency or 0) * NS_PER_MS),
-        sample_seed=sample_seed,
-        sample_count=samples,
-        keep_records=records,
-    )
+    scenario, per_query = settings.scenario, settings.samples_per_query
     common.execute(
         settings,
         flags,
         title=(
-            f"{scenario.value} scenario: closed loop, {samples_per_query} sample(s) per query, "
+            f"{scenario.value} scenario: closed loop, {per_query} sample(s) per query, "
             f"≥ {settings.min_duration_ns / NS_PER_S:g} s"
         ),
         span_ns=settings.min_duration_ns,
@@ -72,112 +41,126 @@ def _run(
         live=live,
         sample_count=settings.sample_count,
         sample_seed=settings.sample_seed,
-        batch_size=samples_per_query,
+        batch_size=per_query,
+    )
+
+
+def _settings(
+    scenario: Scenario,
+    samples_per_query: int,
+    percentile: float,
+    target_latency: float | None,
+    run_length: tuple[float | None, int, float, bool],
+    samples: tuple[int, int, bool],
+) -> StreamSettings:
+    """run_length = (--duration, --min-queries, --max-duration, --mlperf);
+    samples = (--sample-seed, --samples, --records)."""
+    duration, min_queries, max_duration, mlperf = run_length
+    sample_seed, sample_count, records = samples
+    if target_latency is not None and target_latency <= 0:
+        raise SettingsError(f"--target-latency must be > 0 ms, got {target_latency:g}")
+    return StreamSettings(
+        scenario=scenario,
+        percentile=percentile / 100,
+        samples_per_query=samples_per_query,
+        min_duration_ns=common.min_duration_ns(duration, mlperf, DEFAULT_MIN_DURATION_NS),
+        min_query_count=min_queries,
+        max_duration_ns=common.max_duration_ns(max_duration),
+        target_latency_ns=int((target_latency or 0) * NS_PER_MS),
+        sample_seed=sample_seed,
+        sample_count=sample_count,
+        keep_records=records,
     )
 
 
 def single_stream(
-    model: common.ModelOption = DEFAULT_SERVER_MODEL,
-    percentile: Annotated[float, typer.Option(help="Reported percentile (MLPerf: 90).")] = 90.0,
-    target_latency: BoundOption = None,
-    duration: common.DurationOption = None,
-    min_queries: common.MinQueriesOption = 1,
-    max_duration: common.MaxDurationOption = 0.0,
-    mlperf: common.MlperfOption = False,
-    url: common.UrlOption = None,
-    protocol: common.ProtocolOption = Protocol.GRPC,
-    model_version: common.VersionOption = "",
-    timeout: common.TimeoutOption = 30.0,
-    embedded: common.EmbeddedOption = common.EmbeddedMode.AUTO,
-    repository: common.RepositoryOption = common.DEFAULT_REPOSITORY,
-    sample_seed: common.SampleSeedOption = 1,
-    samples: common.SamplesOption = 64,
-    input_data: common.InputDataOption = None,
-    shape: common.ShapeOption = None,
-    output: common.OutputOption = None,
-    records: common.RecordsOption = False,
-    live: common.LiveOption = True,
+    model: options.ModelOption = DEFAULT_SERVER_MODEL,
+    percentile: options.PercentileOption = 90.0,  # MLPerf SingleStream reports p90
+    target_latency: options.TargetLatencyOption = None,
+    duration: options.DurationOption = None,
+    min_queries: options.MinQueriesOption = 1,
+    max_duration: options.MaxDurationOption = 0.0,
+    mlperf: options.MlperfOption = False,
+    url: options.UrlOption = None,
+    protocol: options.ProtocolOption = Protocol.GRPC,
+    model_version: options.VersionOption = "",
+    timeout: options.TimeoutOption = options.TIMEOUT_S,
+    embedded: options.EmbeddedOption = EmbeddedMode.AUTO,
+    repository: options.RepositoryOption = options.REPOSITORY,
+    sample_seed: options.SampleSeedOption = options.SAMPLE_SEED,
+    samples: options.SamplesOption = options.SAMPLES,
+    input_data: options.InputDataOption = None,
+    shape: options.ShapeOption = None,
+    output: options.OutputOption = None,
+    records: options.RecordsOption = False,
+    live: options.LiveOption = True,
 ) -> None:
     """MLPerf SingleStream: one sample per query, one in flight; reports p90 (early stopping)."""
-    flags = common.TargetFlags(
-        model,
-        url,
-        protocol,
-        model_version,
-        timeout,
-        embedded,
-        repository,
-        input_data,
-        common.parse_shapes(shape),
-    )
-    _run(
+    settings = _settings(
         Scenario.SINGLE_STREAM,
-        percentile,
         1,
+        percentile,
         target_latency,
-        duration,
-        min_queries,
-        max_duration,
-        mlperf,
-        flags,
-        sample_seed,
-        samples,
-        output,
-        records,
-        live,
+        (duration, min_queries, max_duration, mlperf),
+        (sample_seed, samples, records),
     )
+    flags = common.TargetFlags(
+        model=model,
+        url=url,
+        protocol=protocol,
+        model_version=model_version,
+        timeout_s=timeout,
+        embedded=embedded,
+        repository=repository,
+        input_data=input_data,
+        shapes=common.parse_shapes(shape),
+    )
+    _run(settings, flags, output, live)
 
 
 def multi_stream(
-    model: common.ModelOption = DEFAULT_SERVER_MODEL,
+    model: options.ModelOption = DEFAULT_SERVER_MODEL,
     samples_per_query: Annotated[
         int, typer.Option(help="Samples per query, sent as one batched request (MLPerf: 8).")
     ] = 8,
-    percentile: Annotated[float, typer.Option(help="Reported percentile (MLPerf: 99).")] = 99.0,
-    target_latency: BoundOption = None,
-    duration: common.DurationOption = None,
-    min_queries: common.MinQueriesOption = 1,
-    max_duration: common.MaxDurationOption = 0.0,
-    mlperf: common.MlperfOption = False,
-    url: common.UrlOption = None,
-    protocol: common.ProtocolOption = Protocol.GRPC,
-    model_version: common.VersionOption = "",
-    timeout: common.TimeoutOption = 30.0,
-    embedded: common.EmbeddedOption = common.EmbeddedMode.AUTO,
-    repository: common.RepositoryOption = common.DEFAULT_REPOSITORY,
-    sample_seed: common.SampleSeedOption = 1,
-    samples: common.SamplesOption = 64,
-    input_data: common.InputDataOption = None,
-    shape: common.ShapeOption = None,
-    output: common.OutputOption = None,
-    records: common.RecordsOption = False,
-    live: common.LiveOption = True,
+    percentile: options.PercentileOption = options.PERCENTILE,
+    target_latency: options.TargetLatencyOption = None,
+    duration: options.DurationOption = None,
+    min_queries: options.MinQueriesOption = 1,
+    max_duration: options.MaxDurationOption = 0.0,
+    mlperf: options.MlperfOption = False,
+    url: options.UrlOption = None,
+    protocol: options.ProtocolOption = Protocol.GRPC,
+    model_version: options.VersionOption = "",
+    timeout: options.TimeoutOption = options.TIMEOUT_S,
+    embedded: options.EmbeddedOption = EmbeddedMode.AUTO,
+    repository: options.RepositoryOption = options.REPOSITORY,
+    sample_seed: options.SampleSeedOption = options.SAMPLE_SEED,
+    samples: options.SamplesOption = options.SAMPLES,
+    input_data: options.InputDataOption = None,
+    shape: options.ShapeOption = None,
+    output: options.OutputOption = None,
+    records: options.RecordsOption = False,
+    live: options.LiveOption = True,
 ) -> None:
     """MLPerf MultiStream: N samples per query as one batch, one in flight; reports p99."""
-    flags = common.TargetFlags(
-        model,
-        url,
-        protocol,
-        model_version,
-        timeout,
-        embedded,
-        repository,
-        input_data,
-        common.parse_shapes(shape),
-    )
-    _run(
+    settings = _settings(
         Scenario.MULTI_STREAM,
-        percentile,
         samples_per_query,
+        percentile,
         target_latency,
-        duration,
-        min_queries,
-        max_duration,
-        mlperf,
-        flags,
-        sample_seed,
-        samples,
-        output,
-        records,
-        live,
+        (duration, min_queries, max_duration, mlperf),
+        (sample_seed, samples, records),
     )
+    flags = common.TargetFlags(
+        model=model,
+        url=url,
+        protocol=protocol,
+        model_version=model_version,
+        timeout_s=timeout,
+        embedded=embedded,
+        repository=repository,
+        input_data=input_data,
+        shapes=common.parse_shapes(shape),
+    )
+    _run(settings, flags, output, live)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from loadtest.commands import options
 from loadtest.errors import LoadtestError
 
 
@@ -14,9 +15,9 @@ def stub(
     repository: Annotated[
         Path | None,
         typer.Option(help="Answer with these models' configs (others get a 16-float MLP's)."),
-    ] = Path("model_repository"),
-    http_port: Annotated[int, typer.Option(help="HTTP port; 0 = pick a free one.")] = 8000,
-    grpc_port: Annotated[int, typer.Option(help="gRPC port; 0 = pick a free one.")] = 8001,
+    ] = options.REPOSITORY,
+    http_port: options.HttpPortOption = options.HTTP_PORT,
+    grpc_port: options.GrpcPortOption = options.GRPC_PORT,
 ) -> None:
     """Serve every model instantly (zero compute, zeros out) on loopback until Ctrl-C.
 

@@ -137,6 +137,20 @@ def load_samples(path: Path, model: ModelSpec) -> list[Sample]:
     return samples
 
 
+def sample_library(
+    model: ModelSpec,
+    sample_count: int,
+    sample_seed: int,
+    input_data: Path | None = None,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
+    batch_size: int = 1,
+) -> list[Sample]:
+    """The user's samples (--input-data) when given, else `sample_count` seeded random ones."""
+    if input_data is not None:
+        return load_samples(input_data, model)
+    return random_samples(model, sample_count, sample_seed, shapes, batch_size)
+
+
 async def open_with_samples(
     target: Target,
     sample_count: int,
@@ -147,9 +161,6 @@ async def open_with_samples(
 ) -> tuple[ModelSpec, list[Sample]]:
     """Open the target and prepare the sample library on it (raises TargetError/SettingsError)."""
     model = await target.open()
-    if input_data is not None:
-        samples = load_samples(input_data, model)
-    else:
-        samples = random_samples(model, sample_count, sample_seed, shapes, batch_size)
+    samples = sample_library(model, sample_count, sample_seed, input_data, shapes, batch_size)
     await target.prepare(samples)
     return model, samples

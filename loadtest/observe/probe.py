@@ -196,6 +196,12 @@ def local_triton(port: int) -> tuple[int, str | None] | None:
     return None
 
 
+def triton_protocol(target: Target) -> str | None:
+    """'grpc' or 'http' for a target with Triton behind it; None for anything else."""
+    triton = target.capabilities.triton
+    return triton.protocol if triton is not None else None
+
+
 def probe_for_target(target: Target) -> ServerProbe | None:
     """A probe for a target with Triton behind it (statistics over the target's own protocol and
     address, as declared in its capabilities, so a wrapped target keeps it); None otherwise."""

@@ -11,79 +11,72 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from loadtest.analysis.compare import Relative, RunPoint
-from loadtest.core.settings import ServerSettings
-from loadtest.engine.measurement import Measurement
+from loadtest.analysis.compare import Relative, RunPoint, relative
+from loadtest.core.settings import NS_PER_S
 from loadtest.observe.probe import ServerSide
 from loadtest.observe.split import ServerSplit
 from loadtest.report.results import plain
-from loadtest.rules.stats import Summary
-from loadtest.rules.validity import Verdict
+from loadtest.scenarios.compare_run import (
+    NATIVE,
+    CompareResult,
+    CompareRun,
+    CompareSession,
+    CompareSetup,
+)
 
 SCHEMA = "loadtest.analysis.compare"
 SCHEMA_VERSION = 1
 
 
-@dataclass(frozen=True)
-class CompareRun:
-    """One target at one QPS: everything measured, interpreted."""
+def run_point(run: CompareRun) -> RunPoint:
+    """One run reduced to what the comparison needs."""
+    return RunPoint(
+        target=run.target,
+        qps=run.settings.qps,
+        achieved_qps=run.summary.completed_qps,
+        p50_ns=run.summary.latency.p50_ns,
+        p99_ns=run.summary.latency.p99_ns,
+        valid=run.verdict.valid,
+        client_bound=not run.summary.client_kept_up,
+    )
 
-    target: str  # triton-grpc / triton-http / native
-    description: str
-    settings: ServerSettings
-    measurement: Measurement
-    summary: Summary
-    verdict: Verdict
-    server_side: ServerSide | None
-    batcher: Mapping[str, Any] | None = None  # native dynamic batcher: batches formed
 
-    @property
-    def point(self) -> RunPoint:
-        return RunPoint(
-            target=self.target,
-            qps=self.settings.qps,
-            achieved_qps=self.summary.completed_qps,
-            p50_ns=self.summary.latency.p50_ns,
-            p99_ns=self.summary.latency.p99_ns,
-            valid=self.verdict.valid,
-            client_bound=not self.summary.client_kept_up,
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        point = self.point
-        split = self.server_side.split if self.server_side else None
-        outcome = self.measurement.outcome
-        return {
-            "target": self.target,
-            "description": self.description,
-            "qps": point.qps,
-            "achieved_qps": round(point.achieved_qps, 3),
-            "p50_ns": point.p50_ns,
-            "p99_ns": point.p99_ns,
-            "verdict_label": point.label,
-            "valid": point.valid,
-            "client_bound": point.client_bound,
-            "settings": plain(self.settings),
-            "run": {
-                "started_unix_ns": outcome.started_unix_ns,
-                "duration_ns": outcome.duration_ns,
-                "interrupted": outcome.interrupted,
-                "stop_reason": outcome.stop_reason,
-                "client_cpu_s": round(self.measurement.client_cpu_s, 6),
-            },
-            "summary": self.summary.to_dict(),
-            "verdict": plain(self.verdict),
-            "server_side": self.server_side.to_dict() if self.server_side else None,
-            "split_ns": split_stack_ns(split) if split else None,
-            "batcher": dict(self.batcher) if self.batcher is not None else None,
-        }
+def run_json(run: CompareRun) -> dict[str, Any]:
+    """One row of compare.json."""
+    point = run_point(run)
+    split = run.server_side.split if run.server_side else None
+    outcome = run.measurement.outcome
+    return {
+        "target": run.target,
+        "description": run.description,
+        "qps": point.qps,
+        "achieved_qps": round(point.achieved_qps, 3),
+        "p50_ns": point.p50_ns,
+        "p99_ns": point.p99_ns,
+        "verdict_label": point.label,
+        "valid": point.valid,
+        "client_bound": point.client_bound,
+        "settings": plain(run.settings),
+        "run": {
+            "started_unix_ns": outcome.started_unix_ns,
+            "duration_ns": outcome.duration_ns,
+            "interrupted": outcome.interrupted,
+            "stop_reason": outcome.stop_reason,
+            "client_cpu_s": round(run.measurement.client_cpu_s, 6),
+        },
+        "summary": run.summary.to_dict(),
+        "verdict": plain(run.verdict),
+        "server_side": run.server_side.to_dict() if run.server_side else None,
+        "split_ns": split_stack_ns(split) if split else None,
+        "batcher": dict(run.batcher) if run.batcher is not None else None,
+    }
 
 
 def split_stack_ns(split: ServerSplit) -> dict[str, float]:
@@ -118,16 +111,65 @@ def relative_json(rel: Relative) -> dict[str, Any]:
     }
 
 
+def comparison(setup: CompareSetup, result: CompareResult) -> list[Relative]:
+    """Each Triton target against native (none when native was not compared)."""
+    if NATIVE not in setup.targets:
+        return []
+    points = [run_point(run) for run in result.runs]
+    return [relative(points, name) for name in setup.tritons]
+
+
+def settings_json(setup: CompareSetup, session: CompareSession) -> dict[str, Any]:
+    flags, first = setup.flags, setup.runs[0]
+    return {
+        "model": flags.model,
+        "targets": list(setup.targets),
+        "qps": [run.qps for run in setup.runs],
+        "duration_s": first.min_duration_ns / NS_PER_S,
+        "min_query_count": first.min_query_count,
+        "target_latency_ns": first.target_latency_ns,
+        "percentile": first.percentile,
+        "late_threshold_ns": first.late_threshold_ns,
+        "schedule_seed": first.schedule_seed,
+        "sample_seed": first.sample_seed,
+        "sample_count": first.sample_count,
+        "input_data": str(flags.input_data) if flags.input_data else None,
+        "shapes": {name: list(dims) for name, dims in flags.shapes.items()},
+        "agreement_samples": setup.agreement_samples,
+        "protocol": flags.protocol.value,
+        "shared_memory": flags.shared_memory.value,
+        "urls": dict(session.urls),
+        "metrics_url": session.metrics_url,
+        "repository": str(flags.repository),
+        "onnx": str(setup.onnx) if setup.onnx else None,
+    }
+
+
+def configurations_json(session: CompareSession, result: CompareResult) -> dict[str, Any]:
+    """How each side served the model: Triton's config summary, the native options."""
+    native = session.native
+    return {
+        "triton": result.triton_config,
+        "native": (
+            {**plain(native.options), "summary": native.options.describe()} if native else None
+        ),
+    }
+
+
+def compare_notes(session: CompareSession, result: CompareResult) -> list[str]:
+    notes = []
+    if session.deployment.embedded is not None:
+        notes.append("Triton was the embedded server started by loadtest on this machine")
+    if any(run_point(run).client_bound for run in result.runs):
+        notes.append("client-bound runs are excluded from the comparison")
+    return notes
+
+
 def compare_json(
-    *,
-    settings: Mapping[str, Any],
-    model: Any,
-    configurations: Mapping[str, Any],
+    setup: CompareSetup,
+    session: CompareSession,
+    result: CompareResult,
     environment: Mapping[str, Any],
-    runs: Sequence[CompareRun],
-    relatives: Sequence[Relative],
-    agreement: Mapping[str, float | None],
-    notes: Sequence[str],
     created_unix_s: float,
 ) -> dict[str, Any]:
     return {
@@ -136,14 +178,14 @@ def compare_json(
         "kind": "compare",
         "scenario": "Server",
         "created_unix_s": created_unix_s,
-        "settings": dict(settings),
-        "model": plain(model),
-        "configurations": dict(configurations),
+        "settings": settings_json(setup, session),
+        "model": plain(result.spec),
+        "configurations": configurations_json(session, result),
         "environment": dict(environment),
-        "rows": [run.to_json() for run in runs],
-        "comparison": [relative_json(r) for r in relatives],
-        "agreement": {"max_abs_difference": dict(agreement)},
-        "notes": list(notes),
+        "rows": [run_json(run) for run in result.runs],
+        "comparison": [relative_json(r) for r in comparison(setup, result)],
+        "agreement": {"max_abs_difference": dict(result.agreement)},
+        "notes": compare_notes(session, result),
     }
 
 
@@ -188,7 +230,7 @@ def runs_table(runs: Sequence[CompareRun], percentile: float) -> Table:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     styles = {"VALID": "green", "INVALID": "red", "CLIENT-BOUND": "bold yellow"}
     for run in runs:
-        point = run.point
+        point = run_point(run)
         side = run.server_side
         batch = "—"
         if side and side.split and side.split.average_batch is not None:
@@ -315,3 +357,35 @@ def split_table(rows: Sequence[tuple[str, ServerSide]]) -> Table:
     if notes:
         table.caption = escape("; ".join(notes))
     return table
+
+
+def render_compare(
+    console: Console, setup: CompareSetup, session: CompareSession, result: CompareResult
+) -> None:
+    """The runs, Triton against native, the server-side split and both configurations."""
+    console.print(runs_table(result.runs, setup.runs[0].percentile))
+    relatives = comparison(setup, result)
+    if relatives:
+        console.print(relative_table(relatives, result.agreement))
+    split_rows = [
+        (f"{run.target} {run.settings.qps:g}", run.server_side)
+        for run in result.runs
+        if run.server_side is not None
+    ]
+    if split_rows:
+        console.print(split_table(split_rows))
+    if session.native is not None:
+        console.print(f"native: {session.native.options.describe()}", highlight=False)
+    tc = result.triton_config
+    if tc is not None:
+        batching = (
+            f"dynamic batching ≤ {tc['max_batch_size']}, delay {tc['max_queue_delay_us']} µs"
+            if tc["dynamic_batching"]
+            else "no dynamic batching"
+        )
+        console.print(
+            f"triton: {tc['instances']} instance(s), {batching}, intra "
+            f"{tc['intra_op_thread_count']} / inter {tc['inter_op_thread_count']} threads "
+            f"({tc['backend']})",
+            highlight=False,
+        )

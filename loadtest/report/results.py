@@ -108,7 +108,6 @@ class RunReport:
     created_unix_s: float
     server_side: ServerSide | None = None  # Triton's split, server CPU, :8002 metrics
 
-
     @classmethod
     def from_measurement(
         cls,

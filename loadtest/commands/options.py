@@ -1,0 +1,164 @@
+"""Every command-line option that more than one command takes, declared once.
+
+A command names its parameter with one of these aliases and gives the default named beside it (typer
+takes defaults from the signature, not from the alias). tests/test_options.py checks that every
+command taking one of these flags takes it from here, with the same help text and default.
+
+Defaults that differ by scenario are the command's own: --min-queries (100 for Server and compare,
+1 otherwise) and --percentile (90 for single-stream, after MLPerf; 99 otherwise).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from loadtest.core.settings import (
+    LATE_THRESHOLD_NS,
+    NS_PER_MS,
+    LoopKind,
+    Protocol,
+    SharedMemoryKind,
+)
+from loadtest.server.deployment import EmbeddedMode
+from loadtest.targets.triton_common import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT
+
+# --- target: what is measured, and where --------------------------------------------------------
+ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model to load test.")]
+UrlOption = Annotated[
+    str | None,
+    typer.Option("--url", help="Triton address (default 127.0.0.1:8001 for gRPC, :8000 for HTTP)."),
+]
+ProtocolOption = Annotated[Protocol, typer.Option("--protocol", help="Wire protocol.")]
+VersionOption = Annotated[str, typer.Option("--model-version", help="Model version ('' = latest).")]
+TimeoutOption = Annotated[float, typer.Option("--timeout", help="Per-request timeout in seconds.")]
+EmbeddedOption = Annotated[
+    EmbeddedMode,
+    typer.Option(
+        "--embedded",
+        help="Start the embedded Triton: auto = when nothing answers at a loopback URL.",
+    ),
+]
+RepositoryOption = Annotated[
+    Path,
+    typer.Option(
+        "--repository", help="Model repository for the embedded Triton (and compare's native side)."
+    ),
+]
+TIMEOUT_S = 30.0
+REPOSITORY = Path("model_repository")
+
+# --- samples: the in-memory sample library ------------------------------------------------------
+SampleSeedOption = Annotated[
+    int, typer.Option("--sample-seed", help="Sample order and random-input seed.")
+]
+SamplesOption = Annotated[
+    int, typer.Option("--samples", help="Size of the in-memory sample library.")
+]
+InputDataOption = Annotated[
+    Path | None,
+    typer.Option("--input-data", help=".npz of real inputs: one array per input, axis 0 = sample."),
+]
+ShapeOption = Annotated[
+    list[str] | None,
+    typer.Option("--shape", help="Concrete shape for a dynamic input: NAME:D1,D2,..."),
+]
+SAMPLE_SEED = 1
+SAMPLES = 64
+
+# --- output ----------------------------------------------------------------------------------
+OutputOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--output",
+        help="Directory for the results: result.json and mlperf_log_summary.txt (find-peak.json, "
+        "compare.json for those commands); default: results/<time>-<scenario>-<model>/.",
+    ),
+]
+RecordsOption = Annotated[
+    bool, typer.Option("--records/--no-records", help="Store per-query records in result.json.")
+]
+LiveOption = Annotated[
+    bool, typer.Option("--live/--no-live", help="Live view while running (terminals only).")
+]
+HtmlOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--html", help="Also write a self-contained HTML report (plots, verdict) to this file."
+    ),
+]
+
+# --- client: the load generator -----------------------------------------------------------------
+WorkersOption = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        help="Generator processes; 0 = automatic from the rate (at most one per CPU core).",
+    ),
+]
+LoopOption = Annotated[
+    LoopKind,
+    typer.Option("--loop", help="Event loop of each generator process (precise: µs timers)."),
+]
+RayOption = Annotated[
+    str,
+    typer.Option(
+        "--ray",
+        help="Place the workers on Ray actors of the cluster at this address (needs the ray "
+        "extra); e.g. ray://head:10001 or auto.",
+    ),
+]
+SharedMemoryOption = Annotated[
+    SharedMemoryKind,
+    typer.Option(
+        "--shared-memory", help="Pass tensors through Triton shared memory (same host only)."
+    ),
+]
+
+# --- run length and judgement -------------------------------------------------------------------
+DurationOption = Annotated[
+    float | None,
+    typer.Option(
+        "--duration",
+        help="Minimum duration of a run in seconds (default: 60, 600 with --mlperf; "
+        "compare: 10 per run).",
+    ),
+]
+MaxDurationOption = Annotated[
+    float, typer.Option("--max-duration", help="Stop issuing after this many seconds (0 = no cap).")
+]
+MinQueriesOption = Annotated[int, typer.Option("--min-queries", help="Minimum number of queries.")]
+MlperfOption = Annotated[bool, typer.Option("--mlperf", help="Official minimums: 600 s duration.")]
+TargetLatencyOption = Annotated[
+    float | None,
+    typer.Option(
+        "--target-latency",
+        help="Latency bound in ms (default: the model's MLPerf Server bound; single-/multi-stream: "
+        "none, report only; there the bound is on the early-stopping estimate).",
+    ),
+]
+PercentileOption = Annotated[
+    float,
+    typer.Option(
+        "--percentile",
+        help="Latency percentile the bound applies to (and the one reported), in (0, 100).",
+    ),
+]
+LateThresholdOption = Annotated[
+    float,
+    typer.Option(
+        "--late-threshold",
+        help="A send later than this (ms) counts as late; see 'client kept up'.",
+    ),
+]
+SeedOption = Annotated[int, typer.Option("--seed", help="Schedule (arrival times) seed.")]
+PERCENTILE = 99.0
+LATE_THRESHOLD_MS = LATE_THRESHOLD_NS / NS_PER_MS
+
+# --- local servers (serve, stub) -----------------------------------------------------------------
+HttpPortOption = Annotated[int, typer.Option("--http-port", help="HTTP port; 0 = pick a free one.")]
+GrpcPortOption = Annotated[int, typer.Option("--grpc-port", help="gRPC port; 0 = pick a free one.")]
+HTTP_PORT = DEFAULT_HTTP_PORT
+GRPC_PORT = DEFAULT_GRPC_PORT

@@ -1,0 +1,418 @@
+"""`loadtest compare` played: Triton and native onnxruntime on the same Poisson schedule.
+
+Every target gets the same model, seed, sample library and QPS list; the native side mirrors the
+model's config.pbtxt (instances, dynamic batching, threads) unless told otherwise, so a batched
+server is never set against an unbatched native run by accident. Before the runs, each Triton
+target's outputs are checked against native's on the first samples. Runs go QPS by QPS, each target
+in turn, so slow drift on a shared machine spreads over all targets alike.
+
+Targets: `triton` is Triton over --protocol; `triton-grpc` and `triton-http` name the protocol
+outright. --url is the address of the --protocol side; the other protocol is reached on the same
+host at its default port (or at --http-url). The Triton targets may pass tensors through shared
+memory; the native target runs in this process and cannot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from loadtest.core.settings import (
+    NS_PER_S,
+    Protocol,
+    ServerSettings,
+    SharedMemoryKind,
+    TargetSettings,
+)
+from loadtest.core.target import ModelSpec, Sample, Target
+from loadtest.engine.measurement import Measurement
+from loadtest.engine.samples import sample_library
+from loadtest.errors import SettingsError, TargetError
+from loadtest.observe.probe import ServerProbe, ServerSide, triton_protocol
+from loadtest.observe.triton_statistics import TritonStatistics
+from loadtest.rules.stats import Summary
+from loadtest.rules.validity import Verdict
+from loadtest.scenarios.interpret import interpret_server
+from loadtest.scenarios.play import run_server
+from loadtest.scenarios.target_flags import TargetFlags
+from loadtest.server import deployment as deployment_module
+from loadtest.server.deployment import Deployment
+from loadtest.targets import triton_target
+from loadtest.targets.batcher import BatcherStats
+from loadtest.targets.native import NativeOptions, NativeTarget
+from loadtest.targets.shared_memory import with_shared_memory
+from loadtest.targets.triton_common import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, host_port
+
+Say = Callable[[str], None]
+
+NATIVE = "native"
+TRITON_GRPC = "triton-grpc"
+TRITON_HTTP = "triton-http"
+
+
+class CompareTarget(str, enum.Enum):
+    """What `-t/--target` names."""
+
+    TRITON = "triton"  # Triton over --protocol
+    TRITON_GRPC = TRITON_GRPC
+    TRITON_HTTP = TRITON_HTTP
+    NATIVE = NATIVE
+
+
+DEFAULT_TARGETS = (CompareTarget.TRITON, CompareTarget.NATIVE)
+
+
+def target_names(kinds: Sequence[CompareTarget], protocol: Protocol) -> tuple[str, ...]:
+    """The targets to play, in order, once each: `triton` becomes triton-<protocol>."""
+    names = [f"triton-{protocol.value}" if k is CompareTarget.TRITON else k.value for k in kinds]
+    return tuple(dict.fromkeys(names))
+
+
+def _protocol(name: str) -> Protocol:
+    return Protocol(name.removeprefix("triton-"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompareSetup:
+    """What to compare, checked: the targets, one ServerSettings per QPS, and the native side."""
+
+    flags: TargetFlags
+    targets: tuple[str, ...]  # from target_names()
+    runs: tuple[ServerSettings, ...]  # one per QPS, ascending; from at_rates()
+    http_url: str | None = None
+    metrics_url: str | None = None
+    onnx: Path | None = None
+    native_overrides: Mapping[str, Any] = field(default_factory=dict)
+    agreement_samples: int = 4
+
+    def __post_init__(self) -> None:
+        if self.agreement_samples < 0:
+            raise SettingsError("--agreement-samples must be ≥ 0")
+        memory = self.flags.shared_memory
+        if NATIVE in self.targets and memory is not SharedMemoryKind.NONE:
+            raise SettingsError(
+                f"--shared-memory {memory.value} is for Triton targets: the native target runs "
+                "in this process (drop -t native, or --shared-memory)"
+            )
+        if self.http_url and self.flags.protocol is Protocol.HTTP:
+            raise SettingsError("--http-url goes with --protocol grpc; with http, give --url")
+
+    @property
+    def tritons(self) -> tuple[str, ...]:
+        return tuple(name for name in self.targets if name != NATIVE)
+
+
+def at_rates(template: ServerSettings, rates: Sequence[float]) -> tuple[ServerSettings, ...]:
+    """`template` at each distinct rate, ascending (each one validated)."""
+    return tuple(replace(template, qps=rate) for rate in sorted(set(rates)))
+
+
+@dataclass(frozen=True)
+class CompareRun:
+    """One target at one QPS: everything measured, interpreted."""
+
+    target: str  # triton-grpc / triton-http / native
+    description: str
+    settings: ServerSettings
+    measurement: Measurement
+    summary: Summary
+    verdict: Verdict
+    server_side: ServerSide | None
+    batcher: Mapping[str, Any] | None = None  # native dynamic batcher: batches formed
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    spec: ModelSpec
+    runs: tuple[CompareRun, ...]
+    agreement: dict[str, float | None]  # largest |Triton − native| per Triton target
+    triton_config: dict[str, Any] | None  # triton_config_summary() of the served model
+
+
+@dataclass(frozen=True)
+class CompareSession:
+    """The targets, open for the comparison, and where Triton was found."""
+
+    targets: dict[str, Target]
+    native: NativeTarget | None
+    deployment: Deployment  # an in-process placeholder when only native is compared
+    urls: dict[str, str]  # triton-grpc / triton-http -> address ({} without Triton)
+    metrics_url: str | None  # the embedded server's, else --metrics-url
+    server_pid: int | None  # the embedded server's: its CPU is measured
+
+
+# --- checks ------------------------------------------------------------------------------------
+def _inputs_line(spec: ModelSpec) -> str:
+    batching = f"batching ≤ {spec.max_batch_size}" if spec.max_batch_size else "no batch dim"
+    tensors = ", ".join(f"{t.name} {t.datatype} {list(t.shape)}" for t in spec.inputs)
+    return f"{tensors} ({batching})"
+
+
+def check_specs_agree(specs: dict[str, ModelSpec]) -> ModelSpec:
+    """The first spec, after checking every target takes the same inputs; TargetError if not."""
+    items = list(specs.items())
+    first_name, first = items[0]
+
+    def key(spec: ModelSpec) -> tuple[Any, ...]:
+        return (
+            tuple(sorted((t.name, t.datatype, t.shape) for t in spec.inputs)),
+            spec.max_batch_size > 0,
+        )
+
+    for name, spec in items[1:]:
+        if key(spec) != key(first):
+            raise TargetError(
+                f"targets disagree on the model's inputs: {first_name} takes "
+                f"{_inputs_line(first)}, {name} takes {_inputs_line(spec)}"
+            )
+    return first
+
+
+def max_abs_difference(
+    outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]
+) -> float:
+    """Largest |a − b| over every output tensor; ValueError when names or shapes differ."""
+    if set(outputs) != set(reference):
+        raise ValueError(
+            f"outputs differ: {sorted(outputs)} against {sorted(reference)} on the native side"
+        )
+    worst = 0.0
+    for name, value in outputs.items():
+        a = np.asarray(value, dtype=np.float64)
+        b = np.asarray(reference[name], dtype=np.float64)
+        if a.shape != b.shape:
+            raise ValueError(f"output {name!r} has shape {a.shape}, native {b.shape}")
+        if a.size:
+            worst = max(worst, float(np.max(np.abs(a - b))))
+    return worst
+
+
+def triton_config_summary(config: dict[str, Any]) -> dict[str, Any]:
+    """The serving settings that matter for the comparison, from Triton's JSON model config."""
+    dynamic = config.get("dynamic_batching")
+    parameters = {k: v.get("string_value", "") for k, v in (config.get("parameters") or {}).items()}
+    groups = config.get("instance_group") or []
+    return {
+        "max_batch_size": int(config.get("max_batch_size", 0)),
+        "dynamic_batching": dynamic is not None,
+        "max_queue_delay_us": int((dynamic or {}).get("max_queue_delay_microseconds", 0) or 0),
+        "instances": sum(int(g.get("count", 1) or 1) for g in groups) or 1,
+        "instance_kinds": sorted({str(g.get("kind", "")) for g in groups}),
+        "intra_op_thread_count": parameters.get("intra_op_thread_count"),
+        "inter_op_thread_count": parameters.get("inter_op_thread_count"),
+        "backend": config.get("backend") or config.get("platform") or "",
+    }
+
+
+# --- opening the targets -----------------------------------------------------------------------
+def _native_target(setup: CompareSetup, say: Say) -> NativeTarget:
+    overrides = dict(setup.native_overrides)
+    if setup.onnx is not None:
+        return NativeTarget.from_onnx(setup.onnx, NativeOptions(**overrides))
+    flags = setup.flags
+    deployment_module.ensure_model_built(flags.repository, flags.model, say)
+    return NativeTarget.from_repository(flags.repository, flags.model, overrides)
+
+
+def _addresses(setup: CompareSetup) -> dict[str, str]:
+    """Both protocols' addresses as asked: --url for --protocol, the other at the same host."""
+    flags = setup.flags
+    given = flags.target_settings().url
+    if given.startswith("fake://"):  # the in-process fake answers any protocol
+        return {TRITON_GRPC: given, TRITON_HTTP: given}
+    host = host_port(given, deployment_module.default_port(flags.protocol)).rsplit(":", 1)[0]
+    if flags.protocol is Protocol.HTTP:
+        return {TRITON_GRPC: f"{host}:{DEFAULT_GRPC_PORT}", TRITON_HTTP: given}
+    return {TRITON_GRPC: given, TRITON_HTTP: setup.http_url or f"{host}:{DEFAULT_HTTP_PORT}"}
+
+
+def _deployment(
+    setup: CompareSetup, addresses: dict[str, str], say: Say
+) -> contextlib.AbstractContextManager[Deployment | None]:
+    """The Triton to measure (the first Triton target's), started if need be; None without one."""
+    flags = setup.flags
+    if not setup.tritons:
+        return contextlib.nullcontext(None)
+    first = setup.tritons[0]
+    wanted = TargetSettings(
+        url=addresses[first],
+        protocol=_protocol(first),
+        model=flags.model,
+        request_timeout_s=flags.timeout_s,
+    )
+    return deployment_module.resolve(wanted, flags.embedded, flags.repository, say)
+
+
+def _triton(setup: CompareSetup, name: str, url: str) -> Target:
+    flags = setup.flags
+    protocol = _protocol(name)
+    target = triton_target(url, protocol.value, flags.model, "", flags.timeout_s)
+    return with_shared_memory(target, flags.shared_memory, tag=protocol.value)
+
+
+@contextlib.contextmanager
+def opened(setup: CompareSetup, say: Say) -> Iterator[CompareSession]:
+    """Build the native side, find or start Triton, and make one target per name."""
+    native = _native_target(setup, say) if NATIVE in setup.targets else None
+    addresses = _addresses(setup) if setup.tritons else {}
+    with _deployment(setup, addresses, say) as found:
+        deployment: Deployment = found or Deployment(
+            TargetSettings(url="in-process", model=setup.flags.model), None
+        )
+        urls, metrics, pid = addresses, setup.metrics_url, None
+        if deployment.embedded is not None:
+            embedded = deployment.embedded
+            urls = {TRITON_GRPC: embedded.grpc_url, TRITON_HTTP: embedded.http_url}
+            metrics, pid = embedded.metrics_url, embedded.pid
+        targets: dict[str, Target] = {}
+        for name in setup.targets:
+            if name == NATIVE:
+                assert native is not None
+                targets[name] = native
+            else:
+                targets[name] = _triton(setup, name, urls[name])
+        yield CompareSession(targets, native, deployment, urls, metrics, pid)
+
+
+# --- measuring -----------------------------------------------------------------------------------
+async def measure(session: CompareSession, setup: CompareSetup, say: Say) -> CompareResult:
+    """Open every target, check outputs against native, then play every QPS on each in turn.
+
+    Raises KeyboardInterrupt when a run was interrupted (nothing is worth writing then)."""
+    opened_targets: list[Target] = []
+    try:
+        spec, library = await _open_all(session, setup, opened_targets)
+        agreement = await _agreement(session, len(library), setup.agreement_samples)
+        config, probes = await _triton_side(session, setup)
+        try:
+            runs = await _play_all(session, setup, spec, len(library), probes, say)
+        finally:
+            for probe in probes.values():
+                await probe.close()
+        return CompareResult(spec, tuple(runs), agreement, config)
+    finally:
+        for target in opened_targets:
+            await target.close()
+
+
+async def _open_all(
+    session: CompareSession, setup: CompareSetup, opened_targets: list[Target]
+) -> tuple[ModelSpec, list[Sample]]:
+    specs: dict[str, ModelSpec] = {}
+    for name, target in session.targets.items():
+        specs[name] = await target.open()
+        opened_targets.append(target)
+    spec = check_specs_agree(specs)
+    flags, first = setup.flags, setup.runs[0]
+    library = sample_library(
+        spec, first.sample_count, first.sample_seed, flags.input_data, flags.shapes
+    )
+    for target in session.targets.values():
+        await target.prepare(library)
+    return spec, library
+
+
+async def _agreement(session: CompareSession, count: int, wanted: int) -> dict[str, float | None]:
+    """Largest |output − native output| over the first `wanted` samples, per Triton target."""
+    native = session.native
+    if native is None:
+        return {}
+    agreement: dict[str, float | None] = {}
+    for name, target in session.targets.items():
+        if name == NATIVE:
+            continue
+        worst = 0.0
+        for i in range(min(wanted, count)):
+            reference = await native.infer_outputs(i)
+            try:
+                worst = max(worst, max_abs_difference(await target.infer_outputs(i), reference))
+            except ValueError as exc:
+                raise TargetError(f"{name} against native: {exc}") from None
+        agreement[name] = worst if wanted else None
+    return agreement
+
+
+async def _triton_side(
+    session: CompareSession, setup: CompareSetup
+) -> tuple[dict[str, Any] | None, dict[str, ServerProbe]]:
+    """The served model's config and one server-side probe per (real) Triton target."""
+    model = setup.flags.model
+    config: dict[str, Any] | None = None
+    probes: dict[str, ServerProbe] = {}
+    for name in setup.tritons:
+        protocol = triton_protocol(session.targets[name])
+        if protocol is None:  # the in-process fake: no server side to read
+            continue
+        statistics = TritonStatistics(session.urls[name], protocol, model)
+        if config is None:
+            with contextlib.suppress(TargetError):
+                config = triton_config_summary(await statistics.model_config())
+        probes[name] = ServerProbe(statistics, model, session.server_pid, session.metrics_url)
+    return config, probes
+
+
+async def _play_all(
+    session: CompareSession,
+    setup: CompareSetup,
+    spec: ModelSpec,
+    count: int,
+    probes: dict[str, ServerProbe],
+    say: Say,
+) -> list[CompareRun]:
+    runs: list[CompareRun] = []
+    drain_timeout_ns = int((setup.flags.timeout_s + 5) * NS_PER_S)
+    for settings in setup.runs:
+        for name in session.targets:
+            say(f"{name}: {settings.qps:g} QPS for ≥ {settings.min_duration_ns / NS_PER_S:g} s")
+            run = await _play_one(
+                session, name, settings, (spec, count), probes.get(name), drain_timeout_ns
+            )
+            runs.append(run)
+            if run.measurement.outcome.interrupted:
+                raise KeyboardInterrupt
+    return runs
+
+
+async def _play_one(
+    session: CompareSession,
+    name: str,
+    settings: ServerSettings,
+    library: tuple[ModelSpec, int],
+    probe: ServerProbe | None,
+    drain_timeout_ns: int,
+) -> CompareRun:
+    """One Server-scenario run of one target, with its server side or its native batcher."""
+    target = session.targets[name]
+    native = session.native if name == NATIVE else None
+    spec, count = library
+    if probe:
+        await probe.start()
+    before = native.batcher_stats if native else None
+    measurement = await run_server(target, spec, count, settings, drain_timeout_ns)
+    side = await probe.finish(measurement) if probe else None
+    summary, verdict = interpret_server(settings, measurement.outcome)
+    batcher = _batches_since(native, before) if native else None
+    return CompareRun(
+        name, target.description, settings, measurement, summary, verdict, side, batcher
+    )
+
+
+def _batches_since(native: NativeTarget, before: BatcherStats | None) -> dict[str, Any] | None:
+    """The batches the native dynamic batcher formed since `before` (None: no batcher)."""
+    after = native.batcher_stats
+    if after is None or before is None:
+        return None
+    sizes = after.batch_sizes[len(before.batch_sizes) :]
+    waits = after.queue_wait_ns[len(before.queue_wait_ns) :]
+    return {
+        "batches": len(sizes),
+        "mean_batch_size": sum(sizes) / len(sizes) if sizes else 0.0,
+        "max_batch_size_formed": max(sizes, default=0),
+        "max_queue_wait_ns": max(waits, default=0),
+    }

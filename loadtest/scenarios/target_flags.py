@@ -1,0 +1,40 @@
+"""What a command asks to measure: the target, how to find or start it, and its sample inputs.
+
+Gathered once per command from its flags (commands/options.py declares them) and read by the run
+flow (commands/common.py) and by `loadtest compare` (scenarios/compare_run.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from loadtest.core.settings import Protocol, SharedMemoryKind, TargetSettings
+from loadtest.server import deployment as deployment_module
+from loadtest.server.deployment import EmbeddedMode
+
+
+@dataclass(frozen=True, kw_only=True)
+class TargetFlags:
+    """The target-side flags, gathered once per command (keywords only: one way to build it)."""
+
+    model: str
+    url: str | None
+    protocol: Protocol
+    model_version: str
+    timeout_s: float
+    embedded: EmbeddedMode
+    repository: Path
+    input_data: Path | None
+    shapes: dict[str, tuple[int, ...]]
+    shared_memory: SharedMemoryKind = SharedMemoryKind.NONE
+
+    def target_settings(self) -> TargetSettings:
+        default_url = f"127.0.0.1:{deployment_module.default_port(self.protocol)}"
+        return TargetSettings(
+            url=self.url or default_url,
+            protocol=self.protocol,
+            model=self.model,
+            model_version=self.model_version,
+            request_timeout_s=self.timeout_s,
+        )
