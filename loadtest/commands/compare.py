@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from loadtest.commands import common, options
+from loadtest.commands.options import finite_float
 from loadtest.core.settings import NS_PER_MS, NS_PER_S, Protocol, ServerSettings, SharedMemoryKind
 from loadtest.engine import timing
 from loadtest.models import DEFAULT_SERVER_MODEL, DEFAULT_SERVER_QPS
@@ -41,7 +42,10 @@ TargetOption = Annotated[
 ]
 RatesOption = Annotated[
     list[float] | None,
-    typer.Option(help=f"Scheduled Poisson rate; repeatable (default: {DEFAULT_SERVER_QPS:g})."),
+    typer.Option(
+        parser=finite_float,
+        help=f"Scheduled Poisson rate; repeatable (default: {DEFAULT_SERVER_QPS:g}).",
+    ),
 ]
 HttpUrlOption = Annotated[
     str | None,

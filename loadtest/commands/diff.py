@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from loadtest.analysis import diff as diff_module
+from loadtest.commands.options import finite_float, seed_value
 from loadtest.errors import ResultFileError, SettingsError
 from loadtest.report.resultfile import RUN, ResultFile, load_results
 
@@ -89,18 +90,25 @@ def diff(
     a: Annotated[Path, typer.Argument(help="Baseline run (result.json).")],
     b: Annotated[Path, typer.Argument(help="Candidate run (result.json).")],
     min_effect: Annotated[
-        float, typer.Option(help="Smallest relative change (%) called a regression.")
+        float,
+        typer.Option(parser=finite_float, help="Smallest relative change (%) called a regression."),
     ] = diff_module.DEFAULT_MIN_EFFECT * 100,
     confidence: Annotated[
-        float, typer.Option(help="Confidence level (%) of the bootstrap intervals.")
+        float,
+        typer.Option(parser=finite_float, help="Confidence level (%) of the bootstrap intervals."),
     ] = diff_module.DEFAULT_CONFIDENCE * 100,
     resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = (
         diff_module.DEFAULT_RESAMPLES
     ),
-    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = diff_module.DEFAULT_SEED,
+    seed: Annotated[
+        int, typer.Option(parser=seed_value, help="Bootstrap seed.")
+    ] = diff_module.DEFAULT_SEED,
     threshold_without_records: Annotated[
         float,
-        typer.Option(help="Without per-query records: flag latency changes beyond this (%)."),
+        typer.Option(
+            parser=finite_float,
+            help="Without per-query records: flag latency changes beyond this (%).",
+        ),
     ] = diff_module.DEFAULT_THRESHOLD_WITHOUT_RECORDS * 100,
 ) -> None:
     """Compare run B against baseline A; exit code 3 on a significant regression."""

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from loadtest.commands import common, options
+from loadtest.commands.options import finite_float
 from loadtest.core.settings import (
     AUTO_WORKERS,
     NS_PER_MS,
@@ -32,17 +33,28 @@ def find_peak(
     model: options.ModelOption = DEFAULT_SERVER_MODEL,
     target_latency: options.TargetLatencyOption = None,
     percentile: options.PercentileOption = options.PERCENTILE,
-    budget: Annotated[float, typer.Option(help="Total time budget in seconds.")] = 180.0,
+    budget: Annotated[
+        float, typer.Option(parser=finite_float, help="Total time budget in seconds.")
+    ] = 180.0,
     probe_duration: Annotated[
-        float, typer.Option(help="Minimum duration of each probe in seconds.")
+        float, typer.Option(parser=finite_float, help="Minimum duration of each probe in seconds.")
     ] = 10.0,
     start_qps: Annotated[
-        float, typer.Option(help="First rate to probe; 0 = calibrate from closed-loop throughput.")
+        float,
+        typer.Option(
+            parser=finite_float,
+            help="First rate to probe; 0 = calibrate from closed-loop throughput.",
+        ),
     ] = 0.0,
-    max_qps: Annotated[float, typer.Option(help="Never probe above this rate (0 = no cap).")] = 0.0,
+    max_qps: Annotated[
+        float, typer.Option(parser=finite_float, help="Never probe above this rate (0 = no cap).")
+    ] = 0.0,
     late_threshold: options.LateThresholdOption = options.LATE_THRESHOLD_MS,
     resolution: Annotated[
-        float, typer.Option(help="Stop when the bracket is this narrow (fraction of its top).")
+        float,
+        typer.Option(
+            parser=finite_float, help="Stop when the bracket is this narrow (fraction of its top)."
+        ),
     ] = 0.05,
     url: options.UrlOption = None,
     protocol: options.ProtocolOption = Protocol.GRPC,

@@ -13,10 +13,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from loadtest.commands.options import seed_value
+from loadtest.core.units import NS_PER_MS
 from loadtest.errors import SettingsError
 from loadtest.models import SUITE, build_repository, default_repository
 from loadtest.models.build import MODEL_FILE, VERSION, human_bytes, read_stamp
-from loadtest.models.suite import NS_PER_MS
 
 app = typer.Typer(
     help="Build and list the benchmark models (ONNX + Triton configs) in a model repository.",
@@ -44,7 +45,9 @@ def build(
         bool,
         typer.Option("--all", help="Build every suite model, bert_large (1.3 GB) included."),
     ] = False,
-    seed: Annotated[int, typer.Option(help="Weight seed (same seed -> identical bytes).")] = 0,
+    seed: Annotated[
+        int, typer.Option(parser=seed_value, help="Weight seed (same seed -> identical bytes).")
+    ] = 0,
     force: Annotated[bool, typer.Option(help="Rebuild even when up to date.")] = False,
 ) -> None:
     """Generate model.onnx and config.pbtxt for the default suite (or the named models)."""

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from loadtest.commands import common, options
+from loadtest.commands.options import finite_float
 from loadtest.core.settings import DEFAULT_MIN_DURATION_NS, NS_PER_S, OfflineSettings, Protocol
 from loadtest.models import DEFAULT_SERVER_MODEL
 from loadtest.scenarios.play import run_offline
@@ -17,7 +18,10 @@ def offline(
     model: options.ModelOption = DEFAULT_SERVER_MODEL,
     expected_qps: Annotated[
         float,
-        typer.Option(help="Expected samples/s; sizes the query to 1.1 × duration × this."),
+        typer.Option(
+            parser=finite_float,
+            help="Expected samples/s; sizes the query to 1.1 × duration × this.",
+        ),
     ] = 500.0,
     duration: options.DurationOption = None,
     min_queries: options.MinQueriesOption = 1,

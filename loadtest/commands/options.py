@@ -10,6 +10,7 @@ Defaults that differ by scenario are the command's own: --min-queries (100 for S
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -25,6 +26,41 @@ from loadtest.core.settings import (
 from loadtest.server.deployment import EmbeddedMode
 from loadtest.targets.triton_common import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT
 
+
+# --- parsers: a value no run can use is a usage error (exit 2, one line), never a traceback ---
+def finite_float(text: str) -> float:
+    """Every float flag goes through this: nan and inf are refused before anything runs."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number, got {text}")
+    return value
+
+
+def seed_value(text: str) -> int:
+    """Seeds feed numpy's PCG64, which takes non-negative integers only."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise typer.BadParameter(f"a seed must be ≥ 0, got {value}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """A TCP port: 0 (pick a free one) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise typer.BadParameter(f"a port is 0..65535, got {value}")
+    return value
+
+
 # --- target: what is measured, and where --------------------------------------------------------
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model to load test.")]
 UrlOption = Annotated[
@@ -33,7 +69,9 @@ UrlOption = Annotated[
 ]
 ProtocolOption = Annotated[Protocol, typer.Option("--protocol", help="Wire protocol.")]
 VersionOption = Annotated[str, typer.Option("--model-version", help="Model version ('' = latest).")]
-TimeoutOption = Annotated[float, typer.Option("--timeout", help="Per-request timeout in seconds.")]
+TimeoutOption = Annotated[
+    float, typer.Option("--timeout", parser=finite_float, help="Per-request timeout in seconds.")
+]
 EmbeddedOption = Annotated[
     EmbeddedMode,
     typer.Option(
@@ -52,7 +90,8 @@ REPOSITORY = Path("model_repository")
 
 # --- samples: the in-memory sample library ------------------------------------------------------
 SampleSeedOption = Annotated[
-    int, typer.Option("--sample-seed", help="Sample order and random-input seed.")
+    int,
+    typer.Option("--sample-seed", parser=seed_value, help="Sample order and random-input seed."),
 ]
 SamplesOption = Annotated[
     int, typer.Option("--samples", help="Size of the in-memory sample library.")
@@ -122,12 +161,18 @@ DurationOption = Annotated[
     float | None,
     typer.Option(
         "--duration",
+        parser=finite_float,
         help="Minimum duration of a run in seconds (default: 60, 600 with --mlperf; "
         "compare: 10 per run).",
     ),
 ]
 MaxDurationOption = Annotated[
-    float, typer.Option("--max-duration", help="Stop issuing after this many seconds (0 = no cap).")
+    float,
+    typer.Option(
+        "--max-duration",
+        parser=finite_float,
+        help="Stop issuing after this many seconds (0 = no cap).",
+    ),
 ]
 MinQueriesOption = Annotated[int, typer.Option("--min-queries", help="Minimum number of queries.")]
 MlperfOption = Annotated[bool, typer.Option("--mlperf", help="Official minimums: 600 s duration.")]
@@ -135,6 +180,7 @@ TargetLatencyOption = Annotated[
     float | None,
     typer.Option(
         "--target-latency",
+        parser=finite_float,
         help="Latency bound in ms (default: the model's MLPerf Server bound; single-/multi-stream: "
         "none, report only; there the bound is on the early-stopping estimate).",
     ),
@@ -143,6 +189,7 @@ PercentileOption = Annotated[
     float,
     typer.Option(
         "--percentile",
+        parser=finite_float,
         help="Latency percentile the bound applies to (and the one reported), in (0, 100).",
     ),
 ]
@@ -150,15 +197,22 @@ LateThresholdOption = Annotated[
     float,
     typer.Option(
         "--late-threshold",
+        parser=finite_float,
         help="A send later than this (ms) counts as late; see 'client kept up'.",
     ),
 ]
-SeedOption = Annotated[int, typer.Option("--seed", help="Schedule (arrival times) seed.")]
+SeedOption = Annotated[
+    int, typer.Option("--seed", parser=seed_value, help="Schedule (arrival times) seed.")
+]
 PERCENTILE = 99.0
 LATE_THRESHOLD_MS = LATE_THRESHOLD_NS / NS_PER_MS
 
 # --- local servers (serve, stub) -----------------------------------------------------------------
-HttpPortOption = Annotated[int, typer.Option("--http-port", help="HTTP port; 0 = pick a free one.")]
-GrpcPortOption = Annotated[int, typer.Option("--grpc-port", help="gRPC port; 0 = pick a free one.")]
+HttpPortOption = Annotated[
+    int, typer.Option("--http-port", parser=port_number, help="HTTP port; 0 = pick a free one.")
+]
+GrpcPortOption = Annotated[
+    int, typer.Option("--grpc-port", parser=port_number, help="gRPC port; 0 = pick a free one.")
+]
 HTTP_PORT = DEFAULT_HTTP_PORT
 GRPC_PORT = DEFAULT_GRPC_PORT

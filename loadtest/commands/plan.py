@@ -12,6 +12,7 @@ from rich.table import Table
 
 from loadtest.analysis.capacity import CapacityPlan, plan_capacity
 from loadtest.commands.common import console
+from loadtest.commands.options import finite_float
 from loadtest.errors import SettingsError
 from loadtest.report.results import SCHEMA, plain
 
@@ -61,20 +62,31 @@ def _from_file(
 
 
 def plan(
-    target_qps: Annotated[float, typer.Option(help="Total QPS the deployment must carry.")],
+    target_qps: Annotated[
+        float, typer.Option(parser=finite_float, help="Total QPS the deployment must carry.")
+    ],
     peak_qps: Annotated[
-        float | None, typer.Option(help="Measured peak QPS of one replica under the SLO.")
+        float | None,
+        typer.Option(parser=finite_float, help="Measured peak QPS of one replica under the SLO."),
     ] = None,
     from_result: Annotated[
         Path | None, typer.Option("--from", help="A find-peak.json to take the peak and SLO from.")
     ] = None,
-    headroom: Annotated[float, typer.Option(help="Fraction of the peak kept in reserve.")] = 0.2,
+    headroom: Annotated[
+        float, typer.Option(parser=finite_float, help="Fraction of the peak kept in reserve.")
+    ] = 0.2,
     spare: Annotated[int, typer.Option(help="Extra replicas for failures (N+k).")] = 0,
     percentile: Annotated[
-        float | None, typer.Option(help="SLO percentile (with --from: default the measured one).")
+        float | None,
+        typer.Option(
+            parser=finite_float, help="SLO percentile (with --from: default the measured one)."
+        ),
     ] = None,
     target_latency: Annotated[
-        float | None, typer.Option(help="SLO bound in ms (with --from: default the measured one).")
+        float | None,
+        typer.Option(
+            parser=finite_float, help="SLO bound in ms (with --from: default the measured one)."
+        ),
     ] = None,
     output: Annotated[Path | None, typer.Option(help="Write the plan as JSON here.")] = None,
 ) -> None:

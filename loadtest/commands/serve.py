@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from loadtest.commands import options
+from loadtest.commands.options import port_number
 from loadtest.models import DEFAULT_SERVER_MODEL
 from loadtest.server.deployment import ensure_model_built
 from loadtest.server.embedded import EmbeddedTriton, Ports
@@ -30,7 +31,9 @@ def serve(
     ] = None,
     http_port: options.HttpPortOption = options.HTTP_PORT,
     grpc_port: options.GrpcPortOption = options.GRPC_PORT,
-    metrics_port: Annotated[int, typer.Option(help="Metrics port; 0 = pick a free one.")] = 8002,
+    metrics_port: Annotated[
+        int, typer.Option(parser=port_number, help="Metrics port; 0 = pick a free one.")
+    ] = 8002,
 ) -> None:
     """Serve a model repository with the embedded Triton (loopback only) until Ctrl-C."""
     # Default: every model already built, or the default suite model (built now) if none is.

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from loadtest.commands import common, options
+from loadtest.commands.options import finite_float
 from loadtest.core.settings import (
     AUTO_WORKERS,
     DEFAULT_MIN_DURATION_NS,
@@ -26,9 +27,9 @@ from loadtest.server.deployment import EmbeddedMode
 
 def server(
     model: options.ModelOption = DEFAULT_SERVER_MODEL,
-    qps: Annotated[float, typer.Option(help="Scheduled Poisson arrival rate (queries/s).")] = (
-        DEFAULT_SERVER_QPS
-    ),
+    qps: Annotated[
+        float, typer.Option(parser=finite_float, help="Scheduled Poisson arrival rate (queries/s).")
+    ] = (DEFAULT_SERVER_QPS),
     duration: options.DurationOption = None,
     min_queries: options.MinQueriesOption = 100,
     max_duration: options.MaxDurationOption = 0.0,
