@@ -10,7 +10,6 @@ import signal
 import sys
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from loadtest.commands import compare as compare_command
@@ -26,6 +25,7 @@ from loadtest.commands import server as server_command
 from loadtest.commands import stream as stream_command
 from loadtest.commands import stub as stub_command
 from loadtest.errors import LoadtestError, ServerError
+from loadtest.report.console import make_console
 
 app = typer.Typer(
     name="loadtest",
@@ -55,7 +55,7 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 
 def main() -> None:
-    errors = Console(stderr=True)
+    errors = make_console(stderr=True)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         app()  # standalone: typer answers usage errors itself (exit 2) and exits

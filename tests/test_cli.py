@@ -256,3 +256,20 @@ def test_wrong_input_shape_on_a_running_triton(triton):
         "never",
     )
     assert_one_clear_error(result, "does not fit")
+
+
+def test_piped_output_prints_every_table_in_full(tmp_path: Path):
+    """A CI log is not a terminal: no cell may be cut to '…', whatever the table's width."""
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    result = subprocess.run(
+        [sys.executable, "-m", "loadtest.cli", "server", "--url", FAKE, "--qps", "50"]
+        + ["--duration", "1", "--target-latency", "50", "--late-threshold", "20", "--no-live"]
+        + ["--output", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert "…" not in result.stdout, result.stdout
+    assert "Result is:" in result.stdout and "send lag p50" in result.stdout
+    assert "µs per issued query (all generator processes, over the run)" in result.stdout

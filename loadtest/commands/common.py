@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 
 from loadtest.commands.report import write_run_html
 from loadtest.core.records import Records
@@ -35,6 +34,7 @@ from loadtest.errors import SettingsError
 from loadtest.models import SUITE
 from loadtest.observe.probe import RunObserver
 from loadtest.report.compare_report import split_table
+from loadtest.report.console import make_console
 from loadtest.report.live import LiveView
 from loadtest.report.results import RunReport, build_environment, write_outputs
 from loadtest.report.terminal import render_report
@@ -44,8 +44,8 @@ from loadtest.server.deployment import Deployment
 from loadtest.targets import triton_target
 from loadtest.targets.shared_memory import with_shared_memory
 
-console = Console()
-notes = Console(stderr=True)
+console = make_console()
+notes = make_console(stderr=True)
 
 __all__ = ["TargetFlags", "connected", "execute", "parse_shapes", "say"]
 

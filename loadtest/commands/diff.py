@@ -10,16 +10,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from loadtest.analysis import diff as diff_module
 from loadtest.commands.options import finite_float, seed_value
 from loadtest.errors import ResultFileError, SettingsError
+from loadtest.report.console import make_console
 from loadtest.report.resultfile import RUN, ResultFile, load_results
 
-console = Console()
+console = make_console()
 REGRESSION_EXIT_CODE = 3
 STYLE = {
     diff_module.REGRESSION: "bold red",

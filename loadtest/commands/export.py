@@ -6,13 +6,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from loadtest.errors import ResultFileError, SettingsError
+from loadtest.report.console import make_console
 from loadtest.report.csv_export import records_csv, summary_csv
 from loadtest.report.resultfile import RUN, load_result
 
-console = Console()
+console = make_console()
 
 
 def export(

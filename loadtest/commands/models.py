@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from loadtest.commands.options import seed_value
@@ -18,13 +17,14 @@ from loadtest.core.units import NS_PER_MS
 from loadtest.errors import SettingsError
 from loadtest.models import SUITE, build_repository, default_repository
 from loadtest.models.build import MODEL_FILE, VERSION, human_bytes, read_stamp
+from loadtest.report.console import make_console
 
 app = typer.Typer(
     help="Build and list the benchmark models (ONNX + Triton configs) in a model repository.",
     no_args_is_help=True,
 )
-console = Console()
-notes = Console(stderr=True)
+console = make_console()
+notes = make_console(stderr=True)
 
 RepositoryOption = Annotated[
     Path | None,

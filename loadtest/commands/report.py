@@ -6,14 +6,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from loadtest.errors import ResultFileError
+from loadtest.report.console import make_console
 from loadtest.report.html import render_html
 from loadtest.report.resultfile import ResultFile, from_data, load_results
 from loadtest.report.results import write_atomically
 
-console = Console()
+console = make_console()
 
 
 def write_html_report(results: list[ResultFile], path: Path) -> Path:

@@ -8,15 +8,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from loadtest.commands import options
 from loadtest.commands.options import port_number
 from loadtest.models import DEFAULT_SERVER_MODEL
+from loadtest.report.console import make_console
 from loadtest.server.deployment import ensure_model_built
 from loadtest.server.embedded import EmbeddedTriton, Ports
 
-console = Console(stderr=True)
+console = make_console(stderr=True)
 
 
 def serve(
