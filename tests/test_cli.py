@@ -273,3 +273,33 @@ def test_piped_output_prints_every_table_in_full(tmp_path: Path):
     assert "…" not in result.stdout, result.stdout
     assert "Result is:" in result.stdout and "send lag p50" in result.stdout
     assert "µs per issued query (all generator processes, over the run)" in result.stdout
+
+
+@pytest.mark.triton
+def test_the_server_window_opens_after_the_workers_are_ready(built_repository: Path, tmp_path):
+    """With 2 workers, each worker's warm-up request and the spawn fall before the window: Triton
+    counts exactly the run's requests (before, the warm-ups made the counts disagree)."""
+    out = tmp_path / "two"
+    result = loadtest(
+        "server",
+        "--repository",
+        str(built_repository),
+        "--url",
+        "127.0.0.1:9",
+        "--qps",
+        "40",
+        "--duration",
+        "3",
+        "--workers",
+        "2",
+        "--late-threshold",
+        "50",
+        "--output",
+        str(out),
+    )
+    assert result.returncode in (0, 3), result.stderr
+    data = json.loads((out / "result.json").read_text())
+    assert data["client"]["worker_count"] == 2
+    split = data["server_side"]["split"]
+    assert split["counts_match"] is True, data["server_side"]["notes"]
+    assert split["requests"] == data["summary"]["completed_ok"]

@@ -28,6 +28,7 @@ from loadtest.core.settings import (
 from loadtest.core.target import ModelSpec, Target
 from loadtest.engine import timing
 from loadtest.engine.measurement import Measurement
+from loadtest.engine.runner import OnStart
 from loadtest.engine.samples import open_with_samples
 from loadtest.engine.selfmeasure import Progress
 from loadtest.errors import SettingsError
@@ -100,9 +101,17 @@ def say(text: str) -> None:
     notes.print(f"[dim]{text}[/]", highlight=False)
 
 
-# play(target, model, library size, live-view tick, the resolved target settings)
+# play(target, model, library size, live-view tick, the resolved target settings, on_start): the
+# play awaits on_start at its t = 0 (see observe.probe.RunObserver).
 Play = Callable[
-    [Target, ModelSpec, int, Callable[[Records | Progress, int], None], TargetSettings],
+    [
+        Target,
+        ModelSpec,
+        int,
+        Callable[[Records | Progress, int], None],
+        TargetSettings,
+        OnStart,
+    ],
     Coroutine[Any, Any, Measurement],
 ]
 
@@ -155,8 +164,12 @@ def execute(
                 )
                 view = LiveView(console, span_ns, heading, enabled=live)
                 with view:
-                    run = play(target, spec, len(library), view.tick, resolved)
-                    return await observer.around(target, run)
+                    return await observer.around(
+                        target,
+                        lambda on_start: play(
+                            target, spec, len(library), view.tick, resolved, on_start
+                        ),
+                    )
             finally:
                 await target.close()
 

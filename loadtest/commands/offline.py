@@ -77,8 +77,8 @@ def offline(
             f"{settings.min_duration_ns / NS_PER_S:g} s)"
         ),
         span_ns=settings.min_duration_ns,
-        play=lambda target, spec, count, tick, _resolved: run_offline(
-            target, spec, count, settings, on_tick=tick
+        play=lambda target, spec, count, tick, _resolved, on_start: run_offline(
+            target, spec, count, settings, on_tick=tick, on_start=on_start
         ),
         output=output,
         live=live,

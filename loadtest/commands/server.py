@@ -95,7 +95,7 @@ def server(
             f"{settings.min_duration_ns / NS_PER_S:g} s"
         ),
         span_ns=settings.min_duration_ns,
-        play=lambda target, spec, count, tick, resolved: run_server(
+        play=lambda target, spec, count, tick, resolved, on_start: run_server(
             target,
             spec,
             count,
@@ -103,6 +103,7 @@ def server(
             drain_timeout_ns,
             on_tick=tick,
             generator=Generator(client, resolved, flags.input_data, flags.shapes),
+            on_start=on_start,
         ),
         loop=client_loop(client, qps, flags),
         output=output,

@@ -34,8 +34,8 @@ def _run(
             f"≥ {settings.min_duration_ns / NS_PER_S:g} s"
         ),
         span_ns=settings.min_duration_ns,
-        play=lambda target, spec, count, tick, _resolved: run_stream(
-            target, spec, count, settings, on_tick=tick
+        play=lambda target, spec, count, tick, _resolved, on_start: run_stream(
+            target, spec, count, settings, on_tick=tick, on_start=on_start
         ),
         output=output,
         live=live,

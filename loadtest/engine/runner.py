@@ -35,8 +35,9 @@ import functools
 import signal
 import time
 from asyncio import FIRST_COMPLETED
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -58,6 +59,15 @@ TIMER_HISTORY = 256
 LONG_WAIT_NS = 100_000_000
 TICK_NS = 500_000_000
 Clock = Callable[[], int]
+
+
+# Awaited once at a run's t = 0, after all set-up (see scenarios.play and observe.probe): the
+# moment an observer of the server opens its window.
+OnStart = Callable[[], Coroutine[Any, Any, None]]
+
+
+async def nothing_to_do() -> None:
+    """The default `on_start`: nobody is waiting for the run's t = 0."""
 
 
 @dataclass(frozen=True)

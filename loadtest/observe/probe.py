@@ -9,7 +9,7 @@ the run. The arithmetic lives in server_split.py and server/metrics.py; this mod
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ import numpy as np
 
 from loadtest.core.target import Target
 from loadtest.engine.measurement import Measurement
+from loadtest.engine.runner import OnStart, nothing_to_do
 from loadtest.engine.selfmeasure import CLIENT_CPU_COVERS
 from loadtest.errors import TargetError
 from loadtest.observe.metrics import MetricsSampler, MetricsSummary
@@ -217,19 +218,35 @@ def probe_for_target(target: Target) -> ServerProbe | None:
 
 
 class RunObserver:
-    """Wraps one run: `await observer.around(target, run_coroutine)`; then `.result`."""
+    """Observes one run's server side: `await observer.around(target, play)`; then `.result`.
+
+    `play` receives an `on_start` hook and awaits it at the run's t = 0: after the sample library
+    is built and, with several workers, after every worker has opened its connection, warmed up
+    and passed the ready barrier, so neither the warm-up requests nor the spawn fall inside the
+    window whose deltas become the server-side split and the server's CPU.
+    """
 
     def __init__(self) -> None:
         self.result: ServerSide | None = None
 
-    async def around(self, target: Target, run: Coroutine[Any, Any, Measurement]) -> Measurement:
+    async def around(
+        self, target: Target, play: Callable[[OnStart], Coroutine[Any, Any, Measurement]]
+    ) -> Measurement:
         probe = probe_for_target(target)
         if probe is None:
-            return await run
+            return await play(nothing_to_do)
+        opened = False
+
+        async def on_start() -> None:
+            nonlocal opened
+            if not opened:
+                opened = True
+                await probe.start()
+
         try:
-            await probe.start()
-            measurement = await run
-            self.result = await probe.finish(measurement)
+            measurement = await play(on_start)
+            if opened:  # a run stopped before its start has no server side to report
+                self.result = await probe.finish(measurement)
             return measurement
         finally:
             await probe.close()

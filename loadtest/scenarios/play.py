@@ -27,7 +27,7 @@ from loadtest.core.settings import (
 )
 from loadtest.core.target import ModelSpec, Target
 from loadtest.engine.measurement import Measurement
-from loadtest.engine.runner import ClosedLoopRunner, Runner
+from loadtest.engine.runner import ClosedLoopRunner, OnStart, Runner, nothing_to_do
 from loadtest.engine.selfmeasure import Progress
 from loadtest.engine.timing import running_loop_kind
 from loadtest.shards.local import run_local_shards
@@ -72,13 +72,17 @@ async def run_server(
     drain_timeout_ns: int,
     on_tick: Callable[[Records | Progress, int], None] | None = None,
     generator: Generator | None = None,
+    on_start: OnStart = nothing_to_do,
 ) -> Measurement:
     """Generate the Poisson schedule and play it open loop: in this process, or sharded over
-    worker processes / Ray actors when the generator asks for more than one worker."""
+    worker processes / Ray actors when the generator asks for more than one worker.
+
+    `on_start` is awaited once everything is ready and just before t = 0 (after every worker's
+    ready barrier when sharded), so whoever observes the server sees the run and no set-up."""
     workers = generator.worker_count(settings.qps) if generator is not None else 1
     if generator is not None and (workers > 1 or generator.client.ray_address):
         return await _run_server_sharded(
-            model, sample_count, settings, drain_timeout_ns, generator, on_tick
+            model, sample_count, settings, drain_timeout_ns, generator, on_tick, on_start
         )
     schedule = server_schedule(
         settings.qps,
@@ -95,6 +99,7 @@ async def run_server(
         drain_timeout_ns=drain_timeout_ns,
         on_tick=on_tick,
     )
+    await on_start()
     cpu_before = time.process_time()
     outcome = await runner.run()
     cpu_s = time.process_time() - cpu_before
@@ -118,6 +123,7 @@ async def _run_server_sharded(
     drain_timeout_ns: int,
     generator: Generator,
     on_tick: Callable[[Progress, int], None] | None,
+    on_start: OnStart,
 ) -> Measurement:
     client = replace(generator.client, workers=generator.worker_count(settings.qps))
     plans = plans_for(
@@ -133,10 +139,10 @@ async def _run_server_sharded(
     if client.ray_address:
         from loadtest.shards.ray_actors import run_ray_shards
 
-        results = await run_ray_shards(plans, client.ray_address)
+        results = await run_ray_shards(plans, client.ray_address, on_start)
         placement = f"ray {client.ray_address}"
     else:
-        results = await run_local_shards(plans, on_tick)
+        results = await run_local_shards(plans, on_tick, on_start)
         placement = "processes"
     parent_cpu_s = time.process_time() - parent_cpu_before
     loop = resolve_loop(client.loop, settings.qps / client.workers)
@@ -150,6 +156,7 @@ async def run_offline(
     sample_count: int,
     settings: OfflineSettings,
     on_tick: Callable[[Records, int], None] | None = None,
+    on_start: OnStart = nothing_to_do,
 ) -> Measurement:
     """One Offline query: every request due at t = 0, issued as fast as the in-flight cap allows."""
     indices = uniform_sample_indices(settings.requests, sample_count, settings.sample_seed)
@@ -163,6 +170,7 @@ async def run_offline(
         samples_per_query=settings.batch_size,
         on_tick=on_tick,
     )
+    await on_start()
     cpu_before = time.process_time()
     outcome = await runner.run()
     return Measurement(model, schedule, outcome, time.process_time() - cpu_before)
@@ -174,6 +182,7 @@ async def run_stream(
     sample_count: int,
     settings: StreamSettings,
     on_tick: Callable[[Records, int], None] | None = None,
+    on_start: OnStart = nothing_to_do,
 ) -> Measurement:
     """SingleStream / MultiStream: one query in flight until duration and count are both met."""
     rng = np.random.Generator(np.random.PCG64(settings.sample_seed))
@@ -193,6 +202,7 @@ async def run_stream(
         samples_per_query=settings.samples_per_query,
         on_tick=on_tick,
     )
+    await on_start()
     cpu_before = time.process_time()
     outcome = await runner.run()
     records = outcome.records

@@ -23,7 +23,7 @@ from loadtest.core.records import Records
 from loadtest.core.settings import resolve_loop
 from loadtest.core.target import Target
 from loadtest.engine import timing
-from loadtest.engine.runner import Runner
+from loadtest.engine.runner import OnStart, Runner
 from loadtest.engine.samples import open_with_samples
 from loadtest.engine.selfmeasure import Progress
 from loadtest.errors import LoadtestError, TargetError
@@ -129,6 +129,7 @@ def _run_processes(
     plans: list[ShardPlan],
     on_started: Callable[[list[int]], None],
     on_progress: Callable[[Progress, int], None],
+    before_start: Callable[[], None] = lambda: None,
 ) -> list[ShardResult]:
     """Blocking: spawn one process per plan, barrier, common start, collect results in order."""
     context = multiprocessing.get_context("spawn")  # fork would copy gRPC threads and the loop
@@ -149,6 +150,7 @@ def _run_processes(
         on_started([p.pid for p in processes if p.pid is not None])
         for plan, conn, process in zip(plans, pipes, processes, strict=True):
             _receive(conn, process, plan.shard, READY_TIMEOUT_S)
+        before_start()  # every worker is ready: whoever observes the server starts now
         start_unix_ns = time.time_ns() + START_DELAY_NS
         for conn in pipes:
             conn.send(("start", start_unix_ns))
@@ -204,11 +206,20 @@ def _message(conn: Connection, process: Any, shard: int) -> tuple[str, Any]:
 
 
 async def run_local_shards(
-    plans: list[ShardPlan], on_progress: Callable[[Progress, int], None] | None = None
+    plans: list[ShardPlan],
+    on_progress: Callable[[Progress, int], None] | None = None,
+    on_start: OnStart | None = None,
 ) -> list[ShardResult]:
-    """Play the plans in worker processes; Ctrl-C is passed on, and the partial shards return."""
+    """Play the plans in worker processes; Ctrl-C is passed on, and the partial shards return.
+
+    `on_start` runs on this loop once every worker has passed the ready barrier, before the
+    common start instant is chosen."""
     loop = asyncio.get_running_loop()
     pids: list[int] = []
+
+    def before_start() -> None:  # on the executor thread; the hook itself runs on the loop
+        if on_start is not None:
+            asyncio.run_coroutine_threadsafe(on_start(), loop).result(READY_TIMEOUT_S)
 
     def progress(snapshot: Progress, now_ns: int) -> None:  # on the collector thread
         if on_progress is not None:
@@ -222,7 +233,9 @@ async def run_local_shards(
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGINT, forward_interrupt)
     try:
-        results = await loop.run_in_executor(None, _run_processes, plans, pids.extend, progress)
+        results = await loop.run_in_executor(
+            None, _run_processes, plans, pids.extend, progress, before_start
+        )
     finally:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGINT)

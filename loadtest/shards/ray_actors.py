@@ -20,10 +20,12 @@ import concurrent.futures
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from loadtest.core.settings import resolve_loop
 from loadtest.engine import timing
+from loadtest.engine.runner import OnStart
 from loadtest.errors import LoadtestError, SettingsError, TargetError
 from loadtest.shards.local import READY_TIMEOUT_S, play_shard
 from loadtest.shards.merge import ShardResult
@@ -71,7 +73,9 @@ def _one_line(exc: BaseException) -> str:
     return text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
 
 
-def _run_on_ray(plans: list[ShardPlan], address: str) -> list[ShardResult]:
+def _run_on_ray(
+    plans: list[ShardPlan], address: str, before_start: Callable[[], None] = lambda: None
+) -> list[ShardResult]:
     import ray
 
     try:
@@ -94,6 +98,7 @@ def _run_on_ray(plans: list[ShardPlan], address: str) -> list[ShardResult]:
                 [a.prepare.remote(p) for a, p in zip(actors, plans, strict=True)],
                 timeout=READY_TIMEOUT_S + 30,
             )
+            before_start()  # every actor is ready: whoever observes the server starts now
             start_unix_ns = time.time_ns() + RAY_START_DELAY_NS
             results: list[ShardResult] = ray.get([a.run.remote(start_unix_ns) for a in actors])
         except ray.exceptions.GetTimeoutError:
@@ -109,8 +114,14 @@ def _run_on_ray(plans: list[ShardPlan], address: str) -> list[ShardResult]:
     return results
 
 
-async def run_ray_shards(plans: list[ShardPlan], address: str) -> list[ShardResult]:
-    """Play the plans on Ray actors at `address`; one clear line if Ray is absent or away."""
+async def run_ray_shards(
+    plans: list[ShardPlan],
+    address: str,
+    on_start: OnStart | None = None,
+) -> list[ShardResult]:
+    """Play the plans on Ray actors at `address`; one clear line if Ray is absent or away.
+
+    `on_start` runs on this loop once every actor is ready, before the start instant is chosen."""
     try:
         import ray  # noqa: F401
     except ImportError:
@@ -118,4 +129,9 @@ async def run_ray_shards(plans: list[ShardPlan], address: str) -> list[ShardResu
             "--ray needs Ray: pip install 'loadtest[ray]' (or pip install ray)"
         ) from None
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, _run_on_ray, plans, address)
+
+    def before_start() -> None:  # on the executor thread; the hook itself runs on the loop
+        if on_start is not None:
+            asyncio.run_coroutine_threadsafe(on_start(), loop).result(READY_TIMEOUT_S)
+
+    return await loop.run_in_executor(None, _run_on_ray, plans, address, before_start)
