@@ -575,6 +575,7 @@ def stop_advice(summary: Summary | None, interrupted: bool, stop_reason: str = "
             f"{summary.scheduled} scheduled queries never issued; this is a partial result."
         )
     if summary is not None and summary.unanswered:
+        why = "" if "unanswered" in stop_reason else why  # the runner's reason says it already
         return (
             f"The run ended{why}{after} with {summary.unanswered} queries still unanswered "
             "after the drain timeout: the server stalled or dropped them; this is a partial "
