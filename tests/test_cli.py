@@ -261,10 +261,10 @@ def test_wrong_input_shape_on_a_running_triton(triton):
 def test_piped_output_prints_every_table_in_full(tmp_path: Path):
     """A CI log is not a terminal: no cell may be cut to '…', whatever the table's width."""
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    args = ["server", "--url", FAKE, "--qps", "50", "--duration", "1", "--target-latency", "50"]
+    args += ["--late-threshold", "20", "--no-live", "--output", str(tmp_path / "run")]
     result = subprocess.run(
-        [sys.executable, "-m", "loadtest.cli", "server", "--url", FAKE, "--qps", "50"]
-        + ["--duration", "1", "--target-latency", "50", "--late-threshold", "20", "--no-live"]
-        + ["--output", str(tmp_path / "run")],
+        [sys.executable, "-m", "loadtest.cli", *args],
         capture_output=True,
         text=True,
         timeout=120,

@@ -375,10 +375,19 @@ def test_interrupted_is_invalid() -> None:
 
 
 def test_no_successful_query() -> None:
+    # Every query failed: the percentile over what was issued is a failure, +∞.
     summary, latencies = server_run(n=10, errors=10)
     verdict = judge(summary, latencies)
     assert not verdict.passed(PERFORMANCE)
-    assert "no successful query" in detail(verdict, PERFORMANCE)
+    assert detail(verdict, PERFORMANCE) == (
+        "performance constraint: p99 over 10 queries (10 failed counted as over the bound) "
+        "= ∞ > 10 ms target"
+    )
+    # Nothing issued at all: no percentile.
+    empty, none = summarize(Records(np.zeros(0, np.int64), np.zeros(0, np.int32))), np.zeros(0)
+    assert detail(judge(empty, none), PERFORMANCE) == (
+        "performance constraint: no query answered, so no p99"
+    )
 
 
 def test_latency_count_must_match_summary() -> None:

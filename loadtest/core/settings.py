@@ -17,6 +17,9 @@ from loadtest.errors import SettingsError
 MLPERF_MIN_DURATION_NS = 600 * NS_PER_S
 # Our default runs stay short; `--mlperf` switches to the official minimums.
 DEFAULT_MIN_DURATION_NS = 60 * NS_PER_S
+# The client may lag its schedule by this share of the latency bound (at least LATE_THRESHOLD_NS)
+# and still count as keeping up; rules/stats.py's allowed_send_lag_ns says why 5 %.
+DEFAULT_CLIENT_LAG_FRACTION = 0.05
 
 
 class Scenario(str, enum.Enum):
@@ -67,6 +70,10 @@ class ServerSettings:
     early_stopping_confidence: float = 0.99
     late_threshold_ns: int = LATE_THRESHOLD_NS
     keep_records: bool = False  # write per-query records into the JSON result
+    # allowed send-lag p99 = max(late threshold, this × target latency)
+    client_lag_fraction: float = DEFAULT_CLIENT_LAG_FRACTION
+    # share of issued queries allowed to fail; None = MLPerf's rule (any failure is INVALID)
+    error_budget: float | None = None
     scenario: Scenario = field(default=Scenario.SERVER, init=False)
 
     def __post_init__(self) -> None:
@@ -88,6 +95,8 @@ class ServerSettings:
             raise SettingsError("--late-threshold must be > 0 ms")
         if self.max_duration_ns and self.max_duration_ns < self.min_duration_ns:
             raise SettingsError("--max-duration must not be shorter than --duration")
+        _check_client_lag_fraction(self.client_lag_fraction)
+        _check_error_budget(self.error_budget)
         expected = self.qps * max(self.min_duration_ns / NS_PER_S, 0)
         if max(expected, self.min_query_count) > 50_000_000:
             raise SettingsError(
@@ -130,6 +139,7 @@ class OfflineSettings:
     max_duration_ns: int = 0
     keep_records: bool = False
     late_threshold_ns: int = LATE_THRESHOLD_NS
+    error_budget: float | None = None  # see ServerSettings
     scenario: Scenario = field(default=Scenario.OFFLINE, init=False)
 
     def __post_init__(self) -> None:
@@ -145,6 +155,7 @@ class OfflineSettings:
             raise SettingsError(f"--batch-size must be ≥ 1, got {self.batch_size}")
         if self.sample_count < 1:
             raise SettingsError(f"--samples must be ≥ 1, got {self.sample_count}")
+        _check_error_budget(self.error_budget)
         if self.query_samples > 50_000_000:
             raise SettingsError(
                 f"the Offline query would hold {self.query_samples:.3g} samples; lower "
@@ -196,6 +207,7 @@ class StreamSettings:
     early_stopping_confidence: float = 0.99
     keep_records: bool = False
     late_threshold_ns: int = LATE_THRESHOLD_NS
+    error_budget: float | None = None  # see ServerSettings
 
     def __post_init__(self) -> None:
         if self.scenario not in (Scenario.SINGLE_STREAM, Scenario.MULTI_STREAM):
@@ -214,6 +226,7 @@ class StreamSettings:
             raise SettingsError("--target-latency must be > 0 ms")
         if self.max_duration_ns and self.max_duration_ns < self.min_duration_ns:
             raise SettingsError("--max-duration must not be shorter than --duration")
+        _check_error_budget(self.error_budget)
 
     def test_parameters(self) -> dict[str, object]:
         return {
@@ -230,6 +243,16 @@ class StreamSettings:
 
 
 ScenarioSettings = ServerSettings | OfflineSettings | StreamSettings
+
+
+def _check_client_lag_fraction(fraction: float) -> None:
+    if not 0 <= fraction < 1:
+        raise SettingsError(f"the client lag fraction must be in [0, 1), got {fraction:g}")
+
+
+def _check_error_budget(budget: float | None) -> None:
+    if budget is not None and not 0 <= budget <= 1:
+        raise SettingsError(f"--error-budget must be in [0, 100] %, got {budget * 100:g} %")
 
 
 @dataclass(frozen=True)
@@ -250,6 +273,7 @@ class PeakSettings:
     sample_count: int = 64
     early_stopping_confidence: float = 0.99
     late_threshold_ns: int = LATE_THRESHOLD_NS
+    client_lag_fraction: float = DEFAULT_CLIENT_LAG_FRACTION
     scenario: Scenario = field(default=Scenario.SERVER, init=False)
 
     def __post_init__(self) -> None:
@@ -271,6 +295,7 @@ class PeakSettings:
             raise SettingsError(f"--samples must be ≥ 1, got {self.sample_count}")
         if self.late_threshold_ns <= 0:
             raise SettingsError("--late-threshold must be > 0 ms")
+        _check_client_lag_fraction(self.client_lag_fraction)
 
     def probe(self, qps: float, min_query_count: int) -> ServerSettings:
         """The Server settings of one probe at `qps`."""
@@ -285,6 +310,7 @@ class PeakSettings:
             sample_count=self.sample_count,
             early_stopping_confidence=self.early_stopping_confidence,
             late_threshold_ns=self.late_threshold_ns,
+            client_lag_fraction=self.client_lag_fraction,
         )
 
 

@@ -80,6 +80,15 @@ class RunOutcome:
     interrupted: bool  # stopped from outside (Ctrl-C): a partial result
     stop_reason: str  # "" when every query was issued and answered as scheduled
 
+    @property
+    def stopped_early(self) -> bool:
+        """Cut short for any reason (interrupted, max duration, drain timeout): a partial result.
+
+        Every way a runner stops early records a stop reason; the verdict also counts queries
+        scheduled and never issued (rules.validity.run_stopped_early).
+        """
+        return self.interrupted or bool(self.stop_reason)
+
 
 class Runner:
     """Plays one schedule once. Create a new Runner per run."""
@@ -394,17 +403,19 @@ class ClosedLoopRunner:
             self._grow()
         if self.stop_event.is_set() or self._next >= len(self.sample_index):
             return True
+        if not self.all_due_at_start:
+            # LoadGen's stream rule: stop once a query has been *issued* at or after the minimum
+            # duration and the minimum count has been issued. Checked before the max duration,
+            # so a stream that ends as it should is not reported as cut short.
+            last_issued = int(self._issued[self._next - 1]) if self._next else NOT_SET_NS
+            if last_issued >= self.min_duration_ns and self._next >= self.min_query_count:
+                return True
         if self.max_duration_ns and now_rel >= self.max_duration_ns:
             self._stop_reason = self._stop_reason or (
                 f"max duration {self.max_duration_ns / 1e9:g} s reached"
             )
             return True
-        if self.all_due_at_start:
-            return False
-        # LoadGen's stream rule: stop once a query has been *issued* at or after the minimum
-        # duration and the minimum count has been issued.
-        last_issued = int(self._issued[self._next - 1]) if self._next else NOT_SET_NS
-        return last_issued >= self.min_duration_ns and self._next >= self.min_query_count
+        return False
 
     async def _worker(self) -> None:
         clock, start = self.clock, self._start_ns

@@ -15,18 +15,23 @@ from loadtest.core.settings import (
 from loadtest.engine.runner import RunOutcome
 from loadtest.rules.stats import Summary, summarize
 from loadtest.rules.validity import (
-    Check,
     Verdict,
     judge_multi_stream,
     judge_offline,
     judge_server,
     judge_single_stream,
-    make_verdict,
 )
 
 
 def interpret_server(settings: ServerSettings, outcome: RunOutcome) -> tuple[Summary, Verdict]:
-    summary = summarize(outcome.records, outcome.duration_ns, settings.late_threshold_ns)
+    """The client's allowed send lag is relative to the latency bound (client_lag_fraction)."""
+    summary = summarize(
+        outcome.records,
+        outcome.duration_ns,
+        settings.late_threshold_ns,
+        bound_ns=settings.target_latency_ns,
+        client_lag_fraction=settings.client_lag_fraction,
+    )
     verdict = judge_server(
         summary,
         outcome.records.latency_from_scheduled_ns(),
@@ -37,6 +42,7 @@ def interpret_server(settings: ServerSettings, outcome: RunOutcome) -> tuple[Sum
         confidence=settings.early_stopping_confidence,
         interrupted=outcome.interrupted,
         stop_reason=outcome.stop_reason,
+        error_budget=settings.error_budget,
     )
     return summary, verdict
 
@@ -49,6 +55,7 @@ def interpret_offline(settings: OfflineSettings, outcome: RunOutcome) -> tuple[S
         min_query_count=1,
         interrupted=outcome.interrupted,
         stop_reason=outcome.stop_reason,
+        error_budget=settings.error_budget,
     )
     return summary, verdict
 
@@ -68,23 +75,7 @@ def interpret_stream(settings: StreamSettings, outcome: RunOutcome) -> tuple[Sum
         confidence=settings.early_stopping_confidence,
         interrupted=outcome.interrupted,
         stop_reason=outcome.stop_reason,
+        error_budget=settings.error_budget,
+        target_latency_ns=settings.target_latency_ns,
     )
-    estimate = verdict.early_stopping_estimate
-    if settings.target_latency_ns and estimate is not None and estimate.estimate_ns is not None:
-        bound = Check(
-            name="latency bound (loadtest)",
-            passed=estimate.estimate_ns <= settings.target_latency_ns,
-            detail=(
-                f"early-stopping p{settings.percentile * 100:g} estimate "
-                f"{estimate.estimate_ns / 1e6:.3f} ms ≤ {settings.target_latency_ns / 1e6:g} ms "
-                "bound"
-            ),
-            recommendation="The latency bound is not met: use a faster deployment",
-        )
-        verdict = make_verdict(
-            verdict.scenario,
-            [*verdict.checks, bound],
-            early_stopping=verdict.early_stopping,
-            early_stopping_estimate=estimate,
-        )
     return summary, verdict
