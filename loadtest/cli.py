@@ -24,28 +24,29 @@ from loadtest.commands import serve as serve_command
 from loadtest.commands import server as server_command
 from loadtest.commands import stream as stream_command
 from loadtest.commands import stub as stub_command
-from loadtest.errors import LoadtestError, ServerError
+from loadtest.errors import EXIT_CODES_HELP, ExitCode, LoadtestError, ServerError
 from loadtest.report.console import make_console
 
 app = typer.Typer(
     name="loadtest",
     help="MLPerf-style load testing for Triton Inference Server, free of coordinated omission.",
+    epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.command(name="server")(server_command.server)
-app.command(name="offline")(offline_command.offline)
-app.command(name="single-stream")(stream_command.single_stream)
-app.command(name="multi-stream")(stream_command.multi_stream)
-app.command(name="find-peak")(find_peak_command.find_peak)
+app.command(name="server", epilog=EXIT_CODES_HELP)(server_command.server)
+app.command(name="offline", epilog=EXIT_CODES_HELP)(offline_command.offline)
+app.command(name="single-stream", epilog=EXIT_CODES_HELP)(stream_command.single_stream)
+app.command(name="multi-stream", epilog=EXIT_CODES_HELP)(stream_command.multi_stream)
+app.command(name="find-peak", epilog=EXIT_CODES_HELP)(find_peak_command.find_peak)
 app.command(name="plan")(plan_command.plan)
 app.command(name="serve")(serve_command.serve)
 app.command(name="stub")(stub_command.stub)
-app.command(name="compare")(compare_command.compare)
+app.command(name="compare", epilog=EXIT_CODES_HELP)(compare_command.compare)
 app.command(name="report")(report_command.report)
 app.command(name="export")(export_command.export)
-app.command(name="diff")(diff_command.diff)
+app.command(name="diff", epilog=EXIT_CODES_HELP)(diff_command.diff)
 app.add_typer(models_command.app, name="models")
 
 
@@ -64,10 +65,10 @@ def main() -> None:
         if isinstance(exc, ServerError) and exc.log_tail:
             errors.print("[dim]--- server log (tail) ---[/]", highlight=False)
             errors.print(exc.log_tail, markup=False, highlight=False)
-        sys.exit(1)
+        sys.exit(ExitCode.ERROR)
     except KeyboardInterrupt:
         errors.print("interrupted")
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)
 
 
 if __name__ == "__main__":

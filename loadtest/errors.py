@@ -10,6 +10,34 @@ LoadtestError            anything the CLI turns into one clear line and a non-ze
 
 from __future__ import annotations
 
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Every command's exit codes, one scheme (README "Exit codes" and `loadtest --help`).
+
+    A CI job can gate on them: 0 only when the run was VALID (or the command did what it was asked
+    without a verdict to give), 3 when the measurement says no, 5 when it says nothing about the
+    server because the load generator itself fell behind.
+    """
+
+    OK = 0  # VALID, or done (report, export, plan, models, ...)
+    ERROR = 1  # setup or configuration: one clear line on stderr, nothing measured
+    USAGE = 2  # malformed flags or values (typer's usage errors)
+    INVALID = 3  # measured and INVALID; find-peak found no peak; diff found a regression
+    NOT_WRITTEN = 4  # measured, but the result could not be written where asked (see the fallback)
+    CLIENT_BOUND = 5  # INVALID only because the client fell behind its schedule
+    INTERRUPTED = 130  # Ctrl-C: the partial result is written
+    TERMINATED = 143  # SIGTERM: the partial result is written
+
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 VALID (or done); 1 error (one line on stderr); 2 bad flags; 3 INVALID "
+    "(find-peak: no peak; diff: regression); 4 result not written where asked (a fallback path "
+    "is printed); 5 INVALID only because the client fell behind its schedule; 130 Ctrl-C and "
+    "143 SIGTERM (partial result written)."
+)
+
 
 class LoadtestError(Exception):
     """Base class: str(error) is the one line shown to the user."""

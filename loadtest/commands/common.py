@@ -21,6 +21,7 @@ from loadtest.core.records import Records
 from loadtest.core.settings import (
     NS_PER_MS,
     NS_PER_S,
+    ErrorAbort,
     LoopKind,
     ScenarioSettings,
     TargetSettings,
@@ -31,7 +32,7 @@ from loadtest.engine.measurement import Measurement
 from loadtest.engine.runner import OnStart
 from loadtest.engine.samples import open_with_samples
 from loadtest.engine.selfmeasure import Progress
-from loadtest.errors import SettingsError
+from loadtest.errors import ExitCode, SettingsError
 from loadtest.models import SUITE
 from loadtest.observe.probe import RunObserver
 from loadtest.report.compare_report import split_table
@@ -39,6 +40,7 @@ from loadtest.report.console import make_console
 from loadtest.report.live import LiveView
 from loadtest.report.results import RunReport, build_environment, write_outputs
 from loadtest.report.terminal import render_report
+from loadtest.rules.validity import Verdict
 from loadtest.scenarios.target_flags import TargetFlags
 from loadtest.server import deployment as deployment_module
 from loadtest.server.deployment import Deployment
@@ -75,6 +77,18 @@ def min_duration_ns(duration_s: float | None, mlperf: bool, default_ns: int) -> 
     if duration_s <= 0:
         raise SettingsError(f"--duration must be > 0 s, got {duration_s:g}")
     return int(duration_s * NS_PER_S)
+
+
+def error_rules(
+    error_budget: float | None, abort_rate: float | None, window_s: float, mlperf: bool
+) -> dict[str, Any]:
+    """The settings fields of --error-budget and --abort-on-error-rate/--window (validated)."""
+    if error_budget is not None and mlperf:
+        raise SettingsError(
+            "--error-budget is not MLPerf's rule (any failed query is INVALID): drop --mlperf or it"
+        )
+    abort = None if abort_rate is None else ErrorAbort(abort_rate, int(window_s * NS_PER_S))
+    return {"error_budget": error_budget, "abort": abort}
 
 
 def max_duration_ns(max_duration_s: float) -> int:
@@ -191,11 +205,21 @@ def execute(
         console.print(
             f"[yellow]partial result[/] ({measurement.outcome.stop_reason}): written above"
         )
-        raise typer.Exit(130)
+        raise typer.Exit(ExitCode.INTERRUPTED)
     if deployment.embedded is not None:
         console.print(
             "[dim]This measured the embedded Triton on this machine. To measure a real deployment: "
             "docker compose up (see README), then add --url HOST:8001 --embedded never[/]",
             highlight=False,
         )
+    code = verdict_exit_code(report.verdict)
+    if code is not ExitCode.OK:
+        raise typer.Exit(code)
     return report
+
+
+def verdict_exit_code(verdict: Verdict) -> ExitCode:
+    """0 VALID, 5 INVALID only because the client fell behind, 3 any other INVALID."""
+    if verdict.valid:
+        return ExitCode.OK
+    return ExitCode.CLIENT_BOUND if verdict.client_bound else ExitCode.INVALID

@@ -16,6 +16,7 @@ from loadtest.commands import common, options
 from loadtest.commands.options import finite_float
 from loadtest.core.settings import NS_PER_MS, NS_PER_S, Protocol, ServerSettings, SharedMemoryKind
 from loadtest.engine import timing
+from loadtest.errors import ExitCode
 from loadtest.models import DEFAULT_SERVER_MODEL, DEFAULT_SERVER_QPS
 from loadtest.report.compare_report import compare_json, render_compare, write_compare
 from loadtest.report.results import build_environment
@@ -172,7 +173,7 @@ def _play_and_write(setup: CompareSetup, output: Path | None) -> None:
             result = timing.run(compare_run.measure(session, setup, common.say))
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]: no compare.json written")
-            raise typer.Exit(130) from None
+            raise typer.Exit(ExitCode.INTERRUPTED) from None
         environment = build_environment(next(iter(session.targets.values())), session.deployment)
     render_compare(console, setup, session, result)
     data = compare_json(setup, session, result, environment, created_unix_s=time.time())

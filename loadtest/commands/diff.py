@@ -15,12 +15,12 @@ from rich.table import Table
 
 from loadtest.analysis import diff as diff_module
 from loadtest.commands.options import finite_float, seed_value
-from loadtest.errors import ResultFileError, SettingsError
+from loadtest.errors import ExitCode, ResultFileError, SettingsError
 from loadtest.report.console import make_console
 from loadtest.report.resultfile import RUN, ResultFile, load_results
 
 console = make_console()
-REGRESSION_EXIT_CODE = 3
+REGRESSION_EXIT_CODE = ExitCode.INVALID
 STYLE = {
     diff_module.REGRESSION: "bold red",
     diff_module.IMPROVEMENT: "green",

@@ -21,6 +21,7 @@ from loadtest.core.settings import (
 from loadtest.core.target import ModelSpec, Target
 from loadtest.engine import timing
 from loadtest.engine.samples import open_with_samples
+from loadtest.errors import ExitCode
 from loadtest.models import DEFAULT_SERVER_MODEL
 from loadtest.report.peak_report import peak_json, probe_row, render_peak, write_peak
 from loadtest.report.results import build_environment
@@ -103,9 +104,9 @@ def find_peak(
     path = write_peak(peak_json(settings, resolved, spec, environment, outcome), output, model)
     common.console.print(f"results: {path}")
     if outcome.interrupted:
-        raise typer.Exit(130)
+        raise typer.Exit(ExitCode.INTERRUPTED)
     if outcome.conclusion.peak_qps is None:
-        raise typer.Exit(3)
+        raise typer.Exit(ExitCode.INVALID)
 
 
 def _search(

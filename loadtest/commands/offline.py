@@ -44,6 +44,9 @@ def offline(
     output: options.OutputOption = None,
     records: options.RecordsOption = False,
     live: options.LiveOption = True,
+    error_budget: options.ErrorBudgetOption = None,
+    abort_on_error_rate: options.AbortOnErrorRateOption = None,
+    window: options.WindowOption = options.ABORT_WINDOW_S,
 ) -> None:
     """Run the MLPerf Offline scenario: all samples due at once, throughput = samples / time."""
     settings = OfflineSettings(
@@ -56,6 +59,7 @@ def offline(
         sample_count=samples,
         max_duration_ns=common.max_duration_ns(max_duration),
         keep_records=records,
+        **common.error_rules(error_budget, abort_on_error_rate, window, mlperf),
     )
     flags = common.TargetFlags(
         model=model,

@@ -204,8 +204,35 @@ LateThresholdOption = Annotated[
 SeedOption = Annotated[
     int, typer.Option("--seed", parser=seed_value, help="Schedule (arrival times) seed.")
 ]
+ErrorBudgetOption = Annotated[
+    float | None,
+    typer.Option(
+        "--error-budget",
+        parser=finite_float,
+        help="Allowed share of failed queries, a fraction (e.g. 0.01); not with --mlperf, whose "
+        "rule is that any failed query makes the run INVALID (the verdict says which rule).",
+    ),
+]
+AbortOnErrorRateOption = Annotated[
+    float | None,
+    typer.Option(
+        "--abort-on-error-rate",
+        parser=finite_float,
+        help="Stop a run that is already lost: when more than this fraction of the queries "
+        "answered in the last --window seconds failed (partial result, its own reason).",
+    ),
+]
+WindowOption = Annotated[
+    float,
+    typer.Option(
+        "--window",
+        parser=finite_float,
+        help="The trailing window of --abort-on-error-rate, in seconds.",
+    ),
+]
 PERCENTILE = 99.0
 LATE_THRESHOLD_MS = LATE_THRESHOLD_NS / NS_PER_MS
+ABORT_WINDOW_S = 10.0
 
 # --- local servers (serve, stub) -----------------------------------------------------------------
 HttpPortOption = Annotated[

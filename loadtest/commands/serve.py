@@ -11,6 +11,7 @@ import typer
 
 from loadtest.commands import options
 from loadtest.commands.options import port_number
+from loadtest.errors import ExitCode
 from loadtest.models import DEFAULT_SERVER_MODEL
 from loadtest.report.console import make_console
 from loadtest.server.deployment import ensure_model_built
@@ -57,7 +58,7 @@ def serve(
         while not stop.wait(0.5):
             if server.process is None or server.process.poll() is not None:
                 console.print("[red]the embedded Triton exited[/]\n" + server.log_tail())
-                raise typer.Exit(1)
+                raise typer.Exit(ExitCode.ERROR)
     finally:
         server.cleanup()
         console.print("Triton stopped.")

@@ -56,6 +56,9 @@ def server(
     loop: options.LoopOption = LoopKind.AUTO,
     ray: options.RayOption = "",
     shared_memory: options.SharedMemoryOption = SharedMemoryKind.NONE,
+    error_budget: options.ErrorBudgetOption = None,
+    abort_on_error_rate: options.AbortOnErrorRateOption = None,
+    window: options.WindowOption = options.ABORT_WINDOW_S,
 ) -> None:
     """Run the MLPerf Server scenario: Poisson arrivals at --qps, latency from scheduled time."""
     settings = ServerSettings(
@@ -70,6 +73,7 @@ def server(
         sample_count=samples,
         keep_records=records,
         late_threshold_ns=int(late_threshold * NS_PER_MS),
+        **common.error_rules(error_budget, abort_on_error_rate, window, mlperf),
     )
     client = ClientSettings(
         workers=workers, loop=loop, ray_address=ray, shared_memory=shared_memory

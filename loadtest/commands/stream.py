@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -94,6 +95,9 @@ def single_stream(
     output: options.OutputOption = None,
     records: options.RecordsOption = False,
     live: options.LiveOption = True,
+    error_budget: options.ErrorBudgetOption = None,
+    abort_on_error_rate: options.AbortOnErrorRateOption = None,
+    window: options.WindowOption = options.ABORT_WINDOW_S,
 ) -> None:
     """MLPerf SingleStream: one sample per query, one in flight; reports p90 (early stopping)."""
     settings = _settings(
@@ -103,6 +107,9 @@ def single_stream(
         target_latency,
         (duration, min_queries, max_duration, mlperf),
         (sample_seed, samples, records),
+    )
+    settings = replace(
+        settings, **common.error_rules(error_budget, abort_on_error_rate, window, mlperf)
     )
     flags = common.TargetFlags(
         model=model,
@@ -142,6 +149,9 @@ def multi_stream(
     output: options.OutputOption = None,
     records: options.RecordsOption = False,
     live: options.LiveOption = True,
+    error_budget: options.ErrorBudgetOption = None,
+    abort_on_error_rate: options.AbortOnErrorRateOption = None,
+    window: options.WindowOption = options.ABORT_WINDOW_S,
 ) -> None:
     """MLPerf MultiStream: N samples per query as one batch, one in flight; reports p99."""
     settings = _settings(
@@ -151,6 +161,9 @@ def multi_stream(
         target_latency,
         (duration, min_queries, max_duration, mlperf),
         (sample_seed, samples, records),
+    )
+    settings = replace(
+        settings, **common.error_rules(error_budget, abort_on_error_rate, window, mlperf)
     )
     flags = common.TargetFlags(
         model=model,

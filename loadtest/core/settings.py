@@ -54,6 +54,25 @@ class TargetSettings:
 
 
 @dataclass(frozen=True)
+class ErrorAbort:
+    """`--abort-on-error-rate RATE --window SECONDS`: stop a run that is already lost.
+
+    Once more than `max_rate` of the queries answered in the trailing window failed, issuing
+    stops and the partial result says why (rules/error_budget.py holds the decision)."""
+
+    max_rate: float
+    window_ns: int = 10 * NS_PER_S
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_rate < 1:
+            raise SettingsError(
+                f"--abort-on-error-rate must be a fraction in [0, 1), got {self.max_rate:g}"
+            )
+        if self.window_ns <= 0:
+            raise SettingsError(f"--window must be > 0 s, got {self.window_ns / NS_PER_S:g}")
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     """The MLPerf Server scenario: Poisson arrivals at `qps`, judged on a latency percentile."""
 
@@ -74,6 +93,7 @@ class ServerSettings:
     client_lag_fraction: float = DEFAULT_CLIENT_LAG_FRACTION
     # share of issued queries allowed to fail; None = MLPerf's rule (any failure is INVALID)
     error_budget: float | None = None
+    abort: ErrorAbort | None = None  # stop early when the error rate says the run is lost
     scenario: Scenario = field(default=Scenario.SERVER, init=False)
 
     def __post_init__(self) -> None:
@@ -140,6 +160,7 @@ class OfflineSettings:
     keep_records: bool = False
     late_threshold_ns: int = LATE_THRESHOLD_NS
     error_budget: float | None = None  # see ServerSettings
+    abort: ErrorAbort | None = None  # see ServerSettings
     scenario: Scenario = field(default=Scenario.OFFLINE, init=False)
 
     def __post_init__(self) -> None:
@@ -208,6 +229,7 @@ class StreamSettings:
     keep_records: bool = False
     late_threshold_ns: int = LATE_THRESHOLD_NS
     error_budget: float | None = None  # see ServerSettings
+    abort: ErrorAbort | None = None  # see ServerSettings
 
     def __post_init__(self) -> None:
         if self.scenario not in (Scenario.SINGLE_STREAM, Scenario.MULTI_STREAM):

@@ -45,6 +45,7 @@ from loadtest.core.records import NOT_SET_NS, Records, Status
 from loadtest.core.schedule import Schedule
 from loadtest.core.target import Target
 from loadtest.engine.selfmeasure import LoopLagProbe
+from loadtest.rules.error_budget import ErrorRateWindow
 
 INITIAL_SPIN_WINDOW_NS = 2_000_000
 SPIN_MARGIN_NS = 150_000
@@ -104,8 +105,10 @@ class Runner:
         interrupt_drain_ns: int = 2_000_000_000,
         on_tick: Callable[[Records, int], None] | None = None,
         samples_per_query: int = 1,
+        error_window: ErrorRateWindow | None = None,
     ) -> None:
         self.schedule = schedule
+        self.error_window = error_window
         self.target = target
         self.clock = clock
         self.max_duration_ns = max_duration_ns
@@ -143,6 +146,13 @@ class Runner:
         self._interrupted = True
         self.stop_event.set()
 
+    def abort(self, reason: str) -> None:
+        """Stop issuing because the run is already lost (the error-rate limit): a partial result
+        with its own reason, not an interruption."""
+        if not self._stop_reason:
+            self._stop_reason = f"aborted: {reason}"
+        self.stop_event.set()
+
     async def _query(self, i: int, sample: int) -> None:
         # Stamped here, when the task actually runs, not when the issuer created it: any delay
         # of the event loop before the send is the client's and shows up as send lag.
@@ -159,6 +169,9 @@ class Runner:
         else:
             records.status[i] = Status.ERROR
             records.error_code[i] = records.error_code_for(error)
+        window = self.error_window
+        if window is not None and window.add(int(records.completed_ns[i]), error is None):
+            self.abort(window.reason())
         self._outstanding -= 1
         if self._outstanding == 0:
             self._all_answered.set()
@@ -355,8 +368,10 @@ class ClosedLoopRunner:
         samples_per_query: int = 1,
         clock: Clock = time.perf_counter_ns,
         on_tick: Callable[[Records, int], None] | None = None,
+        error_window: ErrorRateWindow | None = None,
     ) -> None:
         self.sample_index = sample_index
+        self.error_window = error_window
         self.target = target
         self.workers = workers
         # Streams run until duration and count are met, so their query count is open-ended:
@@ -386,6 +401,12 @@ class ClosedLoopRunner:
         if not self._stop_reason:
             self._stop_reason = reason
         self._interrupted = True
+        self.stop_event.set()
+
+    def abort(self, reason: str) -> None:
+        """Stop taking new queries because the run is already lost; not an interruption."""
+        if not self._stop_reason:
+            self._stop_reason = f"aborted: {reason}"
         self.stop_event.set()
 
     def _grow(self) -> None:
@@ -432,6 +453,9 @@ class ClosedLoopRunner:
                 if error not in self._error_kinds:
                     self._error_kinds.append(error)
                 self._error[i] = self._error_kinds.index(error)
+            window = self.error_window
+            if window is not None and window.add(int(self._completed[i]), error is None):
+                self.abort(window.reason())
 
     def records(self) -> Records:
         """Rows for every query taken so far (never-taken ones are dropped for streams)."""

@@ -22,6 +22,7 @@ from loadtest.rules.stats import LatencyStats, Summary
 from loadtest.rules.validity import (
     CLIENT_KEPT_UP,
     EARLY_STOPPING,
+    ERROR_BUDGET,
     MIN_DURATION,
     MIN_QUERIES,
     NO_FAILURES,
@@ -38,6 +39,7 @@ LABEL_WIDTH = 32  # LoadGen pads "Min latency (ns)" and friends to this width be
 # Our checks beyond LoadGen's four, with the label they get in the summary.
 EXTRA_CHECKS = (
     (NO_FAILURES, "No failed queries (loadtest)"),
+    (ERROR_BUDGET, "Errors within the error budget (loadtest)"),
     (CLIENT_KEPT_UP, "Client kept up with schedule (loadtest)"),
     (RUN_COMPLETE, "Run completed (loadtest)"),
 )
@@ -187,6 +189,11 @@ def render_mlperf_summary(
         passed = verdict.passed(name)
         if passed is not None:
             lines.append(f"  {label} : {_yes(passed)}")
+    if verdict.error_budget is not None:
+        lines.append(
+            f"  Rules : error budget of {verdict.error_budget * 100:g} % of issued queries "
+            "(not MLPerf's: there any failed query is INVALID)"
+        )
     if not verdict.valid:
         lines.append("Recommendations:")
         lines += [f" * {text}" for text in verdict.recommendations]

@@ -151,7 +151,7 @@ class RunReport:
                 "started_unix_ns": outcome.started_unix_ns,
                 "duration_ns": outcome.duration_ns,
                 "interrupted": outcome.interrupted,
-                "partial": outcome.interrupted,
+                "partial": self.verdict.partial,
                 "stop_reason": outcome.stop_reason,
                 "client_cpu_s": round(self.measurement.client_cpu_s, 6),
                 "client_cpu_us_per_query": round(self.client_cpu_us_per_query, 3),

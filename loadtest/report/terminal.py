@@ -9,7 +9,7 @@ from rich.table import Table
 from loadtest.core.units import ms_cell
 from loadtest.engine.selfmeasure import ClientReport
 from loadtest.report.results import RunReport
-from loadtest.rules.stats import LatencyStats
+from loadtest.rules.stats import LatencyStats, Summary
 from loadtest.rules.validity import Verdict
 from loadtest.scenarios.registry import Tone, entry
 
@@ -140,6 +140,17 @@ def verdict_lines(verdict: Verdict) -> list[str]:
     return lines
 
 
+def left_out_caption(summary: Summary, bounded: bool) -> str:
+    """What the latency table leaves out, so a table of successes never passes for the run."""
+    if not summary.left_out_of_latency:
+        return ""
+    judged = ", which the verdict counts as over the bound" if bounded else ""
+    return (
+        f"; leaves out {summary.left_out_of_latency} queries ({summary.errors} failed, "
+        f"{summary.pending} never answered or never issued){judged}"
+    )
+
+
 def render_report(console: Console, report: RunReport) -> None:
     settings, summary = report.settings, report.summary
     scenario = entry(settings.scenario)
@@ -150,8 +161,17 @@ def render_report(console: Console, report: RunReport) -> None:
             columns,
             summary.latency.method,
             scenario.percentile(settings),
-            f"{scenario.caption(settings)}; {summary.completed_ok} successful queries",
+            f"{scenario.caption(settings)}; {summary.completed_ok} successful queries"
+            + left_out_caption(summary, scenario.has_performance_constraint),
         )
     )
+    if summary.errors:
+        failures = summary.failure_latency
+        console.print(
+            f"[red]failed queries[/]: {summary.errors} errors, {summary.unanswered} never answered;"
+            f" the first at t = {summary.first_failure_ns / 1e9:.2f} s; time to error (from "
+            f"scheduled time) p50 {ms(failures.percentiles()[0.5])} / max {ms(failures.max_ns)} ms",
+            highlight=False,
+        )
     for line in verdict_lines(report.verdict):
         console.print(line, highlight=False)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from loadtest.core.records import NOT_SET_NS, Records, Status
+from loadtest.core.settings import ErrorAbort
 
 DEFAULT_MIN_QUERIES = 10  # below this many answers in the window, a rate is noise
 
@@ -144,3 +145,8 @@ def first_exceeded_ns(
     """When the trailing-window error rate first exceeded `max_rate`; None if never."""
     state = first_exceeded(records, max_rate, window_ns, min_queries)
     return None if state is None else state.at_ns
+
+
+def window_for(abort: ErrorAbort | None) -> ErrorRateWindow | None:
+    """The runner's window for `--abort-on-error-rate`, or None when the run must not abort."""
+    return None if abort is None else ErrorRateWindow(abort.max_rate, abort.window_ns)

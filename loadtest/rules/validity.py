@@ -329,6 +329,16 @@ class Verdict:
     def check(self, name: str) -> Check | None:
         return next((c for c in self.checks if c.name == name), None)
 
+    @property
+    def client_bound(self) -> bool:
+        """INVALID because the client fell behind its schedule, with no failed query and no early
+        stop: its latencies may be the client's own queue, so the run says nothing of the server
+        (any latency check that failed beside it may be the client's doing too)."""
+        if self.valid or self.passed(CLIENT_KEPT_UP) is not False:
+            return False
+        causes = (RUN_COMPLETE, NO_FAILURES, ERROR_BUDGET)
+        return all(c.passed for c in self.checks if c.name in causes)
+
     def passed(self, name: str) -> bool | None:
         """Whether the named check passed; None when this scenario has no such check."""
         found = self.check(name)

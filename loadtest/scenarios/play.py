@@ -30,6 +30,7 @@ from loadtest.engine.measurement import Measurement
 from loadtest.engine.runner import ClosedLoopRunner, OnStart, Runner, nothing_to_do
 from loadtest.engine.selfmeasure import Progress
 from loadtest.engine.timing import running_loop_kind
+from loadtest.rules.error_budget import window_for
 from loadtest.shards.local import run_local_shards
 from loadtest.shards.merge import client_report, merge_shards, shard_result
 from loadtest.shards.plan import auto_worker_count, plans_for
@@ -98,6 +99,7 @@ async def run_server(
         max_duration_ns=settings.max_duration_ns,
         drain_timeout_ns=drain_timeout_ns,
         on_tick=on_tick,
+        error_window=window_for(settings.abort),
     )
     await on_start()
     cpu_before = time.process_time()
@@ -169,6 +171,7 @@ async def run_offline(
         max_duration_ns=settings.max_duration_ns,
         samples_per_query=settings.batch_size,
         on_tick=on_tick,
+        error_window=window_for(settings.abort),
     )
     await on_start()
     cpu_before = time.process_time()
@@ -201,6 +204,7 @@ async def run_stream(
         max_duration_ns=settings.max_duration_ns,
         samples_per_query=settings.samples_per_query,
         on_tick=on_tick,
+        error_window=window_for(settings.abort),
     )
     await on_start()
     cpu_before = time.process_time()

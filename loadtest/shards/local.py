@@ -27,6 +27,7 @@ from loadtest.engine.runner import OnStart, Runner
 from loadtest.engine.samples import open_with_samples
 from loadtest.engine.selfmeasure import Progress
 from loadtest.errors import LoadtestError, TargetError
+from loadtest.rules.error_budget import window_for
 from loadtest.shards.merge import ShardResult, shard_result
 from loadtest.shards.plan import ShardPlan
 from loadtest.targets import triton_target
@@ -64,6 +65,7 @@ async def play_shard(
             max_duration_ns=plan.settings.max_duration_ns,
             drain_timeout_ns=plan.drain_timeout_ns,
             on_tick=on_tick,
+            error_window=window_for(plan.settings.abort),
         )
         start_unix_ns = await until_start()
         start_ns = time.perf_counter_ns() + (start_unix_ns - time.time_ns())
