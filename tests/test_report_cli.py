@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 from synthetic_results import compare_json, find_peak_json, run_json, synthetic_records, write
-from test_cli import assert_one_clear_error, loadtest
+from test_cli import assert_one_clear_error, expected_exit_code, loadtest
 
 from loadtest.core.records import Records
 from loadtest.report.csv_export import read_records_csv
@@ -146,6 +146,7 @@ def test_server_html_flag(tmp_path: Path):
         "--html",
         str(html),
     )
-    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result.returncode == expected_exit_code(data), result.stderr
     page = html.read_text()
     assert 'data-figure="fig-timeline"' in page and "Run: run" in page
