@@ -205,3 +205,13 @@ def test_compare_embedded_triton_against_native(built_repository: Path, tmp_path
     assert comparison["target"] == "triton-grpc"
     metrics = rows[0]["server_side"]["metrics"]
     assert metrics is not None and metrics["gpu_utilization"] is None  # absent on CPU, not 0
+
+
+def test_a_target_that_drops_requests_is_not_ranked_faster():
+    """Its p99 counts failures as +∞ (None): ∞ % of native, never a small percentage."""
+    points = [
+        point("native", 100, 500, 2000),
+        RunPoint("triton-grpc", 100, 98, 400_000, None, False, False, failed=20),
+    ]
+    equal = relative(points, "triton-grpc").p99_at_equal_qps
+    assert len(equal) == 1 and equal[0].percent == float("inf")

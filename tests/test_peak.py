@@ -223,3 +223,30 @@ def test_a_lagging_client_does_not_hide_a_server_that_fails_anyway():
     assert fast.client_bound
     slow = probe(50 * MS)  # 50 ms from the actual send already breaks the bound
     assert not slow.client_bound and not slow.valid
+
+
+def test_a_probe_that_drops_requests_is_not_faster_than_one_that_answers_late():
+    """Failed queries count as +∞ at the bound's percentile (issue #13): a rate where the server
+    fails 2 % of its queries has an infinite p99, not the p99 of the queries it did answer."""
+    import numpy as np
+
+    from loadtest.core.records import Records, Status
+    from loadtest.core.schedule import Schedule
+    from loadtest.engine.measurement import Measurement
+    from loadtest.engine.runner import RunOutcome
+    from loadtest.scenarios.peak import FAILED_LATENCY_NS
+    from loadtest.scenarios.peak_run import _probe_of
+
+    n = 1000
+    scheduled = np.arange(n, dtype=np.int64) * 10 * MS
+    records = Records(scheduled_ns=scheduled, sample_index=np.zeros(n, dtype=np.int32))
+    records.issued_ns[:] = scheduled
+    records.completed_ns[:] = scheduled + 2 * MS
+    records.status[:] = Status.OK
+    records.status[::50] = Status.ERROR  # 2 % fail, fast
+    records.error_code[::50] = records.error_code_for("unavailable")
+    outcome = RunOutcome(records, 0, int(records.completed_ns.max()), False, "")
+    measurement = Measurement(None, Schedule(scheduled, records.sample_index), outcome, 0.0)  # type: ignore[arg-type]
+    settings = PeakSettings(target_latency_ns=20 * MS).probe(100, 1)
+    probe = _probe_of(settings, measurement).probe
+    assert probe.latency_ns == FAILED_LATENCY_NS and not probe.valid

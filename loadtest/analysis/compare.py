@@ -8,7 +8,10 @@ comparison below. From the usable points:
 - peak QPS under the SLO = the highest requested QPS whose run is VALID (latency bound, duration,
   query count and early stopping all met). It is a lower bound on the true peak: only the probed
   rates are known (`loadtest compare` runs a fixed list, no search);
-- p99 at equal QPS = target p99 / native p99 × 100, per QPS where both runs are usable;
+- p99 at equal QPS = target p99 / native p99 × 100, per QPS where both runs are usable. Failed
+  and unanswered queries count as +∞ in that p99 (as in the verdict's performance constraint), so
+  a target that drops requests is never ranked faster for it: its p99 is ∞ once the failures
+  reach the percentile's rank;
 - per-request overhead = target p50 − native p50 at the lowest QPS both measured usably, where
   queueing is least and the difference is the serving path itself (protocol, server, copies).
 
@@ -32,9 +35,10 @@ class RunPoint:
     qps: float  # requested (scheduled) rate
     achieved_qps: float  # completed queries per second
     p50_ns: int
-    p99_ns: int
+    p99_ns: int | None  # over every issued query, failures at +∞; None = ∞
     valid: bool
     client_bound: bool
+    failed: int = 0  # issued queries that failed or were never answered
 
     @property
     def usable(self) -> bool:
@@ -51,12 +55,18 @@ class RunPoint:
 @dataclass(frozen=True)
 class EqualQps:
     qps: float
-    p99_ns: int
-    native_p99_ns: int
+    p99_ns: int | None  # None = ∞ (failures reach the percentile's rank)
+    native_p99_ns: int | None
 
     @property
     def percent(self) -> float:
-        return 100.0 * self.p99_ns / self.native_p99_ns if self.native_p99_ns else float("nan")
+        """Target p99 / native p99 × 100: ∞ when only the target's p99 is ∞, NaN when the
+        native one is (nothing to compare against)."""
+        if self.native_p99_ns is None or not self.native_p99_ns:
+            return float("nan")
+        if self.p99_ns is None:
+            return float("inf")
+        return 100.0 * self.p99_ns / self.native_p99_ns
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,13 @@ side (split, CPU, metrics) and `split_ns` (the per-query stack for the split fig
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -23,6 +25,7 @@ from loadtest.core.settings import NS_PER_S
 from loadtest.observe.probe import ServerSide
 from loadtest.observe.split import ServerSplit
 from loadtest.report.results import plain
+from loadtest.rules.stats import exact_percentile_with_failures
 from loadtest.scenarios.compare_run import (
     NATIVE,
     CompareResult,
@@ -42,10 +45,18 @@ def run_point(run: CompareRun) -> RunPoint:
         qps=run.settings.qps,
         achieved_qps=run.summary.completed_qps,
         p50_ns=run.summary.latency.p50_ns,
-        p99_ns=run.summary.latency.p99_ns,
+        p99_ns=p99_counting_failures(run),
         valid=run.verdict.valid,
         client_bound=not run.summary.client_kept_up,
+        failed=run.summary.failed,
     )
+
+
+def p99_counting_failures(run: CompareRun) -> int | None:
+    """The run's p99 over every issued query, failed and unanswered ones at +∞ (None = ∞)."""
+    records = run.measurement.outcome.records
+    latencies = np.sort(records.latency_from_scheduled_ns())
+    return exact_percentile_with_failures(latencies, run.summary.failed, 0.99)
 
 
 def run_json(run: CompareRun) -> dict[str, Any]:
@@ -59,7 +70,8 @@ def run_json(run: CompareRun) -> dict[str, Any]:
         "qps": point.qps,
         "achieved_qps": round(point.achieved_qps, 3),
         "p50_ns": point.p50_ns,
-        "p99_ns": point.p99_ns,
+        "p99_ns": point.p99_ns,  # over every issued query, failures at +∞ (null = ∞)
+        "failed": point.failed,
         "verdict_label": point.label,
         "valid": point.valid,
         "client_bound": point.client_bound,
@@ -70,6 +82,8 @@ def run_json(run: CompareRun) -> dict[str, Any]:
             "interrupted": outcome.interrupted,
             "stop_reason": outcome.stop_reason,
             "client_cpu_s": round(run.measurement.client_cpu_s, 6),
+            # native runs ONNX Runtime inside the client process: its CPU is the model's too
+            "client_cpu_includes_model": run.target == NATIVE,
         },
         "summary": run.summary.to_dict(),
         "verdict": plain(run.verdict),
@@ -102,7 +116,7 @@ def relative_json(rel: Relative) -> dict[str, Any]:
                 "qps": e.qps,
                 "p99_ns": e.p99_ns,
                 "native_p99_ns": e.native_p99_ns,
-                "percent": round(e.percent, 2),
+                "percent": round(e.percent, 2) if math.isfinite(e.percent) else None,
             }
             for e in rel.p99_at_equal_qps
         ],
@@ -210,6 +224,12 @@ def _us(ns: float) -> str:
     return f"{ns / 1e3:,.1f}"
 
 
+def _percent(value: float) -> str:
+    if math.isinf(value):
+        return "∞ (its failures count as over any bound)"
+    return "—" if math.isnan(value) else f"{value:.0f} %"
+
+
 def runs_table(runs: Sequence[CompareRun], percentile: float) -> Table:
     table = Table(
         title="Server scenario per target and QPS — latency from scheduled time (no coordinated "
@@ -221,11 +241,11 @@ def runs_table(runs: Sequence[CompareRun], percentile: float) -> Table:
         ("QPS", "right"),
         ("achieved", "right"),
         ("p50 ms", "right"),
-        ("p99 ms", "right"),
+        ("p99 ms\n(failed = ∞)", "right"),
         ("verdict", "left"),
         ("avg batch", "right"),
         ("server CPU\ncores", "right"),
-        ("client CPU\nµs/query", "right"),
+        ("client CPU\nµs/query*", "right"),
     ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     styles = {"VALID": "green", "INVALID": "red", "CLIENT-BOUND": "bold yellow"}
@@ -248,7 +268,7 @@ def runs_table(runs: Sequence[CompareRun], percentile: float) -> Table:
             f"{point.qps:g}",
             f"{point.achieved_qps:,.1f}",
             _ms(point.p50_ns),
-            _ms(point.p99_ns),
+            "∞" if point.p99_ns is None else _ms(point.p99_ns),
             f"[{styles[point.label]}]{point.label}[/]{escape(why)}",
             batch,
             server_cpu,
@@ -256,7 +276,10 @@ def runs_table(runs: Sequence[CompareRun], percentile: float) -> Table:
         )
     table.caption = (
         f"VALID = p{percentile * 100:g} bound, duration, query count and early stopping met; "
-        "CLIENT-BOUND runs measured the load generator and are left out of the comparison"
+        "CLIENT-BOUND runs measured the load generator and are left out of the comparison; "
+        "p99 over every issued query, failed or unanswered ones counted as ∞; * client CPU per "
+        "issued query: for native it includes the model's own compute (ONNX Runtime runs in the "
+        "client process)"
     )
     return table
 
@@ -275,7 +298,7 @@ def relative_table(relatives: Sequence[Relative], agreement: Mapping[str, float 
             mine = "none" if rel.peak_qps is None else f"{rel.peak_qps:g}"
             native = "none" if rel.native_peak_qps is None else f"{rel.native_peak_qps:g}"
             peak = f"{mine} / {native}"
-        equal = "\n".join(f"{e.qps:g} QPS: {e.percent:.0f} %" for e in rel.p99_at_equal_qps)
+        equal = "\n".join(f"{e.qps:g} QPS: {_percent(e.percent)}" for e in rel.p99_at_equal_qps)
         overhead = "—"
         if rel.overhead_ns is not None:
             overhead = f"{rel.overhead_ns / 1e3:+,.0f} µs at {rel.overhead_qps:g} QPS"

@@ -19,6 +19,7 @@ from rich.table import Table
 from loadtest.core.settings import PeakSettings, TargetSettings
 from loadtest.core.target import ModelSpec
 from loadtest.report.results import SCHEMA, SCHEMA_VERSION, plain
+from loadtest.scenarios.peak import FAILED_LATENCY_NS
 from loadtest.scenarios.peak_run import PeakOutcome, ProbeRun
 
 
@@ -92,7 +93,12 @@ def probe_row(run: ProbeRun, percentile: float, bound_ns: int) -> list[str]:
     return [
         f"{probe.qps:,.1f}",
         f"{run.summary.completed_qps:,.1f}",
-        f"{probe.latency_ns / 1e6:,.2f}" + (" ✗" if probe.latency_ns > bound_ns else ""),
+        (
+            "∞ (failures)"
+            if probe.latency_ns >= FAILED_LATENCY_NS
+            else f"{probe.latency_ns / 1e6:,.2f}"
+        )
+        + (" ✗" if probe.latency_ns > bound_ns else ""),
         f"{run.summary.send_lag.p99_ns / 1e6:,.2f}",
         verdict,
         why,

@@ -36,12 +36,19 @@ MAX_GROWTH = 4.0
 SAFEGUARD = 0.1  # keep each refining step inside [lo + 10 %, hi − 10 %] of the bracket
 
 
+# A probe whose failed queries reach the bound's percentile has an infinite latency there; this
+# stands for it in the arithmetic (1 / latency ≈ 0: a saturated point), and reports print "∞".
+FAILED_LATENCY_NS = 10**15
+
+
 @dataclass(frozen=True)
 class Probe:
     """One Server run at a fixed rate, reduced to what the search needs."""
 
     qps: float  # requested rate
-    latency_ns: int  # latency at the bound's percentile, from scheduled time
+    # latency at the bound's percentile, from scheduled time, failed and unanswered queries
+    # counted as +∞ (FAILED_LATENCY_NS when they reach the percentile's rank)
+    latency_ns: int
     valid: bool  # the full MLPerf verdict (bound, early stopping, minimums, no failures)
     client_bound: bool  # the generator fell behind its schedule: not a server measurement
     completed_qps: float = 0.0

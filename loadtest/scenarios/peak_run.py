@@ -18,10 +18,10 @@ from loadtest.core.settings import NS_PER_S, PeakSettings, ServerSettings
 from loadtest.core.target import ModelSpec, Target
 from loadtest.engine.measurement import Measurement
 from loadtest.engine.runner import ClosedLoopRunner
-from loadtest.rules.stats import Summary, exact_percentile
+from loadtest.rules.stats import Summary, exact_percentile, exact_percentile_with_failures
 from loadtest.rules.validity import Verdict, expected_min_queries
 from loadtest.scenarios.interpret import interpret_server
-from loadtest.scenarios.peak import Conclusion, PeakSearch, Probe
+from loadtest.scenarios.peak import FAILED_LATENCY_NS, Conclusion, PeakSearch, Probe
 from loadtest.scenarios.play import Generator, run_server
 
 PROBE_OVERHEAD_S = 1.5  # drain, interpretation and reconnect between probes, for budgeting
@@ -67,7 +67,15 @@ def _probe_of(settings: ServerSettings, measurement: Measurement) -> ProbeRun:
     summary, verdict = interpret_server(settings, measurement.outcome)
     latencies = measurement.outcome.records.latency_from_scheduled_ns()
     latencies.sort()
-    at_percentile = exact_percentile(latencies, settings.percentile) if len(latencies) else 0
+    # Failures count as +∞, as in the verdict: a rate where the server drops requests never
+    # looks faster than one where it answers them late.
+    at_percentile: int | None = FAILED_LATENCY_NS
+    if len(latencies) + summary.failed:
+        at_percentile = exact_percentile_with_failures(
+            latencies, summary.failed, settings.percentile
+        )
+    if at_percentile is None:
+        at_percentile = FAILED_LATENCY_NS
     # A client that fell behind cannot clear or convict the server, unless the latency from the
     # *actual* send (which excludes the client's lag) already breaks the bound: then the server
     # failed at this rate whatever the client did.
