@@ -20,7 +20,8 @@ from typing import Protocol
 
 import numpy as np
 
-from loadtest.core.settings import SharedMemoryKind
+from loadtest.core.secrets import Header
+from loadtest.core.settings import SharedMemoryKind, TlsSettings
 
 # Triton datatype names <-> numpy dtypes (BYTES is not used by the benchmark suite).
 TRITON_TO_NUMPY: dict[str, str] = {
@@ -78,14 +79,17 @@ Done = Callable[[str | None], None]  # a callback send's completion: error kind,
 class TritonEndpoint:
     """The Triton server and model behind a target: where the server's own statistics are read.
 
-    observe/ reads the statistics API over the same protocol and address the queries went to, and
-    finds a local tritonserver by this port; a target with none (fake, native) has no server side.
+    observe/ reads the statistics API over the same protocol and address the queries went to, with
+    the same TLS and headers, and finds a local tritonserver by this port; a target with none
+    (fake, native) has no server side.
     """
 
     protocol: str  # "grpc" or "http"
     url: str  # host:port, as the target connects
     model: str
     version: str = ""  # "" = the server's choice
+    tls: TlsSettings | None = None  # None = plaintext
+    headers: tuple[Header, ...] = ()  # sent with every request (values are secrets)
 
     @property
     def port(self) -> int:
