@@ -19,6 +19,7 @@ from rich.console import Console
 
 from loadtest.commands.report import write_run_html
 from loadtest.core.records import Records
+from loadtest.core.secrets import Header, parse_header
 from loadtest.core.settings import (
     NS_PER_MS,
     NS_PER_S,
@@ -27,6 +28,7 @@ from loadtest.core.settings import (
     ScenarioSettings,
     SharedMemoryKind,
     TargetSettings,
+    TlsSettings,
 )
 from loadtest.core.target import ModelSpec, Target
 from loadtest.engine import timing
@@ -42,7 +44,7 @@ from loadtest.report.results import RunReport, build_environment, write_outputs
 from loadtest.report.terminal import render_report
 from loadtest.server import deployment as deployment_module
 from loadtest.server.deployment import Deployment, EmbeddedMode
-from loadtest.targets import triton_target
+from loadtest.targets import target_for
 from loadtest.targets.shared_memory import with_shared_memory
 
 console = Console()
@@ -107,6 +109,61 @@ SharedMemoryOption = Annotated[
 ]
 DEFAULT_REPOSITORY = Path("model_repository")
 
+# --- TLS and request headers (issue #12): every command that talks to a server ---------------
+# Declared together; `access_flags` turns them into AccessFlags, which TargetFlags (and compare)
+# hand to TargetSettings: the one place they enter the settings.
+TlsOption = Annotated[
+    bool,
+    typer.Option(
+        "--tls",
+        help="TLS for a bare host:port --url (https:// and grpcs:// URLs select it themselves).",
+    ),
+]
+CaCertOption = Annotated[
+    Path | None,
+    typer.Option(help="PEM CA certificate(s) to verify the server with [default: system roots]."),
+]
+ClientCertOption = Annotated[
+    Path | None, typer.Option(help="PEM client certificate, for mutual TLS (with --client-key).")
+]
+ClientKeyOption = Annotated[
+    Path | None, typer.Option(help="PEM private key of --client-cert (mutual TLS).")
+]
+HeaderOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--header",
+        "-H",
+        help="NAME:VALUE sent with every request (HTTP header, gRPC metadata); repeatable. "
+        "NAME:@env:VAR or NAME:@file:PATH reads the value from there (out of shell history "
+        "and ps). Values are never written: reports show ***.",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class AccessFlags:
+    """--tls, --ca-cert, --client-cert, --client-key and --header, parsed once."""
+
+    tls: TlsSettings | None = None
+    headers: tuple[Header, ...] = ()
+
+
+def access_flags(
+    tls: bool = False,
+    ca_cert: Path | None = None,
+    client_cert: Path | None = None,
+    client_key: Path | None = None,
+    header: list[str] | None = None,
+) -> AccessFlags:
+    """Any TLS flag turns TLS on (a CA file or client certificate states the intent); the URL's
+    scheme must then agree (TargetSettings refuses http:// or grpc:// with TLS)."""
+    wants_tls = tls or any(p is not None for p in (ca_cert, client_cert, client_key))
+    return AccessFlags(
+        tls=TlsSettings(ca_cert, client_cert, client_key) if wants_tls else None,
+        headers=tuple(parse_header(text) for text in header or []),
+    )
+
 
 @dataclass(frozen=True)
 class TargetFlags:
@@ -122,6 +179,7 @@ class TargetFlags:
     input_data: Path | None
     shapes: dict[str, tuple[int, ...]]
     shared_memory: SharedMemoryKind = SharedMemoryKind.NONE
+    access: AccessFlags = AccessFlags()
 
     def target_settings(self) -> TargetSettings:
         default_url = f"127.0.0.1:{deployment_module.default_port(self.protocol)}"
@@ -131,6 +189,8 @@ class TargetFlags:
             model=self.model,
             model_version=self.model_version,
             request_timeout_s=self.timeout_s,
+            tls=self.access.tls,
+            headers=self.access.headers,
         )
 
 
@@ -196,14 +256,7 @@ def connected(flags: TargetFlags) -> Iterator[tuple[Deployment, Target]]:
     """The deployment to measure (the embedded Triton started if needed) and a target for it."""
     requested = flags.target_settings()
     with deployment_module.resolve(requested, flags.embedded, flags.repository, say) as deployment:
-        resolved = deployment.target
-        target = triton_target(
-            resolved.url,
-            resolved.protocol.value,
-            resolved.model,
-            resolved.model_version,
-            flags.timeout_s,
-        )
+        target = target_for(deployment.target)
         yield deployment, with_shared_memory(target, flags.shared_memory, tag="main")
 
 

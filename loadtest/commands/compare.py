@@ -9,6 +9,7 @@ turn, so slow drift on a shared machine spreads over all targets alike.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import time
 from pathlib import Path
@@ -18,7 +19,9 @@ import typer
 from rich.console import Console
 
 from loadtest.analysis.compare import NATIVE, max_abs_difference, relative
+from loadtest.commands import common
 from loadtest.commands.common import parse_shapes, target_latency_ns
+from loadtest.core.secrets import redact_url
 from loadtest.core.settings import (
     LATE_THRESHOLD_NS,
     NS_PER_MS,
@@ -32,6 +35,7 @@ from loadtest.engine import timing
 from loadtest.engine.samples import random_samples
 from loadtest.errors import SettingsError, TargetError
 from loadtest.models import DEFAULT_SERVER_MODEL, DEFAULT_SERVER_QPS
+from loadtest.observe.metrics import fetch, fetcher_for
 from loadtest.observe.probe import ServerProbe
 from loadtest.observe.triton_statistics import TritonStatistics
 from loadtest.report.compare_report import (
@@ -42,12 +46,12 @@ from loadtest.report.compare_report import (
     split_table,
     write_compare,
 )
-from loadtest.report.results import build_environment
+from loadtest.report.results import build_environment, plain
 from loadtest.scenarios.interpret import interpret_server
 from loadtest.scenarios.play import run_server
 from loadtest.server import deployment as deployment_module
 from loadtest.server.deployment import Deployment
-from loadtest.targets import triton_target
+from loadtest.targets import target_for
 from loadtest.targets.native import NativeOptions, NativeTarget
 from loadtest.targets.triton_common import DEFAULT_HTTP_PORT, host_port
 
@@ -195,6 +199,11 @@ def compare(
         list[str] | None, typer.Option(help="Concrete shape for a dynamic input: NAME:D1,D2,...")
     ] = None,
     timeout: Annotated[float, typer.Option(help="Per-request timeout in seconds.")] = 30.0,
+    tls: common.TlsOption = False,
+    ca_cert: common.CaCertOption = None,
+    client_cert: common.ClientCertOption = None,
+    client_key: common.ClientKeyOption = None,
+    header: common.HeaderOption = None,
     output: Annotated[
         Path | None,
         typer.Option(help="Directory for compare.json [default: results/<time>-compare-<model>]."),
@@ -223,6 +232,7 @@ def compare(
         for rate in rates
     }
     shapes = parse_shapes(shape)
+    access = common.access_flags(tls, ca_cert, client_cert, client_key, header)
     overrides: dict[str, Any] = {
         key: value
         for key, value in {
@@ -248,28 +258,38 @@ def compare(
     tritons = [k for k in kinds if k in PROTOCOL]
     with contextlib.ExitStack() as stack:
         deployment: Deployment | None = None
+        wanted_for: dict[TargetKind, TargetSettings] = {}
         urls: dict[TargetKind, str] = {}
         if tritons:
-            first = Protocol(PROTOCOL[tritons[0]])
             grpc_url = url or "127.0.0.1:8001"
             host = host_port(grpc_url, 8001).rsplit(":", 1)[0]
-            http = http_url or f"{host}:{DEFAULT_HTTP_PORT}"
-            wanted = TargetSettings(
-                url=grpc_url if first is Protocol.GRPC else http,
-                protocol=first,
-                model=model,
-                request_timeout_s=timeout,
-            )
+            scheme = "https://" if access.tls is not None or grpc_url.startswith("grpcs") else ""
+            http = http_url or f"{scheme}{host}:{DEFAULT_HTTP_PORT}"
+            urls = {TargetKind.TRITON_GRPC: grpc_url, TargetKind.TRITON_HTTP: http}
+            wanted_for = {
+                kind: TargetSettings(
+                    url=urls[kind],
+                    protocol=Protocol(PROTOCOL[kind]),
+                    model=model,
+                    request_timeout_s=timeout,
+                    tls=access.tls,
+                    headers=access.headers,
+                )
+                for kind in tritons
+            }
             deployment = stack.enter_context(
-                deployment_module.resolve(wanted, embedded, repository, say)
+                deployment_module.resolve(wanted_for[tritons[0]], embedded, repository, say)
             )
             if deployment.embedded is not None:
-                urls = {
+                embedded_url = {
                     TargetKind.TRITON_GRPC: deployment.embedded.grpc_url,
                     TargetKind.TRITON_HTTP: deployment.embedded.http_url,
                 }
-            else:
-                urls = {TargetKind.TRITON_GRPC: grpc_url, TargetKind.TRITON_HTTP: http}
+                urls = embedded_url
+                wanted_for = {
+                    kind: dataclasses.replace(wanted, url=embedded_url[kind])
+                    for kind, wanted in wanted_for.items()
+                }
         metrics = deployment.metrics_url if deployment and deployment.embedded else metrics_url
         server_pid = deployment.embedded.pid if deployment and deployment.embedded else None
 
@@ -279,7 +299,7 @@ def compare(
                 assert native is not None
                 targets[kind.value] = native
             else:
-                targets[kind.value] = triton_target(urls[kind], PROTOCOL[kind], model, "", timeout)
+                targets[kind.value] = target_for(wanted_for[kind])
 
         async def measure() -> dict[str, Any]:
             opened: list[Target] = []
@@ -309,11 +329,26 @@ def compare(
                 triton_config: dict[str, Any] | None = None
                 probes: dict[str, ServerProbe] = {}
                 for kind in tritons:
-                    statistics = TritonStatistics(urls[kind], PROTOCOL[kind], model)
+                    wanted = wanted_for[kind]
+                    statistics = TritonStatistics(
+                        wanted.url,
+                        PROTOCOL[kind],
+                        model,
+                        tls=wanted.tls,
+                        headers=wanted.headers,
+                    )
                     if triton_config is None:
                         with contextlib.suppress(TargetError):
                             triton_config = triton_config_summary(await statistics.model_config())
-                    probes[kind.value] = ServerProbe(statistics, model, server_pid, metrics)
+                    server_host = statistics.url.rsplit(":", 1)[0]
+                    metrics_fetch = (
+                        fetcher_for(metrics, server_host, wanted.tls, wanted.headers)
+                        if metrics
+                        else fetch
+                    )
+                    probes[kind.value] = ServerProbe(
+                        statistics, model, server_pid, metrics, metrics_fetch
+                    )
                 runs: list[CompareRun] = []
                 try:
                     for rate in rates:
@@ -402,8 +437,6 @@ def compare(
         "native": None,
     }
     if native is not None:
-        from loadtest.report.results import plain
-
         configurations["native"] = {**plain(native.options), "summary": native.options.describe()}
         console.print(f"native: {native.options.describe()}", highlight=False)
     if result["triton_config"] is not None:
@@ -437,8 +470,10 @@ def compare(
         "sample_seed": sample_seed,
         "sample_count": samples,
         "agreement_samples": agreement_samples,
-        "urls": {k.value: v for k, v in urls.items()},
-        "metrics_url": metrics,
+        "urls": {k.value: redact_url(v) for k, v in urls.items()},
+        "metrics_url": redact_url(metrics) if metrics else None,
+        "tls": plain(access.tls),
+        "headers": {h.name: str(h.value) for h in access.headers},
         "repository": str(repository),
         "onnx": str(onnx) if onnx else None,
     }

@@ -55,6 +55,11 @@ def find_peak(
     protocol: common.ProtocolOption = Protocol.GRPC,
     model_version: common.VersionOption = "",
     timeout: common.TimeoutOption = 30.0,
+    tls: common.TlsOption = False,
+    ca_cert: common.CaCertOption = None,
+    client_cert: common.ClientCertOption = None,
+    client_key: common.ClientKeyOption = None,
+    header: common.HeaderOption = None,
     embedded: common.EmbeddedOption = common.EmbeddedMode.AUTO,
     repository: common.RepositoryOption = common.DEFAULT_REPOSITORY,
     seed: Annotated[int, typer.Option(help="Schedule (arrival times) seed.")] = 0,
@@ -91,6 +96,7 @@ def find_peak(
         repository,
         input_data,
         common.parse_shapes(shape),
+        access=common.access_flags(tls, ca_cert, client_cert, client_key, header),
     )
     client = ClientSettings(workers=workers, loop=loop, ray_address=ray)
     console = common.console

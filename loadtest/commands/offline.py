@@ -30,6 +30,11 @@ def offline(
     protocol: common.ProtocolOption = Protocol.GRPC,
     model_version: common.VersionOption = "",
     timeout: common.TimeoutOption = 30.0,
+    tls: common.TlsOption = False,
+    ca_cert: common.CaCertOption = None,
+    client_cert: common.ClientCertOption = None,
+    client_key: common.ClientKeyOption = None,
+    header: common.HeaderOption = None,
     embedded: common.EmbeddedOption = common.EmbeddedMode.AUTO,
     repository: common.RepositoryOption = common.DEFAULT_REPOSITORY,
     sample_seed: common.SampleSeedOption = 1,
@@ -62,6 +67,7 @@ def offline(
         repository,
         input_data,
         common.parse_shapes(shape),
+        access=common.access_flags(tls, ca_cert, client_cert, client_key, header),
     )
     common.execute(
         settings,

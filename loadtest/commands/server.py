@@ -49,6 +49,11 @@ def server(
     protocol: common.ProtocolOption = Protocol.GRPC,
     model_version: common.VersionOption = "",
     timeout: common.TimeoutOption = 30.0,
+    tls: common.TlsOption = False,
+    ca_cert: common.CaCertOption = None,
+    client_cert: common.ClientCertOption = None,
+    client_key: common.ClientKeyOption = None,
+    header: common.HeaderOption = None,
     embedded: common.EmbeddedOption = common.EmbeddedMode.AUTO,
     repository: common.RepositoryOption = common.DEFAULT_REPOSITORY,
     seed: Annotated[int, typer.Option(help="Schedule (arrival times) seed.")] = 0,
@@ -93,6 +98,7 @@ def server(
         input_data,
         common.parse_shapes(shape),
         shared_memory,
+        access=common.access_flags(tls, ca_cert, client_cert, client_key, header),
     )
     drain_timeout_ns = int((timeout + 5) * NS_PER_S)
     common.execute(

@@ -88,6 +88,11 @@ def single_stream(
     protocol: common.ProtocolOption = Protocol.GRPC,
     model_version: common.VersionOption = "",
     timeout: common.TimeoutOption = 30.0,
+    tls: common.TlsOption = False,
+    ca_cert: common.CaCertOption = None,
+    client_cert: common.ClientCertOption = None,
+    client_key: common.ClientKeyOption = None,
+    header: common.HeaderOption = None,
     embedded: common.EmbeddedOption = common.EmbeddedMode.AUTO,
     repository: common.RepositoryOption = common.DEFAULT_REPOSITORY,
     sample_seed: common.SampleSeedOption = 1,
@@ -109,6 +114,7 @@ def single_stream(
         repository,
         input_data,
         common.parse_shapes(shape),
+        access=common.access_flags(tls, ca_cert, client_cert, client_key, header),
     )
     _run(
         Scenario.SINGLE_STREAM,
@@ -143,6 +149,11 @@ def multi_stream(
     protocol: common.ProtocolOption = Protocol.GRPC,
     model_version: common.VersionOption = "",
     timeout: common.TimeoutOption = 30.0,
+    tls: common.TlsOption = False,
+    ca_cert: common.CaCertOption = None,
+    client_cert: common.ClientCertOption = None,
+    client_key: common.ClientKeyOption = None,
+    header: common.HeaderOption = None,
     embedded: common.EmbeddedOption = common.EmbeddedMode.AUTO,
     repository: common.RepositoryOption = common.DEFAULT_REPOSITORY,
     sample_seed: common.SampleSeedOption = 1,
@@ -164,6 +175,7 @@ def multi_stream(
         repository,
         input_data,
         common.parse_shapes(shape),
+        access=common.access_flags(tls, ca_cert, client_cert, client_key, header),
     )
     _run(
         Scenario.MULTI_STREAM,
