@@ -17,6 +17,7 @@ are served by the same host (see `fetcher_for`): credentials are never sent anyw
 
 from __future__ import annotations
 
+import base64
 import functools
 import re
 import ssl
@@ -27,7 +28,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from loadtest.core.secrets import Header, redact_url
 from loadtest.core.settings import TlsSettings
@@ -140,13 +141,29 @@ def summarize_scrapes(scrapes: list[Scrape], model: str, error: str = "") -> Met
     )
 
 
+def _without_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """`http://user:pw@host/metrics` -> the URL without them, and them as Basic auth (urllib
+    would otherwise take `user:pw@host` for a host and quote it in its error)."""
+    try:
+        parts = urlsplit(url)
+        user, password = parts.username, parts.password
+    except ValueError:
+        return url, {}
+    if user is None and password is None:
+        return url, {}
+    token = base64.b64encode(f"{unquote(user or '')}:{unquote(password or '')}".encode())
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=netloc)), {"Authorization": f"Basic {token.decode()}"}
+
+
 def fetch(
     url: str,
     timeout_s: float = 2.0,
     context: ssl.SSLContext | None = None,
     headers: dict[str, str] | None = None,
 ) -> str:
-    request = urllib.request.Request(url, headers=headers or {})
+    url, credentials = _without_credentials(url)
+    request = urllib.request.Request(url, headers={**credentials, **(headers or {})})
     with urllib.request.urlopen(request, timeout=timeout_s, context=context) as response:
         return str(response.read().decode("utf-8", errors="replace"))
 

@@ -198,10 +198,22 @@ def explain_tls_failure(
             socket.create_connection((host, port), timeout=timeout_s) as raw,
             context.wrap_socket(raw, server_hostname=host) as wrapped,
         ):
-            # TLS 1.3 servers refuse a missing client certificate after the handshake.
+            # TLS 1.3 servers refuse a client certificate (or its absence) after the handshake:
+            # an alert, or the connection closed before anything was asked.
             wrapped.settimeout(0.3)
+            closed = False
             with contextlib.suppress(TimeoutError):
-                wrapped.recv(1)
+                closed = wrapped.recv(1) == b""
+            if closed:
+                if tls.client_cert is None:
+                    return (
+                        "the server closed the connection right after the TLS handshake: it "
+                        "requires a client certificate (--client-cert and --client-key)"
+                    )
+                return (
+                    "the server closed the connection right after the TLS handshake: it "
+                    "refused the client certificate"
+                )
     except ssl.SSLCertVerificationError as exc:
         return _verify_reason(exc, host)
     except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError):
@@ -214,6 +226,33 @@ def explain_tls_failure(
     except OSError:
         return None  # not a TLS problem (refused, unreachable): the caller's message stands
     return None
+
+
+def speaks_tls(host: str, port: int, alpn: tuple[str, ...], timeout_s: float = 2.0) -> bool:
+    """Does a TLS handshake with host:port complete (certificate not checked)? For explaining
+    a plaintext connection that failed: the server may want TLS. Blocking."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if alpn:
+        context.set_alpn_protocols(list(alpn))
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout_s) as raw,
+            context.wrap_socket(raw, server_hostname=host),
+        ):
+            return True
+    except OSError:
+        return False
+
+
+async def plaintext_hint(host: str, port: int, alpn: tuple[str, ...], tls_scheme: str) -> str:
+    """' (the server speaks TLS: ...)' when it does, else ''."""
+    import asyncio
+
+    if await asyncio.to_thread(speaks_tls, host, port, alpn):
+        return f" (the server speaks TLS: use {tls_scheme}:// or --tls)"
+    return ""
 
 
 async def explain_tls_failure_async(

@@ -40,6 +40,7 @@ from loadtest.targets.transport import (
     auth_refusal,
     explain_tls_failure_async,
     grpc_client,
+    plaintext_hint,
 )
 from loadtest.targets.triton_common import (
     DEFAULT_GRPC_PORT,
@@ -142,15 +143,17 @@ class TritonGrpcTarget:
         return TargetError(auth_refusal(self.url, kind, "gRPC")) if kind else None
 
     async def _unreachable(self, exc: InferenceServerException) -> TargetError:
+        """The one line for a server that did not answer: over TLS, why the handshake fails;
+        in plaintext, whether the server wants TLS."""
+        host, _, port = self.url.rpartition(":")
+        host = host.strip("[]")
         tls = self.connection.tls
         if tls is not None:
-            host, _, port = self.url.rpartition(":")
-            reason = await explain_tls_failure_async(host.strip("[]"), int(port), tls, ("h2",))
-            if reason:
-                return TargetError(
-                    f"cannot reach Triton over gRPC with TLS at {self.url}: {reason}"
-                )
-        return TargetError(f"cannot reach Triton over gRPC at {self.url}: {exc.message()}")
+            reason = await explain_tls_failure_async(host, int(port), tls, ("h2",))
+            detail = reason or exc.message()
+            return TargetError(f"cannot reach Triton over gRPC with TLS at {self.url}: {detail}")
+        hint = await plaintext_hint(host, int(port), ("h2",), "grpcs")
+        return TargetError(f"cannot reach Triton over gRPC at {self.url}: {exc.message()}{hint}")
 
     async def open(self) -> ModelSpec:
         self._client = grpc_client(self.url, self.connection)

@@ -42,6 +42,7 @@ from loadtest.targets.transport import (
     auth_refusal,
     explain_tls_failure_async,
     http_client,
+    plaintext_hint,
     ssl_context,
 )
 from loadtest.targets.triton_common import (
@@ -152,16 +153,17 @@ class TritonHttpTarget:
         return TargetError(auth_refusal(self.url, kind, f"HTTP {_status(exc)}")) if kind else None
 
     async def _unreachable(self, exc: BaseException) -> TargetError:
+        """The one line for a server that did not answer: over TLS, why the handshake fails;
+        in plaintext, whether the server wants TLS."""
+        host, _, port = self.url.rpartition(":")
+        host = host.strip("[]")
+        text = exc.message() if isinstance(exc, InferenceServerException) else str(exc)
         tls = self.connection.tls
         if tls is not None:
-            host, _, port = self.url.rpartition(":")
-            reason = await explain_tls_failure_async(
-                host.strip("[]"), int(port), tls, ("http/1.1",)
-            )
-            if reason:
-                return TargetError(f"cannot reach Triton over HTTPS at {self.url}: {reason}")
-        text = exc.message() if isinstance(exc, InferenceServerException) else str(exc)
-        return TargetError(f"cannot reach Triton over HTTP at {self.url}: {text}")
+            reason = await explain_tls_failure_async(host, int(port), tls, ("http/1.1",))
+            return TargetError(f"cannot reach Triton over HTTPS at {self.url}: {reason or text}")
+        hint = await plaintext_hint(host, int(port), ("http/1.1",), "https")
+        return TargetError(f"cannot reach Triton over HTTP at {self.url}: {text}{hint}")
 
     async def open(self) -> ModelSpec:
         client = self._admin()
