@@ -247,11 +247,14 @@ def test_refused_credentials_are_their_own_error_kinds():
     assert _outcome(401, b'{"error":"no"}', None) == "unauthenticated"
     assert _outcome(403, b'{"error":"no"}', None) == "permission-denied"
     target = TritonGrpcTarget("127.0.0.1:1", "tiny")
-    for code, kind in [
-        (grpc.StatusCode.UNAUTHENTICATED, "unauthenticated"),
-        (grpc.StatusCode.PERMISSION_DENIED, "permission-denied"),
+    restricted = "This protocol is restricted, expecting header 'triton-grpc-protocol-k'"
+    for code, details, kind in [
+        (grpc.StatusCode.UNAUTHENTICATED, "no", "unauthenticated"),
+        (grpc.StatusCode.PERMISSION_DENIED, "no", "permission-denied"),
+        (grpc.StatusCode.UNAVAILABLE, restricted, "permission-denied"),  # Triton's own check
+        (grpc.StatusCode.UNAVAILABLE, "Socket closed", "grpc UNAVAILABLE: Socket closed"),
     ]:
-        error = grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), "no")
+        error = grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
         assert target._kind(error) == kind
 
 
@@ -562,3 +565,35 @@ def test_triton_mutual_tls(tiny_repository, certs):
             asyncio.run(_exercise(_settings(url, "grpc", tls=TlsSettings(certs.ca.cert))))
         tls = TlsSettings(certs.ca.cert, certs.client.cert, certs.client.key)
         assert asyncio.run(_exercise(_settings(url, "grpc", tls=tls))) == [None] * 3
+
+
+@pytest.mark.triton
+def test_triton_restricted_apis_get_the_headers_on_every_call(tiny_repository, tmp_path):
+    """Triton's own header check (restricted APIs): queries, metadata, config and statistics
+    all need the key, so a run with a server-side split proves every client sent it; without
+    it, the first call stops the run in one line (HTTP 403 / gRPC UNAVAILABLE 'restricted'
+    are both `permission-denied`)."""
+    from loadtest.server.embedded import EmbeddedTriton
+
+    apis = "inference,statistics,metadata,model-config:x-lt-key=k1"
+    args = [f"--grpc-restricted-protocol={apis}", f"--http-restricted-api={apis}"]
+    with EmbeddedTriton(tiny_repository, models=["tiny"], extra_args=args) as triton:
+        # gRPC metadata carries Triton's prefix for restricted-protocol keys.
+        for protocol, url, name in [
+            ("grpc", triton.grpc_url, "triton-grpc-protocol-x-lt-key"),
+            ("http", triton.http_url, "x-lt-key"),
+        ]:
+            common = ["--url", url, "--protocol", protocol, "--embedded", "never", "--no-live"]
+            out = tmp_path / protocol
+            result = loadtest(
+                "server", *common, "--header", f"{name}:@env:LT_KEY", "--qps", "50",
+                "--duration", "1", "--target-latency", "200", "--workers", "1",
+                "--output", str(out),
+                env={"LT_KEY": "k1"},
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr
+            data = json.loads((out / "result.json").read_text())
+            assert data["summary"]["errors"] == 0
+            assert data["server_side"]["split"]["requests"] == data["summary"]["completed_ok"]
+            refused = loadtest("single-stream", *common, "--duration", "1")
+            assert "permission-denied" in one_line_error(refused)

@@ -54,7 +54,10 @@ notes = Console(stderr=True)
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model to load test.")]
 UrlOption = Annotated[
     str | None,
-    typer.Option(help="Triton address (default 127.0.0.1:8001 for gRPC, :8000 for HTTP)."),
+    typer.Option(
+        help="Triton address (default 127.0.0.1:8001 for gRPC, :8000 for HTTP); https:// or "
+        "grpcs:// for TLS; user:password@ for Basic auth (the password is never written)."
+    ),
 ]
 ProtocolOption = Annotated[Protocol, typer.Option(help="Wire protocol.")]
 VersionOption = Annotated[str, typer.Option(help="Model version ('' = latest).")]

@@ -70,8 +70,8 @@ class Header:
         return f"{self.name}: {REDACTED}"
 
 
-# RFC 9110 token characters; gRPC metadata keys are these, lower-cased, too.
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# Names valid both as HTTP header names (RFC 9110 tokens) and, lower-cased, as gRPC metadata keys.
+_TOKEN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_.-]*$")
 # Set by loadtest itself, or by the transport (HTTP/1.1 framing, HTTP/2 pseudo-headers, gRPC).
 _RESERVED = {
     "host",

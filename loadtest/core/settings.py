@@ -133,10 +133,6 @@ class TargetSettings:
                 "pass the credentials with --header 'Authorization:@env:VAR'"
             )
 
-    @property
-    def uses_tls(self) -> bool:
-        return self.tls is not None
-
 
 def _has_redacted_password(url: str) -> bool:
     try:

@@ -7,7 +7,7 @@ data for the report, not a reason to stop the run.
 
 What a target can do beyond that (a callback send, counting connection waits, shared memory, a
 Triton statistics API behind it) is *declared* in `capabilities`, never probed with getattr or
-isinstance: a wrapping target (TLS, auth, fault injection) is a different class with the same
+isinstance: a wrapping target (fault injection, say) is a different class with the same
 abilities, and a probe would silently lose them. A wrapper forwards `capabilities` and the optional
 members to what it wraps, so nothing is lost; callers read the declaration, then call the member.
 """

@@ -30,6 +30,16 @@ AUTH_KIND_BY_GRPC_CODE = {
     "UNAUTHENTICATED": UNAUTHENTICATED,
     "PERMISSION_DENIED": PERMISSION_DENIED,
 }
+# Triton's restricted APIs (--grpc-restricted-protocol) answer a missing or wrong key with
+# UNAVAILABLE and this message, where HTTP (--http-restricted-api) answers 403.
+_TRITON_RESTRICTED = "This protocol is restricted"
+
+
+def grpc_auth_kind(code: str, details: str) -> str | None:
+    """The auth error kind of a gRPC status (name without 'StatusCode.'), else None."""
+    if code == "UNAVAILABLE" and details.startswith(_TRITON_RESTRICTED):
+        return PERMISSION_DENIED
+    return AUTH_KIND_BY_GRPC_CODE.get(code)
 
 
 @dataclass(frozen=True)
@@ -51,8 +61,8 @@ def auth_refusal(url: str, kind: str, transport: str) -> str:
     """The one line for credentials refused on the first request (open / warm-up)."""
     if kind == PERMISSION_DENIED:
         return (
-            f"Triton at {url} refused the request ({transport}: {kind}): the credentials were "
-            "accepted but are not allowed to do this"
+            f"Triton at {url} refused the request ({transport}: {kind}): the headers sent "
+            "(--header, user:password@ in --url) do not grant it: missing, wrong, or not allowed"
         )
     return (
         f"Triton at {url} refused the request ({transport}: {kind}): a missing or wrong "

@@ -35,10 +35,10 @@ from loadtest.core.target import (
 from loadtest.errors import TargetError
 from loadtest.targets.shared_memory import SystemRegions
 from loadtest.targets.transport import (
-    AUTH_KIND_BY_GRPC_CODE,
     Connection,
     auth_refusal,
     explain_tls_failure_async,
+    grpc_auth_kind,
     grpc_client,
     plaintext_hint,
 )
@@ -125,21 +125,19 @@ class TritonGrpcTarget:
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                 return "timeout"
             name = code.name if code else "error"
-            return AUTH_KIND_BY_GRPC_CODE.get(name) or error_kind(
-                f"grpc {name}", exc.details() or ""
-            )
+            details = exc.details() or ""
+            return grpc_auth_kind(name, details) or error_kind(f"grpc {name}", details)
         if isinstance(exc, InferenceServerException):
             name = _status_name(exc)
-            return AUTH_KIND_BY_GRPC_CODE.get(name) or error_kind(
-                f"grpc {name}", exc.message() or ""
-            )
+            details = exc.message() or ""
+            return grpc_auth_kind(name, details) or error_kind(f"grpc {name}", details)
         if isinstance(exc, asyncio.TimeoutError):
             return "timeout"
         return error_kind(type(exc).__name__, str(exc))
 
     def _refused(self, exc: InferenceServerException) -> TargetError | None:
         """The one-line error for a refused credential, else None."""
-        kind = AUTH_KIND_BY_GRPC_CODE.get(_status_name(exc))
+        kind = grpc_auth_kind(_status_name(exc), exc.message() or "")
         return TargetError(auth_refusal(self.url, kind, "gRPC")) if kind else None
 
     async def _unreachable(self, exc: InferenceServerException) -> TargetError:
