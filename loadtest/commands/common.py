@@ -41,16 +41,16 @@ from loadtest.report.live import LiveView
 from loadtest.report.results import RunReport, build_environment, write_outputs
 from loadtest.report.terminal import render_report
 from loadtest.rules.validity import Verdict
-from loadtest.scenarios.target_flags import TargetFlags
+from loadtest.scenarios.target_flags import TargetFlags, access_flags
 from loadtest.server import deployment as deployment_module
 from loadtest.server.deployment import Deployment
-from loadtest.targets import triton_target
+from loadtest.targets import target_for
 from loadtest.targets.shared_memory import with_shared_memory
 
 console = make_console()
 notes = make_console(stderr=True)
 
-__all__ = ["TargetFlags", "connected", "execute", "parse_shapes", "say"]
+__all__ = ["TargetFlags", "access_flags", "connected", "execute", "parse_shapes", "say"]
 
 
 def parse_shapes(values: list[str] | None) -> dict[str, tuple[int, ...]]:
@@ -135,14 +135,7 @@ def connected(flags: TargetFlags) -> Iterator[tuple[Deployment, Target]]:
     """The deployment to measure (the embedded Triton started if needed) and a target for it."""
     requested = flags.target_settings()
     with deployment_module.resolve(requested, flags.embedded, flags.repository, say) as deployment:
-        resolved = deployment.target
-        target = triton_target(
-            resolved.url,
-            resolved.protocol.value,
-            resolved.model,
-            resolved.model_version,
-            flags.timeout_s,
-        )
+        target = target_for(deployment.target)
         yield deployment, with_shared_memory(target, flags.shared_memory, tag="main")
 
 

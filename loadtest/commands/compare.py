@@ -117,6 +117,11 @@ def compare(
     shared_memory: options.SharedMemoryOption = SharedMemoryKind.NONE,
     timeout: options.TimeoutOption = options.TIMEOUT_S,
     output: options.OutputOption = None,
+    tls: options.TlsOption = False,
+    ca_cert: options.CaCertOption = None,
+    client_cert: options.ClientCertOption = None,
+    client_key: options.ClientKeyOption = None,
+    header: options.HeaderOption = None,
 ) -> None:
     """Compare Triton with the same model in-process (onnxruntime) on the same Poisson schedule."""
     flags = common.TargetFlags(
@@ -129,6 +134,7 @@ def compare(
         repository=repository,
         input_data=input_data,
         shapes=common.parse_shapes(shape),
+        access=common.access_flags(tls, ca_cert, client_cert, client_key, header),
         shared_memory=shared_memory,
     )
     rates = qps or [DEFAULT_SERVER_QPS]

@@ -72,6 +72,11 @@ def find_peak(
     workers: options.WorkersOption = AUTO_WORKERS,
     loop: options.LoopOption = LoopKind.AUTO,
     ray: options.RayOption = "",
+    tls: options.TlsOption = False,
+    ca_cert: options.CaCertOption = None,
+    client_cert: options.ClientCertOption = None,
+    client_key: options.ClientKeyOption = None,
+    header: options.HeaderOption = None,
 ) -> None:
     """Find the highest Server-scenario QPS whose run is VALID (latency bound, early stopping)."""
     settings = PeakSettings(
@@ -97,6 +102,7 @@ def find_peak(
         repository=repository,
         input_data=input_data,
         shapes=common.parse_shapes(shape),
+        access=common.access_flags(tls, ca_cert, client_cert, client_key, header),
     )
     client = ClientSettings(workers=workers, loop=loop, ray_address=ray)
     spec, outcome, environment, resolved = _search(flags, settings, client)

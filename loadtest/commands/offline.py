@@ -47,6 +47,11 @@ def offline(
     error_budget: options.ErrorBudgetOption = None,
     abort_on_error_rate: options.AbortOnErrorRateOption = None,
     window: options.WindowOption = options.ABORT_WINDOW_S,
+    tls: options.TlsOption = False,
+    ca_cert: options.CaCertOption = None,
+    client_cert: options.ClientCertOption = None,
+    client_key: options.ClientKeyOption = None,
+    header: options.HeaderOption = None,
 ) -> None:
     """Run the MLPerf Offline scenario: all samples due at once, throughput = samples / time."""
     settings = OfflineSettings(
@@ -71,6 +76,7 @@ def offline(
         repository=repository,
         input_data=input_data,
         shapes=common.parse_shapes(shape),
+        access=common.access_flags(tls, ca_cert, client_cert, client_key, header),
     )
     common.execute(
         settings,

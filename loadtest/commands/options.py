@@ -65,7 +65,11 @@ def port_number(text: str) -> int:
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model to load test.")]
 UrlOption = Annotated[
     str | None,
-    typer.Option("--url", help="Triton address (default 127.0.0.1:8001 for gRPC, :8000 for HTTP)."),
+    typer.Option(
+        "--url",
+        help="Triton address (default 127.0.0.1:8001 for gRPC, :8000 for HTTP); https:// or "
+        "grpcs:// for TLS; user:password@ for Basic auth (the password is never written).",
+    ),
 ]
 ProtocolOption = Annotated[Protocol, typer.Option("--protocol", help="Wire protocol.")]
 VersionOption = Annotated[str, typer.Option("--model-version", help="Model version ('' = latest).")]
@@ -153,6 +157,41 @@ SharedMemoryOption = Annotated[
     SharedMemoryKind,
     typer.Option(
         "--shared-memory", help="Pass tensors through Triton shared memory (same host only)."
+    ),
+]
+
+# --- TLS and request headers: every command that talks to a server --------------------------------
+# scenarios.target_flags.access_flags turns them into AccessFlags, the one way into TargetSettings.
+TlsOption = Annotated[
+    bool,
+    typer.Option(
+        "--tls",
+        help="TLS for a bare host:port --url (https:// and grpcs:// URLs select it themselves).",
+    ),
+]
+CaCertOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--ca-cert", help="PEM CA certificate(s) to verify the server with (default: system roots)."
+    ),
+]
+ClientCertOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--client-cert", help="PEM client certificate, for mutual TLS (with --client-key)."
+    ),
+]
+ClientKeyOption = Annotated[
+    Path | None, typer.Option("--client-key", help="PEM private key of --client-cert (mutual TLS).")
+]
+HeaderOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--header",
+        "-H",
+        help="NAME:VALUE sent with every request (HTTP header, gRPC metadata); repeatable. "
+        "NAME:@env:VAR or NAME:@file:PATH reads the value from there (out of shell history "
+        "and ps). Values are never written: reports show ***.",
     ),
 ]
 

@@ -59,6 +59,11 @@ def server(
     error_budget: options.ErrorBudgetOption = None,
     abort_on_error_rate: options.AbortOnErrorRateOption = None,
     window: options.WindowOption = options.ABORT_WINDOW_S,
+    tls: options.TlsOption = False,
+    ca_cert: options.CaCertOption = None,
+    client_cert: options.ClientCertOption = None,
+    client_key: options.ClientKeyOption = None,
+    header: options.HeaderOption = None,
 ) -> None:
     """Run the MLPerf Server scenario: Poisson arrivals at --qps, latency from scheduled time."""
     settings = ServerSettings(
@@ -88,6 +93,7 @@ def server(
         repository=repository,
         input_data=input_data,
         shapes=common.parse_shapes(shape),
+        access=common.access_flags(tls, ca_cert, client_cert, client_key, header),
         shared_memory=shared_memory,
     )
     drain_timeout_ns = int((timeout + 5) * NS_PER_S)

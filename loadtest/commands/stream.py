@@ -98,6 +98,11 @@ def single_stream(
     error_budget: options.ErrorBudgetOption = None,
     abort_on_error_rate: options.AbortOnErrorRateOption = None,
     window: options.WindowOption = options.ABORT_WINDOW_S,
+    tls: options.TlsOption = False,
+    ca_cert: options.CaCertOption = None,
+    client_cert: options.ClientCertOption = None,
+    client_key: options.ClientKeyOption = None,
+    header: options.HeaderOption = None,
 ) -> None:
     """MLPerf SingleStream: one sample per query, one in flight; reports p90 (early stopping)."""
     settings = _settings(
@@ -121,6 +126,7 @@ def single_stream(
         repository=repository,
         input_data=input_data,
         shapes=common.parse_shapes(shape),
+        access=common.access_flags(tls, ca_cert, client_cert, client_key, header),
     )
     _run(settings, flags, output, live)
 
@@ -152,6 +158,11 @@ def multi_stream(
     error_budget: options.ErrorBudgetOption = None,
     abort_on_error_rate: options.AbortOnErrorRateOption = None,
     window: options.WindowOption = options.ABORT_WINDOW_S,
+    tls: options.TlsOption = False,
+    ca_cert: options.CaCertOption = None,
+    client_cert: options.ClientCertOption = None,
+    client_key: options.ClientKeyOption = None,
+    header: options.HeaderOption = None,
 ) -> None:
     """MLPerf MultiStream: N samples per query as one batch, one in flight; reports p99."""
     settings = _settings(
@@ -175,5 +186,6 @@ def multi_stream(
         repository=repository,
         input_data=input_data,
         shapes=common.parse_shapes(shape),
+        access=common.access_flags(tls, ca_cert, client_cert, client_key, header),
     )
     _run(settings, flags, output, live)

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from loadtest.commands import options
-from loadtest.errors import LoadtestError
+from loadtest.core.secrets import secret_value
+from loadtest.errors import LoadtestError, SettingsError
 
 
 def stub(
@@ -18,15 +19,59 @@ def stub(
     ] = options.REPOSITORY,
     http_port: options.HttpPortOption = options.HTTP_PORT,
     grpc_port: options.GrpcPortOption = options.GRPC_PORT,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="Serve HTTPS and gRPC over TLS with this PEM certificate.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert.")] = None,
+    tls_client_ca: Annotated[
+        Path | None,
+        typer.Option(help="Mutual TLS: require client certificates signed by this PEM CA."),
+    ] = None,
+    require_token: Annotated[
+        str | None,
+        typer.Option(
+            help="Refuse requests without 'Authorization: Bearer TOKEN' (or Basic auth with "
+            "TOKEN as password): HTTP 401, gRPC UNAUTHENTICATED. @env:VAR / @file:PATH read it.",
+        ),
+    ] = None,
+    token_expires_after: Annotated[
+        int,
+        typer.Option(help="With --require-token: refuse all requests after this many (0: never)."),
+    ] = 0,
 ) -> None:
     """Serve every model instantly (zero compute, zeros out) on loopback until Ctrl-C.
 
     Whatever rate `loadtest server` cannot hold against it, it cannot hold against any server:
     it is the roofline of the client. Prints `ready http=PORT grpc=PORT` once listening.
     """
+    from loadtest.stub.access import StubTls, TokenGate
     from loadtest.stub.main import run
 
+    if (tls_cert is None) != (tls_key is None):
+        raise SettingsError("--tls-cert and --tls-key go together")
+    if tls_client_ca is not None and tls_cert is None:
+        raise SettingsError("--tls-client-ca needs --tls-cert and --tls-key")
+    if token_expires_after < 0 or (token_expires_after and require_token is None):
+        raise SettingsError("--token-expires-after takes a count ≥ 0, with --require-token")
+    for flag, path in (
+        ("--tls-cert", tls_cert),
+        ("--tls-key", tls_key),
+        ("--tls-client-ca", tls_client_ca),
+    ):
+        if path is not None and not path.is_file():
+            raise SettingsError(f"{flag} {path}: no such file")
+    tls = StubTls(tls_cert, tls_key, tls_client_ca) if tls_cert and tls_key else None
+    gate = None
+    if require_token is not None:
+        token = secret_value(require_token, "--require-token")
+        gate = TokenGate(token.reveal(), token_expires_after)
     try:
-        run(repository if repository and repository.is_dir() else None, http_port, grpc_port)
-    except OSError as exc:
+        run(
+            repository if repository and repository.is_dir() else None,
+            http_port,
+            grpc_port,
+            tls,
+            gate,
+        )
+    except OSError as exc:  # ssl.SSLError included: a certificate or key that does not load
         raise LoadtestError(f"cannot start the stub server: {exc.strerror or exc}") from None

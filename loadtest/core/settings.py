@@ -9,7 +9,10 @@ from __future__ import annotations
 import enum
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
 
+from loadtest.core.secrets import REDACTED, Header, redact_url, split_url_credentials
 from loadtest.core.units import LATE_THRESHOLD_NS, NS_PER_MS, NS_PER_S
 from loadtest.errors import SettingsError
 
@@ -35,14 +38,53 @@ class Protocol(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """TLS to the server: verified against the system's roots, or `ca_cert`'s; with
+    `client_cert` + `client_key`, mutual TLS. Present in TargetSettings = TLS is on."""
+
+    ca_cert: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.client_cert is None) != (self.client_key is None):
+            raise SettingsError("--client-cert and --client-key go together (mutual TLS)")
+        for flag, path in (
+            ("--ca-cert", self.ca_cert),
+            ("--client-cert", self.client_cert),
+            ("--client-key", self.client_key),
+        ):
+            if path is not None and not path.is_file():
+                raise SettingsError(f"{flag} {path}: no such file")
+
+
+# Which URL schemes each protocol takes; TLS ones select TLS. A bare host:port takes --tls.
+_SCHEMES = {"grpc": ("grpc", "grpcs"), "http": ("http", "https")}
+_TLS_SCHEMES = {"grpcs", "https"}
+
+
+def url_scheme(url: str) -> str:
+    """'' for a bare host:port."""
+    return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
+@dataclass(frozen=True)
 class TargetSettings:
-    """Where queries go."""
+    """Where queries go, and how: TLS (`tls`, None = plaintext) and request headers.
+
+    `url` never holds a password: one given in it becomes an `Authorization: Basic` header (a
+    Secret) and `url` keeps `***` in its place, so the settings can be printed and written
+    as they are. An https:// or grpcs:// URL turns TLS on; a scheme that does not fit the
+    protocol, or TLS asked of a plaintext URL, is refused (never a silent downgrade).
+    """
 
     url: str
     protocol: Protocol = Protocol.GRPC
     model: str = "tiny"
     model_version: str = ""  # "" = the server's choice (latest ready)
     request_timeout_s: float = 30.0
+    tls: TlsSettings | None = None
+    headers: tuple[Header, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.url:
@@ -51,6 +93,55 @@ class TargetSettings:
             raise SettingsError("--model must not be empty")
         if not self.request_timeout_s > 0:
             raise SettingsError(f"--timeout must be > 0 s, got {self.request_timeout_s}")
+        self._take_credentials()
+        scheme = url_scheme(self.url)
+        shown = redact_url(self.url)
+        if scheme == "fake":
+            if self.tls is not None:
+                raise SettingsError("the fake target has no TLS: drop --tls and the TLS flags")
+            return
+        protocol = self.protocol.value
+        if scheme and scheme not in _SCHEMES[protocol]:
+            fits = " or ".join(f"{s}://" for s in _SCHEMES[protocol])
+            other = next((p for p, s in _SCHEMES.items() if scheme in s), None)
+            hint = f" (or --protocol {other})" if other else ""
+            raise SettingsError(
+                f"--url {shown} does not fit --protocol {protocol}: use {fits}{hint}"
+            )
+        if scheme in _TLS_SCHEMES and self.tls is None:
+            object.__setattr__(self, "tls", TlsSettings())
+        if scheme and scheme not in _TLS_SCHEMES and self.tls is not None:
+            raise SettingsError(
+                f"--url {shown} is plaintext but TLS was asked for (--tls, --ca-cert, "
+                f"--client-cert): use {_SCHEMES[protocol][1]}:// or drop the TLS flags"
+            )
+
+    def _take_credentials(self) -> None:
+        """A password in the URL -> an Authorization header; the URL keeps `***`."""
+        url, basic = split_url_credentials(self.url)
+        names = [h.name.lower() for h in self.headers]
+        if len(set(names)) != len(names):
+            twice = next(n for n in names if names.count(n) > 1)
+            raise SettingsError(f"--header {twice} is given twice")
+        if basic is not None:
+            if "authorization" in names:
+                raise SettingsError(
+                    "credentials in --url and an Authorization --header: give one of them"
+                )
+            object.__setattr__(self, "url", url)
+            object.__setattr__(self, "headers", (*self.headers, basic))
+        elif "authorization" not in names and _has_redacted_password(url):
+            raise SettingsError(
+                f"--url's password is {REDACTED!r}, which loadtest uses to mark a hidden one: "
+                "pass the credentials with --header 'Authorization:@env:VAR'"
+            )
+
+
+def _has_redacted_password(url: str) -> bool:
+    try:
+        return urlsplit(url if "://" in url else f"//{url}").password == REDACTED
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ data for the report, not a reason to stop the run.
 
 What a target can do beyond that (a callback send, counting connection waits, shared memory, a
 Triton statistics API behind it) is *declared* in `capabilities`, never probed with getattr or
-isinstance: a wrapping target (TLS, auth, fault injection) is a different class with the same
+isinstance: a wrapping target (fault injection, say) is a different class with the same
 abilities, and a probe would silently lose them. A wrapper forwards `capabilities` and the optional
 members to what it wraps, so nothing is lost; callers read the declaration, then call the member.
 """
@@ -20,7 +20,8 @@ from typing import Protocol
 
 import numpy as np
 
-from loadtest.core.settings import SharedMemoryKind
+from loadtest.core.secrets import Header
+from loadtest.core.settings import SharedMemoryKind, TlsSettings
 
 # Triton datatype names <-> numpy dtypes (BYTES is not used by the benchmark suite).
 TRITON_TO_NUMPY: dict[str, str] = {
@@ -78,14 +79,17 @@ Done = Callable[[str | None], None]  # a callback send's completion: error kind,
 class TritonEndpoint:
     """The Triton server and model behind a target: where the server's own statistics are read.
 
-    observe/ reads the statistics API over the same protocol and address the queries went to, and
-    finds a local tritonserver by this port; a target with none (fake, native) has no server side.
+    observe/ reads the statistics API over the same protocol and address the queries went to, with
+    the same TLS and headers, and finds a local tritonserver by this port; a target with none
+    (fake, native) has no server side.
     """
 
     protocol: str  # "grpc" or "http"
     url: str  # host:port, as the target connects
     model: str
     version: str = ""  # "" = the server's choice
+    tls: TlsSettings | None = None  # None = plaintext
+    headers: tuple[Header, ...] = ()  # sent with every request (values are secrets)
 
     @property
     def port(self) -> int:

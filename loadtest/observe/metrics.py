@@ -10,12 +10,17 @@ Triton has no nv_gpu_* series, and a zero would read as an idle GPU.
 
 The parser handles the text exposition format Triton writes (`name{labels} value`, `#` comments);
 no dependency is added for it (prometheus_client is not installed here). The sampler is a daemon
-thread using urllib, so the runner's event loop is never blocked by a scrape.
+thread using urllib, so the runner's event loop is never blocked by a scrape. An https metrics URL
+is read with the target's TLS settings, and the target's headers go with it only when the metrics
+are served by the same host (see `fetcher_for`): credentials are never sent anywhere else.
 """
 
 from __future__ import annotations
 
+import base64
+import functools
 import re
+import ssl
 import threading
 import time
 import urllib.error
@@ -23,6 +28,10 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from loadtest.core.secrets import Header, redact_url
+from loadtest.core.settings import TlsSettings
 
 SAMPLE_INTERVAL_S = 1.0
 # The embedded onnxruntime backend's own counter (server/backends/onnxruntime/model.py).
@@ -140,9 +149,52 @@ def summarize_scrapes(scrapes: list[Scrape], model: str, error: str = "") -> Met
     )
 
 
-def fetch(url: str, timeout_s: float = 2.0) -> str:
-    with urllib.request.urlopen(url, timeout=timeout_s) as response:
+def _without_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """`http://user:pw@host/metrics` -> the URL without them, and them as Basic auth (urllib
+    would otherwise take `user:pw@host` for a host and quote it in its error)."""
+    try:
+        parts = urlsplit(url)
+        user, password = parts.username, parts.password
+    except ValueError:
+        return url, {}
+    if user is None and password is None:
+        return url, {}
+    token = base64.b64encode(f"{unquote(user or '')}:{unquote(password or '')}".encode())
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=netloc)), {"Authorization": f"Basic {token.decode()}"}
+
+
+def fetch(
+    url: str,
+    timeout_s: float = 2.0,
+    context: ssl.SSLContext | None = None,
+    headers: dict[str, str] | None = None,
+) -> str:
+    url, credentials = _without_credentials(url)
+    request = urllib.request.Request(url, headers={**credentials, **(headers or {})})
+    with urllib.request.urlopen(request, timeout=timeout_s, context=context) as response:
         return str(response.read().decode("utf-8", errors="replace"))
+
+
+def fetcher_for(
+    url: str, target_host: str, tls: TlsSettings | None, headers: tuple[Header, ...]
+) -> Callable[[str], str]:
+    """How to read metrics at `url` beside a target on `target_host` (its host name, no port):
+    an https URL with the target's TLS settings (system roots without any), and the target's
+    headers only when `url` is on that same host."""
+    from loadtest.targets.transport import ssl_context
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        return fetch
+    context = ssl_context(tls or TlsSettings(), alpn=()) if parts.scheme == "https" else None
+    same_host = bool(host) and host == target_host.strip("[]")
+    sent = {h.name: h.value.reveal() for h in headers} if same_host else None
+    if context is None and not sent:
+        return fetch
+    return functools.partial(fetch, context=context, headers=sent)
 
 
 class MetricsSampler:
@@ -168,7 +220,7 @@ class MetricsSampler:
         try:
             text = self._fetch(self.url)
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            self._error = f"cannot read metrics at {self.url}: {exc}"
+            self._error = f"cannot read metrics at {redact_url(self.url)}: {exc}"
             return
         self._scrapes.append(Scrape(time.perf_counter_ns(), tuple(parse_metrics(text))))
 

@@ -20,7 +20,7 @@ from loadtest.engine.measurement import Measurement
 from loadtest.engine.runner import OnStart, nothing_to_do
 from loadtest.engine.selfmeasure import CLIENT_CPU_COVERS
 from loadtest.errors import TargetError
-from loadtest.observe.metrics import MetricsSampler, MetricsSummary
+from loadtest.observe.metrics import MetricsSampler, MetricsSummary, fetch
 from loadtest.observe.process_cpu import CpuUse, TreeCpuMeter
 from loadtest.observe.split import ModelStats, ServerSplit, split
 from loadtest.observe.triton_statistics import StatisticsSource
@@ -82,11 +82,13 @@ class ServerProbe:
         model: str,
         server_pid: int | None = None,
         metrics_url: str | None = None,
+        metrics_fetch: Callable[[str], str] = fetch,
     ) -> None:
         self.statistics = statistics
         self.model = model
         self.server_pid = server_pid
         self.metrics_url = metrics_url
+        self.metrics_fetch = metrics_fetch
         self._before: ModelStats | None = None
         self._notes: list[str] = []
         self._cpu: TreeCpuMeter | None = None
@@ -103,7 +105,11 @@ class ServerProbe:
         self._cpu = TreeCpuMeter(self.server_pid) if self.server_pid else None
         if self._cpu:
             self._cpu.start()
-        self._sampler = MetricsSampler(self.metrics_url, self.model) if self.metrics_url else None
+        self._sampler = (
+            MetricsSampler(self.metrics_url, self.model, fetcher=self.metrics_fetch)
+            if self.metrics_url
+            else None
+        )
         if self._sampler:
             self._sampler.start()
 
@@ -211,7 +217,14 @@ def probe_for_target(target: Target) -> ServerProbe | None:
     triton = target.capabilities.triton
     if triton is None:
         return None
-    statistics = TritonStatistics(triton.url, triton.protocol, triton.model, triton.version)
+    statistics = TritonStatistics(
+        triton.url,
+        triton.protocol,
+        triton.model,
+        triton.version,
+        tls=triton.tls,
+        headers=triton.headers,
+    )
     local = local_triton(triton.port)
     pid, metrics = local if local else (None, None)
     return ServerProbe(statistics, triton.model, pid, metrics)

@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from loadtest.analysis.compare import Relative, RunPoint, relative
+from loadtest.core.secrets import redact_url
 from loadtest.core.settings import NS_PER_S
 from loadtest.observe.probe import ServerSide
 from loadtest.observe.split import ServerSplit
@@ -152,8 +153,10 @@ def settings_json(setup: CompareSetup, session: CompareSession) -> dict[str, Any
         "agreement_samples": setup.agreement_samples,
         "protocol": flags.protocol.value,
         "shared_memory": flags.shared_memory.value,
-        "urls": dict(session.urls),
-        "metrics_url": session.metrics_url,
+        "urls": {name: redact_url(url) for name, url in session.urls.items()},
+        "metrics_url": redact_url(session.metrics_url) if session.metrics_url else None,
+        "tls": plain(setup.flags.access.tls),
+        "headers": {h.name: str(h.value) for h in setup.flags.access.headers},
         "repository": str(flags.repository),
         "onnx": str(setup.onnx) if setup.onnx else None,
     }

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from loadtest.core.secrets import redact_url
 from loadtest.core.settings import PeakSettings, TargetSettings
 from loadtest.core.target import ModelSpec
 from loadtest.report.results import SCHEMA, SCHEMA_VERSION, plain
@@ -57,7 +58,7 @@ def peak_json(
         "scenario": "Server",
         "created_unix_s": time.time(),
         "settings": plain(settings),
-        "target": plain(target),
+        "target": {**plain(target), "url": redact_url(target.url)},
         "model": plain(model),
         "environment": environment,
         "calibration_qps": outcome.calibration_qps,

@@ -24,6 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from loadtest.core.secrets import Secret, redact_url
 from loadtest.core.settings import ScenarioSettings, TargetSettings
 from loadtest.core.target import Target
 from loadtest.engine.measurement import Measurement
@@ -46,7 +47,9 @@ SCHEMA_VERSION = 1
 
 
 def plain(value: Any) -> Any:
-    """Dataclasses, enums, paths and numpy scalars -> JSON-able values."""
+    """Dataclasses, enums, paths and numpy scalars -> JSON-able values; a Secret -> `***`."""
+    if isinstance(value, Secret):
+        return str(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, enum.Enum):
@@ -83,7 +86,7 @@ def build_environment(target: Target, deployment: Deployment) -> dict[str, Any]:
         },
         "server": {
             "description": target.description,
-            "url": deployment.target.url,
+            "url": redact_url(deployment.target.url),
             "protocol": deployment.target.protocol.value,
             "triton_version": target.server_version,
             "embedded": embedded is not None,
@@ -144,7 +147,11 @@ class RunReport:
             "scenario": self.settings.scenario.value,
             "created_unix_s": self.created_unix_s,
             "settings": plain(self.settings),
-            "target": {**plain(self.target), "requested_url": self.requested_target.url},
+            "target": {
+                **plain(self.target),
+                "url": redact_url(self.target.url),
+                "requested_url": redact_url(self.requested_target.url),
+            },
             "model": plain(self.measurement.model),
             "environment": self.environment,
             "run": {

@@ -34,6 +34,7 @@ from loadtest.core.target import ModelSpec, Sample, Target
 from loadtest.engine.measurement import Measurement
 from loadtest.engine.samples import sample_library
 from loadtest.errors import SettingsError, TargetError
+from loadtest.observe.metrics import fetch, fetcher_for
 from loadtest.observe.probe import ServerProbe, ServerSide, triton_protocol
 from loadtest.observe.triton_statistics import TritonStatistics
 from loadtest.rules.stats import Summary
@@ -43,7 +44,7 @@ from loadtest.scenarios.play import run_server
 from loadtest.scenarios.target_flags import TargetFlags
 from loadtest.server import deployment as deployment_module
 from loadtest.server.deployment import Deployment
-from loadtest.targets import triton_target
+from loadtest.targets import target_for
 from loadtest.targets.batcher import BatcherStats
 from loadtest.targets.native import NativeOptions, NativeTarget
 from loadtest.targets.shared_memory import with_shared_memory
@@ -227,9 +228,26 @@ def _addresses(setup: CompareSetup) -> dict[str, str]:
     if given.startswith("fake://"):  # the in-process fake answers any protocol
         return {TRITON_GRPC: given, TRITON_HTTP: given}
     host = host_port(given, deployment_module.default_port(flags.protocol)).rsplit(":", 1)[0]
+    # The other protocol keeps the given one's security: TLS asked for, or implied by the scheme.
+    secure = flags.access.tls is not None or given.startswith(("https://", "grpcs://"))
+    grpc_scheme, http_scheme = ("grpcs://", "https://") if secure else ("", "")
     if flags.protocol is Protocol.HTTP:
-        return {TRITON_GRPC: f"{host}:{DEFAULT_GRPC_PORT}", TRITON_HTTP: given}
-    return {TRITON_GRPC: given, TRITON_HTTP: setup.http_url or f"{host}:{DEFAULT_HTTP_PORT}"}
+        return {TRITON_GRPC: f"{grpc_scheme}{host}:{DEFAULT_GRPC_PORT}", TRITON_HTTP: given}
+    other = setup.http_url or f"{http_scheme}{host}:{DEFAULT_HTTP_PORT}"
+    return {TRITON_GRPC: given, TRITON_HTTP: other}
+
+
+def _settings_for(setup: CompareSetup, name: str, url: str) -> TargetSettings:
+    """One Triton target's settings: its protocol and address, the shared TLS and headers."""
+    flags = setup.flags
+    return TargetSettings(
+        url=url,
+        protocol=_protocol(name),
+        model=flags.model,
+        request_timeout_s=flags.timeout_s,
+        tls=flags.access.tls,
+        headers=flags.access.headers,
+    )
 
 
 def _deployment(
@@ -240,20 +258,13 @@ def _deployment(
     if not setup.tritons:
         return contextlib.nullcontext(None)
     first = setup.tritons[0]
-    wanted = TargetSettings(
-        url=addresses[first],
-        protocol=_protocol(first),
-        model=flags.model,
-        request_timeout_s=flags.timeout_s,
-    )
+    wanted = _settings_for(setup, first, addresses[first])
     return deployment_module.resolve(wanted, flags.embedded, flags.repository, say)
 
 
 def _triton(setup: CompareSetup, name: str, url: str) -> Target:
-    flags = setup.flags
-    protocol = _protocol(name)
-    target = triton_target(url, protocol.value, flags.model, "", flags.timeout_s)
-    return with_shared_memory(target, flags.shared_memory, tag=protocol.value)
+    target = target_for(_settings_for(setup, name, url))
+    return with_shared_memory(target, setup.flags.shared_memory, tag=_protocol(name).value)
 
 
 @contextlib.contextmanager
@@ -349,11 +360,19 @@ async def _triton_side(
         protocol = triton_protocol(session.targets[name])
         if protocol is None:  # the in-process fake: no server side to read
             continue
-        statistics = TritonStatistics(session.urls[name], protocol, model)
+        access = setup.flags.access
+        statistics = TritonStatistics(
+            session.urls[name], protocol, model, tls=access.tls, headers=access.headers
+        )
         if config is None:
             with contextlib.suppress(TargetError):
                 config = triton_config_summary(await statistics.model_config())
-        probes[name] = ServerProbe(statistics, model, session.server_pid, session.metrics_url)
+        metrics = session.metrics_url
+        fetcher: Callable[[str], str] = fetch
+        if metrics:
+            host = statistics.url.rsplit(":", 1)[0]
+            fetcher = fetcher_for(metrics, host, access.tls, access.headers)
+        probes[name] = ServerProbe(statistics, model, session.server_pid, metrics, fetcher)
     return config, probes
 
 

@@ -9,9 +9,34 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadtest.core.settings import Protocol, SharedMemoryKind, TargetSettings
+from loadtest.core.secrets import Header, parse_header
+from loadtest.core.settings import Protocol, SharedMemoryKind, TargetSettings, TlsSettings
 from loadtest.server import deployment as deployment_module
 from loadtest.server.deployment import EmbeddedMode
+
+
+@dataclass(frozen=True)
+class AccessFlags:
+    """--tls, --ca-cert, --client-cert, --client-key and --header, parsed once."""
+
+    tls: TlsSettings | None = None
+    headers: tuple[Header, ...] = ()
+
+
+def access_flags(
+    tls: bool = False,
+    ca_cert: Path | None = None,
+    client_cert: Path | None = None,
+    client_key: Path | None = None,
+    header: list[str] | None = None,
+) -> AccessFlags:
+    """Any TLS flag turns TLS on (a CA file or client certificate states the intent); the URL's
+    scheme must then agree (TargetSettings refuses http:// or grpc:// with TLS)."""
+    wants_tls = tls or any(p is not None for p in (ca_cert, client_cert, client_key))
+    return AccessFlags(
+        tls=TlsSettings(ca_cert, client_cert, client_key) if wants_tls else None,
+        headers=tuple(parse_header(text) for text in header or []),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,6 +53,7 @@ class TargetFlags:
     input_data: Path | None
     shapes: dict[str, tuple[int, ...]]
     shared_memory: SharedMemoryKind = SharedMemoryKind.NONE
+    access: AccessFlags = AccessFlags()
 
     def target_settings(self) -> TargetSettings:
         default_url = f"127.0.0.1:{deployment_module.default_port(self.protocol)}"
@@ -37,4 +63,6 @@ class TargetFlags:
             model=self.model,
             model_version=self.model_version,
             request_timeout_s=self.timeout_s,
+            tls=self.access.tls,
+            headers=self.access.headers,
         )

@@ -10,6 +10,7 @@ never passes off the embedded server as the user's deployment.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import ipaddress
 import socket
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadtest.core.settings import Protocol, TargetSettings
-from loadtest.errors import TargetError
+from loadtest.errors import SettingsError, TargetError
 from loadtest.server.embedded import EmbeddedTriton
 from loadtest.targets.triton_common import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, host_port
 
@@ -86,17 +87,31 @@ def resolve(
     if target.url.startswith("fake://"):
         yield Deployment(target, None)
         return
+    if target.tls is not None and mode is EmbeddedMode.ALWAYS:
+        raise SettingsError(
+            "the embedded Triton serves plaintext only: --embedded always cannot be measured "
+            "over TLS (drop https:// / grpcs:// and the TLS flags, or --embedded)"
+        )
+    # Over TLS the embedded (plaintext) server is never a stand-in: that would be a downgrade.
     start = mode is EmbeddedMode.ALWAYS or (
         mode is EmbeddedMode.AUTO
+        and target.tls is None
         and is_loopback(target.url, target.protocol)
         and not answers(target.url, target.protocol)
     )
     if not start:
-        if mode is EmbeddedMode.NEVER and not answers(target.url, target.protocol):
-            raise TargetError(
-                f"nothing answers at {target.url} ({target.protocol.value}); start Triton there "
-                "or drop --embedded never"
-            )
+        checked = mode is EmbeddedMode.NEVER or target.tls is not None
+        if checked and not answers(target.url, target.protocol):
+            if mode is EmbeddedMode.NEVER:
+                raise TargetError(
+                    f"nothing answers at {target.url} ({target.protocol.value}); start Triton "
+                    "there or drop --embedded never"
+                )
+            if target.tls is not None:
+                raise TargetError(
+                    f"nothing answers at {target.url} ({target.protocol.value} over TLS); the "
+                    "embedded Triton is not started in its place, since it serves plaintext only"
+                )
         yield Deployment(target, None)
         return
     ensure_model_built(repository, target.model, say)
@@ -109,13 +124,7 @@ def resolve(
         server.start()
         url = server.grpc_url if target.protocol is Protocol.GRPC else server.http_url
         say(f"embedded Triton ready in {server.startup_s:.1f} s at {url} (pid {server.pid})")
-        resolved = TargetSettings(
-            url=url,
-            protocol=target.protocol,
-            model=target.model,
-            model_version=target.model_version,
-            request_timeout_s=target.request_timeout_s,
-        )
+        resolved = dataclasses.replace(target, url=url)  # headers kept; TLS is None here
         yield Deployment(resolved, server)
     finally:
         server.cleanup()

@@ -107,6 +107,19 @@ def _set_parent_death_signal() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def grpc_tls_args(
+    cert: Path, key: Path, root_cert: Path | None = None, mutual: bool = False
+) -> list[str]:
+    """tritonserver flags serving gRPC over TLS with `cert`/`key` (HTTP stays plaintext: Triton
+    has no TLS for it); `mutual` makes clients present a certificate `root_cert` signed."""
+    args = [
+        "--grpc-use-ssl-mutual=true" if mutual else "--grpc-use-ssl=true",
+        f"--grpc-server-cert={cert}",
+        f"--grpc-server-key={key}",
+    ]
+    return args + ([f"--grpc-root-cert={root_cert}"] if root_cert is not None else [])
+
+
 def _failed_model_lines(log: str) -> list[str]:
     return [
         line.strip()
@@ -126,6 +139,7 @@ class EmbeddedTriton:
         startup_timeout_s: float = 180.0,
         log_verbose: int = 0,
         precheck: bool = True,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.repository = repository.resolve()
         self.models = list(models) if models is not None else None
@@ -133,6 +147,8 @@ class EmbeddedTriton:
         self.startup_timeout_s = startup_timeout_s
         self.log_verbose = log_verbose
         self.precheck = precheck  # check configs and model files before launching (clear errors)
+        # More tritonserver flags, e.g. gRPC TLS (see grpc_tls_args) or restricted APIs.
+        self.extra_args = list(extra_args)
         self.ports: Ports | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self.workdir: Path | None = None
@@ -203,7 +219,7 @@ class EmbeddedTriton:
         if self.models is not None:
             command.append("--model-control-mode=explicit")
             command += [f"--load-model={name}" for name in self.models]
-        return command
+        return command + self.extra_args
 
     def _choose_ports(self) -> Ports:
         if self.requested_ports is None:

@@ -30,7 +30,7 @@ from loadtest.errors import LoadtestError, TargetError
 from loadtest.rules.error_budget import window_for
 from loadtest.shards.merge import ShardResult, shard_result
 from loadtest.shards.plan import ShardPlan
-from loadtest.targets import triton_target
+from loadtest.targets import target_for
 from loadtest.targets.shared_memory import with_shared_memory
 
 READY_TIMEOUT_S = 120.0
@@ -38,8 +38,7 @@ START_DELAY_NS = 300_000_000  # between the barrier and t = 0: time to deliver "
 
 
 def make_target(plan: ShardPlan) -> Target:
-    t = plan.target
-    target = triton_target(t.url, t.protocol.value, t.model, t.model_version, t.request_timeout_s)
+    target = target_for(plan.target)  # TLS and headers travel in the plan's TargetSettings
     return with_shared_memory(target, plan.client.shared_memory, tag=f"w{plan.shard}")
 
 

@@ -2,17 +2,20 @@
 
 grpc.aio in the same event loop as the HTTP side. Infer answers are prebuilt per model; calls the
 stub does not support (shared memory, repository control) fail with UNIMPLEMENTED, as they would
-on a server without them.
+on a server without them. With a TokenGate, an interceptor answers UNAUTHENTICATED to every call
+without the token (`authorization` metadata); with StubTls the port is a TLS one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
+from loadtest.stub.access import StubTls, TokenGate
 from loadtest.stub.catalog import STUB_VERSION, Catalog
 
 
@@ -69,13 +72,46 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
         return response
 
 
-async def start_grpc(catalog: Catalog, host: str, port: int) -> tuple[grpc.aio.Server, int]:
+async def _deny(request: Any, context: grpc.aio.ServicerContext) -> None:
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong token")
+
+
+class _TokenInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, gate: TokenGate) -> None:
+        self.gate = gate
+        self._deny = grpc.unary_unary_rpc_method_handler(_deny)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        metadata = handler_call_details.invocation_metadata or ()
+        value = next((v for k, v in metadata if k == "authorization"), None)
+        authorization = value.encode() if isinstance(value, str) else value
+        if self.gate.admits(authorization):
+            return await continuation(handler_call_details)
+        return self._deny
+
+
+async def start_grpc(
+    catalog: Catalog,
+    host: str,
+    port: int,
+    tls: StubTls | None = None,
+    gate: TokenGate | None = None,
+) -> tuple[grpc.aio.Server, int]:
     """Serve on host:port (0 = any free port); returns the started server and its port."""
     server = grpc.aio.server(
-        options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
+        options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)],
+        interceptors=[_TokenInterceptor(gate)] if gate is not None else None,
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(_Servicer(catalog), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    if tls is None:
+        bound = server.add_insecure_port(address)
+    else:
+        bound = server.add_secure_port(address, tls.grpc_credentials())
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port}")
     await server.start()

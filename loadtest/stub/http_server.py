@@ -3,19 +3,23 @@
 A raw asyncio Protocol rather than a web framework: each answer is a cached byte string written
 straight to the transport, which keeps the stub's cost per request far below the client's.
 Shared-memory registration is refused (400), which is what a server without shared memory says.
+With a TokenGate, a request without the token gets 401 (`_GatedConnection`: only then are headers
+parsed at all); with an ssl context the listener is HTTPS.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from typing import Any, cast
 
 import httptools
 
+from loadtest.stub.access import TokenGate
 from loadtest.stub.catalog import STUB_VERSION, Catalog
 
-_REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found"}
+_REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found"}
 
 
 def _response(status: int, body: bytes, headers: dict[str, str] | None = None) -> bytes:
@@ -110,8 +114,49 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
-async def start_http(catalog: Catalog, host: str, port: int) -> asyncio.Server:
+_UNAUTHORIZED = _response(
+    401,
+    json.dumps({"error": "missing or wrong token"}).encode(),
+    {"Content-Type": "application/json", "WWW-Authenticate": "Bearer"},
+)
+
+
+class _GatedConnection(_Connection):
+    """A connection whose every request must carry the gate's token (else 401)."""
+
+    def __init__(self, router: _Router, gate: TokenGate) -> None:
+        super().__init__(router)
+        self.gate = gate
+        self.authorization: bytes | None = None
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"authorization":
+            self.authorization = value
+
+    def on_message_complete(self) -> None:
+        authorization, self.authorization = self.authorization, None
+        if self.gate.admits(authorization):
+            super().on_message_complete()
+            return
+        assert self.transport is not None
+        self.transport.write(_UNAUTHORIZED)
+        self.url = b""
+        if not self.parser.should_keep_alive():
+            self.transport.close()
+
+
+async def start_http(
+    catalog: Catalog,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None = None,
+    gate: TokenGate | None = None,
+) -> asyncio.Server:
     """Listen on host:port (0 = any free port); returns the asyncio server."""
     router = _Router(catalog)
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: _Connection(router), host, port, backlog=1024)
+
+    def connection() -> _Connection:
+        return _Connection(router) if gate is None else _GatedConnection(router, gate)
+
+    return await loop.create_server(connection, host, port, backlog=1024, ssl=ssl_context)

@@ -1,7 +1,8 @@
 """Run the stub: HTTP and gRPC listeners on one event loop until SIGINT/SIGTERM.
 
 `loadtest stub` calls `serve`; tests and benchmarks start it as a subprocess with port 0 and read
-the `ready http=PORT grpc=PORT` line it prints once both listeners are bound.
+the `ready http=PORT grpc=PORT` line it prints once both listeners are bound. With `tls` both
+listeners serve TLS; with `gate` both require its token (see access.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import contextlib
 import signal
 from pathlib import Path
 
+from loadtest.stub.access import StubTls, TokenGate
 from loadtest.stub.catalog import Catalog
 from loadtest.stub.grpc_server import start_grpc
 from loadtest.stub.http_server import start_http
@@ -18,10 +20,17 @@ from loadtest.stub.http_server import start_http
 LOOPBACK = "127.0.0.1"
 
 
-async def serve(repository: Path | None, http_port: int, grpc_port: int) -> None:
+async def serve(
+    repository: Path | None,
+    http_port: int,
+    grpc_port: int,
+    tls: StubTls | None = None,
+    gate: TokenGate | None = None,
+) -> None:
     catalog = Catalog(repository)
-    http = await start_http(catalog, LOOPBACK, http_port)
-    grpc_server, grpc_bound = await start_grpc(catalog, LOOPBACK, grpc_port)
+    context = tls.ssl_context() if tls is not None else None
+    http = await start_http(catalog, LOOPBACK, http_port, context, gate)
+    grpc_server, grpc_bound = await start_grpc(catalog, LOOPBACK, grpc_port, tls, gate)
     http_bound = http.sockets[0].getsockname()[1]
     print(f"ready http={http_bound} grpc={grpc_bound}", flush=True)
     stop = asyncio.Event()
@@ -36,11 +45,17 @@ async def serve(repository: Path | None, http_port: int, grpc_port: int) -> None
         await grpc_server.stop(grace=0.5)
 
 
-def run(repository: Path | None, http_port: int, grpc_port: int) -> None:
+def run(
+    repository: Path | None,
+    http_port: int,
+    grpc_port: int,
+    tls: StubTls | None = None,
+    gate: TokenGate | None = None,
+) -> None:
     """Serve on uvloop where it is installed (the stub must cost less than the client)."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(repository, http_port, grpc_port))
+        asyncio.run(serve(repository, http_port, grpc_port, tls, gate))
     else:
-        uvloop.run(serve(repository, http_port, grpc_port))
+        uvloop.run(serve(repository, http_port, grpc_port, tls, gate))

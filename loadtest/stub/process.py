@@ -24,12 +24,17 @@ class Stub:
 
 
 @contextlib.contextmanager
-def running_stub() -> Iterator[Stub]:
-    """`loadtest stub` on ports it picks; stopped (SIGTERM, by its PID) on exit."""
+def running_stub(*options: str, env: dict[str, str] | None = None) -> Iterator[Stub]:
+    """`loadtest stub` on ports it picks; stopped (SIGTERM, by its PID) on exit.
+
+    `options` are more `loadtest stub` flags (e.g. --tls-cert, --require-token).
+    """
+    command = [sys.executable, "-m", "loadtest.cli", "stub", "--http-port", "0", "--grpc-port", "0"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "loadtest.cli", "stub", "--http-port", "0", "--grpc-port", "0"],
+        [*command, *options],
         stdout=subprocess.PIPE,
         text=True,
+        env=env,
     )
     try:
         assert process.stdout is not None

@@ -5,17 +5,29 @@ run against one protocol never pays for the others. observe/ and stub/ import tr
 for Triton's statistics API and the stub's protobufs.
 """
 
+from __future__ import annotations
+
+from loadtest.core.secrets import Header
+from loadtest.core.settings import TargetSettings, TlsSettings
 from loadtest.core.target import ModelSpec, Target, TensorSpec
 
-__all__ = ["ModelSpec", "Target", "TensorSpec", "triton_target"]
+__all__ = ["ModelSpec", "Target", "TensorSpec", "target_for", "triton_target"]
 
 
 def triton_target(
-    url: str, protocol: str, model: str, version: str = "", timeout_s: float = 30.0
+    url: str,
+    protocol: str,
+    model: str,
+    version: str = "",
+    timeout_s: float = 30.0,
+    *,
+    tls: TlsSettings | None = None,
+    headers: tuple[Header, ...] = (),
 ) -> Target:
     """A Triton target for 'grpc' or 'http' (imported lazily: each pulls in its client stack).
 
-    A `fake://` URL gives the in-process fake target instead (see targets/fake.py).
+    A `fake://` URL gives the in-process fake target instead (see targets/fake.py); it takes
+    headers and URL credentials and ignores them.
     """
     if url.startswith("fake://"):
         from loadtest.errors import SettingsError
@@ -28,9 +40,23 @@ def triton_target(
     if protocol == "grpc":
         from loadtest.targets.triton_grpc import TritonGrpcTarget
 
-        return TritonGrpcTarget(url, model, version, timeout_s)
+        return TritonGrpcTarget(url, model, version, timeout_s, tls=tls, headers=headers)
     if protocol == "http":
         from loadtest.targets.triton_http import TritonHttpTarget
 
-        return TritonHttpTarget(url, model, version, timeout_s)
+        return TritonHttpTarget(url, model, version, timeout_s, tls=tls, headers=headers)
     raise ValueError(f"unknown protocol {protocol!r}")
+
+
+def target_for(settings: TargetSettings) -> Target:
+    """The target the settings describe, TLS and headers included: the one way commands, local
+    workers and Ray actors build a target, so none of them can drop what the others send."""
+    return triton_target(
+        settings.url,
+        settings.protocol.value,
+        settings.model,
+        settings.model_version,
+        settings.request_timeout_s,
+        tls=settings.tls,
+        headers=settings.headers,
+    )

@@ -8,12 +8,15 @@ parser uvloop's ecosystem uses); completion is a plain callback. One request is 
 connection (no pipelining, so one slow answer never delays another); the pool opens connections
 as the open-loop load needs them, never capping concurrency (a cap would quietly close the loop).
 
-Timeouts are swept twice a second instead of arming a timer per request.
+Timeouts are swept twice a second instead of arming a timer per request. With an ssl context the
+connections are TLS (the event loop's SSL transport; the server's name is checked), opened and
+warmed the same way, so the handshakes happen before the run, not during it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl as ssl_module
 import time
 from collections import deque
 from collections.abc import Callable
@@ -111,10 +114,13 @@ class WirePool:
 
     MAX_CONNECTING = 4
 
-    def __init__(self, host: str, port: int, timeout_s: float) -> None:
+    def __init__(
+        self, host: str, port: int, timeout_s: float, ssl: ssl_module.SSLContext | None = None
+    ) -> None:
         self.host = host
         self.port = port
         self.timeout_s = timeout_s
+        self.ssl = ssl
         self.waited = 0
         self._idle: list[_Connection] = []
         self._all: set[_Connection] = set()
@@ -131,7 +137,19 @@ class WirePool:
 
     async def _open(self) -> _Connection:
         loop = asyncio.get_running_loop()
-        _, protocol = await loop.create_connection(lambda: _Connection(self), self.host, self.port)
+        if self.ssl is None:
+            _, protocol = await loop.create_connection(
+                lambda: _Connection(self), self.host, self.port
+            )
+        else:
+            _, protocol = await loop.create_connection(
+                lambda: _Connection(self),
+                self.host,
+                self.port,
+                ssl=self.ssl,
+                server_hostname=self.host,
+                ssl_handshake_timeout=self.timeout_s,
+            )
         self._all.add(protocol)
         return protocol
 

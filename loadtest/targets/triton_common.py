@@ -12,23 +12,30 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from loadtest.core.secrets import redact_url
 from loadtest.core.target import ModelSpec, TensorSpec
 from loadtest.errors import TargetError
 
 DEFAULT_GRPC_PORT = 8001
 DEFAULT_HTTP_PORT = 8000
+DEFAULT_TLS_PORT = 443  # an https:// or grpcs:// URL without a port
 
 
 def host_port(url: str, default_port: int) -> str:
-    """'grpc://h:p', 'http://h:p', 'h:p' or 'h' -> 'h:p' (what tritonclient expects)."""
+    """'grpc://h:p', 'https://u:***@h:p', 'h:p' or 'h' -> 'h:p' (what tritonclient expects).
+
+    An https:// or grpcs:// URL without a port means 443, as everywhere else.
+    """
     text = url if "://" in url else f"//{url}"
+    if text.split("://", 1)[0].lower() in ("https", "grpcs"):
+        default_port = DEFAULT_TLS_PORT
     try:
         parts = urlsplit(text)
         port = parts.port or default_port
     except ValueError as exc:
-        raise TargetError(f"invalid --url {url!r}: {exc}") from None
+        raise TargetError(f"invalid --url {redact_url(url)!r}: {exc}") from None
     if not parts.hostname:
-        raise TargetError(f"invalid --url {url!r}: no host")
+        raise TargetError(f"invalid --url {redact_url(url)!r}: no host")
     host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
     return f"{host}:{port}"
 

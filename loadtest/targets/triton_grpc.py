@@ -5,6 +5,10 @@ sends a ModelInferRequest built by tritonclient and serialized once per sample, 
 `ModelInfer` method on the same channel that neither serializes the request nor parses the
 response: per query, the client does only the gRPC call itself (a failed call still raises
 `grpc.RpcError` with its status, which becomes the error kind).
+
+TLS and headers (see transport.py) apply to the one channel and every call on it: the headers go
+as metadata with the raw `ModelInfer` calls too. A refused credential is the error kind
+`unauthenticated` / `permission-denied`; on the first calls (open, warm-up) it stops the run.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.grpc._utils import _get_inference_request
 from tritonclient.utils import InferenceServerException
 
-from loadtest.core.settings import SharedMemoryKind
+from loadtest.core.secrets import Header
+from loadtest.core.settings import SharedMemoryKind, TlsSettings
 from loadtest.core.target import (
     NUMPY_TO_TRITON,
     Done,
@@ -29,6 +34,14 @@ from loadtest.core.target import (
 )
 from loadtest.errors import TargetError
 from loadtest.targets.shared_memory import SystemRegions
+from loadtest.targets.transport import (
+    Connection,
+    auth_refusal,
+    explain_tls_failure_async,
+    grpc_auth_kind,
+    grpc_client,
+    plaintext_hint,
+)
 from loadtest.targets.triton_common import (
     DEFAULT_GRPC_PORT,
     error_kind,
@@ -43,11 +56,22 @@ def _status_name(exc: InferenceServerException) -> str:
 
 
 class TritonGrpcTarget:
-    def __init__(self, url: str, model: str, version: str = "", timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        version: str = "",
+        timeout_s: float = 30.0,
+        *,
+        tls: TlsSettings | None = None,
+        headers: tuple[Header, ...] = (),
+    ) -> None:
         self.url = host_port(url, DEFAULT_GRPC_PORT)
         self.model = model
         self.version = version
         self.timeout_s = timeout_s
+        self.connection = Connection(tls, headers)
+        self._metadata = tuple(self.connection.header_dict(lower=True).items()) or None
         self._client: grpcclient.InferenceServerClient | None = None
         self._requests: list[list[grpcclient.InferInput]] = []
         self._wire: list[bytes] = []  # each sample's ModelInferRequest, serialized
@@ -62,7 +86,14 @@ class TritonGrpcTarget:
         """System shared memory and Triton's statistics; each query is an awaited gRPC call."""
         return TargetCapabilities(
             shared_memory=frozenset({SharedMemoryKind.SYSTEM}),
-            triton=TritonEndpoint("grpc", self.url, self.model, self.version),
+            triton=TritonEndpoint(
+                "grpc",
+                self.url,
+                self.model,
+                self.version,
+                self.connection.tls,
+                headers=self.connection.headers,
+            ),
         )
 
     @property
@@ -85,36 +116,60 @@ class TritonGrpcTarget:
     @property
     def description(self) -> str:
         version = f" v{self.version}" if self.version else ""
-        return f"triton grpc {self.url} model {self.model}{version}"
+        tls = " (TLS)" if self.connection.tls is not None else ""
+        return f"triton grpc{tls} {self.url} model {self.model}{version}"
 
     def _kind(self, exc: BaseException) -> str:
         if isinstance(exc, grpc.aio.AioRpcError):
             code = exc.code()
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                 return "timeout"
-            return error_kind(f"grpc {code.name if code else 'error'}", exc.details() or "")
+            name = code.name if code else "error"
+            details = exc.details() or ""
+            return grpc_auth_kind(name, details) or error_kind(f"grpc {name}", details)
         if isinstance(exc, InferenceServerException):
-            return error_kind(f"grpc {_status_name(exc)}", exc.message() or "")
+            name = _status_name(exc)
+            details = exc.message() or ""
+            return grpc_auth_kind(name, details) or error_kind(f"grpc {name}", details)
         if isinstance(exc, asyncio.TimeoutError):
             return "timeout"
         return error_kind(type(exc).__name__, str(exc))
 
+    def _refused(self, exc: InferenceServerException) -> TargetError | None:
+        """The one-line error for a refused credential, else None."""
+        kind = grpc_auth_kind(_status_name(exc), exc.message() or "")
+        return TargetError(auth_refusal(self.url, kind, "gRPC")) if kind else None
+
+    async def _unreachable(self, exc: InferenceServerException) -> TargetError:
+        """The one line for a server that did not answer: over TLS, why the handshake fails;
+        in plaintext, whether the server wants TLS."""
+        host, _, port = self.url.rpartition(":")
+        host = host.strip("[]")
+        tls = self.connection.tls
+        if tls is not None:
+            reason = await explain_tls_failure_async(host, int(port), tls, ("h2",))
+            detail = reason or exc.message()
+            return TargetError(f"cannot reach Triton over gRPC with TLS at {self.url}: {detail}")
+        hint = await plaintext_hint(host, int(port), ("h2",), "grpcs")
+        return TargetError(f"cannot reach Triton over gRPC at {self.url}: {exc.message()}{hint}")
+
     async def open(self) -> ModelSpec:
-        self._client = grpcclient.InferenceServerClient(self.url)
+        self._client = grpc_client(self.url, self.connection)
         try:
             await self._client.is_server_live(client_timeout=5)
             metadata = await self._client.get_server_metadata(as_json=True, client_timeout=5)
             self._server_version = str(metadata.get("version", ""))
         except InferenceServerException as exc:
-            raise TargetError(
-                f"cannot reach Triton over gRPC at {self.url}: {exc.message()}"
-            ) from None
+            raise (self._refused(exc) or await self._unreachable(exc)) from None
         try:
             response = await self._client.get_model_config(
                 self.model, self.version, as_json=True, client_timeout=5
             )
             ready = await self._client.is_model_ready(self.model, self.version, client_timeout=5)
         except InferenceServerException as exc:
+            refused = self._refused(exc)
+            if refused:
+                raise refused from None
             raise TargetError(f"model {self.model!r} at {self.url}: {exc.message()}") from None
         if not ready:
             raise TargetError(f"model {self.model!r} at {self.url} is not ready")
@@ -165,6 +220,9 @@ class TritonGrpcTarget:
             try:
                 await self.infer_outputs(0)
             except InferenceServerException as exc:
+                refused = self._refused(exc)
+                if refused:
+                    raise refused from None
                 raise TargetError(
                     f"model {self.model!r} rejected the inputs: {exc.message()}"
                 ) from None
@@ -172,7 +230,9 @@ class TritonGrpcTarget:
     async def infer(self, sample_index: int) -> str | None:
         assert self._model_infer is not None, "prepare() first"
         try:
-            await self._model_infer(self._wire[sample_index], timeout=self.timeout_s)
+            await self._model_infer(
+                self._wire[sample_index], timeout=self.timeout_s, metadata=self._metadata
+            )
         except Exception as exc:  # a failed query is data, never a crash of the run
             return self._kind(exc)
         return None

@@ -5,6 +5,10 @@ tritonclient's own `generate_request_body`, binary tensors) through http_wire's 
 which never caps connections, so an open-loop burst is never throttled by the client (a cap would
 quietly turn the test into a closed loop). `start_infer` is the runner's callback path: no task,
 no future, no response object per query.
+
+TLS and headers (see transport.py) apply to both: the pool's connections are TLS connections, and
+the headers are part of each prebuilt request. A 401 / 403 is the error kind `unauthenticated` /
+`permission-denied`; on the first requests (open, warm-up) it stops the run with one line.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import tritonclient.http as httpclient
 import tritonclient.http.aio as aiohttpclient
 from tritonclient.utils import InferenceServerException
 
-from loadtest.core.settings import SharedMemoryKind
+from loadtest.core.secrets import Header
+from loadtest.core.settings import SharedMemoryKind, TlsSettings
 from loadtest.core.target import (
     NUMPY_TO_TRITON,
     Done,
@@ -31,6 +36,15 @@ from loadtest.core.target import (
 from loadtest.errors import TargetError
 from loadtest.targets.http_wire import WirePool, build_request
 from loadtest.targets.shared_memory import SystemRegions
+from loadtest.targets.transport import (
+    AUTH_KIND_BY_HTTP_STATUS,
+    Connection,
+    auth_refusal,
+    explain_tls_failure_async,
+    http_client,
+    plaintext_hint,
+    ssl_context,
+)
 from loadtest.targets.triton_common import (
     DEFAULT_HTTP_PORT,
     error_kind,
@@ -54,16 +68,35 @@ def _outcome(status: int, body: bytes, error: str | None) -> str | None:
     if error is not None:
         return error if error == "timeout" else error_kind("http", error)
     if status != 200:
-        return error_kind(f"http {status}", _error_message(body))
+        return AUTH_KIND_BY_HTTP_STATUS.get(status) or error_kind(
+            f"http {status}", _error_message(body)
+        )
     return None
 
 
+def _status(exc: InferenceServerException) -> int:
+    try:
+        return int(exc.status() or 0)
+    except ValueError:
+        return 0
+
+
 class TritonHttpTarget:
-    def __init__(self, url: str, model: str, version: str = "", timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        version: str = "",
+        timeout_s: float = 30.0,
+        *,
+        tls: TlsSettings | None = None,
+        headers: tuple[Header, ...] = (),
+    ) -> None:
         self.url = host_port(url, DEFAULT_HTTP_PORT)
         self.model = model
         self.version = version
         self.timeout_s = timeout_s
+        self.connection = Connection(tls, headers)
         self._path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer"
         self._pool: WirePool | None = None
         self._requests: list[bytes] = []
@@ -80,7 +113,14 @@ class TritonHttpTarget:
             callback_send=True,
             counts_connection_waits=True,
             shared_memory=frozenset({SharedMemoryKind.SYSTEM}),
-            triton=TritonEndpoint("http", self.url, self.model, self.version),
+            triton=TritonEndpoint(
+                "http",
+                self.url,
+                self.model,
+                self.version,
+                self.connection.tls,
+                self.connection.headers,
+            ),
         )
 
     @property
@@ -99,12 +139,31 @@ class TritonHttpTarget:
         return self._pool.waited if self._pool is not None else 0
 
     def _admin(self) -> aiohttpclient.InferenceServerClient:
-        return aiohttpclient.InferenceServerClient(self.url, conn_timeout=5)
+        return http_client(self.url, self.connection)
 
     @property
     def description(self) -> str:
         version = f" v{self.version}" if self.version else ""
-        return f"triton http {self.url} model {self.model}{version}"
+        scheme = "https" if self.connection.tls is not None else "http"
+        return f"triton {scheme} {self.url} model {self.model}{version}"
+
+    def _refused(self, exc: InferenceServerException) -> TargetError | None:
+        """The one-line error for a refused credential, else None."""
+        kind = AUTH_KIND_BY_HTTP_STATUS.get(_status(exc))
+        return TargetError(auth_refusal(self.url, kind, f"HTTP {_status(exc)}")) if kind else None
+
+    async def _unreachable(self, exc: BaseException) -> TargetError:
+        """The one line for a server that did not answer: over TLS, why the handshake fails;
+        in plaintext, whether the server wants TLS."""
+        host, _, port = self.url.rpartition(":")
+        host = host.strip("[]")
+        text = exc.message() if isinstance(exc, InferenceServerException) else str(exc)
+        tls = self.connection.tls
+        if tls is not None:
+            reason = await explain_tls_failure_async(host, int(port), tls, ("http/1.1",))
+            return TargetError(f"cannot reach Triton over HTTPS at {self.url}: {reason or text}")
+        hint = await plaintext_hint(host, int(port), ("http/1.1",), "https")
+        return TargetError(f"cannot reach Triton over HTTP at {self.url}: {text}{hint}")
 
     async def open(self) -> ModelSpec:
         client = self._admin()
@@ -113,19 +172,30 @@ class TritonHttpTarget:
                 await client.is_server_live()
                 metadata = await client.get_server_metadata()
                 self._server_version = str(metadata.get("version", ""))
-            except (InferenceServerException, aiohttp.ClientError, OSError) as exc:
-                raise TargetError(f"cannot reach Triton over HTTP at {self.url}: {exc}") from None
+            except InferenceServerException as exc:
+                raise (self._refused(exc) or await self._unreachable(exc)) from None
+            except (aiohttp.ClientError, OSError) as exc:
+                raise await self._unreachable(exc) from None
             try:
                 config = await client.get_model_config(self.model, self.version)
                 ready = await client.is_model_ready(self.model, self.version)
             except InferenceServerException as exc:
+                refused = self._refused(exc)
+                if refused:
+                    raise refused from None
                 raise TargetError(f"model {self.model!r} at {self.url}: {exc.message()}") from None
         finally:
             await client.close()
         if not ready:
             raise TargetError(f"model {self.model!r} at {self.url} is not ready")
         host, _, port = self.url.rpartition(":")
-        self._pool = WirePool(host.strip("[]"), int(port), self.timeout_s)
+        tls = self.connection.tls
+        self._pool = WirePool(
+            host.strip("[]"),
+            int(port),
+            self.timeout_s,
+            ssl=ssl_context(tls) if tls is not None else None,
+        )
         self._spec = model_spec_from_config(config, self.version)
         return self._spec
 
@@ -160,11 +230,14 @@ class TritonHttpTarget:
         try:
             await self._pool.warm(WARM_CONNECTIONS)
         except OSError as exc:
-            raise TargetError(f"cannot connect to Triton over HTTP at {self.url}: {exc}") from None
+            raise await self._unreachable(exc) from None
         if self._requests:
             try:
                 await self.infer_outputs(0)
             except InferenceServerException as exc:
+                refused = self._refused(exc)
+                if refused:
+                    raise refused from None
                 raise TargetError(
                     f"model {self.model!r} rejected the inputs: {exc.message()}"
                 ) from None
@@ -180,6 +253,7 @@ class TritonHttpTarget:
         headers = {"Content-Type": "application/octet-stream"}
         if json_size is not None:
             headers[_HEADER_LENGTH] = str(json_size)
+        headers.update(self.connection.header_dict())
         return build_request(self.url, self._path, bytes(body), headers)
 
     def start_infer(self, sample_index: int, done: Done) -> None:

@@ -1,4 +1,4 @@
-"""A target around another target, forwarding everything: the base of TLS, auth and fault wrappers.
+"""A target around another target, forwarding everything: the base of fault-injection wrappers.
 
 Every member of the Target protocol is forwarded by name, the optional ones included, and
 `capabilities` is the inner target's: a wrapper that loses one would quietly change what is
