@@ -317,3 +317,33 @@ def test_the_server_window_opens_after_the_workers_are_ready(built_repository: P
     split = data["server_side"]["split"]
     assert split["counts_match"] is True, data["server_side"]["notes"]
     assert split["requests"] == data["summary"]["completed_ok"]
+
+
+@pytest.mark.triton
+def test_the_default_client_rule_holds_at_a_low_rate_on_the_embedded_triton(
+    built_repository: Path, tmp_path: Path
+):
+    """Every other end-to-end test relaxes --late-threshold; this one keeps the default rule
+    (send-lag p99 ≤ max(1 ms, 5 % of the bound), ≤ 1 % late) at a rate one process holds easily,
+    so a regression in the issuer's precision fails CI."""
+    out = tmp_path / "default-rule"
+    result = loadtest(
+        "server",
+        "--repository",
+        str(built_repository),
+        "--url",
+        "127.0.0.1:9",
+        "--qps",
+        "20",
+        "--duration",
+        "5",
+        "--target-latency",
+        "15",
+        "--output",
+        str(out),
+    )
+    data = json.loads((out / "result.json").read_text())
+    checks = {c["name"]: c for c in data["verdict"]["checks"]}
+    assert checks["client kept up"]["passed"], checks["client kept up"]["detail"]
+    assert data["summary"]["send_lag"]["allowed_lag_ns"] == 1_000_000  # 5 % of 15 ms < 1 ms
+    assert result.returncode == expected_exit_code(data) != 5, result.stderr

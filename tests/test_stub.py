@@ -99,6 +99,9 @@ def test_cli_with_two_workers_against_the_stub(stub, tmp_path):
     assert result.exit_code == expected_exit_code(data), result.output
     assert data["client"]["worker_count"] == 2
     assert {w["shard"] for w in data["client"]["workers"]} == {0, 1}
+    # A clean run of two workers measures 1.00 ± 0.05; the band is wider because this test runs
+    # two spinning workers and the stub on two shared vCPUs, where a busy host clumps the sends
+    # (tests/test_workers.py checks the merged schedule's law exactly, without the host's noise).
     assert 0.8 < data["client"]["send_gap_cv"] < 1.2
     assert data["summary"]["scheduled"] == sum(w["issued"] for w in data["client"]["workers"])
 
