@@ -175,6 +175,26 @@ def _describe_stream(
     return rows
 
 
+def _stream_entry(
+    scenario: Scenario, extra_stats: ExtraStats, default_percentile: float
+) -> ScenarioEntry:
+    """SingleStream and MultiStream differ only in LoadGen's summary layout and default
+    percentile: both are closed loops judged on the early-stopping estimate, latency from issue."""
+    return ScenarioEntry(
+        scenario=scenario,
+        interpret=interpret_stream,
+        latency_columns=(LatencyColumn("from issue\n(closed loop)", "latency_from_issue"),),
+        headline=Headline.LATENCY_PERCENTILE,
+        extra_stats=extra_stats,
+        has_performance_constraint=False,
+        send_origin_differs=False,
+        default_percentile=default_percentile,
+        percentile=lambda settings: settings.percentile,
+        caption=_stream_caption,
+        describe=_describe_stream,
+    )
+
+
 FROM_SCHEDULED = LatencyColumn("from scheduled time\n(MLPerf; includes queueing)", "latency")
 FROM_SEND = LatencyColumn("from actual send\n(what perf_analyzer reports)", "latency_from_issue")
 
@@ -208,31 +228,11 @@ SCENARIOS: dict[Scenario, ScenarioEntry] = {
         caption=_offline_caption,
         describe=_describe_offline,
     ),
-    Scenario.SINGLE_STREAM: ScenarioEntry(
-        scenario=Scenario.SINGLE_STREAM,
-        interpret=interpret_stream,
-        latency_columns=(LatencyColumn("from issue\n(closed loop)", "latency_from_issue"),),
-        headline=Headline.LATENCY_PERCENTILE,
-        extra_stats=ExtraStats.STREAM_RATES_AND_LATENCY,
-        has_performance_constraint=False,
-        send_origin_differs=False,
-        default_percentile=0.90,
-        percentile=lambda settings: settings.percentile,
-        caption=_stream_caption,
-        describe=_describe_stream,
+    Scenario.SINGLE_STREAM: _stream_entry(
+        Scenario.SINGLE_STREAM, ExtraStats.STREAM_RATES_AND_LATENCY, default_percentile=0.90
     ),
-    Scenario.MULTI_STREAM: ScenarioEntry(
-        scenario=Scenario.MULTI_STREAM,
-        interpret=interpret_stream,
-        latency_columns=(LatencyColumn("from issue\n(closed loop)", "latency_from_issue"),),
-        headline=Headline.LATENCY_PERCENTILE,
-        extra_stats=ExtraStats.PER_QUERY_LATENCY,
-        has_performance_constraint=False,
-        send_origin_differs=False,
-        default_percentile=0.99,
-        percentile=lambda settings: settings.percentile,
-        caption=_stream_caption,
-        describe=_describe_stream,
+    Scenario.MULTI_STREAM: _stream_entry(
+        Scenario.MULTI_STREAM, ExtraStats.PER_QUERY_LATENCY, default_percentile=0.99
     ),
 }
 
