@@ -2,23 +2,26 @@
 
 grpc.aio in the same event loop as the HTTP side. Infer answers are prebuilt per model; calls the
 stub does not support (shared memory, repository control) fail with UNIMPLEMENTED, as they would
-on a server without them.
+on a server without them. A delay (stub --delay-ms) and Triton's "timeout" request parameter are
+honoured as catalog.Behaviour says.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from loadtest.stub.catalog import STUB_VERSION, Catalog
+from loadtest.stub.catalog import STUB_VERSION, TIMEOUT_EXPIRED, Behaviour, Catalog
 
 
 class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, behaviour: Behaviour) -> None:
         self.catalog = catalog
+        self.behaviour = behaviour
         self._infer: dict[str, pb.ModelInferResponse] = {}
 
     async def ServerLive(self, request: Any, context: Any) -> pb.ServerLiveResponse:
@@ -58,6 +61,15 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: Any
     ) -> pb.ModelInferResponse:
+        behaviour = self.behaviour
+        behaviour.arrived()
+        if behaviour.delay_s:
+            parameters = request.parameters
+            timeout_us = parameters["timeout"].int64_param if "timeout" in parameters else 0
+            if behaviour.rejects(timeout_us):
+                await asyncio.sleep(timeout_us / 1e6)
+                await context.abort(grpc.StatusCode.UNAVAILABLE, TIMEOUT_EXPIRED)
+            await asyncio.sleep(behaviour.delay_s)
         response = self._infer.get(request.model_name)
         if response is None:
             model = self.catalog.model(request.model_name)
@@ -69,12 +81,16 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
         return response
 
 
-async def start_grpc(catalog: Catalog, host: str, port: int) -> tuple[grpc.aio.Server, int]:
+async def start_grpc(
+    catalog: Catalog, host: str, port: int, behaviour: Behaviour | None = None
+) -> tuple[grpc.aio.Server, int]:
     """Serve on host:port (0 = any free port); returns the started server and its port."""
     server = grpc.aio.server(
         options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
     )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(_Servicer(catalog), server)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(
+        _Servicer(catalog, behaviour or Behaviour()), server
+    )
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port}")

@@ -11,17 +11,20 @@ import contextlib
 import signal
 from pathlib import Path
 
-from loadtest.stub.catalog import Catalog
+from loadtest.stub.catalog import Behaviour, Catalog
 from loadtest.stub.grpc_server import start_grpc
 from loadtest.stub.http_server import start_http
 
 LOOPBACK = "127.0.0.1"
 
 
-async def serve(repository: Path | None, http_port: int, grpc_port: int) -> None:
+async def serve(
+    repository: Path | None, http_port: int, grpc_port: int, delay_s: float = 0.0
+) -> None:
     catalog = Catalog(repository)
-    http = await start_http(catalog, LOOPBACK, http_port)
-    grpc_server, grpc_bound = await start_grpc(catalog, LOOPBACK, grpc_port)
+    behaviour = Behaviour(delay_s)
+    http = await start_http(catalog, LOOPBACK, http_port, behaviour)
+    grpc_server, grpc_bound = await start_grpc(catalog, LOOPBACK, grpc_port, behaviour)
     http_bound = http.sockets[0].getsockname()[1]
     print(f"ready http={http_bound} grpc={grpc_bound}", flush=True)
     stop = asyncio.Event()
@@ -36,11 +39,11 @@ async def serve(repository: Path | None, http_port: int, grpc_port: int) -> None
         await grpc_server.stop(grace=0.5)
 
 
-def run(repository: Path | None, http_port: int, grpc_port: int) -> None:
+def run(repository: Path | None, http_port: int, grpc_port: int, delay_s: float = 0.0) -> None:
     """Serve on uvloop where it is installed (the stub must cost less than the client)."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(repository, http_port, grpc_port))
+        asyncio.run(serve(repository, http_port, grpc_port, delay_s))
     else:
-        uvloop.run(serve(repository, http_port, grpc_port))
+        uvloop.run(serve(repository, http_port, grpc_port, delay_s))

@@ -5,6 +5,11 @@ sends a ModelInferRequest built by tritonclient and serialized once per sample, 
 `ModelInfer` method on the same channel that neither serializes the request nor parses the
 response: per query, the client does only the gRPC call itself (a failed call still raises
 `grpc.RpcError` with its status, which becomes the error kind).
+
+Each query carries the gRPC deadline `timeout_s` (DEADLINE_EXCEEDED -> "timeout"); opening,
+metadata and the warm-up query get `setup_timeout` (max(30 s, timeout_s)), so a short --timeout
+still starts. With `server_timeout_s` every load request carries Triton's "timeout" parameter (µs);
+the warm-up and `infer_outputs` requests do not.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.grpc._utils import _get_inference_request
 from tritonclient.utils import InferenceServerException
 
-from loadtest.core.settings import SharedMemoryKind
+from loadtest.core.records import TIMEOUT
+from loadtest.core.settings import SharedMemoryKind, setup_timeout
 from loadtest.core.target import (
     NUMPY_TO_TRITON,
     Done,
@@ -43,11 +49,20 @@ def _status_name(exc: InferenceServerException) -> str:
 
 
 class TritonGrpcTarget:
-    def __init__(self, url: str, model: str, version: str = "", timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        version: str = "",
+        timeout_s: float = 30.0,
+        server_timeout_s: float = 0.0,
+    ) -> None:
         self.url = host_port(url, DEFAULT_GRPC_PORT)
         self.model = model
         self.version = version
         self.timeout_s = timeout_s
+        self.setup_timeout_s = setup_timeout(timeout_s)
+        self.server_timeout_us = round(server_timeout_s * 1e6) if server_timeout_s else None
         self._client: grpcclient.InferenceServerClient | None = None
         self._requests: list[list[grpcclient.InferInput]] = []
         self._wire: list[bytes] = []  # each sample's ModelInferRequest, serialized
@@ -91,19 +106,20 @@ class TritonGrpcTarget:
         if isinstance(exc, grpc.aio.AioRpcError):
             code = exc.code()
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                return "timeout"
+                return TIMEOUT
             return error_kind(f"grpc {code.name if code else 'error'}", exc.details() or "")
         if isinstance(exc, InferenceServerException):
             return error_kind(f"grpc {_status_name(exc)}", exc.message() or "")
         if isinstance(exc, asyncio.TimeoutError):
-            return "timeout"
+            return TIMEOUT
         return error_kind(type(exc).__name__, str(exc))
 
     async def open(self) -> ModelSpec:
         self._client = grpcclient.InferenceServerClient(self.url)
+        setup = self.setup_timeout_s
         try:
-            await self._client.is_server_live(client_timeout=5)
-            metadata = await self._client.get_server_metadata(as_json=True, client_timeout=5)
+            await self._client.is_server_live(client_timeout=min(5.0, setup))
+            metadata = await self._client.get_server_metadata(as_json=True, client_timeout=setup)
             self._server_version = str(metadata.get("version", ""))
         except InferenceServerException as exc:
             raise TargetError(
@@ -111,9 +127,11 @@ class TritonGrpcTarget:
             ) from None
         try:
             response = await self._client.get_model_config(
-                self.model, self.version, as_json=True, client_timeout=5
+                self.model, self.version, as_json=True, client_timeout=setup
             )
-            ready = await self._client.is_model_ready(self.model, self.version, client_timeout=5)
+            ready = await self._client.is_model_ready(
+                self.model, self.version, client_timeout=setup
+            )
         except InferenceServerException as exc:
             raise TargetError(f"model {self.model!r} at {self.url}: {exc.message()}") from None
         if not ready:
@@ -153,7 +171,7 @@ class TritonGrpcTarget:
                 sequence_start=False,
                 sequence_end=False,
                 priority=0,
-                timeout=None,
+                timeout=self.server_timeout_us,
                 parameters=None,
             )
             self._wire.append(request.SerializeToString())
@@ -184,7 +202,7 @@ class TritonGrpcTarget:
             self._requests[sample_index],
             model_version=self.version,
             outputs=self._outputs,
-            client_timeout=self.timeout_s,
+            client_timeout=self.setup_timeout_s,
         )
         if self._shm is not None:
             return self._shm.read_outputs()
