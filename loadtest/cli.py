@@ -1,7 +1,9 @@
 """The `loadtest` command line: routes to one small module per command; holds no logic of its own.
 
-Every LoadtestError becomes one clear line on stderr and exit code 1 (never a traceback); typer
-itself answers malformed flags with exit code 2.
+Every LoadtestError becomes one clear line on stderr and its exit code (1, or 4 when the result
+had to be rescued; never a traceback); typer itself answers malformed flags with exit code 2.
+SIGINT and SIGTERM both stop a run the same way (engine/stopping.py); the exit code says which
+(130, 143). The codes are listed in errors.py, the README and EXIT_CODES below.
 """
 
 from __future__ import annotations
@@ -25,38 +27,38 @@ from loadtest.commands import serve as serve_command
 from loadtest.commands import server as server_command
 from loadtest.commands import stream as stream_command
 from loadtest.commands import stub as stub_command
-from loadtest.errors import LoadtestError, ServerError
+from loadtest.commands.common import EXIT_CODES
+from loadtest.engine import stopping
+from loadtest.errors import EXIT_SIGINT, LoadtestError, ServerError
 
 app = typer.Typer(
     name="loadtest",
     help="MLPerf-style load testing for Triton Inference Server, free of coordinated omission.",
+    epilog=EXIT_CODES,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.command(name="server")(server_command.server)
-app.command(name="offline")(offline_command.offline)
-app.command(name="single-stream")(stream_command.single_stream)
-app.command(name="multi-stream")(stream_command.multi_stream)
-app.command(name="find-peak")(find_peak_command.find_peak)
+app.command(name="server", epilog=EXIT_CODES)(server_command.server)
+app.command(name="offline", epilog=EXIT_CODES)(offline_command.offline)
+app.command(name="single-stream", epilog=EXIT_CODES)(stream_command.single_stream)
+app.command(name="multi-stream", epilog=EXIT_CODES)(stream_command.multi_stream)
+app.command(name="find-peak", epilog=EXIT_CODES)(find_peak_command.find_peak)
 app.command(name="plan")(plan_command.plan)
 app.command(name="serve")(serve_command.serve)
 app.command(name="stub")(stub_command.stub)
-app.command(name="compare")(compare_command.compare)
+app.command(name="compare", epilog=EXIT_CODES)(compare_command.compare)
 app.command(name="report")(report_command.report)
 app.command(name="export")(export_command.export)
 app.command(name="diff")(diff_command.diff)
 app.add_typer(models_command.app, name="models")
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    """SIGTERM unwinds like Ctrl-C would, so `finally` blocks stop any embedded server."""
-    raise SystemExit(128 + signum)
-
-
 def main() -> None:
     errors = Console(stderr=True)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # SIGTERM unwinds like Ctrl-C (KeyboardInterrupt), so `finally` blocks stop any embedded
+    # server; during a run the runner catches both and the partial result is written.
+    stopping.install_process_handlers()
     try:
         app()  # standalone: typer answers usage errors itself (exit 2) and exits
     except LoadtestError as exc:
@@ -64,10 +66,16 @@ def main() -> None:
         if isinstance(exc, ServerError) and exc.log_tail:
             errors.print("[dim]--- server log (tail) ---[/]", highlight=False)
             errors.print(exc.log_tail, markup=False, highlight=False)
-        sys.exit(1)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        errors.print("interrupted")
-        sys.exit(130)
+        errors.print(stopping.requested() or "interrupted")
+        sys.exit(stopping.exit_code())
+    except SystemExit as exc:
+        # typer turns a KeyboardInterrupt outside a run into exit 130; SIGTERM raises one too
+        if exc.code == EXIT_SIGINT and stopping.received() == signal.SIGTERM:
+            errors.print(f"{stopping.requested()}: stopped before a result was measured")
+            sys.exit(stopping.exit_code())
+        raise
 
 
 if __name__ == "__main__":

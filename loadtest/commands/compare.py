@@ -8,6 +8,7 @@ turn, so slow drift on a shared machine spreads over all targets alike.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import time
@@ -18,7 +19,14 @@ import typer
 from rich.console import Console
 
 from loadtest.analysis.compare import NATIVE, max_abs_difference, relative
-from loadtest.commands.common import parse_shapes, target_latency_ns
+from loadtest.commands.common import (
+    ForceOption,
+    ServerTimeoutOption,
+    check_outputs,
+    finish_saving,
+    parse_shapes,
+    target_latency_ns,
+)
 from loadtest.core.settings import (
     LATE_THRESHOLD_NS,
     NS_PER_MS,
@@ -28,13 +36,14 @@ from loadtest.core.settings import (
     TargetSettings,
 )
 from loadtest.core.target import ModelSpec, Target
-from loadtest.engine import timing
+from loadtest.engine import stopping, timing
 from loadtest.engine.samples import random_samples
 from loadtest.errors import SettingsError, TargetError
 from loadtest.models import DEFAULT_SERVER_MODEL, DEFAULT_SERVER_QPS
 from loadtest.observe.probe import ServerProbe
 from loadtest.observe.triton_statistics import TritonStatistics
 from loadtest.report.compare_report import (
+    COMPARE_FILES,
     CompareRun,
     compare_json,
     relative_table,
@@ -105,6 +114,13 @@ def triton_config_summary(config: dict[str, Any]) -> dict[str, Any]:
         "inter_op_thread_count": parameters.get("inter_op_thread_count"),
         "backend": config.get("backend") or config.get("platform") or "",
     }
+
+
+def _restore_signals_on_error(exc_type: type[BaseException] | None, *_: object) -> bool:
+    """After a failure, SIGINT/SIGTERM interrupt again (a result being written defers them)."""
+    if exc_type is not None:
+        stopping.install_process_handlers()
+    return False
 
 
 def _native_target(
@@ -194,11 +210,15 @@ def compare(
     shape: Annotated[
         list[str] | None, typer.Option(help="Concrete shape for a dynamic input: NAME:D1,D2,...")
     ] = None,
-    timeout: Annotated[float, typer.Option(help="Per-request timeout in seconds.")] = 30.0,
+    timeout: Annotated[
+        float, typer.Option(help="Per-request deadline in seconds (error kind 'timeout').")
+    ] = 30.0,
+    server_timeout: ServerTimeoutOption = None,
     output: Annotated[
         Path | None,
         typer.Option(help="Directory for compare.json [default: results/<time>-compare-<model>]."),
     ] = None,
+    force: ForceOption = False,
 ) -> None:
     """Compare Triton with the same model in-process (onnxruntime) on the same Poisson schedule."""
     kinds = list(dict.fromkeys(target or [TargetKind.TRITON_GRPC, TargetKind.NATIVE]))
@@ -207,6 +227,10 @@ def compare(
         raise SettingsError(f"--qps must be > 0, got {min(rates):g}")
     if agreement_samples < 0:
         raise SettingsError("--agreement-samples must be ≥ 0")
+    if server_timeout is not None and server_timeout <= 0:
+        raise SettingsError(f"--server-timeout must be > 0 s, got {server_timeout:g}")
+    stopping.reset()  # one command, one stop request
+    check_outputs(output, None, force, COMPARE_FILES)
     bound_ns = target_latency_ns(model, target_latency)
     settings_for = {
         rate: ServerSettings(
@@ -247,6 +271,7 @@ def compare(
     )
     tritons = [k for k in kinds if k in PROTOCOL]
     with contextlib.ExitStack() as stack:
+        stack.push(_restore_signals_on_error)
         deployment: Deployment | None = None
         urls: dict[TargetKind, str] = {}
         if tritons:
@@ -279,7 +304,9 @@ def compare(
                 assert native is not None
                 targets[kind.value] = native
             else:
-                targets[kind.value] = triton_target(urls[kind], PROTOCOL[kind], model, "", timeout)
+                targets[kind.value] = triton_target(
+                    urls[kind], PROTOCOL[kind], model, "", timeout, server_timeout or 0.0
+                )
 
         async def measure() -> dict[str, Any]:
             opened: list[Target] = []
@@ -315,10 +342,19 @@ def compare(
                             triton_config = triton_config_summary(await statistics.model_config())
                     probes[kind.value] = ServerProbe(statistics, model, server_pid, metrics)
                 runs: list[CompareRun] = []
+                stop_reason = ""
+                # A stop signal from here on ends the comparison with what was measured.
+                catch = contextlib.ExitStack()
                 try:
+                    catch.enter_context(stopping.catching(asyncio.get_running_loop()))
                     for rate in rates:
+                        if stop_reason:
+                            break
                         settings = settings_for[rate]
                         for name, tgt in targets.items():
+                            if stopping.requested():
+                                stop_reason = stopping.requested()
+                                break
                             say(f"{name}: {rate:g} QPS for ≥ {duration:g} s")
                             probe = probes.get(name)
                             if probe:
@@ -358,15 +394,19 @@ def compare(
                                 )
                             )
                             if measurement.outcome.interrupted:
-                                raise KeyboardInterrupt
+                                stop_reason = measurement.outcome.stop_reason
+                                break
                 finally:
                     for probe in probes.values():
                         await probe.close()
+                    catch.close()
+                stopping.defer_signals()  # a signal now waits until compare.json is written
                 return {
                     "spec": spec,
                     "runs": runs,
                     "agreement": agreement,
                     "triton_config": triton_config,
+                    "stop_reason": stop_reason,
                 }
             finally:
                 for tgt in opened:
@@ -375,8 +415,11 @@ def compare(
         try:
             result = timing.run(measure())
         except KeyboardInterrupt:
-            console.print("[yellow]interrupted[/]: no compare.json written")
-            raise typer.Exit(130) from None
+            console.print(
+                f"[yellow]{stopping.requested() or 'interrupted'}[/] before any run: no "
+                "compare.json written"
+            )
+            raise typer.Exit(stopping.exit_code()) from None
         env_target = next(iter(targets.values()))
         environment = build_environment(
             env_target,
@@ -452,6 +495,16 @@ def compare(
         agreement=result["agreement"],
         notes=run_notes,
         created_unix_s=time.time(),
+        stop_reason=result["stop_reason"],
     )
-    path = write_compare(data, output, model)
-    console.print(f"results: {path}")
+    saved = write_compare(data, output, model, force)
+    stopping.install_process_handlers()
+    if saved.directory is not None:
+        where = "rescued: " if saved.rescued else "results: "
+        console.print(where + "  ".join(str(p) for p in saved.files), highlight=False)
+    if result["stop_reason"] or stopping.requested():
+        reason = result["stop_reason"] or stopping.requested()
+        console.print(f"[yellow]partial result[/] ({reason}): written above", highlight=False)
+        finish_saving(saved, "comparison")
+        raise typer.Exit(stopping.exit_code())
+    finish_saving(saved, "comparison")

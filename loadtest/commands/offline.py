@@ -30,6 +30,7 @@ def offline(
     protocol: common.ProtocolOption = Protocol.GRPC,
     model_version: common.VersionOption = "",
     timeout: common.TimeoutOption = 30.0,
+    server_timeout: common.ServerTimeoutOption = None,
     embedded: common.EmbeddedOption = common.EmbeddedMode.AUTO,
     repository: common.RepositoryOption = common.DEFAULT_REPOSITORY,
     sample_seed: common.SampleSeedOption = 1,
@@ -39,6 +40,7 @@ def offline(
     output: common.OutputOption = None,
     records: common.RecordsOption = False,
     live: common.LiveOption = True,
+    force: common.ForceOption = False,
 ) -> None:
     """Run the MLPerf Offline scenario: all samples due at once, throughput = samples / time."""
     settings = OfflineSettings(
@@ -62,6 +64,7 @@ def offline(
         repository,
         input_data,
         common.parse_shapes(shape),
+        server_timeout_s=server_timeout,
     )
     common.execute(
         settings,
@@ -80,4 +83,5 @@ def offline(
         sample_count=settings.sample_count,
         sample_seed=settings.sample_seed,
         batch_size=settings.batch_size,
+        force=force,
     )

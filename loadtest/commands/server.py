@@ -49,6 +49,7 @@ def server(
     protocol: common.ProtocolOption = Protocol.GRPC,
     model_version: common.VersionOption = "",
     timeout: common.TimeoutOption = 30.0,
+    server_timeout: common.ServerTimeoutOption = None,
     embedded: common.EmbeddedOption = common.EmbeddedMode.AUTO,
     repository: common.RepositoryOption = common.DEFAULT_REPOSITORY,
     seed: Annotated[int, typer.Option(help="Schedule (arrival times) seed.")] = 0,
@@ -60,6 +61,7 @@ def server(
     records: common.RecordsOption = False,
     live: common.LiveOption = True,
     html: HtmlOption = None,
+    force: common.ForceOption = False,
     workers: common.WorkersOption = AUTO_WORKERS,
     loop: common.LoopOption = LoopKind.AUTO,
     ray: common.RayOption = "",
@@ -93,6 +95,7 @@ def server(
         input_data,
         common.parse_shapes(shape),
         shared_memory,
+        server_timeout,
     )
     drain_timeout_ns = int((timeout + 5) * NS_PER_S)
     common.execute(
@@ -118,6 +121,7 @@ def server(
         sample_count=settings.sample_count,
         sample_seed=settings.sample_seed,
         html=html,
+        force=force,
     )
 
 

@@ -42,6 +42,7 @@ def _run(
     output: common.OutputOption,
     records: bool,
     live: bool,
+    force: bool,
 ) -> None:
     if target_latency is not None and target_latency <= 0:
         raise SettingsError(f"--target-latency must be > 0 ms, got {target_latency:g}")
@@ -73,6 +74,7 @@ def _run(
         sample_count=settings.sample_count,
         sample_seed=settings.sample_seed,
         batch_size=samples_per_query,
+        force=force,
     )
 
 
@@ -88,6 +90,7 @@ def single_stream(
     protocol: common.ProtocolOption = Protocol.GRPC,
     model_version: common.VersionOption = "",
     timeout: common.TimeoutOption = 30.0,
+    server_timeout: common.ServerTimeoutOption = None,
     embedded: common.EmbeddedOption = common.EmbeddedMode.AUTO,
     repository: common.RepositoryOption = common.DEFAULT_REPOSITORY,
     sample_seed: common.SampleSeedOption = 1,
@@ -97,6 +100,7 @@ def single_stream(
     output: common.OutputOption = None,
     records: common.RecordsOption = False,
     live: common.LiveOption = True,
+    force: common.ForceOption = False,
 ) -> None:
     """MLPerf SingleStream: one sample per query, one in flight; reports p90 (early stopping)."""
     flags = common.TargetFlags(
@@ -109,6 +113,7 @@ def single_stream(
         repository,
         input_data,
         common.parse_shapes(shape),
+        server_timeout_s=server_timeout,
     )
     _run(
         Scenario.SINGLE_STREAM,
@@ -125,6 +130,7 @@ def single_stream(
         output,
         records,
         live,
+        force,
     )
 
 
@@ -143,6 +149,7 @@ def multi_stream(
     protocol: common.ProtocolOption = Protocol.GRPC,
     model_version: common.VersionOption = "",
     timeout: common.TimeoutOption = 30.0,
+    server_timeout: common.ServerTimeoutOption = None,
     embedded: common.EmbeddedOption = common.EmbeddedMode.AUTO,
     repository: common.RepositoryOption = common.DEFAULT_REPOSITORY,
     sample_seed: common.SampleSeedOption = 1,
@@ -152,6 +159,7 @@ def multi_stream(
     output: common.OutputOption = None,
     records: common.RecordsOption = False,
     live: common.LiveOption = True,
+    force: common.ForceOption = False,
 ) -> None:
     """MLPerf MultiStream: N samples per query as one batch, one in flight; reports p99."""
     flags = common.TargetFlags(
@@ -164,6 +172,7 @@ def multi_stream(
         repository,
         input_data,
         common.parse_shapes(shape),
+        server_timeout_s=server_timeout,
     )
     _run(
         Scenario.MULTI_STREAM,
@@ -180,4 +189,5 @@ def multi_stream(
         output,
         records,
         live,
+        force,
     )
