@@ -419,3 +419,70 @@ def test_a_server_that_hangs_mid_run_ends_it_within_timeout_and_drain(
     kinds = data["summary"]["errors_by_kind"]
     assert kinds.get(TIMEOUT, 0) > 20 and set(kinds) == {TIMEOUT}
     assert data["summary"]["completed_ok"] + kinds[TIMEOUT] == data["summary"]["scheduled"]
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_triton_drops_what_outlives_server_timeout(
+    built_repository: Path, tmp_path: Path, protocol: str
+):
+    """Real Triton: tiny's batcher holds requests 200 ms for a batch of 64, and its queue policy
+    lets a request's "timeout" override the default; with --server-timeout 0.02 Triton rejects
+    every query ("Request timeout expired"), counted as server-timeout on both protocols, while
+    the warm-up (sent without the parameter) still passes."""
+    import shutil
+
+    repository = tmp_path / "repo"
+    shutil.copytree(built_repository / "tiny", repository / "tiny")
+    config = repository / "tiny" / "config.pbtxt"
+    config.write_text(
+        config.read_text().replace(
+            "dynamic_batching {\n  max_queue_delay_microseconds: 100\n}",
+            "dynamic_batching {\n  preferred_batch_size: 64\n  max_queue_delay_microseconds: "
+            "200000\n  default_queue_policy {\n    timeout_action: REJECT\n"
+            "    default_timeout_microseconds: 10000000\n    allow_timeout_override: true\n  }\n}",
+        )
+    )
+    assert "allow_timeout_override" in config.read_text()
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "loadtest.cli", "server", "--repository", str(repository),
+            "--url", "127.0.0.1:9", "--protocol", protocol, "--qps", "20", "--duration", "2",
+            "--server-timeout", "0.02", "--timeout", "1", "--target-latency", "500",
+            "--no-live", "--output", str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "o" / "result.json").read_text())["summary"]
+    assert summary["errors_by_kind"] == {SERVER_TIMEOUT: summary["scheduled"]}
+
+
+@pytest.mark.triton
+def test_sigterm_while_the_embedded_triton_loads_leaves_nothing_behind(
+    built_repository: Path, tmp_path: Path
+):
+    """Stopped mid-load, Triton used to leave its Python backend stub (which ignores SIGTERM)
+    running as an orphan with its /dev/shm region; the whole process group goes now."""
+    from loadtest.server.embedded import _group_members
+
+    shm_before = set(Path("/dev/shm").glob("triton_*"))
+    process = _start(
+        "server", "--repository", str(built_repository), "--url", "127.0.0.1:9", "--qps", "20",
+        "--duration", "30", "--no-live", "--output", "out", cwd=tmp_path,
+    )  # fmt: skip
+    _wait_for_heading(process, "starting the embedded Triton")
+    time.sleep(0.1)
+    servers = _children(process.pid)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == EXIT_SIGTERM, stdout + stderr
+    assert "stopped before a result was measured" in stderr
+    assert not (tmp_path / "out").exists()
+    deadline = time.monotonic() + 5
+    while any(_group_members(pid) for pid in servers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert servers and not [m for pid in servers for m in _group_members(pid)]
+    assert set(Path("/dev/shm").glob("triton_*")) <= shm_before
