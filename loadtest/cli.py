@@ -1,7 +1,9 @@
 """The `loadtest` command line: routes to one small module per command; holds no logic of its own.
 
-Every LoadtestError becomes one clear line on stderr and exit code 1 (never a traceback); typer
-itself answers malformed flags with exit code 2.
+Every LoadtestError becomes one clear line on stderr and its exit code (1, or 4 when the result
+had to be rescued; never a traceback); typer itself answers malformed flags with exit code 2.
+SIGINT and SIGTERM both stop a run the same way (engine/stopping.py); the exit code says which
+(130, 143). The codes are listed in errors.ExitCode, the README and every command's --help.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from loadtest.commands import serve as serve_command
 from loadtest.commands import server as server_command
 from loadtest.commands import stream as stream_command
 from loadtest.commands import stub as stub_command
-from loadtest.errors import EXIT_CODES_HELP, ExitCode, LoadtestError, ServerError
+from loadtest.engine import stopping
+from loadtest.errors import EXIT_CODES_HELP, EXIT_SIGINT, LoadtestError, ServerError
 from loadtest.report.console import make_console
 
 app = typer.Typer(
@@ -50,14 +53,11 @@ app.command(name="diff", epilog=EXIT_CODES_HELP)(diff_command.diff)
 app.add_typer(models_command.app, name="models")
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    """SIGTERM unwinds like Ctrl-C would, so `finally` blocks stop any embedded server."""
-    raise SystemExit(128 + signum)
-
-
 def main() -> None:
     errors = make_console(stderr=True)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # SIGTERM unwinds like Ctrl-C (KeyboardInterrupt), so `finally` blocks stop any embedded
+    # server; during a run the runner catches both and the partial result is written.
+    stopping.install_process_handlers()
     try:
         app()  # standalone: typer answers usage errors itself (exit 2) and exits
     except LoadtestError as exc:
@@ -65,10 +65,16 @@ def main() -> None:
         if isinstance(exc, ServerError) and exc.log_tail:
             errors.print("[dim]--- server log (tail) ---[/]", highlight=False)
             errors.print(exc.log_tail, markup=False, highlight=False)
-        sys.exit(ExitCode.ERROR)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        errors.print("interrupted")
-        sys.exit(ExitCode.INTERRUPTED)
+        errors.print(stopping.requested() or "interrupted")
+        sys.exit(stopping.exit_code())
+    except SystemExit as exc:
+        # typer turns a KeyboardInterrupt outside a run into exit 130; SIGTERM raises one too
+        if exc.code == EXIT_SIGINT and stopping.received() == signal.SIGTERM:
+            errors.print(f"{stopping.requested()}: stopped before a result was measured")
+            sys.exit(stopping.exit_code())
+        raise
 
 
 if __name__ == "__main__":

@@ -1,11 +1,19 @@
-"""The exception tree. Exceptions are for setup and configuration; a failed *query* is a record.
+"""The exception tree and the exit codes. Exceptions are for setup and configuration; a failed
+*query* is a record.
 
 LoadtestError            anything the CLI turns into one clear line and a non-zero exit
-├── SettingsError        nonsense or contradictory flags
+├── SettingsError        nonsense or contradictory flags (an unusable --output included)
 ├── ModelBuildError      a benchmark model could not be built or a repository is malformed
 ├── ServerError          the embedded Triton could not start, or died (carries the log tail)
 ├── TargetError          the target is unreachable, lacks the model, or rejects the inputs
-└── ResultFileError      a result file is unreadable, not a loadtest result, or of another version
+├── ResultFileError      a result file is unreadable, not a loadtest result, or of another version
+└── ResultRescued        the run's files could not be written where asked; they went elsewhere
+
+Exit codes (also in the README and every scenario command's --help):
+0 done; 1 an error (one line on stderr), before any load where it can be known then; 2 malformed
+flags (typer); 3 no answer (find-peak found no valid rate; diff found a regression); 4 the result
+could not be written where asked and was saved in the rescue directory printed instead;
+130 stopped by SIGINT (Ctrl-C), 143 stopped by SIGTERM: the partial result is written first.
 """
 
 from __future__ import annotations
@@ -37,10 +45,17 @@ EXIT_CODES_HELP = (
     "is printed); 5 INVALID only because the client fell behind its schedule; 130 Ctrl-C and "
     "143 SIGTERM (partial result written)."
 )
+# Names the stopping and output code uses (the same numbers as ExitCode).
+EXIT_ERROR = ExitCode.ERROR
+EXIT_RESCUED = ExitCode.NOT_WRITTEN
+EXIT_SIGINT = ExitCode.INTERRUPTED  # 128 + SIGINT, as shells report it
+EXIT_SIGTERM = ExitCode.TERMINATED  # 128 + SIGTERM
 
 
 class LoadtestError(Exception):
-    """Base class: str(error) is the one line shown to the user."""
+    """Base class: str(error) is the one line shown to the user; `exit_code` the process's."""
+
+    exit_code = EXIT_ERROR
 
 
 class SettingsError(LoadtestError):
@@ -63,3 +78,9 @@ class TargetError(LoadtestError):
 
 class ResultFileError(LoadtestError):
     pass
+
+
+class ResultRescued(LoadtestError):
+    """The result is safe, but not where it was asked to go (full disk, directory gone...)."""
+
+    exit_code = EXIT_RESCUED

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -188,7 +189,7 @@ def test_server_dies_with_its_parent_even_on_sigkill(built_repository):
     assert _wait_gone(server_pid)
 
 
-def test_sigterm_during_a_run_stops_the_embedded_server(built_repository):
+def test_sigterm_during_a_run_stops_the_embedded_server(built_repository, tmp_path):
     process = subprocess.Popen(
         [
             sys.executable,
@@ -204,6 +205,8 @@ def test_sigterm_during_a_run_stops_the_embedded_server(built_repository):
             "--duration",
             "60",
             "--no-live",
+            "--output",
+            str(tmp_path / "out"),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -221,3 +224,7 @@ def test_sigterm_during_a_run_stops_the_embedded_server(built_repository):
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 128 + signal.SIGTERM
     assert _wait_gone(server_pid)
+    # Like Ctrl-C: the partial result is written (before the server is stopped).
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["run"]["partial"] is True
+    assert result["run"]["stop_reason"] == "terminated (SIGTERM)"

@@ -25,6 +25,7 @@ DISTINCT = {
     ("stub", "--repository"),  # configs to answer with, optional
     ("models build", "--model"),
     ("models build", "--seed"),  # the weights' seed
+    ("models build", "--force"),  # rebuild the models, not overwrite results
     ("models build", "--repository"),
     ("models list", "--repository"),
 }

@@ -1,14 +1,17 @@
 """What every scenario command shares: parsing its flags and the run-report-write flow.
 
-The flags themselves are declared in options.py. A scenario command gathers its target-side flags
-into a `TargetFlags` and builds its own validated settings, then hands `execute` a `play` coroutine;
-`execute` finds or starts the server, builds the sample library, shows the live view, interprets,
-renders, writes result.json + mlperf_log_summary.txt, and turns Ctrl-C into a partial result and
-exit code 130.
+The flags themselves are declared in options.py. A scenario command gathers its target-side
+flags into a `TargetFlags` and builds its own validated settings, then hands `execute` a `play`
+coroutine; `execute` checks where the result will go (before any load), finds or starts the
+server, builds the sample library, shows the live view, interprets, renders, writes result.json +
+mlperf_log_summary.txt (atomically; rescued elsewhere, exit 4, if that fails), and turns Ctrl-C
+or SIGTERM into a partial result, written before the embedded server stops, and exit code 130 or
+143.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -16,7 +19,6 @@ from typing import Any
 
 import typer
 
-from loadtest.commands.report import write_run_html
 from loadtest.core.records import Records
 from loadtest.core.settings import (
     NS_PER_MS,
@@ -27,18 +29,27 @@ from loadtest.core.settings import (
     TargetSettings,
 )
 from loadtest.core.target import ModelSpec, Target
-from loadtest.engine import timing
+from loadtest.engine import stopping, timing
 from loadtest.engine.measurement import Measurement
 from loadtest.engine.runner import OnStart
 from loadtest.engine.samples import open_with_samples
 from loadtest.engine.selfmeasure import Progress
-from loadtest.errors import ExitCode, SettingsError
+from loadtest.errors import ExitCode, ResultRescued, SettingsError
 from loadtest.models import SUITE
 from loadtest.observe.probe import RunObserver
+from loadtest.report import outputs
 from loadtest.report.compare_report import split_table
 from loadtest.report.console import make_console
+from loadtest.report.html import render_html
 from loadtest.report.live import LiveView
-from loadtest.report.results import RunReport, build_environment, write_outputs
+from loadtest.report.resultfile import from_data
+from loadtest.report.results import (
+    RUN_FILES,
+    RunReport,
+    build_environment,
+    default_output_name,
+    run_files,
+)
 from loadtest.report.terminal import render_report
 from loadtest.rules.validity import Verdict
 from loadtest.scenarios.target_flags import TargetFlags, access_flags
@@ -139,6 +150,33 @@ def connected(flags: TargetFlags) -> Iterator[tuple[Deployment, Target]]:
         yield deployment, with_shared_memory(target, flags.shared_memory, tag="main")
 
 
+def check_outputs(
+    output: Path | None, html: Path | None, force: bool, files: tuple[str, ...]
+) -> None:
+    """Before any load: --output and --html are usable and overwrite nothing unasked (exit 1)."""
+    outputs.check_directory(output, files, force)
+    if html is not None:
+        outputs.check_file(html, force, "--html")
+
+
+def finish_saving(saved: outputs.Saved, what: str) -> None:
+    """Say where the files went; a rescue raises ResultRescued (exit 4) unless the run was stopped
+    by a signal, whose exit code then wins (the rescue directory is printed either way)."""
+    if not saved.rescued:
+        return
+    if saved.lost:
+        message = f"cannot save the {what} anywhere: {saved.problem}"
+    else:
+        message = (
+            f"cannot write the {what} where asked ({saved.problem}); saved in {saved.directory} "
+            "instead"
+        )
+    if stopping.requested():
+        notes.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        return
+    raise ResultRescued(message)
+
+
 def execute(
     settings: ScenarioSettings,
     flags: TargetFlags,
@@ -152,53 +190,70 @@ def execute(
     batch_size: int = 1,
     loop: LoopKind = LoopKind.PRECISE,
     html: Path | None = None,
+    force: bool = False,
 ) -> RunReport:
-    """Find or start the server, run `play`, then report and write; see the module docstring.
+    """Check the outputs, find or start the server, run `play`, then report and write; see the
+    module docstring.
 
     The server side (Triton's statistics split, server CPU, :8002 metrics) is observed around the
-    run when the target is a Triton, so the one RunReport built afterwards holds all of it.
+    run when the target is a Triton, so the one RunReport built afterwards holds all of it. The
+    files are written before any embedded server is stopped.
     """
+    stopping.reset()  # one command, one stop request
     requested = flags.target_settings()
+    check_outputs(output, html, force, RUN_FILES)
     observer = RunObserver()
-    with connected(flags) as (deployment, target):
-        resolved = deployment.target
-        heading = f"{title} against {target.description}"
+    try:
+        with connected(flags) as (deployment, target):
+            resolved = deployment.target
+            heading = f"{title} against {target.description}"
 
-        async def measure() -> Measurement:
-            try:
-                spec, library = await open_with_samples(
-                    target, sample_count, sample_seed, flags.input_data, flags.shapes, batch_size
-                )
-                view = LiveView(console, span_ns, heading, enabled=live)
-                with view:
-                    return await observer.around(
-                        target,
-                        lambda on_start: play(
-                            target, spec, len(library), view.tick, resolved, on_start
-                        ),
-                    )
-            finally:
-                await target.close()
+            async def measure() -> Measurement:
+                closed = False
+                try:
+                    spec, library = await open_with_samples(
+                        target, sample_count, sample_seed, flags.input_data, flags.shapes,
+                        batch_size,
+                    )  # fmt: skip
+                    view = LiveView(console, span_ns, heading, enabled=live)
+                    # From here a stop signal ends the run with a result instead of unwinding it.
+                    with view, stopping.catching(asyncio.get_running_loop()):
+                        try:
+                            measurement = await observer.around(
+                                target,
+                                lambda on_start: play(
+                                    target, spec, len(library), view.tick, resolved, on_start
+                                ),
+                            )
+                        finally:
+                            closed = True
+                            await target.close()
+                    stopping.defer_signals()  # a signal now waits until the result is written
+                    return measurement
+                finally:
+                    if not closed:
+                        await target.close()
 
-        if not live or not console.is_terminal:
-            say(heading)
-        measurement = timing.run(measure(), loop.value)
-        environment = build_environment(target, deployment)
-    report = RunReport.from_measurement(
-        settings, requested, resolved, measurement, environment, observer.result
-    )
-    render_report(console, report)
-    if report.server_side is not None:
-        console.print(split_table([(report.target.model, report.server_side)]))
-    out_dir = write_outputs(report, output)
-    console.print(f"results: {out_dir / 'result.json'}  {out_dir / 'mlperf_log_summary.txt'}")
-    if html is not None:
-        write_run_html(report.to_json(), html, label=output.name if output else "run")
+            if not live or not console.is_terminal:
+                say(heading)
+            measurement = timing.run(measure(), loop.value)
+            environment = build_environment(target, deployment)
+            report = RunReport.from_measurement(
+                settings, requested, resolved, measurement, environment, observer.result
+            )
+            render_report(console, report)
+            if report.server_side is not None:
+                console.print(split_table([(report.target.model, report.server_side)]))
+            saved = write_run(report, output, html, force)
+    finally:
+        stopping.install_process_handlers()
     if measurement.outcome.interrupted:
-        console.print(
-            f"[yellow]partial result[/] ({measurement.outcome.stop_reason}): written above"
-        )
-        raise typer.Exit(ExitCode.INTERRUPTED)
+        reason = measurement.outcome.stop_reason
+        console.print(f"[yellow]partial result[/] ({reason}): written above", highlight=False)
+    if stopping.requested():
+        finish_saving(saved, "result")
+        raise typer.Exit(stopping.exit_code())
+    finish_saving(saved, "result")
     if deployment.embedded is not None:
         console.print(
             "[dim]This measured the embedded Triton on this machine. To measure a real deployment: "
@@ -209,6 +264,24 @@ def execute(
     if code is not ExitCode.OK:
         raise typer.Exit(code)
     return report
+
+
+def write_run(
+    report: RunReport, output: Path | None, html: Path | None, force: bool
+) -> outputs.Saved:
+    """result.json + mlperf_log_summary.txt (+ the --html report), all atomically, or rescued."""
+    data = report.to_json()
+    extra: dict[Path, str] = {}
+    if html is not None:
+        label = output.name if output else "run"
+        extra[html] = render_html([from_data(data, label)])
+    saved = outputs.save(
+        run_files(report, data), output, default_output_name(report), force=force, extra=extra
+    )
+    if saved.directory is not None:
+        where = "rescued: " if saved.rescued else "results: "
+        console.print(where + "  ".join(str(p) for p in saved.files), highlight=False)
+    return saved
 
 
 def verdict_exit_code(verdict: Verdict) -> ExitCode:

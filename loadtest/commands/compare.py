@@ -15,10 +15,14 @@ import typer
 from loadtest.commands import common, options
 from loadtest.commands.options import finite_float
 from loadtest.core.settings import NS_PER_MS, NS_PER_S, Protocol, ServerSettings, SharedMemoryKind
-from loadtest.engine import timing
-from loadtest.errors import ExitCode
+from loadtest.engine import stopping, timing
 from loadtest.models import DEFAULT_SERVER_MODEL, DEFAULT_SERVER_QPS
-from loadtest.report.compare_report import compare_json, render_compare, write_compare
+from loadtest.report.compare_report import (
+    COMPARE_FILES,
+    compare_json,
+    render_compare,
+    write_compare,
+)
 from loadtest.report.results import build_environment
 from loadtest.scenarios import compare_run
 from loadtest.scenarios.compare_run import (
@@ -116,7 +120,9 @@ def compare(
     shape: options.ShapeOption = None,
     shared_memory: options.SharedMemoryOption = SharedMemoryKind.NONE,
     timeout: options.TimeoutOption = options.TIMEOUT_S,
+    server_timeout: options.ServerTimeoutOption = None,
     output: options.OutputOption = None,
+    force: options.ForceOption = False,
     tls: options.TlsOption = False,
     ca_cert: options.CaCertOption = None,
     client_cert: options.ClientCertOption = None,
@@ -136,6 +142,7 @@ def compare(
         shapes=common.parse_shapes(shape),
         access=common.access_flags(tls, ca_cert, client_cert, client_key, header),
         shared_memory=shared_memory,
+        server_timeout_s=server_timeout,
     )
     rates = qps or [DEFAULT_SERVER_QPS]
     template = ServerSettings(
@@ -168,19 +175,40 @@ def compare(
         native_overrides={key: value for key, value in native.items() if value is not None},
         agreement_samples=agreement_samples,
     )
-    _play_and_write(setup, output)
+    _play_and_write(setup, output, force)
 
 
-def _play_and_write(setup: CompareSetup, output: Path | None) -> None:
-    """Play the comparison, show it, write compare.json; Ctrl-C writes nothing (exit 130)."""
+def _play_and_write(setup: CompareSetup, output: Path | None, force: bool) -> None:
+    """Play the comparison, show it, write compare.json. A stop signal during the runs writes
+    what was measured (marked partial, exit 130/143); one before the first run writes nothing."""
     console = common.console
-    with compare_run.opened(setup, common.say) as session:
-        try:
-            result = timing.run(compare_run.measure(session, setup, common.say))
-        except KeyboardInterrupt:
-            console.print("[yellow]interrupted[/]: no compare.json written")
-            raise typer.Exit(ExitCode.INTERRUPTED) from None
-        environment = build_environment(next(iter(session.targets.values())), session.deployment)
-    render_compare(console, setup, session, result)
-    data = compare_json(setup, session, result, environment, created_unix_s=time.time())
-    console.print(f"results: {write_compare(data, output, setup.flags.model)}")
+    stopping.reset()  # one command, one stop request
+    common.check_outputs(output, None, force, COMPARE_FILES)
+    try:
+        with compare_run.opened(setup, common.say) as session:
+            try:
+                result = timing.run(compare_run.measure(session, setup, common.say))
+            except KeyboardInterrupt:
+                console.print(
+                    f"[yellow]{stopping.requested() or 'interrupted'}[/] before any run: no "
+                    "compare.json written"
+                )
+                raise typer.Exit(stopping.exit_code()) from None
+            targets = session.targets.values()
+            environment = build_environment(next(iter(targets)), session.deployment)
+        render_compare(console, setup, session, result)
+        data = compare_json(
+            setup, session, result, environment, time.time(), stop_reason=result.stop_reason
+        )
+        saved = write_compare(data, output, setup.flags.model, force)
+    finally:
+        stopping.install_process_handlers()
+    if saved.directory is not None:
+        where = "rescued: " if saved.rescued else "results: "
+        console.print(where + "  ".join(str(p) for p in saved.files), highlight=False)
+    if result.stop_reason or stopping.requested():
+        reason = result.stop_reason or stopping.requested()
+        console.print(f"[yellow]partial result[/] ({reason}): written above", highlight=False)
+        common.finish_saving(saved, "comparison")
+        raise typer.Exit(stopping.exit_code())
+    common.finish_saving(saved, "comparison")

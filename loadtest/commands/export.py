@@ -10,6 +10,7 @@ import typer
 from loadtest.errors import ResultFileError, SettingsError
 from loadtest.report.console import make_console
 from loadtest.report.csv_export import records_csv, summary_csv
+from loadtest.report.outputs import write_atomically
 from loadtest.report.resultfile import RUN, load_result
 
 console = make_console()
@@ -35,7 +36,7 @@ def export(
     try:
         directory.mkdir(parents=True, exist_ok=True)
         summary_path = directory / "summary.csv"
-        summary_path.write_text(summary_csv(run.data))
+        write_atomically(summary_path, summary_csv(run.data))
         records = run.records()
         if records is None:
             console.print(
@@ -44,7 +45,7 @@ def export(
             )
             return
         records_path = directory / "records.csv"
-        records_path.write_text(records_csv(records))
+        write_atomically(records_path, records_csv(records))
     except OSError as exc:
         raise ResultFileError(f"cannot write CSV to {directory}: {exc}") from None
     console.print(f"records: {records_path} ({len(records)} queries)\nsummary: {summary_path}")

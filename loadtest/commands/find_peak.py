@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 import typer
@@ -19,11 +20,17 @@ from loadtest.core.settings import (
     TargetSettings,
 )
 from loadtest.core.target import ModelSpec, Target
-from loadtest.engine import timing
+from loadtest.engine import stopping, timing
 from loadtest.engine.samples import open_with_samples
 from loadtest.errors import ExitCode
 from loadtest.models import DEFAULT_SERVER_MODEL
-from loadtest.report.peak_report import peak_json, probe_row, render_peak, write_peak
+from loadtest.report.peak_report import (
+    PEAK_FILES,
+    peak_json,
+    probe_row,
+    render_peak,
+    write_peak,
+)
 from loadtest.report.results import build_environment
 from loadtest.scenarios.peak_run import PeakOutcome, ProbeRun, search_peak
 from loadtest.scenarios.play import Generator
@@ -61,6 +68,7 @@ def find_peak(
     protocol: options.ProtocolOption = Protocol.GRPC,
     model_version: options.VersionOption = "",
     timeout: options.TimeoutOption = options.TIMEOUT_S,
+    server_timeout: options.ServerTimeoutOption = None,
     embedded: options.EmbeddedOption = EmbeddedMode.AUTO,
     repository: options.RepositoryOption = options.REPOSITORY,
     seed: options.SeedOption = 0,
@@ -69,6 +77,7 @@ def find_peak(
     input_data: options.InputDataOption = None,
     shape: options.ShapeOption = None,
     output: options.OutputOption = None,
+    force: options.ForceOption = False,
     workers: options.WorkersOption = AUTO_WORKERS,
     loop: options.LoopOption = LoopKind.AUTO,
     ray: options.RayOption = "",
@@ -103,14 +112,31 @@ def find_peak(
         input_data=input_data,
         shapes=common.parse_shapes(shape),
         access=common.access_flags(tls, ca_cert, client_cert, client_key, header),
+        server_timeout_s=server_timeout,
     )
     client = ClientSettings(workers=workers, loop=loop, ray_address=ray)
-    spec, outcome, environment, resolved = _search(flags, settings, client)
-    render_peak(common.console, settings, outcome)
-    path = write_peak(peak_json(settings, resolved, spec, environment, outcome), output, model)
-    common.console.print(f"results: {path}")
-    if outcome.interrupted:
-        raise typer.Exit(ExitCode.INTERRUPTED)
+    stopping.reset()  # one command, one stop request
+    common.check_outputs(output, None, force, PEAK_FILES)
+    console = common.console
+    try:
+        spec, outcome, environment, resolved = _search(flags, settings, client)
+        render_peak(console, settings, outcome)
+        result = peak_json(settings, resolved, spec, environment, outcome)
+        saved = write_peak(result, output, model, force)
+        if saved.directory is not None:
+            where = "rescued: " if saved.rescued else "results: "
+            console.print(where + "  ".join(str(p) for p in saved.files), highlight=False)
+    finally:
+        stopping.install_process_handlers()
+    if outcome.interrupted or stopping.requested():
+        console.print(
+            f"[yellow]partial result[/] ({outcome.stop_reason or stopping.requested()}): "
+            "written above",
+            highlight=False,
+        )
+        common.finish_saving(saved, "find-peak result")
+        raise typer.Exit(stopping.exit_code())
+    common.finish_saving(saved, "find-peak result")
     if outcome.conclusion.peak_qps is None:
         raise typer.Exit(ExitCode.INVALID)
 
@@ -144,19 +170,22 @@ async def _measure(
         spec, library = await open_with_samples(
             target, settings.sample_count, settings.sample_seed, flags.input_data, flags.shapes
         )
-        outcome = await search_peak(
-            target,
-            spec,
-            len(library),
-            settings,
-            flags.timeout_s,
-            on_probe=show,
-            generator=generator,
-            on_calibration=lambda qps: common.say(
-                f"calibration: {qps:,.1f} queries/s closed loop "
-                f"({settings.calibration_in_flight} in flight); probing below 1.1 × that"
-            ),
-        )
+        # A stop signal from here on ends the search after the probe it interrupts.
+        with stopping.catching(asyncio.get_running_loop()):
+            outcome = await search_peak(
+                target,
+                spec,
+                len(library),
+                settings,
+                flags.timeout_s,
+                on_probe=show,
+                generator=generator,
+                on_calibration=lambda qps: common.say(
+                    f"calibration: {qps:,.1f} queries/s closed loop "
+                    f"({settings.calibration_in_flight} in flight); probing below 1.1 × that"
+                ),
+            )
+        stopping.defer_signals()  # a signal now waits until find-peak.json is written
         return spec, outcome
     finally:
         await target.close()

@@ -35,6 +35,7 @@ def offline(
     protocol: options.ProtocolOption = Protocol.GRPC,
     model_version: options.VersionOption = "",
     timeout: options.TimeoutOption = options.TIMEOUT_S,
+    server_timeout: options.ServerTimeoutOption = None,
     embedded: options.EmbeddedOption = EmbeddedMode.AUTO,
     repository: options.RepositoryOption = options.REPOSITORY,
     sample_seed: options.SampleSeedOption = options.SAMPLE_SEED,
@@ -44,6 +45,7 @@ def offline(
     output: options.OutputOption = None,
     records: options.RecordsOption = False,
     live: options.LiveOption = True,
+    force: options.ForceOption = False,
     error_budget: options.ErrorBudgetOption = None,
     abort_on_error_rate: options.AbortOnErrorRateOption = None,
     window: options.WindowOption = options.ABORT_WINDOW_S,
@@ -77,6 +79,7 @@ def offline(
         input_data=input_data,
         shapes=common.parse_shapes(shape),
         access=common.access_flags(tls, ca_cert, client_cert, client_key, header),
+        server_timeout_s=server_timeout,
     )
     common.execute(
         settings,
@@ -95,4 +98,5 @@ def offline(
         sample_count=settings.sample_count,
         sample_seed=settings.sample_seed,
         batch_size=settings.batch_size,
+        force=force,
     )

@@ -74,7 +74,26 @@ UrlOption = Annotated[
 ProtocolOption = Annotated[Protocol, typer.Option("--protocol", help="Wire protocol.")]
 VersionOption = Annotated[str, typer.Option("--model-version", help="Model version ('' = latest).")]
 TimeoutOption = Annotated[
-    float, typer.Option("--timeout", parser=finite_float, help="Per-request timeout in seconds.")
+    float,
+    typer.Option(
+        "--timeout",
+        parser=finite_float,
+        help="Per-request deadline in seconds, from the request's send: a query not answered by "
+        "then counts as error kind 'timeout'. Connecting, metadata and warm-up get max(30 s, "
+        "this).",
+    ),
+]
+ServerTimeoutOption = Annotated[
+    float | None,
+    typer.Option(
+        "--server-timeout",
+        parser=finite_float,
+        help="Also send Triton the request's 'timeout' parameter (these seconds, in µs), so the "
+        "server drops what the client no longer waits for; Triton applies it in the dynamic "
+        "batcher's queue where the model's queue policy allows a timeout override. Its "
+        "rejections count as error kind 'server-timeout'.",
+        show_default=False,
+    ),
 ]
 EmbeddedOption = Annotated[
     EmbeddedMode,
@@ -192,6 +211,16 @@ HeaderOption = Annotated[
         help="NAME:VALUE sent with every request (HTTP header, gRPC metadata); repeatable. "
         "NAME:@env:VAR or NAME:@file:PATH reads the value from there (out of shell history "
         "and ps). Values are never written: reports show ***.",
+    ),
+]
+
+# --- where results go ----------------------------------------------------------------------------
+ForceOption = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Overwrite result files already in --output (and an existing --html file); without "
+        "it such a run is refused before any load.",
     ),
 ]
 

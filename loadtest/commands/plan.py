@@ -13,7 +13,8 @@ from rich.table import Table
 from loadtest.analysis.capacity import CapacityPlan, plan_capacity
 from loadtest.commands.common import console
 from loadtest.commands.options import finite_float
-from loadtest.errors import SettingsError
+from loadtest.errors import ResultFileError, SettingsError
+from loadtest.report.outputs import write_atomically
 from loadtest.report.results import SCHEMA, plain
 
 UNUSABLE = {"none-valid": "no probe met the SLO", "no-measurement": "every probe was client-bound"}
@@ -110,8 +111,12 @@ def plan(
     result = plan_capacity(target_qps, peak, headroom, spare, slo, notes)
     render_plan(result)
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps({"schema": SCHEMA, "kind": "plan", **plain(result)}, indent=1))
+        text = json.dumps({"schema": SCHEMA, "kind": "plan", **plain(result)}, indent=1)
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(output, text + "\n")
+        except OSError as exc:
+            raise ResultFileError(f"cannot write {output}: {exc.strerror or exc}") from None
         console.print(f"plan: {output}")
 
 

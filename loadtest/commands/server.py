@@ -41,6 +41,7 @@ def server(
     protocol: options.ProtocolOption = Protocol.GRPC,
     model_version: options.VersionOption = "",
     timeout: options.TimeoutOption = options.TIMEOUT_S,
+    server_timeout: options.ServerTimeoutOption = None,
     embedded: options.EmbeddedOption = EmbeddedMode.AUTO,
     repository: options.RepositoryOption = options.REPOSITORY,
     seed: options.SeedOption = 0,
@@ -51,6 +52,7 @@ def server(
     output: options.OutputOption = None,
     records: options.RecordsOption = False,
     live: options.LiveOption = True,
+    force: options.ForceOption = False,
     html: options.HtmlOption = None,
     workers: options.WorkersOption = AUTO_WORKERS,
     loop: options.LoopOption = LoopKind.AUTO,
@@ -94,6 +96,7 @@ def server(
         input_data=input_data,
         shapes=common.parse_shapes(shape),
         access=common.access_flags(tls, ca_cert, client_cert, client_key, header),
+        server_timeout_s=server_timeout,
         shared_memory=shared_memory,
     )
     drain_timeout_ns = int((timeout + 5) * NS_PER_S)
@@ -121,6 +124,7 @@ def server(
         sample_count=settings.sample_count,
         sample_seed=settings.sample_seed,
         html=html,
+        force=force,
     )
 
 

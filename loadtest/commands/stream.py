@@ -24,7 +24,11 @@ from loadtest.server.deployment import EmbeddedMode
 
 
 def _run(
-    settings: StreamSettings, flags: common.TargetFlags, output: Path | None, live: bool
+    settings: StreamSettings,
+    flags: common.TargetFlags,
+    output: Path | None,
+    live: bool,
+    force: bool = False,
 ) -> None:
     scenario, per_query = settings.scenario, settings.samples_per_query
     common.execute(
@@ -43,6 +47,7 @@ def _run(
         sample_count=settings.sample_count,
         sample_seed=settings.sample_seed,
         batch_size=per_query,
+        force=force,
     )
 
 
@@ -86,6 +91,7 @@ def single_stream(
     protocol: options.ProtocolOption = Protocol.GRPC,
     model_version: options.VersionOption = "",
     timeout: options.TimeoutOption = options.TIMEOUT_S,
+    server_timeout: options.ServerTimeoutOption = None,
     embedded: options.EmbeddedOption = EmbeddedMode.AUTO,
     repository: options.RepositoryOption = options.REPOSITORY,
     sample_seed: options.SampleSeedOption = options.SAMPLE_SEED,
@@ -95,6 +101,7 @@ def single_stream(
     output: options.OutputOption = None,
     records: options.RecordsOption = False,
     live: options.LiveOption = True,
+    force: options.ForceOption = False,
     error_budget: options.ErrorBudgetOption = None,
     abort_on_error_rate: options.AbortOnErrorRateOption = None,
     window: options.WindowOption = options.ABORT_WINDOW_S,
@@ -127,8 +134,9 @@ def single_stream(
         input_data=input_data,
         shapes=common.parse_shapes(shape),
         access=common.access_flags(tls, ca_cert, client_cert, client_key, header),
+        server_timeout_s=server_timeout,
     )
-    _run(settings, flags, output, live)
+    _run(settings, flags, output, live, force)
 
 
 def multi_stream(
@@ -146,6 +154,7 @@ def multi_stream(
     protocol: options.ProtocolOption = Protocol.GRPC,
     model_version: options.VersionOption = "",
     timeout: options.TimeoutOption = options.TIMEOUT_S,
+    server_timeout: options.ServerTimeoutOption = None,
     embedded: options.EmbeddedOption = EmbeddedMode.AUTO,
     repository: options.RepositoryOption = options.REPOSITORY,
     sample_seed: options.SampleSeedOption = options.SAMPLE_SEED,
@@ -155,6 +164,7 @@ def multi_stream(
     output: options.OutputOption = None,
     records: options.RecordsOption = False,
     live: options.LiveOption = True,
+    force: options.ForceOption = False,
     error_budget: options.ErrorBudgetOption = None,
     abort_on_error_rate: options.AbortOnErrorRateOption = None,
     window: options.WindowOption = options.ABORT_WINDOW_S,
@@ -187,5 +197,6 @@ def multi_stream(
         input_data=input_data,
         shapes=common.parse_shapes(shape),
         access=common.access_flags(tls, ca_cert, client_cert, client_key, header),
+        server_timeout_s=server_timeout,
     )
-    _run(settings, flags, output, live)
+    _run(settings, flags, output, live, force)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from loadtest.commands import options
+from loadtest.commands.options import finite_float
 from loadtest.core.secrets import secret_value
 from loadtest.errors import LoadtestError, SettingsError
 
@@ -38,11 +39,20 @@ def stub(
         int,
         typer.Option(help="With --require-token: refuse all requests after this many (0: never)."),
     ] = 0,
+    delay_ms: Annotated[
+        float,
+        typer.Option(
+            parser=finite_float,
+            help="Hold every inference answer back this long (a service time without compute); "
+            "a request whose Triton 'timeout' parameter is shorter is rejected as Triton does.",
+        ),
+    ] = 0.0,
 ) -> None:
     """Serve every model instantly (zero compute, zeros out) on loopback until Ctrl-C.
 
     Whatever rate `loadtest server` cannot hold against it, it cannot hold against any server:
-    it is the roofline of the client. Prints `ready http=PORT grpc=PORT` once listening.
+    it is the roofline of the client. Prints `ready http=PORT grpc=PORT` once listening; GET
+    /v2/stub/counters says how many inference requests arrived, and when the last one did.
     """
     from loadtest.stub.access import StubTls, TokenGate
     from loadtest.stub.main import run
@@ -65,6 +75,8 @@ def stub(
     if require_token is not None:
         token = secret_value(require_token, "--require-token")
         gate = TokenGate(token.reveal(), token_expires_after)
+    if delay_ms < 0:
+        raise LoadtestError(f"--delay-ms must be ≥ 0, got {delay_ms:g}")
     try:
         run(
             repository if repository and repository.is_dir() else None,
@@ -72,6 +84,7 @@ def stub(
             grpc_port,
             tls,
             gate,
+            delay_ms / 1e3,
         )
     except OSError as exc:  # ssl.SSLError included: a certificate or key that does not load
         raise LoadtestError(f"cannot start the stub server: {exc.strerror or exc}") from None

@@ -14,6 +14,11 @@ import numpy as np
 
 NOT_SET_NS = -1  # a time that never happened (query not issued, or not completed)
 
+# Error kinds every target means the same by: the client's per-request deadline passed (--timeout,
+# from the send), and the server dropped the request on its own deadline (--server-timeout).
+TIMEOUT = "timeout"
+SERVER_TIMEOUT = "server-timeout"
+
 
 class Status(enum.IntEnum):
     """What became of a query. PENDING rows at the end of a run were never completed."""

@@ -37,6 +37,14 @@ class Protocol(str, enum.Enum):
     HTTP = "http"
 
 
+SETUP_TIMEOUT_S = 30.0
+
+
+def setup_timeout(request_timeout_s: float) -> float:
+    """The deadline for opening a target and its warm-up query: max(30 s, the request timeout)."""
+    return max(SETUP_TIMEOUT_S, request_timeout_s)
+
+
 @dataclass(frozen=True)
 class TlsSettings:
     """TLS to the server: verified against the system's roots, or `ca_cert`'s; with
@@ -82,9 +90,12 @@ class TargetSettings:
     protocol: Protocol = Protocol.GRPC
     model: str = "tiny"
     model_version: str = ""  # "" = the server's choice (latest ready)
+    # The client's per-request deadline, from the send; a miss is error kind "timeout".
     request_timeout_s: float = 30.0
     tls: TlsSettings | None = None
     headers: tuple[Header, ...] = ()
+    # Triton's per-request "timeout" parameter (sent in µs); 0 = not sent.
+    server_timeout_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.url:
@@ -92,7 +103,9 @@ class TargetSettings:
         if not self.model:
             raise SettingsError("--model must not be empty")
         if not self.request_timeout_s > 0:
-            raise SettingsError(f"--timeout must be > 0 s, got {self.request_timeout_s}")
+            raise SettingsError(f"--timeout must be > 0 s, got {self.request_timeout_s:g}")
+        if self.server_timeout_s < 0 or (0 < self.server_timeout_s < 1e-6):
+            raise SettingsError(f"--server-timeout must be ≥ 1 µs, got {self.server_timeout_s:g} s")
         self._take_credentials()
         scheme = url_scheme(self.url)
         shown = redact_url(self.url)
@@ -115,6 +128,11 @@ class TargetSettings:
                 f"--url {shown} is plaintext but TLS was asked for (--tls, --ca-cert, "
                 f"--client-cert): use {_SCHEMES[protocol][1]}:// or drop the TLS flags"
             )
+
+    @property
+    def setup_timeout_s(self) -> float:
+        """Connecting, metadata and warm-up: generous, so a short --timeout still runs."""
+        return setup_timeout(self.request_timeout_s)
 
     def _take_credentials(self) -> None:
         """A password in the URL -> an Authorization header; the URL keeps `***`."""

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import signal
 import time
 from asyncio import FIRST_COMPLETED
 from collections.abc import Callable, Coroutine
@@ -44,6 +43,7 @@ import numpy as np
 from loadtest.core.records import NOT_SET_NS, Records, Status
 from loadtest.core.schedule import Schedule
 from loadtest.core.target import Target
+from loadtest.engine import stopping
 from loadtest.engine.selfmeasure import LoopLagProbe
 from loadtest.rules.error_budget import ErrorRateWindow
 
@@ -78,7 +78,7 @@ class RunOutcome:
     records: Records
     started_unix_ns: int  # wall-clock time at the run's start, for reports only
     duration_ns: int  # run start -> last completion (or the moment the run was cut short)
-    interrupted: bool  # stopped from outside (Ctrl-C): a partial result
+    interrupted: bool  # stopped from outside (Ctrl-C, SIGTERM): a partial result
     stop_reason: str  # "" when every query was issued and answered as scheduled
 
     @property
@@ -121,6 +121,7 @@ class Runner:
             samples_per_query=samples_per_query,
         )
         self.stop_event = asyncio.Event()
+        self._abandon = asyncio.Event()  # an urgent stop: no drain either
         self._stop_reason = ""
         self._interrupted = False
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -139,12 +140,15 @@ class Runner:
         self._start_infer = target.start_infer if target.capabilities.callback_send else None
         self.loop_lag = LoopLagProbe(clock)
 
-    def stop(self, reason: str) -> None:
-        """Stop issuing (e.g. on Ctrl-C); outstanding queries get a short drain. Partial result."""
+    def stop(self, reason: str, urgent: bool = False) -> None:
+        """Stop issuing (Ctrl-C, SIGTERM); outstanding queries get a short drain, none when
+        `urgent` (nobody is left to read the answers). A partial result."""
         if not self._stop_reason:
             self._stop_reason = reason
         self._interrupted = True
         self.stop_event.set()
+        if urgent:
+            self._abandon.set()
 
     def abort(self, reason: str) -> None:
         """Stop issuing because the run is already lost (the error-rate limit): a partial result
@@ -282,15 +286,23 @@ class Runner:
             return
         answered = asyncio.ensure_future(self._all_answered.wait())
         stop_wait = asyncio.ensure_future(self.stop_event.wait())
+        abandon = asyncio.ensure_future(self._abandon.wait())
         try:
             done, _ = await asyncio.wait(
-                {answered, stop_wait}, timeout=timeout_ns / 1e9, return_when=FIRST_COMPLETED
+                {answered, stop_wait, abandon},
+                timeout=timeout_ns / 1e9,
+                return_when=FIRST_COMPLETED,
             )
-            if stop_wait in done and answered not in done:
-                await asyncio.wait({answered}, timeout=self.interrupt_drain_ns / 1e9)
+            if stop_wait in done and answered not in done and abandon not in done:
+                await asyncio.wait(
+                    {answered, abandon},
+                    timeout=self.interrupt_drain_ns / 1e9,
+                    return_when=FIRST_COMPLETED,
+                )
         finally:
             answered.cancel()
             stop_wait.cancel()
+            abandon.cancel()
         unanswered = self._outstanding
         self._finished = True  # answers after this moment are not the run's (rows stay PENDING)
         for task in list(self._in_flight):
@@ -301,15 +313,20 @@ class Runner:
             self._stop_reason = f"{unanswered} queries unanswered after the drain timeout"
 
     async def run(self, handle_sigint: bool = True, start_at_ns: int = 0) -> RunOutcome:
-        """Play the schedule; Ctrl-C stops issuing, drains briefly and returns what was measured.
+        """Play the schedule; a stop request (SIGINT, SIGTERM: engine/stopping.py) stops issuing,
+        drains briefly and returns what was measured. `handle_sigint=False` ignores them.
 
         `start_at_ns` (a future reading of `clock`) makes t = 0 a given instant, so several
         worker processes sharing CLOCK_MONOTONIC start their shards together; 0 = now.
         """
         loop = asyncio.get_running_loop()
-        if handle_sigint:
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(signal.SIGINT, self.stop, "interrupted (Ctrl-C)")
+        with contextlib.ExitStack() as stack:
+            if handle_sigint:
+                stack.enter_context(stopping.catching(loop))
+                stack.enter_context(stopping.listening(self.stop))
+            return await self._run(loop, start_at_ns)
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, start_at_ns: int) -> RunOutcome:
         self._start_ns = start_at_ns or self.clock()
         started_unix_ns = time.time_ns() + (self._start_ns - self.clock())
         ticker = loop.create_task(self._ticker()) if self.on_tick else None
@@ -322,9 +339,6 @@ class Runner:
             self.loop_lag.stop()
             if ticker:
                 ticker.cancel()
-            if handle_sigint:
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.remove_signal_handler(signal.SIGINT)
         end_ns = self.clock() - self._start_ns
         completed = self.records.completed_ns
         last_completion = int(completed.max()) if len(completed) else 0
@@ -369,6 +383,7 @@ class ClosedLoopRunner:
         clock: Clock = time.perf_counter_ns,
         on_tick: Callable[[Records, int], None] | None = None,
         error_window: ErrorRateWindow | None = None,
+        interrupt_drain_ns: int = 2_000_000_000,
     ) -> None:
         self.sample_index = sample_index
         self.error_window = error_window
@@ -384,6 +399,7 @@ class ClosedLoopRunner:
         self.samples_per_query = samples_per_query
         self.clock = clock
         self.on_tick = on_tick
+        self.interrupt_drain_ns = interrupt_drain_ns
         n = len(sample_index)
         self._issued = np.full(n, NOT_SET_NS, dtype=np.int64)
         self._completed = np.full(n, NOT_SET_NS, dtype=np.int64)
@@ -394,14 +410,18 @@ class ClosedLoopRunner:
         self._stop_reason = ""
         self._interrupted = False
         self.stop_event = asyncio.Event()
+        self._abandon = asyncio.Event()
         self._start_ns = 0
 
-    def stop(self, reason: str) -> None:
-        """Stop taking new queries (e.g. Ctrl-C); queries in flight finish. Partial result."""
+    def stop(self, reason: str, urgent: bool = False) -> None:
+        """Stop taking new queries (Ctrl-C, SIGTERM); queries in flight get the interrupt drain
+        (none when `urgent`), then are abandoned (their rows stay PENDING). Partial result."""
         if not self._stop_reason:
             self._stop_reason = reason
         self._interrupted = True
         self.stop_event.set()
+        if urgent:
+            self._abandon.set()
 
     def abort(self, reason: str) -> None:
         """Stop taking new queries because the run is already lost; not an interruption."""
@@ -483,21 +503,46 @@ class ClosedLoopRunner:
             self.on_tick(self.records(), self.clock() - self._start_ns)
 
     async def run(self, handle_sigint: bool = True) -> RunOutcome:
+        """Play until done; a stop request (SIGINT, SIGTERM) ends it with a partial result."""
         loop = asyncio.get_running_loop()
-        if handle_sigint:
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(signal.SIGINT, self.stop, "interrupted (Ctrl-C)")
+        with contextlib.ExitStack() as stack:
+            if handle_sigint:
+                stack.enter_context(stopping.catching(loop))
+                stack.enter_context(stopping.listening(self.stop))
+            return await self._run(loop)
+
+    async def _play(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The workers until they finish; after a stop, at most the interrupt drain more."""
+        tasks = [loop.create_task(self._worker()) for _ in range(self.workers)]
+        workers: asyncio.Future[Any] = asyncio.gather(*tasks)
+        stop_wait: asyncio.Future[Any] = loop.create_task(self.stop_event.wait())
+        abandon: asyncio.Future[Any] = loop.create_task(self._abandon.wait())
+        try:
+            await asyncio.wait({workers, stop_wait}, return_when=FIRST_COMPLETED)
+            if not workers.done():
+                await asyncio.wait(
+                    {workers, abandon},
+                    timeout=self.interrupt_drain_ns / 1e9,
+                    return_when=FIRST_COMPLETED,
+                )
+        finally:
+            stop_wait.cancel()
+            abandon.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if workers.done() and not workers.cancelled() and workers.exception() is not None:
+            raise workers.exception()  # type: ignore[misc]
+
+    async def _run(self, loop: asyncio.AbstractEventLoop) -> RunOutcome:
         started_unix_ns = time.time_ns()
         self._start_ns = self.clock()
         ticker = loop.create_task(self._ticker()) if self.on_tick else None
         try:
-            await asyncio.gather(*(self._worker() for _ in range(self.workers)))
+            await self._play(loop)
         finally:
             if ticker:
                 ticker.cancel()
-            if handle_sigint:
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.remove_signal_handler(signal.SIGINT)
         records = self.records()
         done = records.completed_ns[records.completed_ns != NOT_SET_NS]
         if self.on_tick:

@@ -18,6 +18,7 @@ configs/gpu.pbtxt variant). The public API:
     check_repository(repo, names)     problems that would stop Triton loading the models
     scan_model(path), onnx_signature(model)   an ONNX file's tensors without reading its weights
     default_repository()              where the CLI looks when --repository is not given
+    is_default_repository(path)       is it loadtest's own repository (the only one it builds into)
 
 Exceptions: ModelBuildError (loadtest.errors), one line naming the model and the cause.
 """
@@ -54,6 +55,13 @@ def default_repository() -> Path:
     return here
 
 
+def is_default_repository(path: Path) -> bool:
+    """Is `path` loadtest's own model_repository/ (here or beside the source)? Suite models are
+    built on demand only there: a repository the user names is never written into."""
+    resolved = path.resolve()
+    return resolved in {(Path.cwd() / "model_repository").resolve(), SOURCE_REPOSITORY}
+
+
 __all__ = [
     "DEFAULT_BUILD",
     "DEFAULT_SERVER_MODEL",
@@ -67,6 +75,7 @@ __all__ = [
     "build_repository",
     "check_repository",
     "default_repository",
+    "is_default_repository",
     "onnx_signature",
     "scan_model",
     "write_configs",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from loadtest.core.secrets import redact_url
 from loadtest.core.settings import NS_PER_S
 from loadtest.observe.probe import ServerSide
 from loadtest.observe.split import ServerSplit
+from loadtest.report.outputs import Saved, save, stamp
 from loadtest.report.results import plain
 from loadtest.rules.stats import exact_percentile_with_failures
 from loadtest.scenarios.compare_run import (
@@ -188,13 +188,17 @@ def compare_json(
     result: CompareResult,
     environment: Mapping[str, Any],
     created_unix_s: float,
+    stop_reason: str = "",
 ) -> dict[str, Any]:
+    """`stop_reason`: why the comparison was cut short (SIGINT, SIGTERM); "" = it was not."""
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "kind": "compare",
         "scenario": "Server",
         "created_unix_s": created_unix_s,
+        "partial": bool(stop_reason),
+        "stop_reason": stop_reason,
         "settings": settings_json(setup, session),
         "model": plain(result.spec),
         "configurations": configurations_json(session, result),
@@ -206,14 +210,16 @@ def compare_json(
     }
 
 
-def write_compare(data: Mapping[str, Any], output: Path | None, model: str) -> Path:
-    """compare.json in `output` (default results/<time>-compare-<model>/); returns the file."""
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(float(data["created_unix_s"])))
-    directory = output or Path("results") / f"{stamp}-compare-{model}"
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "compare.json"
-    path.write_text(json.dumps(data, indent=1) + "\n")
-    return path
+COMPARE_FILES = ("compare.json",)
+
+
+def write_compare(
+    data: Mapping[str, Any], output: Path | None, model: str, force: bool = False
+) -> Saved:
+    """compare.json in `output` (default: a new results/<time>-compare-<model>/), atomically, or
+    in a rescue directory if that fails (report/outputs.py)."""
+    name = f"{stamp(float(data['created_unix_s']))}-compare-{model}"
+    return save({COMPARE_FILES[0]: json.dumps(data, indent=1) + "\n"}, output, name, force=force)
 
 
 # -- tables -----------------------------------------------------------------------------------

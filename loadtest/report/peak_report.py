@@ -19,6 +19,7 @@ from rich.table import Table
 from loadtest.core.secrets import redact_url
 from loadtest.core.settings import PeakSettings, TargetSettings
 from loadtest.core.target import ModelSpec
+from loadtest.report.outputs import Saved, save, stamp
 from loadtest.report.results import SCHEMA, SCHEMA_VERSION, plain
 from loadtest.scenarios.peak import FAILED_LATENCY_NS
 from loadtest.scenarios.peak_run import PeakOutcome, ProbeRun
@@ -70,16 +71,22 @@ def peak_json(
         "elapsed_s": round(outcome.elapsed_s, 3),
         "budget_exhausted": outcome.budget_exhausted,
         "interrupted": outcome.interrupted,
+        "partial": outcome.interrupted,
+        "stop_reason": outcome.stop_reason,
     }
 
 
-def write_peak(result: dict[str, Any], output: Path | None, model: str) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    directory = output or Path("results") / f"{stamp}-find-peak-{model}"
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "find-peak.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
-    return path
+PEAK_FILES = ("find-peak.json",)
+
+
+def write_peak(
+    result: dict[str, Any], output: Path | None, model: str, force: bool = False
+) -> Saved:
+    """find-peak.json in `output` (default: a new results/<stamp>-find-peak-<model>), atomically,
+    or in a rescue directory if that fails (report/outputs.py)."""
+    text = json.dumps(result, indent=1) + "\n"
+    name = f"{stamp(result.get('created_unix_s'))}-find-peak-{model}"
+    return save({PEAK_FILES[0]: text}, output, name, force=force)
 
 
 def probe_row(run: ProbeRun, percentile: float, bound_ns: int) -> list[str]:

@@ -3,7 +3,8 @@ its files.
 
 The value is built once, after everything about the run is known (the server-side split and the
 :8002 metrics included), and written once: each file goes to a temporary name in the output
-directory and is renamed into place, so a reader never sees half a result.json.
+directory and is renamed into place, so a reader never sees half a result.json (report/outputs.py:
+checked before the run, never overwritten unasked, rescued if the disk refuses it).
 
 The JSON carries its own configuration (every setting, seeds included), the environment (versions,
 host, server) and, when asked, the raw per-query records as compact columns, so any number in it can
@@ -30,6 +31,7 @@ from loadtest.core.target import Target
 from loadtest.engine.measurement import Measurement
 from loadtest.observe.probe import ServerSide
 from loadtest.report.mlperf_summary import render_mlperf_summary
+from loadtest.report.outputs import stamp, write_atomically
 from loadtest.rules.stats import Summary
 from loadtest.rules.validity import Verdict
 from loadtest.scenarios.registry import interpret
@@ -44,6 +46,7 @@ EMBEDDED_BACKEND = (
 
 SCHEMA = "loadtest.result"
 SCHEMA_VERSION = 1
+__all__ = ["write_atomically"]  # re-exported: report/outputs.py holds it
 
 
 def plain(value: Any) -> Any:
@@ -180,36 +183,22 @@ class RunReport:
         return result
 
 
-def default_output_dir(report: RunReport) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(report.created_unix_s))
+RUN_FILES = ("result.json", "mlperf_log_summary.txt")
+
+
+def default_output_name(report: RunReport) -> str:
+    """<stamp>-<scenario>-<model>: the directory under results/ when --output is not given
+    (report/outputs.py makes it unique)."""
     scenario = report.settings.scenario.value.lower()
-    return Path("results") / f"{stamp}-{scenario}-{report.target.model}"
+    return f"{stamp(report.created_unix_s)}-{scenario}-{report.target.model}"
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, then rename it over `path`.
-
-    A rename within one directory is atomic, so `path` holds either the old content or all of the
-    new, never a part (a full disk fails the write of the temporary file, not the result).
-    """
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with temporary.open("w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def write_outputs(report: RunReport, output: Path | None) -> Path:
-    """result.json + mlperf_log_summary.txt in `output`, each written atomically."""
-    directory = output or default_output_dir(report)
-    directory.mkdir(parents=True, exist_ok=True)
-    write_atomically(directory / "result.json", json.dumps(report.to_json(), indent=1) + "\n")
-    write_atomically(directory / "mlperf_log_summary.txt", render_summary_text(report))
-    return directory
+def run_files(report: RunReport, data: dict[str, Any] | None = None) -> dict[str, str]:
+    """RUN_FILES' contents: result.json (`data`, when already built) and mlperf_log_summary.txt."""
+    return {
+        "result.json": json.dumps(data or report.to_json(), indent=1) + "\n",
+        "mlperf_log_summary.txt": render_summary_text(report),
+    }
 
 
 def render_summary_text(report: RunReport) -> str:

@@ -14,6 +14,7 @@ memory; the native target runs in this process and cannot.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -31,6 +32,7 @@ from loadtest.core.settings import (
     TargetSettings,
 )
 from loadtest.core.target import ModelSpec, Sample, Target
+from loadtest.engine import stopping
 from loadtest.engine.measurement import Measurement
 from loadtest.engine.samples import sample_library
 from loadtest.errors import SettingsError, TargetError
@@ -134,6 +136,7 @@ class CompareResult:
     runs: tuple[CompareRun, ...]
     agreement: dict[str, float | None]  # largest |Triton − native| per Triton target
     triton_config: dict[str, Any] | None  # triton_config_summary() of the served model
+    stop_reason: str = ""  # why the comparison stopped early (SIGINT, SIGTERM); "" = it did not
 
 
 @dataclass(frozen=True)
@@ -295,18 +298,22 @@ def opened(setup: CompareSetup, say: Say) -> Iterator[CompareSession]:
 async def measure(session: CompareSession, setup: CompareSetup, say: Say) -> CompareResult:
     """Open every target, check outputs against native, then play every QPS on each in turn.
 
-    Raises KeyboardInterrupt when a run was interrupted (nothing is worth writing then)."""
+    A stop signal (SIGINT, SIGTERM) during the runs ends the comparison with the runs measured
+    so far (`stop_reason` says why); before the first run it raises KeyboardInterrupt."""
     opened_targets: list[Target] = []
     try:
         spec, library = await _open_all(session, setup, opened_targets)
         agreement = await _agreement(session, len(library), setup.agreement_samples)
         config, probes = await _triton_side(session, setup)
         try:
-            runs = await _play_all(session, setup, spec, len(library), probes, say)
+            # A stop signal from here on ends the comparison with what was measured.
+            with stopping.catching(asyncio.get_running_loop()):
+                runs, stop_reason = await _play_all(session, setup, spec, len(library), probes, say)
+            stopping.defer_signals()  # a signal now waits until compare.json is written
         finally:
             for probe in probes.values():
                 await probe.close()
-        return CompareResult(spec, tuple(runs), agreement, config)
+        return CompareResult(spec, tuple(runs), agreement, config, stop_reason)
     finally:
         for target in opened_targets:
             await target.close()
@@ -383,19 +390,22 @@ async def _play_all(
     count: int,
     probes: dict[str, ServerProbe],
     say: Say,
-) -> list[CompareRun]:
+) -> tuple[list[CompareRun], str]:
+    """Every run, QPS by QPS; and why they stopped early ("" when all ran)."""
     runs: list[CompareRun] = []
     drain_timeout_ns = int((setup.flags.timeout_s + 5) * NS_PER_S)
     for settings in setup.runs:
         for name in session.targets:
+            if stopping.requested():
+                return runs, stopping.requested()
             say(f"{name}: {settings.qps:g} QPS for ≥ {settings.min_duration_ns / NS_PER_S:g} s")
             run = await _play_one(
                 session, name, settings, (spec, count), probes.get(name), drain_timeout_ns
             )
             runs.append(run)
             if run.measurement.outcome.interrupted:
-                raise KeyboardInterrupt
-    return runs
+                return runs, run.measurement.outcome.stop_reason
+    return runs, ""
 
 
 async def _play_one(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from loadtest.core.schedule import uniform_sample_indices
 from loadtest.core.settings import NS_PER_S, PeakSettings, ServerSettings
 from loadtest.core.target import ModelSpec, Target
+from loadtest.engine import stopping
 from loadtest.engine.measurement import Measurement
 from loadtest.engine.runner import ClosedLoopRunner
 from loadtest.rules.stats import Summary, exact_percentile, exact_percentile_with_failures
@@ -44,11 +45,13 @@ class PeakOutcome:
     elapsed_s: float
     budget_exhausted: bool
     interrupted: bool
+    stop_reason: str = ""  # why it was interrupted (SIGINT, SIGTERM)
 
 
-async def calibrate(target: Target, sample_count: int, settings: PeakSettings) -> float:
+async def calibrate(target: Target, sample_count: int, settings: PeakSettings) -> tuple[float, str]:
     """Closed-loop throughput with `calibration_in_flight` outstanding: an upper bound on any
-    sustainable Poisson rate, so the search starts near the knee instead of doubling up to it."""
+    sustainable Poisson rate, so the search starts near the knee instead of doubling up to it.
+    Also why it was stopped early ("" when it was not)."""
     indices = uniform_sample_indices(100_000, sample_count, settings.sample_seed)
     runner = ClosedLoopRunner(
         indices,
@@ -60,7 +63,8 @@ async def calibrate(target: Target, sample_count: int, settings: PeakSettings) -
     )
     outcome = await runner.run()
     records = outcome.records
-    return float(records.ok.sum()) * NS_PER_S / max(outcome.duration_ns, 1)
+    qps = float(records.ok.sum()) * NS_PER_S / max(outcome.duration_ns, 1)
+    return qps, outcome.stop_reason if outcome.interrupted else ""
 
 
 def _probe_of(settings: ServerSettings, measurement: Measurement) -> ProbeRun:
@@ -113,7 +117,18 @@ async def search_peak(
     start_qps = settings.start_qps
     ceiling = settings.max_qps or None
     if not start_qps:
-        calibration_qps = await calibrate(target, sample_count, settings)
+        calibration_qps, stopped = await calibrate(target, sample_count, settings)
+        if stopped:
+            probes: list[Probe] = []
+            return PeakOutcome(
+                runs=(),
+                conclusion=PeakSearch(settings.target_latency_ns, 1.0).conclusion(probes, False),
+                calibration_qps=calibration_qps,
+                elapsed_s=time.monotonic() - started,
+                budget_exhausted=False,
+                interrupted=True,
+                stop_reason=f"{stopped} during calibration",
+            )
         on_calibration(calibration_qps)
         start_qps = max(0.5 * calibration_qps, 0.1)
         ceiling = min(ceiling or math.inf, 1.1 * calibration_qps)
@@ -130,7 +145,11 @@ async def search_peak(
     )
     runs: list[ProbeRun] = []
     exhausted = interrupted = False
+    stop_reason = ""
     while (qps := search.next_qps([r.probe for r in runs])) is not None:
+        if stopping.requested():  # stopped between probes
+            interrupted, stop_reason = True, stopping.requested()
+            break
         probe_settings = settings.probe(round(qps, 3), min_queries)
         expected_s = max(settings.probe_duration_ns / NS_PER_S, min_queries / qps)
         if time.monotonic() - started + expected_s + PROBE_OVERHEAD_S > budget_s:
@@ -149,6 +168,7 @@ async def search_peak(
         on_probe(run)
         if measurement.outcome.interrupted:
             interrupted = True
+            stop_reason = measurement.outcome.stop_reason
             break
     probes = [r.probe for r in runs]
     return PeakOutcome(
@@ -158,4 +178,5 @@ async def search_peak(
         elapsed_s=time.monotonic() - started,
         budget_exhausted=exhausted,
         interrupted=interrupted,
+        stop_reason=stop_reason,
     )

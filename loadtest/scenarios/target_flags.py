@@ -11,6 +11,7 @@ from pathlib import Path
 
 from loadtest.core.secrets import Header, parse_header
 from loadtest.core.settings import Protocol, SharedMemoryKind, TargetSettings, TlsSettings
+from loadtest.errors import SettingsError
 from loadtest.server import deployment as deployment_module
 from loadtest.server.deployment import EmbeddedMode
 
@@ -54,15 +55,19 @@ class TargetFlags:
     shapes: dict[str, tuple[int, ...]]
     shared_memory: SharedMemoryKind = SharedMemoryKind.NONE
     access: AccessFlags = AccessFlags()
+    server_timeout_s: float | None = None  # Triton's per-request "timeout" parameter
 
     def target_settings(self) -> TargetSettings:
         default_url = f"127.0.0.1:{deployment_module.default_port(self.protocol)}"
+        if self.server_timeout_s is not None and self.server_timeout_s <= 0:
+            raise SettingsError(f"--server-timeout must be > 0 s, got {self.server_timeout_s:g}")
         return TargetSettings(
             url=self.url or default_url,
             protocol=self.protocol,
             model=self.model,
             model_version=self.model_version,
             request_timeout_s=self.timeout_s,
+            server_timeout_s=self.server_timeout_s or 0.0,
             tls=self.access.tls,
             headers=self.access.headers,
         )

@@ -2,9 +2,11 @@
 
 The client commands measure a deployment at `--url`. When nothing answers there and the URL is
 loopback (we never start servers elsewhere), the embedded Triton from the nvidia-pytriton wheel is
-started on free loopback ports, serving just the requested model from the repository (built first
-if its weights are missing), and stopped afterwards. The caller is told which happened, so a report
-never passes off the embedded server as the user's deployment.
+started on free loopback ports, serving just the requested model from the repository, and stopped
+afterwards. The caller is told which happened, so a report never passes off the embedded server as
+the user's deployment. A suite model whose weights are missing is built first, and said so (what,
+how big, where), but only into loadtest's own model_repository/: a repository the user named is
+never written into.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadtest.core.settings import Protocol, TargetSettings
-from loadtest.errors import SettingsError, TargetError
+from loadtest.errors import ModelBuildError, SettingsError, TargetError
 from loadtest.server.embedded import EmbeddedTriton
 from loadtest.targets.triton_common import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, host_port
 
@@ -66,14 +68,30 @@ def answers(url: str, protocol: Protocol, timeout_s: float = 1.0) -> bool:
         return False
 
 
-def ensure_model_built(repository: Path, model: str, say: Callable[[str], None]) -> None:
-    """Build a suite model's weights if the repository lacks them (a fresh clone has none)."""
-    from loadtest.models import SUITE, build_repository
+def _size(n_bytes: int) -> str:
+    if n_bytes >= 1_000_000_000:
+        return f"{n_bytes / 1e9:.1f} GB"
+    if n_bytes >= 1_000_000:
+        return f"{n_bytes / 1e6:.0f} MB"
+    return f"{max(1, round(n_bytes / 1e3))} kB"
 
-    version_dir = repository / model / "1"
-    if model in SUITE and not (version_dir / "model.onnx").exists():
-        say(f"building model {model!r} into {repository} (first use)")
-        build_repository(repository, [model], progress=say)
+
+def ensure_model_built(repository: Path, model: str, say: Callable[[str], None]) -> None:
+    """Build a suite model's weights if loadtest's own repository lacks them (a fresh clone has
+    none), after one line saying what, how big and where; a repository the user named is never
+    written into (ModelBuildError, naming the command that builds it)."""
+    from loadtest.models import SUITE, build_repository, is_default_repository
+
+    onnx = repository / model / "1" / "model.onnx"
+    if model not in SUITE or onnx.exists():
+        return
+    if not is_default_repository(repository):
+        raise ModelBuildError(
+            f"model {model!r} is not built in {repository} (no {onnx}); loadtest does not write "
+            f"into a repository you name: loadtest models build --repository {repository} {model}"
+        )
+    say(f"building model {model!r} ({_size(SUITE[model].approx_bytes)}) into {onnx} (first use)")
+    build_repository(repository, [model])
 
 
 @contextlib.contextmanager
@@ -124,7 +142,7 @@ def resolve(
         server.start()
         url = server.grpc_url if target.protocol is Protocol.GRPC else server.http_url
         say(f"embedded Triton ready in {server.startup_s:.1f} s at {url} (pid {server.pid})")
-        resolved = dataclasses.replace(target, url=url)  # headers kept; TLS is None here
+        resolved = dataclasses.replace(target, url=url)  # headers and timeouts kept; TLS is None
         yield Deployment(resolved, server)
     finally:
         server.cleanup()

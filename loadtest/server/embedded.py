@@ -9,7 +9,10 @@ this interpreter's `bin/` and LIBDIR go first (the facts, with their source, are
 
 Never leaving a server behind: the child gets PR_SET_PDEATHSIG (the kernel sends it SIGTERM if we
 die, even by SIGKILL), runs in its own session (a terminal Ctrl-C reaches us, and we stop it in
-order), and `stop()` escalates SIGTERM -> SIGKILL by PID. Every address is loopback.
+order), and `stop()` escalates SIGTERM -> SIGKILL by PID, then kills whatever is left of its
+process group (a Python backend stub orphaned when the server is stopped mid-load ignores SIGTERM
+and would otherwise run on, holding its /dev/shm region, which is removed too). Every address is
+loopback.
 """
 
 from __future__ import annotations
@@ -118,6 +121,38 @@ def grpc_tls_args(
         f"--grpc-server-key={key}",
     ]
     return args + ([f"--grpc-root-cert={root_cert}"] if root_cert is not None else [])
+
+
+def _group_members(pgid: int) -> list[tuple[int, list[str]]]:
+    """(pid, argv) of every process in process group `pgid` (Linux /proc; [] elsewhere)."""
+    members = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid or fields[0] == "Z":
+                continue
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        members.append((int(entry.name), argv))
+    return members
+
+
+def _reap_group(pgid: int) -> None:
+    """After the server itself is gone: SIGKILL what is left of its process group (the group is
+    the session we started it in, so nothing else is in it) and remove the shared-memory regions
+    its Python backend stubs held (named on their command line)."""
+    regions = [
+        Path("/dev/shm") / arg
+        for _, argv in _group_members(pgid)
+        for arg in argv[1:3]
+        if arg.startswith("triton_") and "/" not in arg
+    ]
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+    for region in regions:
+        with contextlib.suppress(OSError):
+            region.unlink()
 
 
 def _failed_model_lines(log: str) -> list[str]:
@@ -319,6 +354,8 @@ class EmbeddedTriton:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 process.wait()
+        if process is not None:
+            _reap_group(process.pid)
         if self.workdir is not None and process is not None:
             # Keep the log readable after stop (tests, error messages); drop the backend copy.
             shutil.rmtree(self.workdir / "backends", ignore_errors=True)

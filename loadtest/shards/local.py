@@ -4,15 +4,23 @@ Each worker opens its own connection to the target, prepares the same sample lib
 then waits at a barrier; the parent picks one start instant and every worker plays its shard from
 there. CLOCK_MONOTONIC is shared by all processes of a host, so local workers start within
 microseconds of each other. Ray actors (shards.ray_actors) reuse `play_shard`.
+
+A worker never outlives its parent's interest: it asks the kernel for SIGKILL when the parent dies
+(PR_SET_PDEATHSIG, set first thing in the child; SIGKILL of the parent included), and once playing
+it watches its pipe: the parent's end closing, or "cancel", stops it at once with no drain (nobody
+is left to read the answers). A stop of the parent (SIGINT, SIGTERM) is passed on as the same
+signal, so each worker stops issuing, drains briefly and returns its partial shard.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
@@ -22,7 +30,7 @@ from typing import Any
 from loadtest.core.records import Records
 from loadtest.core.settings import resolve_loop
 from loadtest.core.target import Target
-from loadtest.engine import timing
+from loadtest.engine import stopping, timing
 from loadtest.engine.runner import OnStart, Runner
 from loadtest.engine.samples import open_with_samples
 from loadtest.engine.selfmeasure import Progress
@@ -35,6 +43,17 @@ from loadtest.targets.shared_memory import with_shared_memory
 
 READY_TIMEOUT_S = 120.0
 START_DELAY_NS = 300_000_000  # between the barrier and t = 0: time to deliver "start" to all
+_PR_SET_PDEATHSIG = 1
+PARENT_GONE = "the parent process is gone"
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """In a child: SIGKILL from the kernel when the parent dies (Linux; a no-op elsewhere), and
+    exit now if it already has (the child was reparented before the request was made)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if parent_pid and os.getppid() != parent_pid:
+        os._exit(1)
 
 
 def make_target(plan: ShardPlan) -> Target:
@@ -90,8 +109,24 @@ async def play_shard(
     )
 
 
-def worker_main(plan: ShardPlan, conn: Connection) -> None:
+def _watch_parent(conn: Connection, loop: asyncio.AbstractEventLoop) -> None:
+    """On its own thread once playing: the parent's end closing (it died or gave up) or a
+    "cancel" stops the run at once, with no drain."""
+    try:
+        while True:
+            kind, _ = conn.recv()
+            if kind == "cancel":
+                break
+    except (EOFError, OSError):
+        pass
+    with contextlib.suppress(RuntimeError):  # the loop already closed: the run is over
+        loop.call_soon_threadsafe(stopping.request_stop, None, PARENT_GONE, True)
+
+
+def worker_main(plan: ShardPlan, conn: Connection, parent_pid: int = 0) -> None:
     """Entry point of a local worker process: ready -> wait for "start" -> result, over `conn`."""
+    die_with_parent(parent_pid)
+    stopping.install_process_handlers()  # SIGTERM before the run unwinds like Ctrl-C
 
     async def until_start() -> int:
         conn.send(("ready", None))
@@ -99,25 +134,30 @@ def worker_main(plan: ShardPlan, conn: Connection) -> None:
         kind, value = await loop.run_in_executor(None, conn.recv)
         if kind != "start":
             raise LoadtestError("cancelled by the parent")
+        threading.Thread(
+            target=_watch_parent, args=(conn, loop), name="loadtest-parent-watch", daemon=True
+        ).start()
         return int(value)
 
     def tick(records: Records, now_ns: int) -> None:
         with contextlib.suppress(OSError):
             conn.send(("tick", (now_ns, Progress.of(records))))
 
+    message: tuple[str, Any]
     try:
         loop = resolve_loop(plan.client.loop, plan.settings.qps / plan.shards)
         result = timing.run(play_shard(plan, until_start, tick), loop.value)
     except LoadtestError as exc:
-        conn.send(("error", str(exc)))
+        message = ("error", str(exc))
     except KeyboardInterrupt:
-        conn.send(("error", "interrupted before the run started"))
+        message = ("error", f"{stopping.requested() or 'interrupted'} before the run started")
     except Exception as exc:  # reported by the parent as one line naming the worker
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        message = ("error", f"{type(exc).__name__}: {exc}")
     else:
-        conn.send(("result", result))
-    finally:
-        conn.close()
+        message = ("result", result)
+    with contextlib.suppress(OSError):  # the parent may be gone: nobody to tell
+        conn.send(message)
+    conn.close()
 
 
 def _receive(conn: Connection, process: Any, shard: int, timeout_s: float) -> Any:
@@ -140,7 +180,7 @@ def _run_processes(
             parent_end, child_end = context.Pipe()
             process = context.Process(
                 target=worker_main,
-                args=(plan, child_end),
+                args=(plan, child_end, os.getpid()),
                 name=f"loadtest-worker-{plan.shard}",
                 daemon=True,
             )
@@ -200,8 +240,12 @@ def _message(conn: Connection, process: Any, shard: int) -> tuple[str, Any]:
         kind, value = conn.recv()
     except EOFError:
         process.join(1)
+        if stopping.requested():  # stopped before it could play: nothing to report
+            raise KeyboardInterrupt from None
         raise TargetError(f"worker {shard} died (exit code {process.exitcode})") from None
     if kind == "error":
+        if stopping.requested():
+            raise KeyboardInterrupt
         raise TargetError(f"worker {shard}: {value}")
     return str(kind), value
 
@@ -211,7 +255,8 @@ async def run_local_shards(
     on_progress: Callable[[Progress, int], None] | None = None,
     on_start: OnStart | None = None,
 ) -> list[ShardResult]:
-    """Play the plans in worker processes; Ctrl-C is passed on, and the partial shards return.
+    """Play the plans in worker processes; a stop (SIGINT, SIGTERM) is passed on as the same
+    signal, and the partial shards return.
 
     `on_start` runs on this loop once every worker has passed the ready barrier, before the
     common start instant is chosen."""
@@ -226,18 +271,18 @@ async def run_local_shards(
         if on_progress is not None:
             loop.call_soon_threadsafe(on_progress, snapshot, now_ns)
 
-    def forward_interrupt() -> None:
+    def forward(reason: str, urgent: bool) -> None:
+        signum = stopping.received() or signal.SIGTERM
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGINT)
+                os.kill(pid, signum)
 
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGINT, forward_interrupt)
-    try:
-        results = await loop.run_in_executor(
-            None, _run_processes, plans, pids.extend, progress, before_start
+    def started(new: list[int]) -> None:  # on the collector thread, before the barrier
+        pids.extend(new)
+        if stopping.requested():
+            loop.call_soon_threadsafe(forward, stopping.requested(), False)
+
+    with stopping.catching(loop), stopping.listening(forward):
+        return await loop.run_in_executor(
+            None, _run_processes, plans, started, progress, before_start
         )
-    finally:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.remove_signal_handler(signal.SIGINT)
-    return results

@@ -11,12 +11,19 @@ The actor keeps the target open between the barrier and the run on its own threa
 (the precise loop or uvloop, as for local workers), so the loop Ray runs actors on plays no part
 in timing. `address`: "local" starts a private Ray on this machine; "auto" joins the cluster this
 machine belongs to; "ray://HEAD:10001" goes through Ray Client.
+
+Stopping: the actors are threaded (max_concurrency), so `stop` and `heartbeat` reach one while it
+plays. A stop of the driver (SIGINT, SIGTERM) is passed on as `stop(reason)`: drain, partial shard.
+While playing, the driver sends a heartbeat every HEARTBEAT_S; an actor that hears none for
+LEASE_S (the driver died, SIGKILL included, or lost the cluster) stops issuing at once, so no
+query is sent much more than LEASE_S after the driver is gone, whatever Ray's own clean-up takes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -24,7 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from loadtest.core.settings import resolve_loop
-from loadtest.engine import timing
+from loadtest.engine import stopping, timing
 from loadtest.engine.runner import OnStart
 from loadtest.errors import LoadtestError, SettingsError, TargetError
 from loadtest.shards.local import READY_TIMEOUT_S, play_shard
@@ -32,18 +39,25 @@ from loadtest.shards.merge import ShardResult
 from loadtest.shards.plan import ShardPlan
 
 RAY_START_DELAY_NS = 2_000_000_000  # barrier -> t = 0: delivering "run" to remote actors
+HEARTBEAT_S = 0.2  # the driver's heartbeat to each playing actor
+LEASE_S = 0.8  # an actor that hears no heartbeat for this long stops at once
+ACTOR_CONCURRENCY = 4  # run + heartbeat + stop can be in progress together
 
 
 class ShardActor:
-    """One shard's generator inside a Ray actor: `prepare(plan)` then `run(start_unix_ns)`."""
+    """One shard's generator inside a Ray actor: `prepare(plan)` then `run(start_unix_ns)`;
+    `heartbeat()` while it runs, `stop(reason)` to end it early (see the module docstring)."""
 
     def __init__(self) -> None:
         self._start: concurrent.futures.Future[int] = concurrent.futures.Future()
         self._result: concurrent.futures.Future[ShardResult] = concurrent.futures.Future()
         self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_beat = time.monotonic()
 
     def prepare(self, plan: ShardPlan) -> bool:
         async def until_start() -> int:
+            self._loop = asyncio.get_running_loop()
             self._ready.set()
             return await asyncio.wrap_future(self._start)
 
@@ -62,9 +76,33 @@ class ShardActor:
             self._result.result()  # re-raises what went wrong while preparing
         return True
 
-    def run(self, start_unix_ns: int) -> ShardResult:
+    def run(self, start_unix_ns: int, lease_s: float = LEASE_S) -> ShardResult:
+        """Play from the common start; without a heartbeat for `lease_s` (0 = no lease), stop."""
+        self._last_beat = time.monotonic()
+        if lease_s:
+            threading.Thread(
+                target=self._keep_lease, args=(lease_s,), name="loadtest-lease", daemon=True
+            ).start()
         self._start.set_result(start_unix_ns)
         return self._result.result()
+
+    def heartbeat(self) -> None:
+        self._last_beat = time.monotonic()
+
+    def stop(self, reason: str, urgent: bool = False) -> None:
+        """End the run early: stop issuing, drain briefly (not when `urgent`), partial shard."""
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: the run is over
+                loop.call_soon_threadsafe(stopping.request_stop, None, reason, urgent)
+
+    def _keep_lease(self, lease_s: float) -> None:
+        while not self._result.done():
+            silent = time.monotonic() - self._last_beat
+            if silent > lease_s:
+                self.stop(f"no heartbeat from the driver for {silent:.1f} s", urgent=True)
+                return
+            time.sleep(lease_s / 8)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -90,8 +128,21 @@ def _run_on_ray(
         raise TargetError(
             f"cannot reach the Ray cluster at {address!r}: {_one_line(exc)}"
         ) from None
-    actor_class: Any = ray.remote(num_cpus=1)(ShardActor)
+    actor_class: Any = ray.remote(num_cpus=1, max_concurrency=ACTOR_CONCURRENCY)(ShardActor)
     actors = [actor_class.options(scheduling_strategy="SPREAD").remote() for _ in plans]
+    done = threading.Event()
+
+    def keep_alive() -> None:
+        """Heartbeats while the actors play; the stop request, once, when there is one."""
+        told = False
+        while not done.wait(HEARTBEAT_S):
+            reason = stopping.requested()
+            for actor in actors:
+                if reason and not told:
+                    actor.stop.remote(reason)
+                actor.heartbeat.remote()
+            told = told or bool(reason)
+
     try:
         try:
             ray.get(
@@ -100,7 +151,9 @@ def _run_on_ray(
             )
             before_start()  # every actor is ready: whoever observes the server starts now
             start_unix_ns = time.time_ns() + RAY_START_DELAY_NS
-            results: list[ShardResult] = ray.get([a.run.remote(start_unix_ns) for a in actors])
+            runs = [a.run.remote(start_unix_ns) for a in actors]
+            threading.Thread(target=keep_alive, name="loadtest-heartbeat", daemon=True).start()
+            results: list[ShardResult] = ray.get(runs)
         except ray.exceptions.GetTimeoutError:
             raise TargetError(
                 f"the Ray cluster at {address!r} did not place {len(plans)} one-CPU actors "
@@ -109,6 +162,7 @@ def _run_on_ray(
         except ray.exceptions.RayError as exc:
             raise TargetError(f"a Ray shard failed: {_one_line(exc)}") from None
     finally:
+        done.set()
         for actor in actors:
             ray.kill(actor)
     return results
@@ -134,4 +188,5 @@ async def run_ray_shards(
         if on_start is not None:
             asyncio.run_coroutine_threadsafe(on_start(), loop).result(READY_TIMEOUT_S)
 
-    return await loop.run_in_executor(None, _run_on_ray, plans, address, before_start)
+    with stopping.catching(loop):  # the heartbeat thread passes a stop request on to the actors
+        return await loop.run_in_executor(None, _run_on_ray, plans, address, before_start)

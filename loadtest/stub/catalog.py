@@ -7,6 +7,7 @@ lookup: the stub must be much cheaper than the client it measures.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -125,3 +126,35 @@ class Catalog:
                 config.name = config.name or name
                 return config
         return default_config(name)
+
+
+class Behaviour:
+    """How the stub answers inference, and what it has seen (shared by HTTP and gRPC).
+
+    `delay_s` holds every inference answer back that long (a service time, without compute). A
+    request whose Triton "timeout" parameter (µs) is shorter than the delay is rejected at its
+    deadline the way Triton's scheduler words it ("Request timeout expired", UNAVAILABLE / 503).
+    `infer_count` and `last_infer_unix_ns` (arrival of the latest inference request) are served
+    at GET /v2/stub/counters, so a test can see when the last query reached the server.
+    """
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+        self.infer_count = 0
+        self.last_infer_unix_ns = 0
+
+    def arrived(self) -> None:
+        self.infer_count += 1
+        self.last_infer_unix_ns = time.time_ns()
+
+    def counters_json(self) -> bytes:
+        return json.dumps(
+            {"infer_count": self.infer_count, "last_infer_unix_ns": self.last_infer_unix_ns}
+        ).encode()
+
+    def rejects(self, timeout_us: int) -> bool:
+        """Would Triton drop a request with this "timeout" parameter (0 = none) before serving?"""
+        return 0 < timeout_us < self.delay_s * 1e6
+
+
+TIMEOUT_EXPIRED = "Request timeout expired"

@@ -2,12 +2,14 @@
 
 grpc.aio in the same event loop as the HTTP side. Infer answers are prebuilt per model; calls the
 stub does not support (shared memory, repository control) fail with UNIMPLEMENTED, as they would
-on a server without them. With a TokenGate, an interceptor answers UNAUTHENTICATED to every call
-without the token (`authorization` metadata); with StubTls the port is a TLS one.
+on a server without them. A delay (stub --delay-ms) and Triton's "timeout" request parameter are
+honoured as catalog.Behaviour says. With a TokenGate, an interceptor answers UNAUTHENTICATED to
+every call without the token (`authorization` metadata); with StubTls the port is a TLS one.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,12 +18,13 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from loadtest.stub.access import StubTls, TokenGate
-from loadtest.stub.catalog import STUB_VERSION, Catalog
+from loadtest.stub.catalog import STUB_VERSION, TIMEOUT_EXPIRED, Behaviour, Catalog
 
 
 class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, behaviour: Behaviour) -> None:
         self.catalog = catalog
+        self.behaviour = behaviour
         self._infer: dict[str, pb.ModelInferResponse] = {}
 
     async def ServerLive(self, request: Any, context: Any) -> pb.ServerLiveResponse:
@@ -61,6 +64,15 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: Any
     ) -> pb.ModelInferResponse:
+        behaviour = self.behaviour
+        behaviour.arrived()
+        if behaviour.delay_s:
+            parameters = request.parameters
+            timeout_us = parameters["timeout"].int64_param if "timeout" in parameters else 0
+            if behaviour.rejects(timeout_us):
+                await asyncio.sleep(timeout_us / 1e6)
+                await context.abort(grpc.StatusCode.UNAVAILABLE, TIMEOUT_EXPIRED)
+            await asyncio.sleep(behaviour.delay_s)
         response = self._infer.get(request.model_name)
         if response is None:
             model = self.catalog.model(request.model_name)
@@ -100,13 +112,16 @@ async def start_grpc(
     port: int,
     tls: StubTls | None = None,
     gate: TokenGate | None = None,
+    behaviour: Behaviour | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Serve on host:port (0 = any free port); returns the started server and its port."""
     server = grpc.aio.server(
         options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)],
         interceptors=[_TokenInterceptor(gate)] if gate is not None else None,
     )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(_Servicer(catalog), server)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(
+        _Servicer(catalog, behaviour or Behaviour()), server
+    )
     address = f"{host}:{port}"
     if tls is None:
         bound = server.add_insecure_port(address)

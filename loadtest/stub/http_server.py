@@ -3,6 +3,9 @@
 A raw asyncio Protocol rather than a web framework: each answer is a cached byte string written
 straight to the transport, which keeps the stub's cost per request far below the client's.
 Shared-memory registration is refused (400), which is what a server without shared memory says.
+With a delay (stub --delay-ms) inference answers are written that much later, and the request's
+JSON header is read for Triton's "timeout" parameter (see catalog.Behaviour); without one, bodies
+are not even looked at. GET /v2/stub/counters is never cached.
 With a TokenGate, a request without the token gets 401 (`_GatedConnection`: only then are headers
 parsed at all); with an ssl context the listener is HTTPS.
 """
@@ -17,9 +20,17 @@ from typing import Any, cast
 import httptools
 
 from loadtest.stub.access import TokenGate
-from loadtest.stub.catalog import STUB_VERSION, Catalog
+from loadtest.stub.catalog import STUB_VERSION, TIMEOUT_EXPIRED, Behaviour, Catalog
 
-_REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found"}
+_REASONS = {
+    200: b"OK",
+    400: b"Bad Request",
+    401: b"Unauthorized",
+    404: b"Not Found",
+    503: b"Service Unavailable",
+}
+_HEADER_LENGTH = b"inference-header-content-length"
+_COUNTERS = "/v2/stub/counters"
 
 
 def _response(status: int, body: bytes, headers: dict[str, str] | None = None) -> bytes:
@@ -35,17 +46,22 @@ def _json(status: int, payload: Any) -> bytes:
 
 
 class _Router:
-    """(method, path) -> full response bytes, cached per distinct request line."""
+    """(method, path) -> (full response bytes, is it an inference), cached per request line."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, behaviour: Behaviour) -> None:
         self.catalog = catalog
-        self._cache: dict[tuple[bytes, bytes], bytes] = {}
+        self.behaviour = behaviour
+        self._cache: dict[tuple[bytes, bytes], tuple[bytes, bool]] = {}
 
-    def answer(self, method: bytes, url: bytes) -> bytes:
+    def answer(self, method: bytes, url: bytes) -> tuple[bytes, bool]:
         key = (method, url)
         cached = self._cache.get(key)
         if cached is None:
-            cached = self._build(method.decode(), url.decode().split("?")[0])
+            path = url.decode().split("?")[0]
+            if path == _COUNTERS:
+                return _response(200, self.behaviour.counters_json()), False
+            infer = method == b"POST" and path.endswith("/infer")
+            cached = (self._build(method.decode(), path), infer)
             if len(self._cache) < 10_000:
                 self._cache[key] = cached
         return cached
@@ -88,9 +104,12 @@ class _Router:
 class _Connection(asyncio.Protocol):
     def __init__(self, router: _Router) -> None:
         self.router = router
+        self.delay_s = router.behaviour.delay_s
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.url = b""
+        self.header_length = 0
+        self.body: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -106,11 +125,47 @@ class _Connection(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self.url += url
 
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.delay_s and name.lower() == _HEADER_LENGTH:
+            self.header_length = int(value)
+
+    def on_body(self, body: bytes) -> None:
+        if self.delay_s:
+            self.body.append(body)
+
+    def _server_timeout_us(self) -> int:
+        """Triton's "timeout" parameter of the request just received (0 = none)."""
+        body = b"".join(self.body)
+        header = body[: self.header_length] if self.header_length else body
+        try:
+            parameters = json.loads(header).get("parameters") or {}
+            return int(parameters.get("timeout", 0))
+        except (ValueError, AttributeError, TypeError):
+            return 0
+
     def on_message_complete(self) -> None:
         assert self.transport is not None
-        self.transport.write(self.router.answer(self.parser.get_method(), self.url))
+        response, infer = self.router.answer(self.parser.get_method(), self.url)
         self.url = b""
-        if not self.parser.should_keep_alive():
+        keep_alive = self.parser.should_keep_alive()
+        if infer:
+            behaviour = self.router.behaviour
+            behaviour.arrived()
+            if self.delay_s:
+                timeout_us = self._server_timeout_us()
+                self.body, self.header_length = [], 0
+                delay = self.delay_s
+                if behaviour.rejects(timeout_us):
+                    response, delay = _json(503, {"error": TIMEOUT_EXPIRED}), timeout_us / 1e6
+                asyncio.get_running_loop().call_later(delay, self._send, response, keep_alive)
+                return
+        self._send(response, keep_alive)
+
+    def _send(self, response: bytes, keep_alive: bool) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.transport.write(response)
+        if not keep_alive:
             self.transport.close()
 
 
@@ -130,6 +185,7 @@ class _GatedConnection(_Connection):
         self.authorization: bytes | None = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
         if name.lower() == b"authorization":
             self.authorization = value
 
@@ -151,9 +207,10 @@ async def start_http(
     port: int,
     ssl_context: ssl.SSLContext | None = None,
     gate: TokenGate | None = None,
+    behaviour: Behaviour | None = None,
 ) -> asyncio.Server:
     """Listen on host:port (0 = any free port); returns the asyncio server."""
-    router = _Router(catalog)
+    router = _Router(catalog, behaviour or Behaviour())
     loop = asyncio.get_running_loop()
 
     def connection() -> _Connection:

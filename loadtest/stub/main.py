@@ -13,7 +13,7 @@ import signal
 from pathlib import Path
 
 from loadtest.stub.access import StubTls, TokenGate
-from loadtest.stub.catalog import Catalog
+from loadtest.stub.catalog import Behaviour, Catalog
 from loadtest.stub.grpc_server import start_grpc
 from loadtest.stub.http_server import start_http
 
@@ -26,11 +26,13 @@ async def serve(
     grpc_port: int,
     tls: StubTls | None = None,
     gate: TokenGate | None = None,
+    delay_s: float = 0.0,
 ) -> None:
     catalog = Catalog(repository)
+    behaviour = Behaviour(delay_s)
     context = tls.ssl_context() if tls is not None else None
-    http = await start_http(catalog, LOOPBACK, http_port, context, gate)
-    grpc_server, grpc_bound = await start_grpc(catalog, LOOPBACK, grpc_port, tls, gate)
+    http = await start_http(catalog, LOOPBACK, http_port, context, gate, behaviour)
+    grpc_server, grpc_bound = await start_grpc(catalog, LOOPBACK, grpc_port, tls, gate, behaviour)
     http_bound = http.sockets[0].getsockname()[1]
     print(f"ready http={http_bound} grpc={grpc_bound}", flush=True)
     stop = asyncio.Event()
@@ -51,11 +53,12 @@ def run(
     grpc_port: int,
     tls: StubTls | None = None,
     gate: TokenGate | None = None,
+    delay_s: float = 0.0,
 ) -> None:
     """Serve on uvloop where it is installed (the stub must cost less than the client)."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(repository, http_port, grpc_port, tls, gate))
+        asyncio.run(serve(repository, http_port, grpc_port, tls, gate, delay_s))
     else:
-        uvloop.run(serve(repository, http_port, grpc_port, tls, gate))
+        uvloop.run(serve(repository, http_port, grpc_port, tls, gate, delay_s))

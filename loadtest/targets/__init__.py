@@ -20,31 +20,38 @@ def triton_target(
     model: str,
     version: str = "",
     timeout_s: float = 30.0,
+    server_timeout_s: float = 0.0,
     *,
     tls: TlsSettings | None = None,
     headers: tuple[Header, ...] = (),
 ) -> Target:
     """A Triton target for 'grpc' or 'http' (imported lazily: each pulls in its client stack).
 
-    A `fake://` URL gives the in-process fake target instead (see targets/fake.py); it takes
-    headers and URL credentials and ignores them.
+    `timeout_s` is the client's per-request deadline; `server_timeout_s` (0 = none) is sent to
+    Triton as the request's "timeout" parameter. A `fake://` URL gives the in-process fake target
+    instead (see targets/fake.py), which honours `timeout_s` too, and takes headers and URL
+    credentials and ignores them.
     """
     if url.startswith("fake://"):
         from loadtest.errors import SettingsError
         from loadtest.targets.fake import fake_from_url
 
         try:
-            return fake_from_url(url)
+            return fake_from_url(url, timeout_s)
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
     if protocol == "grpc":
         from loadtest.targets.triton_grpc import TritonGrpcTarget
 
-        return TritonGrpcTarget(url, model, version, timeout_s, tls=tls, headers=headers)
+        return TritonGrpcTarget(
+            url, model, version, timeout_s, server_timeout_s, tls=tls, headers=headers
+        )
     if protocol == "http":
         from loadtest.targets.triton_http import TritonHttpTarget
 
-        return TritonHttpTarget(url, model, version, timeout_s, tls=tls, headers=headers)
+        return TritonHttpTarget(
+            url, model, version, timeout_s, server_timeout_s, tls=tls, headers=headers
+        )
     raise ValueError(f"unknown protocol {protocol!r}")
 
 
@@ -57,6 +64,7 @@ def target_for(settings: TargetSettings) -> Target:
         settings.model,
         settings.model_version,
         settings.request_timeout_s,
+        settings.server_timeout_s,
         tls=settings.tls,
         headers=settings.headers,
     )

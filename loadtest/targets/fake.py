@@ -5,7 +5,8 @@ fed Poisson arrivals), so its capacity and latencies are known analytically: cap
 servers / mean service time. A `stall` freezes every worker for a while at a given moment after the
 first query, the way a GC pause or a stuck GPU would; an honest tester must show it in the tail.
 `loop_block_ns` instead blocks the whole event loop on each query, simulating a client that cannot
-keep up with its own schedule.
+keep up with its own schedule. Like the Triton targets it honours the per-request deadline
+(`timeout_ns`, --timeout): a query not served by then is error kind "timeout".
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
+from loadtest.core.records import TIMEOUT
 from loadtest.core.settings import SharedMemoryKind
 from loadtest.core.target import Done, ModelSpec, Sample, TargetCapabilities, TensorSpec
 from loadtest.errors import TargetError
+
+_timeout = getattr(asyncio, "timeout", None)
 
 FAKE_MODEL = ModelSpec(
     name="fake",
@@ -68,8 +72,10 @@ class FakeTarget:
         loop_block_ns: int = 0,
         seed: int = 0,
         clock: Callable[[], int] = time.perf_counter_ns,
+        timeout_ns: int = 0,
     ) -> None:
         self.law = law
+        self.timeout_ns = timeout_ns  # 0 = no deadline
         self.servers = servers
         self.stall = stall
         self.fail_every = fail_every
@@ -130,6 +136,17 @@ class FakeTarget:
         number = self._count
         if self.loop_block_ns:
             time.sleep(self.loop_block_ns / 1e9)  # deliberately blocks the event loop
+        if not self.timeout_ns:
+            return await self._serve(number)
+        try:
+            if _timeout is not None:  # Python ≥ 3.11: no task per query
+                async with _timeout(self.timeout_ns / 1e9):
+                    return await self._serve(number)
+            return await asyncio.wait_for(self._serve(number), self.timeout_ns / 1e9)
+        except asyncio.TimeoutError:
+            return TIMEOUT
+
+    async def _serve(self, number: int) -> str | None:
         assert self._workers is not None, "open() first"
         async with self._workers:
             await self._stall_wait()
@@ -147,9 +164,10 @@ class FakeTarget:
         pass
 
 
-def fake_from_url(url: str) -> FakeTarget:
+def fake_from_url(url: str, timeout_s: float = 0.0) -> FakeTarget:
     """`fake://?servers=2&law=exponential&service_ms=1&stall_at_s=5&stall_s=1&fail_every=0`
-    (and `loop_block_ms`: block the client's event loop that long per query).
+    (and `loop_block_ms`: block the client's event loop that long per query); `timeout_s` is the
+    per-request deadline (0 = none).
 
     Lets the CLI (and its tests, and anyone checking the tool itself) run every stage end to end
     against a queue whose behaviour is known, with no server at all.
@@ -174,5 +192,11 @@ def fake_from_url(url: str) -> FakeTarget:
         raise ValueError(f"invalid fake target URL {url!r}: servers must be ≥ 1")
     stall = Stall(int(float(stall_at) * 1e9), int(stall_s * 1e9)) if stall_at else None
     return FakeTarget(
-        law, servers, stall=stall, fail_every=fail_every, seed=seed, loop_block_ns=loop_block_ns
+        law,
+        servers,
+        stall=stall,
+        fail_every=fail_every,
+        seed=seed,
+        loop_block_ns=loop_block_ns,
+        timeout_ns=int(timeout_s * 1e9),
     )

@@ -8,9 +8,15 @@ parser uvloop's ecosystem uses); completion is a plain callback. One request is 
 connection (no pipelining, so one slow answer never delays another); the pool opens connections
 as the open-loop load needs them, never capping concurrency (a cap would quietly close the loop).
 
-Timeouts are swept twice a second instead of arming a timer per request. With an ssl context the
-connections are TLS (the event loop's SSL transport; the server's name is checked), opened and
-warmed the same way, so the handshakes happen before the run, not during it.
+Every request has a deadline (`timeout_s` from its submission: the moment the runner sent it,
+waiting for a free connection included). An answer that arrives after it is a "timeout", however
+it arrives, so the error count is exact; and a sweep every SWEEP_FRACTION of the timeout (1 ms to
+0.5 s) fails what is still unanswered past its deadline and closes that connection, so a query is
+never held much beyond its deadline. One sweep per interval for the whole pool is cheaper than a
+timer per request, and the completion path pays one clock read.
+With an ssl context the connections are TLS (the event loop's SSL transport; the server's name
+is checked), opened and warmed the same way, so the handshakes happen before the run, not during
+it.
 """
 
 from __future__ import annotations
@@ -24,11 +30,15 @@ from typing import cast
 
 import httptools
 
+from loadtest.core.records import TIMEOUT
+
 # on_done(status, body, error, headers): status 0 and an error text when no HTTP answer arrived;
 # headers (lower-case names) only when the request asked to keep them.
 Done = Callable[[int, bytes, str | None, dict[bytes, bytes]], None]
 _NO_HEADERS: dict[bytes, bytes] = {}
-_SWEEP_S = 0.5
+SWEEP_FRACTION = 0.125  # the sweep runs every 1/8 of the timeout ...
+MIN_SWEEP_S = 0.001  # ... but at most once a millisecond
+MAX_SWEEP_S = 0.5  # ... and at least twice a second
 
 
 def build_request(host: str, path: str, body: bytes, headers: dict[str, str]) -> bytes:
@@ -46,7 +56,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.on_done: Done | None = None
-        self.sent_at = 0.0
+        self.deadline = 0.0  # time.monotonic() by which the outstanding request must be answered
         self.chunks: list[bytes] = []
         self.headers: dict[bytes, bytes] = {}
         self.keep_headers = False
@@ -80,18 +90,22 @@ class _Connection(asyncio.Protocol):
         headers = self.headers if self.keep_headers else _NO_HEADERS
         self.headers = {}
         status = self.parser.get_status_code()
+        late = time.monotonic() > self.deadline
         if self.parser.should_keep_alive():
             self.pool.release(self)
         elif self.transport is not None:
             self.transport.close()
         if on_done is not None:
-            on_done(status, body, None, headers)
+            if late:  # answered, but after the deadline: the client had given up on it
+                on_done(0, b"", TIMEOUT, _NO_HEADERS)
+            else:
+                on_done(status, body, None, headers)
 
     # --- used by the pool
-    def send(self, request: bytes, on_done: Done, now: float) -> None:
+    def send(self, request: bytes, on_done: Done, deadline: float) -> None:
         assert self.transport is not None
         self.on_done = on_done
-        self.sent_at = now
+        self.deadline = deadline
         self.transport.write(request)
 
     def fail(self, error: str) -> None:
@@ -121,10 +135,12 @@ class WirePool:
         self.port = port
         self.timeout_s = timeout_s
         self.ssl = ssl
+        self.sweep_s = min(MAX_SWEEP_S, max(MIN_SWEEP_S, SWEEP_FRACTION * timeout_s))
         self.waited = 0
         self._idle: list[_Connection] = []
         self._all: set[_Connection] = set()
-        self._waiting: deque[tuple[bytes, Done, bool]] = deque()
+        # (request, on_done, keep_headers, deadline), oldest first
+        self._waiting: deque[tuple[bytes, Done, bool, float]] = deque()
         self._connecting = 0
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
@@ -153,15 +169,23 @@ class WirePool:
         self._all.add(protocol)
         return protocol
 
-    def submit(self, request: bytes, on_done: Done, keep_headers: bool = False) -> None:
-        """Send on an idle connection, or queue until one is free or newly open."""
+    def submit(
+        self,
+        request: bytes,
+        on_done: Done,
+        keep_headers: bool = False,
+        timeout_s: float | None = None,
+    ) -> None:
+        """Send on an idle connection, or queue until one is free or newly open; the request's
+        deadline is `timeout_s` (default: the pool's) from now."""
+        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
         if self._idle:
             connection = self._idle.pop()
             connection.keep_headers = keep_headers
-            connection.send(request, on_done, time.monotonic())
+            connection.send(request, on_done, deadline)
             return
         self.waited += 1
-        self._waiting.append((request, on_done, keep_headers))
+        self._waiting.append((request, on_done, keep_headers, deadline))
         self._maybe_grow()
 
     def _maybe_grow(self) -> None:
@@ -175,7 +199,7 @@ class WirePool:
         except OSError as exc:
             error = f"cannot connect: {exc.strerror or exc}"
             while self._waiting:  # nothing can be sent while connecting fails
-                _, on_done, _ = self._waiting.popleft()
+                on_done = self._waiting.popleft()[1]
                 on_done(0, b"", error, _NO_HEADERS)
             return
         finally:
@@ -187,9 +211,9 @@ class WirePool:
         if self._closed:
             return
         if self._waiting:
-            request, on_done, keep_headers = self._waiting.popleft()
+            request, on_done, keep_headers, deadline = self._waiting.popleft()
             connection.keep_headers = keep_headers
-            connection.send(request, on_done, time.monotonic())
+            connection.send(request, on_done, deadline)
         else:
             self._idle.append(connection)
 
@@ -200,15 +224,21 @@ class WirePool:
         self._maybe_grow()
 
     def _schedule_sweep(self) -> None:
-        if not self._closed:
+        if not self._closed and self._sweeper is None:
             loop = asyncio.get_running_loop()
-            self._sweeper = loop.call_later(_SWEEP_S, self._sweep)
+            self._sweeper = loop.call_later(self.sweep_s, self._sweep)
 
     def _sweep(self) -> None:
-        deadline = time.monotonic() - self.timeout_s
+        """Fail what is past its deadline: on a connection (closed: its answer, if it ever comes,
+        is no longer wanted) or still waiting for one."""
+        self._sweeper = None
+        now = time.monotonic()
         for connection in list(self._all):
-            if connection.on_done is not None and connection.sent_at < deadline:
-                connection.fail("timeout")
+            if connection.on_done is not None and connection.deadline < now:
+                connection.fail(TIMEOUT)
+        while self._waiting and self._waiting[0][3] < now:
+            on_done = self._waiting.popleft()[1]
+            on_done(0, b"", TIMEOUT, _NO_HEADERS)
         self._schedule_sweep()
 
     def close(self) -> None:
@@ -218,6 +248,6 @@ class WirePool:
         for connection in list(self._all):
             connection.fail("client closed")
         while self._waiting:
-            _, on_done, _ = self._waiting.popleft()
+            on_done = self._waiting.popleft()[1]
             on_done(0, b"", "client closed", _NO_HEADERS)
         self._idle.clear()

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from loadtest.core.records import SERVER_TIMEOUT
 from loadtest.core.secrets import redact_url
 from loadtest.core.target import ModelSpec, TensorSpec
 from loadtest.errors import TargetError
@@ -73,9 +74,17 @@ def model_spec_from_config(config: Mapping[str, Any], version: str) -> ModelSpec
 
 
 _NUMBERS = re.compile(r"\d+")
+# How Triton words the rejection of a request whose "timeout" parameter expired in the scheduler
+# queue (core: dynamic_batch_scheduler.cc, status UNAVAILABLE; HTTP 503 or 400 by version).
+SERVER_TIMEOUT_MESSAGE = "Request timeout expired"
 
 
 def error_kind(prefix: str, message: str, limit: int = 90) -> str:
-    """A short, stable label: digits collapsed so per-request details don't multiply the kinds."""
+    """A short, stable label: digits collapsed so per-request details don't multiply the kinds.
+
+    The server's own deadline (--server-timeout) is one kind whatever the protocol.
+    """
+    if SERVER_TIMEOUT_MESSAGE.lower() in message.lower():
+        return SERVER_TIMEOUT
     first_line = message.strip().splitlines()[0] if message.strip() else "no message"
     return f"{prefix}: {_NUMBERS.sub('N', first_line)[:limit]}"

@@ -9,6 +9,10 @@ response: per query, the client does only the gRPC call itself (a failed call st
 TLS and headers (see transport.py) apply to the one channel and every call on it: the headers go
 as metadata with the raw `ModelInfer` calls too. A refused credential is the error kind
 `unauthenticated` / `permission-denied`; on the first calls (open, warm-up) it stops the run.
+Each query carries the gRPC deadline `timeout_s` (DEADLINE_EXCEEDED -> "timeout"); opening,
+metadata and the warm-up query get `setup_timeout` (max(30 s, timeout_s)), so a short --timeout
+still starts. With `server_timeout_s` every load request carries Triton's "timeout" parameter (µs);
+the warm-up and `infer_outputs` requests do not.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.grpc._utils import _get_inference_request
 from tritonclient.utils import InferenceServerException
 
+from loadtest.core.records import TIMEOUT
 from loadtest.core.secrets import Header
-from loadtest.core.settings import SharedMemoryKind, TlsSettings
+from loadtest.core.settings import SharedMemoryKind, TlsSettings, setup_timeout
 from loadtest.core.target import (
     NUMPY_TO_TRITON,
     Done,
@@ -62,6 +67,7 @@ class TritonGrpcTarget:
         model: str,
         version: str = "",
         timeout_s: float = 30.0,
+        server_timeout_s: float = 0.0,
         *,
         tls: TlsSettings | None = None,
         headers: tuple[Header, ...] = (),
@@ -72,6 +78,8 @@ class TritonGrpcTarget:
         self.timeout_s = timeout_s
         self.connection = Connection(tls, headers)
         self._metadata = tuple(self.connection.header_dict(lower=True).items()) or None
+        self.setup_timeout_s = setup_timeout(timeout_s)
+        self.server_timeout_us = round(server_timeout_s * 1e6) if server_timeout_s else None
         self._client: grpcclient.InferenceServerClient | None = None
         self._requests: list[list[grpcclient.InferInput]] = []
         self._wire: list[bytes] = []  # each sample's ModelInferRequest, serialized
@@ -123,7 +131,7 @@ class TritonGrpcTarget:
         if isinstance(exc, grpc.aio.AioRpcError):
             code = exc.code()
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                return "timeout"
+                return TIMEOUT
             name = code.name if code else "error"
             details = exc.details() or ""
             return grpc_auth_kind(name, details) or error_kind(f"grpc {name}", details)
@@ -132,7 +140,7 @@ class TritonGrpcTarget:
             details = exc.message() or ""
             return grpc_auth_kind(name, details) or error_kind(f"grpc {name}", details)
         if isinstance(exc, asyncio.TimeoutError):
-            return "timeout"
+            return TIMEOUT
         return error_kind(type(exc).__name__, str(exc))
 
     def _refused(self, exc: InferenceServerException) -> TargetError | None:
@@ -155,17 +163,20 @@ class TritonGrpcTarget:
 
     async def open(self) -> ModelSpec:
         self._client = grpc_client(self.url, self.connection)
+        setup = self.setup_timeout_s
         try:
-            await self._client.is_server_live(client_timeout=5)
-            metadata = await self._client.get_server_metadata(as_json=True, client_timeout=5)
+            await self._client.is_server_live(client_timeout=min(5.0, setup))
+            metadata = await self._client.get_server_metadata(as_json=True, client_timeout=setup)
             self._server_version = str(metadata.get("version", ""))
         except InferenceServerException as exc:
             raise (self._refused(exc) or await self._unreachable(exc)) from None
         try:
             response = await self._client.get_model_config(
-                self.model, self.version, as_json=True, client_timeout=5
+                self.model, self.version, as_json=True, client_timeout=setup
             )
-            ready = await self._client.is_model_ready(self.model, self.version, client_timeout=5)
+            ready = await self._client.is_model_ready(
+                self.model, self.version, client_timeout=setup
+            )
         except InferenceServerException as exc:
             refused = self._refused(exc)
             if refused:
@@ -208,7 +219,7 @@ class TritonGrpcTarget:
                 sequence_start=False,
                 sequence_end=False,
                 priority=0,
-                timeout=None,
+                timeout=self.server_timeout_us,
                 parameters=None,
             )
             self._wire.append(request.SerializeToString())
@@ -244,7 +255,7 @@ class TritonGrpcTarget:
             self._requests[sample_index],
             model_version=self.version,
             outputs=self._outputs,
-            client_timeout=self.timeout_s,
+            client_timeout=self.setup_timeout_s,
         )
         if self._shm is not None:
             return self._shm.read_outputs()

@@ -9,6 +9,10 @@ no future, no response object per query.
 TLS and headers (see transport.py) apply to both: the pool's connections are TLS connections, and
 the headers are part of each prebuilt request. A 401 / 403 is the error kind `unauthenticated` /
 `permission-denied`; on the first requests (open, warm-up) it stops the run with one line.
+`timeout_s` is each query's deadline (http_wire enforces it); opening, metadata and the warm-up
+query get `setup_timeout` (max(30 s, timeout_s)), so a short --timeout still starts. With
+`server_timeout_s` every load request carries Triton's "timeout" parameter (µs); the warm-up and
+`infer_outputs` requests do not, so a tight server deadline cannot fail the setup.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ import tritonclient.http as httpclient
 import tritonclient.http.aio as aiohttpclient
 from tritonclient.utils import InferenceServerException
 
+from loadtest.core.records import TIMEOUT
 from loadtest.core.secrets import Header
-from loadtest.core.settings import SharedMemoryKind, TlsSettings
+from loadtest.core.settings import SharedMemoryKind, TlsSettings, setup_timeout
 from loadtest.core.target import (
     NUMPY_TO_TRITON,
     Done,
@@ -66,7 +71,7 @@ def _error_message(body: bytes) -> str:
 def _outcome(status: int, body: bytes, error: str | None) -> str | None:
     """None for a 200, else the short error kind of what went wrong."""
     if error is not None:
-        return error if error == "timeout" else error_kind("http", error)
+        return error if error == TIMEOUT else error_kind("http", error)
     if status != 200:
         return AUTH_KIND_BY_HTTP_STATUS.get(status) or error_kind(
             f"http {status}", _error_message(body)
@@ -88,6 +93,7 @@ class TritonHttpTarget:
         model: str,
         version: str = "",
         timeout_s: float = 30.0,
+        server_timeout_s: float = 0.0,
         *,
         tls: TlsSettings | None = None,
         headers: tuple[Header, ...] = (),
@@ -97,9 +103,12 @@ class TritonHttpTarget:
         self.version = version
         self.timeout_s = timeout_s
         self.connection = Connection(tls, headers)
+        self.setup_timeout_s = setup_timeout(timeout_s)
+        self.server_timeout_us = round(server_timeout_s * 1e6) if server_timeout_s else None
         self._path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer"
         self._pool: WirePool | None = None
-        self._requests: list[bytes] = []
+        self._requests: list[bytes] = []  # the load path's, with the server timeout if any
+        self._plain: list[bytes] = []  # without it: warm-up and infer_outputs
         self._shm: SystemRegions | None = None
         self._outputs: list[httpclient.InferRequestedOutput] | None = None
         self._spec: ModelSpec | None = None
@@ -139,7 +148,7 @@ class TritonHttpTarget:
         return self._pool.waited if self._pool is not None else 0
 
     def _admin(self) -> aiohttpclient.InferenceServerClient:
-        return http_client(self.url, self.connection)
+        return http_client(self.url, self.connection, conn_timeout=self.setup_timeout_s)
 
     @property
     def description(self) -> str:
@@ -216,6 +225,7 @@ class TritonHttpTarget:
         if self._shm is not None:
             await self._use_shared_memory(self._shm, samples)
         self._requests = []
+        self._plain = []
         for k, sample in enumerate(samples):
             inputs = []
             for name, tensor in sample.items():
@@ -226,7 +236,12 @@ class TritonHttpTarget:
                 else:
                     infer_input.set_data_from_numpy(tensor, binary_data=True)
                 inputs.append(infer_input)
-            self._requests.append(self._request(inputs, self._outputs))
+            plain = self._request(inputs, self._outputs)
+            self._plain.append(plain)
+            if self.server_timeout_us is None:
+                self._requests.append(plain)
+            else:
+                self._requests.append(self._request(inputs, self._outputs, self.server_timeout_us))
         try:
             await self._pool.warm(WARM_CONNECTIONS)
         except OSError as exc:
@@ -246,9 +261,10 @@ class TritonHttpTarget:
         self,
         inputs: list[httpclient.InferInput],
         outputs: list[httpclient.InferRequestedOutput] | None = None,
+        server_timeout_us: int | None = None,
     ) -> bytes:
         body, json_size = httpclient.InferenceServerClient.generate_request_body(
-            inputs, outputs=outputs
+            inputs, outputs=outputs, timeout=server_timeout_us
         )
         headers = {"Content-Type": "application/octet-stream"}
         if json_size is not None:
@@ -264,7 +280,9 @@ class TritonHttpTarget:
             lambda status, body, error, _headers: done(_outcome(status, body, error)),
         )
 
-    async def _exchange(self, request: bytes) -> tuple[int, bytes, str | None, dict[bytes, bytes]]:
+    async def _exchange(
+        self, request: bytes, timeout_s: float | None = None
+    ) -> tuple[int, bytes, str | None, dict[bytes, bytes]]:
         assert self._pool is not None, "open() first"
         future: asyncio.Future[tuple[int, bytes, str | None, dict[bytes, bytes]]]
         future = asyncio.get_running_loop().create_future()
@@ -275,7 +293,7 @@ class TritonHttpTarget:
             if not future.done():
                 future.set_result((status, body, error, headers))
 
-        self._pool.submit(request, finish, keep_headers=True)
+        self._pool.submit(request, finish, keep_headers=True, timeout_s=timeout_s)
         return await future
 
     async def infer(self, sample_index: int) -> str | None:
@@ -283,11 +301,12 @@ class TritonHttpTarget:
         return _outcome(status, body, error)
 
     async def infer_outputs(self, sample_index: int) -> dict[str, np.ndarray]:
-        return await self.outputs_of(self._requests[sample_index])
+        return await self.outputs_of(self._plain[sample_index])
 
     async def outputs_of(self, request: bytes) -> dict[str, np.ndarray]:
-        """Send one prebuilt request and decode its outputs (raises InferenceServerException)."""
-        status, body, error, headers = await self._exchange(request)
+        """Send one prebuilt request and decode its outputs (raises InferenceServerException);
+        with the setup deadline, as it serves warm-ups and correctness checks."""
+        status, body, error, headers = await self._exchange(request, self.setup_timeout_s)
         if error is not None:
             raise InferenceServerException(error)
         if status != 200:
