@@ -67,3 +67,54 @@ def test_bad_value_is_one_usage_line(args: list[str], flag: str):
         result.exception, SystemExit
     )
     assert f"Invalid value for '{flag}'" in result.output, result.output
+
+
+@pytest.mark.parametrize("which", ["--grpc-port", "--http-port"])
+def test_stub_on_a_taken_port_is_one_line(which: str):
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        ports = {"--grpc-port": "0", "--http-port": "0", which: port}
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "loadtest.cli",
+                "stub",
+                *(x for kv in ports.items() for x in kv),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: cannot start the stub server"), lines
+
+
+def test_stub_stops_on_sigterm_without_a_traceback():
+    import signal
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "loadtest.cli", "stub", "--http-port", "0", "--grpc-port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None and process.stdout.readline().startswith("ready")
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "Traceback" not in stderr, stderr
+    assert process.returncode in (0, 143)

@@ -10,6 +10,8 @@ every call without the token (`authorization` metadata); with StubTls the port i
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -106,6 +108,20 @@ class _TokenInterceptor(grpc.aio.ServerInterceptor):
         return self._deny
 
 
+def _check_free(host: str, port: int) -> None:
+    """Refuse a taken port with one line before grpcio tries it (its core would log the failed
+    bind on stderr first, and then raise a RuntimeError)."""
+    if not port:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            message = f"cannot listen for gRPC on {host}:{port}: {exc.strerror}"
+            raise OSError(exc.errno, message) from None
+
+
 async def start_grpc(
     catalog: Catalog,
     host: str,
@@ -123,10 +139,14 @@ async def start_grpc(
         _Servicer(catalog, behaviour or Behaviour()), server
     )
     address = f"{host}:{port}"
-    if tls is None:
-        bound = server.add_insecure_port(address)
-    else:
-        bound = server.add_secure_port(address, tls.grpc_credentials())
+    _check_free(host, port)
+    try:
+        if tls is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, tls.grpc_credentials())
+    except RuntimeError:  # grpcio's only word for a port it cannot bind (taken, or no rights)
+        raise OSError(errno.EADDRINUSE, f"cannot listen for gRPC on {address} (in use?)") from None
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port}")
     await server.start()
