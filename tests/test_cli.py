@@ -320,19 +320,17 @@ def test_the_server_window_opens_after_the_workers_are_ready(built_repository: P
 
 
 @pytest.mark.triton
-def test_the_default_client_rule_holds_at_a_low_rate_on_the_embedded_triton(
-    built_repository: Path, tmp_path: Path
-):
+def test_the_default_client_rule_holds_at_a_low_rate_on_the_embedded_triton(triton, tmp_path: Path):
     """Every other end-to-end test relaxes --late-threshold; this one keeps the default rule
     (send-lag p99 ≤ max(1 ms, 5 % of the bound), ≤ 1 % late) at a rate one process holds easily,
     so a regression in the issuer's precision fails CI."""
     out = tmp_path / "default-rule"
     result = loadtest(
         "server",
-        "--repository",
-        str(built_repository),
         "--url",
-        "127.0.0.1:9",
+        triton.grpc_url,  # the session's warm server: no start-up beside the run
+        "--embedded",
+        "never",
         "--qps",
         "50",
         "--duration",
