@@ -145,3 +145,42 @@ def test_a_region_that_cannot_be_created_is_one_error_and_leaks_nothing(stub, mo
 def test_cuda_shared_memory_is_refused_without_a_gpu():
     with pytest.raises(TargetError, match="needs a GPU"):
         with_shared_memory(TritonHttpTarget("127.0.0.1:1", "m"), SharedMemoryKind.CUDA, "t")
+
+
+def test_a_request_that_waits_for_a_connection_is_stamped_when_written(stub):
+    """Over HTTP the actual send is the write: a query queued for a free connection reports
+    `written` when it leaves, so send lag and latency from the send include the wait (#13)."""
+    from loadtest.targets.http_wire import WirePool, build_request
+
+    host, port = stub.http_url.rsplit(":", 1)
+    request = build_request(stub.http_url, "/v2/health/ready", b"", {})
+    request = request.replace(b"POST ", b"GET ", 1)
+
+    async def play() -> tuple[list[str], list[str]]:
+        pool = WirePool(host, int(port), timeout_s=5)
+        events: list[str] = []
+        answers: list[str] = []
+        done = asyncio.Event()
+
+        def answered(name: str):
+            def on_done(status: int, body: bytes, error: str | None, headers: dict) -> None:
+                answers.append(f"{name}:{status}")
+                if len(answers) == 3:
+                    done.set()
+
+            return on_done
+
+        await pool.warm(1)
+        pool.submit(request, answered("a"), written=lambda: events.append("a written"))
+        pool.submit(request, answered("b"), written=lambda: events.append("b written"))
+        pool.submit(request, answered("c"), written=lambda: events.append("c written"))
+        events.append("all asked")
+        await asyncio.wait_for(done.wait(), 10)
+        pool.close()
+        return events, answers
+
+    events, answers = asyncio.run(play())
+    assert sorted(answers) == ["a:200", "b:200", "c:200"]
+    # "a" took the idle connection at once (no callback); b and c were written after the ask.
+    assert events[0] == "all asked" and "a written" not in events
+    assert sorted(events[1:]) == ["b written", "c written"]

@@ -16,7 +16,7 @@ import pytest
 
 from loadtest.core.schedule import Schedule
 from loadtest.core.settings import ServerSettings, SharedMemoryKind, TargetSettings
-from loadtest.core.target import Done, Target, TargetCapabilities, TritonEndpoint
+from loadtest.core.target import Done, Target, TargetCapabilities, TritonEndpoint, Written
 from loadtest.engine.runner import Runner
 from loadtest.errors import TargetError
 from loadtest.observe.probe import probe_for_target
@@ -63,7 +63,7 @@ class StandIn(FakeTarget):
     def connection_waits(self) -> int:
         return 7
 
-    def start_infer(self, sample_index: int, done: Done) -> None:
+    def start_infer(self, sample_index: int, done: Done, written: Written | None = None) -> None:
         self.callback_sends += 1
         task = asyncio.get_running_loop().create_task(FakeTarget.infer(self, sample_index))
         self._tasks.add(task)

@@ -73,6 +73,9 @@ Sample = Mapping[str, np.ndarray]  # input name -> tensor *with* its batch dimen
 
 
 Done = Callable[[str | None], None]  # a callback send's completion: error kind, or None on success
+# Called when a callback send is written later than it was asked for (it waited for a free
+# connection): the runner stamps the query's actual send time then, so send lag includes the wait.
+Written = Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -155,9 +158,11 @@ class Target(Protocol):
         """Send one prepared sample; None on success, else a short error kind. Never raises."""
         ...
 
-    def start_infer(self, sample_index: int, done: Done) -> None:
+    def start_infer(self, sample_index: int, done: Done, written: Written | None = None) -> None:
         """Send one prepared sample without awaiting; `done(error kind or None)` runs on the event
         loop when the answer is in. Only with capabilities.callback_send; else NotImplementedError.
+        A target that cannot write the request at once (no free connection) calls `written()` at
+        the moment it does, so the send is stamped at the write, not at the ask.
         """
         ...
 

@@ -184,13 +184,20 @@ class Runner:
             if self._start_ns + self._due[self._next] <= now:
                 self._issue_due(now)
 
+    def _written(self, i: int) -> None:
+        """A callback send written later than asked (it waited for a connection): the send is
+        stamped now, so the wait shows in send lag and latency from the actual send."""
+        self.records.issued_ns[i] = self.clock() - self._start_ns
+
     def _launch(self, i: int, sample: int) -> None:
         if self._outstanding == 0:
             self._all_answered.clear()
         self._outstanding += 1
         if self._start_infer is not None:
             self.records.issued_ns[i] = self.clock() - self._start_ns
-            self._start_infer(sample, functools.partial(self._complete, i))
+            self._start_infer(
+                sample, functools.partial(self._complete, i), functools.partial(self._written, i)
+            )
             return
         assert self._loop is not None
         task = self._loop.create_task(self._query(i, sample))

@@ -21,7 +21,7 @@ import numpy as np
 
 from loadtest.core.records import TIMEOUT
 from loadtest.core.settings import SharedMemoryKind
-from loadtest.core.target import Done, ModelSpec, Sample, TargetCapabilities, TensorSpec
+from loadtest.core.target import Done, ModelSpec, Sample, TargetCapabilities, TensorSpec, Written
 from loadtest.errors import TargetError
 
 _timeout = getattr(asyncio, "timeout", None)
@@ -105,7 +105,7 @@ class FakeTarget:
     def connection_waits(self) -> int:
         return 0
 
-    def start_infer(self, sample_index: int, done: Done) -> None:
+    def start_infer(self, sample_index: int, done: Done, written: Written | None = None) -> None:
         raise NotImplementedError("the fake target has no callback send")
 
     def use_shared_memory(self, kind: SharedMemoryKind, tag: str) -> None:

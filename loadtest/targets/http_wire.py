@@ -139,8 +139,8 @@ class WirePool:
         self.waited = 0
         self._idle: list[_Connection] = []
         self._all: set[_Connection] = set()
-        # (request, on_done, keep_headers, deadline), oldest first
-        self._waiting: deque[tuple[bytes, Done, bool, float]] = deque()
+        # (request, on_done, keep_headers, deadline, written), oldest first
+        self._waiting: deque[tuple[bytes, Done, bool, float, Callable[[], None] | None]] = deque()
         self._connecting = 0
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
@@ -175,9 +175,11 @@ class WirePool:
         on_done: Done,
         keep_headers: bool = False,
         timeout_s: float | None = None,
+        written: Callable[[], None] | None = None,
     ) -> None:
         """Send on an idle connection, or queue until one is free or newly open; the request's
-        deadline is `timeout_s` (default: the pool's) from now."""
+        deadline is `timeout_s` (default: the pool's) from now. `written()` runs when a queued
+        request is finally written (not for one written at once)."""
         deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
         if self._idle:
             connection = self._idle.pop()
@@ -185,7 +187,7 @@ class WirePool:
             connection.send(request, on_done, deadline)
             return
         self.waited += 1
-        self._waiting.append((request, on_done, keep_headers, deadline))
+        self._waiting.append((request, on_done, keep_headers, deadline, written))
         self._maybe_grow()
 
     def _maybe_grow(self) -> None:
@@ -211,8 +213,10 @@ class WirePool:
         if self._closed:
             return
         if self._waiting:
-            request, on_done, keep_headers, deadline = self._waiting.popleft()
+            request, on_done, keep_headers, deadline, written = self._waiting.popleft()
             connection.keep_headers = keep_headers
+            if written is not None:
+                written()
             connection.send(request, on_done, deadline)
         else:
             self._idle.append(connection)

@@ -38,7 +38,7 @@ import onnxruntime as ort
 from google.protobuf import json_format
 
 from loadtest.core.settings import SharedMemoryKind
-from loadtest.core.target import Done, ModelSpec, Sample, TargetCapabilities, TensorSpec
+from loadtest.core.target import Done, ModelSpec, Sample, TargetCapabilities, TensorSpec, Written
 from loadtest.errors import LoadtestError, TargetError
 from loadtest.targets.batcher import BatcherStats, DynamicBatcher
 from loadtest.targets.triton_common import error_kind, model_spec_from_config
@@ -240,7 +240,7 @@ class NativeTarget:
     def connection_waits(self) -> int:
         return 0
 
-    def start_infer(self, sample_index: int, done: Done) -> None:
+    def start_infer(self, sample_index: int, done: Done, written: Written | None = None) -> None:
         raise NotImplementedError("the native target has no callback send")
 
     def use_shared_memory(self, kind: SharedMemoryKind, tag: str) -> None:

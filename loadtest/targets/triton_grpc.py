@@ -36,6 +36,7 @@ from loadtest.core.target import (
     Sample,
     TargetCapabilities,
     TritonEndpoint,
+    Written,
 )
 from loadtest.errors import TargetError
 from loadtest.targets.shared_memory import SystemRegions
@@ -112,7 +113,7 @@ class TritonGrpcTarget:
     def connection_waits(self) -> int:
         return 0  # one multiplexed channel: a query never waits for a connection
 
-    def start_infer(self, sample_index: int, done: Done) -> None:
+    def start_infer(self, sample_index: int, done: Done, written: Written | None = None) -> None:
         raise NotImplementedError("the gRPC target has no callback send")
 
     def use_shared_memory(self, kind: SharedMemoryKind, tag: str) -> None:

@@ -37,6 +37,7 @@ from loadtest.core.target import (
     Sample,
     TargetCapabilities,
     TritonEndpoint,
+    Written,
 )
 from loadtest.errors import TargetError
 from loadtest.targets.http_wire import WirePool, build_request
@@ -272,12 +273,14 @@ class TritonHttpTarget:
         headers.update(self.connection.header_dict())
         return build_request(self.url, self._path, bytes(body), headers)
 
-    def start_infer(self, sample_index: int, done: Done) -> None:
-        """Send a prepared sample; `done(error kind or None)` runs when the answer is in."""
+    def start_infer(self, sample_index: int, done: Done, written: Written | None = None) -> None:
+        """Send a prepared sample; `done(error kind or None)` runs when the answer is in, and
+        `written()` when a request that waited for a free connection is finally written."""
         assert self._pool is not None, "open() first"
         self._pool.submit(
             self._requests[sample_index],
             lambda status, body, error, _headers: done(_outcome(status, body, error)),
+            written=written,
         )
 
     async def _exchange(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from loadtest.core.settings import SharedMemoryKind
-from loadtest.core.target import Done, ModelSpec, Sample, Target, TargetCapabilities
+from loadtest.core.target import Done, ModelSpec, Sample, Target, TargetCapabilities, Written
 
 
 class TargetWrapper:
@@ -50,8 +50,8 @@ class TargetWrapper:
     async def infer(self, sample_index: int) -> str | None:
         return await self.inner.infer(sample_index)
 
-    def start_infer(self, sample_index: int, done: Done) -> None:
-        self.inner.start_infer(sample_index, done)
+    def start_infer(self, sample_index: int, done: Done, written: Written | None = None) -> None:
+        self.inner.start_infer(sample_index, done, written)
 
     async def infer_outputs(self, sample_index: int) -> dict[str, np.ndarray]:
         return await self.inner.infer_outputs(sample_index)
