@@ -34,12 +34,14 @@ async def serve(
     http = await start_http(catalog, LOOPBACK, http_port, context, gate, behaviour)
     grpc_server, grpc_bound = await start_grpc(catalog, LOOPBACK, grpc_port, tls, gate, behaviour)
     http_bound = http.sockets[0].getsockname()[1]
-    print(f"ready http={http_bound} grpc={grpc_bound}", flush=True)
+    # Stop on SIGINT/SIGTERM through the loop, installed before "ready" is announced: a signal
+    # sent as soon as the stub says it is ready must not unwind the loop under grpc.aio.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    print(f"ready http={http_bound} grpc={grpc_bound}", flush=True)
     try:
         await stop.wait()
     finally:
