@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing import shared_memory
@@ -45,7 +46,9 @@ class SystemRegions:
     """The regions of one target: created, registered, unregistered and unlinked together."""
 
     def __init__(self, tag: str) -> None:
-        self.tag = tag
+        # A random part makes each target's names its own: a region a server still holds from an
+        # earlier target (an unregister that failed, best effort) can never collide with these.
+        self.tag = f"{tag}_{uuid.uuid4().hex[:8]}"
         self._segments: dict[str, shared_memory.SharedMemory] = {}
         self.registered: list[str] = []
         self.input_slots: list[dict[str, Slot]] = []
