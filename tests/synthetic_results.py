@@ -11,7 +11,7 @@ import numpy as np
 
 from loadtest.core.records import Records, Status
 from loadtest.report.results import plain
-from loadtest.rules.stats import summarize
+from loadtest.rules.stats import summarize, timeline
 from loadtest.rules.validity import judge_server
 
 MS = 1_000_000
@@ -46,7 +46,9 @@ def run_json(
     keep_records: bool = True,
     scenario: str = "Server",
     metrics: dict[str, Any] | None = None,
+    with_timeline: bool = False,
 ) -> dict[str, Any]:
+    """A result.json as an older loadtest wrote it (no `timeline`) unless `with_timeline`."""
     summary = summarize(records)
     verdict = judge_server(
         summary, records.latency_from_scheduled_ns(), int(target_ms * MS), 0.99, 1, 100
@@ -72,6 +74,8 @@ def run_json(
     }
     if metrics is not None:
         data["metrics"] = metrics
+    if with_timeline:
+        data["timeline"] = timeline(records).to_dict()
     if keep_records:
         data["records"] = {
             "error_kinds": records.error_kinds,

@@ -55,6 +55,14 @@ def test_run_without_records_uses_histogram_and_says_no_timeline():
     assert "HDR histogram" in page and "Timeline: not available" in page
 
 
+def test_run_without_records_draws_the_timeline_it_wrote():
+    records = synthetic_records(n=2000, errors=5)
+    data = run_json(records, keep_records=False, with_timeline=True)
+    page = render_html([from_data(json.loads(json.dumps(data)), "t")])
+    assert figure_ids(page) == ["fig-hdr", "fig-cdf", "fig-timeline"]
+    assert "Timeline: not available" not in page and "No timeline for" not in page
+
+
 def test_find_peak_and_compare_sections():
     page = render_html(
         [

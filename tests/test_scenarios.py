@@ -13,7 +13,7 @@ import pytest
 from test_cli import expected_exit_code
 
 from loadtest.core.settings import NS_PER_S, OfflineSettings, Scenario, StreamSettings
-from loadtest.scenarios.play import run_offline, run_stream
+from loadtest.scenarios.play import calibrate_offline, run_offline, run_stream
 from loadtest.scenarios.registry import interpret
 from loadtest.targets.fake import FAKE_MODEL, FakeTarget, ServiceLaw
 
@@ -59,6 +59,62 @@ def test_offline_long_enough_is_valid():
     measurement = _measure(lambda t: run_offline(t, FAKE_MODEL, 8, settings), target)
     _, verdict = interpret(settings, measurement.outcome)
     assert verdict.valid, verdict.reasons
+
+
+def test_offline_auto_sizes_the_query_from_the_calibration():
+    # 4 servers × 5 ms each: capacity = servers / service time = 800 samples/s.
+    settings = OfflineSettings(
+        expected_qps=None,
+        min_duration_ns=NS_PER_S // 2,
+        max_in_flight=8,
+        calibration_ns=NS_PER_S // 2,
+    )
+    assert settings.expected_qps_source == "auto"
+    target = FakeTarget(ServiceLaw("constant", 5 * MS), servers=4)
+
+    async def play(t):
+        sized = await calibrate_offline(t, 8, settings)
+        return sized, await run_offline(t, FAKE_MODEL, 8, sized)
+
+    sized, measurement = _measure(play, target)
+    calibration = sized.calibration
+    assert calibration is not None and sized.expected_qps_source == "calibrated"
+    assert calibration.in_flight == 8 and calibration.seconds >= 0.5
+    assert 0.85 * 800 < calibration.samples_per_s < 1.02 * 800
+    assert sized.expected_qps == calibration.headroom * calibration.samples_per_s
+    assert sized.query_samples == int(1.1 * 0.5 * sized.expected_qps)
+    summary, verdict = interpret(sized, measurement.outcome)
+    assert verdict.valid, verdict.reasons  # long enough: no "increase expected QPS"
+    assert summary.throughput_samples_per_s < 1.1 * calibration.samples_per_s
+    # At the calibrated rate the query lasts 1.1 × headroom × the minimum duration.
+    assert summary.final_ok_completed_ns > 1.1 * calibration.headroom * 0.5 * NS_PER_S * 0.9
+
+
+def test_offline_given_expected_qps_is_not_calibrated():
+    settings = OfflineSettings(expected_qps=100, min_duration_ns=NS_PER_S)
+    target = FakeTarget(ServiceLaw("constant", 5 * MS), servers=4)
+    assert _measure(lambda t: calibrate_offline(t, 8, settings), target) is settings
+    assert settings.expected_qps_source == "given" and settings.calibration is None
+
+
+def test_offline_cli_default_is_calibrated_and_valid(tmp_path: Path):
+    out = tmp_path / "off"
+    result = _cli(
+        "offline",
+        "--url",
+        "fake://?servers=4&service_ms=1",
+        "--duration",
+        "1",
+        "--output",
+        str(out),
+    )
+    data = json.loads((out / "result.json").read_text())
+    assert result.returncode == 0, result.stderr
+    assert data["verdict"]["valid"]
+    assert data["settings"]["expected_qps_source"] == "calibrated"
+    calibration = data["settings"]["calibration"]
+    assert calibration["samples_per_s"] > 0 and calibration["in_flight"] == 64
+    assert "calibrated:" in result.stdout
 
 
 @pytest.mark.parametrize("scenario", [Scenario.SINGLE_STREAM, Scenario.MULTI_STREAM])
@@ -128,6 +184,7 @@ def test_multi_stream_cli_writes_the_same_schema(tmp_path: Path):
     [
         (["offline", "--expected-qps", "0"], "--expected-qps must be > 0"),
         (["offline", "--max-in-flight", "0"], "--max-in-flight must be ≥ 1"),
+        (["offline", "--mlperf"], "--mlperf needs an explicit --expected-qps"),
         (["single-stream", "--percentile", "0"], "--percentile must be in (0, 100)"),
         (["multi-stream", "--samples-per-query", "0"], "--samples-per-query must be ≥ 1"),
         (["offline", "--qps", "10"], "No such option"),  # a Server-only flag on Offline
@@ -138,6 +195,30 @@ def test_scenario_bad_flags(args: list[str], message: str):
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert message in result.stderr
+
+
+@pytest.mark.triton
+def test_offline_default_is_valid_on_triton(triton, tmp_path: Path):
+    """No --expected-qps: the calibration sizes the query, so a short run is long enough."""
+    out = tmp_path / "run"
+    result = _cli(
+        "offline",
+        "--duration",
+        "3",
+        "--url",
+        triton.grpc_url,
+        "--model",
+        "tiny",
+        "--embedded",
+        "never",
+        "--output",
+        str(out),
+    )
+    data = json.loads((out / "result.json").read_text())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert data["verdict"]["valid"], data["verdict"]
+    assert data["settings"]["expected_qps_source"] == "calibrated"
+    assert data["summary"]["errors"] == 0
 
 
 @pytest.mark.triton

@@ -191,9 +191,11 @@ def execute(
     loop: LoopKind = LoopKind.PRECISE,
     html: Path | None = None,
     force: bool = False,
+    settings_used: Callable[[], ScenarioSettings] | None = None,
 ) -> RunReport:
     """Check the outputs, find or start the server, run `play`, then report and write; see the
-    module docstring.
+    module docstring. `settings_used`, when given, returns after the run the settings it actually
+    ran under (Offline's `--expected-qps auto` is resolved by a calibration inside `play`).
 
     The server side (Triton's statistics split, server CPU, :8002 metrics) is observed around the
     run when the target is a Triton, so the one RunReport built afterwards holds all of it. The
@@ -238,6 +240,8 @@ def execute(
                 say(heading)
             measurement = timing.run(measure(), loop.value)
             environment = build_environment(target, deployment)
+            if settings_used is not None:
+                settings = settings_used()
             report = RunReport.from_measurement(
                 settings, requested, resolved, measurement, environment, observer.result
             )

@@ -39,6 +39,25 @@ def finite_float(text: str) -> float:
     return value
 
 
+AUTO = "auto"
+
+
+def auto_or_positive_float(text: str) -> str:
+    """--expected-qps: `auto`, or a finite positive number (through finite_float), kept as its
+    text; the command turns it into a float or None (auto) with `auto_value`."""
+    if text.strip().lower() == AUTO:
+        return AUTO
+    value = finite_float(text)
+    if not value > 0:
+        raise typer.BadParameter(f"--expected-qps must be > 0 (or 'auto'), got {text}")
+    return repr(value)
+
+
+def auto_value(text: str) -> float | None:
+    """What auto_or_positive_float kept: None for auto, else the number."""
+    return None if text == AUTO else float(auto_or_positive_float(text))
+
+
 def seed_value(text: str) -> int:
     """Seeds feed numpy's PCG64, which takes non-negative integers only."""
     try:

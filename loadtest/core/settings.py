@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -249,6 +249,24 @@ class ServerSettings:
         }
 
 
+OFFLINE_CALIBRATION_NS = 2 * NS_PER_S
+# `--expected-qps auto` sizes the query for this × the calibrated rate: on a shared machine a run
+# measured up to 22 % faster than its calibration (embedded Triton, tiny, 2 cores), which left the
+# query short of the minimum duration. A longer query costs only time; a short one is INVALID.
+OFFLINE_CALIBRATION_HEADROOM = 1.3
+
+
+@dataclass(frozen=True)
+class OfflineCalibration:
+    """What `--expected-qps auto` measured before the Offline query: closed-loop samples/s with the
+    run's own in-flight cap, over `seconds`; the query is then sized from it as LoadGen would."""
+
+    samples_per_s: float
+    seconds: float
+    in_flight: int
+    headroom: float = OFFLINE_CALIBRATION_HEADROOM  # expected QPS = headroom × samples_per_s
+
+
 @dataclass(frozen=True)
 class OfflineSettings:
     """MLPerf Offline: one query holding every sample, due at t = 0, issued under an in-flight cap.
@@ -256,9 +274,13 @@ class OfflineSettings:
     LoadGen sizes the query to max(min query count, 1.1 × min duration × expected QPS) samples, so a
     server as fast as expected keeps busy for at least the minimum duration; a faster one finishes
     early and the run is INVALID ("increase expected QPS").
+
+    `expected_qps=None` is `--expected-qps auto`: not yet runnable. `calibrated()` returns the
+    settings sized from a closed-loop calibration (`calibration` records it), and
+    `expected_qps_source` says which it is: "auto" (to calibrate), "calibrated" or "given".
     """
 
-    expected_qps: float
+    expected_qps: float | None
     min_duration_ns: int = DEFAULT_MIN_DURATION_NS
     min_query_count: int = 1
     max_in_flight: int = 64  # requests outstanding at once; the only brake on issuing
@@ -270,11 +292,22 @@ class OfflineSettings:
     late_threshold_ns: int = LATE_THRESHOLD_NS
     error_budget: float | None = None  # see ServerSettings
     abort: ErrorAbort | None = None  # see ServerSettings
+    calibration: OfflineCalibration | None = None  # set by calibrated(): what auto measured
+    calibration_ns: int = OFFLINE_CALIBRATION_NS  # how long auto's calibration runs
     scenario: Scenario = field(default=Scenario.OFFLINE, init=False)
+    expected_qps_source: str = field(default="given", init=False)
 
     def __post_init__(self) -> None:
-        if not self.expected_qps > 0:
+        source = "auto" if self.expected_qps is None else "given"
+        if self.calibration is not None:
+            if self.expected_qps is None:
+                raise SettingsError("a calibrated Offline run needs its expected QPS")
+            source = "calibrated"
+        object.__setattr__(self, "expected_qps_source", source)
+        if self.expected_qps is not None and not self.expected_qps > 0:
             raise SettingsError(f"--expected-qps must be > 0, got {self.expected_qps}")
+        if self.calibration_ns <= 0:
+            raise SettingsError("the Offline calibration must last > 0 s")
         if self.min_duration_ns <= 0:
             raise SettingsError(f"--duration must be > 0 s, got {self.min_duration_ns / NS_PER_S}")
         if self.min_query_count < 1:
@@ -286,15 +319,24 @@ class OfflineSettings:
         if self.sample_count < 1:
             raise SettingsError(f"--samples must be ≥ 1, got {self.sample_count}")
         _check_error_budget(self.error_budget)
-        if self.query_samples > 50_000_000:
+        if self.expected_qps is not None and self.query_samples > 50_000_000:
             raise SettingsError(
                 f"the Offline query would hold {self.query_samples:.3g} samples; lower "
                 "--expected-qps or --duration"
             )
 
+    def calibrated(self, calibration: OfflineCalibration) -> OfflineSettings:
+        """`--expected-qps auto` resolved: the query sized from the calibrated samples/s × its
+        headroom (a calibration that completed nothing still gets a query of min-queries
+        samples, and its errors)."""
+        qps = max(calibration.samples_per_s * calibration.headroom, 1e-6)
+        return replace(self, expected_qps=qps, calibration=calibration)
+
     @property
     def query_samples(self) -> int:
         """LoadGen: max(min_query_count, 1.1 × min_duration × expected_qps) samples."""
+        if self.expected_qps is None:
+            raise ValueError("--expected-qps auto is resolved by calibrated() before the run")
         by_duration = int(1.1 * self.min_duration_ns / NS_PER_S * self.expected_qps)
         return max(self.min_query_count, by_duration)
 

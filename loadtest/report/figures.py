@@ -42,7 +42,7 @@ class RunSeries:
     label: str
     index: int  # colour slot
     curve: PercentileCurve
-    timeline: Timeline | None  # None when the file has no per-query records
+    timeline: Timeline | None  # None when the file has neither a timeline nor records
     client_kept_up: bool
 
     @property
@@ -136,15 +136,16 @@ def cdf_figure(runs: Sequence[RunSeries]) -> go.Figure:
 
 TIMELINE_ROWS = (
     "completed QPS (solid) vs scheduled (dotted)",
-    "p99 latency (ms)",
+    "p99 latency (solid), p50 (dotted) (ms)",
     "errors / s",
-    "max send lag (ms)",
+    "send lag p99 (solid), max (dotted) (ms)",
     "in flight",
 )
 
 
 def timeline_figure(runs: Sequence[RunSeries]) -> go.Figure:
-    """Per-second series from the records: throughput, p99, errors, send lag, in-flight."""
+    """Per-second series (from the records, or result.json's timeline): throughput, p99 and p50,
+    errors, send lag, in-flight."""
     figure = make_subplots(
         rows=len(TIMELINE_ROWS),
         cols=1,
@@ -161,9 +162,11 @@ def timeline_figure(runs: Sequence[RunSeries]) -> go.Figure:
         series: list[tuple[int, np.ndarray, str]] = [
             (1, line.completed / seconds, "solid"),
             (1, line.scheduled / seconds, "dot"),
-            (2, line.p99_latency_ns / NS_PER_MS, run.dash),
+            (2, line.p99_latency_ns / NS_PER_MS, "solid"),
+            (2, line.p50_latency_ns / NS_PER_MS, "dot"),
             (3, line.errors / seconds, run.dash),
-            (4, line.max_send_lag_ns / NS_PER_MS, run.dash),
+            (4, line.p99_send_lag_ns / NS_PER_MS, "solid"),
+            (4, line.max_send_lag_ns / NS_PER_MS, "dot"),
             (5, line.in_flight.astype(np.float64), run.dash),
         ]
         for number, (row, values, dash) in enumerate(series):

@@ -26,7 +26,7 @@ from plotly.offline import get_plotlyjs
 from loadtest.report import figures
 from loadtest.report.curves import SOURCE_TEXT, best_curve
 from loadtest.report.resultfile import COMPARE, FIND_PEAK, RUN, ResultFile
-from loadtest.rules.stats import NS_PER_S, PERCENTILE_METHOD, timeline
+from loadtest.rules.stats import NS_PER_S, PERCENTILE_METHOD, Timeline, timeline
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 SPLIT_KEYS = ("split_ns", "split", "server_split", "breakdown", "latency_split")
@@ -143,6 +143,9 @@ def run_series(runs: Sequence[ResultFile]) -> list[figures.RunSeries]:
         records = run.records()
         latencies = records.latency_from_scheduled_ns() if records is not None else None
         line = timeline(records, NS_PER_S) if records is not None and len(records) else None
+        written = run.data.get("timeline")
+        if line is None and isinstance(written, dict):
+            line = Timeline.from_dict(written)  # every run since #19 writes it, records or not
         series.append(
             figures.RunSeries(
                 label=run.label,
@@ -356,13 +359,13 @@ def runs_section(runs: Sequence[ResultFile]) -> str:
         missing = [s.label for s in series if s.timeline is None]
         if missing:
             parts.append(
-                f'<p class="note">No timeline for {esc(", ".join(missing))}: written without '
-                "per-query records (run with --records).</p>"
+                f'<p class="note">No timeline for {esc(", ".join(missing))}: written by an '
+                "older loadtest without per-query records (--records).</p>"
             )
     else:
         parts.append(
-            '<p class="note">Timeline: not available — the runs were written without per-query '
-            "records (run with --records).</p>"
+            '<p class="note">Timeline: not available — the runs were written by an older '
+            "loadtest without per-query records (--records).</p>"
         )
     for number, run in enumerate(runs):
         parts.append(run_details(run, number))

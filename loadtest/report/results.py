@@ -7,8 +7,9 @@ directory and is renamed into place, so a reader never sees half a result.json (
 checked before the run, never overwritten unasked, rescued if the disk refuses it).
 
 The JSON carries its own configuration (every setting, seeds included), the environment (versions,
-host, server) and, when asked, the raw per-query records as compact columns, so any number in it can
-be recomputed later. `schema_version` lets later readers refuse files they do not understand.
+host, server), a per-second timeline (always; rules/stats.Timeline as columns) and, when asked, the
+raw per-query records as compact columns, so any number in it can be recomputed later.
+`schema_version` lets later readers refuse files they do not understand.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from loadtest.engine.measurement import Measurement
 from loadtest.observe.probe import ServerSide
 from loadtest.report.mlperf_summary import render_mlperf_summary
 from loadtest.report.outputs import stamp, write_atomically
-from loadtest.rules.stats import Summary
+from loadtest.rules.stats import Summary, Timeline, timeline
 from loadtest.rules.validity import Verdict
 from loadtest.scenarios.registry import interpret
 from loadtest.server.deployment import Deployment
@@ -113,6 +114,7 @@ class RunReport:
     environment: dict[str, Any]
     created_unix_s: float
     server_side: ServerSide | None = None  # Triton's split, server CPU, :8002 metrics
+    timeline: Timeline | None = None  # per second, from the records (written with or without them)
 
     @classmethod
     def from_measurement(
@@ -135,6 +137,7 @@ class RunReport:
             environment=environment,
             created_unix_s=time.time(),
             server_side=server_side,
+            timeline=timeline(measurement.outcome.records),
         )
 
     @property
@@ -173,6 +176,8 @@ class RunReport:
             result["client"] = self.measurement.client.to_dict()
         if self.server_side is not None:
             result["server_side"] = self.server_side.to_dict()
+        if self.timeline is not None:
+            result["timeline"] = self.timeline.to_dict()
         if self.settings.keep_records:
             records = outcome.records
             result["records"] = {

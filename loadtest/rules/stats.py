@@ -545,15 +545,17 @@ def summarize(
 # --- per-second timeline -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class Timeline:
-    """Per-bucket series over [k·bucket_ns, (k+1)·bucket_ns), k = 0 … len − 1, for live/HTML views.
+    """Per-bucket series over [k·bucket_ns, (k+1)·bucket_ns), k = 0 … len − 1, for live/HTML views
+    and result.json's `timeline` (every run, with or without --records).
 
     - scheduled / issued: queries due / actually sent in the bucket;
-    - completed / errors: successful / failed completions in the bucket;
-    - p99_latency_ns: p99 (LoadGen rule) of the latency from scheduled time of the successful
-      queries completing in the bucket; NaN where none completed;
-    - max_send_lag_ns: the largest send lag among queries sent in the bucket; NaN where none;
+    - completed / errors: successful / failed completions in the bucket; errors_by_kind splits
+      errors by kind (kinds without a failure left out);
+    - p50_latency_ns / p99_latency_ns: exact percentiles (LoadGen rule) of the latency from
+      scheduled time of the successful queries completing in the bucket; NaN where none completed;
+    - p99_send_lag_ns / max_send_lag_ns: among the queries sent in the bucket; NaN where none;
     - in_flight: queries sent before the bucket's end and not completed by then.
     Events before t = 0 count in the first bucket.
     """
@@ -567,15 +569,18 @@ class Timeline:
     p99_latency_ns: np.ndarray  # float64, NaN = no completion
     max_send_lag_ns: np.ndarray  # float64, NaN = no send
     in_flight: np.ndarray  # int64
+    p50_latency_ns: np.ndarray  # float64, NaN = no completion
+    p99_send_lag_ns: np.ndarray  # float64, NaN = no send
+    errors_by_kind: dict[str, np.ndarray]  # int64 each
 
     def __len__(self) -> int:
         return len(self.start_ns)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able lists; NaN becomes None."""
+        """JSON-able columns, one list per field; nanoseconds as integers, NaN as None."""
 
-        def floats(values: np.ndarray) -> list[float | None]:
-            return [None if np.isnan(v) else float(v) for v in values.tolist()]
+        def ns(values: np.ndarray) -> list[int | None]:
+            return [None if np.isnan(v) else round(v) for v in values.tolist()]
 
         return {
             "bucket_ns": self.bucket_ns,
@@ -584,10 +589,46 @@ class Timeline:
             "issued": self.issued.tolist(),
             "completed": self.completed.tolist(),
             "errors": self.errors.tolist(),
-            "p99_latency_ns": floats(self.p99_latency_ns),
-            "max_send_lag_ns": floats(self.max_send_lag_ns),
+            "errors_by_kind": {k: v.tolist() for k, v in self.errors_by_kind.items()},
+            "p50_latency_ns": ns(self.p50_latency_ns),
+            "p99_latency_ns": ns(self.p99_latency_ns),
+            "p99_send_lag_ns": ns(self.p99_send_lag_ns),
+            "max_send_lag_ns": ns(self.max_send_lag_ns),
             "in_flight": self.in_flight.tolist(),
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Timeline:
+        """What to_dict wrote (result.json's `timeline`); a missing column reads as empty/NaN."""
+        start = np.asarray(data.get("start_ns", []), dtype=np.int64)
+
+        def ints(name: str) -> np.ndarray:
+            values = data.get(name)
+            if values is None:
+                return np.zeros(len(start), dtype=np.int64)
+            return np.asarray(values, dtype=np.int64)
+
+        def ns(name: str) -> np.ndarray:
+            values = data.get(name)
+            if values is None:
+                return np.full(len(start), np.nan)
+            return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+
+        kinds = data.get("errors_by_kind") or {}
+        return cls(
+            bucket_ns=int(data.get("bucket_ns", NS_PER_S)),
+            start_ns=start,
+            scheduled=ints("scheduled"),
+            issued=ints("issued"),
+            completed=ints("completed"),
+            errors=ints("errors"),
+            p99_latency_ns=ns("p99_latency_ns"),
+            max_send_lag_ns=ns("max_send_lag_ns"),
+            in_flight=ints("in_flight"),
+            p50_latency_ns=ns("p50_latency_ns"),
+            p99_send_lag_ns=ns("p99_send_lag_ns"),
+            errors_by_kind={str(k): np.asarray(v, dtype=np.int64) for k, v in kinds.items()},
+        )
 
 
 def _failure_times(records: Records) -> tuple[np.ndarray, np.ndarray]:
@@ -645,6 +686,24 @@ def failures_per_bucket_by_kind(
     return result
 
 
+def _bucket_percentiles(
+    bucket: np.ndarray, values: np.ndarray, buckets: int, percentiles: tuple[float, ...]
+) -> list[np.ndarray]:
+    """Exact percentiles (LoadGen's sorted[floor(n·p)]) of `values` within each bucket: sort by
+    (bucket, value), then pick the rank within each bucket's run. NaN where a bucket is empty."""
+    counts = np.bincount(bucket, minlength=buckets).astype(np.int64)
+    ordered = values[np.lexsort((values, bucket))]
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
+    has = counts > 0
+    found = []
+    for percentile in percentiles:
+        column = np.full(buckets, np.nan)
+        rank = np.minimum(counts[has] - 1, np.floor(counts[has] * percentile).astype(np.int64))
+        column[has] = ordered[starts[has] + rank]
+        found.append(column)
+    return found
+
+
 def timeline(records: Records, bucket_ns: int = NS_PER_S, percentile: float = 0.99) -> Timeline:
     """Bucket the records by time (see Timeline). `percentile` selects the latency column's rank."""
     if bucket_ns <= 0:
@@ -670,23 +729,19 @@ def timeline(records: Records, bucket_ns: int = NS_PER_S, percentile: float = 0.
     ok_done_ns = records.completed_ns[ok]
     completed_count = per_bucket(ok_done_ns)
 
-    # p99 per bucket: sort by (bucket, latency), then pick floor(count·p) within each bucket.
     p99 = np.full(buckets, np.nan)
+    p50 = np.full(buckets, np.nan)
     if len(ok_done_ns):
-        ok_bucket = bucket_of(ok_done_ns)
         latency = ok_done_ns - records.scheduled_ns[ok]
-        order = np.lexsort((latency, ok_bucket))
-        sorted_latency = latency[order]
-        starts = np.concatenate(([0], np.cumsum(completed_count)[:-1]))
-        has = completed_count > 0
-        counts = completed_count[has]
-        rank = np.minimum(counts - 1, np.floor(counts * percentile).astype(np.int64))
-        p99[has] = sorted_latency[starts[has] + rank]
+        p50, p99 = _bucket_percentiles(bucket_of(ok_done_ns), latency, buckets, (0.5, percentile))
 
     max_lag = np.full(buckets, -np.inf)
+    lag_p99 = np.full(buckets, np.nan)
     if len(issued_ns):
-        lag = (issued_ns - records.scheduled_ns[issued_mask]).astype(np.float64)
-        np.maximum.at(max_lag, bucket_of(issued_ns), lag)
+        lag = issued_ns - records.scheduled_ns[issued_mask]
+        issue_bucket = bucket_of(issued_ns)
+        np.maximum.at(max_lag, issue_bucket, lag.astype(np.float64))
+        (lag_p99,) = _bucket_percentiles(issue_bucket, lag, buckets, (0.99,))
     max_lag[np.isneginf(max_lag)] = np.nan
 
     ends = (np.arange(buckets, dtype=np.int64) + 1) * bucket_ns
@@ -703,4 +758,7 @@ def timeline(records: Records, bucket_ns: int = NS_PER_S, percentile: float = 0.
         p99_latency_ns=p99,
         max_send_lag_ns=max_lag,
         in_flight=(sent_before - done_before).astype(np.int64),
+        p50_latency_ns=p50,
+        p99_send_lag_ns=lag_p99,
+        errors_by_kind=failures_per_bucket_by_kind(records, bucket_ns, buckets),
     )

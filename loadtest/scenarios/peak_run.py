@@ -13,17 +13,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from loadtest.core.schedule import uniform_sample_indices
 from loadtest.core.settings import NS_PER_S, PeakSettings, ServerSettings
 from loadtest.core.target import ModelSpec, Target
 from loadtest.engine import stopping
 from loadtest.engine.measurement import Measurement
-from loadtest.engine.runner import ClosedLoopRunner
 from loadtest.rules.stats import Summary, exact_percentile, exact_percentile_with_failures
 from loadtest.rules.validity import Verdict, expected_min_queries
 from loadtest.scenarios.interpret import interpret_server
 from loadtest.scenarios.peak import FAILED_LATENCY_NS, Conclusion, PeakSearch, Probe
-from loadtest.scenarios.play import Generator, run_server
+from loadtest.scenarios.play import Generator, closed_loop_throughput, run_server
 
 PROBE_OVERHEAD_S = 1.5  # drain, interpretation and reconnect between probes, for budgeting
 
@@ -52,19 +50,14 @@ async def calibrate(target: Target, sample_count: int, settings: PeakSettings) -
     """Closed-loop throughput with `calibration_in_flight` outstanding: an upper bound on any
     sustainable Poisson rate, so the search starts near the knee instead of doubling up to it.
     Also why it was stopped early ("" when it was not)."""
-    indices = uniform_sample_indices(100_000, sample_count, settings.sample_seed)
-    runner = ClosedLoopRunner(
-        indices,
+    qps, _seconds, stopped = await closed_loop_throughput(
         target,
-        workers=settings.calibration_in_flight,
-        all_due_at_start=False,
-        min_duration_ns=settings.calibration_ns,
-        min_query_count=1,
+        sample_count,
+        settings.sample_seed,
+        settings.calibration_in_flight,
+        settings.calibration_ns,
     )
-    outcome = await runner.run()
-    records = outcome.records
-    qps = float(records.ok.sum()) * NS_PER_S / max(outcome.duration_ns, 1)
-    return qps, outcome.stop_reason if outcome.interrupted else ""
+    return qps, stopped
 
 
 def _probe_of(settings: ServerSettings, measurement: Measurement) -> ProbeRun:

@@ -17,7 +17,9 @@ from loadtest.core.records import Records
 from loadtest.core.schedule import Schedule, server_schedule, uniform_sample_indices
 from loadtest.core.settings import (
     AUTO_WORKERS,
+    NS_PER_S,
     ClientSettings,
+    OfflineCalibration,
     OfflineSettings,
     ServerSettings,
     StreamSettings,
@@ -152,6 +154,66 @@ async def _run_server_sharded(
     return Measurement(model, merged.schedule, merged.outcome, merged.cpu_s, merged.client)
 
 
+OFFLINE_CALIBRATION_SKIP = 0.25  # the first quarter of Offline's calibration is warm-up
+
+
+async def closed_loop_throughput(
+    target: Target,
+    sample_count: int,
+    sample_seed: int,
+    in_flight: int,
+    duration_ns: int,
+    samples_per_query: int = 1,
+    skip: float = 0.0,
+) -> tuple[float, float, str]:
+    """A calibration: a closed loop with `in_flight` outstanding for `duration_ns`. Returns the
+    samples/s it completed, the seconds it lasted and why it was stopped early ("" when it was
+    not). find-peak starts its search from it; `offline --expected-qps auto` sizes its query.
+
+    `skip` > 0 counts only what completed between skip × duration and the duration (issuing
+    stops there): the steady rate, without the warm-up (connections, a cold server) that made
+    Offline's query on the embedded Triton 20 % short when counted in."""
+    indices = uniform_sample_indices(100_000, sample_count, sample_seed)
+    runner = ClosedLoopRunner(
+        indices,
+        target,
+        workers=in_flight,
+        all_due_at_start=False,
+        min_duration_ns=duration_ns,
+        min_query_count=1,
+        samples_per_query=samples_per_query,
+    )
+    outcome = await runner.run()
+    records = outcome.records
+    if skip > 0 and not outcome.interrupted:
+        start, end = int(skip * duration_ns), duration_ns
+        window = records.ok & (records.completed_ns >= start) & (records.completed_ns < end)
+        rate = float(window.sum()) * samples_per_query * NS_PER_S / (end - start)
+    else:
+        ok = float(records.ok.sum()) * samples_per_query
+        rate = ok * NS_PER_S / max(outcome.duration_ns, 1)
+    return rate, outcome.duration_ns / NS_PER_S, outcome.stop_reason if outcome.interrupted else ""
+
+
+async def calibrate_offline(
+    target: Target, sample_count: int, settings: OfflineSettings
+) -> OfflineSettings:
+    """`--expected-qps auto`: the settings sized from a closed-loop calibration at the run's own
+    in-flight cap and batch size (given settings are returned as they are)."""
+    if settings.expected_qps is not None:
+        return settings
+    rate, seconds, _stopped = await closed_loop_throughput(
+        target,
+        sample_count,
+        settings.sample_seed,
+        settings.max_in_flight,
+        settings.calibration_ns,
+        settings.batch_size,
+        skip=OFFLINE_CALIBRATION_SKIP,
+    )
+    return settings.calibrated(OfflineCalibration(rate, round(seconds, 3), settings.max_in_flight))
+
+
 async def run_offline(
     target: Target,
     model: ModelSpec,
@@ -160,7 +222,8 @@ async def run_offline(
     on_tick: Callable[[Records, int], None] | None = None,
     on_start: OnStart = nothing_to_do,
 ) -> Measurement:
-    """One Offline query: every request due at t = 0, issued as fast as the in-flight cap allows."""
+    """One Offline query: every request due at t = 0, issued as fast as the in-flight cap allows.
+    The settings must be sized (`calibrate_offline` resolves `--expected-qps auto`)."""
     indices = uniform_sample_indices(settings.requests, sample_count, settings.sample_seed)
     schedule = Schedule(np.zeros(len(indices), dtype=np.int64), indices)
     runner = ClosedLoopRunner(

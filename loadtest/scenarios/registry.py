@@ -132,6 +132,13 @@ def _describe_offline(
     mean_in_flight = float(busy_ns) / max(outcome.duration_ns, 1)
     starved = mean_in_flight < 0.9 * settings.max_in_flight
     note = " (below 90 % of the cap: the client may have starved the server)" if starved else ""
+    qps = f"{settings.expected_qps:g} expected QPS"
+    if (calibration := settings.calibration) is not None:
+        qps = (
+            f"{calibration.headroom:g} × {calibration.samples_per_s:,.1f} samples/s calibrated: "
+            "closed loop, "
+            f"{calibration.in_flight} in flight, {calibration.seconds:g} s"
+        )
     return [
         Row(
             "throughput",
@@ -142,7 +149,7 @@ def _describe_offline(
         Row(
             "query",
             f"{settings.query_samples} samples = max(min queries, 1.1 × "
-            f"{settings.min_duration_ns / 1e9:g} s × {settings.expected_qps:g} expected QPS), "
+            f"{settings.min_duration_ns / 1e9:g} s × {qps}), "
             f"sent as {settings.requests} requests of ≤ {settings.batch_size}",
         ),
         Row(
