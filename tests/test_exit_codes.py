@@ -121,9 +121,11 @@ def test_error_budget_is_stated_in_the_verdict_and_the_summary(tmp_path):
     assert code in (ExitCode.OK, ExitCode.INVALID), output
 
 
-@pytest.mark.parametrize("command", ["server", "offline", "single-stream"])
+@pytest.mark.parametrize(
+    "command", [["server"], ["offline", "--expected-qps", "100"], ["single-stream"]]
+)
 def test_error_budget_is_refused_with_mlperf(command):
-    result = loadtest(command, "--url", QUICK, "--mlperf", "--error-budget", "0.01")
+    result = loadtest(*command, "--url", QUICK, "--mlperf", "--error-budget", "0.01")
     assert result.returncode == ExitCode.ERROR
     assert_one_clear_error(result, "--error-budget is not MLPerf's rule")
 

@@ -46,9 +46,10 @@ class SystemRegions:
     """The regions of one target: created, registered, unregistered and unlinked together."""
 
     def __init__(self, tag: str) -> None:
+        self.tag = tag
         # A random part makes each target's names its own: a region a server still holds from an
         # earlier target (an unregister that failed, best effort) can never collide with these.
-        self.tag = f"{tag}_{uuid.uuid4().hex[:8]}"
+        self._unique = uuid.uuid4().hex[:8]
         self._segments: dict[str, shared_memory.SharedMemory] = {}
         self.registered: list[str] = []
         self.input_slots: list[dict[str, Slot]] = []
@@ -56,7 +57,7 @@ class SystemRegions:
         self._output_specs: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
 
     def _create(self, suffix: str, size: int) -> str:
-        name = f"{PREFIX}{os.getpid()}_{self.tag}_{suffix}"
+        name = f"{PREFIX}{os.getpid()}_{self.tag}_{self._unique}_{suffix}"
         try:
             segment = shared_memory.SharedMemory(name=name, create=True, size=max(size, 1))
         except OSError as exc:
