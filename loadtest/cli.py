@@ -27,7 +27,7 @@ from loadtest.commands import server as server_command
 from loadtest.commands import stream as stream_command
 from loadtest.commands import stub as stub_command
 from loadtest.engine import stopping
-from loadtest.errors import EXIT_CODES_HELP, EXIT_SIGINT, LoadtestError, ServerError
+from loadtest.errors import EXIT_CODES_HELP, ExitCode, LoadtestError, ServerError
 from loadtest.report.console import make_console
 
 app = typer.Typer(
@@ -71,7 +71,7 @@ def main() -> None:
         sys.exit(stopping.exit_code())
     except SystemExit as exc:
         # typer turns a KeyboardInterrupt outside a run into exit 130; SIGTERM raises one too
-        if exc.code == EXIT_SIGINT and stopping.received() == signal.SIGTERM:
+        if exc.code == ExitCode.INTERRUPTED and stopping.received() == signal.SIGTERM:
             errors.print(f"{stopping.requested()}: stopped before a result was measured")
             sys.exit(stopping.exit_code())
         raise

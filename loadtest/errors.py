@@ -45,17 +45,12 @@ EXIT_CODES_HELP = (
     "is printed); 5 INVALID only because the client fell behind its schedule; 130 Ctrl-C and "
     "143 SIGTERM (partial result written)."
 )
-# Names the stopping and output code uses (the same numbers as ExitCode).
-EXIT_ERROR = ExitCode.ERROR
-EXIT_RESCUED = ExitCode.NOT_WRITTEN
-EXIT_SIGINT = ExitCode.INTERRUPTED  # 128 + SIGINT, as shells report it
-EXIT_SIGTERM = ExitCode.TERMINATED  # 128 + SIGTERM
 
 
 class LoadtestError(Exception):
     """Base class: str(error) is the one line shown to the user; `exit_code` the process's."""
 
-    exit_code = EXIT_ERROR
+    exit_code = ExitCode.ERROR
 
 
 class SettingsError(LoadtestError):
@@ -83,4 +78,4 @@ class ResultFileError(LoadtestError):
 class ResultRescued(LoadtestError):
     """The result is safe, but not where it was asked to go (full disk, directory gone...)."""
 
-    exit_code = EXIT_RESCUED
+    exit_code = ExitCode.NOT_WRITTEN

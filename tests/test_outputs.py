@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.errors import EXIT_RESCUED, ModelBuildError, SettingsError
+from loadtest.errors import ExitCode, ModelBuildError, SettingsError
 from loadtest.report import outputs
 
 # A run that measured: VALID (0), INVALID (3) or client-bound (5); these tests are about
@@ -228,7 +228,7 @@ def test_a_write_that_fails_part_way_keeps_the_old_result_and_says_so(tmp_path: 
         # Python's own bytecode cache would be cut at the limit too (and left corrupt)
         extra_env={"PYTHONDONTWRITEBYTECODE": "1"},
     )
-    assert result.returncode == EXIT_RESCUED, result.stdout + result.stderr
+    assert result.returncode == ExitCode.NOT_WRITTEN, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     assert "cannot save the result anywhere" in result.stderr
     assert "run/result.json: File too large" in result.stderr
@@ -256,7 +256,7 @@ def test_a_directory_made_read_only_during_the_run_is_rescued(tmp_path: Path):
         stdout, stderr = process.communicate(timeout=120)
     finally:
         out.chmod(0o755)
-    assert process.returncode == EXIT_RESCUED, stdout + stderr
+    assert process.returncode == ExitCode.NOT_WRITTEN, stdout + stderr
     assert "Traceback" not in stderr
     assert list(out.iterdir()) == []
     rescued = list((tmp_path / "cache" / "loadtest" / "rescued").iterdir())

@@ -22,7 +22,7 @@ from loadtest.core.records import SERVER_TIMEOUT, TIMEOUT, Status
 from loadtest.core.schedule import server_schedule
 from loadtest.engine import stopping
 from loadtest.engine.runner import ClosedLoopRunner, Runner
-from loadtest.errors import EXIT_SIGINT, EXIT_SIGTERM
+from loadtest.errors import ExitCode
 from loadtest.stub.process import Stub, running_stub
 from loadtest.targets.fake import fake_from_url
 
@@ -102,7 +102,7 @@ def test_a_stop_requested_before_a_run_stops_it_before_it_issues():
     for result in (outcome, closed):
         assert result.interrupted and result.stop_reason == "terminated (SIGTERM)"  # type: ignore[attr-defined]
         assert result.records.issued.sum() == 0  # type: ignore[attr-defined]
-    assert stopping.exit_code() == EXIT_SIGTERM
+    assert stopping.exit_code() == ExitCode.TERMINATED
 
 
 def test_catching_puts_the_previous_handlers_back():
@@ -162,7 +162,7 @@ def test_sigterm_writes_the_partial_result_and_exits_143(tmp_path: Path, command
     time.sleep(1.5)
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == EXIT_SIGTERM, stdout + stderr
+    assert process.returncode == ExitCode.TERMINATED, stdout + stderr
     assert "Traceback" not in stderr
     data = json.loads((tmp_path / "out" / "result.json").read_text())  # complete JSON
     assert data["run"]["partial"] is True
@@ -179,7 +179,7 @@ def test_sigint_still_exits_130_with_the_partial_result(tmp_path: Path):
     time.sleep(1)
     process.send_signal(signal.SIGINT)
     process.communicate(timeout=60)
-    assert process.returncode == EXIT_SIGINT
+    assert process.returncode == ExitCode.INTERRUPTED
     data = json.loads((tmp_path / "out" / "result.json").read_text())
     assert data["run"]["partial"] is True and "Ctrl-C" in data["run"]["stop_reason"]
 
@@ -193,7 +193,7 @@ def test_sigterm_stops_find_peak_with_a_partial_find_peak_json(tmp_path: Path):
     time.sleep(2)
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == EXIT_SIGTERM, stdout + stderr
+    assert process.returncode == ExitCode.TERMINATED, stdout + stderr
     data = json.loads((tmp_path / "out" / "find-peak.json").read_text())
     assert data["partial"] is True and data["stop_reason"] == "terminated (SIGTERM)"
     assert len(data["probes"]) == 1
@@ -212,7 +212,7 @@ def test_sigterm_stops_compare_with_a_partial_compare_json(tmp_path: Path):
     time.sleep(2)
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == EXIT_SIGTERM, stdout + stderr
+    assert process.returncode == ExitCode.TERMINATED, stdout + stderr
     data = json.loads((tmp_path / "out" / "compare.json").read_text())
     assert data["partial"] is True and data["stop_reason"] == "terminated (SIGTERM)"
     assert len(data["rows"]) == 1  # the interrupted run; the 60 QPS one never started
@@ -225,7 +225,7 @@ def test_sigterm_with_two_workers_writes_the_merged_partial_result(tmp_path: Pat
     workers = _children(process.pid)
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == EXIT_SIGTERM, stdout + stderr
+    assert process.returncode == ExitCode.TERMINATED, stdout + stderr
     data = json.loads((tmp_path / "out" / "result.json").read_text())
     assert data["run"]["partial"] is True and data["client"]["worker_count"] == 2
     assert "terminated (SIGTERM)" in data["run"]["stop_reason"]
@@ -482,7 +482,7 @@ def test_sigterm_while_the_embedded_triton_loads_leaves_nothing_behind(
     servers = _children(process.pid)
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == EXIT_SIGTERM, stdout + stderr
+    assert process.returncode == ExitCode.TERMINATED, stdout + stderr
     assert "stopped before a result was measured" in stderr
     assert not (tmp_path / "out").exists()
     deadline = time.monotonic() + 5

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
-from loadtest.errors import EXIT_SIGINT
+from loadtest.errors import ExitCode
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 REASONS: dict[int, str] = {
@@ -71,7 +71,7 @@ def received() -> int | None:
 
 def exit_code() -> int:
     """128 + the stop signal (130 for SIGINT, 143 for SIGTERM); 130 when none was recorded."""
-    return 128 + _signal if _signal is not None else EXIT_SIGINT
+    return 128 + _signal if _signal is not None else ExitCode.INTERRUPTED
 
 
 def reset() -> None:

@@ -12,7 +12,7 @@
 - Rescued (`save`): if the final write fails anyway (full disk, directory removed or made
   read-only during the run), every file goes to a fresh directory under
   $XDG_CACHE_HOME/loadtest/rescued (default ~/.cache), else under the temp dir; the caller says
-  where and exits with errors.EXIT_RESCUED (4).
+  where and exits with errors.ExitCode.NOT_WRITTEN (4).
 """
 
 from __future__ import annotations
