@@ -31,6 +31,7 @@ from loadtest.report.peak_report import (
     render_peak,
     write_peak,
 )
+from loadtest.report.progress import BudgetProgress
 from loadtest.report.results import build_environment
 from loadtest.scenarios.peak_run import PeakOutcome, ProbeRun, search_peak
 from loadtest.scenarios.play import Generator
@@ -86,6 +87,7 @@ def find_peak(
     client_cert: options.ClientCertOption = None,
     client_key: options.ClientKeyOption = None,
     header: options.HeaderOption = None,
+    live: options.LiveOption = True,
 ) -> None:
     """Find the highest Server-scenario QPS whose run is VALID (latency bound, early stopping)."""
     settings = PeakSettings(
@@ -119,7 +121,7 @@ def find_peak(
     common.check_outputs(output, None, force, PEAK_FILES)
     console = common.console
     try:
-        spec, outcome, environment, resolved = _search(flags, settings, client)
+        spec, outcome, environment, resolved = _search(flags, settings, client, live)
         render_peak(console, settings, outcome)
         result = peak_json(settings, resolved, spec, environment, outcome)
         saved = write_peak(result, output, model, force)
@@ -142,7 +144,7 @@ def find_peak(
 
 
 def _search(
-    flags: common.TargetFlags, settings: PeakSettings, client: ClientSettings
+    flags: common.TargetFlags, settings: PeakSettings, client: ClientSettings, live: bool
 ) -> tuple[ModelSpec, PeakOutcome, dict[str, Any], TargetSettings]:
     """The search against the deployment: (model, outcome, environment, resolved target)."""
     with common.connected(flags) as (deployment, target):
@@ -155,23 +157,43 @@ def _search(
         )
         # Probes played here (one worker) use this loop; worker processes pick their own.
         parent_loop = LoopKind.PRECISE if client.loop is LoopKind.AUTO else client.loop
-        spec, outcome = timing.run(_measure(target, generator, settings, flags), parent_loop.value)
+        spec, outcome = timing.run(
+            _measure(target, generator, settings, flags, live), parent_loop.value
+        )
         return spec, outcome, build_environment(target, deployment), deployment.target
 
 
 async def _measure(
-    target: Target, generator: Generator, settings: PeakSettings, flags: common.TargetFlags
+    target: Target,
+    generator: Generator,
+    settings: PeakSettings,
+    flags: common.TargetFlags,
+    live: bool,
 ) -> tuple[ModelSpec, PeakOutcome]:
+    percentile = f"p{settings.percentile * 100:g}"
+    view = BudgetProgress(
+        common.console,
+        settings.budget_ns / NS_PER_S,
+        f"find-peak against {target.description}",
+        enabled=live,
+    )
+
     def show(run: ProbeRun) -> None:
         cells = probe_row(run, settings.percentile, settings.target_latency_ns)
         common.console.print("probe: " + " | ".join(cells), highlight=False)
+        probe = run.probe
+        if probe.valid and not probe.client_bound:
+            label = f"VALID at {probe.qps:,.1f} QPS ({percentile} {probe.latency_ns / 1e6:.2f} ms)"
+            view.probe_done(probe.qps, label)
+        else:
+            view.probe_done()
 
     try:
         spec, library = await open_with_samples(
             target, settings.sample_count, settings.sample_seed, flags.input_data, flags.shapes
         )
         # A stop signal from here on ends the search after the probe it interrupts.
-        with stopping.catching(asyncio.get_running_loop()):
+        with view, stopping.catching(asyncio.get_running_loop()):
             outcome = await search_peak(
                 target,
                 spec,
@@ -184,6 +206,8 @@ async def _measure(
                     f"calibration: {qps:,.1f} queries/s closed loop "
                     f"({settings.calibration_in_flight} in flight); probing below 1.1 × that"
                 ),
+                on_stage=view.stage,
+                on_tick=view.tick,
             )
         stopping.defer_signals()  # a signal now waits until find-peak.json is written
         return spec, outcome

@@ -13,10 +13,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from loadtest.core.records import Records
 from loadtest.core.settings import NS_PER_S, PeakSettings, ServerSettings
 from loadtest.core.target import ModelSpec, Target
 from loadtest.engine import stopping
 from loadtest.engine.measurement import Measurement
+from loadtest.engine.selfmeasure import Progress
 from loadtest.rules.stats import Summary, exact_percentile, exact_percentile_with_failures
 from loadtest.rules.validity import Verdict, expected_min_queries
 from loadtest.scenarios.interpret import interpret_server
@@ -103,13 +105,20 @@ async def search_peak(
     on_probe: Callable[[ProbeRun], None] = lambda run: None,
     on_calibration: Callable[[float], None] = lambda qps: None,
     generator: Generator | None = None,
+    on_stage: Callable[[str, float], None] = lambda label, expected_s: None,
+    on_tick: Callable[[Records | Progress, int], None] | None = None,
 ) -> PeakOutcome:
+    """Calibrate (unless a start rate is given), then probe until the search concludes, the
+    budget would be overrun, or a stop is requested. The callbacks are for a progress display:
+    `on_stage` names each stage and how long it is expected to take, `on_tick` is each probe's
+    runner tick, `on_probe` reports each finished probe."""
     started = time.monotonic()
     budget_s = settings.budget_ns / NS_PER_S
     calibration_qps = None
     start_qps = settings.start_qps
     ceiling = settings.max_qps or None
     if not start_qps:
+        on_stage("calibration: closed-loop throughput", settings.calibration_ns / NS_PER_S)
         calibration_qps, stopped = await calibrate(target, sample_count, settings)
         if stopped:
             probes: list[Probe] = []
@@ -148,12 +157,14 @@ async def search_peak(
         if time.monotonic() - started + expected_s + PROBE_OVERHEAD_S > budget_s:
             exhausted = True
             break
+        on_stage(f"probe {len(runs) + 1} at {qps:,.1f} QPS (Poisson)", expected_s)
         measurement = await run_server(
             target,
             model,
             sample_count,
             probe_settings,
             drain_timeout_ns=int((request_timeout_s + 5) * NS_PER_S),
+            on_tick=on_tick,
             generator=generator,
         )
         run = _probe_of(probe_settings, measurement)

@@ -1,0 +1,113 @@
+"""Progress of a search that runs for minutes (find-peak, sweep): the budget used and left, the
+stage running now (calibration, which probe at which rate), probes done, the best so far, and the
+current probe's own bar and counts.
+
+It refreshes once a second from rich's refresh thread, because between probes (calibration,
+reconnects) nothing else ticks; one small render a second does not compete with the issuer.
+When the console is not a terminal it shows nothing, and the caller's plain lines (one per probe)
+are the whole record, as before.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from loadtest.core.records import Records
+from loadtest.engine.selfmeasure import Progress
+from loadtest.report.live import BAR_WIDTH, WINDOW, RateMeter, run_lines
+
+REFRESHES_PER_SECOND = 1
+
+
+class BudgetProgress:
+    """The whole search's progress; `stage` and `probe_done` are called by the search's
+    callbacks, `tick` by the probe's runner."""
+
+    def __init__(
+        self,
+        console: Console,
+        budget_s: float,
+        title: str,
+        enabled: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.console = console
+        self.budget_s = budget_s
+        self.title = title
+        self.enabled = enabled and console.is_terminal
+        self.clock = clock
+        self._started = clock()
+        self._stage = "starting"
+        self._stage_span_s: float | None = None
+        self._probes = 0
+        self._best = "none yet"
+        self._best_qps = -1.0
+        self._run: Table | None = None
+        self._rate = RateMeter()
+        self._live: Live | None = None
+
+    def __enter__(self) -> BudgetProgress:
+        self._started = self.clock()
+        if self.enabled:
+            self._live = Live(
+                console=self.console,
+                get_renderable=self.render,
+                refresh_per_second=REFRESHES_PER_SECOND,
+                transient=False,
+            )
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+            self._live = None
+
+    def stage(self, text: str, span_s: float | None = None) -> None:
+        """A new stage starts: its label, and how long it is expected to run (for its own bar)."""
+        self._stage, self._stage_span_s = text, span_s
+        self._run = None
+        self._rate = RateMeter()
+
+    def probe_done(self, valid_qps: float | None = None, label: str = "") -> None:
+        """One probe finished; `valid_qps` (with its label) when it counts towards the best, which
+        is the highest such rate so far."""
+        self._probes += 1
+        if valid_qps is not None and valid_qps > self._best_qps:
+            self._best_qps, self._best = valid_qps, label
+
+    def tick(self, data: Records | Progress, now_ns: int) -> None:
+        """The current probe's runner tick: its own bar and counts under the budget's."""
+        if self._live is None:
+            return
+        progress = Progress.of(data, WINDOW) if isinstance(data, Records) else data
+        span_ns = int((self._stage_span_s or 0) * 1e9)
+        self._run = run_lines(
+            progress, self._rate.update(progress.completed, now_ns), now_ns, span_ns
+        )
+
+    def render(self) -> RenderableType:
+        used = min(self.clock() - self._started, self.budget_s)
+        budget = Table.grid(padding=(0, 2))
+        budget.add_row(
+            ProgressBar(total=max(self.budget_s, 1e-9), completed=used, width=BAR_WIDTH),
+            f"budget {used:5.0f} / {self.budget_s:g} s used",
+            f"{self.budget_s - used:5.0f} s left",
+            f"probes done {self._probes}",
+        )
+        parts: list[RenderableType] = [
+            Text(self.title, style="bold"),
+            budget,
+            Text(f"now: {self._stage}"),
+        ]
+        if self._run is not None:
+            parts.append(self._run)
+        parts.append(Text(f"best so far: {self._best}"))
+        return Group(*parts)
