@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import math
 import os
@@ -11,10 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from loadtest.core.settings import NS_PER_S, PeakSettings
+from loadtest.report.progress import BudgetProgress
 from loadtest.scenarios.peak import PeakSearch, Probe, bracket
-from loadtest.scenarios.peak_run import search_peak
+from loadtest.scenarios.peak_run import ProbeRun, search_peak
 from loadtest.targets.fake import FAKE_MODEL, FakeTarget, ServiceLaw
 
 MS = 1_000_000
@@ -107,13 +110,39 @@ def test_find_peak_on_fake_lands_near_its_known_capacity():
         late_threshold_ns=10 * MS,  # this test measures the search, not the shared CI machine
     )
 
+    # The progress display rides along on a terminal console: it sees every stage and probe.
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=160)
+    view = BudgetProgress(console, settings.budget_ns / NS_PER_S, "find-peak against fake")
+    stages: list[str] = []
+
+    def stage(label: str, expected_s: float) -> None:
+        stages.append(label)
+        view.stage(label, expected_s)
+
+    def probe_done(run: ProbeRun) -> None:
+        valid = run.probe.valid and not run.probe.client_bound
+        view.probe_done(run.probe.qps if valid else None, f"VALID at {run.probe.qps:.1f} QPS")
+
     async def go():
         target = FakeTarget(ServiceLaw("constant", 20 * MS), servers=8)
         await target.open()
-        return await search_peak(target, FAKE_MODEL, 8, settings, request_timeout_s=10)
+        with view:
+            return await search_peak(
+                target, FAKE_MODEL, 8, settings, request_timeout_s=10,
+                on_probe=probe_done, on_stage=stage, on_tick=view.tick,
+            )  # fmt: skip
 
     outcome = asyncio.run(go())
     peak = outcome.conclusion.peak_qps
+    assert stages[0].startswith("calibration")
+    assert stages[1:] == [f"probe {i + 1} at {r.probe.qps:,.1f} QPS (Poisson)" for i, r in
+                          enumerate(outcome.runs)]  # fmt: skip
+    shown = screen.getvalue()
+    assert f"probes done {len(outcome.runs)}" in shown
+    assert "s left" in shown and "running p99" in shown
+    best = max(r.probe.qps for r in outcome.runs if r.probe.valid and not r.probe.client_bound)
+    assert f"best so far: VALID at {best:.1f} QPS" in shown
     assert outcome.calibration_qps is not None
     assert 0.8 * capacity < outcome.calibration_qps < 1.05 * capacity
     assert peak is not None, outcome.conclusion.text

@@ -1,11 +1,12 @@
 """The live view during a run: a progress bar with elapsed and remaining time, issued, completed,
 in flight, errors, current QPS and running p99.
 
-Called from the runner's periodic tick (every 0.5 s) on the event loop, so it must stay cheap: it
-looks only at rows completed since the last tick for the QPS, and at most the last WINDOW
-completions for the running p99 (numpy partition, not a sort). It renders only on those ticks
-(no refresh thread), so it never competes with the issuer between them. When the console is not
-a terminal (a CI log, a pipe) it shows nothing: the final tables are printed in full instead.
+Called from the runner's periodic tick (every 0.5 s) on the event loop, so it must stay cheap:
+the counts come from a ProgressTracker (it reads only rows that changed since the last tick), the
+running p99 from the last RECENT_COMPLETIONS rows (numpy partition, not a sort), and the lines are
+plain Text (a table layout costs ten times more to render). It renders only on those ticks (no
+refresh thread). When the console is not a terminal (a CI log, a pipe) it shows nothing: the
+final tables are printed in full instead.
 """
 
 from __future__ import annotations
@@ -13,14 +14,11 @@ from __future__ import annotations
 import numpy as np
 from rich.console import Console, Group
 from rich.live import Live
-from rich.progress_bar import ProgressBar
-from rich.table import Table
 from rich.text import Text
 
 from loadtest.core.records import Records
-from loadtest.engine.selfmeasure import Progress
+from loadtest.engine.selfmeasure import Progress, ProgressTracker
 
-WINDOW = 200_000
 QPS_WINDOW_NS = 400_000_000
 BAR_WIDTH = 40
 
@@ -31,6 +29,12 @@ def running_p99(recent_ns: np.ndarray) -> str:
         return "—"
     k = min(len(recent_ns) - 1, int(len(recent_ns) * 0.99))
     return f"{np.partition(recent_ns, k)[k] / 1e6:.2f} ms"
+
+
+def bar(done: float, total: float) -> Text:
+    """A BAR_WIDTH-wide bar in rich's progress-bar styles (drawn by hand: cheap to render)."""
+    filled = round(BAR_WIDTH * min(1.0, max(0.0, done / total))) if total > 0 else 0
+    return Text.assemble(("━" * filled, "bar.complete"), ("━" * (BAR_WIDTH - filled), "bar.back"))
 
 
 class RateMeter:
@@ -49,43 +53,43 @@ class RateMeter:
         return self.qps
 
 
-def run_lines(progress: Progress, qps: float, now_ns: int, span_ns: int) -> Table:
+def run_lines(progress: Progress, qps: float, now_ns: int, span_ns: int) -> Group:
     """Two lines describing a run in progress: where it is in its span, and its counts."""
     remaining_s = max(0.0, (span_ns - now_ns) / 1e9)
-    table = Table.grid(padding=(0, 2))
-    table.add_row(
-        ProgressBar(total=max(span_ns, 1), completed=min(now_ns, span_ns), width=BAR_WIDTH),
-        f"elapsed {now_ns / 1e9:6.1f} s",
-        f"left {remaining_s:5.1f} s" if now_ns <= span_ns else "draining",
+    left = f"left {remaining_s:5.1f} s" if now_ns <= span_ns else "draining"
+    where = bar(now_ns, span_ns) + Text(f"  elapsed {now_ns / 1e9:6.1f} s  {left}")
+    counts = Text.assemble(
+        f"issued {progress.issued}  completed {progress.completed}  "
+        f"in flight {progress.issued - progress.completed}  errors {progress.errors}  "
+        f"current {qps:8.1f} QPS  running p99 {running_p99(progress.recent_ns)}  ",
+        ("(latency from scheduled time)", "dim"),
     )
-    counts = Table.grid(padding=(0, 2))
-    counts.add_row(
-        f"issued {progress.issued}",
-        f"completed {progress.completed}",
-        f"in flight {progress.issued - progress.completed}",
-        f"errors {progress.errors}",
-        f"current {qps:8.1f} QPS",
-        f"running p99 {running_p99(progress.recent_ns)}",
-        Text("(latency from scheduled time)", style="dim"),
-    )
-    return _stack(table, counts)
+    return Group(where, counts)
 
 
-def _stack(*rows: Table) -> Table:
-    grid = Table.grid()
-    for row in rows:
-        grid.add_row(row)
-    return grid
+class RunWatcher:
+    """Turns the runner's ticks (this process's Records, or a sharded run's summed Progress) into
+    the lines above; one per run, because its tracker remembers where it read up to."""
+
+    def __init__(self, span_ns: int) -> None:
+        self.span_ns = span_ns
+        self._tracker = ProgressTracker()
+        self._rate = RateMeter()
+
+    def lines(self, data: Records | Progress, now_ns: int) -> Group:
+        progress = self._tracker.update(data) if isinstance(data, Records) else data
+        return run_lines(
+            progress, self._rate.update(progress.completed, now_ns), now_ns, self.span_ns
+        )
 
 
 class LiveView:
     def __init__(self, console: Console, span_ns: int, title: str, enabled: bool = True) -> None:
         self.console = console
-        self.span_ns = span_ns
         self.title = title
         self.enabled = enabled and console.is_terminal
         self._live: Live | None = None
-        self._rate = RateMeter()
+        self._watcher = RunWatcher(span_ns)
 
     def __enter__(self) -> LiveView:
         if self.enabled:
@@ -102,7 +106,5 @@ class LiveView:
         """The runner's tick (this process's records) or a sharded run's summed Progress."""
         if self._live is None:
             return
-        progress = Progress.of(data, WINDOW) if isinstance(data, Records) else data
-        qps = self._rate.update(progress.completed, now_ns)
-        lines = run_lines(progress, qps, now_ns, self.span_ns)
+        lines = self._watcher.lines(data, now_ns)
         self._live.update(Group(Text(self.title, style="bold"), lines), refresh=True)

@@ -15,13 +15,11 @@ from collections.abc import Callable
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
-from rich.progress_bar import ProgressBar
-from rich.table import Table
 from rich.text import Text
 
 from loadtest.core.records import Records
 from loadtest.engine.selfmeasure import Progress
-from loadtest.report.live import BAR_WIDTH, WINDOW, RateMeter, run_lines
+from loadtest.report.live import RunWatcher, bar
 
 REFRESHES_PER_SECOND = 1
 
@@ -45,12 +43,11 @@ class BudgetProgress:
         self.clock = clock
         self._started = clock()
         self._stage = "starting"
-        self._stage_span_s: float | None = None
         self._probes = 0
         self._best = "none yet"
         self._best_qps = -1.0
-        self._run: Table | None = None
-        self._rate = RateMeter()
+        self._watcher: RunWatcher | None = None
+        self._run: RenderableType | None = None
         self._live: Live | None = None
 
     def __enter__(self) -> BudgetProgress:
@@ -72,9 +69,9 @@ class BudgetProgress:
 
     def stage(self, text: str, span_s: float | None = None) -> None:
         """A new stage starts: its label, and how long it is expected to run (for its own bar)."""
-        self._stage, self._stage_span_s = text, span_s
+        self._stage = text
+        self._watcher = RunWatcher(int((span_s or 0) * 1e9))
         self._run = None
-        self._rate = RateMeter()
 
     def probe_done(self, valid_qps: float | None = None, label: str = "") -> None:
         """One probe finished; `valid_qps` (with its label) when it counts towards the best, which
@@ -85,22 +82,15 @@ class BudgetProgress:
 
     def tick(self, data: Records | Progress, now_ns: int) -> None:
         """The current probe's runner tick: its own bar and counts under the budget's."""
-        if self._live is None:
+        if self._live is None or self._watcher is None:
             return
-        progress = Progress.of(data, WINDOW) if isinstance(data, Records) else data
-        span_ns = int((self._stage_span_s or 0) * 1e9)
-        self._run = run_lines(
-            progress, self._rate.update(progress.completed, now_ns), now_ns, span_ns
-        )
+        self._run = self._watcher.lines(data, now_ns)
 
     def render(self) -> RenderableType:
         used = min(self.clock() - self._started, self.budget_s)
-        budget = Table.grid(padding=(0, 2))
-        budget.add_row(
-            ProgressBar(total=max(self.budget_s, 1e-9), completed=used, width=BAR_WIDTH),
-            f"budget {used:5.0f} / {self.budget_s:g} s used",
-            f"{self.budget_s - used:5.0f} s left",
-            f"probes done {self._probes}",
+        budget = bar(used, self.budget_s) + Text(
+            f"  budget {used:5.0f} / {self.budget_s:g} s used  {self.budget_s - used:5.0f} s left"
+            f"  probes done {self._probes}"
         )
         parts: list[RenderableType] = [
             Text(self.title, style="bold"),

@@ -33,7 +33,7 @@ from loadtest.core.target import Target
 from loadtest.engine import stopping, timing
 from loadtest.engine.runner import OnStart, Runner
 from loadtest.engine.samples import open_with_samples
-from loadtest.engine.selfmeasure import Progress
+from loadtest.engine.selfmeasure import Progress, ProgressTracker
 from loadtest.errors import LoadtestError, TargetError
 from loadtest.rules.error_budget import window_for
 from loadtest.shards.merge import ShardResult, shard_result
@@ -139,9 +139,11 @@ def worker_main(plan: ShardPlan, conn: Connection, parent_pid: int = 0) -> None:
         ).start()
         return int(value)
 
+    tracker = ProgressTracker()
+
     def tick(records: Records, now_ns: int) -> None:
         with contextlib.suppress(OSError):
-            conn.send(("tick", (now_ns, Progress.of(records))))
+            conn.send(("tick", (now_ns, tracker.update(records))))
 
     message: tuple[str, Any]
     try:
