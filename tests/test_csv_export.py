@@ -13,10 +13,13 @@ from loadtest.core.records import NOT_SET_NS
 from loadtest.errors import ResultFileError
 from loadtest.report.csv_export import (
     RECORD_COLUMNS,
+    TIMELINE_COLUMNS,
     read_records_csv,
     records_csv,
     summary_csv,
+    timeline_csv,
 )
+from loadtest.rules.stats import timeline
 
 
 def test_records_round_trip_exactly():
@@ -57,3 +60,19 @@ def test_summary_csv_has_flattened_metrics():
 def test_not_a_records_csv_is_refused():
     with pytest.raises(ResultFileError, match=r"records\.csv"):
         read_records_csv("a,b\n1,2\n")
+
+
+def test_timeline_csv_has_one_row_per_second_matching_the_timeline():
+    records = synthetic_records(n=3000, errors=7)
+    line = timeline(records)
+    rows = list(csv.DictReader(io.StringIO(timeline_csv(line))))
+    assert len(rows) == len(line) >= 2
+    assert tuple(rows[0])[: len(TIMELINE_COLUMNS)] == TIMELINE_COLUMNS
+    assert "errors.timeout" in rows[0]
+    for k, row in enumerate(rows):
+        assert int(row["start_ns"]) == line.start_ns[k]
+        assert int(row["completed"]) == line.completed[k]
+        assert int(row["errors.timeout"]) == line.errors_by_kind["timeout"][k]
+        p99 = line.p99_latency_ns[k]
+        assert row["p99_latency_ns"] == ("" if np.isnan(p99) else str(round(p99)))
+    assert sum(int(r["scheduled"]) for r in rows) == len(records)

@@ -86,14 +86,15 @@ def test_export_csv_round_trip(tmp_path: Path):
     assert summary["completed_ok"] == str(original.ok.sum())
 
 
-def test_export_without_records_writes_summary_only(tmp_path: Path):
-    source = write(
-        tmp_path / "run" / "result.json", run_json(synthetic_records(), keep_records=False)
-    )
+def test_export_without_records_writes_summary_and_timeline_only(tmp_path: Path):
+    data = run_json(synthetic_records(), keep_records=False, with_timeline=True)
+    source = write(tmp_path / "run" / "result.json", data)
     result = loadtest("export", str(source), "--csv")
     assert result.returncode == 0, result.stderr
     assert "summary only" in result.stdout
     assert (tmp_path / "run" / "summary.csv").exists()
+    rows = list(csv.DictReader((tmp_path / "run" / "timeline.csv").open()))
+    assert [int(r["completed"]) for r in rows] == data["timeline"]["completed"]
     assert not (tmp_path / "run" / "records.csv").exists()
 
 

@@ -1,4 +1,5 @@
-"""`loadtest export`: a run's result.json -> records.csv + summary.csv (report/csv_export.py)."""
+"""`loadtest export`: a run's result.json -> summary.csv, timeline.csv and records.csv
+(report/csv_export.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import typer
 
 from loadtest.errors import ResultFileError, SettingsError
 from loadtest.report.console import make_console
-from loadtest.report.csv_export import records_csv, summary_csv
+from loadtest.report.csv_export import records_csv, summary_csv, timeline_csv
 from loadtest.report.outputs import write_atomically
 from loadtest.report.resultfile import RUN, load_result
+from loadtest.rules.stats import Timeline
 
 console = make_console()
 
@@ -26,7 +28,8 @@ def export(
         typer.Option("--output", "-o", help="Directory for the CSV files [default: beside RUN]."),
     ] = None,
 ) -> None:
-    """Export per-query records (records.csv) and the summary (summary.csv) as CSV."""
+    """Export the summary (summary.csv), the per-second timeline (timeline.csv) and, for runs
+    written with --records, the per-query records (records.csv) as CSV."""
     if not csv:  # kept for scripts that pass --csv explicitly; there is no other format yet
         raise SettingsError("CSV is the only export format")
     run = load_result(result)
@@ -37,6 +40,11 @@ def export(
         directory.mkdir(parents=True, exist_ok=True)
         summary_path = directory / "summary.csv"
         write_atomically(summary_path, summary_csv(run.data))
+        timeline = run.data.get("timeline")
+        if isinstance(timeline, dict):
+            timeline_path = directory / "timeline.csv"
+            write_atomically(timeline_path, timeline_csv(Timeline.from_dict(timeline)))
+            console.print(f"timeline: {timeline_path} ({len(timeline.get('start_ns', []))} s)")
         records = run.records()
         if records is None:
             console.print(

@@ -19,6 +19,13 @@ flattened with dots (latency.p99_ns, send_lag.late_share, errors_by_kind.<kind>,
 integer ns as in result.json. The HDR histogram string (latency_hdr) is left out: it is an encoding
 for exact merges, not a number.
 
+timeline.csv — one row per second of the run (result.json's `timeline`, written for every run
+with or without --records): start_ns, scheduled, issued, completed, errors, in_flight,
+p50_latency_ns, p99_latency_ns (exact percentiles of the latency from scheduled time of the
+successful queries completing in that second; empty where none completed), p99_send_lag_ns,
+max_send_lag_ns (among the queries sent in that second; empty where none), then one
+errors.<kind> column per error kind seen.
+
 `read_records_csv` parses records.csv back into Records (the round trip is exact). Pure text in,
 text out; the command writes the files.
 """
@@ -33,6 +40,7 @@ import numpy as np
 
 from loadtest.core.records import NOT_SET_NS, Records, Status
 from loadtest.errors import ResultFileError
+from loadtest.rules.stats import Timeline
 
 RECORD_COLUMNS = (
     "query",
@@ -136,4 +144,32 @@ def summary_csv(result: dict[str, Any]) -> str:
         writer.writerow(("verdict.valid", verdict["valid"]))
     for name, value in flatten(result.get("summary") or {}):
         writer.writerow((name, value))
+    return out.getvalue()
+
+
+TIMELINE_COLUMNS = (
+    "start_ns",
+    "scheduled",
+    "issued",
+    "completed",
+    "errors",
+    "in_flight",
+    "p50_latency_ns",
+    "p99_latency_ns",
+    "p99_send_lag_ns",
+    "max_send_lag_ns",
+)
+
+
+def timeline_csv(timeline: Timeline) -> str:
+    """timeline.csv text (see the module docstring)."""
+    columns = timeline.to_dict()
+    kinds = sorted(columns["errors_by_kind"])
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*TIMELINE_COLUMNS, *(f"errors.{kind}" for kind in kinds)])
+    for k in range(len(timeline)):
+        cells = [columns[name][k] for name in TIMELINE_COLUMNS]
+        cells += [columns["errors_by_kind"][kind][k] for kind in kinds]
+        writer.writerow(["" if cell is None else cell for cell in cells])
     return out.getvalue()
