@@ -117,6 +117,7 @@ class WorkerReport:
     late_share: float
     kept_up: bool
     connection_waits: int  # queries that waited for a free connection (HTTP path)
+    node: str = ""  # the Ray node it ran on ("" outside Ray): one host may hold several nodes
 
     @classmethod
     def of(
@@ -130,6 +131,7 @@ class WorkerReport:
         loop_lag_ns: np.ndarray,
         send_lag: SendLagStats,
         connection_waits: int,
+        node: str = "",
     ) -> WorkerReport:
         return cls(
             shard=shard,
@@ -142,6 +144,7 @@ class WorkerReport:
             late_share=send_lag.late_share,
             kept_up=send_lag.kept_up,
             connection_waits=connection_waits,
+            node=node,
         )
 
     @property
@@ -161,6 +164,7 @@ class WorkerReport:
             "late_share": self.late_share,
             "kept_up": self.kept_up,
             "connection_waits": self.connection_waits,
+            **({"ray_node": self.node} if self.node else {}),
         }
 
 

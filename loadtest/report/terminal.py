@@ -89,6 +89,9 @@ def _tail_rows(table: Table, report: RunReport) -> None:
 def _generator_rows(table: Table, client: ClientReport) -> None:
     count = len(client.workers)
     where = "this process" if client.placement == "in-process" else client.placement
+    nodes = {w.node for w in client.workers if w.node}
+    if nodes:
+        where += f" on {len(nodes)} Ray node{'s' if len(nodes) > 1 else ''}"
     table.add_row(
         "generator",
         f"{count} worker{'s' if count > 1 else ''} ({where}, {client.loop} loop); "

@@ -46,6 +46,7 @@ class ShardResult:
     interrupted: bool
     stop_reason: str
     late_threshold_ns: int
+    node: str = ""  # the Ray node that played it ("" for local processes)
 
     def worker_report(self) -> WorkerReport:
         lag = self.records.send_lag_ns() if self.records is not None else np.zeros(0, np.int64)
@@ -59,6 +60,7 @@ class ShardResult:
             loop_lag_ns=self.loop_lag_ns,
             send_lag=lag_stats,
             connection_waits=self.connection_waits,
+            node=self.node,
         )
 
 
@@ -93,6 +95,43 @@ def shard_result(
         interrupted=outcome.interrupted,
         stop_reason=outcome.stop_reason,
         late_threshold_ns=late_threshold_ns,
+    )
+
+
+def lost_shard_result(
+    shard: int,
+    schedule: Schedule,
+    host: str,
+    pid: int,
+    node: str,
+    started_unix_ns: int,
+    late_threshold_ns: int,
+    reason: str,
+) -> ShardResult:
+    """A shard whose worker vanished mid-run (its records went with it): every query of its
+    schedule stays PENDING, so the merged result counts them as never answered, and the run is
+    partial with `reason` saying which shard was lost. Whether some were sent is unknowable."""
+    records = Records(scheduled_ns=schedule.scheduled_ns, sample_index=schedule.sample_index)
+    return ShardResult(
+        shard=shard,
+        host=host,
+        pid=pid,
+        schedule=schedule,
+        records=records,
+        histograms=record_histograms(records),
+        scheduled=len(records),
+        issued=0,
+        ok=0,
+        errors=0,
+        cpu_s=0.0,
+        loop_lag_ns=np.zeros(0, np.int64),
+        connection_waits=0,
+        started_unix_ns=started_unix_ns,
+        duration_ns=0,
+        interrupted=True,
+        stop_reason=reason,
+        late_threshold_ns=late_threshold_ns,
+        node=node,
     )
 
 

@@ -24,10 +24,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from loadtest.core.settings import resolve_loop
@@ -35,8 +39,11 @@ from loadtest.engine import stopping, timing
 from loadtest.engine.runner import OnStart
 from loadtest.errors import LoadtestError, SettingsError, TargetError
 from loadtest.shards.local import READY_TIMEOUT_S, play_shard
-from loadtest.shards.merge import ShardResult
+from loadtest.shards.merge import ShardResult, lost_shard_result
 from loadtest.shards.plan import ShardPlan
+from loadtest.shards.ray_cluster import one_line, ray_session
+
+logger = logging.getLogger(__name__)
 
 RAY_START_DELAY_NS = 2_000_000_000  # barrier -> t = 0: delivering "run" to remote actors
 HEARTBEAT_S = 0.2  # the driver's heartbeat to each playing actor
@@ -55,7 +62,7 @@ class ShardActor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_beat = time.monotonic()
 
-    def prepare(self, plan: ShardPlan) -> bool:
+    def prepare(self, plan: ShardPlan) -> ActorPlace:
         async def until_start() -> int:
             self._loop = asyncio.get_running_loop()
             self._ready.set()
@@ -74,7 +81,14 @@ class ShardActor:
             raise LoadtestError(f"shard {plan.shard} was not ready within {READY_TIMEOUT_S:g} s")
         if self._result.done():
             self._result.result()  # re-raises what went wrong while preparing
-        return True
+        return self._place
+
+    @property
+    def _place(self) -> ActorPlace:
+        import ray
+
+        node = ray.get_runtime_context().get_node_id()
+        return ActorPlace(host=socket.gethostname(), pid=os.getpid(), node=node)
 
     def run(self, start_unix_ns: int, lease_s: float = LEASE_S) -> ShardResult:
         """Play from the common start; without a heartbeat for `lease_s` (0 = no lease), stop."""
@@ -84,7 +98,7 @@ class ShardActor:
                 target=self._keep_lease, args=(lease_s,), name="loadtest-lease", daemon=True
             ).start()
         self._start.set_result(start_unix_ns)
-        return self._result.result()
+        return dataclasses.replace(self._result.result(), node=self._place.node)
 
     def heartbeat(self) -> None:
         self._last_beat = time.monotonic()
@@ -105,10 +119,52 @@ class ShardActor:
             time.sleep(lease_s / 8)
 
 
-def _one_line(exc: BaseException) -> str:
-    cause = getattr(exc, "cause", None)
-    text = str(cause) if cause is not None else str(exc)
-    return text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
+@dataclass(frozen=True)
+class ActorPlace:
+    """Where an actor runs: enough to name a shard whose actor is later lost."""
+
+    host: str
+    pid: int
+    node: str  # Ray node id
+
+
+def _lost(
+    plan: ShardPlan, place: ActorPlace, start_unix_ns: int, exc: BaseException
+) -> ShardResult:
+    reason = (
+        f"shard {plan.shard} lost: its Ray actor (pid {place.pid} on {place.host}, node "
+        f"{place.node[:12]}) died mid-run ({one_line(exc)}); its {len(plan.schedule())} scheduled "
+        "queries count as never answered"
+    )
+    logger.warning("loadtest: %s", reason)
+    return lost_shard_result(
+        plan.shard,
+        plan.schedule(),
+        place.host,
+        place.pid,
+        place.node,
+        start_unix_ns,
+        plan.settings.late_threshold_ns,
+        reason,
+    )
+
+
+def _collect(
+    ray: Any, runs: dict[Any, tuple[ShardPlan, ActorPlace]], start_unix_ns: int
+) -> list[ShardResult]:
+    """Each shard's result as it comes; a shard whose actor dies is recorded as lost and the
+    others play on (a shard that fails with an error of its own fails the run)."""
+    results: dict[int, ShardResult] = {}
+    pending = list(runs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        for ref in ready:
+            plan, place = runs[ref]
+            try:
+                results[plan.shard] = ray.get(ref)
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+                results[plan.shard] = _lost(plan, place, start_unix_ns, exc)
+    return [results[shard] for shard in sorted(results)]
 
 
 def _run_on_ray(
@@ -116,56 +172,48 @@ def _run_on_ray(
 ) -> list[ShardResult]:
     import ray
 
-    try:
-        ray.init(
-            address=None if address == "local" else address,
-            ignore_reinit_error=True,
-            logging_level=logging.ERROR,
-            log_to_driver=False,
-            include_dashboard=False,
-        )
-    except Exception as exc:  # ConnectionError, ValueError, RuntimeError depending on the form
-        raise TargetError(
-            f"cannot reach the Ray cluster at {address!r}: {_one_line(exc)}"
-        ) from None
-    actor_class: Any = ray.remote(num_cpus=1, max_concurrency=ACTOR_CONCURRENCY)(ShardActor)
-    actors = [actor_class.options(scheduling_strategy="SPREAD").remote() for _ in plans]
-    done = threading.Event()
+    with ray_session(address, len(plans)):
+        remote: Any = ray.remote  # its typed overloads know functions' options, not actors'
+        actor_class = remote(num_cpus=1, max_concurrency=ACTOR_CONCURRENCY)(ShardActor)
+        actors = [actor_class.options(scheduling_strategy="SPREAD").remote() for _ in plans]
+        done = threading.Event()
 
-    def keep_alive() -> None:
-        """Heartbeats while the actors play; the stop request, once, when there is one."""
-        told = False
-        while not done.wait(HEARTBEAT_S):
-            reason = stopping.requested()
-            for actor in actors:
-                if reason and not told:
-                    actor.stop.remote(reason)
-                actor.heartbeat.remote()
-            told = told or bool(reason)
+        def keep_alive() -> None:
+            """Heartbeats while the actors play; the stop request, once, when there is one."""
+            told = False
+            while not done.wait(HEARTBEAT_S):
+                reason = stopping.requested()
+                for actor in actors:
+                    if reason and not told:
+                        actor.stop.remote(reason)
+                    actor.heartbeat.remote()
+                told = told or bool(reason)
 
-    try:
         try:
-            ray.get(
-                [a.prepare.remote(p) for a, p in zip(actors, plans, strict=True)],
-                timeout=READY_TIMEOUT_S + 30,
-            )
-            before_start()  # every actor is ready: whoever observes the server starts now
-            start_unix_ns = time.time_ns() + RAY_START_DELAY_NS
-            runs = [a.run.remote(start_unix_ns) for a in actors]
-            threading.Thread(target=keep_alive, name="loadtest-heartbeat", daemon=True).start()
-            results: list[ShardResult] = ray.get(runs)
-        except ray.exceptions.GetTimeoutError:
-            raise TargetError(
-                f"the Ray cluster at {address!r} did not place {len(plans)} one-CPU actors "
-                f"within {READY_TIMEOUT_S:g} s (too few free CPUs?)"
-            ) from None
-        except ray.exceptions.RayError as exc:
-            raise TargetError(f"a Ray shard failed: {_one_line(exc)}") from None
-    finally:
-        done.set()
-        for actor in actors:
-            ray.kill(actor)
-    return results
+            try:
+                places: list[ActorPlace] = ray.get(
+                    [a.prepare.remote(p) for a, p in zip(actors, plans, strict=True)],
+                    timeout=READY_TIMEOUT_S + 30,
+                )
+                before_start()  # every actor is ready: whoever observes the server starts now
+                start_unix_ns = time.time_ns() + RAY_START_DELAY_NS
+                runs = {
+                    a.run.remote(start_unix_ns): (plan, place)
+                    for a, plan, place in zip(actors, plans, places, strict=True)
+                }
+                threading.Thread(target=keep_alive, name="loadtest-heartbeat", daemon=True).start()
+                return _collect(ray, runs, start_unix_ns)
+            except ray.exceptions.GetTimeoutError:
+                raise TargetError(
+                    f"the Ray cluster at {address!r} did not place {len(plans)} one-CPU actors "
+                    f"within {READY_TIMEOUT_S:g} s (too few free CPUs?)"
+                ) from None
+            except ray.exceptions.RayError as exc:
+                raise TargetError(f"a Ray shard failed: {one_line(exc)}") from None
+        finally:
+            done.set()
+            for actor in actors:
+                ray.kill(actor)
 
 
 async def run_ray_shards(
