@@ -431,3 +431,17 @@ def test_sigterm_writes_a_partial_sweep_and_exits_143(tmp_path: Path):
 def test_math_of_the_analytic_bench_is_sane():
     assert analytic_peak(Candidate(1, 8, 100, None, 1)) > 0
     assert math.isclose(analytic_peak(Candidate(1, 8, 20000, None, 1)), 0.0)
+
+
+def test_the_peak_interval_uses_the_repeated_boundary_probe():
+    from loadtest.scenarios.peak import Probe
+    from loadtest.scenarios.sweep_run import interval
+
+    ok = [Probe(100, 5 * MS, True, False), Probe(200, 8 * MS, True, False)]
+    failing = Probe(220, 12 * MS, False, False)
+    assert interval([*ok, failing, Probe(200, 9 * MS, True, False)], 0.05) == (200, 200, 220)
+    # the repeat at 200 failed: the peak is the highest rate VALID every time, 200 is the top
+    assert interval([*ok, failing, Probe(200, 11 * MS, False, False)], 0.05) == (100, 100, 200)
+    # nothing failed: credited with what it showed, not with the throughput ceiling
+    peak, low, high = interval(ok, 0.05)
+    assert (peak, low) == (200, 200) and high == pytest.approx(210)

@@ -160,15 +160,19 @@ class Samples:
     shapes: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
 
 
-def interval(probes: Sequence[Probe], ceiling: float | None) -> tuple[float | None, float, float]:
-    """(peak, low, high) over all probes of a point, the repeated boundary probe included."""
+def interval(probes: Sequence[Probe], resolution: float) -> tuple[float | None, float, float]:
+    """(peak, low, high) over all probes of a point, the repeated boundary probe included.
+
+    With no failing rate above the peak (the budget, the throughput ceiling or the client stopped
+    the search) the top is unknown, and the point is credited only with what it showed: the
+    interval is the search's resolution above the peak, not the ceiling (a wide unknown interval
+    would tie with every better point and win on cost)."""
     b = bracket(probes)
     if b.lo is None:
         high = b.hi.qps if b.hi is not None else 0.0
         return None, 0.0, high
     low = b.lo.qps
-    # nothing failed: the top is the throughput ceiling, or only the peak itself is known
-    high = b.hi.qps if b.hi is not None else max(low, ceiling or low)
+    high = b.hi.qps if b.hi is not None else low * (1 + resolution)
     return low, low, high
 
 
@@ -374,7 +378,7 @@ async def _measure_point(
         calls.on_probe(repeat)
         runs.append(repeat)
     probes = [r.probe for r in runs]
-    confirmed, low, high = interval(probes, ceiling)
+    confirmed, low, high = interval(probes, peak.resolution)
     memory, source = await configurator.memory()
     return SweepPoint(
         number=number,
