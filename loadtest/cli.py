@@ -26,6 +26,7 @@ from loadtest.commands import serve as serve_command
 from loadtest.commands import server as server_command
 from loadtest.commands import stream as stream_command
 from loadtest.commands import stub as stub_command
+from loadtest.commands import sweep as sweep_command
 from loadtest.engine import stopping
 from loadtest.errors import EXIT_CODES_HELP, ExitCode, LoadtestError, ServerError
 from loadtest.report.console import make_console
@@ -43,6 +44,7 @@ app.command(name="offline", epilog=EXIT_CODES_HELP)(offline_command.offline)
 app.command(name="single-stream", epilog=EXIT_CODES_HELP)(stream_command.single_stream)
 app.command(name="multi-stream", epilog=EXIT_CODES_HELP)(stream_command.multi_stream)
 app.command(name="find-peak", epilog=EXIT_CODES_HELP)(find_peak_command.find_peak)
+app.command(name="sweep", epilog=EXIT_CODES_HELP)(sweep_command.sweep)
 app.command(name="plan")(plan_command.plan)
 app.command(name="serve")(serve_command.serve)
 app.command(name="stub")(stub_command.stub)

@@ -279,3 +279,13 @@ def test_a_probe_that_drops_requests_is_not_faster_than_one_that_answers_late():
     settings = PeakSettings(target_latency_ns=20 * MS).probe(100, 1)
     probe = _probe_of(settings, measurement).probe
     assert probe.latency_ns == FAILED_LATENCY_NS and not probe.valid
+
+
+def test_a_client_bound_rate_below_a_failure_is_not_probed_again():
+    """A failing rate, then a client-bound probe at a quarter of it: the next probe backs off
+    below the client's cap instead of repeating the same rate (seen in a sweep on a busy host)."""
+    search = PeakSearch(target_latency_ns=10 * MS, start_qps=400)
+    probes = [Probe(400, 100 * MS, valid=False, client_bound=False)]
+    assert search.next_qps(probes) == 100
+    probes.append(Probe(100, 5 * MS, valid=False, client_bound=True))
+    assert search.next_qps(probes) == 50

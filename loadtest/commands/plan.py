@@ -28,9 +28,9 @@ def _read_peak(path: Path) -> dict[str, Any]:
     if (
         not isinstance(data, dict)
         or data.get("schema") != SCHEMA
-        or data.get("kind") != "find-peak"
+        or data.get("kind") not in ("find-peak", "sweep")
     ):
-        raise SettingsError(f"{path} is not a loadtest find-peak result")
+        raise SettingsError(f"{path} is not a loadtest find-peak or sweep result")
     return data
 
 
@@ -57,6 +57,10 @@ def _from_file(
             f"the peak was measured under the stricter p{measured_p:g} ≤ {measured_ms:g} ms, so "
             "the plan is conservative for the SLO asked"
         )
+    if data.get("kind") == "sweep":
+        notes.append(
+            f"replicas of the sweep's recommended configuration: {data['winner']['label']}"
+        )
     if status != "bracketed":
         notes.append(f"find-peak did not converge ({status}): {data.get('conclusion', '')}")
     return float(data["peak_qps"]), f"p{p:g} ≤ {bound:g} ms", tuple(notes)
@@ -71,7 +75,11 @@ def plan(
         typer.Option(parser=finite_float, help="Measured peak QPS of one replica under the SLO."),
     ] = None,
     from_result: Annotated[
-        Path | None, typer.Option("--from", help="A find-peak.json to take the peak and SLO from.")
+        Path | None,
+        typer.Option(
+            "--from",
+            help="A find-peak.json or sweep.json (its winner) to take the peak and SLO from.",
+        ),
     ] = None,
     headroom: Annotated[
         float, typer.Option(parser=finite_float, help="Fraction of the peak kept in reserve.")

@@ -309,3 +309,89 @@ def metric_series_figure(series: Mapping[str, Sequence[float]]) -> go.Figure:
         )
     figure.update_xaxes(title="scrape")
     return _layout(figure, "Server metrics (Triton :8002)", "as scraped during the run", 360)
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the (latency, throughput) points no other point beats on both (lower latency
+    and higher throughput), in latency order."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -np.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def sweep_figure(
+    points: Sequence[dict[str, Any]],
+    winner: int | None,
+    slo_ns: float | None,
+    percentile_label: str,
+) -> go.Figure:
+    """The sweep's configurations as (latency at the peak, peak QPS), the Pareto front and the
+    chosen point. Each point is {"label", "peak_qps", "latency_ns", "interval": [lo, hi]}."""
+    usable = [
+        p
+        for p in points
+        if isinstance(p.get("peak_qps"), (int, float)) and isinstance(p.get("latency_ns"), int)
+    ]
+    xy = [(p["latency_ns"] / NS_PER_MS, float(p["peak_qps"])) for p in usable]
+    figure = go.Figure()
+    figure.add_trace(
+        go.Scatter(
+            x=[x for x, _ in xy],
+            y=[y for _, y in xy],
+            mode="markers",
+            marker={"color": "#888", "size": 9},
+            error_y={
+                "type": "data",
+                "symmetric": False,
+                "array": [max(0.0, p["interval"][1] - p["peak_qps"]) for p in usable],
+                "arrayminus": [max(0.0, p["peak_qps"] - p["interval"][0]) for p in usable],
+                "color": "#bbb",
+            },
+            text=[p["label"] for p in usable],
+            name="configurations (peak interval as bars)",
+            hovertemplate="%{text}<br>%{y:,.1f} QPS, %{x:.2f} ms<extra></extra>",
+        )
+    )
+    front = pareto_front(xy)
+    figure.add_trace(
+        go.Scatter(
+            x=[xy[i][0] for i in front],
+            y=[xy[i][1] for i in front],
+            mode="lines+markers",
+            line={"color": "#1f77b4"},
+            marker={"size": 10},
+            text=[usable[i]["label"] for i in front],
+            name="Pareto front",
+            hovertemplate="%{text}<br>%{y:,.1f} QPS, %{x:.2f} ms<extra>front</extra>",
+        )
+    )
+    chosen = [p for p in usable if p.get("number") == winner]
+    if chosen:
+        figure.add_trace(
+            go.Scatter(
+                x=[chosen[0]["latency_ns"] / NS_PER_MS],
+                y=[chosen[0]["peak_qps"]],
+                mode="markers",
+                marker={"symbol": "star", "size": 20, "color": "#2ca02c"},
+                text=[chosen[0]["label"]],
+                name="recommended",
+                hovertemplate="%{text}<extra>recommended</extra>",
+            )
+        )
+    if slo_ns:
+        figure.add_vline(
+            x=slo_ns / NS_PER_MS,
+            line={"color": "#d62728", "dash": "dash"},
+            annotation_text=f"SLO {slo_ns / NS_PER_MS:g} ms",
+        )
+    figure.update_xaxes(title=f"{percentile_label} latency at the peak (ms)", rangemode="tozero")
+    figure.update_yaxes(title="peak QPS within the SLO", rangemode="tozero")
+    return _layout(
+        figure,
+        "Throughput–latency of each configuration (sweep)",
+        f"peak = highest Poisson rate VALID every time; latency: {percentile_label} of {ORIGIN}",
+    )

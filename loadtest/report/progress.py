@@ -49,6 +49,7 @@ class BudgetProgress:
         self._watcher: RunWatcher | None = None
         self._run: RenderableType | None = None
         self._live: Live | None = None
+        self._point = ""  # a sweep's point being measured ("" for find-peak)
 
     def __enter__(self) -> BudgetProgress:
         self._started = self.clock()
@@ -80,6 +81,14 @@ class BudgetProgress:
         if valid_qps is not None and valid_qps > self._best_qps:
             self._best_qps, self._best = valid_qps, label
 
+    def point(self, text: str) -> None:
+        """A sweep's new point (e.g. 'point 3 (≤ 40 of a 720 grid): instances=2 ...')."""
+        self._point = text
+
+    def best(self, label: str) -> None:
+        """Set the best-so-far line directly (a sweep's best point, ranked by its own rule)."""
+        self._best = label
+
     def tick(self, data: Records | Progress, now_ns: int) -> None:
         """The current probe's runner tick: its own bar and counts under the budget's."""
         if self._live is None or self._watcher is None:
@@ -95,8 +104,10 @@ class BudgetProgress:
         parts: list[RenderableType] = [
             Text(self.title, style="bold"),
             budget,
-            Text(f"now: {self._stage}"),
         ]
+        if self._point:
+            parts.append(Text(self._point))
+        parts.append(Text(f"now: {self._stage}"))
         if self._run is not None:
             parts.append(self._run)
         parts.append(Text(f"best so far: {self._best}"))

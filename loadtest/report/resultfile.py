@@ -1,10 +1,11 @@
 """Read a result JSON back: check it is a loadtest result this version can read; say what kind.
 
-Three kinds of file reach `loadtest report`, `export` and `diff`:
+Four kinds of file reach `loadtest report`, `export` and `diff`:
 - a **run** (`schema` "loadtest.result", one scenario run: settings, summary, verdict, optionally
   the per-query records as columns);
 - a **find-peak** / sweep (`"kind": "find-peak"` or a `"probes"` list of {qps, p99_ns, valid});
-- a **compare** (`"kind": "compare"` with `"rows"`, one per target).
+- a **compare** (`"kind": "compare"` with `"rows"`, one per target);
+- a **sweep** (`"kind": "sweep"` with `"points"`, one per configuration measured).
 Sweeps and compares are written by other commands; this reader only insists on what it renders
 and leaves every other field alone, so those writers can grow. Anything unreadable, truncated, of
 another `schema_version`, or not a loadtest result at all raises ResultFileError with one line
@@ -27,7 +28,8 @@ READABLE_SCHEMA_VERSION = 1
 RUN = "run"
 FIND_PEAK = "find-peak"
 COMPARE = "compare"
-FIND_PEAK_NAMES = frozenset({"find-peak", "find_peak", "findpeak", "sweep"})
+SWEEP = "sweep"  # `loadtest sweep`: configurations, each with a peak ("points")
+FIND_PEAK_NAMES = frozenset({"find-peak", "find_peak", "findpeak"})
 
 
 @dataclass(frozen=True, eq=False)
@@ -35,7 +37,7 @@ class ResultFile:
     """One parsed result: `label` names it in plots and tables; `data` is the JSON as read."""
 
     label: str
-    kind: str  # RUN, FIND_PEAK or COMPARE
+    kind: str  # RUN, FIND_PEAK, COMPARE or SWEEP
     data: dict[str, Any]
 
     @property
@@ -78,7 +80,9 @@ def classify(data: Any, where: str) -> str:
         raise ResultFileError(f"{where}: not a loadtest result (the JSON is not an object)")
     schema = data.get("schema")
     kind = str(data.get("kind") or data.get("scenario") or "").lower()
-    recognisable = kind == COMPARE or kind in FIND_PEAK_NAMES or "probes" in data or "rows" in data
+    recognisable = (
+        kind in (COMPARE, SWEEP) or kind in FIND_PEAK_NAMES or "probes" in data or "rows" in data
+    )
     if schema is None and not recognisable:
         raise ResultFileError(f"{where}: not a loadtest result (no 'schema' field)")
     if schema is not None and not str(schema).startswith(SCHEMA_PREFIX):
@@ -93,7 +97,11 @@ def classify(data: Any, where: str) -> str:
         if not isinstance(data.get("rows"), list):
             raise ResultFileError(f"{where}: a compare result needs a 'rows' list")
         return COMPARE
-    if kind in FIND_PEAK_NAMES or "probes" in data:
+    if kind == SWEEP and "points" in data:
+        if not isinstance(data.get("points"), list):
+            raise ResultFileError(f"{where}: a sweep result needs a 'points' list")
+        return SWEEP
+    if kind in FIND_PEAK_NAMES or kind == SWEEP or "probes" in data:
         if not isinstance(data.get("probes"), list):
             raise ResultFileError(f"{where}: a find-peak result needs a 'probes' list")
         return FIND_PEAK

@@ -110,6 +110,8 @@ class PeakSearch:
                 if b.hi.latency_ns > 4 * self.target_latency_ns
                 else (b.hi.qps / 2)
             )
+            if b.client_cap is not None and nxt >= b.client_cap:
+                nxt = b.client_cap / 2  # never the rate the client already fell behind at
             return None if nxt < self.min_qps else nxt
         if (b.hi.qps - b.lo.qps) / b.hi.qps <= self.resolution:
             return None

@@ -184,3 +184,39 @@ async def search_peak(
         interrupted=interrupted,
         stop_reason=stop_reason,
     )
+
+
+async def probe_at(
+    target: Target,
+    model: ModelSpec,
+    sample_count: int,
+    settings: PeakSettings,
+    qps: float,
+    request_timeout_s: float,
+    generator: Generator | None = None,
+    on_tick: Callable[[Records | Progress, int], None] | None = None,
+) -> tuple[ProbeRun, bool]:
+    """One probe at `qps` as the search runs them (same minimum query count), outside a search:
+    the sweep repeats the boundary probe with it. Also whether a stop interrupted it."""
+    min_queries = math.ceil(
+        1.3 * expected_min_queries(settings.percentile, settings.early_stopping_confidence)
+    )
+    probe_settings = settings.probe(round(qps, 3), min_queries)
+    measurement = await run_server(
+        target,
+        model,
+        sample_count,
+        probe_settings,
+        drain_timeout_ns=int((request_timeout_s + 5) * NS_PER_S),
+        on_tick=on_tick,
+        generator=generator,
+    )
+    return _probe_of(probe_settings, measurement), measurement.outcome.interrupted
+
+
+def probe_seconds(settings: PeakSettings, qps: float) -> float:
+    """How long one probe at `qps` lasts (its minimum duration, or its minimum query count)."""
+    min_queries = math.ceil(
+        1.3 * expected_min_queries(settings.percentile, settings.early_stopping_confidence)
+    )
+    return max(settings.probe_duration_ns / NS_PER_S, min_queries / max(qps, 1e-9))

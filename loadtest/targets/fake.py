@@ -88,6 +88,12 @@ class FakeTarget:
         self._samples: Sequence[Sample] = ()
         self.served = 0
 
+    def reconfigure(self, law: ServiceLaw, servers: int) -> None:
+        """A new service law and worker count (the sweep's fake configurator); takes effect at
+        the next open()."""
+        self.law, self.servers = law, servers
+        self._service = law.sampler(0)
+
     @property
     def description(self) -> str:
         return f"fake ({self.servers} servers, {self.law.kind} {self.law.mean_ns / 1e6:g} ms)"
