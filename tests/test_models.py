@@ -35,6 +35,8 @@ from loadtest.models import (
     check_repository,
     default_repository,
     dlrm,
+    retinanet,
+    unet3d,
     write_configs,
 )
 from loadtest.models.build import STAMP_FILE, config_files
@@ -51,6 +53,11 @@ PARAMETERS = {
     "resnet50": 25_530_472,  # torchvision's 25,557,032 less the BN γ/β folded into conv biases
     "bert_l4_h256": 11_105_282,
     "dlrm_small": 49_324_545,
+    # the builders' parameter counts plus the float constants (anchor tables, thresholds)
+    "retinanet_320": 37_094_764 + 76_834,
+    "ssd_mobilenet": 6_807_167 + 7_670,
+    "rnnt_h256": 4_840_541,
+    "unet3d_64": 31_190_243,
 }
 NUMPY_DTYPES = {"TYPE_FP32": np.float32, "TYPE_INT64": np.int64}
 
@@ -79,8 +86,18 @@ def _feeds(config: mc.ModelConfig, batch: int, seed: int = 0) -> dict[str, np.nd
 
 
 def test_default_build_is_the_suite_without_bert_large() -> None:
-    assert DEFAULT_BUILD == ("tiny", "resnet50", "bert_l4_h256", "dlrm_small")
-    assert not SUITE["bert_large"].default_build
+    assert DEFAULT_BUILD == (
+        "tiny",
+        "resnet50",
+        "bert_l4_h256",
+        "dlrm_small",
+        "retinanet_320",
+        "ssd_mobilenet",
+        "rnnt_h256",
+        "unet3d_64",
+    )
+    for faithful in ("bert_large", "retinanet", "rnnt", "unet3d"):
+        assert not SUITE[faithful].default_build
 
 
 def test_default_suite_builds(suite_repository: tuple[Path, list[BuildResult]]) -> None:
@@ -284,13 +301,21 @@ def test_every_committed_config_parses_and_matches_its_onnx(
 ) -> None:
     repository, _ = suite_repository
     configs = sorted(SOURCE_REPOSITORY.rglob("*.pbtxt"))
-    assert len(configs) == 9  # config.pbtxt x 5, configs/gpu.pbtxt x 4
+    assert len(configs) == 23  # config.pbtxt x 12, configs/gpu.pbtxt x 11
+    unbuilt: dict[str, onnx.ModelProto] = {  # faithful graphs: generated, not written
+        "retinanet": retinanet.build(0),
+        "unet3d": unet3d.build(0),
+    }
     for path in configs:
         name = path.relative_to(SOURCE_REPOSITORY).parts[0]
         config = read_config(path)
         assert config.name == name and config.backend == "onnxruntime"
         assert config.max_batch_size > 0 and config.dynamic_batching.max_queue_delay_microseconds
-        built = "bert_l4_h256" if name == "bert_large" else name  # same tensors
+        if name in unbuilt:
+            assert compare_io(config, unbuilt[name], name) == [], path
+            continue
+        same_tensors = {"bert_large": "bert_l4_h256", "rnnt": "rnnt_h256"}
+        built = same_tensors.get(name, name)
         model = onnx.load(str(repository / built / "1" / "model.onnx"), load_external_data=False)
         assert compare_io(config, model, name) == [], path
         # every integer input states its value range
@@ -317,14 +342,25 @@ def test_cpu_and_gpu_configs() -> None:
 
 
 def test_suite_latency_bounds() -> None:
-    bounds = {name: model.target_latency_ns // NS_PER_MS for name, model in SUITE.items()}
+    bounds = {
+        name: None if model.target_latency_ns is None else model.target_latency_ns // NS_PER_MS
+        for name, model in SUITE.items()
+    }
     assert bounds == {
         "tiny": 10,  # ours
         "resnet50": 15,
         "bert_l4_h256": 130,
         "bert_large": 130,
         "dlrm_small": 60,
+        "retinanet": 100,
+        "retinanet_320": 100,
+        "ssd_mobilenet": 10,  # MLPerf v0.5
+        "rnnt": 1000,
+        "rnnt_h256": 1000,
+        "unet3d": None,  # Offline and SingleStream only
+        "unet3d_64": None,
     }
+    assert all(SUITE[name].no_server for name, bound in bounds.items() if bound is None)
     assert {model.percentile for model in SUITE.values()} == {0.99}
     assert SUITE["tiny"].latency_source == "loadtest"
     assert DEFAULT_SERVER_MODEL in SUITE
@@ -441,7 +477,7 @@ def test_python_m_loadtest_models_fails_with_one_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         "error: unknown model 'x': the suite has tiny, resnet50, bert_l4_h256, bert_large, "
-        "dlrm_small"
+        "dlrm_small, retinanet, retinanet_320, ssd_mobilenet, rnnt, rnnt_h256, unet3d, unet3d_64"
     ]
 
 

@@ -115,7 +115,13 @@ def target_latency_ns(model: str, given_ms: float | None) -> int:
             raise SettingsError(f"--target-latency must be > 0 ms, got {given_ms:g}")
         return int(given_ms * NS_PER_MS)
     if model in SUITE:
-        return SUITE[model].target_latency_ns
+        bound = SUITE[model].target_latency_ns
+        if bound is None:
+            raise SettingsError(
+                f"{model} has no Server latency bound: {SUITE[model].no_server}; use "
+                "`loadtest offline` or `loadtest single-stream` (or your own --target-latency)"
+            )
+        return bound
     raise SettingsError(
         f"model {model!r} is not in the benchmark suite, so it has no MLPerf target latency: "
         "pass --target-latency MS"

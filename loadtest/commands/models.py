@@ -16,7 +16,8 @@ from loadtest.commands.options import seed_value
 from loadtest.core.units import NS_PER_MS
 from loadtest.errors import SettingsError
 from loadtest.models import SUITE, build_repository, default_repository
-from loadtest.models.build import MODEL_FILE, VERSION, human_bytes, read_stamp
+from loadtest.models.build import MODEL_FILE, VERSION, human_bytes, read_stamp, stamp_int
+from loadtest.models.flops import human_flops
 from loadtest.report.console import make_console
 
 app = typer.Typer(
@@ -63,12 +64,13 @@ def build(
 
         results = build_repository(target, names, seed=seed, force=force, progress=progress)
     table = Table(title=f"model repository {target}")
-    for column in ("model", "size", "build time", "", "file"):
+    for column in ("model", "size", "FLOPs/sample", "build time", "", "file"):
         table.add_column(column)
     for result in results:
         table.add_row(
             result.name,
             human_bytes(result.bytes),
+            human_flops(result.flops) if result.flops else "?",
             "-" if result.skipped else f"{result.seconds:.1f} s",
             "up to date" if result.skipped else "built",
             str(result.path),
@@ -80,9 +82,17 @@ def build(
 def list_models(repository: RepositoryOption = None) -> None:
     """The suite: what each model is, its latency bound, and whether it is built here."""
     target = repository or default_repository()
-    table = Table(title=f"benchmark suite (repository {target})")
-    for column in ("model", "built", "size", "bound", "default", "description"):
+    table = Table(
+        title=f"benchmark suite (repository {target})",
+        caption=(
+            "FLOPs/sample: 2 x multiply-adds of Conv, ConvTranspose, Gemm, MatMul and LSTM, from "
+            "the graph (rnnt: one decode step per frame, a lower bound); ~ = before building. "
+            "build time: generate + write + onnx.checker when it was built, on that machine."
+        ),
+    )
+    for column in ("model", "built", "size", "FLOPs/sample", "build time", "bound", "default"):
         table.add_column(column)
+    table.add_column("description", overflow="fold")
     for name, model in SUITE.items():
         path = target / name / VERSION / MODEL_FILE
         stamp = read_stamp(path.parent)
@@ -94,12 +104,20 @@ def list_models(repository: RepositoryOption = None) -> None:
             if path.is_file()
             else f"~{human_bytes(model.approx_bytes)}"
         )
-        bound = f"{model.target_latency_ns / NS_PER_MS:g} ms p{model.percentile * 100:g}"
+        flops = stamp_int(stamp, "flops") if path.is_file() else 0
+        seconds = stamp.get("build_seconds") if path.is_file() and stamp else None
+        if model.target_latency_ns is None:
+            bound = "none (Offline, SingleStream only)"
+        else:
+            bound = f"{model.target_latency_ns / NS_PER_MS:g} ms p{model.percentile * 100:g}"
+            bound += f" ({model.latency_source})"
         table.add_row(
             name,
             built,
             size,
-            f"{bound} ({model.latency_source})",
+            human_flops(flops) if flops else f"~{human_flops(model.approx_flops)}",
+            f"{seconds:g} s" if isinstance(seconds, int | float) else "-",
+            bound,
             "yes" if model.default_build else "no",
             model.description,
         )

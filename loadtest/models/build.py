@@ -31,6 +31,7 @@ import onnx
 
 from loadtest.errors import ModelBuildError
 from loadtest.models.config import format_config, model_config
+from loadtest.models.flops import count_flops
 from loadtest.models.onnx_io import serialized_chunks
 from loadtest.models.suite import DEFAULT_BUILD, SUITE, SuiteModel
 
@@ -48,6 +49,7 @@ class BuildResult:
     bytes: int
     seconds: float  # generating + writing (0 when skipped)
     skipped: bool  # already up to date
+    flops: int = 0  # per sample (models/flops.py), from the stamp when skipped (0: unknown)
 
 
 def human_bytes(size: int) -> str:
@@ -84,14 +86,24 @@ def read_stamp(version_dir: Path) -> dict[str, object] | None:
     return stamp if isinstance(stamp, dict) else None
 
 
-def _stamp(model: SuiteModel, seed: int, size: int, sha256: str) -> dict[str, object]:
+def _stamp(
+    model: SuiteModel, seed: int, size: int, sha256: str, flops: int, seconds: float
+) -> dict[str, object]:
     return {
         "builder": BUILDER_VERSION,
         "model": model.name,
         "seed": seed,
         "bytes": size,
         "sha256": sha256,
+        "flops": flops,  # per sample, counted from the graph (models/flops.py)
+        "build_seconds": round(seconds, 2),  # generating, writing and checking, on this machine
     }
+
+
+def stamp_int(stamp: dict[str, object] | None, key: str) -> int:
+    """An integer the stamp records (0 when absent: stamps written before it was recorded)."""
+    value = stamp.get(key) if stamp else None
+    return value if isinstance(value, int) else 0
 
 
 def _up_to_date(model: SuiteModel, version_dir: Path, seed: int) -> bool:
@@ -155,9 +167,13 @@ def _generate(model: SuiteModel, seed: int) -> onnx.ModelProto:
         raise ModelBuildError(f"{model.name}: the generator failed: {exc}") from exc
 
 
-def _write_model(model: SuiteModel, version_dir: Path, proto: onnx.ModelProto, seed: int) -> int:
-    """Stream the model to a temporary file, check it, rename it into place, stamp it."""
+def _write_model(
+    model: SuiteModel, version_dir: Path, proto: onnx.ModelProto, seed: int, started: float
+) -> tuple[int, int]:
+    """Count its FLOPs, stream the model to a temporary file, check it, rename it into place,
+    stamp it; returns (bytes, FLOPs)."""
     path = version_dir / MODEL_FILE
+    flops = count_flops(proto)
     temporary = version_dir / f".{MODEL_FILE}.tmp{os.getpid()}"
     digest = hashlib.sha256()
     size = 0
@@ -178,14 +194,15 @@ def _write_model(model: SuiteModel, version_dir: Path, proto: onnx.ModelProto, s
                 f"{model.name}: the generated model fails onnx.checker: {first}"
             ) from None
         os.replace(temporary, path)
-        stamp = _stamp(model, seed, size, digest.hexdigest())
+        seconds = time.perf_counter() - started
+        stamp = _stamp(model, seed, size, digest.hexdigest(), flops, seconds)
         (version_dir / STAMP_FILE).write_text(json.dumps(stamp, indent=1) + "\n")
     except OSError as exc:
         raise ModelBuildError(f"{model.name}: cannot write {path}: {exc}") from None
     finally:
         with contextlib.suppress(OSError):
             temporary.unlink(missing_ok=True)
-    return size
+    return size, flops
 
 
 def _build_one(
@@ -198,16 +215,17 @@ def _build_one(
         if not force and _up_to_date(model, version_dir, seed):
             size = path.stat().st_size
             say(f"{model.name}: up to date ({human_bytes(size)}, seed {seed})")
-            return BuildResult(model.name, path, size, 0.0, skipped=True)
+            flops = stamp_int(read_stamp(version_dir), "flops")
+            return BuildResult(model.name, path, size, 0.0, skipped=True, flops=flops)
     except OSError as exc:
         raise ModelBuildError(f"{model.name}: cannot read {path}: {exc}") from None
     say(f"{model.name}: building (seed {seed}) ...")
     started = time.perf_counter()
     # no local reference to the proto: _write_model frees it before onnx.checker reads the file
-    size = _write_model(model, version_dir, _generate(model, seed), seed)
+    size, flops = _write_model(model, version_dir, _generate(model, seed), seed, started)
     seconds = time.perf_counter() - started
     say(f"{model.name}: built {human_bytes(size)} in {seconds:.1f} s")
-    return BuildResult(model.name, path, size, seconds, skipped=False)
+    return BuildResult(model.name, path, size, seconds, skipped=False, flops=flops)
 
 
 def build_repository(

@@ -30,8 +30,11 @@ BATCH = "batch"  # the symbolic batch dimension of every suite model
 
 FLOAT = TensorProto.FLOAT
 INT64 = TensorProto.INT64
+INT32 = TensorProto.INT32
+BOOL = TensorProto.BOOL
 
 Dim = int | str
+ValueDecl = tuple[str, int, Sequence[Dim]]  # (name, ONNX element type, shape)
 
 
 class GraphBuilder:
@@ -43,10 +46,12 @@ class GraphBuilder:
         self._model = onnx.ModelProto()
         self._model.graph.name = name
         self._counter = 0
+        self._graphs: list[onnx.GraphProto] = [self._model.graph]  # [-1]: where nodes go
         self._scalars: dict[tuple[str, float], str] = {}
         self.parameter_count = 0
 
-    def _fresh(self, hint: str) -> str:
+    def fresh(self, hint: str) -> str:
+        """A new unique tensor name (e.g. for a subgraph's inputs)."""
         self._counter += 1
         return f"{hint}_{self._counter}"
 
@@ -59,10 +64,18 @@ class GraphBuilder:
         """Declare tensor `name` (made by a node with `out=name`) a graph output."""
         self._model.graph.output.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
 
+    def shape_hint(self, name: str, elem_type: int, shape: Sequence[Dim]) -> str:
+        """Declare a tensor's shape where ONNX shape inference cannot see it (inside a Loop body,
+        where axes and shapes come from outer-scope constants); models/flops.py needs it."""
+        self._graphs[-1].value_info.append(
+            helper.make_tensor_value_info(name, elem_type, list(shape))
+        )
+        return name
+
     # -- initializers ----------------------------------------------------------------------------
     def constant(self, hint: str, array: np.ndarray, parameter: bool = False) -> str:
         """An initializer; `parameter` marks learned weights (counted), not shape constants."""
-        name = self._fresh(hint)
+        name = self.fresh(hint)
         tensor = self._model.graph.initializer.add()
         tensor.name = name
         tensor.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
@@ -103,23 +116,47 @@ class GraphBuilder:
     # -- nodes -----------------------------------------------------------------------------------
     def node(self, op: str, inputs: Sequence[str], out: str | None = None, **attrs: Any) -> str:
         """One node with one output (named `out`, else a fresh name); returns the output's name."""
-        base = self._fresh(op.lower())
+        base = self.fresh(op.lower())
         name = out or base
-        self._model.graph.node.append(
-            helper.make_node(op, list(inputs), [name], name=base, **attrs)
-        )
+        self._graphs[-1].node.append(helper.make_node(op, list(inputs), [name], name=base, **attrs))
         return name
 
     def multi(self, op: str, inputs: Sequence[str], outputs: int, **attrs: Any) -> list[str]:
         """One node with several outputs; returns their names."""
-        base = self._fresh(op.lower())
+        base = self.fresh(op.lower())
         names = [f"{base}_{i}" for i in range(outputs)]
-        self._model.graph.node.append(helper.make_node(op, list(inputs), names, name=base, **attrs))
+        self._graphs[-1].node.append(helper.make_node(op, list(inputs), names, name=base, **attrs))
         return names
+
+    # -- subgraphs (Loop bodies) -----------------------------------------------------------------
+    def begin_subgraph(self, hint: str, inputs: Sequence[ValueDecl]) -> None:
+        """Send the following nodes into a new subgraph with these (name, type, shape) inputs.
+
+        Initializers made meanwhile still go to the main graph (a body reads them from the outer
+        scope, as exporters leave it), so every weight is stored once."""
+        graph = onnx.GraphProto()
+        graph.name = self.fresh(hint)
+        for name, elem_type, shape in inputs:
+            graph.input.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
+        self._graphs.append(graph)
+
+    def end_subgraph(
+        self, outputs: Sequence[tuple[str, int, Sequence[Dim] | None]]
+    ) -> onnx.GraphProto:
+        """Finish the innermost subgraph, declaring its (name, type, shape or None) outputs."""
+        if len(self._graphs) < 2:
+            raise RuntimeError("end_subgraph without begin_subgraph")
+        graph = self._graphs.pop()
+        for name, elem_type, shape in outputs:
+            shape_list = None if shape is None else list(shape)
+            graph.output.append(helper.make_tensor_value_info(name, elem_type, shape_list))
+        return graph
 
     # -- result ----------------------------------------------------------------------------------
     def model(self, doc: str) -> onnx.ModelProto:
         """The finished model. Call once: the builder hands over its proto rather than copy it."""
+        if len(self._graphs) != 1:
+            raise RuntimeError("model() with a subgraph still open")
         model = self._model
         model.ir_version = IR_VERSION
         model.opset_import.append(helper.make_opsetid("", OPSET))
@@ -127,4 +164,5 @@ class GraphBuilder:
         model.producer_version = "1"
         model.doc_string = doc
         self._model = onnx.ModelProto()
+        self._graphs = [self._model.graph]
         return model

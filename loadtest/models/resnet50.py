@@ -16,6 +16,7 @@ need the arithmetic, not the accuracy.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import onnx
@@ -30,7 +31,7 @@ STAGES = ((3, 64, 1), (4, 128, 2), (6, 256, 2), (3, 512, 2))
 EXPANSION = 4
 
 
-def _conv_bn(
+def conv_bn(
     g: GraphBuilder,
     x: str,
     in_ch: int,
@@ -39,10 +40,12 @@ def _conv_bn(
     stride: int,
     relu: bool,
     gamma: float = 1.0,
+    group: int = 1,
 ) -> str:
-    """Conv with a BatchNorm folded in: w' = w·γ/√(σ²+ε), b' = β − μ·γ/√(σ²+ε)."""
-    fan_in = in_ch * kernel * kernel
-    w = g.rng.standard_normal((out_ch, in_ch, kernel, kernel), dtype=np.float32)
+    """Conv with a BatchNorm folded in: w' = w·γ/√(σ²+ε), b' = β − μ·γ/√(σ²+ε). `group` > 1 is
+    a grouped conv (ResNeXt, in retinanet); the draws for group 1 are unchanged."""
+    fan_in = in_ch // group * kernel * kernel
+    w = g.rng.standard_normal((out_ch, in_ch // group, kernel, kernel), dtype=np.float32)
     w *= np.float32(math.sqrt(2.0 / fan_in))
     bn_gamma = (gamma * (1.0 + 0.1 * g.rng.standard_normal(out_ch))).astype(np.float32)
     bn_beta = (0.01 * g.rng.standard_normal(out_ch)).astype(np.float32)
@@ -52,24 +55,26 @@ def _conv_bn(
     weight = g.constant("conv_weight", w * scale[:, None, None, None], parameter=True)
     bias = g.constant("conv_bias", (bn_beta - bn_mean * scale).astype(np.float32), parameter=True)
     pad = kernel // 2
+    grouped: dict[str, Any] = {"group": group} if group > 1 else {}
     y = g.node(
         "Conv",
         [x, weight, bias],
         kernel_shape=[kernel, kernel],
         strides=[stride, stride],
         pads=[pad, pad, pad, pad],
+        **grouped,
     )
     return g.node("Relu", [y]) if relu else y
 
 
 def _bottleneck(g: GraphBuilder, x: str, in_ch: int, width: int, stride: int) -> str:
     out_ch = width * EXPANSION
-    y = _conv_bn(g, x, in_ch, width, 1, 1, relu=True)
-    y = _conv_bn(g, y, width, width, 3, stride, relu=True)  # v1.5: the stride is here
-    y = _conv_bn(g, y, width, out_ch, 1, 1, relu=False, gamma=0.2)
+    y = conv_bn(g, x, in_ch, width, 1, 1, relu=True)
+    y = conv_bn(g, y, width, width, 3, stride, relu=True)  # v1.5: the stride is here
+    y = conv_bn(g, y, width, out_ch, 1, 1, relu=False, gamma=0.2)
     shortcut = x
     if stride != 1 or in_ch != out_ch:
-        shortcut = _conv_bn(g, x, in_ch, out_ch, 1, stride, relu=False)
+        shortcut = conv_bn(g, x, in_ch, out_ch, 1, stride, relu=False)
     return g.node("Relu", [g.node("Add", [y, shortcut])])
 
 
@@ -77,7 +82,7 @@ def build(seed: int) -> onnx.ModelProto:
     """input FP32 [batch, 3, 224, 224] -> logits FP32 [batch, 1000]."""
     g = GraphBuilder("resnet50", seed)
     x = g.input("input", FLOAT, [BATCH, 3, IMAGE, IMAGE])
-    y = _conv_bn(g, x, 3, 64, 7, 2, relu=True)
+    y = conv_bn(g, x, 3, 64, 7, 2, relu=True)
     y = g.node("MaxPool", [y], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
     channels = 64
     for blocks, width, stride in STAGES:

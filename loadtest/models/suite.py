@@ -5,10 +5,14 @@ registry: nothing adds to it at run time). Everything the rest of the package ne
 model comes from here — the generator, the tensors (with the value range of integer inputs,
 which a load generator needs to make valid requests), the Triton serving settings, and the MLPerf
 Server latency bound (target latency at a percentile; mlperf.conf: resnet50 15 ms, bert 130 ms,
-dlrm-v2 60 ms, all at the 99th percentile).
+dlrm-v2 60 ms, retinanet 100 ms, rnnt 1000 ms, all at the 99th percentile; SSD-MobileNet's 10 ms
+is from MLPerf v0.5, the last round with it in the Server scenario; 3D U-Net has none, MLPerf runs
+it only Offline and SingleStream).
 
-Default build (`loadtest models build`): tiny, resnet50, bert_l4_h256, dlrm_small — about 350 MB
-together. bert_large (1.3 GB) is built only when named or with `--all`.
+Default build (`loadtest models build`): tiny, resnet50, bert_l4_h256, dlrm_small,
+retinanet_320, ssd_mobilenet, rnnt_h256, unet3d_64 — about 680 MB together. The faithful models
+too slow for a 2-core machine (bert_large 1.3 GB, retinanet at 800x800, rnnt at hidden 1024,
+unet3d on 128³ patches) are built only when named or with `--all`.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from types import MappingProxyType
 import onnx
 
 from loadtest.core.units import NS_PER_MS
-from loadtest.models import bert, dlrm, resnet50, tiny
+from loadtest.models import bert, dlrm, resnet50, retinanet, rnnt, ssd_mobilenet, tiny, unet3d
 
 MLPERF_SERVER_PERCENTILE = 0.99
 
@@ -52,7 +56,7 @@ class SuiteModel:
     generate: Callable[[int], onnx.ModelProto]  # seed -> model
     inputs: tuple[TensorDecl, ...]
     outputs: tuple[TensorDecl, ...]
-    target_latency_ns: int
+    target_latency_ns: int | None  # None: MLPerf has no Server scenario for it (`no_server`)
     latency_source: str  # whose bound: MLPerf's (the full-size model's, for scaled ones) or ours
     default_build: bool = True
     percentile: float = MLPERF_SERVER_PERCENTILE
@@ -62,6 +66,8 @@ class SuiteModel:
     inter_op_threads: int = 1
     gpu_config: bool = True  # also write configs/gpu.pbtxt (KIND_GPU + TensorRT accelerator)
     approx_bytes: int = 0  # size of model.onnx, for the listing before it is built
+    approx_flops: int = 0  # per sample (models/flops.py), for the listing before it is built
+    no_server: str = ""  # why there is no Server bound, when target_latency_ns is None
 
 
 _BERT_INPUTS = (
@@ -74,7 +80,7 @@ _BERT_OUTPUTS = (
     TensorDecl("end_logits", "FP32", (384,)),
 )
 
-_MODELS = (
+_MODELS: tuple[SuiteModel, ...] = (
     SuiteModel(
         name="tiny",
         description="MLP 16-64-16: measures the client, protocol and server, not a model",
@@ -88,6 +94,7 @@ _MODELS = (
         intra_op_threads=1,
         gpu_config=False,
         approx_bytes=9_000,
+        approx_flops=4_096,
     ),
     SuiteModel(
         name="resnet50",
@@ -99,6 +106,7 @@ _MODELS = (
         latency_source="MLPerf",
         max_batch_size=32,
         approx_bytes=102_000_000,
+        approx_flops=8_178_368_512,
     ),
     SuiteModel(
         name="bert_l4_h256",
@@ -111,6 +119,7 @@ _MODELS = (
         max_batch_size=8,
         max_queue_delay_us=2000,
         approx_bytes=44_000_000,
+        approx_flops=3_020_292_096,
     ),
     SuiteModel(
         name="bert_large",
@@ -124,6 +133,7 @@ _MODELS = (
         max_batch_size=8,
         max_queue_delay_us=2000,
         approx_bytes=1_336_000_000,
+        approx_flops=246_425_321_472,
     ),
     SuiteModel(
         name="dlrm_small",
@@ -138,6 +148,150 @@ _MODELS = (
         latency_source="MLPerf dlrm-v2",
         max_batch_size=256,
         approx_bytes=197_000_000,
+        approx_flops=32_060_928,
+    ),
+)
+
+_RETINANET_OUTPUTS = (
+    TensorDecl("boxes", "FP32", (retinanet.DETECTIONS, 4)),
+    TensorDecl("scores", "FP32", (retinanet.DETECTIONS,)),
+    TensorDecl("labels", "INT64", (retinanet.DETECTIONS,)),
+    TensorDecl("num_detections", "INT64", (1,)),
+)
+_RNNT_INPUTS = (
+    TensorDecl("features", "FP32", (rnnt.RNNT.frames, rnnt.RNNT.features)),
+    TensorDecl("feature_length", "INT64", (1,), (1, rnnt.RNNT.frames + 1)),
+)
+_RNNT_OUTPUTS = (
+    TensorDecl("transcript", "INT64", (rnnt.RNNT.frames,)),
+    TensorDecl("transcript_length", "INT64", (1,)),
+)
+UNET3D_NO_SERVER = (
+    "MLPerf Inference runs 3D U-Net only in the Offline and SingleStream scenarios (a KiTS "
+    "case is seconds of compute, so it has no Server latency bound)"
+)
+
+
+def _unet3d(
+    name: str, patch: int, default: bool, description: str, size: int, flops: int
+) -> SuiteModel:
+    return SuiteModel(
+        name=name,
+        description=description,
+        generate=functools.partial(unet3d.build, patch=patch, name=name),
+        inputs=(TensorDecl("image", "FP32", (1, patch, patch, patch)),),
+        outputs=(TensorDecl("logits", "FP32", (unet3d.CLASSES, patch, patch, patch)),),
+        target_latency_ns=None,
+        latency_source="MLPerf: none (Offline and SingleStream only)",
+        default_build=default,
+        max_batch_size=2,
+        approx_bytes=size,
+        approx_flops=flops,
+        no_server=UNET3D_NO_SERVER,
+    )
+
+
+def _retinanet(name: str, image: int, default: bool, description: str, flops: int) -> SuiteModel:
+    return SuiteModel(
+        name=name,
+        description=description,
+        generate=functools.partial(retinanet.build, image=image, name=name),
+        inputs=(TensorDecl("image", "FP32", (3, image, image)),),
+        outputs=_RETINANET_OUTPUTS,
+        target_latency_ns=100 * NS_PER_MS,
+        latency_source="MLPerf" if image == 800 else "MLPerf retinanet",
+        default_build=default,
+        max_batch_size=8,
+        max_queue_delay_us=2000,
+        approx_bytes=148_700_000,
+        approx_flops=flops,
+    )
+
+
+def _rnnt(
+    name: str, shape: rnnt.RnntShape, default: bool, description: str, size: int, flops: int
+) -> SuiteModel:
+    return SuiteModel(
+        name=name,
+        description=description,
+        generate=functools.partial(rnnt.build, shape=shape, name=name),
+        inputs=_RNNT_INPUTS,
+        outputs=_RNNT_OUTPUTS,
+        target_latency_ns=1000 * NS_PER_MS,
+        latency_source="MLPerf" if shape == rnnt.RNNT else "MLPerf rnnt",
+        default_build=default,
+        max_batch_size=16,
+        max_queue_delay_us=2000,
+        approx_bytes=size,
+        approx_flops=flops,
+    )
+
+
+_MODELS = (
+    *_MODELS,
+    _retinanet(
+        "retinanet",
+        800,
+        False,
+        "RetinaNet ResNeXt50-32x4d FPN 800x800, 264 classes, NMS in graph, 38 M params (faithful)",
+        402_416_789_504,
+    ),
+    _retinanet(
+        "retinanet_320",
+        320,
+        True,
+        "RetinaNet (as retinanet) on 320x320 images: 6.25x fewer pixels, same weights' shapes",
+        64_367_562_752,
+    ),
+    SuiteModel(
+        name="ssd_mobilenet",
+        description="SSD-MobileNet-v1 300x300 COCO, NMS in graph, 6.8 M params (faithful)",
+        generate=ssd_mobilenet.build,
+        inputs=(TensorDecl("image", "FP32", (3, ssd_mobilenet.IMAGE, ssd_mobilenet.IMAGE)),),
+        outputs=(
+            TensorDecl("detection_boxes", "FP32", (ssd_mobilenet.DETECTIONS, 4)),
+            TensorDecl("detection_scores", "FP32", (ssd_mobilenet.DETECTIONS,)),
+            TensorDecl("detection_classes", "INT64", (ssd_mobilenet.DETECTIONS,)),
+            TensorDecl("num_detections", "INT64", (1,)),
+        ),
+        target_latency_ns=10 * NS_PER_MS,
+        latency_source="MLPerf v0.5",
+        max_batch_size=16,
+        approx_bytes=27_300_000,
+        approx_flops=2_474_258_816,
+    ),
+    _rnnt(
+        "rnnt",
+        rnnt.RNNT,
+        False,
+        "RNN-T LibriSpeech: LSTM encoder 5x1024, prediction 2x320, joint, greedy decode in "
+        "graph, 500 frames, 45 M params (faithful)",
+        181_300_000,
+        29_416_704_000,
+    ),
+    _rnnt(
+        "rnnt_h256",
+        rnnt.RNNT_H256,
+        True,
+        "RNN-T (as rnnt) with the encoder LSTMs at hidden 256 instead of 1024, 4.8 M params",
+        19_400_000,
+        2_923_776_000,
+    ),
+    _unet3d(
+        "unet3d",
+        128,
+        False,
+        "3D U-Net KiTS19 on 128³ patches, InstanceNorm, 31 M params (faithful)",
+        124_800_000,
+        954_597_376_000,
+    ),
+    _unet3d(
+        "unet3d_64",
+        64,
+        True,
+        "3D U-Net (as unet3d) on 64³ patches: 8x fewer voxels, same weights' shapes",
+        124_800_000,
+        119_324_672_000,
     ),
 )
 
