@@ -289,3 +289,13 @@ def test_a_client_bound_rate_below_a_failure_is_not_probed_again():
     assert search.next_qps(probes) == 100
     probes.append(Probe(100, 5 * MS, valid=False, client_bound=True))
     assert search.next_qps(probes) == 50
+
+
+def test_conclusion_without_any_probe_says_none_ran():
+    search = PeakSearch(target_latency_ns=10 * MS, start_qps=8)
+    spent = search.conclusion([], budget_exhausted=True)
+    assert spent.status == "no-measurement" and spent.peak_qps is None
+    assert spent.text == (
+        "no probe ran: the budget was spent before a first probe could finish (raise --budget)"
+    )
+    assert "client-bound" not in search.conclusion([], budget_exhausted=False).text

@@ -17,7 +17,10 @@ from loadtest.errors import ResultFileError, SettingsError
 from loadtest.report.outputs import write_atomically
 from loadtest.report.results import SCHEMA, plain
 
-UNUSABLE = {"none-valid": "no probe met the SLO", "no-measurement": "every probe was client-bound"}
+UNUSABLE = {
+    "none-valid": "no probe met the SLO",
+    "no-measurement": "no probe measured the server (none ran, or every one was client-bound)",
+}
 
 
 def _read_peak(path: Path) -> dict[str, Any]:

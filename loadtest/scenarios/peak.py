@@ -184,6 +184,13 @@ class PeakSearch:
             if b.hi is None:
                 status = "no-measurement"
                 text = "no probe measured the server (every probe was client-bound)"
+                if not probes:
+                    text = "no probe ran" + (
+                        ": the budget was spent before a first probe could finish (raise --budget)"
+                        if budget_exhausted
+                        else ""
+                    )
+                    budget_exhausted = False  # said already
             else:
                 status = "none-valid"
                 text = f"no rate down to {b.hi.qps:g} QPS met the bound"
