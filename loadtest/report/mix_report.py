@@ -285,13 +285,17 @@ def entry_cells(name: str, report: RunReport | None) -> list[str]:
         latency = f"p99 {ms_cell(summary.latency_from_issue.p99_ns)} (from send)"
         done = f"{summary.throughput_samples_per_s:,.1f} samples/s"
     why = "" if report.verdict.valid else "; ".join(report.verdict.reasons[:2])
+    if report.verdict.passed("client kept up") is None:  # Offline: everything is due at t = 0
+        kept_up = "—"
+    else:
+        kept_up = "yes" if summary.client_kept_up else "[bold red]no[/]"
     return [
         escape(name),
         escape(report.target.model),
         what,
         latency,
         done,
-        "yes" if summary.client_kept_up else "[bold red]no[/]",
+        kept_up,
         _verdict_cell(report),
         escape(why),
     ]

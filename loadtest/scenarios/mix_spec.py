@@ -219,7 +219,8 @@ def parse_model_flag(text: str) -> dict[str, Any]:
     """`NAME[@URL]:QPS[:BOUND_MS]` -> an entry table; QPS may be `offline` (an Offline entry).
 
     A URL here must end in its port (`host:8001`, `grpc://host:8001`), so the fields after it are
-    never mistaken for one (or be a `fake://` URL, which has no colon after its scheme). SettingsError (one line) when the text does not fit.
+    never mistaken for one (or be a `fake://` URL, which has no colon after its scheme).
+    SettingsError (one line) when the text does not fit.
     """
     match = _FLAG.match(text.strip())
     if match is None:
