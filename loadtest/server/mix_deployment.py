@@ -86,9 +86,14 @@ def resolve_mix(
         return
     models = sorted({m.target.model for m in defaults})
     server = EmbeddedTriton(repository, models=models)
+    why = (
+        "--embedded always"
+        if mode is EmbeddedMode.ALWAYS
+        else "nothing answers at the default address"
+    )
     say(
-        "nothing answers at the default address: starting the embedded Triton (nvidia-pytriton) "
-        f"on loopback with models {', '.join(models)} from {repository}"
+        f"{why}: starting the embedded Triton (nvidia-pytriton) on loopback with models "
+        f"{', '.join(models)} from {repository}"
     )
     try:
         server.start()
