@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -320,6 +321,9 @@ def test_a_mix_on_fakes_judges_each_entry_and_writes_every_section(
     assert batch["scenario"] == "Offline" and batch["summary"]["scheduled"] == 330
     assert entries["batch"]["alone"]["summary"]["scheduled"] == 330  # the same query alone
     assert {r["name"] for r in data["interference"]} == {"fast", "slow", "batch"}
+    rows = {r["name"]: r for r in data["interference"]}
+    assert rows["batch"]["client_kept_up_alone"] is True  # Offline: nothing scheduled to keep up
+    assert rows["batch"]["latency_origin"].startswith("completion − actual send")
     assert (out / "mlperf_log_summary-slow.txt").exists()
     assert "Interference" in (tmp_path / "mix.html").read_text()
     assert "Mix of 3: " in stdout and "Interference: together ÷ alone" in stdout
@@ -407,3 +411,34 @@ def test_find_peak_mix_names_the_entry_that_breaks_first_and_plan_takes_the_peak
     )
     assert code == 0, stderr
     assert "every entry within its own bound" in stdout and "replicas" in stdout
+
+
+def test_sigterm_writes_the_partial_mix_and_exits_143(tmp_path: Path):
+    import signal
+    import subprocess
+
+    from test_stopping import _start, _wait_for_heading
+
+    from loadtest.errors import ExitCode
+
+    process = _start(
+        "mix", "--model", f"tiny@{FAST}:50:500", "--model", f"resnet50@{FAST}:20:500",
+        "--duration", "30", "--output", "out", cwd=tmp_path,
+    )  # fmt: skip
+    _wait_for_heading(process, "alone: tiny")
+    time.sleep(1.5)
+    process.send_signal(signal.SIGTERM)
+    try:
+        stdout, stderr = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    assert process.returncode == ExitCode.TERMINATED, stdout + stderr
+    assert "Traceback" not in stderr
+    data = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert data["verdict"]["partial"] is True and data["verdict"]["valid"] is False
+    tiny, resnet = data["entries"]
+    assert tiny["alone"]["run"]["stop_reason"] == "terminated (SIGTERM)"
+    assert tiny["alone"]["summary"]["issued"] > 0
+    assert resnet["alone"] is None and tiny["together"] is None  # never started
+    assert "partial result" in stdout

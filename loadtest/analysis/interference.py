@@ -58,6 +58,7 @@ class RunSide:
     throughput: float  # completed QPS (Server) or samples/s (Offline), from its summary
     first_ns: int  # the throughput's span: first scheduled time ...
     last_ns: int  # ... to the last successful completion
+    client_kept_up: bool = True  # False: its latencies include the client's own lag
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,13 @@ class InterferenceRow:
     throughput_alone: float
     throughput_together: float
     throughput_ratio: Ratio
+    client_kept_up_alone: bool = True
+    client_kept_up_together: bool = True
+
+    @property
+    def client_bound(self) -> bool:
+        """A side where the generator fell behind: its latency measured the client too."""
+        return not (self.client_kept_up_alone and self.client_kept_up_together)
 
     def to_dict(self) -> dict[str, object]:
         def ns(value: float | None) -> float | str | None:
@@ -88,6 +96,8 @@ class InterferenceRow:
             "throughput_alone": self.throughput_alone,
             "throughput_together": self.throughput_together,
             "throughput_ratio": self.throughput_ratio.to_dict(),
+            "client_kept_up_alone": self.client_kept_up_alone,
+            "client_kept_up_together": self.client_kept_up_together,
             "interval": INTERVAL_METHOD,
         }
 
@@ -208,4 +218,6 @@ def interference_row(
         throughput_alone=alone.throughput,
         throughput_together=together.throughput,
         throughput_ratio=throughput_ratio(alone, together, rng),
+        client_kept_up_alone=alone.client_kept_up,
+        client_kept_up_together=together.client_kept_up,
     )

@@ -59,7 +59,7 @@ MixModelOption = Annotated[
         "--model",
         "-m",
         parser=model_entry,
-        help="An entry NAME[@HOST:PORT]:QPS[:BOUND_MS] (QPS 'offline' for an Offline entry); "
+        help="An entry NAME\\[@HOST:PORT]:QPS\\[:BOUND_MS] (QPS 'offline' for an Offline entry); "
         "repeatable, added to MIX.toml's entries.",
     ),
 ]
@@ -67,7 +67,7 @@ MixModelOption = Annotated[
 
 def mix(
     mix_file: Annotated[
-        Path | None, typer.Argument(help="MIX.toml: [[model]] entries (see README).")
+        Path | None, typer.Argument(help="MIX.toml: \\[\\[model]] entries (see README).")
     ] = None,
     model: MixModelOption = None,
     total_qps: Annotated[

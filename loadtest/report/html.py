@@ -602,6 +602,7 @@ def mix_section(result: ResultFile, number: int) -> str:
                     "throughput alone",
                     "throughput together",
                     "throughput ratio [95 % CI]",
+                    "client kept up (alone / together)",
                 ],
                 [
                     [
@@ -613,6 +614,8 @@ def mix_section(result: ResultFile, number: int) -> str:
                         fmt_value("", r.get("throughput_alone")),
                         fmt_value("", r.get("throughput_together")),
                         _ratio(r.get("throughput_ratio")),
+                        f"{fmt_value('', r.get('client_kept_up_alone'))} / "
+                        f"{fmt_value('', r.get('client_kept_up_together'))}",
                     ]
                     for r in rows
                 ],

@@ -171,6 +171,8 @@ def run_side(report: RunReport) -> RunSide:
         throughput=summary.throughput_samples_per_s if offline else summary.completed_qps,
         first_ns=summary.first_scheduled_ns,
         last_ns=summary.final_ok_completed_ns,
+        # Offline has no schedule to keep up with (everything is due at t = 0)
+        client_kept_up=offline or summary.client_kept_up,
     )
 
 
@@ -329,6 +331,20 @@ def _ns_cell(value: float | None) -> str:
     return "∞" if value == float("inf") else ms_cell(value)
 
 
+def _kept_up_cell(row: InterferenceRow) -> str:
+    if not row.client_bound:
+        return "yes"
+    sides = [
+        side
+        for side, kept in (
+            ("alone", row.client_kept_up_alone),
+            ("together", row.client_kept_up_together),
+        )
+        if not kept
+    ]
+    return f"[bold red]no ({', '.join(sides)})[/]"
+
+
 def interference_table(report: MixReport) -> Table:
     table = Table(
         title="Interference: together ÷ alone, same schedule (95 % bootstrap interval; 1 = "
@@ -344,6 +360,7 @@ def interference_table(report: MixReport) -> Table:
         "throughput alone",
         "together",
         "throughput ratio",
+        "client kept up",
     ):
         table.add_column(heading, justify="left" if heading in ("entry", "scenario") else "right")
     for entry in report.entries:
@@ -359,10 +376,12 @@ def interference_table(report: MixReport) -> Table:
             f"{row.throughput_alone:,.1f}",
             f"{row.throughput_together:,.1f}",
             _ratio_cell(row.throughput_ratio),
+            _kept_up_cell(row),
         )
     table.caption = (
         "Server latency from scheduled time, Offline from the send; failures count as +∞; "
-        "throughput = completed QPS (Server), samples/s (Offline)"
+        "throughput = completed QPS (Server), samples/s (Offline); where the client did not keep "
+        "up, that side's latency includes the generator's own lag"
     )
     return table
 
