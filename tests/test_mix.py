@@ -160,6 +160,8 @@ def test_weights_split_the_total_and_rates_stand_as_given():
     assert spec.shares() == pytest.approx({"tiny": 0.75, "b2": 0.25})
     assert spec.at_total(200).entries[0].settings.qps == pytest.approx(150)
     assert tiny.settings.schedule_seed != bert.settings.schedule_seed
+    shaped = _build({"model": [{"model": "bert_l4_h256", "qps": 1, "shape": ["x:1,8", "y:2"]}]})
+    assert shaped.entries[0].flags.shapes == {"x": (1, 8), "y": (2,)}
     rates = _build({}, ["tiny:40", "resnet50@127.0.0.1:8001:5:30", "dlrm_small:offline"])
     assert [e.settings.scenario.value for e in rates.entries] == ["Server", "Server", "Offline"]
     assert rates.entries[1].flags.url == "127.0.0.1:8001"
@@ -353,19 +355,26 @@ def test_a_model_slowed_by_anothers_load_shows_as_interference(
     assert rows["light"]["throughput_ratio"]["value"] == pytest.approx(1.0, abs=0.2)
 
 
+@pytest.mark.parametrize(
+    "placement",
+    ["processes", pytest.param("ray local", marks=pytest.mark.ray)],
+)
 def test_two_workers_split_the_superposed_schedule(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    placement: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
+    ray = ["--ray", "local"] if placement.startswith("ray") else []
+    if ray:
+        pytest.importorskip("ray")
     out = tmp_path / "run"
     code, stdout, stderr = _main(
         ["mix", "--model", f"tiny@{FAST}:80:500", "--model", f"resnet50@{FAST}:40:500",
          "--no-isolated", "--workers", "2", "--duration", "2", "--records",
-         "--late-threshold", "100", "--output", str(out), "--seed", "9"],
+         "--late-threshold", "100", "--output", str(out), "--seed", "9", *ray],
         capsys,
     )  # fmt: skip
     assert code in (0, 3, 5), stdout + stderr  # judged (150 queries: too few for p99's early stop)
     data = json.loads((out / "result.json").read_text())
-    assert data["run"]["placement"] == "processes" and data["client"]["worker_count"] == 2
+    assert data["run"]["placement"] == placement and data["client"]["worker_count"] == 2
     for k, entry in enumerate(data["entries"]):
         own = Stream(
             entry["together"]["settings"]["qps"], 2 * NS_PER_S, 100, 64, entry_seed(9, k), 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,14 @@ from loadtest.commands import common
 from loadtest.core.settings import NS_PER_MS, NS_PER_S, ClientSettings, LoopKind, PeakSettings
 from loadtest.engine import stopping, timing
 from loadtest.errors import ExitCode
-from loadtest.report.mix_peak_report import mix_peak_json, render_mix_peak
+from loadtest.report.mix_peak_report import mix_peak_json, mix_probe_cells, render_mix_peak
 from loadtest.report.outputs import save, stamp
 from loadtest.report.peak_report import PEAK_FILES
 from loadtest.report.results import build_environment
 from loadtest.scenarios.mix_peak import (
     NORMALIZED_BOUND_NS,
     MixPeakOutcome,
+    MixProbeRun,
     check_peak_mix,
     search_mix_peak,
 )
@@ -52,11 +54,7 @@ def find_mix_peak(
     drain_timeout_ns = int((timeout_s + 5) * 1e9)
     console = common.console
 
-    def show(run: object) -> None:
-        from loadtest.report.mix_peak_report import mix_probe_cells
-        from loadtest.scenarios.mix_peak import MixProbeRun
-
-        assert isinstance(run, MixProbeRun)
+    def show(run: MixProbeRun) -> None:
         console.print("probe: " + " | ".join(mix_probe_cells(run)), highlight=False)
 
     try:
@@ -154,6 +152,4 @@ def from_find_peak(mix_file: Path, flags: dict[str, Any], access: AccessFlags) -
 
 def _normalized(settings: PeakSettings) -> PeakSettings:
     """The search's bound is the normalized one: each entry keeps its own (scenarios/mix_peak)."""
-    from dataclasses import replace
-
     return replace(settings, target_latency_ns=NORMALIZED_BOUND_NS)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rich.console import Console
@@ -42,7 +42,7 @@ from loadtest.report.results import (
 )
 from loadtest.scenarios.mix_play import OpenedEntry
 from loadtest.scenarios.mix_run import MixOutcome, MixRun
-from loadtest.scenarios.mix_spec import MixSpec
+from loadtest.scenarios.mix_spec import MixEntry, MixSpec
 from loadtest.server.deployment import Deployment
 
 MIX_KIND = "mix"
@@ -222,9 +222,7 @@ def build_mix_report(
     )
 
 
-def _with_entry(item: OpenedEntry, entry: Any) -> OpenedEntry:
-    from dataclasses import replace
-
+def _with_entry(item: OpenedEntry, entry: MixEntry) -> OpenedEntry:
     return replace(item, entry=entry)
 
 
