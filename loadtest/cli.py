@@ -18,6 +18,7 @@ from loadtest.commands import compare as compare_command
 from loadtest.commands import diff as diff_command
 from loadtest.commands import export as export_command
 from loadtest.commands import find_peak as find_peak_command
+from loadtest.commands import mix as mix_command
 from loadtest.commands import models as models_command
 from loadtest.commands import offline as offline_command
 from loadtest.commands import plan as plan_command
@@ -45,6 +46,7 @@ app.command(name="single-stream", epilog=EXIT_CODES_HELP)(stream_command.single_
 app.command(name="multi-stream", epilog=EXIT_CODES_HELP)(stream_command.multi_stream)
 app.command(name="find-peak", epilog=EXIT_CODES_HELP)(find_peak_command.find_peak)
 app.command(name="sweep", epilog=EXIT_CODES_HELP)(sweep_command.sweep)
+app.command(name="mix", epilog=EXIT_CODES_HELP)(mix_command.mix)
 app.command(name="plan")(plan_command.plan)
 app.command(name="serve")(serve_command.serve)
 app.command(name="stub")(stub_command.stub)

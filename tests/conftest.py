@@ -12,20 +12,22 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def built_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model repository with tiny and resnet50 built once (resnet50 takes ~10 s to build)."""
+    """A model repository with tiny, resnet50 and bert_l4_h256 built once (resnet50 takes ~10 s to
+    build; bert_l4_h256, for the mix of two real models, under 1 s)."""
     from loadtest.models import build_repository
 
     repository = tmp_path_factory.mktemp("model_repository")
-    build_repository(repository, ["tiny", "resnet50"])
+    build_repository(repository, ["tiny", "resnet50", "bert_l4_h256"])
     return repository
 
 
 @pytest.fixture(scope="session")
 def triton(built_repository: Path) -> Iterator[object]:
-    """One real embedded Triton serving tiny and resnet50 on free loopback ports."""
+    """One real embedded Triton serving tiny, resnet50 and bert_l4_h256 on free loopback ports."""
     from loadtest.server.embedded import EmbeddedTriton
 
-    with EmbeddedTriton(built_repository, models=["tiny", "resnet50"]) as server:
+    models = ["tiny", "resnet50", "bert_l4_h256"]
+    with EmbeddedTriton(built_repository, models=models) as server:
         yield server
 
 

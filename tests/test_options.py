@@ -21,6 +21,7 @@ DISTINCT = {
     ("export", "--output"),  # the CSV directory
     ("diff", "--seed"),  # the bootstrap's seed
     ("serve", "--model"),  # models to load, repeatable
+    ("mix", "--model"),  # an entry NAME[@HOST:PORT]:QPS[:BOUND_MS], repeatable
     ("serve", "--repository"),  # the repository to serve
     ("stub", "--repository"),  # configs to answer with, optional
     ("models build", "--model"),

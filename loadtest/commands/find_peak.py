@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -88,8 +89,23 @@ def find_peak(
     client_key: options.ClientKeyOption = None,
     header: options.HeaderOption = None,
     live: options.LiveOption = True,
+    mix: Annotated[
+        Path | None,
+        typer.Option(
+            "--mix",
+            help="MIX.toml: scale every entry's rate together (weights fixed) until the first "
+            "entry breaks its own bound; the peak is the mix's total QPS (--model and "
+            "--target-latency are then the file's).",
+        ),
+    ] = None,
 ) -> None:
     """Find the highest Server-scenario QPS whose run is VALID (latency bound, early stopping)."""
+    if mix is not None:
+        from loadtest.commands.mix_peak import from_find_peak
+
+        access = common.access_flags(tls, ca_cert, client_cert, client_key, header)
+        from_find_peak(mix, locals(), access)
+        return
     settings = PeakSettings(
         target_latency_ns=common.target_latency_ns(model, target_latency),
         percentile=percentile / 100,

@@ -44,6 +44,8 @@ def _from_file(
     status = data.get("status", "")
     if data.get("peak_qps") is None:
         raise SettingsError(f"{path} holds no peak to plan from: {UNUSABLE.get(status, status)}")
+    if isinstance(data.get("mix"), dict):
+        return _from_mix(path, data, percentile, target_latency)
     settings = data["settings"]
     measured_p = float(settings["percentile"]) * 100
     measured_ms = int(settings["target_latency_ns"]) / 1e6
@@ -67,6 +69,32 @@ def _from_file(
     if status != "bracketed":
         notes.append(f"find-peak did not converge ({status}): {data.get('conclusion', '')}")
     return float(data["peak_qps"]), f"p{p:g} ≤ {bound:g} ms", tuple(notes)
+
+
+def _from_mix(
+    path: Path, data: dict[str, Any], percentile: float | None, target_latency: float | None
+) -> tuple[float, str, tuple[str, ...]]:
+    """A find-peak --mix result: the peak is the mix's total QPS at its fixed weights, its SLO
+    every entry's own bound; a replica then is a copy of the whole mix (every model on it)."""
+    if percentile is not None or target_latency is not None:
+        raise SettingsError(
+            f"{path} is a mix: each entry has its own bound, so --percentile and "
+            "--target-latency do not apply"
+        )
+    entries = [e for e in data["mix"].get("entries", []) if isinstance(e, dict)]
+    bounds = ", ".join(
+        f"{e.get('name')} p{float(e.get('percentile') or 0.99) * 100:g} ≤ "
+        f"{int(e.get('target_latency_ns') or 0) / 1e6:g} ms"
+        for e in entries
+    )
+    shares = ", ".join(f"{e.get('name')} {float(e.get('share') or 0) * 100:.0f} %" for e in entries)
+    notes = [
+        f"the peak is the mix's total QPS at fixed weights ({shares}); a replica is a copy of "
+        "the whole mix, every model on it, and the load must arrive in those proportions"
+    ]
+    if data.get("status") != "bracketed":
+        notes.append(f"find-peak did not converge ({data.get('status')}): {data.get('conclusion')}")
+    return float(data["peak_qps"]), f"every entry within its own bound ({bounds})", tuple(notes)
 
 
 def plan(

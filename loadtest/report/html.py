@@ -25,7 +25,7 @@ from plotly.offline import get_plotlyjs
 
 from loadtest.report import figures
 from loadtest.report.curves import SOURCE_TEXT, best_curve
-from loadtest.report.resultfile import COMPARE, FIND_PEAK, RUN, SWEEP, ResultFile
+from loadtest.report.resultfile import COMPARE, FIND_PEAK, MIX, RUN, SWEEP, ResultFile, from_data
 from loadtest.rules.stats import NS_PER_S, PERCENTILE_METHOD, Timeline, timeline
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
@@ -614,12 +614,124 @@ def sweep_section(result: ResultFile, number: int) -> str:
     return "".join(parts)
 
 
+# --- mix -----------------------------------------------------------------------------------------
+
+
+def _ratio(value: Any) -> str:
+    ratio = obj(value)
+    point, low, high = ratio.get("value"), ratio.get("low"), ratio.get("high")
+    if not isinstance(point, (int, float)):
+        return "—"
+    if isinstance(low, (int, float)) and isinstance(high, (int, float)):
+        return f"{point:.3f} [{low:.3f}, {high:.3f}]"
+    return f"{point:.3f}"
+
+
+def _latency_ms(value: Any) -> str:
+    return "∞ (failures)" if value == "inf" else ms(value)
+
+
+def mix_entry_runs(result: ResultFile) -> list[ResultFile]:
+    """Each entry's run together, as a run result of its own (for the shared run plots)."""
+    runs = []
+    for entry in result.data.get("entries") or []:
+        together = obj(entry).get("together")
+        if isinstance(together, dict):
+            runs.append(from_data(together, f"{result.label}: {obj(entry).get('name', '?')}"))
+    return runs
+
+
+def mix_section(result: ResultFile, number: int) -> str:
+    """The interference table first (the headline), then each entry's verdict together."""
+    data = result.data
+    verdict = obj(data.get("verdict"))
+    valid = verdict.get("valid")
+    head = Raw(
+        '<span class="valid">VALID</span>' if valid else '<span class="invalid">INVALID</span>'
+    )
+    parts = [
+        f'<h2 id="mix-{number}">Mix: {esc(result.label)}</h2>',
+        f"<p>Mix verdict: {head} — {esc(verdict.get('rule', ''))}.</p>",
+    ]
+    rows = [obj(r) for r in data.get("interference") or []]
+    if rows:
+        parts.append(
+            "<h3>Interference: together ÷ alone, same schedule</h3>"
+            + table(
+                [
+                    "entry",
+                    "scenario",
+                    "latency alone",
+                    "latency together",
+                    "latency ratio [95 % CI]",
+                    "throughput alone",
+                    "throughput together",
+                    "throughput ratio [95 % CI]",
+                    "client kept up (alone / together)",
+                ],
+                [
+                    [
+                        r.get("name", "?"),
+                        f"{r.get('scenario', '?')} p{float(r.get('percentile', 0.99)) * 100:g}",
+                        _latency_ms(r.get("latency_alone_ns")),
+                        _latency_ms(r.get("latency_together_ns")),
+                        _ratio(r.get("latency_ratio")),
+                        fmt_value("", r.get("throughput_alone")),
+                        fmt_value("", r.get("throughput_together")),
+                        _ratio(r.get("throughput_ratio")),
+                        f"{fmt_value('', r.get('client_kept_up_alone'))} / "
+                        f"{fmt_value('', r.get('client_kept_up_together'))}",
+                    ]
+                    for r in rows
+                ],
+                numeric=2,
+            )
+            + '<p class="note">1 = concurrent ≈ isolated. Server latency from the scheduled '
+            "time, Offline from the send; failed queries count as +∞. Throughput: completed "
+            "QPS (Server), samples/s (Offline). Interval: "
+            f"{esc(data.get('interference_interval', ''))}."
+            " The runs alone and together are minutes apart: on a shared host, noise between "
+            "them shows as interference.</p>"
+        )
+    else:
+        parts.append('<p class="note">No runs alone (--no-isolated): no interference table.</p>')
+    entries = []
+    for entry in data.get("entries") or []:
+        together = obj(obj(entry).get("together"))
+        summary = obj(together.get("summary"))
+        latency = obj(summary.get("latency"))
+        entry_verdict = obj(together.get("verdict"))
+        ok = entry_verdict.get("valid")
+        entries.append(
+            [
+                obj(entry).get("name", "?"),
+                together.get("scenario", "—"),
+                obj(together.get("target")).get("model", "—"),
+                ms(latency.get("p99_ns")),
+                fmt_value("", summary.get("completed_qps")),
+                Raw('<span class="valid">VALID</span>')
+                if ok
+                else Raw('<span class="invalid">INVALID</span>'),
+                "; ".join(str(r) for r in entry_verdict.get("reasons") or []),
+            ]
+        )
+    parts.append(
+        "<h3>Each entry, all together</h3>"
+        + table(
+            ["entry", "scenario", "model", "p99 from scheduled", "completed QPS", "verdict", "why"],
+            entries,
+        )
+    )
+    return "".join(parts)
+
+
 # --- the page ----------------------------------------------------------------------------------
 
 
 def render_html(results: Sequence[ResultFile]) -> str:
     """The whole report for any mix of runs, find-peak and compare results."""
     runs = [r for r in results if r.kind == RUN]
+    runs += [run for r in results if r.kind == MIX for run in mix_entry_runs(r)]
     listing = table(
         ["file", "kind", "scenario", "written", "records"],
         [
@@ -634,6 +746,7 @@ def render_html(results: Sequence[ResultFile]) -> str:
         ],
     )
     body = ["<h1>loadtest report</h1>", listing]
+    body += [mix_section(r, n) for n, r in enumerate(results) if r.kind == MIX]
     if runs:
         body.append(runs_section(runs))
     for number, result in enumerate(results):

@@ -6,6 +6,7 @@ Four kinds of file reach `loadtest report`, `export` and `diff`:
 - a **find-peak** / sweep (`"kind": "find-peak"` or a `"probes"` list of {qps, p99_ns, valid});
 - a **compare** (`"kind": "compare"` with `"rows"`, one per target);
 - a **sweep** (`"kind": "sweep"` with `"points"`, one per configuration measured).
+- a **mix** (`"kind": "mix"` with `"entries"`, each holding a run result together and alone).
 Sweeps and compares are written by other commands; this reader only insists on what it renders
 and leaves every other field alone, so those writers can grow. Anything unreadable, truncated, of
 another `schema_version`, or not a loadtest result at all raises ResultFileError with one line
@@ -29,6 +30,7 @@ RUN = "run"
 FIND_PEAK = "find-peak"
 COMPARE = "compare"
 SWEEP = "sweep"  # `loadtest sweep`: configurations, each with a peak ("points")
+MIX = "mix"
 FIND_PEAK_NAMES = frozenset({"find-peak", "find_peak", "findpeak"})
 
 
@@ -93,6 +95,10 @@ def classify(data: Any, where: str) -> str:
             f"{where}: written with schema_version {version!r}; this loadtest reads version "
             f"{READABLE_SCHEMA_VERSION} only (use the loadtest version that wrote it)"
         )
+    if kind == MIX:
+        if not isinstance(data.get("entries"), list):
+            raise ResultFileError(f"{where}: a mix result needs an 'entries' list")
+        return MIX
     if kind == COMPARE or "rows" in data:
         if not isinstance(data.get("rows"), list):
             raise ResultFileError(f"{where}: a compare result needs a 'rows' list")

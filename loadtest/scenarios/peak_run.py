@@ -96,6 +96,10 @@ def _probe_of(settings: ServerSettings, measurement: Measurement) -> ProbeRun:
     return ProbeRun(probe, settings, summary, verdict, measurement.client_cpu_s)
 
 
+# The one probe judgement, also applied to each entry of a mix (scenarios/mix_peak.py).
+probe_of = _probe_of
+
+
 async def search_peak(
     target: Target,
     model: ModelSpec,

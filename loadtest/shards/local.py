@@ -57,6 +57,10 @@ def die_with_parent(parent_pid: int) -> None:
 
 
 def make_target(plan: ShardPlan) -> Target:
+    if plan.mix is not None:  # several models: each entry's target behind one router
+        from loadtest.targets.mix import MixTarget
+
+        return MixTarget.of_members(plan.mix.members, plan.client.shared_memory, f"w{plan.shard}")
     target = target_for(plan.target)  # TLS and headers travel in the plan's TargetSettings
     return with_shared_memory(target, plan.client.shared_memory, tag=f"w{plan.shard}")
 

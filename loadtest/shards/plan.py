@@ -12,8 +12,10 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from loadtest.core.mix_schedule import Stream, mix_schedule, shard_of
 from loadtest.core.schedule import Schedule, shard_schedule
 from loadtest.core.settings import AUTO_WORKERS, ClientSettings, ServerSettings, TargetSettings
+from loadtest.targets.mix import MixMember
 
 # The clean rate one generator process is assumed to hold, per protocol; the automatic worker
 # count runs each process at half of it. The measured rates behind these numbers, with their date
@@ -25,6 +27,19 @@ def auto_worker_count(qps: float, protocol: str, cores: int) -> int:
     """Enough processes that each runs at half its measured clean rate, at most one per core."""
     per_worker = CLEAN_RATE_PER_WORKER.get(protocol, CLEAN_RATE_PER_WORKER["grpc"]) / 2
     return max(1, min(cores, math.ceil(qps / per_worker)))
+
+
+@dataclass(frozen=True)
+class MixShards:
+    """A mix of models played as one superposed schedule (core/mix_schedule.py): each worker
+    opens every entry (targets/mix.MixTarget) and plays its share of the union."""
+
+    members: tuple[MixMember, ...]
+    streams: tuple[Stream, ...]
+    seed: int  # deals the superposed schedule's queries to shards
+
+    def schedule(self, shard: int, shards: int) -> Schedule:
+        return shard_of(mix_schedule(self.streams).schedule, self.seed, shard, shards)
 
 
 @dataclass(frozen=True)
@@ -41,8 +56,11 @@ class ShardPlan:
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     drain_timeout_ns: int = 35_000_000_000
     keep_records: bool = True
+    mix: MixShards | None = None  # several models: `settings` then holds the mix's totals
 
     def schedule(self) -> Schedule:
+        if self.mix is not None:
+            return self.mix.schedule(self.shard, self.shards)
         s = self.settings
         return shard_schedule(
             s.qps,

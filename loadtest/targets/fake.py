@@ -7,12 +7,18 @@ first query, the way a GC pause or a stuck GPU would; an honest tester must show
 `loop_block_ns` instead blocks the whole event loop on each query, simulating a client that cannot
 keep up with its own schedule. Like the Triton targets it honours the per-request deadline
 (`timeout_ns`, --timeout): a query not served by then is error kind "timeout".
+
+`pool` names a set of workers that several fake targets share (in one event loop), the way models
+share one GPU or one MIG slice: each target keeps its own service law, but a query waits while the
+pool's workers serve the other targets' queries, so one model slows when another is loaded (the
+interference `loadtest mix` measures). The pool gets the `servers` of the first target to open it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
@@ -25,6 +31,10 @@ from loadtest.core.target import Done, ModelSpec, Sample, TargetCapabilities, Te
 from loadtest.errors import TargetError
 
 _timeout = getattr(asyncio, "timeout", None)
+# event loop -> pool name -> the workers the pool's targets share (gone with the loop)
+_POOLS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Semaphore]] = (
+    weakref.WeakKeyDictionary()
+)
 
 FAKE_MODEL = ModelSpec(
     name="fake",
@@ -73,8 +83,10 @@ class FakeTarget:
         seed: int = 0,
         clock: Callable[[], int] = time.perf_counter_ns,
         timeout_ns: int = 0,
+        pool: str = "",
     ) -> None:
         self.law = law
+        self.pool = pool
         self.timeout_ns = timeout_ns  # 0 = no deadline
         self.servers = servers
         self.stall = stall
@@ -96,7 +108,8 @@ class FakeTarget:
 
     @property
     def description(self) -> str:
-        return f"fake ({self.servers} servers, {self.law.kind} {self.law.mean_ns / 1e6:g} ms)"
+        pool = f", pool {self.pool}" if self.pool else ""
+        return f"fake ({self.servers} servers, {self.law.kind} {self.law.mean_ns / 1e6:g} ms{pool})"
 
     @property
     def capabilities(self) -> TargetCapabilities:
@@ -120,7 +133,11 @@ class FakeTarget:
         )
 
     async def open(self) -> ModelSpec:
-        self._workers = asyncio.Semaphore(self.servers)
+        if self.pool:
+            pools = _POOLS.setdefault(asyncio.get_running_loop(), {})
+            self._workers = pools.setdefault(self.pool, asyncio.Semaphore(self.servers))
+        else:
+            self._workers = asyncio.Semaphore(self.servers)
         return FAKE_MODEL
 
     async def prepare(self, samples: Sequence[Sample]) -> None:
@@ -172,7 +189,8 @@ class FakeTarget:
 
 def fake_from_url(url: str, timeout_s: float = 0.0) -> FakeTarget:
     """`fake://?servers=2&law=exponential&service_ms=1&stall_at_s=5&stall_s=1&fail_every=0`
-    (and `loop_block_ms`: block the client's event loop that long per query); `timeout_s` is the
+    (and `loop_block_ms`: block the client's event loop that long per query; `pool=NAME`: share
+    the workers with every fake target of that pool, see the module docstring); `timeout_s` is the
     per-request deadline (0 = none).
 
     Lets the CLI (and its tests, and anyone checking the tool itself) run every stage end to end
@@ -190,6 +208,7 @@ def fake_from_url(url: str, timeout_s: float = 0.0) -> FakeTarget:
         fail_every = int(query.pop("fail_every", "0"))
         seed = int(query.pop("seed", "0"))
         loop_block_ns = int(float(query.pop("loop_block_ms", "0")) * 1e6)
+        pool = query.pop("pool", "")
     except ValueError as exc:
         raise ValueError(f"invalid fake target URL {url!r}: {exc}") from None
     if query:
@@ -205,4 +224,5 @@ def fake_from_url(url: str, timeout_s: float = 0.0) -> FakeTarget:
         seed=seed,
         loop_block_ns=loop_block_ns,
         timeout_ns=int(timeout_s * 1e9),
+        pool=pool,
     )
