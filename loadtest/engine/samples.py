@@ -4,8 +4,8 @@ Inputs come from the model's own metadata (names, dtypes, shapes) or from data t
 (--input-data: .npz, .npy, perf_analyzer JSON or pictures, read and checked by
 `engine.inputs`). Random data follows the model's declared value ranges: the suite's configs
 carry `loadtest.range.<input>` = "low,high" parameters, because an index tensor (BERT token
-ids, DLRM sparse features) with out-of-range values is rejected by the model, not merely slow. Dynamic dimensions (-1) need a size: `shapes`
-overrides, else 1.
+ids, DLRM sparse features) with out-of-range values is rejected by the model, not merely slow.
+Dynamic dimensions (-1) need a size: `shapes` overrides, else 1.
 """
 
 from __future__ import annotations
