@@ -7,7 +7,7 @@ last (HWC). Height and width come from the model's shape (--shape sizes dynamic 
 How a picture is normalised is the model's to say, in its config.pbtxt parameter
 `loadtest.image.<input>` = a preset name (the suite's image models set it); without one, a float
 input gets `unit` and an integer input `raw`. The presets follow MLPerf's reference preprocessing
-(mlcommons/inference vision/classification_and_detection/python/dataset.py; docs/image_inputs.md):
+(mlcommons/inference vision/classification_and_detection/python/dataset.py; docs/input_data.md):
 
 - mlperf-resnet50: shorter side to H/0.875 keeping the aspect ratio, centre crop HxW;
   RGB 0..255 minus the mean (123.68, 116.78, 103.94);

@@ -1,6 +1,6 @@
 """perf_analyzer's `--input-data` JSON, so files made for perf_analyzer work unchanged.
 
-The format (docs/perf_analyzer_input_data.md, from perf_analyzer's docs/input_data.md and
+The format (docs/input_data.md, from perf_analyzer's docs/input_data.md and
 src/data_loader.cc): `{"data": [{"<input>": TENSOR, ...}, ...]}`, one entry per batch-1 request,
 where TENSOR is
 - a list of values, row-major (flattened; nested lists are flattened too), the model's shape;
