@@ -76,8 +76,8 @@ def test_user_data_npz(tmp_path):
 
 
 def test_user_data_that_is_not_an_npz_of_sample_arrays(tmp_path):
-    np.save(tmp_path / "one.npy", np.ones((3, 384), np.int64))  # .npy, not an archive
-    with pytest.raises(SettingsError, match=r"not an \.npz archive"):
+    np.save(tmp_path / "one.npy", np.ones((3, 384), np.int64))  # one .npy for 3 inputs
+    with pytest.raises(SettingsError, match=r"one \.npy file is for a model with one input"):
         load_samples(tmp_path / "one.npy", BERT_LIKE)
     np.savez(
         tmp_path / "scalar.npz",

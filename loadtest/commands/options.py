@@ -140,7 +140,12 @@ SamplesOption = Annotated[
 ]
 InputDataOption = Annotated[
     Path | None,
-    typer.Option("--input-data", help=".npz of real inputs: one array per input, axis 0 = sample."),
+    typer.Option(
+        "--input-data",
+        help="Real inputs: .npz, perf_analyzer .json, .npy, or a directory of <input>.npy files, "
+        "of sample subdirectories, of pictures (resized and normalised for the model) or of raw "
+        "<input> files. See README, 'Real inputs'.",
+    ),
 ]
 ShapeOption = Annotated[
     list[str] | None,

@@ -1,21 +1,22 @@
 """The sample library: real input tensors, built once before a run and referenced by index.
 
 Inputs come from the model's own metadata (names, dtypes, shapes) or from data the user gives
-(`.npz`, one array per input name, first axis = sample). Random data follows the model's declared
-value ranges: the suite's configs carry `loadtest.range.<input>` = "low,high" parameters, because an
-index tensor (BERT token ids, DLRM sparse features) with out-of-range values is rejected by the
-model, not merely slow. Dynamic dimensions (-1) need a size: `shapes` overrides, else 1.
+(--input-data: .npz, .npy, perf_analyzer JSON or pictures, read and checked by
+`engine.inputs`). Random data follows the model's declared value ranges: the suite's configs
+carry `loadtest.range.<input>` = "low,high" parameters, because an index tensor (BERT token
+ids, DLRM sparse features) with out-of-range values is rejected by the model, not merely slow.
+Dynamic dimensions (-1) need a size: `shapes` overrides, else 1.
 """
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from loadtest.core.target import ModelSpec, Sample, Target, TensorSpec
+from loadtest.engine.inputs import load_input_data
 from loadtest.errors import SettingsError
 
 RANGE_PARAMETER_PREFIX = "loadtest.range."
@@ -59,6 +60,25 @@ def _random_tensor(
     return rng.integers(low, high, size=shape).astype(dtype)
 
 
+def _check_shapes(model: ModelSpec, shapes: Mapping[str, tuple[int, ...]]) -> None:
+    unknown = set(shapes) - {t.name for t in model.inputs}
+    if unknown:
+        raise SettingsError(f"--shape names unknown input(s): {', '.join(sorted(unknown))}")
+    for spec in model.inputs:
+        if spec.name in shapes:
+            _concrete_shape(spec, shapes[spec.name])
+
+
+def _check_batch_size(model: ModelSpec, batch_size: int) -> None:
+    if model.max_batch_size == 0 and batch_size != 1:
+        raise SettingsError(f"model {model.name} does not batch; batch size must be 1")
+    if model.max_batch_size and batch_size > model.max_batch_size:
+        raise SettingsError(
+            f"batch size {batch_size} exceeds model {model.name}'s max_batch_size "
+            f"{model.max_batch_size}"
+        )
+
+
 def random_samples(
     model: ModelSpec,
     count: int,
@@ -68,16 +88,8 @@ def random_samples(
 ) -> list[Sample]:
     """`count` seeded random samples; each tensor has a leading batch dim when the model batches."""
     shapes = shapes or {}
-    unknown = set(shapes) - {t.name for t in model.inputs}
-    if unknown:
-        raise SettingsError(f"--shape names unknown input(s): {', '.join(sorted(unknown))}")
-    if model.max_batch_size == 0 and batch_size != 1:
-        raise SettingsError(f"model {model.name} does not batch; batch size must be 1")
-    if model.max_batch_size and batch_size > model.max_batch_size:
-        raise SettingsError(
-            f"batch size {batch_size} exceeds model {model.name}'s max_batch_size "
-            f"{model.max_batch_size}"
-        )
+    _check_shapes(model, shapes)
+    _check_batch_size(model, batch_size)
     rng = np.random.Generator(np.random.PCG64(seed))
     plan = []
     for spec in model.inputs:
@@ -91,50 +103,17 @@ def random_samples(
     ]
 
 
-def load_samples(path: Path, model: ModelSpec) -> list[Sample]:
-    """User-given data: an .npz with one array per input name, first axis = sample."""
-    if not path.is_file():
-        raise SettingsError(f"--input-data {path}: no such file")
-    if not zipfile.is_zipfile(path):  # np.load would call anything else "pickled data"
-        raise SettingsError(
-            f"--input-data {path} is not an .npz archive (one array per input name, axis 0 = "
-            "sample, as written by numpy.savez)"
-        )
-    try:
-        with np.load(path) as data:
-            arrays = {name: data[name] for name in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise SettingsError(f"cannot read --input-data {path}: {exc}") from None
-    names = [t.name for t in model.inputs]
-    missing = [n for n in names if n not in arrays]
-    if missing:
-        raise SettingsError(f"--input-data {path} lacks input(s): {', '.join(missing)}")
-    scalars = [n for n in names if arrays[n].ndim == 0]
-    if scalars:
-        raise SettingsError(
-            f"--input-data {path}: input(s) {', '.join(scalars)} hold a single value (a 0-d "
-            "array); axis 0 must index the samples"
-        )
-    counts = {len(arrays[n]) for n in names}
-    if len(counts) != 1:
-        raise SettingsError(f"--input-data {path}: inputs hold different numbers of samples")
-    count = counts.pop()
-    if count == 0:
-        raise SettingsError(f"--input-data {path} holds no samples")
-    for spec in model.inputs:
-        if arrays[spec.name].dtype != spec.numpy_dtype:
-            raise SettingsError(
-                f"--input-data {path}: input {spec.name} has dtype {arrays[spec.name].dtype}, "
-                f"the model wants {spec.numpy_dtype}"
-            )
-    samples: list[Sample] = []
-    for i in range(count):
-        sample = {}
-        for spec in model.inputs:
-            tensor = np.ascontiguousarray(arrays[spec.name][i])
-            sample[spec.name] = tensor[np.newaxis] if model.max_batch_size else tensor
-        samples.append(sample)
-    return samples
+def load_samples(
+    path: Path,
+    model: ModelSpec,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
+    batch_size: int = 1,
+) -> list[Sample]:
+    """User-given data in any form `engine.inputs` reads (.npz, .npy, perf_analyzer JSON,
+    pictures)."""
+    _check_shapes(model, shapes or {})
+    _check_batch_size(model, batch_size)
+    return load_input_data(path, model, shapes, batch_size)
 
 
 def sample_library(
@@ -147,7 +126,7 @@ def sample_library(
 ) -> list[Sample]:
     """The user's samples (--input-data) when given, else `sample_count` seeded random ones."""
     if input_data is not None:
-        return load_samples(input_data, model)
+        return load_samples(input_data, model, shapes, batch_size)
     return random_samples(model, sample_count, sample_seed, shapes, batch_size)
 
 

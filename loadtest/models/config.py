@@ -5,9 +5,11 @@ can drift from it.
 Three kinds of config:
 - `model_config(model)`: what config.pbtxt holds. `backend: "onnxruntime"`, KIND_CPU, dynamic
   batching, the ORT backend's `intra_op_thread_count` / `inter_op_thread_count` parameters, and
-  one `loadtest.range.<input>` = "low,high" parameter per index input (the official backend
-  ignores keys it does not know). The official Triton image serves it with its native ONNX
-  Runtime backend; the embedded server with loadtest's Python-based backend of the same name.
+  one `loadtest.range.<input>` = "low,high" parameter per index input, and one
+  `loadtest.image.<input>` = preset per image input (how --input-data pictures are normalised);
+  the official backend ignores keys it does not know. The official Triton image serves it with
+  its native ONNX Runtime backend; the embedded server with loadtest's Python-based backend of
+  the same name.
 - `model_config(model, gpu=True)`: configs/gpu.pbtxt, chosen by
   `tritonserver --model-config-name=gpu` (Triton falls back to config.pbtxt for models without
   one). KIND_GPU with the ORT backend's TensorRT execution accelerator at FP16.
@@ -26,10 +28,12 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from loadtest.engine.inputs.images import IMAGE_PARAMETER_PREFIX
 from loadtest.errors import ModelBuildError
 from loadtest.models.suite import SuiteModel, TensorDecl
 
 RANGE_PREFIX = "loadtest.range."
+IMAGE_PREFIX = IMAGE_PARAMETER_PREFIX  # how --input-data pictures are normalised for the input
 TRT_WORKSPACE_BYTES = 1 << 30
 
 
@@ -48,6 +52,8 @@ def _io(config: mc.ModelConfig, model: SuiteModel) -> None:
         if tensor.value_range is not None:
             low, high = tensor.value_range
             config.parameters[RANGE_PREFIX + tensor.name].string_value = f"{low},{high}"
+        if tensor.image_preset is not None:
+            config.parameters[IMAGE_PREFIX + tensor.name].string_value = tensor.image_preset
 
 
 def model_config(model: SuiteModel, gpu: bool = False) -> mc.ModelConfig:

@@ -40,13 +40,16 @@ class TensorDecl:
     """One model input or output. `dims` exclude the batch dimension (as config.pbtxt has them).
 
     `value_range` = [low, high) for integer inputs that index something (token ids, embedding
-    rows): values outside it are errors, not merely slow, so configs state it.
+    rows): values outside it are errors, not merely slow, so configs state it. `image_preset`
+    names how a picture given with --input-data is normalised for an image input (a preset of
+    loadtest.engine.inputs.images, after MLPerf's reference preprocessing for the model).
     """
 
     name: str
     datatype: str  # Triton name without TYPE_: "FP32", "INT64"
     dims: tuple[int, ...]
     value_range: tuple[int, int] | None = None
+    image_preset: str | None = None
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,7 @@ _MODELS: tuple[SuiteModel, ...] = (
         name="resnet50",
         description="ResNet-50 v1.5, BN folded, 25.5 M params, 4.1 GMAC/image (faithful)",
         generate=resnet50.build,
-        inputs=(TensorDecl("input", "FP32", (3, 224, 224)),),
+        inputs=(TensorDecl("input", "FP32", (3, 224, 224), image_preset="mlperf-resnet50"),),
         outputs=(TensorDecl("logits", "FP32", (1000,)),),
         target_latency_ns=15 * NS_PER_MS,
         latency_source="MLPerf",
@@ -196,7 +199,7 @@ def _retinanet(name: str, image: int, default: bool, description: str, flops: in
         name=name,
         description=description,
         generate=functools.partial(retinanet.build, image=image, name=name),
-        inputs=(TensorDecl("image", "FP32", (3, image, image)),),
+        inputs=(TensorDecl("image", "FP32", (3, image, image), image_preset="mlperf-retinanet"),),
         outputs=_RETINANET_OUTPUTS,
         target_latency_ns=100 * NS_PER_MS,
         latency_source="MLPerf" if image == 800 else "MLPerf retinanet",
@@ -247,7 +250,14 @@ _MODELS = (
         name="ssd_mobilenet",
         description="SSD-MobileNet-v1 300x300 COCO, NMS in graph, 6.8 M params (faithful)",
         generate=ssd_mobilenet.build,
-        inputs=(TensorDecl("image", "FP32", (3, ssd_mobilenet.IMAGE, ssd_mobilenet.IMAGE)),),
+        inputs=(
+            TensorDecl(
+                "image",
+                "FP32",
+                (3, ssd_mobilenet.IMAGE, ssd_mobilenet.IMAGE),
+                image_preset="mlperf-ssd-mobilenet",
+            ),
+        ),
         outputs=(
             TensorDecl("detection_boxes", "FP32", (ssd_mobilenet.DETECTIONS, 4)),
             TensorDecl("detection_scores", "FP32", (ssd_mobilenet.DETECTIONS,)),
