@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from collections.abc import Callable, Coroutine, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -238,9 +239,13 @@ def execute(
                         spec, sample_count, sample_seed, flags.input_data, flags.shapes,
                         batch_size,
                     )  # fmt: skip
-                    # --same-sample's unique samples: beyond the run's library, never sent by it
+                    # --same-sample's unique samples: beyond the run's library, never sent by it,
+                    # and drawn afresh each run (a seed from the OS, written to result.json): a
+                    # fixed seed would send the same "unique" samples as the last run, which a
+                    # response cache already holds.
+                    probe_seed = secrets.randbits(63)
                     probe = (
-                        random_samples(spec, PROBE_PAIRS, sample_seed + 1, flags.shapes, batch_size)
+                        random_samples(spec, PROBE_PAIRS, probe_seed, flags.shapes, batch_size)
                         if settings.same_sample
                         else []
                     )
@@ -268,7 +273,8 @@ def execute(
                             )
                             if settings.same_sample and not measurement.outcome.interrupted:
                                 unique = list(range(len(library), len(library) + len(probe)))
-                                checks.cache = await probe_cache(target, 0, unique, sample_seed)
+                                found = await probe_cache(target, 0, unique, sample_seed)
+                                checks.cache = replace(found, unique_seed=probe_seed)
                         finally:
                             closed = True
                             await target.close()

@@ -38,6 +38,7 @@ class CacheCheck:
     ratio_high: float
     p_value: float  # one-sided Mann-Whitney U, H1: same-sample latencies are smaller
     server_cache_hits: int | None = None  # Triton's own cache_hit count over the probe, if read
+    unique_seed: int = 0  # the seed the unique samples were drawn with (fresh each run)
 
     @property
     def possible_cache(self) -> bool:
@@ -68,6 +69,7 @@ class CacheCheck:
             "min_gain": MIN_GAIN,
             "alpha": ALPHA,
             "server_cache_hits": self.server_cache_hits,
+            "unique_samples_seed": self.unique_seed,
             "possible_cache": self.possible_cache,
         }
 

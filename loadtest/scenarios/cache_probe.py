@@ -6,8 +6,9 @@ shared machine (another process, a warming server, frequency changes) lands on b
 two back-to-back runs cannot promise; one query in flight measures the service itself, without a
 queue that would amplify noise. It runs on the already open target after the scenario, so the
 scenario's own figures are untouched. The unique samples are extra samples of the library that
-nothing sent before (the run used only the first part of the library); the repeated one is sent
-twice first, so a cache holds it.
+nothing sent before (the run used only the first part of the library, and they are drawn afresh
+each run: the same "unique" samples as the last run would already be in a cache); the repeated
+one is sent twice first, so a cache holds it.
 """
 
 from __future__ import annotations
