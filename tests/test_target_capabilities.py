@@ -101,11 +101,16 @@ def _native() -> NativeTarget:
 
 # (name, factory, expected capabilities) for every target buildable without a server.
 KINDS = [
-    ("fake", lambda: triton_target("fake://?servers=2", "grpc", "m"), TargetCapabilities()),
+    (
+        "fake",
+        lambda: triton_target("fake://?servers=2", "grpc", "m"),
+        TargetCapabilities(keeps_outputs=True),
+    ),
     (
         "grpc",
         lambda: TritonGrpcTarget("127.0.0.1:1", "tiny", "1"),
         TargetCapabilities(
+            keeps_outputs=True,
             shared_memory=frozenset({SYSTEM}),
             triton=TritonEndpoint("grpc", "127.0.0.1:1", "tiny", "1"),
         ),
@@ -116,11 +121,12 @@ KINDS = [
         TargetCapabilities(
             callback_send=True,
             counts_connection_waits=True,
+            keeps_outputs=True,
             shared_memory=frozenset({SYSTEM}),
             triton=TritonEndpoint("http", "127.0.0.1:1", "tiny", "1"),
         ),
     ),
-    ("native", _native, TargetCapabilities()),
+    ("native", _native, TargetCapabilities(keeps_outputs=True)),
     ("stand-in", StandIn, StandIn().capabilities),
 ]
 

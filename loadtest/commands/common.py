@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,7 @@ from loadtest.core.target import ModelSpec, Target
 from loadtest.engine import stopping, timing
 from loadtest.engine.measurement import Measurement
 from loadtest.engine.runner import OnStart
-from loadtest.engine.samples import open_with_samples
+from loadtest.engine.samples import random_samples, sample_library
 from loadtest.engine.selfmeasure import Progress
 from loadtest.errors import ExitCode, ResultRescued, SettingsError
 from loadtest.models import SUITE
@@ -51,7 +53,11 @@ from loadtest.report.results import (
     run_files,
 )
 from loadtest.report.terminal import render_report
+from loadtest.rules.cache_check import CacheCheck
+from loadtest.rules.output_check import OutputCheck
 from loadtest.rules.validity import Verdict
+from loadtest.scenarios import accuracy
+from loadtest.scenarios.cache_probe import PROBE_PAIRS, probe_cache
 from loadtest.scenarios.target_flags import TargetFlags, access_flags
 from loadtest.server import deployment as deployment_module
 from loadtest.server.deployment import Deployment
@@ -183,6 +189,14 @@ def finish_saving(saved: outputs.Saved, what: str) -> None:
     raise ResultRescued(message)
 
 
+@dataclass
+class AfterRun:
+    """What is judged after the run, beside its records: --check-outputs and --same-sample."""
+
+    outputs: OutputCheck | None = None
+    cache: CacheCheck | None = None
+
+
 def execute(
     settings: ScenarioSettings,
     flags: TargetFlags,
@@ -211,6 +225,7 @@ def execute(
     requested = flags.target_settings()
     check_outputs(output, html, force, RUN_FILES)
     observer = RunObserver()
+    checks = AfterRun()
     try:
         with connected(flags) as (deployment, target):
             resolved = deployment.target
@@ -219,10 +234,33 @@ def execute(
             async def measure() -> Measurement:
                 closed = False
                 try:
-                    spec, library = await open_with_samples(
-                        target, sample_count, sample_seed, flags.input_data, flags.shapes,
+                    spec = await target.open()
+                    library = sample_library(
+                        spec, sample_count, sample_seed, flags.input_data, flags.shapes,
                         batch_size,
                     )  # fmt: skip
+                    # --same-sample's unique samples: beyond the run's library, never sent by it,
+                    # and drawn afresh each run (a seed from the OS, written to result.json): a
+                    # fixed seed would send the same "unique" samples as the last run, which a
+                    # response cache already holds.
+                    probe_seed = secrets.randbits(63)
+                    probe = (
+                        random_samples(spec, PROBE_PAIRS, probe_seed, flags.shapes, batch_size)
+                        if settings.same_sample
+                        else []
+                    )
+                    await target.prepare([*library, *probe])
+                    references: accuracy.References = []
+                    reference = ""
+                    if settings.check_outputs:
+                        if not target.capabilities.keeps_outputs:
+                            raise SettingsError(
+                                f"--check-outputs: {target.description} cannot keep its answers"
+                            )
+                        say("--check-outputs: computing reference outputs with onnxruntime")
+                        references, reference = await accuracy.references_for(
+                            resolved.url, flags.repository, resolved.model, library
+                        )
                     view = LiveView(console, span_ns, heading, enabled=live)
                     # From here a stop signal ends the run with a result instead of unwinding it.
                     with view, stopping.catching(asyncio.get_running_loop()):
@@ -233,10 +271,23 @@ def execute(
                                     target, spec, len(library), view.tick, resolved, on_start
                                 ),
                             )
+                            if settings.same_sample and not measurement.outcome.interrupted:
+                                unique = list(range(len(library), len(library) + len(probe)))
+                                found = await probe_cache(target, 0, unique, sample_seed)
+                                checks.cache = replace(found, unique_seed=probe_seed)
                         finally:
                             closed = True
                             await target.close()
                     stopping.defer_signals()  # a signal now waits until the result is written
+                    if settings.check_outputs:
+                        checks.outputs = accuracy.verify(
+                            measurement.outcome,
+                            target,
+                            references,
+                            settings.check_outputs,
+                            settings.sample_seed,
+                            reference,
+                        )
                     return measurement
                 finally:
                     if not closed:
@@ -249,7 +300,14 @@ def execute(
             if settings_used is not None:
                 settings = settings_used()
             report = RunReport.from_measurement(
-                settings, requested, resolved, measurement, environment, observer.result
+                settings,
+                requested,
+                resolved,
+                measurement,
+                environment,
+                observer.result,
+                output_check=checks.outputs,
+                cache_check=checks.cache,
             )
             render_report(console, report)
             if report.server_side is not None:

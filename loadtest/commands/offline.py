@@ -55,6 +55,8 @@ def offline(
     live: options.LiveOption = True,
     force: options.ForceOption = False,
     error_budget: options.ErrorBudgetOption = None,
+    check_outputs: options.CheckOutputsOption = 0.0,
+    same_sample: options.SameSampleOption = False,
     abort_on_error_rate: options.AbortOnErrorRateOption = None,
     window: options.WindowOption = options.ABORT_WINDOW_S,
     tls: options.TlsOption = False,
@@ -78,6 +80,8 @@ def offline(
         max_duration_ns=common.max_duration_ns(max_duration),
         keep_records=records,
         **common.error_rules(error_budget, abort_on_error_rate, window, mlperf),
+        check_outputs=check_outputs,
+        same_sample=same_sample,
     )
     flags = common.TargetFlags(
         model=model,

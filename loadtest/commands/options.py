@@ -335,3 +335,21 @@ GrpcPortOption = Annotated[
 ]
 HTTP_PORT = DEFAULT_HTTP_PORT
 GRPC_PORT = DEFAULT_GRPC_PORT
+CheckOutputsOption = Annotated[
+    float,
+    typer.Option(
+        "--check-outputs",
+        parser=finite_float,
+        help="Share of queries (e.g. 0.01) whose answers are compared with onnxruntime's on the "
+        "same inputs; chosen at schedule time (seeded by --sample-seed). Any mismatch: INVALID.",
+    ),
+]
+SameSampleOption = Annotated[
+    bool,
+    typer.Option(
+        "--same-sample",
+        help="After the run, the cache check: one sample sent repeatedly vs never-seen samples "
+        "(interleaved, one in flight); a much faster repeated sample is a possible response "
+        "cache: INVALID.",
+    ),
+]

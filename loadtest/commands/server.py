@@ -59,6 +59,8 @@ def server(
     ray: options.RayOption = "",
     shared_memory: options.SharedMemoryOption = SharedMemoryKind.NONE,
     error_budget: options.ErrorBudgetOption = None,
+    check_outputs: options.CheckOutputsOption = 0.0,
+    same_sample: options.SameSampleOption = False,
     abort_on_error_rate: options.AbortOnErrorRateOption = None,
     window: options.WindowOption = options.ABORT_WINDOW_S,
     tls: options.TlsOption = False,
@@ -81,6 +83,8 @@ def server(
         keep_records=records,
         late_threshold_ns=int(late_threshold * NS_PER_MS),
         **common.error_rules(error_budget, abort_on_error_rate, window, mlperf),
+        check_outputs=check_outputs,
+        same_sample=same_sample,
     )
     client = ClientSettings(
         workers=workers, loop=loop, ray_address=ray, shared_memory=shared_memory

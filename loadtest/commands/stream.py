@@ -103,6 +103,8 @@ def single_stream(
     live: options.LiveOption = True,
     force: options.ForceOption = False,
     error_budget: options.ErrorBudgetOption = None,
+    check_outputs: options.CheckOutputsOption = 0.0,
+    same_sample: options.SameSampleOption = False,
     abort_on_error_rate: options.AbortOnErrorRateOption = None,
     window: options.WindowOption = options.ABORT_WINDOW_S,
     tls: options.TlsOption = False,
@@ -121,7 +123,10 @@ def single_stream(
         (sample_seed, samples, records),
     )
     settings = replace(
-        settings, **common.error_rules(error_budget, abort_on_error_rate, window, mlperf)
+        settings,
+        **common.error_rules(error_budget, abort_on_error_rate, window, mlperf),
+        check_outputs=check_outputs,
+        same_sample=same_sample,
     )
     flags = common.TargetFlags(
         model=model,
@@ -166,6 +171,8 @@ def multi_stream(
     live: options.LiveOption = True,
     force: options.ForceOption = False,
     error_budget: options.ErrorBudgetOption = None,
+    check_outputs: options.CheckOutputsOption = 0.0,
+    same_sample: options.SameSampleOption = False,
     abort_on_error_rate: options.AbortOnErrorRateOption = None,
     window: options.WindowOption = options.ABORT_WINDOW_S,
     tls: options.TlsOption = False,
@@ -184,7 +191,10 @@ def multi_stream(
         (sample_seed, samples, records),
     )
     settings = replace(
-        settings, **common.error_rules(error_budget, abort_on_error_rate, window, mlperf)
+        settings,
+        **common.error_rules(error_budget, abort_on_error_rate, window, mlperf),
+        check_outputs=check_outputs,
+        same_sample=same_sample,
     )
     flags = common.TargetFlags(
         model=model,

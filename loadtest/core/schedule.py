@@ -130,3 +130,18 @@ def merged_schedule(shards: list[Schedule]) -> Schedule:
     samples = np.concatenate([s.sample_index for s in shards])
     order = np.argsort(times, kind="stable")
     return Schedule(times[order], samples[order])
+
+
+CHECK_STREAM = 0x6F757470  # a third seeded stream beside arrivals and samples: "outp"
+
+
+def check_mask(count: int, rate: float, seed: int, start: int = 0) -> np.ndarray:
+    """Which queries --check-outputs samples: query i is chosen with probability `rate`, drawn
+    from its own seeded stream, so the choice is made with the schedule, is the same run to
+    run, and is independent of arrivals and samples. `start` continues the stream (queries
+    start .. start + count - 1), for stream scenarios whose query count grows as they play."""
+    if count <= 0 or rate <= 0:
+        return np.zeros(max(count, 0), dtype=bool)
+    bits = np.random.PCG64([seed, CHECK_STREAM])
+    bits.advance(start)  # one 64-bit draw per double below
+    return np.random.Generator(bits).random(count) < rate

@@ -203,6 +203,10 @@ class ServerSettings:
     # share of issued queries allowed to fail; None = MLPerf's rule (any failure is INVALID)
     error_budget: float | None = None
     abort: ErrorAbort | None = None  # stop early when the error rate says the run is lost
+    # --check-outputs: the share of queries whose answers are compared with onnxruntime's (0 =
+    # none); the choice is seeded by sample_seed (core/schedule.check_mask)
+    check_outputs: float = 0.0
+    same_sample: bool = False  # --same-sample: the cache check after the run
     scenario: Scenario = field(default=Scenario.SERVER, init=False)
 
     def __post_init__(self) -> None:
@@ -226,6 +230,7 @@ class ServerSettings:
             raise SettingsError("--max-duration must not be shorter than --duration")
         _check_client_lag_fraction(self.client_lag_fraction)
         _check_error_budget(self.error_budget)
+        _check_output_rate(self.check_outputs)
         expected = self.qps * max(self.min_duration_ns / NS_PER_S, 0)
         if max(expected, self.min_query_count) > 50_000_000:
             raise SettingsError(
@@ -292,6 +297,8 @@ class OfflineSettings:
     late_threshold_ns: int = LATE_THRESHOLD_NS
     error_budget: float | None = None  # see ServerSettings
     abort: ErrorAbort | None = None  # see ServerSettings
+    check_outputs: float = 0.0  # see ServerSettings
+    same_sample: bool = False
     calibration: OfflineCalibration | None = None  # set by calibrated(): what auto measured
     calibration_ns: int = OFFLINE_CALIBRATION_NS  # how long auto's calibration runs
     scenario: Scenario = field(default=Scenario.OFFLINE, init=False)
@@ -319,6 +326,7 @@ class OfflineSettings:
         if self.sample_count < 1:
             raise SettingsError(f"--samples must be ≥ 1, got {self.sample_count}")
         _check_error_budget(self.error_budget)
+        _check_output_rate(self.check_outputs)
         if self.expected_qps is not None and self.query_samples > 50_000_000:
             raise SettingsError(
                 f"the Offline query would hold {self.query_samples:.3g} samples; lower "
@@ -381,6 +389,8 @@ class StreamSettings:
     late_threshold_ns: int = LATE_THRESHOLD_NS
     error_budget: float | None = None  # see ServerSettings
     abort: ErrorAbort | None = None  # see ServerSettings
+    check_outputs: float = 0.0  # see ServerSettings
+    same_sample: bool = False
 
     def __post_init__(self) -> None:
         if self.scenario not in (Scenario.SINGLE_STREAM, Scenario.MULTI_STREAM):
@@ -400,6 +410,7 @@ class StreamSettings:
         if self.max_duration_ns and self.max_duration_ns < self.min_duration_ns:
             raise SettingsError("--max-duration must not be shorter than --duration")
         _check_error_budget(self.error_budget)
+        _check_output_rate(self.check_outputs)
 
     def test_parameters(self) -> dict[str, object]:
         return {
@@ -421,6 +432,11 @@ ScenarioSettings = ServerSettings | OfflineSettings | StreamSettings
 def _check_client_lag_fraction(fraction: float) -> None:
     if not 0 <= fraction < 1:
         raise SettingsError(f"the client lag fraction must be in [0, 1), got {fraction:g}")
+
+
+def _check_output_rate(rate: float) -> None:
+    if not 0 <= rate <= 1:
+        raise SettingsError(f"--check-outputs must be a fraction in [0, 1], got {rate:g}")
 
 
 def _check_error_budget(budget: float | None) -> None:

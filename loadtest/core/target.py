@@ -72,6 +72,7 @@ class ModelSpec:
 Sample = Mapping[str, np.ndarray]  # input name -> tensor *with* its batch dimension when batching
 
 
+Kept = object  # a raw answer kept by `infer_kept`; only its target can decode it
 Done = Callable[[str | None], None]  # a callback send's completion: error kind, or None on success
 # Called when a callback send is written later than it was asked for (it waited for a free
 # connection): the runner stamps the query's actual send time then, so send lag includes the wait.
@@ -117,6 +118,9 @@ class TargetCapabilities:
     shared_memory: frozenset[SharedMemoryKind] = frozenset()
     # The Triton server behind the target, for its statistics API; None = no server side to read.
     triton: TritonEndpoint | None = None
+    # `infer_kept` / `decode_kept` work: a query can keep its raw answer to be decoded and
+    # compared after the run (--check-outputs), so only sampled queries pay for it.
+    keeps_outputs: bool = False
 
 
 class Target(Protocol):
@@ -168,6 +172,17 @@ class Target(Protocol):
 
     async def infer_outputs(self, sample_index: int) -> dict[str, np.ndarray]:
         """Send one sample and return its outputs (for correctness checks; raises on failure)."""
+        ...
+
+    async def infer_kept(self, sample_index: int) -> tuple[str | None, Kept]:
+        """Like `infer`, with the same deadline, and the raw answer kept undecoded (the bytes as
+        they arrived) for `decode_kept` after the run. Only with capabilities.keeps_outputs.
+        Outputs that would land in shared memory come back in the answer itself for these
+        queries, so a later query cannot overwrite them before they are read."""
+        ...
+
+    def decode_kept(self, kept: Kept) -> dict[str, np.ndarray]:
+        """The outputs inside a kept answer (raises ValueError when it cannot be decoded)."""
         ...
 
     def use_shared_memory(self, kind: SharedMemoryKind, tag: str) -> None:

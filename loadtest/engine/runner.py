@@ -35,14 +35,14 @@ import functools
 import time
 from asyncio import FIRST_COMPLETED
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from loadtest.core.records import NOT_SET_NS, Records, Status
-from loadtest.core.schedule import Schedule
-from loadtest.core.target import Target
+from loadtest.core.schedule import Schedule, check_mask
+from loadtest.core.target import Kept, Target
 from loadtest.engine import stopping
 from loadtest.engine.selfmeasure import LoopLagProbe
 from loadtest.rules.error_budget import ErrorRateWindow
@@ -80,6 +80,9 @@ class RunOutcome:
     duration_ns: int  # run start -> last completion (or the moment the run was cut short)
     interrupted: bool  # stopped from outside (Ctrl-C, SIGTERM): a partial result
     stop_reason: str  # "" when every query was issued and answered as scheduled
+    # --check-outputs: query index -> its raw answer, for the queries sampled at schedule time
+    # and answered; decoded and compared after the run (engine/output_check.py).
+    kept: dict[int, Kept] = field(default_factory=dict)
 
     @property
     def stopped_early(self) -> bool:
@@ -106,8 +109,13 @@ class Runner:
         on_tick: Callable[[Records, int], None] | None = None,
         samples_per_query: int = 1,
         error_window: ErrorRateWindow | None = None,
+        keep: np.ndarray | None = None,
     ) -> None:
         self.schedule = schedule
+        # Queries whose answers are kept (--check-outputs), chosen with the schedule; only they
+        # take the slower path that keeps the answer, the others are sent as always.
+        self._keep: set[int] = set(np.flatnonzero(keep).tolist()) if keep is not None else set()
+        self.kept: dict[int, Kept] = {}
         self.error_window = error_window
         self.target = target
         self.clock = clock
@@ -163,6 +171,13 @@ class Runner:
         self.records.issued_ns[i] = self.clock() - self._start_ns
         self._complete(i, await self.target.infer(sample))
 
+    async def _query_kept(self, i: int, sample: int) -> None:
+        self.records.issued_ns[i] = self.clock() - self._start_ns
+        error, kept = await self.target.infer_kept(sample)
+        if error is None and not self._finished:
+            self.kept[i] = kept
+        self._complete(i, error)
+
     def _complete(self, i: int, error: str | None) -> None:
         if self._finished:
             return
@@ -193,14 +208,16 @@ class Runner:
         if self._outstanding == 0:
             self._all_answered.clear()
         self._outstanding += 1
-        if self._start_infer is not None:
+        keep = bool(self._keep) and i in self._keep
+        if self._start_infer is not None and not keep:
             self.records.issued_ns[i] = self.clock() - self._start_ns
             self._start_infer(
                 sample, functools.partial(self._complete, i), functools.partial(self._written, i)
             )
             return
         assert self._loop is not None
-        task = self._loop.create_task(self._query(i, sample))
+        query = self._query_kept(i, sample) if keep else self._query(i, sample)
+        task = self._loop.create_task(query)
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
 
@@ -358,6 +375,7 @@ class Runner:
             duration_ns=max(duration_ns, 0),
             interrupted=self._interrupted,
             stop_reason=self._stop_reason,
+            kept=self.kept,
         )
 
 
@@ -391,8 +409,16 @@ class ClosedLoopRunner:
         on_tick: Callable[[Records, int], None] | None = None,
         error_window: ErrorRateWindow | None = None,
         interrupt_drain_ns: int = 2_000_000_000,
+        check_rate: float = 0.0,
+        check_seed: int = 0,
     ) -> None:
         self.sample_index = sample_index
+        # --check-outputs: which queries keep their answers, drawn with the sample indices (the
+        # mask grows with them, continuing the same seeded stream).
+        self.check_rate = check_rate
+        self.check_seed = check_seed
+        self._keep = check_mask(len(sample_index), check_rate, check_seed)
+        self.kept: dict[int, Kept] = {}
         self.error_window = error_window
         self.target = target
         self.workers = workers
@@ -445,6 +471,8 @@ class ClosedLoopRunner:
         self._completed = np.concatenate([self._completed, np.full(n, NOT_SET_NS, np.int64)])
         self._status = np.concatenate([self._status, np.zeros(n, dtype=np.int8)])
         self._error = np.concatenate([self._error, np.full(n, -1, dtype=np.int16)])
+        more_keep = check_mask(n, self.check_rate, self.check_seed, start=len(self._keep))
+        self._keep = np.concatenate([self._keep, more_keep])
 
     def _done_issuing(self, now_rel: int) -> bool:
         if self._next >= len(self.sample_index) and self.more_samples is not None:
@@ -471,7 +499,12 @@ class ClosedLoopRunner:
             i = self._next
             self._next += 1
             self._issued[i] = clock() - start
-            error = await self.target.infer(int(self.sample_index[i]))
+            if self._keep[i]:
+                error, kept = await self.target.infer_kept(int(self.sample_index[i]))
+                if error is None:
+                    self.kept[i] = kept
+            else:
+                error = await self.target.infer(int(self.sample_index[i]))
             self._completed[i] = clock() - start
             if error is None:
                 self._status[i] = Status.OK
@@ -560,4 +593,5 @@ class ClosedLoopRunner:
             duration_ns=int(done.max()) if len(done) else 0,
             interrupted=self._interrupted,
             stop_reason=self._stop_reason,
+            kept={i: k for i, k in self.kept.items() if i < len(records)},
         )

@@ -46,6 +46,7 @@ class ModelStats:
     compute_output_ns: int
     inference_count: int
     execution_count: int
+    cache_hit_count: int = 0  # answered from Triton's response cache (the cache check reads it)
 
     @classmethod
     def from_statistics(cls, statistics: Mapping[str, Any], model: str) -> ModelStats:
@@ -58,6 +59,7 @@ class ModelStats:
                 *(f"{p}_ns" for p in PHASES),
                 "inference_count",
                 "execution_count",
+                "cache_hit_count",
             ),
             0,
         )
@@ -72,6 +74,7 @@ class ModelStats:
             totals["success_count"] += duration("success", "count")
             totals["success_ns"] += duration("success", "ns")
             totals["fail_count"] += duration("fail", "count")
+            totals["cache_hit_count"] += duration("cache_hit", "count")
             for phase in PHASES:
                 totals[f"{phase}_ns"] += duration(phase, "ns")
             totals["inference_count"] += int(entry.get("inference_count", 0) or 0)

@@ -33,8 +33,18 @@ from loadtest.engine.measurement import Measurement
 from loadtest.observe.probe import ServerSide
 from loadtest.report.mlperf_summary import render_mlperf_summary
 from loadtest.report.outputs import stamp, write_atomically
+from loadtest.rules.cache_check import CacheCheck
+from loadtest.rules.output_check import OutputCheck
 from loadtest.rules.stats import Summary, Timeline, timeline
-from loadtest.rules.validity import Verdict
+from loadtest.rules.validity import (
+    CACHED,
+    NO_RESPONSE_CACHE,
+    OUTPUTS_MATCH,
+    WRONG_OUTPUTS,
+    Check,
+    Verdict,
+    with_check,
+)
 from loadtest.scenarios.registry import interpret
 from loadtest.server.deployment import Deployment
 
@@ -115,6 +125,8 @@ class RunReport:
     created_unix_s: float
     server_side: ServerSide | None = None  # Triton's split, server CPU, :8002 metrics
     timeline: Timeline | None = None  # per second, from the records (written with or without them)
+    output_check: OutputCheck | None = None  # --check-outputs
+    cache_check: CacheCheck | None = None  # --same-sample
 
     @classmethod
     def from_measurement(
@@ -125,8 +137,22 @@ class RunReport:
         measurement: Measurement,
         environment: dict[str, Any],
         server_side: ServerSide | None = None,
+        output_check: OutputCheck | None = None,
+        cache_check: CacheCheck | None = None,
     ) -> RunReport:
         summary, verdict = interpret(settings, measurement.outcome)
+        if output_check is not None:
+            passed = output_check.passed
+            advice = "" if passed else WRONG_OUTPUTS
+            verdict = with_check(
+                verdict, Check(OUTPUTS_MATCH, passed, output_check.detail(), advice)
+            )
+        if cache_check is not None:
+            passed = not cache_check.possible_cache
+            advice = "" if passed else CACHED
+            verdict = with_check(
+                verdict, Check(NO_RESPONSE_CACHE, passed, cache_check.detail(), advice)
+            )
         return cls(
             settings=settings,
             requested_target=requested,
@@ -138,6 +164,8 @@ class RunReport:
             created_unix_s=time.time(),
             server_side=server_side,
             timeline=timeline(measurement.outcome.records),
+            output_check=output_check,
+            cache_check=cache_check,
         )
 
     @property
@@ -178,6 +206,10 @@ class RunReport:
             result["server_side"] = self.server_side.to_dict()
         if self.timeline is not None:
             result["timeline"] = self.timeline.to_dict()
+        if self.output_check is not None:
+            result["output_check"] = self.output_check.to_dict()
+        if self.cache_check is not None:
+            result["cache_check"] = self.cache_check.to_dict()
         if self.settings.keep_records:
             records = outcome.records
             result["records"] = {

@@ -74,6 +74,8 @@ CLIENT_KEPT_UP = "client kept up"
 RUN_COMPLETE = "run complete"
 ERROR_BUDGET = "error budget"  # replaces NO_FAILURES when an error budget is given
 LATENCY_BOUND = "latency bound (loadtest)"  # SingleStream/MultiStream with a target latency
+OUTPUTS_MATCH = "outputs match reference"  # --check-outputs (rules/output_check.py)
+NO_RESPONSE_CACHE = "no response cache"  # --same-sample (rules/cache_check.py)
 
 # Verdict.rules: which rule set judged failed queries.
 MLPERF_RULES = "mlperf"  # any failed query is INVALID
@@ -336,7 +338,7 @@ class Verdict:
         (any latency check that failed beside it may be the client's doing too)."""
         if self.valid or self.passed(CLIENT_KEPT_UP) is not False:
             return False
-        causes = (RUN_COMPLETE, NO_FAILURES, ERROR_BUDGET)
+        causes = (RUN_COMPLETE, NO_FAILURES, ERROR_BUDGET, OUTPUTS_MATCH, NO_RESPONSE_CACHE)
         return all(c.passed for c in self.checks if c.name in causes)
 
     def passed(self, name: str) -> bool | None:
@@ -346,7 +348,27 @@ class Verdict:
 
 
 # Checks whose advice names a cause; their recommendations come first.
-_CAUSES = (RUN_COMPLETE, NO_FAILURES, ERROR_BUDGET)
+_CAUSES = (RUN_COMPLETE, NO_FAILURES, ERROR_BUDGET, OUTPUTS_MATCH, NO_RESPONSE_CACHE)
+WRONG_OUTPUTS = (
+    "The server's answers differ from the reference's on the same inputs: its throughput is not "
+    "this model's; output_check in result.json counts the kinds"
+)
+CACHED = (
+    "A repeated sample is answered much faster than unique ones: disable the response cache "
+    "(response_cache in the model config) or measure with unique samples only"
+)
+
+
+def with_check(verdict: Verdict, check: Check) -> Verdict:
+    """The verdict with one more check (the output and cache checks, judged after the run)."""
+    return make_verdict(
+        verdict.scenario,
+        (*verdict.checks, check),
+        verdict.early_stopping,
+        verdict.early_stopping_estimate,
+        verdict.error_budget,
+        verdict.partial,
+    )
 
 
 def make_verdict(

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from loadtest.core.records import Records
-from loadtest.core.schedule import Schedule, server_schedule, uniform_sample_indices
+from loadtest.core.schedule import Schedule, check_mask, server_schedule, uniform_sample_indices
 from loadtest.core.settings import (
     AUTO_WORKERS,
     NS_PER_S,
@@ -32,6 +32,7 @@ from loadtest.engine.measurement import Measurement
 from loadtest.engine.runner import ClosedLoopRunner, OnStart, Runner, nothing_to_do
 from loadtest.engine.selfmeasure import Progress
 from loadtest.engine.timing import running_loop_kind
+from loadtest.errors import SettingsError
 from loadtest.rules.error_budget import window_for
 from loadtest.shards.local import run_local_shards
 from loadtest.shards.merge import client_report, merge_shards, shard_result
@@ -83,6 +84,8 @@ async def run_server(
     `on_start` is awaited once everything is ready and just before t = 0 (after every worker's
     ready barrier when sharded), so whoever observes the server sees the run and no set-up."""
     workers = generator.worker_count(settings.qps) if generator is not None else 1
+    if settings.check_outputs and generator is not None:
+        workers = _checked_workers(generator, workers)
     if generator is not None and (workers > 1 or generator.client.ray_address):
         return await _run_server_sharded(
             model, sample_count, settings, drain_timeout_ns, generator, on_tick, on_start
@@ -102,6 +105,7 @@ async def run_server(
         drain_timeout_ns=drain_timeout_ns,
         on_tick=on_tick,
         error_window=window_for(settings.abort),
+        keep=check_mask(len(schedule), settings.check_outputs, settings.sample_seed),
     )
     await on_start()
     cpu_before = time.process_time()
@@ -118,6 +122,19 @@ async def run_server(
     )
     client = client_report([alone], "in-process", running_loop_kind(), outcome.records)
     return Measurement(model, schedule, outcome, cpu_s, client)
+
+
+def _checked_workers(generator: Generator, workers: int) -> int:
+    """--check-outputs keeps the sampled answers in this process, so it plays alone: automatic
+    worker counts become 1 (the report's client check says if one process fell behind), and an
+    explicit --workers > 1 or --ray is refused in one line."""
+    if generator.client.ray_address or (
+        generator.client.workers != AUTO_WORKERS and generator.client.workers > 1
+    ):
+        raise SettingsError(
+            "--check-outputs compares answers kept in this process: drop --ray and use --workers 1"
+        )
+    return 1
 
 
 async def _run_server_sharded(
@@ -235,6 +252,8 @@ async def run_offline(
         samples_per_query=settings.batch_size,
         on_tick=on_tick,
         error_window=window_for(settings.abort),
+        check_rate=settings.check_outputs,
+        check_seed=settings.sample_seed,
     )
     await on_start()
     cpu_before = time.process_time()
@@ -268,6 +287,8 @@ async def run_stream(
         samples_per_query=settings.samples_per_query,
         on_tick=on_tick,
         error_window=window_for(settings.abort),
+        check_rate=settings.check_outputs,
+        check_seed=settings.sample_seed,
     )
     await on_start()
     cpu_before = time.process_time()

@@ -39,6 +39,10 @@ from types import TracebackType
 from loadtest.errors import ServerError
 
 LOOPBACK = "127.0.0.1"
+# Triton's local response cache, always configured: a model uses it only when its config enables
+# it (none of the suite's do), so runs are unchanged unless asked; it lets `--same-sample` be
+# checked against a real cache. The memory is reserved at start (64 MiB).
+RESPONSE_CACHE_BYTES = 64 * 1024 * 1024
 BACKENDS_SOURCE = Path(__file__).parent / "backends"
 _PR_SET_PDEATHSIG = 1
 
@@ -58,6 +62,7 @@ class TritonInstall:
     libs: Path
     python_backend: Path
     stub: Path
+    caches: Path  # Triton's cache implementations (caches/local/libtritoncache_local.so)
 
     @classmethod
     def locate(cls) -> TritonInstall:
@@ -73,8 +78,15 @@ class TritonInstall:
             libs=root.parent.parent / "nvidia_pytriton.libs",
             python_backend=root / "backends" / "python",
             stub=root / "python_backend_stubs" / version / "triton_python_backend_stub",
+            caches=root / "caches",
         )
-        for path in (install.server, install.libs, install.python_backend, install.stub):
+        for path in (
+            install.server,
+            install.libs,
+            install.python_backend,
+            install.stub,
+            install.caches,
+        ):
             if not path.exists():
                 raise ServerError(f"the nvidia-pytriton install lacks {path} (Python {version})")
         return install
@@ -249,6 +261,10 @@ class EmbeddedTriton:
             f"--grpc-port={ports.grpc}",
             f"--metrics-port={ports.metrics}",
             "--disable-auto-complete-config",  # our configs are complete; saves ~1 s per model
+            # The response cache is available, off for every model until its config says
+            # `response_cache { enable: true }` (docs/triton.md: verified facts).
+            f"--cache-directory={install.caches}",
+            f"--cache-config=local,size={RESPONSE_CACHE_BYTES}",
             f"--log-verbose={self.log_verbose}",
         ]
         if self.models is not None:

@@ -5,8 +5,10 @@ fed Poisson arrivals), so its capacity and latencies are known analytically: cap
 servers / mean service time. A `stall` freezes every worker for a while at a given moment after the
 first query, the way a GC pause or a stuck GPU would; an honest tester must show it in the tail.
 `loop_block_ns` instead blocks the whole event loop on each query, simulating a client that cannot
-keep up with its own schedule. Like the Triton targets it honours the per-request deadline
-(`timeout_ns`, --timeout): a query not served by then is error kind "timeout".
+keep up with its own schedule. `corrupt` makes that share of its answers wrong (one value off by
+one, drawn per answer from a seeded generator): the test bench of --check-outputs. Its correct
+answer is `reference_outputs` (OUTPUT0 = 2 × INPUT0). Like the Triton targets it honours the
+per-request deadline (`timeout_ns`, --timeout): a query not served by then is error kind "timeout".
 
 `pool` names a set of workers that several fake targets share (in one event loop), the way models
 share one GPU or one MIG slice: each target keeps its own service law, but a query waits while the
@@ -27,7 +29,15 @@ import numpy as np
 
 from loadtest.core.records import TIMEOUT
 from loadtest.core.settings import SharedMemoryKind
-from loadtest.core.target import Done, ModelSpec, Sample, TargetCapabilities, TensorSpec, Written
+from loadtest.core.target import (
+    Done,
+    Kept,
+    ModelSpec,
+    Sample,
+    TargetCapabilities,
+    TensorSpec,
+    Written,
+)
 from loadtest.errors import TargetError
 
 _timeout = getattr(asyncio, "timeout", None)
@@ -84,9 +94,13 @@ class FakeTarget:
         clock: Callable[[], int] = time.perf_counter_ns,
         timeout_ns: int = 0,
         pool: str = "",
+        corrupt: float = 0.0,
     ) -> None:
         self.law = law
         self.pool = pool
+        self.corrupt = corrupt
+        self._corrupt_rng = np.random.Generator(np.random.PCG64((seed, 1)))
+        self.corrupted = 0  # answers made wrong so far
         self.timeout_ns = timeout_ns  # 0 = no deadline
         self.servers = servers
         self.stall = stall
@@ -113,8 +127,8 @@ class FakeTarget:
 
     @property
     def capabilities(self) -> TargetCapabilities:
-        """None: the fake is awaited per query, opens no connections and has no server side."""
-        return TargetCapabilities()
+        """Awaited per query, no connections, no server side; its answers can be kept."""
+        return TargetCapabilities(keeps_outputs=True)
 
     @property
     def server_version(self) -> str:
@@ -152,7 +166,7 @@ class FakeTarget:
         if begin <= now < end:
             await asyncio.sleep((end - now) / 1e9)
 
-    async def infer(self, sample_index: int) -> str | None:
+    async def _infer(self, sample_index: int) -> str | None:
         if self._first_ns is None:
             self._first_ns = self.clock()
         self._count += 1
@@ -180,17 +194,46 @@ class FakeTarget:
             return "fake injected failure"
         return None
 
+    def _answer(self, sample_index: int) -> dict[str, np.ndarray]:
+        """The answer to a sample: the reference, or (with probability `corrupt`) one value off."""
+        outputs = reference_outputs(self._samples[sample_index])
+        if self.corrupt and self._corrupt_rng.random() < self.corrupt:
+            self.corrupted += 1
+            outputs["OUTPUT0"].flat[0] += 1.0
+        return outputs
+
+    async def infer(self, sample_index: int) -> str | None:
+        error = await self._infer(sample_index)
+        if error is None and self.corrupt:
+            self._answer(sample_index)  # every answer draws, kept or not: `corrupt` of all
+        return error
+
     async def infer_outputs(self, sample_index: int) -> dict[str, np.ndarray]:
-        return {"OUTPUT0": np.asarray(self._samples[sample_index]["INPUT0"]) * 2}
+        return self._answer(sample_index)
+
+    async def infer_kept(self, sample_index: int) -> tuple[str | None, Kept]:
+        error = await self._infer(sample_index)
+        return error, (self._answer(sample_index) if error is None else None)
+
+    def decode_kept(self, kept: Kept) -> dict[str, np.ndarray]:
+        if not isinstance(kept, dict):
+            raise ValueError("not an answer of the fake target")
+        return kept
 
     async def close(self) -> None:
         pass
 
 
+def reference_outputs(sample: Sample) -> dict[str, np.ndarray]:
+    """The fake model's correct answer: OUTPUT0 = 2 × INPUT0 (its --check-outputs reference)."""
+    return {"OUTPUT0": np.asarray(sample["INPUT0"]) * 2}
+
+
 def fake_from_url(url: str, timeout_s: float = 0.0) -> FakeTarget:
     """`fake://?servers=2&law=exponential&service_ms=1&stall_at_s=5&stall_s=1&fail_every=0`
     (and `loop_block_ms`: block the client's event loop that long per query; `pool=NAME`: share
-    the workers with every fake target of that pool, see the module docstring); `timeout_s` is the
+    the workers with every fake target of that pool, see the module docstring; `corrupt`: the
+    share of answers made wrong); `timeout_s` is the
     per-request deadline (0 = none).
 
     Lets the CLI (and its tests, and anyone checking the tool itself) run every stage end to end
@@ -209,12 +252,15 @@ def fake_from_url(url: str, timeout_s: float = 0.0) -> FakeTarget:
         seed = int(query.pop("seed", "0"))
         loop_block_ns = int(float(query.pop("loop_block_ms", "0")) * 1e6)
         pool = query.pop("pool", "")
+        corrupt = float(query.pop("corrupt", "0"))
     except ValueError as exc:
         raise ValueError(f"invalid fake target URL {url!r}: {exc}") from None
     if query:
         raise ValueError(f"invalid fake target URL {url!r}: unknown {', '.join(sorted(query))}")
     if servers < 1:
         raise ValueError(f"invalid fake target URL {url!r}: servers must be ≥ 1")
+    if not 0 <= corrupt <= 1:
+        raise ValueError(f"invalid fake target URL {url!r}: corrupt must be in [0, 1]")
     stall = Stall(int(float(stall_at) * 1e9), int(stall_s * 1e9)) if stall_at else None
     return FakeTarget(
         law,
@@ -225,4 +271,5 @@ def fake_from_url(url: str, timeout_s: float = 0.0) -> FakeTarget:
         loop_block_ns=loop_block_ns,
         timeout_ns=int(timeout_s * 1e9),
         pool=pool,
+        corrupt=corrupt,
     )

@@ -23,7 +23,15 @@ import numpy as np
 
 from loadtest.core.mix_schedule import offsets_of
 from loadtest.core.settings import SharedMemoryKind, TargetSettings
-from loadtest.core.target import Done, ModelSpec, Sample, Target, TargetCapabilities, Written
+from loadtest.core.target import (
+    Done,
+    Kept,
+    ModelSpec,
+    Sample,
+    Target,
+    TargetCapabilities,
+    Written,
+)
 from loadtest.errors import LoadtestError, TargetError
 
 MIX_MODEL = ModelSpec(name="mix", version="", max_batch_size=0, inputs=(), outputs=())
@@ -115,6 +123,7 @@ class MixTarget:
             callback_send=all(c.callback_send for c in caps),
             counts_connection_waits=any(c.counts_connection_waits for c in caps),
             shared_memory=kinds,
+            keeps_outputs=all(c.keeps_outputs for c in caps),
         )
 
     @property
@@ -178,6 +187,18 @@ class MixTarget:
     async def infer_outputs(self, sample_index: int) -> dict[str, np.ndarray]:
         target, local = self._route(sample_index)
         return await target.infer_outputs(local)
+
+    async def infer_kept(self, sample_index: int) -> tuple[str | None, Kept]:
+        """The entry's kept answer, tagged with the entry, since only its target can decode it."""
+        target, local = self._route(sample_index)
+        error, kept = await target.infer_kept(local)
+        return error, (target, kept)
+
+    def decode_kept(self, kept: Kept) -> dict[str, np.ndarray]:
+        assert isinstance(kept, tuple), "not a mix target's kept answer"
+        target, answer = kept  # what infer_kept returned: (the entry's target, its answer)
+        decoded: dict[str, np.ndarray] = target.decode_kept(answer)
+        return decoded
 
     def use_shared_memory(self, kind: SharedMemoryKind, tag: str) -> None:
         for k, target in enumerate(self.targets):

@@ -38,7 +38,15 @@ import onnxruntime as ort
 from google.protobuf import json_format
 
 from loadtest.core.settings import SharedMemoryKind
-from loadtest.core.target import Done, ModelSpec, Sample, TargetCapabilities, TensorSpec, Written
+from loadtest.core.target import (
+    Done,
+    Kept,
+    ModelSpec,
+    Sample,
+    TargetCapabilities,
+    TensorSpec,
+    Written,
+)
 from loadtest.errors import LoadtestError, TargetError
 from loadtest.targets.batcher import BatcherStats, DynamicBatcher
 from loadtest.targets.triton_common import error_kind, model_spec_from_config
@@ -229,8 +237,9 @@ class NativeTarget:
 
     @property
     def capabilities(self) -> TargetCapabilities:
-        """None: in-process calls, awaited per query, with no server or connection behind them."""
-        return TargetCapabilities()
+        """In-process calls, awaited per query, with no server or connection behind them; the
+        outputs are already arrays, so keeping them costs nothing."""
+        return TargetCapabilities(keeps_outputs=True)
 
     @property
     def server_version(self) -> str:
@@ -329,6 +338,18 @@ class NativeTarget:
     async def infer_outputs(self, sample_index: int) -> dict[str, np.ndarray]:
         outputs = await self._outputs(sample_index)
         return dict(zip(self._output_names, outputs, strict=True))
+
+    async def infer_kept(self, sample_index: int) -> tuple[str | None, Kept]:
+        try:
+            outputs = await self.infer_outputs(sample_index)
+        except Exception as exc:  # a failed query is data, never a crash of the run
+            return error_kind("native", str(exc) or type(exc).__name__), None
+        return None, outputs
+
+    def decode_kept(self, kept: Kept) -> dict[str, np.ndarray]:
+        if not isinstance(kept, dict):
+            raise ValueError("not an answer of the native target")
+        return kept
 
     async def close(self) -> None:
         if self._batcher is not None:

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import grpc
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
+from tritonclient.grpc import InferResult, service_pb2
 from tritonclient.grpc._utils import _get_inference_request
 from tritonclient.utils import InferenceServerException
 
@@ -32,6 +33,7 @@ from loadtest.core.settings import SharedMemoryKind, TlsSettings, setup_timeout
 from loadtest.core.target import (
     NUMPY_TO_TRITON,
     Done,
+    Kept,
     ModelSpec,
     Sample,
     TargetCapabilities,
@@ -84,6 +86,9 @@ class TritonGrpcTarget:
         self._client: grpcclient.InferenceServerClient | None = None
         self._requests: list[list[grpcclient.InferInput]] = []
         self._wire: list[bytes] = []  # each sample's ModelInferRequest, serialized
+        # --check-outputs' sampled queries: the same request, but with shared memory every output
+        # comes back in the answer itself, never through a region a later query could overwrite.
+        self._kept_wire: list[bytes] = []
         self._model_infer: grpc.aio.UnaryUnaryMultiCallable | None = None
         self._outputs: list[grpcclient.InferRequestedOutput] | None = None
         self._shm: SystemRegions | None = None
@@ -92,8 +97,10 @@ class TritonGrpcTarget:
 
     @property
     def capabilities(self) -> TargetCapabilities:
-        """System shared memory and Triton's statistics; each query is an awaited gRPC call."""
+        """System shared memory, Triton's statistics, kept answers (the raw response bytes);
+        each query is an awaited gRPC call."""
         return TargetCapabilities(
+            keeps_outputs=True,
             shared_memory=frozenset({SharedMemoryKind.SYSTEM}),
             triton=TritonEndpoint(
                 "grpc",
@@ -199,6 +206,7 @@ class TritonGrpcTarget:
             self._outputs = self._shm.requested_outputs(grpcclient.InferRequestedOutput)
         self._requests = []
         self._wire = []
+        self._kept_wire = []
         for k, sample in enumerate(samples):
             inputs = []
             for name, tensor in sample.items():
@@ -210,20 +218,9 @@ class TritonGrpcTarget:
                     infer_input.set_data_from_numpy(tensor)
                 inputs.append(infer_input)
             self._requests.append(inputs)
-            request = _get_inference_request(
-                model_name=self.model,
-                inputs=inputs,
-                model_version=self.version,
-                request_id="",
-                outputs=self._outputs,
-                sequence_id=0,
-                sequence_start=False,
-                sequence_end=False,
-                priority=0,
-                timeout=self.server_timeout_us,
-                parameters=None,
-            )
-            self._wire.append(request.SerializeToString())
+            self._wire.append(self._serialized(inputs, self._outputs))
+            kept = self._serialized(inputs, None) if self._shm is not None else self._wire[-1]
+            self._kept_wire.append(kept)
         # Bytes in, bytes out: no (de)serializer runs per query.
         self._model_infer = client._channel.unary_unary(
             "/inference.GRPCInferenceService/ModelInfer"
@@ -238,6 +235,47 @@ class TritonGrpcTarget:
                 raise TargetError(
                     f"model {self.model!r} rejected the inputs: {exc.message()}"
                 ) from None
+
+    def _serialized(
+        self,
+        inputs: list[grpcclient.InferInput],
+        outputs: list[grpcclient.InferRequestedOutput] | None,
+    ) -> bytes:
+        request = _get_inference_request(
+            model_name=self.model,
+            inputs=inputs,
+            model_version=self.version,
+            request_id="",
+            outputs=outputs,
+            sequence_id=0,
+            sequence_start=False,
+            sequence_end=False,
+            priority=0,
+            timeout=self.server_timeout_us,
+            parameters=None,
+        )
+        return bytes(request.SerializeToString())
+
+    async def infer_kept(self, sample_index: int) -> tuple[str | None, Kept]:
+        """A load query whose response bytes are kept: parsing waits until after the run."""
+        assert self._model_infer is not None, "prepare() first"
+        try:
+            answer = await self._model_infer(
+                self._kept_wire[sample_index], timeout=self.timeout_s, metadata=self._metadata
+            )
+        except Exception as exc:  # a failed query is data, never a crash of the run
+            return self._kind(exc), None
+        return None, answer
+
+    def decode_kept(self, kept: Kept) -> dict[str, np.ndarray]:
+        if not isinstance(kept, bytes):
+            raise ValueError("not an answer of the gRPC target")
+        try:
+            result = InferResult(service_pb2.ModelInferResponse.FromString(kept))
+            response = result.get_response(as_json=True)
+            return {o["name"]: result.as_numpy(o["name"]) for o in response.get("outputs", [])}
+        except Exception as exc:
+            raise ValueError(f"cannot decode the gRPC answer: {exc}") from None
 
     async def infer(self, sample_index: int) -> str | None:
         assert self._model_infer is not None, "prepare() first"

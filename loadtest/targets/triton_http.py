@@ -33,6 +33,7 @@ from loadtest.core.settings import SharedMemoryKind, TlsSettings, setup_timeout
 from loadtest.core.target import (
     NUMPY_TO_TRITON,
     Done,
+    Kept,
     ModelSpec,
     Sample,
     TargetCapabilities,
@@ -110,6 +111,9 @@ class TritonHttpTarget:
         self._pool: WirePool | None = None
         self._requests: list[bytes] = []  # the load path's, with the server timeout if any
         self._plain: list[bytes] = []  # without it: warm-up and infer_outputs
+        # --check-outputs' sampled queries: as the load path's, but every output comes back in
+        # the body (binary), never through shared memory a later query could overwrite.
+        self._kept: list[bytes] = []
         self._shm: SystemRegions | None = None
         self._outputs: list[httpclient.InferRequestedOutput] | None = None
         self._spec: ModelSpec | None = None
@@ -122,6 +126,7 @@ class TritonHttpTarget:
         return TargetCapabilities(
             callback_send=True,
             counts_connection_waits=True,
+            keeps_outputs=True,
             shared_memory=frozenset({SharedMemoryKind.SYSTEM}),
             triton=TritonEndpoint(
                 "http",
@@ -227,6 +232,11 @@ class TritonHttpTarget:
             await self._use_shared_memory(self._shm, samples)
         self._requests = []
         self._plain = []
+        self._kept = []
+        assert self._spec is not None
+        in_body = [
+            httpclient.InferRequestedOutput(t.name, binary_data=True) for t in self._spec.outputs
+        ]
         for k, sample in enumerate(samples):
             inputs = []
             for name, tensor in sample.items():
@@ -243,6 +253,7 @@ class TritonHttpTarget:
                 self._requests.append(plain)
             else:
                 self._requests.append(self._request(inputs, self._outputs, self.server_timeout_us))
+            self._kept.append(self._request(inputs, in_body, self.server_timeout_us))
         try:
             await self._pool.warm(WARM_CONNECTIONS)
         except OSError as exc:
@@ -305,6 +316,27 @@ class TritonHttpTarget:
 
     async def infer_outputs(self, sample_index: int) -> dict[str, np.ndarray]:
         return await self.outputs_of(self._plain[sample_index])
+
+    async def infer_kept(self, sample_index: int) -> tuple[str | None, Kept]:
+        """A load query whose body is kept: decoding waits until after the run."""
+        status, body, error, headers = await self._exchange(self._kept[sample_index])
+        outcome = _outcome(status, body, error)
+        if outcome is not None:
+            return outcome, None
+        return None, (body, headers.get(_HEADER_LENGTH.lower().encode()))
+
+    def decode_kept(self, kept: Kept) -> dict[str, np.ndarray]:
+        if not isinstance(kept, tuple) or len(kept) != 2:
+            raise ValueError("not an answer of the HTTP target")
+        body, header_length = kept
+        try:
+            result = httpclient.InferenceServerClient.parse_response_body(
+                body, header_length=int(header_length) if header_length else None
+            )
+            response = result.get_response()
+            return {o["name"]: result.as_numpy(o["name"]) for o in response.get("outputs", [])}
+        except Exception as exc:
+            raise ValueError(f"cannot decode the HTTP answer: {exc}") from None
 
     async def outputs_of(self, request: bytes) -> dict[str, np.ndarray]:
         """Send one prebuilt request and decode its outputs (raises InferenceServerException);

@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from loadtest.core.settings import SharedMemoryKind
-from loadtest.core.target import Done, ModelSpec, Sample, Target, TargetCapabilities, Written
+from loadtest.core.target import (
+    Done,
+    Kept,
+    ModelSpec,
+    Sample,
+    Target,
+    TargetCapabilities,
+    Written,
+)
 
 
 class TargetWrapper:
@@ -55,6 +63,12 @@ class TargetWrapper:
 
     async def infer_outputs(self, sample_index: int) -> dict[str, np.ndarray]:
         return await self.inner.infer_outputs(sample_index)
+
+    async def infer_kept(self, sample_index: int) -> tuple[str | None, Kept]:
+        return await self.inner.infer_kept(sample_index)
+
+    def decode_kept(self, kept: Kept) -> dict[str, np.ndarray]:
+        return self.inner.decode_kept(kept)
 
     def use_shared_memory(self, kind: SharedMemoryKind, tag: str) -> None:
         self.inner.use_shared_memory(kind, tag)
