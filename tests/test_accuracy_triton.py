@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_cli import expected_exit_code, loadtest
 
 from loadtest.server.model_control import ModelRepository
-from tests.test_cli import expected_exit_code, loadtest
 
 pytestmark = pytest.mark.triton
 

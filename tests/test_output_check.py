@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_cli import assert_one_clear_error, loadtest
 
 from loadtest.core.schedule import check_mask
 from loadtest.rules.cache_check import judge_cache
@@ -23,7 +24,6 @@ from loadtest.rules.output_check import (
     queries_to_detect,
     tolerance_for,
 )
-from tests.test_cli import assert_one_clear_error, loadtest
 
 REF = {"OUT": np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 16)}
 
