@@ -269,7 +269,10 @@ def test_a_rejected_configuration_is_a_failed_point_and_the_sweep_goes_on():
     configurator = FakeConfigurator(target, cores=4, max_instances=1)
     outcome = _fake_sweep(configurator, _two_by_two(), budget_s=40)
     failed = [p for p in outcome.points if p.status == "failed to load"]
-    assert [p.candidate.instances for p in failed] == [2]
+    # Every 2-instance point it tried was rejected, and only those (how many of the two it tries
+    # depends on the measured peaks of the others, which are noisy on a busy machine).
+    assert failed and all(p.candidate.instances == 2 for p in failed)
+    assert all(p.status == "failed to load" for p in outcome.points if p.candidate.instances == 2)
     assert "exceed" in failed[0].result.failed
     assert len(outcome.points) >= 2  # it went on after the rejection
     assert outcome.winner is None or outcome.winner.candidate.instances == 1
