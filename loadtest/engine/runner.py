@@ -44,6 +44,7 @@ from loadtest.core.records import NOT_SET_NS, Records, Status
 from loadtest.core.schedule import Schedule
 from loadtest.core.target import Target
 from loadtest.engine import stopping
+from loadtest.engine.quiet_gc import frozen_heap
 from loadtest.engine.selfmeasure import LoopLagProbe
 from loadtest.rules.error_budget import ErrorRateWindow
 
@@ -366,6 +367,10 @@ class Runner:
             return await self._run(loop, start_at_ns)
 
     async def _run(self, loop: asyncio.AbstractEventLoop, start_at_ns: int) -> RunOutcome:
+        with frozen_heap():
+            return await self._play_schedule(loop, start_at_ns)
+
+    async def _play_schedule(self, loop: asyncio.AbstractEventLoop, start_at_ns: int) -> RunOutcome:
         self._start_ns = start_at_ns or self.clock()
         started_unix_ns = time.time_ns() + (self._start_ns - self.clock())
         ticker = loop.create_task(self._ticker()) if self.on_tick else None
@@ -578,7 +583,8 @@ class ClosedLoopRunner:
         self._start_ns = self.clock()
         ticker = loop.create_task(self._ticker()) if self.on_tick else None
         try:
-            await self._play(loop)
+            with frozen_heap():
+                await self._play(loop)
         finally:
             if ticker:
                 ticker.cancel()
