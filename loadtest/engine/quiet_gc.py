@@ -8,6 +8,10 @@ alive at the start of the run into a permanent generation that collections skip;
 itself allocates is still collected as usual, and the frozen objects are handed back afterwards.
 Freezing is O(1) (no collection first), so a shard whose t = 0 is a fixed instant is not delayed;
 garbage that happens to be frozen with the rest waits until the run is over.
+
+The collector itself stays on, at its usual thresholds: a query over gRPC leaves no cyclic
+garbage, but one that times out over HTTP leaves ~10 objects (measured), and raising the young
+generation's threshold to 50 000 turned many 0.2 ms collections into a few of ~50 ms.
 """
 
 from __future__ import annotations
