@@ -332,8 +332,12 @@ def summary(
         ratio = "—"
         if row is not None and reference:
             ratio = f"{row.qps / reference:.2f}× (measured here: {reference:g})"
+        elif reference:
+            ratio = f"perf_analyzer clean to {reference:g} here"
+        elif name == "triton" and have_pa:
+            ratio = "perf_analyzer: none clean here"
         elif name == "triton":
-            ratio = "no perf_analyzer rate to compare"
+            ratio = "perf_analyzer not run"
         roof = f"{capacities.get((name, protocol), 0):8.0f}"
         if row is None:
             out(f"{name:7} {protocol:6} {count:7d}  none clean {'':17} {roof}  {ratio}")
