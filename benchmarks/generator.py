@@ -1,22 +1,30 @@
 """How fast the generator itself is: its highest clean Poisson rate, CPU per request and send law.
 
-Side by side in one run on this machine, against (a) the zero-compute stub (`loadtest stub`: the
-roofline of the client alone) and (b) the embedded Triton serving `tiny` (the real server sharing
-the machine's cores), over HTTP and gRPC, for 1 worker process and for N (default: one per core):
+Side by side in one run on this machine, against (a) the zero-compute stub (`loadtest stub`) and
+(b) the embedded Triton serving `tiny` (the real server sharing the machine's cores), over HTTP
+and gRPC, for 1 worker process and for N (default: one per core):
 
-- clean = the generator kept up: send-lag p99 ≤ 1 ms and ≥ 99 % of queries sent within 1 ms of
-  their scheduled time (validity.py's rule), and no query failed;
+- clean = the generator kept up and its sends were Poisson: send-lag p99 ≤ 1 ms, ≥ 99 % of queries
+  sent within 1 ms of their scheduled time (the absolute rule, not a run's latency-bound
+  allowance), no query failed or went unanswered, and the send-gap CV within 1.00 ± 0.05;
 - client CPU µs per request = user+system CPU of every generator process / queries issued
   (spin-waiting included: it is what the generator costs the machine);
 - send-gap CV = std/mean of the gaps between actual sends, all workers merged (Poisson = 1).
 
-Each rate is one Server-scenario run of --seconds; rates climb until two in a row are not clean.
+Each rate is one Server-scenario run of --seconds. Every ladder (loadtest's and perf_analyzer's)
+climbs by its step until two rates in a row are not clean, however high that is (a safety cap of
+MAX_RUNGS rungs says so if it is ever reached): no table ends at its top rung.
 perf_analyzer (async, Poisson, same server, same rates) runs beside it when its binary is found
 (PERF_ANALYZER=path, or /opt/loadtest-trixie/perf_analyzer as benchmarks/perf_analyzer_root.sh
-makes it); its "delayed" share (> 1 ms late, its own definition) decides its clean rate. Without it,
-no ratio is printed: a perf_analyzer figure is only ever one measured in the same run.
+makes it); its "delayed" share (requests sent more than 1 ms late, docs/reference.md) decides its
+clean rate (≤ 1 %); it reports no send times, so it has no CV column. Without it, no ratio is
+printed: a perf_analyzer figure is only ever one measured in the same run.
+
+--output FILE also writes the whole output there, headed by the date, machine, load average
+(before and after) and the git commit measured (docs/generator-benchmark.txt is such a file).
 
     python benchmarks/generator.py [--seconds 5] [--workers 2] [--skip-triton] [--skip-pa]
+                                   [--output docs/generator-benchmark.txt]
 """
 
 from __future__ import annotations
@@ -46,19 +54,38 @@ from loadtest.engine import timing
 from loadtest.engine.samples import open_with_samples
 from loadtest.models import build_repository
 from loadtest.scenarios.interpret import interpret_server
-from loadtest.scenarios.play import Generator, run_server
+from loadtest.scenarios.play import Generator, closed_loop_throughput, run_server
 from loadtest.server.embedded import EmbeddedTriton
 from loadtest.stub.process import running_stub
 from loadtest.targets import triton_target
 
 NS = 1_000_000_000
-RATES = {
-    ("stub", "http"): [2000, 5000, 10000, 15000, 20000, 25000, 30000],
-    ("stub", "grpc"): [500, 1000, 1500, 2000, 3000, 4000],
-    ("triton", "http"): [1000, 2000, 3000, 4000, 5000, 6000],
-    ("triton", "grpc"): [500, 1000, 1500, 2000, 3000, 4000],
+# Each ladder: (first rate, step). It climbs by the step until two rates in a row are not clean.
+LADDERS = {
+    ("stub", "http"): (2000, 2000),
+    ("stub", "grpc"): (500, 500),
+    ("triton", "http"): (1000, 1000),
+    ("triton", "grpc"): (500, 500),
 }
+MAX_RUNGS = 60  # a safety cap only: a ladder that reaches it says so
+LATE_NS = 1_000_000  # the absolute rule: a send more than 1 ms after its scheduled time is late
+MAX_LATE_SHARE = 0.01
+CV_TOLERANCE = 0.05  # clean sends are Poisson: send-gap CV within 1.00 ± this
 PA_DEFAULT = Path("/opt/loadtest-trixie/perf_analyzer")
+
+
+class Output:
+    """print(), and keep every line for --output."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, text: str = "") -> None:
+        print(text, flush=True)
+        self.lines.extend(text.split("\n"))
+
+
+out = Output()
 
 
 @dataclass(frozen=True)
@@ -70,7 +97,28 @@ class Row:
     cpu_us: float
     cv: float
     errors: int
-    clean: bool
+
+    @property
+    def cv_ok(self) -> bool:
+        return abs(self.cv - 1.0) <= CV_TOLERANCE
+
+    @property
+    def failed_rules(self) -> list[str]:
+        """Which parts of "clean" this rate missed (empty = clean)."""
+        failed = []
+        if self.lag_p99_ms * 1e6 > LATE_NS:
+            failed.append("lag p99")
+        if self.on_time_pct < 100 * (1 - MAX_LATE_SHARE):
+            failed.append("on time")
+        if self.errors:
+            failed.append("errors")
+        if not self.cv_ok:
+            failed.append("CV")
+        return failed
+
+    @property
+    def clean(self) -> bool:
+        return not self.failed_rules
 
 
 async def _one(url: str, protocol: str, qps: float, seconds: float, workers: int) -> Row:
@@ -92,36 +140,47 @@ async def _one(url: str, protocol: str, qps: float, seconds: float, workers: int
     summary, _ = interpret_server(settings, measurement.outcome)
     client = measurement.client
     assert client is not None
-    lag = summary.send_lag
+    records = measurement.outcome.records
+    lag = records.send_lag_ns()
+    scheduled = len(records.scheduled_ns)
+    # The absolute rule over every scheduled query: one never sent counts as late.
+    on_time = int((lag <= LATE_NS).sum()) / scheduled if scheduled else 1.0
     return Row(
         qps=qps,
         completed_qps=summary.completed_qps,
-        lag_p99_ms=lag.p99_ns / 1e6,
-        on_time_pct=100 * (1 - lag.late_share),
+        lag_p99_ms=summary.send_lag.p99_ns / 1e6,
+        on_time_pct=100 * on_time,
         cpu_us=client.cpu_us_per_query,
         cv=client.send_gap_cv,
         errors=summary.errors + summary.pending,
-        clean=lag.kept_up and summary.errors + summary.pending == 0,
     )
+
+
+def rates(name: str, protocol: str) -> list[float]:
+    first, step = LADDERS[(name, protocol)]
+    return [float(first + k * step) for k in range(MAX_RUNGS)]
 
 
 def ladder(name: str, url: str, protocol: str, workers: int, seconds: float) -> list[Row]:
     rows: list[Row] = []
     misses = 0
-    print(f"\n{name} {protocol}, {workers} worker(s), {seconds:g} s per rate, loop auto")
-    print("  rate  completed  lag p99 ms  on time %  CPU µs/req  send-gap CV  errors  clean")
-    for qps in RATES[(name, protocol)]:
+    out(f"\n{name} {protocol}, {workers} worker(s), {seconds:g} s per rate, loop auto")
+    out("  rate  completed  lag p99 ms  on time %  CPU µs/req  send-gap CV  errors  clean")
+    for qps in rates(name, protocol):
         loop = resolve_loop(LoopKind.AUTO, qps / workers).value
         row = timing.run(_one(url, protocol, qps, seconds, workers), loop)
         rows.append(row)
-        print(
+        why = f" ({', '.join(row.failed_rules)})" if row.failed_rules else ""
+        out(
             f"{row.qps:6.0f} {row.completed_qps:10.0f} {row.lag_p99_ms:11.3f} "
             f"{row.on_time_pct:10.2f} {row.cpu_us:11.0f} {row.cv:12.3f} {row.errors:7d}  "
-            f"{'yes' if row.clean else 'NO'}"
+            f"{'yes' if row.clean else 'NO'}{why}"
         )
         misses = 0 if row.clean else misses + 1
         if misses == 2:
             break
+    else:
+        out(f"  ladder cap reached ({MAX_RUNGS} rungs) before two unclean rates")
     return rows
 
 
@@ -131,10 +190,10 @@ def best(rows: list[Row]) -> Row | None:
 
 def perf_analyzer_ladder(binary: Path, url: str, protocol: str, seconds: float) -> float | None:
     """perf_analyzer --async Poisson at each rate; its highest rate with ≤ 1 % delayed."""
-    print(f"\nperf_analyzer {protocol} (async, Poisson, --request-count = rate × {seconds:g} s)")
-    print("  rate  delayed %  client CPU µs/req  clean")
+    out(f"\nperf_analyzer {protocol} (async, Poisson, --request-count = rate × {seconds:g} s)")
+    out("  rate  delayed %  client CPU µs/req  clean")
     clean_best, misses = None, 0
-    for qps in RATES[("triton", protocol)]:
+    for qps in rates("triton", protocol):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         try:
             done = subprocess.run(
@@ -144,25 +203,71 @@ def perf_analyzer_ladder(binary: Path, url: str, protocol: str, seconds: float) 
                 capture_output=True, text=True, timeout=seconds * 6 + 30,
             )  # fmt: skip
         except subprocess.TimeoutExpired:
-            print(f"{qps:6.0f}  timed out")
+            out(f"{qps:6.0f}  timed out")
             break
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
         found = re.search(r"([\d.]+)% of the requests were delayed", done.stdout)
         delayed = float(found.group(1)) if found else 0.0
         if done.returncode != 0 or "Request count" not in done.stdout:
-            print(f"{qps:6.0f}  failed (exit {done.returncode})")
+            out(f"{qps:6.0f}  failed (exit {done.returncode})")
             misses += 1
         else:
             clean = delayed <= 1.0
-            print(f"{qps:6.0f} {delayed:10.2f} {cpu * 1e6 / (qps * seconds):18.0f}  "
-                  f"{'yes' if clean else 'NO'}")  # fmt: skip
+            out(f"{qps:6.0f} {delayed:10.2f} {cpu * 1e6 / (qps * seconds):18.0f}  "
+                f"{'yes' if clean else 'NO'}")  # fmt: skip
             if clean:
                 clean_best = float(qps)
             misses = 0 if clean else misses + 1
         if misses == 2:
             break
+    else:
+        out(f"  ladder cap reached ({MAX_RUNGS} rungs) before two unclean rates")
     return clean_best
+
+
+CAPACITY_IN_FLIGHT = 32
+CAPACITY_SECONDS = 3.0
+
+
+async def _capacity(url: str, protocol: str) -> float:
+    """The server's closed-loop throughput (32 in flight, one process): what it can take at
+    most, whatever the open-loop client does. The roofline for the open-loop rates below."""
+    target = triton_target(url, protocol, "tiny")
+    try:
+        _spec, library = await open_with_samples(target, 64, 1)
+        qps, _seconds, _stopped = await closed_loop_throughput(
+            target, len(library), 1, CAPACITY_IN_FLIGHT, int(CAPACITY_SECONDS * NS)
+        )
+    finally:
+        await target.close()
+    return qps
+
+
+def capacity(name: str, url: str, protocol: str) -> float:
+    qps = timing.run(_capacity(url, protocol))
+    out(
+        f"\n{name} {protocol} closed-loop capacity: {qps:.0f} q/s "
+        f"({CAPACITY_IN_FLIGHT} in flight, {CAPACITY_SECONDS:g} s, one client process)"
+    )
+    return qps
+
+
+def _git_commit() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return head + (" + uncommitted changes" if dirty else "")
+
+
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f} (1/5/15 min)"
 
 
 def main() -> None:
@@ -171,60 +276,76 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=available_cpus())
     parser.add_argument("--skip-triton", action="store_true")
     parser.add_argument("--skip-pa", action="store_true", help="do not run perf_analyzer")
+    parser.add_argument("--output", type=Path, help="also write the whole output to this file")
     args = parser.parse_args()
     binary = Path(os.environ.get("PERF_ANALYZER", PA_DEFAULT))
     have_pa = not args.skip_pa and binary.exists() and shutil.which(str(binary)) is not None
-    print(f"machine: {available_cpus()} CPUs ({_cpu_model()}), python {sys.version.split()[0]}")
-    print(f"started {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; clean = send-lag p99 ≤ 1 ms, ≥ 99 %")
-    print("on time, no errors; CPU = all generator processes, spin-wait included")
+    out(f"python benchmarks/generator.py --seconds {args.seconds:g} --workers {args.workers}")
+    out(f"machine: {available_cpus()} CPUs ({_cpu_model()}), python {sys.version.split()[0]}")
+    out(f"commit: {_git_commit()}")
+    out(f"started {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, load average {_load()}")
+    out("clean = send-lag p99 ≤ 1 ms, ≥ 99 % of scheduled queries sent ≤ 1 ms late, no errors,")
+    out(f"send-gap CV within 1.00 ± {CV_TOLERANCE}; CPU = all generator processes, spin included")
     best_of: dict[tuple[str, str, int], Row | None] = {}
-    with running_stub() as stub:
-        for protocol, url in (("http", stub.http_url), ("grpc", stub.grpc_url)):
-            for workers in sorted({1, args.workers}):
-                best_of[("stub", protocol, workers)] = best(
-                    ladder("stub", url, protocol, workers, args.seconds)
-                )
+    capacities: dict[tuple[str, str], float] = {}
     pa_best: dict[str, float | None] = {}
-    if not args.skip_triton:
-        with tempfile.TemporaryDirectory() as tmp:
-            build_repository(Path(tmp), ["tiny"])
-            with EmbeddedTriton(Path(tmp), models=["tiny"]) as server:
-                for protocol, url in (("http", server.http_url), ("grpc", server.grpc_url)):
-                    for workers in sorted({1, args.workers}):
-                        best_of[("triton", protocol, workers)] = best(
-                            ladder("triton", url, protocol, workers, args.seconds)
-                        )
-                    if have_pa:
-                        pa_best[protocol] = perf_analyzer_ladder(
-                            binary, url, protocol, args.seconds
-                        )
-    summary(best_of, pa_best, have_pa, args.workers)
+    try:
+        with running_stub() as stub:
+            for protocol, url in (("http", stub.http_url), ("grpc", stub.grpc_url)):
+                capacities[("stub", protocol)] = capacity("stub", url, protocol)
+                for workers in sorted({1, args.workers}):
+                    best_of[("stub", protocol, workers)] = best(
+                        ladder("stub", url, protocol, workers, args.seconds)
+                    )
+        if not args.skip_triton:
+            with tempfile.TemporaryDirectory() as tmp:
+                build_repository(Path(tmp), ["tiny"])
+                with EmbeddedTriton(Path(tmp), models=["tiny"]) as server:
+                    for protocol, url in (("http", server.http_url), ("grpc", server.grpc_url)):
+                        capacities[("triton", protocol)] = capacity("triton", url, protocol)
+                        for workers in sorted({1, args.workers}):
+                            best_of[("triton", protocol, workers)] = best(
+                                ladder("triton", url, protocol, workers, args.seconds)
+                            )
+                        if have_pa:
+                            pa_best[protocol] = perf_analyzer_ladder(
+                                binary, url, protocol, args.seconds
+                            )
+        summary(best_of, capacities, pa_best, have_pa)
+    finally:
+        out(f"\nfinished {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, load average {_load()}")
+        if args.output is not None:
+            args.output.write_text("\n".join(out.lines) + "\n")
 
 
 def summary(
     best_of: dict[tuple[str, str, int], Row | None],
+    capacities: dict[tuple[str, str], float],
     pa_best: dict[str, float | None],
     have_pa: bool,
-    workers: int,
 ) -> None:
-    print("\nhighest clean rate (QPS), CPU µs/req and send-gap CV at that rate")
-    print("target  proto  workers    rate  CPU µs  CV     vs perf_analyzer")
+    out("\nhighest clean rate (QPS), CPU µs/req and send-gap CV at that rate;")
+    out("capacity = the server's closed-loop throughput (the roofline for that row)")
+    out("target  proto  workers    rate  CPU µs  CV     capacity  vs perf_analyzer")
     for (name, protocol, count), row in best_of.items():
-        reference, source = None, ""
-        if name == "triton" and have_pa:
-            reference, source = pa_best.get(protocol), "measured here"
+        reference = pa_best.get(protocol) if name == "triton" and have_pa else None
         ratio = "—"
         if row is not None and reference:
-            ratio = f"{row.qps / reference:.2f}× ({source}: {reference:g})"
-        elif name == "triton" and not reference:
-            ratio = "no perf_analyzer rate to compare"
+            ratio = f"{row.qps / reference:.2f}× (measured here: {reference:g})"
+        elif reference:
+            ratio = f"perf_analyzer clean to {reference:g} here"
+        elif name == "triton" and have_pa:
+            ratio = "perf_analyzer: none clean here"
+        elif name == "triton":
+            ratio = "perf_analyzer not run"
+        roof = f"{capacities.get((name, protocol), 0):8.0f}"
         if row is None:
-            print(f"{name:7} {protocol:6} {count:7d}  none clean")
+            out(f"{name:7} {protocol:6} {count:7d}  none clean {'':17} {roof}  {ratio}")
             continue
-        print(f"{name:7} {protocol:6} {count:7d} {row.qps:7.0f} {row.cpu_us:7.0f} {row.cv:6.3f} "
-              f"{ratio}")  # fmt: skip
+        out(f"{name:7} {protocol:6} {count:7d} {row.qps:7.0f} {row.cpu_us:7.0f} {row.cv:6.3f} "
+            f"{roof}  {ratio}")  # fmt: skip
     if not have_pa:
-        print(
+        out(
             "perf_analyzer not run: make it with benchmarks/perf_analyzer_root.sh "
             "(it needs glibc ≥ 2.38: a Debian 13 root provides it) or set PERF_ANALYZER"
         )

@@ -110,6 +110,7 @@ KINDS = [
         "grpc",
         lambda: TritonGrpcTarget("127.0.0.1:1", "tiny", "1"),
         TargetCapabilities(
+            callback_send=True,
             keeps_outputs=True,
             shared_memory=frozenset({SYSTEM}),
             triton=TritonEndpoint("grpc", "127.0.0.1:1", "tiny", "1"),

@@ -54,7 +54,7 @@ class Generator:
 
         Automatic leaves one core to a server on this machine (a loopback URL): a generator
         process spinning beside a local server competes with it for the same cores (the
-        measurement is in docs/generator-benchmark.txt).
+        measurement is in docs/generator-benchmark-2026-11-27.txt).
         """
         if self.client.workers != AUTO_WORKERS:
             return self.client.workers

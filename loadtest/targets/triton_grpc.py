@@ -6,6 +6,12 @@ sends a ModelInferRequest built by tritonclient and serialized once per sample, 
 response: per query, the client does only the gRPC call itself (a failed call still raises
 `grpc.RpcError` with its status, which becomes the error kind).
 
+The open-loop runner drives the callback send (`start_infer`): the call's done callback reports
+the outcome, so no task of ours waits on each query (grpc.aio still runs one of its own). Its
+"serializer" is where the send is stamped: grpc.aio calls it inside the call's own task, right
+before the message goes to gRPC's core, so a send held back by a busy event loop (a burst of
+answers) shows as send lag. See docs/grpc-load-path.md for the profile behind this design.
+
 TLS and headers (see transport.py) apply to the one channel and every call on it: the headers go
 as metadata with the raw `ModelInfer` calls too. A refused credential is the error kind
 `unauthenticated` / `permission-denied`; on the first calls (open, warm-up) it stops the run.
@@ -18,6 +24,7 @@ the warm-up and `infer_outputs` requests do not.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 
 import grpc
@@ -57,6 +64,41 @@ from loadtest.targets.triton_common import (
     model_spec_from_config,
 )
 
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+# grpc.StatusCode by its integer value (the done callback sees the core's integer code).
+_STATUS_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
+
+
+class _Send:
+    """What the callback path hands grpc.aio as "the request": the prebuilt bytes plus the
+    runner's `written` stamp, called by `_write_now` at the moment grpc.aio writes it."""
+
+    __slots__ = ("wire", "written")
+
+    def __init__(self, wire: bytes, written: Written | None) -> None:
+        self.wire = wire
+        self.written = written
+
+
+def _write_now(send: _Send) -> bytes:
+    """grpc.aio's request serializer for the callback path: stamps the send, returns the bytes."""
+    if send.written is not None:
+        send.written()
+    return send.wire
+
+
+def _call_status(call: grpc.aio.Call) -> tuple[grpc.StatusCode, str] | None:
+    """A finished call's status code and details, read without awaiting.
+
+    grpc.aio offers the status only as coroutines; in a done callback the core's status object is
+    already there (`_cython_call._status`, part of grpc.aio since its first release). None if a
+    grpcio release ever drops it: the caller then awaits the public coroutines instead.
+    """
+    status = getattr(getattr(call, "_cython_call", None), "_status", None)
+    if status is None:
+        return None
+    return _STATUS_BY_VALUE.get(status.code(), grpc.StatusCode.UNKNOWN), status.details() or ""
+
 
 def _status_name(exc: InferenceServerException) -> str:
     status = exc.status() or "error"
@@ -90,6 +132,8 @@ class TritonGrpcTarget:
         # comes back in the answer itself, never through a region a later query could overwrite.
         self._kept_wire: list[bytes] = []
         self._model_infer: grpc.aio.UnaryUnaryMultiCallable | None = None
+        self._model_infer_stamped: grpc.aio.UnaryUnaryMultiCallable | None = None
+        self._slow: set[asyncio.Task[None]] = set()  # statuses read the public (awaited) way
         self._outputs: list[grpcclient.InferRequestedOutput] | None = None
         self._shm: SystemRegions | None = None
         self._spec: ModelSpec | None = None
@@ -97,9 +141,10 @@ class TritonGrpcTarget:
 
     @property
     def capabilities(self) -> TargetCapabilities:
-        """System shared memory, Triton's statistics, kept answers (the raw response bytes);
-        each query is an awaited gRPC call."""
+        """A callback send, system shared memory, Triton's statistics and kept answers (the raw
+        response bytes, for --check-outputs)."""
         return TargetCapabilities(
+            callback_send=True,
             keeps_outputs=True,
             shared_memory=frozenset({SharedMemoryKind.SYSTEM}),
             triton=TritonEndpoint(
@@ -121,7 +166,33 @@ class TritonGrpcTarget:
         return 0  # one multiplexed channel: a query never waits for a connection
 
     def start_infer(self, sample_index: int, done: Done, written: Written | None = None) -> None:
-        raise NotImplementedError("the gRPC target has no callback send")
+        """Start one gRPC call; `written()` runs when grpc.aio writes it (its own task, a loop
+        turn later), `done(error kind or None)` when its status is in, on the event loop."""
+        assert self._model_infer_stamped is not None, "prepare() first"
+        try:
+            call = self._model_infer_stamped(
+                _Send(self._wire[sample_index], written),
+                timeout=self.timeout_s,
+                metadata=self._metadata,
+            )
+        except Exception as exc:  # a call that cannot even start is a failed query, not a crash
+            done(self._kind(exc))
+            return
+        call.add_done_callback(functools.partial(self._finished, done))
+
+    def _finished(self, done: Done, call: grpc.aio.Call) -> None:
+        status = _call_status(call)
+        if status is None:
+            task = asyncio.ensure_future(self._finished_slowly(done, call))
+            self._slow.add(task)
+            task.add_done_callback(self._slow.discard)
+            return
+        code, details = status
+        done(None if code is grpc.StatusCode.OK else self._code_kind(code, details))
+
+    async def _finished_slowly(self, done: Done, call: grpc.aio.Call) -> None:
+        code = await call.code()
+        done(None if code is grpc.StatusCode.OK else self._code_kind(code, await call.details()))
 
     def use_shared_memory(self, kind: SharedMemoryKind, tag: str) -> None:
         """Send inputs and receive outputs through registered system shared memory."""
@@ -135,14 +206,16 @@ class TritonGrpcTarget:
         tls = " (TLS)" if self.connection.tls is not None else ""
         return f"triton grpc{tls} {self.url} model {self.model}{version}"
 
+    @staticmethod
+    def _code_kind(code: grpc.StatusCode | None, details: str) -> str:
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return TIMEOUT
+        name = code.name if code else "error"
+        return grpc_auth_kind(name, details) or error_kind(f"grpc {name}", details)
+
     def _kind(self, exc: BaseException) -> str:
         if isinstance(exc, grpc.aio.AioRpcError):
-            code = exc.code()
-            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                return TIMEOUT
-            name = code.name if code else "error"
-            details = exc.details() or ""
-            return grpc_auth_kind(name, details) or error_kind(f"grpc {name}", details)
+            return self._code_kind(exc.code(), exc.details() or "")
         if isinstance(exc, InferenceServerException):
             name = _status_name(exc)
             details = exc.message() or ""
@@ -222,8 +295,9 @@ class TritonGrpcTarget:
             kept = self._serialized(inputs, None) if self._shm is not None else self._wire[-1]
             self._kept_wire.append(kept)
         # Bytes in, bytes out: no (de)serializer runs per query.
-        self._model_infer = client._channel.unary_unary(
-            "/inference.GRPCInferenceService/ModelInfer"
+        self._model_infer = client._channel.unary_unary(MODEL_INFER)
+        self._model_infer_stamped = client._channel.unary_unary(
+            MODEL_INFER, request_serializer=_write_now
         )
         if self._requests:
             try:
