@@ -346,10 +346,15 @@ def write_run(
     saved = outputs.save(
         run_files(report, data), output, default_output_name(report), force=force, extra=extra
     )
+    say_saved(saved)
+    return saved
+
+
+def say_saved(saved: outputs.Saved) -> None:
+    """One line naming the files written ("results:"), or where they were rescued to."""
     if saved.directory is not None:
         where = "rescued: " if saved.rescued else "results: "
         console.print(where + "  ".join(str(p) for p in saved.files), highlight=False)
-    return saved
 
 
 def verdict_exit_code(verdict: Verdict) -> ExitCode:

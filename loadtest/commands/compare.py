@@ -203,9 +203,7 @@ def _play_and_write(setup: CompareSetup, output: Path | None, force: bool) -> No
         saved = write_compare(data, output, setup.flags.model, force)
     finally:
         stopping.install_process_handlers()
-    if saved.directory is not None:
-        where = "rescued: " if saved.rescued else "results: "
-        console.print(where + "  ".join(str(p) for p in saved.files), highlight=False)
+    common.say_saved(saved)
     if result.stop_reason or stopping.requested():
         reason = result.stop_reason or stopping.requested()
         console.print(f"[yellow]partial result[/] ({reason}): written above", highlight=False)

@@ -141,9 +141,7 @@ def find_peak(
         render_peak(console, settings, outcome)
         result = peak_json(settings, resolved, spec, environment, outcome)
         saved = write_peak(result, output, model, force)
-        if saved.directory is not None:
-            where = "rescued: " if saved.rescued else "results: "
-            console.print(where + "  ".join(str(p) for p in saved.files), highlight=False)
+        common.say_saved(saved)
     finally:
         stopping.install_process_handlers()
     if outcome.interrupted or stopping.requested():

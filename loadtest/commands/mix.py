@@ -220,7 +220,5 @@ def write_mix(
     saved = outputs.save(
         mix_files(report, data), output, default_mix_name(report), force=force, extra=extra
     )
-    if saved.directory is not None:
-        where = "rescued: " if saved.rescued else "results: "
-        common.console.print(where + "  ".join(str(p) for p in saved.files), highlight=False)
+    common.say_saved(saved)
     return saved

@@ -87,9 +87,7 @@ def find_mix_peak(
         saved = save(
             {PEAK_FILES[0]: json.dumps(result, indent=1) + "\n"}, output, name, force=force
         )
-        if saved.directory is not None:
-            where = "rescued: " if saved.rescued else "results: "
-            console.print(where + "  ".join(str(p) for p in saved.files), highlight=False)
+        common.say_saved(saved)
     finally:
         stopping.install_process_handlers()
     if outcome.interrupted or stopping.requested():

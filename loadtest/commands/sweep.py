@@ -222,9 +222,7 @@ def sweep(
         render_sweep(common.console, settings, outcome)
         extra = _extra_files(result, outcome, config_out, html, output)
         saved = write_sweep(result, output, model, force, extra)
-        if saved.directory is not None:
-            where = "rescued: " if saved.rescued else "results: "
-            common.console.print(where + "  ".join(str(p) for p in saved.files), highlight=False)
+        common.say_saved(saved)
     finally:
         stopping.install_process_handlers()
     _say_restored(outcome)

@@ -146,9 +146,6 @@ async def search_peak(
         resolution=settings.resolution,
         ceiling_qps=ceiling,
     )
-    min_queries = math.ceil(
-        1.3 * expected_min_queries(settings.percentile, settings.early_stopping_confidence)
-    )
     runs: list[ProbeRun] = []
     exhausted = interrupted = False
     stop_reason = ""
@@ -156,22 +153,14 @@ async def search_peak(
         if stopping.requested():  # stopped between probes
             interrupted, stop_reason = True, stopping.requested()
             break
-        probe_settings = settings.probe(round(qps, 3), min_queries)
-        expected_s = max(settings.probe_duration_ns / NS_PER_S, min_queries / qps)
+        expected_s = probe_seconds(settings, qps)
         if time.monotonic() - started + expected_s + PROBE_OVERHEAD_S > budget_s:
             exhausted = True
             break
         on_stage(f"probe {len(runs) + 1} at {qps:,.1f} QPS (Poisson)", expected_s)
-        measurement = await run_server(
-            target,
-            model,
-            sample_count,
-            probe_settings,
-            drain_timeout_ns=int((request_timeout_s + 5) * NS_PER_S),
-            on_tick=on_tick,
-            generator=generator,
+        run, measurement = await _run_probe(
+            target, model, sample_count, settings, qps, request_timeout_s, generator, on_tick
         )
-        run = _probe_of(probe_settings, measurement)
         runs.append(run)
         on_probe(run)
         if measurement.outcome.interrupted:
@@ -202,10 +191,24 @@ async def probe_at(
 ) -> tuple[ProbeRun, bool]:
     """One probe at `qps` as the search runs them (same minimum query count), outside a search:
     the sweep repeats the boundary probe with it. Also whether a stop interrupted it."""
-    min_queries = math.ceil(
-        1.3 * expected_min_queries(settings.percentile, settings.early_stopping_confidence)
+    run, measurement = await _run_probe(
+        target, model, sample_count, settings, qps, request_timeout_s, generator, on_tick
     )
-    probe_settings = settings.probe(round(qps, 3), min_queries)
+    return run, measurement.outcome.interrupted
+
+
+async def _run_probe(
+    target: Target,
+    model: ModelSpec,
+    sample_count: int,
+    settings: PeakSettings,
+    qps: float,
+    request_timeout_s: float,
+    generator: Generator | None,
+    on_tick: Callable[[Records | Progress, int], None] | None,
+) -> tuple[ProbeRun, Measurement]:
+    """One Server-scenario probe at `qps`, judged: the search's and probe_at's shared step."""
+    probe_settings = settings.probe(round(qps, 3), probe_min_queries(settings))
     measurement = await run_server(
         target,
         model,
@@ -215,12 +218,17 @@ async def probe_at(
         on_tick=on_tick,
         generator=generator,
     )
-    return _probe_of(probe_settings, measurement), measurement.outcome.interrupted
+    return _probe_of(probe_settings, measurement), measurement
+
+
+def probe_min_queries(settings: PeakSettings) -> int:
+    """What early stopping needs at the bound's percentile, ×1.3 (see the module docstring)."""
+    return math.ceil(
+        1.3 * expected_min_queries(settings.percentile, settings.early_stopping_confidence)
+    )
 
 
 def probe_seconds(settings: PeakSettings, qps: float) -> float:
     """How long one probe at `qps` lasts (its minimum duration, or its minimum query count)."""
-    min_queries = math.ceil(
-        1.3 * expected_min_queries(settings.percentile, settings.early_stopping_confidence)
-    )
+    min_queries = probe_min_queries(settings)
     return max(settings.probe_duration_ns / NS_PER_S, min_queries / max(qps, 1e-9))
