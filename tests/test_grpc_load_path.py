@@ -1,8 +1,9 @@
-"""The gRPC load path (TritonGrpcTarget.start_infer, the runner's callback send) against the stub.
+"""The gRPC load path (TritonGrpcTarget.start_infer, the runner's callback send) against the stub,
+on both load clients: the wire client (the default) and grpc.aio (LOADTEST_GRPC_CLIENT=grpcio).
 
-What it must keep from the awaited path: every query a record, failures with their error kind,
---timeout a per-request deadline, and the send stamped when grpc.aio writes the message (a busy
-event loop shows as send lag, not as server latency).
+What each must keep from the awaited path: every query a record, failures with their error kind,
+--timeout a per-request deadline, and the send stamped when the message is written (a busy event
+loop shows as send lag, not as server latency).
 """
 
 from __future__ import annotations
@@ -19,11 +20,17 @@ from loadtest.core.schedule import server_schedule
 from loadtest.engine import timing
 from loadtest.engine.runner import Runner
 from loadtest.engine.samples import random_samples
+from loadtest.errors import SettingsError
 from loadtest.stub.process import Stub, running_stub
 from loadtest.targets import triton_grpc
 from loadtest.targets.triton_grpc import TritonGrpcTarget
 
 NS = 1_000_000_000
+
+
+@pytest.fixture(params=triton_grpc.GRPC_CLIENTS)
+def client(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +40,9 @@ def slow_stub() -> Iterator[Stub]:
         yield stub
 
 
-def _play(url: str, qps: float, seconds: float, **target_options: float):
+def _play(url: str, client: str, qps: float, seconds: float, **target_options: float):
     async def play():
-        target = TritonGrpcTarget(url, "tiny", **target_options)
+        target = TritonGrpcTarget(url, "tiny", load_client=client, **target_options)
         spec = await target.open()
         await target.prepare(random_samples(spec, 8, seed=1))
         assert target.capabilities.callback_send
@@ -48,8 +55,19 @@ def _play(url: str, qps: float, seconds: float, **target_options: float):
     return timing.run(play())
 
 
-def test_every_query_is_a_record_sent_in_order_and_answered(stub):
-    outcome = _play(stub.grpc_url, 200, 1.0)
+def test_the_load_client_is_chosen_by_the_environment(monkeypatch):
+    monkeypatch.delenv(triton_grpc.GRPC_CLIENT_VARIABLE, raising=False)
+    assert TritonGrpcTarget("127.0.0.1:1", "tiny").load_client == "wire"
+    monkeypatch.setenv(triton_grpc.GRPC_CLIENT_VARIABLE, "grpcio")
+    target = TritonGrpcTarget("127.0.0.1:1", "tiny")
+    assert target.load_client == "grpcio" and "(grpcio)" in target.description
+    monkeypatch.setenv(triton_grpc.GRPC_CLIENT_VARIABLE, "h3")
+    with pytest.raises(SettingsError, match="LOADTEST_GRPC_CLIENT='h3': use one of wire, grpcio"):
+        TritonGrpcTarget("127.0.0.1:1", "tiny")
+
+
+def test_every_query_is_a_record_sent_in_order_and_answered(stub, client):
+    outcome = _play(stub.grpc_url, client, 200, 1.0)
     records = outcome.records
     assert not outcome.stopped_early
     assert records.ok.all() and len(records.status) > 100
@@ -60,8 +78,8 @@ def test_every_query_is_a_record_sent_in_order_and_answered(stub):
     assert np.percentile(records.send_lag_ns(), 50) < 2_000_000
 
 
-def test_a_deadline_shorter_than_the_service_time_is_a_timeout_record(slow_stub):
-    outcome = _play(slow_stub.grpc_url, 50, 0.5, timeout_s=0.02)
+def test_a_deadline_shorter_than_the_service_time_is_a_timeout_record(slow_stub, client):
+    outcome = _play(slow_stub.grpc_url, client, 50, 0.5, timeout_s=0.02)
     records = outcome.records
     assert (records.status == Status.ERROR).all()
     assert records.error_kinds == [TIMEOUT]
@@ -70,8 +88,8 @@ def test_a_deadline_shorter_than_the_service_time_is_a_timeout_record(slow_stub)
     assert np.median(took) < 35_000_000
 
 
-def test_a_server_side_timeout_has_its_own_kind(slow_stub):
-    outcome = _play(slow_stub.grpc_url, 50, 0.5, server_timeout_s=0.005)
+def test_a_server_side_timeout_has_its_own_kind(slow_stub, client):
+    outcome = _play(slow_stub.grpc_url, client, 50, 0.5, server_timeout_s=0.005)
     assert outcome.records.error_kinds == [SERVER_TIMEOUT]
     assert (outcome.records.status == Status.ERROR).all()
 
@@ -80,17 +98,43 @@ def test_the_status_is_read_the_public_way_when_grpcio_hides_it(slow_stub, monke
     """Should a grpcio release drop the status attribute the done callback reads, the outcome
     is awaited through grpc.aio's public coroutines: same records, same kinds."""
     monkeypatch.setattr(triton_grpc, "_call_status", lambda call: None)
-    outcome = _play(slow_stub.grpc_url, 50, 0.5, timeout_s=0.02)
+    outcome = _play(slow_stub.grpc_url, "grpcio", 50, 0.5, timeout_s=0.02)
     assert outcome.records.error_kinds == [TIMEOUT]
     assert (outcome.records.status == Status.ERROR).all()
 
 
-def test_the_send_is_stamped_when_grpc_writes_it_not_when_asked(stub):
+def test_the_wire_client_writes_the_send_before_start_infer_returns(slow_stub):
+    """The wire client writes on the socket inside start_infer: a loop then held busy for 50 ms
+    does not hold the send back, so the stub's 40 ms answer is already waiting when the loop
+    runs again (grpc.aio, by contrast, would only write it then: the next test)."""
+
+    async def play() -> tuple[int, int, str | None, list[int]]:
+        target = TritonGrpcTarget(slow_stub.grpc_url, "tiny", load_client="wire")
+        spec = await target.open()
+        await target.prepare(random_samples(spec, 1, seed=1))
+        loop = asyncio.get_running_loop()
+        answered: asyncio.Future[str | None] = loop.create_future()
+        stamps: list[int] = []
+        target.start_infer(0, answered.set_result, lambda: stamps.append(time.perf_counter_ns()))
+        time.sleep(0.05)  # the loop is busy (a burst of answers, say)
+        released = time.perf_counter_ns()
+        error = await asyncio.wait_for(answered, 10)
+        done = time.perf_counter_ns()
+        await target.close()
+        return released, done, error, stamps
+
+    released, done, error, stamps = timing.run(play())
+    assert error is None
+    assert stamps == []  # written at once: the runner's own stamp stands
+    assert done - released < 30_000_000  # not the 40 ms a send written only now would take
+
+
+def test_the_grpcio_send_is_stamped_when_grpc_writes_it_not_when_asked(stub):
     """A send asked for while the event loop is then held busy is written only when the loop
     runs grpc.aio's task: `written` comes after the hold, so the hold counts as send lag."""
 
     async def play() -> tuple[int, int, int, str | None]:
-        target = TritonGrpcTarget(stub.grpc_url, "tiny")
+        target = TritonGrpcTarget(stub.grpc_url, "tiny", load_client="grpcio")
         spec = await target.open()
         await target.prepare(random_samples(spec, 1, seed=1))
         loop = asyncio.get_running_loop()
@@ -110,9 +154,25 @@ def test_the_send_is_stamped_when_grpc_writes_it_not_when_asked(stub):
     assert written >= released > asked + 40_000_000
 
 
+def test_a_call_on_a_closed_wire_client_is_a_failed_record_not_a_hang(stub):
+    async def play() -> str | None:
+        target = TritonGrpcTarget(stub.grpc_url, "tiny", load_client="wire")
+        spec = await target.open()
+        await target.prepare(random_samples(spec, 1, seed=1))
+        assert target._wire_client is not None
+        target._wire_client.close()
+        answered: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        target.start_infer(0, answered.set_result)
+        result = await asyncio.wait_for(answered, 10)
+        await target.close()
+        return result
+
+    assert timing.run(play()) == "grpc CANCELLED: client closed"
+
+
 def test_a_call_on_a_closed_channel_is_a_failed_record_not_a_crash(stub):
     async def play() -> str | None:
-        target = TritonGrpcTarget(stub.grpc_url, "tiny")
+        target = TritonGrpcTarget(stub.grpc_url, "tiny", load_client="grpcio")
         spec = await target.open()
         await target.prepare(random_samples(spec, 1, seed=1))
         assert target._client is not None

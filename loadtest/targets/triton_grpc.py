@@ -1,30 +1,32 @@
-"""Triton over gRPC with tritonclient.grpc.aio: one channel, each request serialized once.
+"""Triton over gRPC: tritonclient.grpc.aio to set up, a lean wire client for the load path.
 
-Metadata, shared-memory registration and `infer_outputs` use tritonclient's client. The load path
-sends a ModelInferRequest built by tritonclient and serialized once per sample, through a raw
-`ModelInfer` method on the same channel that neither serializes the request nor parses the
-response: per query, the client does only the gRPC call itself (a failed call still raises
-`grpc.RpcError` with its status, which becomes the error kind).
+Metadata, shared-memory registration and `infer_outputs` use tritonclient's client. Each load
+request is a ModelInferRequest built by tritonclient and serialized once per sample; per query the
+client only makes the unary `ModelInfer` call, on one of two clients (LOADTEST_GRPC_CLIENT):
 
-The open-loop runner drives the callback send (`start_infer`): the call's done callback reports
-the outcome, so no task of ours waits on each query (grpc.aio still runs one of its own). Its
-"serializer" is where the send is stamped: grpc.aio calls it inside the call's own task, right
-before the message goes to gRPC's core, so a send held back by a busy event loop (a burst of
-answers) shows as send lag. See docs/grpc-load-path.md for the profile behind this design.
+- "wire" (the default): targets/grpc_wire.py, unary gRPC calls on one HTTP/2 connection driven by
+  the event loop itself. The send is written (and stamped) the moment the runner asks, and the
+  call costs about a third of grpc.aio's CPU (docs/grpc-load-path.md). Same method, same server
+  endpoint, same one multiplexed connection as grpc.aio's channel.
+- "grpcio": grpc.aio, a raw `ModelInfer` method on tritonclient's channel that neither serializes
+  the request nor parses the response. Its done callback reports the outcome, and its "serializer"
+  stamps the send: grpc.aio calls it inside the call's own task, a loop turn after the issuer
+  asked, right before the message goes to gRPC's core. Kept as a cross-check of the wire client.
 
-TLS and headers (see transport.py) apply to the one channel and every call on it: the headers go
-as metadata with the raw `ModelInfer` calls too. A refused credential is the error kind
-`unauthenticated` / `permission-denied`; on the first calls (open, warm-up) it stops the run.
-Each query carries the gRPC deadline `timeout_s` (DEADLINE_EXCEEDED -> "timeout"); opening,
-metadata and the warm-up query get `setup_timeout` (max(30 s, timeout_s)), so a short --timeout
-still starts. With `server_timeout_s` every load request carries Triton's "timeout" parameter (µs);
-the warm-up and `infer_outputs` requests do not.
+TLS and headers (see transport.py) apply to both clients and every call: the headers go as
+metadata with the load calls too. A refused credential is the error kind `unauthenticated` /
+`permission-denied`; on the first calls (open, warm-up) it stops the run. Each query carries the
+gRPC deadline `timeout_s` (DEADLINE_EXCEEDED -> "timeout"); opening, metadata, the wire client's
+connection and the warm-up query get `setup_timeout` (max(30 s, timeout_s)), so a short --timeout
+still starts. With `server_timeout_s` every load request carries Triton's "timeout" parameter
+(µs); the warm-up and `infer_outputs` requests do not.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from collections.abc import Sequence
 
 import grpc
@@ -34,7 +36,7 @@ from tritonclient.grpc import InferResult, service_pb2
 from tritonclient.grpc._utils import _get_inference_request
 from tritonclient.utils import InferenceServerException
 
-from loadtest.core.records import TIMEOUT
+from loadtest.core.records import SERVER_TIMEOUT, TIMEOUT
 from loadtest.core.secrets import Header
 from loadtest.core.settings import SharedMemoryKind, TlsSettings, setup_timeout
 from loadtest.core.target import (
@@ -47,15 +49,20 @@ from loadtest.core.target import (
     TritonEndpoint,
     Written,
 )
-from loadtest.errors import TargetError
+from loadtest.errors import SettingsError, TargetError
+from loadtest.targets import grpc_wire
+from loadtest.targets.grpc_wire import GrpcWire
 from loadtest.targets.shared_memory import SystemRegions
 from loadtest.targets.transport import (
+    PERMISSION_DENIED,
+    UNAUTHENTICATED,
     Connection,
     auth_refusal,
     explain_tls_failure_async,
     grpc_auth_kind,
     grpc_client,
     plaintext_hint,
+    ssl_context,
 )
 from loadtest.targets.triton_common import (
     DEFAULT_GRPC_PORT,
@@ -67,6 +74,18 @@ from loadtest.targets.triton_common import (
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 # grpc.StatusCode by its integer value (the done callback sees the core's integer code).
 _STATUS_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
+GRPC_CLIENTS = ("wire", "grpcio")
+GRPC_CLIENT_VARIABLE = "LOADTEST_GRPC_CLIENT"
+
+
+def grpc_load_client() -> str:
+    """Which client makes the load calls: LOADTEST_GRPC_CLIENT, default "wire"."""
+    name = os.environ.get(GRPC_CLIENT_VARIABLE, "wire").strip().lower() or "wire"
+    if name not in GRPC_CLIENTS:
+        raise SettingsError(
+            f"{GRPC_CLIENT_VARIABLE}={name!r}: use one of {', '.join(GRPC_CLIENTS)}"
+        )
+    return name
 
 
 class _Send:
@@ -116,8 +135,10 @@ class TritonGrpcTarget:
         *,
         tls: TlsSettings | None = None,
         headers: tuple[Header, ...] = (),
+        load_client: str | None = None,
     ) -> None:
         self.url = host_port(url, DEFAULT_GRPC_PORT)
+        self.load_client = load_client or grpc_load_client()
         self.model = model
         self.version = version
         self.timeout_s = timeout_s
@@ -133,6 +154,9 @@ class TritonGrpcTarget:
         self._kept_wire: list[bytes] = []
         self._model_infer: grpc.aio.UnaryUnaryMultiCallable | None = None
         self._model_infer_stamped: grpc.aio.UnaryUnaryMultiCallable | None = None
+        self._wire_client: GrpcWire | None = None
+        self._framed: list[bytes] = []  # the wire client's messages (length-prefixed)
+        self._kept_framed: list[bytes] = []
         self._slow: set[asyncio.Task[None]] = set()  # statuses read the public (awaited) way
         self._outputs: list[grpcclient.InferRequestedOutput] | None = None
         self._shm: SystemRegions | None = None
@@ -163,11 +187,20 @@ class TritonGrpcTarget:
 
     @property
     def connection_waits(self) -> int:
-        return 0  # one multiplexed channel: a query never waits for a connection
+        """Queries that waited to be written (a connection being opened, or the server's
+        limit on concurrent streams); grpc.aio's channel keeps no such count."""
+        return self._wire_client.waited if self._wire_client is not None else 0
 
     def start_infer(self, sample_index: int, done: Done, written: Written | None = None) -> None:
-        """Start one gRPC call; `written()` runs when grpc.aio writes it (its own task, a loop
-        turn later), `done(error kind or None)` when its status is in, on the event loop."""
+        """Start one gRPC call; `done(error kind or None)` runs when its status is in, on the
+        event loop. The wire client writes it now (`written()` only if it had to wait); grpc.aio
+        writes it in its own task a loop turn later, and `written()` runs then."""
+        wire = self._wire_client
+        if wire is not None:
+            wire.call(
+                self._framed[sample_index], functools.partial(self._answered, done), False, written
+            )
+            return
         assert self._model_infer_stamped is not None, "prepare() first"
         try:
             call = self._model_infer_stamped(
@@ -190,6 +223,12 @@ class TritonGrpcTarget:
         code, details = status
         done(None if code is grpc.StatusCode.OK else self._code_kind(code, details))
 
+    def _answered(self, done: Done, code: int, details: str, _response: bytes) -> None:
+        done(None if code == grpc_wire.OK else self._wire_kind(code, details))
+
+    def _wire_kind(self, code: int, details: str) -> str:
+        return self._code_kind(_STATUS_BY_VALUE.get(code, grpc.StatusCode.UNKNOWN), details)
+
     async def _finished_slowly(self, done: Done, call: grpc.aio.Call) -> None:
         code = await call.code()
         done(None if code is grpc.StatusCode.OK else self._code_kind(code, await call.details()))
@@ -204,7 +243,8 @@ class TritonGrpcTarget:
     def description(self) -> str:
         version = f" v{self.version}" if self.version else ""
         tls = " (TLS)" if self.connection.tls is not None else ""
-        return f"triton grpc{tls} {self.url} model {self.model}{version}"
+        client = "" if self.load_client == "wire" else f" ({self.load_client})"
+        return f"triton grpc{tls}{client} {self.url} model {self.model}{version}"
 
     @staticmethod
     def _code_kind(code: grpc.StatusCode | None, details: str) -> str:
@@ -299,6 +339,10 @@ class TritonGrpcTarget:
         self._model_infer_stamped = client._channel.unary_unary(
             MODEL_INFER, request_serializer=_write_now
         )
+        if self.load_client == "wire":
+            self._framed = [grpc_wire.framed(wire) for wire in self._wire]
+            self._kept_framed = [grpc_wire.framed(wire) for wire in self._kept_wire]
+            await self._open_wire()
         if self._requests:
             try:
                 await self.infer_outputs(0)
@@ -309,6 +353,41 @@ class TritonGrpcTarget:
                 raise TargetError(
                     f"model {self.model!r} rejected the inputs: {exc.message()}"
                 ) from None
+
+    async def _open_wire(self) -> None:
+        """The load path's own HTTP/2 connection, opened before the run (TLS: ALPN h2)."""
+        host, _, port = self.url.rpartition(":")
+        tls = self.connection.tls
+        wire = GrpcWire(
+            host.strip("[]"),
+            int(port),
+            MODEL_INFER,
+            self.timeout_s,
+            self._metadata or (),
+            ssl_context(tls, ("h2",)) if tls is not None else None,
+        )
+        try:
+            await wire.connect(self.setup_timeout_s)
+        except (OSError, asyncio.TimeoutError) as exc:
+            wire.close()
+            reason = getattr(exc, "strerror", None) or str(exc) or "timed out"
+            raise TargetError(f"cannot reach Triton over gRPC at {self.url}: {reason}") from None
+        if self._framed:
+            await self._first_wire_call(wire)
+        self._wire_client = wire
+
+    async def _first_wire_call(self, wire: GrpcWire) -> None:
+        """One load call before the run: a refused credential, or a connection that cannot carry
+        a call (a proxy that mangles HTTP/2), is one error line now, not a run of failures.
+        Answers the run itself records (a deadline, the server's own timeout) pass."""
+        code, details, _ = await wire.unary(self._framed[0], timeout_s=self.setup_timeout_s)
+        kind = self._wire_kind(code, details)
+        if code in (grpc_wire.OK, grpc_wire.DEADLINE_EXCEEDED) or kind == SERVER_TIMEOUT:
+            return
+        wire.close()
+        if kind in (UNAUTHENTICATED, PERMISSION_DENIED):
+            raise TargetError(auth_refusal(self.url, kind, "gRPC"))
+        raise TargetError(f"the first gRPC load call to {self.url} failed: {kind}: {details}")
 
     def _serialized(
         self,
@@ -332,6 +411,13 @@ class TritonGrpcTarget:
 
     async def infer_kept(self, sample_index: int) -> tuple[str | None, Kept]:
         """A load query whose response bytes are kept: parsing waits until after the run."""
+        if self._wire_client is not None:
+            code, details, answer = await self._wire_client.unary(
+                self._kept_framed[sample_index], keep=True
+            )
+            return (
+                (None, answer) if code == grpc_wire.OK else (self._wire_kind(code, details), None)
+            )
         assert self._model_infer is not None, "prepare() first"
         try:
             answer = await self._model_infer(
@@ -352,6 +438,9 @@ class TritonGrpcTarget:
             raise ValueError(f"cannot decode the gRPC answer: {exc}") from None
 
     async def infer(self, sample_index: int) -> str | None:
+        if self._wire_client is not None:
+            code, details, _ = await self._wire_client.unary(self._framed[sample_index])
+            return None if code == grpc_wire.OK else self._wire_kind(code, details)
         assert self._model_infer is not None, "prepare() first"
         try:
             await self._model_infer(
@@ -376,6 +465,9 @@ class TritonGrpcTarget:
         return {out["name"]: result.as_numpy(out["name"]) for out in response["outputs"]}
 
     async def close(self) -> None:
+        if self._wire_client is not None:
+            self._wire_client.close()
+            self._wire_client = None
         client = self._client
         if self._shm is not None:
             await self._shm.release(

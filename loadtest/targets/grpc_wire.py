@@ -1,0 +1,631 @@
+"""A lean gRPC client for the inference path: unary calls on one HTTP/2 connection, no tasks.
+
+Why not grpc.aio here (docs/grpc-load-path.md has the profile): each grpc.aio call builds a call
+object and a task of its own, and its answer comes from gRPC's poller thread through the event
+loop's self-pipe, so a send leaves one loop turn after the issuer asked for it and costs about
+100 µs of CPU even in a closed loop. This client writes the request on the event loop's own
+socket at the moment it is asked (the send is stamped when it is written, not a turn later),
+parses answers in `data_received`, and completes each call with a plain callback: about a third
+of grpc.aio's CPU per request against the same Triton (benchmarks/grpc_clients.py).
+
+It speaks the same protocol to the same server endpoint: gRPC over HTTP/2 (RFC 9113), one unary
+`ModelInfer` call per query on one connection, as grpc.aio does. What is written by hand is the
+small part of HTTP/2 a unary client needs; HPACK (header compression, with its stateful decoding
+table) is the `hpack` library's, the one python-hyper's h2 uses:
+
+- requests: one HEADERS frame (a header block built once: every field a "never indexed" literal
+  or a static-table entry, so it touches no compression state and is reused as is) and the
+  message in DATA frames of at most the server's SETTINGS_MAX_FRAME_SIZE;
+- flow control both ways: sends wait for the server's connection and stream windows (a stream
+  blocked there is written as soon as WINDOW_UPDATE allows); the client grants itself the
+  largest windows HTTP/2 allows and tops the connection window up as answers arrive;
+- SETTINGS (acknowledged; window, frame-size and concurrent-stream limits applied), PING
+  (answered), GOAWAY (streams the server did not take fail UNAVAILABLE; later calls go to a new
+  connection), RST_STREAM (the gRPC status gRPC's own clients give for it), CONTINUATION;
+- a call that would exceed the server's SETTINGS_MAX_CONCURRENT_STREAMS, or that comes while
+  the connection is being (re)opened, waits in a FIFO; `written()` then runs when it is written.
+
+Every call has a deadline (`timeout_s` from the call): it is sent as `grpc-timeout`, so the server
+gives up too, and a sweep every SWEEP_FRACTION of it (1 ms to 0.5 s, one timer for the whole
+client) cancels what is still unanswered past it (RST_STREAM CANCEL) and reports
+DEADLINE_EXCEEDED, as gRPC's clients do. The answer to a call is its gRPC status code, the
+status message, and, when asked, the response message itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl as ssl_module
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import cast
+from urllib.parse import unquote
+
+from hpack import Decoder, Encoder
+from hpack.exceptions import HPACKError
+
+# On done: (gRPC status code, status message, response message or b"").
+Answer = Callable[[int, str, bytes], None]
+Written = Callable[[], None]
+
+OK = 0
+CANCELLED = 1
+UNKNOWN = 2
+DEADLINE_EXCEEDED = 4
+PERMISSION_DENIED = 7
+UNIMPLEMENTED = 12
+INTERNAL = 13
+UNAVAILABLE = 14
+UNAUTHENTICATED = 16
+
+SWEEP_FRACTION = 0.125  # the deadline sweep runs every 1/8 of the timeout ...
+MIN_SWEEP_S = 0.001  # ... but at most once a millisecond
+MAX_SWEEP_S = 0.5  # ... and at least twice a second
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = 0, 1, 2, 3, 4, 5, 6, 7
+WINDOW_UPDATE, CONTINUATION = 8, 9
+END_STREAM = ACK = 0x1
+END_HEADERS = 0x4
+PADDED = 0x8
+PRIORITY_FLAG = 0x20
+HEADER_TABLE_SIZE, ENABLE_PUSH, MAX_CONCURRENT_STREAMS, INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE = (
+    1,
+    2,
+    3,
+    4,
+    5,
+)
+MAX_WINDOW = 2**31 - 1
+DEFAULT_WINDOW = 65_535
+DEFAULT_FRAME_SIZE = 16_384
+REFILL_AT = 2**30  # received bytes after which the connection window is topped up again
+MAX_STREAM_ID = 2**31 - 1
+CANCEL_CODE = 0x8
+REFUSED_STREAM_CODE = 0x7
+
+# What gRPC's clients report for an HTTP status that is not 200 (grpc/doc/http-grpc-status-mapping).
+_HTTP_TO_GRPC = {
+    400: INTERNAL,
+    401: UNAUTHENTICATED,
+    403: PERMISSION_DENIED,
+    404: UNIMPLEMENTED,
+    429: UNAVAILABLE,
+    502: UNAVAILABLE,
+    503: UNAVAILABLE,
+    504: UNAVAILABLE,
+}
+
+
+def grpc_timeout(timeout_s: float) -> str:
+    """The `grpc-timeout` header value: at most 8 digits and a unit, rounded up."""
+    for unit, per_second in (("m", 1_000), ("S", 1), ("M", 1 / 60), ("H", 1 / 3600)):
+        value = -int(-timeout_s * per_second // 1)
+        if value < 100_000_000:
+            return f"{max(1, value)}{unit}"
+    return "99999999H"
+
+
+def framed(message: bytes) -> bytes:
+    """A gRPC length-prefixed message (uncompressed), built once per sample."""
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+    return (
+        len(payload).to_bytes(3, "big")
+        + bytes((kind, flags))
+        + stream_id.to_bytes(4, "big")
+        + payload
+    )
+
+
+class _Stream:
+    """One call in flight: who to tell, by when, and what has come back so far."""
+
+    __slots__ = (
+        "chunks",
+        "deadline",
+        "details",
+        "http_status",
+        "keep",
+        "on_done",
+        "rest",
+        "status",
+        "window",
+    )
+
+    def __init__(self, on_done: Answer, deadline: float, keep: bool, window: int) -> None:
+        self.on_done = on_done
+        self.deadline = deadline
+        self.keep = keep
+        self.chunks: list[bytes] = []
+        self.status = -1  # grpc-status, once a header block has carried it
+        self.details = ""
+        self.http_status = 0
+        self.window = window  # what the server lets this stream send
+        self.rest = memoryview(b"")  # request bytes still to write (flow control)
+
+
+class _Connection(asyncio.Protocol):
+    """One HTTP/2 connection: writes calls as streams, reads frames, enforces flow control."""
+
+    def __init__(self, client: GrpcWire) -> None:
+        self.client = client
+        self.transport: asyncio.Transport | None = None
+        self.decoder = Decoder()
+        self.pending = b""  # received bytes not yet a whole frame
+        self.streams: dict[int, _Stream] = {}  # open streams, in the order they were opened
+        self.blocked: deque[int] = deque()  # streams with request bytes waiting for a window
+        self.next_id = 1
+        self.send_window = DEFAULT_WINDOW  # the server's connection-level window
+        self.initial_window = DEFAULT_WINDOW  # the server's window for each new stream
+        self.max_frame = DEFAULT_FRAME_SIZE
+        self.max_streams = MAX_STREAM_ID
+        self.received = 0  # DATA bytes since the connection window was last topped up
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.going_away = False  # GOAWAY seen, or the connection is gone: no new streams
+        self.header_block: tuple[int, int, list[bytes]] | None = None  # (stream, flags, parts)
+
+    # --- asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        settings = b"".join(
+            key.to_bytes(2, "big") + value.to_bytes(4, "big")
+            for key, value in ((ENABLE_PUSH, 0), (INITIAL_WINDOW_SIZE, MAX_WINDOW))
+        )
+        self.transport.write(
+            PREFACE
+            + _frame(SETTINGS, 0, 0, settings)
+            + _frame(WINDOW_UPDATE, 0, 0, (MAX_WINDOW - DEFAULT_WINDOW).to_bytes(4, "big"))
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.going_away = True
+        reason = f"connection lost: {exc}" if exc else "connection closed by the server"
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(reason))
+        self.fail_all(UNAVAILABLE, reason)
+        self.client.connection_gone(self, lost=True)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.pending + data if self.pending else data
+        size = len(buffer)
+        position = 0
+        replies: list[bytes] = []
+        try:
+            while size - position >= 9:
+                length = int.from_bytes(buffer[position : position + 3], "big")
+                end = position + 9 + length
+                if end > size:
+                    break
+                kind = buffer[position + 3]
+                flags = buffer[position + 4]
+                stream_id = int.from_bytes(buffer[position + 5 : position + 9], "big") & MAX_WINDOW
+                self._frame_in(kind, flags, stream_id, buffer[position + 9 : end], replies)
+                position = end
+        except (HPACKError, ValueError, IndexError) as exc:
+            self._broken(f"malformed HTTP/2 from the server: {exc}")
+            return
+        self.pending = buffer[position:]
+        if self.received > REFILL_AT:
+            replies.append(_frame(WINDOW_UPDATE, 0, 0, self.received.to_bytes(4, "big")))
+            self.received = 0
+        if replies and self.transport is not None:
+            self.transport.write(b"".join(replies))
+
+    # --- frames in
+    def _frame_in(
+        self, kind: int, flags: int, stream_id: int, payload: bytes, replies: list[bytes]
+    ) -> None:
+        if self.header_block is not None and kind != CONTINUATION:
+            raise ValueError("a header block was interrupted by another frame")
+        if kind == DATA:
+            self.received += len(payload)
+            stream = self.streams.get(stream_id)
+            if stream is not None:
+                if stream.keep:
+                    stream.chunks.append(_unpadded(payload, flags))
+                if flags & END_STREAM:
+                    self._end(stream_id)
+        elif kind == HEADERS:
+            payload = _unpadded(payload, flags)
+            if flags & PRIORITY_FLAG:
+                payload = payload[5:]
+            self.header_block = (stream_id, flags, [payload])
+            if flags & END_HEADERS:
+                self._headers_done()
+        elif kind == CONTINUATION:
+            if self.header_block is None or self.header_block[0] != stream_id:
+                raise ValueError("CONTINUATION without its HEADERS")
+            self.header_block[2].append(payload)
+            if flags & END_HEADERS:
+                self._headers_done()
+        elif kind == SETTINGS:
+            if not flags & ACK:
+                self._settings(payload)
+                replies.append(_frame(SETTINGS, ACK, 0))
+                if not self.ready.done():
+                    self.ready.set_result(None)
+        elif kind == WINDOW_UPDATE:
+            increment = int.from_bytes(payload[:4], "big") & MAX_WINDOW
+            if stream_id == 0:
+                self.send_window += increment
+            elif (stream := self.streams.get(stream_id)) is not None:
+                stream.window += increment
+            self._write_blocked()
+        elif kind == PING:
+            if not flags & ACK:
+                replies.append(_frame(PING, ACK, 0, payload))
+        elif kind == RST_STREAM:
+            code = int.from_bytes(payload[:4], "big")
+            status = (
+                UNAVAILABLE
+                if code == REFUSED_STREAM_CODE
+                else CANCELLED
+                if code == CANCEL_CODE
+                else INTERNAL
+            )
+            self._finish(stream_id, status, f"stream reset by the server (HTTP/2 error {code})")
+        elif kind == GOAWAY:
+            last = int.from_bytes(payload[:4], "big") & MAX_WINDOW
+            self.going_away = True
+            for later in [s for s in self.streams if s > last]:
+                self._finish(later, UNAVAILABLE, "the server is going away (GOAWAY)")
+            self.client.connection_gone(self)
+            self._close_when_idle()
+        elif kind == PUSH_PROMISE:
+            raise ValueError("PUSH_PROMISE though push is disabled")
+        # PRIORITY and unknown frame types are ignored, as HTTP/2 requires.
+
+    def _settings(self, payload: bytes) -> None:
+        for offset in range(0, len(payload) - len(payload) % 6, 6):
+            key = int.from_bytes(payload[offset : offset + 2], "big")
+            value = int.from_bytes(payload[offset + 2 : offset + 6], "big")
+            if key == INITIAL_WINDOW_SIZE:
+                delta = value - self.initial_window
+                self.initial_window = value
+                for stream in self.streams.values():
+                    stream.window += delta
+            elif key == MAX_FRAME_SIZE:
+                self.max_frame = value
+            elif key == MAX_CONCURRENT_STREAMS:
+                self.max_streams = value
+        self._write_blocked()
+        self.client.slots_freed()
+
+    def _headers_done(self) -> None:
+        assert self.header_block is not None
+        stream_id, flags, parts = self.header_block
+        self.header_block = None
+        # Always decoded, even for a stream already given up: the decoding table is shared.
+        fields = self.decoder.decode(b"".join(parts), raw=True)
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return
+        for name, value in cast(Sequence[tuple[bytes, bytes]], fields):
+            if name == b"grpc-status":
+                stream.status = int(value)
+            elif name == b"grpc-message":
+                stream.details = unquote(value.decode("utf-8", "replace"))
+            elif name == b":status":
+                stream.http_status = int(value)
+        if flags & END_STREAM:
+            self._end(stream_id)
+
+    def _end(self, stream_id: int) -> None:
+        """The server ended the stream: the call's status is what its headers said."""
+        stream = self.streams[stream_id]
+        if stream.http_status != 200:
+            code = _HTTP_TO_GRPC.get(stream.http_status, UNKNOWN)
+            self._finish(stream_id, code, f"HTTP status {stream.http_status} from the server")
+        elif stream.status < 0:
+            self._finish(stream_id, UNKNOWN, "the server ended the call without a grpc-status")
+        else:
+            self._finish(stream_id, stream.status, stream.details)
+
+    def _finish(self, stream_id: int, code: int, details: str) -> None:
+        stream = self.streams.pop(stream_id, None)
+        if stream is None:
+            return
+        message = b""
+        if stream.keep and code == OK:
+            body = b"".join(stream.chunks)
+            message = body[5:] if body[:1] == b"\x00" else b""
+        stream.on_done(code, details, message)
+        self.client.slots_freed()
+        if self.going_away:
+            self._close_when_idle()
+
+    # --- calls out
+    def has_room(self) -> bool:
+        return (
+            not self.going_away
+            and self.ready.done()
+            and len(self.streams) < self.max_streams
+            and self.next_id <= MAX_STREAM_ID
+        )
+
+    def open_stream(
+        self, block: bytes, body: bytes, on_done: Answer, deadline: float, keep: bool
+    ) -> None:
+        """Write one call: its header block, then as much of its message as the windows allow."""
+        assert self.transport is not None
+        stream_id = self.next_id
+        self.next_id += 2
+        stream = _Stream(on_done, deadline, keep, self.initial_window)
+        self.streams[stream_id] = stream
+        parts = self._header_frames(stream_id, block)
+        size = len(body)
+        if size <= self.max_frame and size <= self.send_window and size <= stream.window:
+            parts.append(_frame(DATA, END_STREAM, stream_id, body))  # the usual case: all at once
+            self.send_window -= size
+            stream.window -= size
+        else:
+            stream.rest = memoryview(body)
+            self._data_frames(stream_id, stream, parts)
+            if stream.rest:
+                self.blocked.append(stream_id)
+        self.transport.write(b"".join(parts))
+
+    def _header_frames(self, stream_id: int, block: bytes) -> list[bytes]:
+        first, rest = block[: self.max_frame], block[self.max_frame :]
+        if not rest:
+            return [_frame(HEADERS, END_HEADERS, stream_id, first)]
+        frames = [_frame(HEADERS, 0, stream_id, first)]
+        while rest:
+            piece, rest = rest[: self.max_frame], rest[self.max_frame :]
+            frames.append(_frame(CONTINUATION, 0 if rest else END_HEADERS, stream_id, piece))
+        return frames
+
+    def _data_frames(self, stream_id: int, stream: _Stream, parts: list[bytes]) -> None:
+        """Append DATA frames for as much of the stream's message as the windows allow."""
+        while stream.rest:
+            size = min(len(stream.rest), self.max_frame, self.send_window, stream.window)
+            if size <= 0:
+                return
+            piece, stream.rest = stream.rest[:size], stream.rest[size:]
+            parts.append(_frame(DATA, 0 if stream.rest else END_STREAM, stream_id, bytes(piece)))
+            self.send_window -= size
+            stream.window -= size
+
+    def _write_blocked(self) -> None:
+        if not self.blocked or self.transport is None:
+            return
+        parts: list[bytes] = []
+        for _ in range(len(self.blocked)):
+            stream_id = self.blocked.popleft()
+            stream = self.streams.get(stream_id)
+            if stream is None:
+                continue
+            self._data_frames(stream_id, stream, parts)
+            if stream.rest:
+                self.blocked.append(stream_id)
+        if parts:
+            self.transport.write(b"".join(parts))
+
+    def expire(self, now: float) -> None:
+        """Cancel the calls past their deadline (oldest first: deadlines grow with stream ids)."""
+        expired = []
+        for stream_id, stream in self.streams.items():
+            if stream.deadline >= now:
+                break
+            expired.append(stream_id)
+        if not expired:
+            return
+        if self.transport is not None and not self.transport.is_closing():
+            code = CANCEL_CODE.to_bytes(4, "big")
+            self.transport.write(b"".join(_frame(RST_STREAM, 0, s, code) for s in expired))
+        for stream_id in expired:
+            self._finish(stream_id, DEADLINE_EXCEEDED, "deadline exceeded (client)")
+
+    def fail_all(self, code: int, details: str) -> None:
+        for stream_id in list(self.streams):
+            self._finish(stream_id, code, details)
+
+    def _broken(self, reason: str) -> None:
+        self.going_away = True
+        self.fail_all(INTERNAL, reason)
+        if self.transport is not None:
+            self.transport.close()
+        self.client.connection_gone(self)
+
+    def _close_when_idle(self) -> None:
+        if not self.streams and self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+
+def _unpadded(payload: bytes, flags: int) -> bytes:
+    if not flags & PADDED:
+        return payload
+    pad = payload[0]
+    return payload[1 : len(payload) - pad]
+
+
+class GrpcWire:
+    """Unary calls to one method at host:port; `call` never blocks and never raises.
+
+    Calls go on one HTTP/2 connection (as grpc.aio's channel does). When it is lost or the server
+    sends GOAWAY, the next call opens another; calls made meanwhile wait, in order.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        path: str,
+        timeout_s: float,
+        metadata: Sequence[tuple[str, str]] = (),
+        ssl: ssl_module.SSLContext | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.timeout_s = timeout_s
+        self.ssl = ssl
+        self.sweep_s = min(MAX_SWEEP_S, max(MIN_SWEEP_S, SWEEP_FRACTION * timeout_s))
+        self.waited = 0  # calls that had to wait before they were written
+        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self._fields = [
+            (":method", "POST"),
+            (":scheme", "https" if ssl is not None else "http"),
+            (":path", path),
+            (":authority", authority),
+            ("te", "trailers"),
+            ("content-type", "application/grpc"),
+            ("user-agent", "loadtest-grpc-wire"),
+            *metadata,
+        ]
+        self._blocks: dict[float, bytes] = {}
+        self.block = self._block(timeout_s)
+        self._connection: _Connection | None = None  # where new calls go
+        self._open_connections: set[_Connection] = set()  # with it, those still finishing calls
+        self._opening: asyncio.Task[None] | None = None
+        # (header block, message, on_done, keep, deadline, written), oldest first
+        self._waiting: deque[tuple[bytes, bytes, Answer, bool, float, Written | None]] = deque()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    def _block(self, timeout_s: float) -> bytes:
+        """The header block of a call with this deadline. Never-indexed literals: it changes no
+        compression state, so it is built once and reused as is (and credentials in it are
+        marked never to be indexed by any intermediary)."""
+        block = self._blocks.get(timeout_s)
+        if block is None:
+            fields = [*self._fields, ("grpc-timeout", grpc_timeout(timeout_s))]
+            block = Encoder().encode([(n, v, True) for n, v in fields], huffman=True)
+            self._blocks[timeout_s] = block
+        return block
+
+    async def connect(self, timeout_s: float) -> None:
+        """Open the connection and wait for the server's SETTINGS (raises OSError, TimeoutError)."""
+        await asyncio.wait_for(self._open(), timeout_s)
+        self._schedule_sweep()
+
+    async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.ssl is None:
+            _, protocol = await loop.create_connection(
+                lambda: _Connection(self), self.host, self.port
+            )
+        else:
+            transport, protocol = await loop.create_connection(
+                lambda: _Connection(self),
+                self.host,
+                self.port,
+                ssl=self.ssl,
+                server_hostname=self.host,
+                ssl_handshake_timeout=max(self.timeout_s, 5.0),
+            )
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
+                transport.close()
+                raise ConnectionError("the server did not agree to HTTP/2 (ALPN h2) over TLS")
+        self._open_connections.add(protocol)
+        await protocol.ready
+        self._connection = protocol
+        self.slots_freed()
+
+    def call(
+        self,
+        message: bytes,
+        on_done: Answer,
+        keep: bool = False,
+        written: Written | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
+        """Send one framed message (see `framed`); `on_done(code, details, response)` follows.
+        `written()` runs if the call had to wait and is written later (not if written at once).
+        The deadline is the client's `timeout_s` from now unless `timeout_s` is given."""
+        if self._closed:
+            on_done(CANCELLED, "client closed", b"")
+            return
+        if timeout_s is None:
+            timeout_s, block = self.timeout_s, self.block
+        else:
+            block = self._block(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        connection = self._connection
+        if not self._waiting and connection is not None and connection.has_room():
+            connection.open_stream(block, message, on_done, deadline, keep)
+            return
+        self.waited += 1
+        self._waiting.append((block, message, on_done, keep, deadline, written))
+        self._reopen_if_needed()
+
+    async def unary(
+        self, message: bytes, keep: bool = False, timeout_s: float | None = None
+    ) -> tuple[int, str, bytes]:
+        """One call, awaited: (code, details, response message if `keep`)."""
+        answer: asyncio.Future[tuple[int, str, bytes]] = asyncio.get_running_loop().create_future()
+
+        def settle(code: int, details: str, response: bytes) -> None:
+            if not answer.done():
+                answer.set_result((code, details, response))
+
+        self.call(message, settle, keep, None, timeout_s)
+        return await answer
+
+    # --- used by the connection
+    def slots_freed(self) -> None:
+        """A stream ended or limits changed: write waiting calls while there is room."""
+        connection = self._connection
+        while self._waiting and connection is not None and connection.has_room():
+            block, message, on_done, keep, deadline, written = self._waiting.popleft()
+            if written is not None:
+                written()
+            connection.open_stream(block, message, on_done, deadline, keep)
+
+    def connection_gone(self, connection: _Connection, lost: bool = False) -> None:
+        """No new calls on `connection` (GOAWAY, broken, lost); `lost`: no calls at all."""
+        if lost:
+            self._open_connections.discard(connection)
+        if self._connection is connection:
+            self._connection = None
+        self._reopen_if_needed()
+
+    def _reopen_if_needed(self) -> None:
+        usable = self._connection is not None and not self._connection.going_away
+        if self._waiting and not usable and self._opening is None and not self._closed:
+            self._opening = asyncio.get_running_loop().create_task(self._reopen())
+
+    async def _reopen(self) -> None:
+        try:
+            await asyncio.wait_for(self._open(), max(self.timeout_s, 5.0))
+        except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
+            reason = f"cannot connect: {getattr(exc, 'strerror', None) or exc or 'timed out'}"
+            while self._waiting:  # nothing can be sent while connecting fails
+                self._waiting.popleft()[2](UNAVAILABLE, reason, b"")
+        finally:
+            self._opening = None
+
+    # --- deadlines
+    def _schedule_sweep(self) -> None:
+        if not self._closed and self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(self.sweep_s, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        now = time.monotonic()
+        for connection in list(self._open_connections):
+            connection.expire(now)
+        while self._waiting and self._waiting[0][4] < now:
+            self._waiting.popleft()[2](DEADLINE_EXCEEDED, "deadline exceeded (client)", b"")
+        self._schedule_sweep()
+
+    def close(self) -> None:
+        """Fail what is outstanding (CANCELLED) and close the connection."""
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        if self._opening is not None:
+            self._opening.cancel()
+        while self._waiting:
+            self._waiting.popleft()[2](CANCELLED, "client closed", b"")
+        self._connection = None
+        for connection in list(self._open_connections):
+            connection.going_away = True
+            connection.fail_all(CANCELLED, "client closed")
+            if connection.transport is not None:
+                connection.transport.close()
