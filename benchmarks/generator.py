@@ -11,6 +11,10 @@ and gRPC, for 1 worker process and for N (default: one per core):
   (spin-waiting included: it is what the generator costs the machine);
 - send-gap CV = std/mean of the gaps between actual sends, all workers merged (Poisson = 1).
 
+gRPC rows are measured for each load client in --grpc-clients (default "wire,grpcio"): the wire
+client (targets/grpc_wire.py, the default) and grpc.aio (LOADTEST_GRPC_CLIENT=grpcio, the load
+path before issue #14, one worker only), so the before and after stand side by side in one run.
+
 Each rate is one Server-scenario run of --seconds. Every ladder (loadtest's and perf_analyzer's)
 climbs by its step until two rates in a row are not clean, however high that is (a safety cap of
 MAX_RUNGS rungs says so if it is ever reached): no table ends at its top rung.
@@ -24,6 +28,7 @@ printed: a perf_analyzer figure is only ever one measured in the same run.
 (before and after) and the git commit measured (docs/generator-benchmark.txt is such a file).
 
     python benchmarks/generator.py [--seconds 5] [--workers 2] [--skip-triton] [--skip-pa]
+                                   [--grpc-clients wire,grpcio]
                                    [--output docs/generator-benchmark.txt]
 """
 
@@ -38,6 +43,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +65,7 @@ from loadtest.scenarios.play import Generator, closed_loop_throughput, run_serve
 from loadtest.server.embedded import EmbeddedTriton
 from loadtest.stub.process import running_stub
 from loadtest.targets import triton_target
+from loadtest.targets.triton_grpc import GRPC_CLIENT_VARIABLE
 
 NS = 1_000_000_000
 # Each ladder: (first rate, step). It climbs by the step until two rates in a row are not clean.
@@ -161,10 +169,28 @@ def rates(name: str, protocol: str) -> list[float]:
     return [float(first + k * step) for k in range(MAX_RUNGS)]
 
 
-def ladder(name: str, url: str, protocol: str, workers: int, seconds: float) -> list[Row]:
+@contextmanager
+def grpc_load_client(client: str) -> Iterator[None]:
+    """Run with LOADTEST_GRPC_CLIENT=client ("" = leave it), restored afterwards; worker
+    processes inherit it."""
+    before = os.environ.get(GRPC_CLIENT_VARIABLE)
+    if client:
+        os.environ[GRPC_CLIENT_VARIABLE] = client
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(GRPC_CLIENT_VARIABLE, None)
+        else:
+            os.environ[GRPC_CLIENT_VARIABLE] = before
+
+
+def ladder(
+    name: str, url: str, protocol: str, workers: int, seconds: float, path: str
+) -> list[Row]:
     rows: list[Row] = []
     misses = 0
-    out(f"\n{name} {protocol}, {workers} worker(s), {seconds:g} s per rate, loop auto")
+    out(f"\n{name} {path}, {workers} worker(s), {seconds:g} s per rate, loop auto")
     out("  rate  completed  lag p99 ms  on time %  CPU µs/req  send-gap CV  errors  clean")
     for qps in rates(name, protocol):
         loop = resolve_loop(LoopKind.AUTO, qps / workers).value
@@ -244,10 +270,10 @@ async def _capacity(url: str, protocol: str) -> float:
     return qps
 
 
-def capacity(name: str, url: str, protocol: str) -> float:
+def capacity(name: str, url: str, protocol: str, path: str) -> float:
     qps = timing.run(_capacity(url, protocol))
     out(
-        f"\n{name} {protocol} closed-loop capacity: {qps:.0f} q/s "
+        f"\n{name} {path} closed-loop capacity: {qps:.0f} q/s "
         f"({CAPACITY_IN_FLIGHT} in flight, {CAPACITY_SECONDS:g} s, one client process)"
     )
     return qps
@@ -277,7 +303,11 @@ def main() -> None:
     parser.add_argument("--skip-triton", action="store_true")
     parser.add_argument("--skip-pa", action="store_true", help="do not run perf_analyzer")
     parser.add_argument("--output", type=Path, help="also write the whole output to this file")
+    parser.add_argument(
+        "--grpc-clients", default="wire,grpcio", help="gRPC load clients to measure, in order"
+    )
     args = parser.parse_args()
+    clients = [c.strip() for c in args.grpc_clients.split(",") if c.strip()]
     binary = Path(os.environ.get("PERF_ANALYZER", PA_DEFAULT))
     have_pa = not args.skip_pa and binary.exists() and shutil.which(str(binary)) is not None
     out(f"python benchmarks/generator.py --seconds {args.seconds:g} --workers {args.workers}")
@@ -286,27 +316,33 @@ def main() -> None:
     out(f"started {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, load average {_load()}")
     out("clean = send-lag p99 ≤ 1 ms, ≥ 99 % of scheduled queries sent ≤ 1 ms late, no errors,")
     out(f"send-gap CV within 1.00 ± {CV_TOLERANCE}; CPU = all generator processes, spin included")
+    out(f"gRPC load clients: {', '.join(clients)} (LOADTEST_GRPC_CLIENT; the first is the default")
+    out("one; grpc.aio, the client before issue #14, runs with one worker only, for comparison)")
     best_of: dict[tuple[str, str, int], Row | None] = {}
     capacities: dict[tuple[str, str], float] = {}
     pa_best: dict[str, float | None] = {}
+
+    def measure(name: str, protocol: str, url: str) -> None:
+        for client in clients if protocol == "grpc" else [""]:
+            path = f"{protocol}/{client}" if client else protocol
+            with grpc_load_client(client):
+                capacities[(name, path)] = capacity(name, url, protocol, path)
+                counts = [1] if client == "grpcio" else sorted({1, args.workers})
+                for workers in counts:
+                    best_of[(name, path, workers)] = best(
+                        ladder(name, url, protocol, workers, args.seconds, path)
+                    )
+
     try:
         with running_stub() as stub:
             for protocol, url in (("http", stub.http_url), ("grpc", stub.grpc_url)):
-                capacities[("stub", protocol)] = capacity("stub", url, protocol)
-                for workers in sorted({1, args.workers}):
-                    best_of[("stub", protocol, workers)] = best(
-                        ladder("stub", url, protocol, workers, args.seconds)
-                    )
+                measure("stub", protocol, url)
         if not args.skip_triton:
             with tempfile.TemporaryDirectory() as tmp:
                 build_repository(Path(tmp), ["tiny"])
                 with EmbeddedTriton(Path(tmp), models=["tiny"]) as server:
                     for protocol, url in (("http", server.http_url), ("grpc", server.grpc_url)):
-                        capacities[("triton", protocol)] = capacity("triton", url, protocol)
-                        for workers in sorted({1, args.workers}):
-                            best_of[("triton", protocol, workers)] = best(
-                                ladder("triton", url, protocol, workers, args.seconds)
-                            )
+                        measure("triton", protocol, url)
                         if have_pa:
                             pa_best[protocol] = perf_analyzer_ladder(
                                 binary, url, protocol, args.seconds
@@ -326,8 +362,9 @@ def summary(
 ) -> None:
     out("\nhighest clean rate (QPS), CPU µs/req and send-gap CV at that rate;")
     out("capacity = the server's closed-loop throughput (the roofline for that row)")
-    out("target  proto  workers    rate  CPU µs  CV     capacity  vs perf_analyzer")
-    for (name, protocol, count), row in best_of.items():
+    out("target  protocol/client  workers    rate  CPU µs  CV     capacity  vs perf_analyzer")
+    for (name, path, count), row in best_of.items():
+        protocol = path.split("/")[0]
         reference = pa_best.get(protocol) if name == "triton" and have_pa else None
         ratio = "—"
         if row is not None and reference:
@@ -338,11 +375,11 @@ def summary(
             ratio = "perf_analyzer: none clean here"
         elif name == "triton":
             ratio = "perf_analyzer not run"
-        roof = f"{capacities.get((name, protocol), 0):8.0f}"
+        roof = f"{capacities.get((name, path), 0):8.0f}"
         if row is None:
-            out(f"{name:7} {protocol:6} {count:7d}  none clean {'':17} {roof}  {ratio}")
+            out(f"{name:7} {path:15} {count:7d}  none clean {'':17} {roof}  {ratio}")
             continue
-        out(f"{name:7} {protocol:6} {count:7d} {row.qps:7.0f} {row.cpu_us:7.0f} {row.cv:6.3f} "
+        out(f"{name:7} {path:15} {count:7d} {row.qps:7.0f} {row.cpu_us:7.0f} {row.cv:6.3f} "
             f"{roof}  {ratio}")  # fmt: skip
     if not have_pa:
         out(
