@@ -30,6 +30,9 @@ gives up too, and a sweep every SWEEP_FRACTION of it (1 ms to 0.5 s, one timer f
 client) cancels what is still unanswered past it (RST_STREAM CANCEL) and reports
 DEADLINE_EXCEEDED, as gRPC's clients do. The answer to a call is its gRPC status code, the
 status message, and, when asked, the response message itself.
+
+tests/test_grpc_wire.py checks all of this against an independent HTTP/2 server (python-hyper's
+h2, whose state machine rejects any flow-control, frame-size or stream-limit violation).
 """
 
 from __future__ import annotations
@@ -105,6 +108,10 @@ def grpc_timeout(timeout_s: float) -> str:
         if value < 100_000_000:
             return f"{max(1, value)}{unit}"
     return "99999999H"
+
+
+def _sweep_interval(timeout_s: float) -> float:
+    return min(MAX_SWEEP_S, max(MIN_SWEEP_S, SWEEP_FRACTION * timeout_s))
 
 
 def framed(message: bytes) -> bytes:
@@ -317,6 +324,11 @@ class _Connection(asyncio.Protocol):
     def _end(self, stream_id: int) -> None:
         """The server ended the stream: the call's status is what its headers said."""
         stream = self.streams[stream_id]
+        if stream.rest and self.transport is not None:
+            # Answered before flow control let the whole request out: the rest is dropped, so
+            # the stream is reset, or the server would hold it open (half-closed) and count it
+            # against its SETTINGS_MAX_CONCURRENT_STREAMS for the connection's life.
+            self.transport.write(_frame(RST_STREAM, 0, stream_id, CANCEL_CODE.to_bytes(4, "big")))
         if stream.http_status != 200:
             code = _HTTP_TO_GRPC.get(stream.http_status, UNKNOWN)
             self._finish(stream_id, code, f"HTTP status {stream.http_status} from the server")
@@ -368,6 +380,11 @@ class _Connection(asyncio.Protocol):
             if stream.rest:
                 self.blocked.append(stream_id)
         self.transport.write(b"".join(parts))
+        if self.next_id > MAX_STREAM_ID:
+            # Stream ids are never reused: this connection takes no new calls (it closes once
+            # idle), and the next call opens another instead of waiting here until its deadline.
+            self.going_away = True
+            self.client.connection_gone(self)
 
     def _header_frames(self, stream_id: int, block: bytes) -> list[bytes]:
         first, rest = block[: self.max_frame], block[self.max_frame :]
@@ -406,12 +423,9 @@ class _Connection(asyncio.Protocol):
             self.transport.write(b"".join(parts))
 
     def expire(self, now: float) -> None:
-        """Cancel the calls past their deadline (oldest first: deadlines grow with stream ids)."""
-        expired = []
-        for stream_id, stream in self.streams.items():
-            if stream.deadline >= now:
-                break
-            expired.append(stream_id)
+        """Cancel the calls past their deadline. Every stream is looked at, not only the oldest:
+        a call's own `timeout_s` can end before those of calls opened earlier."""
+        expired = [stream_id for stream_id, stream in self.streams.items() if stream.deadline < now]
         if not expired:
             return
         if self.transport is not None and not self.transport.is_closing():
@@ -463,7 +477,7 @@ class GrpcWire:
         self.port = port
         self.timeout_s = timeout_s
         self.ssl = ssl
-        self.sweep_s = min(MAX_SWEEP_S, max(MIN_SWEEP_S, SWEEP_FRACTION * timeout_s))
+        self.sweep_s = _sweep_interval(timeout_s)
         self.waited = 0  # calls that had to wait before they were written
         authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._fields = [
@@ -522,7 +536,15 @@ class GrpcWire:
                 transport.close()
                 raise ConnectionError("the server did not agree to HTTP/2 (ALPN h2) over TLS")
         self._open_connections.add(protocol)
-        await protocol.ready
+        try:
+            await protocol.ready
+        except BaseException:
+            # No SETTINGS from the server (timed out, cancelled, closed): the socket goes now,
+            # not at close(), or each reconnect that times out would leave one open.
+            self._open_connections.discard(protocol)
+            if protocol.transport is not None:
+                protocol.transport.close()
+            raise
         self._connection = protocol
         self.slots_freed()
 
@@ -544,6 +566,7 @@ class GrpcWire:
             timeout_s, block = self.timeout_s, self.block
         else:
             block = self._block(timeout_s)
+            self._sweep_at_least_every(_sweep_interval(timeout_s))
         deadline = time.monotonic() + timeout_s
         connection = self._connection
         if not self._waiting and connection is not None and connection.has_room():
@@ -588,6 +611,7 @@ class GrpcWire:
         usable = self._connection is not None and not self._connection.going_away
         if self._waiting and not usable and self._opening is None and not self._closed:
             self._opening = asyncio.get_running_loop().create_task(self._reopen())
+            self._schedule_sweep()  # deadlines hold for calls made without connect() first
 
     async def _reopen(self) -> None:
         try:
@@ -600,6 +624,16 @@ class GrpcWire:
             self._opening = None
 
     # --- deadlines
+    def _sweep_at_least_every(self, sweep_s: float) -> None:
+        """A call's own shorter timeout: sweep as often as it needs (from now on), or it would
+        expire on the client timeout's slower sweep, up to 0.5 s late."""
+        if sweep_s < self.sweep_s:
+            self.sweep_s = sweep_s
+            if self._sweeper is not None:
+                self._sweeper.cancel()
+                self._sweeper = None
+                self._schedule_sweep()
+
     def _schedule_sweep(self) -> None:
         if not self._closed and self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().call_later(self.sweep_s, self._sweep)
@@ -609,8 +643,12 @@ class GrpcWire:
         now = time.monotonic()
         for connection in list(self._open_connections):
             connection.expire(now)
-        while self._waiting and self._waiting[0][4] < now:
-            self._waiting.popleft()[2](DEADLINE_EXCEEDED, "deadline exceeded (client)", b"")
+        # The whole queue, not only its front: a call's own `timeout_s` can end first.
+        expired = [waiting for waiting in self._waiting if waiting[4] < now]
+        if expired:
+            self._waiting = deque(waiting for waiting in self._waiting if waiting[4] >= now)
+            for waiting in expired:
+                waiting[2](DEADLINE_EXCEEDED, "deadline exceeded (client)", b"")
         self._schedule_sweep()
 
     def close(self) -> None:

@@ -1,0 +1,984 @@
+"""Protocol tests of the wire gRPC client (loadtest/targets/grpc_wire.py) against an independent
+HTTP/2 implementation.
+
+The server here is python-hyper's h2 (a dev dependency) in a small asyncio protocol. h2's state
+machine rejects what a real server would (a DATA frame over a flow-control window or over the
+frame size, a stream beyond SETTINGS_MAX_CONCURRENT_STREAMS, a bad stream id): every such
+rejection is recorded, and leaving the server checks that there were none. Hooks make the server
+answer late, split, padded, garbled, reset, going away or gone; frames h2 will not send (an answer
+on a stream it thinks is reset, a GOAWAY it would then hold itself to, garbage) are written raw
+with hyperframe, h2's own frame layer. Everything is on 127.0.0.1, ports chosen by the OS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import pytest
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import (
+    DataReceived,
+    Event,
+    PingAckReceived,
+    RequestReceived,
+    SettingsAcknowledged,
+    StreamEnded,
+    StreamReset,
+)
+from h2.exceptions import ProtocolError
+from h2.settings import SettingCodes, Settings
+from hpack import NeverIndexedHeaderTuple
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    Frame,
+    GoAwayFrame,
+    HeadersFrame,
+    PushPromiseFrame,
+)
+
+from loadtest.targets import grpc_wire
+from loadtest.targets.grpc_wire import GrpcWire, framed, grpc_timeout
+
+PATH = "/inference.GRPCInferenceService/ModelInfer"
+RESPONSE_HEADERS = [(":status", "200"), ("content-type", "application/grpc")]
+
+
+def prefixed(message: bytes) -> bytes:
+    """gRPC's length prefix, written here independently of `framed` (which is tested below)."""
+    return bytes([0]) + len(message).to_bytes(4, "big") + message
+
+
+# --- the test server
+
+
+@dataclass
+class Request:
+    """One call as the server saw it."""
+
+    connection: ServerConnection
+    stream_id: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytearray = field(default_factory=bytearray)
+    frame_sizes: list[int] = field(default_factory=list)  # each DATA frame's payload
+
+    def header(self, name: str) -> str:
+        values = [value for key, value in self.headers if key == name.encode()]
+        assert len(values) == 1, f"{name}: {values}"
+        return values[0].decode()
+
+    @property
+    def message(self) -> bytes:
+        """The gRPC message, its length prefix checked."""
+        assert self.body[:1] == b"\x00"
+        assert int.from_bytes(self.body[1:5], "big") == len(self.body) - 5
+        return bytes(self.body[5:])
+
+    def answer(
+        self, message: bytes = b"", status: int = 0, details: str = "", pad: int = 0
+    ) -> None:
+        self.connection.answer(self.stream_id, message, status, details, pad)
+
+
+Hook = Callable[[Request], None]
+
+
+def echo(request: Request) -> None:
+    request.answer(b"echo:" + request.message)
+
+
+def hold(request: Request) -> None:
+    """No answer: the test decides when, or whether, the call is answered."""
+
+
+class Server:
+    """A listener on 127.0.0.1 (port 0) with one h2 connection per client connection.
+
+    `on_request` runs when a request is complete (its END_STREAM), `on_headers` as soon as its
+    headers are in; either may answer. `settings` are those of the server's first SETTINGS
+    frame (and h2 holds the client to them); `connection_window` is granted on top of the
+    connection's initial 65 535 bytes (HTTP/2 has no setting for that window).
+    """
+
+    def __init__(
+        self,
+        on_request: Hook = echo,
+        on_headers: Hook | None = None,
+        settings: dict[SettingCodes, int] | None = None,
+        connection_window: int = 0,
+    ) -> None:
+        self.on_request = on_request
+        self.on_headers = on_headers
+        self.settings = settings or {}
+        self.connection_window = connection_window
+        self.connections: list[ServerConnection] = []
+        self.requests: list[Request] = []
+        self.events: list[Event] = []
+        self.errors: list[Exception] = []  # what h2 rejected: the client broke the protocol
+        self.most_open = 0  # the most streams open at once on one connection
+        self.listener: asyncio.Server | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> Server:
+        loop = asyncio.get_running_loop()
+        self.listener = await loop.create_server(lambda: ServerConnection(self), "127.0.0.1", 0)
+        self.port = self.listener.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self.stop()
+        if kind is None:
+            assert not self.errors, f"h2 rejected what the client sent: {self.errors}"
+
+    def stop(self) -> None:
+        """The server is gone: no listener, no connections."""
+        if self.listener is not None:
+            self.listener.close()
+        for connection in self.connections:
+            connection.transport.close()
+
+    def client(self, timeout_s: float = 2.0, **options: Any) -> GrpcWire:
+        return GrpcWire("127.0.0.1", self.port, PATH, timeout_s, **options)
+
+    def seen(self, kind: type[Event]) -> list[Any]:
+        return [event for event in self.events if isinstance(event, kind)]
+
+
+class ServerConnection(asyncio.Protocol):
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.h2 = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+        self.transport: asyncio.Transport
+        self.requests: dict[int, Request] = {}
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.server.connections.append(self)
+        if self.server.settings:  # h2's way to choose what its first SETTINGS frame says
+            self.h2.local_settings = Settings(client=False, initial_values=self.server.settings)
+            self.h2.max_inbound_frame_size = self.h2.local_settings.max_frame_size
+        self.h2.initiate_connection()
+        if self.server.connection_window:
+            self.h2.increment_flow_control_window(self.server.connection_window)
+        self.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.h2.receive_data(data)
+        except ProtocolError as exc:
+            self.server.errors.append(exc)
+            self.transport.close()
+            return
+        for event in events:
+            self.server.events.append(event)
+            self.handle(event)
+        self.flush()
+
+    def handle(self, event: Event) -> None:
+        if isinstance(event, RequestReceived):
+            assert event.stream_id is not None and event.headers is not None
+            request = Request(self, event.stream_id, list(event.headers))
+            self.requests[event.stream_id] = request
+            self.server.requests.append(request)
+            self.server.most_open = max(self.server.most_open, self.h2.open_inbound_streams)
+            if self.server.on_headers is not None:
+                self.server.on_headers(request)
+        elif isinstance(event, DataReceived):
+            assert event.stream_id is not None and event.data is not None
+            request = self.requests[event.stream_id]
+            request.body += event.data
+            request.frame_sizes.append(len(event.data))
+            # Consumed at once: h2 sends WINDOW_UPDATEs as its windows empty.
+            self.h2.acknowledge_received_data(event.flow_controlled_length or 0, event.stream_id)
+        elif isinstance(event, StreamEnded):
+            assert event.stream_id is not None
+            self.server.on_request(self.requests[event.stream_id])
+
+    def flush(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(self.h2.data_to_send())
+
+    def answer(self, stream_id: int, message: bytes, status: int, details: str, pad: int) -> None:
+        """A whole gRPC answer through h2: headers, the message (padded if asked), trailers."""
+        self.h2.send_headers(stream_id, RESPONSE_HEADERS)
+        self.send_body(stream_id, prefixed(message), pad)
+        trailers = [("grpc-status", str(status))] + ([("grpc-message", details)] if details else [])
+        self.h2.send_headers(stream_id, trailers, end_stream=True)
+        self.flush()
+
+    def send_body(self, stream_id: int, body: bytes, pad: int = 0) -> None:
+        padding = pad + 1 if pad else 0
+        while body:
+            window = self.h2.local_flow_control_window(stream_id)
+            size = min(self.h2.max_outbound_frame_size, window) - padding
+            assert size > 0, "the client's flow-control window is closed"
+            self.h2.send_data(stream_id, body[:size], pad_length=pad or None)
+            body = body[size:]
+
+    def send_headers(self, stream_id: int, headers: list[tuple[str, str]], end: bool) -> None:
+        self.h2.send_headers(stream_id, headers, end_stream=end)
+        self.flush()
+
+    def reset(self, stream_id: int, code: ErrorCodes) -> None:
+        self.h2.reset_stream(stream_id, code)
+        self.flush()
+
+    def header_block(self, headers: list[tuple[str, str]]) -> bytes:
+        """Encoded by h2's own HPACK encoder, so the blocks h2 sends later stay decodable."""
+        return bytes(self.h2.encoder.encode(headers))
+
+    def raw(self, *frames: Frame) -> None:
+        """Frames written as they are, behind h2's back."""
+        self.flush()
+        self.transport.write(b"".join(frame.serialize() for frame in frames))
+
+
+# --- running a scenario
+
+
+def run(scenario: Coroutine[Any, Any, None], limit_s: float = 3.0) -> None:
+    """One scenario on a fresh event loop; an exception that escaped into the loop (a callback or
+    `data_received` that raised, a future's exception nobody read) fails the test."""
+    escaped: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _, context: escaped.append(context))
+        await asyncio.wait_for(scenario, limit_s)
+
+    asyncio.run(main())
+    assert not escaped, escaped
+
+
+async def until(condition: Callable[[], object], limit_s: float = 1.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        assert time.monotonic() < deadline, "not within the time limit"
+        await asyncio.sleep(0.001)
+
+
+class Call:
+    """One `GrpcWire.call`: every answer it got (a second one would show) and whether its
+    `written()` ran."""
+
+    def __init__(self, wire: GrpcWire, message: bytes = b"ping", **options: Any) -> None:
+        self.answers: list[tuple[int, str, bytes]] = []
+        self.written = False
+        self.done_at = 0.0
+        wire.call(prefixed(message), self._done, written=self._written, **options)
+
+    def _done(self, code: int, details: str, response: bytes) -> None:
+        self.answers.append((code, details, response))
+        self.done_at = time.monotonic()
+
+    def _written(self) -> None:
+        self.written = True
+
+    @property
+    def done(self) -> bool:
+        return bool(self.answers)
+
+    @property
+    def code(self) -> int:
+        assert len(self.answers) == 1, self.answers
+        return self.answers[0][0]
+
+    @property
+    def details(self) -> str:
+        assert len(self.answers) == 1, self.answers
+        return self.answers[0][1]
+
+
+# --- 1. a plain call
+
+
+def test_a_call_carries_grpc_headers_metadata_and_its_message_intact():
+    async def scenario() -> None:
+        async with Server() as server:
+            metadata = [("authorization", "Bearer s3cret"), ("x-tenant", "t1")]
+            wire = server.client(2.5, metadata=metadata)
+            await wire.connect(1.0)
+            message = bytes(range(256)) * 40
+            assert await wire.unary(prefixed(message), keep=True) == (0, "", b"echo:" + message)
+            assert await wire.unary(prefixed(b"not kept")) == (0, "", b"")
+            assert await wire.unary(prefixed(b""), keep=True, timeout_s=0.25) == (0, "", b"echo:")
+            wire.close()
+
+        first, second, third = server.requests
+        assert [r.stream_id for r in server.requests] == [1, 3, 5]
+        assert first.headers[:4] == [
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", PATH.encode()),
+            (b":authority", f"127.0.0.1:{server.port}".encode()),
+        ]
+        assert not any(name.startswith(b":") for name, _ in first.headers[4:])
+        assert first.header("content-type") == "application/grpc"
+        assert first.header("te") == "trailers"
+        assert first.header("grpc-timeout") == "2500m"
+        assert first.header("authorization") == "Bearer s3cret"
+        assert first.header("x-tenant") == "t1"
+        # The credential is marked never to be indexed (the block is built once and reused).
+        assert any(
+            isinstance(h, NeverIndexedHeaderTuple) and h[0] == b"authorization"
+            for h in first.headers
+        )
+        assert (first.message, second.message, third.message) == (message, b"not kept", b"")
+        assert second.headers == first.headers  # the same block, decoded the same way again
+        assert third.header("grpc-timeout") == "250m"  # a call's own deadline
+
+    run(scenario())
+
+
+# --- 2. status mapping
+
+
+def trailers_with_a_percent_encoded_message(request: Request) -> None:
+    request.answer(status=3, details="bad%20input%3A%20%E2%9C%93%25")
+
+
+def trailers_only(request: Request) -> None:
+    trailers = [("grpc-status", "12"), ("grpc-message", "no such method")]
+    request.connection.send_headers(request.stream_id, RESPONSE_HEADERS + trailers, end=True)
+
+
+def http_status(status: int) -> Hook:
+    def answer(request: Request) -> None:
+        request.connection.send_headers(request.stream_id, [(":status", str(status))], end=True)
+
+    return answer
+
+
+def no_grpc_status(request: Request) -> None:
+    connection = request.connection
+    connection.h2.send_headers(request.stream_id, RESPONSE_HEADERS)
+    connection.h2.send_data(request.stream_id, prefixed(b"no trailers"), end_stream=True)
+    connection.flush()
+
+
+def reset(code: ErrorCodes) -> Hook:
+    def answer(request: Request) -> None:
+        request.connection.reset(request.stream_id, code)
+
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("answer", "code", "details"),
+    [
+        (trailers_with_a_percent_encoded_message, 3, "bad input: ✓%"),
+        (trailers_only, 12, "no such method"),
+        (http_status(503), grpc_wire.UNAVAILABLE, "HTTP status 503 from the server"),
+        (http_status(401), grpc_wire.UNAUTHENTICATED, "HTTP status 401 from the server"),
+        (http_status(404), grpc_wire.UNIMPLEMENTED, "HTTP status 404 from the server"),
+        (http_status(418), grpc_wire.UNKNOWN, "HTTP status 418 from the server"),
+        (no_grpc_status, grpc_wire.UNKNOWN, "the server ended the call without a grpc-status"),
+        (reset(ErrorCodes.REFUSED_STREAM), grpc_wire.UNAVAILABLE, "HTTP/2 error 7"),
+        (reset(ErrorCodes.INTERNAL_ERROR), grpc_wire.INTERNAL, "HTTP/2 error 2"),
+        (reset(ErrorCodes.CANCEL), grpc_wire.CANCELLED, "HTTP/2 error 8"),
+    ],
+    ids=[
+        "trailers",
+        "trailers-only",
+        "http-503",
+        "http-401",
+        "http-404",
+        "http-418",
+        "no-grpc-status",
+        "rst-refused",
+        "rst-internal",
+        "rst-cancel",
+    ],
+)
+def test_the_status_of_a_call(answer: Hook, code: int, details: str):
+    """Each answer gives the gRPC status gRPC's own clients give for it, and the connection
+    carries on: the next call on it is answered."""
+
+    def first_then_echo(request: Request) -> None:
+        (answer if request.stream_id == 1 else echo)(request)
+
+    async def scenario() -> None:
+        async with Server(first_then_echo) as server:
+            wire = server.client()
+            await wire.connect(1.0)
+            got = await wire.unary(prefixed(b"one"), keep=True)
+            assert got[0] == code and details in got[1] and got[2] == b""
+            assert await wire.unary(prefixed(b"two"), keep=True) == (0, "", b"echo:two")
+            assert len(server.connections) == 1
+            wire.close()
+
+    run(scenario())
+
+
+# --- 3. flow control
+
+
+@pytest.mark.parametrize(
+    "stream_window",
+    [1000, 1 << 20],
+    ids=["the stream window binds", "the connection window binds"],
+)
+def test_requests_bigger_than_the_servers_windows_arrive_whole(stream_window: int):
+    """Three 200 KB requests at once against windows far smaller, and a 5 KB one (one frame,
+    the client's fast path, yet over the stream window or behind the spent connection window):
+    each is written as the server's WINDOW_UPDATEs allow (h2 would reject a byte over a window)
+    and arrives intact."""
+    bodies = [random.Random(seed).randbytes(200_000) for seed in range(3)]
+    bodies.append(random.Random(3).randbytes(5_000))
+
+    async def scenario() -> None:
+        settings = {SettingCodes.INITIAL_WINDOW_SIZE: stream_window}
+        async with Server(settings=settings) as server:
+            wire = server.client()
+            await wire.connect(1.0)
+            calls = [wire.unary(prefixed(body), keep=True) for body in bodies]
+            answers = await asyncio.gather(*calls)
+            wire.close()
+        assert answers == [(0, "", b"echo:" + body) for body in bodies]
+        assert [request.message for request in server.requests] == bodies
+        largest = max(max(request.frame_sizes) for request in server.requests)
+        assert largest <= min(stream_window, 16_384)
+
+    run(scenario())
+
+
+def test_data_frames_follow_the_servers_max_frame_size():
+    async def scenario() -> None:
+        settings = {SettingCodes.MAX_FRAME_SIZE: 20_000, SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20}
+        async with Server(settings=settings, connection_window=1 << 20) as server:
+            wire = server.client()
+            await wire.connect(1.0)
+            body = random.Random(7).randbytes(200_000)
+            assert await wire.unary(prefixed(body)) == (0, "", b"")
+            wire.close()
+        (request,) = server.requests
+        assert request.message == body
+        assert max(request.frame_sizes) == 20_000  # the server's size, not the 16 384 default
+
+    run(scenario())
+
+
+def test_a_large_answer_fits_the_windows_the_client_grants():
+    """1 MB back, far above HTTP/2's default 65 535-byte windows: the client's SETTINGS and
+    WINDOW_UPDATE leave the server room to send it all at once."""
+    message = random.Random(3).randbytes(1 << 20)
+    windows: list[tuple[int, int]] = []
+
+    def big_answer(request: Request) -> None:
+        h2 = request.connection.h2
+        windows.append((h2.outbound_flow_control_window, h2.local_flow_control_window(1)))
+        request.answer(message)
+
+    async def scenario() -> None:
+        async with Server(big_answer) as server:
+            wire = server.client()
+            await wire.connect(1.0)
+            assert await wire.unary(prefixed(b"big"), keep=True) == (0, "", message)
+            wire.close()
+        ((connection_window, stream_window),) = windows
+        assert connection_window >= 1 << 30 and stream_window >= 1 << 30
+
+    run(scenario())
+
+
+# --- 4. the server's limit on concurrent streams
+
+
+def test_calls_beyond_max_concurrent_streams_wait_their_turn():
+    def in_5_ms(request: Request) -> None:
+        asyncio.get_running_loop().call_later(0.005, echo, request)
+
+    async def scenario() -> None:
+        settings = {SettingCodes.MAX_CONCURRENT_STREAMS: 1}
+        async with Server(in_5_ms, settings=settings) as server:
+            wire = server.client()
+            await wire.connect(1.0)
+            calls = [Call(wire, f"m{i}".encode(), keep=True) for i in range(5)]
+            await until(lambda: all(call.done for call in calls))
+            wire.close()
+        assert [call.answers for call in calls] == [
+            [(0, "", f"echo:m{i}".encode())] for i in range(5)
+        ]
+        assert [call.written for call in calls] == [False, True, True, True, True]
+        assert wire.waited == 4
+        assert server.most_open == 1
+        assert [request.message for request in server.requests] == [
+            b"m0",
+            b"m1",
+            b"m2",
+            b"m3",
+            b"m4",
+        ]
+
+    run(scenario())
+
+
+# --- 5. deadlines
+
+
+def test_an_unanswered_call_exceeds_its_deadline_and_a_late_answer_is_ignored():
+    async def scenario() -> None:
+        async with Server(hold) as server:
+            wire = server.client(0.05)
+            await wire.connect(1.0)
+            started = time.monotonic()
+            late = Call(wire, b"slow")
+            await until(lambda: late.done)
+            assert late.answers == [
+                (grpc_wire.DEADLINE_EXCEEDED, "deadline exceeded (client)", b"")
+            ]
+            # The sweep runs every 1/8 of the timeout; the upper bound is loose for a shared CPU.
+            assert 0.05 <= late.done_at - started < 0.5
+            await until(
+                lambda: any(
+                    event.stream_id == 1 and event.error_code == ErrorCodes.CANCEL
+                    for event in server.seen(StreamReset)
+                )
+            )
+            # The answer comes anyway (raw: h2 will not answer a stream it saw reset). Its header
+            # blocks add entries to HPACK's dynamic table, which the next answer refers to: the
+            # client must decode them though it drops the answer.
+            connection = server.connections[0]
+            connection.raw(
+                HeadersFrame(1, connection.header_block(RESPONSE_HEADERS), flags=["END_HEADERS"]),
+                DataFrame(1, prefixed(b"too late")),
+                HeadersFrame(
+                    1,
+                    connection.header_block([("grpc-status", "0"), ("grpc-message", "late%20one")]),
+                    flags=["END_HEADERS", "END_STREAM"],
+                ),
+            )
+            server.on_request = lambda request: request.answer(b"on time", 0, "late%20one")
+            answer = await wire.unary(prefixed(b"next"), keep=True, timeout_s=1.0)
+            assert answer == (0, "late one", b"on time")
+            assert len(late.answers) == 1 and len(server.connections) == 1
+            wire.close()
+
+    run(scenario())
+
+
+def test_each_call_keeps_its_own_deadline_when_they_differ():
+    """Calls with a shorter deadline behind longer ones, on the connection and in the queue of
+    calls waiting for a stream: each expires at its own deadline."""
+
+    async def scenario() -> None:
+        settings = {SettingCodes.MAX_CONCURRENT_STREAMS: 2}
+        async with Server(hold, settings=settings) as server:
+            wire = server.client(5.0)
+            await wire.connect(1.0)
+            long = Call(wire, b"long")
+            short = Call(wire, b"short", timeout_s=0.1)
+            queued_long = Call(wire, b"queued long")
+            queued_short = Call(wire, b"queued short", timeout_s=0.05)
+            started = time.monotonic()
+            await until(lambda: short.done and queued_short.done)
+            assert short.code == queued_short.code == grpc_wire.DEADLINE_EXCEEDED
+            # Each on its own deadline: neither waits for the client timeout's sweep (0.5 s).
+            assert queued_short.done_at < short.done_at < started + 0.4
+            assert not long.done and not queued_long.done
+            wire.close()
+            assert (
+                long.answers == queued_long.answers == [(grpc_wire.CANCELLED, "client closed", b"")]
+            )
+
+    run(scenario())
+
+
+def test_a_call_made_before_connect_opens_the_connection_and_keeps_its_deadline():
+    async def scenario() -> None:
+        async with Server(hold) as server:
+            wire = server.client(0.05)
+            started = time.monotonic()
+            code, details, _ = await wire.unary(prefixed(b"first"))
+            assert (code, details) == (grpc_wire.DEADLINE_EXCEEDED, "deadline exceeded (client)")
+            assert time.monotonic() - started < 0.5
+            assert wire.waited == 1 and len(server.requests) == 1
+            wire.close()
+
+    run(scenario())
+
+
+# --- 6. GOAWAY
+
+
+def test_goaway_fails_the_streams_the_server_did_not_take_and_later_calls_reconnect():
+    async def scenario() -> None:
+        async with Server(hold) as server:
+            wire = server.client()
+            await wire.connect(1.0)
+            taken, dropped = Call(wire, b"one", keep=True), Call(wire, b"two")
+            await until(lambda: len(server.requests) == 2)
+            first = server.connections[0]
+            # Raw: after a GOAWAY of its own h2 would not answer stream 1 either.
+            first.raw(GoAwayFrame(last_stream_id=1, error_code=0))
+            await until(lambda: dropped.done)
+            assert dropped.code == grpc_wire.UNAVAILABLE and "GOAWAY" in dropped.details
+            assert not taken.done
+            server.on_request = echo
+            meanwhile = Call(wire, b"meanwhile", keep=True)  # a new connection, not the old one
+            await until(lambda: meanwhile.done)
+            assert meanwhile.answers == [(0, "", b"echo:meanwhile")]
+            assert len(server.connections) == 2 and not first.lost
+            server.requests[0].answer(b"still answered")
+            await until(lambda: taken.done)
+            assert taken.answers == [(0, "", b"still answered")]
+            await until(lambda: first.lost)  # the client closes the old connection once idle
+            assert await wire.unary(prefixed(b"later"), keep=True) == (0, "", b"echo:later")
+            assert len(server.connections) == 2
+            assert [r.stream_id for r in server.requests] == [1, 3, 1, 3]
+            wire.close()
+
+    run(scenario())
+
+
+# --- 7. a lost connection, a server gone
+
+
+def test_a_dropped_connection_fails_its_calls_and_the_next_call_reconnects():
+    async def scenario() -> None:
+        async with Server(hold) as server:
+            wire = server.client()
+            await wire.connect(1.0)
+            calls = [Call(wire, b"one"), Call(wire, b"two")]
+            await until(lambda: len(server.requests) == 2)
+            server.connections[0].transport.close()
+            await until(lambda: all(call.done for call in calls))
+            for call in calls:
+                assert call.code == grpc_wire.UNAVAILABLE
+                assert call.details == "connection closed by the server"
+            server.on_request = echo
+            assert await wire.unary(prefixed(b"again"), keep=True) == (0, "", b"echo:again")
+            assert len(server.connections) == 2 and wire.waited == 1
+            wire.close()
+
+    run(scenario())
+
+
+def test_calls_fail_at_once_with_cannot_connect_when_the_server_is_gone():
+    async def scenario() -> None:
+        async with Server(hold) as server:
+            wire = server.client(5.0)
+            await wire.connect(1.0)
+            in_flight = Call(wire, b"in flight")
+            await until(lambda: server.requests)
+            server.stop()
+            await until(lambda: in_flight.done)
+            assert in_flight.code == grpc_wire.UNAVAILABLE
+            started = time.monotonic()
+            calls = [Call(wire, f"after {i}".encode()) for i in range(3)]
+            await until(lambda: all(call.done for call in calls))
+            assert time.monotonic() - started < 1.0  # refused at once: no wait for the deadline
+            for call in calls:
+                assert call.code == grpc_wire.UNAVAILABLE
+                assert call.details.startswith("cannot connect: ")
+            wire.close()
+
+    run(scenario())
+
+
+# --- 8. PING, SETTINGS, CONTINUATION, padding
+
+
+def test_a_ping_is_answered_with_its_payload():
+    async def scenario() -> None:
+        async with Server() as server:
+            wire = server.client()
+            await wire.connect(1.0)
+            connection = server.connections[0]
+            connection.h2.ping(b"\x00\x01wire\xfe\xff")
+            connection.flush()
+            await until(lambda: server.seen(PingAckReceived))
+            assert [e.ping_data for e in server.seen(PingAckReceived)] == [b"\x00\x01wire\xfe\xff"]
+            assert await wire.unary(prefixed(b"after")) == (0, "", b"")
+            wire.close()
+
+    run(scenario())
+
+
+def test_settings_changed_mid_connection_are_acknowledged_and_applied():
+    async def scenario() -> None:
+        settings = {SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20}
+        async with Server(settings=settings, connection_window=1 << 20) as server:
+            wire = server.client()
+            await wire.connect(1.0)
+            body = random.Random(5).randbytes(100_000)
+            assert await wire.unary(prefixed(body)) == (0, "", b"")
+            connection = server.connections[0]
+            connection.h2.update_settings(
+                {SettingCodes.MAX_FRAME_SIZE: 32_768, SettingCodes.MAX_CONCURRENT_STREAMS: 1}
+            )
+            connection.flush()
+            await until(lambda: len(server.seen(SettingsAcknowledged)) == 2)  # first + this
+            answers = await asyncio.gather(*(wire.unary(prefixed(body)) for _ in range(3)))
+            assert answers == [(0, "", b"")] * 3
+            wire.close()
+        before, *after = server.requests
+        assert max(before.frame_sizes) == 16_384
+        assert [max(request.frame_sizes) for request in after] == [32_768] * 3
+        assert all(request.message == body for request in server.requests)
+        assert wire.waited == 2 and server.most_open == 1
+
+    run(scenario())
+
+
+def test_split_and_padded_frames_are_parsed():
+    """An answer as a server may frame it: padded HEADERS with a priority, the message over a
+    padded and a plain DATA frame, trailers over HEADERS and two CONTINUATIONs. Then one that h2
+    frames itself, with padded DATA frames."""
+
+    def split_answer(request: Request) -> None:
+        if request.stream_id != 1:
+            request.answer(b"h2 padded" * 5000, pad=200)
+            return
+        connection, stream = request.connection, request.stream_id
+        body = prefixed(b"split message")
+        # Encoded in the order they are sent: HPACK's dynamic table follows the wire.
+        headers = connection.header_block(RESPONSE_HEADERS)
+        trailers = connection.header_block(
+            [("grpc-status", "0"), ("grpc-message", "split%20trailers"), ("x-filler", "f" * 300)]
+        )
+        third = len(trailers) // 3
+        connection.raw(
+            HeadersFrame(
+                stream,
+                headers,
+                flags=["END_HEADERS", "PADDED", "PRIORITY"],
+                pad_length=7,
+                depends_on=0,
+                stream_weight=15,
+            ),
+            DataFrame(stream, body[:6], flags=["PADDED"], pad_length=9),
+            DataFrame(stream, body[6:]),
+            HeadersFrame(stream, trailers[:third], flags=["END_STREAM"]),
+            ContinuationFrame(stream, trailers[third : 2 * third]),
+            ContinuationFrame(stream, trailers[2 * third :], flags=["END_HEADERS"]),
+        )
+
+    async def scenario() -> None:
+        async with Server(split_answer) as server:
+            wire = server.client()
+            await wire.connect(1.0)
+            answer = await wire.unary(prefixed(b"one"), keep=True)
+            assert answer == (0, "split trailers", b"split message")
+            assert await wire.unary(prefixed(b"two"), keep=True) == (0, "", b"h2 padded" * 5000)
+            wire.close()
+
+    run(scenario())
+
+
+# --- 9. garbage from the server
+
+
+def undecodable_header_block(connection: ServerConnection, stream: int) -> list[Frame]:
+    return [HeadersFrame(stream, b"\xbf", flags=["END_HEADERS"])]  # HPACK index 63: no entry
+
+
+def continuation_without_headers(connection: ServerConnection, stream: int) -> list[Frame]:
+    return [ContinuationFrame(stream, b"", flags=["END_HEADERS"])]
+
+
+def headers_interrupted(connection: ServerConnection, stream: int) -> list[Frame]:
+    block = connection.header_block(RESPONSE_HEADERS)
+    return [HeadersFrame(stream, block), DataFrame(stream, prefixed(b"x"))]
+
+
+def push_promise(connection: ServerConnection, stream: int) -> list[Frame]:
+    return [PushPromiseFrame(stream, promised_stream_id=2, data=b"", flags=["END_HEADERS"])]
+
+
+def grpc_status_not_a_number(connection: ServerConnection, stream: int) -> list[Frame]:
+    block = connection.header_block([*RESPONSE_HEADERS, ("grpc-status", "OK")])
+    return [HeadersFrame(stream, block, flags=["END_HEADERS", "END_STREAM"])]
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        undecodable_header_block,
+        continuation_without_headers,
+        headers_interrupted,
+        push_promise,
+        grpc_status_not_a_number,
+    ],
+)
+def test_garbage_from_the_server_fails_the_calls_and_the_connection(
+    garbage: Callable[[ServerConnection, int], list[Frame]],
+):
+    async def scenario() -> None:
+        async with Server(hold) as server:
+            wire = server.client()
+            await wire.connect(1.0)
+            calls = [Call(wire, b"one"), Call(wire, b"two")]
+            await until(lambda: len(server.requests) == 2)
+            first = server.connections[0]
+            first.raw(*garbage(first, 1))
+            await until(lambda: all(call.done for call in calls))
+            for call in calls:
+                assert call.code == grpc_wire.INTERNAL
+                assert call.details.startswith("malformed HTTP/2 from the server: ")
+            await until(lambda: first.lost)  # the client dropped the connection
+            server.on_request = echo
+            assert await wire.unary(prefixed(b"again"), keep=True) == (0, "", b"echo:again")
+            wire.close()
+
+    run(scenario())  # `run` fails the test if an exception escaped into the event loop
+
+
+# --- 10. connecting and closing
+
+
+def test_connect_to_a_port_where_nothing_listens_is_refused_at_once():
+    with socket.socket() as placeholder:
+        # Bound and never listening: connections are refused, and no one else takes the port.
+        placeholder.bind(("127.0.0.1", 0))
+        port = placeholder.getsockname()[1]
+
+        async def scenario() -> None:
+            wire = GrpcWire("127.0.0.1", port, PATH, 1.0)
+            started = time.monotonic()
+            with pytest.raises(ConnectionRefusedError):
+                await wire.connect(1.0)
+            assert time.monotonic() - started < 0.5
+            wire.close()
+
+        run(scenario())
+
+
+def test_connect_to_a_server_that_never_speaks_http2_times_out_and_lets_go():
+    """A listener that accepts but never sends its SETTINGS: connect() times out, and the
+    socket it opened is closed (not left open until close())."""
+
+    class Silent(asyncio.Protocol):
+        lost = False
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.lost = True
+
+    silent = Silent()
+
+    async def scenario() -> None:
+        listener = await asyncio.get_running_loop().create_server(lambda: silent, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        wire = GrpcWire("127.0.0.1", port, PATH, 1.0)
+        with pytest.raises(asyncio.TimeoutError):
+            await wire.connect(0.1)
+        await until(lambda: silent.lost)
+        wire.close()
+        listener.close()
+
+    run(scenario())
+
+
+def test_close_cancels_calls_in_flight_and_refuses_new_ones():
+    async def scenario() -> None:
+        async with Server(hold) as server:
+            wire = server.client()
+            await wire.connect(1.0)
+            in_flight = Call(wire)
+            await until(lambda: server.requests)
+            wire.close()
+            assert in_flight.answers == [(grpc_wire.CANCELLED, "client closed", b"")]
+            after = Call(wire)  # answered before `call` returns
+            assert after.answers == [(grpc_wire.CANCELLED, "client closed", b"")]
+            await until(lambda: server.connections[0].lost)
+
+    run(scenario())
+
+
+# --- edge cases of the connection's life
+
+
+def test_an_answer_before_the_whole_request_is_sent_closes_the_stream_on_the_server():
+    """A server may answer (here: refuse) on the request's headers alone while the client is
+    still held by flow control. The client stops sending, so it must reset the stream: the
+    server would otherwise keep it open, and with one stream allowed take no further call."""
+
+    def refuse_at_once(request: Request) -> None:
+        if request.stream_id == 1:
+            trailers = [("grpc-status", "8"), ("grpc-message", "too big")]
+            request.connection.send_headers(1, RESPONSE_HEADERS + trailers, end=True)
+
+    async def scenario() -> None:
+        settings = {SettingCodes.INITIAL_WINDOW_SIZE: 1000, SettingCodes.MAX_CONCURRENT_STREAMS: 1}
+        async with Server(on_headers=refuse_at_once, settings=settings) as server:
+            wire = server.client()
+            await wire.connect(1.0)
+            assert await wire.unary(prefixed(bytes(50_000))) == (8, "too big", b"")
+            await until(lambda: server.connections[0].h2.open_inbound_streams == 0)
+            assert [e.stream_id for e in server.seen(StreamReset)] == [1]
+            assert await wire.unary(prefixed(b"next"), keep=True) == (0, "", b"echo:next")
+            wire.close()
+
+    run(scenario())
+
+
+def test_a_connection_whose_stream_ids_are_spent_is_replaced():
+    """Stream ids are 31 bits and never reused: after the last one, calls need a new
+    connection (a soak test at 10 000 calls a second gets there in about 30 hours)."""
+
+    async def scenario() -> None:
+        async with Server() as server:
+            wire = server.client()
+            await wire.connect(1.0)
+            assert wire._connection is not None
+            wire._connection.next_id = grpc_wire.MAX_STREAM_ID  # as after 2**30 calls
+            assert await wire.unary(prefixed(b"last id"), keep=True) == (0, "", b"echo:last id")
+            assert await wire.unary(prefixed(b"new"), keep=True) == (0, "", b"echo:new")
+            assert [r.stream_id for r in server.requests] == [grpc_wire.MAX_STREAM_ID, 1]
+            assert len(server.connections) == 2
+            await until(lambda: server.connections[0].lost)
+            wire.close()
+
+    run(scenario())
+
+
+# --- 11. the small pure parts
+
+
+@pytest.mark.parametrize(
+    ("timeout_s", "header"),
+    [
+        (30, "30000m"),
+        (2.5, "2500m"),
+        (0.0001, "1m"),  # rounded up: never a shorter deadline than asked
+        (0, "1m"),
+        (1.0001, "1001m"),
+        (99_999.999, "99999999m"),
+        (100_000, "100000S"),
+        (1e9, "16666667M"),
+        (1e10, "2777778H"),
+        (1e13, "99999999H"),  # the longest gRPC can say
+    ],
+)
+def test_grpc_timeout_header(timeout_s: float, header: str):
+    assert grpc_timeout(timeout_s) == header
+
+
+def test_grpc_timeout_is_never_more_than_8_digits_and_never_shorter_than_asked():
+    seconds_per_unit = {"m": 0.001, "S": 1, "M": 60, "H": 3600}
+    for exponent in range(-4, 14):
+        for mantissa in (1, 1.5, 3.3333, 9.99999):
+            timeout_s = mantissa * 10**exponent
+            header = grpc_timeout(timeout_s)
+            digits, unit = header[:-1], header[-1]
+            assert digits.isdigit() and 1 <= len(digits) <= 8, header
+            if header != "99999999H":
+                assert int(digits) * seconds_per_unit[unit] >= timeout_s * (1 - 1e-12), header
+
+
+def test_framed_is_the_grpc_length_prefixed_message():
+    assert framed(b"") == b"\x00\x00\x00\x00\x00"
+    assert framed(b"abc") == b"\x00\x00\x00\x00\x03abc"
+    big = bytes(70_000)
+    assert framed(big) == prefixed(big) and framed(big)[1:5] == (70_000).to_bytes(4, "big")
