@@ -36,7 +36,7 @@ from loadtest.engine.samples import random_samples
 from loadtest.models import build_repository
 from loadtest.server.embedded import EmbeddedTriton
 from loadtest.targets.grpc_wire import OK, GrpcWire, framed
-from loadtest.targets.triton_grpc import MODEL_INFER, TritonGrpcTarget
+from loadtest.targets.triton_grpc import MODEL_INFER, TritonGrpcTarget, _call_status
 
 Send = Callable[[Callable[[bool], None]], None]  # start one call; the callback gets "ok"
 
@@ -101,7 +101,8 @@ async def with_grpc_aio(
 
     def send(answered: Callable[[bool], None]) -> None:
         call = method(message, timeout=30)
-        call.add_done_callback(lambda c: answered(not c.cancelled() and c.exception() is None))
+        # The status is read as the grpcio load path reads it (no await in a done callback).
+        call.add_done_callback(lambda c: answered(_call_status(c) == (grpc.StatusCode.OK, "")))
 
     try:
         return await closed_loop(send, calls, in_flight)
