@@ -153,3 +153,20 @@ def test_the_issuer_sleeps_on_its_timer_and_spins_at_most_a_share_of_each_gap():
     # Generous (a shared CI machine preempts spins too): uncapped it was ~the whole gap.
     assert runner_module.SPIN_GAP_SHARE <= 0.25
     assert counters.spin_ns / n < 0.5 * mean_gap_ns
+
+
+def test_the_spin_window_is_uncapped_only_where_a_timer_cannot_place_sends():
+    """Above 5000 QPS per worker the timer's lateness is most of a gap: the window may cover it
+    (sends would clump otherwise); below, it stays capped at SPIN_GAP_SHARE of the gap."""
+    from loadtest.engine.runner import (
+        FULL_SPIN_GAP_NS,
+        MAX_SPIN_WINDOW_NS,
+        SPIN_GAP_SHARE,
+        spin_window_cap,
+    )
+
+    assert FULL_SPIN_GAP_NS == 200_000
+    assert spin_window_cap(NS_PER_S / 1000) == int(SPIN_GAP_SHARE * NS_PER_S / 1000)
+    assert spin_window_cap(FULL_SPIN_GAP_NS) == int(SPIN_GAP_SHARE * FULL_SPIN_GAP_NS)
+    assert spin_window_cap(NS_PER_S / 8000) == MAX_SPIN_WINDOW_NS
+    assert spin_window_cap(NS_PER_S / 0.01) == MAX_SPIN_WINDOW_NS  # a very slow schedule

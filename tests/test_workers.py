@@ -177,9 +177,11 @@ def test_send_gap_cv_of_a_poisson_schedule_is_one_and_of_clumps_is_higher():
 
 def test_automatic_worker_count_follows_the_rate_and_the_cores():
     assert auto_worker_count(100, "grpc", 8) == 1
-    assert auto_worker_count(3000, "grpc", 8) == 5
-    assert auto_worker_count(3000, "grpc", 2) == 2
-    assert auto_worker_count(30000, "http", 16) == 3
+    assert auto_worker_count(3000, "grpc", 8) == 1  # half of one worker's 6000
+    assert auto_worker_count(3001, "grpc", 8) == 2
+    assert auto_worker_count(20000, "grpc", 8) == 7
+    assert auto_worker_count(20000, "grpc", 2) == 2
+    assert auto_worker_count(30000, "http", 16) == 10
 
 
 def test_more_workers_than_cores_is_refused():
@@ -214,6 +216,6 @@ def test_ray_without_the_extra_is_one_clear_line():
 def test_automatic_workers_leave_a_core_to_a_server_on_this_machine():
     local = Generator(ClientSettings(cpu_count=2), TargetSettings(url="127.0.0.1:8001"))
     remote = Generator(ClientSettings(cpu_count=2), TargetSettings(url="triton.example:8001"))
-    assert local.worker_count(3000) == 1
-    assert remote.worker_count(3000) == 2
+    assert local.worker_count(8000) == 1
+    assert remote.worker_count(8000) == 2
     assert Generator(ClientSettings(workers=2, cpu_count=2), local.target).worker_count(10) == 2

@@ -18,15 +18,14 @@ from loadtest.core.settings import AUTO_WORKERS, ClientSettings, ServerSettings,
 from loadtest.targets.mix import MixMember
 
 # The clean rate one generator process is assumed to hold, per protocol; the automatic worker
-# count runs each process at half of it. Measured on 2 shared vCPUs only (docs/generator-
-# benchmark.txt and docs/grpc-load-path.md have the runs, their dates and load averages): one HTTP
-# worker was clean to 20k QPS against the stub (2026-11-27); one gRPC worker beside a local
-# Triton to 1000 then, and to 500 or not at all in the loaded runs of 2026-11-30, where its
-# CPU per query at 1000-3000 QPS was 170-450 µs. Automatic workers run at half these rates, so
-# 1200 for gRPC (600 per process) stays: the runs here give no reason to raise it.
+# count runs each process at half of it. The rule: one worker's highest clean rate beside a local
+# Triton (the default setup, where client and server share the cores), rounded down, from
+# docs/generator-benchmark.txt (2026-12-01, 2 shared vCPUs, `tiny`): HTTP 6000, gRPC 6500 with
+# the wire client (grpc.aio had held 1500). Alone against the stub one HTTP worker held 16k, so
+# against a remote server these leave more headroom still.
 # Scaling on bigger hosts (16 cores) has not been measured: these are per-process figures, and
 # the count is capped at one worker per core (one core left to a local server).
-CLEAN_RATE_PER_WORKER = {"http": 20000.0, "grpc": 1200.0}
+CLEAN_RATE_PER_WORKER = {"http": 6000.0, "grpc": 6000.0}
 
 
 def auto_worker_count(qps: float, protocol: str, cores: int) -> int:
