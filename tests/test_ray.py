@@ -149,6 +149,12 @@ class Cluster:
     client_port: int  # Ray Client server, for --ray ray://127.0.0.1:PORT
     env: dict[str, str]  # what a driver needs: the token
     starters: list[subprocess.Popen[bytes]]
+    temp_dir: Path  # Ray's --temp-dir: its session logs
+
+    def client_server_errors(self) -> str:
+        """The head's per-client servers' stderr logs (why one failed to start)."""
+        logs = sorted(self.temp_dir.glob("session_*/logs/ray_client_server_*.err"))
+        return "\n".join(f"{log.name}: {log.read_text(errors='replace')[-2000:]}" for log in logs)
 
     def processes(self) -> dict[int, str]:
         """Every process of the cluster now (both `ray start --block` trees): pid -> title."""
@@ -197,6 +203,7 @@ def _stop_group(starter: subprocess.Popen[bytes]) -> None:
 
 
 SPECIFIC_SERVER_IDLE_S = 10
+RAY_CLIENT_START_FAILED = "Starting Ray client server failed"
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +246,7 @@ def cluster() -> Iterator[Cluster]:
         starters.append(_start_node(worker, root / "worker.log", node_env))
         _wait_started(starters[0], root / "head.log")
         _wait_started(starters[1], root / "worker.log")
-        yield Cluster(address, client_port, env, starters)
+        yield Cluster(address, client_port, env, starters, root / "ray")
     finally:
         for starter in reversed(starters):
             _stop_group(starter)
@@ -277,6 +284,13 @@ def test_two_nodes_spread_merge_exactly_and_are_left_as_found(
     else:
         address, env = f"ray://127.0.0.1:{cluster.client_port}", _driver_env(cluster)
     code, output, left = _run_left(_server_args(address, tmp_path / "out"), tmp_path, env, 1.0)
+    if through == "client" and RAY_CLIENT_START_FAILED in output:
+        # Ray's own proxy sometimes fails to start its per-client server on a loaded 2-core CI
+        # machine (seen once in a full suite, never alone); what it logged goes with the retry's
+        # outcome, and a second failure fails the test.
+        first_failure = f"{output}\n{cluster.client_server_errors()}"
+        code, output, left = _run_left(_server_args(address, tmp_path / "out"), tmp_path, env, 1.0)
+        output = f"{output}\n(first attempt: {first_failure})"
     assert code in (0, 5), output
     assert left == []  # the driver side: nothing of ours runs on
     result = json.loads((tmp_path / "out" / "result.json").read_text())

@@ -387,7 +387,7 @@ class TritonGrpcTarget:
         wire.close()
         if kind in (UNAUTHENTICATED, PERMISSION_DENIED):
             raise TargetError(auth_refusal(self.url, kind, "gRPC"))
-        raise TargetError(f"the first gRPC load call to {self.url} failed: {kind}: {details}")
+        raise TargetError(f"the first gRPC load call to {self.url} failed: {kind}")
 
     def _serialized(
         self,
