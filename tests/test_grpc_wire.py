@@ -687,6 +687,33 @@ def test_calls_fail_at_once_with_cannot_connect_when_the_server_is_gone():
     run(scenario())
 
 
+# --- header blocks decoded from the cache
+
+
+def test_cached_header_blocks_never_outlive_a_change_of_the_decoding_table():
+    """h2's encoder indexes what it sends: the second "grpc-status: 5" is the one byte 0xBE
+    (dynamic entry 62), decoded once and then cached; "grpc-status: 7" is inserted at 62, so
+    the same byte 0xBE now means 7, and a cache kept across that change would say 5."""
+    statuses = iter([5, 5, 7, 7])
+
+    async def scenario() -> None:
+        async with Server(lambda request: request.answer(status=next(statuses))) as server:
+            wire = server.client()
+            await wire.connect(1.0)
+            codes = []
+            for _ in range(4):
+                code, _details, _ = await wire.unary(prefixed(b"x"))
+                codes.append(code)
+            assert codes == [5, 5, 7, 7]
+            connection = wire._connection
+            assert connection is not None
+            assert b"\xbe" in connection.decoded  # the last answer's trailers, cached again
+            assert connection.decoded[b"\xbe"] == [(b"grpc-status", b"7")]
+            wire.close()
+
+    run(scenario())
+
+
 # --- 8. PING, SETTINGS, CONTINUATION, padding
 
 
