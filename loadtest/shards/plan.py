@@ -19,10 +19,11 @@ from loadtest.targets.mix import MixMember
 
 # The clean rate one generator process is assumed to hold, per protocol; the automatic worker
 # count runs each process at half of it. The rule: one worker's highest clean rate beside a local
-# Triton (the default setup, where client and server share the cores), the lower of the two runs
-# of 2026-12-01 on 2 shared vCPUs (docs/generator-benchmark.txt is the later one): HTTP 6000 and
-# 7000, gRPC 6500 and 7000 with the wire client (grpc.aio: 2000). Alone against the stub one HTTP
-# worker held 24k, so against a remote server these leave more headroom still.
+# Triton (the default setup, where client and server share the cores), the lowest of the three
+# runs of 2026-12-01 on 2 shared vCPUs (docs/generator-benchmark*.txt), rounded down: HTTP 6000,
+# 7000 and 9000; gRPC with the wire client 6500, 7000 and 8500 (grpc.aio: 1500-3000). Alone
+# against the stub one HTTP worker held 24k-38k, so against a remote server these leave more
+# headroom still.
 # Scaling on bigger hosts (16 cores) has not been measured: these are per-process figures, and
 # the count is capped at one worker per core (one core left to a local server).
 CLEAN_RATE_PER_WORKER = {"http": 6000.0, "grpc": 6000.0}
