@@ -30,6 +30,11 @@ printed: a perf_analyzer figure is only ever one measured in the same run.
     python benchmarks/generator.py [--seconds 5] [--workers 2] [--skip-triton] [--skip-pa]
                                    [--grpc-clients wire,grpcio]
                                    [--output docs/generator-benchmark.txt]
+    python benchmarks/generator.py --interleaved 8000 9000 10000 [--reps 2]
+                                   [--interleaved-protocol grpc] [--output FILE]
+
+--interleaved runs loadtest (one worker) and perf_analyzer back to back at each rate instead,
+their order swapped every repetition, so that both meet the same minute of a shared machine.
 """
 
 from __future__ import annotations
@@ -223,42 +228,91 @@ def best_by_pa_rule(rows: list[Row]) -> float | None:
     return max((r.qps for r in rows if r.clean_by_pa_rule), default=None)
 
 
+@dataclass(frozen=True)
+class PaRow:
+    """One perf_analyzer run at one rate: its delayed share (None: it failed or timed out)."""
+
+    qps: float
+    delayed_pct: float | None
+    cpu_us: float
+    failure: str = ""
+
+    @property
+    def clean(self) -> bool:
+        return self.delayed_pct is not None and self.delayed_pct <= 100 * MAX_LATE_SHARE
+
+
+def perf_analyzer_at(binary: Path, url: str, protocol: str, qps: float, seconds: float) -> PaRow:
+    """perf_analyzer --async Poisson at one rate for rate × seconds requests."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    try:
+        done = subprocess.run(
+            [str(binary), "-m", "tiny", "-u", url, "-i", protocol, "--async",
+             "--request-rate-range", str(qps), "--request-distribution", "poisson",
+             "--request-count", str(int(qps * seconds))],
+            capture_output=True, text=True, timeout=seconds * 6 + 30,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return PaRow(qps, None, 0.0, "timed out")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    if done.returncode != 0 or "Request count" not in done.stdout:
+        return PaRow(qps, None, 0.0, f"failed (exit {done.returncode})")
+    found = re.search(r"([\d.]+)% of the requests were delayed", done.stdout)
+    return PaRow(qps, float(found.group(1)) if found else 0.0, cpu * 1e6 / (qps * seconds))
+
+
 def perf_analyzer_ladder(binary: Path, url: str, protocol: str, seconds: float) -> float | None:
     """perf_analyzer --async Poisson at each rate; its highest rate with ≤ 1 % delayed."""
     out(f"\nperf_analyzer {protocol} (async, Poisson, --request-count = rate × {seconds:g} s)")
     out("  rate  delayed %  client CPU µs/req  clean")
     clean_best, misses = None, 0
     for qps in rates("triton", protocol):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        try:
-            done = subprocess.run(
-                [str(binary), "-m", "tiny", "-u", url, "-i", protocol, "--async",
-                 "--request-rate-range", str(qps), "--request-distribution", "poisson",
-                 "--request-count", str(int(qps * seconds))],
-                capture_output=True, text=True, timeout=seconds * 6 + 30,
-            )  # fmt: skip
-        except subprocess.TimeoutExpired:
-            out(f"{qps:6.0f}  timed out")
-            break
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-        found = re.search(r"([\d.]+)% of the requests were delayed", done.stdout)
-        delayed = float(found.group(1)) if found else 0.0
-        if done.returncode != 0 or "Request count" not in done.stdout:
-            out(f"{qps:6.0f}  failed (exit {done.returncode})")
+        row = perf_analyzer_at(binary, url, protocol, qps, seconds)
+        if row.delayed_pct is None:
+            out(f"{qps:6.0f}  {row.failure}")
+            if row.failure == "timed out":
+                break
             misses += 1
         else:
-            clean = delayed <= 1.0
-            out(f"{qps:6.0f} {delayed:10.2f} {cpu * 1e6 / (qps * seconds):18.0f}  "
-                f"{'yes' if clean else 'NO'}")  # fmt: skip
-            if clean:
+            out(f"{qps:6.0f} {row.delayed_pct:10.2f} {row.cpu_us:18.0f}  "
+                f"{'yes' if row.clean else 'NO'}")  # fmt: skip
+            if row.clean:
                 clean_best = float(qps)
-            misses = 0 if clean else misses + 1
+            misses = 0 if row.clean else misses + 1
         if misses == 2:
             break
     else:
         out(f"  ladder cap reached ({MAX_RUNGS} rungs) before two unclean rates")
     return clean_best
+
+
+def interleaved(
+    binary: Path, url: str, protocol: str, chosen: list[float], seconds: float, reps: int
+) -> None:
+    """loadtest (one worker, the default client) and perf_analyzer at each rate, back to back,
+    their order swapped every repetition: a machine that gets busier or quieter from one minute
+    to the next charges both alike, which two ladders run minutes apart cannot promise."""
+    out(f"\ninterleaved, {protocol}, one worker, {seconds:g} s per run, {reps} repetition(s);")
+    out("'PA rule' = ≤ 1 % sent > 1 ms late (perf_analyzer's own), 'clean' = the full rule above")
+    out("   rate  rep  loadtest: on time %  lag p99 ms  CV     CPU µs  PA rule  clean"
+        "   perf_analyzer: on time %  CPU µs  PA rule")  # fmt: skip
+    for rep in range(reps):
+        for qps in chosen:
+            pa_first = rep % 2 == 1
+            pa = perf_analyzer_at(binary, url, protocol, qps, seconds) if pa_first else None
+            loop = resolve_loop(LoopKind.AUTO, qps).value
+            row = timing.run(_one(url, protocol, qps, seconds, 1), loop)
+            if pa is None:
+                pa = perf_analyzer_at(binary, url, protocol, qps, seconds)
+            theirs = (
+                f"{100 - pa.delayed_pct:25.2f} {pa.cpu_us:7.0f}  {'yes' if pa.clean else 'NO'}"
+                if pa.delayed_pct is not None
+                else f"{pa.failure:>25}"
+            )
+            out(f"{qps:7.0f} {rep + 1:4d} {row.on_time_pct:20.2f} {row.lag_p99_ms:11.3f} "
+                f"{row.cv:6.3f} {row.cpu_us:8.0f}  {'yes' if row.clean_by_pa_rule else 'NO':7} "
+                f"{'yes' if row.clean else 'NO':5}  {theirs}")  # fmt: skip
 
 
 CAPACITY_IN_FLIGHT = 32
@@ -315,11 +369,21 @@ def main() -> None:
     parser.add_argument(
         "--grpc-clients", default="wire,grpcio", help="gRPC load clients to measure, in order"
     )
+    parser.add_argument(
+        "--interleaved",
+        type=float,
+        nargs="+",
+        metavar="RATE",
+        help="instead of the ladders: loadtest and perf_analyzer back to back at these rates, "
+        "against Triton, over --interleaved-protocol",
+    )
+    parser.add_argument("--interleaved-protocol", default="grpc", choices=["grpc", "http"])
+    parser.add_argument("--reps", type=int, default=2, help="repetitions of --interleaved")
     args = parser.parse_args()
     clients = [c.strip() for c in args.grpc_clients.split(",") if c.strip()]
     binary = Path(os.environ.get("PERF_ANALYZER", PA_DEFAULT))
     have_pa = not args.skip_pa and binary.exists() and shutil.which(str(binary)) is not None
-    out(f"python benchmarks/generator.py --seconds {args.seconds:g} --workers {args.workers}")
+    out(" ".join(["python benchmarks/generator.py", *sys.argv[1:]]))
     out(f"machine: {available_cpus()} CPUs ({_cpu_model()}), python {sys.version.split()[0]}")
     out(f"commit: {_git_commit()}")
     out(f"started {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, load average {_load()}")
@@ -343,6 +407,21 @@ def main() -> None:
                     best_of[(name, path, workers)] = best(rows)
                     best_pa_rule[(name, path, workers)] = best_by_pa_rule(rows)
 
+    if args.interleaved:
+        if not have_pa:
+            parser.error("--interleaved needs perf_analyzer (PERF_ANALYZER=path)")
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                build_repository(Path(tmp), ["tiny"])
+                with EmbeddedTriton(Path(tmp), models=["tiny"]) as server:
+                    protocol = args.interleaved_protocol
+                    url = server.grpc_url if protocol == "grpc" else server.http_url
+                    interleaved(binary, url, protocol, args.interleaved, args.seconds, args.reps)
+        finally:
+            out(f"\nfinished {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, load average {_load()}")
+            if args.output is not None:
+                args.output.write_text("\n".join(out.lines) + "\n")
+        return
     try:
         with running_stub() as stub:
             for protocol, url in (("http", stub.http_url), ("grpc", stub.grpc_url)):
