@@ -43,6 +43,8 @@ from hyperframe.frame import (
     GoAwayFrame,
     HeadersFrame,
     PushPromiseFrame,
+    SettingsFrame,
+    WindowUpdateFrame,
 )
 
 from loadtest.targets import grpc_wire
@@ -374,6 +376,25 @@ def reset(code: ErrorCodes) -> Hook:
     return answer
 
 
+def grpc_status_word(request: Request) -> None:
+    request.connection.send_headers(request.stream_id, RESPONSE_HEADERS, end=False)
+    request.connection.send_headers(request.stream_id, [("grpc-status", "OK")], end=True)
+
+
+def body(raw: bytes) -> Hook:
+    """An OK answer whose body is `raw` as it stands (no length prefix added)."""
+
+    def answer(request: Request) -> None:
+        connection = request.connection
+        connection.h2.send_headers(request.stream_id, RESPONSE_HEADERS)
+        if raw:
+            connection.h2.send_data(request.stream_id, raw)
+        connection.h2.send_headers(request.stream_id, [("grpc-status", "0")], end_stream=True)
+        connection.flush()
+
+    return answer
+
+
 @pytest.mark.parametrize(
     ("answer", "code", "details"),
     [
@@ -387,6 +408,12 @@ def reset(code: ErrorCodes) -> Hook:
         (reset(ErrorCodes.REFUSED_STREAM), grpc_wire.UNAVAILABLE, "HTTP/2 error 7"),
         (reset(ErrorCodes.INTERNAL_ERROR), grpc_wire.INTERNAL, "HTTP/2 error 2"),
         (reset(ErrorCodes.CANCEL), grpc_wire.CANCELLED, "HTTP/2 error 8"),
+        (reset(ErrorCodes.ENHANCE_YOUR_CALM), grpc_wire.RESOURCE_EXHAUSTED, "HTTP/2 error 11"),
+        (reset(ErrorCodes.INADEQUATE_SECURITY), grpc_wire.PERMISSION_DENIED, "HTTP/2 error 12"),
+        (grpc_status_word, grpc_wire.UNKNOWN, "a grpc-status that is not a number"),
+        (body(b""), grpc_wire.INTERNAL, "answered OK without a response message"),
+        (body(b"\x01" + prefixed(b"zip")[1:]), grpc_wire.INTERNAL, "a compressed response"),
+        (body(prefixed(b"whole") + b"more"), grpc_wire.INTERNAL, "9 bytes, its prefix says 5"),
     ],
     ids=[
         "trailers",
@@ -399,6 +426,12 @@ def reset(code: ErrorCodes) -> Hook:
         "rst-refused",
         "rst-internal",
         "rst-cancel",
+        "rst-enhance-your-calm",
+        "rst-inadequate-security",
+        "grpc-status-not-a-number",
+        "ok-without-a-message",
+        "ok-with-a-compressed-message",
+        "ok-with-a-wrong-length-prefix",
     ],
 )
 def test_the_status_of_a_call(answer: Hook, code: int, details: str):
@@ -687,6 +720,88 @@ def test_calls_fail_at_once_with_cannot_connect_when_the_server_is_gone():
     run(scenario())
 
 
+def test_a_stream_window_overflow_fails_that_call_only():
+    async def scenario() -> None:
+        async with Server(hold) as server:
+            wire = server.client()
+            await wire.connect(1.0)
+            calls = [Call(wire, b"one"), Call(wire, b"two")]
+            await until(lambda: len(server.requests) == 2)
+            connection = server.connections[0]
+            connection.raw(WindowUpdateFrame(1, window_increment=2**31 - 1))
+            await until(lambda: calls[0].done)
+            assert calls[0].code == grpc_wire.INTERNAL
+            assert "past the largest window" in calls[0].details
+            await until(lambda: any(isinstance(e, StreamReset) for e in server.events))
+            server.requests[1].answer(b"still here")
+            await until(lambda: calls[1].done)
+            assert calls[1].answers == [(0, "", b"")]
+            assert len(server.connections) == 1
+            wire.close()
+
+    run(scenario())
+
+
+def test_a_server_that_says_goaway_as_it_opens_fails_waiting_calls_at_once():
+    """SETTINGS then GOAWAY on every connection (a proxy at its connection limit): the calls
+    waiting for the connection fail UNAVAILABLE now, not at their deadline 5 s later."""
+    settings_then_goaway = SettingsFrame(0).serialize() + GoAwayFrame(0).serialize()
+
+    class Refuser(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            cast(asyncio.Transport, transport).write(settings_then_goaway)
+
+        def data_received(self, data: bytes) -> None:
+            pass
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        listener = await loop.create_server(Refuser, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        wire = GrpcWire("127.0.0.1", port, PATH, 5.0)
+        started = time.monotonic()
+        calls = [Call(wire, f"call {i}".encode()) for i in range(3)]
+        await until(lambda: all(call.done for call in calls), limit_s=2.0)
+        assert time.monotonic() - started < 2.0
+        for call in calls:
+            assert call.code == grpc_wire.UNAVAILABLE
+            assert "closed the connection as it opened it" in call.details
+        wire.close()
+        listener.close()
+        await listener.wait_closed()
+
+    run(scenario())
+
+
+def test_a_callback_that_raises_goes_to_the_loop_and_breaks_nothing_else():
+    """The exception reaches the loop's exception handler; the connection, the other calls
+    and the deadline sweep carry on."""
+    escaped: list[dict[str, Any]] = []
+
+    def explode(code: int, details: str, response: bytes) -> None:
+        raise RuntimeError("the caller's bug")
+
+    def first_answered(request: Request) -> None:
+        if request.stream_id == 1:
+            echo(request)
+
+    async def scenario() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _, context: escaped.append(context))
+        async with Server(first_answered) as server:
+            wire = server.client(0.2)
+            await wire.connect(1.0)
+            wire.call(prefixed(b"one"), explode)
+            held = Call(wire, b"two")
+            await until(lambda: escaped)
+            await until(lambda: held.done)  # the sweep still ran
+            assert held.code == grpc_wire.DEADLINE_EXCEEDED
+            assert len(server.connections) == 1 and not server.connections[0].lost
+            wire.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 3.0))
+    assert [str(context["exception"]) for context in escaped] == ["the caller's bug"]
+
+
 # --- header blocks decoded from the cache
 
 
@@ -824,9 +939,18 @@ def push_promise(connection: ServerConnection, stream: int) -> list[Frame]:
     return [PushPromiseFrame(stream, promised_stream_id=2, data=b"", flags=["END_HEADERS"])]
 
 
-def grpc_status_not_a_number(connection: ServerConnection, stream: int) -> list[Frame]:
-    block = connection.header_block([*RESPONSE_HEADERS, ("grpc-status", "OK")])
-    return [HeadersFrame(stream, block, flags=["END_HEADERS", "END_STREAM"])]
+def max_frame_size_zero(connection: ServerConnection, stream: int) -> list[Frame]:
+    # Accepted, it would leave the client splitting its next header block into empty frames
+    # forever (RFC 9113 allows 16 384 to 2^24 - 1).
+    return [SettingsFrame(0, settings={SettingsFrame.MAX_FRAME_SIZE: 0})]
+
+
+def initial_window_too_large(connection: ServerConnection, stream: int) -> list[Frame]:
+    return [SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 2**31})]
+
+
+def connection_window_overflow(connection: ServerConnection, stream: int) -> list[Frame]:
+    return [WindowUpdateFrame(0, window_increment=2**31 - 1)]
 
 
 @pytest.mark.parametrize(
@@ -836,7 +960,9 @@ def grpc_status_not_a_number(connection: ServerConnection, stream: int) -> list[
         continuation_without_headers,
         headers_interrupted,
         push_promise,
-        grpc_status_not_a_number,
+        max_frame_size_zero,
+        initial_window_too_large,
+        connection_window_overflow,
     ],
 )
 def test_garbage_from_the_server_fails_the_calls_and_the_connection(

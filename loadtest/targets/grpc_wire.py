@@ -57,6 +57,7 @@ CANCELLED = 1
 UNKNOWN = 2
 DEADLINE_EXCEEDED = 4
 PERMISSION_DENIED = 7
+RESOURCE_EXHAUSTED = 8
 UNIMPLEMENTED = 12
 INTERNAL = 13
 UNAVAILABLE = 14
@@ -83,10 +84,19 @@ HEADER_TABLE_SIZE, ENABLE_PUSH, MAX_CONCURRENT_STREAMS, INITIAL_WINDOW_SIZE, MAX
 MAX_WINDOW = 2**31 - 1
 DEFAULT_WINDOW = 65_535
 DEFAULT_FRAME_SIZE = 16_384
+LARGEST_FRAME_SIZE = 2**24 - 1
 REFILL_AT = 2**30  # received bytes after which the connection window is topped up again
 MAX_STREAM_ID = 2**31 - 1
 CANCEL_CODE = 0x8
 REFUSED_STREAM_CODE = 0x7
+# What gRPC's clients report for a stream the server reset, by HTTP/2 error code (the rest:
+# INTERNAL; grpc/doc/http-grpc-status-mapping).
+_RESET_TO_GRPC = {
+    REFUSED_STREAM_CODE: UNAVAILABLE,
+    CANCEL_CODE: CANCELLED,
+    0xB: RESOURCE_EXHAUSTED,  # ENHANCE_YOUR_CALM
+    0xC: PERMISSION_DENIED,  # INADEQUATE_SECURITY
+}
 
 # Bytes of a one-byte indexed header field (RFC 7541 §6.1, index 1-126). A block made only of them
 # changes no decoding state, so what it decodes to holds until another block changes the table.
@@ -122,6 +132,23 @@ def _sweep_interval(timeout_s: float) -> float:
 def framed(message: bytes) -> bytes:
     """A gRPC length-prefixed message (uncompressed), built once per sample."""
     return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+def _tell(on_done: Answer, code: int, details: str, message: bytes) -> None:
+    """Complete a call. A callback that raises is reported to the loop's exception handler and
+    goes no further: it must not break the connection, the other calls or the deadline sweep."""
+    try:
+        on_done(code, details, message)
+    except Exception as exc:  # whatever the caller's callback raised
+        _report(exc, "a gRPC call's completion callback raised")
+
+
+def _report(exc: Exception, message: str) -> None:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # no loop running (closed from outside one): the caller sees it
+        raise exc from None
+    loop.call_exception_handler({"message": message, "exception": exc})
 
 
 def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
@@ -268,21 +295,19 @@ class _Connection(asyncio.Protocol):
             increment = int.from_bytes(payload[:4], "big") & MAX_WINDOW
             if stream_id == 0:
                 self.send_window += increment
+                if self.send_window > MAX_WINDOW:
+                    raise ValueError("WINDOW_UPDATE past the largest window (flow-control error)")
             elif (stream := self.streams.get(stream_id)) is not None:
                 stream.window += increment
+                if stream.window > MAX_WINDOW:
+                    self._reset(stream_id, "WINDOW_UPDATE past the largest window")
             self._write_blocked()
         elif kind == PING:
             if not flags & ACK:
                 replies.append(_frame(PING, ACK, 0, payload))
         elif kind == RST_STREAM:
             code = int.from_bytes(payload[:4], "big")
-            status = (
-                UNAVAILABLE
-                if code == REFUSED_STREAM_CODE
-                else CANCELLED
-                if code == CANCEL_CODE
-                else INTERNAL
-            )
+            status = _RESET_TO_GRPC.get(code, INTERNAL)
             self._finish(stream_id, status, f"stream reset by the server (HTTP/2 error {code})")
         elif kind == GOAWAY:
             last = int.from_bytes(payload[:4], "big") & MAX_WINDOW
@@ -300,11 +325,15 @@ class _Connection(asyncio.Protocol):
             key = int.from_bytes(payload[offset : offset + 2], "big")
             value = int.from_bytes(payload[offset + 2 : offset + 6], "big")
             if key == INITIAL_WINDOW_SIZE:
+                if value > MAX_WINDOW:
+                    raise ValueError(f"SETTINGS_INITIAL_WINDOW_SIZE {value} (flow-control error)")
                 delta = value - self.initial_window
                 self.initial_window = value
                 for stream in self.streams.values():
                     stream.window += delta
             elif key == MAX_FRAME_SIZE:
+                if not DEFAULT_FRAME_SIZE <= value <= LARGEST_FRAME_SIZE:
+                    raise ValueError(f"SETTINGS_MAX_FRAME_SIZE {value} out of range")
                 self.max_frame = value
             elif key == MAX_CONCURRENT_STREAMS:
                 self.max_streams = value
@@ -321,11 +350,16 @@ class _Connection(asyncio.Protocol):
             return
         for name, value in fields:
             if name == b"grpc-status":
-                stream.status = int(value)
+                # Not a number: this call fails UNKNOWN, as gRPC's clients fail it; the
+                # connection and the other calls on it are fine.
+                if value.isdigit():
+                    stream.status = int(value)
+                else:
+                    stream.status, stream.details = UNKNOWN, "a grpc-status that is not a number"
             elif name == b"grpc-message":
                 stream.details = unquote(value.decode("utf-8", "replace"))
             elif name == b":status":
-                stream.http_status = int(value)
+                stream.http_status = int(value) if value.isdigit() else 0
         if flags & END_STREAM:
             self._end(stream_id)
 
@@ -364,9 +398,10 @@ class _Connection(asyncio.Protocol):
             return
         message = b""
         if stream.keep and code == OK:
-            body = b"".join(stream.chunks)
-            message = body[5:] if body[:1] == b"\x00" else b""
-        stream.on_done(code, details, message)
+            message, problem = _message(b"".join(stream.chunks))
+            if problem:
+                code, details = INTERNAL, problem
+        _tell(stream.on_done, code, details, message)
         self.client.slots_freed()
         if self.going_away:
             self._close_when_idle()
@@ -455,6 +490,12 @@ class _Connection(asyncio.Protocol):
         for stream_id in expired:
             self._finish(stream_id, DEADLINE_EXCEEDED, "deadline exceeded (client)")
 
+    def _reset(self, stream_id: int, reason: str) -> None:
+        """A stream error: reset that stream (FLOW_CONTROL_ERROR) and fail its call only."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(_frame(RST_STREAM, 0, stream_id, (0x3).to_bytes(4, "big")))
+        self._finish(stream_id, INTERNAL, reason)
+
     def fail_all(self, code: int, details: str) -> None:
         for stream_id in list(self.streams):
             self._finish(stream_id, code, details)
@@ -469,6 +510,18 @@ class _Connection(asyncio.Protocol):
     def _close_when_idle(self) -> None:
         if not self.streams and self.transport is not None and not self.transport.is_closing():
             self.transport.close()
+
+
+def _message(body: bytes) -> tuple[bytes, str]:
+    """The one message of a unary answer's body, or what is wrong with the body."""
+    if len(body) < 5:
+        return b"", "the server answered OK without a response message"
+    if body[0] != 0:
+        return b"", "a compressed response message (compression was not asked for)"
+    size = int.from_bytes(body[1:5], "big")
+    if len(body) != 5 + size:
+        return b"", f"the response message is {len(body) - 5} bytes, its prefix says {size}"
+    return body[5:], ""
 
 
 def _unpadded(payload: bytes, flags: int) -> bytes:
@@ -554,6 +607,7 @@ class GrpcWire:
             )
             ssl_object = transport.get_extra_info("ssl_object")
             if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
+                protocol.ready.cancel()  # nobody will await it: no "never retrieved" warning
                 transport.close()
                 raise ConnectionError("the server did not agree to HTTP/2 (ALPN h2) over TLS")
         self._open_connections.add(protocol)
@@ -566,6 +620,11 @@ class GrpcWire:
             if protocol.transport is not None:
                 protocol.transport.close()
             raise
+        if protocol.going_away:
+            # SETTINGS, then GOAWAY or a closed socket at once (a proxy at its connection limit):
+            # adopting it would leave the waiting calls with nowhere to go until their deadline.
+            self._open_connections.discard(protocol)
+            raise ConnectionError("the server closed the connection as it opened it")
         self._connection = protocol
         self.slots_freed()
 
@@ -581,7 +640,7 @@ class GrpcWire:
         `written()` runs if the call had to wait and is written later (not if written at once).
         The deadline is the client's `timeout_s` from now unless `timeout_s` is given."""
         if self._closed:
-            on_done(CANCELLED, "client closed", b"")
+            _tell(on_done, CANCELLED, "client closed", b"")
             return
         if timeout_s is None:
             timeout_s, block = self.timeout_s, self.block
@@ -617,7 +676,10 @@ class GrpcWire:
         while self._waiting and connection is not None and connection.has_room():
             block, message, on_done, keep, deadline, written = self._waiting.popleft()
             if written is not None:
-                written()
+                try:
+                    written()
+                except Exception as exc:  # the caller's callback
+                    _report(exc, "a gRPC call's written callback raised")
             connection.open_stream(block, message, on_done, deadline, keep)
 
     def connection_gone(self, connection: _Connection, lost: bool = False) -> None:
@@ -640,7 +702,7 @@ class GrpcWire:
         except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
             reason = f"cannot connect: {getattr(exc, 'strerror', None) or exc or 'timed out'}"
             while self._waiting:  # nothing can be sent while connecting fails
-                self._waiting.popleft()[2](UNAVAILABLE, reason, b"")
+                _tell(self._waiting.popleft()[2], UNAVAILABLE, reason, b"")
         finally:
             self._opening = None
 
@@ -669,7 +731,7 @@ class GrpcWire:
         if expired:
             self._waiting = deque(waiting for waiting in self._waiting if waiting[4] >= now)
             for waiting in expired:
-                waiting[2](DEADLINE_EXCEEDED, "deadline exceeded (client)", b"")
+                _tell(waiting[2], DEADLINE_EXCEEDED, "deadline exceeded (client)", b"")
         self._schedule_sweep()
 
     def close(self) -> None:
@@ -681,7 +743,7 @@ class GrpcWire:
         if self._opening is not None:
             self._opening.cancel()
         while self._waiting:
-            self._waiting.popleft()[2](CANCELLED, "client closed", b"")
+            _tell(self._waiting.popleft()[2], CANCELLED, "client closed", b"")
         self._connection = None
         for connection in list(self._open_connections):
             connection.going_away = True

@@ -373,7 +373,11 @@ class TritonGrpcTarget:
             reason = getattr(exc, "strerror", None) or str(exc) or "timed out"
             raise TargetError(f"cannot reach Triton over gRPC at {self.url}: {reason}") from None
         if self._framed:
-            await self._first_wire_call(wire)
+            try:
+                await self._first_wire_call(wire)
+            except BaseException:  # refused, or cancelled (Ctrl-C): no socket or timer left
+                wire.close()
+                raise
         self._wire_client = wire
 
     async def _first_wire_call(self, wire: GrpcWire) -> None:
@@ -384,7 +388,6 @@ class TritonGrpcTarget:
         kind = self._wire_kind(code, details)
         if code in (grpc_wire.OK, grpc_wire.DEADLINE_EXCEEDED) or kind == SERVER_TIMEOUT:
             return
-        wire.close()
         if kind in (UNAUTHENTICATED, PERMISSION_DENIED):
             raise TargetError(auth_refusal(self.url, kind, "gRPC"))
         raise TargetError(f"the first gRPC load call to {self.url} failed: {kind}")
