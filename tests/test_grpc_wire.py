@@ -525,6 +525,28 @@ def test_a_large_answer_fits_the_windows_the_client_grants():
     run(scenario())
 
 
+def test_a_stream_window_overflow_fails_that_call_only():
+    async def scenario() -> None:
+        async with Server(hold) as server:
+            wire = server.client()
+            await wire.connect(1.0)
+            calls = [Call(wire, b"one"), Call(wire, b"two")]
+            await until(lambda: len(server.requests) == 2)
+            connection = server.connections[0]
+            connection.raw(WindowUpdateFrame(1, window_increment=2**31 - 1))
+            await until(lambda: calls[0].done)
+            assert calls[0].code == grpc_wire.INTERNAL
+            assert "past the largest window" in calls[0].details
+            await until(lambda: any(isinstance(e, StreamReset) for e in server.events))
+            server.requests[1].answer(b"still here")
+            await until(lambda: calls[1].done)
+            assert calls[1].answers == [(0, "", b"")]
+            assert len(server.connections) == 1
+            wire.close()
+
+    run(scenario())
+
+
 # --- 4. the server's limit on concurrent streams
 
 
@@ -720,28 +742,6 @@ def test_calls_fail_at_once_with_cannot_connect_when_the_server_is_gone():
     run(scenario())
 
 
-def test_a_stream_window_overflow_fails_that_call_only():
-    async def scenario() -> None:
-        async with Server(hold) as server:
-            wire = server.client()
-            await wire.connect(1.0)
-            calls = [Call(wire, b"one"), Call(wire, b"two")]
-            await until(lambda: len(server.requests) == 2)
-            connection = server.connections[0]
-            connection.raw(WindowUpdateFrame(1, window_increment=2**31 - 1))
-            await until(lambda: calls[0].done)
-            assert calls[0].code == grpc_wire.INTERNAL
-            assert "past the largest window" in calls[0].details
-            await until(lambda: any(isinstance(e, StreamReset) for e in server.events))
-            server.requests[1].answer(b"still here")
-            await until(lambda: calls[1].done)
-            assert calls[1].answers == [(0, "", b"")]
-            assert len(server.connections) == 1
-            wire.close()
-
-    run(scenario())
-
-
 def test_a_server_that_says_goaway_as_it_opens_fails_waiting_calls_at_once():
     """SETTINGS then GOAWAY on every connection (a proxy at its connection limit): the calls
     waiting for the connection fail UNAVAILABLE now, not at their deadline 5 s later."""
@@ -771,35 +771,6 @@ def test_a_server_that_says_goaway_as_it_opens_fails_waiting_calls_at_once():
         await listener.wait_closed()
 
     run(scenario())
-
-
-def test_a_callback_that_raises_goes_to_the_loop_and_breaks_nothing_else():
-    """The exception reaches the loop's exception handler; the connection, the other calls
-    and the deadline sweep carry on."""
-    escaped: list[dict[str, Any]] = []
-
-    def explode(code: int, details: str, response: bytes) -> None:
-        raise RuntimeError("the caller's bug")
-
-    def first_answered(request: Request) -> None:
-        if request.stream_id == 1:
-            echo(request)
-
-    async def scenario() -> None:
-        asyncio.get_running_loop().set_exception_handler(lambda _, context: escaped.append(context))
-        async with Server(first_answered) as server:
-            wire = server.client(0.2)
-            await wire.connect(1.0)
-            wire.call(prefixed(b"one"), explode)
-            held = Call(wire, b"two")
-            await until(lambda: escaped)
-            await until(lambda: held.done)  # the sweep still ran
-            assert held.code == grpc_wire.DEADLINE_EXCEEDED
-            assert len(server.connections) == 1 and not server.connections[0].lost
-            wire.close()
-
-    asyncio.run(asyncio.wait_for(scenario(), 3.0))
-    assert [str(context["exception"]) for context in escaped] == ["the caller's bug"]
 
 
 # --- header blocks decoded from the cache
@@ -1050,6 +1021,35 @@ def test_close_cancels_calls_in_flight_and_refuses_new_ones():
 
 
 # --- edge cases of the connection's life
+
+
+def test_a_callback_that_raises_goes_to_the_loop_and_breaks_nothing_else():
+    """The exception reaches the loop's exception handler; the connection, the other calls
+    and the deadline sweep carry on."""
+    escaped: list[dict[str, Any]] = []
+
+    def explode(code: int, details: str, response: bytes) -> None:
+        raise RuntimeError("the caller's bug")
+
+    def first_answered(request: Request) -> None:
+        if request.stream_id == 1:
+            echo(request)
+
+    async def scenario() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _, context: escaped.append(context))
+        async with Server(first_answered) as server:
+            wire = server.client(0.2)
+            await wire.connect(1.0)
+            wire.call(prefixed(b"one"), explode)
+            held = Call(wire, b"two")
+            await until(lambda: escaped)
+            await until(lambda: held.done)  # the sweep still ran
+            assert held.code == grpc_wire.DEADLINE_EXCEEDED
+            assert len(server.connections) == 1 and not server.connections[0].lost
+            wire.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 3.0))
+    assert [str(context["exception"]) for context in escaped] == ["the caller's bug"]
 
 
 def test_an_answer_before_the_whole_request_is_sent_closes_the_stream_on_the_server():
