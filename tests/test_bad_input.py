@@ -58,6 +58,7 @@ ROWS = [
     (["serve", "--http-port", "70000"], "--http-port"),
     (["serve", "--grpc-port", "-1"], "--grpc-port"),
     (["stub", "--http-port", "65536"], "--http-port"),
+    (["stub", "--grpc-server", "nginx"], "--grpc-server"),
     (["models", "build", "--seed", "-1"], "--seed"),
 ]
 

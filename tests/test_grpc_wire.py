@@ -793,8 +793,8 @@ def test_cached_header_blocks_never_outlive_a_change_of_the_decoding_table():
             assert codes == [5, 5, 7, 7]
             connection = wire._connection
             assert connection is not None
-            assert b"\xbe" in connection.decoded  # the last answer's trailers, cached again
-            assert connection.decoded[b"\xbe"] == [(b"grpc-status", b"7")]
+            assert b"\xbe" in connection.blocks.cached  # the last answer's trailers, cached again
+            assert connection.blocks.cached[b"\xbe"] == [(b"grpc-status", b"7")]
             wire.close()
 
     run(scenario())

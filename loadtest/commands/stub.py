@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,13 @@ from loadtest.commands import options
 from loadtest.commands.options import finite_float
 from loadtest.core.secrets import secret_value
 from loadtest.errors import LoadtestError, SettingsError
+
+
+class GrpcServer(str, Enum):
+    """The stub's gRPC side."""
+
+    WIRE = "wire"  # stub/grpc_wire_server.py
+    GRPCIO = "grpcio"  # stub/grpc_server.py
 
 
 def stub(
@@ -47,6 +55,13 @@ def stub(
             "a request whose Triton 'timeout' parameter is shorter is rejected as Triton does.",
         ),
     ] = 0.0,
+    grpc_server: Annotated[
+        GrpcServer,
+        typer.Option(
+            help="The gRPC side: 'wire' (lean HTTP/2, ~10x grpc.aio's rate: a roofline for the "
+            "gRPC client) or 'grpcio' (grpc.aio, for a cross-check).",
+        ),
+    ] = GrpcServer.WIRE,
 ) -> None:
     """Serve every model instantly (zero compute, zeros out) on loopback until Ctrl-C.
 
@@ -85,6 +100,7 @@ def stub(
             tls,
             gate,
             delay_ms / 1e3,
+            grpc_server.value,
         )
     except OSError as exc:  # ssl.SSLError included: a certificate or key that does not load
         raise LoadtestError(f"cannot start the stub server: {exc.strerror or exc}") from None

@@ -23,13 +23,14 @@ class StubTls:
     key: Path
     client_ca: Path | None = None
 
-    def ssl_context(self) -> ssl.SSLContext:
+    def ssl_context(self, alpn: tuple[str, ...] = ("http/1.1",)) -> ssl.SSLContext:
+        """A server context offering `alpn` (HTTP/1.1 for the HTTP side, h2 for gRPC)."""
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(str(self.cert), str(self.key))
         if self.client_ca is not None:
             context.verify_mode = ssl.CERT_REQUIRED
             context.load_verify_locations(str(self.client_ca))
-        context.set_alpn_protocols(["http/1.1"])
+        context.set_alpn_protocols(list(alpn))
         return context
 
     def grpc_credentials(self) -> Any:

@@ -23,7 +23,9 @@ from loadtest.stub.access import StubTls, TokenGate
 from loadtest.stub.catalog import STUB_VERSION, TIMEOUT_EXPIRED, Behaviour, Catalog
 
 
-class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
+class Servicer(pb_grpc.GRPCInferenceServiceServicer):
+    """The stub's answers, shared by both gRPC servers (this one and grpc_wire_server.py)."""
+
     def __init__(self, catalog: Catalog, behaviour: Behaviour) -> None:
         self.catalog = catalog
         self.behaviour = behaviour
@@ -75,14 +77,18 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
                 await asyncio.sleep(timeout_us / 1e6)
                 await context.abort(grpc.StatusCode.UNAVAILABLE, TIMEOUT_EXPIRED)
             await asyncio.sleep(behaviour.delay_s)
-        response = self._infer.get(request.model_name)
+        return self.infer_response(request.model_name)
+
+    def infer_response(self, model_name: str) -> pb.ModelInferResponse:
+        """Zeros of each output's shape and type, built on the model's first request."""
+        response = self._infer.get(model_name)
         if response is None:
-            model = self.catalog.model(request.model_name)
+            model = self.catalog.model(model_name)
             response = pb.ModelInferResponse(model_name=model.name, model_version="1")
             for output in model.outputs:
                 response.outputs.add(name=output.name, datatype=output.datatype, shape=output.shape)
                 response.raw_output_contents.append(output.zeros)
-            self._infer[request.model_name] = response
+            self._infer[model_name] = response
         return response
 
 
@@ -136,7 +142,7 @@ async def start_grpc(
         interceptors=[_TokenInterceptor(gate)] if gate is not None else None,
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-        _Servicer(catalog, behaviour or Behaviour()), server
+        Servicer(catalog, behaviour or Behaviour()), server
     )
     address = f"{host}:{port}"
     _check_free(host, port)
