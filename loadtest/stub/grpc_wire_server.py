@@ -276,8 +276,13 @@ class _Connection(asyncio.Protocol):
         stream_id, flags, parts = self.header_block
         self.header_block = None
         fields = self.blocks.decode(parts[0] if len(parts) == 1 else b"".join(parts))
-        if stream_id in self.calls or self.going_away:
-            return  # trailers from a client (gRPC clients send none), or after GOAWAY
+        if self.going_away:
+            return  # no new calls after the client's GOAWAY
+        known = self.calls.get(stream_id)
+        if known is not None:  # trailers from the client (gRPC's send none): the request ends
+            if flags & END_STREAM:
+                self._dispatch(stream_id, known)
+            return
         path = ""
         authorization: bytes | None = None
         for name, value in fields:
