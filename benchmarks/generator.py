@@ -2,8 +2,8 @@
 
 Side by side in one run on this machine, against (a) the zero-compute stub (`loadtest stub`; its
 gRPC side is stub/grpc_wire_server.py, ~60k calls/s closed loop, so gRPC rows against it measure
-the client) and (b) the embedded Triton serving `tiny` (the real server sharing the machine's cores), over HTTP
-and gRPC, for 1 worker process and for N (default: one per core):
+the client) and (b) the embedded Triton serving `tiny` (the real server sharing the machine's
+cores), over HTTP and gRPC, for 1 worker process and for N (default: one per core):
 
 - clean = the generator kept up and its sends were Poisson: send-lag p99 ≤ 1 ms, ≥ 99 % of queries
   sent within 1 ms of their scheduled time (the absolute rule, not a run's latency-bound

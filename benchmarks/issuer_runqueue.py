@@ -1,0 +1,88 @@
+"""Is a late send the issuer's own doing, or a CPU it was waiting for? The kernel's answer.
+
+One worker sends Poisson gRPC load (the wire client) to the embedded Triton serving `tiny`, on the
+same cores, as in benchmarks/generator.py. Around each 5 s run this reads the issuer thread's
+/proc/thread-self/schedstat (Linux): its CPU time, the time it was runnable but waiting in a run
+queue for a CPU, and how many times it was put on a CPU. A spinning issuer is always runnable,
+so its run-queue wait is time it wanted to send and could not: the server's threads had the
+cores. Each rate runs with the spin window as shipped (uncapped above 5000 QPS per worker,
+engine/runner.py) and capped at a quarter of the mean gap, alternating which goes first.
+
+    python benchmarks/issuer_runqueue.py [--rates 8000,9000,10000] [--reps 3] [--output FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from generator import Output, _git_commit, _load, _one
+
+from loadtest.core.settings import available_cpus
+from loadtest.engine import runner, timing
+from loadtest.models import build_repository
+from loadtest.server.embedded import EmbeddedTriton
+
+SHIPPED_FULL_SPIN_GAP_NS = runner.FULL_SPIN_GAP_NS
+
+
+def schedstat() -> tuple[int, int, int]:
+    """(ns on a CPU, ns runnable and waiting for one, times put on a CPU) of this thread."""
+    fields = Path("/proc/thread-self/schedstat").read_text().split()
+    return int(fields[0]), int(fields[1]), int(fields[2])
+
+
+def measure(url: str, qps: float, seconds: float, spin: str) -> str:
+    """One run with the spin window `spin` ("shipped" or "capped"): its row, without rep."""
+    runner.FULL_SPIN_GAP_NS = 0 if spin == "capped" else SHIPPED_FULL_SPIN_GAP_NS
+    before = schedstat()
+    row = timing.run(_one(url, "grpc", qps, seconds, 1))
+    after = schedstat()
+    cpu, wait, slices = (after[k] - before[k] for k in range(3))
+    verdict = "yes" if row.clean else f"NO ({', '.join(row.failed_rules)})"
+    return (
+        f"{spin:7}  {row.on_time_pct:9.2f} {row.lag_p99_ms:11.3f} {row.cv:6.3f} "
+        f"{row.cpu_us:11.0f} {cpu / 1e6:7.0f} {wait / 1e6:13.1f} {slices:7d}  {verdict}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rates", default="8000,9000,10000")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args()
+    out = Output()
+    out(" ".join(["python benchmarks/issuer_runqueue.py", *sys.argv[1:]]))
+    out(f"machine: {available_cpus()} CPUs, python {sys.version.split()[0]}")
+    out(f"commit: {_git_commit()}")
+    out(f"started {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, load average {_load()}")
+    out("one worker, gRPC (wire client) to the embedded Triton `tiny` on the same cores;")
+    out("'spin': as shipped (uncapped above 5000 QPS) or capped at 1/4 of the mean gap;")
+    out("CPU / run-queue wait / slices: the issuer thread's schedstat over the run")
+    out("   rate  rep  spin     on time %  lag p99 ms  CV     CPU µs/req  CPU ms  runq wait ms"
+        "  slices  clean")  # fmt: skip
+    rates = [float(rate) for rate in args.rates.split(",")]
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            build_repository(Path(tmp), ["tiny"])
+            with EmbeddedTriton(Path(tmp), models=["tiny"]) as server:
+                for rep in range(args.reps):
+                    for qps in rates:
+                        order = ("shipped", "capped") if rep % 2 == 0 else ("capped", "shipped")
+                        for spin in order:
+                            row = measure(server.grpc_url, qps, args.seconds, spin)
+                            out(f"{qps:7.0f} {rep + 1:4d}  {row}")
+    finally:
+        runner.FULL_SPIN_GAP_NS = SHIPPED_FULL_SPIN_GAP_NS
+        out(f"\nfinished {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, load average {_load()}")
+        if args.output is not None:
+            args.output.write_text("\n".join(out.lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
