@@ -127,6 +127,8 @@ class _Call:
 
 
 class _Connection(asyncio.Protocol):
+    """One client connection: reads its frames, answers its calls, one write per read."""
+
     def __init__(self, server: WireGrpcServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
@@ -449,7 +451,7 @@ class _Connection(asyncio.Protocol):
 
 
 class WireGrpcServer:
-    """Serves the stub's gRPC side on one listener; `close()` ends every connection."""
+    """Serves the stub's gRPC side on one listener; `stop()` ends every connection."""
 
     def __init__(
         self, catalog: Catalog, behaviour: Behaviour, gate: TokenGate | None = None
