@@ -27,7 +27,8 @@ from loadtest.stub.catalog import TIMEOUT_EXPIRED, Behaviour, Catalog
 from loadtest.stub.grpc_server import Servicer
 from loadtest.stub.grpc_wire_server import WireGrpcServer
 from loadtest.targets import grpc_wire
-from loadtest.targets.grpc_wire import GrpcWire, HeaderBlocks, framed
+from loadtest.targets.grpc_wire import GrpcWire, framed
+from loadtest.targets.http2 import HeaderBlocks
 
 Scenario = Callable[[pb_grpc.GRPCInferenceServiceStub, WireGrpcServer, int], Awaitable[None]]
 
@@ -179,7 +180,7 @@ def test_a_call_the_client_gives_up_is_dropped_and_the_connection_carries_on():
         assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         await asyncio.sleep(0.3)  # past the delay: the dropped answer is not written
         (connection,) = server.connections
-        assert not connection.calls
+        assert not connection.streams
         answer = await stub.ModelInfer(pb.ModelInferRequest(model_name="tiny"))
         assert answer.model_name == "tiny"
 

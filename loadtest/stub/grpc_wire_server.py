@@ -25,48 +25,41 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 from urllib.parse import quote
 
 from google.protobuf.message import DecodeError, Message
 from hpack import Encoder
-from hpack.exceptions import HPACKError
 from tritonclient.grpc import service_pb2 as pb
 
 from loadtest.stub.access import TokenGate
 from loadtest.stub.catalog import TIMEOUT_EXPIRED, Behaviour, Catalog
 from loadtest.stub.grpc_server import Servicer
 from loadtest.targets.grpc_wire import (
-    ACK,
-    CONTINUATION,
-    DATA,
-    DEFAULT_FRAME_SIZE,
-    DEFAULT_WINDOW,
-    END_HEADERS,
-    END_STREAM,
-    GOAWAY,
-    HEADERS,
-    INITIAL_WINDOW_SIZE,
     INTERNAL,
-    LARGEST_FRAME_SIZE,
-    MAX_FRAME_SIZE,
-    MAX_WINDOW,
-    PING,
-    PREFACE,
-    PRIORITY_FLAG,
-    PUSH_PROMISE,
-    REFILL_AT,
-    RST_STREAM,
-    SETTINGS,
     UNAUTHENTICATED,
     UNAVAILABLE,
     UNIMPLEMENTED,
-    WINDOW_UPDATE,
-    HeaderBlocks,
-    frame,
     framed,
+)
+from loadtest.targets.http2 import (
+    DATA,
+    END_HEADERS,
+    END_STREAM,
+    FLOW_CONTROL_ERROR_CODE,
+    GOAWAY,
+    GRANT_LARGEST_CONNECTION_WINDOW,
+    HEADERS,
+    INITIAL_WINDOW_SIZE,
+    MAX_WINDOW,
+    NO_ERROR_CODE,
+    PREFACE,
+    PROTOCOL_ERROR_CODE,
+    RST_STREAM,
+    Http2Connection,
+    frame,
+    settings_frame,
     unpadded,
 )
 
@@ -82,9 +75,6 @@ _UNARY: dict[str, type[Message]] = {
     "ModelConfig": pb.ModelConfigRequest,
     "ModelStatistics": pb.ModelStatisticsRequest,
 }
-NO_ERROR_CODE = 0x0
-PROTOCOL_ERROR_CODE = 0x1
-FLOW_CONTROL_ERROR_CODE = 0x3
 # grpc-message is percent-encoded: every byte outside printable ASCII, and "%" itself.
 _MESSAGE_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
@@ -126,161 +116,77 @@ class _Call:
         self.handle: asyncio.TimerHandle | asyncio.Task[None] | None = None  # a later answer
 
 
-class _Connection(asyncio.Protocol):
-    """One client connection: reads its frames, answers its calls, one write per read."""
+class _Connection(Http2Connection[_Call]):
+    """One client connection: answers its calls, one write per read (http2.py keeps the frames,
+    windows and header blocks)."""
+
+    DATA_ENDS_STREAM = False  # trailers follow an answer's message
 
     def __init__(self, server: WireGrpcServer) -> None:
+        super().__init__()
         self.server = server
-        self.transport: asyncio.Transport | None = None
-        self.blocks = HeaderBlocks()
-        self.pending = b""
         self.preface_seen = False
-        self.calls: dict[int, _Call] = {}
-        self.blocked: deque[int] = deque()
-        self.send_window = DEFAULT_WINDOW
-        self.initial_window = DEFAULT_WINDOW
-        self.max_frame = DEFAULT_FRAME_SIZE
-        self.received = 0
-        self.header_block: tuple[int, int, list[bytes]] | None = None
         self.going_away = False
-        self.out: list[bytes] = []  # frames to write at the end of this read
 
     # --- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.server.connections.add(self)
-        settings = INITIAL_WINDOW_SIZE.to_bytes(2, "big") + MAX_WINDOW.to_bytes(4, "big")
         self.transport.write(
-            frame(SETTINGS, 0, 0, settings)
-            + frame(WINDOW_UPDATE, 0, 0, (MAX_WINDOW - DEFAULT_WINDOW).to_bytes(4, "big"))
+            settings_frame(((INITIAL_WINDOW_SIZE, MAX_WINDOW),)) + GRANT_LARGEST_CONNECTION_WINDOW
         )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
-        for call in self.calls.values():
+        for call in self.streams.values():
             if call.handle is not None:
                 call.handle.cancel()
-        self.calls.clear()
+        self.streams.clear()
 
-    def data_received(self, data: bytes) -> None:
-        buffer = self.pending + data if self.pending else data
-        position = 0
-        if not self.preface_seen:
-            if len(buffer) < len(PREFACE):
-                self.pending = buffer
-                return
-            if not buffer.startswith(PREFACE):
-                self._close(PROTOCOL_ERROR_CODE)
-                return
-            self.preface_seen = True
-            position = len(PREFACE)
-        size = len(buffer)
-        try:
-            while size - position >= 9:
-                length = int.from_bytes(buffer[position : position + 3], "big")
-                end = position + 9 + length
-                if end > size:
-                    break
-                kind = buffer[position + 3]
-                flags = buffer[position + 4]
-                stream_id = int.from_bytes(buffer[position + 5 : position + 9], "big") & MAX_WINDOW
-                self._frame_in(kind, flags, stream_id, buffer[position + 9 : end])
-                position = end
-        except (HPACKError, ValueError, IndexError):
-            self._close(PROTOCOL_ERROR_CODE)
-            return
-        self.pending = buffer[position:]
-        if self.received > REFILL_AT:
-            self.out.append(frame(WINDOW_UPDATE, 0, 0, self.received.to_bytes(4, "big")))
-            self.received = 0
-        self._flush()
-
-    def _flush(self) -> None:
-        if self.out and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(self.out))
-        self.out.clear()
-
-    def _close(self, code: int) -> None:
+    def close(self, code: int) -> None:
+        """GOAWAY with this error code, and the socket closed."""
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(frame(GOAWAY, 0, 0, bytes(4) + code.to_bytes(4, "big")))
             self.transport.close()
 
-    # --- frames in
-    def _frame_in(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
-        if self.header_block is not None and kind != CONTINUATION:
-            raise ValueError("a header block was interrupted by another frame")
-        if kind == DATA:
-            self.received += len(payload)
-            call = self.calls.get(stream_id)
-            if call is not None:
-                call.body += unpadded(payload, flags)
-                if flags & END_STREAM:
-                    self._dispatch(stream_id, call)
-        elif kind == HEADERS:
-            payload = unpadded(payload, flags)
-            if flags & PRIORITY_FLAG:
-                payload = payload[5:]
-            self.header_block = (stream_id, flags, [payload])
-            if flags & END_HEADERS:
-                self._headers_done()
-        elif kind == CONTINUATION:
-            if self.header_block is None or self.header_block[0] != stream_id:
-                raise ValueError("CONTINUATION without its HEADERS")
-            self.header_block[2].append(payload)
-            if flags & END_HEADERS:
-                self._headers_done()
-        elif kind == SETTINGS:
-            if not flags & ACK:
-                self._settings(payload)
-                self.out.append(frame(SETTINGS, ACK, 0))
-        elif kind == WINDOW_UPDATE:
-            increment = int.from_bytes(payload[:4], "big") & MAX_WINDOW
-            if stream_id == 0:
-                self.send_window += increment
-                if self.send_window > MAX_WINDOW:
-                    raise ValueError("connection window overflow")
-            elif (call := self.calls.get(stream_id)) is not None:
-                call.window += increment
-                if call.window > MAX_WINDOW:
-                    self._drop(stream_id, FLOW_CONTROL_ERROR_CODE)
-            self._write_blocked()
-        elif kind == PING:
-            if not flags & ACK:
-                self.out.append(frame(PING, ACK, 0, payload))
-        elif kind == RST_STREAM:
-            self._forget(stream_id)
-        elif kind == GOAWAY:
-            self.going_away = True
-            self._close_when_idle()
-        elif kind == PUSH_PROMISE:
-            raise ValueError("PUSH_PROMISE from a client")
-        # PRIORITY and unknown frame types are ignored, as HTTP/2 requires.
+    # --- frames in (http2.Http2Connection's hooks)
+    def _preface(self, buffer: bytes) -> int:
+        if self.preface_seen:
+            return 0
+        if not (buffer.startswith(PREFACE) or PREFACE.startswith(buffer)):
+            self.close(PROTOCOL_ERROR_CODE)  # not HTTP/2
+            return -1
+        if len(buffer) < len(PREFACE):
+            self.pending = buffer
+            return -1
+        self.preface_seen = True
+        return len(PREFACE)
 
-    def _settings(self, payload: bytes) -> None:
-        for offset in range(0, len(payload) - len(payload) % 6, 6):
-            key = int.from_bytes(payload[offset : offset + 2], "big")
-            value = int.from_bytes(payload[offset + 2 : offset + 6], "big")
-            if key == INITIAL_WINDOW_SIZE:
-                if value > MAX_WINDOW:
-                    raise ValueError("SETTINGS_INITIAL_WINDOW_SIZE too large")
-                delta = value - self.initial_window
-                self.initial_window = value
-                for call in self.calls.values():
-                    call.window += delta
-            elif key == MAX_FRAME_SIZE:
-                if not DEFAULT_FRAME_SIZE <= value <= LARGEST_FRAME_SIZE:
-                    raise ValueError("SETTINGS_MAX_FRAME_SIZE out of range")
-                self.max_frame = value
-        self._write_blocked()
+    def _data(self, stream_id: int, flags: int, payload: bytes) -> None:
+        call = self.streams.get(stream_id)
+        if call is not None:
+            call.body += unpadded(payload, flags)
+            if flags & END_STREAM:
+                self._dispatch(stream_id, call)
 
-    def _headers_done(self) -> None:
-        assert self.header_block is not None
-        stream_id, flags, parts = self.header_block
-        self.header_block = None
-        fields = self.blocks.decode(parts[0] if len(parts) == 1 else b"".join(parts))
+    def _stream_window_overflow(self, stream_id: int) -> None:
+        self.out.append(frame(RST_STREAM, 0, stream_id, FLOW_CONTROL_ERROR_CODE.to_bytes(4, "big")))
+        self._forget(stream_id)
+
+    def _reset_by_peer(self, stream_id: int, code: int) -> None:
+        self._forget(stream_id)
+
+    def _goaway(self, last_stream_id: int) -> None:
+        self.going_away = True
+        self._close_when_idle()
+
+    def _malformed(self, reason: str) -> None:
+        self.close(PROTOCOL_ERROR_CODE)
+
+    def _headers(self, stream_id: int, flags: int, fields: list[tuple[bytes, bytes]]) -> None:
         if self.going_away:
             return  # no new calls after the client's GOAWAY
-        known = self.calls.get(stream_id)
+        known = self.streams.get(stream_id)
         if known is not None:  # trailers from the client (gRPC's send none): the request ends
             if flags & END_STREAM:
                 self._dispatch(stream_id, known)
@@ -295,7 +201,7 @@ class _Connection(asyncio.Protocol):
         method = path.removeprefix(SERVICE) if path.startswith(SERVICE) else ""
         call = _Call(method, self.initial_window)
         call.half_closed = bool(flags & END_STREAM)
-        self.calls[stream_id] = call
+        self.streams[stream_id] = call
         # Refused before its message is read, as grpc.aio's interceptor and method lookup do; a
         # streaming method (ModelStreamInfer) ends here too, so its client is not left waiting.
         gate = self.server.gate
@@ -335,7 +241,7 @@ class _Connection(asyncio.Protocol):
             self._fail(stream_id, INTERNAL, f"{type(exc).__name__}: {exc}")
         else:
             self._answer(stream_id, framed(response.SerializeToString()))
-        self._flush()
+        self.flush()
 
     def _infer(self, stream_id: int, call: _Call, message: bytes) -> None:
         try:
@@ -361,15 +267,15 @@ class _Connection(asyncio.Protocol):
 
     def _later_answer(self, stream_id: int, message: bytes) -> None:
         self._answer(stream_id, message)
-        self._flush()
+        self.flush()
 
     def _later_failure(self, stream_id: int, code: int, details: str) -> None:
         self._fail(stream_id, code, details)
-        self._flush()
+        self.flush()
 
     # --- answers out
     def _answer(self, stream_id: int, message: bytes) -> None:
-        call = self.calls.get(stream_id)
+        call = self.streams.get(stream_id)
         if call is None:
             return  # reset by the client meanwhile
         call.handle = None
@@ -390,7 +296,7 @@ class _Connection(asyncio.Protocol):
             self.server.held_answers += 1
 
     def _fail(self, stream_id: int, code: int, details: str) -> None:
-        call = self.calls.get(stream_id)
+        call = self.streams.get(stream_id)
         if call is None:
             return
         call.handle = None
@@ -399,33 +305,14 @@ class _Connection(asyncio.Protocol):
         )
         self._done(stream_id)
 
-    def _data_frames(self, stream_id: int, call: _Call) -> None:
-        """Write as much of a held answer as the windows allow; its trailers once it is out."""
-        while call.rest:
-            size = min(len(call.rest), self.max_frame, self.send_window, call.window)
-            if size <= 0:
-                return
-            piece, call.rest = call.rest[:size], call.rest[size:]
-            self.out.append(frame(DATA, 0, stream_id, bytes(piece)))
-            self.send_window -= size
-            call.window -= size
+    def _all_written(self, stream_id: int, call: _Call) -> None:
         self.out.append(frame(HEADERS, END_HEADERS | END_STREAM, stream_id, call.trailers))
         self._done(stream_id)
-
-    def _write_blocked(self) -> None:
-        for _ in range(len(self.blocked)):
-            stream_id = self.blocked.popleft()
-            call = self.calls.get(stream_id)
-            if call is None:
-                continue
-            self._data_frames(stream_id, call)
-            if stream_id in self.calls:
-                self.blocked.append(stream_id)
 
     def _done(self, stream_id: int) -> None:
         """The answer is written in full. A client still sending (it had not half-closed) is
         told to stop, as gRPC servers do."""
-        call = self.calls.pop(stream_id)
+        call = self.streams.pop(stream_id)
         if call.handle is not None:
             call.handle.cancel()
         if not call.half_closed:
@@ -433,20 +320,16 @@ class _Connection(asyncio.Protocol):
         if self.going_away:
             self._close_when_idle()
 
-    def _drop(self, stream_id: int, code: int) -> None:
-        self.out.append(frame(RST_STREAM, 0, stream_id, code.to_bytes(4, "big")))
-        self._forget(stream_id)
-
     def _forget(self, stream_id: int) -> None:
-        call = self.calls.pop(stream_id, None)
+        call = self.streams.pop(stream_id, None)
         if call is not None and call.handle is not None:
             call.handle.cancel()
         if self.going_away:
             self._close_when_idle()
 
     def _close_when_idle(self) -> None:
-        if not self.calls and self.transport is not None and not self.transport.is_closing():
-            self._flush()
+        if not self.streams and self.transport is not None and not self.transport.is_closing():
+            self.flush()
             self.transport.close()
 
 
@@ -483,6 +366,6 @@ class WireGrpcServer:
         if self._listener is not None:
             self._listener.close()
         for connection in list(self.connections):
-            connection._close(NO_ERROR_CODE)
+            connection.close(NO_ERROR_CODE)
         if self._listener is not None:
             await self._listener.wait_closed()

@@ -45,8 +45,30 @@ from collections.abc import Callable, Sequence
 from typing import cast
 from urllib.parse import unquote
 
-from hpack import Decoder, Encoder
-from hpack.exceptions import HPACKError
+from hpack import Encoder
+
+from loadtest.targets.http2 import (
+    CANCEL_CODE,
+    CONTINUATION,
+    DATA,
+    ENABLE_PUSH,
+    END_HEADERS,
+    END_STREAM,
+    FLOW_CONTROL_ERROR_CODE,
+    GRANT_LARGEST_CONNECTION_WINDOW,
+    HEADERS,
+    INITIAL_WINDOW_SIZE,
+    MAX_CONCURRENT_STREAMS,
+    MAX_STREAM_ID,
+    MAX_WINDOW,
+    PREFACE,
+    REFUSED_STREAM_CODE,
+    RST_STREAM,
+    Http2Connection,
+    frame,
+    settings_frame,
+    unpadded,
+)
 
 # On done: (gRPC status code, status message, response message or b"").
 Answer = Callable[[int, str, bytes], None]
@@ -67,28 +89,6 @@ SWEEP_FRACTION = 0.125  # the deadline sweep runs every 1/8 of the timeout ...
 MIN_SWEEP_S = 0.001  # ... but at most once a millisecond
 MAX_SWEEP_S = 0.5  # ... and at least twice a second
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = 0, 1, 2, 3, 4, 5, 6, 7
-WINDOW_UPDATE, CONTINUATION = 8, 9
-END_STREAM = ACK = 0x1
-END_HEADERS = 0x4
-PADDED = 0x8
-PRIORITY_FLAG = 0x20
-HEADER_TABLE_SIZE, ENABLE_PUSH, MAX_CONCURRENT_STREAMS, INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE = (
-    1,
-    2,
-    3,
-    4,
-    5,
-)
-MAX_WINDOW = 2**31 - 1
-DEFAULT_WINDOW = 65_535
-DEFAULT_FRAME_SIZE = 16_384
-LARGEST_FRAME_SIZE = 2**24 - 1
-REFILL_AT = 2**30  # received bytes after which the connection window is topped up again
-MAX_STREAM_ID = 2**31 - 1
-CANCEL_CODE = 0x8
-REFUSED_STREAM_CODE = 0x7
 # What gRPC's clients report for a stream the server reset, by HTTP/2 error code (the rest:
 # INTERNAL; grpc/doc/http-grpc-status-mapping).
 _RESET_TO_GRPC = {
@@ -97,8 +97,6 @@ _RESET_TO_GRPC = {
     0xB: RESOURCE_EXHAUSTED,  # ENHANCE_YOUR_CALM
     0xC: PERMISSION_DENIED,  # INADEQUATE_SECURITY
 }
-
-MAX_CACHED_BLOCKS = 64
 
 # What gRPC's clients report for an HTTP status that is not 200 (grpc/doc/http-grpc-status-mapping).
 _HTTP_TO_GRPC = {
@@ -148,52 +146,6 @@ def _report(exc: Exception, message: str) -> None:
     loop.call_exception_handler({"message": message, "exception": exc})
 
 
-class HeaderBlocks:
-    """HPACK decoding of one connection's header blocks (the `hpack` library's), cached.
-
-    The decoding table is state shared by every block on a connection, so every block is
-    decoded, in order, even one for a stream already given up. But a peer's blocks settle into
-    a few that leave the table as it was (indexed fields, literals not indexed): what such a
-    block decodes to holds until some block changes the table, so it is cached, and the cache
-    is emptied whenever a block changes it (a test shows a stale entry would misread a status).
-    Whether a block changed the table is read from the `hpack` table's size limit, entry count
-    and newest entry (an insertion always puts a new entry first); `hpack` is pinned to 4.x.
-    Decoding was ~half of the wire client's CPU per call without the cache (44 -> 22 µs).
-    """
-
-    def __init__(self) -> None:
-        self.decoder = Decoder()
-        self.cached: dict[bytes, list[tuple[bytes, bytes]]] = {}
-
-    def decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
-        fields = self.cached.get(block)
-        if fields is not None:
-            return fields
-        table = self.decoder.header_table
-        entries = table.dynamic_entries
-        size, count, newest = table.maxsize, len(entries), entries[0] if entries else None
-        fields = cast(list[tuple[bytes, bytes]], self.decoder.decode(block, raw=True))
-        unchanged = (
-            table.maxsize == size
-            and len(entries) == count
-            and (entries[0] if entries else None) is newest
-        )
-        if not unchanged:
-            self.cached.clear()
-        elif len(self.cached) < MAX_CACHED_BLOCKS:
-            self.cached[block] = fields
-        return fields
-
-
-def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
-    return (
-        len(payload).to_bytes(3, "big")
-        + bytes((kind, flags))
-        + stream_id.to_bytes(4, "big")
-        + payload
-    )
-
-
 class _Stream:
     """One call in flight: who to tell, by when, and what has come back so far."""
 
@@ -221,37 +173,25 @@ class _Stream:
         self.rest = memoryview(b"")  # request bytes still to write (flow control)
 
 
-class _Connection(asyncio.Protocol):
-    """One HTTP/2 connection: writes calls as streams, reads frames, enforces flow control."""
+class _Connection(Http2Connection[_Stream]):
+    """One HTTP/2 connection: writes calls as streams, reads their answers (http2.py keeps the
+    frames, windows and header blocks)."""
 
     def __init__(self, client: GrpcWire) -> None:
+        super().__init__()
         self.client = client
-        self.transport: asyncio.Transport | None = None
-        self.blocks = HeaderBlocks()
-        self.pending = b""  # received bytes not yet a whole frame
-        self.streams: dict[int, _Stream] = {}  # open streams, in the order they were opened
-        self.blocked: deque[int] = deque()  # streams with request bytes waiting for a window
         self.next_id = 1
-        self.send_window = DEFAULT_WINDOW  # the server's connection-level window
-        self.initial_window = DEFAULT_WINDOW  # the server's window for each new stream
-        self.max_frame = DEFAULT_FRAME_SIZE
         self.max_streams = MAX_STREAM_ID
-        self.received = 0  # DATA bytes since the connection window was last topped up
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.going_away = False  # GOAWAY seen, or the connection is gone: no new streams
-        self.header_block: tuple[int, int, list[bytes]] | None = None  # (stream, flags, parts)
 
     # --- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        settings = b"".join(
-            key.to_bytes(2, "big") + value.to_bytes(4, "big")
-            for key, value in ((ENABLE_PUSH, 0), (INITIAL_WINDOW_SIZE, MAX_WINDOW))
-        )
         self.transport.write(
             PREFACE
-            + frame(SETTINGS, 0, 0, settings)
-            + frame(WINDOW_UPDATE, 0, 0, (MAX_WINDOW - DEFAULT_WINDOW).to_bytes(4, "big"))
+            + settings_frame(((ENABLE_PUSH, 0), (INITIAL_WINDOW_SIZE, MAX_WINDOW)))
+            + GRANT_LARGEST_CONNECTION_WINDOW
         )
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -262,119 +202,16 @@ class _Connection(asyncio.Protocol):
         self.fail_all(UNAVAILABLE, reason)
         self.client.connection_gone(self, lost=True)
 
-    def data_received(self, data: bytes) -> None:
-        buffer = self.pending + data if self.pending else data
-        size = len(buffer)
-        position = 0
-        replies: list[bytes] = []
-        try:
-            while size - position >= 9:
-                length = int.from_bytes(buffer[position : position + 3], "big")
-                end = position + 9 + length
-                if end > size:
-                    break
-                kind = buffer[position + 3]
-                flags = buffer[position + 4]
-                stream_id = int.from_bytes(buffer[position + 5 : position + 9], "big") & MAX_WINDOW
-                self._frame_in(kind, flags, stream_id, buffer[position + 9 : end], replies)
-                position = end
-        except (HPACKError, ValueError, IndexError) as exc:
-            self._broken(f"malformed HTTP/2 from the server: {exc}")
-            return
-        self.pending = buffer[position:]
-        if self.received > REFILL_AT:
-            replies.append(frame(WINDOW_UPDATE, 0, 0, self.received.to_bytes(4, "big")))
-            self.received = 0
-        if replies and self.transport is not None:
-            self.transport.write(b"".join(replies))
+    # --- frames in (http2.Http2Connection's hooks)
+    def _data(self, stream_id: int, flags: int, payload: bytes) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is not None:
+            if stream.keep:
+                stream.chunks.append(unpadded(payload, flags))
+            if flags & END_STREAM:
+                self._end(stream_id)
 
-    # --- frames in
-    def _frame_in(
-        self, kind: int, flags: int, stream_id: int, payload: bytes, replies: list[bytes]
-    ) -> None:
-        if self.header_block is not None and kind != CONTINUATION:
-            raise ValueError("a header block was interrupted by another frame")
-        if kind == DATA:
-            self.received += len(payload)
-            stream = self.streams.get(stream_id)
-            if stream is not None:
-                if stream.keep:
-                    stream.chunks.append(unpadded(payload, flags))
-                if flags & END_STREAM:
-                    self._end(stream_id)
-        elif kind == HEADERS:
-            payload = unpadded(payload, flags)
-            if flags & PRIORITY_FLAG:
-                payload = payload[5:]
-            self.header_block = (stream_id, flags, [payload])
-            if flags & END_HEADERS:
-                self._headers_done()
-        elif kind == CONTINUATION:
-            if self.header_block is None or self.header_block[0] != stream_id:
-                raise ValueError("CONTINUATION without its HEADERS")
-            self.header_block[2].append(payload)
-            if flags & END_HEADERS:
-                self._headers_done()
-        elif kind == SETTINGS:
-            if not flags & ACK:
-                self._settings(payload)
-                replies.append(frame(SETTINGS, ACK, 0))
-                if not self.ready.done():
-                    self.ready.set_result(None)
-        elif kind == WINDOW_UPDATE:
-            increment = int.from_bytes(payload[:4], "big") & MAX_WINDOW
-            if stream_id == 0:
-                self.send_window += increment
-                if self.send_window > MAX_WINDOW:
-                    raise ValueError("WINDOW_UPDATE past the largest window (flow-control error)")
-            elif (stream := self.streams.get(stream_id)) is not None:
-                stream.window += increment
-                if stream.window > MAX_WINDOW:
-                    self._reset(stream_id, "WINDOW_UPDATE past the largest window")
-            self._write_blocked()
-        elif kind == PING:
-            if not flags & ACK:
-                replies.append(frame(PING, ACK, 0, payload))
-        elif kind == RST_STREAM:
-            code = int.from_bytes(payload[:4], "big")
-            status = _RESET_TO_GRPC.get(code, INTERNAL)
-            self._finish(stream_id, status, f"stream reset by the server (HTTP/2 error {code})")
-        elif kind == GOAWAY:
-            last = int.from_bytes(payload[:4], "big") & MAX_WINDOW
-            self.going_away = True
-            for later in [s for s in self.streams if s > last]:
-                self._finish(later, UNAVAILABLE, "the server is going away (GOAWAY)")
-            self.client.connection_gone(self)
-            self._close_when_idle()
-        elif kind == PUSH_PROMISE:
-            raise ValueError("PUSH_PROMISE though push is disabled")
-        # PRIORITY and unknown frame types are ignored, as HTTP/2 requires.
-
-    def _settings(self, payload: bytes) -> None:
-        for offset in range(0, len(payload) - len(payload) % 6, 6):
-            key = int.from_bytes(payload[offset : offset + 2], "big")
-            value = int.from_bytes(payload[offset + 2 : offset + 6], "big")
-            if key == INITIAL_WINDOW_SIZE:
-                if value > MAX_WINDOW:
-                    raise ValueError(f"SETTINGS_INITIAL_WINDOW_SIZE {value} (flow-control error)")
-                delta = value - self.initial_window
-                self.initial_window = value
-                for stream in self.streams.values():
-                    stream.window += delta
-            elif key == MAX_FRAME_SIZE:
-                if not DEFAULT_FRAME_SIZE <= value <= LARGEST_FRAME_SIZE:
-                    raise ValueError(f"SETTINGS_MAX_FRAME_SIZE {value} out of range")
-                self.max_frame = value
-            elif key == MAX_CONCURRENT_STREAMS:
-                self.max_streams = value
-        self._write_blocked()
-        self.client.slots_freed()
-
-    def _headers_done(self) -> None:
-        assert self.header_block is not None
-        stream_id, flags, parts = self.header_block
-        self.header_block = None
-        fields = self.blocks.decode(parts[0] if len(parts) == 1 else b"".join(parts))
+    def _headers(self, stream_id: int, flags: int, fields: list[tuple[bytes, bytes]]) -> None:
         stream = self.streams.get(stream_id)
         if stream is None:
             return
@@ -392,6 +229,32 @@ class _Connection(asyncio.Protocol):
                 stream.http_status = int(value) if value.isdigit() else 0
         if flags & END_STREAM:
             self._end(stream_id)
+
+    def _setting(self, key: int, value: int) -> None:
+        if key == MAX_CONCURRENT_STREAMS:
+            self.max_streams = value
+
+    def _settings_received(self) -> None:
+        if not self.ready.done():
+            self.ready.set_result(None)
+        self.client.slots_freed()
+
+    def _stream_window_overflow(self, stream_id: int) -> None:
+        self._reset(stream_id, "WINDOW_UPDATE past the largest window")
+
+    def _reset_by_peer(self, stream_id: int, code: int) -> None:
+        status = _RESET_TO_GRPC.get(code, INTERNAL)
+        self._finish(stream_id, status, f"stream reset by the server (HTTP/2 error {code})")
+
+    def _goaway(self, last_stream_id: int) -> None:
+        self.going_away = True
+        for later in [s for s in self.streams if s > last_stream_id]:
+            self._finish(later, UNAVAILABLE, "the server is going away (GOAWAY)")
+        self.client.connection_gone(self)
+        self._close_when_idle()
+
+    def _malformed(self, reason: str) -> None:
+        self._broken(f"malformed HTTP/2 from the server: {reason}")
 
     def _end(self, stream_id: int) -> None:
         """The server ended the stream: the call's status is what its headers said."""
@@ -441,18 +304,22 @@ class _Connection(asyncio.Protocol):
         self.next_id += 2
         stream = _Stream(on_done, deadline, keep, self.initial_window)
         self.streams[stream_id] = stream
-        parts = self._header_frames(stream_id, block)
+        out = self.out
+        if len(block) <= self.max_frame:
+            out.append(frame(HEADERS, END_HEADERS, stream_id, block))
+        else:
+            out.extend(self._header_frames(stream_id, block))
         size = len(body)
         if size <= self.max_frame and size <= self.send_window and size <= stream.window:
-            parts.append(frame(DATA, END_STREAM, stream_id, body))  # the usual case: all at once
+            out.append(frame(DATA, END_STREAM, stream_id, body))  # the usual case: all at once
             self.send_window -= size
             stream.window -= size
         else:
             stream.rest = memoryview(body)
-            self._data_frames(stream_id, stream, parts)
+            self._data_frames(stream_id, stream)
             if stream.rest:
                 self.blocked.append(stream_id)
-        self.transport.write(b"".join(parts))
+        self.flush()
         if self.next_id > MAX_STREAM_ID:
             # Stream ids are never reused: this connection takes no new calls (it closes once
             # idle), and the next call opens another instead of waiting here until its deadline.
@@ -460,40 +327,13 @@ class _Connection(asyncio.Protocol):
             self.client.connection_gone(self)
 
     def _header_frames(self, stream_id: int, block: bytes) -> list[bytes]:
+        """A header block larger than the server's frame size: HEADERS, then CONTINUATIONs."""
         first, rest = block[: self.max_frame], block[self.max_frame :]
-        if not rest:
-            return [frame(HEADERS, END_HEADERS, stream_id, first)]
         frames = [frame(HEADERS, 0, stream_id, first)]
         while rest:
             piece, rest = rest[: self.max_frame], rest[self.max_frame :]
             frames.append(frame(CONTINUATION, 0 if rest else END_HEADERS, stream_id, piece))
         return frames
-
-    def _data_frames(self, stream_id: int, stream: _Stream, parts: list[bytes]) -> None:
-        """Append DATA frames for as much of the stream's message as the windows allow."""
-        while stream.rest:
-            size = min(len(stream.rest), self.max_frame, self.send_window, stream.window)
-            if size <= 0:
-                return
-            piece, stream.rest = stream.rest[:size], stream.rest[size:]
-            parts.append(frame(DATA, 0 if stream.rest else END_STREAM, stream_id, bytes(piece)))
-            self.send_window -= size
-            stream.window -= size
-
-    def _write_blocked(self) -> None:
-        if not self.blocked or self.transport is None:
-            return
-        parts: list[bytes] = []
-        for _ in range(len(self.blocked)):
-            stream_id = self.blocked.popleft()
-            stream = self.streams.get(stream_id)
-            if stream is None:
-                continue
-            self._data_frames(stream_id, stream, parts)
-            if stream.rest:
-                self.blocked.append(stream_id)
-        if parts:
-            self.transport.write(b"".join(parts))
 
     def expire(self, now: float) -> None:
         """Cancel the calls past their deadline. Every stream is looked at, not only the oldest:
@@ -510,7 +350,8 @@ class _Connection(asyncio.Protocol):
     def _reset(self, stream_id: int, reason: str) -> None:
         """A stream error: reset that stream (FLOW_CONTROL_ERROR) and fail its call only."""
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(frame(RST_STREAM, 0, stream_id, (0x3).to_bytes(4, "big")))
+            code = FLOW_CONTROL_ERROR_CODE.to_bytes(4, "big")
+            self.transport.write(frame(RST_STREAM, 0, stream_id, code))
         self._finish(stream_id, INTERNAL, reason)
 
     def fail_all(self, code: int, details: str) -> None:
@@ -539,13 +380,6 @@ def _message(body: bytes) -> tuple[bytes, str]:
     if len(body) != 5 + size:
         return b"", f"the response message is {len(body) - 5} bytes, its prefix says {size}"
     return body[5:], ""
-
-
-def unpadded(payload: bytes, flags: int) -> bytes:
-    if not flags & PADDED:
-        return payload
-    pad = payload[0]
-    return payload[1 : len(payload) - pad]
 
 
 class GrpcWire:
