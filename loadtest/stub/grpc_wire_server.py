@@ -6,14 +6,14 @@ then measured the stub, not the client (docs/grpc-load-path.md). Here `ModelInfe
 in `data_received` from bytes built once per model, all the answers of one read in one write,
 which is what the stub's HTTP side does too.
 
-The HTTP/2 written here is the server half of what targets/grpc_wire.py writes for the client,
-for any gRPC client (grpcio's, tritonclient's, the wire client): the preface; SETTINGS (answered;
-the client's window and frame-size settings applied to answers); PING (answered); flow control
-both ways (answers wait for the client's windows; the server grants itself the largest windows
-and tops the connection's up); HEADERS with CONTINUATION and padding, decoded by `hpack`
-(targets.grpc_wire.HeaderBlocks, cached); RST_STREAM (that call is dropped, a delayed answer
-too); GOAWAY (closed once idle). Answers are headers, the message and trailers, or trailers
-alone for an error, with header blocks of never-indexed literals (no encoder state).
+The HTTP/2 is targets/http2.py, shared with the wire client (targets/grpc_wire.py), here as
+the server end, for any gRPC client (grpcio's, tritonclient's, the wire client): the client's
+preface; SETTINGS (answered; the client's window and frame-size settings applied to answers);
+PING (answered); flow control both ways (answers wait for the client's windows; the server grants
+itself the largest windows and tops the connection's up); HEADERS with CONTINUATION and padding,
+decoded by `hpack` through the cached `HeaderBlocks`; RST_STREAM (that call is dropped, a
+delayed answer too); GOAWAY (closed once idle). Answers are headers, the message and trailers,
+or trailers alone for an error, with header blocks of never-indexed literals (no encoder state).
 
 Methods: `ModelInfer` (the stub's Behaviour: a delay, Triton's "timeout" parameter), the other
 unary methods through the same servicer as grpc_server.py, decoded and encoded with

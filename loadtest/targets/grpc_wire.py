@@ -10,8 +10,9 @@ of grpc.aio's CPU per request against the same Triton (benchmarks/grpc_clients.p
 
 It speaks the same protocol to the same server endpoint: gRPC over HTTP/2 (RFC 9113), one unary
 `ModelInfer` call per query on one connection, as grpc.aio does. What is written by hand is the
-small part of HTTP/2 a unary client needs; HPACK (header compression, with its stateful decoding
-table) is the `hpack` library's, the one python-hyper's h2 uses:
+small part of HTTP/2 a unary client needs, in http2.py (shared with the stub's gRPC server);
+HPACK (header compression, with its stateful decoding table) is the `hpack` library's, the one
+python-hyper's h2 uses:
 
 - requests: one HEADERS frame (a header block built once: every field a "never indexed" literal
   or a static-table entry, so it touches no compression state and is reused as is) and the
