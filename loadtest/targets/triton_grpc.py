@@ -340,8 +340,15 @@ class TritonGrpcTarget:
             MODEL_INFER, request_serializer=_write_now
         )
         if self.load_client == "wire":
+            # Each sample once, framed for the wire client (twice with shared memory, whose
+            # kept requests differ); grpc.aio's unframed copies would only sit in memory.
             self._framed = [grpc_wire.framed(wire) for wire in self._wire]
-            self._kept_framed = [grpc_wire.framed(wire) for wire in self._kept_wire]
+            self._kept_framed = (
+                self._framed
+                if self._shm is None
+                else [grpc_wire.framed(wire) for wire in self._kept_wire]
+            )
+            self._wire, self._kept_wire = [], []
             await self._open_wire()
         if self._requests:
             try:
