@@ -63,7 +63,9 @@ def main() -> None:
     out(f"started {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, load average {_load()}")
     out("one worker, gRPC (wire client) to the embedded Triton `tiny` on the same cores;")
     out("'spin': as shipped (uncapped above 5000 QPS) or capped at 1/4 of the mean gap;")
-    out("CPU / run-queue wait / slices: the issuer thread's schedstat over the run")
+    out("CPU / run-queue wait / slices: the issuer thread's schedstat over the run;")
+    out("lag = send lag (actual − scheduled send), p99 exact; clean = lag p99 ≤ 1 ms, ≥ 99 %")
+    out("sent ≤ 1 ms late, no errors, send-gap CV within 1.00 ± 0.05 (as benchmarks/generator.py)")
     out("   rate  rep  spin     on time %  lag p99 ms  CV     CPU µs/req  CPU ms  runq wait ms"
         "  slices  clean")  # fmt: skip
     rates = [float(rate) for rate in args.rates.split(",")]
