@@ -17,7 +17,7 @@ from rich.console import Console
 from loadtest.core.settings import NS_PER_S, PeakSettings
 from loadtest.report.progress import BudgetProgress
 from loadtest.scenarios.peak import PeakSearch, Probe, bracket
-from loadtest.scenarios.peak_run import ProbeRun, search_peak
+from loadtest.scenarios.peak_run import PeakOutcome, ProbeRun, search_peak
 from loadtest.targets.fake import FAKE_MODEL, FakeTarget, ServiceLaw
 
 MS = 1_000_000
@@ -110,35 +110,42 @@ def test_find_peak_on_fake_lands_near_its_known_capacity():
         late_threshold_ns=10 * MS,  # this test measures the search, not the shared CI machine
     )
 
-    # The progress display rides along on a terminal console: it sees every stage and probe.
-    screen = io.StringIO()
-    console = Console(file=screen, force_terminal=True, width=160)
-    view = BudgetProgress(console, settings.budget_ns / NS_PER_S, "find-peak against fake")
-    stages: list[str] = []
+    def search() -> tuple[PeakOutcome, list[str], str]:
+        """One search; its outcome, its stages and what its progress display showed."""
+        # The progress display rides along on a terminal console: it sees every stage and probe.
+        screen = io.StringIO()
+        console = Console(file=screen, force_terminal=True, width=160)
+        view = BudgetProgress(console, settings.budget_ns / NS_PER_S, "find-peak against fake")
+        stages: list[str] = []
 
-    def stage(label: str, expected_s: float) -> None:
-        stages.append(label)
-        view.stage(label, expected_s)
+        def stage(label: str, expected_s: float) -> None:
+            stages.append(label)
+            view.stage(label, expected_s)
 
-    def probe_done(run: ProbeRun) -> None:
-        valid = run.probe.valid and not run.probe.client_bound
-        view.probe_done(run.probe.qps if valid else None, f"VALID at {run.probe.qps:.1f} QPS")
+        def probe_done(run: ProbeRun) -> None:
+            valid = run.probe.valid and not run.probe.client_bound
+            view.probe_done(run.probe.qps if valid else None, f"VALID at {run.probe.qps:.1f} QPS")
 
-    async def go():
-        target = FakeTarget(ServiceLaw("constant", 20 * MS), servers=8)
-        await target.open()
-        with view:
-            return await search_peak(
-                target, FAKE_MODEL, 8, settings, request_timeout_s=10,
-                on_probe=probe_done, on_stage=stage, on_tick=view.tick,
-            )  # fmt: skip
+        async def go():
+            target = FakeTarget(ServiceLaw("constant", 20 * MS), servers=8)
+            await target.open()
+            with view:
+                return await search_peak(
+                    target, FAKE_MODEL, 8, settings, request_timeout_s=10,
+                    on_probe=probe_done, on_stage=stage, on_tick=view.tick,
+                )  # fmt: skip
 
-    outcome = asyncio.run(go())
+        return asyncio.run(go()), stages, screen.getvalue()
+
+    outcome, stages, shown = search()
+    if any(run.probe.client_bound for run in outcome.runs):
+        # This machine stalled the generator for over 10 ms (seen once in a full CI run, never
+        # alone): that stops the search honestly, but says nothing about the search itself.
+        outcome, stages, shown = search()
     peak = outcome.conclusion.peak_qps
     assert stages[0].startswith("calibration")
     assert stages[1:] == [f"probe {i + 1} at {r.probe.qps:,.1f} QPS (Poisson)" for i, r in
                           enumerate(outcome.runs)]  # fmt: skip
-    shown = screen.getvalue()
     assert f"probes done {len(outcome.runs)}" in shown
     assert "s left" in shown and "running p99" in shown
     best = max(r.probe.qps for r in outcome.runs if r.probe.valid and not r.probe.client_bound)
