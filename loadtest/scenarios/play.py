@@ -34,6 +34,12 @@ from loadtest.engine.selfmeasure import Progress
 from loadtest.engine.timing import running_loop_kind
 from loadtest.errors import SettingsError
 from loadtest.rules.error_budget import window_for
+from loadtest.shards.client_cost import (
+    CALIBRATION_IN_FLIGHT,
+    CALIBRATION_NS,
+    MIN_CALIBRATION_QUERIES,
+    ClientCost,
+)
 from loadtest.shards.local import run_local_shards
 from loadtest.shards.merge import client_report, merge_shards, shard_result
 from loadtest.shards.plan import auto_worker_count, plans_for
@@ -210,6 +216,23 @@ async def closed_loop_throughput(
         ok = float(records.ok.sum()) * samples_per_query
         rate = ok * NS_PER_S / max(outcome.duration_ns, 1)
     return rate, outcome.duration_ns / NS_PER_S, outcome.stop_reason if outcome.interrupted else ""
+
+
+async def measure_client_cost(
+    target: Target, sample_count: int, sample_seed: int
+) -> ClientCost | None:
+    """A short closed loop on `target`: this process's CPU per answered query (the automatic
+    worker count's input, shards/client_cost.py). None when too few queries were answered to
+    tell: a slow server spreads the loop's idle cost over few queries, or the loop was stopped."""
+    cpu_before = time.process_time()
+    qps, seconds, stopped = await closed_loop_throughput(
+        target, sample_count, sample_seed, CALIBRATION_IN_FLIGHT, CALIBRATION_NS
+    )
+    cpu_s = time.process_time() - cpu_before
+    queries = round(qps * seconds)
+    if stopped or queries < MIN_CALIBRATION_QUERIES or cpu_s <= 0:
+        return None
+    return ClientCost(cpu_s_per_query=cpu_s / queries, queries=queries, seconds=seconds)
 
 
 async def calibrate_offline(
