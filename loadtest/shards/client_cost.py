@@ -45,4 +45,3 @@ class ClientCost:
             f"({self.queries} queries, {self.seconds:.1f} s closed loop, "
             f"{CALIBRATION_IN_FLIGHT} in flight)"
         )
-
