@@ -1,5 +1,5 @@
 """Does the start-up calibration predict one worker's highest clean rate? The measurement behind
-CORE_SHARE_AT_CLEAN_TOP (loadtest/shards/client_cost.py).
+CORE_SHARE_ALONE and CORE_SHARE_BESIDE_LOCAL_SERVER (loadtest/shards/client_cost.py).
 
 For each target (the stub and the embedded Triton serving `tiny`, over HTTP and gRPC) this runs
 the calibration the automatic worker count runs (scenarios/play.measure_client_cost: a 0.5 s
@@ -8,9 +8,11 @@ benchmarks/generator.py's one-worker ladder (5 s per rate, until two rates in a 
 clean). The product of the two, clean top × CPU per query, is the share of a core the worker
 filled at its top, in calibrated units: the constant the rule divides by the calibrated cost.
 
-Against the stub the worker has a core to itself (the stub takes the other): that is the case
-the constant is taken from. Against the embedded Triton the server shares the worker's cores,
-so the share comes out lower; the automatic count already leaves a core to a local server.
+Against the stub the worker has a core to itself (the stub takes the other and little of it):
+the case of a remote server, CORE_SHARE_ALONE. Against the embedded Triton the server's threads
+share the worker's cores, so the share comes out lower: CORE_SHARE_BESIDE_LOCAL_SERVER, which the
+product applies to every loopback server (it cannot tell a light one from a heavy one). The
+'predicted' columns are each constant divided by the median calibrated cost.
 
     python benchmarks/worker_calibration.py [--calibrations 3] [--seconds 5] [--skip-triton]
                                             [--output docs/worker-calibration.txt]
@@ -33,7 +35,7 @@ from loadtest.engine.samples import open_with_samples
 from loadtest.models import build_repository
 from loadtest.scenarios.play import measure_client_cost
 from loadtest.server.embedded import EmbeddedTriton
-from loadtest.shards.client_cost import CORE_SHARE_AT_CLEAN_TOP, ClientCost
+from loadtest.shards.client_cost import CORE_SHARE_ALONE, CORE_SHARE_BESIDE_LOCAL_SERVER, ClientCost
 from loadtest.stub.process import running_stub
 from loadtest.targets import triton_target
 
@@ -42,7 +44,7 @@ async def _calibrate(url: str, protocol: str) -> ClientCost | None:
     target = triton_target(url, protocol, "tiny")
     try:
         _spec, library = await open_with_samples(target, 64, 1)
-        return await measure_client_cost(target, len(library), 1)
+        return await measure_client_cost(target, len(library), 1, beside_local_server=True)
     finally:
         await target.close()
 
@@ -66,7 +68,8 @@ def measure(name: str, protocol: str, url: str, calibrations: int, seconds: floa
     return (
         f"{name:7} {protocol:8} {top.qps:8.0f}  {min(costs_us):6.1f} {median:6.1f} "
         f"{max(costs_us):6.1f}  {min(shares):5.2f} {statistics.median(shares):5.2f} "
-        f"{max(shares):5.2f}  {CORE_SHARE_AT_CLEAN_TOP / median * 1e6:10.0f}"
+        f"{max(shares):5.2f}  {CORE_SHARE_ALONE / median * 1e6:9.0f} "
+        f"{CORE_SHARE_BESIDE_LOCAL_SERVER / median * 1e6:9.0f}"
     )
 
 
@@ -98,10 +101,13 @@ def main() -> None:
                             measure("triton", protocol, url, args.calibrations, args.seconds)
                         )
         out("\none worker's highest clean rate against the calibrated CPU per query;")
-        out("share = clean top × CPU per query (the core share the rule assumes:")
-        out(f"CORE_SHARE_AT_CLEAN_TOP = {CORE_SHARE_AT_CLEAN_TOP}); predicted = that / median cost")
+        out("share = clean top × CPU per query; predicted = the rule's share / median cost:")
+        out(
+            f"'alone' {CORE_SHARE_ALONE} (a remote server), 'local' "
+            f"{CORE_SHARE_BESIDE_LOCAL_SERVER} (a loopback server, as every row here)"
+        )
         out("target  protocol  clean top  µs/query: min    med    max  share: min   med   max"
-            "   predicted")  # fmt: skip
+            "  predicted: alone   local")  # fmt: skip
         for line in summary:
             out(line)
     finally:

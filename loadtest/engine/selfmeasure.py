@@ -188,6 +188,9 @@ class ClientReport:
     histograms: dict[str, str]  # merged HDR (V2 base64) of the latencies and the send lag
     # The coordinating parent's CPU while sharded workers ran (0 when this process played alone).
     parent_cpu_s: float = 0.0
+    # How the worker count was chosen ("--workers", the automatic rule and its figures; "" when
+    # nothing chose: a library caller playing in its own process).
+    worker_choice: str = ""
 
     @property
     def cpu_s(self) -> float:
@@ -211,6 +214,7 @@ class ClientReport:
             "placement": self.placement,
             "loop": self.loop,
             "worker_count": len(self.workers),
+            "worker_choice": self.worker_choice,
             "cpu_s": round(self.cpu_s, 6),
             "parent_cpu_s": round(self.parent_cpu_s, 6),
             "cpu_us_per_query": round(self.cpu_us_per_query, 3),

@@ -97,6 +97,8 @@ def _generator_rows(table: Table, client: ClientReport) -> None:
         f"{count} worker{'s' if count > 1 else ''} ({where}, {client.loop} loop); "
         f"send-gap CV {client.send_gap_cv:.3f} (Poisson = 1)",
     )
+    if client.worker_choice.startswith("automatic"):
+        table.add_row("worker count", escape(client.worker_choice))
     worst = client.worst_loop_lag
     table.add_row(
         "client CPU",

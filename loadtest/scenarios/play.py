@@ -42,7 +42,7 @@ from loadtest.shards.client_cost import (
 )
 from loadtest.shards.local import run_local_shards
 from loadtest.shards.merge import client_report, merge_shards, shard_result
-from loadtest.shards.plan import auto_worker_count, plans_for
+from loadtest.shards.plan import WorkerChoice, auto_worker_choice, plans_for
 
 
 @dataclass(frozen=True)
@@ -55,23 +55,59 @@ class Generator:
     input_data: Path | None = None
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
-    def worker_count(self, qps: float) -> int:
-        """The explicit --workers, else automatic (an in-process fake target gets one).
+    # The start-up calibration, measured once per generator: a find-peak's or a sweep's probes
+    # share it (None: it ran and could not tell).
+    _costs: dict[str, ClientCost | None] = field(default_factory=dict, compare=False, repr=False)
 
-        Automatic leaves one core to a server on this machine (a loopback URL): a generator
-        process spinning beside a local server competes with it for the same cores (the
-        measurement is in docs/generator-benchmark-2026-11-27.txt).
-        """
-        if self.client.workers != AUTO_WORKERS:
-            return self.client.workers
-        if self.target.url.startswith("fake://"):
-            return 1
+    def worker_count(self, qps: float) -> int:
+        """The explicit --workers, else automatic by the fixed rule (shards/plan.py): the count
+        before any calibration (a mix's, and the one a command resolves its loop with)."""
+        return self._choice(qps, None, calibrated=False).count
+
+    def _beside_local_server(self) -> bool:
         from loadtest.server.deployment import is_loopback
 
+        return is_loopback(self.target.url, self.target.protocol)
+
+    def _cores(self) -> int:
+        """Cores for workers. Automatic leaves one core to a server on this machine (a loopback
+        URL): a generator process spinning beside a local server competes with it for the same
+        cores (the measurement is in docs/generator-benchmark-2026-11-27.txt)."""
         cores = self.client.cpu_count or available_cpus()
-        if is_loopback(self.target.url, self.target.protocol):
-            cores = max(1, cores - 1)
-        return auto_worker_count(qps, self.target.protocol.value, cores)
+        return max(1, cores - 1) if self._beside_local_server() else cores
+
+    def _choice(self, qps: float, cost: ClientCost | None, calibrated: bool) -> WorkerChoice:
+        if self.client.workers != AUTO_WORKERS:
+            return WorkerChoice(self.client.workers, "--workers")
+        if self.target.url.startswith("fake://"):
+            return WorkerChoice(1, "automatic: one, for an in-process fake target")
+        protocol = self.target.protocol.value
+        return auto_worker_choice(qps, protocol, self._cores(), cost, calibrated)
+
+    def calibrates(self, qps: float) -> bool:
+        """Whether the automatic count measures this machine first: only where it can choose
+        more than one local worker, for a rate above what one worker holds by the fixed rule
+        (below it, every setup measured held the rate with one). A Ray cluster's workers run on
+        other machines than the one a calibration would measure, so Ray keeps the fixed rule."""
+        return (
+            self.client.workers == AUTO_WORKERS
+            and self._choice(qps, None, calibrated=False).count > 1
+            and not self.client.ray_address
+            and self._cores() > 1
+        )
+
+    async def choose_workers(
+        self, target: Target, qps: float, sample_count: int, sample_seed: int
+    ) -> WorkerChoice:
+        """The count for a run at `qps`, calibrated on `target` (the parent's open target) when
+        `calibrates` says it matters; the calibration runs once per generator."""
+        if not self.calibrates(qps):
+            return self._choice(qps, None, calibrated=False)
+        if "cost" not in self._costs:
+            self._costs["cost"] = await measure_client_cost(
+                target, sample_count, sample_seed, self._beside_local_server()
+            )
+        return self._choice(qps, self._costs["cost"], calibrated=True)
 
 
 async def run_server(
@@ -89,12 +125,22 @@ async def run_server(
 
     `on_start` is awaited once everything is ready and just before t = 0 (after every worker's
     ready barrier when sharded), so whoever observes the server sees the run and no set-up."""
-    workers = generator.worker_count(settings.qps) if generator is not None else 1
-    if settings.check_outputs and generator is not None:
-        workers = _checked_workers(generator, workers)
-    if generator is not None and (workers > 1 or generator.client.ray_address):
+    choice = WorkerChoice(1, "")  # no generator: this process alone (tests, library callers)
+    if generator is not None and settings.check_outputs:
+        choice = _checked_workers(generator)
+    elif generator is not None:
+        choice = await generator.choose_workers(
+            target, settings.qps, sample_count, settings.sample_seed
+        )
+    # A calibrated count of one where the fixed rule asked for more still plays in a worker
+    # process: this process's loop was chosen for a share of the rate (commands/server.py).
+    if generator is not None and (
+        choice.count > 1
+        or generator.client.ray_address
+        or (not settings.check_outputs and generator.worker_count(settings.qps) > 1)
+    ):
         return await _run_server_sharded(
-            model, sample_count, settings, drain_timeout_ns, generator, on_tick, on_start
+            model, sample_count, settings, drain_timeout_ns, generator, choice, on_tick, on_start
         )
     schedule = server_schedule(
         settings.qps,
@@ -127,10 +173,11 @@ async def run_server(
         settings.late_threshold_ns,
     )
     client = client_report([alone], "in-process", running_loop_kind(), outcome.records)
+    client = replace(client, worker_choice=choice.why)
     return Measurement(model, schedule, outcome, cpu_s, client)
 
 
-def _checked_workers(generator: Generator, workers: int) -> int:
+def _checked_workers(generator: Generator) -> WorkerChoice:
     """--check-outputs keeps the sampled answers in this process, so it plays alone: automatic
     worker counts become 1 (the report's client check says if one process fell behind), and an
     explicit --workers > 1 or --ray is refused in one line."""
@@ -140,7 +187,7 @@ def _checked_workers(generator: Generator, workers: int) -> int:
         raise SettingsError(
             "--check-outputs compares answers kept in this process: drop --ray and use --workers 1"
         )
-    return 1
+    return WorkerChoice(1, "--check-outputs: this process alone, where the answers are kept")
 
 
 async def _run_server_sharded(
@@ -149,10 +196,11 @@ async def _run_server_sharded(
     settings: ServerSettings,
     drain_timeout_ns: int,
     generator: Generator,
+    choice: WorkerChoice,
     on_tick: Callable[[Progress, int], None] | None,
     on_start: OnStart,
 ) -> Measurement:
-    client = replace(generator.client, workers=generator.worker_count(settings.qps))
+    client = replace(generator.client, workers=choice.count)
     plans = plans_for(
         generator.target,
         settings,
@@ -174,7 +222,8 @@ async def _run_server_sharded(
     parent_cpu_s = time.process_time() - parent_cpu_before
     loop = resolve_loop(client.loop, settings.qps / client.workers)
     merged = merge_shards(results, placement, loop.value, parent_cpu_s)
-    return Measurement(model, merged.schedule, merged.outcome, merged.cpu_s, merged.client)
+    report = replace(merged.client, worker_choice=choice.why)
+    return Measurement(model, merged.schedule, merged.outcome, merged.cpu_s, report)
 
 
 OFFLINE_CALIBRATION_SKIP = 0.25  # the first quarter of Offline's calibration is warm-up
@@ -219,7 +268,7 @@ async def closed_loop_throughput(
 
 
 async def measure_client_cost(
-    target: Target, sample_count: int, sample_seed: int
+    target: Target, sample_count: int, sample_seed: int, beside_local_server: bool
 ) -> ClientCost | None:
     """A short closed loop on `target`: this process's CPU per answered query (the automatic
     worker count's input, shards/client_cost.py). None when too few queries were answered to
@@ -232,7 +281,7 @@ async def measure_client_cost(
     queries = round(qps * seconds)
     if stopped or queries < MIN_CALIBRATION_QUERIES or cpu_s <= 0:
         return None
-    return ClientCost(cpu_s_per_query=cpu_s / queries, queries=queries, seconds=seconds)
+    return ClientCost(cpu_s / queries, queries, seconds, beside_local_server)
 
 
 async def calibrate_offline(

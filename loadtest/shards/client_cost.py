@@ -6,8 +6,8 @@ a lighter model or a remote server lets one process send far more, and a slower 
 before a high-rate run with `--workers` left automatic, the parent plays a short closed loop on
 the target it has already opened and divides its own CPU time by the queries answered
 (scenarios/play.measure_client_cost). One worker's clean rate is then the share of a core it
-may fill (CORE_SHARE_AT_CLEAN_TOP, measured by benchmarks/worker_calibration.py) divided by that
-cost; the automatic count runs each worker at half of it (shards/plan.py).
+may fill (measured by benchmarks/worker_calibration.py, lower beside a server on the same cores)
+divided by that cost; the automatic count runs each worker at half of it (shards/plan.py).
 """
 
 from __future__ import annotations
@@ -19,11 +19,16 @@ CALIBRATION_IN_FLIGHT = 16
 # Fewer answers than this in the calibration and the figure is the server's slowness, not the
 # client's cost (idle loop time spread over few queries): the fixed rule is used instead.
 MIN_CALIBRATION_QUERIES = 500
-# The share of one core a generator process filled at its highest clean rate, as a multiple of
-# the calibrated cost: clean top (QPS) × calibrated CPU per query. Measured with one worker
-# against the stub (the client's own core, the stub on the other) on 2 vCPUs, 2026-12-01: the
-# lowest of the runs in docs/worker-calibration.txt, rounded down.
-CORE_SHARE_AT_CLEAN_TOP = 0.6
+# The share of a core one generator process filled at its highest clean rate, in calibrated
+# units (clean top in QPS × calibrated CPU per query), measured by benchmarks/worker_calibration.py
+# with one worker on 2 vCPUs (docs/worker-calibration*.txt), lowest run rounded down:
+# - against the stub, whose cost is small (the client has a core to itself, as beside a remote
+#   server): 0.70-0.82;
+# - beside the embedded Triton on the same cores (its threads take the worker's core in turns):
+#   0.25-0.37.
+# A server on this machine (a loopback URL) takes the second, any other the first.
+CORE_SHARE_ALONE = 0.7
+CORE_SHARE_BESIDE_LOCAL_SERVER = 0.25
 
 
 @dataclass(frozen=True)
@@ -33,15 +38,22 @@ class ClientCost:
     cpu_s_per_query: float
     queries: int
     seconds: float
+    beside_local_server: bool  # the server runs on this machine's cores (a loopback URL)
+
+    @property
+    def core_share(self) -> float:
+        return CORE_SHARE_BESIDE_LOCAL_SERVER if self.beside_local_server else CORE_SHARE_ALONE
 
     @property
     def clean_rate(self) -> float:
         """The highest rate one worker is expected to hold clean (Poisson, on time)."""
-        return CORE_SHARE_AT_CLEAN_TOP / self.cpu_s_per_query
+        return self.core_share / self.cpu_s_per_query
 
     def describe(self) -> str:
+        where = "beside a server on this machine" if self.beside_local_server else "alone"
         return (
-            f"{self.cpu_s_per_query * 1e6:.0f} µs client CPU per query "
-            f"({self.queries} queries, {self.seconds:.1f} s closed loop, "
-            f"{CALIBRATION_IN_FLIGHT} in flight)"
+            f"calibrated {self.cpu_s_per_query * 1e6:.0f} µs client CPU per query ({self.queries} "
+            f"queries, {self.seconds:.1f} s closed loop, {CALIBRATION_IN_FLIGHT} in flight); "
+            f"one worker holds ≈ {self.clean_rate:,.0f} QPS filling {self.core_share:g} of a core "
+            f"{where}"
         )

@@ -15,10 +15,13 @@ from pathlib import Path
 from loadtest.core.mix_schedule import Stream, mix_schedule, shard_of
 from loadtest.core.schedule import Schedule, shard_schedule
 from loadtest.core.settings import AUTO_WORKERS, ClientSettings, ServerSettings, TargetSettings
+from loadtest.shards.client_cost import ClientCost
 from loadtest.targets.mix import MixMember
 
-# The clean rate one generator process is assumed to hold, per protocol; the automatic worker
-# count runs each process at half of it. The rule: one worker's highest clean rate beside a local
+# The clean rate one generator process is assumed to hold, per protocol, when no calibration
+# measured this machine (shards/client_cost.py: a Ray cluster, a mix, a rate one worker holds
+# anyway, or a calibration that answered too few queries); the automatic worker count runs each
+# process at half of it. The rule: one worker's highest clean rate beside a local
 # Triton (the default setup, where client and server share the cores), the lowest of the three
 # runs of 2026-12-01 on 2 shared vCPUs (docs/generator-benchmark*.txt), rounded down: HTTP 6000,
 # 7000 and 9000; gRPC with the wire client 6500, 7000 and 8500 (grpc.aio: 1500-3000). Alone
@@ -29,10 +32,48 @@ from loadtest.targets.mix import MixMember
 CLEAN_RATE_PER_WORKER = {"http": 6000.0, "grpc": 6000.0}
 
 
-def auto_worker_count(qps: float, protocol: str, cores: int) -> int:
-    """Enough processes that each runs at half its measured clean rate, at most one per core."""
-    per_worker = CLEAN_RATE_PER_WORKER.get(protocol, CLEAN_RATE_PER_WORKER["grpc"]) / 2
+def fixed_clean_rate(protocol: str) -> float:
+    return CLEAN_RATE_PER_WORKER.get(protocol, CLEAN_RATE_PER_WORKER["grpc"])
+
+
+def auto_worker_count(qps: float, protocol: str, cores: int, clean_rate: float = 0.0) -> int:
+    """Enough processes that each runs at half its clean rate (`clean_rate` when calibrated,
+    else the fixed rule), at most one per core."""
+    per_worker = (clean_rate or fixed_clean_rate(protocol)) / 2
     return max(1, min(cores, math.ceil(qps / per_worker)))
+
+
+@dataclass(frozen=True)
+class WorkerChoice:
+    """How many generator processes play a run, and why: the report says which rule chose."""
+
+    count: int
+    why: str
+
+
+def auto_worker_choice(
+    qps: float, protocol: str, cores: int, cost: ClientCost | None, calibrated: bool
+) -> WorkerChoice:
+    """The automatic count with its reason: from the calibrated cost when there is one, else
+    the fixed rule (`calibrated` says whether a calibration ran and could not tell)."""
+    free = f"{cores} core{'s' if cores > 1 else ''} free for workers"
+    if cost is not None:
+        count = auto_worker_count(qps, protocol, cores, cost.clean_rate)
+        return WorkerChoice(
+            count,
+            f"automatic: {cost.describe()}; each runs at ≤ half of it; {free}",
+        )
+    count = auto_worker_count(qps, protocol, cores)
+    reason = (
+        "the calibration answered too few queries to tell"
+        if calibrated
+        else "not calibrated at this rate"
+    )
+    return WorkerChoice(
+        count,
+        f"automatic: each worker at ≤ half of {fixed_clean_rate(protocol):,.0f} QPS (the fixed "
+        f"rule, shards/plan.py: {reason}); {free}",
+    )
 
 
 @dataclass(frozen=True)
