@@ -156,3 +156,43 @@ def test_the_report_says_how_the_automatic_count_chose():
     console.print(table)
     text = console.export_text()
     assert "worker count" in text and "in-process fake target" in text
+
+
+def test_a_high_rate_against_the_stub_is_calibrated_and_played_by_the_chosen_workers(stub):
+    """End to end: a real calibration over HTTP against the stub, then the chosen worker count
+    plays the run in worker processes. `cpu_count=3` stands for a bigger machine (2 cores left
+    for workers beside the loopback server), so the fixed rule would ask for two at 4000 QPS."""
+    from loadtest.core.settings import Protocol
+    from loadtest.engine.samples import open_with_samples
+    from loadtest.targets import triton_target
+
+    settings = ServerSettings(
+        qps=4000, target_latency_ns=NS, min_duration_ns=NS // 2, min_query_count=1
+    )
+    generator = Generator(
+        ClientSettings(cpu_count=3),
+        TargetSettings(url=stub.http_url, protocol=Protocol.HTTP, model="tiny"),
+    )
+    assert generator.worker_count(4000) == 2 and generator.calibrates(4000)
+
+    async def run():
+        target = triton_target(stub.http_url, "http", "tiny")
+        try:
+            spec, library = await open_with_samples(target, 16, 1)
+            return await run_server(
+                target, spec, len(library), settings, 10 * NS, generator=generator
+            )
+        finally:
+            await target.close()
+
+    measurement = asyncio.run(run())
+    client = measurement.client
+    assert client is not None
+    assert client.worker_choice.startswith("automatic: calibrated")
+    assert "beside a server on this machine" in client.worker_choice
+    cost = generator._costs["cost"]
+    assert cost is not None and cost.queries >= 500
+    # Whatever this machine measured, the count is the rule applied to it, in worker processes.
+    assert len(client.workers) == auto_worker_count(4000, "http", 2, cost.clean_rate)
+    assert client.placement == "processes"
+    assert measurement.outcome.records.ok.all()
