@@ -536,7 +536,7 @@ AUTO_WORKERS = 0
 class ClientSettings:
     """How the load is generated: how many processes, on which loop, over which transport.
 
-    `workers` = AUTO_WORKERS picks a count from the rate (see workers.auto_worker_count);
+    `workers` = AUTO_WORKERS picks a count from the rate (scenarios/play.Generator.choose_workers);
     more local workers than CPU cores is refused: on a machine with fewer cores than generator
     processes they preempt each other for whole scheduler slices and miss their schedules.
     """
