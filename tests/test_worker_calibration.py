@@ -31,29 +31,47 @@ def _cost(us: float, beside_local_server: bool = False) -> ClientCost:
 
 
 def test_a_calibrated_cost_sets_the_clean_rate_and_the_count():
-    # 35 µs per query: one worker holds 0.7 / 35 µs = 20 000 QPS and runs at ≤ 10 000.
-    cost = _cost(35)
-    assert cost.clean_rate == pytest.approx(CORE_SHARE_ALONE / 35e-6)
+    # 22.5 µs per query: one worker holds 0.45 / 22.5 µs = 20 000 QPS and runs at ≤ 10 000.
+    cost = _cost(22.5)
+    assert cost.clean_rate == pytest.approx(CORE_SHARE_ALONE / 22.5e-6)
     assert cost.clean_rate == pytest.approx(20000)
     assert auto_worker_count(20000, "grpc", 8, cost.clean_rate) == 2
     assert auto_worker_count(20000, "grpc", 8) == 7  # the fixed rule: 3000 per worker
-    choice = auto_worker_choice(20000, "grpc", 8, cost, calibrated=True)
+    choice = auto_worker_choice(20000, "grpc", 8, cost, "")
     assert choice.count == 2
-    assert "35 µs client CPU per query" in choice.why and "20,000 QPS" in choice.why
+    assert "22 µs client CPU per query" in choice.why and "20,000 QPS" in choice.why
     # Beside a server on the same cores a worker fills less of its core: more workers.
-    local = _cost(35, beside_local_server=True)
-    assert local.clean_rate == pytest.approx(CORE_SHARE_BESIDE_LOCAL_SERVER / 35e-6)
-    assert auto_worker_choice(20000, "grpc", 8, local, calibrated=True).count == 6
+    local = _cost(22.5, beside_local_server=True)
+    assert local.clean_rate == pytest.approx(CORE_SHARE_BESIDE_LOCAL_SERVER / 22.5e-6)
+    assert auto_worker_choice(20000, "grpc", 8, local, "").count == 4
     # A costlier client needs more workers, capped by the cores.
-    assert auto_worker_choice(20000, "grpc", 8, _cost(200), calibrated=True).count == 8
-    assert auto_worker_choice(20000, "grpc", 3, _cost(200), calibrated=True).count == 3
+    assert auto_worker_choice(20000, "grpc", 8, _cost(200), "").count == 8
+    assert auto_worker_choice(20000, "grpc", 3, _cost(200), "").count == 3
 
 
-def test_without_a_calibration_the_reason_says_which_rule_chose():
-    inconclusive = auto_worker_choice(20000, "http", 8, None, calibrated=True)
-    assert inconclusive.count == 7
-    assert "too few queries" in inconclusive.why and "6,000" in inconclusive.why
-    assert "not calibrated" in auto_worker_choice(100, "http", 8, None, calibrated=False).why
+def test_without_a_calibration_the_reason_says_which_rule_chose(monkeypatch):
+    async def inconclusive(target, sample_count, sample_seed, beside_local_server):
+        return None
+
+    monkeypatch.setattr(play, "measure_client_cost", inconclusive)
+    target = fake_from_url("fake://")
+
+    def why(generator: Generator, qps: float) -> tuple[int, str]:
+        choice = asyncio.run(generator.choose_workers(target, qps, 16, 1))
+        return choice.count, choice.why
+
+    local = Generator(*LOCAL_FOUR_CORES)
+    count, text = why(local, 20000)
+    assert count == 3 and "too few queries" in text and "6,000 QPS" in text
+    assert "one worker holds this rate" in why(local, 1000)[1]
+    two_cores = Generator(ClientSettings(cpu_count=2), LOCAL_FOUR_CORES[1])
+    assert "one core for workers" in why(two_cores, 20000)[1]
+    ray = Generator(ClientSettings(cpu_count=4, ray_address="auto"), LOCAL_FOUR_CORES[1])
+    assert "Ray cluster" in why(ray, 20000)[1]
+    assert why(Generator(ClientSettings(workers=2, cpu_count=4), LOCAL_FOUR_CORES[1]), 1) == (
+        2,
+        "--workers",
+    )
 
 
 def test_the_calibration_runs_only_where_the_count_can_be_more_than_one():
@@ -75,7 +93,7 @@ def test_the_calibration_is_measured_once_per_generator(monkeypatch):
 
     async def measured(target, sample_count, sample_seed, beside_local_server):
         calls.append((sample_count, beside_local_server))
-        return _cost(35)
+        return _cost(22.5)
 
     monkeypatch.setattr(play, "measure_client_cost", measured)
     generator = Generator(*LOCAL_FOUR_CORES)
@@ -115,7 +133,7 @@ def test_a_calibrated_single_worker_plays_in_a_worker_process(monkeypatch):
     # The fixed rule asked for 3 workers at 9000 QPS, so this process's loop was chosen for a
     # third of the rate; a calibrated count of one still plays in its own worker process.
     async def cheap(target, sample_count, sample_seed, beside_local_server):
-        return _cost(10)  # one worker holds 70 000 QPS
+        return _cost(9)  # one worker holds 50 000 QPS
 
     played = {}
 
@@ -135,7 +153,7 @@ def test_a_calibrated_single_worker_plays_in_a_worker_process(monkeypatch):
     with pytest.raises(RuntimeError, match="stop here"):
         asyncio.run(run())
     assert played["choice"].count == 1
-    assert "70,000 QPS" in played["choice"].why
+    assert "50,000 QPS" in played["choice"].why
 
 
 def test_the_report_says_how_the_automatic_count_chose():

@@ -62,7 +62,7 @@ class Generator:
     def worker_count(self, qps: float) -> int:
         """The explicit --workers, else automatic by the fixed rule (shards/plan.py): the count
         before any calibration (a mix's, and the one a command resolves its loop with)."""
-        return self._choice(qps, None, calibrated=False).count
+        return self._choice(qps, None, "").count
 
     def _beside_local_server(self) -> bool:
         from loadtest.server.deployment import is_loopback
@@ -76,25 +76,34 @@ class Generator:
         cores = self.client.cpu_count or available_cpus()
         return max(1, cores - 1) if self._beside_local_server() else cores
 
-    def _choice(self, qps: float, cost: ClientCost | None, calibrated: bool) -> WorkerChoice:
+    def _choice(
+        self, qps: float, cost: ClientCost | None, uncalibrated_because: str
+    ) -> WorkerChoice:
         if self.client.workers != AUTO_WORKERS:
             return WorkerChoice(self.client.workers, "--workers")
         if self.target.url.startswith("fake://"):
             return WorkerChoice(1, "automatic: one, for an in-process fake target")
         protocol = self.target.protocol.value
-        return auto_worker_choice(qps, protocol, self._cores(), cost, calibrated)
+        return auto_worker_choice(qps, protocol, self._cores(), cost, uncalibrated_because)
+
+    def _why_not_calibrated(self, qps: float) -> str:
+        """Why the automatic count at `qps` is not measured ("" when it is): only where it can
+        choose more than one local worker, above the rate one worker holds by the fixed rule
+        (below it, every setup measured held the rate with one). A Ray cluster's workers run on
+        other machines than the one a calibration would measure."""
+        if self.target.url.startswith("fake://"):
+            return "an in-process fake target"
+        if self.client.ray_address:
+            return "a Ray cluster's machines are not this one"
+        if self._cores() == 1:
+            return "one core for workers"
+        if self._choice(qps, None, "").count == 1:
+            return "one worker holds this rate"
+        return ""
 
     def calibrates(self, qps: float) -> bool:
-        """Whether the automatic count measures this machine first: only where it can choose
-        more than one local worker, for a rate above what one worker holds by the fixed rule
-        (below it, every setup measured held the rate with one). A Ray cluster's workers run on
-        other machines than the one a calibration would measure, so Ray keeps the fixed rule."""
-        return (
-            self.client.workers == AUTO_WORKERS
-            and self._choice(qps, None, calibrated=False).count > 1
-            and not self.client.ray_address
-            and self._cores() > 1
-        )
+        """Whether the automatic count measures this machine before a run at `qps`."""
+        return self.client.workers == AUTO_WORKERS and not self._why_not_calibrated(qps)
 
     async def choose_workers(
         self, target: Target, qps: float, sample_count: int, sample_seed: int
@@ -102,12 +111,14 @@ class Generator:
         """The count for a run at `qps`, calibrated on `target` (the parent's open target) when
         `calibrates` says it matters; the calibration runs once per generator."""
         if not self.calibrates(qps):
-            return self._choice(qps, None, calibrated=False)
+            return self._choice(qps, None, self._why_not_calibrated(qps))
         if "cost" not in self._costs:
             self._costs["cost"] = await measure_client_cost(
                 target, sample_count, sample_seed, self._beside_local_server()
             )
-        return self._choice(qps, self._costs["cost"], calibrated=True)
+        return self._choice(
+            qps, self._costs["cost"], "the calibration answered too few queries to tell"
+        )
 
 
 async def run_server(

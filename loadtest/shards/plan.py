@@ -52,27 +52,18 @@ class WorkerChoice:
 
 
 def auto_worker_choice(
-    qps: float, protocol: str, cores: int, cost: ClientCost | None, calibrated: bool
+    qps: float, protocol: str, cores: int, cost: ClientCost | None, uncalibrated_because: str
 ) -> WorkerChoice:
-    """The automatic count with its reason: from the calibrated cost when there is one, else
-    the fixed rule (`calibrated` says whether a calibration ran and could not tell)."""
+    """The automatic count with its reason: from the calibrated cost when there is one, else by
+    the fixed rule, saying why no calibration set it."""
     free = f"{cores} core{'s' if cores > 1 else ''} free for workers"
     if cost is not None:
         count = auto_worker_count(qps, protocol, cores, cost.clean_rate)
-        return WorkerChoice(
-            count,
-            f"automatic: {cost.describe()}; each runs at ≤ half of it; {free}",
-        )
-    count = auto_worker_count(qps, protocol, cores)
-    reason = (
-        "the calibration answered too few queries to tell"
-        if calibrated
-        else "not calibrated at this rate"
-    )
+        return WorkerChoice(count, f"automatic: {cost.describe()}; each runs at ≤ half; {free}")
     return WorkerChoice(
-        count,
+        auto_worker_count(qps, protocol, cores),
         f"automatic: each worker at ≤ half of {fixed_clean_rate(protocol):,.0f} QPS (the fixed "
-        f"rule, shards/plan.py: {reason}); {free}",
+        f"rule of shards/plan.py; {uncalibrated_because}); {free}",
     )
 
 
