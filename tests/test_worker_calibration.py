@@ -31,19 +31,19 @@ def _cost(us: float, beside_local_server: bool = False) -> ClientCost:
 
 
 def test_a_calibrated_cost_sets_the_clean_rate_and_the_count():
-    # 22.5 µs per query: one worker holds 0.45 / 22.5 µs = 20 000 QPS and runs at ≤ 10 000.
-    cost = _cost(22.5)
-    assert cost.clean_rate == pytest.approx(CORE_SHARE_ALONE / 22.5e-6)
+    # 17.5 µs per query: one worker holds 0.35 / 17.5 µs = 20 000 QPS and runs at ≤ 10 000.
+    cost = _cost(17.5)
+    assert cost.clean_rate == pytest.approx(CORE_SHARE_ALONE / 17.5e-6)
     assert cost.clean_rate == pytest.approx(20000)
     assert auto_worker_count(20000, "grpc", 8, cost.clean_rate) == 2
     assert auto_worker_count(20000, "grpc", 8) == 7  # the fixed rule: 3000 per worker
     choice = auto_worker_choice(20000, "grpc", 8, cost, "")
     assert choice.count == 2
-    assert "22 µs client CPU per query" in choice.why and "20,000 QPS" in choice.why
+    assert "18 µs client CPU per query" in choice.why and "20,000 QPS" in choice.why
     # Beside a server on the same cores a worker fills less of its core: more workers.
-    local = _cost(22.5, beside_local_server=True)
-    assert local.clean_rate == pytest.approx(CORE_SHARE_BESIDE_LOCAL_SERVER / 22.5e-6)
-    assert auto_worker_choice(20000, "grpc", 8, local, "").count == 4
+    local = _cost(17.5, beside_local_server=True)
+    assert local.clean_rate == pytest.approx(CORE_SHARE_BESIDE_LOCAL_SERVER / 17.5e-6)
+    assert auto_worker_choice(20000, "grpc", 8, local, "").count == 5
     # A costlier client needs more workers, capped by the cores.
     assert auto_worker_choice(20000, "grpc", 8, _cost(200), "").count == 8
     assert auto_worker_choice(20000, "grpc", 3, _cost(200), "").count == 3
@@ -93,7 +93,7 @@ def test_the_calibration_is_measured_once_per_generator(monkeypatch):
 
     async def measured(target, sample_count, sample_seed, beside_local_server):
         calls.append((sample_count, beside_local_server))
-        return _cost(22.5)
+        return _cost(17.5)
 
     monkeypatch.setattr(play, "measure_client_cost", measured)
     generator = Generator(*LOCAL_FOUR_CORES)
@@ -133,7 +133,7 @@ def test_a_calibrated_single_worker_plays_in_a_worker_process(monkeypatch):
     # The fixed rule asked for 3 workers at 9000 QPS, so this process's loop was chosen for a
     # third of the rate; a calibrated count of one still plays in its own worker process.
     async def cheap(target, sample_count, sample_seed, beside_local_server):
-        return _cost(9)  # one worker holds 50 000 QPS
+        return _cost(7)  # one worker holds 50 000 QPS
 
     played = {}
 
