@@ -5,15 +5,23 @@ same cores, as in benchmarks/generator.py. Around each 5 s run this reads the is
 /proc/thread-self/schedstat (Linux): its CPU time, the time it was runnable but waiting in a run
 queue for a CPU, and how many times it was put on a CPU. A spinning issuer is always runnable,
 so its run-queue wait is time it wanted to send and could not: the server's threads had the
-cores. Each rate runs with the spin window as shipped (uncapped above 5000 QPS per worker,
-engine/runner.py) and capped at a quarter of the mean gap, alternating which goes first.
+cores. Each rate runs in each of --modes, their order rotated every repetition:
+- shipped: the spin window as shipped (uncapped above 5000 QPS per worker, engine/runner.py);
+- capped: the window capped at a quarter of the mean gap (less spinning, more timer sleeps);
+- slice: as shipped, with the issuer thread asking the kernel for a 100 µs time slice
+  (sched_setattr's sched_runtime for a SCHED_OTHER thread: EEVDF's custom slice, Linux ≥ 6.12,
+  no privilege needed; the default is 0.7-3 ms). A shorter slice gives the thread an earlier
+  virtual deadline, so when it wakes it may preempt a server thread instead of queueing behind
+  it; its fair share of CPU is unchanged.
 
-    python benchmarks/issuer_runqueue.py [--rates 8000,9000,10000] [--reps 3] [--output FILE]
+    python benchmarks/issuer_runqueue.py [--rates 8000,9000,10000] [--reps 3]
+                                         [--modes shipped,capped] [--output FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import sys
 import tempfile
 import time
@@ -35,16 +43,49 @@ def schedstat() -> tuple[int, int, int]:
     return int(fields[0]), int(fields[1]), int(fields[2])
 
 
-def measure(url: str, qps: float, seconds: float, spin: str) -> str:
-    """One run with the spin window `spin` ("shipped" or "capped"): its row, without rep."""
-    runner.FULL_SPIN_GAP_NS = 0 if spin == "capped" else SHIPPED_FULL_SPIN_GAP_NS
+SYS_SCHED_SETATTR = 314  # x86_64
+SHORT_SLICE_NS = 100_000
+
+
+class SchedAttr(ctypes.Structure):
+    """struct sched_attr (include/uapi/linux/sched/types.h), version 1."""
+
+    _fields_ = [
+        ("size", ctypes.c_uint32),
+        ("sched_policy", ctypes.c_uint32),
+        ("sched_flags", ctypes.c_uint64),
+        ("sched_nice", ctypes.c_int32),
+        ("sched_priority", ctypes.c_uint32),
+        ("sched_runtime", ctypes.c_uint64),
+        ("sched_deadline", ctypes.c_uint64),
+        ("sched_period", ctypes.c_uint64),
+        ("sched_util_min", ctypes.c_uint32),
+        ("sched_util_max", ctypes.c_uint32),
+    ]
+
+
+def set_slice(runtime_ns: int) -> None:
+    """This thread's EEVDF slice (0 = the kernel's default), policy SCHED_OTHER, nice 0."""
+    attr = SchedAttr(size=ctypes.sizeof(SchedAttr), sched_policy=0, sched_runtime=runtime_ns)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(SYS_SCHED_SETATTR, 0, ctypes.byref(attr), 0) != 0:
+        raise OSError(ctypes.get_errno(), "sched_setattr")
+
+
+def measure(url: str, qps: float, seconds: float, mode: str) -> str:
+    """One run in `mode` ("shipped", "capped" or "slice"): its row, without rep."""
+    runner.FULL_SPIN_GAP_NS = 0 if mode == "capped" else SHIPPED_FULL_SPIN_GAP_NS
+    set_slice(SHORT_SLICE_NS if mode == "slice" else 0)
     before = schedstat()
-    row = timing.run(_one(url, "grpc", qps, seconds, 1))
+    try:
+        row = timing.run(_one(url, "grpc", qps, seconds, 1))
+    finally:
+        set_slice(0)
     after = schedstat()
     cpu, wait, slices = (after[k] - before[k] for k in range(3))
     verdict = "yes" if row.clean else f"NO ({', '.join(row.failed_rules)})"
     return (
-        f"{spin:7}  {row.on_time_pct:9.2f} {row.lag_p99_ms:11.3f} {row.cv:6.3f} "
+        f"{mode:7}  {row.on_time_pct:9.2f} {row.lag_p99_ms:11.3f} {row.cv:6.3f} "
         f"{row.cpu_us:11.0f} {cpu / 1e6:7.0f} {wait / 1e6:13.1f} {slices:7d}  {verdict}"
     )
 
@@ -54,6 +95,7 @@ def main() -> None:
     parser.add_argument("--rates", default="8000,9000,10000")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--modes", default="shipped,capped", help="of shipped, capped, slice")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
     out = Output()
@@ -62,22 +104,28 @@ def main() -> None:
     out(f"commit: {_git_commit()}")
     out(f"started {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, load average {_load()}")
     out("one worker, gRPC (wire client) to the embedded Triton `tiny` on the same cores;")
-    out("'spin': as shipped (uncapped above 5000 QPS) or capped at 1/4 of the mean gap;")
+    out("mode: spin as shipped (uncapped above 5000 QPS), capped at 1/4 of the mean gap, or")
+    out(
+        f"as shipped with a {SHORT_SLICE_NS // 1000} µs EEVDF slice for the issuer thread ('slice');"
+    )
     out("CPU / run-queue wait / slices: the issuer thread's schedstat over the run;")
     out("lag = send lag (actual − scheduled send), p99 exact; clean = lag p99 ≤ 1 ms, ≥ 99 %")
     out("sent ≤ 1 ms late, no errors, send-gap CV within 1.00 ± 0.05 (as benchmarks/generator.py)")
-    out("   rate  rep  spin     on time %  lag p99 ms  CV     CPU µs/req  CPU ms  runq wait ms"
+    out("   rate  rep  mode     on time %  lag p99 ms  CV     CPU µs/req  CPU ms  runq wait ms"
         "  slices  clean")  # fmt: skip
     rates = [float(rate) for rate in args.rates.split(",")]
+    modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
+    if not modes or set(modes) - {"shipped", "capped", "slice"}:
+        parser.error("--modes takes shipped, capped and slice")
     try:
         with tempfile.TemporaryDirectory() as tmp:
             build_repository(Path(tmp), ["tiny"])
             with EmbeddedTriton(Path(tmp), models=["tiny"]) as server:
                 for rep in range(args.reps):
                     for qps in rates:
-                        order = ("shipped", "capped") if rep % 2 == 0 else ("capped", "shipped")
-                        for spin in order:
-                            row = measure(server.grpc_url, qps, args.seconds, spin)
+                        turn = rep % len(modes)
+                        for mode in modes[turn:] + modes[:turn]:
+                            row = measure(server.grpc_url, qps, args.seconds, mode)
                             out(f"{qps:7.0f} {rep + 1:4d}  {row}")
     finally:
         runner.FULL_SPIN_GAP_NS = SHIPPED_FULL_SPIN_GAP_NS
