@@ -105,9 +105,7 @@ def main() -> None:
     out(f"started {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, load average {_load()}")
     out("one worker, gRPC (wire client) to the embedded Triton `tiny` on the same cores;")
     out("mode: spin as shipped (uncapped above 5000 QPS), capped at 1/4 of the mean gap, or")
-    out(
-        f"as shipped with a {SHORT_SLICE_NS // 1000} µs EEVDF slice for the issuer thread ('slice');"
-    )
+    out(f"as shipped with a {SHORT_SLICE_NS // 1000} µs EEVDF slice for the issuer ('slice');")
     out("CPU / run-queue wait / slices: the issuer thread's schedstat over the run;")
     out("lag = send lag (actual − scheduled send), p99 exact; clean = lag p99 ≤ 1 ms, ≥ 99 %")
     out("sent ≤ 1 ms late, no errors, send-gap CV within 1.00 ± 0.05 (as benchmarks/generator.py)")

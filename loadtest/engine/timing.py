@@ -9,6 +9,15 @@ the events with a zero-timeout epoll call; and the process's timer slack is set 
 then wake close to their due time, and the runner's adaptive spin window shrinks with them (it is
 sized from the oversleeps it observes). One descriptor is passed to select(), so its 1024-fd
 limit does not apply to the sockets themselves.
+
+Whatever the loop, the thread that runs it asks the kernel for a short time slice (100 µs;
+EEVDF's per-task slice, sched_setattr's sched_runtime for a SCHED_OTHER thread, Linux ≥ 6.12, no
+privilege needed). Its share of the CPU is unchanged; what changes is when it runs: a shorter
+slice gives it an earlier virtual deadline, so when its timer fires it preempts a server thread
+instead of queueing a whole default slice (0.7-3 ms) behind it. Beside the embedded Triton on
+2 vCPUs at 8000-11 000 QPS over gRPC, sends were within perf_analyzer's rule (≤ 1 % over 1 ms
+late) in 15 of 16 runs with it and 8 of 16 without (docs/issuer-runqueue-slice.txt). On older
+kernels the request is accepted and ignored, or refused, which is harmless.
 """
 
 from __future__ import annotations
@@ -16,8 +25,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import os
+import platform
 import select
 import selectors
+import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -39,8 +51,62 @@ def reduce_timer_slack() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_TIMERSLACK, 1, 0, 0, 0)
 
 
+class SchedAttr(ctypes.Structure):
+    """struct sched_attr (include/uapi/linux/sched/types.h), its first version."""
+
+    _fields_ = [
+        ("size", ctypes.c_uint32),
+        ("sched_policy", ctypes.c_uint32),
+        ("sched_flags", ctypes.c_uint64),
+        ("sched_nice", ctypes.c_int32),
+        ("sched_priority", ctypes.c_uint32),
+        ("sched_runtime", ctypes.c_uint64),
+        ("sched_deadline", ctypes.c_uint64),
+        ("sched_period", ctypes.c_uint64),
+        ("sched_util_min", ctypes.c_uint32),
+        ("sched_util_max", ctypes.c_uint32),
+    ]
+
+
+_SCHED_OTHER = 0
+_SCHED_SETATTR = {"x86_64": 314, "aarch64": 274}  # syscall numbers
+_SCHED_GETATTR = {"x86_64": 315, "aarch64": 275}
+SHORT_SLICE_NS = 100_000
+
+
+def _sched_call(numbers: dict[str, int], *args: object) -> bool:
+    number = numbers.get(platform.machine())
+    if number is None or not sys.platform.startswith("linux"):
+        return False
+    try:
+        return int(ctypes.CDLL(None, use_errno=True).syscall(number, 0, *args)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def request_short_slice(slice_ns: int = SHORT_SLICE_NS) -> bool:
+    """Ask for an EEVDF time slice of `slice_ns` for the calling thread, keeping its policy
+    (SCHED_OTHER) and nice value (0 = the kernel's default slice). False where refused."""
+    attr = SchedAttr(
+        size=ctypes.sizeof(SchedAttr),
+        sched_policy=_SCHED_OTHER,
+        sched_nice=os.getpriority(os.PRIO_PROCESS, 0),
+        sched_runtime=slice_ns,
+    )
+    return _sched_call(_SCHED_SETATTR, ctypes.byref(attr), 0)
+
+
+def thread_slice_ns() -> int | None:
+    """The calling thread's requested slice as the kernel reports it (None where unknown)."""
+    attr = SchedAttr()
+    if not _sched_call(_SCHED_GETATTR, ctypes.byref(attr), ctypes.sizeof(attr), 0):
+        return None
+    return int(attr.sched_runtime)
+
+
 def new_event_loop(kind: str = "precise") -> asyncio.AbstractEventLoop:
     """The precise loop (default), or uvloop for `kind` "uvloop" (cheaper I/O, ms timers)."""
+    request_short_slice()
     if kind == "uvloop":
         import uvloop
 

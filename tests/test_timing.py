@@ -1,0 +1,57 @@
+"""engine/timing.py: the generator's loop thread asks the kernel for a short time slice."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from loadtest.engine import timing
+
+
+def _in_a_thread(body):
+    """Run `body` on a fresh thread (a slice is per thread) and return what it returned."""
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("value", body()))
+    thread.start()
+    thread.join()
+    return result["value"]
+
+
+def _kernel_takes_slices() -> bool:
+    def probe() -> bool:
+        return timing.request_short_slice() and timing.thread_slice_ns() == timing.SHORT_SLICE_NS
+
+    return bool(_in_a_thread(probe))
+
+
+def test_the_loop_thread_gets_the_short_slice_and_other_threads_keep_theirs():
+    if not _kernel_takes_slices():
+        pytest.skip("this kernel keeps no per-thread slice (EEVDF custom slices: Linux ≥ 6.12)")
+
+    def make_a_loop() -> tuple[int | None, int | None]:
+        before = timing.thread_slice_ns()
+        loop = timing.new_event_loop()
+        loop.close()
+        return before, timing.thread_slice_ns()
+
+    before, after = _in_a_thread(make_a_loop)
+    assert before is not None and before > timing.SHORT_SLICE_NS  # the kernel's default
+    assert after == timing.SHORT_SLICE_NS
+    # Another thread is untouched, and 0 gives a thread the default back.
+    assert _in_a_thread(timing.thread_slice_ns) == before
+
+    def reset() -> int | None:
+        timing.request_short_slice()
+        timing.request_short_slice(0)
+        return timing.thread_slice_ns()
+
+    assert _in_a_thread(reset) == before
+
+
+def test_a_refused_request_is_harmless(monkeypatch):
+    monkeypatch.setattr(timing.platform, "machine", lambda: "an-unknown-machine")
+    assert timing.request_short_slice() is False
+    assert timing.thread_slice_ns() is None
+    loop = timing.new_event_loop()  # still made
+    loop.close()
