@@ -29,6 +29,7 @@ printed: a perf_analyzer figure is only ever one measured in the same run.
 (before and after) and the git commit measured (docs/generator-benchmark.txt is such a file).
 
     python benchmarks/generator.py [--seconds 5] [--workers 2] [--skip-triton] [--skip-pa]
+                                   [--targets stub,triton] [--protocols http,grpc]
                                    [--grpc-clients wire,grpcio]
                                    [--output docs/generator-benchmark.txt]
     python benchmarks/generator.py --interleaved 8000 9000 10000 [--reps 2]
@@ -365,6 +366,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--workers", type=int, default=available_cpus())
     parser.add_argument("--skip-triton", action="store_true")
+    parser.add_argument("--targets", default="stub,triton", help="of stub, triton, in order")
+    parser.add_argument("--protocols", default="http,grpc", help="of http, grpc, in order")
     parser.add_argument("--skip-pa", action="store_true", help="do not run perf_analyzer")
     parser.add_argument("--output", type=Path, help="also write the whole output to this file")
     parser.add_argument(
@@ -423,15 +426,25 @@ def main() -> None:
             if args.output is not None:
                 args.output.write_text("\n".join(out.lines) + "\n")
         return
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    if set(targets) - {"stub", "triton"} or set(protocols) - {"http", "grpc"}:
+        parser.error("--targets takes stub and triton, --protocols http and grpc")
+    if args.skip_triton:
+        targets = [t for t in targets if t != "triton"]
     try:
-        with running_stub() as stub:
-            for protocol, url in (("http", stub.http_url), ("grpc", stub.grpc_url)):
-                measure("stub", protocol, url)
-        if not args.skip_triton:
+        if "stub" in targets:
+            with running_stub() as stub:
+                for protocol in protocols:
+                    measure(
+                        "stub", protocol, stub.http_url if protocol == "http" else stub.grpc_url
+                    )
+        if "triton" in targets:
             with tempfile.TemporaryDirectory() as tmp:
                 build_repository(Path(tmp), ["tiny"])
                 with EmbeddedTriton(Path(tmp), models=["tiny"]) as server:
-                    for protocol, url in (("http", server.http_url), ("grpc", server.grpc_url)):
+                    for protocol in protocols:
+                        url = server.http_url if protocol == "http" else server.grpc_url
                         measure("triton", protocol, url)
                         if have_pa:
                             pa_best[protocol] = perf_analyzer_ladder(
