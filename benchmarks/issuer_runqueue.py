@@ -6,22 +6,20 @@ same cores, as in benchmarks/generator.py. Around each 5 s run this reads the is
 queue for a CPU, and how many times it was put on a CPU. A spinning issuer is always runnable,
 so its run-queue wait is time it wanted to send and could not: the server's threads had the
 cores. Each rate runs in each of --modes, their order rotated every repetition:
-- shipped: the spin window as shipped (uncapped above 5000 QPS per worker, engine/runner.py);
+- shipped: as shipped: the spin window uncapped above 5000 QPS per worker (engine/runner.py),
+  and the loop thread's 100 µs EEVDF time slice (engine/timing.py; since commit 73d92a0);
 - capped: the window capped at a quarter of the mean gap (less spinning, more timer sleeps);
-- slice: as shipped, with the issuer thread asking the kernel for a 100 µs time slice
-  (sched_setattr's sched_runtime for a SCHED_OTHER thread: EEVDF's custom slice, Linux ≥ 6.12,
-  no privilege needed; the default is 0.7-3 ms). A shorter slice gives the thread an earlier
-  virtual deadline, so when it wakes it may preempt a server thread instead of queueing behind
-  it; its fair share of CPU is unchanged.
+- default-slice: as shipped, but with the kernel's default slice for the loop thread (the code
+  before the short slice; docs/issuer-runqueue-slice.txt compared the two, when this mode was
+  "shipped" and the short slice was a mode of its own, "slice").
 
     python benchmarks/issuer_runqueue.py [--rates 8000,9000,10000] [--reps 3]
-                                         [--modes shipped,capped] [--output FILE]
+                                         [--modes shipped,default-slice] [--output FILE]
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import sys
 import tempfile
 import time
@@ -43,44 +41,22 @@ def schedstat() -> tuple[int, int, int]:
     return int(fields[0]), int(fields[1]), int(fields[2])
 
 
-SYS_SCHED_SETATTR = 314  # x86_64
-SHORT_SLICE_NS = 100_000
+SHIPPED_REQUEST_SHORT_SLICE = timing.request_short_slice
 
 
-class SchedAttr(ctypes.Structure):
-    """struct sched_attr (include/uapi/linux/sched/types.h), version 1."""
-
-    _fields_ = [
-        ("size", ctypes.c_uint32),
-        ("sched_policy", ctypes.c_uint32),
-        ("sched_flags", ctypes.c_uint64),
-        ("sched_nice", ctypes.c_int32),
-        ("sched_priority", ctypes.c_uint32),
-        ("sched_runtime", ctypes.c_uint64),
-        ("sched_deadline", ctypes.c_uint64),
-        ("sched_period", ctypes.c_uint64),
-        ("sched_util_min", ctypes.c_uint32),
-        ("sched_util_max", ctypes.c_uint32),
-    ]
-
-
-def set_slice(runtime_ns: int) -> None:
-    """This thread's EEVDF slice (0 = the kernel's default), policy SCHED_OTHER, nice 0."""
-    attr = SchedAttr(size=ctypes.sizeof(SchedAttr), sched_policy=0, sched_runtime=runtime_ns)
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.syscall(SYS_SCHED_SETATTR, 0, ctypes.byref(attr), 0) != 0:
-        raise OSError(ctypes.get_errno(), "sched_setattr")
+def default_slice(slice_ns: int = 0) -> bool:
+    """Stands in for timing.request_short_slice: the kernel's default slice for the thread."""
+    return SHIPPED_REQUEST_SHORT_SLICE(0)
 
 
 def measure(url: str, qps: float, seconds: float, mode: str) -> str:
-    """One run in `mode` ("shipped", "capped" or "slice"): its row, without rep."""
+    """One run in `mode` ("shipped", "capped" or "default-slice"): its row, without rep."""
     runner.FULL_SPIN_GAP_NS = 0 if mode == "capped" else SHIPPED_FULL_SPIN_GAP_NS
-    set_slice(SHORT_SLICE_NS if mode == "slice" else 0)
+    timing.request_short_slice = (
+        default_slice if mode == "default-slice" else SHIPPED_REQUEST_SHORT_SLICE
+    )
     before = schedstat()
-    try:
-        row = timing.run(_one(url, "grpc", qps, seconds, 1))
-    finally:
-        set_slice(0)
+    row = timing.run(_one(url, "grpc", qps, seconds, 1))  # its new loop sets the slice
     after = schedstat()
     cpu, wait, slices = (after[k] - before[k] for k in range(3))
     verdict = "yes" if row.clean else f"NO ({', '.join(row.failed_rules)})"
@@ -95,7 +71,9 @@ def main() -> None:
     parser.add_argument("--rates", default="8000,9000,10000")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5)
-    parser.add_argument("--modes", default="shipped,capped", help="of shipped, capped, slice")
+    parser.add_argument(
+        "--modes", default="shipped,default-slice", help="of shipped, capped, default-slice"
+    )
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
     out = Output()
@@ -104,8 +82,8 @@ def main() -> None:
     out(f"commit: {_git_commit()}")
     out(f"started {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, load average {_load()}")
     out("one worker, gRPC (wire client) to the embedded Triton `tiny` on the same cores;")
-    out("mode: spin as shipped (uncapped above 5000 QPS), capped at 1/4 of the mean gap, or")
-    out(f"as shipped with a {SHORT_SLICE_NS // 1000} µs EEVDF slice for the issuer ('slice');")
+    out("mode: as shipped (spin uncapped above 5000 QPS, a 100 µs EEVDF slice for the loop")
+    out("thread), spin capped at 1/4 of the mean gap, or the kernel's default slice;")
     out("CPU / run-queue wait / slices: the issuer thread's schedstat over the run;")
     out("lag = send lag (actual − scheduled send), p99 exact; clean = lag p99 ≤ 1 ms, ≥ 99 %")
     out("sent ≤ 1 ms late, no errors, send-gap CV within 1.00 ± 0.05 (as benchmarks/generator.py)")
@@ -113,8 +91,8 @@ def main() -> None:
         "  slices  clean")  # fmt: skip
     rates = [float(rate) for rate in args.rates.split(",")]
     modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
-    if not modes or set(modes) - {"shipped", "capped", "slice"}:
-        parser.error("--modes takes shipped, capped and slice")
+    if not modes or set(modes) - {"shipped", "capped", "default-slice"}:
+        parser.error("--modes takes shipped, capped and default-slice")
     try:
         with tempfile.TemporaryDirectory() as tmp:
             build_repository(Path(tmp), ["tiny"])
@@ -127,6 +105,7 @@ def main() -> None:
                             out(f"{qps:7.0f} {rep + 1:4d}  {row}")
     finally:
         runner.FULL_SPIN_GAP_NS = SHIPPED_FULL_SPIN_GAP_NS
+        timing.request_short_slice = SHIPPED_REQUEST_SHORT_SLICE
         out(f"\nfinished {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, load average {_load()}")
         if args.output is not None:
             args.output.write_text("\n".join(out.lines) + "\n")
