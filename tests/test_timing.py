@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -55,3 +56,19 @@ def test_a_refused_request_is_harmless(monkeypatch):
     assert timing.thread_slice_ns() is None
     loop = timing.new_event_loop()  # still made
     loop.close()
+
+
+def test_a_thread_someone_put_under_another_policy_is_left_alone():
+    if not _kernel_takes_slices():
+        pytest.skip("this kernel keeps no per-thread slice (EEVDF custom slices: Linux ≥ 6.12)")
+
+    def idle_thread() -> tuple[bool, int | None, int | None, int]:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # as `chrt -i 0` would
+        before = timing.thread_slice_ns()
+        changed = timing.request_short_slice()
+        return changed, before, timing.thread_slice_ns(), os.sched_getscheduler(0)
+
+    changed, before, after, policy = _in_a_thread(idle_thread)
+    assert changed is False
+    assert after == before != timing.SHORT_SLICE_NS
+    assert policy == os.SCHED_IDLE

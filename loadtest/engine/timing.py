@@ -14,9 +14,9 @@ Whatever the loop, the thread that runs it asks the kernel for a short time slic
 EEVDF's per-task slice, sched_setattr's sched_runtime for a SCHED_OTHER thread, Linux ≥ 6.12, no
 privilege needed). Its share of the CPU is unchanged; what changes is when it runs: a shorter
 slice gives it an earlier virtual deadline, so when its timer fires it preempts a server thread
-instead of queueing a whole default slice (0.7-3 ms) behind it. Beside the embedded Triton on
-2 shared vCPUs at 8000-11 000 QPS over gRPC, paired runs had sends within perf_analyzer's rule
-(≤ 1 % over 1 ms late) in 15 of 16 with it against 8 of 16 without
+instead of queueing a whole default slice (1.4 ms on the 2-vCPU machines here) behind it.
+Beside the embedded Triton on 2 shared vCPUs at 8000-11 000 QPS over gRPC, paired runs had sends
+within perf_analyzer's rule (≤ 1 % over 1 ms late) in 15 of 16 with it against 8 of 16 without
 (docs/issuer-runqueue-slice.txt), then 9 of 16 against 7 of 16 on a noisier machine
 (docs/issuer-runqueue-slice-2.txt): it helps, and does not remove the waits. On older kernels
 the request is accepted and ignored, or refused, which is harmless.
@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import os
 import platform
 import select
 import selectors
@@ -70,7 +69,7 @@ class SchedAttr(ctypes.Structure):
     ]
 
 
-_SCHED_OTHER = 0
+_FAIR_POLICIES = (0, 3)  # SCHED_OTHER, SCHED_BATCH: the ones EEVDF's slice applies to
 _SCHED_SETATTR = {"x86_64": 314, "aarch64": 274}  # syscall numbers
 _SCHED_GETATTR = {"x86_64": 315, "aarch64": 275}
 SHORT_SLICE_NS = 100_000
@@ -86,24 +85,30 @@ def _sched_call(numbers: dict[str, int], *args: object) -> bool:
         return False
 
 
+def _thread_attr() -> SchedAttr | None:
+    attr = SchedAttr()
+    if not _sched_call(_SCHED_GETATTR, ctypes.byref(attr), ctypes.sizeof(attr), 0):
+        return None
+    return attr
+
+
 def request_short_slice(slice_ns: int = SHORT_SLICE_NS) -> bool:
-    """Ask for an EEVDF time slice of `slice_ns` for the calling thread, keeping its policy
-    (SCHED_OTHER) and nice value (0 = the kernel's default slice). False where refused."""
-    attr = SchedAttr(
-        size=ctypes.sizeof(SchedAttr),
-        sched_policy=_SCHED_OTHER,
-        sched_nice=os.getpriority(os.PRIO_PROCESS, 0),
-        sched_runtime=slice_ns,
-    )
+    """Ask for an EEVDF time slice of `slice_ns` for the calling thread (0 = the kernel's
+    default), keeping its policy and nice value. A thread under a real-time, deadline or idle
+    policy (someone chose it with chrt) is left as it is. False where nothing was changed."""
+    attr = _thread_attr()
+    if attr is None or attr.sched_policy not in _FAIR_POLICIES:
+        return False
+    attr.size = ctypes.sizeof(SchedAttr)
+    attr.sched_flags = 0
+    attr.sched_runtime = slice_ns
     return _sched_call(_SCHED_SETATTR, ctypes.byref(attr), 0)
 
 
 def thread_slice_ns() -> int | None:
     """The calling thread's requested slice as the kernel reports it (None where unknown)."""
-    attr = SchedAttr()
-    if not _sched_call(_SCHED_GETATTR, ctypes.byref(attr), ctypes.sizeof(attr), 0):
-        return None
-    return int(attr.sched_runtime)
+    attr = _thread_attr()
+    return None if attr is None else int(attr.sched_runtime)
 
 
 def new_event_loop(kind: str = "precise") -> asyncio.AbstractEventLoop:
