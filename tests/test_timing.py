@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -48,6 +50,31 @@ def test_the_loop_thread_gets_the_short_slice_and_other_threads_keep_theirs():
         return timing.thread_slice_ns()
 
     assert _in_a_thread(reset) == before
+
+
+def test_what_the_loop_thread_starts_does_not_inherit_its_slice():
+    """An embedded Triton or a worker process started from the generator's loop thread runs with
+    the kernel's default slice, not the generator's short one (the server is measured as is)."""
+    if not _kernel_takes_slices():
+        pytest.skip("this kernel keeps no per-thread slice (EEVDF custom slices: Linux ≥ 6.12)")
+    child = [
+        sys.executable,
+        "-c",
+        "from loadtest.engine import timing; print(timing.thread_slice_ns())",
+    ]
+
+    def start_things() -> tuple[int | None, int | None, int]:
+        default = timing.thread_slice_ns()
+        timing.request_short_slice()
+        assert timing.thread_slice_ns() == timing.SHORT_SLICE_NS
+        in_a_thread = _in_a_thread(timing.thread_slice_ns)
+        in_a_process = int(subprocess.run(child, capture_output=True, text=True, check=True).stdout)
+        return default, in_a_thread, in_a_process
+
+    default, in_a_thread, in_a_process = _in_a_thread(start_things)
+    assert default is not None and default > timing.SHORT_SLICE_NS
+    assert in_a_thread == default
+    assert in_a_process == default
 
 
 def test_a_refused_request_is_harmless(monkeypatch):

@@ -70,6 +70,10 @@ class SchedAttr(ctypes.Structure):
 
 
 _FAIR_POLICIES = (0, 3)  # SCHED_OTHER, SCHED_BATCH: the ones EEVDF's slice applies to
+# Threads and processes started from the loop thread would otherwise inherit its slice: an
+# embedded Triton, worker processes, grpcio's and rich's threads. With this flag they start
+# with the kernel's defaults (and a negative nice, were one set, reset to 0).
+_SCHED_FLAG_RESET_ON_FORK = 0x01
 _SCHED_SETATTR = {"x86_64": 314, "aarch64": 274}  # syscall numbers
 _SCHED_GETATTR = {"x86_64": 315, "aarch64": 275}
 SHORT_SLICE_NS = 100_000
@@ -94,13 +98,14 @@ def _thread_attr() -> SchedAttr | None:
 
 def request_short_slice(slice_ns: int = SHORT_SLICE_NS) -> bool:
     """Ask for an EEVDF time slice of `slice_ns` for the calling thread (0 = the kernel's
-    default), keeping its policy and nice value. A thread under a real-time, deadline or idle
-    policy (someone chose it with chrt) is left as it is. False where nothing was changed."""
+    default), keeping its policy and nice value; what it starts later does not inherit it. A
+    thread under a real-time, deadline or idle policy (someone chose it with chrt) is left as it
+    is. False where nothing was changed."""
     attr = _thread_attr()
     if attr is None or attr.sched_policy not in _FAIR_POLICIES:
         return False
     attr.size = ctypes.sizeof(SchedAttr)
-    attr.sched_flags = 0
+    attr.sched_flags = _SCHED_FLAG_RESET_ON_FORK if slice_ns else 0
     attr.sched_runtime = slice_ns
     return _sched_call(_SCHED_SETATTR, ctypes.byref(attr), 0)
 
