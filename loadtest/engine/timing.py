@@ -15,11 +15,10 @@ EEVDF's per-task slice, sched_setattr's sched_runtime for a SCHED_OTHER thread, 
 privilege needed). Its share of the CPU is unchanged; what changes is when it runs: a shorter
 slice gives it an earlier virtual deadline, so when its timer fires it preempts a server thread
 instead of queueing a whole default slice (1.4 ms on the 2-vCPU machines here) behind it.
-Beside the embedded Triton on 2 shared vCPUs at 8000-11 000 QPS over gRPC, paired runs had sends
-within perf_analyzer's rule (≤ 1 % over 1 ms late) in 15 of 16 with it against 8 of 16 without
-(docs/issuer-runqueue-slice.txt), then 9 of 16 against 7 of 16 on a noisier machine
-(docs/issuer-runqueue-slice-2.txt): it helps, and does not remove the waits. On older kernels
-the request is accepted and ignored, or refused, which is harmless.
+Beside the embedded Triton on 2 shared vCPUs at 8000-11 000 QPS over gRPC, three paired runs had
+sends within perf_analyzer's rule (≤ 1 % over 1 ms late) in 36 of 48 with it against 25 of 48
+without (docs/issuer-runqueue-slice*.txt): it helps, and does not remove the waits. On older
+kernels the request is accepted and ignored, or refused, which is harmless.
 """
 
 from __future__ import annotations
