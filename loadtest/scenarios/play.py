@@ -110,8 +110,11 @@ class Generator:
     ) -> WorkerChoice:
         """The count for a run at `qps`, calibrated on `target` (the parent's open target) when
         `calibrates` says it matters; the calibration runs once per generator."""
-        if not self.calibrates(qps):
-            return self._choice(qps, None, self._why_not_calibrated(qps))
+        if self.client.workers != AUTO_WORKERS:
+            return WorkerChoice(self.client.workers, "--workers")
+        why_not = self._why_not_calibrated(qps)
+        if why_not:
+            return self._choice(qps, None, why_not)
         if "cost" not in self._costs:
             self._costs["cost"] = await measure_client_cost(
                 target, sample_count, sample_seed, self._beside_local_server()
