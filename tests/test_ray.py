@@ -203,7 +203,9 @@ def _stop_group(starter: subprocess.Popen[bytes]) -> None:
 
 
 SPECIFIC_SERVER_IDLE_S = 10
-RAY_CLIENT_START_FAILED = "Starting Ray client server failed"
+# Ray's proxy failing to start its per-client server, in the two ways seen on loaded 2-core CI
+# machines: its own message, and psutil tripping over the previous per-client server's zombie.
+RAY_CLIENT_START_FAILURES = ("Starting Ray client server failed", "psutil.ZombieProcess")
 
 
 @pytest.fixture(scope="module")
@@ -284,10 +286,10 @@ def test_two_nodes_spread_merge_exactly_and_are_left_as_found(
     else:
         address, env = f"ray://127.0.0.1:{cluster.client_port}", _driver_env(cluster)
     code, output, left = _run_left(_server_args(address, tmp_path / "out"), tmp_path, env, 1.0)
-    if through == "client" and RAY_CLIENT_START_FAILED in output:
+    if through == "client" and any(failure in output for failure in RAY_CLIENT_START_FAILURES):
         # Ray's own proxy sometimes fails to start its per-client server on a loaded 2-core CI
-        # machine (seen once in a full suite, never alone); what it logged goes with the retry's
-        # outcome, and a second failure fails the test.
+        # machine (each way seen once in a full suite, never alone); what it logged goes with the
+        # retry's outcome, and a second failure fails the test.
         first_failure = f"{output}\n{cluster.client_server_errors()}"
         code, output, left = _run_left(_server_args(address, tmp_path / "out"), tmp_path, env, 1.0)
         output = f"{output}\n(first attempt: {first_failure})"
