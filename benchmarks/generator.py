@@ -25,18 +25,31 @@ makes it); its "delayed" share (requests sent more than 1 ms late, docs/referenc
 clean rate (≤ 1 %); it reports no send times, so it has no CV column. Without it, no ratio is
 printed: a perf_analyzer figure is only ever one measured in the same run.
 
---output FILE also writes the whole output there, headed by the date, machine, load average
-(before and after) and the git commit measured (docs/generator-benchmark.txt is such a file).
+Every run writes its whole output to a new dated file under benchmarks/results/ (or --output,
+refused if it exists unless --force), headed by the date, machine, load average (before and after)
+and the git commit measured; benchmarks/results/INDEX.md says which claim each file supports.
 
-    python benchmarks/generator.py [--seconds 5] [--workers 2] [--skip-triton] [--skip-pa]
+Client and server on disjoint cores (the default when the server is local, as it always is here):
+the stub or the embedded Triton and everything it starts run on the server's cores, this process,
+its worker processes and perf_analyzer on the client's (benchmarks/pinning.py; on 2 vCPUs one core
+each; --client-cores/--server-cores choose them, --no-pin shares all cores as before 2026-12). Each
+server's closed-loop capacity, measured from the client's cores, is printed as the roofline.
+
+    python benchmarks/generator.py [--seconds 5] [--workers N] [--skip-triton] [--skip-pa]
                                    [--targets stub,triton] [--protocols http,grpc]
-                                   [--grpc-clients wire,grpcio]
-                                   [--output docs/generator-benchmark.txt]
+                                   [--grpc-clients wire,grpcio] [--no-pin] [--output FILE]
     python benchmarks/generator.py --interleaved 8000 9000 10000 [--reps 2]
-                                   [--interleaved-protocol grpc] [--output FILE]
+                                   [--interleaved-protocols grpc,http] [--output FILE]
+    python benchmarks/generator.py --pinned-table
 
 --interleaved runs loadtest (one worker) and perf_analyzer back to back at each rate instead,
-their order swapped every repetition, so that both meet the same minute of a shared machine.
+their order swapped every repetition, so that both meet the same minute of a shared machine, and
+ends with how many runs at each rate were within each rule.
+
+--pinned-table is the measurement the README's generator table quotes (issue #25): Triton `tiny`
+on the server's core, each client on the client's, 5 s per rate, 2 interleaved repetitions at
+4000, 6000, 8000 and 10 000 QPS, over gRPC and HTTP, loadtest's wire client against
+perf_analyzer; it writes benchmarks/results/generator-pinned-table-<date>-<time>.txt.
 """
 
 from __future__ import annotations
@@ -47,13 +60,15 @@ import re
 import resource
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+
+from pinning import Cores, allowed_cores, format_cores, pin_tree, split_cores, this_process_on
+from results_file import Output, add_output_arguments, claim_output, footer, header
 
 from loadtest.core.settings import (
     ClientSettings,
@@ -87,17 +102,6 @@ LATE_NS = 1_000_000  # the absolute rule: a send more than 1 ms after its schedu
 MAX_LATE_SHARE = 0.01
 CV_TOLERANCE = 0.05  # clean sends are Poisson: send-gap CV within 1.00 ± this
 PA_DEFAULT = Path("/opt/loadtest-trixie/perf_analyzer")
-
-
-class Output:
-    """print(), and keep every line for --output."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def __call__(self, text: str = "") -> None:
-        print(text, flush=True)
-        self.lines.extend(text.split("\n"))
 
 
 out = Output()
@@ -141,7 +145,7 @@ class Row:
         return self.on_time_pct >= 100 * (1 - MAX_LATE_SHARE) and not self.errors
 
 
-async def _one(url: str, protocol: str, qps: float, seconds: float, workers: int) -> Row:
+async def measure_rate(url: str, protocol: str, qps: float, seconds: float, workers: int) -> Row:
     target = triton_target(url, protocol, "tiny")
     try:
         spec, library = await open_with_samples(target, 64, 1)
@@ -206,7 +210,7 @@ def ladder(
     out("  rate  completed  lag p99 ms  on time %  CPU µs/req  send-gap CV  errors  clean")
     for qps in rates(name, protocol):
         loop = resolve_loop(LoopKind.AUTO, qps / workers).value
-        row = timing.run(_one(url, protocol, qps, seconds, workers), loop)
+        row = timing.run(measure_rate(url, protocol, qps, seconds, workers), loop)
         rows.append(row)
         why = f" ({', '.join(row.failed_rules)})" if row.failed_rules else ""
         out(
@@ -244,6 +248,16 @@ class PaRow:
         return self.delayed_pct is not None and self.delayed_pct <= 100 * MAX_LATE_SHARE
 
 
+# The client's cores when pinned (None: not pinned); perf_analyzer is started on them.
+CLIENT_CORES: frozenset[int] | None = None
+
+
+def _on_client_cores() -> None:
+    """preexec_fn of perf_analyzer: the client's cores, whatever thread starts it."""
+    if CLIENT_CORES is not None:
+        os.sched_setaffinity(0, CLIENT_CORES)
+
+
 def perf_analyzer_at(binary: Path, url: str, protocol: str, qps: float, seconds: float) -> PaRow:
     """perf_analyzer --async Poisson at one rate for rate × seconds requests."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -253,6 +267,7 @@ def perf_analyzer_at(binary: Path, url: str, protocol: str, qps: float, seconds:
              "--request-rate-range", str(qps), "--request-distribution", "poisson",
              "--request-count", str(int(qps * seconds))],
             capture_output=True, text=True, timeout=seconds * 6 + 30,
+            preexec_fn=_on_client_cores,
         )  # fmt: skip
     except subprocess.TimeoutExpired:
         return PaRow(qps, None, 0.0, "timed out")
@@ -289,9 +304,19 @@ def perf_analyzer_ladder(binary: Path, url: str, protocol: str, seconds: float) 
     return clean_best
 
 
+@dataclass(frozen=True)
+class Pair:
+    """One repetition at one rate: loadtest's run and perf_analyzer's."""
+
+    protocol: str
+    qps: float
+    ours: Row
+    theirs: PaRow
+
+
 def interleaved(
     binary: Path, url: str, protocol: str, chosen: list[float], seconds: float, reps: int
-) -> None:
+) -> list[Pair]:
     """loadtest (one worker, the default client) and perf_analyzer at each rate, back to back,
     their order swapped every repetition: a machine that gets busier or quieter from one minute
     to the next charges both alike, which two ladders run minutes apart cannot promise."""
@@ -299,12 +324,13 @@ def interleaved(
     out("'PA rule' = ≤ 1 % sent > 1 ms late (perf_analyzer's own), 'clean' = the full rule above")
     out("   rate  rep  loadtest: on time %  lag p99 ms  CV     CPU µs  PA rule  clean"
         "   perf_analyzer: on time %  CPU µs  PA rule")  # fmt: skip
+    pairs: list[Pair] = []
     for rep in range(reps):
         for qps in chosen:
             pa_first = rep % 2 == 1
             pa = perf_analyzer_at(binary, url, protocol, qps, seconds) if pa_first else None
             loop = resolve_loop(LoopKind.AUTO, qps).value
-            row = timing.run(_one(url, protocol, qps, seconds, 1), loop)
+            row = timing.run(measure_rate(url, protocol, qps, seconds, 1), loop)
             if pa is None:
                 pa = perf_analyzer_at(binary, url, protocol, qps, seconds)
             theirs = (
@@ -315,6 +341,25 @@ def interleaved(
             out(f"{qps:7.0f} {rep + 1:4d} {row.on_time_pct:20.2f} {row.lag_p99_ms:11.3f} "
                 f"{row.cv:6.3f} {row.cpu_us:8.0f}  {'yes' if row.clean_by_pa_rule else 'NO':7} "
                 f"{'yes' if row.clean else 'NO':5}  {theirs}")  # fmt: skip
+            pairs.append(Pair(protocol, qps, row, pa))
+    return pairs
+
+
+def interleaved_summary(pairs: list[Pair], capacities: dict[str, float]) -> None:
+    """How many runs at each rate were within each rule: the table the README quotes."""
+    out("\nruns within each rule, of the repetitions at each rate (roofline = the server's")
+    out("closed-loop capacity on its cores, measured from the client's)")
+    out("protocol  roofline q/s    rate  loadtest clean  loadtest PA rule  perf_analyzer PA rule")
+    keys = list(dict.fromkeys((pair.protocol, pair.qps) for pair in pairs))
+    for protocol, qps in keys:
+        runs = [pair for pair in pairs if (pair.protocol, pair.qps) == (protocol, qps)]
+        n = len(runs)
+        clean = sum(pair.ours.clean for pair in runs)
+        ours_pa = sum(pair.ours.clean_by_pa_rule for pair in runs)
+        theirs = sum(pair.theirs.clean for pair in runs)
+        roof = capacities.get(protocol, 0.0)
+        out(f"{protocol:8} {roof:13.0f} {qps:7.0f} {f'{clean} of {n}':>15} "
+            f"{f'{ours_pa} of {n}':>17} {f'{theirs} of {n}':>22}")  # fmt: skip
 
 
 CAPACITY_IN_FLIGHT = 32
@@ -344,32 +389,20 @@ def capacity(name: str, url: str, protocol: str, path: str) -> float:
     return qps
 
 
-def _git_commit() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    return head + (" + uncommitted changes" if dirty else "")
+PINNED_TABLE = {"rates": [4000.0, 6000.0, 8000.0, 10000.0], "reps": 2, "seconds": 5.0}
 
 
-def _load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.2f} {five:.2f} {fifteen:.2f} (1/5/15 min)"
-
-
-def main() -> None:
+def parse_arguments() -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5)
-    parser.add_argument("--workers", type=int, default=available_cpus())
+    parser.add_argument(
+        "--workers", type=int, help="generator processes (default: one per client core)"
+    )
     parser.add_argument("--skip-triton", action="store_true")
     parser.add_argument("--targets", default="stub,triton", help="of stub, triton, in order")
     parser.add_argument("--protocols", default="http,grpc", help="of http, grpc, in order")
     parser.add_argument("--skip-pa", action="store_true", help="do not run perf_analyzer")
-    parser.add_argument("--output", type=Path, help="also write the whole output to this file")
+    add_output_arguments(parser, "generator-benchmark")
     parser.add_argument(
         "--grpc-clients", default="wire,grpcio", help="gRPC load clients to measure, in order"
     )
@@ -379,22 +412,142 @@ def main() -> None:
         nargs="+",
         metavar="RATE",
         help="instead of the ladders: loadtest and perf_analyzer back to back at these rates, "
-        "against Triton, over --interleaved-protocol",
+        "against Triton, over --interleaved-protocols",
     )
-    parser.add_argument("--interleaved-protocol", default="grpc", choices=["grpc", "http"])
+    parser.add_argument(
+        "--interleaved-protocols",
+        "--interleaved-protocol",
+        default="grpc",
+        help="of grpc, http, in order (default grpc)",
+    )
     parser.add_argument("--reps", type=int, default=2, help="repetitions of --interleaved")
+    parser.add_argument(
+        "--pinned-table",
+        action="store_true",
+        help="the README's table: --interleaved 4000 6000 8000 10000 --reps 2 --seconds 5 "
+        "--interleaved-protocols grpc,http, pinned, wire client",
+    )
+    parser.add_argument(
+        "--no-pin", action="store_true", help="client and server share every core (no pinning)"
+    )
+    parser.add_argument("--client-cores", help="e.g. 0 or 0-3 (default: the lower half)")
+    parser.add_argument("--server-cores", help="e.g. 1 or 4-7 (default: the upper half)")
     args = parser.parse_args()
+    if args.pinned_table:
+        if args.no_pin or args.interleaved:
+            parser.error("--pinned-table pins and picks its rates: drop --no-pin/--interleaved")
+        args.interleaved = PINNED_TABLE["rates"]
+        args.reps = PINNED_TABLE["reps"]
+        args.seconds = PINNED_TABLE["seconds"]
+        args.interleaved_protocols = "grpc,http"
+        args.grpc_clients = "wire"
+    return parser, args
+
+
+def choose_cores(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Cores | None:
+    """The pinning, or None (--no-pin, or one core only: said in the output)."""
+    if args.no_pin:
+        if args.client_cores or args.server_cores:
+            parser.error("--client-cores/--server-cores pin: drop --no-pin")
+        return None
+    explicit = args.client_cores or args.server_cores or args.pinned_table
+    try:
+        return split_cores(args.client_cores, args.server_cores)
+    except ValueError as error:
+        if explicit:
+            parser.error(str(error))
+        out(f"not pinned: {error}")
+        return None
+
+
+@contextmanager
+def local_server(kind: str, cores: Cores | None) -> Iterator[tuple[str, str]]:
+    """The stub or the embedded Triton serving `tiny`, started on the server's cores (everything
+    it starts inherits them), its whole tree swept once more: (HTTP URL, gRPC URL)."""
+    with ExitStack() as stack:
+        with this_process_on(cores.server) if cores else nullcontext():
+            if kind == "stub":
+                stub = stack.enter_context(running_stub())
+                pid, urls = stub.pid, (stub.http_url, stub.grpc_url)
+            else:
+                repository = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+                build_repository(repository, ["tiny"])
+                server = stack.enter_context(EmbeddedTriton(repository, models=["tiny"]))
+                assert server.pid is not None
+                pid, urls = server.pid, (server.http_url, server.grpc_url)
+        if cores:
+            processes, threads = pin_tree(pid, cores.server)
+            out(f"\n{kind}: {processes} process(es), {threads} threads pinned to cores "
+                f"{format_cores(cores.server)}; allowed now: {format_cores(allowed_cores(pid))}; "
+                f"this process: {format_cores(allowed_cores(os.getpid()))}")  # fmt: skip
+        yield urls
+
+
+def main() -> None:
+    global CLIENT_CORES
+    parser, args = parse_arguments()
+    name = "generator-benchmark"
+    if args.interleaved:
+        name = "generator-pinned-table" if args.pinned_table else "generator-interleaved"
+    output = claim_output(parser, args.output, args.force, name)
     clients = [c.strip() for c in args.grpc_clients.split(",") if c.strip()]
     binary = Path(os.environ.get("PERF_ANALYZER", PA_DEFAULT))
     have_pa = not args.skip_pa and binary.exists() and shutil.which(str(binary)) is not None
-    out(" ".join(["python benchmarks/generator.py", *sys.argv[1:]]))
-    out(f"machine: {available_cpus()} CPUs ({_cpu_model()}), python {sys.version.split()[0]}")
-    out(f"commit: {_git_commit()}")
-    out(f"started {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, load average {_load()}")
+    if args.interleaved and not have_pa:
+        parser.error("--interleaved needs perf_analyzer (PERF_ANALYZER=path)")
+    interleaved_protocols = [p.strip() for p in args.interleaved_protocols.split(",") if p.strip()]
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    unknown = set(protocols + interleaved_protocols) - {"http", "grpc"}
+    if set(targets) - {"stub", "triton"} or unknown:
+        parser.error("--targets takes stub and triton, --protocols http and grpc")
+    if args.skip_triton:
+        targets = [t for t in targets if t != "triton"]
+    started = time.monotonic()
+    header(out, "generator.py", available_cpus())
+    cores = choose_cores(parser, args)
+    CLIENT_CORES = cores.client if cores else None
+    workers = args.workers or (len(cores.client) if cores else available_cpus())
+    out(f"pinning: {cores.describe() if cores else 'none (client and server share every core)'}")
     out("clean = send-lag p99 ≤ 1 ms, ≥ 99 % of scheduled queries sent ≤ 1 ms late, no errors,")
     out(f"send-gap CV within 1.00 ± {CV_TOLERANCE}; CPU = all generator processes, spin included")
     out(f"gRPC load clients: {', '.join(clients)} (LOADTEST_GRPC_CLIENT; the first is the default")
     out("one; grpc.aio, the client before issue #14, runs with one worker only, for comparison)")
+    try:
+        with this_process_on(cores.client) if cores else nullcontext():
+            if args.interleaved:
+                run_interleaved(args, binary, interleaved_protocols, cores)
+            else:
+                run_ladders(args, binary, have_pa, targets, protocols, clients, workers, cores)
+    finally:
+        footer(out)
+        out(f"took {time.monotonic() - started:.0f} s; written to {output}")
+        out.write(output)
+
+
+def run_interleaved(
+    args: argparse.Namespace, binary: Path, protocols: list[str], cores: Cores | None
+) -> None:
+    pairs: list[Pair] = []
+    capacities: dict[str, float] = {}
+    with local_server("triton", cores) as (http_url, grpc_url):
+        for protocol in protocols:
+            url = grpc_url if protocol == "grpc" else http_url
+            capacities[protocol] = capacity("triton", url, protocol, protocol)
+            pairs += interleaved(binary, url, protocol, args.interleaved, args.seconds, args.reps)
+    interleaved_summary(pairs, capacities)
+
+
+def run_ladders(
+    args: argparse.Namespace,
+    binary: Path,
+    have_pa: bool,
+    targets: list[str],
+    protocols: list[str],
+    clients: list[str],
+    workers: int,
+    cores: Cores | None,
+) -> None:
     best_of: dict[tuple[str, str, int], Row | None] = {}
     best_pa_rule: dict[tuple[str, str, int], float | None] = {}
     capacities: dict[tuple[str, str], float] = {}
@@ -405,57 +558,21 @@ def main() -> None:
             path = f"{protocol}/{client}" if client else protocol
             with grpc_load_client(client):
                 capacities[(name, path)] = capacity(name, url, protocol, path)
-                counts = [1] if client == "grpcio" else sorted({1, args.workers})
-                for workers in counts:
-                    rows = ladder(name, url, protocol, workers, args.seconds, path)
-                    best_of[(name, path, workers)] = best(rows)
-                    best_pa_rule[(name, path, workers)] = best_by_pa_rule(rows)
+                counts = [1] if client == "grpcio" else sorted({1, workers})
+                for count in counts:
+                    rows = ladder(name, url, protocol, count, args.seconds, path)
+                    best_of[(name, path, count)] = best(rows)
+                    best_pa_rule[(name, path, count)] = best_by_pa_rule(rows)
 
-    if args.interleaved:
-        if not have_pa:
-            parser.error("--interleaved needs perf_analyzer (PERF_ANALYZER=path)")
-        try:
-            with tempfile.TemporaryDirectory() as tmp:
-                build_repository(Path(tmp), ["tiny"])
-                with EmbeddedTriton(Path(tmp), models=["tiny"]) as server:
-                    protocol = args.interleaved_protocol
-                    url = server.grpc_url if protocol == "grpc" else server.http_url
-                    interleaved(binary, url, protocol, args.interleaved, args.seconds, args.reps)
-        finally:
-            out(f"\nfinished {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, load average {_load()}")
-            if args.output is not None:
-                args.output.write_text("\n".join(out.lines) + "\n")
-        return
-    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
-    if set(targets) - {"stub", "triton"} or set(protocols) - {"http", "grpc"}:
-        parser.error("--targets takes stub and triton, --protocols http and grpc")
-    if args.skip_triton:
-        targets = [t for t in targets if t != "triton"]
-    try:
-        if "stub" in targets:
-            with running_stub() as stub:
-                for protocol in protocols:
-                    measure(
-                        "stub", protocol, stub.http_url if protocol == "http" else stub.grpc_url
-                    )
-        if "triton" in targets:
-            with tempfile.TemporaryDirectory() as tmp:
-                build_repository(Path(tmp), ["tiny"])
-                with EmbeddedTriton(Path(tmp), models=["tiny"]) as server:
-                    for protocol in protocols:
-                        url = server.http_url if protocol == "http" else server.grpc_url
-                        measure("triton", protocol, url)
-                        if have_pa:
-                            pa_best[protocol] = perf_analyzer_ladder(
-                                binary, url, protocol, args.seconds
-                            )
-        summary(best_of, capacities, pa_best, have_pa)
-        summary_by_pa_rule(best_pa_rule, pa_best, have_pa)
-    finally:
-        out(f"\nfinished {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, load average {_load()}")
-        if args.output is not None:
-            args.output.write_text("\n".join(out.lines) + "\n")
+    for name in targets:
+        with local_server(name, cores) as (http_url, grpc_url):
+            for protocol in protocols:
+                url = http_url if protocol == "http" else grpc_url
+                measure(name, protocol, url)
+                if name == "triton" and have_pa:
+                    pa_best[protocol] = perf_analyzer_ladder(binary, url, protocol, args.seconds)
+    summary(best_of, capacities, pa_best, have_pa)
+    summary_by_pa_rule(best_pa_rule, pa_best, have_pa)
 
 
 def summary(
@@ -508,16 +625,6 @@ def summary_by_pa_rule(
         shown = f"{rate:7.0f}" if rate is not None else "   none"
         ratio = f"{rate / reference:.2f}×" if rate is not None and reference else "—"
         out(f"{name:7} {path:15} {count:7d} {shown}  {ratio}")
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ round by round so that a machine that gets busier part-way through charges them 
 Prints calls per second and client CPU µs per call (user+system of this process / calls) for
 each round, then each client's median and its ratio to the wire client's.
 
-    python benchmarks/grpc_clients.py [--calls 20000] [--in-flight 32] [--rounds 3]
+    python benchmarks/grpc_clients.py [--calls 20000] [--in-flight 32] [--rounds 3] [--output FILE]
+
+The output goes to a new benchmarks/results/grpc-clients-benchmark-<date>-<time>.txt by default.
 """
 
 from __future__ import annotations
@@ -30,13 +32,14 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from results_file import Output, add_output_arguments, claim_output, footer, header
 
 from loadtest.engine import timing
 from loadtest.engine.samples import random_samples
 from loadtest.models import build_repository
 from loadtest.server.embedded import EmbeddedTriton
 from loadtest.targets.grpc_wire import OK, GrpcWire, framed
-from loadtest.targets.triton_grpc import MODEL_INFER, TritonGrpcTarget, _call_status
+from loadtest.targets.triton_grpc import MODEL_INFER, TritonGrpcTarget, call_status
 
 Send = Callable[[Callable[[bool], None]], None]  # start one call; the callback gets "ok"
 
@@ -45,7 +48,7 @@ async def request_bytes(url: str) -> bytes:
     target = TritonGrpcTarget(url, "tiny", load_client="grpcio")
     spec = await target.open()
     await target.prepare(random_samples(spec, 1, seed=0))
-    wire = target._wire[0]
+    wire = target.serialized_request(0)
     await target.close()
     return wire
 
@@ -102,7 +105,7 @@ async def with_grpc_aio(
     def send(answered: Callable[[bool], None]) -> None:
         call = method(message, timeout=30)
         # The status is read as the grpcio load path reads it (no await in a done callback).
-        call.add_done_callback(lambda c: answered(_call_status(c) == (grpc.StatusCode.OK, "")))
+        call.add_done_callback(lambda c: answered(call_status(c) == (grpc.StatusCode.OK, "")))
 
     try:
         return await closed_loop(send, calls, in_flight)
@@ -172,16 +175,28 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--in-flight", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    add_output_arguments(parser, "grpc-clients-benchmark")
     args = parser.parse_args()
+    output = claim_output(parser, args.output, args.force, "grpc-clients-benchmark")
+    out = Output()
+    header(out, "grpc_clients.py", os.cpu_count() or 1)
     clients: dict[str, Client] = {"wire": with_wire, "grpc.aio": with_grpc_aio}
     try:
         import h2  # noqa: F401
 
         clients["h2"] = with_h2
     except ImportError:
-        print("h2 not installed (pip install h2): its column is skipped")
-    print(f"machine: {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f} at start")
-    print(f"closed loop, {args.in_flight} in flight, {args.calls} calls per round, tiny on Triton")
+        out("h2 not installed (pip install h2): its column is skipped")
+    out(f"closed loop, {args.in_flight} in flight, {args.calls} calls per round, tiny on Triton")
+    try:
+        measure_all(args, clients, out)
+    finally:
+        footer(out)
+        out.write(output)
+
+
+def measure_all(args: argparse.Namespace, clients: dict[str, Client], out: Output) -> None:
+    """Every client, round by round, then each one's median and its ratio to the wire client's."""
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in clients}
     with tempfile.TemporaryDirectory() as tmp:
         build_repository(Path(tmp), ["tiny"])
@@ -193,17 +208,17 @@ def main() -> None:
                         client(server.grpc_url, message, args.calls, args.in_flight)
                     )
                     results[name].append((rate, cpu))
-                    print(f"round {round_} {name:9} {rate:8.0f} calls/s {cpu:6.0f} µs CPU/call"
-                          f"  failed {failed}")  # fmt: skip
-    print(f"load average {os.getloadavg()[0]:.2f} at the end")
+                    out(f"round {round_} {name:9} {rate:8.0f} calls/s {cpu:6.0f} µs CPU/call"
+                        f"  failed {failed}")  # fmt: skip
+    out(f"load average {os.getloadavg()[0]:.2f} at the end")
     wire_cpu = statistics.median(cpu for _, cpu in results["wire"])
     wire_rate = statistics.median(rate for rate, _ in results["wire"])
-    print("\nmedian of the rounds      calls/s  µs CPU/call  CPU vs wire  calls/s vs wire")
+    out("\nmedian of the rounds      calls/s  µs CPU/call  CPU vs wire  calls/s vs wire")
     for name, rows in results.items():
         rate = statistics.median(r for r, _ in rows)
         cpu = statistics.median(c for _, c in rows)
-        print(f"{name:22} {rate:10.0f} {cpu:12.0f} {cpu / wire_cpu:11.2f}× "
-              f"{rate / wire_rate:15.2f}×")  # fmt: skip
+        out(f"{name:22} {rate:10.0f} {cpu:12.0f} {cpu / wire_cpu:11.2f}× "
+            f"{rate / wire_rate:15.2f}×")  # fmt: skip
 
 
 if __name__ == "__main__":

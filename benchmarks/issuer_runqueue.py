@@ -10,22 +10,24 @@ cores. Each rate runs in each of --modes, their order rotated every repetition:
   and the loop thread's 100 µs EEVDF time slice (engine/timing.py; since commit 73d92a0);
 - capped: the window capped at a quarter of the mean gap (less spinning, more timer sleeps);
 - default-slice: as shipped, but with the kernel's default slice for the loop thread (the code
-  before the short slice; docs/issuer-runqueue-slice.txt compared the two, when this mode was
+  before the short slice; benchmarks/results/issuer-runqueue-slice-2026-12-01-0808.txt compared
+  the two, when this mode was
   "shipped" and the short slice was a mode of its own, "slice").
 
     python benchmarks/issuer_runqueue.py [--rates 8000,9000,10000] [--reps 3]
                                          [--modes shipped,default-slice] [--output FILE]
+
+The output goes to a new benchmarks/results/issuer-runqueue-<date>-<time>.txt by default.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-from generator import Output, _git_commit, _load, _one
+from generator import measure_rate
+from results_file import Output, add_output_arguments, claim_output, footer, header
 
 from loadtest.core.settings import available_cpus
 from loadtest.engine import runner, timing
@@ -56,7 +58,7 @@ def measure(url: str, qps: float, seconds: float, mode: str) -> str:
         default_slice if mode == "default-slice" else SHIPPED_REQUEST_SHORT_SLICE
     )
     before = schedstat()
-    row = timing.run(_one(url, "grpc", qps, seconds, 1))  # its new loop sets the slice
+    row = timing.run(measure_rate(url, "grpc", qps, seconds, 1))  # its new loop sets the slice
     after = schedstat()
     cpu, wait, slices = (after[k] - before[k] for k in range(3))
     verdict = "yes" if row.clean else f"NO ({', '.join(row.failed_rules)})"
@@ -74,13 +76,11 @@ def main() -> None:
     parser.add_argument(
         "--modes", default="shipped,default-slice", help="of shipped, capped, default-slice"
     )
-    parser.add_argument("--output", type=Path)
+    add_output_arguments(parser, "issuer-runqueue")
     args = parser.parse_args()
+    output = claim_output(parser, args.output, args.force, "issuer-runqueue")
     out = Output()
-    out(" ".join(["python benchmarks/issuer_runqueue.py", *sys.argv[1:]]))
-    out(f"machine: {available_cpus()} CPUs, python {sys.version.split()[0]}")
-    out(f"commit: {_git_commit()}")
-    out(f"started {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, load average {_load()}")
+    header(out, "issuer_runqueue.py", available_cpus())
     out("one worker, gRPC (wire client) to the embedded Triton `tiny` on the same cores;")
     out("mode: as shipped (spin uncapped above 5000 QPS, a 100 µs EEVDF slice for the loop")
     out("thread), spin capped at 1/4 of the mean gap, or the kernel's default slice;")
@@ -106,9 +106,8 @@ def main() -> None:
     finally:
         runner.FULL_SPIN_GAP_NS = SHIPPED_FULL_SPIN_GAP_NS
         timing.request_short_slice = SHIPPED_REQUEST_SHORT_SLICE
-        out(f"\nfinished {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, load average {_load()}")
-        if args.output is not None:
-            args.output.write_text("\n".join(out.lines) + "\n")
+        footer(out)
+        out.write(output)
 
 
 if __name__ == "__main__":

@@ -15,19 +15,20 @@ product applies to every loopback server (it cannot tell a light one from a heav
 'predicted' columns are each constant divided by the median calibrated cost.
 
     python benchmarks/worker_calibration.py [--calibrations 3] [--seconds 5] [--skip-triton]
-                                            [--output docs/worker-calibration.txt]
+                                            [--output FILE] [--force]
+
+The output goes to a new benchmarks/results/worker-calibration-<date>-<time>.txt by default.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-from generator import _cpu_model, _git_commit, _load, best, grpc_load_client, ladder, out
+from generator import best, grpc_load_client, ladder, out
+from results_file import add_output_arguments, claim_output, footer, header
 
 from loadtest.core.settings import available_cpus
 from loadtest.engine import timing
@@ -78,12 +79,10 @@ def main() -> None:
     parser.add_argument("--calibrations", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--skip-triton", action="store_true")
-    parser.add_argument("--output", type=Path)
+    add_output_arguments(parser, "worker-calibration")
     args = parser.parse_args()
-    out(" ".join(["python benchmarks/worker_calibration.py", *sys.argv[1:]]))
-    out(f"machine: {available_cpus()} CPUs ({_cpu_model()}), python {sys.version.split()[0]}")
-    out(f"commit: {_git_commit()}")
-    out(f"started {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, load average {_load()}")
+    output = claim_output(parser, args.output, args.force, "worker-calibration")
+    header(out, "worker_calibration.py", available_cpus())
     out("calibration = scenarios/play.measure_client_cost (0.5 s closed loop, 16 in flight,")
     out("CPU of this process per answered query, precise loop); ladder and 'clean' as in")
     out("benchmarks/generator.py (one worker); gRPC over the default wire client")
@@ -111,9 +110,8 @@ def main() -> None:
         for line in summary:
             out(line)
     finally:
-        out(f"\nfinished {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, load average {_load()}")
-        if args.output is not None:
-            args.output.write_text("\n".join(out.lines) + "\n")
+        footer(out)
+        out.write(output)
 
 
 if __name__ == "__main__":

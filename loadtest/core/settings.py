@@ -513,7 +513,8 @@ class LoopKind(str, enum.Enum):
 
 # Below this per-worker rate both loops keep up and the precise loop's timers waste less CPU
 # spinning; from here up, the issuer spins all the time anyway and uvloop's cheaper I/O wins.
-# The measurement behind the number, with date and machine: docs/generator-benchmark-2026-11-27.txt.
+# The measurement behind the number, with date and machine:
+# benchmarks/results/generator-benchmark-2026-11-27.txt.
 UVLOOP_FROM_QPS = 10_000.0
 
 

@@ -17,7 +17,8 @@ slice gives it an earlier virtual deadline, so when its timer fires it preempts 
 instead of queueing a whole default slice (1.4 ms on the 2-vCPU machines here) behind it.
 Beside the embedded Triton on 2 shared vCPUs at 8000-11 000 QPS over gRPC, three paired runs had
 sends within perf_analyzer's rule (≤ 1 % over 1 ms late) in 36 of 48 with it against 25 of 48
-without (docs/issuer-runqueue-slice*.txt): it helps, and does not remove the waits. On older
+without (benchmarks/results/issuer-runqueue-slice*.txt): it helps, and does not remove the
+waits. On older
 kernels the request is accepted and ignored, or refused, which is harmless.
 """
 

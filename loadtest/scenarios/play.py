@@ -72,7 +72,7 @@ class Generator:
     def _cores(self) -> int:
         """Cores for workers. Automatic leaves one core to a server on this machine (a loopback
         URL): a generator process spinning beside a local server competes with it for the same
-        cores (the measurement is in docs/generator-benchmark-2026-11-27.txt)."""
+        cores (the measurement is in benchmarks/results/generator-benchmark-2026-11-27.txt)."""
         cores = self.client.cpu_count or available_cpus()
         return max(1, cores - 1) if self._beside_local_server() else cores
 

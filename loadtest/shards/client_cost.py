@@ -21,7 +21,8 @@ CALIBRATION_IN_FLIGHT = 16
 MIN_CALIBRATION_QUERIES = 500
 # The share of a core one generator process filled at its highest clean rate, in calibrated
 # units (clean top in QPS × calibrated CPU per query), measured by benchmarks/worker_calibration.py
-# with one worker on 2 shared vCPUs in three runs of 2026-12-01 (docs/worker-calibration*.txt).
+# with one worker on 2 shared vCPUs in three runs of 2026-12-01
+# (benchmarks/results/worker-calibration*.txt).
 # The ladders stop at the first two rates in a row that miss "clean", so on a noisy machine a
 # run can stop early on a send-gap CV just outside 1.00 ± 0.05; the lowest run is taken, rounded
 # down to 0.05, so that the count errs towards more workers, each further from its limit:

@@ -23,7 +23,8 @@ from loadtest.targets.mix import MixMember
 # anyway, or a calibration that answered too few queries); the automatic worker count runs each
 # process at half of it. The rule: one worker's highest clean rate beside a local
 # Triton (the default setup, where client and server share the cores), the lowest of the three
-# runs of 2026-12-01 on 2 shared vCPUs (docs/generator-benchmark*.txt), rounded down: HTTP 6000,
+# runs of 2026-12-01 on 2 shared vCPUs (benchmarks/results/generator-benchmark*.txt), rounded
+# down: HTTP 6000,
 # 7000 and 9000; gRPC with the wire client 6500, 7000 and 8500 (grpc.aio: 1500-3000). Alone
 # against the stub one HTTP worker held 24k-38k, so against a remote server these leave more
 # headroom still.
