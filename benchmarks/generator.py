@@ -477,9 +477,11 @@ def local_server(kind: str, cores: Cores | None) -> Iterator[tuple[str, str]]:
                 pid, urls = server.pid, (server.http_url, server.grpc_url)
         if cores:
             processes, threads = pin_tree(pid, cores.server)
+            server_now = format_cores(allowed_cores(pid))
+            client_now = format_cores(allowed_cores(os.getpid(), descendants=False))
             out(f"\n{kind}: {processes} process(es), {threads} threads pinned to cores "
-                f"{format_cores(cores.server)}; allowed now: {format_cores(allowed_cores(pid))}; "
-                f"this process: {format_cores(allowed_cores(os.getpid()))}")  # fmt: skip
+                f"{format_cores(cores.server)}; allowed now: {server_now}; "
+                f"this process: {client_now}")  # fmt: skip
         yield urls
 
 

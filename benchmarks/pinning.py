@@ -104,12 +104,14 @@ def this_process_on(cores: frozenset[int]) -> Iterator[None]:
         pin_process(os.getpid(), before)
 
 
-def allowed_cores(pid: int) -> frozenset[int]:
-    """The union of the cores the threads of `pid` and its descendants may run on: what a run
+def allowed_cores(pid: int, descendants: bool = True) -> frozenset[int]:
+    """The union of the cores the threads of `pid` (and its descendants) may run on: what a run
     prints to show that the pinning held."""
     union: set[int] = set()
     try:
-        processes = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        processes = [psutil.Process(pid)]
+        if descendants:
+            processes += psutil.Process(pid).children(recursive=True)
     except psutil.NoSuchProcess:
         return frozenset()
     for process in processes:
