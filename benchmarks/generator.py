@@ -180,9 +180,9 @@ async def measure_rate(url: str, protocol: str, qps: float, seconds: float, work
     )
 
 
-def rates(name: str, protocol: str) -> list[float]:
+def rates(name: str, protocol: str, rungs: int = MAX_RUNGS) -> list[float]:
     first, step = LADDERS[(name, protocol)]
-    return [float(first + k * step) for k in range(MAX_RUNGS)]
+    return [float(first + k * step) for k in range(rungs)]
 
 
 @contextmanager
@@ -202,13 +202,19 @@ def grpc_load_client(client: str) -> Iterator[None]:
 
 
 def ladder(
-    name: str, url: str, protocol: str, workers: int, seconds: float, path: str
+    name: str,
+    url: str,
+    protocol: str,
+    workers: int,
+    seconds: float,
+    path: str,
+    rungs: int = MAX_RUNGS,
 ) -> list[Row]:
     rows: list[Row] = []
     misses = 0
     out(f"\n{name} {path}, {workers} worker(s), {seconds:g} s per rate, loop auto")
     out("  rate  completed  lag p99 ms  on time %  CPU µs/req  send-gap CV  errors  clean")
-    for qps in rates(name, protocol):
+    for qps in rates(name, protocol, rungs):
         loop = resolve_loop(LoopKind.AUTO, qps / workers).value
         row = timing.run(measure_rate(url, protocol, qps, seconds, workers), loop)
         rows.append(row)
@@ -222,7 +228,7 @@ def ladder(
         if misses == 2:
             break
     else:
-        out(f"  ladder cap reached ({MAX_RUNGS} rungs) before two unclean rates")
+        out(f"  ladder cap reached ({rungs} rungs) before two unclean rates")
     return rows
 
 
@@ -279,12 +285,14 @@ def perf_analyzer_at(binary: Path, url: str, protocol: str, qps: float, seconds:
     return PaRow(qps, float(found.group(1)) if found else 0.0, cpu * 1e6 / (qps * seconds))
 
 
-def perf_analyzer_ladder(binary: Path, url: str, protocol: str, seconds: float) -> float | None:
+def perf_analyzer_ladder(
+    binary: Path, url: str, protocol: str, seconds: float, rungs: int = MAX_RUNGS
+) -> float | None:
     """perf_analyzer --async Poisson at each rate; its highest rate with ≤ 1 % delayed."""
     out(f"\nperf_analyzer {protocol} (async, Poisson, --request-count = rate × {seconds:g} s)")
     out("  rate  delayed %  client CPU µs/req  clean")
     clean_best, misses = None, 0
-    for qps in rates("triton", protocol):
+    for qps in rates("triton", protocol, rungs):
         row = perf_analyzer_at(binary, url, protocol, qps, seconds)
         if row.delayed_pct is None:
             out(f"{qps:6.0f}  {row.failure}")
@@ -300,7 +308,7 @@ def perf_analyzer_ladder(binary: Path, url: str, protocol: str, seconds: float) 
         if misses == 2:
             break
     else:
-        out(f"  ladder cap reached ({MAX_RUNGS} rungs) before two unclean rates")
+        out(f"  ladder cap reached ({rungs} rungs) before two unclean rates")
     return clean_best
 
 
@@ -366,25 +374,27 @@ CAPACITY_IN_FLIGHT = 32
 CAPACITY_SECONDS = 3.0
 
 
-async def _capacity(url: str, protocol: str) -> float:
+async def _capacity(url: str, protocol: str, seconds: float) -> float:
     """The server's closed-loop throughput (32 in flight, one process): what it can take at
     most, whatever the open-loop client does. The roofline for the open-loop rates below."""
     target = triton_target(url, protocol, "tiny")
     try:
         _spec, library = await open_with_samples(target, 64, 1)
         qps, _seconds, _stopped = await closed_loop_throughput(
-            target, len(library), 1, CAPACITY_IN_FLIGHT, int(CAPACITY_SECONDS * NS)
+            target, len(library), 1, CAPACITY_IN_FLIGHT, int(seconds * NS)
         )
     finally:
         await target.close()
     return qps
 
 
-def capacity(name: str, url: str, protocol: str, path: str) -> float:
-    qps = timing.run(_capacity(url, protocol))
+def capacity(
+    name: str, url: str, protocol: str, path: str, seconds: float = CAPACITY_SECONDS
+) -> float:
+    qps = timing.run(_capacity(url, protocol, seconds))
     out(
         f"\n{name} {path} closed-loop capacity: {qps:.0f} q/s "
-        f"({CAPACITY_IN_FLIGHT} in flight, {CAPACITY_SECONDS:g} s, one client process)"
+        f"({CAPACITY_IN_FLIGHT} in flight, {seconds:g} s, one client process)"
     )
     return qps
 
@@ -402,6 +412,18 @@ def parse_arguments() -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     parser.add_argument("--targets", default="stub,triton", help="of stub, triton, in order")
     parser.add_argument("--protocols", default="http,grpc", help="of http, grpc, in order")
     parser.add_argument("--skip-pa", action="store_true", help="do not run perf_analyzer")
+    parser.add_argument(
+        "--rungs",
+        type=int,
+        default=MAX_RUNGS,
+        help="at most this many rates per ladder (a smoke test's cut; default: the safety cap)",
+    )
+    parser.add_argument(
+        "--capacity-seconds",
+        type=float,
+        default=CAPACITY_SECONDS,
+        help="the closed-loop capacity measurement's length",
+    )
     add_output_arguments(parser, "generator-benchmark")
     parser.add_argument(
         "--grpc-clients", default="wire,grpcio", help="gRPC load clients to measure, in order"
@@ -535,7 +557,9 @@ def run_interleaved(
     with local_server("triton", cores) as (http_url, grpc_url):
         for protocol in protocols:
             url = grpc_url if protocol == "grpc" else http_url
-            capacities[protocol] = capacity("triton", url, protocol, protocol)
+            capacities[protocol] = capacity(
+                "triton", url, protocol, protocol, args.capacity_seconds
+            )
             pairs += interleaved(binary, url, protocol, args.interleaved, args.seconds, args.reps)
     interleaved_summary(pairs, capacities)
 
@@ -559,10 +583,12 @@ def run_ladders(
         for client in clients if protocol == "grpc" else [""]:
             path = f"{protocol}/{client}" if client else protocol
             with grpc_load_client(client):
-                capacities[(name, path)] = capacity(name, url, protocol, path)
+                capacities[(name, path)] = capacity(
+                    name, url, protocol, path, args.capacity_seconds
+                )
                 counts = [1] if client == "grpcio" else sorted({1, workers})
                 for count in counts:
-                    rows = ladder(name, url, protocol, count, args.seconds, path)
+                    rows = ladder(name, url, protocol, count, args.seconds, path, args.rungs)
                     best_of[(name, path, count)] = best(rows)
                     best_pa_rule[(name, path, count)] = best_by_pa_rule(rows)
 
@@ -572,7 +598,9 @@ def run_ladders(
                 url = http_url if protocol == "http" else grpc_url
                 measure(name, protocol, url)
                 if name == "triton" and have_pa:
-                    pa_best[protocol] = perf_analyzer_ladder(binary, url, protocol, args.seconds)
+                    pa_best[protocol] = perf_analyzer_ladder(
+                        binary, url, protocol, args.seconds, args.rungs
+                    )
     summary(best_of, capacities, pa_best, have_pa)
     summary_by_pa_rule(best_pa_rule, pa_best, have_pa)
 

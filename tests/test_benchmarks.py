@@ -1,0 +1,157 @@
+"""benchmarks/ still runs: every script's --help, a one-rung run where that is cheap (the stub,
+never an embedded Triton), the no-overwrite rule for results files, and the core split the
+generator benchmark pins client and server to.
+
+The scripts import the package and each other, so a module that moves or a name that changes
+breaks them here, not in the next person's long benchmark run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = REPO_ROOT / "benchmarks"
+SCRIPTS = sorted(
+    path.name
+    for path in BENCHMARKS.glob("*.py")
+    if path.name not in {"results_file.py", "pinning.py"}  # modules the scripts import
+)
+
+
+@pytest.fixture(autouse=True)
+def benchmarks_importable() -> Iterator[None]:
+    """The benchmark modules import each other by bare name (they run as scripts)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def run_script(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    # This checkout's package, not whichever one is installed.
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_every_script_is_checked_here() -> None:
+    # A new script is a new entry here, not a silent gap.
+    assert SCRIPTS == [
+        "clean_rate.py",
+        "embedded_server.py",
+        "generator.py",
+        "grpc_clients.py",
+        "issuer_phases.py",
+        "issuer_runqueue.py",
+        "worker_calibration.py",
+    ]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help(script: str) -> None:
+    result = run_script(f"benchmarks/{script}", "--help", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage:"), result.stdout
+
+
+def test_generator_one_rung_against_the_stub(tmp_path: Path) -> None:
+    output = tmp_path / "generator.txt"
+    result = run_script(
+        "benchmarks/generator.py",
+        "--targets", "stub", "--protocols", "http", "--skip-pa", "--workers", "1",
+        "--rungs", "1", "--seconds", "0.5", "--capacity-seconds", "0.5",
+        "--output", str(output),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = output.read_text()
+    assert text.startswith("python benchmarks/generator.py --targets stub")
+    assert "commit: " in text and "pinning: " in text
+    assert "stub http closed-loop capacity:" in text
+    assert "\n  2000 " in text  # the one rung: the stub's ladder starts at 2000 QPS
+    assert "highest clean rate (QPS)" in text and "finished " in text
+
+
+def test_issuer_phases_one_rate_against_the_stub(stub: object) -> None:
+    result = run_script(
+        "benchmarks/issuer_phases.py",
+        "--url", stub.http_url, "--protocol", "http", "--rates", "200", "--seconds", "0.5",  # type: ignore[attr-defined]
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()[1:]]
+    assert rows[0][:3] == ["200", "lag", "p99"], result.stdout  # the one rate's row
+    assert "timer sleeps/q" in result.stdout and "GC gen0" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "script", ["generator.py", "grpc_clients.py", "issuer_runqueue.py", "worker_calibration.py"]
+)
+def test_an_existing_output_is_refused_before_any_load(script: str, tmp_path: Path) -> None:
+    kept = tmp_path / "kept.txt"
+    kept.write_text("a committed result\n")
+    result = run_script(f"benchmarks/{script}", "--output", str(kept), timeout=60)
+    assert result.returncode == 2
+    assert "exists: pass --force" in result.stderr
+    assert kept.read_text() == "a committed result\n"
+
+
+def test_the_default_output_is_a_new_dated_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import results_file
+
+    monkeypatch.setattr(results_file, "RESULTS", tmp_path)
+    first = results_file.default_path("generator-benchmark")
+    assert first.parent == tmp_path
+    assert first.name.startswith("generator-benchmark-20") and first.suffix == ".txt"
+    first.write_text("run 1\n")
+    second = results_file.default_path("generator-benchmark")
+    assert second != first and not second.exists()
+
+
+def test_the_default_results_folder_is_benchmarks_results() -> None:
+    import results_file
+
+    assert results_file.RESULTS == BENCHMARKS / "results"
+    assert (BENCHMARKS / "results" / "INDEX.md").is_file()
+
+
+def test_cores_split_disjoint() -> None:
+    import pinning
+
+    assert pinning.parse_cores("0-2,5") == frozenset({0, 1, 2, 5})
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        with pytest.raises(ValueError, match="two cores"):
+            pinning.split_cores()
+        return
+    cores = pinning.split_cores()
+    assert cores.client and cores.server and not cores.client & cores.server
+    assert max(cores.client) < min(cores.server)
+    assert cores.client | cores.server == frozenset(allowed)
+    first = str(allowed[0])
+    with pytest.raises(ValueError, match="disjoint"):
+        pinning.split_cores(first, first)
+
+
+def test_this_process_on_cores_and_back() -> None:
+    import pinning
+
+    before = os.sched_getaffinity(0)
+    one = frozenset({min(before)})
+    with pinning.this_process_on(one):
+        assert os.sched_getaffinity(0) == one
+        assert pinning.allowed_cores(os.getpid(), descendants=False) == one
+    assert os.sched_getaffinity(0) == before
