@@ -2,8 +2,8 @@
 
 Side by side in one run on this machine, against (a) the zero-compute stub (`loadtest stub`; its
 gRPC side is stub/grpc_wire_server.py, ~60k calls/s closed loop, so gRPC rows against it measure
-the client) and (b) the embedded Triton serving `tiny` (the real server sharing the machine's
-cores), over HTTP and gRPC, for 1 worker process and for N (default: one per core):
+the client) and (b) the embedded Triton serving `tiny` (the real server, on its own cores: see
+below), over HTTP and gRPC, for 1 worker process and for N (default: one per client core):
 
 - clean = the generator kept up and its sends were Poisson: send-lag p99 ≤ 1 ms, ≥ 99 % of queries
   sent within 1 ms of their scheduled time (the absolute rule, not a run's latency-bound
@@ -466,20 +466,22 @@ def parse_arguments() -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     return parser, args
 
 
-def choose_cores(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Cores | None:
-    """The pinning, or None (--no-pin, or one core only: said in the output)."""
+def choose_cores(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> tuple[Cores | None, str]:
+    """The pinning (None: --no-pin, or one core only) and the line that says so."""
     if args.no_pin:
         if args.client_cores or args.server_cores:
             parser.error("--client-cores/--server-cores pin: drop --no-pin")
-        return None
+        return None, "pinning: none (client and server share every core)"
     explicit = args.client_cores or args.server_cores or args.pinned_table
     try:
-        return split_cores(args.client_cores, args.server_cores)
+        cores = split_cores(args.client_cores, args.server_cores)
     except ValueError as error:
         if explicit:
             parser.error(str(error))
-        out(f"not pinned: {error}")
-        return None
+        return None, f"pinning: none ({error})"
+    return cores, f"pinning: {cores.describe()}"
 
 
 @contextmanager
@@ -527,12 +529,12 @@ def main() -> None:
         parser.error("--targets takes stub and triton, --protocols http and grpc")
     if args.skip_triton:
         targets = [t for t in targets if t != "triton"]
-    started = time.monotonic()
-    header(out, "generator.py", available_cpus())
-    cores = choose_cores(parser, args)
+    cores, pinning = choose_cores(parser, args)
     CLIENT_CORES = cores.client if cores else None
     workers = args.workers or (len(cores.client) if cores else available_cpus())
-    out(f"pinning: {cores.describe() if cores else 'none (client and server share every core)'}")
+    started = time.monotonic()
+    header(out, "generator.py", available_cpus())
+    out(pinning)
     out("clean = send-lag p99 ≤ 1 ms, ≥ 99 % of scheduled queries sent ≤ 1 ms late, no errors,")
     out(f"send-gap CV within 1.00 ± {CV_TOLERANCE}; CPU = all generator processes, spin included")
     out(f"gRPC load clients: {', '.join(clients)} (LOADTEST_GRPC_CLIENT; the first is the default")

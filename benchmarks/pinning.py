@@ -59,7 +59,10 @@ def split_cores(client: str | None = None, server: str | None = None) -> Cores:
         server=parse_cores(server) if server else frozenset(ordered[half:]),
     )
     if not cores.client or not cores.server or cores.client & cores.server:
-        raise ValueError(f"client and server cores must be disjoint and not empty: {cores}")
+        raise ValueError(
+            f"client and server cores must be disjoint and not empty: client "
+            f"{format_cores(cores.client) or 'none'}, server {format_cores(cores.server) or 'none'}"
+        )
     if not (cores.client | cores.server) <= allowed:
         raise ValueError(f"cores {format_cores(cores.client | cores.server)} are not all "
                          f"allowed here ({format_cores(allowed)})")  # fmt: skip
