@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import mannwhitneyu
 
 MIN_GAIN = 0.10
 ALPHA = 1e-3
@@ -88,6 +87,10 @@ def judge_cache(
     ratios = boot_same / boot_unique
     tail = (1 - CONFIDENCE) / 2
     low, high = np.quantile(ratios, [tail, 1 - tail])
+    # Imported here: scipy.stats costs ~0.3 s at start-up, paid by every command that never
+    # judges a cache (most of them), and by every CLI process the tests start.
+    from scipy.stats import mannwhitneyu
+
     p_value = float(mannwhitneyu(same, unique, alternative="less").pvalue)
     return CacheCheck(
         pairs=min(len(unique), len(same)),
