@@ -35,6 +35,7 @@ from loadtest.core.settings import ClientSettings, Protocol, ServerSettings, Tar
 from loadtest.engine.selfmeasure import gaps_follow_schedule, send_gap_cv
 from loadtest.errors import SettingsError
 from loadtest.report.results import plain
+from loadtest.report.terminal import send_gaps, send_law_warning
 from loadtest.scenarios.play import Generator, run_server
 from loadtest.scenarios.registry import entry
 from loadtest.shards.merge import client_report, shard_result
@@ -298,9 +299,46 @@ def test_sends_that_follow_another_law_than_the_schedules_fail():
     ticked = (poisson_times // MS + 1) * MS
     clumped = _report(_sent(poisson_times, ticked - poisson_times))
     assert clumped.send_gap_cv > clumped.scheduled_gap_cv and not clumped.sends_follow_schedule
+    # The report says which way they went, against the schedule's own CV
+    assert send_law_warning(clumped).startswith("sends clumped against the schedule")
+    assert send_law_warning(evened).startswith("sends evened out against the schedule")
+    assert "schedule's own" in send_gaps(clumped)
 
 
 def test_the_rule_has_an_absolute_floor_and_nothing_to_judge_passes():
     assert gaps_follow_schedule(0.04, 0.0) and not gaps_follow_schedule(0.06, 0.0)
     assert gaps_follow_schedule(2.09, 2.0) and not gaps_follow_schedule(2.11, 2.0)
     assert gaps_follow_schedule(float("nan"), 1.0) and gaps_follow_schedule(1.0, float("nan"))
+
+
+# --- result.json: the schedule's own CV added to `client`; older files still read ----------------
+
+
+def test_result_json_gains_the_schedules_own_cv_and_older_files_still_read(tmp_path):
+    from test_cli import expected_exit_code, loadtest
+
+    out = tmp_path / "new"
+    run = loadtest(
+        "server", "--url", "fake://?servers=8&service_ms=1", "--qps", "200", "--duration", "1",
+        "--target-latency", "50", "--output", str(out),
+    )  # fmt: skip
+    data = json.loads((out / "result.json").read_text())
+    assert run.returncode == expected_exit_code(data), run.stdout + run.stderr
+    assert "Server scenario: Poisson at 200 QPS" in run.stderr  # the title
+    assert "schedule's own" in run.stdout and "(Poisson at 200 QPS, seed 0)" in run.stdout
+    client = data["client"]
+    assert data["schema_version"] == 1 and data["settings"]["arrival_law"] == {"name": "poisson"}
+    assert 0.5 < client["scheduled_gap_cv"] < 1.5 and "send_gaps_follow_schedule" in client
+    # The same file as a loadtest before the seam wrote it: no law, no schedule's own CV.
+    for key in ("scheduled_gap_cv", "send_gaps_follow_schedule"):
+        del data["client"][key]
+    del data["settings"]["arrival_law"]
+    old = tmp_path / "old" / "result.json"
+    old.parent.mkdir()
+    old.write_text(json.dumps(data))
+    report = loadtest("report", str(old), str(out / "result.json"), "-o", str(tmp_path / "r.html"))
+    assert report.returncode == 0, report.stderr
+    diff = loadtest("diff", str(old), str(out / "result.json"))
+    assert diff.returncode == 0, diff.stdout + diff.stderr  # the same run: no regression
+    export = loadtest("export", str(old), "-o", str(tmp_path / "csv"))
+    assert export.returncode == 0, export.stderr
