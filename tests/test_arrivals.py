@@ -84,6 +84,12 @@ def test_constant_gaps_are_exact_and_meet_both_minimums():
     assert arrivals.expected_gap_cv == 0.0 and send_gap_cv(times) == pytest.approx(0, abs=1e-9)
 
 
+@pytest.mark.parametrize("law", [POISSON, CONSTANT], ids=["poisson", "constant"])
+def test_a_long_schedule_shows_its_laws_expected_dispersion(law):
+    arrivals = law.arrivals(5000, 20 * NS, 1, seed=2)
+    assert send_gap_cv(arrivals.due_ns()) == pytest.approx(arrivals.expected_gap_cv, abs=0.02)
+
+
 def test_laws_by_name_and_an_unknown_name_is_one_clear_error():
     assert law_named("Poisson") is POISSON and law_named("constant") is CONSTANT
     assert set(LAWS) == {"poisson", "constant"}

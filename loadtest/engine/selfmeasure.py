@@ -105,6 +105,13 @@ def send_gap_cv(issued_ns: np.ndarray) -> float:
 # Sends follow their schedule's law when the actual send-gap CV is within this share of the
 # schedule's own (at least this much in absolute terms: a fixed-gap schedule's own CV is 0). The
 # benchmarks' "clean" used the same 0.05 around Poisson's 1 (benchmarks/generator.py).
+# The judgement is reported and warned about, and the benchmarks' "clean" requires it, but it is
+# not part of the client-bound verdict (rules/stats.SendLagStats.kept_up). The lag rule already
+# bounds how far each query moved from its due time, latency counts from the due time, and
+# clumped sends can only add queueing to it: a VALID verdict stays true whatever the dispersion.
+# Only an INVALID near the bound may owe something to clumping, which the report's warning says.
+# As a verdict it would fail runs the lag rule passes (one worker at 6000 QPS sends with CV
+# 1.05-1.06, engine/runner.py), today's behaviour.
 GAP_CV_TOLERANCE = 0.05
 
 
