@@ -110,8 +110,8 @@ def send_gap_cv(issued_ns: np.ndarray) -> float:
 # bounds how far each query moved from its due time, latency counts from the due time, and
 # clumped sends can only add queueing to it: a VALID verdict stays true whatever the dispersion.
 # Only an INVALID near the bound may owe something to clumping, which the report's warning says.
-# As a verdict it would fail runs the lag rule passes (one worker at 6000 QPS sends with CV
-# 1.05-1.06, engine/runner.py), today's behaviour.
+# As a verdict it would fail runs that the lag rule passes today (one worker at 6000 QPS sends
+# with CV 1.05-1.06, engine/runner.py).
 GAP_CV_TOLERANCE = 0.05
 
 
