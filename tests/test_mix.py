@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from loadtest.analysis.interference import RunSide, interference_row
+from loadtest.core.arrivals import poisson
 from loadtest.core.mix_schedule import Stream, entry_seed, mix_schedule, shard_of
 from loadtest.core.records import Records, Status
 from loadtest.core.settings import NS_PER_MS, NS_PER_S, ServerSettings
@@ -24,9 +25,9 @@ from loadtest.scenarios.mix_play import split_outcome
 from loadtest.scenarios.mix_spec import MixDefaults, build_mix, parse_model_flag
 
 STREAMS = (
-    Stream(300.0, 2 * NS_PER_S, 600, 16, entry_seed(0, 0), 1),
-    Stream(100.0, 2 * NS_PER_S, 600, 8, entry_seed(0, 1), 2),
-    Stream(50.0, 2 * NS_PER_S, 10, 4, entry_seed(0, 2), 3),
+    Stream(poisson(300.0, 2 * NS_PER_S, 600, entry_seed(0, 0)), 16, 1),
+    Stream(poisson(100.0, 2 * NS_PER_S, 600, entry_seed(0, 1)), 8, 2),
+    Stream(poisson(50.0, 2 * NS_PER_S, 10, entry_seed(0, 2)), 4, 3),
 )
 
 
@@ -312,8 +313,8 @@ def test_a_mix_on_fakes_judges_each_entry_and_writes_every_section(
     assert [e["name"] for e in spec["entries"]] == ["fast", "slow", "batch"]
     for k, name in enumerate(("fast", "slow")):
         own = Stream(
-            entries[name]["together"]["settings"]["qps"], 1 * NS_PER_S, 50, 64,
-            entry_seed(4, k), 1,
+            poisson(entries[name]["together"]["settings"]["qps"], 1 * NS_PER_S, 50,
+                    entry_seed(4, k)), 64, 1,
         ).schedule()  # fmt: skip
         for run in ("together", "alone"):
             columns = entries[name][run]["records"]["columns"]
@@ -376,9 +377,8 @@ def test_two_workers_split_the_superposed_schedule(
     data = json.loads((out / "result.json").read_text())
     assert data["run"]["placement"] == placement and data["client"]["worker_count"] == 2
     for k, entry in enumerate(data["entries"]):
-        own = Stream(
-            entry["together"]["settings"]["qps"], 2 * NS_PER_S, 100, 64, entry_seed(9, k), 1
-        ).schedule()
+        qps = entry["together"]["settings"]["qps"]
+        own = Stream(poisson(qps, 2 * NS_PER_S, 100, entry_seed(9, k)), 64, 1).schedule()
         columns = entry["together"]["records"]["columns"]
         assert columns["scheduled_ns"] == own.scheduled_ns.tolist()
         assert columns["sample_index"] == own.sample_index.tolist()

@@ -1,15 +1,23 @@
 """The Server schedule is a seeded Poisson process that meets LoadGen's stopping rule."""
 
+import hashlib
+
 import numpy as np
 import pytest
 from scipy import stats
 
+from loadtest.core.arrivals import poisson
+from loadtest.core.mix_schedule import Stream, entry_seed, mix_schedule, shard_of
 from loadtest.core.schedule import (
     NS_PER_S,
     poisson_arrivals_ns,
+    schedule_of,
     server_schedule,
+    shard_schedule,
+    shard_schedule_of,
     uniform_sample_indices,
 )
+from loadtest.core.settings import ServerSettings
 
 
 def test_same_seed_same_schedule_and_different_seed_differs():
@@ -60,3 +68,48 @@ def test_chunked_generation_is_prefix_stable():
 def test_rejects_nonpositive_rate(qps):
     with pytest.raises(ValueError):
         poisson_arrivals_ns(qps, NS_PER_S, 1, seed=0)
+
+
+# Pinned from the code before the arrival seam (a4e3850): the same seeds give the same schedules,
+# bit for bit, whether drawn through settings.arrivals, the bare-number helpers, a shard or a mix.
+def _digest(schedule) -> str:
+    return hashlib.sha256(
+        schedule.scheduled_ns.tobytes() + schedule.sample_index.tobytes()
+    ).hexdigest()[:16]
+
+
+def test_poisson_schedules_are_bit_identical_to_before_the_seam():
+    settings = ServerSettings(
+        qps=500,
+        target_latency_ns=10**7,
+        min_duration_ns=2 * NS_PER_S,
+        min_query_count=100,
+        schedule_seed=7,
+        sample_seed=3,
+    )
+    for schedule in (
+        schedule_of(settings.arrivals, 64, settings.sample_seed),
+        server_schedule(500, 2 * NS_PER_S, 100, 64, 7, 3),
+    ):
+        assert len(schedule) == 1019 and schedule.scheduled_ns[-1] == 2_000_318_568
+        assert schedule.scheduled_ns[:4].tolist() == [1415059, 3465465, 4602563, 6392782]
+        assert schedule.sample_index[:6].tolist() == [51, 5, 11, 15, 11, 51]
+        assert _digest(schedule) == "9994ce1b75db0627"
+    shard = shard_schedule(500, 2 * NS_PER_S, 100, 64, 7, 3, 1, 3)
+    assert len(shard) == 333 and _digest(shard) == "9b1bb6f12ac28418"
+    assert _digest(shard_schedule_of(settings.arrivals, 64, 3, 1, 3)) == "9b1bb6f12ac28418"
+    times = poisson_arrivals_ns(100, NS_PER_S // 10, 1000, 5)
+    assert len(times) == 1000 and times[-1] == 9_505_552_445
+    assert hashlib.sha256(times.tobytes()).hexdigest()[:16] == "8d3e00379c8b3927"
+
+
+def test_mix_schedules_are_bit_identical_to_before_the_seam():
+    mix = mix_schedule(
+        [
+            Stream(poisson(300.0, 2 * NS_PER_S, 600, entry_seed(0, 0)), 16, 1),
+            Stream(poisson(100.0, 2 * NS_PER_S, 600, entry_seed(0, 1)), 8, 2),
+        ]
+    )
+    assert len(mix.schedule) == 1200 and _digest(mix.schedule) == "660ef3950d13759e"
+    dealt = shard_of(mix.schedule, 7, 2, 3)
+    assert len(dealt) == 409 and _digest(dealt) == "8e6a13e7ec3c1cad"

@@ -108,7 +108,7 @@ def server(
         settings,
         flags,
         title=(
-            f"Server scenario: {settings.qps:g} QPS Poisson for ≥ "
+            f"Server scenario: {settings.arrivals.describe()} for ≥ "
             f"{settings.min_duration_ns / NS_PER_S:g} s"
         ),
         span_ns=settings.min_duration_ns,

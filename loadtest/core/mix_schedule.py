@@ -1,13 +1,14 @@
 """Several Server streams, one timeline: the superposed schedule of a mix of models. Pure.
 
-Each Server entry of a mix plays its own seeded Poisson schedule (core.schedule.server_schedule,
-with the entry's rate, seeds and sample library), exactly the schedule it would play alone. The
-mix is their superposition: every entry's queries in one timeline, ordered by due time. A query's
-sample index is made global by shifting it past the libraries of the entries before it
-(`offsets`), so one runner (and one target that routes by index, targets/mix.py) plays them all,
-and the row's entry is read back from its index. Because the superposition is one schedule, the
-shards split it as they split one model's: each query goes to a shard uniformly at random, seeded
-from the mix's seed (`shard_of`), and the shards together are the same queries at the same times.
+Each Server entry of a mix plays its own seeded schedule (core.schedule.schedule_of, with the
+entry's own `Arrivals`, sample seed and sample library), exactly the schedule it would play
+alone. The mix is their superposition: every entry's queries in one timeline, ordered by due
+time. A query's sample index is made global by shifting it past the libraries of the entries
+before it (`offsets`), so one runner (and one target that routes by index, targets/mix.py) plays
+them all, and the row's entry is read back from its index. Because the superposition is one
+schedule, the shards split it as they split one model's (core.schedule.deal): each query goes to
+a shard uniformly at random, seeded from the mix's seed (`shard_of`), and the shards together are
+the same queries at the same times.
 """
 
 from __future__ import annotations
@@ -16,29 +17,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from loadtest.core.schedule import SHARD_STREAM, Schedule, server_schedule
+from loadtest.core.arrivals import Arrivals
+from loadtest.core.schedule import Schedule, deal, schedule_of
 
 
 @dataclass(frozen=True)
 class Stream:
-    """One Server entry's schedule parameters (all it takes to redraw its schedule anywhere)."""
+    """One Server entry's arrivals and samples (all it takes to redraw its schedule anywhere)."""
 
-    qps: float
-    min_duration_ns: int
-    min_query_count: int
+    arrivals: Arrivals
     library_size: int
-    schedule_seed: int
     sample_seed: int
 
     def schedule(self) -> Schedule:
-        return server_schedule(
-            self.qps,
-            self.min_duration_ns,
-            self.min_query_count,
-            self.library_size,
-            self.schedule_seed,
-            self.sample_seed,
-        )
+        return schedule_of(self.arrivals, self.library_size, self.sample_seed)
 
 
 def entry_seed(seed: int, index: int) -> int:
@@ -88,15 +80,6 @@ def mix_schedule(streams: list[Stream] | tuple[Stream, ...]) -> MixSchedule:
 
 
 def shard_of(mix: Schedule, seed: int, shard: int, shards: int) -> Schedule:
-    """Shard `shard` of `shards` of the superposed schedule: each query to a shard uniformly at
-    random (as core.schedule.shard_schedule thins one model's), so the shards are independent
-    Poisson streams whose union is the mix."""
-    if not 0 <= shard < shards:
-        raise ValueError(f"shard {shard} of {shards}")
-    if shards == 1:
-        return mix
-    owner = np.random.Generator(np.random.PCG64([seed, SHARD_STREAM])).integers(
-        0, shards, size=len(mix)
-    )
-    mine = owner == shard
-    return Schedule(mix.scheduled_ns[mine], mix.sample_index[mine])
+    """Shard `shard` of `shards` of the superposed schedule, dealt by the mix's `seed` as one
+    model's schedule is dealt by its own (core.schedule.deal): the shards' union is the mix."""
+    return deal(mix, seed, shard, shards)

@@ -1,10 +1,11 @@
-"""Settings + seeds -> Schedule: each query's due time and sample, made before the clock starts.
+"""Arrivals + seeds -> Schedule: each query's due time and sample, made before the clock starts.
 
-This follows MLPerf LoadGen's Server scenario: inter-arrival gaps are exponential with rate `qps`
-(a Poisson process), drawn from a seeded RNG, and generation continues until the last due time
-reaches the minimum duration *and* the count reaches the minimum query count. Every generated query
+The due times come from an `Arrivals` (core/arrivals.py: Poisson by default, as MLPerf LoadGen's
+Server scenario draws them, or another law, or a given list of timestamps). Every generated query
 is issued. Sample indices are drawn uniformly from the sample library with their own seed, so the
 arrival law and the sample order can be varied independently (as LoadGen's two seeds allow).
+Sharding (`deal`) gives each query of the one whole schedule to a worker at random, seeded, so
+the shards together are the whole schedule whatever their number.
 
 We use numpy's PCG64 rather than LoadGen's mt19937, so schedules are reproducible run to run but not
 bit-identical to LoadGen's. Pure: no clock, no I/O.
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from loadtest.core.units import NS_PER_S
+from loadtest.core.arrivals import POISSON, Arrivals, Seed, poisson, renewal_due_ns
+from loadtest.core.units import NS_PER_S as NS_PER_S  # re-exported: callers import it from here
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,7 @@ class Schedule:
         return int(self.scheduled_ns[-1]) if len(self) else 0
 
 
-Seed = int | np.random.SeedSequence
-# Mixed into the schedule seed for the RNG that deals queries to shards, so that stream is
+# Mixed into the deal seed for the RNG that deals queries to shards, so that stream is
 # independent of the arrival-time stream drawn from the same seed.
 SHARD_STREAM = 0x5A4D
 
@@ -48,25 +49,8 @@ SHARD_STREAM = 0x5A4D
 def poisson_arrivals_ns(
     qps: float, min_duration_ns: int, min_query_count: int, seed: Seed
 ) -> np.ndarray:
-    """Cumulative exponential gaps until both minimums are met (LoadGen's stopping rule).
-
-    Drawn in vectorised chunks from one RNG stream, so the result does not depend on chunk sizes:
-    the i-th gap is always the i-th draw of `Generator(PCG64(seed)).exponential`.
-    """
-    if qps <= 0:
-        raise ValueError("qps must be positive")
-    rng = np.random.Generator(np.random.PCG64(seed))
-    mean_gap_ns = NS_PER_S / qps
-    expected = int(qps * min_duration_ns / NS_PER_S)
-    chunk = max(min_query_count, expected + 4 * int(np.sqrt(expected + 1)) + 16)
-    times = np.cumsum(rng.exponential(mean_gap_ns, size=chunk))
-    while times[-1] < min_duration_ns or len(times) < min_query_count:
-        more = np.cumsum(rng.exponential(mean_gap_ns, size=max(16, chunk // 8))) + times[-1]
-        times = np.concatenate([times, more])
-    # Cut right after the first index that satisfies both rules.
-    reached_duration = int(np.searchsorted(times, min_duration_ns, side="left"))
-    count = max(min_query_count, reached_duration + 1)
-    return np.round(times[:count]).astype(np.int64)
+    """Poisson due times from bare numbers (core/arrivals.py's default law)."""
+    return renewal_due_ns(POISSON, qps, min_duration_ns, min_query_count, seed)
 
 
 def uniform_sample_indices(count: int, sample_count: int, seed: Seed) -> np.ndarray:
@@ -77,17 +61,56 @@ def uniform_sample_indices(count: int, sample_count: int, seed: Seed) -> np.ndar
     return rng.integers(0, sample_count, size=count, dtype=np.int32)
 
 
+def schedule_of(arrivals: Arrivals, sample_count: int, sample_seed: Seed) -> Schedule:
+    """The whole schedule, ready before the run starts: `arrivals`' due times, each with a
+    sample drawn from its own seed."""
+    times = arrivals.due_ns()
+    return Schedule(times, uniform_sample_indices(len(times), sample_count, sample_seed))
+
+
+def shard_owners(count: int, seed: int, shards: int) -> np.ndarray:
+    """Which shard plays each of `count` queries: uniform at random, from `seed`'s deal stream."""
+    return np.random.Generator(np.random.PCG64([seed, SHARD_STREAM])).integers(
+        0, shards, size=count
+    )
+
+
+def deal(schedule: Schedule, seed: int, shard: int, shards: int) -> Schedule:
+    """Shard `shard` of `shards` of a whole schedule: each query goes to a shard uniformly at
+    random (`shard_owners`), keeping its time and sample, so the shards together are exactly the
+    whole schedule whatever `shards` is. Random thinning of a Poisson process gives independent
+    Poisson processes, so each shard of a Poisson schedule is itself Poisson at qps / shards."""
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} of {shards}")
+    if shards == 1:
+        return schedule
+    mine = shard_owners(len(schedule), seed, shards) == shard
+    return Schedule(schedule.scheduled_ns[mine], schedule.sample_index[mine])
+
+
+def shard_schedule_of(
+    arrivals: Arrivals, sample_count: int, sample_seed: int, shard: int, shards: int
+) -> Schedule:
+    """Shard `shard` of `shards`: the queries of the one seeded schedule that this shard plays.
+
+    The whole schedule is drawn exactly as one process would draw it, then dealt by the
+    arrivals' seed. So a run's arrivals do not depend on how many processes play them. Every
+    shard draws the full schedule (cheap: a few MB for an hour at 1k QPS) and keeps its share.
+    """
+    return deal(schedule_of(arrivals, sample_count, sample_seed), arrivals.seed, shard, shards)
+
+
 def server_schedule(
     qps: float,
     min_duration_ns: int,
     min_query_count: int,
     sample_count: int,
-    schedule_seed: Seed,
+    schedule_seed: int,
     sample_seed: Seed,
 ) -> Schedule:
-    """The whole Server-scenario schedule, ready before the run starts."""
-    times = poisson_arrivals_ns(qps, min_duration_ns, min_query_count, schedule_seed)
-    return Schedule(times, uniform_sample_indices(len(times), sample_count, sample_seed))
+    """The Poisson Server schedule from bare numbers (tests, benchmarks, library callers)."""
+    arrivals = poisson(qps, min_duration_ns, min_query_count, schedule_seed)
+    return schedule_of(arrivals, sample_count, sample_seed)
 
 
 def shard_schedule(
@@ -100,28 +123,9 @@ def shard_schedule(
     shard: int,
     shards: int,
 ) -> Schedule:
-    """Shard `shard` of `shards`: the queries of the one seeded schedule that this shard plays.
-
-    The whole Server schedule is drawn exactly as one process would draw it, then each query is
-    given to a shard uniformly at random (an RNG seeded from the schedule seed). So a run's
-    arrivals do not depend on how many processes play them: the shards together are the same
-    queries at the same times with the same samples whatever `shards` is. Random thinning of a
-    Poisson process gives independent Poisson processes, so each shard is itself Poisson at
-    qps / shards. Every shard draws the full schedule (cheap: a few MB for an hour at 1k QPS) and
-    keeps its share.
-    """
-    if not 0 <= shard < shards:
-        raise ValueError(f"shard {shard} of {shards}")
-    full = server_schedule(
-        qps, min_duration_ns, min_query_count, sample_count, schedule_seed, sample_seed
-    )
-    if shards == 1:
-        return full
-    owner = np.random.Generator(np.random.PCG64([schedule_seed, SHARD_STREAM])).integers(
-        0, shards, size=len(full)
-    )
-    mine = owner == shard
-    return Schedule(full.scheduled_ns[mine], full.sample_index[mine])
+    """Shard of the Poisson Server schedule from bare numbers (see shard_schedule_of)."""
+    arrivals = poisson(qps, min_duration_ns, min_query_count, schedule_seed)
+    return shard_schedule_of(arrivals, sample_count, sample_seed, shard, shards)
 
 
 def merged_schedule(shards: list[Schedule]) -> Schedule:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from loadtest.core.arrivals import POISSON, ArrivalLaw, Arrivals
 from loadtest.core.secrets import REDACTED, Header, redact_url, split_url_credentials
 from loadtest.core.units import LATE_THRESHOLD_NS, NS_PER_MS, NS_PER_S
 from loadtest.errors import SettingsError
@@ -183,7 +184,8 @@ class ErrorAbort:
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """The MLPerf Server scenario: Poisson arrivals at `qps`, judged on a latency percentile."""
+    """The MLPerf Server scenario: open-loop arrivals at `qps` (Poisson unless `arrival_law` says
+    otherwise), judged on a latency percentile. `arrivals` binds the law to the run."""
 
     qps: float
     target_latency_ns: int
@@ -207,7 +209,17 @@ class ServerSettings:
     # none); the choice is seeded by sample_seed (core/schedule.check_mask)
     check_outputs: float = 0.0
     same_sample: bool = False  # --same-sample: the cache check after the run
+    # When queries are due (core/arrivals.py); schedule_seed draws it and deals it to shards
+    arrival_law: ArrivalLaw = POISSON
     scenario: Scenario = field(default=Scenario.SERVER, init=False)
+
+    @property
+    def arrivals(self) -> Arrivals:
+        """The run's arrivals: the law bound to this rate, these minimums and the schedule seed.
+        The one place settings become arrivals (a single run, its shards, each mix entry)."""
+        return self.arrival_law.arrivals(
+            self.qps, self.min_duration_ns, self.min_query_count, self.schedule_seed
+        )
 
     def __post_init__(self) -> None:
         if not self.qps > 0:

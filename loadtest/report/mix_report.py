@@ -40,6 +40,7 @@ from loadtest.report.results import (
     plain,
     render_summary_text,
 )
+from loadtest.report.terminal import send_gaps, send_law_warning
 from loadtest.scenarios.mix_play import OpenedEntry
 from loadtest.scenarios.mix_run import MixOutcome, MixRun
 from loadtest.scenarios.mix_spec import MixEntry, MixSpec
@@ -390,10 +391,12 @@ def render_mix(console: Console, report: MixReport) -> None:
         client = report.client
         console.print(
             f"generator: {len(client.workers)} worker(s) ({client.placement}, {client.loop} "
-            f"loop), send-gap CV {client.send_gap_cv:.3f} over all Server entries (Poisson = 1); "
+            f"loop), {send_gaps(client)} over all Server entries; "
             f"client CPU {report.client_cpu_s:.2f} s for the run together",
             highlight=False,
         )
+        if not client.sends_follow_schedule:
+            console.print(f"[yellow]{escape(send_law_warning(client))}[/]", highlight=False)
     if report.valid:
         head = "[bold green]VALID[/]"
     elif report.client_bound:

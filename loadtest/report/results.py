@@ -26,6 +26,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from loadtest.core.secrets import Secret, redact_url
 from loadtest.core.settings import ScenarioSettings, TargetSettings
 from loadtest.core.target import Target
@@ -61,7 +63,8 @@ __all__ = ["write_atomically"]  # re-exported: report/outputs.py holds it
 
 
 def plain(value: Any) -> Any:
-    """Dataclasses, enums, paths and numpy scalars -> JSON-able values; a Secret -> `***`."""
+    """Dataclasses, enums, paths, numpy scalars and arrays -> JSON-able values; a Secret ->
+    `***`."""
     if isinstance(value, Secret):
         return str(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -74,6 +77,8 @@ def plain(value: Any) -> Any:
         return [plain(v) for v in value]
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, np.ndarray) and value.ndim:
+        return value.tolist()  # e.g. the given timestamps of an arrival law
     if hasattr(value, "item") and callable(value.item):
         return value.item()
     return value

@@ -7,7 +7,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from loadtest.core.units import ms_cell
-from loadtest.engine.selfmeasure import ClientReport
+from loadtest.engine.selfmeasure import GAP_CV_TOLERANCE, ClientReport
 from loadtest.report.results import RunReport
 from loadtest.rules.stats import LatencyStats, Summary
 from loadtest.rules.validity import Verdict
@@ -95,8 +95,10 @@ def _generator_rows(table: Table, client: ClientReport) -> None:
     table.add_row(
         "generator",
         f"{count} worker{'s' if count > 1 else ''} ({where}, {client.loop} loop); "
-        f"send-gap CV {client.send_gap_cv:.3f} (Poisson = 1)",
+        f"{send_gaps(client)}",
     )
+    if not client.sends_follow_schedule:
+        table.add_row("[yellow]send law[/]", f"[yellow]{escape(send_law_warning(client))}[/]")
     if client.worker_choice.startswith("automatic"):
         table.add_row("worker count", escape(client.worker_choice))
     worst = client.worst_loop_lag
@@ -118,6 +120,21 @@ def _generator_rows(table: Table, client: ClientReport) -> None:
             "workers behind",
             "[green]none[/]" if not behind else f"[bold red]{', '.join(map(str, behind))}[/]",
         )
+
+
+def send_gaps(client: ClientReport) -> str:
+    """The sends' gap dispersion beside the schedule's own, for the same queries."""
+    return f"send-gap CV {client.send_gap_cv:.3f}, schedule's own {client.scheduled_gap_cv:.3f}"
+
+
+def send_law_warning(client: ClientReport) -> str:
+    """Why the sends did not follow their schedule's law (engine/selfmeasure.py's rule)."""
+    how = "clumped" if client.send_gap_cv > client.scheduled_gap_cv else "evened out"
+    return (
+        f"sends {how} against the schedule (send-gap CV {client.send_gap_cv:.3f} vs its own "
+        f"{client.scheduled_gap_cv:.3f}, beyond ± {GAP_CV_TOLERANCE:g} × max(own, 1)): the server "
+        "saw another arrival law than the one scheduled"
+    )
 
 
 TONE_STYLE = {Tone.PLAIN: "{}", Tone.WARN: "[yellow]{}[/]", Tone.BAD: "[bold red]{}[/]"}

@@ -176,14 +176,7 @@ class MixSpec:
     def stream(self, entry: MixEntry, library_size: int) -> Stream:
         settings = entry.settings
         assert isinstance(settings, ServerSettings)
-        return Stream(
-            settings.qps,
-            settings.min_duration_ns,
-            settings.min_query_count,
-            library_size,
-            settings.schedule_seed,
-            settings.sample_seed,
-        )
+        return Stream(settings.arrivals, library_size, settings.sample_seed)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -1,5 +1,8 @@
 """Runs one scenario end to end against an opened target: samples -> schedule -> runner.
 
+A Server run's due times come from its settings' `arrivals` (core/arrivals.py), here or, sharded,
+in each worker (shards/plan.py): nothing here knows which law they follow.
+
 This is the glue the CLI calls; it holds no statistics and renders nothing. It measures the client's
 own CPU time during the run, because a load generator that cannot keep up must be able to say so.
 """
@@ -14,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from loadtest.core.records import Records
-from loadtest.core.schedule import Schedule, check_mask, server_schedule, uniform_sample_indices
+from loadtest.core.schedule import Schedule, check_mask, schedule_of, uniform_sample_indices
 from loadtest.core.settings import (
     AUTO_WORKERS,
     NS_PER_S,
@@ -134,8 +137,8 @@ async def run_server(
     generator: Generator | None = None,
     on_start: OnStart = nothing_to_do,
 ) -> Measurement:
-    """Generate the Poisson schedule and play it open loop: in this process, or sharded over
-    worker processes / Ray actors when the generator asks for more than one worker.
+    """Draw the schedule from the settings' arrivals and play it open loop: in this process, or
+    sharded over worker processes / Ray actors when the generator asks for more than one worker.
 
     `on_start` is awaited once everything is ready and just before t = 0 (after every worker's
     ready barrier when sharded), so whoever observes the server sees the run and no set-up."""
@@ -156,14 +159,7 @@ async def run_server(
         return await _run_server_sharded(
             model, sample_count, settings, drain_timeout_ns, generator, choice, on_tick, on_start
         )
-    schedule = server_schedule(
-        settings.qps,
-        settings.min_duration_ns,
-        settings.min_query_count,
-        sample_count,
-        settings.schedule_seed,
-        settings.sample_seed,
-    )
+    schedule = schedule_of(settings.arrivals, sample_count, settings.sample_seed)
     runner = Runner(
         schedule,
         target,

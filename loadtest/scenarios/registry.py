@@ -109,7 +109,7 @@ def _describe_server(
     return [
         Row(
             "scheduled rate",
-            f"{summary.scheduled_qps:,.2f} QPS as drawn (requested {settings.qps:g}; Poisson, "
+            f"{summary.scheduled_qps:,.2f} QPS as drawn ({settings.arrivals.describe()}, "
             f"seed {settings.schedule_seed})",
         ),
         Row("completed rate", f"{summary.completed_qps:,.2f} QPS"),

@@ -24,7 +24,9 @@ MIN_CALIBRATION_QUERIES = 500
 # with one worker on 2 shared vCPUs in three runs of 2026-12-01
 # (benchmarks/results/worker-calibration*.txt).
 # The ladders stop at the first two rates in a row that miss "clean", so on a noisy machine a
-# run can stop early on a send-gap CV just outside 1.00 ± 0.05; the lowest run is taken, rounded
+# run can stop early on a send-gap CV just outside its tolerance (then 1.00 ± 0.05; now within
+# 0.05 of the schedule's own CV, which at those rates and counts is 1 within about 0.01,
+# engine/selfmeasure.gaps_follow_schedule); the lowest run is taken, rounded
 # down to 0.05, so that the count errs towards more workers, each further from its limit:
 # - against the stub, whose own cost is small (the client has a core to itself, as beside a
 #   remote server): 0.35-0.82 over HTTP and gRPC;
@@ -50,7 +52,8 @@ class ClientCost:
 
     @property
     def clean_rate(self) -> float:
-        """The highest rate one worker is expected to hold clean (Poisson, on time)."""
+        """The highest rate one worker is expected to hold clean (on time, its sends following
+        the schedule's own law)."""
         return self.core_share / self.cpu_s_per_query
 
     def describe(self) -> str:

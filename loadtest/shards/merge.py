@@ -174,7 +174,8 @@ def client_report(
     merged: Records,
     parent_cpu_s: float = 0.0,
 ) -> ClientReport:
-    """The generator's self-measurement: per worker, plus merged HDR and the merged send law."""
+    """The generator's self-measurement: per worker, plus merged HDR and the merged send law
+    beside the schedule's own (the same issued queries' due times)."""
     histograms = {
         name: encode_histogram(decode_histograms(r.histograms[name] for r in results))
         for name in HISTOGRAMS
@@ -186,6 +187,7 @@ def client_report(
         send_gap_cv=send_gap_cv(merged.issued_ns[merged.issued]),
         histograms=histograms,
         parent_cpu_s=parent_cpu_s,
+        scheduled_gap_cv=send_gap_cv(merged.scheduled_ns[merged.issued]),
     )
 
 

@@ -1,9 +1,11 @@
 """What each generator process plays: the Server schedule split into shards, one plan per shard.
 
-One Python process falls behind its own Poisson schedule long before a real server saturates, so
-the schedule is split into N shards whose superposition is exactly the one-process schedule
-(core.schedule.shard_schedule). A plan is picklable: it crosses to a local process or a Ray actor,
-which opens its own target from it (a target object cannot cross a process boundary).
+One Python process falls behind its own schedule long before a real server saturates, so the
+schedule is split into N shards whose superposition is exactly the one-process schedule
+(core.schedule.shard_schedule_of). A plan is picklable: it crosses to a local process or a Ray
+actor, which opens its own target from it (a target object cannot cross a process boundary). The
+plan's settings carry the arrival law; `ShardPlan.arrivals` binds it to the run, as the parent
+does, so every worker draws the same whole schedule and keeps its share.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from loadtest.core.arrivals import Arrivals
 from loadtest.core.mix_schedule import Stream, mix_schedule, shard_of
-from loadtest.core.schedule import Schedule, shard_schedule
+from loadtest.core.schedule import Schedule, shard_schedule_of
 from loadtest.core.settings import AUTO_WORKERS, ClientSettings, ServerSettings, TargetSettings
 from loadtest.shards.client_cost import ClientCost
 from loadtest.targets.mix import MixMember
@@ -97,19 +100,17 @@ class ShardPlan:
     keep_records: bool = True
     mix: MixShards | None = None  # several models: `settings` then holds the mix's totals
 
+    @property
+    def arrivals(self) -> Arrivals:
+        """The run's arrivals, from the settings the plan carries (one model; a mix's streams
+        carry their own)."""
+        return self.settings.arrivals
+
     def schedule(self) -> Schedule:
         if self.mix is not None:
             return self.mix.schedule(self.shard, self.shards)
-        s = self.settings
-        return shard_schedule(
-            s.qps,
-            s.min_duration_ns,
-            s.min_query_count,
-            self.library_size,
-            s.schedule_seed,
-            s.sample_seed,
-            self.shard,
-            self.shards,
+        return shard_schedule_of(
+            self.arrivals, self.library_size, self.settings.sample_seed, self.shard, self.shards
         )
 
 
