@@ -20,6 +20,7 @@ LAYERS = (
     "core",
     "rules",
     "engine",
+    "wire",
     "models",
     "targets",
     "observe",

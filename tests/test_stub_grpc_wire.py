@@ -28,7 +28,7 @@ from loadtest.stub.grpc_server import Servicer
 from loadtest.stub.grpc_wire_server import WireGrpcServer
 from loadtest.targets import grpc_wire
 from loadtest.targets.grpc_wire import GrpcWire, framed
-from loadtest.targets.http2 import HeaderBlocks
+from loadtest.wire.http2 import HeaderBlocks
 
 Scenario = Callable[[pb_grpc.GRPCInferenceServiceStub, WireGrpcServer, int], Awaitable[None]]
 

@@ -6,7 +6,7 @@ then measured the stub, not the client (docs/grpc-load-path.md). Here `ModelInfe
 in `data_received` from bytes built once per model, all the answers of one read in one write,
 which is what the stub's HTTP side does too.
 
-The HTTP/2 is targets/http2.py, shared with the wire client (targets/grpc_wire.py), here as
+The HTTP/2 is wire/http2.py, shared with the wire client (targets/grpc_wire.py), here as
 the server end, for any gRPC client (grpcio's, tritonclient's, the wire client): the client's
 preface; SETTINGS (answered; the client's window and frame-size settings applied to answers);
 PING (answered); flow control both ways (answers wait for the client's windows; the server grants
@@ -43,7 +43,7 @@ from loadtest.targets.grpc_wire import (
     UNIMPLEMENTED,
     framed,
 )
-from loadtest.targets.http2 import (
+from loadtest.wire.http2 import (
     DATA,
     END_HEADERS,
     END_STREAM,

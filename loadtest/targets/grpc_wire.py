@@ -48,7 +48,7 @@ from urllib.parse import unquote
 
 from hpack import Encoder
 
-from loadtest.targets.http2 import (
+from loadtest.wire.http2 import (
     CANCEL_CODE,
     CONTINUATION,
     DATA,
