@@ -35,8 +35,8 @@ from loadtest.engine import timing
 from loadtest.engine.samples import random_samples
 from loadtest.models import build_repository
 from loadtest.server.embedded import EmbeddedTriton
-from loadtest.targets.grpc_wire import OK, GrpcWire, framed
 from loadtest.targets.triton_grpc import MODEL_INFER, TritonGrpcTarget, _call_status
+from loadtest.wire.grpc_wire import OK, GrpcWire, framed
 
 Send = Callable[[Callable[[bool], None]], None]  # start one call; the callback gets "ok"
 

@@ -6,7 +6,7 @@ then measured the stub, not the client (docs/grpc-load-path.md). Here `ModelInfe
 in `data_received` from bytes built once per model, all the answers of one read in one write,
 which is what the stub's HTTP side does too.
 
-The HTTP/2 is wire/http2.py, shared with the wire client (targets/grpc_wire.py), here as
+The HTTP/2 is wire/http2.py, shared with the wire client (wire/grpc_wire.py), here as
 the server end, for any gRPC client (grpcio's, tritonclient's, the wire client): the client's
 preface; SETTINGS (answered; the client's window and frame-size settings applied to answers);
 PING (answered); flow control both ways (answers wait for the client's windows; the server grants
@@ -36,7 +36,7 @@ from tritonclient.grpc import service_pb2 as pb
 from loadtest.stub.access import TokenGate
 from loadtest.stub.catalog import TIMEOUT_EXPIRED, Behaviour, Catalog
 from loadtest.stub.grpc_server import Servicer
-from loadtest.targets.grpc_wire import (
+from loadtest.wire.grpc_wire import (
     INTERNAL,
     UNAUTHENTICATED,
     UNAVAILABLE,

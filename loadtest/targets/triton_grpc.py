@@ -4,7 +4,7 @@ Metadata, shared-memory registration and `infer_outputs` use tritonclient's clie
 request is a ModelInferRequest built by tritonclient and serialized once per sample; per query the
 client only makes the unary `ModelInfer` call, on one of two clients (LOADTEST_GRPC_CLIENT):
 
-- "wire" (the default): targets/grpc_wire.py, unary gRPC calls on one HTTP/2 connection driven by
+- "wire" (the default): wire/grpc_wire.py, unary gRPC calls on one HTTP/2 connection driven by
   the event loop itself. The send is written (and stamped) the moment the runner asks, and the
   call costs about a third of grpc.aio's CPU (docs/grpc-load-path.md). Same method, same server
   endpoint, same one multiplexed connection as grpc.aio's channel.
@@ -50,8 +50,6 @@ from loadtest.core.target import (
     Written,
 )
 from loadtest.errors import SettingsError, TargetError
-from loadtest.targets import grpc_wire
-from loadtest.targets.grpc_wire import GrpcWire
 from loadtest.targets.shared_memory import SystemRegions
 from loadtest.targets.transport import (
     PERMISSION_DENIED,
@@ -70,6 +68,8 @@ from loadtest.targets.triton_common import (
     host_port,
     model_spec_from_config,
 )
+from loadtest.wire import grpc_wire
+from loadtest.wire.grpc_wire import GrpcWire
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 # grpc.StatusCode by its integer value (the done callback sees the core's integer code).
