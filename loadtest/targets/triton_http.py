@@ -41,7 +41,6 @@ from loadtest.core.target import (
     Written,
 )
 from loadtest.errors import TargetError
-from loadtest.targets.http_wire import WirePool, build_request
 from loadtest.targets.shared_memory import SystemRegions
 from loadtest.targets.transport import (
     AUTH_KIND_BY_HTTP_STATUS,
@@ -58,6 +57,7 @@ from loadtest.targets.triton_common import (
     host_port,
     model_spec_from_config,
 )
+from loadtest.wire.http_wire import WirePool, build_request
 
 _HEADER_LENGTH = "Inference-Header-Content-Length"
 WARM_CONNECTIONS = 8
