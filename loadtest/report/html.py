@@ -23,10 +23,11 @@ import plotly.io as pio
 from plotly.graph_objects import Figure
 from plotly.offline import get_plotlyjs
 
+from loadtest.core.units import NS_PER_S
 from loadtest.report import figures
 from loadtest.report.curves import SOURCE_TEXT, best_curve
 from loadtest.report.resultfile import COMPARE, FIND_PEAK, MIX, RUN, SWEEP, ResultFile, from_data
-from loadtest.rules.stats import NS_PER_S, PERCENTILE_METHOD, Timeline, timeline
+from loadtest.rules.stats import PERCENTILE_METHOD, Timeline, timeline
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 SPLIT_KEYS = ("split_ns", "split", "server_split", "breakdown", "latency_split")
