@@ -11,6 +11,7 @@ from __future__ import annotations
 NS_PER_US = 1_000
 NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000
+US_PER_S = 1_000_000  # Triton's "timeout" parameter and CPU time per query are in µs
 
 # A query sent more than this after its scheduled time counts as late (perf_analyzer uses 1 ms).
 LATE_THRESHOLD_NS = 1 * NS_PER_MS
@@ -28,14 +29,17 @@ def ns_to_s(ns: float) -> float:
     return ns / NS_PER_S
 
 
-def ms_to_ns(ms: float) -> int:
-    """Whole nanoseconds, truncated as `int()` truncates."""
-    return int(ms * NS_PER_MS)
-
-
 def s_to_ns(s: float) -> int:
     """Whole nanoseconds, truncated as `int()` truncates."""
     return int(s * NS_PER_S)
+
+
+def s_to_us(s: float) -> float:
+    return s * US_PER_S
+
+
+def us_to_s(us: float) -> float:
+    return us / US_PER_S
 
 
 def fmt_ms(ns: float) -> str:

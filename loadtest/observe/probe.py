@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from loadtest.core.target import Target
+from loadtest.core.units import ns_to_s, s_to_us
 from loadtest.engine.measurement import Measurement
 from loadtest.engine.runner import OnStart, nothing_to_do
 from loadtest.engine.selfmeasure import CLIENT_CPU_COVERS
@@ -50,7 +51,9 @@ class ServerSide:
                 "wall_s": round(self.server_cpu.wall_s, 4),
                 "cores": round(self.server_cpu.cores, 4),
                 "cpu_us_per_query": (
-                    round(self.server_cpu.cpu_s * 1e6 / self.queries, 2) if self.queries else None
+                    round(s_to_us(self.server_cpu.cpu_s) / self.queries, 2)
+                    if self.queries
+                    else None
                 ),
             }
         return {
@@ -60,7 +63,7 @@ class ServerSide:
                 "cpu_s": round(self.client_cpu_s, 4),
                 "cores": round(self.client_cores, 4),
                 "cpu_us_per_query": (
-                    round(self.client_cpu_s * 1e6 / self.queries, 2) if self.queries else None
+                    round(s_to_us(self.client_cpu_s) / self.queries, 2) if self.queries else None
                 ),
                 "covers": CLIENT_CPU_COVERS,
             },
@@ -157,7 +160,7 @@ class ServerProbe:
             split=result_split,
             server_cpu=server_cpu,
             client_cpu_s=measurement.client_cpu_s,
-            client_wall_s=measurement.outcome.duration_ns / 1e9,
+            client_wall_s=ns_to_s(measurement.outcome.duration_ns),
             queries=queries,
             metrics=metrics,
             notes=tuple(self._notes),

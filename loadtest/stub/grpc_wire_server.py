@@ -33,6 +33,7 @@ from google.protobuf.message import DecodeError, Message
 from hpack import Encoder
 from tritonclient.grpc import service_pb2 as pb
 
+from loadtest.core.units import us_to_s
 from loadtest.stub.access import TokenGate
 from loadtest.stub.catalog import TIMEOUT_EXPIRED, Behaviour, Catalog
 from loadtest.stub.grpc_server import Servicer
@@ -260,7 +261,7 @@ class _Connection(Http2Connection[_Call]):
         loop = asyncio.get_running_loop()
         if behaviour.rejects(timeout_us):
             call.handle = loop.call_later(
-                timeout_us / 1e6, self._later_failure, stream_id, UNAVAILABLE, TIMEOUT_EXPIRED
+                us_to_s(timeout_us), self._later_failure, stream_id, UNAVAILABLE, TIMEOUT_EXPIRED
             )
         else:
             call.handle = loop.call_later(behaviour.delay_s, self._later_answer, stream_id, answer)

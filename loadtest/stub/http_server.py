@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import httptools
 
+from loadtest.core.units import us_to_s
 from loadtest.stub.access import TokenGate
 from loadtest.stub.catalog import STUB_VERSION, TIMEOUT_EXPIRED, Behaviour, Catalog
 
@@ -156,7 +157,7 @@ class _Connection(asyncio.Protocol):
                 self.body, self.header_length = [], 0
                 delay = self.delay_s
                 if behaviour.rejects(timeout_us):
-                    response, delay = _json(503, {"error": TIMEOUT_EXPIRED}), timeout_us / 1e6
+                    response, delay = _json(503, {"error": TIMEOUT_EXPIRED}), us_to_s(timeout_us)
                 asyncio.get_running_loop().call_later(delay, self._send, response, keep_alive)
                 return
         self._send(response, keep_alive)

@@ -49,6 +49,7 @@ from loadtest.core.target import (
     TritonEndpoint,
     Written,
 )
+from loadtest.core.units import s_to_us
 from loadtest.errors import SettingsError, TargetError
 from loadtest.targets.shared_memory import SystemRegions
 from loadtest.targets.transport import (
@@ -145,7 +146,7 @@ class TritonGrpcTarget:
         self.connection = Connection(tls, headers)
         self._metadata = tuple(self.connection.header_dict(lower=True).items()) or None
         self.setup_timeout_s = setup_timeout(timeout_s)
-        self.server_timeout_us = round(server_timeout_s * 1e6) if server_timeout_s else None
+        self.server_timeout_us = round(s_to_us(server_timeout_s)) if server_timeout_s else None
         self._client: grpcclient.InferenceServerClient | None = None
         self._requests: list[list[grpcclient.InferInput]] = []
         self._wire: list[bytes] = []  # each sample's ModelInferRequest, serialized

@@ -40,6 +40,7 @@ from loadtest.core.target import (
     TritonEndpoint,
     Written,
 )
+from loadtest.core.units import s_to_us
 from loadtest.errors import TargetError
 from loadtest.targets.shared_memory import SystemRegions
 from loadtest.targets.transport import (
@@ -106,7 +107,7 @@ class TritonHttpTarget:
         self.timeout_s = timeout_s
         self.connection = Connection(tls, headers)
         self.setup_timeout_s = setup_timeout(timeout_s)
-        self.server_timeout_us = round(server_timeout_s * 1e6) if server_timeout_s else None
+        self.server_timeout_us = round(s_to_us(server_timeout_s)) if server_timeout_s else None
         self._path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer"
         self._pool: WirePool | None = None
         self._requests: list[bytes] = []  # the load path's, with the server timeout if any
