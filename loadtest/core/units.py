@@ -2,8 +2,8 @@
 
 Field names carry their unit (`_ns`, `_s`); these helpers are the only place a nanosecond count
 becomes text, so every table and file writes milliseconds the same way, and the only place one
-unit becomes another (`ns_to_ms`, `s_to_ns`, ...), so no `/ 1e6` has to be read twice to see
-which way it goes.
+unit becomes another (`ns_to_ms`, `s_to_ns`, ...), so no bare power of ten has to be read twice
+to see which way it goes.
 """
 
 from __future__ import annotations
