@@ -38,7 +38,7 @@ from loadtest.engine.samples import random_samples, sample_library
 from loadtest.engine.selfmeasure import Progress
 from loadtest.errors import ExitCode, ResultRescued, SettingsError
 from loadtest.models import SUITE
-from loadtest.observe.probe import RunObserver
+from loadtest.observe.observer import RunObserver
 from loadtest.report import outputs
 from loadtest.report.compare_report import split_table
 from loadtest.report.console import make_console

@@ -13,15 +13,15 @@ from collections.abc import Mapping
 
 from loadtest.core.target import Target
 from loadtest.engine.measurement import Measurement
-from loadtest.observe.probe import ServerProbe, ServerSide, probe_for_target
+from loadtest.observe.observer import ServerObserver, ServerSide, observer_for_target
 
 
 class ProbeSet:
     """`start()` at the mix's t = 0, `finish(measurements)` after it, `close()` at the end."""
 
     def __init__(self, targets: Mapping[str, Target]) -> None:
-        self.probes: dict[str, ServerProbe | None] = {
-            name: probe_for_target(target) for name, target in targets.items()
+        self.probes: dict[str, ServerObserver | None] = {
+            name: observer_for_target(target) for name, target in targets.items()
         }
         self._started = False
 

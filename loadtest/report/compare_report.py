@@ -23,7 +23,7 @@ from loadtest.analysis.compare import Relative, RunPoint, relative
 from loadtest.core.secrets import redact_url
 from loadtest.core.settings import NS_PER_S
 from loadtest.core.units import ms_cell, ns_to_us, s_to_us
-from loadtest.observe.probe import ServerSide
+from loadtest.observe.observer import ServerSide
 from loadtest.observe.split import ServerSplit
 from loadtest.report.outputs import Saved, save, stamp
 from loadtest.report.results import plain

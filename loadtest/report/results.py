@@ -31,7 +31,7 @@ from loadtest.core.settings import ScenarioSettings, TargetSettings
 from loadtest.core.target import Target
 from loadtest.core.units import s_to_us
 from loadtest.engine.measurement import Measurement
-from loadtest.observe.probe import ServerSide
+from loadtest.observe.observer import ServerSide
 from loadtest.report.mlperf_summary import render_mlperf_summary
 from loadtest.report.outputs import stamp, write_atomically
 from loadtest.rules.cache_check import CacheCheck

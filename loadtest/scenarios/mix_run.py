@@ -16,7 +16,7 @@ from loadtest.core.settings import ClientSettings, OfflineSettings
 from loadtest.engine import stopping
 from loadtest.engine.samples import open_with_samples
 from loadtest.errors import LoadtestError
-from loadtest.observe.probe import ServerSide
+from loadtest.observe.observer import ServerSide
 from loadtest.observe.probe_set import ProbeSet
 from loadtest.scenarios.mix_play import MixMeasurement, OpenedEntry, play_mix
 from loadtest.scenarios.mix_spec import MixSpec
