@@ -117,7 +117,7 @@ class _Call:
         self.handle: asyncio.TimerHandle | asyncio.Task[None] | None = None  # a later answer
 
 
-class _Connection(Http2Connection[_Call]):
+class _GrpcServerConnection(Http2Connection[_Call]):
     """One client connection: answers its calls, one write per read (http2.py keeps the frames,
     windows and header blocks)."""
 
@@ -343,7 +343,7 @@ class WireGrpcServer:
         self.servicer = Servicer(catalog, behaviour)
         self.behaviour = behaviour
         self.gate = gate
-        self.connections: set[_Connection] = set()
+        self.connections: set[_GrpcServerConnection] = set()
         self.held_answers = 0  # answers that waited for the client's flow-control windows
         self._answers: dict[str, bytes] = {}
         self._listener: asyncio.Server | None = None
@@ -359,7 +359,7 @@ class WireGrpcServer:
     async def start(self, host: str, port: int, context: ssl.SSLContext | None) -> int:
         loop = asyncio.get_running_loop()
         self._listener = await loop.create_server(
-            lambda: _Connection(self), host, port, ssl=context, reuse_address=True
+            lambda: _GrpcServerConnection(self), host, port, ssl=context, reuse_address=True
         )
         return int(self._listener.sockets[0].getsockname()[1])
 

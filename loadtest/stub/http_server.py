@@ -6,8 +6,8 @@ Shared-memory registration is refused (400), which is what a server without shar
 With a delay (stub --delay-ms) inference answers are written that much later, and the request's
 JSON header is read for Triton's "timeout" parameter (see catalog.Behaviour); without one, bodies
 are not even looked at. GET /v2/stub/counters is never cached.
-With a TokenGate, a request without the token gets 401 (`_GatedConnection`: only then are headers
-parsed at all); with an ssl context the listener is HTTPS.
+With a TokenGate, a request without the token gets 401 (`_GatedHttpServerConnection`: only then
+are headers parsed at all); with an ssl context the listener is HTTPS.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class _Router:
         return _json(404, {"error": f"unknown path {path}"})
 
 
-class _Connection(asyncio.Protocol):
+class _HttpServerConnection(asyncio.Protocol):
     def __init__(self, router: _Router) -> None:
         self.router = router
         self.delay_s = router.behaviour.delay_s
@@ -177,7 +177,7 @@ _UNAUTHORIZED = _response(
 )
 
 
-class _GatedConnection(_Connection):
+class _GatedHttpServerConnection(_HttpServerConnection):
     """A connection whose every request must carry the gate's token (else 401)."""
 
     def __init__(self, router: _Router, gate: TokenGate) -> None:
@@ -214,7 +214,9 @@ async def start_http(
     router = _Router(catalog, behaviour or Behaviour())
     loop = asyncio.get_running_loop()
 
-    def connection() -> _Connection:
-        return _Connection(router) if gate is None else _GatedConnection(router, gate)
+    def connection() -> _HttpServerConnection:
+        if gate is None:
+            return _HttpServerConnection(router)
+        return _GatedHttpServerConnection(router, gate)
 
     return await loop.create_server(connection, host, port, backlog=1024, ssl=ssl_context)

@@ -48,7 +48,7 @@ def build_request(host: str, path: str, body: bytes, headers: dict[str, str]) ->
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-class _Connection(asyncio.Protocol):
+class _KeepAliveConnection(asyncio.Protocol):
     """One keep-alive connection with at most one request outstanding."""
 
     def __init__(self, pool: WirePool) -> None:
@@ -137,8 +137,8 @@ class WirePool:
         self.ssl = ssl
         self.sweep_s = min(MAX_SWEEP_S, max(MIN_SWEEP_S, SWEEP_FRACTION * timeout_s))
         self.waited = 0
-        self._idle: list[_Connection] = []
-        self._all: set[_Connection] = set()
+        self._idle: list[_KeepAliveConnection] = []
+        self._all: set[_KeepAliveConnection] = set()
         # (request, on_done, keep_headers, deadline, written), oldest first
         self._waiting: deque[tuple[bytes, Done, bool, float, Callable[[], None] | None]] = deque()
         self._connecting = 0
@@ -151,15 +151,15 @@ class WirePool:
         self._idle.extend(opened)
         self._schedule_sweep()
 
-    async def _open(self) -> _Connection:
+    async def _open(self) -> _KeepAliveConnection:
         loop = asyncio.get_running_loop()
         if self.ssl is None:
             _, protocol = await loop.create_connection(
-                lambda: _Connection(self), self.host, self.port
+                lambda: _KeepAliveConnection(self), self.host, self.port
             )
         else:
             _, protocol = await loop.create_connection(
-                lambda: _Connection(self),
+                lambda: _KeepAliveConnection(self),
                 self.host,
                 self.port,
                 ssl=self.ssl,
@@ -208,7 +208,7 @@ class WirePool:
             self._connecting -= 1
         self.release(connection)
 
-    def release(self, connection: _Connection) -> None:
+    def release(self, connection: _KeepAliveConnection) -> None:
         """A connection came free: it takes the oldest waiting request, else goes idle."""
         if self._closed:
             return
@@ -221,7 +221,7 @@ class WirePool:
         else:
             self._idle.append(connection)
 
-    def forget(self, connection: _Connection) -> None:
+    def forget(self, connection: _KeepAliveConnection) -> None:
         self._all.discard(connection)
         if connection in self._idle:
             self._idle.remove(connection)
