@@ -283,8 +283,8 @@ def test_statistics_reader_gets_tls_and_headers_through_a_wrapper(certs):
     )
     observer = observer_for_target(TargetWrapper(target_for(settings)))
     assert observer is not None
-    connection = observer.statistics.connection
-    assert connection.tls == settings.tls and connection.headers == settings.headers
+    credentials = observer.statistics.credentials
+    assert credentials.tls == settings.tls and credentials.headers == settings.headers
 
 
 # -- TLS against the stub: both protocols -------------------------------------------------------

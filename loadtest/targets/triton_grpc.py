@@ -55,7 +55,7 @@ from loadtest.targets.shared_memory import SystemRegions
 from loadtest.targets.transport import (
     PERMISSION_DENIED,
     UNAUTHENTICATED,
-    Connection,
+    Credentials,
     auth_refusal,
     explain_tls_failure_async,
     grpc_auth_kind,
@@ -143,8 +143,8 @@ class TritonGrpcTarget:
         self.model = model
         self.version = version
         self.timeout_s = timeout_s
-        self.connection = Connection(tls, headers)
-        self._metadata = tuple(self.connection.header_dict(lower=True).items()) or None
+        self.credentials = Credentials(tls, headers)
+        self._metadata = tuple(self.credentials.header_dict(lower=True).items()) or None
         self.setup_timeout_s = setup_timeout(timeout_s)
         self.server_timeout_us = round(s_to_us(server_timeout_s)) if server_timeout_s else None
         self._client: grpcclient.InferenceServerClient | None = None
@@ -177,8 +177,8 @@ class TritonGrpcTarget:
                 self.url,
                 self.model,
                 self.version,
-                self.connection.tls,
-                headers=self.connection.headers,
+                self.credentials.tls,
+                headers=self.credentials.headers,
             ),
         )
 
@@ -243,7 +243,7 @@ class TritonGrpcTarget:
     @property
     def description(self) -> str:
         version = f" v{self.version}" if self.version else ""
-        tls = " (TLS)" if self.connection.tls is not None else ""
+        tls = " (TLS)" if self.credentials.tls is not None else ""
         client = "" if self.load_client == "wire" else f" ({self.load_client})"
         return f"triton grpc{tls}{client} {self.url} model {self.model}{version}"
 
@@ -275,7 +275,7 @@ class TritonGrpcTarget:
         in plaintext, whether the server wants TLS."""
         host, _, port = self.url.rpartition(":")
         host = host.strip("[]")
-        tls = self.connection.tls
+        tls = self.credentials.tls
         if tls is not None:
             reason = await explain_tls_failure_async(host, int(port), tls, ("h2",))
             detail = reason or exc.message()
@@ -284,7 +284,7 @@ class TritonGrpcTarget:
         return TargetError(f"cannot reach Triton over gRPC at {self.url}: {exc.message()}{hint}")
 
     async def open(self) -> ModelSpec:
-        self._client = grpc_client(self.url, self.connection)
+        self._client = grpc_client(self.url, self.credentials)
         setup = self.setup_timeout_s
         try:
             await self._client.is_server_live(client_timeout=min(5.0, setup))
@@ -365,7 +365,7 @@ class TritonGrpcTarget:
     async def _open_wire(self) -> None:
         """The load path's own HTTP/2 connection, opened before the run (TLS: ALPN h2)."""
         host, _, port = self.url.rpartition(":")
-        tls = self.connection.tls
+        tls = self.credentials.tls
         wire = GrpcWire(
             host.strip("[]"),
             int(port),
