@@ -34,7 +34,7 @@ from loadtest.core.records import TIMEOUT
 
 # on_done(status, body, error, headers): status 0 and an error text when no HTTP answer arrived;
 # headers (lower-case names) only when the request asked to keep them.
-Done = Callable[[int, bytes, str | None, dict[bytes, bytes]], None]
+HttpAnswer = Callable[[int, bytes, str | None, dict[bytes, bytes]], None]
 _NO_HEADERS: dict[bytes, bytes] = {}
 SWEEP_FRACTION = 0.125  # the sweep runs every 1/8 of the timeout ...
 MIN_SWEEP_S = 0.001  # ... but at most once a millisecond
@@ -55,7 +55,7 @@ class _KeepAliveConnection(asyncio.Protocol):
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.on_done: Done | None = None
+        self.on_done: HttpAnswer | None = None
         self.deadline = 0.0  # time.monotonic() by which the outstanding request must be answered
         self.chunks: list[bytes] = []
         self.headers: dict[bytes, bytes] = {}
@@ -102,7 +102,7 @@ class _KeepAliveConnection(asyncio.Protocol):
                 on_done(status, body, None, headers)
 
     # --- used by the pool
-    def send(self, request: bytes, on_done: Done, deadline: float) -> None:
+    def send(self, request: bytes, on_done: HttpAnswer, deadline: float) -> None:
         assert self.transport is not None
         self.on_done = on_done
         self.deadline = deadline
@@ -140,7 +140,9 @@ class WirePool:
         self._idle: list[_KeepAliveConnection] = []
         self._all: set[_KeepAliveConnection] = set()
         # (request, on_done, keep_headers, deadline, written), oldest first
-        self._waiting: deque[tuple[bytes, Done, bool, float, Callable[[], None] | None]] = deque()
+        self._waiting: deque[tuple[bytes, HttpAnswer, bool, float, Callable[[], None] | None]] = (
+            deque()
+        )
         self._connecting = 0
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
@@ -172,7 +174,7 @@ class WirePool:
     def submit(
         self,
         request: bytes,
-        on_done: Done,
+        on_done: HttpAnswer,
         keep_headers: bool = False,
         timeout_s: float | None = None,
         written: Callable[[], None] | None = None,
