@@ -15,7 +15,7 @@ below), over HTTP and gRPC, for 1 worker process and for N (default: one per cli
   schedule's own (engine/selfmeasure.py's gaps_follow_schedule judges the two).
 
 gRPC rows are measured for each load client in --grpc-clients (default "wire,grpcio"): the wire
-client (targets/grpc_wire.py, the default) and grpc.aio (LOADTEST_GRPC_CLIENT=grpcio, the load
+client (wire/grpc_wire.py, the default) and grpc.aio (LOADTEST_GRPC_CLIENT=grpcio, the load
 path before issue #14, one worker only), so the before and after stand side by side in one run.
 
 Each rate is one Server-scenario run of --seconds. Every ladder (loadtest's and perf_analyzer's)

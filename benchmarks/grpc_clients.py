@@ -4,7 +4,7 @@ Closed loop (a fixed number of calls in flight, each answer sends the next), one
 same prebuilt ModelInferRequest bytes for `tiny` on the embedded Triton, alternating the clients
 round by round so that a machine that gets busier part-way through charges them alike:
 
-- wire: loadtest's own client (targets/grpc_wire.py), the default load path;
+- wire: loadtest's own client (wire/grpc_wire.py), the default load path;
 - grpc.aio: a raw bytes-in/bytes-out `ModelInfer` method on a grpc.aio channel (the load path
   before issue #14, LOADTEST_GRPC_CLIENT=grpcio);
 - h2: the same calls over python-hyper's h2 state machine (a dev dependency), to show what a
@@ -38,8 +38,8 @@ from loadtest.engine import timing
 from loadtest.engine.samples import random_samples
 from loadtest.models import build_repository
 from loadtest.server.embedded import EmbeddedTriton
-from loadtest.targets.grpc_wire import OK, GrpcWire, framed
 from loadtest.targets.triton_grpc import MODEL_INFER, TritonGrpcTarget, call_status
+from loadtest.wire.grpc_wire import OK, GrpcWire, framed
 
 Send = Callable[[Callable[[bool], None]], None]  # start one call; the callback gets "ok"
 

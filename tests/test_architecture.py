@@ -20,6 +20,7 @@ LAYERS = (
     "core",
     "rules",
     "engine",
+    "wire",
     "models",
     "targets",
     "observe",
@@ -128,6 +129,19 @@ def test_nothing_below_commands_imports_the_command_line(layer: str) -> None:
     for module, imported in _graph().items():
         if module.startswith(f"loadtest.{layer}."):
             bad = [o for o in imported if o.startswith(("loadtest.commands", "loadtest.cli"))]
+            assert not bad, f"{module} imports {bad}"
+
+
+def test_the_stub_and_the_targets_share_only_the_wire() -> None:
+    """The stub is a server, not a client: it speaks the protocols through wire/, never through
+    targets/; and wire/ knows no more of the package than the vocabulary and the errors."""
+    for module, imported in _graph().items():
+        if module.startswith("loadtest.stub"):
+            bad = [o for o in imported if o.startswith("loadtest.targets")]
+            assert not bad, f"{module} imports {bad}"
+        if module.startswith("loadtest.wire"):
+            allowed = ("loadtest.core", "loadtest.errors", "loadtest.wire")
+            bad = [o for o in imported if not o.startswith(allowed)]
             assert not bad, f"{module} imports {bad}"
 
 

@@ -1,4 +1,4 @@
-"""Protocol tests of the wire gRPC client (loadtest/targets/grpc_wire.py) against an independent
+"""Protocol tests of the wire gRPC client (loadtest/wire/grpc_wire.py) against an independent
 HTTP/2 implementation.
 
 The server here is python-hyper's h2 (a dev dependency) in a small asyncio protocol. h2's state
@@ -47,8 +47,8 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from loadtest.targets import grpc_wire
-from loadtest.targets.grpc_wire import GrpcWire, framed, grpc_timeout
+from loadtest.wire import grpc_wire
+from loadtest.wire.grpc_wire import GrpcWire, framed, grpc_timeout
 
 PATH = "/inference.GRPCInferenceService/ModelInfer"
 RESPONSE_HEADERS = [(":status", "200"), ("content-type", "application/grpc")]

@@ -9,7 +9,7 @@ import pytest
 
 from loadtest.core.settings import ServerSettings
 from loadtest.observe.metrics import MetricsSampler, parse_metrics, summarize_scrapes
-from loadtest.observe.probe import ServerProbe
+from loadtest.observe.observer import ServerObserver
 from loadtest.observe.split import ModelStats, split
 from loadtest.scenarios.play import run_server
 from loadtest.targets.fake import FakeTarget, ServiceLaw
@@ -107,10 +107,10 @@ def test_split_adds_up_to_the_measured_client_latency():
         spec = await target.open()
         await target.prepare([{"INPUT0": np.zeros((1, 4), np.float32)}])
         await target.infer(0)  # a warm-up outside the window must not count
-        probe = ServerProbe(FakeStatistics(target, known), "fake")
-        await probe.start()
+        observer = ServerObserver(FakeStatistics(target, known), "fake")
+        await observer.start()
         measurement = await run_server(target, spec, 1, settings, 5_000_000_000)
-        side = await probe.finish(measurement)
+        side = await observer.finish(measurement)
         return measurement, side
 
     measurement, side = asyncio.run(main())

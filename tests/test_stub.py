@@ -150,7 +150,7 @@ def test_cuda_shared_memory_is_refused_without_a_gpu():
 def test_a_request_that_waits_for_a_connection_is_stamped_when_written(stub):
     """Over HTTP the actual send is the write: a query queued for a free connection reports
     `written` when it leaves, so send lag and latency from the send include the wait (#13)."""
-    from loadtest.targets.http_wire import WirePool, build_request
+    from loadtest.wire.http_wire import WirePool, build_request
 
     host, port = stub.http_url.rsplit(":", 1)
     request = build_request(stub.http_url, "/v2/health/ready", b"", {})

@@ -3,7 +3,7 @@
 grpcio's client is strict HTTP/2 (it fails a call on any flow-control or framing violation), so
 each test drives the server in process, on 127.0.0.1 (port chosen by the OS), with grpc.aio
 calls on the same event loop, and compares what comes back with what the grpc.aio stub servicer
-(grpc_server.py) answers. The wire client (targets/grpc_wire.py) is checked against it too.
+(grpc_server.py) answers. The wire client (wire/grpc_wire.py) is checked against it too.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from loadtest.stub.access import TokenGate
 from loadtest.stub.catalog import TIMEOUT_EXPIRED, Behaviour, Catalog
 from loadtest.stub.grpc_server import Servicer
 from loadtest.stub.grpc_wire_server import WireGrpcServer
-from loadtest.targets import grpc_wire
-from loadtest.targets.grpc_wire import GrpcWire, framed
-from loadtest.targets.http2 import HeaderBlocks
+from loadtest.wire import grpc_wire
+from loadtest.wire.grpc_wire import GrpcWire, framed
+from loadtest.wire.http2 import HeaderBlocks
 
 Scenario = Callable[[pb_grpc.GRPCInferenceServiceStub, WireGrpcServer, int], Awaitable[None]]
 

@@ -2,7 +2,7 @@
 
 Each target kind that can be built without a server is wrapped in `TargetWrapper` (the base of the
 TLS, auth and fault wrappers) and must keep its capabilities and optional members; then every
-consumer that used to probe the concrete class (runner, Server play, shared memory, server probe,
+consumer that used to probe the concrete class (runner, Server play, shared memory, server observer,
 environment) is driven through a wrapper and must still see what the wrapped target can do.
 """
 
@@ -19,7 +19,7 @@ from loadtest.core.settings import ServerSettings, SharedMemoryKind, TargetSetti
 from loadtest.core.target import Done, Target, TargetCapabilities, TritonEndpoint, Written
 from loadtest.engine.runner import Runner
 from loadtest.errors import TargetError
-from loadtest.observe.probe import probe_for_target
+from loadtest.observe.observer import observer_for_target
 from loadtest.observe.triton_statistics import TritonStatistics
 from loadtest.report.results import build_environment
 from loadtest.scenarios.play import run_server
@@ -235,16 +235,16 @@ def test_shared_memory_is_refused_for_targets_that_do_not_declare_it(make):
     ],
     ids=["grpc", "http"],
 )
-def test_server_probe_finds_triton_statistics_through_a_wrapper(make, protocol):
-    probe = probe_for_target(TargetWrapper(TargetWrapper(make())))
-    assert probe is not None and isinstance(probe.statistics, TritonStatistics)
-    statistics = probe.statistics
+def test_server_observer_finds_triton_statistics_through_a_wrapper(make, protocol):
+    observer = observer_for_target(TargetWrapper(TargetWrapper(make())))
+    assert observer is not None and isinstance(observer.statistics, TritonStatistics)
+    statistics = observer.statistics
     assert (statistics.protocol, statistics.url) == (protocol, "127.0.0.1:1")
-    assert (statistics.model, statistics.version, probe.model) == ("tiny", "2", "tiny")
+    assert (statistics.model, statistics.version, observer.model) == ("tiny", "2", "tiny")
 
 
-def test_server_probe_has_nothing_to_read_behind_a_wrapped_fake():
-    assert probe_for_target(TargetWrapper(FakeTarget(ServiceLaw("constant", 0)))) is None
+def test_server_observer_has_nothing_to_read_behind_a_wrapped_fake():
+    assert observer_for_target(TargetWrapper(FakeTarget(ServiceLaw("constant", 0)))) is None
 
 
 def test_environment_reads_the_server_version_through_a_wrapper():

@@ -27,7 +27,7 @@ from loadtest.core.secrets import Header, Secret, parse_header, redact_url
 from loadtest.core.settings import Protocol, TargetSettings, TlsSettings
 from loadtest.engine.samples import random_samples
 from loadtest.errors import ExitCode, SettingsError, TargetError
-from loadtest.observe.probe import probe_for_target
+from loadtest.observe.observer import observer_for_target
 from loadtest.report.results import plain
 from loadtest.server.deployment import EmbeddedMode, resolve
 from loadtest.stub.process import Stub, running_stub
@@ -281,10 +281,10 @@ def test_statistics_reader_gets_tls_and_headers_through_a_wrapper(certs):
         tls=TlsSettings(ca_cert=certs.ca.cert),
         headers=(parse_header("X-Key:v"),),
     )
-    probe = probe_for_target(TargetWrapper(target_for(settings)))
-    assert probe is not None
-    connection = probe.statistics.connection
-    assert connection.tls == settings.tls and connection.headers == settings.headers
+    observer = observer_for_target(TargetWrapper(target_for(settings)))
+    assert observer is not None
+    credentials = observer.statistics.credentials
+    assert credentials.tls == settings.tls and credentials.headers == settings.headers
 
 
 # -- TLS against the stub: both protocols -------------------------------------------------------

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from loadtest.core.units import NS_PER_MS
+
 DEFAULT_RESAMPLES = 2000
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_MIN_EFFECT = 0.05
@@ -294,7 +296,7 @@ def describe(changes: Sequence[Change]) -> list[str]:
         if change.metric == "validity":
             lines.append("validity: VALID → INVALID")
             continue
-        scale, unit = (1e6, " ms") if change.unit == "ns" else (1.0, f" {change.unit}")
+        scale, unit = (NS_PER_MS, " ms") if change.unit == "ns" else (1.0, f" {change.unit}")
         relative = change.relative
         pct = f" ({relative * 100:+.1f} %)" if relative is not None else ""
         lines.append(

@@ -28,7 +28,8 @@ import numpy as np
 
 from loadtest.analysis.diff import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, bootstrap_percentile
 from loadtest.core.records import Records
-from loadtest.rules.stats import NS_PER_S, exact_percentile_with_failures
+from loadtest.core.units import NS_PER_S
+from loadtest.rules.stats import exact_percentile_with_failures
 
 LATENCY_FROM_SCHEDULED = "completion − scheduled time (failures as +∞)"
 LATENCY_FROM_SEND = "completion − actual send (failures as +∞)"

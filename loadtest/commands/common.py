@@ -38,7 +38,7 @@ from loadtest.engine.samples import random_samples, sample_library
 from loadtest.engine.selfmeasure import Progress
 from loadtest.errors import ExitCode, ResultRescued, SettingsError
 from loadtest.models import SUITE
-from loadtest.observe.probe import RunObserver
+from loadtest.observe.observer import RunObserver
 from loadtest.report import outputs
 from loadtest.report.compare_report import split_table
 from loadtest.report.console import make_console
@@ -139,7 +139,7 @@ def say(text: str) -> None:
 
 
 # play(target, model, library size, live-view tick, the resolved target settings, on_start): the
-# play awaits on_start at its t = 0 (see observe.probe.RunObserver).
+# play awaits on_start at its t = 0 (see observe.observer.RunObserver).
 Play = Callable[
     [
         Target,

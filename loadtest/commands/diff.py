@@ -15,6 +15,7 @@ from rich.table import Table
 
 from loadtest.analysis import diff as diff_module
 from loadtest.commands.options import finite_float, seed_value
+from loadtest.core.units import ms_cell, ns_to_ms
 from loadtest.errors import ExitCode, ResultFileError, SettingsError
 from loadtest.report.console import make_console
 from loadtest.report.resultfile import RUN, ResultFile, load_results
@@ -56,14 +57,14 @@ def _show(change: diff_module.Change, value: float) -> str:
     if change.metric == "validity":
         return "VALID" if value else "INVALID"
     if change.unit == "ns":
-        return f"{value / 1e6:,.3f} ms"
+        return f"{ms_cell(value)} ms"
     return f"{value:,.1f}"
 
 
 def _interval(change: diff_module.Change) -> str:
     if change.interval is None:
         return "—"
-    low, high = change.interval.low / 1e6, change.interval.high / 1e6
+    low, high = ns_to_ms(change.interval.low), ns_to_ms(change.interval.high)
     return f"[{low:+,.3f}, {high:+,.3f}] ms"
 
 

@@ -13,6 +13,7 @@ from rich.table import Table
 from loadtest.analysis.capacity import CapacityPlan, plan_capacity
 from loadtest.commands.common import console
 from loadtest.commands.options import finite_float
+from loadtest.core.units import ns_to_ms
 from loadtest.errors import ResultFileError, SettingsError
 from loadtest.report.outputs import write_atomically
 from loadtest.report.results import SCHEMA, plain
@@ -48,7 +49,7 @@ def _from_file(
         return _from_mix(path, data, percentile, target_latency)
     settings = data["settings"]
     measured_p = float(settings["percentile"]) * 100
-    measured_ms = int(settings["target_latency_ns"]) / 1e6
+    measured_ms = ns_to_ms(int(settings["target_latency_ns"]))
     p = measured_p if percentile is None else percentile
     bound = measured_ms if target_latency is None else target_latency
     if p > measured_p or bound < measured_ms:
@@ -84,7 +85,7 @@ def _from_mix(
     entries = [e for e in data["mix"].get("entries", []) if isinstance(e, dict)]
     bounds = ", ".join(
         f"{e.get('name')} p{float(e.get('percentile') or 0.99) * 100:g} ≤ "
-        f"{int(e.get('target_latency_ns') or 0) / 1e6:g} ms"
+        f"{ns_to_ms(int(e.get('target_latency_ns') or 0)):g} ms"
         for e in entries
     )
     shares = ", ".join(f"{e.get('name')} {float(e.get('share') or 0) * 100:.0f} %" for e in entries)

@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from loadtest.core.units import ns_to_us
+
 PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
 # Count agreement tolerated between the client's completions and Triton's Δsuccess: 1 %.
 COUNT_TOLERANCE = 0.01
@@ -127,7 +129,7 @@ class ServerSplit:
 
     def to_dict(self) -> dict[str, Any]:
         def us(ns: float) -> float:
-            return round(ns / 1e3, 3)
+            return round(ns_to_us(ns), 3)
 
         return {
             "requests": self.requests,

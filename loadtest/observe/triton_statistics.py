@@ -15,7 +15,7 @@ from loadtest.core.secrets import Header
 from loadtest.core.settings import TlsSettings
 from loadtest.errors import TargetError
 from loadtest.observe.split import ModelStats
-from loadtest.targets.transport import Connection, grpc_client, http_client
+from loadtest.targets.transport import Credentials, grpc_client, http_client
 from loadtest.targets.triton_common import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, host_port
 
 
@@ -43,13 +43,13 @@ class TritonStatistics:
         self.version = version
         port = DEFAULT_GRPC_PORT if protocol == "grpc" else DEFAULT_HTTP_PORT
         self.url = host_port(url, port)
-        self.connection = Connection(tls, headers)
+        self.credentials = Credentials(tls, headers)
         self._client: Any = None
 
     def _new_client(self) -> Any:
         if self.protocol == "grpc":
-            return grpc_client(self.url, self.connection)
-        return http_client(self.url, self.connection)
+            return grpc_client(self.url, self.credentials)
+        return http_client(self.url, self.credentials)
 
     async def read(self) -> ModelStats:
         try:

@@ -22,7 +22,8 @@ from rich.table import Table
 from loadtest.analysis.compare import Relative, RunPoint, relative
 from loadtest.core.secrets import redact_url
 from loadtest.core.settings import NS_PER_S
-from loadtest.observe.probe import ServerSide
+from loadtest.core.units import ms_cell, ns_to_us, s_to_us
+from loadtest.observe.observer import ServerSide
 from loadtest.observe.split import ServerSplit
 from loadtest.report.outputs import Saved, save, stamp
 from loadtest.report.results import plain
@@ -122,7 +123,7 @@ def relative_json(rel: Relative) -> dict[str, Any]:
             for e in rel.p99_at_equal_qps
         ],
         "overhead_qps": rel.overhead_qps,
-        "overhead_us": None if rel.overhead_ns is None else round(rel.overhead_ns / 1e3, 3),
+        "overhead_us": None if rel.overhead_ns is None else round(ns_to_us(rel.overhead_ns), 3),
     }
 
 
@@ -226,11 +227,11 @@ def write_compare(
 
 
 def _ms(ns: float) -> str:
-    return f"{ns / 1e6:,.3f}"
+    return ms_cell(ns)
 
 
 def _us(ns: float) -> str:
-    return f"{ns / 1e3:,.1f}"
+    return f"{ns_to_us(ns):,.1f}"
 
 
 def _percent(value: float) -> str:
@@ -268,7 +269,7 @@ def runs_table(runs: Sequence[CompareRun], percentile: float) -> Table:
             batch = f"{run.batcher['mean_batch_size']:.2f}"
         server_cpu = f"{side.server_cpu.cores:.2f}" if side and side.server_cpu else "—"
         issued = int(run.measurement.outcome.records.issued.sum())
-        client_us = run.measurement.client_cpu_s * 1e6 / issued if issued else 0.0
+        client_us = s_to_us(run.measurement.client_cpu_s) / issued if issued else 0.0
         why = ""
         if point.label == "INVALID" and run.verdict.reasons:
             why = f" ({', '.join(r.split(':')[0] for r in run.verdict.reasons)})"
@@ -310,7 +311,7 @@ def relative_table(relatives: Sequence[Relative], agreement: Mapping[str, float 
         equal = "\n".join(f"{e.qps:g} QPS: {_percent(e.percent)}" for e in rel.p99_at_equal_qps)
         overhead = "—"
         if rel.overhead_ns is not None:
-            overhead = f"{rel.overhead_ns / 1e3:+,.0f} µs at {rel.overhead_qps:g} QPS"
+            overhead = f"{ns_to_us(rel.overhead_ns):+,.0f} µs at {rel.overhead_qps:g} QPS"
         diff = agreement.get(rel.target)
         table.add_row(
             rel.target,

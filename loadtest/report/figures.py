@@ -17,7 +17,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from loadtest.core.units import NS_PER_MS
+from loadtest.core.units import NS_PER_MS, NS_PER_S, ns_to_s
 from loadtest.report.curves import PercentileCurve, percentile_ticks
 from loadtest.rules.stats import Timeline
 
@@ -157,8 +157,8 @@ def timeline_figure(runs: Sequence[RunSeries]) -> go.Figure:
         line = run.timeline
         if line is None:
             continue
-        seconds = line.bucket_ns / 1e9
-        t = (line.start_ns + line.bucket_ns / 2) / 1e9  # bucket midpoints
+        seconds = ns_to_s(line.bucket_ns)
+        t = (line.start_ns + line.bucket_ns / 2) / NS_PER_S  # bucket midpoints
         series: list[tuple[int, np.ndarray, str]] = [
             (1, line.completed / seconds, "solid"),
             (1, line.scheduled / seconds, "dot"),
@@ -187,7 +187,7 @@ def timeline_figure(runs: Sequence[RunSeries]) -> go.Figure:
             )
     figure.update_xaxes(title="time since the first scheduled query (s)", row=len(TIMELINE_ROWS))
     figure.update_yaxes(rangemode="tozero")
-    bucket = next((r.timeline.bucket_ns / 1e9 for r in runs if r.timeline is not None), 1.0)
+    bucket = next((ns_to_s(r.timeline.bucket_ns) for r in runs if r.timeline is not None), 1.0)
     return _layout(
         figure,
         "Timeline",

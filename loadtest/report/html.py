@@ -23,10 +23,11 @@ import plotly.io as pio
 from plotly.graph_objects import Figure
 from plotly.offline import get_plotlyjs
 
+from loadtest.core.units import NS_PER_S, NS_PER_US, ms_cell
 from loadtest.report import figures
 from loadtest.report.curves import SOURCE_TEXT, best_curve
 from loadtest.report.resultfile import COMPARE, FIND_PEAK, MIX, RUN, SWEEP, ResultFile, from_data
-from loadtest.rules.stats import NS_PER_S, PERCENTILE_METHOD, Timeline, timeline
+from loadtest.rules.stats import PERCENTILE_METHOD, Timeline, timeline
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 SPLIT_KEYS = ("split_ns", "split", "server_split", "breakdown", "latency_split")
@@ -72,7 +73,7 @@ def esc(value: object) -> str:
 def ms(ns: Any) -> str:
     if not isinstance(ns, (int, float)) or isinstance(ns, bool):
         return "—"
-    return f"{ns / 1e6:,.3f} ms"
+    return f"{ms_cell(ns)} ms"
 
 
 def fmt_value(key: str, value: Any) -> str:
@@ -447,7 +448,7 @@ def run_split_html(data: dict[str, Any], number: int) -> str:
     """A run's server-side split (Triton statistics over the run), or 'not recorded'."""
     recorded = obj(obj(data.get("server_side")).get("split"))
     split = {
-        phase.removesuffix("_us") + "_ns": float(recorded[phase]) * 1e3
+        phase.removesuffix("_us") + "_ns": float(recorded[phase]) * NS_PER_US
         for phase in RUN_SPLIT_PHASES_US
         if isinstance(recorded.get(phase), (int, float))
     }

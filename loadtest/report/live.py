@@ -17,6 +17,7 @@ from rich.live import Live
 from rich.text import Text
 
 from loadtest.core.records import Records
+from loadtest.core.units import ns_to_ms, ns_to_s
 from loadtest.engine.selfmeasure import Progress, ProgressTracker
 
 QPS_WINDOW_NS = 400_000_000
@@ -28,7 +29,7 @@ def running_p99(recent_ns: np.ndarray) -> str:
     if not len(recent_ns):
         return "—"
     k = min(len(recent_ns) - 1, int(len(recent_ns) * 0.99))
-    return f"{np.partition(recent_ns, k)[k] / 1e6:.2f} ms"
+    return f"{ns_to_ms(np.partition(recent_ns, k)[k]):.2f} ms"
 
 
 def bar(done: float, total: float) -> Text:
@@ -48,16 +49,16 @@ class RateMeter:
 
     def update(self, completed: int, now_ns: int) -> float:
         if now_ns - self._last_ns >= QPS_WINDOW_NS:
-            self.qps = (completed - self._last_completed) / ((now_ns - self._last_ns) / 1e9)
+            self.qps = (completed - self._last_completed) / ns_to_s(now_ns - self._last_ns)
             self._last_completed, self._last_ns = completed, now_ns
         return self.qps
 
 
 def run_lines(progress: Progress, qps: float, now_ns: int, span_ns: int) -> Group:
     """Two lines describing a run in progress: where it is in its span, and its counts."""
-    remaining_s = max(0.0, (span_ns - now_ns) / 1e9)
+    remaining_s = max(0.0, ns_to_s(span_ns - now_ns))
     left = f"left {remaining_s:5.1f} s" if now_ns <= span_ns else "draining"
-    where = bar(now_ns, span_ns) + Text(f"  elapsed {now_ns / 1e9:6.1f} s  {left}")
+    where = bar(now_ns, span_ns) + Text(f"  elapsed {ns_to_s(now_ns):6.1f} s  {left}")
     counts = Text.assemble(
         f"issued {progress.issued}  completed {progress.completed}  "
         f"in flight {progress.issued - progress.completed}  errors {progress.errors}  "

@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from loadtest.core.settings import PeakSettings
+from loadtest.core.units import ns_to_ms
 from loadtest.report.peak_report import probe_json
 from loadtest.report.results import SCHEMA, SCHEMA_VERSION, plain
 from loadtest.scenarios.mix_peak import (
@@ -108,7 +109,7 @@ def mix_probe_cells(run: MixProbeRun) -> list[str]:
     shown = (
         "∞ (failures)"
         if latency >= FAILED_LATENCY_NS
-        else f"{latency / 1e6:,.2f} / {worst.settings.target_latency_ns / 1e6:g}"
+        else f"{ns_to_ms(latency):,.2f} / {ns_to_ms(worst.settings.target_latency_ns):g}"
     )
     return [
         f"{probe.qps:,.1f}",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from loadtest.core.units import NS_PER_S, ns_to_s
 from loadtest.rules.stats import LatencyStats, Summary
 from loadtest.rules.validity import (
     CLIENT_KEPT_UP,
@@ -114,9 +115,9 @@ def _additional_stats(scenario: ScenarioEntry, summary: Summary) -> list[str]:
         lines += _latency_lines(summary.latency)
     elif kind is ExtraStats.STREAM_RATES_AND_LATENCY:
         stats = summary.latency_from_issue
-        issued_s = summary.final_issued_ns / 1e9
+        issued_s = ns_to_s(summary.final_issued_ns)
         with_overhead = (stats.count - 1) / issued_s if issued_s > 0 and stats.count > 1 else 0.0
-        without = 1e9 / stats.mean_ns if stats.mean_ns > 0 else 0.0
+        without = NS_PER_S / stats.mean_ns if stats.mean_ns > 0 else 0.0
         lines.append(f"QPS w/ loadgen overhead         : {with_overhead:.2f}")
         lines.append(f"QPS w/o loadgen overhead        : {without:.2f}")
         lines.append("")

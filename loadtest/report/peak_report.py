@@ -19,6 +19,7 @@ from rich.table import Table
 from loadtest.core.secrets import redact_url
 from loadtest.core.settings import PeakSettings, TargetSettings
 from loadtest.core.target import ModelSpec
+from loadtest.core.units import ns_to_ms
 from loadtest.report.outputs import Saved, save, stamp
 from loadtest.report.results import SCHEMA, SCHEMA_VERSION, plain
 from loadtest.scenarios.peak import FAILED_LATENCY_NS
@@ -104,10 +105,10 @@ def probe_row(run: ProbeRun, percentile: float, bound_ns: int) -> list[str]:
         (
             "∞ (failures)"
             if probe.latency_ns >= FAILED_LATENCY_NS
-            else f"{probe.latency_ns / 1e6:,.2f}"
+            else f"{ns_to_ms(probe.latency_ns):,.2f}"
         )
         + (" ✗" if probe.latency_ns > bound_ns else ""),
-        f"{run.summary.send_lag.p99_ns / 1e6:,.2f}",
+        f"{ns_to_ms(run.summary.send_lag.p99_ns):,.2f}",
         verdict,
         why,
     ]
@@ -118,7 +119,7 @@ def peak_table(settings: PeakSettings, outcome: PeakOutcome) -> Table:
     table = Table(
         title=(
             f"find-peak probes (in order): {p} latency from scheduled time vs bound "
-            f"{settings.target_latency_ns / 1e6:g} ms"
+            f"{ns_to_ms(settings.target_latency_ns):g} ms"
         ),
         title_justify="left",
     )
@@ -136,7 +137,7 @@ def render_peak(console: Console, settings: PeakSettings, outcome: PeakOutcome) 
     if conclusion.peak_qps is not None:
         console.print(
             f"[bold]Peak: {conclusion.peak_qps:,.1f} QPS[/] with {settings.percentile * 100:g}th "
-            f"percentile ≤ {settings.target_latency_ns / 1e6:g} ms "
+            f"percentile ≤ {ns_to_ms(settings.target_latency_ns):g} ms "
             f"({len(outcome.runs)} probes, {outcome.elapsed_s:.0f} s)",
             highlight=False,
         )

@@ -18,6 +18,7 @@ from rich.live import Live
 from rich.text import Text
 
 from loadtest.core.records import Records
+from loadtest.core.units import s_to_ns
 from loadtest.engine.selfmeasure import Progress
 from loadtest.report.live import RunWatcher, bar
 
@@ -71,7 +72,7 @@ class BudgetProgress:
     def stage(self, text: str, span_s: float | None = None) -> None:
         """A new stage starts: its label, and how long it is expected to run (for its own bar)."""
         self._stage = text
-        self._watcher = RunWatcher(int((span_s or 0) * 1e9))
+        self._watcher = RunWatcher(s_to_ns(span_s or 0))
         self._run = None
 
     def probe_done(self, valid_qps: float | None = None, label: str = "") -> None:

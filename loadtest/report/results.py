@@ -31,8 +31,9 @@ import numpy as np
 from loadtest.core.secrets import Secret, redact_url
 from loadtest.core.settings import ScenarioSettings, TargetSettings
 from loadtest.core.target import Target
+from loadtest.core.units import s_to_us
 from loadtest.engine.measurement import Measurement
-from loadtest.observe.probe import ServerSide
+from loadtest.observe.observer import ServerSide
 from loadtest.report.mlperf_summary import render_mlperf_summary
 from loadtest.report.outputs import stamp, write_atomically
 from loadtest.rules.cache_check import CacheCheck
@@ -176,7 +177,7 @@ class RunReport:
     @property
     def client_cpu_us_per_query(self) -> float:
         issued = int(self.measurement.outcome.records.issued.sum())
-        return self.measurement.client_cpu_s * 1e6 / issued if issued else 0.0
+        return s_to_us(self.measurement.client_cpu_s) / issued if issued else 0.0
 
     def to_json(self) -> dict[str, Any]:
         outcome = self.measurement.outcome

@@ -29,6 +29,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from loadtest.core.secrets import redact_url
 from loadtest.core.settings import TargetSettings
 from loadtest.core.target import ModelSpec
+from loadtest.core.units import ns_to_ms
 from loadtest.errors import SettingsError
 from loadtest.report.outputs import Saved, save, stamp
 from loadtest.report.results import SCHEMA, SCHEMA_VERSION, plain
@@ -198,12 +199,12 @@ def conclusion(outcome: SweepOutcome) -> str:
 
 
 def _ms(ns: int | None) -> str:
-    return "—" if ns is None else f"{ns / 1e6:,.2f}"
+    return "—" if ns is None else f"{ns_to_ms(ns):,.2f}"
 
 
 def _memory(point: SweepPoint) -> str:
     value = point.result.memory_bytes
-    return "—" if value is None else f"{value / 1e6:,.0f}"
+    return "—" if value is None else f"{ns_to_ms(value):,.0f}"
 
 
 def sweep_table(settings: SweepSettings, outcome: SweepOutcome) -> Table:
@@ -211,7 +212,7 @@ def sweep_table(settings: SweepSettings, outcome: SweepOutcome) -> Table:
     table = Table(
         title=(
             f"sweep points, best first: peak = highest Poisson rate VALID every time it ran "
-            f"({p} from scheduled time ≤ {settings.peak.target_latency_ns / 1e6:g} ms)"
+            f"({p} from scheduled time ≤ {ns_to_ms(settings.peak.target_latency_ns):g} ms)"
         ),
         title_justify="left",
     )
@@ -254,7 +255,7 @@ def render_sweep(console: Console, settings: SweepSettings, outcome: SweepOutcom
         console.print(
             f"[bold]Recommended: {escape(winner.candidate.label())}[/] — "
             f"{winner.result.peak_qps:,.1f} QPS within p{settings.peak.percentile * 100:g} ≤ "
-            f"{settings.peak.target_latency_ns / 1e6:g} ms",
+            f"{ns_to_ms(settings.peak.target_latency_ns):g} ms",
             highlight=False,
         )
     else:

@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from loadtest.core.units import ms_cell
+from loadtest.core.units import ms_cell, ns_to_s
 from loadtest.engine.selfmeasure import GAP_CV_TOLERANCE, ClientReport
 from loadtest.report.results import RunReport
 from loadtest.rules.stats import LatencyStats, Summary
@@ -191,7 +191,7 @@ def render_report(console: Console, report: RunReport) -> None:
         failures = summary.failure_latency
         console.print(
             f"[red]failed queries[/]: {summary.errors} errors, {summary.unanswered} never answered;"
-            f" the first at t = {summary.first_failure_ns / 1e9:.2f} s; time to error (from "
+            f" the first at t = {ns_to_s(summary.first_failure_ns):.2f} s; time to error (from "
             f"scheduled time) p50 {ms(failures.percentiles()[0.5])} / max {ms(failures.max_ns)} ms",
             highlight=False,
         )

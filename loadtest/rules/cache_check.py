@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from loadtest.core.units import ns_to_us
+
 MIN_GAIN = 0.10
 ALPHA = 1e-3
 BOOTSTRAP_RESAMPLES = 2000
@@ -51,8 +53,8 @@ class CacheCheck:
         )
         verdict = "possible response cache" if self.possible_cache else "no cache seen"
         return (
-            f"cache check, {verdict}: same-sample median {self.same_median_ns / 1e3:.0f} µs vs "
-            f"unique {self.unique_median_ns / 1e3:.0f} µs (ratio {self.ratio:.2f}, 95 % CI "
+            f"cache check, {verdict}: same-sample median {ns_to_us(self.same_median_ns):.0f} µs vs "
+            f"unique {ns_to_us(self.unique_median_ns):.0f} µs (ratio {self.ratio:.2f}, 95 % CI "
             f"{self.ratio_low:.2f}–{self.ratio_high:.2f}, Mann-Whitney p = {self.p_value:.1e}, "
             f"{self.pairs} interleaved pairs, one in flight, latency from send){hits}"
         )

@@ -24,6 +24,7 @@ import numpy as np
 
 from loadtest.core.records import NOT_SET_NS, Records, Status
 from loadtest.core.settings import ErrorAbort
+from loadtest.core.units import ns_to_s
 
 DEFAULT_MIN_QUERIES = 10  # below this many answers in the window, a rate is noise
 
@@ -106,7 +107,7 @@ class ErrorRateWindow:
         if state is None:
             return ""
         return (
-            f"error rate {state.rate * 100:.3g} % over the last {self.window_ns / 1e9:g} s "
+            f"error rate {state.rate * 100:.3g} % over the last {ns_to_s(self.window_ns):g} s "
             f"({state.failures} of {state.queries} answered queries failed) > "
             f"{self.max_rate * 100:g} %"
         )

@@ -37,23 +37,20 @@ from hdrh.histogram import HdrHistogram
 
 from loadtest.core.records import NOT_SET_NS, Records
 from loadtest.core.settings import DEFAULT_CLIENT_LAG_FRACTION
+from loadtest.core.units import LATE_THRESHOLD_NS, NS_PER_S, NS_PER_US
 
 PERCENTILE_METHOD = "exact, sorted[floor(n·p)] (LoadGen)"
 # The percentiles LoadGen prints in mlperf_log_summary.txt (as doubles, exactly as it uses them).
 LOADGEN_PERCENTILES = (0.5, 0.9, 0.95, 0.97, 0.99, 0.999)
 
-# A query sent more than this after its scheduled time counts as late (perf_analyzer uses 1 ms too).
-LATE_THRESHOLD_NS = 1_000_000
 # The generator "kept up" when its send-lag p99 is within the threshold and at most this share of
 # queries was late. 1 % is perf_analyzer's warning level for delayed requests.
 MAX_LATE_SHARE = 0.01
 
 # HDR histogram range, in ns: 1 µs to 60 s at 3 significant figures (≈ 0.1 % value resolution).
-HDR_LOWEST_NS = 1_000
-HDR_HIGHEST_NS = 60_000_000_000
+HDR_LOWEST_NS = 1 * NS_PER_US
+HDR_HIGHEST_NS = 60 * NS_PER_S
 HDR_SIGNIFICANT_FIGURES = 3
-
-NS_PER_S = 1_000_000_000
 
 
 # --- exact percentiles -------------------------------------------------------------------------

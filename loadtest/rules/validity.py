@@ -54,8 +54,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.special import betainc
 
+from loadtest.core.units import NS_PER_S, fmt_ms, fmt_s
 from loadtest.rules.stats import (
-    NS_PER_S,
     SendLagStats,
     Summary,
     exact_percentile_with_failures,
@@ -401,17 +401,6 @@ def make_verdict(
         error_budget=error_budget,
         partial=partial,
     )
-
-
-def fmt_ms(ns: float) -> str:
-    """ns -> '12.3 ms' (up to 3 decimals, trailing zeros dropped)."""
-    text = f"{ns / 1e6:.3f}".rstrip("0").rstrip(".")
-    return f"{text} ms"
-
-
-def fmt_s(ns: float) -> str:
-    text = f"{ns / NS_PER_S:.3f}".rstrip("0").rstrip(".")
-    return f"{text} s"
 
 
 def fmt_pct(percentile: float) -> str:

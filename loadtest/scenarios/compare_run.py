@@ -37,7 +37,7 @@ from loadtest.engine.measurement import Measurement
 from loadtest.engine.samples import sample_library
 from loadtest.errors import SettingsError, TargetError
 from loadtest.observe.metrics import fetch, fetcher_for
-from loadtest.observe.probe import ServerProbe, ServerSide, triton_protocol
+from loadtest.observe.observer import ServerObserver, ServerSide, triton_protocol
 from loadtest.observe.triton_statistics import TritonStatistics
 from loadtest.rules.stats import Summary
 from loadtest.rules.validity import Verdict
@@ -358,11 +358,11 @@ async def _agreement(session: CompareSession, count: int, wanted: int) -> dict[s
 
 async def _triton_side(
     session: CompareSession, setup: CompareSetup
-) -> tuple[dict[str, Any] | None, dict[str, ServerProbe]]:
+) -> tuple[dict[str, Any] | None, dict[str, ServerObserver]]:
     """The served model's config and one server-side probe per (real) Triton target."""
     model = setup.flags.model
     config: dict[str, Any] | None = None
-    probes: dict[str, ServerProbe] = {}
+    probes: dict[str, ServerObserver] = {}
     for name in setup.tritons:
         protocol = triton_protocol(session.targets[name])
         if protocol is None:  # the in-process fake: no server side to read
@@ -379,7 +379,7 @@ async def _triton_side(
         if metrics:
             host = statistics.url.rsplit(":", 1)[0]
             fetcher = fetcher_for(metrics, host, access.tls, access.headers)
-        probes[name] = ServerProbe(statistics, model, session.server_pid, metrics, fetcher)
+        probes[name] = ServerObserver(statistics, model, session.server_pid, metrics, fetcher)
     return config, probes
 
 
@@ -388,7 +388,7 @@ async def _play_all(
     setup: CompareSetup,
     spec: ModelSpec,
     count: int,
-    probes: dict[str, ServerProbe],
+    probes: dict[str, ServerObserver],
     say: Say,
 ) -> tuple[list[CompareRun], str]:
     """Every run, QPS by QPS; and why they stopped early ("" when all ran)."""
@@ -413,7 +413,7 @@ async def _play_one(
     name: str,
     settings: ServerSettings,
     library: tuple[ModelSpec, int],
-    probe: ServerProbe | None,
+    probe: ServerObserver | None,
     drain_timeout_ns: int,
 ) -> CompareRun:
     """One Server-scenario run of one target, with its server side or its native batcher."""

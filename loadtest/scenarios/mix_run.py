@@ -16,8 +16,8 @@ from loadtest.core.settings import ClientSettings, OfflineSettings
 from loadtest.engine import stopping
 from loadtest.engine.samples import open_with_samples
 from loadtest.errors import LoadtestError
-from loadtest.observe.probe import ServerSide
-from loadtest.observe.probe_set import ProbeSet
+from loadtest.observe.observer import ServerSide
+from loadtest.observe.observer_set import ObserverSet
 from loadtest.scenarios.mix_play import MixMeasurement, OpenedEntry, play_mix
 from loadtest.scenarios.mix_spec import MixSpec
 from loadtest.scenarios.play import calibrate_offline
@@ -106,7 +106,7 @@ async def play_observed(
     spec: MixSpec, entries: list[OpenedEntry], client: ClientSettings, drain_timeout_ns: int
 ) -> MixRun:
     """One play of `entries` with each entry's Triton observed from the play's t = 0."""
-    probes = ProbeSet({e.name: e.target for e in entries})
+    probes = ObserverSet({e.name: e.target for e in entries})
     try:
         measurement = await play_mix(spec, entries, client, drain_timeout_ns, probes.start)
         sides = await probes.finish(measurement.measurements)

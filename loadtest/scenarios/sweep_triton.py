@@ -14,7 +14,7 @@ from typing import Any
 
 from loadtest.core.target import TritonEndpoint
 from loadtest.errors import TargetError
-from loadtest.observe.probe import local_triton
+from loadtest.observe.observer import local_triton
 from loadtest.observe.process_memory import tree_rss_bytes
 from loadtest.server.model_control import ConfigRejected, ModelRepository
 

@@ -24,7 +24,7 @@ from typing import Any
 from loadtest.core.secrets import Header
 from loadtest.core.settings import TlsSettings
 from loadtest.errors import SettingsError, TargetError
-from loadtest.targets.transport import Connection, grpc_client, http_client
+from loadtest.targets.transport import Credentials, grpc_client, http_client
 from loadtest.targets.triton_common import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, host_port
 
 # A name no repository holds: unloading it is how the control mode is probed.
@@ -58,15 +58,15 @@ class ModelRepository:
         self.model = model
         port = DEFAULT_GRPC_PORT if protocol == "grpc" else DEFAULT_HTTP_PORT
         self.url = host_port(url, port)
-        self.connection = Connection(tls, headers)
+        self.credentials = Credentials(tls, headers)
         self._client: Any = None
 
     def _get(self) -> Any:
         if self._client is None:
             if self.protocol == "grpc":
-                self._client = grpc_client(self.url, self.connection)
+                self._client = grpc_client(self.url, self.credentials)
             else:
-                self._client = http_client(self.url, self.connection)
+                self._client = http_client(self.url, self.credentials)
         return self._client
 
     async def check_explicit(self) -> None:

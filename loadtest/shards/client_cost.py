@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from loadtest.core.units import s_to_us
+
 CALIBRATION_NS = 500_000_000
 CALIBRATION_IN_FLIGHT = 16
 # Fewer answers than this in the calibration and the figure is the server's slowness, not the
@@ -59,8 +61,9 @@ class ClientCost:
     def describe(self) -> str:
         where = "beside a server on this machine" if self.beside_local_server else "alone"
         return (
-            f"calibrated {self.cpu_s_per_query * 1e6:.0f} µs client CPU per query ({self.queries} "
-            f"queries, {self.seconds:.1f} s closed loop, {CALIBRATION_IN_FLIGHT} in flight); "
+            f"calibrated {s_to_us(self.cpu_s_per_query):.0f} µs client CPU per query "
+            f"({self.queries} queries, {self.seconds:.1f} s closed loop, "
+            f"{CALIBRATION_IN_FLIGHT} in flight); "
             f"one worker holds ≈ {self.clean_rate:,.0f} QPS filling {self.core_share:g} of a core "
             f"{where}"
         )

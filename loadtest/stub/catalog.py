@@ -18,6 +18,7 @@ from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from loadtest.core.target import TRITON_TO_NUMPY
+from loadtest.core.units import s_to_us
 from loadtest.errors import ModelBuildError
 from loadtest.models.config import read_config
 
@@ -154,7 +155,7 @@ class Behaviour:
 
     def rejects(self, timeout_us: int) -> bool:
         """Would Triton drop a request with this "timeout" parameter (0 = none) before serving?"""
-        return 0 < timeout_us < self.delay_s * 1e6
+        return 0 < timeout_us < s_to_us(self.delay_s)
 
 
 TIMEOUT_EXPIRED = "Request timeout expired"

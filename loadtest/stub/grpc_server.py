@@ -22,6 +22,7 @@ import grpc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
+from loadtest.core.units import us_to_s
 from loadtest.stub.access import StubTls, TokenGate
 from loadtest.stub.catalog import STUB_VERSION, TIMEOUT_EXPIRED, Behaviour, Catalog
 
@@ -77,7 +78,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
             parameters = request.parameters
             timeout_us = parameters["timeout"].int64_param if "timeout" in parameters else 0
             if behaviour.rejects(timeout_us):
-                await asyncio.sleep(timeout_us / 1e6)
+                await asyncio.sleep(us_to_s(timeout_us))
                 await context.abort(grpc.StatusCode.UNAVAILABLE, TIMEOUT_EXPIRED)
             await asyncio.sleep(behaviour.delay_s)
         return self.infer_response(request.model_name)

@@ -6,7 +6,7 @@ then measured the stub, not the client (docs/grpc-load-path.md). Here `ModelInfe
 in `data_received` from bytes built once per model, all the answers of one read in one write,
 which is what the stub's HTTP side does too.
 
-The HTTP/2 is targets/http2.py, shared with the wire client (targets/grpc_wire.py), here as
+The HTTP/2 is wire/http2.py, shared with the wire client (wire/grpc_wire.py), here as
 the server end, for any gRPC client (grpcio's, tritonclient's, the wire client): the client's
 preface; SETTINGS (answered; the client's window and frame-size settings applied to answers);
 PING (answered); flow control both ways (answers wait for the client's windows; the server grants
@@ -33,17 +33,18 @@ from google.protobuf.message import DecodeError, Message
 from hpack import Encoder
 from tritonclient.grpc import service_pb2 as pb
 
+from loadtest.core.units import us_to_s
 from loadtest.stub.access import TokenGate
 from loadtest.stub.catalog import TIMEOUT_EXPIRED, Behaviour, Catalog
 from loadtest.stub.grpc_server import Servicer
-from loadtest.targets.grpc_wire import (
+from loadtest.wire.grpc_wire import (
     INTERNAL,
     UNAUTHENTICATED,
     UNAVAILABLE,
     UNIMPLEMENTED,
     framed,
 )
-from loadtest.targets.http2 import (
+from loadtest.wire.http2 import (
     DATA,
     END_HEADERS,
     END_STREAM,
@@ -116,7 +117,7 @@ class _Call:
         self.handle: asyncio.TimerHandle | asyncio.Task[None] | None = None  # a later answer
 
 
-class _Connection(Http2Connection[_Call]):
+class _GrpcServerConnection(Http2Connection[_Call]):
     """One client connection: answers its calls, one write per read (http2.py keeps the frames,
     windows and header blocks)."""
 
@@ -260,7 +261,7 @@ class _Connection(Http2Connection[_Call]):
         loop = asyncio.get_running_loop()
         if behaviour.rejects(timeout_us):
             call.handle = loop.call_later(
-                timeout_us / 1e6, self._later_failure, stream_id, UNAVAILABLE, TIMEOUT_EXPIRED
+                us_to_s(timeout_us), self._later_failure, stream_id, UNAVAILABLE, TIMEOUT_EXPIRED
             )
         else:
             call.handle = loop.call_later(behaviour.delay_s, self._later_answer, stream_id, answer)
@@ -342,7 +343,7 @@ class WireGrpcServer:
         self.servicer = Servicer(catalog, behaviour)
         self.behaviour = behaviour
         self.gate = gate
-        self.connections: set[_Connection] = set()
+        self.connections: set[_GrpcServerConnection] = set()
         self.held_answers = 0  # answers that waited for the client's flow-control windows
         self._answers: dict[str, bytes] = {}
         self._listener: asyncio.Server | None = None
@@ -358,7 +359,7 @@ class WireGrpcServer:
     async def start(self, host: str, port: int, context: ssl.SSLContext | None) -> int:
         loop = asyncio.get_running_loop()
         self._listener = await loop.create_server(
-            lambda: _Connection(self), host, port, ssl=context, reuse_address=True
+            lambda: _GrpcServerConnection(self), host, port, ssl=context, reuse_address=True
         )
         return int(self._listener.sockets[0].getsockname()[1])
 

@@ -6,8 +6,8 @@ Shared-memory registration is refused (400), which is what a server without shar
 With a delay (stub --delay-ms) inference answers are written that much later, and the request's
 JSON header is read for Triton's "timeout" parameter (see catalog.Behaviour); without one, bodies
 are not even looked at. GET /v2/stub/counters is never cached.
-With a TokenGate, a request without the token gets 401 (`_GatedConnection`: only then are headers
-parsed at all); with an ssl context the listener is HTTPS.
+With a TokenGate, a request without the token gets 401 (`_GatedHttpServerConnection`: only then
+are headers parsed at all); with an ssl context the listener is HTTPS.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import httptools
 
+from loadtest.core.units import us_to_s
 from loadtest.stub.access import TokenGate
 from loadtest.stub.catalog import STUB_VERSION, TIMEOUT_EXPIRED, Behaviour, Catalog
 
@@ -101,7 +102,7 @@ class _Router:
         return _json(404, {"error": f"unknown path {path}"})
 
 
-class _Connection(asyncio.Protocol):
+class _HttpServerConnection(asyncio.Protocol):
     def __init__(self, router: _Router) -> None:
         self.router = router
         self.delay_s = router.behaviour.delay_s
@@ -156,7 +157,7 @@ class _Connection(asyncio.Protocol):
                 self.body, self.header_length = [], 0
                 delay = self.delay_s
                 if behaviour.rejects(timeout_us):
-                    response, delay = _json(503, {"error": TIMEOUT_EXPIRED}), timeout_us / 1e6
+                    response, delay = _json(503, {"error": TIMEOUT_EXPIRED}), us_to_s(timeout_us)
                 asyncio.get_running_loop().call_later(delay, self._send, response, keep_alive)
                 return
         self._send(response, keep_alive)
@@ -176,7 +177,7 @@ _UNAUTHORIZED = _response(
 )
 
 
-class _GatedConnection(_Connection):
+class _GatedHttpServerConnection(_HttpServerConnection):
     """A connection whose every request must carry the gate's token (else 401)."""
 
     def __init__(self, router: _Router, gate: TokenGate) -> None:
@@ -213,7 +214,9 @@ async def start_http(
     router = _Router(catalog, behaviour or Behaviour())
     loop = asyncio.get_running_loop()
 
-    def connection() -> _Connection:
-        return _Connection(router) if gate is None else _GatedConnection(router, gate)
+    def connection() -> _HttpServerConnection:
+        if gate is None:
+            return _HttpServerConnection(router)
+        return _GatedHttpServerConnection(router, gate)
 
     return await loop.create_server(connection, host, port, backlog=1024, ssl=ssl_context)

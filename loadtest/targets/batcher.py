@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from loadtest.core.units import ns_to_s
+
 Feeds = Mapping[str, np.ndarray]
 RunBatch = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 
@@ -124,7 +126,7 @@ class DynamicBatcher:
                 remaining = deadline - self._clock()
                 if queued >= self.max_batch_size or remaining <= 0:
                     break
-                self._cond.wait(remaining / 1e9)
+                self._cond.wait(ns_to_s(remaining))
             batch: list[_Pending] = []
             total = 0
             while self._queue and total + self._queue[0].size <= self.max_batch_size:

@@ -47,6 +47,7 @@ from loadtest.core.target import (
     TensorSpec,
     Written,
 )
+from loadtest.core.units import NS_PER_US
 from loadtest.errors import LoadtestError, TargetError
 from loadtest.targets.batcher import BatcherStats, DynamicBatcher
 from loadtest.targets.triton_common import error_kind, model_spec_from_config
@@ -296,7 +297,7 @@ class NativeTarget:
             self._batcher = DynamicBatcher(
                 self._run,
                 self.options.max_batch_size,
-                self.options.max_queue_delay_us * 1000,
+                self.options.max_queue_delay_us * NS_PER_US,
                 self._executor,
                 workers,
             )

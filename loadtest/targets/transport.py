@@ -3,7 +3,8 @@
 One place for what the inference path (gRPC channel, http_wire's pool), tritonclient's metadata
 clients and observe/'s statistics and metrics readers must agree on, so a run never sends its
 queries over TLS with credentials and then reads statistics from the same server in plaintext
-without them. `Connection` is what a target passes on in its TritonEndpoint.
+without them. `Credentials` (TLS and headers, gRPC's channel and call credentials) is what a
+target passes on in its TritonEndpoint.
 
 When a TLS connection fails, `explain_tls_failure` repeats the handshake with Python's ssl to say
 why in one line (expired certificate, unknown CA, a plaintext server, a client certificate
@@ -43,7 +44,7 @@ def grpc_auth_kind(code: str, details: str) -> str | None:
 
 
 @dataclass(frozen=True)
-class Connection:
+class Credentials:
     """TLS (None = plaintext) and the headers sent with every request to one server."""
 
     tls: TlsSettings | None = None
@@ -54,7 +55,7 @@ class Connection:
         return {(h.name.lower() if lower else h.name): h.value.reveal() for h in self.headers}
 
 
-PLAINTEXT = Connection()
+PLAINTEXT = Credentials()
 
 
 def auth_refusal(url: str, kind: str, transport: str) -> str:
@@ -127,7 +128,7 @@ def _plugin(headers: dict[str, str]) -> Any:
     from tritonclient._plugin import InferenceServerClientPlugin
 
     class HeaderPlugin(InferenceServerClientPlugin):
-        """Adds the connection's headers to every tritonclient request."""
+        """Adds the credentials' headers to every tritonclient request."""
 
         def __call__(self, request: Any) -> None:
             request.headers.update(headers)
@@ -135,31 +136,31 @@ def _plugin(headers: dict[str, str]) -> Any:
     return HeaderPlugin()
 
 
-def grpc_client(url: str, connection: Connection) -> Any:
+def grpc_client(url: str, credentials: Credentials) -> Any:
     """tritonclient.grpc.aio client over TLS or not, sending the headers as metadata."""
     import tritonclient.grpc.aio as grpcclient
 
-    if connection.tls is not None:
-        client = grpcclient.InferenceServerClient(url, creds=grpc_credentials(connection.tls))
+    if credentials.tls is not None:
+        client = grpcclient.InferenceServerClient(url, creds=grpc_credentials(credentials.tls))
     else:
         client = grpcclient.InferenceServerClient(url)
-    if connection.headers:
-        client.register_plugin(_plugin(connection.header_dict(lower=True)))
+    if credentials.headers:
+        client.register_plugin(_plugin(credentials.header_dict(lower=True)))
     return client
 
 
-def http_client(url: str, connection: Connection, conn_timeout: float = 5) -> Any:
+def http_client(url: str, credentials: Credentials, conn_timeout: float = 5) -> Any:
     """tritonclient.http.aio client over https or http, sending the headers."""
     import tritonclient.http.aio as httpclient
 
-    if connection.tls is not None:
+    if credentials.tls is not None:
         client = httpclient.InferenceServerClient(
-            url, conn_timeout=conn_timeout, ssl=True, ssl_context=ssl_context(connection.tls)
+            url, conn_timeout=conn_timeout, ssl=True, ssl_context=ssl_context(credentials.tls)
         )
     else:
         client = httpclient.InferenceServerClient(url, conn_timeout=conn_timeout)
-    if connection.headers:
-        client.register_plugin(_plugin(connection.header_dict()))
+    if credentials.headers:
+        client.register_plugin(_plugin(credentials.header_dict()))
     return client
 
 

@@ -4,7 +4,7 @@ Metadata, shared-memory registration and `infer_outputs` use tritonclient's clie
 request is a ModelInferRequest built by tritonclient and serialized once per sample; per query the
 client only makes the unary `ModelInfer` call, on one of two clients (LOADTEST_GRPC_CLIENT):
 
-- "wire" (the default): targets/grpc_wire.py, unary gRPC calls on one HTTP/2 connection driven by
+- "wire" (the default): wire/grpc_wire.py, unary gRPC calls on one HTTP/2 connection driven by
   the event loop itself. The send is written (and stamped) the moment the runner asks, and the
   call costs about a third of grpc.aio's CPU (docs/grpc-load-path.md). Same method, same server
   endpoint, same one multiplexed connection as grpc.aio's channel.
@@ -49,14 +49,13 @@ from loadtest.core.target import (
     TritonEndpoint,
     Written,
 )
+from loadtest.core.units import s_to_us
 from loadtest.errors import SettingsError, TargetError
-from loadtest.targets import grpc_wire
-from loadtest.targets.grpc_wire import GrpcWire
 from loadtest.targets.shared_memory import SystemRegions
 from loadtest.targets.transport import (
     PERMISSION_DENIED,
     UNAUTHENTICATED,
-    Connection,
+    Credentials,
     auth_refusal,
     explain_tls_failure_async,
     grpc_auth_kind,
@@ -70,6 +69,8 @@ from loadtest.targets.triton_common import (
     host_port,
     model_spec_from_config,
 )
+from loadtest.wire import grpc_wire
+from loadtest.wire.grpc_wire import GrpcWire
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 # grpc.StatusCode by its integer value (the done callback sees the core's integer code).
@@ -148,10 +149,10 @@ class TritonGrpcTarget:
         self.model = model
         self.version = version
         self.timeout_s = timeout_s
-        self.connection = Connection(tls, headers)
-        self._metadata = tuple(self.connection.header_dict(lower=True).items()) or None
+        self.credentials = Credentials(tls, headers)
+        self._metadata = tuple(self.credentials.header_dict(lower=True).items()) or None
         self.setup_timeout_s = setup_timeout(timeout_s)
-        self.server_timeout_us = round(server_timeout_s * 1e6) if server_timeout_s else None
+        self.server_timeout_us = round(s_to_us(server_timeout_s)) if server_timeout_s else None
         self._client: grpcclient.InferenceServerClient | None = None
         self._requests: list[list[grpcclient.InferInput]] = []
         self._wire: list[bytes] = []  # each sample's ModelInferRequest, serialized
@@ -182,8 +183,8 @@ class TritonGrpcTarget:
                 self.url,
                 self.model,
                 self.version,
-                self.connection.tls,
-                headers=self.connection.headers,
+                self.credentials.tls,
+                headers=self.credentials.headers,
             ),
         )
 
@@ -253,7 +254,7 @@ class TritonGrpcTarget:
     @property
     def description(self) -> str:
         version = f" v{self.version}" if self.version else ""
-        tls = " (TLS)" if self.connection.tls is not None else ""
+        tls = " (TLS)" if self.credentials.tls is not None else ""
         client = "" if self.load_client == "wire" else f" ({self.load_client})"
         return f"triton grpc{tls}{client} {self.url} model {self.model}{version}"
 
@@ -285,7 +286,7 @@ class TritonGrpcTarget:
         in plaintext, whether the server wants TLS."""
         host, _, port = self.url.rpartition(":")
         host = host.strip("[]")
-        tls = self.connection.tls
+        tls = self.credentials.tls
         if tls is not None:
             reason = await explain_tls_failure_async(host, int(port), tls, ("h2",))
             detail = reason or exc.message()
@@ -294,7 +295,7 @@ class TritonGrpcTarget:
         return TargetError(f"cannot reach Triton over gRPC at {self.url}: {exc.message()}{hint}")
 
     async def open(self) -> ModelSpec:
-        self._client = grpc_client(self.url, self.connection)
+        self._client = grpc_client(self.url, self.credentials)
         setup = self.setup_timeout_s
         try:
             await self._client.is_server_live(client_timeout=min(5.0, setup))
@@ -375,7 +376,7 @@ class TritonGrpcTarget:
     async def _open_wire(self) -> None:
         """The load path's own HTTP/2 connection, opened before the run (TLS: ALPN h2)."""
         host, _, port = self.url.rpartition(":")
-        tls = self.connection.tls
+        tls = self.credentials.tls
         wire = GrpcWire(
             host.strip("[]"),
             int(port),

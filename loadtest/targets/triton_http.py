@@ -40,12 +40,12 @@ from loadtest.core.target import (
     TritonEndpoint,
     Written,
 )
+from loadtest.core.units import s_to_us
 from loadtest.errors import TargetError
-from loadtest.targets.http_wire import WirePool, build_request
 from loadtest.targets.shared_memory import SystemRegions
 from loadtest.targets.transport import (
     AUTH_KIND_BY_HTTP_STATUS,
-    Connection,
+    Credentials,
     auth_refusal,
     explain_tls_failure_async,
     http_client,
@@ -58,6 +58,7 @@ from loadtest.targets.triton_common import (
     host_port,
     model_spec_from_config,
 )
+from loadtest.wire.http_wire import WirePool, build_request
 
 _HEADER_LENGTH = "Inference-Header-Content-Length"
 WARM_CONNECTIONS = 8
@@ -104,9 +105,9 @@ class TritonHttpTarget:
         self.model = model
         self.version = version
         self.timeout_s = timeout_s
-        self.connection = Connection(tls, headers)
+        self.credentials = Credentials(tls, headers)
         self.setup_timeout_s = setup_timeout(timeout_s)
-        self.server_timeout_us = round(server_timeout_s * 1e6) if server_timeout_s else None
+        self.server_timeout_us = round(s_to_us(server_timeout_s)) if server_timeout_s else None
         self._path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer"
         self._pool: WirePool | None = None
         self._requests: list[bytes] = []  # the load path's, with the server timeout if any
@@ -133,8 +134,8 @@ class TritonHttpTarget:
                 self.url,
                 self.model,
                 self.version,
-                self.connection.tls,
-                self.connection.headers,
+                self.credentials.tls,
+                self.credentials.headers,
             ),
         )
 
@@ -154,12 +155,12 @@ class TritonHttpTarget:
         return self._pool.waited if self._pool is not None else 0
 
     def _admin(self) -> aiohttpclient.InferenceServerClient:
-        return http_client(self.url, self.connection, conn_timeout=self.setup_timeout_s)
+        return http_client(self.url, self.credentials, conn_timeout=self.setup_timeout_s)
 
     @property
     def description(self) -> str:
         version = f" v{self.version}" if self.version else ""
-        scheme = "https" if self.connection.tls is not None else "http"
+        scheme = "https" if self.credentials.tls is not None else "http"
         return f"triton {scheme} {self.url} model {self.model}{version}"
 
     def _refused(self, exc: InferenceServerException) -> TargetError | None:
@@ -173,7 +174,7 @@ class TritonHttpTarget:
         host, _, port = self.url.rpartition(":")
         host = host.strip("[]")
         text = exc.message() if isinstance(exc, InferenceServerException) else str(exc)
-        tls = self.connection.tls
+        tls = self.credentials.tls
         if tls is not None:
             reason = await explain_tls_failure_async(host, int(port), tls, ("http/1.1",))
             return TargetError(f"cannot reach Triton over HTTPS at {self.url}: {reason or text}")
@@ -204,7 +205,7 @@ class TritonHttpTarget:
         if not ready:
             raise TargetError(f"model {self.model!r} at {self.url} is not ready")
         host, _, port = self.url.rpartition(":")
-        tls = self.connection.tls
+        tls = self.credentials.tls
         self._pool = WirePool(
             host.strip("[]"),
             int(port),
@@ -281,7 +282,7 @@ class TritonHttpTarget:
         headers = {"Content-Type": "application/octet-stream"}
         if json_size is not None:
             headers[_HEADER_LENGTH] = str(json_size)
-        headers.update(self.connection.header_dict())
+        headers.update(self.credentials.header_dict())
         return build_request(self.url, self._path, bytes(body), headers)
 
     def start_infer(self, sample_index: int, done: Done, written: Written | None = None) -> None:

@@ -48,7 +48,7 @@ from urllib.parse import unquote
 
 from hpack import Encoder
 
-from loadtest.targets.http2 import (
+from loadtest.wire.http2 import (
     CANCEL_CODE,
     CONTINUATION,
     DATA,
@@ -174,7 +174,7 @@ class _Stream:
         self.rest = memoryview(b"")  # request bytes still to write (flow control)
 
 
-class _Connection(Http2Connection[_Stream]):
+class _GrpcClientConnection(Http2Connection[_Stream]):
     """One HTTP/2 connection: writes calls as streams, reads their answers (http2.py keeps the
     frames, windows and header blocks)."""
 
@@ -418,8 +418,9 @@ class GrpcWire:
         ]
         self._blocks: dict[float, bytes] = {}
         self.block = self._block(timeout_s)
-        self._connection: _Connection | None = None  # where new calls go
-        self._open_connections: set[_Connection] = set()  # with it, those still finishing calls
+        self._connection: _GrpcClientConnection | None = None  # where new calls go
+        # with it, those still finishing calls
+        self._open_connections: set[_GrpcClientConnection] = set()
         self._opening: asyncio.Task[None] | None = None
         # (header block, message, on_done, keep, deadline, written), oldest first
         self._waiting: deque[tuple[bytes, bytes, Answer, bool, float, Written | None]] = deque()
@@ -446,11 +447,11 @@ class GrpcWire:
         loop = asyncio.get_running_loop()
         if self.ssl is None:
             _, protocol = await loop.create_connection(
-                lambda: _Connection(self), self.host, self.port
+                lambda: _GrpcClientConnection(self), self.host, self.port
             )
         else:
             transport, protocol = await loop.create_connection(
-                lambda: _Connection(self),
+                lambda: _GrpcClientConnection(self),
                 self.host,
                 self.port,
                 ssl=self.ssl,
@@ -534,7 +535,7 @@ class GrpcWire:
                     _report(exc, "a gRPC call's written callback raised")
             connection.open_stream(block, message, on_done, deadline, keep)
 
-    def connection_gone(self, connection: _Connection, lost: bool = False) -> None:
+    def connection_gone(self, connection: _GrpcClientConnection, lost: bool = False) -> None:
         """No new calls on `connection` (GOAWAY, broken, lost); `lost`: no calls at all."""
         if lost:
             self._open_connections.discard(connection)

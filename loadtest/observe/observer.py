@@ -4,7 +4,7 @@
 every counter delta covers the run and nothing else (the warm-up query of `prepare` is outside).
 Each source is optional and independent: no statistics API (a fake or native target), no local
 PID (a remote server), or no metrics URL each leave their part None and say why, without failing
-the run. The arithmetic lives in server_split.py and server/metrics.py; this module only wires it.
+the run. The arithmetic lives in split.py and metrics.py; this module only wires it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from loadtest.core.target import Target
+from loadtest.core.units import ns_to_s, s_to_us
 from loadtest.engine.measurement import Measurement
 from loadtest.engine.runner import OnStart, nothing_to_do
 from loadtest.engine.selfmeasure import CLIENT_CPU_COVERS
@@ -50,7 +51,9 @@ class ServerSide:
                 "wall_s": round(self.server_cpu.wall_s, 4),
                 "cores": round(self.server_cpu.cores, 4),
                 "cpu_us_per_query": (
-                    round(self.server_cpu.cpu_s * 1e6 / self.queries, 2) if self.queries else None
+                    round(s_to_us(self.server_cpu.cpu_s) / self.queries, 2)
+                    if self.queries
+                    else None
                 ),
             }
         return {
@@ -60,7 +63,7 @@ class ServerSide:
                 "cpu_s": round(self.client_cpu_s, 4),
                 "cores": round(self.client_cores, 4),
                 "cpu_us_per_query": (
-                    round(self.client_cpu_s * 1e6 / self.queries, 2) if self.queries else None
+                    round(s_to_us(self.client_cpu_s) / self.queries, 2) if self.queries else None
                 ),
                 "covers": CLIENT_CPU_COVERS,
             },
@@ -73,8 +76,8 @@ def _mean(values: np.ndarray) -> float:
     return float(values.mean()) if len(values) else 0.0
 
 
-class ServerProbe:
-    """One probe per run: start() -> run -> finish(). Reusable after finish()."""
+class ServerObserver:
+    """One observer per run: start() -> run -> finish(). Reusable after finish()."""
 
     def __init__(
         self,
@@ -157,7 +160,7 @@ class ServerProbe:
             split=result_split,
             server_cpu=server_cpu,
             client_cpu_s=measurement.client_cpu_s,
-            client_wall_s=measurement.outcome.duration_ns / 1e9,
+            client_wall_s=ns_to_s(measurement.outcome.duration_ns),
             queries=queries,
             metrics=metrics,
             notes=tuple(self._notes),
@@ -209,8 +212,8 @@ def triton_protocol(target: Target) -> str | None:
     return triton.protocol if triton is not None else None
 
 
-def probe_for_target(target: Target) -> ServerProbe | None:
-    """A probe for a target with Triton behind it (statistics over the target's own protocol and
+def observer_for_target(target: Target) -> ServerObserver | None:
+    """An observer for a target with Triton behind it (statistics over the target's own protocol and
     address, as declared in its capabilities, so a wrapped target keeps it); None otherwise."""
     from loadtest.observe.triton_statistics import TritonStatistics
 
@@ -227,7 +230,7 @@ def probe_for_target(target: Target) -> ServerProbe | None:
     )
     local = local_triton(triton.port)
     pid, metrics = local if local else (None, None)
-    return ServerProbe(statistics, triton.model, pid, metrics)
+    return ServerObserver(statistics, triton.model, pid, metrics)
 
 
 class RunObserver:
@@ -245,8 +248,8 @@ class RunObserver:
     async def around(
         self, target: Target, play: Callable[[OnStart], Coroutine[Any, Any, Measurement]]
     ) -> Measurement:
-        probe = probe_for_target(target)
-        if probe is None:
+        observer = observer_for_target(target)
+        if observer is None:
             return await play(nothing_to_do)
         opened = False
 
@@ -254,12 +257,12 @@ class RunObserver:
             nonlocal opened
             if not opened:
                 opened = True
-                await probe.start()
+                await observer.start()
 
         try:
             measurement = await play(on_start)
             if opened:  # a run stopped before its start has no server side to report
-                self.result = await probe.finish(measurement)
+                self.result = await observer.finish(measurement)
             return measurement
         finally:
-            await probe.close()
+            await observer.close()

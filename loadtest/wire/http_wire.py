@@ -34,7 +34,7 @@ from loadtest.core.records import TIMEOUT
 
 # on_done(status, body, error, headers): status 0 and an error text when no HTTP answer arrived;
 # headers (lower-case names) only when the request asked to keep them.
-Done = Callable[[int, bytes, str | None, dict[bytes, bytes]], None]
+HttpAnswer = Callable[[int, bytes, str | None, dict[bytes, bytes]], None]
 _NO_HEADERS: dict[bytes, bytes] = {}
 SWEEP_FRACTION = 0.125  # the sweep runs every 1/8 of the timeout ...
 MIN_SWEEP_S = 0.001  # ... but at most once a millisecond
@@ -48,14 +48,14 @@ def build_request(host: str, path: str, body: bytes, headers: dict[str, str]) ->
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-class _Connection(asyncio.Protocol):
+class _KeepAliveConnection(asyncio.Protocol):
     """One keep-alive connection with at most one request outstanding."""
 
     def __init__(self, pool: WirePool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.on_done: Done | None = None
+        self.on_done: HttpAnswer | None = None
         self.deadline = 0.0  # time.monotonic() by which the outstanding request must be answered
         self.chunks: list[bytes] = []
         self.headers: dict[bytes, bytes] = {}
@@ -102,7 +102,7 @@ class _Connection(asyncio.Protocol):
                 on_done(status, body, None, headers)
 
     # --- used by the pool
-    def send(self, request: bytes, on_done: Done, deadline: float) -> None:
+    def send(self, request: bytes, on_done: HttpAnswer, deadline: float) -> None:
         assert self.transport is not None
         self.on_done = on_done
         self.deadline = deadline
@@ -137,10 +137,12 @@ class WirePool:
         self.ssl = ssl
         self.sweep_s = min(MAX_SWEEP_S, max(MIN_SWEEP_S, SWEEP_FRACTION * timeout_s))
         self.waited = 0
-        self._idle: list[_Connection] = []
-        self._all: set[_Connection] = set()
+        self._idle: list[_KeepAliveConnection] = []
+        self._all: set[_KeepAliveConnection] = set()
         # (request, on_done, keep_headers, deadline, written), oldest first
-        self._waiting: deque[tuple[bytes, Done, bool, float, Callable[[], None] | None]] = deque()
+        self._waiting: deque[tuple[bytes, HttpAnswer, bool, float, Callable[[], None] | None]] = (
+            deque()
+        )
         self._connecting = 0
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
@@ -151,15 +153,15 @@ class WirePool:
         self._idle.extend(opened)
         self._schedule_sweep()
 
-    async def _open(self) -> _Connection:
+    async def _open(self) -> _KeepAliveConnection:
         loop = asyncio.get_running_loop()
         if self.ssl is None:
             _, protocol = await loop.create_connection(
-                lambda: _Connection(self), self.host, self.port
+                lambda: _KeepAliveConnection(self), self.host, self.port
             )
         else:
             _, protocol = await loop.create_connection(
-                lambda: _Connection(self),
+                lambda: _KeepAliveConnection(self),
                 self.host,
                 self.port,
                 ssl=self.ssl,
@@ -172,7 +174,7 @@ class WirePool:
     def submit(
         self,
         request: bytes,
-        on_done: Done,
+        on_done: HttpAnswer,
         keep_headers: bool = False,
         timeout_s: float | None = None,
         written: Callable[[], None] | None = None,
@@ -208,7 +210,7 @@ class WirePool:
             self._connecting -= 1
         self.release(connection)
 
-    def release(self, connection: _Connection) -> None:
+    def release(self, connection: _KeepAliveConnection) -> None:
         """A connection came free: it takes the oldest waiting request, else goes idle."""
         if self._closed:
             return
@@ -221,7 +223,7 @@ class WirePool:
         else:
             self._idle.append(connection)
 
-    def forget(self, connection: _Connection) -> None:
+    def forget(self, connection: _KeepAliveConnection) -> None:
         self._all.discard(connection)
         if connection in self._idle:
             self._idle.remove(connection)

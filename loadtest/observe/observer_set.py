@@ -1,9 +1,9 @@
-"""Observes the server side of several models at once: one probe per entry of a mix.
+"""Observes the server side of several models at once: one observer per entry of a mix.
 
 Each entry's Triton is read through its own target's statistics API for its own model, so the
 server-side split of a mix is per model (Triton keeps statistics per model). Server CPU and the
 :8002 metrics are per *server*: entries that share one Triton each see all of its CPU, and the
-probe set says so in each of their notes rather than splitting a number it cannot split.
+observer set says so in each of their notes rather than splitting a number it cannot split.
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ from collections.abc import Mapping
 
 from loadtest.core.target import Target
 from loadtest.engine.measurement import Measurement
-from loadtest.observe.probe import ServerProbe, ServerSide, probe_for_target
+from loadtest.observe.observer import ServerObserver, ServerSide, observer_for_target
 
 
-class ProbeSet:
+class ObserverSet:
     """`start()` at the mix's t = 0, `finish(measurements)` after it, `close()` at the end."""
 
     def __init__(self, targets: Mapping[str, Target]) -> None:
-        self.probes: dict[str, ServerProbe | None] = {
-            name: probe_for_target(target) for name, target in targets.items()
+        self.observers: dict[str, ServerObserver | None] = {
+            name: observer_for_target(target) for name, target in targets.items()
         }
         self._started = False
 
@@ -29,23 +29,23 @@ class ProbeSet:
         if self._started:
             return
         self._started = True
-        for probe in self.probes.values():
-            if probe is not None:
-                await probe.start()
+        for observer in self.observers.values():
+            if observer is not None:
+                await observer.start()
 
     async def finish(self, measurements: Mapping[str, Measurement]) -> dict[str, ServerSide | None]:
         """Each entry's server side (None without a Triton behind it, or a run never started)."""
         sides: dict[str, ServerSide | None] = {}
         pids: dict[int, list[str]] = {}
-        for name, probe in self.probes.items():
-            if probe is not None and probe.server_pid is not None:
-                pids.setdefault(probe.server_pid, []).append(name)
-        for name, probe in self.probes.items():
-            if probe is None or not self._started or name not in measurements:
+        for name, observer in self.observers.items():
+            if observer is not None and observer.server_pid is not None:
+                pids.setdefault(observer.server_pid, []).append(name)
+        for name, observer in self.observers.items():
+            if observer is None or not self._started or name not in measurements:
                 sides[name] = None
                 continue
-            side = await probe.finish(measurements[name])
-            sharing = pids.get(probe.server_pid or -1, [name])
+            side = await observer.finish(measurements[name])
+            sharing = pids.get(observer.server_pid or -1, [name])
             if len(sharing) > 1 and side.server_cpu is not None:
                 others = ", ".join(n for n in sharing if n != name)
                 side = dataclasses.replace(
@@ -60,6 +60,6 @@ class ProbeSet:
         return sides
 
     async def close(self) -> None:
-        for probe in self.probes.values():
-            if probe is not None:
-                await probe.close()
+        for observer in self.observers.values():
+            if observer is not None:
+                await observer.close()
