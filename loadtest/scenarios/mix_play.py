@@ -82,16 +82,8 @@ class MixMeasurement:
 
 def entry_records(records: Records, mask: np.ndarray, offset: int) -> Records:
     """The rows of one entry, with its own (local) sample indices."""
-    part = Records(
-        scheduled_ns=records.scheduled_ns[mask],
-        sample_index=(records.sample_index[mask].astype(np.int64) - offset).astype(np.int32),
-        samples_per_query=records.samples_per_query,
-        error_kinds=list(records.error_kinds),
-    )
-    part.issued_ns[:] = records.issued_ns[mask]
-    part.completed_ns[:] = records.completed_ns[mask]
-    part.status[:] = records.status[mask]
-    part.error_code[:] = records.error_code[mask]
+    part = records.take(mask)
+    part.sample_index = (part.sample_index.astype(np.int64) - offset).astype(np.int32)
     return part
 
 
