@@ -24,8 +24,11 @@ import numpy as np
 from loadtest.core.secrets import Header
 from loadtest.core.settings import SharedMemoryKind, TlsSettings
 
-# Triton datatype names <-> numpy dtypes (BYTES is not used by the benchmark suite).
+# Triton datatype names <-> numpy dtypes. BYTES tensors (text prompts, the benchmark suite has
+# none) are numpy object arrays holding one `bytes` per element, as tritonclient takes them; on
+# the wire each element is its 4-byte little-endian length, then its bytes.
 TRITON_TO_NUMPY: dict[str, str] = {
+    "BYTES": "object",
     "BOOL": "bool",
     "UINT8": "uint8",
     "UINT16": "uint16",
@@ -71,6 +74,21 @@ class ModelSpec:
 
 
 Sample = Mapping[str, np.ndarray]  # input name -> tensor *with* its batch dimension when batching
+
+
+def is_bytes_tensor(tensor: np.ndarray) -> bool:
+    """A BYTES tensor (object array of bytes, or numpy bytes), not a numeric one."""
+    return tensor.dtype.kind in ("O", "S")
+
+
+def prompt_length(sample: Sample) -> int:
+    """A sample's own input length: the bytes (characters, for ASCII text) in its BYTES tensors,
+    every element counted; 0 for a purely numeric sample. What a report of tokens in can use."""
+    return sum(
+        sum(len(element) for element in tensor.flat)
+        for tensor in sample.values()
+        if is_bytes_tensor(tensor)
+    )
 
 
 Kept = object  # a raw answer kept by `infer_kept`; only its target can decode it
