@@ -23,6 +23,7 @@ from loadtest.core.schedule import Schedule
 from loadtest.engine.runner import ClosedLoopRunner, Runner
 from loadtest.report.resultfile import ResultFile, load_result
 from loadtest.rules.stats import decode_histograms
+from loadtest.scenarios.mix_play import entry_records
 from loadtest.shards.merge import merge_records
 from loadtest.targets.fake import FakeTarget, ServiceLaw, fake_from_url
 from loadtest.targets.wrapper import TargetWrapper
@@ -105,6 +106,17 @@ def test_merge_keeps_each_row_whole_in_due_time_order():
         for i in range(len(merged))
     }
     assert merged_rows == rows
+
+
+def test_a_mix_cut_keeps_every_column_of_its_entry_with_local_sample_indices():
+    records = _filled(60, 8, ["x"])
+    records.sample_index[:] = np.arange(60) % 12  # entry 0: samples 0-4, entry 1: 5-11
+    part = entry_records(records, records.sample_index >= 5, 5)
+    mask = records.sample_index >= 5
+    assert part.sample_index.tolist() == (records.sample_index[mask] - 5).tolist()
+    for col in COLUMNS:
+        if col.name != "sample_index":
+            assert np.array_equal(getattr(part, col.name), getattr(records, col.name)[mask])
 
 
 def test_extended_adds_unwritten_rows():

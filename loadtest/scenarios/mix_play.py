@@ -98,7 +98,9 @@ def split_outcome(outcome: RunOutcome, mix: MixSchedule, names: list[str]) -> di
         done = part.completed_ns[part.completed_ns != NOT_SET_NS]
         last = int(done.max()) if len(done) else 0
         duration = max(outcome.duration_ns, last) if outcome.stop_reason else last
-        parts[name] = replace(outcome, records=part, duration_ns=duration)
+        # The gaps between answer parts are one histogram for the whole superposition (in its
+        # client report), not cut per entry: an entry's outcome carries none.
+        parts[name] = replace(outcome, records=part, duration_ns=duration, part_gaps="")
     return parts
 
 
