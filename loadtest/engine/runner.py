@@ -259,6 +259,7 @@ class Runner:
             self._all_answered.clear()
         self._outstanding += 1
         keep = bool(self._keep) and i in self._keep
+        # A kept query (--check-outputs) goes by infer_kept, whole: its part columns stay unset.
         if self._parts is not None and self._start_parts is not None and not keep:
             self.records.issued_ns[i] = self.clock() - self._start_ns
             self._start_parts(
