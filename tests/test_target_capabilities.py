@@ -127,6 +127,11 @@ KINDS = [
             triton=TritonEndpoint("http", "127.0.0.1:1", "tiny", "1"),
         ),
     ),
+    (
+        "fake-parts",
+        lambda: triton_target("fake://?parts=3", "grpc", "m"),
+        TargetCapabilities(keeps_outputs=True, streams_parts=True),
+    ),
     ("native", _native, TargetCapabilities(keeps_outputs=True)),
     ("stand-in", StandIn, StandIn().capabilities),
 ]
@@ -152,6 +157,24 @@ def test_a_target_without_callback_send_refuses_it_and_so_does_its_wrapper(make)
     for candidate in (target, TargetWrapper(target)):
         with pytest.raises(NotImplementedError):
             candidate.start_infer(0, lambda error: None)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: FakeTarget(ServiceLaw("constant", 0)),
+        _native,
+        lambda: TritonGrpcTarget("127.0.0.1:1", "tiny"),
+        lambda: TritonHttpTarget("127.0.0.1:1", "tiny"),
+    ],
+    ids=["fake", "native", "grpc", "http"],
+)
+def test_a_target_answering_whole_refuses_parts_and_so_does_its_wrapper(make):
+    target = make()
+    assert not target.capabilities.streams_parts
+    for candidate in (target, TargetWrapper(target)):
+        with pytest.raises(NotImplementedError):
+            candidate.start_parts(0, None)  # type: ignore[arg-type]
 
 
 def test_native_reports_its_runtime_version_through_a_wrapper():

@@ -23,6 +23,7 @@ from loadtest.core.settings import (
     ServerSettings,
     StreamSettings,
 )
+from loadtest.core.target import TargetCapabilities
 from loadtest.engine.runner import ClosedLoopRunner, RunOutcome
 from loadtest.errors import SettingsError
 from loadtest.rules.stats import (
@@ -313,6 +314,8 @@ def test_interpret_reports_max_duration_cut() -> None:
 
 class _Instant:
     """A target that answers at once (the fake clock decides the time)."""
+
+    capabilities = TargetCapabilities()  # nothing beyond `infer`
 
     async def infer(self, sample: int) -> None:
         return None

@@ -157,6 +157,25 @@ def test_two_worker_processes_play_the_merged_schedule():
     assert summary.scheduled == len(records)
 
 
+def test_answers_in_parts_merge_exactly_across_worker_processes():
+    url = "fake://?servers=64&law=constant&service_ms=1&parts=4&part_ms=1"
+    _, measurement = _run(url, 300, 1.0, 2)
+    records, client = measurement.outcome.records, measurement.client
+    assert client is not None and len(client.workers) == 2
+    ok = records.ok
+    assert ok.sum() > 200
+    assert (records.parts[ok] == 4).all() and (records.final_count[ok] == 4).all()
+    assert (records.first_part_ns[ok] > records.issued_ns[ok]).all()
+    # Each worker's gap histogram holds its own answers' gaps; the merge holds all of them.
+    gaps = decode_histograms([client.histograms["part_gap"]])
+    assert gaps.get_total_count() == 3 * int(ok.sum())
+    assert measurement.outcome.part_gaps == client.histograms["part_gap"]
+    first = decode_histograms([client.histograms["first_part_from_scheduled"]])
+    assert first.get_total_count() == int(ok.sum())
+    ttft = records.first_part_from_scheduled_ns()
+    assert first.values_are_equivalent(first.get_max_value(), int(ttft.max()))
+
+
 def test_workers_that_block_their_loop_are_flagged_client_bound():
     # Each query blocks its worker's loop for 4 ms against 2 ms mean gaps per worker.
     url = "fake://?servers=64&law=constant&service_ms=1&loop_block_ms=4"

@@ -77,6 +77,21 @@ def url_scheme(url: str) -> str:
     return url.split("://", 1)[0].lower() if "://" in url else ""
 
 
+def is_triton_url(url: str) -> bool:
+    """Could this URL be a Triton (KServe v2) endpoint? Its scheme is one of Triton's protocols'
+    (or none: host:port), and it names no path, since Triton serves its routes at the root. Not
+    fake://, and not e.g. http://host:8000/v1 (an OpenAI-style server): no embedded Triton is
+    ever started in place of such a URL (server/deployment.py)."""
+    scheme = url_scheme(url)
+    if scheme and not any(scheme in schemes for schemes in _SCHEMES.values()):
+        return False
+    try:
+        parts = urlsplit(url if scheme else f"//{url}")
+    except ValueError:
+        return False
+    return parts.path in ("", "/") and not parts.query
+
+
 @dataclass(frozen=True)
 class TargetSettings:
     """Where queries go, and how: TLS (`tls`, None = plaintext) and request headers.
@@ -129,6 +144,11 @@ class TargetSettings:
                 f"--url {shown} is plaintext but TLS was asked for (--tls, --ca-cert, "
                 f"--client-cert): use {_SCHEMES[protocol][1]}:// or drop the TLS flags"
             )
+
+    @property
+    def is_triton(self) -> bool:
+        """The URL could be a Triton endpoint (see is_triton_url)."""
+        return is_triton_url(self.url)
 
     @property
     def setup_timeout_s(self) -> float:

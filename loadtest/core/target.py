@@ -6,10 +6,11 @@ index. `infer` never raises for a failed query: it returns the error kind, becau
 data for the report, not a reason to stop the run.
 
 What a target can do beyond that (a callback send, counting connection waits, shared memory, a
-Triton statistics API behind it) is *declared* in `capabilities`, never probed with getattr or
-isinstance: a wrapping target (fault injection, say) is a different class with the same
-abilities, and a probe would silently lose them. A wrapper forwards `capabilities` and the optional
-members to what it wraps, so nothing is lost; callers read the declaration, then call the member.
+Triton statistics API behind it, an answer in parts) is *declared* in `capabilities`, never probed
+with getattr or isinstance: a wrapping target (fault injection, say) is a different class with the
+same abilities, and a probe would silently lose them. A wrapper forwards `capabilities` and the
+optional members to what it wraps, so nothing is lost; callers read the declaration, then call the
+member.
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ import numpy as np
 from loadtest.core.secrets import Header
 from loadtest.core.settings import SharedMemoryKind, TlsSettings
 
-# Triton datatype names <-> numpy dtypes (BYTES is not used by the benchmark suite).
+# Triton datatype names <-> numpy dtypes. BYTES tensors (text prompts, the benchmark suite has
+# none) are numpy object arrays holding one `bytes` per element, as tritonclient takes them; on
+# the wire each element is its 4-byte little-endian length, then its bytes.
 TRITON_TO_NUMPY: dict[str, str] = {
+    "BYTES": "object",
     "BOOL": "bool",
     "UINT8": "uint8",
     "UINT16": "uint16",
@@ -72,11 +76,54 @@ class ModelSpec:
 Sample = Mapping[str, np.ndarray]  # input name -> tensor *with* its batch dimension when batching
 
 
+def is_bytes_tensor(tensor: np.ndarray) -> bool:
+    """A BYTES tensor (object array of bytes, or numpy bytes), not a numeric one."""
+    return tensor.dtype.kind in ("O", "S")
+
+
+def prompt_length(sample: Sample) -> int:
+    """A sample's own input length: the bytes (characters, for ASCII text) in its BYTES tensors,
+    every element counted; 0 for a purely numeric sample. What a report of tokens in can use."""
+    return sum(
+        sum(len(element) for element in tensor.flat)
+        for tensor in sample.values()
+        if is_bytes_tensor(tensor)
+    )
+
+
 Kept = object  # a raw answer kept by `infer_kept`; only its target can decode it
 Done = Callable[[str | None], None]  # a callback send's completion: error kind, or None on success
 # Called when a callback send is written later than it was asked for (it waited for a free
 # connection): the runner stamps the query's actual send time then, so send lag includes the wait.
 Written = Callable[[], None]
+
+
+class Parts(Protocol):
+    """One query's answer as it arrives in parts (targets declaring `streams_parts`).
+
+    The runner hands one to `start_parts` per query and records what the target reports through
+    it, on the event loop, as it happens: the first response (time to first token), each part
+    (their count, and the gaps between them), the final event's count, and the end. `done` comes
+    last and exactly once; events after it are ignored.
+    """
+
+    def first(self) -> None:
+        """The answer began (e.g. a stream's first event carrying no part yet); the first
+        `part()` implies it, so a target whose first event is a part need not call it."""
+        ...
+
+    def part(self) -> None:
+        """One part of the answer arrived (a chunk, a token)."""
+        ...
+
+    def final(self, count: int | None) -> None:
+        """The final event: the count the server reports for the answer (its token count), or
+        None when it sent none."""
+        ...
+
+    def done(self, error: str | None) -> None:
+        """The query is over: None on success, else the error kind (as `Done`)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -121,13 +168,18 @@ class TargetCapabilities:
     # `infer_kept` / `decode_kept` work: a query can keep its raw answer to be decoded and
     # compared after the run (--check-outputs), so only sampled queries pay for it.
     keeps_outputs: bool = False
+    # `start_parts` works: the answer arrives in parts (a stream of chunks or tokens), each
+    # reported to a `Parts` as it comes; the runner then records the first response, the parts,
+    # the gaps between them and the final count (core/records.py's optional columns).
+    streams_parts: bool = False
 
 
 class Target(Protocol):
     """Anything `runner` can play a schedule against.
 
-    The optional members (`start_infer`, `use_shared_memory`, `connection_waits`) exist on every
-    target so a wrapper can forward them explicitly; each works only where `capabilities` says so.
+    The optional members (`start_infer`, `start_parts`, `use_shared_memory`, `connection_waits`,
+    `infer_kept`, `decode_kept`) exist on every target so a wrapper can forward them explicitly;
+    each works only where `capabilities` says so.
     """
 
     @property
@@ -168,6 +220,12 @@ class Target(Protocol):
         A target that cannot write the request at once (no free connection) calls `written()` at
         the moment it does, so the send is stamped at the write, not at the ask.
         """
+        ...
+
+    def start_parts(self, sample_index: int, parts: Parts, written: Written | None = None) -> None:
+        """Send one prepared sample without awaiting; its answer's events go to `parts` (its
+        `done` last) on the event loop. Only with capabilities.streams_parts; else
+        NotImplementedError. `written` as for `start_infer`."""
         ...
 
     async def infer_outputs(self, sample_index: int) -> dict[str, np.ndarray]:

@@ -7,7 +7,9 @@ to measure the generator's own CPU and loop lag.)
 Each query is issued at its scheduled time whatever is still outstanding (open loop), and its
 latency is later taken from that *scheduled* time, so a slow server or a lagging client is charged
 to the queries it delays (no coordinated omission). What actually happened is recorded per query:
-the real issue time (send lag = issued − scheduled), completion, status and error kind.
+the real issue time (send lag = issued − scheduled), completion, status and error kind; for a
+target whose answers arrive in parts (`streams_parts`), also the first response, the part count,
+the final count and the gaps between parts (engine/parts.py), by both runners.
 
 Precise issuing: asyncio timers wake late (epoll rounds timeouts *up* to whole milliseconds, then
 the kernel adds its own slack; timing.py's loop cuts that, and docs/reference.md gives the
@@ -18,7 +20,8 @@ adapts: from the 16th sleep on, it is a high quantile (≈ p98.5) of the oversle
 TIMER_HISTORY sleeps plus a margin, so a quiet
 machine spins for ~1 ms per query and a noisy one for longer; spinning costs CPU on a box the
 server shares, so it is kept no longer than the timer's measured lateness requires.
-On the callback path (targets declaring `callback_send`, driven by `start_infer`), each completion
+On the callback path (targets declaring `callback_send`, driven by `start_infer`, and targets
+streaming parts, driven by `start_parts`), each completion
 also sends whatever fell due while it was being handled, so a burst of answers does not hold due
 sends back until the issuer's next turn. Completion handlers only write three numbers into
 preallocated arrays; all statistics happen after the run (or in the cheap periodic `on_tick`
@@ -44,6 +47,7 @@ from loadtest.core.records import NOT_SET_NS, Records, Status
 from loadtest.core.schedule import Schedule, check_mask
 from loadtest.core.target import Kept, Target
 from loadtest.engine import stopping
+from loadtest.engine.parts import PartsLog
 from loadtest.engine.quiet_gc import frozen_heap
 from loadtest.engine.selfmeasure import LoopLagProbe
 from loadtest.rules.error_budget import ErrorRateWindow
@@ -117,6 +121,9 @@ class RunOutcome:
     # --check-outputs: query index -> its raw answer, for the queries sampled at schedule time
     # and answered; decoded and compared after the run (engine/output_check.py).
     kept: dict[int, Kept] = field(default_factory=dict)
+    # Encoded HDR histogram (rules/stats.py) of the gaps between consecutive parts of an answer,
+    # for targets declaring streams_parts; "" for the others.
+    part_gaps: str = ""
 
     @property
     def stopped_early(self) -> bool:
@@ -180,6 +187,12 @@ class Runner:
         # Targets declaring a callback send (`start_infer`, see core/target.py) are driven without
         # a task per query: the cheapest way to issue from Python.
         self._start_infer = target.start_infer if target.capabilities.callback_send else None
+        # Targets answering in parts are sent by `start_parts` (also a callback send); their
+        # events land in the records' part columns.
+        streams = target.capabilities.streams_parts
+        self._parts = PartsLog(self.records, clock) if streams else None
+        self._start_parts = target.start_parts if streams else None
+        self._sends_by_callback = self._start_infer is not None or self._start_parts is not None
         self.loop_lag = LoopLagProbe(clock)
         self.counters = IssuerCounters()
 
@@ -229,7 +242,7 @@ class Runner:
         self._outstanding -= 1
         if self._outstanding == 0:
             self._all_answered.set()
-        if self._start_infer is not None and self._next < len(self._due):
+        if self._sends_by_callback and self._next < len(self._due):
             now = self.clock()
             if self._start_ns + self._due[self._next] <= now:
                 before = self._next
@@ -246,6 +259,15 @@ class Runner:
             self._all_answered.clear()
         self._outstanding += 1
         keep = bool(self._keep) and i in self._keep
+        # A kept query (--check-outputs) goes by infer_kept, whole: its part columns stay unset.
+        if self._parts is not None and self._start_parts is not None and not keep:
+            self.records.issued_ns[i] = self.clock() - self._start_ns
+            self._start_parts(
+                sample,
+                self._parts.query(i, functools.partial(self._complete, i)),
+                functools.partial(self._written, i),
+            )
+            return
         if self._start_infer is not None and not keep:
             self.records.issued_ns[i] = self.clock() - self._start_ns
             self._start_infer(
@@ -375,6 +397,8 @@ class Runner:
             abandon.cancel()
         unanswered = self._outstanding
         self._finished = True  # answers after this moment are not the run's (rows stay PENDING)
+        if self._parts is not None:
+            self._parts.closed = True
         for task in list(self._in_flight):
             task.cancel()
         if self._in_flight:
@@ -402,6 +426,8 @@ class Runner:
 
     async def _play_schedule(self, loop: asyncio.AbstractEventLoop, start_at_ns: int) -> RunOutcome:
         self._start_ns = start_at_ns or self.clock()
+        if self._parts is not None:
+            self._parts.start_ns = self._start_ns
         started_unix_ns = time.time_ns() + (self._start_ns - self.clock())
         ticker = loop.create_task(self._ticker()) if self.on_tick else None
         self.loop_lag.start(loop)
@@ -426,6 +452,7 @@ class Runner:
             interrupted=self._interrupted,
             stop_reason=self._stop_reason,
             kept=self.kept,
+            part_gaps=self._parts.encoded_gaps() if self._parts is not None else "",
         )
 
 
@@ -483,12 +510,13 @@ class ClosedLoopRunner:
         self.clock = clock
         self.on_tick = on_tick
         self.interrupt_drain_ns = interrupt_drain_ns
-        n = len(sample_index)
-        self._issued = np.full(n, NOT_SET_NS, dtype=np.int64)
-        self._completed = np.full(n, NOT_SET_NS, dtype=np.int64)
-        self._status = np.zeros(n, dtype=np.int8)
-        self._error = np.full(n, -1, dtype=np.int16)
-        self._error_kinds: list[str] = []
+        # Every query's row, scheduled at t = 0 until `records()` says otherwise; grown (with the
+        # sample indices) by `_grow`, so always read through self._rows, never kept across awaits.
+        self._rows = Records(
+            np.zeros(len(sample_index), np.int64), sample_index, samples_per_query=samples_per_query
+        )
+        streams = target.capabilities.streams_parts
+        self._parts = PartsLog(self._rows, clock) if streams else None
         self._next = 0
         self._stop_reason = ""
         self._interrupted = False
@@ -517,10 +545,9 @@ class ClosedLoopRunner:
         extra = self.more_samples(max(1024, len(self.sample_index)))
         n = len(extra)
         self.sample_index = np.concatenate([self.sample_index, extra])
-        self._issued = np.concatenate([self._issued, np.full(n, NOT_SET_NS, dtype=np.int64)])
-        self._completed = np.concatenate([self._completed, np.full(n, NOT_SET_NS, np.int64)])
-        self._status = np.concatenate([self._status, np.zeros(n, dtype=np.int8)])
-        self._error = np.concatenate([self._error, np.full(n, -1, dtype=np.int16)])
+        self._rows = self._rows.extended(extra)
+        if self._parts is not None:
+            self._parts.records = self._rows
         more_keep = check_mask(n, self.check_rate, self.check_seed, start=len(self._keep))
         self._keep = np.concatenate([self._keep, more_keep])
 
@@ -533,7 +560,7 @@ class ClosedLoopRunner:
             # LoadGen's stream rule: stop once a query has been *issued* at or after the minimum
             # duration and the minimum count has been issued. Checked before the max duration,
             # so a stream that ends as it should is not reported as cut short.
-            last_issued = int(self._issued[self._next - 1]) if self._next else NOT_SET_NS
+            last_issued = int(self._rows.issued_ns[self._next - 1]) if self._next else NOT_SET_NS
             if last_issued >= self.min_duration_ns and self._next >= self.min_query_count:
                 return True
         if self.max_duration_ns and now_rel >= self.max_duration_ns:
@@ -543,47 +570,50 @@ class ClosedLoopRunner:
             return True
         return False
 
+    async def _infer_parts(self, i: int, sample: int) -> str | None:
+        """Send by `start_parts` (its events go to query i's row) and await its end."""
+        assert self._parts is not None
+        answer: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+
+        def done(error: str | None) -> None:
+            if not answer.done():  # the worker may have been cancelled by a stop
+                answer.set_result(error)
+
+        self.target.start_parts(sample, self._parts.query(i, done))
+        return await answer
+
     async def _worker(self) -> None:
         clock, start = self.clock, self._start_ns
         while not self._done_issuing(clock() - start):
             i = self._next
             self._next += 1
-            self._issued[i] = clock() - start
+            sample = int(self.sample_index[i])
+            self._rows.issued_ns[i] = clock() - start
             if self._keep[i]:
-                error, kept = await self.target.infer_kept(int(self.sample_index[i]))
+                error, kept = await self.target.infer_kept(sample)
                 if error is None:
                     self.kept[i] = kept
+            elif self._parts is not None:
+                error = await self._infer_parts(i, sample)
             else:
-                error = await self.target.infer(int(self.sample_index[i]))
-            self._completed[i] = clock() - start
+                error = await self.target.infer(sample)
+            rows = self._rows  # after the await: another worker may have grown it
+            rows.completed_ns[i] = clock() - start
             if error is None:
-                self._status[i] = Status.OK
+                rows.status[i] = Status.OK
             else:
-                self._status[i] = Status.ERROR
-                if error not in self._error_kinds:
-                    self._error_kinds.append(error)
-                self._error[i] = self._error_kinds.index(error)
+                rows.status[i] = Status.ERROR
+                rows.error_code[i] = rows.error_code_for(error)
             window = self.error_window
-            if window is not None and window.add(int(self._completed[i]), error is None):
+            if window is not None and window.add(int(rows.completed_ns[i]), error is None):
                 self.abort(window.reason())
 
     def records(self) -> Records:
         """Rows for every query taken so far (never-taken ones are dropped for streams)."""
-        count = len(self.sample_index) if self.all_due_at_start else self._next
-        issued = self._issued[:count]
-        scheduled = np.zeros(count, dtype=np.int64) if self.all_due_at_start else issued.copy()
-        if not self.all_due_at_start:
-            scheduled[scheduled == NOT_SET_NS] = 0
-        records = Records(
-            scheduled_ns=scheduled,
-            sample_index=self.sample_index[:count].astype(np.int32),
-            samples_per_query=self.samples_per_query,
-            error_kinds=list(self._error_kinds),
-        )
-        records.issued_ns[:] = issued
-        records.completed_ns[:] = self._completed[:count]
-        records.status[:] = self._status[:count]
-        records.error_code[:] = self._error[:count]
+        count = len(self._rows) if self.all_due_at_start else self._next
+        records = self._rows.take(slice(0, count))
+        if not self.all_due_at_start:  # a stream's query is due when it is sent
+            records.scheduled_ns[:] = np.where(records.issued, records.issued_ns, 0)
         return records
 
     async def _ticker(self) -> None:
@@ -628,12 +658,16 @@ class ClosedLoopRunner:
         started_unix_ns = time.time_ns()
         self._start_ns = self.clock()
         ticker = loop.create_task(self._ticker()) if self.on_tick else None
+        if self._parts is not None:
+            self._parts.start_ns = self._start_ns
         try:
             with frozen_heap():
                 await self._play(loop)
         finally:
             if ticker:
                 ticker.cancel()
+            if self._parts is not None:
+                self._parts.closed = True
         records = self.records()
         done = records.completed_ns[records.completed_ns != NOT_SET_NS]
         if self.on_tick:
@@ -645,4 +679,5 @@ class ClosedLoopRunner:
             interrupted=self._interrupted,
             stop_reason=self._stop_reason,
             kept={i: k for i, k in self.kept.items() if i < len(records)},
+            part_gaps=self._parts.encoded_gaps() if self._parts is not None else "",
         )

@@ -6,6 +6,12 @@ Inputs come from the model's own metadata (names, dtypes, shapes) or from data t
 carry `loadtest.range.<input>` = "low,high" parameters, because an index tensor (BERT token
 ids, DLRM sparse features) with out-of-range values is rejected by the model, not merely slow.
 Dynamic dimensions (-1) need a size: `shapes` overrides, else 1.
+
+A BYTES input (a text prompt) gets seeded random text instead: lowercase words, each element of
+its own length drawn from the same `loadtest.range.<input>` parameter read as "shortest,longest"
+characters (else DEFAULT_TEXT_LENGTHS), so the library holds prompts of different lengths as a
+real one would; `core.target.prompt_length` gives each sample's, and `prompt_lengths` the whole
+library's, indexed like the records' sample_index.
 """
 
 from __future__ import annotations
@@ -15,11 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtest.core.target import ModelSpec, Sample, Target, TensorSpec
+from loadtest.core.target import ModelSpec, Sample, Target, TensorSpec, prompt_length
 from loadtest.engine.inputs import load_input_data
 from loadtest.errors import SettingsError
 
 RANGE_PARAMETER_PREFIX = "loadtest.range."
+DEFAULT_VALUE_RANGE = (0, 2)  # integers in [low, high)
+DEFAULT_TEXT_LENGTHS = (16, 256)  # characters per BYTES element, shortest and longest
+TEXT_ALPHABET = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz     ", dtype=np.uint8)  # ~1 in 6 a space
 
 
 def _concrete_shape(spec: TensorSpec, override: tuple[int, ...] | None) -> tuple[int, ...]:
@@ -38,20 +47,39 @@ def _concrete_shape(spec: TensorSpec, override: tuple[int, ...] | None) -> tuple
 def _value_range(spec: TensorSpec, parameters: Mapping[str, str]) -> tuple[int, int]:
     text = parameters.get(RANGE_PARAMETER_PREFIX + spec.name)
     if text is None:
-        return (0, 2)
+        return DEFAULT_TEXT_LENGTHS if spec.datatype == "BYTES" else DEFAULT_VALUE_RANGE
     try:
         low, high = (int(v) for v in text.split(","))
     except ValueError:
         raise SettingsError(
             f"model parameter {RANGE_PARAMETER_PREFIX + spec.name}={text!r} is not 'low,high'"
         ) from None
+    if spec.datatype == "BYTES" and not 0 <= low <= high:
+        raise SettingsError(
+            f"model parameter {RANGE_PARAMETER_PREFIX + spec.name}={text!r}: text lengths need "
+            "0 ≤ shortest ≤ longest"
+        )
     return low, high
+
+
+def _random_text(
+    shape: tuple[int, ...], lengths: tuple[int, int], rng: np.random.Generator
+) -> np.ndarray:
+    """A BYTES tensor: each element seeded random text of its own length in [shortest, longest]."""
+    tensor = np.empty(shape, dtype=object)
+    shortest, longest = lengths
+    for index in np.ndindex(*shape):
+        length = int(rng.integers(shortest, longest + 1))
+        tensor[index] = TEXT_ALPHABET[rng.integers(0, len(TEXT_ALPHABET), length)].tobytes()
+    return tensor
 
 
 def _random_tensor(
     spec: TensorSpec, shape: tuple[int, ...], value_range: tuple[int, int], rng: np.random.Generator
 ) -> np.ndarray:
     dtype = spec.numpy_dtype
+    if spec.datatype == "BYTES":
+        return _random_text(shape, value_range, rng)
     if dtype.kind == "f":
         return rng.standard_normal(shape).astype(dtype)
     if dtype.kind == "b":
@@ -110,7 +138,13 @@ def load_samples(
     batch_size: int = 1,
 ) -> list[Sample]:
     """User-given data in any form `engine.inputs` reads (.npz, .npy, perf_analyzer JSON,
-    pictures)."""
+    pictures); not yet for BYTES inputs, which get generated text prompts."""
+    text = [spec.name for spec in model.inputs if spec.datatype == "BYTES"]
+    if text:
+        raise SettingsError(
+            f"--input-data cannot fill BYTES input(s) {', '.join(text)} yet: drop --input-data "
+            "and loadtest generates text prompts of varied lengths"
+        )
     _check_shapes(model, shapes or {})
     _check_batch_size(model, batch_size)
     return load_input_data(path, model, shapes, batch_size)
@@ -128,6 +162,11 @@ def sample_library(
     if input_data is not None:
         return load_samples(input_data, model, shapes, batch_size)
     return random_samples(model, sample_count, sample_seed, shapes, batch_size)
+
+
+def prompt_lengths(samples: list[Sample]) -> np.ndarray:
+    """Each sample's own input length (core.target.prompt_length), indexed like sample_index."""
+    return np.array([prompt_length(sample) for sample in samples], dtype=np.int64)
 
 
 async def open_with_samples(

@@ -268,14 +268,31 @@ def _cv(value: float) -> float | None:
     return None if math.isnan(value) else round(value, 4)
 
 
-def record_histograms(records: Records) -> dict[str, str]:
-    """Encoded HDR histograms of one generator's latencies and send lag: what shards merge."""
+# The HDR histograms a generator sends back, each drawn from its records: the one list that
+# shard merging (shards/merge.py, exact: decode and add) and result.json's client "hdr" follow.
+RECORD_HISTOGRAMS: dict[str, Callable[[Records], np.ndarray]] = {
+    "latency_from_scheduled": Records.latency_from_scheduled_ns,
+    "latency_from_issue": Records.latency_from_issue_ns,
+    "send_lag": Records.send_lag_ns,
+}
+# Only for runs whose answers came in parts (targets declaring streams_parts).
+FIRST_PART = "first_part_from_scheduled"  # time to first token, from the scheduled time
+PART_GAP = "part_gap"  # gaps between consecutive parts of one answer (the runner's histogram)
+
+
+def record_histograms(records: Records, part_gaps: str = "") -> dict[str, str]:
+    """Encoded HDR histograms of one generator's latencies and send lag, what shards merge; with
+    `part_gaps` (RunOutcome.part_gaps, a target answering in parts), the time to the first part
+    and the gaps between parts too."""
     histograms = {
-        "latency_from_scheduled": latency_histogram(records.latency_from_scheduled_ns()),
-        "latency_from_issue": latency_histogram(records.latency_from_issue_ns()),
-        "send_lag": latency_histogram(records.send_lag_ns()),
+        name: encode_histogram(latency_histogram(values(records)))
+        for name, values in RECORD_HISTOGRAMS.items()
     }
-    return {name: encode_histogram(h) for name, h in histograms.items()}
+    if part_gaps:
+        first = latency_histogram(records.first_part_from_scheduled_ns())
+        histograms[FIRST_PART] = encode_histogram(first)
+        histograms[PART_GAP] = part_gaps
+    return histograms
 
 
 @dataclass(frozen=True)

@@ -82,16 +82,8 @@ class MixMeasurement:
 
 def entry_records(records: Records, mask: np.ndarray, offset: int) -> Records:
     """The rows of one entry, with its own (local) sample indices."""
-    part = Records(
-        scheduled_ns=records.scheduled_ns[mask],
-        sample_index=(records.sample_index[mask].astype(np.int64) - offset).astype(np.int32),
-        samples_per_query=records.samples_per_query,
-        error_kinds=list(records.error_kinds),
-    )
-    part.issued_ns[:] = records.issued_ns[mask]
-    part.completed_ns[:] = records.completed_ns[mask]
-    part.status[:] = records.status[mask]
-    part.error_code[:] = records.error_code[mask]
+    part = records.take(mask)
+    part.sample_index = (part.sample_index.astype(np.int64) - offset).astype(np.int32)
     return part
 
 
@@ -106,7 +98,9 @@ def split_outcome(outcome: RunOutcome, mix: MixSchedule, names: list[str]) -> di
         done = part.completed_ns[part.completed_ns != NOT_SET_NS]
         last = int(done.max()) if len(done) else 0
         duration = max(outcome.duration_ns, last) if outcome.stop_reason else last
-        parts[name] = replace(outcome, records=part, duration_ns=duration)
+        # The gaps between answer parts are one histogram for the whole superposition (in its
+        # client report), not cut per entry: an entry's outcome carries none.
+        parts[name] = replace(outcome, records=part, duration_ns=duration, part_gaps="")
     return parts
 
 

@@ -1,12 +1,13 @@
 """Finds the Triton to measure, or starts the embedded one when nothing answers on loopback.
 
 The client commands measure a deployment at `--url`. When nothing answers there and the URL is
-loopback (we never start servers elsewhere), the embedded Triton from the nvidia-pytriton wheel is
-started on free loopback ports, serving just the requested model from the repository, and stopped
-afterwards. The caller is told which happened, so a report never passes off the embedded server as
-the user's deployment. A suite model whose weights are missing is built first, and said so (what,
-how big, where), but only into loadtest's own model_repository/: a repository the user named is
-never written into.
+a Triton one on loopback (we never start servers elsewhere, nor in place of another kind of
+server: fake://, or a URL with a path such as an OpenAI-style http://host/v1), the embedded
+Triton from the nvidia-pytriton wheel is started on free loopback ports, serving just the
+requested model from the repository, and stopped afterwards. The caller is told which happened,
+so a report never passes off the embedded server as the user's deployment. A suite model whose
+weights are missing is built first, and said so (what, how big, where), but only into loadtest's
+own model_repository/: a repository the user named is never written into.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadtest.core.settings import Protocol, TargetSettings
+from loadtest.core.secrets import redact_url
+from loadtest.core.settings import Protocol, TargetSettings, url_scheme
 from loadtest.errors import ModelBuildError, SettingsError, TargetError
 from loadtest.server.embedded import EmbeddedTriton
 from loadtest.targets.triton_common import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, host_port
@@ -102,9 +104,14 @@ def resolve(
     say: Callable[[str], None],
 ) -> Iterator[Deployment]:
     """Yield the deployment to measure; stops the embedded server on exit, whatever happens."""
-    if target.url.startswith("fake://"):
+    if url_scheme(target.url) == "fake":
         yield Deployment(target, None)
         return
+    if mode is EmbeddedMode.ALWAYS and not target.is_triton:
+        raise SettingsError(
+            f"--embedded always starts a Triton, but --url {redact_url(target.url)} is not a "
+            "Triton endpoint (it names a path): drop --embedded always"
+        )
     if target.tls is not None and mode is EmbeddedMode.ALWAYS:
         raise SettingsError(
             "the embedded Triton serves plaintext only: --embedded always cannot be measured "
@@ -113,6 +120,7 @@ def resolve(
     # Over TLS the embedded (plaintext) server is never a stand-in: that would be a downgrade.
     start = mode is EmbeddedMode.ALWAYS or (
         mode is EmbeddedMode.AUTO
+        and target.is_triton
         and target.tls is None
         and is_loopback(target.url, target.protocol)
         and not answers(target.url, target.protocol)

@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from loadtest.core.records import Records
 from loadtest.core.schedule import Schedule, merged_schedule
 from loadtest.engine.runner import RunOutcome
-from loadtest.engine.selfmeasure import ClientReport, WorkerReport, record_histograms, send_gap_cv
+from loadtest.engine.selfmeasure import (
+    PART_GAP,
+    ClientReport,
+    WorkerReport,
+    record_histograms,
+    send_gap_cv,
+)
 from loadtest.errors import LoadtestError, TargetError
 from loadtest.rules.stats import decode_histograms, encode_histogram, send_lag_stats
-
-HISTOGRAMS = ("latency_from_scheduled", "latency_from_issue", "send_lag")
 
 
 @dataclass
@@ -33,7 +37,7 @@ class ShardResult:
     pid: int
     schedule: Schedule
     records: Records | None  # per-query rows, when the plan keeps them
-    histograms: dict[str, str]  # HISTOGRAMS -> encoded HDR (V2, base64)
+    histograms: dict[str, str]  # record_histograms' names -> encoded HDR (V2, base64)
     scheduled: int
     issued: int
     ok: int
@@ -82,7 +86,7 @@ def shard_result(
         pid=os.getpid(),
         schedule=schedule,
         records=records if keep_records else None,
-        histograms=record_histograms(records),
+        histograms=record_histograms(records, outcome.part_gaps),
         scheduled=len(records),
         issued=int(records.issued.sum()),
         ok=int(records.ok.sum()),
@@ -145,26 +149,8 @@ class MergedShards:
 
 def merge_records(shards: list[Records]) -> Records:
     """One Records for all shards, in due-time order; error kinds renumbered into one table."""
-    kinds: list[str] = []
-    for records in shards:
-        kinds.extend(k for k in records.error_kinds if k not in kinds)
-    scheduled = np.concatenate([r.scheduled_ns for r in shards])
-    order = np.argsort(scheduled, kind="stable")
-    merged = Records(
-        scheduled_ns=scheduled[order],
-        sample_index=np.concatenate([r.sample_index for r in shards])[order],
-        samples_per_query=shards[0].samples_per_query if shards else 1,
-        error_kinds=kinds,
-    )
-    codes = []
-    for records in shards:
-        table = np.array([kinds.index(k) for k in records.error_kinds] + [-1], dtype=np.int16)
-        codes.append(table[records.error_code])  # -1 indexes the trailing -1: "no error"
-    merged.issued_ns[:] = np.concatenate([r.issued_ns for r in shards])[order]
-    merged.completed_ns[:] = np.concatenate([r.completed_ns for r in shards])[order]
-    merged.status[:] = np.concatenate([r.status for r in shards])[order]
-    merged.error_code[:] = np.concatenate(codes)[order]
-    return merged
+    merged = Records.concatenate(shards)
+    return merged.take(np.argsort(merged.scheduled_ns, kind="stable"))
 
 
 def client_report(
@@ -175,10 +161,16 @@ def client_report(
     parent_cpu_s: float = 0.0,
 ) -> ClientReport:
     """The generator's self-measurement: per worker, plus merged HDR and the merged send law
-    beside the schedule's own (the same issued queries' due times)."""
+    beside the schedule's own (the same issued queries' due times).
+
+    Each histogram any shard has is the exact sum over the shards that have it (a shard without
+    one, e.g. no answer in parts, had nothing to count)."""
+    names = dict.fromkeys(name for r in results for name in r.histograms)
     histograms = {
-        name: encode_histogram(decode_histograms(r.histograms[name] for r in results))
-        for name in HISTOGRAMS
+        name: encode_histogram(
+            decode_histograms(r.histograms[name] for r in results if name in r.histograms)
+        )
+        for name in names
     }
     return ClientReport(
         placement=placement,
@@ -211,6 +203,7 @@ def merge_shards(
         stop_reason="; ".join(reasons),
     )
     client = client_report(results, placement, loop, records, parent_cpu_s)
+    outcome = replace(outcome, part_gaps=client.histograms.get(PART_GAP, ""))
     return MergedShards(
         schedule=merged_schedule([r.schedule for r in results]),
         outcome=outcome,

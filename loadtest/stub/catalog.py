@@ -60,7 +60,9 @@ class StubModel:
             dims = [max(int(d), 1) for d in output.dims]  # variable dims answered as 1
             shape = [1, *dims] if self.config.max_batch_size > 0 else dims
             dtype = np.dtype(TRITON_TO_NUMPY.get(_datatype(output.data_type), "uint8"))
-            zeros = bytes(int(np.prod(shape)) * dtype.itemsize)
+            # BYTES: each element an empty string, i.e. its 4-byte length 0
+            itemsize = 4 if dtype.kind == "O" else dtype.itemsize
+            zeros = bytes(int(np.prod(shape)) * itemsize)
             result.append(StubOutput(output.name, _datatype(output.data_type), shape, zeros))
         return result
 

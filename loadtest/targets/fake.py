@@ -14,11 +14,17 @@ per-request deadline (`timeout_ns`, --timeout): a query not served by then is er
 share one GPU or one MIG slice: each target keeps its own service law, but a query waits while the
 pool's workers serve the other targets' queries, so one model slows when another is loaded (the
 interference `loadtest mix` measures). The pool gets the `servers` of the first target to open it.
+
+With `parts` > 0 it answers in parts, as a streaming (LLM) server does, and declares
+`streams_parts`: the service time is the time to the first part, then `parts` − 1 more follow,
+`part_gap_ns` apart, the worker held throughout; the final event carries the part count as the
+server's count (or none, with `counted=False`). The bench of the runner's part columns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -33,6 +39,7 @@ from loadtest.core.target import (
     Done,
     Kept,
     ModelSpec,
+    Parts,
     Sample,
     TargetCapabilities,
     TensorSpec,
@@ -95,6 +102,9 @@ class FakeTarget:
         timeout_ns: int = 0,
         pool: str = "",
         corrupt: float = 0.0,
+        parts: int = 0,
+        part_gap_ns: int = 0,
+        counted: bool = True,
     ) -> None:
         self.law = law
         self.pool = pool
@@ -113,6 +123,10 @@ class FakeTarget:
         self._count = 0
         self._samples: Sequence[Sample] = ()
         self.served = 0
+        self.parts = parts  # 0 = answers whole
+        self.part_gap_ns = part_gap_ns
+        self.counted = counted
+        self._streams: set[asyncio.Task[str | None]] = set()
 
     def reconfigure(self, law: ServiceLaw, servers: int) -> None:
         """A new service law and worker count (the sweep's fake configurator); takes effect at
@@ -123,12 +137,15 @@ class FakeTarget:
     @property
     def description(self) -> str:
         pool = f", pool {self.pool}" if self.pool else ""
-        return f"fake ({self.servers} servers, {self.law.kind} {self.law.mean_ns / 1e6:g} ms{pool})"
+        parts = f", {self.parts} parts {self.part_gap_ns / 1e6:g} ms apart" if self.parts else ""
+        law = f"{self.law.kind} {self.law.mean_ns / 1e6:g} ms"
+        return f"fake ({self.servers} servers, {law}{pool}{parts})"
 
     @property
     def capabilities(self) -> TargetCapabilities:
-        """Awaited per query, no connections, no server side; its answers can be kept."""
-        return TargetCapabilities(keeps_outputs=True)
+        """Awaited per query (by `start_parts` when it answers in parts), no connections, no
+        server side; its answers can be kept."""
+        return TargetCapabilities(keeps_outputs=True, streams_parts=self.parts > 0)
 
     @property
     def server_version(self) -> str:
@@ -140,6 +157,22 @@ class FakeTarget:
 
     def start_infer(self, sample_index: int, done: Done, written: Written | None = None) -> None:
         raise NotImplementedError("the fake target has no callback send")
+
+    def start_parts(self, sample_index: int, parts: Parts, written: Written | None = None) -> None:
+        if not self.parts:
+            raise NotImplementedError("this fake target answers whole (no parts= in its URL)")
+        stream = asyncio.get_running_loop().create_task(self._infer(sample_index, parts))
+        self._streams.add(stream)
+        stream.add_done_callback(functools.partial(self._streamed, sample_index, parts))
+
+    def _streamed(self, sample_index: int, parts: Parts, stream: asyncio.Task[str | None]) -> None:
+        self._streams.discard(stream)
+        if stream.cancelled():  # closed mid-answer: the query stays unanswered
+            return
+        error = stream.result()
+        if error is None and self.corrupt:
+            self._answer(sample_index)  # every answer draws, as in infer
+        parts.done(error)
 
     def use_shared_memory(self, kind: SharedMemoryKind, tag: str) -> None:
         raise TargetError(
@@ -166,7 +199,7 @@ class FakeTarget:
         if begin <= now < end:
             await asyncio.sleep((end - now) / 1e9)
 
-    async def _infer(self, sample_index: int) -> str | None:
+    async def _infer(self, sample_index: int, parts: Parts | None = None) -> str | None:
         if self._first_ns is None:
             self._first_ns = self.clock()
         self._count += 1
@@ -174,25 +207,37 @@ class FakeTarget:
         if self.loop_block_ns:
             time.sleep(self.loop_block_ns / 1e9)  # deliberately blocks the event loop
         if not self.timeout_ns:
-            return await self._serve(number)
+            return await self._serve(number, parts)
         try:
             if _timeout is not None:  # Python ≥ 3.11: no task per query
                 async with _timeout(self.timeout_ns / 1e9):
-                    return await self._serve(number)
-            return await asyncio.wait_for(self._serve(number), self.timeout_ns / 1e9)
+                    return await self._serve(number, parts)
+            return await asyncio.wait_for(self._serve(number, parts), self.timeout_ns / 1e9)
         except asyncio.TimeoutError:
             return TIMEOUT
 
-    async def _serve(self, number: int) -> str | None:
+    async def _serve(self, number: int, parts: Parts | None = None) -> str | None:
         assert self._workers is not None, "open() first"
+        failed = bool(self.fail_every) and number % self.fail_every == 0
         async with self._workers:
             await self._stall_wait()
             await asyncio.sleep(self._service() / 1e9)
             await self._stall_wait()
+            if not failed:
+                await self._stream(parts)
         self.served += 1
-        if self.fail_every and number % self.fail_every == 0:
-            return "fake injected failure"
-        return None
+        return "fake injected failure" if failed else None
+
+    async def _stream(self, parts: Parts | None) -> None:
+        """The answer's parts (none when it answers whole), reported to `parts` if given (an
+        awaited query of a streaming fake takes as long, unrecorded)."""
+        for k in range(self.parts):
+            if k:
+                await asyncio.sleep(self.part_gap_ns / 1e9)
+            if parts is not None:
+                parts.part()
+        if parts is not None and self.parts:
+            parts.final(self.parts if self.counted else None)
 
     def _answer(self, sample_index: int) -> dict[str, np.ndarray]:
         """The answer to a sample: the reference, or (with probability `corrupt`) one value off."""
@@ -221,7 +266,8 @@ class FakeTarget:
         return kept
 
     async def close(self) -> None:
-        pass
+        for stream in list(self._streams):
+            stream.cancel()
 
 
 def reference_outputs(sample: Sample) -> dict[str, np.ndarray]:
@@ -233,8 +279,8 @@ def fake_from_url(url: str, timeout_s: float = 0.0) -> FakeTarget:
     """`fake://?servers=2&law=exponential&service_ms=1&stall_at_s=5&stall_s=1&fail_every=0`
     (and `loop_block_ms`: block the client's event loop that long per query; `pool=NAME`: share
     the workers with every fake target of that pool, see the module docstring; `corrupt`: the
-    share of answers made wrong); `timeout_s` is the
-    per-request deadline (0 = none).
+    share of answers made wrong; `parts=N&part_ms=X`: answer in N parts, X ms apart, the final
+    event carrying N, or none with `counted=0`); `timeout_s` is the per-request deadline (0 = none).
 
     Lets the CLI (and its tests, and anyone checking the tool itself) run every stage end to end
     against a queue whose behaviour is known, with no server at all.
@@ -253,6 +299,9 @@ def fake_from_url(url: str, timeout_s: float = 0.0) -> FakeTarget:
         loop_block_ns = int(float(query.pop("loop_block_ms", "0")) * 1e6)
         pool = query.pop("pool", "")
         corrupt = float(query.pop("corrupt", "0"))
+        parts = int(query.pop("parts", "0"))
+        part_gap_ns = int(float(query.pop("part_ms", "0")) * 1e6)
+        counted = bool(int(query.pop("counted", "1")))
     except ValueError as exc:
         raise ValueError(f"invalid fake target URL {url!r}: {exc}") from None
     if query:
@@ -261,6 +310,8 @@ def fake_from_url(url: str, timeout_s: float = 0.0) -> FakeTarget:
         raise ValueError(f"invalid fake target URL {url!r}: servers must be ≥ 1")
     if not 0 <= corrupt <= 1:
         raise ValueError(f"invalid fake target URL {url!r}: corrupt must be in [0, 1]")
+    if parts < 0 or part_gap_ns < 0:
+        raise ValueError(f"invalid fake target URL {url!r}: parts and part_ms must be ≥ 0")
     stall = Stall(int(float(stall_at) * 1e9), int(stall_s * 1e9)) if stall_at else None
     return FakeTarget(
         law,
@@ -272,4 +323,7 @@ def fake_from_url(url: str, timeout_s: float = 0.0) -> FakeTarget:
         timeout_ns=int(timeout_s * 1e9),
         pool=pool,
         corrupt=corrupt,
+        parts=parts,
+        part_gap_ns=part_gap_ns,
+        counted=counted,
     )

@@ -27,6 +27,7 @@ from loadtest.core.target import (
     Done,
     Kept,
     ModelSpec,
+    Parts,
     Sample,
     Target,
     TargetCapabilities,
@@ -124,6 +125,7 @@ class MixTarget:
             counts_connection_waits=any(c.counts_connection_waits for c in caps),
             shared_memory=kinds,
             keeps_outputs=all(c.keeps_outputs for c in caps),
+            streams_parts=all(c.streams_parts for c in caps),
         )
 
     @property
@@ -183,6 +185,10 @@ class MixTarget:
     def start_infer(self, sample_index: int, done: Done, written: Written | None = None) -> None:
         target, local = self._route(sample_index)
         target.start_infer(local, done, written)
+
+    def start_parts(self, sample_index: int, parts: Parts, written: Written | None = None) -> None:
+        target, local = self._route(sample_index)
+        target.start_parts(local, parts, written)
 
     async def infer_outputs(self, sample_index: int) -> dict[str, np.ndarray]:
         target, local = self._route(sample_index)

@@ -42,6 +42,7 @@ from loadtest.core.target import (
     Done,
     Kept,
     ModelSpec,
+    Parts,
     Sample,
     TargetCapabilities,
     TensorSpec,
@@ -252,6 +253,9 @@ class NativeTarget:
 
     def start_infer(self, sample_index: int, done: Done, written: Written | None = None) -> None:
         raise NotImplementedError("the native target has no callback send")
+
+    def start_parts(self, sample_index: int, parts: Parts, written: Written | None = None) -> None:
+        raise NotImplementedError("the native target answers whole, not in parts")
 
     def use_shared_memory(self, kind: SharedMemoryKind, tag: str) -> None:
         raise TargetError(

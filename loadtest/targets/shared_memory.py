@@ -28,6 +28,7 @@ import numpy as np
 from loadtest.core.settings import SharedMemoryKind
 from loadtest.core.target import ModelSpec, Sample, Target
 from loadtest.errors import TargetError
+from loadtest.targets.triton_common import tensor_bytes
 
 PREFIX = "loadtest_"
 T = TypeVar("T")
@@ -82,20 +83,25 @@ class SystemRegions:
     def layout(self, samples: Sequence[Sample], model: ModelSpec) -> None:
         """Create one region per sample with its inputs written in, and the output region."""
         for k, sample in enumerate(samples):
-            tensors = [(name, np.ascontiguousarray(t)) for name, t in sample.items()]
-            region = self._create(f"in{k}", sum(t.nbytes for _, t in tensors))
+            tensors = [(name, tensor_bytes(t)) for name, t in sample.items()]
+            region = self._create(f"in{k}", sum(len(data) for _, data in tensors))
             buffer = self._buffer(region)
             slots, offset = {}, 0
-            for name, tensor in tensors:
-                buffer[offset : offset + tensor.nbytes] = tensor.tobytes()
-                slots[name] = Slot(region, offset, tensor.nbytes)
-                offset += tensor.nbytes
+            for name, data in tensors:
+                buffer[offset : offset + len(data)] = data
+                slots[name] = Slot(region, offset, len(data))
+                offset += len(data)
             self.input_slots.append(slots)
         batch = 1
         if model.max_batch_size > 0 and samples:
             batch = int(next(iter(samples[0].values())).shape[0])
         sizes = {}
         for output in model.outputs:
+            if output.datatype == "BYTES":
+                raise TargetError(
+                    f"output {output.name} is BYTES, of no fixed size: shared memory needs "
+                    "fixed-size outputs (run without --shared-memory)"
+                )
             if any(d < 0 for d in output.shape):
                 raise TargetError(
                     f"output {output.name} has a variable shape {list(output.shape)}: "

@@ -1,4 +1,5 @@
-"""What the gRPC and HTTP Triton targets share: URL handling, config -> ModelSpec, error kinds.
+"""What the gRPC and HTTP Triton targets share: URL handling, config -> ModelSpec, error kinds,
+and a tensor's bytes as Triton takes them (BYTES elements length-prefixed).
 
 Both protocols must mean the same thing, so the model description is read from the same source
 (the model *config*, whose dims exclude the batch dimension) and errors are reduced to the same
@@ -8,13 +9,16 @@ short, low-cardinality kinds for the errors-by-kind table.
 from __future__ import annotations
 
 import re
+import struct
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
+
 from loadtest.core.records import SERVER_TIMEOUT
 from loadtest.core.secrets import redact_url
-from loadtest.core.target import ModelSpec, TensorSpec
+from loadtest.core.target import ModelSpec, TensorSpec, is_bytes_tensor
 from loadtest.errors import TargetError
 
 DEFAULT_GRPC_PORT = 8001
@@ -39,6 +43,21 @@ def host_port(url: str, default_port: int) -> str:
         raise TargetError(f"invalid --url {redact_url(url)!r}: no host")
     host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
     return f"{host}:{port}"
+
+
+def tensor_bytes(tensor: np.ndarray) -> bytes:
+    """A tensor's contents as Triton reads them from a request or a shared-memory region:
+    numeric tensors little-endian in C order; BYTES tensors each element, in C order, as its
+    4-byte little-endian length and then its bytes (a str element as UTF-8)."""
+    if not is_bytes_tensor(tensor):
+        little = tensor.astype(tensor.dtype.newbyteorder("<"), copy=False)
+        return np.ascontiguousarray(little).tobytes()
+    parts = []
+    for element in tensor.flat:
+        data = element.encode() if isinstance(element, str) else bytes(element)
+        parts.append(struct.pack("<I", len(data)))
+        parts.append(data)
+    return b"".join(parts)
 
 
 def _datatype(config_type: str) -> str:

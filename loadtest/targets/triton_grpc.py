@@ -44,6 +44,7 @@ from loadtest.core.target import (
     Done,
     Kept,
     ModelSpec,
+    Parts,
     Sample,
     TargetCapabilities,
     TritonEndpoint,
@@ -224,6 +225,9 @@ class TritonGrpcTarget:
             done(self._kind(exc))
             return
         call.add_done_callback(functools.partial(self._finished, done))
+
+    def start_parts(self, sample_index: int, parts: Parts, written: Written | None = None) -> None:
+        raise NotImplementedError("Triton's gRPC inference answers whole, not in parts")
 
     def _finished(self, done: Done, call: grpc.aio.Call) -> None:
         status = _call_status(call)

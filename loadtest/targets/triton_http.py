@@ -35,6 +35,7 @@ from loadtest.core.target import (
     Done,
     Kept,
     ModelSpec,
+    Parts,
     Sample,
     TargetCapabilities,
     TritonEndpoint,
@@ -294,6 +295,9 @@ class TritonHttpTarget:
             lambda status, body, error, _headers: done(_outcome(status, body, error)),
             written=written,
         )
+
+    def start_parts(self, sample_index: int, parts: Parts, written: Written | None = None) -> None:
+        raise NotImplementedError("Triton's HTTP inference answers whole, not in parts")
 
     async def _exchange(
         self, request: bytes, timeout_s: float | None = None

@@ -20,6 +20,7 @@ from loadtest.core.target import (
     Done,
     Kept,
     ModelSpec,
+    Parts,
     Sample,
     Target,
     TargetCapabilities,
@@ -60,6 +61,9 @@ class TargetWrapper:
 
     def start_infer(self, sample_index: int, done: Done, written: Written | None = None) -> None:
         self.inner.start_infer(sample_index, done, written)
+
+    def start_parts(self, sample_index: int, parts: Parts, written: Written | None = None) -> None:
+        self.inner.start_parts(sample_index, parts, written)
 
     async def infer_outputs(self, sample_index: int) -> dict[str, np.ndarray]:
         return await self.inner.infer_outputs(sample_index)
