@@ -56,8 +56,8 @@ from loadtest.report.terminal import render_report
 from loadtest.rules.cache_check import CacheCheck
 from loadtest.rules.output_check import OutputCheck
 from loadtest.rules.validity import Verdict
-from loadtest.scenarios import accuracy
-from loadtest.scenarios.cache_probe import PROBE_PAIRS, probe_cache
+from loadtest.scenarios.mlperf import accuracy
+from loadtest.scenarios.mlperf.cache_probe import PROBE_PAIRS, probe_cache
 from loadtest.scenarios.target_flags import TargetFlags, access_flags
 from loadtest.server import deployment as deployment_module
 from loadtest.server.deployment import Deployment

@@ -1,7 +1,7 @@
 """`loadtest compare`: the Server scenario against Triton and native onnxruntime, same schedule.
 
-The flags become a CompareSetup; scenarios/compare_run.py plays it (see there for what is compared
-and how) and report/compare_report.py renders and writes compare.json.
+The flags become a CompareSetup; scenarios/experiments/compare_run.py plays it (see there for
+what is compared and how) and report/compare_report.py renders and writes compare.json.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from loadtest.report.compare_report import (
     write_compare,
 )
 from loadtest.report.results import build_environment
-from loadtest.scenarios import compare_run
-from loadtest.scenarios.compare_run import (
+from loadtest.scenarios.experiments import compare_run
+from loadtest.scenarios.experiments.compare_run import (
     DEFAULT_TARGETS,
     CompareSetup,
     CompareTarget,

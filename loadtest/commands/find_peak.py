@@ -34,8 +34,8 @@ from loadtest.report.peak_report import (
 )
 from loadtest.report.progress import BudgetProgress
 from loadtest.report.results import build_environment
-from loadtest.scenarios.peak_run import PeakOutcome, ProbeRun, search_peak
-from loadtest.scenarios.play import Generator
+from loadtest.scenarios.mlperf.play import Generator
+from loadtest.scenarios.searches.peak_run import PeakOutcome, ProbeRun, search_peak
 from loadtest.server.deployment import EmbeddedMode
 
 

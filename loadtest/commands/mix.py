@@ -32,8 +32,13 @@ from loadtest.report.mix_report import (
     render_mix,
 )
 from loadtest.report.resultfile import from_data
-from loadtest.scenarios.mix_run import MixOutcome, close_entries, measure_mix, open_entries
-from loadtest.scenarios.mix_spec import (
+from loadtest.scenarios.experiments.mix_run import (
+    MixOutcome,
+    close_entries,
+    measure_mix,
+    open_entries,
+)
+from loadtest.scenarios.experiments.mix_spec import (
     MixDefaults,
     MixSpec,
     build_mix,

@@ -1,5 +1,6 @@
 """`loadtest find-peak --mix MIX.toml`: the mix's peak total QPS, weights fixed, and which model
-breaks its bound first (scenarios/mix_peak.py). find-peak routes here when --mix is given."""
+breaks its bound first (scenarios/searches/mix_peak_run.py). find-peak routes here when --mix is
+given."""
 
 from __future__ import annotations
 
@@ -19,15 +20,15 @@ from loadtest.report.mix_peak_report import mix_peak_json, mix_probe_cells, rend
 from loadtest.report.outputs import save, stamp
 from loadtest.report.peak_report import PEAK_FILES
 from loadtest.report.results import build_environment
-from loadtest.scenarios.mix_peak import (
+from loadtest.scenarios.experiments.mix_run import close_entries, open_entries
+from loadtest.scenarios.experiments.mix_spec import MixDefaults, MixSpec
+from loadtest.scenarios.searches.mix_peak_run import (
     NORMALIZED_BOUND_NS,
     MixPeakOutcome,
     MixProbeRun,
     check_peak_mix,
     search_mix_peak,
 )
-from loadtest.scenarios.mix_run import close_entries, open_entries
-from loadtest.scenarios.mix_spec import MixDefaults, MixSpec
 from loadtest.scenarios.target_flags import AccessFlags
 from loadtest.server.deployment import EmbeddedMode
 from loadtest.server.mix_deployment import MixMemberTarget, resolve_mix

@@ -15,7 +15,7 @@ from loadtest.engine.measurement import Measurement
 from loadtest.engine.runner import OnStart
 from loadtest.errors import SettingsError
 from loadtest.models import DEFAULT_SERVER_MODEL
-from loadtest.scenarios.play import calibrate_offline, run_offline
+from loadtest.scenarios.mlperf.play import calibrate_offline, run_offline
 from loadtest.server.deployment import EmbeddedMode
 
 Tick = Callable[[Records, int], None]

@@ -21,7 +21,7 @@ from loadtest.core.settings import (
     resolve_loop,
 )
 from loadtest.models import DEFAULT_SERVER_MODEL, DEFAULT_SERVER_QPS
-from loadtest.scenarios.play import Generator, run_server
+from loadtest.scenarios.mlperf.play import Generator, run_server
 from loadtest.server.deployment import EmbeddedMode
 
 

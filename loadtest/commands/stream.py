@@ -19,7 +19,7 @@ from loadtest.core.settings import (
 )
 from loadtest.errors import SettingsError
 from loadtest.models import DEFAULT_SERVER_MODEL
-from loadtest.scenarios.play import run_stream
+from loadtest.scenarios.mlperf.play import run_stream
 from loadtest.server.deployment import EmbeddedMode
 
 

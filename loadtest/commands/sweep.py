@@ -2,7 +2,8 @@
 
 Each configuration is loaded into the running server through the model-repository API (explicit
 model control), measured by find-peak under the same bound, and the original is loaded again at
-the end. The strategy and the ranking are scenarios/sweep.py's; the driver scenarios/sweep_run.py.
+the end. The strategy and the ranking are scenarios/searches/sweep_search.py's; the driver
+scenarios/searches/sweep_run.py.
 """
 
 from __future__ import annotations
@@ -43,11 +44,10 @@ from loadtest.report.sweep_report import (
     sweep_json,
     write_sweep,
 )
-from loadtest.scenarios.peak_run import ProbeRun
-from loadtest.scenarios.play import Generator
-from loadtest.scenarios.sweep import Step
-from loadtest.scenarios.sweep_fake import FakeConfigurator
-from loadtest.scenarios.sweep_run import (
+from loadtest.scenarios.mlperf.play import Generator
+from loadtest.scenarios.searches.peak_run import ProbeRun
+from loadtest.scenarios.searches.sweep_fake import FakeConfigurator
+from loadtest.scenarios.searches.sweep_run import (
     ModelConfigurator,
     Samples,
     SweepCallbacks,
@@ -56,13 +56,14 @@ from loadtest.scenarios.sweep_run import (
     SweepSettings,
     run_sweep,
 )
-from loadtest.scenarios.sweep_space import (
+from loadtest.scenarios.searches.sweep_search import Step
+from loadtest.scenarios.searches.sweep_space import (
     build_space,
     parse_flag,
     read_space_file,
     sample_input_bytes,
 )
-from loadtest.scenarios.sweep_triton import TritonConfigurator
+from loadtest.scenarios.searches.sweep_triton import TritonConfigurator
 from loadtest.server.deployment import EmbeddedMode
 from loadtest.targets.fake import FakeTarget
 

@@ -40,9 +40,9 @@ from loadtest.report.results import (
     plain,
     render_summary_text,
 )
-from loadtest.scenarios.mix_play import OpenedEntry
-from loadtest.scenarios.mix_run import MixOutcome, MixRun
-from loadtest.scenarios.mix_spec import MixEntry, MixSpec
+from loadtest.scenarios.experiments.mix_play import OpenedEntry
+from loadtest.scenarios.experiments.mix_run import MixOutcome, MixRun
+from loadtest.scenarios.experiments.mix_spec import MixEntry, MixSpec
 from loadtest.server.deployment import Deployment
 
 MIX_KIND = "mix"

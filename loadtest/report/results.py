@@ -45,7 +45,7 @@ from loadtest.rules.validity import (
     Verdict,
     with_check,
 )
-from loadtest.scenarios.registry import interpret
+from loadtest.scenarios.mlperf.registry import interpret
 from loadtest.server.deployment import Deployment
 
 # What serves `backend: "onnxruntime"` in the embedded Triton: the wheel has no native ONNX Runtime
