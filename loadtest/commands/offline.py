@@ -128,14 +128,11 @@ def offline(
             f"Offline scenario: {sizing} over {settings.min_duration_ns / NS_PER_S:g} s, "
             f"≤ {max_in_flight} requests in flight"
         ),
-        span_ns=settings.min_duration_ns,
         play=lambda target, spec, count, tick, _resolved, on_start: play(
             target, spec, count, tick, on_start
         ),
         output=output,
         live=live,
-        sample_count=settings.sample_count,
-        sample_seed=settings.sample_seed,
         batch_size=settings.batch_size,
         force=force,
         settings_used=lambda: sized[0],

@@ -21,7 +21,8 @@ from loadtest.core.settings import (
     resolve_loop,
 )
 from loadtest.models import DEFAULT_SERVER_MODEL, DEFAULT_SERVER_QPS
-from loadtest.scenarios.mlperf.play import Generator, run_server
+from loadtest.scenarios.mlperf.play import Generator
+from loadtest.scenarios.run import server_play
 from loadtest.server.deployment import EmbeddedMode
 
 
@@ -103,7 +104,6 @@ def server(
         server_timeout_s=server_timeout,
         shared_memory=shared_memory,
     )
-    drain_timeout_ns = int((timeout + 5) * NS_PER_S)
     common.execute(
         settings,
         flags,
@@ -111,22 +111,10 @@ def server(
             f"Server scenario: {settings.qps:g} QPS Poisson for ≥ "
             f"{settings.min_duration_ns / NS_PER_S:g} s"
         ),
-        span_ns=settings.min_duration_ns,
-        play=lambda target, spec, count, tick, resolved, on_start: run_server(
-            target,
-            spec,
-            count,
-            settings,
-            drain_timeout_ns,
-            on_tick=tick,
-            generator=Generator(client, resolved, flags.input_data, flags.shapes),
-            on_start=on_start,
-        ),
+        play=server_play(settings, client, flags),
         loop=client_loop(client, qps, flags),
         output=output,
         live=live,
-        sample_count=settings.sample_count,
-        sample_seed=settings.sample_seed,
         html=html,
         force=force,
     )

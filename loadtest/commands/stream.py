@@ -38,14 +38,11 @@ def _run(
             f"{scenario.value} scenario: closed loop, {per_query} sample(s) per query, "
             f"≥ {settings.min_duration_ns / NS_PER_S:g} s"
         ),
-        span_ns=settings.min_duration_ns,
         play=lambda target, spec, count, tick, _resolved, on_start: run_stream(
             target, spec, count, settings, on_tick=tick, on_start=on_start
         ),
         output=output,
         live=live,
-        sample_count=settings.sample_count,
-        sample_seed=settings.sample_seed,
         batch_size=per_query,
         force=force,
     )
