@@ -156,6 +156,21 @@ def finish_saving(saved: outputs.Saved, what: str) -> None:
     raise ResultRescued(message)
 
 
+def finish_or_stop(
+    saved: outputs.Saved, what: str, interrupted: bool, stop_reason: str | None
+) -> None:
+    """After a search or a comparison is written: a partial one (stopped, or a signal arrived)
+    is said and exits with the signal's code; otherwise only the files' fate (finish_saving)."""
+    if interrupted or stopping.requested():
+        console.print(
+            f"[yellow]partial result[/] ({stop_reason or stopping.requested()}): written above",
+            highlight=False,
+        )
+        finish_saving(saved, what)
+        raise typer.Exit(stopping.exit_code())
+    finish_saving(saved, what)
+
+
 def execute(
     settings: ScenarioSettings,
     flags: TargetFlags,
