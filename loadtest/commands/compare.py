@@ -25,6 +25,7 @@ from loadtest.report.compare_report import (
     render_compare,
     write_compare,
 )
+from loadtest.report.progress import PlaysProgress
 from loadtest.report.results import build_environment
 from loadtest.scenarios.experiments import compare_run
 from loadtest.scenarios.experiments.compare_run import (
@@ -141,7 +142,7 @@ def compare(
     shared_memory: options.SharedMemoryOption = SharedMemoryKind.NONE,
     timeout: options.TimeoutOption = options.TIMEOUT_S,
     server_timeout: options.ServerTimeoutOption = None,
-    output: Annotated[groups.Output, groups.take("records", "live", "html")],
+    output: Annotated[groups.Output, groups.take("records", "html")],
     access: groups.Access,
 ) -> None:
     """Compare Triton with the same model in-process (onnxruntime) on the same Poisson schedule."""
@@ -176,10 +177,10 @@ def compare(
         native_overrides=native.overrides(),
         agreement_samples=agreement_samples,
     )
-    _play_and_write(setup, output.output, output.force)
+    _play_and_write(setup, output.output, output.force, output.live)
 
 
-def _play_and_write(setup: CompareSetup, output: Path | None, force: bool) -> None:
+def _play_and_write(setup: CompareSetup, output: Path | None, force: bool, live: bool) -> None:
     """Play the comparison, show it, write compare.json. A stop signal during the runs writes
     what was measured (marked partial, exit 130/143); one before the first run writes nothing."""
     console = common.console
@@ -187,8 +188,20 @@ def _play_and_write(setup: CompareSetup, output: Path | None, force: bool) -> No
     common.check_outputs(output, None, force, COMPARE_FILES)
     try:
         with compare_run.opened(setup, common.say) as session:
+            view = PlaysProgress(
+                console,
+                setup.runs[0].min_duration_ns / NS_PER_S,
+                f"compare: {', '.join(setup.targets)} at {len(setup.runs)} rate(s)",
+                enabled=live,
+            )
+
+            def say(text: str) -> None:
+                common.say(text)
+                view.stage(text)
+
             try:
-                result = timing.run(compare_run.measure(session, setup, common.say))
+                with view:
+                    result = timing.run(compare_run.measure(session, setup, say))
             except KeyboardInterrupt:
                 console.print(
                     f"[yellow]{stopping.requested() or 'interrupted'}[/] before any run: no "

@@ -30,6 +30,7 @@ from loadtest.report.mix_report import (
     mix_files,
     render_mix,
 )
+from loadtest.report.progress import PlaysProgress
 from loadtest.report.resultfile import from_data
 from loadtest.scenarios.experiments.mix_run import (
     MixOutcome,
@@ -94,7 +95,7 @@ def mix(
     endpoint: Annotated[groups.Endpoint, groups.take("model_version", "server_timeout")],
     seed: options.SeedOption = 0,
     samples: Annotated[groups.SampleLibrary, groups.take("input_data", "shape")],
-    output: Annotated[groups.Output, groups.take("live")],
+    output: groups.Output,
     client: Annotated[groups.Client, groups.take("shared_memory")],
     access: groups.Access,
 ) -> None:
@@ -165,13 +166,23 @@ def run_mix_command(
     drain_timeout_ns = int((timeout_s + 5) * NS_PER_S)
     try:
         with resolve_mix(members, embedded, repository, common.say) as deployments:
+            view = PlaysProgress(
+                common.console,
+                spec.min_duration_ns / NS_PER_S,
+                f"mix of {len(spec.entries)} entries",
+                enabled=flags.live,
+            )
+
+            def say(text: str) -> None:
+                common.say(text)
+                view.stage(text)
 
             async def measure() -> tuple[MixOutcome, list[Any]]:
                 opened = await open_entries(spec, deployments)
                 try:
-                    with stopping.catching(asyncio.get_running_loop()):
+                    with view, stopping.catching(asyncio.get_running_loop()):
                         outcome = await measure_mix(
-                            spec, opened, client, drain_timeout_ns, isolated, common.say
+                            spec, opened, client, drain_timeout_ns, isolated, say
                         )
                 finally:
                     await close_entries(opened)
