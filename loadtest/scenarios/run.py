@@ -5,7 +5,7 @@ hand back the finished run.
 Everything between parsing the flags and rendering the result is here, so a library caller, a
 benchmark or a test runs a scenario exactly as a command does:
 
-    with run_scenario(settings, flags, server_play(settings, client, drain_ns)) as run:
+    with run_scenario(settings, flags, server_play(settings, client, flags)) as run:
         report = RunReport.from_run(run)
 
 It is a context manager, not a plain function, because a command writes its result before an
@@ -33,7 +33,7 @@ from loadtest.core.settings import (
     ServerSettings,
     TargetSettings,
 )
-from loadtest.core.target import ModelSpec, Target
+from loadtest.core.target import ModelSpec, Sample, Target
 from loadtest.engine import stopping, timing
 from loadtest.engine.measurement import Measurement
 from loadtest.engine.runner import OnStart
@@ -155,45 +155,19 @@ def run_scenario(
                 closed = False
                 try:
                     spec = await target.open()
-                    library = sample_library(
-                        spec, settings.sample_count, settings.sample_seed, flags.input_data,
-                        flags.shapes, batch_size,
-                    )  # fmt: skip
-                    # --same-sample's unique samples: beyond the run's library, never sent by it,
-                    # and drawn afresh each run (a seed from the OS, written to result.json): a
-                    # fixed seed would send the same "unique" samples as the last run, which a
-                    # response cache already holds.
-                    probe_seed = secrets.randbits(63)
-                    probe = (
-                        random_samples(spec, PROBE_PAIRS, probe_seed, flags.shapes, batch_size)
-                        if settings.same_sample
-                        else []
-                    )
-                    await target.prepare([*library, *probe])
-                    references: accuracy.References = []
-                    reference = ""
-                    if settings.check_outputs:
-                        if not target.capabilities.keeps_outputs:
-                            raise SettingsError(
-                                f"--check-outputs: {target.description} cannot keep its answers"
-                            )
-                        say("--check-outputs: computing reference outputs with onnxruntime")
-                        references, reference = await accuracy.references_for(
-                            resolved.url, flags.repository, resolved.model, library
-                        )
+                    ready = await _prepare(target, spec, settings, flags, resolved, batch_size, say)
                     # From here a stop signal ends the run with a result instead of unwinding it.
                     with shown, stopping.catching(asyncio.get_running_loop()):
                         try:
                             measurement = await observer.around(
                                 target,
                                 lambda on_start: play(
-                                    target, spec, len(library), shown.tick, resolved, on_start
+                                    target, spec, len(ready.library), shown.tick, resolved,
+                                    on_start,
                                 ),
-                            )
+                            )  # fmt: skip
                             if settings.same_sample and not measurement.outcome.interrupted:
-                                unique = list(range(len(library), len(library) + len(probe)))
-                                found = await probe_cache(target, 0, unique, settings.sample_seed)
-                                checks["cache"] = replace(found, unique_seed=probe_seed)
+                                checks["cache"] = await _cache_check(target, ready, settings)
                         finally:
                             closed = True
                             await target.close()
@@ -202,10 +176,10 @@ def run_scenario(
                         checks["outputs"] = accuracy.verify(
                             measurement.outcome,
                             target,
-                            references,
+                            ready.references,
                             settings.check_outputs,
                             settings.sample_seed,
-                            reference,
+                            ready.reference,
                         )
                     return measurement
                 finally:
@@ -226,6 +200,60 @@ def run_scenario(
             )
     finally:
         stopping.install_process_handlers()
+
+
+@dataclass
+class _Prepared:
+    """What the run needs ready before its clock starts."""
+
+    library: list[Sample]  # the run's samples
+    probe: list[Sample]  # --same-sample's unique samples, beyond the library
+    probe_seed: int
+    references: accuracy.References  # --check-outputs' expected answers
+    reference: str  # where they came from
+
+
+async def _prepare(
+    target: Target,
+    spec: ModelSpec,
+    settings: ScenarioSettings,
+    flags: TargetFlags,
+    resolved: TargetSettings,
+    batch_size: int,
+    say: Say,
+) -> _Prepared:
+    """The sample library (and the probe's samples), prepared on the target, and the reference
+    outputs for --check-outputs: all before the clock starts, so the run pays nothing for them."""
+    library = sample_library(
+        spec, settings.sample_count, settings.sample_seed, flags.input_data, flags.shapes,
+        batch_size,
+    )  # fmt: skip
+    # --same-sample's unique samples: beyond the run's library, never sent by it, and drawn
+    # afresh each run (a seed from the OS, written to result.json): a fixed seed would send the
+    # same "unique" samples as the last run, which a response cache already holds.
+    probe_seed = secrets.randbits(63)
+    probe = (
+        random_samples(spec, PROBE_PAIRS, probe_seed, flags.shapes, batch_size)
+        if settings.same_sample
+        else []
+    )
+    await target.prepare([*library, *probe])
+    ready = _Prepared(library, probe, probe_seed, [], "")
+    if settings.check_outputs:
+        if not target.capabilities.keeps_outputs:
+            raise SettingsError(f"--check-outputs: {target.description} cannot keep its answers")
+        say("--check-outputs: computing reference outputs with onnxruntime")
+        ready.references, ready.reference = await accuracy.references_for(
+            resolved.url, flags.repository, resolved.model, library
+        )
+    return ready
+
+
+async def _cache_check(target: Target, ready: _Prepared, settings: ScenarioSettings) -> CacheCheck:
+    """--same-sample's interleaved probe, after the run, on the samples it never sent."""
+    unique = list(range(len(ready.library), len(ready.library) + len(ready.probe)))
+    found = await probe_cache(target, 0, unique, settings.sample_seed)
+    return replace(found, unique_seed=ready.probe_seed)
 
 
 def server_play(settings: ServerSettings, client: ClientSettings, flags: TargetFlags) -> Play:
