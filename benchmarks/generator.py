@@ -85,8 +85,8 @@ from loadtest.engine import timing
 from loadtest.engine.samples import open_with_samples
 from loadtest.engine.selfmeasure import GAP_CV_TOLERANCE, gaps_follow_schedule
 from loadtest.models import build_repository
-from loadtest.scenarios.interpret import interpret_server
-from loadtest.scenarios.play import Generator, closed_loop_throughput, run_server
+from loadtest.scenarios.mlperf.interpret import interpret_server
+from loadtest.scenarios.mlperf.play import Generator, closed_loop_throughput, run_server
 from loadtest.server.embedded import EmbeddedTriton
 from loadtest.stub.process import running_stub
 from loadtest.targets import triton_target

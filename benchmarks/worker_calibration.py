@@ -34,7 +34,7 @@ from loadtest.core.settings import available_cpus
 from loadtest.engine import timing
 from loadtest.engine.samples import open_with_samples
 from loadtest.models import build_repository
-from loadtest.scenarios.play import measure_client_cost
+from loadtest.scenarios.mlperf.play import measure_client_cost
 from loadtest.server.embedded import EmbeddedTriton
 from loadtest.shards.client_cost import CORE_SHARE_ALONE, CORE_SHARE_BESIDE_LOCAL_SERVER, ClientCost
 from loadtest.stub.process import running_stub

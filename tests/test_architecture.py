@@ -33,6 +33,10 @@ LAYERS = (
     "commands",
     "cli",
 )
+# Inside a layer whose folder has rooms, the rooms are ordered too (bottom to top): the MLPerf
+# scenarios never reach into a search or an experiment, and a search may play an experiment (a
+# mix's peak plays the mix). Keep in step with docs/ARCHITECTURE.md.
+SUBLAYERS = {"scenarios": ("target_flags", "mlperf", "run", "experiments", "searches")}
 # Entry points that only route to the command layer (`python -m loadtest.models` in the models
 # image); nothing imports them.
 ENTRY_POINTS = {"loadtest.models.__main__"}
@@ -122,6 +126,27 @@ def test_no_import_cycles() -> None:
         if module not in state:
             visit(module, [module])
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def _room(module: str) -> tuple[str, int] | None:
+    """(layer, the room's index) for a module in a layer with rooms, else None."""
+    parts = module.split(".")
+    rooms = SUBLAYERS.get(parts[1]) if len(parts) > 2 else None
+    if rooms is None:
+        return None
+    assert parts[2] in rooms, f"{module} is in no documented room of {parts[1]}/; add it"
+    return parts[1], rooms.index(parts[2])
+
+
+def test_imports_inside_a_layer_only_go_down_its_rooms():
+    upward = []
+    for module, imported in _graph().items():
+        mine = _room(module)
+        for other in imported:
+            theirs = _room(other)
+            if mine and theirs and mine[0] == theirs[0] and theirs[1] > mine[1]:
+                upward.append(f"{module} -> {other}")
+    assert not upward, "imports that run up the rooms of a layer:\n" + "\n".join(sorted(upward))
 
 
 @pytest.mark.parametrize("layer", ["core", "rules", "engine", "scenarios", "report"])

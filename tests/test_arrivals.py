@@ -36,8 +36,8 @@ from loadtest.engine.selfmeasure import gaps_follow_schedule, send_gap_cv
 from loadtest.errors import SettingsError
 from loadtest.report.results import plain
 from loadtest.report.terminal import send_gaps, send_law_warning
-from loadtest.scenarios.play import Generator, run_server
-from loadtest.scenarios.registry import entry
+from loadtest.scenarios.mlperf.play import Generator, run_server
+from loadtest.scenarios.mlperf.registry import entry
 from loadtest.shards.merge import client_report, shard_result
 from loadtest.shards.plan import ShardPlan
 from loadtest.targets.fake import FAKE_MODEL, FakeTarget, ServiceLaw, fake_from_url
@@ -116,7 +116,7 @@ def test_the_headline_names_the_law_it_played():
 
 def _judged(settings: ServerSettings):
     from loadtest.engine.runner import RunOutcome
-    from loadtest.scenarios.interpret import interpret_server
+    from loadtest.scenarios.mlperf.interpret import interpret_server
 
     schedule = schedule_of(settings.arrivals, 4, 1)
     records = Records(scheduled_ns=schedule.scheduled_ns, sample_index=schedule.sample_index)

@@ -15,7 +15,7 @@ from loadtest.analysis.compare import RunPoint, peak_qps, relative
 from loadtest.core.settings import Protocol
 from loadtest.core.target import ModelSpec, TensorSpec
 from loadtest.errors import TargetError
-from loadtest.scenarios.compare_run import (
+from loadtest.scenarios.experiments.compare_run import (
     CompareTarget,
     check_specs_agree,
     max_abs_difference,

@@ -20,9 +20,9 @@ from loadtest.core.records import Records, Status
 from loadtest.core.settings import NS_PER_MS, NS_PER_S, ServerSettings
 from loadtest.engine.runner import RunOutcome
 from loadtest.errors import SettingsError
-from loadtest.scenarios.interpret import interpret_server
-from loadtest.scenarios.mix_play import split_outcome
-from loadtest.scenarios.mix_spec import MixDefaults, build_mix, parse_model_flag
+from loadtest.scenarios.experiments.mix_play import split_outcome
+from loadtest.scenarios.experiments.mix_spec import MixDefaults, build_mix, parse_model_flag
+from loadtest.scenarios.mlperf.interpret import interpret_server
 
 STREAMS = (
     Stream(poisson(300.0, 2 * NS_PER_S, 600, entry_seed(0, 0)), 16, 1),

@@ -16,8 +16,8 @@ from rich.console import Console
 
 from loadtest.core.settings import NS_PER_S, PeakSettings
 from loadtest.report.progress import BudgetProgress
-from loadtest.scenarios.peak import PeakSearch, Probe, bracket
-from loadtest.scenarios.peak_run import PeakOutcome, ProbeRun, search_peak
+from loadtest.scenarios.searches.peak_run import PeakOutcome, ProbeRun, search_peak
+from loadtest.scenarios.searches.peak_search import PeakSearch, Probe, bracket
 from loadtest.targets.fake import FAKE_MODEL, FakeTarget, ServiceLaw
 
 MS = 1_000_000
@@ -240,7 +240,7 @@ def test_a_lagging_client_does_not_hide_a_server_that_fails_anyway():
     from loadtest.core.schedule import Schedule
     from loadtest.engine.measurement import Measurement
     from loadtest.engine.runner import RunOutcome
-    from loadtest.scenarios.peak_run import _probe_of
+    from loadtest.scenarios.searches.peak_run import _probe_of
 
     n = 1000
     scheduled = np.arange(n, dtype=np.int64) * 10 * MS
@@ -270,8 +270,8 @@ def test_a_probe_that_drops_requests_is_not_faster_than_one_that_answers_late():
     from loadtest.core.schedule import Schedule
     from loadtest.engine.measurement import Measurement
     from loadtest.engine.runner import RunOutcome
-    from loadtest.scenarios.peak import FAILED_LATENCY_NS
-    from loadtest.scenarios.peak_run import _probe_of
+    from loadtest.scenarios.searches.peak_run import _probe_of
+    from loadtest.scenarios.searches.peak_search import FAILED_LATENCY_NS
 
     n = 1000
     scheduled = np.arange(n, dtype=np.int64) * 10 * MS

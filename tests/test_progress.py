@@ -14,8 +14,8 @@ from loadtest.engine import timing
 from loadtest.engine.selfmeasure import Progress, ProgressTracker
 from loadtest.report.live import LiveView
 from loadtest.report.progress import BudgetProgress
-from loadtest.scenarios.interpret import interpret_server
-from loadtest.scenarios.play import run_server
+from loadtest.scenarios.mlperf.interpret import interpret_server
+from loadtest.scenarios.mlperf.play import run_server
 from loadtest.targets.fake import FAKE_MODEL, FakeTarget, ServiceLaw
 
 MS = 1_000_000

@@ -23,7 +23,7 @@ from loadtest.core.schedule import Schedule
 from loadtest.engine.runner import ClosedLoopRunner, Runner
 from loadtest.report.resultfile import ResultFile, load_result
 from loadtest.rules.stats import decode_histograms
-from loadtest.scenarios.mix_play import entry_records
+from loadtest.scenarios.experiments.mix_play import entry_records
 from loadtest.shards.merge import merge_records
 from loadtest.targets.fake import FakeTarget, ServiceLaw, fake_from_url
 from loadtest.targets.wrapper import TargetWrapper

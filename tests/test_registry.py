@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from loadtest.core.settings import Scenario
-from loadtest.scenarios.registry import SCENARIOS, Headline, entry
+from loadtest.scenarios.mlperf.registry import SCENARIOS, Headline, entry
 
 PACKAGE = Path(__file__).resolve().parent.parent / "loadtest"
 
@@ -41,7 +41,7 @@ def test_only_server_has_loadgens_performance_constraint_and_rate_headline():
 
 
 @pytest.mark.parametrize(
-    "module", ["report/terminal.py", "report/mlperf_summary.py", "scenarios/interpret.py"]
+    "module", ["report/terminal.py", "report/mlperf_summary.py", "scenarios/mlperf/interpret.py"]
 )
 def test_renderers_do_not_branch_on_scenario_names(module: str):
     """Branches on "Server"/"Offline"/... strings were what the registry replaced."""

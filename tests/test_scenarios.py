@@ -13,8 +13,8 @@ import pytest
 from test_cli import expected_exit_code
 
 from loadtest.core.settings import NS_PER_S, OfflineSettings, Scenario, StreamSettings
-from loadtest.scenarios.play import calibrate_offline, run_offline, run_stream
-from loadtest.scenarios.registry import interpret
+from loadtest.scenarios.mlperf.play import calibrate_offline, run_offline, run_stream
+from loadtest.scenarios.mlperf.registry import interpret
 from loadtest.targets.fake import FAKE_MODEL, FakeTarget, ServiceLaw
 
 MS = 1_000_000

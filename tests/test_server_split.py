@@ -11,7 +11,7 @@ from loadtest.core.settings import ServerSettings
 from loadtest.observe.metrics import MetricsSampler, parse_metrics, summarize_scrapes
 from loadtest.observe.observer import ServerObserver
 from loadtest.observe.split import ModelStats, split
-from loadtest.scenarios.play import run_server
+from loadtest.scenarios.mlperf.play import run_server
 from loadtest.targets.fake import FakeTarget, ServiceLaw
 
 ZERO = ModelStats(0, 0, 0, 0, 0, 0, 0, 0, 0)

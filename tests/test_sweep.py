@@ -19,10 +19,10 @@ import pytest
 from loadtest.core.settings import NS_PER_S, PeakSettings
 from loadtest.engine import stopping
 from loadtest.errors import ExitCode, SettingsError, TargetError
-from loadtest.scenarios.sweep import PointResult, SweepSearch, rank, ties_of
-from loadtest.scenarios.sweep_fake import FakeConfigurator, fake_capacity_qps, fake_config
-from loadtest.scenarios.sweep_run import Samples, SweepCallbacks, SweepSettings, run_sweep
-from loadtest.scenarios.sweep_space import (
+from loadtest.scenarios.searches.sweep_fake import FakeConfigurator, fake_capacity_qps, fake_config
+from loadtest.scenarios.searches.sweep_run import Samples, SweepCallbacks, SweepSettings, run_sweep
+from loadtest.scenarios.searches.sweep_search import PointResult, SweepSearch, rank, ties_of
+from loadtest.scenarios.searches.sweep_space import (
     Candidate,
     SearchSpace,
     apply_candidate,
@@ -437,8 +437,8 @@ def test_math_of_the_analytic_bench_is_sane():
 
 
 def test_the_peak_interval_uses_the_repeated_boundary_probe():
-    from loadtest.scenarios.peak import Probe
-    from loadtest.scenarios.sweep_run import interval
+    from loadtest.scenarios.searches.peak_search import Probe
+    from loadtest.scenarios.searches.sweep_run import interval
 
     ok = [Probe(100, 5 * MS, True, False), Probe(200, 8 * MS, True, False)]
     failing = Probe(220, 12 * MS, False, False)

@@ -69,9 +69,9 @@ def test_a_config_the_server_rejects_is_a_failed_point_and_the_original_comes_ba
     import asyncio
 
     from loadtest.core.settings import NS_PER_S, PeakSettings
-    from loadtest.scenarios.sweep_run import Samples, SweepSettings, run_sweep
-    from loadtest.scenarios.sweep_space import SearchSpace, baseline_of
-    from loadtest.scenarios.sweep_triton import TritonConfigurator
+    from loadtest.scenarios.searches.sweep_run import Samples, SweepSettings, run_sweep
+    from loadtest.scenarios.searches.sweep_space import SearchSpace, baseline_of
+    from loadtest.scenarios.searches.sweep_triton import TritonConfigurator
     from loadtest.targets.triton_grpc import TritonGrpcTarget
 
     before = _config(triton)

@@ -22,7 +22,7 @@ from loadtest.errors import TargetError
 from loadtest.observe.observer import observer_for_target
 from loadtest.observe.triton_statistics import TritonStatistics
 from loadtest.report.results import build_environment
-from loadtest.scenarios.play import run_server
+from loadtest.scenarios.mlperf.play import run_server
 from loadtest.server.deployment import Deployment
 from loadtest.targets import triton_target
 from loadtest.targets.fake import FAKE_MODEL, FakeTarget, ServiceLaw

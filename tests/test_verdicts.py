@@ -57,7 +57,7 @@ from loadtest.rules.validity import (
     judge_single_stream,
     run_stopped_early,
 )
-from loadtest.scenarios.interpret import interpret_server, interpret_stream
+from loadtest.scenarios.mlperf.interpret import interpret_server, interpret_stream
 
 MS = 1_000_000
 S = 1_000_000_000

@@ -1,5 +1,5 @@
 """The automatic worker count's start-up calibration: what it measures, when it runs, and how
-its figure chooses the count (shards/client_cost.py, shards/plan.py, scenarios/play.py)."""
+its figure chooses the count (shards/client_cost.py, shards/plan.py, scenarios/mlperf/play.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from rich.table import Table
 
 from loadtest.core.settings import ClientSettings, ServerSettings, TargetSettings
 from loadtest.report.terminal import _generator_rows
-from loadtest.scenarios import play
-from loadtest.scenarios.play import Generator, measure_client_cost, run_server
+from loadtest.scenarios.mlperf import play
+from loadtest.scenarios.mlperf.play import Generator, measure_client_cost, run_server
 from loadtest.shards.client_cost import (
     CORE_SHARE_ALONE,
     CORE_SHARE_BESIDE_LOCAL_SERVER,

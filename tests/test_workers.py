@@ -16,8 +16,8 @@ from loadtest.core.settings import ClientSettings, Protocol, ServerSettings, Tar
 from loadtest.engine.selfmeasure import send_gap_cv
 from loadtest.errors import SettingsError
 from loadtest.rules.stats import decode_histograms, encode_histogram, latency_histogram
-from loadtest.scenarios.interpret import interpret_server
-from loadtest.scenarios.play import Generator, run_server
+from loadtest.scenarios.mlperf.interpret import interpret_server
+from loadtest.scenarios.mlperf.play import Generator, run_server
 from loadtest.shards.merge import merge_records
 from loadtest.shards.plan import auto_worker_count
 from loadtest.targets.fake import fake_from_url

@@ -16,7 +16,7 @@ comparison below. From the usable points:
   queueing is least and the difference is the serving path itself (protocol, server, copies).
 
 Output agreement (the largest |target − native| element difference over the checked samples) is
-measured while the targets are open, in scenarios/compare_run.py.
+measured while the targets are open, in scenarios/experiments/compare_run.py.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from loadtest.scenarios.compare_run import NATIVE
+from loadtest.scenarios.experiments.compare_run import NATIVE
 
 
 @dataclass(frozen=True)

@@ -2,43 +2,33 @@
 
 The flags themselves are declared in options.py. A scenario command gathers its target-side
 flags into a `TargetFlags` and builds its own validated settings, then hands `execute` a `play`
-coroutine; `execute` checks where the result will go (before any load), finds or starts the
-server, builds the sample library, shows the live view, interprets, renders, writes result.json +
-mlperf_log_summary.txt (atomically; rescued elsewhere, exit 4, if that fails), and turns Ctrl-C
-or SIGTERM into a partial result, written before the embedded server stops, and exit code 130 or
-143.
+coroutine; `execute` checks where the result will go (before any load), runs the scenario through
+scenarios/run.py (server found or started, samples, live view, play, observation, checks),
+renders, writes result.json + mlperf_log_summary.txt (atomically; rescued elsewhere, exit 4, if
+that fails) before the embedded server stops, and picks the exit code: the verdict's, or 130 or
+143 when Ctrl-C or SIGTERM turned the run into a partial result.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import secrets
-from collections.abc import Callable, Coroutine, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from loadtest.core.records import Records
 from loadtest.core.settings import (
     NS_PER_MS,
     NS_PER_S,
     ErrorAbort,
     LoopKind,
     ScenarioSettings,
-    TargetSettings,
 )
-from loadtest.core.target import ModelSpec, Target
-from loadtest.engine import stopping, timing
-from loadtest.engine.measurement import Measurement
-from loadtest.engine.runner import OnStart
-from loadtest.engine.samples import random_samples, sample_library
-from loadtest.engine.selfmeasure import Progress
+from loadtest.core.target import Target
+from loadtest.engine import stopping
 from loadtest.errors import ExitCode, ResultRescued, SettingsError
 from loadtest.models import SUITE
-from loadtest.observe.observer import RunObserver
 from loadtest.report import outputs
 from loadtest.report.compare_report import split_table
 from loadtest.report.console import make_console
@@ -48,21 +38,15 @@ from loadtest.report.resultfile import from_data
 from loadtest.report.results import (
     RUN_FILES,
     RunReport,
-    build_environment,
     default_output_name,
     run_files,
 )
 from loadtest.report.terminal import render_report
-from loadtest.rules.cache_check import CacheCheck
-from loadtest.rules.output_check import OutputCheck
 from loadtest.rules.validity import Verdict
-from loadtest.scenarios import accuracy
-from loadtest.scenarios.cache_probe import PROBE_PAIRS, probe_cache
+from loadtest.scenarios import run as run_module
+from loadtest.scenarios.run import Play, run_scenario
 from loadtest.scenarios.target_flags import TargetFlags, access_flags
-from loadtest.server import deployment as deployment_module
 from loadtest.server.deployment import Deployment
-from loadtest.targets import target_for
-from loadtest.targets.shared_memory import with_shared_memory
 
 console = make_console()
 notes = make_console(stderr=True)
@@ -138,28 +122,11 @@ def say(text: str) -> None:
     notes.print(f"[dim]{text}[/]", highlight=False)
 
 
-# play(target, model, library size, live-view tick, the resolved target settings, on_start): the
-# play awaits on_start at its t = 0 (see observe.observer.RunObserver).
-Play = Callable[
-    [
-        Target,
-        ModelSpec,
-        int,
-        Callable[[Records | Progress, int], None],
-        TargetSettings,
-        OnStart,
-    ],
-    Coroutine[Any, Any, Measurement],
-]
-
-
 @contextlib.contextmanager
 def connected(flags: TargetFlags) -> Iterator[tuple[Deployment, Target]]:
-    """The deployment to measure (the embedded Triton started if needed) and a target for it."""
-    requested = flags.target_settings()
-    with deployment_module.resolve(requested, flags.embedded, flags.repository, say) as deployment:
-        target = target_for(deployment.target)
-        yield deployment, with_shared_memory(target, flags.shared_memory, tag="main")
+    """scenarios.run.connected, saying what it finds or starts (find-peak, sweep)."""
+    with run_module.connected(flags, say) as found:
+        yield found
 
 
 def check_outputs(
@@ -189,140 +156,63 @@ def finish_saving(saved: outputs.Saved, what: str) -> None:
     raise ResultRescued(message)
 
 
-@dataclass
-class AfterRun:
-    """What is judged after the run, beside its records: --check-outputs and --same-sample."""
-
-    outputs: OutputCheck | None = None
-    cache: CacheCheck | None = None
+def finish_or_stop(
+    saved: outputs.Saved, what: str, interrupted: bool, stop_reason: str | None
+) -> None:
+    """After a search or a comparison is written: a partial one (stopped, or a signal arrived)
+    is said and exits with the signal's code; otherwise only the files' fate (finish_saving)."""
+    if interrupted or stopping.requested():
+        console.print(
+            f"[yellow]partial result[/] ({stop_reason or stopping.requested()}): written above",
+            highlight=False,
+        )
+        finish_saving(saved, what)
+        raise typer.Exit(stopping.exit_code())
+    finish_saving(saved, what)
 
 
 def execute(
     settings: ScenarioSettings,
     flags: TargetFlags,
     title: str,
-    span_ns: int,
     play: Play,
     output: Path | None,
     live: bool,
-    sample_count: int,
-    sample_seed: int,
     batch_size: int = 1,
     loop: LoopKind = LoopKind.PRECISE,
     html: Path | None = None,
     force: bool = False,
     settings_used: Callable[[], ScenarioSettings] | None = None,
 ) -> RunReport:
-    """Check the outputs, find or start the server, run `play`, then report and write; see the
-    module docstring. `settings_used`, when given, returns after the run the settings it actually
-    ran under (Offline's `--expected-qps auto` is resolved by a calibration inside `play`).
-
-    The server side (Triton's statistics split, server CPU, :8002 metrics) is observed around the
-    run when the target is a Triton, so the one RunReport built afterwards holds all of it. The
-    files are written before any embedded server is stopped.
-    """
+    """Check the outputs, run the scenario (scenarios/run.py: server, play, observation, checks),
+    then render and write the result while the deployment is still up; the exit code from its
+    verdict (or the stop signal). See the module docstring."""
     stopping.reset()  # one command, one stop request
-    requested = flags.target_settings()
     check_outputs(output, html, force, RUN_FILES)
-    observer = RunObserver()
-    checks = AfterRun()
-    try:
-        with connected(flags) as (deployment, target):
-            resolved = deployment.target
-            heading = f"{title} against {target.description}"
 
-            async def measure() -> Measurement:
-                closed = False
-                try:
-                    spec = await target.open()
-                    library = sample_library(
-                        spec, sample_count, sample_seed, flags.input_data, flags.shapes,
-                        batch_size,
-                    )  # fmt: skip
-                    # --same-sample's unique samples: beyond the run's library, never sent by it,
-                    # and drawn afresh each run (a seed from the OS, written to result.json): a
-                    # fixed seed would send the same "unique" samples as the last run, which a
-                    # response cache already holds.
-                    probe_seed = secrets.randbits(63)
-                    probe = (
-                        random_samples(spec, PROBE_PAIRS, probe_seed, flags.shapes, batch_size)
-                        if settings.same_sample
-                        else []
-                    )
-                    await target.prepare([*library, *probe])
-                    references: accuracy.References = []
-                    reference = ""
-                    if settings.check_outputs:
-                        if not target.capabilities.keeps_outputs:
-                            raise SettingsError(
-                                f"--check-outputs: {target.description} cannot keep its answers"
-                            )
-                        say("--check-outputs: computing reference outputs with onnxruntime")
-                        references, reference = await accuracy.references_for(
-                            resolved.url, flags.repository, resolved.model, library
-                        )
-                    view = LiveView(console, span_ns, heading, enabled=live)
-                    # From here a stop signal ends the run with a result instead of unwinding it.
-                    with view, stopping.catching(asyncio.get_running_loop()):
-                        try:
-                            measurement = await observer.around(
-                                target,
-                                lambda on_start: play(
-                                    target, spec, len(library), view.tick, resolved, on_start
-                                ),
-                            )
-                            if settings.same_sample and not measurement.outcome.interrupted:
-                                unique = list(range(len(library), len(library) + len(probe)))
-                                found = await probe_cache(target, 0, unique, sample_seed)
-                                checks.cache = replace(found, unique_seed=probe_seed)
-                        finally:
-                            closed = True
-                            await target.close()
-                    stopping.defer_signals()  # a signal now waits until the result is written
-                    if settings.check_outputs:
-                        checks.outputs = accuracy.verify(
-                            measurement.outcome,
-                            target,
-                            references,
-                            settings.check_outputs,
-                            settings.sample_seed,
-                            reference,
-                        )
-                    return measurement
-                finally:
-                    if not closed:
-                        await target.close()
+    def view(heading: str) -> LiveView:
+        shown = LiveView(console, settings.min_duration_ns, heading, enabled=live)
+        if not shown.enabled:
+            say(heading)
+        return shown
 
-            if not live or not console.is_terminal:
-                say(heading)
-            measurement = timing.run(measure(), loop.value)
-            environment = build_environment(target, deployment)
-            if settings_used is not None:
-                settings = settings_used()
-            report = RunReport.from_measurement(
-                settings,
-                requested,
-                resolved,
-                measurement,
-                environment,
-                observer.result,
-                output_check=checks.outputs,
-                cache_check=checks.cache,
-            )
-            render_report(console, report)
-            if report.server_side is not None:
-                console.print(split_table([(report.target.model, report.server_side)]))
-            saved = write_run(report, output, html, force)
-    finally:
-        stopping.install_process_handlers()
-    if measurement.outcome.interrupted:
-        reason = measurement.outcome.stop_reason
+    with run_scenario(
+        settings, flags, play, title, view=view, say=say, batch_size=batch_size, loop=loop,
+        settings_used=settings_used,
+    ) as run:  # fmt: skip
+        report = RunReport.from_run(run)
+        render_report(console, report)
+        if report.server_side is not None:
+            console.print(split_table([(report.target.model, report.server_side)]))
+        saved = write_run(report, output, html, force)
+    if run.interrupted:
+        reason = run.measurement.outcome.stop_reason
         console.print(f"[yellow]partial result[/] ({reason}): written above", highlight=False)
     if stopping.requested():
         finish_saving(saved, "result")
         raise typer.Exit(stopping.exit_code())
     finish_saving(saved, "result")
-    if deployment.embedded is not None:
+    if run.deployment.embedded is not None:
         console.print(
             "[dim]This measured the embedded Triton on this machine. To measure a real deployment: "
             "docker compose up (see README), then add --url HOST:8001 --embedded never[/]",

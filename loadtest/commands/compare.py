@@ -1,18 +1,20 @@
 """`loadtest compare`: the Server scenario against Triton and native onnxruntime, same schedule.
 
-The flags become a CompareSetup; scenarios/compare_run.py plays it (see there for what is compared
-and how) and report/compare_report.py renders and writes compare.json.
+The flags become a CompareSetup; scenarios/experiments/compare_run.py plays it (see there for
+what is compared and how) and report/compare_report.py renders and writes compare.json.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from loadtest.commands import common, options
+from loadtest.commands import flag_groups as groups
 from loadtest.commands.options import finite_float
 from loadtest.core.settings import NS_PER_MS, NS_PER_S, Protocol, ServerSettings, SharedMemoryKind
 from loadtest.engine import stopping, timing
@@ -23,9 +25,10 @@ from loadtest.report.compare_report import (
     render_compare,
     write_compare,
 )
+from loadtest.report.progress import PlaysProgress
 from loadtest.report.results import build_environment
-from loadtest.scenarios import compare_run
-from loadtest.scenarios.compare_run import (
+from loadtest.scenarios.experiments import compare_run
+from loadtest.scenarios.experiments.compare_run import (
     DEFAULT_TARGETS,
     CompareSetup,
     CompareTarget,
@@ -89,12 +92,40 @@ AgreementOption = Annotated[
 ]
 
 
+@dataclass(frozen=True)
+class NativeSide:
+    """How the native onnxruntime side is built, where it differs from the model's config."""
+
+    onnx: OnnxOption = None
+    native_instances: NativeInstancesOption = None
+    native_intra_threads: NativeIntraOption = None
+    native_inter_threads: NativeInterOption = None
+    native_batching: NativeBatchingOption = None
+    native_max_batch: NativeMaxBatchOption = None
+    native_queue_delay_us: NativeDelayOption = None
+    provider: ProviderOption = None
+
+    def overrides(self) -> dict[str, Any]:
+        """The config values the flags override (those given)."""
+        native = {
+            "instances": self.native_instances,
+            "intra_op_threads": self.native_intra_threads,
+            "inter_op_threads": self.native_inter_threads,
+            "dynamic_batching": self.native_batching,
+            "max_batch_size": self.native_max_batch,
+            "max_queue_delay_us": self.native_queue_delay_us,
+            "providers": tuple(self.provider) if self.provider else None,
+        }
+        return {key: value for key, value in native.items() if value is not None}
+
+
+@groups.takes_groups
 def compare(
+    *,
     model: options.ModelOption = DEFAULT_SERVER_MODEL,
     target: TargetOption = None,
     qps: RatesOption = None,
-    duration: options.DurationOption = None,
-    min_queries: options.MinQueriesOption = 100,
+    run: Annotated[groups.RunLength, groups.take("max_duration", min_queries=100)],
     target_latency: options.TargetLatencyOption = None,
     percentile: options.PercentileOption = options.PERCENTILE,
     late_threshold: options.LateThresholdOption = options.LATE_THRESHOLD_MS,
@@ -104,81 +135,52 @@ def compare(
     metrics_url: MetricsUrlOption = None,
     embedded: options.EmbeddedOption = EmbeddedMode.AUTO,
     repository: options.RepositoryOption = options.REPOSITORY,
-    onnx: OnnxOption = None,
-    native_instances: NativeInstancesOption = None,
-    native_intra_threads: NativeIntraOption = None,
-    native_inter_threads: NativeInterOption = None,
-    native_batching: NativeBatchingOption = None,
-    native_max_batch: NativeMaxBatchOption = None,
-    native_queue_delay_us: NativeDelayOption = None,
-    provider: ProviderOption = None,
+    native: NativeSide,
     agreement_samples: AgreementOption = 4,
     seed: options.SeedOption = 0,
-    sample_seed: options.SampleSeedOption = options.SAMPLE_SEED,
-    samples: options.SamplesOption = options.SAMPLES,
-    input_data: options.InputDataOption = None,
-    shape: options.ShapeOption = None,
+    samples: groups.SampleLibrary,
     shared_memory: options.SharedMemoryOption = SharedMemoryKind.NONE,
     timeout: options.TimeoutOption = options.TIMEOUT_S,
     server_timeout: options.ServerTimeoutOption = None,
-    output: options.OutputOption = None,
-    force: options.ForceOption = False,
-    tls: options.TlsOption = False,
-    ca_cert: options.CaCertOption = None,
-    client_cert: options.ClientCertOption = None,
-    client_key: options.ClientKeyOption = None,
-    header: options.HeaderOption = None,
+    output: Annotated[groups.Output, groups.take("records", "html")],
+    access: groups.Access,
 ) -> None:
     """Compare Triton with the same model in-process (onnxruntime) on the same Poisson schedule."""
-    flags = common.TargetFlags(
-        model=model,
+    # the native side reads the repository's one version: no --model-version here
+    endpoint = groups.Endpoint(
         url=url,
         protocol=protocol,
-        model_version="",  # the native side reads the repository's one version
-        timeout_s=timeout,
+        timeout=timeout,
+        server_timeout=server_timeout,
         embedded=embedded,
         repository=repository,
-        input_data=input_data,
-        shapes=common.parse_shapes(shape),
-        access=common.access_flags(tls, ca_cert, client_cert, client_key, header),
-        shared_memory=shared_memory,
-        server_timeout_s=server_timeout,
     )
     rates = qps or [DEFAULT_SERVER_QPS]
     template = ServerSettings(
         qps=min(rates),
         target_latency_ns=common.target_latency_ns(model, target_latency),
         percentile=percentile / 100,
-        min_duration_ns=common.min_duration_ns(duration, False, DURATION_NS),
-        min_query_count=min_queries,
+        min_duration_ns=common.min_duration_ns(run.duration, False, DURATION_NS),
+        min_query_count=run.min_queries,
         schedule_seed=seed,
-        sample_seed=sample_seed,
-        sample_count=samples,
+        sample_seed=samples.sample_seed,
+        sample_count=samples.samples,
         late_threshold_ns=int(late_threshold * NS_PER_MS),
     )
-    native = {
-        "instances": native_instances,
-        "intra_op_threads": native_intra_threads,
-        "inter_op_threads": native_inter_threads,
-        "dynamic_batching": native_batching,
-        "max_batch_size": native_max_batch,
-        "max_queue_delay_us": native_queue_delay_us,
-        "providers": tuple(provider) if provider else None,
-    }
     setup = CompareSetup(
-        flags=flags,
+        flags=groups.target_flags(model, endpoint, samples, access, shared_memory),
         targets=target_names(target or DEFAULT_TARGETS, protocol),
         runs=at_rates(template, rates),
         http_url=http_url,
         metrics_url=metrics_url,
-        onnx=onnx,
-        native_overrides={key: value for key, value in native.items() if value is not None},
+        onnx=native.onnx,
+        native_overrides=native.overrides(),
         agreement_samples=agreement_samples,
     )
-    _play_and_write(setup, output, force)
+    _play_and_write(setup, output.output, output.force, output.live)
 
 
-def _play_and_write(setup: CompareSetup, output: Path | None, force: bool) -> None:
+def _play_and_write(setup: CompareSetup, output: Path | None, force: bool, live: bool) -> None:
     """Play the comparison, show it, write compare.json. A stop signal during the runs writes
     what was measured (marked partial, exit 130/143); one before the first run writes nothing."""
     console = common.console
@@ -186,8 +188,20 @@ def _play_and_write(setup: CompareSetup, output: Path | None, force: bool) -> No
     common.check_outputs(output, None, force, COMPARE_FILES)
     try:
         with compare_run.opened(setup, common.say) as session:
+            view = PlaysProgress(
+                console,
+                setup.runs[0].min_duration_ns / NS_PER_S,
+                f"compare: {', '.join(setup.targets)} at {len(setup.runs)} rate(s)",
+                enabled=live,
+            )
+
+            def say(text: str) -> None:
+                common.say(text)
+                view.stage(text)
+
             try:
-                result = timing.run(compare_run.measure(session, setup, common.say))
+                with view:
+                    result = timing.run(compare_run.measure(session, setup, say))
             except KeyboardInterrupt:
                 console.print(
                     f"[yellow]{stopping.requested() or 'interrupted'}[/] before any run: no "
@@ -204,9 +218,4 @@ def _play_and_write(setup: CompareSetup, output: Path | None, force: bool) -> No
     finally:
         stopping.install_process_handlers()
     common.say_saved(saved)
-    if result.stop_reason or stopping.requested():
-        reason = result.stop_reason or stopping.requested()
-        console.print(f"[yellow]partial result[/] ({reason}): written above", highlight=False)
-        common.finish_saving(saved, "comparison")
-        raise typer.Exit(stopping.exit_code())
-    common.finish_saving(saved, "comparison")
+    common.finish_or_stop(saved, "comparison", bool(result.stop_reason), result.stop_reason)

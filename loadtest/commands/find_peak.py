@@ -9,15 +9,14 @@ from typing import Annotated, Any
 import typer
 
 from loadtest.commands import common, options
+from loadtest.commands import flag_groups as groups
 from loadtest.commands.options import finite_float
 from loadtest.core.settings import (
-    AUTO_WORKERS,
     NS_PER_MS,
     NS_PER_S,
     ClientSettings,
     LoopKind,
     PeakSettings,
-    Protocol,
     TargetSettings,
 )
 from loadtest.core.target import ModelSpec, Target
@@ -34,12 +33,13 @@ from loadtest.report.peak_report import (
 )
 from loadtest.report.progress import BudgetProgress
 from loadtest.report.results import build_environment
-from loadtest.scenarios.peak_run import PeakOutcome, ProbeRun, search_peak
-from loadtest.scenarios.play import Generator
-from loadtest.server.deployment import EmbeddedMode
+from loadtest.scenarios.mlperf.play import Generator
+from loadtest.scenarios.searches.peak_run import PeakOutcome, ProbeRun, search_peak
 
 
+@groups.takes_groups
 def find_peak(
+    *,
     model: options.ModelOption = DEFAULT_SERVER_MODEL,
     target_latency: options.TargetLatencyOption = None,
     percentile: options.PercentileOption = options.PERCENTILE,
@@ -66,28 +66,12 @@ def find_peak(
             parser=finite_float, help="Stop when the bracket is this narrow (fraction of its top)."
         ),
     ] = 0.05,
-    url: options.UrlOption = None,
-    protocol: options.ProtocolOption = Protocol.GRPC,
-    model_version: options.VersionOption = "",
-    timeout: options.TimeoutOption = options.TIMEOUT_S,
-    server_timeout: options.ServerTimeoutOption = None,
-    embedded: options.EmbeddedOption = EmbeddedMode.AUTO,
-    repository: options.RepositoryOption = options.REPOSITORY,
+    endpoint: groups.Endpoint,
     seed: options.SeedOption = 0,
-    sample_seed: options.SampleSeedOption = options.SAMPLE_SEED,
-    samples: options.SamplesOption = options.SAMPLES,
-    input_data: options.InputDataOption = None,
-    shape: options.ShapeOption = None,
-    output: options.OutputOption = None,
-    force: options.ForceOption = False,
-    workers: options.WorkersOption = AUTO_WORKERS,
-    loop: options.LoopOption = LoopKind.AUTO,
-    ray: options.RayOption = "",
-    tls: options.TlsOption = False,
-    ca_cert: options.CaCertOption = None,
-    client_cert: options.ClientCertOption = None,
-    client_key: options.ClientKeyOption = None,
-    header: options.HeaderOption = None,
+    samples: groups.SampleLibrary,
+    output: Annotated[groups.Output, groups.take("records", "live", "html")],
+    client: Annotated[groups.Client, groups.take("shared_memory")],
+    access: groups.Access,
     live: options.LiveOption = True,
     mix: Annotated[
         Path | None,
@@ -100,59 +84,40 @@ def find_peak(
     ] = None,
 ) -> None:
     """Find the highest Server-scenario QPS whose run is VALID (latency bound, early stopping)."""
+    search: dict[str, Any] = {
+        "percentile": percentile / 100,
+        "probe_duration_ns": int(probe_duration * NS_PER_S),
+        "budget_ns": int(budget * NS_PER_S),
+        "start_qps": start_qps,
+        "max_qps": max_qps,
+        "resolution": resolution,
+        "late_threshold_ns": int(late_threshold * NS_PER_MS),
+        "schedule_seed": seed,
+        "sample_seed": samples.sample_seed,
+        "sample_count": samples.samples,
+    }
     if mix is not None:
         from loadtest.commands.mix_peak import from_find_peak
 
-        access = common.access_flags(tls, ca_cert, client_cert, client_key, header)
-        from_find_peak(mix, locals(), access)
+        from_find_peak(mix, search, endpoint, client.settings(), access, output)
         return
     settings = PeakSettings(
-        target_latency_ns=common.target_latency_ns(model, target_latency),
-        percentile=percentile / 100,
-        probe_duration_ns=int(probe_duration * NS_PER_S),
-        budget_ns=int(budget * NS_PER_S),
-        start_qps=start_qps,
-        max_qps=max_qps,
-        resolution=resolution,
-        late_threshold_ns=int(late_threshold * NS_PER_MS),
-        schedule_seed=seed,
-        sample_seed=sample_seed,
-        sample_count=samples,
+        target_latency_ns=common.target_latency_ns(model, target_latency), **search
     )
-    flags = common.TargetFlags(
-        model=model,
-        url=url,
-        protocol=protocol,
-        model_version=model_version,
-        timeout_s=timeout,
-        embedded=embedded,
-        repository=repository,
-        input_data=input_data,
-        shapes=common.parse_shapes(shape),
-        access=common.access_flags(tls, ca_cert, client_cert, client_key, header),
-        server_timeout_s=server_timeout,
-    )
-    client = ClientSettings(workers=workers, loop=loop, ray_address=ray)
+    flags = groups.target_flags(model, endpoint, samples, access)
+    client_settings = client.settings()
     stopping.reset()  # one command, one stop request
-    common.check_outputs(output, None, force, PEAK_FILES)
+    common.check_outputs(output.output, None, output.force, PEAK_FILES)
     console = common.console
     try:
-        spec, outcome, environment, resolved = _search(flags, settings, client, live)
+        spec, outcome, environment, resolved = _search(flags, settings, client_settings, live)
         render_peak(console, settings, outcome)
         result = peak_json(settings, resolved, spec, environment, outcome)
-        saved = write_peak(result, output, model, force)
+        saved = write_peak(result, output.output, model, output.force)
         common.say_saved(saved)
     finally:
         stopping.install_process_handlers()
-    if outcome.interrupted or stopping.requested():
-        console.print(
-            f"[yellow]partial result[/] ({outcome.stop_reason or stopping.requested()}): "
-            "written above",
-            highlight=False,
-        )
-        common.finish_saving(saved, "find-peak result")
-        raise typer.Exit(stopping.exit_code())
-    common.finish_saving(saved, "find-peak result")
+    common.finish_or_stop(saved, "find-peak result", outcome.interrupted, outcome.stop_reason)
     if outcome.conclusion.peak_qps is None:
         raise typer.Exit(ExitCode.INVALID)
 

@@ -10,14 +10,13 @@ from typing import Annotated, Any
 import typer
 
 from loadtest.commands import common, options
+from loadtest.commands import flag_groups as groups
 from loadtest.commands.options import finite_float
 from loadtest.core.settings import (
-    AUTO_WORKERS,
     NS_PER_MS,
     NS_PER_S,
     ClientSettings,
     LoopKind,
-    Protocol,
 )
 from loadtest.engine import stopping, timing
 from loadtest.errors import ExitCode, SettingsError
@@ -31,16 +30,21 @@ from loadtest.report.mix_report import (
     mix_files,
     render_mix,
 )
+from loadtest.report.progress import PlaysProgress
 from loadtest.report.resultfile import from_data
-from loadtest.scenarios.mix_run import MixOutcome, close_entries, measure_mix, open_entries
-from loadtest.scenarios.mix_spec import (
+from loadtest.scenarios.experiments.mix_run import (
+    MixOutcome,
+    close_entries,
+    measure_mix,
+    open_entries,
+)
+from loadtest.scenarios.experiments.mix_spec import (
     MixDefaults,
     MixSpec,
     build_mix,
     parse_model_flag,
     read_mix_file,
 )
-from loadtest.server.deployment import EmbeddedMode
 from loadtest.server.mix_deployment import MixMemberTarget, resolve_mix
 
 
@@ -65,7 +69,9 @@ MixModelOption = Annotated[
 ]
 
 
+@groups.takes_groups
 def mix(
+    *,
     mix_file: Annotated[
         Path | None, typer.Argument(help="MIX.toml: \\[\\[model]] entries (see README).")
     ] = None,
@@ -83,55 +89,48 @@ def mix(
             help="Also run every entry alone on the same schedule first (the interference table).",
         ),
     ] = True,
-    duration: options.DurationOption = None,
-    min_queries: options.MinQueriesOption = 100,
-    max_duration: options.MaxDurationOption = 0.0,
+    run: Annotated[groups.RunLength, groups.take(min_queries=100)],
     percentile: options.PercentileOption = options.PERCENTILE,
     late_threshold: options.LateThresholdOption = options.LATE_THRESHOLD_MS,
-    url: options.UrlOption = None,
-    protocol: options.ProtocolOption = Protocol.GRPC,
-    timeout: options.TimeoutOption = options.TIMEOUT_S,
-    embedded: options.EmbeddedOption = EmbeddedMode.AUTO,
-    repository: options.RepositoryOption = options.REPOSITORY,
+    endpoint: Annotated[groups.Endpoint, groups.take("model_version", "server_timeout")],
     seed: options.SeedOption = 0,
-    sample_seed: options.SampleSeedOption = options.SAMPLE_SEED,
-    samples: options.SamplesOption = options.SAMPLES,
-    output: options.OutputOption = None,
-    records: options.RecordsOption = False,
-    force: options.ForceOption = False,
-    html: options.HtmlOption = None,
-    workers: options.WorkersOption = AUTO_WORKERS,
-    loop: options.LoopOption = LoopKind.AUTO,
-    ray: options.RayOption = "",
-    tls: options.TlsOption = False,
-    ca_cert: options.CaCertOption = None,
-    client_cert: options.ClientCertOption = None,
-    client_key: options.ClientKeyOption = None,
-    header: options.HeaderOption = None,
+    samples: Annotated[groups.SampleLibrary, groups.take("input_data", "shape")],
+    output: groups.Output,
+    client: Annotated[groups.Client, groups.take("shared_memory")],
+    access: groups.Access,
 ) -> None:
     """Run several models at once, each with its own Poisson stream and MLPerf verdict; then
     compare each with itself alone."""
-    defaults = MixDefaults(
-        min_duration_ns=common.min_duration_ns(duration, False, 60 * NS_PER_S),
+    defaults = entry_defaults(
+        endpoint,
+        access,
+        min_duration_ns=common.min_duration_ns(run.duration, False, 60 * NS_PER_S),
         seed=seed,
         total_qps=_positive_or_none(total_qps),
         percentile=percentile / 100,
-        protocol=protocol,
-        url=url,
-        samples=samples,
-        sample_seed=sample_seed,
-        min_queries=min_queries,
-        timeout_s=timeout,
-        max_duration_ns=common.max_duration_ns(max_duration),
+        samples=samples.samples,
+        sample_seed=samples.sample_seed,
+        min_queries=run.min_queries,
+        max_duration_ns=common.max_duration_ns(run.max_duration),
         late_threshold_ns=int(late_threshold * NS_PER_MS),
-        keep_records=records,
-        embedded=embedded,
-        repository=repository,
-        access=common.access_flags(tls, ca_cert, client_cert, client_key, header),
+        keep_records=output.records,
     )
     spec = load_mix(mix_file, model, defaults)
-    client = ClientSettings(workers=workers, loop=loop, ray_address=ray)
-    run_mix_command(spec, client, isolated, embedded, repository, output, html, force, timeout)
+    run_mix_command(spec, client.settings(), isolated, endpoint, output)
+
+
+def entry_defaults(endpoint: groups.Endpoint, access: groups.Access, **given: Any) -> MixDefaults:
+    """What every entry takes from the command line: where the default server is and how it is
+    reached; `given` is the rest, the command's own (mix's run length, find-peak's probes)."""
+    return MixDefaults(
+        protocol=endpoint.protocol,
+        url=endpoint.url,
+        timeout_s=endpoint.timeout,
+        embedded=endpoint.embedded,
+        repository=endpoint.repository,
+        access=access.flags(),
+        **given,
+    )
 
 
 def _positive_or_none(value: float | None) -> float | None:
@@ -153,14 +152,12 @@ def run_mix_command(
     spec: MixSpec,
     client: ClientSettings,
     isolated: bool,
-    embedded: EmbeddedMode,
-    repository: Path,
-    output: Path | None,
-    html: Path | None,
-    force: bool,
-    timeout_s: float,
+    endpoint: groups.Endpoint,
+    flags: groups.Output,
 ) -> MixReport:
     """Check the outputs, resolve every entry's server, measure, report, write; exit code."""
+    embedded, repository, timeout_s = endpoint.embedded, endpoint.repository, endpoint.timeout
+    output, html, force = flags.output, flags.html, flags.force
     stopping.reset()
     common.check_outputs(output, html, force, mix_file_names(spec))
     members = [
@@ -169,13 +166,23 @@ def run_mix_command(
     drain_timeout_ns = int((timeout_s + 5) * NS_PER_S)
     try:
         with resolve_mix(members, embedded, repository, common.say) as deployments:
+            view = PlaysProgress(
+                common.console,
+                spec.min_duration_ns / NS_PER_S,
+                f"mix of {len(spec.entries)} entries",
+                enabled=flags.live,
+            )
+
+            def say(text: str) -> None:
+                common.say(text)
+                view.stage(text)
 
             async def measure() -> tuple[MixOutcome, list[Any]]:
                 opened = await open_entries(spec, deployments)
                 try:
-                    with stopping.catching(asyncio.get_running_loop()):
+                    with view, stopping.catching(asyncio.get_running_loop()):
                         outcome = await measure_mix(
-                            spec, opened, client, drain_timeout_ns, isolated, common.say
+                            spec, opened, client, drain_timeout_ns, isolated, say
                         )
                 finally:
                     await close_entries(opened)

@@ -1,5 +1,6 @@
 """`loadtest find-peak --mix MIX.toml`: the mix's peak total QPS, weights fixed, and which model
-breaks its bound first (scenarios/mix_peak.py). find-peak routes here when --mix is given."""
+breaks its bound first (scenarios/searches/mix_peak_run.py). find-peak routes here when --mix is
+given."""
 
 from __future__ import annotations
 
@@ -12,24 +13,23 @@ from typing import Any
 import typer
 
 from loadtest.commands import common
-from loadtest.core.settings import NS_PER_MS, NS_PER_S, ClientSettings, LoopKind, PeakSettings
+from loadtest.commands import flag_groups as groups
+from loadtest.core.settings import ClientSettings, LoopKind, PeakSettings
 from loadtest.engine import stopping, timing
 from loadtest.errors import ExitCode
 from loadtest.report.mix_peak_report import mix_peak_json, mix_probe_cells, render_mix_peak
 from loadtest.report.outputs import save, stamp
 from loadtest.report.peak_report import PEAK_FILES
 from loadtest.report.results import build_environment
-from loadtest.scenarios.mix_peak import (
+from loadtest.scenarios.experiments.mix_run import close_entries, open_entries
+from loadtest.scenarios.experiments.mix_spec import MixSpec
+from loadtest.scenarios.searches.mix_peak_run import (
     NORMALIZED_BOUND_NS,
     MixPeakOutcome,
     MixProbeRun,
     check_peak_mix,
     search_mix_peak,
 )
-from loadtest.scenarios.mix_run import close_entries, open_entries
-from loadtest.scenarios.mix_spec import MixDefaults, MixSpec
-from loadtest.scenarios.target_flags import AccessFlags
-from loadtest.server.deployment import EmbeddedMode
 from loadtest.server.mix_deployment import MixMemberTarget, resolve_mix
 
 
@@ -37,13 +37,12 @@ def find_mix_peak(
     spec: MixSpec,
     settings: PeakSettings,
     client: ClientSettings,
-    embedded: EmbeddedMode,
-    repository: Path,
-    output: Path | None,
-    force: bool,
-    timeout_s: float,
+    endpoint: groups.Endpoint,
+    flags: groups.Output,
 ) -> None:
     """The search against every entry's server; find-peak.json; exit 3 when no peak."""
+    embedded, repository, timeout_s = endpoint.embedded, endpoint.repository, endpoint.timeout
+    output, force = flags.output, flags.force
     check_peak_mix(spec)
     settings = _normalized(settings)
     stopping.reset()
@@ -90,62 +89,35 @@ def find_mix_peak(
         common.say_saved(saved)
     finally:
         stopping.install_process_handlers()
-    if outcome.interrupted or stopping.requested():
-        console.print(
-            f"[yellow]partial result[/] ({outcome.stop_reason or stopping.requested()}): "
-            "written above",
-            highlight=False,
-        )
-        common.finish_saving(saved, "find-peak result")
-        raise typer.Exit(stopping.exit_code())
-    common.finish_saving(saved, "find-peak result")
+    common.finish_or_stop(saved, "find-peak result", outcome.interrupted, outcome.stop_reason)
     if outcome.conclusion.peak_qps is None:
         raise typer.Exit(ExitCode.INVALID)
 
 
-def from_find_peak(mix_file: Path, flags: dict[str, Any], access: AccessFlags) -> None:
-    """find-peak's flags (its locals) applied to a mix: the file's entries, find-peak's search."""
-    from loadtest.commands.mix import load_mix
+def from_find_peak(
+    mix_file: Path,
+    search: dict[str, Any],
+    endpoint: groups.Endpoint,
+    client: ClientSettings,
+    access: groups.Access,
+    output: groups.Output,
+) -> None:
+    """find-peak's flags applied to a mix: the file's entries, find-peak's search (`search`: the
+    PeakSettings fields but the bound, which is the normalized one)."""
+    from loadtest.commands.mix import entry_defaults, load_mix
 
-    defaults = MixDefaults(
-        min_duration_ns=int(flags["probe_duration"] * NS_PER_S),
-        seed=flags["seed"],
-        percentile=flags["percentile"] / 100,
-        protocol=flags["protocol"],
-        url=flags["url"],
-        samples=flags["samples"],
-        sample_seed=flags["sample_seed"],
-        timeout_s=flags["timeout"],
-        late_threshold_ns=int(flags["late_threshold"] * NS_PER_MS),
-        embedded=flags["embedded"],
-        repository=flags["repository"],
-        access=access,
+    settings = PeakSettings(target_latency_ns=NORMALIZED_BOUND_NS, **search)
+    defaults = entry_defaults(
+        endpoint,
+        access,
+        min_duration_ns=settings.probe_duration_ns,
+        seed=settings.schedule_seed,
+        percentile=settings.percentile,
+        samples=settings.sample_count,
+        sample_seed=settings.sample_seed,
+        late_threshold_ns=settings.late_threshold_ns,
     )
-    spec = load_mix(mix_file, None, defaults)
-    settings = PeakSettings(
-        target_latency_ns=NORMALIZED_BOUND_NS,
-        percentile=flags["percentile"] / 100,
-        probe_duration_ns=int(flags["probe_duration"] * NS_PER_S),
-        budget_ns=int(flags["budget"] * NS_PER_S),
-        start_qps=flags["start_qps"],
-        max_qps=flags["max_qps"],
-        resolution=flags["resolution"],
-        late_threshold_ns=int(flags["late_threshold"] * NS_PER_MS),
-        schedule_seed=flags["seed"],
-        sample_seed=flags["sample_seed"],
-        sample_count=flags["samples"],
-    )
-    client = ClientSettings(workers=flags["workers"], loop=flags["loop"], ray_address=flags["ray"])
-    find_mix_peak(
-        spec,
-        settings,
-        client,
-        flags["embedded"],
-        flags["repository"],
-        flags["output"],
-        flags["force"],
-        flags["timeout"],
-    )
+    find_mix_peak(load_mix(mix_file, None, defaults), settings, client, endpoint, output)
 
 
 def _normalized(settings: PeakSettings) -> PeakSettings:

@@ -8,20 +8,22 @@ from typing import Annotated
 import typer
 
 from loadtest.commands import common, options
+from loadtest.commands import flag_groups as groups
 from loadtest.core.records import Records
-from loadtest.core.settings import DEFAULT_MIN_DURATION_NS, NS_PER_S, OfflineSettings, Protocol
+from loadtest.core.settings import DEFAULT_MIN_DURATION_NS, NS_PER_S, OfflineSettings
 from loadtest.core.target import ModelSpec, Target
 from loadtest.engine.measurement import Measurement
 from loadtest.engine.runner import OnStart
 from loadtest.errors import SettingsError
 from loadtest.models import DEFAULT_SERVER_MODEL
-from loadtest.scenarios.play import calibrate_offline, run_offline
-from loadtest.server.deployment import EmbeddedMode
+from loadtest.scenarios.mlperf.play import calibrate_offline, run_offline
 
 Tick = Callable[[Records, int], None]
 
 
+@groups.takes_groups
 def offline(
+    *,
     model: options.ModelOption = DEFAULT_SERVER_MODEL,
     expected_qps: Annotated[
         str,
@@ -31,39 +33,17 @@ def offline(
             "first by a short closed-loop calibration at --max-in-flight (--mlperf: a number).",
         ),
     ] = options.AUTO,
-    duration: options.DurationOption = None,
-    min_queries: options.MinQueriesOption = 1,
-    max_duration: options.MaxDurationOption = 0.0,
+    run: groups.RunLength,
     max_in_flight: Annotated[
         int, typer.Option(help="Requests outstanding at once: the only brake on issuing.")
     ] = 64,
     batch_size: Annotated[int, typer.Option(help="Samples per request.")] = 1,
     mlperf: options.MlperfOption = False,
-    url: options.UrlOption = None,
-    protocol: options.ProtocolOption = Protocol.GRPC,
-    model_version: options.VersionOption = "",
-    timeout: options.TimeoutOption = options.TIMEOUT_S,
-    server_timeout: options.ServerTimeoutOption = None,
-    embedded: options.EmbeddedOption = EmbeddedMode.AUTO,
-    repository: options.RepositoryOption = options.REPOSITORY,
-    sample_seed: options.SampleSeedOption = options.SAMPLE_SEED,
-    samples: options.SamplesOption = options.SAMPLES,
-    input_data: options.InputDataOption = None,
-    shape: options.ShapeOption = None,
-    output: options.OutputOption = None,
-    records: options.RecordsOption = False,
-    live: options.LiveOption = True,
-    force: options.ForceOption = False,
-    error_budget: options.ErrorBudgetOption = None,
-    check_outputs: options.CheckOutputsOption = 0.0,
-    same_sample: options.SameSampleOption = False,
-    abort_on_error_rate: options.AbortOnErrorRateOption = None,
-    window: options.WindowOption = options.ABORT_WINDOW_S,
-    tls: options.TlsOption = False,
-    ca_cert: options.CaCertOption = None,
-    client_cert: options.ClientCertOption = None,
-    client_key: options.ClientKeyOption = None,
-    header: options.HeaderOption = None,
+    endpoint: groups.Endpoint,
+    samples: groups.SampleLibrary,
+    output: Annotated[groups.Output, groups.take("html")],
+    checks: groups.Checks,
+    access: groups.Access,
 ) -> None:
     """Run the MLPerf Offline scenario: all samples due at once, throughput = samples / time."""
     qps = options.auto_value(expected_qps)
@@ -71,31 +51,15 @@ def offline(
         raise SettingsError("--mlperf needs an explicit --expected-qps (auto is not LoadGen's)")
     settings = OfflineSettings(
         expected_qps=qps,
-        min_duration_ns=common.min_duration_ns(duration, mlperf, DEFAULT_MIN_DURATION_NS),
-        min_query_count=min_queries,
+        **run.settings_fields(mlperf, DEFAULT_MIN_DURATION_NS),
         max_in_flight=max_in_flight,
         batch_size=batch_size,
-        sample_seed=sample_seed,
-        sample_count=samples,
-        max_duration_ns=common.max_duration_ns(max_duration),
-        keep_records=records,
-        **common.error_rules(error_budget, abort_on_error_rate, window, mlperf),
-        check_outputs=check_outputs,
-        same_sample=same_sample,
+        sample_seed=samples.sample_seed,
+        sample_count=samples.samples,
+        keep_records=output.records,
+        **checks.settings_fields(mlperf),
     )
-    flags = common.TargetFlags(
-        model=model,
-        url=url,
-        protocol=protocol,
-        model_version=model_version,
-        timeout_s=timeout,
-        embedded=embedded,
-        repository=repository,
-        input_data=input_data,
-        shapes=common.parse_shapes(shape),
-        access=common.access_flags(tls, ca_cert, client_cert, client_key, header),
-        server_timeout_s=server_timeout,
-    )
+    flags = groups.target_flags(model, endpoint, samples, access)
     sized = [settings]  # the settings the run used: resolved by the calibration when auto
 
     async def play(
@@ -128,15 +92,12 @@ def offline(
             f"Offline scenario: {sizing} over {settings.min_duration_ns / NS_PER_S:g} s, "
             f"≤ {max_in_flight} requests in flight"
         ),
-        span_ns=settings.min_duration_ns,
         play=lambda target, spec, count, tick, _resolved, on_start: play(
             target, spec, count, tick, on_start
         ),
-        output=output,
-        live=live,
-        sample_count=settings.sample_count,
-        sample_seed=settings.sample_seed,
+        output=output.output,
+        live=output.live,
         batch_size=settings.batch_size,
-        force=force,
+        force=output.force,
         settings_used=lambda: sized[0],
     )

@@ -2,211 +2,95 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Annotated
 
 import typer
 
 from loadtest.commands import common, options
+from loadtest.commands import flag_groups as groups
 from loadtest.core.settings import (
     DEFAULT_MIN_DURATION_NS,
     NS_PER_MS,
     NS_PER_S,
-    Protocol,
     Scenario,
     StreamSettings,
 )
 from loadtest.errors import SettingsError
 from loadtest.models import DEFAULT_SERVER_MODEL
-from loadtest.scenarios.play import run_stream
-from loadtest.server.deployment import EmbeddedMode
+from loadtest.scenarios.mlperf.play import run_stream
+
+
+@dataclass(frozen=True)
+class StreamFlags:
+    """What single-stream and multi-stream both take, after their own percentile."""
+
+    target_latency: options.TargetLatencyOption = None
+    run: groups.RunLength = field(default_factory=groups.RunLength)
+    mlperf: options.MlperfOption = False
+    endpoint: groups.Endpoint = field(default_factory=groups.Endpoint)
+    samples: groups.SampleLibrary = field(default_factory=groups.SampleLibrary)
+    output: Annotated[groups.Output, groups.take("html")] = field(default_factory=groups.Output)
+    checks: groups.Checks = field(default_factory=groups.Checks)
+    access: groups.Access = field(default_factory=groups.Access)
 
 
 def _run(
-    settings: StreamSettings,
-    flags: common.TargetFlags,
-    output: Path | None,
-    live: bool,
-    force: bool = False,
+    model: str, scenario: Scenario, samples_per_query: int, percentile: float, flags: StreamFlags
 ) -> None:
-    scenario, per_query = settings.scenario, settings.samples_per_query
-    common.execute(
-        settings,
-        flags,
-        title=(
-            f"{scenario.value} scenario: closed loop, {per_query} sample(s) per query, "
-            f"≥ {settings.min_duration_ns / NS_PER_S:g} s"
-        ),
-        span_ns=settings.min_duration_ns,
-        play=lambda target, spec, count, tick, _resolved, on_start: run_stream(
-            target, spec, count, settings, on_tick=tick, on_start=on_start
-        ),
-        output=output,
-        live=live,
-        sample_count=settings.sample_count,
-        sample_seed=settings.sample_seed,
-        batch_size=per_query,
-        force=force,
-    )
-
-
-def _settings(
-    scenario: Scenario,
-    samples_per_query: int,
-    percentile: float,
-    target_latency: float | None,
-    run_length: tuple[float | None, int, float, bool],
-    samples: tuple[int, int, bool],
-) -> StreamSettings:
-    """run_length = (--duration, --min-queries, --max-duration, --mlperf);
-    samples = (--sample-seed, --samples, --records)."""
-    duration, min_queries, max_duration, mlperf = run_length
-    sample_seed, sample_count, records = samples
-    if target_latency is not None and target_latency <= 0:
-        raise SettingsError(f"--target-latency must be > 0 ms, got {target_latency:g}")
-    return StreamSettings(
+    """The stream scenario's settings from its flags, then the run (one sample or a batch in
+    flight: --target-latency is optional, only reported against)."""
+    if flags.target_latency is not None and flags.target_latency <= 0:
+        raise SettingsError(f"--target-latency must be > 0 ms, got {flags.target_latency:g}")
+    settings = StreamSettings(
         scenario=scenario,
         percentile=percentile / 100,
         samples_per_query=samples_per_query,
-        min_duration_ns=common.min_duration_ns(duration, mlperf, DEFAULT_MIN_DURATION_NS),
-        min_query_count=min_queries,
-        max_duration_ns=common.max_duration_ns(max_duration),
-        target_latency_ns=int((target_latency or 0) * NS_PER_MS),
-        sample_seed=sample_seed,
-        sample_count=sample_count,
-        keep_records=records,
+        **flags.run.settings_fields(flags.mlperf, DEFAULT_MIN_DURATION_NS),
+        target_latency_ns=int((flags.target_latency or 0) * NS_PER_MS),
+        sample_seed=flags.samples.sample_seed,
+        sample_count=flags.samples.samples,
+        keep_records=flags.output.records,
+        **flags.checks.settings_fields(flags.mlperf),
+    )
+    common.execute(
+        settings,
+        groups.target_flags(model, flags.endpoint, flags.samples, flags.access),
+        title=(
+            f"{scenario.value} scenario: closed loop, {samples_per_query} sample(s) per query, "
+            f"≥ {settings.min_duration_ns / NS_PER_S:g} s"
+        ),
+        play=lambda target, spec, count, tick, _resolved, on_start: run_stream(
+            target, spec, count, settings, on_tick=tick, on_start=on_start
+        ),
+        output=flags.output.output,
+        live=flags.output.live,
+        batch_size=samples_per_query,
+        force=flags.output.force,
     )
 
 
+@groups.takes_groups
 def single_stream(
+    *,
     model: options.ModelOption = DEFAULT_SERVER_MODEL,
     percentile: options.PercentileOption = 90.0,  # MLPerf SingleStream reports p90
-    target_latency: options.TargetLatencyOption = None,
-    duration: options.DurationOption = None,
-    min_queries: options.MinQueriesOption = 1,
-    max_duration: options.MaxDurationOption = 0.0,
-    mlperf: options.MlperfOption = False,
-    url: options.UrlOption = None,
-    protocol: options.ProtocolOption = Protocol.GRPC,
-    model_version: options.VersionOption = "",
-    timeout: options.TimeoutOption = options.TIMEOUT_S,
-    server_timeout: options.ServerTimeoutOption = None,
-    embedded: options.EmbeddedOption = EmbeddedMode.AUTO,
-    repository: options.RepositoryOption = options.REPOSITORY,
-    sample_seed: options.SampleSeedOption = options.SAMPLE_SEED,
-    samples: options.SamplesOption = options.SAMPLES,
-    input_data: options.InputDataOption = None,
-    shape: options.ShapeOption = None,
-    output: options.OutputOption = None,
-    records: options.RecordsOption = False,
-    live: options.LiveOption = True,
-    force: options.ForceOption = False,
-    error_budget: options.ErrorBudgetOption = None,
-    check_outputs: options.CheckOutputsOption = 0.0,
-    same_sample: options.SameSampleOption = False,
-    abort_on_error_rate: options.AbortOnErrorRateOption = None,
-    window: options.WindowOption = options.ABORT_WINDOW_S,
-    tls: options.TlsOption = False,
-    ca_cert: options.CaCertOption = None,
-    client_cert: options.ClientCertOption = None,
-    client_key: options.ClientKeyOption = None,
-    header: options.HeaderOption = None,
+    stream: StreamFlags,
 ) -> None:
     """MLPerf SingleStream: one sample per query, one in flight; reports p90 (early stopping)."""
-    settings = _settings(
-        Scenario.SINGLE_STREAM,
-        1,
-        percentile,
-        target_latency,
-        (duration, min_queries, max_duration, mlperf),
-        (sample_seed, samples, records),
-    )
-    settings = replace(
-        settings,
-        **common.error_rules(error_budget, abort_on_error_rate, window, mlperf),
-        check_outputs=check_outputs,
-        same_sample=same_sample,
-    )
-    flags = common.TargetFlags(
-        model=model,
-        url=url,
-        protocol=protocol,
-        model_version=model_version,
-        timeout_s=timeout,
-        embedded=embedded,
-        repository=repository,
-        input_data=input_data,
-        shapes=common.parse_shapes(shape),
-        access=common.access_flags(tls, ca_cert, client_cert, client_key, header),
-        server_timeout_s=server_timeout,
-    )
-    _run(settings, flags, output, live, force)
+    _run(model, Scenario.SINGLE_STREAM, 1, percentile, stream)
 
 
+@groups.takes_groups
 def multi_stream(
+    *,
     model: options.ModelOption = DEFAULT_SERVER_MODEL,
     samples_per_query: Annotated[
-        int, typer.Option(help="Samples per query, sent as one batched request (MLPerf: 8).")
+        int,
+        typer.Option(help="Samples per query, sent as one batched request (MLPerf: 8)."),
     ] = 8,
     percentile: options.PercentileOption = options.PERCENTILE,
-    target_latency: options.TargetLatencyOption = None,
-    duration: options.DurationOption = None,
-    min_queries: options.MinQueriesOption = 1,
-    max_duration: options.MaxDurationOption = 0.0,
-    mlperf: options.MlperfOption = False,
-    url: options.UrlOption = None,
-    protocol: options.ProtocolOption = Protocol.GRPC,
-    model_version: options.VersionOption = "",
-    timeout: options.TimeoutOption = options.TIMEOUT_S,
-    server_timeout: options.ServerTimeoutOption = None,
-    embedded: options.EmbeddedOption = EmbeddedMode.AUTO,
-    repository: options.RepositoryOption = options.REPOSITORY,
-    sample_seed: options.SampleSeedOption = options.SAMPLE_SEED,
-    samples: options.SamplesOption = options.SAMPLES,
-    input_data: options.InputDataOption = None,
-    shape: options.ShapeOption = None,
-    output: options.OutputOption = None,
-    records: options.RecordsOption = False,
-    live: options.LiveOption = True,
-    force: options.ForceOption = False,
-    error_budget: options.ErrorBudgetOption = None,
-    check_outputs: options.CheckOutputsOption = 0.0,
-    same_sample: options.SameSampleOption = False,
-    abort_on_error_rate: options.AbortOnErrorRateOption = None,
-    window: options.WindowOption = options.ABORT_WINDOW_S,
-    tls: options.TlsOption = False,
-    ca_cert: options.CaCertOption = None,
-    client_cert: options.ClientCertOption = None,
-    client_key: options.ClientKeyOption = None,
-    header: options.HeaderOption = None,
+    stream: StreamFlags,
 ) -> None:
     """MLPerf MultiStream: N samples per query as one batch, one in flight; reports p99."""
-    settings = _settings(
-        Scenario.MULTI_STREAM,
-        samples_per_query,
-        percentile,
-        target_latency,
-        (duration, min_queries, max_duration, mlperf),
-        (sample_seed, samples, records),
-    )
-    settings = replace(
-        settings,
-        **common.error_rules(error_budget, abort_on_error_rate, window, mlperf),
-        check_outputs=check_outputs,
-        same_sample=same_sample,
-    )
-    flags = common.TargetFlags(
-        model=model,
-        url=url,
-        protocol=protocol,
-        model_version=model_version,
-        timeout_s=timeout,
-        embedded=embedded,
-        repository=repository,
-        input_data=input_data,
-        shapes=common.parse_shapes(shape),
-        access=common.access_flags(tls, ca_cert, client_cert, client_key, header),
-        server_timeout_s=server_timeout,
-    )
-    _run(settings, flags, output, live, force)
+    _run(model, Scenario.MULTI_STREAM, samples_per_query, percentile, stream)

@@ -2,27 +2,29 @@
 
 Each configuration is loaded into the running server through the model-repository API (explicit
 model control), measured by find-peak under the same bound, and the original is loaded again at
-the end. The strategy and the ranking are scenarios/sweep.py's; the driver scenarios/sweep_run.py.
+the end. The strategy and the ranking are scenarios/searches/sweep_search.py's; the driver
+scenarios/searches/sweep_run.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from loadtest.commands import common, options
+from loadtest.commands import flag_groups as groups
 from loadtest.commands.options import finite_float
 from loadtest.core.settings import (
-    AUTO_WORKERS,
     NS_PER_MS,
     NS_PER_S,
     ClientSettings,
     LoopKind,
     PeakSettings,
-    Protocol,
     TargetSettings,
     available_cpus,
 )
@@ -43,11 +45,10 @@ from loadtest.report.sweep_report import (
     sweep_json,
     write_sweep,
 )
-from loadtest.scenarios.peak_run import ProbeRun
-from loadtest.scenarios.play import Generator
-from loadtest.scenarios.sweep import Step
-from loadtest.scenarios.sweep_fake import FakeConfigurator
-from loadtest.scenarios.sweep_run import (
+from loadtest.scenarios.mlperf.play import Generator
+from loadtest.scenarios.searches.peak_run import ProbeRun
+from loadtest.scenarios.searches.sweep_fake import FakeConfigurator
+from loadtest.scenarios.searches.sweep_run import (
     ModelConfigurator,
     Samples,
     SweepCallbacks,
@@ -56,14 +57,14 @@ from loadtest.scenarios.sweep_run import (
     SweepSettings,
     run_sweep,
 )
-from loadtest.scenarios.sweep_space import (
+from loadtest.scenarios.searches.sweep_search import Step
+from loadtest.scenarios.searches.sweep_space import (
     build_space,
     parse_flag,
     read_space_file,
     sample_input_bytes,
 )
-from loadtest.scenarios.sweep_triton import TritonConfigurator
-from loadtest.server.deployment import EmbeddedMode
+from loadtest.scenarios.searches.sweep_triton import TritonConfigurator
 from loadtest.targets.fake import FakeTarget
 
 MIN_POINT_BUDGET_PROBES = 6  # the automatic per-point budget: this many probes
@@ -73,63 +74,98 @@ def _axis_option(name: str, example: str) -> Any:
     return typer.Option(f"--{name.replace('_', '-')}", help=f"Values to sweep, e.g. {example}.")
 
 
-def sweep(
-    model: options.ModelOption = DEFAULT_SERVER_MODEL,
-    target_latency: options.TargetLatencyOption = None,
-    percentile: options.PercentileOption = options.PERCENTILE,
+@dataclass(frozen=True)
+class SweepBudget:
+    """How long the sweep, each point and each probe may take, and how finely each peak is found."""
+
     budget: Annotated[
         float, typer.Option(parser=finite_float, help="Total time budget of the sweep, seconds.")
-    ] = 600.0,
+    ] = 600.0
     point_budget: Annotated[
         float,
         typer.Option(
             parser=finite_float,
             help="Most seconds one configuration's find-peak may take (0 = six probes' worth).",
         ),
-    ] = 0.0,
+    ] = 0.0
     probe_duration: Annotated[
         float, typer.Option(parser=finite_float, help="Minimum duration of each probe in seconds.")
-    ] = 5.0,
+    ] = 5.0
     resolution: Annotated[
         float,
         typer.Option(
             parser=finite_float, help="Each find-peak stops at this bracket width (fraction)."
         ),
-    ] = 0.05,
+    ] = 0.05
     warmup: Annotated[
         float,
         typer.Option(
             parser=finite_float,
             help="Seconds of closed loop after each load (warms it, caps its search).",
         ),
-    ] = 1.0,
+    ] = 1.0
     repeat: Annotated[
         bool,
         typer.Option(
             "--repeat/--no-repeat", help="Repeat each boundary probe once (the peak's interval)."
         ),
-    ] = True,
+    ] = True
     max_points: Annotated[
         int, typer.Option(help="Measure at most this many configurations (0 = no cap).")
-    ] = 0,
+    ] = 0
+
+    def settings(self, peak: PeakSettings) -> SweepSettings:
+        automatic = MIN_POINT_BUDGET_PROBES * (self.probe_duration + 1.5)
+        return SweepSettings(
+            peak=peak,
+            point_budget_ns=int((self.point_budget or automatic) * NS_PER_S),
+            warmup_ns=int(self.warmup * NS_PER_S),
+            repeat_boundary=self.repeat,
+            max_points=self.max_points,
+        )
+
+
+@dataclass(frozen=True)
+class SpaceFlags:
+    """The values to sweep: a TOML file, and per dimension a flag that overrides it."""
+
     space_file: Annotated[
         Path | None,
         typer.Option("--space", help="TOML file of the values to sweep (names as the flags)."),
-    ] = None,
-    instances: Annotated[str | None, _axis_option("instances", "1,2,4")] = None,
-    max_batch_size: Annotated[str | None, _axis_option("max_batch_size", "1,8,32")] = None,
+    ] = None
+    instances: Annotated[str | None, _axis_option("instances", "1,2,4")] = None
+    max_batch_size: Annotated[str | None, _axis_option("max_batch_size", "1,8,32")] = None
     queue_delay_us: Annotated[
         str | None, _axis_option("queue_delay_us", "off,0,100,1000 (off = no dynamic batching)")
-    ] = None,
+    ] = None
     preferred_batch_sizes: Annotated[
         str | None, _axis_option("preferred_batch_sizes", "'none;4,8' (';' between choices)")
-    ] = None,
+    ] = None
     intra_op_threads: Annotated[
         str | None, _axis_option("intra_op_threads", "1,2 (onnxruntime backend)")
-    ] = None,
+    ] = None
     inter_op_threads: Annotated[
         str | None, _axis_option("inter_op_threads", "1,2 (onnxruntime backend)")
-    ] = None,
+    ] = None
+
+    def given(self) -> dict[str, tuple[Any, ...]]:
+        """The TOML file's dimensions, overridden by the flags (all checked before any load)."""
+        given = read_space_file(self.space_file) if self.space_file is not None else {}
+        for field in dataclasses.fields(self):
+            text = getattr(self, field.name)
+            if field.name != "space_file" and text is not None:
+                given[field.name] = parse_flag(field.name, text)
+        return given
+
+
+@groups.takes_groups
+def sweep(
+    *,
+    model: options.ModelOption = DEFAULT_SERVER_MODEL,
+    target_latency: options.TargetLatencyOption = None,
+    percentile: options.PercentileOption = options.PERCENTILE,
+    budget: SweepBudget,
+    space: SpaceFlags,
     config_out: Annotated[
         Path | None,
         typer.Option(
@@ -147,26 +183,12 @@ def sweep(
         ),
     ] = False,
     html: options.HtmlOption = None,
-    url: options.UrlOption = None,
-    protocol: options.ProtocolOption = Protocol.GRPC,
-    timeout: options.TimeoutOption = options.TIMEOUT_S,
-    server_timeout: options.ServerTimeoutOption = None,
-    embedded: options.EmbeddedOption = EmbeddedMode.AUTO,
-    repository: options.RepositoryOption = options.REPOSITORY,
+    endpoint: Annotated[groups.Endpoint, groups.take("model_version")],
     seed: options.SeedOption = 0,
-    sample_seed: options.SampleSeedOption = options.SAMPLE_SEED,
-    samples: options.SamplesOption = options.SAMPLES,
-    input_data: options.InputDataOption = None,
-    shape: options.ShapeOption = None,
-    output: options.OutputOption = None,
-    force: options.ForceOption = False,
-    workers: options.WorkersOption = AUTO_WORKERS,
-    loop: options.LoopOption = LoopKind.AUTO,
-    tls: options.TlsOption = False,
-    ca_cert: options.CaCertOption = None,
-    client_cert: options.ClientCertOption = None,
-    client_key: options.ClientKeyOption = None,
-    header: options.HeaderOption = None,
+    samples: groups.SampleLibrary,
+    output: Annotated[groups.Output, groups.take("records", "live", "html")],
+    client: Annotated[groups.Client, groups.take("ray", "shared_memory")],
+    access: groups.Access,
     live: options.LiveOption = True,
 ) -> None:
     """Find the model configuration (instances, batch size, batching delay, threads) with the
@@ -174,69 +196,31 @@ def sweep(
     peak = PeakSettings(
         target_latency_ns=common.target_latency_ns(model, target_latency),
         percentile=percentile / 100,
-        probe_duration_ns=int(probe_duration * NS_PER_S),
-        budget_ns=int(budget * NS_PER_S),
-        resolution=resolution,
+        probe_duration_ns=int(budget.probe_duration * NS_PER_S),
+        budget_ns=int(budget.budget * NS_PER_S),
+        resolution=budget.resolution,
         schedule_seed=seed,
-        sample_seed=sample_seed,
-        sample_count=samples,
+        sample_seed=samples.sample_seed,
+        sample_count=samples.samples,
     )
-    automatic = MIN_POINT_BUDGET_PROBES * (probe_duration + 1.5)
-    settings = SweepSettings(
-        peak=peak,
-        point_budget_ns=int((point_budget or automatic) * NS_PER_S),
-        warmup_ns=int(warmup * NS_PER_S),
-        repeat_boundary=repeat,
-        max_points=max_points,
-    )
-    given = _given_space(
-        space_file,
-        {
-            "instances": instances,
-            "max_batch_size": max_batch_size,
-            "queue_delay_us": queue_delay_us,
-            "preferred_batch_sizes": preferred_batch_sizes,
-            "intra_op_threads": intra_op_threads,
-            "inter_op_threads": inter_op_threads,
-        },
-    )
-    flags = common.TargetFlags(
-        model=model,
-        url=url,
-        protocol=protocol,
-        model_version="",
-        timeout_s=timeout,
-        embedded=embedded,
-        repository=repository,
-        input_data=input_data,
-        shapes=common.parse_shapes(shape),
-        access=common.access_flags(tls, ca_cert, client_cert, client_key, header),
-        server_timeout_s=server_timeout,
-    )
-    client = ClientSettings(workers=workers, loop=loop)
+    settings = budget.settings(peak)
+    given = space.given()
+    flags = groups.target_flags(model, endpoint, samples, access)
     stopping.reset()
-    common.check_outputs(output, html, force, SWEEP_FILES)
-    applied_to = _check_config_paths(config_out, apply, repository, model, force)
+    common.check_outputs(output.output, html, output.force, SWEEP_FILES)
+    applied_to = _check_config_paths(config_out, apply, endpoint.repository, model, output.force)
     try:
-        result, outcome = _run(flags, settings, client, given, live)
+        result, outcome = _run(flags, settings, client.settings(), given, live)
         render_sweep(common.console, settings, outcome)
-        extra = _extra_files(result, outcome, config_out, html, output)
-        saved = write_sweep(result, output, model, force, extra)
+        extra = _extra_files(result, outcome, config_out, html, output.output)
+        saved = write_sweep(result, output.output, model, output.force, extra)
         common.say_saved(saved)
     finally:
         stopping.install_process_handlers()
     _say_restored(outcome)
     if applied_to is not None and outcome.winner is not None and not saved.rescued:
         _apply(applied_to, result)
-    if outcome.interrupted or stopping.requested():
-        common.console.print(
-            f"[yellow]partial result[/] ({outcome.stop_reason or stopping.requested()}): "
-            "written above",
-            highlight=False,
-        )
-        common.finish_saving(saved, "sweep result")
-        raise typer.Exit(stopping.exit_code())
-    common.finish_saving(saved, "sweep result")
+    common.finish_or_stop(saved, "sweep result", outcome.interrupted, outcome.stop_reason)
     if outcome.error:
         common.notes.print(f"[bold red]error:[/] {outcome.error}", highlight=False)
         raise typer.Exit(ExitCode.ERROR)
@@ -252,15 +236,6 @@ def _exit_code(outcome: SweepOutcome) -> ExitCode:
     if measured and all(p.client_bound for p in measured):
         return ExitCode.CLIENT_BOUND
     return ExitCode.INVALID
-
-
-def _given_space(path: Path | None, flags: dict[str, str | None]) -> dict[str, tuple[Any, ...]]:
-    """The TOML file's dimensions, overridden by the flags (all checked before any load)."""
-    given = read_space_file(path) if path is not None else {}
-    for name, text in flags.items():
-        if text is not None:
-            given[name] = parse_flag(name, text)
-    return given
 
 
 def _check_config_paths(

@@ -79,8 +79,8 @@ TICK_NS = 500_000_000
 Clock = Callable[[], int]
 
 
-# Awaited once at a run's t = 0, after all set-up (see scenarios.play and observe.observer): the
-# moment an observer of the server opens its window.
+# Awaited once at a run's t = 0, after all set-up (see scenarios.mlperf.play and
+# observe.observer): the moment an observer of the server opens its window.
 OnStart = Callable[[], Coroutine[Any, Any, None]]
 
 

@@ -28,7 +28,7 @@ from loadtest.observe.split import ServerSplit
 from loadtest.report.outputs import Saved, save, stamp
 from loadtest.report.results import plain
 from loadtest.rules.stats import exact_percentile_with_failures
-from loadtest.scenarios.compare_run import (
+from loadtest.scenarios.experiments.compare_run import (
     NATIVE,
     CompareResult,
     CompareRun,

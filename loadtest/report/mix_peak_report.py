@@ -4,7 +4,8 @@ that broke its bound first; the terminal table of probes.
 The file keeps find-peak's envelope (`kind: "find-peak"`, `probes`, `peak_qps`, `status`), so
 `loadtest report` draws it and `loadtest plan --from` reads its peak; a `mix` section holds the
 entries (their shares and bounds) and `breaks_first`. A probe's `latency_ns` is normalized (see
-scenarios.mix_peak.LATENCY_SCALE); each entry's own figures are under the probe's `entries`.
+scenarios.searches.mix_peak_run.LATENCY_SCALE); each entry's own figures are under the probe's
+`entries`.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ from loadtest.core.settings import PeakSettings
 from loadtest.core.units import ns_to_ms
 from loadtest.report.peak_report import probe_json
 from loadtest.report.results import SCHEMA, SCHEMA_VERSION, plain
-from loadtest.scenarios.mix_peak import (
+from loadtest.scenarios.experiments.mix_spec import MixSpec
+from loadtest.scenarios.searches.mix_peak_run import (
     LATENCY_SCALE,
     NORMALIZED_BOUND_NS,
     MixPeakOutcome,
     MixProbeRun,
 )
-from loadtest.scenarios.mix_spec import MixSpec
-from loadtest.scenarios.peak import FAILED_LATENCY_NS
+from loadtest.scenarios.searches.peak_search import FAILED_LATENCY_NS
 
 
 def mix_probe_json(run: MixProbeRun) -> dict[str, Any]:

@@ -41,9 +41,9 @@ from loadtest.report.results import (
     render_summary_text,
 )
 from loadtest.report.terminal import send_gaps, send_law_warning
-from loadtest.scenarios.mix_play import OpenedEntry
-from loadtest.scenarios.mix_run import MixOutcome, MixRun
-from loadtest.scenarios.mix_spec import MixEntry, MixSpec
+from loadtest.scenarios.experiments.mix_play import OpenedEntry
+from loadtest.scenarios.experiments.mix_run import MixOutcome, MixRun
+from loadtest.scenarios.experiments.mix_spec import MixEntry, MixSpec
 from loadtest.server.deployment import Deployment
 
 MIX_KIND = "mix"

@@ -31,8 +31,8 @@ from loadtest.rules.validity import (
     RUN_COMPLETE,
     Verdict,
 )
-from loadtest.scenarios import registry
-from loadtest.scenarios.registry import ExtraStats, Headline, ScenarioEntry
+from loadtest.scenarios.mlperf import registry
+from loadtest.scenarios.mlperf.registry import ExtraStats, Headline, ScenarioEntry
 
 RULE = "=" * 48
 LABEL_WIDTH = 32  # LoadGen pads "Min latency (ns)" and friends to this width before " : "

@@ -22,8 +22,8 @@ from loadtest.core.target import ModelSpec
 from loadtest.core.units import ns_to_ms
 from loadtest.report.outputs import Saved, save, stamp
 from loadtest.report.results import SCHEMA, SCHEMA_VERSION, plain
-from loadtest.scenarios.peak import FAILED_LATENCY_NS
-from loadtest.scenarios.peak_run import PeakOutcome, ProbeRun
+from loadtest.scenarios.searches.peak_run import PeakOutcome, ProbeRun
+from loadtest.scenarios.searches.peak_search import FAILED_LATENCY_NS
 
 
 def probe_json(run: ProbeRun) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Progress of a search that runs for minutes (find-peak, sweep): the budget used and left, the
 stage running now (calibration, which probe at which rate), probes done, the best so far, and the
-current probe's own bar and counts.
+current probe's own bar and counts; and of a series of plays (mix, compare: PlaysProgress): the
+play running now and its time.
 
 It refreshes once a second from rich's refresh thread, because between probes (calibration,
 reconnects) nothing else ticks; one small render a second does not compete with the issuer.
@@ -113,3 +114,59 @@ class BudgetProgress:
             parts.append(self._run)
         parts.append(Text(f"best so far: {self._best}"))
         return Group(*parts)
+
+
+class PlaysProgress:
+    """A series of plays that runs for minutes (mix: each entry alone, then together; compare:
+    each target at each rate): the time used, the play running now (the caller's own line for
+    it, given to `stage`) and its time against its minimum duration. Refreshed once a second
+    like BudgetProgress; shows nothing unless enabled and the console is a terminal."""
+
+    def __init__(
+        self,
+        console: Console,
+        span_s: float,
+        title: str,
+        enabled: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.console = console
+        self.span_s = span_s
+        self.title = title
+        self.enabled = enabled and console.is_terminal
+        self.clock = clock
+        self._started = self._stage_started = clock()
+        self._stage = "starting"
+        self._live: Live | None = None
+
+    def __enter__(self) -> PlaysProgress:
+        self._started = self._stage_started = self.clock()
+        if self.enabled:
+            self._live = Live(
+                console=self.console,
+                get_renderable=self.render,
+                refresh_per_second=REFRESHES_PER_SECOND,
+                transient=False,
+            )
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+            self._live = None
+
+    def stage(self, text: str) -> None:
+        """A new play (or a calibration before one) starts."""
+        self._stage, self._stage_started = text, self.clock()
+
+    def render(self) -> RenderableType:
+        now = self.clock()
+        played = now - self._stage_started
+        return Group(
+            Text(self.title, style="bold"),
+            Text(f"{now - self._started:5.0f} s so far"),
+            Text(f"now: {self._stage}"),
+            bar(min(played, self.span_s), self.span_s)
+            + Text(f"  {played:5.0f} s of ≥ {self.span_s:g} s"),
+        )

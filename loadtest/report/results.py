@@ -48,7 +48,8 @@ from loadtest.rules.validity import (
     Verdict,
     with_check,
 )
-from loadtest.scenarios.registry import interpret
+from loadtest.scenarios.mlperf.registry import interpret
+from loadtest.scenarios.run import FinishedRun
 from loadtest.server.deployment import Deployment
 
 # What serves `backend: "onnxruntime"` in the embedded Triton: the wheel has no native ONNX Runtime
@@ -172,6 +173,20 @@ class RunReport:
             timeline=timeline(measurement.outcome.records),
             output_check=output_check,
             cache_check=cache_check,
+        )
+
+    @classmethod
+    def from_run(cls, run: FinishedRun) -> RunReport:
+        """The report of a run played by scenarios.run.run_scenario (the deployment still up)."""
+        return cls.from_measurement(
+            run.settings,
+            run.requested,
+            run.resolved,
+            run.measurement,
+            build_environment(run.target, run.deployment),
+            run.server_side,
+            output_check=run.output_check,
+            cache_check=run.cache_check,
         )
 
     @property

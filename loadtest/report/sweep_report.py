@@ -33,9 +33,9 @@ from loadtest.core.units import ns_to_ms
 from loadtest.errors import SettingsError
 from loadtest.report.outputs import Saved, save, stamp
 from loadtest.report.results import SCHEMA, SCHEMA_VERSION, plain
-from loadtest.scenarios.peak_run import ProbeRun
-from loadtest.scenarios.sweep import ties_of
-from loadtest.scenarios.sweep_run import SweepOutcome, SweepPoint, SweepSettings
+from loadtest.scenarios.searches.peak_run import ProbeRun
+from loadtest.scenarios.searches.sweep_run import SweepOutcome, SweepPoint, SweepSettings
+from loadtest.scenarios.searches.sweep_search import ties_of
 
 SWEEP_FILES = ("sweep.json", "recommended-config.pbtxt")
 SERVER_FILLED = ("runtime",)

@@ -11,7 +11,7 @@ from loadtest.engine.selfmeasure import GAP_CV_TOLERANCE, ClientReport
 from loadtest.report.results import RunReport
 from loadtest.rules.stats import LatencyStats, Summary
 from loadtest.rules.validity import Verdict
-from loadtest.scenarios.registry import Tone, entry
+from loadtest.scenarios.mlperf.registry import Tone, entry
 
 PERCENTILE_ROWS = (
     (0.5, "p50"),

@@ -1,7 +1,7 @@
 """What a command asks to measure: the target, how to find or start it, and its sample inputs.
 
 Gathered once per command from its flags (commands/options.py declares them) and read by the run
-flow (commands/common.py) and by `loadtest compare` (scenarios/compare_run.py).
+flow (commands/common.py) and by `loadtest compare` (scenarios/experiments/compare_run.py).
 """
 
 from __future__ import annotations

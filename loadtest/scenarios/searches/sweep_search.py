@@ -25,7 +25,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from loadtest.scenarios.sweep_space import DIMENSIONS, Candidate, SearchSpace
+from loadtest.scenarios.searches.sweep_space import DIMENSIONS, Candidate, SearchSpace
 
 # Dimensions tried in this order when nothing else says which pays (instances usually matter most
 # on a server with spare cores, then how requests are batched).

@@ -27,7 +27,11 @@ from loadtest.core.units import fmt_ms
 from loadtest.engine.runner import RunOutcome
 from loadtest.rules.stats import Summary
 from loadtest.rules.validity import Verdict
-from loadtest.scenarios.interpret import interpret_offline, interpret_server, interpret_stream
+from loadtest.scenarios.mlperf.interpret import (
+    interpret_offline,
+    interpret_server,
+    interpret_stream,
+)
 
 
 class Headline(enum.Enum):

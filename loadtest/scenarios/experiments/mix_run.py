@@ -18,9 +18,9 @@ from loadtest.engine.samples import open_with_samples
 from loadtest.errors import LoadtestError
 from loadtest.observe.observer import ServerSide
 from loadtest.observe.observer_set import ObserverSet
-from loadtest.scenarios.mix_play import MixMeasurement, OpenedEntry, play_mix
-from loadtest.scenarios.mix_spec import MixSpec
-from loadtest.scenarios.play import calibrate_offline
+from loadtest.scenarios.experiments.mix_play import MixMeasurement, OpenedEntry, play_mix
+from loadtest.scenarios.experiments.mix_spec import MixSpec
+from loadtest.scenarios.mlperf.play import calibrate_offline
 from loadtest.server.deployment import Deployment
 from loadtest.targets import target_for
 from loadtest.targets.mix import entry_error

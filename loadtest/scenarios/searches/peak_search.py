@@ -1,7 +1,7 @@
 """Peak search: the highest Server-scenario QPS whose run is VALID, from as few probes as possible.
 
 Pure: it reads the probes measured so far and says which rate to try next, or that it is done;
-the caller runs the probes (experiment.search_peak) and owns the clock and the time budget.
+the caller runs the probes (peak_run.search_peak) and owns the clock and the time budget.
 
 Why not LoadGen's doubling-then-bisection: bisection uses one bit of each probe (pass/fail) and
 throws away how far from the bound the latency was. Here every probe counts:

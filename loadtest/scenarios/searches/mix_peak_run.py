@@ -2,8 +2,8 @@
 breaks its own bound; the answer is the mix's peak total QPS and which model broke first.
 
 Each probe plays the whole mix at one total rate (every Server entry at its fixed share of it, on
-its own seeded schedule) and judges every entry by its own MLPerf rules (scenarios.peak_run's
-probe judgement, unchanged). The search itself is scenarios.peak.PeakSearch, unchanged, fed one
+its own seeded schedule) and judges every entry by its own MLPerf rules (peak_run's probe
+judgement, unchanged). The search itself is peak_search.PeakSearch, unchanged, fed one
 number per probe: the *worst* entry's latency at its percentile as a fraction of its own bound,
 scaled so that 1 s stands for "at the bound" (NORMALIZED_BOUND_NS). A probe is VALID when every
 entry is; it is a failure when some entry failed for a reason other than the client falling
@@ -23,10 +23,10 @@ from loadtest.engine import stopping
 from loadtest.engine.runner import nothing_to_do
 from loadtest.errors import SettingsError
 from loadtest.rules.validity import expected_min_queries
-from loadtest.scenarios.mix_play import OpenedEntry, play_mix
-from loadtest.scenarios.mix_spec import MixSpec
-from loadtest.scenarios.peak import FAILED_LATENCY_NS, Conclusion, PeakSearch, Probe
-from loadtest.scenarios.peak_run import PROBE_OVERHEAD_S, ProbeRun, probe_of
+from loadtest.scenarios.experiments.mix_play import OpenedEntry, play_mix
+from loadtest.scenarios.experiments.mix_spec import MixSpec
+from loadtest.scenarios.searches.peak_run import PROBE_OVERHEAD_S, ProbeRun, probe_of
+from loadtest.scenarios.searches.peak_search import FAILED_LATENCY_NS, Conclusion, PeakSearch, Probe
 
 NORMALIZED_BOUND_NS = 1_000_000_000
 LATENCY_SCALE = (

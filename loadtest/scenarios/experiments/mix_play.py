@@ -5,7 +5,7 @@ The Server entries' schedules are superposed (core/mix_schedule.py) and played b
 runner every Server run uses, through a target that routes each query to its entry
 (targets/mix.py); with several workers (or Ray) the superposition is split into shards exactly as
 one model's schedule is (shards/plan.MixShards), and merged back exactly. Each Offline entry is
-scenarios.play.run_offline on its own target, whose start hook waits for the mix's t = 0. The
+scenarios.mlperf.play.run_offline on its own target, whose start hook waits for the mix's t = 0. The
 records are then cut back into each entry's own rows, in its own sample indices, so every entry is
 judged exactly as a run of it alone would be (and an entry played alone here is that run).
 """
@@ -33,8 +33,8 @@ from loadtest.engine.measurement import Measurement
 from loadtest.engine.runner import Runner, RunOutcome
 from loadtest.engine.selfmeasure import ClientReport
 from loadtest.engine.timing import running_loop_kind
-from loadtest.scenarios.mix_spec import MixEntry, MixSpec
-from loadtest.scenarios.play import Generator, run_offline
+from loadtest.scenarios.experiments.mix_spec import MixEntry, MixSpec
+from loadtest.scenarios.mlperf.play import Generator, run_offline
 from loadtest.shards.merge import client_report, merge_shards, shard_result
 from loadtest.shards.plan import MixShards, plans_for
 from loadtest.targets.mix import MixMember, MixTarget

@@ -1,4 +1,4 @@
-"""Runs a peak search on an opened target: calibration, then probes chosen by peak.PeakSearch.
+"""Runs a peak search on an opened target: calibration, then probes chosen by PeakSearch.
 
 Owns the budget clock (the search itself is pure). Each probe is a full Server-scenario run,
 judged by the MLPerf rules, so its minimum query count is raised to what early stopping needs at
@@ -21,9 +21,9 @@ from loadtest.engine.measurement import Measurement
 from loadtest.engine.selfmeasure import Progress
 from loadtest.rules.stats import Summary, exact_percentile, exact_percentile_with_failures
 from loadtest.rules.validity import Verdict, expected_min_queries
-from loadtest.scenarios.interpret import interpret_server
-from loadtest.scenarios.peak import FAILED_LATENCY_NS, Conclusion, PeakSearch, Probe
-from loadtest.scenarios.play import Generator, closed_loop_throughput, run_server
+from loadtest.scenarios.mlperf.interpret import interpret_server
+from loadtest.scenarios.mlperf.play import Generator, closed_loop_throughput, run_server
+from loadtest.scenarios.searches.peak_search import FAILED_LATENCY_NS, Conclusion, PeakSearch, Probe
 
 PROBE_OVERHEAD_S = 1.5  # drain, interpretation and reconnect between probes, for budgeting
 
@@ -96,7 +96,7 @@ def _probe_of(settings: ServerSettings, measurement: Measurement) -> ProbeRun:
     return ProbeRun(probe, settings, summary, verdict, measurement.client_cpu_s)
 
 
-# The one probe judgement, also applied to each entry of a mix (scenarios/mix_peak.py).
+# The one probe judgement, also applied to each entry of a mix (scenarios/searches/mix_peak_run.py).
 probe_of = _probe_of
 
 

@@ -12,7 +12,7 @@ A point (`Candidate`) has one value per dimension:
 A value of None means "as the loaded configuration has it" (the dimension is not swept).
 
 Each dimension is an ordered list of values, so a point's neighbours are one step up or down one
-dimension (scenarios/sweep.py climbs them). The space comes from flags or a TOML file (same
+dimension (sweep_search.py climbs them). The space comes from flags or a TOML file (same
 names); what is not given is sized for the model and the host (`default_space`).
 """
 

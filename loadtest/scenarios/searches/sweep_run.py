@@ -1,12 +1,13 @@
 """Runs a sweep: each configuration the strategy picks is loaded, warmed, and given a find-peak;
 the loaded configuration is put back at the end, whatever ends it.
 
-Owns the budget clock and the server side; the choice of points is scenarios/sweep.py's. Per
+Owns the budget clock and the server side; the choice of points is sweep_search.py's. Per
 point: load the configuration (a rejection is a failed point, and the sweep goes on), reopen the
 target (the model was reloaded), a short closed loop that warms the new instances and caps the
 search (× 1.1, as find-peak's calibration), then `search_peak` seeded at the neighbour's peak,
 then the boundary probe once more on another Poisson seed: the peak's interval is
-[the highest rate VALID every time, the lowest rate INVALID] (`peak.bracket` over all probes).
+[the highest rate VALID every time, the lowest rate INVALID]
+(`peak_search.bracket` over all probes).
 
 Putting the configuration back: `run_sweep` restores in a `finally` after the points, on a stop
 request (Ctrl-C, SIGTERM: the probe running ends, no new point starts), on an error (recorded in
@@ -31,8 +32,8 @@ from loadtest.engine import stopping
 from loadtest.engine.samples import open_with_samples
 from loadtest.engine.selfmeasure import Progress
 from loadtest.errors import LoadtestError, SettingsError
-from loadtest.scenarios.peak import FAILED_LATENCY_NS, Probe, bracket
-from loadtest.scenarios.peak_run import (
+from loadtest.scenarios.mlperf.play import Generator, closed_loop_throughput
+from loadtest.scenarios.searches.peak_run import (
     PROBE_OVERHEAD_S,
     PeakOutcome,
     ProbeRun,
@@ -40,9 +41,9 @@ from loadtest.scenarios.peak_run import (
     probe_seconds,
     search_peak,
 )
-from loadtest.scenarios.play import Generator, closed_loop_throughput
-from loadtest.scenarios.sweep import PointResult, Step, SweepSearch, rank
-from loadtest.scenarios.sweep_space import Candidate, SearchSpace, apply_candidate
+from loadtest.scenarios.searches.peak_search import FAILED_LATENCY_NS, Probe, bracket
+from loadtest.scenarios.searches.sweep_search import PointResult, Step, SweepSearch, rank
+from loadtest.scenarios.searches.sweep_space import Candidate, SearchSpace, apply_candidate
 from loadtest.server.model_control import ConfigRejected
 
 CEILING = 1.1  # × the closed-loop throughput: no Poisson rate above it is sustainable

@@ -1,6 +1,6 @@
 """Raw run outcome -> (Summary, Verdict) for each scenario: where stats meets the MLPerf rules.
 
-scenarios.registry picks the function by the run's Scenario; callers that know their scenario
+scenarios.mlperf.registry picks the function by the run's Scenario; callers that know their scenario
 (find-peak, compare: always Server) call theirs directly.
 """
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from loadtest.scenarios.sweep_space import Candidate, baseline_of
+from loadtest.scenarios.searches.sweep_space import Candidate, baseline_of
 from loadtest.server.model_control import ConfigRejected
 from loadtest.targets.fake import FAKE_MODEL, FakeTarget, ServiceLaw
 

@@ -41,8 +41,8 @@ from loadtest.observe.observer import ServerObserver, ServerSide, triton_protoco
 from loadtest.observe.triton_statistics import TritonStatistics
 from loadtest.rules.stats import Summary
 from loadtest.rules.validity import Verdict
-from loadtest.scenarios.interpret import interpret_server
-from loadtest.scenarios.play import run_server
+from loadtest.scenarios.mlperf.interpret import interpret_server
+from loadtest.scenarios.mlperf.play import run_server
 from loadtest.scenarios.target_flags import TargetFlags
 from loadtest.server import deployment as deployment_module
 from loadtest.server.deployment import Deployment
