@@ -11,7 +11,7 @@ rescale `qps`; a mix scales each entry):
   law's expected send-gap dispersion where the law has one. It crosses to worker processes and Ray
   actors inside shard plans, so it is picklable too.
 
-Renewal laws (Poisson, constant, later gamma) draw independent gaps with mean 1 / qps and stop by
+Renewal laws (Poisson, constant, gamma) draw independent gaps with mean 1 / qps and stop by
 MLPerf LoadGen's rule: the last due time reaches the minimum duration *and* the count reaches the
 minimum query count. `Timestamps` plays a given list exactly as given (the trace-replay hook); the
 list is the whole run, so the minimums and the rate do not apply to it.
@@ -74,8 +74,15 @@ class ArrivalLaw(ABC):
 class RenewalLaw(ArrivalLaw):
     """Gaps drawn independently from one distribution with mean 1 / qps."""
 
-    label: str  # for reports: "Poisson", "constant-gap"
-    gap_cv: float
+    @property
+    @abstractmethod
+    def label(self) -> str:
+        """The law for reports: "Poisson", "constant-gap", "gamma (CV 2)"."""
+
+    @property
+    @abstractmethod
+    def gap_cv(self) -> float:
+        """The gaps' coefficient of variation (the send-law check's expectation)."""
 
     @abstractmethod
     def gaps(self, rng: np.random.Generator, mean_gap_ns: float, size: int) -> np.ndarray:
@@ -109,6 +116,59 @@ class Constant(RenewalLaw):
 
     def gaps(self, rng: np.random.Generator, mean_gap_ns: float, size: int) -> np.ndarray:
         return np.full(size, mean_gap_ns)
+
+
+# A CV above this is a handful of queries in huge clumps (shape 1/CV² = 0.01: most gaps round to
+# 0 ns): a burst test, not an arrival law, and sampling error swamps any measured CV.
+MAX_GAMMA_CV = 10.0
+
+
+@dataclass(frozen=True)
+class Gamma(RenewalLaw):
+    """Gamma-distributed gaps with a chosen dispersion `cv` (vLLM's and AIPerf's "burstiness").
+
+    Gaps ~ Gamma(shape k = 1 / cv², scale = 1 / (qps · k)): mean exactly 1 / qps whatever `cv`,
+    coefficient of variation exactly `cv`. CV 1 is Poisson, below 1 smoother, above 1 burstier.
+    The drawn gaps are played as drawn: unlike vLLM's benchmark, which rescales the cumulative
+    schedule so its last arrival lands at N / rate, nothing here renormalises them, so the
+    schedule is one realisation of the process it names. vLLM's `--burstiness` b is k, so
+    `Gamma.from_burstiness(b)` has CV 1 / √b.
+    """
+
+    cv: float
+    name: str = field(default="gamma", init=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.cv, bool) or not isinstance(self.cv, (int, float)):
+            raise SettingsError(f"the gamma law's CV must be a number, got {self.cv!r}")
+        if not (math.isfinite(self.cv) and 0 < self.cv <= MAX_GAMMA_CV):
+            raise SettingsError(
+                f"the gamma law's CV must be in (0, {MAX_GAMMA_CV:g}], got {self.cv:g} "
+                "(CV 1 is Poisson; for evenly spaced queries use the constant law)"
+            )
+        object.__setattr__(self, "cv", float(self.cv))
+
+    @classmethod
+    def from_burstiness(cls, burstiness: float) -> Gamma:
+        """vLLM's `--burstiness` (AIPerf's `--arrival-smoothness`): the gamma shape k."""
+        if not (math.isfinite(burstiness) and burstiness > 0):
+            raise SettingsError(f"burstiness must be a finite number > 0, got {burstiness:g}")
+        return cls(1 / math.sqrt(burstiness))
+
+    @property
+    def shape(self) -> float:
+        return 1 / (self.cv * self.cv)
+
+    @property
+    def label(self) -> str:
+        return f"gamma (CV {self.cv:g})"
+
+    @property
+    def gap_cv(self) -> float:
+        return self.cv
+
+    def gaps(self, rng: np.random.Generator, mean_gap_ns: float, size: int) -> np.ndarray:
+        return rng.gamma(self.shape, mean_gap_ns / self.shape, size=size)
 
 
 def renewal_due_ns(
@@ -234,13 +294,42 @@ class TimestampArrivals(Arrivals):
 POISSON = Poisson()
 CONSTANT = Constant()
 LAWS: dict[str, ArrivalLaw] = {law.name: law for law in (POISSON, CONSTANT)}
+# Laws with a parameter, named "NAME:VALUE" or "NAME:KEY=VALUE".
+PARAMETRISED = {"gamma": "gamma:CV, gamma:cv=CV or gamma:burstiness=K"}
+CHOICES = ", ".join([*LAWS, *PARAMETRISED.values()])
+
+
+def _number(text: str, spec: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise SettingsError(f"arrival law {spec!r}: {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise SettingsError(f"arrival law {spec!r}: {text!r} is not a finite number")
+    return value
+
+
+def _gamma(parameter: str, spec: str) -> Gamma:
+    key, _, value = parameter.rpartition("=")
+    key = key.strip().lower()
+    if key in ("", "cv"):
+        return Gamma(_number(value.strip(), spec))
+    if key == "burstiness":
+        return Gamma.from_burstiness(_number(value.strip(), spec))
+    raise SettingsError(f"arrival law {spec!r}: unknown parameter {key!r} (cv or burstiness)")
 
 
 def law_named(name: str) -> ArrivalLaw:
-    """The law a user named ("poisson", "constant"), or one clear SettingsError."""
-    try:
-        return LAWS[name.strip().lower()]
-    except KeyError:
-        raise SettingsError(
-            f"unknown arrival law {name!r}: choose one of {', '.join(LAWS)}"
-        ) from None
+    """The law a user named ("poisson", "constant", "gamma:2", "gamma:burstiness=0.25"), or
+    one clear SettingsError."""
+    spec = name.strip().lower()
+    law, colon, parameter = spec.partition(":")
+    if law in LAWS and not colon:
+        return LAWS[law]
+    if law == "gamma":
+        if not parameter.strip():
+            raise SettingsError(f"arrival law {name!r} needs its CV: {PARAMETRISED['gamma']}")
+        return _gamma(parameter, name)
+    if law in LAWS:
+        raise SettingsError(f"arrival law {name!r}: {law} takes no parameter")
+    raise SettingsError(f"unknown arrival law {name!r}: choose one of {CHOICES}")
