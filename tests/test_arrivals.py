@@ -174,7 +174,12 @@ def test_gamma_cv_1_is_poisson_in_distribution_and_the_law_describes_itself():
 def test_the_law_is_written_into_result_json_by_name():
     assert json.loads(json.dumps(plain(_settings())))["arrival_law"] == {"name": "poisson"}
     written = json.loads(json.dumps(plain(_settings(arrival_law=Timestamps(TRACE)))))
-    assert written["arrival_law"] == {"times_ns": TRACE.tolist(), "name": "timestamps"}
+    assert written["arrival_law"] == {
+        "times_ns": TRACE.tolist(),
+        "name": "timestamps",
+        "rows": None,
+        "source": "",
+    }
 
 
 def test_the_headline_names_the_law_it_played():

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from loadtest.core.trace import Trace, TraceRows
 from loadtest.core.units import NS_PER_S
 from loadtest.errors import SettingsError
 
@@ -54,6 +55,12 @@ class Arrivals(ABC):
     def expected_gap_cv(self) -> float | None:
         """The law's coefficient of variation of the gaps (Poisson 1, fixed gaps 0); None when
         the law has none (a recorded trace: its own gaps are what it is)."""
+
+    @property
+    def trace_rows(self) -> TraceRows | None:
+        """What a recorded trace says about each query (its row, sample, lengths, model), in
+        due-time order; None for a drawn law."""
+        return None
 
 
 class ArrivalLaw(ABC):
@@ -232,10 +239,14 @@ class Timestamps(ArrivalLaw):
 
     The list is the whole run: rate and minimums do not apply. Sharding deals each query to a
     worker by the run's seed, so the shards together are exactly these queries (core/schedule.py).
+    `rows` (one per time) is what the trace says about each query, dealt with it; `source` names
+    the trace for reports. `Timestamps.of(trace)` is a trace read by engine/traces/.
     """
 
     times_ns: np.ndarray
     name: str = field(default="timestamps", init=False)
+    rows: TraceRows | None = None
+    source: str = ""
 
     def __post_init__(self) -> None:
         times = np.asarray(self.times_ns)
@@ -250,12 +261,24 @@ class Timestamps(ArrivalLaw):
             raise SettingsError("timestamps must be ≥ 0 and in order (non-decreasing)")
         times.setflags(write=False)
         object.__setattr__(self, "times_ns", times)
+        if self.rows is not None and len(self.rows) != len(times):
+            raise SettingsError("a trace's rows and timestamps differ in number")
+
+    @classmethod
+    def of(cls, trace: Trace) -> Timestamps:
+        """A trace read from a file (engine/traces/), replayed as it is."""
+        return cls(trace.times_ns, rows=trace.rows, source=trace.source)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Timestamps) and np.array_equal(self.times_ns, other.times_ns)
+        return (
+            isinstance(other, Timestamps)
+            and np.array_equal(self.times_ns, other.times_ns)
+            and self.rows == other.rows
+            and self.source == other.source
+        )
 
     def __hash__(self) -> int:
-        return hash(self.times_ns.tobytes())
+        return hash((self.times_ns.tobytes(), self.source))
 
     def arrivals(
         self, qps: float, min_duration_ns: int, min_query_count: int, seed: int
@@ -282,11 +305,20 @@ class TimestampArrivals(Arrivals):
     def describe(self) -> str:
         count = len(self.law.times_ns)
         span_s = int(self.law.times_ns[-1]) / NS_PER_S
-        return f"{count:,} given timestamps over {span_s:g} s (mean {self.mean_qps:,.1f} QPS)"
+        what = (
+            f"{self.law.source}: {count:,} queries"
+            if self.law.source
+            else f"{count:,} given timestamps"
+        )
+        return f"{what} over {span_s:g} s (mean {self.mean_qps:,.1f} QPS)"
 
     @property
     def expected_gap_cv(self) -> float | None:
         return None
+
+    @property
+    def trace_rows(self) -> TraceRows | None:
+        return self.law.rows
 
 
 # --- laws by name: what a command-line flag would offer ----------------------------------------
