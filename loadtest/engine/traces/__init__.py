@@ -44,13 +44,16 @@ READERS: dict[str, Reader] = {
 }
 PLAIN = {"csv": read_plain_csv, "jsonl": read_plain_jsonl}
 FORMATS = (*READERS, *PLAIN)
+NAMES = ", ".join(FORMATS)
 
 
 def detect_format(path: Path) -> str:
     """The format of `path`, told from its first bytes (and its header or first record)."""
     start = head(path, 4096).lstrip()
+    if not start:
+        raise trace_error(path, "", "is empty")
+    first_line = start.split("\n", 1)[0].strip()
     if start.startswith("{"):
-        first_line = start.split("\n", 1)[0].strip()
         if first_line.startswith('{"traceEvents"') or '"traceEvents"' in start[:200]:
             return "loadgen"
         if '"schema": "loadtest.' in start[:200] or '"schema":"loadtest.' in start[:200]:
@@ -59,25 +62,19 @@ def detect_format(path: Path) -> str:
             record = json.loads(first_line)
         except json.JSONDecodeError:
             record = None
+        inner_suffix = Path(path.stem).suffix if path.suffix.lower() == ".gz" else path.suffix
         if isinstance(record, dict):
-            if {mooncake.TIME, mooncake.INPUT, mooncake.OUTPUT} <= set(record):
+            if mooncake.TIME in record and set(record) & set(mooncake.SIGNS):
                 return "mooncake"
-            return "jsonl"
-        raise trace_error(
-            path,
-            "",
-            f"a JSON file of no known trace format: name the format ({', '.join(FORMATS)})",
-        )
-    names = set(csv_header(path)) if start else set()
-    if set(azure.HEADER) <= names:
+            if inner_suffix.lower() != ".json":
+                return "jsonl"
+        raise trace_error(path, "", f"a JSON file of no known trace format: name it ({NAMES})")
+    names = set(csv_header(path))
+    if azure.TIME in names and names & {azure.INPUT, azure.OUTPUT}:
         return "azure"
-    if set(burstgpt.HEADER) <= names:
+    if burstgpt.TIME in names and names & {burstgpt.INPUT, burstgpt.OUTPUT}:
         return "burstgpt"
-    if start and "," in start.split("\n", 1)[0]:
-        return "csv"
-    if start and len(start.split("\n", 1)[0].split()) == 1:
-        return "csv"  # a single column of times
-    raise trace_error(path, "", f"cannot tell the trace format: name it ({', '.join(FORMATS)})")
+    return "csv"
 
 
 def read_trace(path: Path, format: str | None = None, unit: str | None = None) -> Trace:
@@ -88,9 +85,7 @@ def read_trace(path: Path, format: str | None = None, unit: str | None = None) -
     if name in PLAIN:
         return PLAIN[name](path, unit)
     if name not in READERS:
-        raise trace_error(
-            path, "", f"unknown trace format {format!r} (one of {', '.join(FORMATS)})"
-        )
+        raise trace_error(path, "", f"unknown trace format {format!r} (one of {NAMES})")
     if unit is not None:
         raise trace_error(
             path, "", f"a {name} trace has its own time unit; a unit is for csv and jsonl traces"

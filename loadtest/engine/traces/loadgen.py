@@ -32,14 +32,16 @@ ARGS = ("sample_seq", "sample_idx")
 
 def _sample_events(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """(line, event) of every Sample begin event. LoadGen writes one event per line, so lines
-    are scanned and only the Sample begins parsed; a file written otherwise is parsed whole."""
+    are scanned and only the Sample begins parsed; a file written otherwise is parsed whole.
+    Scanning lines is also what makes LoadGen's own files readable: LoadGen 6.0's file is not
+    valid JSON as a whole (its LogDetail events double their quotes: "key":""sut_name"")."""
     found: list[tuple[int, dict[str, Any]]] = []
     with open_text(path) as text:
         try:
             first = text.readline()
             if first.strip() == '{"traceEvents":[':
                 for number, line in enumerate(text, start=2):
-                    if '"Sample"' in line and '"b"' in line:
+                    if '"Sample"' in line and '"ph":"e"' not in line:  # begins, or broken
                         try:
                             event = json.loads(line.rstrip().rstrip(","))
                         except json.JSONDecodeError as exc:

@@ -15,6 +15,7 @@ from loadtest.engine.traces.common import counts, finish, floats, to_ns
 from loadtest.engine.traces.table import read_jsonl
 
 TIME, INPUT, OUTPUT = "timestamp", "input_length", "output_length"
+SIGNS = (INPUT, OUTPUT, "hash_ids")  # beside TIME, what tells a Mooncake record
 
 
 def read_mooncake(path: Path) -> Trace:
