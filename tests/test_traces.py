@@ -337,6 +337,14 @@ def test_a_malformed_loadgen_trace_names_the_line(tmp_path):
     _fails(_write(tmp_path, "lg2.json", "".join(broken)), f"line {third + 1}: not a trace event")
     no_samples = [line for line in lines if '"Sample"' not in line]
     _fails(_write(tmp_path, "lg3.json", "".join(no_samples)), 'no LoadGen "Sample" events')
+    twice = lines[: third + 1] + [lines[third]] + lines[third + 1 :]
+    _fails(_write(tmp_path, "lg4.json", "".join(twice)), f"line {third + 2}: sample_seq")
+    # written as one JSON document, the errors name the event
+    events = _loadgen_events(LOADGEN_TRACE)
+    first = next(i for i, e in enumerate(events) if e.get("name") == "Sample")
+    events[first]["ts"] = "soon"
+    whole = _write(tmp_path, "lg5.json", json.dumps({"traceEvents": events}))
+    _fails(whole, f"event {first}: a Sample event whose ts 'soon' is not a number")
 
 
 def test_a_malformed_loadtest_result_is_one_line(recorded_run, tmp_path):
