@@ -136,6 +136,12 @@ def test_plain_tables_carry_model_sample_and_lengths(tmp_path):
     ]
 
 
+def test_a_byte_order_mark_is_not_part_of_the_first_column_name(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + AZURE.encode())
+    assert detect_format(path) == "azure" and len(read_trace(path)) == 4
+
+
 def test_the_format_is_told_from_the_content_and_gzip_is_read(tmp_path):
     files = {
         "a.jsonl": MOONCAKE,
@@ -337,7 +343,7 @@ def test_a_malformed_loadgen_trace_names_the_line(tmp_path):
     _fails(_write(tmp_path, "lg2.json", "".join(broken)), f"line {third + 1}: not a trace event")
     no_samples = [line for line in lines if '"Sample"' not in line]
     _fails(_write(tmp_path, "lg3.json", "".join(no_samples)), 'no LoadGen "Sample" events')
-    twice = lines[: third + 1] + [lines[third]] + lines[third + 1 :]
+    twice = [*lines[: third + 1], lines[third], *lines[third + 1 :]]
     _fails(_write(tmp_path, "lg4.json", "".join(twice)), f"line {third + 2}: sample_seq")
     # written as one JSON document, the errors name the event
     events = _loadgen_events(LOADGEN_TRACE)
@@ -466,6 +472,52 @@ def test_shards_of_a_trace_union_to_the_whole_with_indices_kept(tmp_path, shards
     order = np.argsort(merged.rows.index, kind="stable")
     assert np.array_equal(merged.scheduled_ns[order], whole.scheduled_ns)
     assert np.array_equal(merged.sample_index[order], whole.sample_index)
+
+
+def test_a_shard_plan_carries_the_trace_rows_to_each_worker(tmp_path):
+    from loadtest.core.settings import ClientSettings, Protocol, TargetSettings
+    from loadtest.shards.plan import ShardPlan
+
+    lines = [
+        json.dumps({"timestamp": 7 * k, "input_length": k, "output_length": 1, "hash_ids": []})
+        for k in range(200)
+    ]
+    law = load_trace(_write(tmp_path, "conv.jsonl", "\n".join(lines) + "\n"))
+    settings = ServerSettings(qps=1, target_latency_ns=MS, arrival_law=law, schedule_seed=2)
+    target = TargetSettings(url="fake://", protocol=Protocol.GRPC, model="fake")
+    client = ClientSettings(workers=3, cpu_count=4)
+    plans = [
+        ShardPlan(target, settings, client, shard=k, shards=3, library_size=8) for k in range(3)
+    ]
+    crossed = [pickle.loads(pickle.dumps(plan)) for plan in plans]  # as to a process or actor
+    parts = [plan.schedule() for plan in crossed]
+    assert all(part.rows is not None for part in parts)
+    indices = sorted(i for part in parts for i in part.rows.index.tolist())
+    assert indices == list(range(len(law.times_ns)))  # every trace row once, by its index
+    for part in parts:
+        assert np.array_equal(part.scheduled_ns, law.times_ns[part.rows.index])
+        assert np.array_equal(part.rows.input_tokens, law.rows.input_tokens[part.rows.index])
+
+
+def test_a_staged_run_on_the_fake_target_shows_each_stages_own_rate():
+    """Each query's stage is recovered from the records' due times by the stage boundaries, so
+    a report can judge each stage alone."""
+    from loadtest.core.arrivals import POISSON
+    from loadtest.core.stages import Staged, parse_stages
+
+    profile = parse_stages("1s:100,1s:400,1s:0,1s:200")
+    law = Staged(POISSON, profile)
+    settings = ServerSettings(
+        qps=profile.mean_qps, target_latency_ns=50 * MS, arrival_law=law, schedule_seed=3
+    )
+    records = _play(settings)
+    assert records.ok.all()
+    stage = settings.arrivals.stage_index(records.scheduled_ns)
+    counts = np.bincount(stage, minlength=4)
+    for count, rate in zip(counts, (100, 400, 0, 200), strict=True):
+        assert abs(count - rate) <= 5 * np.sqrt(max(rate, 1)), (counts, rate)
+    latency = records.completed_ns - records.scheduled_ns
+    assert all(np.percentile(latency[stage == k], 99) < 50 * MS for k in (0, 1, 3))
 
 
 def test_a_trace_law_pickles_compares_and_checks_its_samples(tmp_path):

@@ -33,9 +33,10 @@ def trace_error(path: Path, where: str, why: str) -> SettingsError:
 def open_text(path: Path) -> IO[str]:
     """The file as text (a `.gz` is decompressed); one line if it cannot be opened."""
     try:
+        # utf-8-sig: a byte-order mark (spreadsheet exports) is dropped, not read as a name
         if path.suffix.lower() == ".gz":
-            return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-        return path.open(encoding="utf-8", newline="")
+            return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+        return path.open(encoding="utf-8-sig", newline="")
     except FileNotFoundError:
         raise trace_error(path, "", "no such trace file") from None
     except IsADirectoryError:
