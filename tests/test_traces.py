@@ -269,6 +269,25 @@ def test_a_replayed_loadtest_result_reproduces_its_schedule_bit_for_bit(recorded
     assert "drawn again from its settings" in redrawn.source
 
 
+def test_every_law_reads_back_from_result_json_as_written(tmp_path):
+    from loadtest.core.arrivals import CONSTANT, POISSON, Gamma
+    from loadtest.core.stages import Staged, parse_stages
+
+    text = "time_ms,model,sample\n0,a,1\n5,b,2\n"
+    laws = [
+        POISSON,
+        CONSTANT,
+        Gamma(2.5),
+        Staged(Gamma(1.5), parse_stages("10s:5,20s:5->50,1s:->0")),
+        load_trace(_write(tmp_path, "t.csv", text)),
+    ]
+    for law in laws:
+        assert law_from_written(json.loads(json.dumps(plain(law)))) == law
+    assert law_from_written(None) == POISSON  # a file from before the arrival seam
+    with pytest.raises(ValueError, match="unknown arrival law 'weibull'"):
+        law_from_written({"name": "weibull"})
+
+
 def test_a_replayed_replay_is_the_same_trace(tmp_path):
     """result.json writes a trace's law (with its rows), and reading it back redraws it."""
     trace = read_trace(_write(tmp_path, "conv.jsonl", MOONCAKE))
