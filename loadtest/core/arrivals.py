@@ -18,8 +18,10 @@ list is the whole run, so the minimums and the rate do not apply to it.
 
 The seed draws a random law's gaps and, for every law, deals queries to shards
 (core/schedule.py); the sample order has its own seed (LoadGen's two seeds). Adding a law is one
-class here and one entry in LAWS (which a command-line flag can offer by name). Pure: no clock,
-no I/O.
+class here and one entry in LAWS (which a command-line flag can offer by name), or for a law with
+a parameter, its "NAME:VALUE" form in `law_named` (gamma). A rate that changes over time is
+core/stages.py (any renewal law over a profile); a trace read from a file, engine/traces/.
+Pure: no clock, no I/O.
 """
 
 from __future__ import annotations
