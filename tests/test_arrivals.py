@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import pickle
 
 import numpy as np
@@ -14,8 +15,10 @@ import pytest
 from loadtest.core.arrivals import (
     CONSTANT,
     LAWS,
+    MAX_GAMMA_CV,
     POISSON,
     Constant,
+    Gamma,
     Poisson,
     Timestamps,
     law_named,
@@ -93,14 +96,90 @@ def test_a_long_schedule_shows_its_laws_expected_dispersion(law):
 def test_laws_by_name_and_an_unknown_name_is_one_clear_error():
     assert law_named("Poisson") is POISSON and law_named("constant") is CONSTANT
     assert set(LAWS) == {"poisson", "constant"}
-    with pytest.raises(SettingsError, match=r"unknown arrival law 'gamma'.*poisson, constant"):
-        law_named("gamma")
+    with pytest.raises(SettingsError, match=r"unknown arrival law 'weibull'.*poisson, constant"):
+        law_named("weibull")
+    assert law_named("gamma:2") == Gamma(2) == law_named(" Gamma:CV=2 ")
+    assert law_named("gamma:burstiness=0.25") == Gamma(2)  # vLLM's burstiness is the shape
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ("gamma", "needs its CV"),
+        ("gamma:", "needs its CV"),
+        ("gamma:abc", "'abc' is not a number"),
+        ("gamma:nan", "not a finite number"),
+        ("gamma:inf", "not a finite number"),
+        ("gamma:0", r"CV must be in \(0, 10\]"),
+        ("gamma:-1", r"CV must be in \(0, 10\]"),
+        ("gamma:11", r"CV must be in \(0, 10\]"),
+        ("gamma:shape=2", "unknown parameter 'shape'"),
+        ("gamma:burstiness=0", "burstiness must be a finite number > 0"),
+        ("poisson:2", "poisson takes no parameter"),
+    ],
+)
+def test_a_bad_gamma_law_is_one_clear_line(spec, says):
+    with pytest.raises(SettingsError, match=says) as caught:
+        law_named(spec)
+    assert "\n" not in str(caught.value)
+
+
+# --- gamma: the asked mean and CV, drawn as drawn ------------------------------------------------
+
+
+def _gamma_bound(cv: float, n: int, z: float = 5.0) -> tuple[float, float]:
+    """z standard errors of a gamma sample's mean gap (relative) and of its sample CV.
+
+    The mean of n gaps has relative standard error cv / √n. The sample CV of a distribution
+    with skewness g1 and excess kurtosis g2 has variance ≈ cv² (cv² − cv·g1 + (g2 + 2) / 4) / n
+    (delta method); gamma's g1 = 2·cv and g2 = 6·cv² make that cv² (1 + cv²) / (2n).
+    z = 5 makes a false failure a one-in-a-million event for any seed."""
+    return z * cv / math.sqrt(n), z * cv * math.sqrt((1 + cv * cv) / (2 * n))
+
+
+@pytest.mark.parametrize("cv", [0.25, 1.0, 2.0, 4.0])
+def test_gamma_gaps_have_the_asked_mean_and_cv_within_sampling_error(cv):
+    qps = 2000
+    times = Gamma(cv).arrivals(qps, 30 * NS, 1, seed=7).due_ns()
+    gaps = np.diff(times, prepend=0).astype(float)
+    mean_bound, cv_bound = _gamma_bound(cv, len(gaps))
+    assert abs(gaps.mean() * qps / NS - 1) < mean_bound
+    assert abs(send_gap_cv(times) - cv) < cv_bound + 1e-3  # + rounding to whole ns
+    assert Gamma(cv).arrivals(qps, NS, 1, 0).expected_gap_cv == cv
+
+
+def test_gamma_is_drawn_as_drawn_never_rescaled_to_land_on_n_over_rate():
+    """vLLM rescales its gamma schedule so the last arrival is exactly N / rate: we do not. The
+    due times are the seeded draws' running sum, nothing else."""
+    law, qps = Gamma(2.0), 500
+    times = law.arrivals(qps, 2 * NS, 1, seed=3).due_ns()
+    mean_gap = NS / qps
+    raw = np.random.Generator(np.random.PCG64(3)).gamma(law.shape, mean_gap / law.shape, 10_000)
+    assert np.array_equal(times, np.round(np.cumsum(raw)[: len(times)]).astype(np.int64))
+    assert times[-1] != round(len(times) * mean_gap)  # not pinned to N / rate
+    assert times[-2] < 2 * NS <= times[-1]  # LoadGen's stopping rule, as for every renewal law
+
+
+def test_gamma_cv_1_is_poisson_in_distribution_and_the_law_describes_itself():
+    assert Gamma(1).gap_cv == POISSON.gap_cv and Gamma.from_burstiness(1) == Gamma(1)
+    arrivals = _settings(arrival_law=Gamma(2.5), min_duration_ns=NS).arrivals
+    assert arrivals.describe() == "gamma (CV 2.5) at 100 QPS"
+    assert json.loads(json.dumps(plain(_settings(arrival_law=Gamma(2)))))["arrival_law"] == {
+        "cv": 2.0,
+        "name": "gamma",
+    }
+    assert MAX_GAMMA_CV == 10
 
 
 def test_the_law_is_written_into_result_json_by_name():
     assert json.loads(json.dumps(plain(_settings())))["arrival_law"] == {"name": "poisson"}
     written = json.loads(json.dumps(plain(_settings(arrival_law=Timestamps(TRACE)))))
-    assert written["arrival_law"] == {"times_ns": TRACE.tolist(), "name": "timestamps"}
+    assert written["arrival_law"] == {
+        "times_ns": TRACE.tolist(),
+        "name": "timestamps",
+        "rows": None,
+        "source": "",
+    }
 
 
 def test_the_headline_names_the_law_it_played():
@@ -191,6 +270,7 @@ def test_arrivals_and_laws_pickle_and_compare():
     for arrivals in (
         poisson(300, NS, 10, 2),
         CONSTANT.arrivals(300, NS, 10, 2),
+        Gamma(3).arrivals(300, NS, 10, 2),
         Timestamps(TRACE).arrivals(1, 1, 1, 9),
     ):
         back = pickle.loads(pickle.dumps(arrivals))
@@ -282,6 +362,20 @@ def test_a_sender_that_keeps_its_schedule_follows_the_schedules_own_law(arrivals
     assert client.scheduled_gap_cv == pytest.approx(send_gap_cv(scheduled))
     assert client.sends_follow_schedule
     assert client.to_dict()["send_gaps_follow_schedule"] is True
+
+
+def test_the_send_law_check_passes_a_gamma_sender_and_fails_a_poisson_one_claiming_gamma():
+    gamma_times = Gamma(3).arrivals(1000, 2 * NS, 1, 5).due_ns()
+    poisson_times = poisson(1000, 2 * NS, 1, 5).due_ns()
+    n = min(len(gamma_times), len(poisson_times))
+    jitter = np.random.default_rng(1).uniform(0, 5_000, size=n).astype(np.int64)
+    on_time = _report(_sent(gamma_times[:n], jitter))
+    assert on_time.sends_follow_schedule
+    assert abs(on_time.scheduled_gap_cv - 3) < _gamma_bound(3, n)[1]
+    # The schedule says gamma CV 3, but the sender paced its queries as Poisson.
+    claims_gamma = _report(_sent(gamma_times[:n], poisson_times[:n] - gamma_times[:n]))
+    assert not claims_gamma.sends_follow_schedule
+    assert send_law_warning(claims_gamma).startswith("sends evened out against the schedule")
 
 
 def test_a_small_poisson_run_passes_where_cv_1_would_not():

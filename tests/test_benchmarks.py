@@ -56,6 +56,7 @@ def test_every_script_is_checked_here() -> None:
         "grpc_clients.py",
         "issuer_phases.py",
         "issuer_runqueue.py",
+        "trace_load.py",
         "worker_calibration.py",
     ]
 
@@ -95,8 +96,25 @@ def test_issuer_phases_one_rate_against_the_stub(stub: object) -> None:
     assert "timer sleeps/q" in result.stdout and "GC gen0" in result.stdout
 
 
+def test_trace_load_times_every_format(tmp_path: Path) -> None:
+    output = tmp_path / "trace-load.txt"
+    result = run_script("benchmarks/trace_load.py", "--rows", "500", "--repeats", "1",
+                        "--output", str(output))  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {line.split()[0]: line.split() for line in output.read_text().splitlines()[7:14]}
+    assert set(rows) == {"loadtest", "loadgen", "mooncake", "azure", "burstgpt", "csv", "jsonl"}
+    assert all(row[-1] == "500" for row in rows.values()), rows  # every row became a query
+
+
 @pytest.mark.parametrize(
-    "script", ["generator.py", "grpc_clients.py", "issuer_runqueue.py", "worker_calibration.py"]
+    "script",
+    [
+        "generator.py",
+        "grpc_clients.py",
+        "issuer_runqueue.py",
+        "trace_load.py",
+        "worker_calibration.py",
+    ],
 )
 def test_an_existing_output_is_refused_before_any_load(script: str, tmp_path: Path) -> None:
     kept = tmp_path / "kept.txt"

@@ -11,15 +11,17 @@ rescale `qps`; a mix scales each entry):
   law's expected send-gap dispersion where the law has one. It crosses to worker processes and Ray
   actors inside shard plans, so it is picklable too.
 
-Renewal laws (Poisson, constant, later gamma) draw independent gaps with mean 1 / qps and stop by
+Renewal laws (Poisson, constant, gamma) draw independent gaps with mean 1 / qps and stop by
 MLPerf LoadGen's rule: the last due time reaches the minimum duration *and* the count reaches the
 minimum query count. `Timestamps` plays a given list exactly as given (the trace-replay hook); the
 list is the whole run, so the minimums and the rate do not apply to it.
 
 The seed draws a random law's gaps and, for every law, deals queries to shards
 (core/schedule.py); the sample order has its own seed (LoadGen's two seeds). Adding a law is one
-class here and one entry in LAWS (which a command-line flag can offer by name). Pure: no clock,
-no I/O.
+class here and one entry in LAWS (which a command-line flag can offer by name), or for a law with
+a parameter, its "NAME:VALUE" form in `law_named` (gamma). A rate that changes over time is
+core/stages.py (any renewal law over a profile); a trace read from a file, engine/traces/.
+Pure: no clock, no I/O.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from loadtest.core.trace import Trace, TraceRows
 from loadtest.core.units import NS_PER_S
 from loadtest.errors import SettingsError
 
@@ -55,6 +58,12 @@ class Arrivals(ABC):
         """The law's coefficient of variation of the gaps (Poisson 1, fixed gaps 0); None when
         the law has none (a recorded trace: its own gaps are what it is)."""
 
+    @property
+    def trace_rows(self) -> TraceRows | None:
+        """What a recorded trace says about each query (its row, sample, lengths, model), in
+        due-time order; None for a drawn law."""
+        return None
+
 
 class ArrivalLaw(ABC):
     """A law of arrivals before it is bound to a run: what the settings hold."""
@@ -74,8 +83,15 @@ class ArrivalLaw(ABC):
 class RenewalLaw(ArrivalLaw):
     """Gaps drawn independently from one distribution with mean 1 / qps."""
 
-    label: str  # for reports: "Poisson", "constant-gap"
-    gap_cv: float
+    @property
+    @abstractmethod
+    def label(self) -> str:
+        """The law for reports: "Poisson", "constant-gap", "gamma (CV 2)"."""
+
+    @property
+    @abstractmethod
+    def gap_cv(self) -> float:
+        """The gaps' coefficient of variation (the send-law check's expectation)."""
 
     @abstractmethod
     def gaps(self, rng: np.random.Generator, mean_gap_ns: float, size: int) -> np.ndarray:
@@ -109,6 +125,59 @@ class Constant(RenewalLaw):
 
     def gaps(self, rng: np.random.Generator, mean_gap_ns: float, size: int) -> np.ndarray:
         return np.full(size, mean_gap_ns)
+
+
+# A CV above this is a handful of queries in huge clumps (shape 1/CV² = 0.01: most gaps round to
+# 0 ns): a burst test, not an arrival law, and sampling error swamps any measured CV.
+MAX_GAMMA_CV = 10.0
+
+
+@dataclass(frozen=True)
+class Gamma(RenewalLaw):
+    """Gamma-distributed gaps with a chosen dispersion `cv` (vLLM's and AIPerf's "burstiness").
+
+    Gaps ~ Gamma(shape k = 1 / cv², scale = 1 / (qps · k)): mean exactly 1 / qps whatever `cv`,
+    coefficient of variation exactly `cv`. CV 1 is Poisson, below 1 smoother, above 1 burstier.
+    The drawn gaps are played as drawn: unlike vLLM's benchmark, which rescales the cumulative
+    schedule so its last arrival lands at N / rate, nothing here renormalises them, so the
+    schedule is one realisation of the process it names. vLLM's `--burstiness` b is k, so
+    `Gamma.from_burstiness(b)` has CV 1 / √b.
+    """
+
+    cv: float
+    name: str = field(default="gamma", init=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.cv, bool) or not isinstance(self.cv, (int, float)):
+            raise SettingsError(f"the gamma law's CV must be a number, got {self.cv!r}")
+        if not (math.isfinite(self.cv) and 0 < self.cv <= MAX_GAMMA_CV):
+            raise SettingsError(
+                f"the gamma law's CV must be in (0, {MAX_GAMMA_CV:g}], got {self.cv:g} "
+                "(CV 1 is Poisson; for evenly spaced queries use the constant law)"
+            )
+        object.__setattr__(self, "cv", float(self.cv))
+
+    @classmethod
+    def from_burstiness(cls, burstiness: float) -> Gamma:
+        """vLLM's `--burstiness` (AIPerf's `--arrival-smoothness`): the gamma shape k."""
+        if not (math.isfinite(burstiness) and burstiness > 0):
+            raise SettingsError(f"burstiness must be a finite number > 0, got {burstiness:g}")
+        return cls(1 / math.sqrt(burstiness))
+
+    @property
+    def shape(self) -> float:
+        return 1 / (self.cv * self.cv)
+
+    @property
+    def label(self) -> str:
+        return f"gamma (CV {self.cv:g})"
+
+    @property
+    def gap_cv(self) -> float:
+        return self.cv
+
+    def gaps(self, rng: np.random.Generator, mean_gap_ns: float, size: int) -> np.ndarray:
+        return rng.gamma(self.shape, mean_gap_ns / self.shape, size=size)
 
 
 def renewal_due_ns(
@@ -172,10 +241,14 @@ class Timestamps(ArrivalLaw):
 
     The list is the whole run: rate and minimums do not apply. Sharding deals each query to a
     worker by the run's seed, so the shards together are exactly these queries (core/schedule.py).
+    `rows` (one per time) is what the trace says about each query, dealt with it; `source` names
+    the trace for reports. `Timestamps.of(trace)` is a trace read by engine/traces/.
     """
 
     times_ns: np.ndarray
     name: str = field(default="timestamps", init=False)
+    rows: TraceRows | None = None
+    source: str = ""
 
     def __post_init__(self) -> None:
         times = np.asarray(self.times_ns)
@@ -190,12 +263,24 @@ class Timestamps(ArrivalLaw):
             raise SettingsError("timestamps must be ≥ 0 and in order (non-decreasing)")
         times.setflags(write=False)
         object.__setattr__(self, "times_ns", times)
+        if self.rows is not None and len(self.rows) != len(times):
+            raise SettingsError("a trace's rows and timestamps differ in number")
+
+    @classmethod
+    def of(cls, trace: Trace) -> Timestamps:
+        """A trace read from a file (engine/traces/), replayed as it is."""
+        return cls(trace.times_ns, rows=trace.rows, source=trace.source)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Timestamps) and np.array_equal(self.times_ns, other.times_ns)
+        return (
+            isinstance(other, Timestamps)
+            and np.array_equal(self.times_ns, other.times_ns)
+            and self.rows == other.rows
+            and self.source == other.source
+        )
 
     def __hash__(self) -> int:
-        return hash(self.times_ns.tobytes())
+        return hash((self.times_ns.tobytes(), self.source))
 
     def arrivals(
         self, qps: float, min_duration_ns: int, min_query_count: int, seed: int
@@ -222,11 +307,20 @@ class TimestampArrivals(Arrivals):
     def describe(self) -> str:
         count = len(self.law.times_ns)
         span_s = int(self.law.times_ns[-1]) / NS_PER_S
-        return f"{count:,} given timestamps over {span_s:g} s (mean {self.mean_qps:,.1f} QPS)"
+        what = (
+            f"{self.law.source}: {count:,} queries"
+            if self.law.source
+            else f"{count:,} given timestamps"
+        )
+        return f"{what} over {span_s:g} s (mean {self.mean_qps:,.1f} QPS)"
 
     @property
     def expected_gap_cv(self) -> float | None:
         return None
+
+    @property
+    def trace_rows(self) -> TraceRows | None:
+        return self.law.rows
 
 
 # --- laws by name: what a command-line flag would offer ----------------------------------------
@@ -234,13 +328,42 @@ class TimestampArrivals(Arrivals):
 POISSON = Poisson()
 CONSTANT = Constant()
 LAWS: dict[str, ArrivalLaw] = {law.name: law for law in (POISSON, CONSTANT)}
+# Laws with a parameter, named "NAME:VALUE" or "NAME:KEY=VALUE".
+PARAMETRISED = {"gamma": "gamma:CV, gamma:cv=CV or gamma:burstiness=K"}
+CHOICES = ", ".join([*LAWS, *PARAMETRISED.values()])
+
+
+def _number(text: str, spec: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise SettingsError(f"arrival law {spec!r}: {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise SettingsError(f"arrival law {spec!r}: {text!r} is not a finite number")
+    return value
+
+
+def _gamma(parameter: str, spec: str) -> Gamma:
+    key, _, value = parameter.rpartition("=")
+    key = key.strip().lower()
+    if key in ("", "cv"):
+        return Gamma(_number(value.strip(), spec))
+    if key == "burstiness":
+        return Gamma.from_burstiness(_number(value.strip(), spec))
+    raise SettingsError(f"arrival law {spec!r}: unknown parameter {key!r} (cv or burstiness)")
 
 
 def law_named(name: str) -> ArrivalLaw:
-    """The law a user named ("poisson", "constant"), or one clear SettingsError."""
-    try:
-        return LAWS[name.strip().lower()]
-    except KeyError:
-        raise SettingsError(
-            f"unknown arrival law {name!r}: choose one of {', '.join(LAWS)}"
-        ) from None
+    """The law a user named ("poisson", "constant", "gamma:2", "gamma:burstiness=0.25"), or
+    one clear SettingsError."""
+    spec = name.strip().lower()
+    law, colon, parameter = spec.partition(":")
+    if law in LAWS and not colon:
+        return LAWS[law]
+    if law == "gamma":
+        if not parameter.strip():
+            raise SettingsError(f"arrival law {name!r} needs its CV: {PARAMETRISED['gamma']}")
+        return _gamma(parameter, name)
+    if law in LAWS:
+        raise SettingsError(f"arrival law {name!r}: {law} takes no parameter")
+    raise SettingsError(f"unknown arrival law {name!r}: choose one of {CHOICES}")

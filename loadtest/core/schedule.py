@@ -3,7 +3,9 @@
 The due times come from an `Arrivals` (core/arrivals.py: Poisson by default, as MLPerf LoadGen's
 Server scenario draws them, or another law, or a given list of timestamps). Every generated query
 is issued. Sample indices are drawn uniformly from the sample library with their own seed, so the
-arrival law and the sample order can be varied independently (as LoadGen's two seeds allow).
+arrival law and the sample order can be varied independently (as LoadGen's two seeds allow); a
+recorded trace that names each query's sample plays those samples instead, and its per-query
+rows (core/trace.TraceRows: trace index, lengths, model) travel with the schedule.
 Sharding (`deal`) gives each query of the one whole schedule to a worker at random, seeded, so
 the shards together are the whole schedule whatever their number.
 
@@ -18,19 +20,25 @@ from dataclasses import dataclass
 import numpy as np
 
 from loadtest.core.arrivals import POISSON, Arrivals, Seed, poisson, renewal_due_ns
+from loadtest.core.trace import TraceRows
 from loadtest.core.units import NS_PER_S as NS_PER_S  # re-exported: callers import it from here
+from loadtest.errors import SettingsError
 
 
 @dataclass(frozen=True)
 class Schedule:
-    """Due times (int64 ns from the run's start, non-decreasing) and sample indices (int32)."""
+    """Due times (int64 ns from the run's start, non-decreasing) and sample indices (int32);
+    for a recorded trace, `rows`: what the trace says about each query (its trace index...)."""
 
     scheduled_ns: np.ndarray
     sample_index: np.ndarray
+    rows: TraceRows | None = None
 
     def __post_init__(self) -> None:
         if len(self.scheduled_ns) != len(self.sample_index):
             raise ValueError("scheduled_ns and sample_index differ in length")
+        if self.rows is not None and len(self.rows) != len(self.scheduled_ns):
+            raise ValueError("scheduled_ns and rows differ in length")
 
     def __len__(self) -> int:
         return len(self.scheduled_ns)
@@ -63,9 +71,17 @@ def uniform_sample_indices(count: int, sample_count: int, seed: Seed) -> np.ndar
 
 def schedule_of(arrivals: Arrivals, sample_count: int, sample_seed: Seed) -> Schedule:
     """The whole schedule, ready before the run starts: `arrivals`' due times, each with a
-    sample drawn from its own seed."""
+    sample drawn from its own seed, or the sample its trace row names."""
     times = arrivals.due_ns()
-    return Schedule(times, uniform_sample_indices(len(times), sample_count, sample_seed))
+    rows = arrivals.trace_rows
+    if rows is not None and rows.sample is not None:
+        if len(rows) and (rows.sample.min() < 0 or rows.sample.max() >= sample_count):
+            raise SettingsError(
+                f"the trace names samples {int(rows.sample.min())}-{int(rows.sample.max())} but "
+                f"the sample library holds {sample_count} (0-{sample_count - 1}; --samples)"
+            )
+        return Schedule(times, rows.sample.astype(np.int32), rows)
+    return Schedule(times, uniform_sample_indices(len(times), sample_count, sample_seed), rows)
 
 
 def shard_owners(count: int, seed: int, shards: int) -> np.ndarray:
@@ -85,7 +101,8 @@ def deal(schedule: Schedule, seed: int, shard: int, shards: int) -> Schedule:
     if shards == 1:
         return schedule
     mine = shard_owners(len(schedule), seed, shards) == shard
-    return Schedule(schedule.scheduled_ns[mine], schedule.sample_index[mine])
+    rows = None if schedule.rows is None else schedule.rows.take(mine)
+    return Schedule(schedule.scheduled_ns[mine], schedule.sample_index[mine], rows)
 
 
 def shard_schedule_of(
@@ -133,7 +150,10 @@ def merged_schedule(shards: list[Schedule]) -> Schedule:
     times = np.concatenate([s.scheduled_ns for s in shards])
     samples = np.concatenate([s.sample_index for s in shards])
     order = np.argsort(times, kind="stable")
-    return Schedule(times[order], samples[order])
+    rows = None
+    if shards and all(s.rows is not None for s in shards):
+        rows = TraceRows.concatenate([s.rows for s in shards if s.rows is not None]).take(order)
+    return Schedule(times[order], samples[order], rows)
 
 
 CHECK_STREAM = 0x6F757470  # a third seeded stream beside arrivals and samples: "outp"
