@@ -1237,7 +1237,7 @@ def test_requests_are_compressed_when_asked(compression: str):
     import zlib
 
     async def scenario() -> None:
-        async with Server() as server:
+        async with Server(lambda request: request.answer(b"ok")) as server:
             wire = server.client(compression=compression)
             await wire.connect(1.0)
             message = b"abc" * 1000
