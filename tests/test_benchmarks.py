@@ -56,6 +56,7 @@ def test_every_script_is_checked_here() -> None:
         "grpc_clients.py",
         "issuer_phases.py",
         "issuer_runqueue.py",
+        "proxy_goaway.py",
         "worker_calibration.py",
     ]
 
