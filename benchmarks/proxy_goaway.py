@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -122,12 +123,16 @@ def main() -> None:
         out(f"before: {args.before}")
     totals: dict[tuple[str, str], list[int]] = {}
     p99s: dict[tuple[str, str], list[float]] = {}
+    runs = 0
+    # SIGTERM unwinds (SystemExit) so the proxies and the stub are stopped, not orphaned.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with running_stub() as stub, tempfile.TemporaryDirectory() as scratch:
         for proxy_name in proxies:
             with proxy(proxy_name, Path(scratch) / proxy_name, stub.grpc_url) as url:
                 for seed in seeds:
                     for label, checkout, client in columns:
-                        run_dir = Path(scratch) / f"{proxy_name}-{seed}-{len(totals)}-{client}"
+                        runs += 1  # each run its own --output folder
+                        run_dir = Path(scratch) / f"run-{runs}"
                         got = one_run(checkout, client, url, args.qps, args.duration, seed, run_dir)
                         totals.setdefault((proxy_name, label), []).append(got.errors)
                         p99s.setdefault((proxy_name, label), []).append(got.p99_ms)
