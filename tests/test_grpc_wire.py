@@ -16,6 +16,7 @@ import asyncio
 import random
 import socket
 import time
+import zlib
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -1180,8 +1181,6 @@ def compressed(encoding: str) -> Hook:
     """An answer whose message is compressed with `encoding` (flag 1, grpc-encoding)."""
 
     def answer(request: Request) -> None:
-        import zlib
-
         data = b"echo:" + request.message
         wbits = 31 if encoding == "gzip" else 15
         packer = zlib.compressobj(wbits=wbits)
@@ -1211,13 +1210,21 @@ def test_a_compressed_answer_is_decoded(encoding: str):
     run(scenario())
 
 
-def test_a_compressed_answer_that_does_not_decompress_fails_that_call():
+@pytest.mark.parametrize(
+    ("packed", "problem"),
+    [
+        (b"junk", "does not decompress"),
+        (zlib.compress(b"x" * 1000, wbits=31)[:-8], "cut short"),
+    ],
+    ids=["garbage", "truncated"],
+)
+def test_a_compressed_answer_that_does_not_decompress_fails_that_call(packed: bytes, problem: str):
     def garbled(request: Request) -> None:
         connection = request.connection
-        connection.h2.send_headers(
-            request.stream_id, [*RESPONSE_HEADERS, ("grpc-encoding", "gzip")]
-        )
-        connection.h2.send_data(request.stream_id, b"\x01" + (4).to_bytes(4, "big") + b"junk")
+        headers = [*RESPONSE_HEADERS, ("grpc-encoding", "gzip")]
+        connection.h2.send_headers(request.stream_id, headers)
+        message = b"\x01" + len(packed).to_bytes(4, "big") + packed
+        connection.h2.send_data(request.stream_id, message)
         connection.h2.send_headers(request.stream_id, [("grpc-status", "0")], end_stream=True)
         connection.flush()
 
@@ -1226,7 +1233,7 @@ def test_a_compressed_answer_that_does_not_decompress_fails_that_call():
             wire = server.client()
             await wire.connect(1.0)
             code, details, _ = await wire.unary(prefixed(b"x"), keep=True)
-            assert code == grpc_wire.INTERNAL and "does not decompress" in details
+            assert code == grpc_wire.INTERNAL and problem in details
             wire.close()
 
     run(scenario())
@@ -1234,8 +1241,6 @@ def test_a_compressed_answer_that_does_not_decompress_fails_that_call():
 
 @pytest.mark.parametrize("compression", ["gzip", "deflate"])
 def test_requests_are_compressed_when_asked(compression: str):
-    import zlib
-
     async def scenario() -> None:
         async with Server(lambda request: request.answer(b"ok")) as server:
             wire = server.client(compression=compression)

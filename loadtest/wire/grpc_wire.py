@@ -106,6 +106,7 @@ MAX_SWEEP_S = 0.5  # ... and at least twice a second
 ACCEPT_ENCODING = "identity,deflate,gzip"
 COMPRESSIONS = ("gzip", "deflate")
 _WBITS = {b"gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}  # gRPC's deflate is zlib
+MAX_MESSAGE = 2**31 - 1  # the largest message gRPC carries: a compressed answer may not exceed it
 
 # What gRPC's clients report for a stream the server reset, by HTTP/2 error code (the rest:
 # INTERNAL; grpc/doc/http-grpc-status-mapping).
@@ -521,10 +522,14 @@ def _message(body: bytes, encoding: bytes = b"") -> tuple[bytes, str]:
     if body[0] != 1 or wbits is None:
         said = encoding.decode("ascii", "replace") or "none"
         return b"", f"a compressed response message whose grpc-encoding is {said}"
+    unpacker = zlib.decompressobj(wbits)
     try:
-        return zlib.decompress(body[5:], wbits), ""
+        message = unpacker.decompress(body[5:], MAX_MESSAGE)
     except zlib.error as exc:
         return b"", f"a {encoding.decode()} response message that does not decompress: {exc}"
+    if unpacker.unconsumed_tail or not unpacker.eof:
+        return b"", f"a {encoding.decode()} response message cut short or over {MAX_MESSAGE} bytes"
+    return message, ""
 
 
 class GrpcWire:
