@@ -89,7 +89,7 @@ def test_grpc_through_nginx_rotating_every_10_requests_fails_no_query(
     extra = 2 if client == "wire" else 1
     assert stub.counters()["infer_count"] - before == len(records.ok) + extra
     if client == "wire":
-        assert counted["transparent_retries"] < len(records.ok) // 10
+        assert counted["transparent_retries"] < len(records.ok) // 2  # only the refused ones
 
 
 def test_grpc_through_nginx_with_few_concurrent_streams_waits_and_fails_nothing(
@@ -156,4 +156,4 @@ def test_grpc_through_nginx_in_front_of_triton_fails_no_query(triton: Any, tmp_p
         records, counted = play(TritonGrpcTarget(proxy.url("grpc"), "tiny"), 200, 3.0)
         assert not failures(records), (failures(records), proxy.log())
     assert records.ok.all()
-    assert counted["transparent_retries"] < len(records.ok) // 10
+    assert counted["transparent_retries"] < len(records.ok) // 2  # only the refused ones
