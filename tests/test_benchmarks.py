@@ -56,7 +56,9 @@ def test_every_script_is_checked_here() -> None:
         "grpc_clients.py",
         "issuer_phases.py",
         "issuer_runqueue.py",
+        "proxy_goaway.py",
         "trace_load.py",
+        "wire_call_cpu.py",
         "worker_calibration.py",
     ]
 

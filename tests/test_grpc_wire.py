@@ -16,6 +16,7 @@ import asyncio
 import random
 import socket
 import time
+import zlib
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -328,6 +329,8 @@ def test_a_call_carries_grpc_headers_metadata_and_its_message_intact():
         assert not any(name.startswith(b":") for name, _ in first.headers[4:])
         assert first.header("content-type") == "application/grpc"
         assert first.header("te") == "trailers"
+        assert first.header("grpc-accept-encoding") == "identity,deflate,gzip"
+        assert not [value for name, value in first.headers if name == b"grpc-encoding"]
         assert first.header("grpc-timeout") == "2500m"
         assert first.header("authorization") == "Bearer s3cret"
         assert first.header("x-tenant") == "t1"
@@ -405,14 +408,13 @@ def body(raw: bytes) -> Hook:
         (http_status(404), grpc_wire.UNIMPLEMENTED, "HTTP status 404 from the server"),
         (http_status(418), grpc_wire.UNKNOWN, "HTTP status 418 from the server"),
         (no_grpc_status, grpc_wire.UNKNOWN, "the server ended the call without a grpc-status"),
-        (reset(ErrorCodes.REFUSED_STREAM), grpc_wire.UNAVAILABLE, "HTTP/2 error 7"),
         (reset(ErrorCodes.INTERNAL_ERROR), grpc_wire.INTERNAL, "HTTP/2 error 2"),
         (reset(ErrorCodes.CANCEL), grpc_wire.CANCELLED, "HTTP/2 error 8"),
         (reset(ErrorCodes.ENHANCE_YOUR_CALM), grpc_wire.RESOURCE_EXHAUSTED, "HTTP/2 error 11"),
         (reset(ErrorCodes.INADEQUATE_SECURITY), grpc_wire.PERMISSION_DENIED, "HTTP/2 error 12"),
         (grpc_status_word, grpc_wire.UNKNOWN, "a grpc-status that is not a number"),
         (body(b""), grpc_wire.INTERNAL, "answered OK without a response message"),
-        (body(b"\x01" + prefixed(b"zip")[1:]), grpc_wire.INTERNAL, "a compressed response"),
+        (body(b"\x01" + prefixed(b"zip")[1:]), grpc_wire.INTERNAL, "grpc-encoding is none"),
         (body(prefixed(b"whole") + b"more"), grpc_wire.INTERNAL, "9 bytes, its prefix says 5"),
     ],
     ids=[
@@ -423,7 +425,6 @@ def body(raw: bytes) -> Hook:
         "http-404",
         "http-418",
         "no-grpc-status",
-        "rst-refused",
         "rst-internal",
         "rst-cancel",
         "rst-enhance-your-calm",
@@ -667,20 +668,23 @@ def test_a_call_made_before_connect_opens_the_connection_and_keeps_its_deadline(
 # --- 6. GOAWAY
 
 
-def test_goaway_fails_the_streams_the_server_did_not_take_and_later_calls_reconnect():
+def test_goaway_sends_the_streams_the_server_did_not_take_again_and_later_calls_reconnect():
+    """gRFC A6: a stream above the GOAWAY's last-stream-id was never processed, so it is sent
+    again (once, counted, its `written` not called again) on a new connection."""
+
     async def scenario() -> None:
         async with Server(hold) as server:
             wire = server.client()
             await wire.connect(1.0)
-            taken, dropped = Call(wire, b"one", keep=True), Call(wire, b"two")
+            taken, dropped = Call(wire, b"one", keep=True), Call(wire, b"two", keep=True)
             await until(lambda: len(server.requests) == 2)
             first = server.connections[0]
+            server.on_request = echo  # from now on: the second connection's requests
             # Raw: after a GOAWAY of its own h2 would not answer stream 1 either.
             first.raw(GoAwayFrame(last_stream_id=1, error_code=0))
             await until(lambda: dropped.done)
-            assert dropped.code == grpc_wire.UNAVAILABLE and "GOAWAY" in dropped.details
-            assert not taken.done
-            server.on_request = echo
+            assert dropped.answers == [(0, "", b"echo:two")] and not dropped.written
+            assert wire.transparent_retries == 1 and not taken.done
             meanwhile = Call(wire, b"meanwhile", keep=True)  # a new connection, not the old one
             await until(lambda: meanwhile.done)
             assert meanwhile.answers == [(0, "", b"echo:meanwhile")]
@@ -691,10 +695,111 @@ def test_goaway_fails_the_streams_the_server_did_not_take_and_later_calls_reconn
             await until(lambda: first.lost)  # the client closes the old connection once idle
             assert await wire.unary(prefixed(b"later"), keep=True) == (0, "", b"echo:later")
             assert len(server.connections) == 2
-            assert [r.stream_id for r in server.requests] == [1, 3, 1, 3]
+            assert [r.stream_id for r in server.requests] == [1, 3, 1, 3, 5]
+            assert wire.transparent_retries == 1
             wire.close()
 
     run(scenario())
+
+
+def test_a_stream_refused_again_after_its_retry_fails_unavailable():
+    """One transparent retry only: GOAWAY'd on the first connection, GOAWAY'd again on the
+    second, the call fails UNAVAILABLE (counted once); the third connection serves the next."""
+
+    def go_away_unprocessed(request: Request) -> None:
+        if len(request.connection.server.connections) <= 2:
+            request.connection.raw(GoAwayFrame(last_stream_id=0, error_code=0))
+        else:
+            echo(request)
+
+    async def scenario() -> None:
+        async with Server(go_away_unprocessed) as server:
+            wire = server.client()
+            await wire.connect(1.0)
+            call = Call(wire, b"one")
+            await until(lambda: call.done)
+            assert call.code == grpc_wire.UNAVAILABLE and "GOAWAY" in call.details
+            assert wire.transparent_retries == 1 and len(server.connections) == 2
+            assert await wire.unary(prefixed(b"two"), keep=True) == (0, "", b"echo:two")
+            wire.close()
+
+    run(scenario())
+
+
+def refuse_first(count: int) -> Hook:
+    """RST_STREAM REFUSED_STREAM for the first `count` requests, then echo."""
+    refused: list[int] = []
+
+    def answer(request: Request) -> None:
+        if len(refused) < count:
+            refused.append(request.stream_id)
+            request.connection.reset(request.stream_id, ErrorCodes.REFUSED_STREAM)
+        else:
+            echo(request)
+
+    return answer
+
+
+def test_a_refused_stream_is_sent_again_once_on_a_new_stream():
+    async def scenario() -> None:
+        async with Server(refuse_first(1)) as server:
+            wire = server.client()
+            await wire.connect(1.0)
+            assert await wire.unary(prefixed(b"one"), keep=True) == (0, "", b"echo:one")
+            assert wire.transparent_retries == 1 and len(server.connections) == 1
+            assert [r.stream_id for r in server.requests] == [1, 3]
+            wire.close()
+
+    run(scenario())
+
+
+def test_a_stream_refused_twice_fails_unavailable():
+    async def scenario() -> None:
+        async with Server(refuse_first(2)) as server:
+            wire = server.client()
+            await wire.connect(1.0)
+            code, details, _ = await wire.unary(prefixed(b"one"))
+            assert code == grpc_wire.UNAVAILABLE and "HTTP/2 error 7" in details
+            assert wire.transparent_retries == 1
+            assert await wire.unary(prefixed(b"two"), keep=True) == (0, "", b"echo:two")
+            wire.close()
+
+    run(scenario())
+
+
+def test_goaway_every_few_requests_mid_run_fails_no_call():
+    """nginx's keepalive_requests: each connection takes `every` requests, then says GOAWAY
+    with the last one it took and ignores the streams after it (already on their way). 300
+    calls in flight 5 at a time all succeed; the ignored ones were sent again, and counted.
+    (Fewer in flight than a connection takes: a retried call is GOAWAY'd at most once.)"""
+    every = 7
+    ignored: list[int] = []
+
+    def rotate(request: Request) -> None:
+        connection = request.connection
+        taken = [r for r in connection.requests.values() if r.stream_id <= request.stream_id]
+        if len(taken) < every:
+            echo(request)
+        elif len(taken) == every:
+            echo(request)
+            connection.raw(GoAwayFrame(last_stream_id=request.stream_id, error_code=0))
+        else:
+            ignored.append(request.stream_id)  # above the last-stream-id: never processed
+
+    async def scenario() -> None:
+        async with Server(rotate) as server:
+            wire = server.client()
+            await wire.connect(1.0)
+            answers: list[tuple[int, str, bytes]] = []
+            for start in range(0, 300, 5):
+                batch = [prefixed(f"call {i}".encode()) for i in range(start, start + 5)]
+                answers += await asyncio.gather(*(wire.unary(m, keep=True) for m in batch))
+            assert answers == [(0, "", f"echo:call {i}".encode()) for i in range(300)]
+            assert ignored and wire.transparent_retries == len(ignored)
+            assert len(server.connections) >= 300 // every
+            wire.close()
+
+    run(scenario(), limit_s=10.0)
 
 
 # --- 7. a lost connection, a server gone
@@ -794,7 +899,7 @@ def test_cached_header_blocks_never_outlive_a_change_of_the_decoding_table():
             connection = wire._connection
             assert connection is not None
             assert b"\xbe" in connection.blocks.cached  # the last answer's trailers, cached again
-            assert connection.blocks.cached[b"\xbe"] == [(b"grpc-status", b"7")]
+            assert connection.blocks.cached[b"\xbe"][0] == [(b"grpc-status", b"7")]
             wire.close()
 
     run(scenario())
@@ -957,6 +1062,209 @@ def test_garbage_from_the_server_fails_the_calls_and_the_connection(
             wire.close()
 
     run(scenario())  # `run` fails the test if an exception escaped into the event loop
+
+
+# --- header lists over SETTINGS_MAX_HEADER_LIST_SIZE
+
+
+def huge_header(where: str) -> Hook:
+    """An answer with a 70 000-byte header field, in its headers or its trailers."""
+
+    def answer(request: Request) -> None:
+        big = [("x-big", "b" * 70_000)]
+        connection = request.connection
+        connection.h2.send_headers(
+            request.stream_id, RESPONSE_HEADERS + (big if where == "headers" else [])
+        )
+        connection.h2.send_data(request.stream_id, prefixed(b"big"))
+        trailers = [("grpc-status", "0")] + (big if where == "trailers" else [])
+        connection.h2.send_headers(request.stream_id, trailers, end_stream=True)
+        connection.flush()
+
+    return answer
+
+
+@pytest.mark.parametrize("where", ["headers", "trailers"])
+def test_an_oversized_header_list_fails_its_own_call_only(where: str):
+    def first_huge_then_echo(request: Request) -> None:
+        (huge_header(where) if request.stream_id == 1 else echo)(request)
+
+    async def scenario() -> None:
+        async with Server(first_huge_then_echo, settings={}) as server:
+            wire = server.client()
+            await wire.connect(1.0)
+            held = Call(wire, b"in flight too", keep=True)  # stream 1: the huge answer
+            code, details, _ = await wire.unary(prefixed(b"other"), keep=True)
+            await until(lambda: held.done)
+            assert held.code == grpc_wire.RESOURCE_EXHAUSTED and "70" in held.details
+            assert (code, details) == (0, "")
+            assert await wire.unary(prefixed(b"after"), keep=True) == (0, "", b"echo:after")
+            assert len(server.connections) == 1 and not server.connections[0].lost
+            advertised = server.connections[0].h2.remote_settings.max_header_list_size
+            assert advertised == 65_536
+            wire.close()
+
+    run(scenario())
+
+
+def test_a_call_over_the_servers_header_list_limit_is_not_sent():
+    async def scenario() -> None:
+        limit = {SettingCodes.MAX_HEADER_LIST_SIZE: 1000}
+        async with Server(settings=limit) as server:
+            small = server.client()
+            await small.connect(1.0)
+            assert await small.unary(prefixed(b"fits"), keep=True) == (0, "", b"echo:fits")
+            big = server.client(metadata=[("x-token", "t" * 1000)])
+            await big.connect(1.0)
+            code, details, _ = await big.unary(prefixed(b"too big"))
+            assert code == grpc_wire.RESOURCE_EXHAUSTED and "the server accepts" in details
+            assert len(server.requests) == 1  # only the call that fits reached the server
+            assert await small.unary(prefixed(b"again"), keep=True) == (0, "", b"echo:again")
+            small.close()
+            big.close()
+
+    run(scenario())
+
+
+# --- keepalive PING
+
+
+def test_a_keepalive_ping_unanswered_fails_the_calls_and_the_next_call_reconnects():
+    """A peer that goes silent (stops reading) after a call is in: the keepalive PING gets no
+    ACK, the call fails UNAVAILABLE long before its 5 s deadline, the next one reconnects."""
+
+    def go_silent(request: Request) -> None:
+        request.connection.transport.pause_reading()
+
+    async def scenario() -> None:
+        async with Server(go_silent) as server:
+            wire = server.client(5.0, keepalive_s=0.05, keepalive_timeout_s=0.1)
+            await wire.connect(1.0)
+            started = time.monotonic()
+            stuck = Call(wire, b"stuck")
+            await until(lambda: stuck.done, limit_s=1.0)
+            assert time.monotonic() - started < 1.0
+            assert stuck.code == grpc_wire.UNAVAILABLE and "keepalive PING" in stuck.details
+            server.on_request = echo
+            assert await wire.unary(prefixed(b"next"), keep=True) == (0, "", b"echo:next")
+            assert len(server.connections) == 2
+            wire.close()
+
+    run(scenario())
+
+
+def test_keepalive_pings_on_a_live_connection_are_answered_and_fail_nothing():
+    async def scenario() -> None:
+        async with Server(hold) as server:
+            wire = server.client(5.0, keepalive_s=0.02, keepalive_timeout_s=0.05)
+            await wire.connect(1.0)
+            held = Call(wire, b"held", keep=True)
+            await asyncio.sleep(0.3)
+            assert not held.done
+            pings = [e for e in server.events if type(e).__name__ == "PingReceived"]
+            assert len(pings) >= 3  # one every 20 ms while the call is in flight
+            server.requests[0].answer(b"late")
+            await until(lambda: held.done)
+            assert held.answers == [(0, "", b"late")] and len(server.connections) == 1
+            idle = len(server.events)
+            await asyncio.sleep(0.1)
+            assert not [e for e in server.events[idle:] if type(e).__name__ == "PingReceived"]
+            wire.close()
+
+    run(scenario())
+
+
+# --- compression
+
+
+def compressed(encoding: str) -> Hook:
+    """An answer whose message is compressed with `encoding` (flag 1, grpc-encoding)."""
+
+    def answer(request: Request) -> None:
+        data = b"echo:" + request.message
+        wbits = 31 if encoding == "gzip" else 15
+        packer = zlib.compressobj(wbits=wbits)
+        packed = packer.compress(data) + packer.flush()
+        connection = request.connection
+        headers = [*RESPONSE_HEADERS, ("grpc-encoding", encoding)]
+        connection.h2.send_headers(request.stream_id, headers)
+        connection.h2.send_data(
+            request.stream_id, b"\x01" + len(packed).to_bytes(4, "big") + packed
+        )
+        connection.h2.send_headers(request.stream_id, [("grpc-status", "0")], end_stream=True)
+        connection.flush()
+
+    return answer
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_a_compressed_answer_is_decoded(encoding: str):
+    async def scenario() -> None:
+        async with Server(compressed(encoding)) as server:
+            wire = server.client()
+            await wire.connect(1.0)
+            message = bytes(range(256)) * 20
+            assert await wire.unary(prefixed(message), keep=True) == (0, "", b"echo:" + message)
+            wire.close()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("packed", "problem"),
+    [
+        (b"junk", "does not decompress"),
+        (zlib.compress(b"x" * 1000, wbits=31)[:-8], "cut short"),
+    ],
+    ids=["garbage", "truncated"],
+)
+def test_a_compressed_answer_that_does_not_decompress_fails_that_call(packed: bytes, problem: str):
+    def garbled(request: Request) -> None:
+        connection = request.connection
+        headers = [*RESPONSE_HEADERS, ("grpc-encoding", "gzip")]
+        connection.h2.send_headers(request.stream_id, headers)
+        message = b"\x01" + len(packed).to_bytes(4, "big") + packed
+        connection.h2.send_data(request.stream_id, message)
+        connection.h2.send_headers(request.stream_id, [("grpc-status", "0")], end_stream=True)
+        connection.flush()
+
+    async def scenario() -> None:
+        async with Server(garbled) as server:
+            wire = server.client()
+            await wire.connect(1.0)
+            code, details, _ = await wire.unary(prefixed(b"x"), keep=True)
+            assert code == grpc_wire.INTERNAL and problem in details
+            wire.close()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("compression", ["gzip", "deflate"])
+def test_requests_are_compressed_when_asked(compression: str):
+    async def scenario() -> None:
+        async with Server(lambda request: request.answer(b"ok")) as server:
+            wire = server.client(compression=compression)
+            await wire.connect(1.0)
+            message = b"abc" * 1000
+            code, _, _ = await wire.unary(framed(message, compression))
+            assert code == 0
+            wire.close()
+        request = server.requests[0]
+        assert request.header("grpc-encoding") == compression
+        assert request.body[:1] == b"\x01"
+        assert int.from_bytes(request.body[1:5], "big") == len(request.body) - 5 < len(message)
+        assert zlib.decompress(bytes(request.body[5:]), 31 if compression == "gzip" else 15) == (
+            message
+        )
+
+    run(scenario())
+
+
+def test_an_unknown_compression_is_refused():
+    with pytest.raises(ValueError, match="brotli"):
+        GrpcWire("127.0.0.1", 1, PATH, 1.0, compression="brotli")
+    with pytest.raises(ValueError, match="brotli"):
+        framed(b"x", "brotli")
 
 
 # --- 10. connecting and closing

@@ -144,9 +144,14 @@ class TritonGrpcTarget:
         tls: TlsSettings | None = None,
         headers: tuple[Header, ...] = (),
         load_client: str | None = None,
+        grpc_compression: str | None = None,
+        keepalive_s: float = 0.0,
     ) -> None:
         self.url = host_port(url, DEFAULT_GRPC_PORT)
         self.load_client = load_client or grpc_load_client()
+        # The wire client's request compression ("gzip", "deflate") and keepalive PING interval.
+        self.grpc_compression = grpc_compression
+        self.keepalive_s = keepalive_s
         self.model = model
         self.version = version
         self.timeout_s = timeout_s
@@ -203,6 +208,12 @@ class TritonGrpcTarget:
         """Queries that waited to be written (a connection being opened, or the server's
         limit on concurrent streams); grpc.aio's channel keeps no such count."""
         return self._wire_client.waited if self._wire_client is not None else 0
+
+    @property
+    def transparent_retries(self) -> int:
+        """Queries the wire client sent a second time because the server (or a proxy) said it
+        never processed them (GOAWAY, REFUSED_STREAM; gRFC A6), as grpc-core does silently."""
+        return self._wire_client.transparent_retries if self._wire_client is not None else 0
 
     def start_infer(self, sample_index: int, done: Done, written: Written | None = None) -> None:
         """Start one gRPC call; `done(error kind or None)` runs when its status is in, on the
@@ -358,11 +369,12 @@ class TritonGrpcTarget:
         if self.load_client == "wire":
             # Each sample once, framed for the wire client (twice with shared memory, whose
             # kept requests differ); grpc.aio's unframed copies would only sit in memory.
-            self._framed = [grpc_wire.framed(wire) for wire in self._wire]
+            compression = self.grpc_compression
+            self._framed = [grpc_wire.framed(wire, compression) for wire in self._wire]
             self._kept_framed = (
                 self._framed
                 if self._shm is None
-                else [grpc_wire.framed(wire) for wire in self._kept_wire]
+                else [grpc_wire.framed(wire, compression) for wire in self._kept_wire]
             )
             self._wire, self._kept_wire = [], []
             await self._open_wire()
@@ -388,6 +400,8 @@ class TritonGrpcTarget:
             self.timeout_s,
             self._metadata or (),
             ssl_context(tls, ("h2",)) if tls is not None else None,
+            compression=self.grpc_compression,
+            keepalive_s=self.keepalive_s,
         )
         try:
             await wire.connect(self.setup_timeout_s)

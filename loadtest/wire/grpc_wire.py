@@ -21,8 +21,14 @@ python-hyper's h2 uses:
   blocked there is written as soon as WINDOW_UPDATE allows); the client grants itself the
   largest windows HTTP/2 allows and tops the connection window up as answers arrive;
 - SETTINGS (acknowledged; window, frame-size and concurrent-stream limits applied), PING
-  (answered), GOAWAY (streams the server did not take fail UNAVAILABLE; later calls go to a new
-  connection), RST_STREAM (the gRPC status gRPC's own clients give for it), CONTINUATION;
+  (answered; optionally sent as a keepalive), GOAWAY (streams the server did not take are sent
+  again once, on a new connection, as grpc-core's transparent retry does: gRFC A6; later calls
+  go to a new connection), RST_STREAM (the gRPC status gRPC's own clients give for it;
+  REFUSED_STREAM: sent again once), CONTINUATION; SETTINGS_MAX_HEADER_LIST_SIZE both ways (an
+  answer's header list over the client's fails that call only; a call's over the server's is
+  not sent);
+- compression: `grpc-accept-encoding: identity,deflate,gzip`, gzip and deflate answers decoded,
+  requests compressed if asked;
 - a call that would exceed the server's SETTINGS_MAX_CONCURRENT_STREAMS, or that comes while
   the connection is being (re)opened, waits in a FIFO; `written()` then runs when it is written.
 
@@ -39,8 +45,10 @@ h2, whose state machine rejects any flow-control, frame-size or stream-limit vio
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl as ssl_module
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import cast
@@ -60,13 +68,16 @@ from loadtest.wire.http2 import (
     HEADERS,
     INITIAL_WINDOW_SIZE,
     MAX_CONCURRENT_STREAMS,
+    MAX_HEADER_LIST_SIZE,
     MAX_STREAM_ID,
     MAX_WINDOW,
+    PING,
     PREFACE,
     REFUSED_STREAM_CODE,
     RST_STREAM,
     Http2Connection,
     frame,
+    header_list_size,
     settings_frame,
     unpadded,
 )
@@ -89,6 +100,13 @@ UNAUTHENTICATED = 16
 SWEEP_FRACTION = 0.125  # the deadline sweep runs every 1/8 of the timeout ...
 MIN_SWEEP_S = 0.001  # ... but at most once a millisecond
 MAX_SWEEP_S = 0.5  # ... and at least twice a second
+
+# Answers may come compressed with these (grpc-accept-encoding, as grpc-core advertises them);
+# requests are compressed with one of them when asked.
+ACCEPT_ENCODING = "identity,deflate,gzip"
+COMPRESSIONS = ("gzip", "deflate")
+_WBITS = {b"gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}  # gRPC's deflate is zlib
+MAX_MESSAGE = 2**31 - 1  # the largest message gRPC carries: a compressed answer may not exceed it
 
 # What gRPC's clients report for a stream the server reset, by HTTP/2 error code (the rest:
 # INTERNAL; grpc/doc/http-grpc-status-mapping).
@@ -125,9 +143,18 @@ def _sweep_interval(timeout_s: float) -> float:
     return min(MAX_SWEEP_S, max(MIN_SWEEP_S, SWEEP_FRACTION * timeout_s))
 
 
-def framed(message: bytes) -> bytes:
-    """A gRPC length-prefixed message (uncompressed), built once per sample."""
-    return b"\x00" + len(message).to_bytes(4, "big") + message
+def framed(message: bytes, compression: str | None = None) -> bytes:
+    """A gRPC length-prefixed message, built once per sample: as it is, or compressed (its
+    flag 1) with `compression` ("gzip" or "deflate", the client's own `compression`)."""
+    if compression is None:
+        return b"\x00" + len(message).to_bytes(4, "big") + message
+    if compression == "gzip":
+        packed = zlib.compress(message, wbits=16 + zlib.MAX_WBITS)
+    elif compression == "deflate":
+        packed = zlib.compress(message)
+    else:
+        raise ValueError(f"gRPC compression {compression!r}: use one of {', '.join(COMPRESSIONS)}")
+    return b"\x01" + len(packed).to_bytes(4, "big") + packed
 
 
 def _tell(on_done: Answer, code: int, details: str, message: bytes) -> None:
@@ -151,21 +178,38 @@ class _Stream:
     """One call in flight: who to tell, by when, and what has come back so far."""
 
     __slots__ = (
+        "block",
+        "body",
         "chunks",
         "deadline",
         "details",
+        "encoding",
         "http_status",
         "keep",
         "on_done",
         "rest",
+        "retried",
         "status",
         "window",
     )
 
-    def __init__(self, on_done: Answer, deadline: float, keep: bool, window: int) -> None:
+    def __init__(
+        self,
+        block: bytes,
+        body: bytes,
+        on_done: Answer,
+        deadline: float,
+        keep: bool,
+        retried: bool,
+        window: int,
+    ) -> None:
+        self.block = block  # the request, kept for one transparent retry
+        self.body = body
         self.on_done = on_done
         self.deadline = deadline
         self.keep = keep
+        self.retried = retried  # sent again already: a second refusal fails it
+        self.encoding = b""  # grpc-encoding of the answer
         self.chunks: list[bytes] = []
         self.status = -1  # grpc-status, once a header block has carried it
         self.details = ""
@@ -185,18 +229,27 @@ class _GrpcClientConnection(Http2Connection[_Stream]):
         self.max_streams = MAX_STREAM_ID
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.going_away = False  # GOAWAY seen, or the connection is gone: no new streams
+        self.peer_max_header_list = MAX_WINDOW  # the server's SETTINGS_MAX_HEADER_LIST_SIZE
+        self.ping_due: bytes | None = None  # the keepalive PING not yet acknowledged
 
     # --- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.transport.write(
             PREFACE
-            + settings_frame(((ENABLE_PUSH, 0), (INITIAL_WINDOW_SIZE, MAX_WINDOW)))
+            + settings_frame(
+                (
+                    (ENABLE_PUSH, 0),
+                    (INITIAL_WINDOW_SIZE, MAX_WINDOW),
+                    (MAX_HEADER_LIST_SIZE, self.max_header_list),
+                )
+            )
             + GRANT_LARGEST_CONNECTION_WINDOW
         )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.going_away = True
+        self.ping_due = None
         reason = f"connection lost: {exc}" if exc else "connection closed by the server"
         if not self.ready.done():
             self.ready.set_exception(ConnectionError(reason))
@@ -228,12 +281,30 @@ class _GrpcClientConnection(Http2Connection[_Stream]):
                 stream.details = unquote(value.decode("utf-8", "replace"))
             elif name == b":status":
                 stream.http_status = int(value) if value.isdigit() else 0
+            elif name == b"grpc-encoding":
+                stream.encoding = value
         if flags & END_STREAM:
             self._end(stream_id)
+
+    def _header_list_too_large(self, stream_id: int, flags: int, size: int) -> None:
+        """Fails that call only (RESOURCE_EXHAUSTED, as grpc-core): the block was decoded, so
+        the connection's HPACK table is in step and the other calls carry on."""
+        if stream_id not in self.streams:
+            return
+        if not flags & END_STREAM and self.transport is not None:
+            self.transport.write(frame(RST_STREAM, 0, stream_id, CANCEL_CODE.to_bytes(4, "big")))
+        self._finish(
+            stream_id,
+            RESOURCE_EXHAUSTED,
+            f"the server's header list is {size} bytes, over the {self.max_header_list} "
+            "this client accepts (SETTINGS_MAX_HEADER_LIST_SIZE)",
+        )
 
     def _setting(self, key: int, value: int) -> None:
         if key == MAX_CONCURRENT_STREAMS:
             self.max_streams = value
+        elif key == MAX_HEADER_LIST_SIZE:
+            self.peer_max_header_list = value
 
     def _settings_received(self) -> None:
         if not self.ready.done():
@@ -244,15 +315,38 @@ class _GrpcClientConnection(Http2Connection[_Stream]):
         self._reset(stream_id, "WINDOW_UPDATE past the largest window")
 
     def _reset_by_peer(self, stream_id: int, code: int) -> None:
-        status = _RESET_TO_GRPC.get(code, INTERNAL)
-        self._finish(stream_id, status, f"stream reset by the server (HTTP/2 error {code})")
+        details = f"stream reset by the server (HTTP/2 error {code})"
+        if code == REFUSED_STREAM_CODE:
+            self._retry([stream_id], details)  # never processed: sent again, once
+            return
+        self._finish(stream_id, _RESET_TO_GRPC.get(code, INTERNAL), details)
 
     def _goaway(self, last_stream_id: int) -> None:
         self.going_away = True
-        for later in [s for s in self.streams if s > last_stream_id]:
-            self._finish(later, UNAVAILABLE, "the server is going away (GOAWAY)")
+        # The streams above last_stream_id were never processed: sent again, once (gRFC A6).
+        self._retry(
+            [s for s in self.streams if s > last_stream_id], "the server is going away (GOAWAY)"
+        )
         self.client.connection_gone(self)
         self._close_when_idle()
+
+    def _retry(self, stream_ids: list[int], details: str) -> None:
+        """Streams the server says it never processed (REFUSED_STREAM, above a GOAWAY's
+        last-stream-id) go back to the front of the client's queue, once each, as grpc-core's
+        transparent retry sends them (gRFC A6): on a new stream, here or on a new connection.
+        A stream refused a second time fails UNAVAILABLE."""
+        again = []
+        for stream_id in stream_ids:
+            stream = self.streams.get(stream_id)
+            if stream is None:
+                continue
+            if stream.retried:
+                self._finish(stream_id, UNAVAILABLE, details)
+            else:
+                del self.streams[stream_id]
+                again.append(stream)
+        if again:
+            self.client.send_again(again)
 
     def _malformed(self, reason: str) -> None:
         self._broken(f"malformed HTTP/2 from the server: {reason}")
@@ -279,7 +373,7 @@ class _GrpcClientConnection(Http2Connection[_Stream]):
             return
         message = b""
         if stream.keep and code == OK:
-            message, problem = _message(b"".join(stream.chunks))
+            message, problem = _message(b"".join(stream.chunks), stream.encoding)
             if problem:
                 code, details = INTERNAL, problem
         _tell(stream.on_done, code, details, message)
@@ -297,13 +391,30 @@ class _GrpcClientConnection(Http2Connection[_Stream]):
         )
 
     def open_stream(
-        self, block: bytes, body: bytes, on_done: Answer, deadline: float, keep: bool
+        self,
+        block: bytes,
+        body: bytes,
+        on_done: Answer,
+        deadline: float,
+        keep: bool,
+        retried: bool = False,
     ) -> None:
         """Write one call: its header block, then as much of its message as the windows allow."""
         assert self.transport is not None
+        if self.peer_max_header_list < self.client.largest_header_list:
+            size = header_list_size(self.client.fields_of[block])
+            if size > self.peer_max_header_list:
+                _tell(
+                    on_done,
+                    RESOURCE_EXHAUSTED,
+                    f"the call's header list is {size} bytes, over the "
+                    f"{self.peer_max_header_list} the server accepts",
+                    b"",
+                )
+                return
         stream_id = self.next_id
         self.next_id += 2
-        stream = _Stream(on_done, deadline, keep, self.initial_window)
+        stream = _Stream(block, body, on_done, deadline, keep, retried, self.initial_window)
         self.streams[stream_id] = stream
         out = self.out
         if len(block) <= self.max_frame:
@@ -370,24 +481,70 @@ class _GrpcClientConnection(Http2Connection[_Stream]):
         if not self.streams and self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
+    # --- keepalive
+    def ping(self, timeout_s: float) -> None:
+        """A keepalive PING; unacknowledged after `timeout_s`, the connection is dead."""
+        if self.ping_due is not None or self.transport is None or self.transport.is_closing():
+            return
+        self.ping_due = payload = os.urandom(8)
+        self.transport.write(frame(PING, 0, 0, payload))
+        asyncio.get_running_loop().call_later(timeout_s, self._ping_expired, payload, timeout_s)
 
-def _message(body: bytes) -> tuple[bytes, str]:
-    """The one message of a unary answer's body, or what is wrong with the body."""
+    def _ping_acknowledged(self, payload: bytes) -> None:
+        if payload == self.ping_due:
+            self.ping_due = None
+
+    def _ping_expired(self, payload: bytes, timeout_s: float) -> None:
+        if self.ping_due != payload or self.transport is None:
+            return
+        # Its calls fail now, and the next calls go to a new connection; abort, not close:
+        # nothing buffered for a dead peer is worth waiting for.
+        self.going_away = True
+        self.fail_all(
+            UNAVAILABLE,
+            f"keepalive PING unanswered for {timeout_s:g} s: the connection is dead",
+        )
+        self.transport.abort()
+        self.client.connection_gone(self)
+
+
+def _message(body: bytes, encoding: bytes = b"") -> tuple[bytes, str]:
+    """The one message of a unary answer's body (decompressed if it came compressed), or what
+    is wrong with the body."""
     if len(body) < 5:
         return b"", "the server answered OK without a response message"
-    if body[0] != 0:
-        return b"", "a compressed response message (compression was not asked for)"
     size = int.from_bytes(body[1:5], "big")
     if len(body) != 5 + size:
         return b"", f"the response message is {len(body) - 5} bytes, its prefix says {size}"
-    return body[5:], ""
+    if body[0] == 0:
+        return body[5:], ""
+    wbits = _WBITS.get(encoding)
+    if body[0] != 1 or wbits is None:
+        said = encoding.decode("ascii", "replace") or "none"
+        return b"", f"a compressed response message whose grpc-encoding is {said}"
+    unpacker = zlib.decompressobj(wbits)
+    try:
+        message = unpacker.decompress(body[5:], MAX_MESSAGE)
+    except zlib.error as exc:
+        return b"", f"a {encoding.decode()} response message that does not decompress: {exc}"
+    if unpacker.unconsumed_tail or not unpacker.eof:
+        return b"", f"a {encoding.decode()} response message cut short or over {MAX_MESSAGE} bytes"
+    return message, ""
 
 
 class GrpcWire:
     """Unary calls to one method at host:port; `call` never blocks and never raises.
 
     Calls go on one HTTP/2 connection (as grpc.aio's channel does). When it is lost or the server
-    sends GOAWAY, the next call opens another; calls made meanwhile wait, in order.
+    sends GOAWAY, the next call opens another; calls made meanwhile wait, in order. Calls the
+    server never processed (REFUSED_STREAM, above a GOAWAY's last-stream-id) are sent again
+    once, as grpc-core does (`transparent_retries` counts them); their deadline stays the first
+    send's.
+
+    `compression` ("gzip", "deflate"): the requests say `grpc-encoding` (their messages must be
+    `framed(message, compression)`). `keepalive_s`: a PING every so often while calls are in
+    flight; one unanswered for `keepalive_timeout_s` fails the connection's calls (UNAVAILABLE)
+    and the next calls open a new one (grpc-core's keepalive_time / keepalive_timeout).
     """
 
     def __init__(
@@ -398,13 +555,22 @@ class GrpcWire:
         timeout_s: float,
         metadata: Sequence[tuple[str, str]] = (),
         ssl: ssl_module.SSLContext | None = None,
+        compression: str | None = None,
+        keepalive_s: float = 0.0,
+        keepalive_timeout_s: float = 20.0,
     ) -> None:
+        if compression is not None and compression not in COMPRESSIONS:
+            raise ValueError(f"gRPC compression {compression!r}: use one of {COMPRESSIONS}")
         self.host = host
         self.port = port
         self.timeout_s = timeout_s
         self.ssl = ssl
+        self.compression = compression
+        self.keepalive_s = keepalive_s
+        self.keepalive_timeout_s = keepalive_timeout_s
         self.sweep_s = _sweep_interval(timeout_s)
         self.waited = 0  # calls that had to wait before they were written
+        self.transparent_retries = 0  # calls sent again: the server never processed them
         authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._fields = [
             (":method", "POST"),
@@ -414,17 +580,24 @@ class GrpcWire:
             ("te", "trailers"),
             ("content-type", "application/grpc"),
             ("user-agent", "loadtest-grpc-wire"),
+            ("grpc-accept-encoding", ACCEPT_ENCODING),
+            *([("grpc-encoding", compression)] if compression else []),
             *metadata,
         ]
         self._blocks: dict[float, bytes] = {}
+        self.fields_of: dict[bytes, list[tuple[bytes, bytes]]] = {}  # each block's fields
+        self.largest_header_list = 0  # of the blocks built: a server limit below it is checked
         self.block = self._block(timeout_s)
         self._connection: _GrpcClientConnection | None = None  # where new calls go
         # with it, those still finishing calls
         self._open_connections: set[_GrpcClientConnection] = set()
         self._opening: asyncio.Task[None] | None = None
-        # (header block, message, on_done, keep, deadline, written), oldest first
-        self._waiting: deque[tuple[bytes, bytes, Answer, bool, float, Written | None]] = deque()
+        # (header block, message, on_done, keep, deadline, written, retried), oldest first
+        self._waiting: deque[tuple[bytes, bytes, Answer, bool, float, Written | None, bool]] = (
+            deque()
+        )
         self._sweeper: asyncio.TimerHandle | None = None
+        self._keepalive: asyncio.TimerHandle | None = None
         self._closed = False
 
     def _block(self, timeout_s: float) -> bytes:
@@ -436,12 +609,16 @@ class GrpcWire:
             fields = [*self._fields, ("grpc-timeout", grpc_timeout(timeout_s))]
             block = Encoder().encode([(n, v, True) for n, v in fields], huffman=True)
             self._blocks[timeout_s] = block
+            raw = [(n.encode(), v.encode()) for n, v in fields]
+            self.fields_of[block] = raw
+            self.largest_header_list = max(self.largest_header_list, header_list_size(raw))
         return block
 
     async def connect(self, timeout_s: float) -> None:
         """Open the connection and wait for the server's SETTINGS (raises OSError, TimeoutError)."""
         await asyncio.wait_for(self._open(), timeout_s)
         self._schedule_sweep()
+        self._schedule_keepalive()
 
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -480,6 +657,7 @@ class GrpcWire:
             raise ConnectionError("the server closed the connection as it opened it")
         self._connection = protocol
         self.slots_freed()
+        self._schedule_keepalive()
 
     def call(
         self,
@@ -506,7 +684,7 @@ class GrpcWire:
             connection.open_stream(block, message, on_done, deadline, keep)
             return
         self.waited += 1
-        self._waiting.append((block, message, on_done, keep, deadline, written))
+        self._waiting.append((block, message, on_done, keep, deadline, written, False))
         self._reopen_if_needed()
 
     async def unary(
@@ -527,13 +705,27 @@ class GrpcWire:
         """A stream ended or limits changed: write waiting calls while there is room."""
         connection = self._connection
         while self._waiting and connection is not None and connection.has_room():
-            block, message, on_done, keep, deadline, written = self._waiting.popleft()
+            block, message, on_done, keep, deadline, written, retried = self._waiting.popleft()
             if written is not None:
                 try:
                     written()
                 except Exception as exc:  # the caller's callback
                     _report(exc, "a gRPC call's written callback raised")
-            connection.open_stream(block, message, on_done, deadline, keep)
+            connection.open_stream(block, message, on_done, deadline, keep, retried)
+
+    def send_again(self, streams: list[_Stream]) -> None:
+        """Calls the server never processed, oldest first: sent again (once) ahead of the calls
+        waiting, on the current connection if it has room, else on the next one."""
+        if self._closed:
+            for stream in streams:
+                _tell(stream.on_done, CANCELLED, "client closed", b"")
+            return
+        self.transparent_retries += len(streams)
+        self._waiting.extendleft(
+            (s.block, s.body, s.on_done, s.keep, s.deadline, None, True) for s in reversed(streams)
+        )
+        self.slots_freed()
+        self._reopen_if_needed()
 
     def connection_gone(self, connection: _GrpcClientConnection, lost: bool = False) -> None:
         """No new calls on `connection` (GOAWAY, broken, lost); `lost`: no calls at all."""
@@ -587,12 +779,31 @@ class GrpcWire:
                 _tell(waiting[2], DEADLINE_EXCEEDED, "deadline exceeded (client)", b"")
         self._schedule_sweep()
 
+    # --- keepalive
+    def _schedule_keepalive(self) -> None:
+        if self.keepalive_s > 0 and not self._closed and self._keepalive is None:
+            self._keepalive = asyncio.get_running_loop().call_later(
+                self.keepalive_s, self._ping_busy_connections
+            )
+
+    def _ping_busy_connections(self) -> None:
+        """A PING on each connection with calls in flight (grpc-core's default: no PINGs on an
+        idle connection, which servers count as abuse)."""
+        self._keepalive = None
+        for connection in list(self._open_connections):
+            if connection.streams:
+                connection.ping(self.keepalive_timeout_s)
+        self._schedule_keepalive()
+
     def close(self) -> None:
         """Fail what is outstanding (CANCELLED) and close the connection."""
         self._closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
         if self._opening is not None:
             self._opening.cancel()
         while self._waiting:

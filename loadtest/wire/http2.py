@@ -35,6 +35,7 @@ HEADER_TABLE_SIZE, ENABLE_PUSH, MAX_CONCURRENT_STREAMS, INITIAL_WINDOW_SIZE, MAX
     4,
     5,
 )
+MAX_HEADER_LIST_SIZE = 6
 MAX_WINDOW = 2**31 - 1
 DEFAULT_WINDOW = 65_535
 DEFAULT_FRAME_SIZE = 16_384
@@ -47,6 +48,21 @@ FLOW_CONTROL_ERROR_CODE = 0x3
 REFUSED_STREAM_CODE = 0x7
 CANCEL_CODE = 0x8
 MAX_CACHED_BLOCKS = 64
+# A header list (RFC 9113 6.5.2: names + values + 32 per field) over this fails its own stream
+# (an end may advertise it as SETTINGS_MAX_HEADER_LIST_SIZE): hpack's own default limit.
+DEFAULT_MAX_HEADER_LIST = 65_536
+# Past these the connection goes (a COMPRESSION_ERROR): a header block is decoded whatever its
+# size, to keep the HPACK table in step, but not without bound.
+MAX_HEADER_BLOCK = 1 << 20  # compressed bytes of one block (HEADERS + CONTINUATIONs)
+MAX_DECODED_HEADER_LIST = 16 << 20  # what one block may decode to
+HEADER_FIELD_OVERHEAD = 32
+
+
+def header_list_size(fields: list[tuple[bytes, bytes]]) -> int:
+    """RFC 9113 6.5.2's size of a header list: what SETTINGS_MAX_HEADER_LIST_SIZE limits."""
+    return sum(len(name) + len(value) for name, value in fields) + HEADER_FIELD_OVERHEAD * len(
+        fields
+    )
 
 
 def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
@@ -88,16 +104,25 @@ class HeaderBlocks:
     Whether a block changed the table is read from the `hpack` table's size limit, entry count
     and newest entry (an insertion always puts a new entry first); `hpack` is pinned to 4.x.
     Decoding was ~half of the wire client's CPU per call without the cache (44 -> 22 µs).
+
+    Each block is decoded whole however large its list (hpack would stop partway at its own
+    64 KiB limit and leave the table half-updated, losing the connection), up to
+    MAX_DECODED_HEADER_LIST; the list's size comes with it, for the caller to fail one stream.
     """
 
     def __init__(self) -> None:
         self.decoder = Decoder()
-        self.cached: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        self.decoder.max_header_list_size = MAX_DECODED_HEADER_LIST
+        self.cached: dict[bytes, tuple[list[tuple[bytes, bytes]], int]] = {}
 
     def decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
-        fields = self.cached.get(block)
-        if fields is not None:
-            return fields
+        return self.decode_sized(block)[0]
+
+    def decode_sized(self, block: bytes) -> tuple[list[tuple[bytes, bytes]], int]:
+        """The block's fields and its header list size (`header_list_size`)."""
+        decoded = self.cached.get(block)
+        if decoded is not None:
+            return decoded
         table = self.decoder.header_table
         entries = table.dynamic_entries
         size, count, newest = table.maxsize, len(entries), entries[0] if entries else None
@@ -107,11 +132,12 @@ class HeaderBlocks:
             and len(entries) == count
             and (entries[0] if entries else None) is newest
         )
+        decoded = fields, header_list_size(fields)
         if not unchanged:
             self.cached.clear()
         elif len(self.cached) < MAX_CACHED_BLOCKS:
-            self.cached[block] = fields
-        return fields
+            self.cached[block] = decoded
+        return decoded
 
 
 class FlowControlled(Protocol):
@@ -143,6 +169,8 @@ class Http2Connection(asyncio.Protocol, Generic[S]):
         self.max_frame = DEFAULT_FRAME_SIZE  # the largest frame the peer takes
         self.received = 0  # DATA bytes since the connection window was last topped up
         self.header_block: tuple[int, int, list[bytes]] | None = None  # (stream, flags, parts)
+        self.header_block_size = 0  # bytes in `header_block` so far
+        self.max_header_list = DEFAULT_MAX_HEADER_LIST  # what this end takes on one stream
         self.out: list[bytes] = []  # frames to write at the end of this read
 
     # --- reading
@@ -190,12 +218,16 @@ class Http2Connection(asyncio.Protocol, Generic[S]):
             if flags & PRIORITY_FLAG:
                 payload = payload[5:]
             self.header_block = (stream_id, flags, [payload])
+            self.header_block_size = len(payload)
             if flags & END_HEADERS:
                 self._header_block_done()
         elif kind == CONTINUATION:
             if self.header_block is None or self.header_block[0] != stream_id:
                 raise ValueError("CONTINUATION without its HEADERS")
             self.header_block[2].append(payload)
+            self.header_block_size += len(payload)
+            if self.header_block_size > MAX_HEADER_BLOCK:
+                raise ValueError(f"a header block over {MAX_HEADER_BLOCK} bytes")
             if flags & END_HEADERS:
                 self._header_block_done()
         elif kind == SETTINGS:
@@ -217,6 +249,8 @@ class Http2Connection(asyncio.Protocol, Generic[S]):
         elif kind == PING:
             if not flags & ACK:
                 self.out.append(frame(PING, ACK, 0, payload))
+            else:
+                self._ping_acknowledged(payload)
         elif kind == RST_STREAM:
             self._reset_by_peer(stream_id, int.from_bytes(payload[:4], "big"))
         elif kind == GOAWAY:
@@ -229,8 +263,11 @@ class Http2Connection(asyncio.Protocol, Generic[S]):
         assert self.header_block is not None
         stream_id, flags, parts = self.header_block
         self.header_block = None
-        fields = self.blocks.decode(parts[0] if len(parts) == 1 else b"".join(parts))
-        self._headers(stream_id, flags, fields)
+        fields, size = self.blocks.decode_sized(parts[0] if len(parts) == 1 else b"".join(parts))
+        if size > self.max_header_list:
+            self._header_list_too_large(stream_id, flags, size)
+        else:
+            self._headers(stream_id, flags, fields)
 
     def _settings(self, payload: bytes) -> None:
         for offset in range(0, len(payload) - len(payload) % 6, 6):
@@ -286,6 +323,14 @@ class Http2Connection(asyncio.Protocol, Generic[S]):
 
     def _headers(self, stream_id: int, flags: int, fields: list[tuple[bytes, bytes]]) -> None:
         """A whole header block, decoded; `flags` are its HEADERS frame's."""
+
+    def _header_list_too_large(self, stream_id: int, flags: int, size: int) -> None:
+        """A header block (decoded, so the HPACK table is in step) whose list is over
+        `max_header_list`: by default the connection ends, as hpack's own limit would end it."""
+        raise ValueError(f"a header list of {size} bytes, over {self.max_header_list}")
+
+    def _ping_acknowledged(self, payload: bytes) -> None:
+        """The peer acknowledged a PING this end sent."""
 
     def _setting(self, key: int, value: int) -> None:
         """A setting other than the windows and the frame size."""
