@@ -36,6 +36,13 @@ class Scenario(str, enum.Enum):
 class Protocol(str, enum.Enum):
     GRPC = "grpc"
     HTTP = "http"
+    # gRPC ModelStreamInfer: the way to a decoupled (streaming, LLM) model; answers in parts.
+    GRPC_STREAM = "grpc-stream"
+
+    @property
+    def over_grpc(self) -> bool:
+        """Spoken to Triton's gRPC port (grpc and grpc-stream), else its HTTP port."""
+        return self is not Protocol.HTTP
 
 
 SETUP_TIMEOUT_S = 30.0
@@ -68,7 +75,11 @@ class TlsSettings:
 
 
 # Which URL schemes each protocol takes; TLS ones select TLS. A bare host:port takes --tls.
-_SCHEMES = {"grpc": ("grpc", "grpcs"), "http": ("http", "https")}
+_SCHEMES = {
+    "grpc": ("grpc", "grpcs"),
+    "http": ("http", "https"),
+    "grpc-stream": ("grpc", "grpcs"),
+}
 _TLS_SCHEMES = {"grpcs", "https"}
 
 
