@@ -24,10 +24,16 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from hdrh.histogram import HdrHistogram
 
 from loadtest.core.records import NO_COUNT, Records
 from loadtest.core.units import NS_PER_S
-from loadtest.rules.stats import LatencyStats, exact_percentile, latency_stats
+from loadtest.rules.stats import (
+    LOADGEN_PERCENTILES,
+    LatencyStats,
+    exact_percentile,
+    latency_stats,
+)
 
 SERVER_COUNT = "server num_output_tokens (summed over a query's responses)"
 RESPONSE_COUNT = "response count (the server sent no num_output_tokens)"
@@ -164,6 +170,23 @@ def token_figures(records: Records) -> TokenFigures | None:
     )
 
 
+def gap_stats(histogram: HdrHistogram) -> dict[str, int]:
+    """Count, min, mean, LoadGen's percentiles and max of an HDR histogram of gaps (ns; the
+    histogram's 3 significant digits, not exact): the inter-chunk latency (ITL)."""
+    count = int(histogram.get_total_count())
+    if not count:
+        return {"count": 0}
+    stats = {
+        "count": count,
+        "min_ns": int(histogram.get_min_value()),
+        "mean_ns": int(histogram.get_mean_value()),
+        "max_ns": int(histogram.get_max_value()),
+    }
+    for p in LOADGEN_PERCENTILES:
+        stats[f"p{p * 100:g}_ns".replace(".", "")] = int(histogram.get_value_at_percentile(p * 100))
+    return stats
+
+
 @dataclass(frozen=True)
 class TokenCheck:
     name: str
@@ -199,7 +222,7 @@ def token_checks(records: Records, bounds: TokenBounds) -> list[TokenCheck]:
             TokenCheck(
                 f"{tag} {name}",
                 value <= bound,
-                f"{value / 1e6:.3f} ms {relation} {bound / 1e6:g} ms{source}",
+                f"{tag} {name} {value / 1e6:.3f} ms {relation} {bound / 1e6:g} ms{source}",
             )
         )
     return checks
