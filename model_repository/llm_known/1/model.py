@@ -53,7 +53,7 @@ class TritonPythonModel:
         import json
 
         config = json.loads(args["model_config"])
-        self.base_ms = _parameter(config, "ttft_base_ms", 100.0)  # a
+        self.base_ms = _parameter(config, "ttft_base_ms", 250.0)  # a
         self.per_input_ms = _parameter(config, "ttft_per_input_token_ms", 2.0)  # b
         self.per_output_ms = _parameter(config, "ms_per_output_token", 20.0)  # c
 
