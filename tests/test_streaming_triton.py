@@ -142,5 +142,5 @@ def test_unary_grpc_refuses_a_decoupled_model_in_one_line(llm_triton):
         finally:
             await target.close()
 
-    with pytest.raises(TargetError, match="decoupled.*--protocol grpc-stream"):
+    with pytest.raises(TargetError, match=r"decoupled.*--protocol grpc-stream"):
         asyncio.run(open_unary())
