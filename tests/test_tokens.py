@@ -8,6 +8,10 @@ error, percentiles sorted[floor(n·p)], completed tokens/s = Σ n / the last com
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -218,3 +222,42 @@ def test_the_token_count_is_read_from_num_output_tokens():
     response.raw_output_contents.extend([b"\x03\x00\x00\x00abc", np.uint32(3).tobytes()])
     assert token_count(response) == 3
     assert token_count(service_pb2.ModelInferResponse(id="3")) is None
+
+
+def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "loadtest.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "160"},
+    )
+
+
+def test_a_streamed_run_reports_and_judges_its_tokens_end_to_end(tmp_path):
+    url = "fake://?servers=64&law=constant&service_ms=30&parts=6&part_ms=5"
+    result = _cli(
+        *("server", "--url", url, "--qps", "50", "--duration", "0.5", "--min-queries", "20"),
+        *("--target-latency", "500", "--ttft-bound", "20", "--mlperf-model", "llama2-70b"),
+        *("--output", str(tmp_path / "run")),
+    )
+    assert "TTFT from scheduled" in result.stdout and "completed tokens/s" in result.stdout
+    assert "✗ p99 TTFT" in result.stdout and "✓ p99 TPOT" in result.stdout  # 30 ms > 20 ms
+    tokens = json.loads((tmp_path / "run" / "result.json").read_text())["tokens"]
+    assert tokens["tokens"] == 6 * tokens["queries"] and tokens["token_source"] == SERVER_COUNT
+    assert tokens["ttft"]["min_ns"] >= 30 * MS and tokens["itl"]["count"] == 5 * tokens["queries"]
+    assert tokens["bounds"]["ttft_ns"] == 20 * MS and tokens["bounds"]["tpot_ns"] == 200 * MS
+    assert tokens["bounds"]["source"] == "--ttft-bound, MLPerf llama2-70b, mlperf.conf"
+    assert "scheduled" in tokens["origins"]["ttft"]
+    assert "num_output_tokens" in tokens["origins"]["tokens"]
+
+
+def test_an_unknown_mlperf_model_is_one_line():
+    result = _cli(
+        *("server", "--url", "fake://?parts=2", "--target-latency", "100"),
+        *("--mlperf-model", "nope"),
+        timeout=60,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in output
+    assert "--mlperf-model 'nope' is not one of" in output

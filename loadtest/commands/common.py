@@ -135,16 +135,15 @@ def token_bound_fields(
     for flag, given in (("--ttft-bound", ttft_ms), ("--tpot-bound", tpot_ms)):
         if given is not None and not given > 0:
             raise SettingsError(f"{flag} must be > 0 ms, got {given:g}")
+    flags = [
+        flag for flag, given in (("--ttft-bound", ttft_ms), ("--tpot-bound", tpot_ms)) if given
+    ]
     if ttft_ms is not None:
-        ttft_ns, source = (
-            int(ttft_ms * NS_PER_MS),
-            "--ttft-bound" + (f", {source}" if source else ""),
-        )
+        ttft_ns = int(ttft_ms * NS_PER_MS)
     if tpot_ms is not None:
-        tpot_ns, source = (
-            int(tpot_ms * NS_PER_MS),
-            "--tpot-bound" + (f", {source}" if source else ""),
-        )
+        tpot_ns = int(tpot_ms * NS_PER_MS)
+    if flags:
+        source = ", ".join(flags + ([source] if source else []))
     if not (ttft_ns or tpot_ns):
         return {}
     return {"ttft_bound_ns": ttft_ns, "tpot_bound_ns": tpot_ns, "token_bounds_source": source}
