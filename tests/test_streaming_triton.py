@@ -104,8 +104,10 @@ def test_the_meter_finds_the_known_answer_within_2_percent(llm_triton):
     assert np.median(np.abs(first_counted - C_MS * MS) / (C_MS * MS)) > 0.1
     # the figures' own TPOT percentiles are these per-query values (exact, LoadGen's index)
     assert abs(figures.tpot.p50_ns - np.sort(tpot.astype(np.int64))[count // 2]) <= 1
-    checks = token_checks(records, TokenBounds.of_mlperf_model("llama2-70b"))
-    assert all(check.passed for check in checks)
+    checks = {c.name: c for c in token_checks(records, TokenBounds.of_mlperf_model("llama2-70b"))}
+    assert checks["p99 TTFT"].passed and checks["p99 TPOT"].passed
+    assert checks["token counts"].passed
+    assert not checks["early stopping TTFT"].passed  # 24 queries < the 459 it needs
 
 
 def test_a_one_token_answer_is_flagged(llm_triton):

@@ -86,6 +86,22 @@ def test_percentiles_are_loadgens_index_over_queries():
     assert not checks["p99 TTFT"].passed and "100.000 ms" in checks["p99 TTFT"].detail
     assert checks["p99 TPOT"].passed  # every TPOT is exactly 1 ms
     assert checks["token counts"].passed
+    # early stopping on each array: 100 queries are too few at p99 even with none over
+    assert not checks["early stopping TPOT"].passed
+    assert "459 needed" in checks["early stopping TPOT"].detail
+
+
+def test_early_stopping_runs_on_ttft_and_on_tpot_separately():
+    n = 500
+    ttft = np.full(n, 50 * MS)
+    ttft[:3] = 500 * MS  # three TTFTs over the bound, every TPOT under its own
+    records = _records(np.zeros(n), np.zeros(n), ttft, ttft + 90 * MS, np.full(n, 10), np.ones(n))
+    checks = {c.name: c for c in token_checks(records, TokenBounds(100 * MS, 20 * MS))}
+    assert checks["p99 TTFT"].passed  # sorted[495] is 50 ms
+    assert not checks["early stopping TTFT"].passed and "3 over" in (
+        checks["early stopping TTFT"].detail
+    )
+    assert checks["early stopping TPOT"].passed
 
 
 def test_a_one_token_answer_is_flagged_and_has_no_tpot():

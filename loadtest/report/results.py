@@ -294,6 +294,7 @@ def token_bounds_of(settings: ScenarioSettings) -> TokenBounds:
             settings.tpot_bound_ns,
             settings.percentile,
             settings.token_bounds_source,
+            settings.early_stopping_confidence,
         )
     return TokenBounds()
 

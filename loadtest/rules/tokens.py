@@ -10,6 +10,8 @@ logging.cc, results.cc; docs/STREAMING.md quotes the lines):
   n_tokens ≤ 1 has no TPOT and is an error, as LoadGen's "Number of tokens need to be greater
   than 1";
 - percentiles over queries, sorted[floor(n·p)] (rules/stats.py);
+- early stopping run on the TTFT array and on the TPOT array, each with its bound (results.cc:
+  both must pass), confidence 0.99, tolerance 0;
 - completed tokens per second = Σ n_tokens / the last completion's time (t = 0 is the first due
   time, as LoadGen's start);
 - tokens per chunk: one streamed response is not one token (a server may send many per response).
@@ -34,6 +36,7 @@ from loadtest.rules.stats import (
     exact_percentile,
     latency_stats,
 )
+from loadtest.rules.validity import server_early_stopping
 
 SERVER_COUNT = "server num_output_tokens (summed over a query's responses)"
 RESPONSE_COUNT = "response count (the server sent no num_output_tokens)"
@@ -66,6 +69,7 @@ class TokenBounds:
     tpot_ns: int = 0
     percentile: float = 0.99
     source: str = ""
+    confidence: float = 0.99  # early stopping's (LoadGen: 0.99, tolerance 0)
 
     @classmethod
     def of_mlperf_model(cls, key: str) -> TokenBounds:
@@ -216,6 +220,8 @@ def token_checks(records: Records, bounds: TokenBounds) -> list[TokenCheck]:
             checks.append(TokenCheck(f"{tag} {name}", False, "no query to measure it on"))
             continue
         value = exact_percentile(np.sort(values), bounds.percentile)
+        over = int((values > bound).sum())
+        stopping = server_early_stopping(len(values), over, bounds.percentile, bounds.confidence)
         source = f" ({bounds.source})" if bounds.source else ""
         relation = "≤" if value <= bound else ">"
         checks.append(
@@ -223,6 +229,15 @@ def token_checks(records: Records, bounds: TokenBounds) -> list[TokenCheck]:
                 f"{tag} {name}",
                 value <= bound,
                 f"{tag} {name} {value / 1e6:.3f} ms {relation} {bound / 1e6:g} ms{source}",
+            )
+        )
+        checks.append(
+            TokenCheck(
+                f"early stopping {name}",
+                stopping.passed,
+                f"early stopping on {name}: {len(values)} queries, {over} over {bound / 1e6:g} ms"
+                + ("" if stopping.passed else f", {stopping.min_queries_needed} needed")
+                + f" ({tag}, {bounds.confidence * 100:g} % confidence; LoadGen runs it on each)",
             )
         )
     return checks
