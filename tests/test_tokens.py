@@ -266,6 +266,18 @@ def test_a_streamed_run_reports_and_judges_its_tokens_end_to_end(tmp_path):
     assert tokens["bounds"]["source"] == "--ttft-bound, MLPerf llama2-70b, mlperf.conf"
     assert "scheduled" in tokens["origins"]["ttft"]
     assert "num_output_tokens" in tokens["origins"]["tokens"]
+    summary = (tmp_path / "run" / "mlperf_log_summary.txt").read_text()
+    rate = f"{tokens['completed_tokens_per_s']:.2f}"
+    assert any(
+        line.startswith("Completed tokens per second") and line.endswith(rate)
+        for line in summary.splitlines()
+    )
+    p99 = str(tokens["ttft"]["p99_ns"])
+    assert any(
+        "99.00 percentile first token latency (ns)" in line and line.endswith(p99)
+        for line in summary.splitlines()
+    )
+    assert "percentile time to output token (ns)" in summary
 
 
 def test_an_unknown_mlperf_model_is_one_line():

@@ -325,4 +325,5 @@ def render_summary_text(report: RunReport) -> str:
         summary=report.summary,
         verdict=report.verdict,
         test_parameters=report.settings.test_parameters(),
+        tokens=report.tokens,
     )
