@@ -11,6 +11,7 @@ token would miss.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -146,3 +147,48 @@ def test_unary_grpc_refuses_a_decoupled_model_in_one_line(llm_triton):
 
     with pytest.raises(TargetError, match=r"decoupled.*--protocol grpc-stream"):
         asyncio.run(open_unary())
+
+
+def test_the_model_stops_a_cancelled_request(llm_triton):
+    """Closing the stream mid-answer cancels its requests; llm_known stops at the next token
+    (and logs it) instead of generating the rest unseen."""
+
+    async def cancel_mid_answer():
+        target = TritonStreamTarget(llm_triton.grpc_url, "llm_known")
+        await target.open()
+        await target.prepare([_sample(b"one two", 3), _sample(b"one two", 200)])
+        answer = asyncio.get_running_loop().create_future()
+        target.start_parts(1, _Ended(answer))
+        await asyncio.sleep(0.5)  # a few tokens in
+        await target.close()
+        return await answer
+
+    error = asyncio.run(cancel_mid_answer())
+    assert error is not None  # the query never completed
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if "llm_known: cancelled after" in llm_triton.log_path.read_text(errors="replace"):
+            break
+        time.sleep(0.1)
+    log = llm_triton.log_path.read_text(errors="replace")
+    assert "llm_known: cancelled after" in log and "of 200 tokens" in log
+
+
+class _Ended:
+    """A Parts that resolves a future with the query's end."""
+
+    def __init__(self, future: asyncio.Future) -> None:
+        self.future = future
+
+    def first(self) -> None:
+        pass
+
+    def part(self) -> None:
+        pass
+
+    def final(self, count: int | None) -> None:
+        pass
+
+    def done(self, error: str | None) -> None:
+        if not self.future.done():
+            self.future.set_result(error)

@@ -84,6 +84,7 @@ class TritonPythonModel:
             await asyncio.sleep(max(0.0, first + k * self.per_output_ms / 1000.0 - loop.time()))
             if sender.is_cancelled():
                 sender.send(flags=FINAL)
+                pb_utils.Logger.log_info(f"llm_known: cancelled after {k} of {max_tokens} tokens")
                 return
             last = k == max_tokens - 1
             if stream:
