@@ -26,6 +26,7 @@ from loadtest.engine.samples import random_samples
 from loadtest.errors import TargetError
 from loadtest.rules.tokens import SERVER_COUNT, TokenBounds, token_checks, token_figures
 from loadtest.targets.triton_grpc import TritonGrpcTarget
+from loadtest.targets.triton_http import TritonHttpTarget
 from loadtest.targets.triton_stream import TritonStreamTarget
 
 pytestmark = pytest.mark.triton
@@ -137,9 +138,13 @@ def test_timeout_counts_a_timeout_and_later_queries_still_stream(llm_triton):
     assert records.ok[~slow].all() and (records.final_count[~slow] == 2).all()
 
 
-def test_unary_grpc_refuses_a_decoupled_model_in_one_line(llm_triton):
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_unary_protocols_refuse_a_decoupled_model_in_one_line(llm_triton, protocol):
     async def open_unary():
-        target = TritonGrpcTarget(llm_triton.grpc_url, "llm_known")
+        if protocol == "grpc":
+            target = TritonGrpcTarget(llm_triton.grpc_url, "llm_known")
+        else:
+            target = TritonHttpTarget(llm_triton.http_url, "llm_known")
         try:
             await target.open()
         finally:
