@@ -198,3 +198,25 @@ class _Ended:
     def done(self, error: str | None) -> None:
         if not self.future.done():
             self.future.set_result(error)
+
+
+def test_a_timed_out_request_is_cancelled_on_the_server(llm_triton):
+    """--timeout: the query is a timeout, its stream retired and cancelled once nothing else is
+    on it, so the model stops generating it; the next query streams on a new stream."""
+
+    async def time_out():
+        target = TritonStreamTarget(llm_triton.grpc_url, "llm_known", timeout_s=0.5)
+        await target.open()
+        await target.prepare([_sample(b"one two", 3), _sample(b"one two three", 150)])
+        answer = asyncio.get_running_loop().create_future()
+        target.start_parts(1, _Ended(answer))
+        error = await answer
+        await asyncio.sleep(0.5)  # the target still open: only the timeout can cancel it
+        log = llm_triton.log_path.read_text(errors="replace")
+        after = await target.infer(0)
+        await target.close()
+        return error, log, after
+
+    error, log, after = asyncio.run(time_out())
+    assert error == "timeout" and after is None
+    assert len([line for line in log.splitlines() if "of 150 tokens" in line]) == 1

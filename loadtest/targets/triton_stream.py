@@ -18,9 +18,10 @@ written again replaces the earlier value), then grpc.aio writes it, stamping the
 
 Errors: a response with an `error_message` is that query's error ("grpc stream: ..."); a stream
 that ends or breaks fails every query still on it, and the next query opens a new one. The
-per-query deadline (--timeout) counts the query as "timeout" and drops its later responses; a
+per-query deadline (--timeout) counts the query as "timeout" and drops its later responses. A
 request cannot be cancelled alone on a shared stream (cancelling the call cancels them all), so
-the server finishes it unseen (docs/STREAMING.md: what is left).
+a timeout retires the stream: new queries open the next one, and the retired stream is cancelled
+once its other queries are over, which cancels the timed-out request on the server too.
 """
 
 from __future__ import annotations
@@ -117,6 +118,16 @@ class _Query:
     count: int | None = None
 
 
+class _Stream:
+    """One ModelStreamInfer call: what it sends, its reader, the queries in flight on it."""
+
+    def __init__(self, outbox: asyncio.Queue[_Send | None], call: grpc.aio.StreamStreamCall):
+        self.outbox = outbox
+        self.call = call
+        self.reader: asyncio.Task[None] | None = None
+        self.pending: dict[str, _Query] = {}
+
+
 class TritonStreamTarget:
     """Triton gRPC ModelStreamInfer: one multiplexed stream, queries demultiplexed by id."""
 
@@ -145,9 +156,8 @@ class TritonStreamTarget:
         self.decoupled = False
         self._wire: list[bytes] = []
         self._next_id = 0
-        self._pending: dict[str, _Query] = {}
-        self._outbox: asyncio.Queue[_Send | None] | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._current: _Stream | None = None  # where new queries go
+        self._streams: set[_Stream] = set()  # every open stream (retired ones until they end)
 
     @property
     def description(self) -> str:
@@ -232,11 +242,11 @@ class TritonStreamTarget:
         request.parameters[EMPTY_FINAL_PARAMETER].bool_param = True
         return bytes(request.SerializeToString())
 
-    # -- the stream --------------------------------------------------------------------------
-    def _stream(self) -> asyncio.Queue[_Send | None]:
-        """The open stream's outbox, opening the stream (and its reader) if there is none."""
-        if self._outbox is not None:
-            return self._outbox
+    # -- the streams -------------------------------------------------------------------------
+    def _stream(self) -> _Stream:
+        """The stream new queries go on, opened (with its reader) if there is none."""
+        if self._current is not None:
+            return self._current
         assert self._client is not None, "open() first"
         outbox: asyncio.Queue[_Send | None] = asyncio.Queue()
         method = self._client._channel.stream_stream(
@@ -244,16 +254,17 @@ class TritonStreamTarget:
             request_serializer=_write_now,
             response_deserializer=service_pb2.ModelStreamInferResponse.FromString,
         )
-        call = method(_requests(outbox), metadata=self._metadata)
-        self._outbox = outbox
-        self._reader = asyncio.get_running_loop().create_task(self._read(call, outbox))
-        return outbox
+        stream = _Stream(outbox, method(_requests(outbox), metadata=self._metadata))
+        stream.reader = asyncio.get_running_loop().create_task(self._read(stream))
+        self._streams.add(stream)
+        self._current = stream
+        return stream
 
-    async def _read(self, call: grpc.aio.StreamStreamCall, outbox: asyncio.Queue) -> None:
+    async def _read(self, stream: _Stream) -> None:
         kind = "grpc stream: the stream ended"
         try:
-            async for response in call:
-                self._answered(response)
+            async for response in stream.call:
+                self._answered(stream, response)
         except grpc.aio.AioRpcError as exc:
             name = exc.code().name if exc.code() else "error"
             details = exc.details() or ""
@@ -262,22 +273,23 @@ class TritonStreamTarget:
             kind = "grpc stream: closed"
             raise
         finally:
-            if self._outbox is outbox:
-                self._outbox = None
-            outbox.put_nowait(None)
-            failed, self._pending = self._pending, {}
+            self._streams.discard(stream)
+            if self._current is stream:
+                self._current = None
+            stream.outbox.put_nowait(None)
+            failed, stream.pending = stream.pending, {}
             for query in failed.values():
                 if query.deadline is not None:
                     query.deadline.cancel()
                 query.parts.done(kind)
 
-    def _answered(self, message: service_pb2.ModelStreamInferResponse) -> None:
+    def _answered(self, stream: _Stream, message: service_pb2.ModelStreamInferResponse) -> None:
         response = message.infer_response
-        query = self._pending.get(response.id)
+        query = stream.pending.get(response.id)
         if query is None:
             return  # a query already over (timed out): its late responses are dropped
         if message.error_message:
-            self._end(response.id, query, error_kind("grpc stream", message.error_message))
+            self._end(stream, response.id, query, error_kind("grpc stream", message.error_message))
             return
         if response.outputs:  # an empty final response carries no part
             query.parts.part()
@@ -287,31 +299,42 @@ class TritonStreamTarget:
         final = response.parameters.get(FINAL_PARAMETER)
         if final is not None and final.bool_param:
             query.parts.final(query.count)
-            self._end(response.id, query, None)
+            self._end(stream, response.id, query, None)
 
-    def _end(self, request_id: str, query: _Query, error: str | None) -> None:
-        del self._pending[request_id]
+    def _end(self, stream: _Stream, request_id: str, query: _Query, error: str | None) -> None:
+        del stream.pending[request_id]
         if query.deadline is not None:
             query.deadline.cancel()
         query.parts.done(error)
+        if stream is not self._current and not stream.pending:
+            # A retired stream whose live queries are all over: cancelling it cancels the
+            # timed-out requests still running on the server (Triton cancels a cancelled
+            # stream's requests; a model honouring is_cancelled() stops them).
+            stream.call.cancel()
 
-    def _expired(self, request_id: str) -> None:
-        query = self._pending.get(request_id)
-        if query is not None:
-            query.deadline = None
-            self._end(request_id, query, TIMEOUT)
+    def _expired(self, stream: _Stream, request_id: str) -> None:
+        """--timeout: the query is a timeout now. A request cannot be cancelled alone on a shared
+        stream, so the stream is retired (new queries open the next one) and cancelled as soon
+        as its other queries are over."""
+        query = stream.pending.get(request_id)
+        if query is None:
+            return
+        query.deadline = None
+        if self._current is stream:
+            self._current = None
+        self._end(stream, request_id, query, TIMEOUT)
 
     def start_parts(self, sample_index: int, parts: Parts, written: Written | None = None) -> None:
-        outbox = self._stream()
+        stream = self._stream()
         self._next_id += 1
         request_id = str(self._next_id)
         deadline = (
-            asyncio.get_running_loop().call_later(self.timeout_s, self._expired, request_id)
+            asyncio.get_running_loop().call_later(self.timeout_s, self._expired, stream, request_id)
             if self.timeout_s > 0
             else None
         )
-        self._pending[request_id] = _Query(parts, deadline)
-        outbox.put_nowait(_Send(self._wire[sample_index] + id_field(request_id), written))
+        stream.pending[request_id] = _Query(parts, deadline)
+        stream.outbox.put_nowait(_Send(self._wire[sample_index] + id_field(request_id), written))
 
     def start_infer(self, sample_index: int, done: Done, written: Written | None = None) -> None:
         raise NotImplementedError("the gRPC stream target answers in parts (start_parts)")
@@ -345,13 +368,16 @@ class TritonStreamTarget:
         raise TargetError(f"--shared-memory {kind.value} is not offered on the gRPC stream")
 
     async def close(self) -> None:
-        if self._outbox is not None:
-            self._outbox.put_nowait(None)
-            self._outbox = None
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
-            self._reader = None
+        self._current = None
+        streams, self._streams = list(self._streams), set()
+        for stream in streams:
+            stream.outbox.put_nowait(None)
+            if stream.reader is not None:
+                stream.reader.cancel()
+        await asyncio.gather(
+            *(stream.reader for stream in streams if stream.reader is not None),
+            return_exceptions=True,
+        )
         if self._client is not None:
             await self._client.close()
             self._client = None
