@@ -42,6 +42,7 @@ from loadtest.report.results import (
     run_files,
 )
 from loadtest.report.terminal import render_report
+from loadtest.rules.tokens import MLPERF_TOKEN_BOUNDS_MS, TokenBounds
 from loadtest.rules.validity import Verdict
 from loadtest.scenarios import run as run_module
 from loadtest.scenarios.run import Play, run_scenario
@@ -116,6 +117,36 @@ def target_latency_ns(model: str, given_ms: float | None) -> int:
         f"model {model!r} is not in the benchmark suite, so it has no MLPerf target latency: "
         "pass --target-latency MS"
     )
+
+
+def token_bound_fields(
+    ttft_ms: float | None, tpot_ms: float | None, mlperf_model: str | None
+) -> dict[str, Any]:
+    """ServerSettings' token bounds: --mlperf-model's (mlperf.conf), each replaced by
+    --ttft-bound / --tpot-bound when given; no fields when none is asked for."""
+    ttft_ns = tpot_ns = 0
+    source = ""
+    if mlperf_model is not None:
+        if mlperf_model not in MLPERF_TOKEN_BOUNDS_MS:
+            keys = ", ".join(MLPERF_TOKEN_BOUNDS_MS)
+            raise SettingsError(f"--mlperf-model {mlperf_model!r} is not one of: {keys}")
+        bounds = TokenBounds.of_mlperf_model(mlperf_model)
+        ttft_ns, tpot_ns, source = bounds.ttft_ns, bounds.tpot_ns, bounds.source
+    for flag, given in (("--ttft-bound", ttft_ms), ("--tpot-bound", tpot_ms)):
+        if given is not None and not given > 0:
+            raise SettingsError(f"{flag} must be > 0 ms, got {given:g}")
+    flags = [
+        flag for flag, given in (("--ttft-bound", ttft_ms), ("--tpot-bound", tpot_ms)) if given
+    ]
+    if ttft_ms is not None:
+        ttft_ns = int(ttft_ms * NS_PER_MS)
+    if tpot_ms is not None:
+        tpot_ns = int(tpot_ms * NS_PER_MS)
+    if flags:
+        source = ", ".join(flags + ([source] if source else []))
+    if not (ttft_ns or tpot_ns):
+        return {}
+    return {"ttft_bound_ns": ttft_ns, "tpot_bound_ns": tpot_ns, "token_bounds_source": source}
 
 
 def say(text: str) -> None:

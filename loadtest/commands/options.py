@@ -353,3 +353,30 @@ SameSampleOption = Annotated[
         "cache: INVALID.",
     ),
 ]
+# A streamed (LLM) run's token bounds (rules/tokens.py), held at --percentile.
+TtftBoundOption = Annotated[
+    float | None,
+    typer.Option(
+        "--ttft-bound",
+        parser=finite_float,
+        help="Bound (ms) on time to first token from the scheduled time, at --percentile, for a "
+        "model that streams (--protocol grpc-stream).",
+    ),
+]
+TpotBoundOption = Annotated[
+    float | None,
+    typer.Option(
+        "--tpot-bound",
+        parser=finite_float,
+        help="Bound (ms) on time per output token, (e2e − TTFT)/(n_tokens − 1) per query, at "
+        "--percentile, for a model that streams.",
+    ),
+]
+MlperfModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--mlperf-model",
+        help="Take --ttft-bound and --tpot-bound from MLPerf's mlperf.conf for this model key "
+        "(llama2-70b, llama3_1-8b, deepseek-r1, ... ; docs/STREAMING.md has the table).",
+    ),
+]

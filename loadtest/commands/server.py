@@ -42,6 +42,9 @@ def server(
     client: groups.Client,
     checks: groups.Checks,
     access: groups.Access,
+    ttft_bound: options.TtftBoundOption = None,
+    tpot_bound: options.TpotBoundOption = None,
+    mlperf_model: options.MlperfModelOption = None,
 ) -> None:
     """Run the MLPerf Server scenario: Poisson arrivals at --qps, latency from scheduled time."""
     settings = ServerSettings(
@@ -55,6 +58,7 @@ def server(
         keep_records=output.records,
         late_threshold_ns=int(late_threshold * NS_PER_MS),
         **checks.settings_fields(mlperf),
+        **common.token_bound_fields(ttft_bound, tpot_bound, mlperf_model),
     )
     flags = groups.target_flags(model, endpoint, samples, access, client.shared_memory)
     common.execute(

@@ -36,6 +36,13 @@ class Scenario(str, enum.Enum):
 class Protocol(str, enum.Enum):
     GRPC = "grpc"
     HTTP = "http"
+    # gRPC ModelStreamInfer: the way to a decoupled (streaming, LLM) model; answers in parts.
+    GRPC_STREAM = "grpc-stream"
+
+    @property
+    def over_grpc(self) -> bool:
+        """Spoken to Triton's gRPC port (grpc and grpc-stream), else its HTTP port."""
+        return self is not Protocol.HTTP
 
 
 SETUP_TIMEOUT_S = 30.0
@@ -68,7 +75,11 @@ class TlsSettings:
 
 
 # Which URL schemes each protocol takes; TLS ones select TLS. A bare host:port takes --tls.
-_SCHEMES = {"grpc": ("grpc", "grpcs"), "http": ("http", "https")}
+_SCHEMES = {
+    "grpc": ("grpc", "grpcs"),
+    "http": ("http", "https"),
+    "grpc-stream": ("grpc", "grpcs"),
+}
 _TLS_SCHEMES = {"grpcs", "https"}
 
 
@@ -231,6 +242,11 @@ class ServerSettings:
     same_sample: bool = False  # --same-sample: the cache check after the run
     # When queries are due (core/arrivals.py); schedule_seed draws it and deals it to shards
     arrival_law: ArrivalLaw = POISSON
+    # A streamed (LLM) run's token bounds at `percentile` (rules/tokens.py; 0 = none): time to
+    # first token from the scheduled time, and time per output token; whose they are.
+    ttft_bound_ns: int = 0
+    tpot_bound_ns: int = 0
+    token_bounds_source: str = ""
     scenario: Scenario = field(default=Scenario.SERVER, init=False)
 
     @property
@@ -263,6 +279,8 @@ class ServerSettings:
         _check_client_lag_fraction(self.client_lag_fraction)
         _check_error_budget(self.error_budget)
         _check_output_rate(self.check_outputs)
+        if self.ttft_bound_ns < 0 or self.tpot_bound_ns < 0:
+            raise SettingsError("--ttft-bound and --tpot-bound must be > 0 ms")
         expected = self.qps * max(self.min_duration_ns / NS_PER_S, 0)
         if max(expected, self.min_query_count) > 50_000_000:
             raise SettingsError(

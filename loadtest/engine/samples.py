@@ -82,8 +82,9 @@ def _random_tensor(
         return _random_text(shape, value_range, rng)
     if dtype.kind == "f":
         return rng.standard_normal(shape).astype(dtype)
-    if dtype.kind == "b":
-        return rng.integers(0, 2, size=shape).astype(bool)
+    if dtype.kind == "b":  # its range, if the model states one ("1,2" = always true), in [0, 2)
+        low, high = max(0, value_range[0]), min(2, value_range[1])
+        return rng.integers(low, high, size=shape).astype(bool)
     low, high = value_range
     return rng.integers(low, high, size=shape).astype(dtype)
 

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 
 from loadtest.core.units import NS_PER_S, ns_to_s
 from loadtest.rules.stats import LatencyStats, Summary
+from loadtest.rules.tokens import TokenFigures
 from loadtest.rules.validity import (
     CLIENT_KEPT_UP,
     EARLY_STOPPING,
@@ -66,6 +67,33 @@ def _latency_lines(stats: LatencyStats) -> list[str]:
     ]
     for percentile, value in stats.percentiles().items():
         lines.append(_line(f"{percentile * 100:.2f} percentile latency (ns)", value))
+    return lines
+
+
+def _token_lines(scenario: str, tokens: TokenFigures) -> list[str]:
+    """LoadGen's token lines under Additional Stats (results.cc, `use_token_latencies`): the
+    token rate, then first-token latency and time per output token (min, max, mean,
+    percentiles); "time to output token" is LoadGen's own wording of the TPOT percentile lines."""
+    label = "Tokens per second" if scenario == "Offline" else "Completed tokens per second"
+    lines = ["", _line(label, f"{tokens.completed_tokens_per_s:.2f}")]
+    if scenario == "Offline":
+        return lines
+    ttft, tpot = tokens.ttft, tokens.tpot
+    lines += [
+        _line("Min First Token latency (ns)", ttft.min_ns),
+        _line("Max First Token latency (ns)", ttft.max_ns),
+        _line("Mean First Token latency (ns)", ttft.mean_ns),
+    ]
+    for percentile, value in ttft.percentiles().items():
+        lines.append(_line(f"{percentile * 100:.2f} percentile first token latency (ns)", value))
+    lines += [
+        "",
+        _line("Min Time per Output Token (ns)", tpot.min_ns),
+        _line("Max Time per Output Token (ns)", tpot.max_ns),
+        _line("Mean Time per Output Token (ns)", tpot.mean_ns),
+    ]
+    for percentile, value in tpot.percentiles().items():
+        lines.append(_line(f"{percentile * 100:.2f} percentile time to output token (ns)", value))
     return lines
 
 
@@ -164,6 +192,7 @@ def render_mlperf_summary(
     verdict: Verdict,
     test_parameters: Mapping[str, object],
     mode: str = "PerformanceOnly",
+    tokens: TokenFigures | None = None,
 ) -> str:
     """The summary text. `scenario` is LoadGen's name: Server, Offline, SingleStream, MultiStream.
 
@@ -205,6 +234,8 @@ def render_mlperf_summary(
         lines.append(early_stopping)
 
     lines += _additional_stats(entry, summary)
+    if tokens is not None:
+        lines += _token_lines(scenario, tokens)
     lines += _loadtest_stats(entry, summary)
     lines += _heading("Test Parameters Used")
     lines += [_parameter_line(key, value) for key, value in test_parameters.items()]

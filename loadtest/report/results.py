@@ -29,16 +29,24 @@ from typing import Any
 import numpy as np
 
 from loadtest.core.secrets import Secret, redact_url
-from loadtest.core.settings import ScenarioSettings, TargetSettings
+from loadtest.core.settings import ScenarioSettings, ServerSettings, TargetSettings
 from loadtest.core.target import Target
 from loadtest.core.units import s_to_us
 from loadtest.engine.measurement import Measurement
+from loadtest.engine.selfmeasure import PART_GAP
 from loadtest.observe.observer import ServerSide
 from loadtest.report.mlperf_summary import render_mlperf_summary
 from loadtest.report.outputs import stamp, write_atomically
 from loadtest.rules.cache_check import CacheCheck
 from loadtest.rules.output_check import OutputCheck
-from loadtest.rules.stats import Summary, Timeline, timeline
+from loadtest.rules.stats import Summary, Timeline, decode_histograms, timeline
+from loadtest.rules.tokens import (
+    TokenBounds,
+    TokenFigures,
+    gap_stats,
+    token_checks,
+    token_figures,
+)
 from loadtest.rules.validity import (
     CACHED,
     NO_RESPONSE_CACHE,
@@ -59,6 +67,10 @@ EMBEDDED_BACKEND = (
     "Triton's Python backend stub), not Triton's native C++ ONNX Runtime backend"
 )
 
+TOKEN_ADVICE = (
+    "Lower --qps until p99 time to first token and time per output token hold their bounds; "
+    "an answer of one token has no TPOT (ask for more tokens: max_tokens)."
+)
 SCHEMA = "loadtest.result"
 SCHEMA_VERSION = 1
 __all__ = ["write_atomically"]  # re-exported: report/outputs.py holds it
@@ -134,6 +146,8 @@ class RunReport:
     timeline: Timeline | None = None  # per second, from the records (written with or without them)
     output_check: OutputCheck | None = None  # --check-outputs
     cache_check: CacheCheck | None = None  # --same-sample
+    tokens: TokenFigures | None = None  # an answer in parts (streamed, LLM): rules/tokens.py
+    token_bounds: TokenBounds | None = None
 
     @classmethod
     def from_measurement(
@@ -160,6 +174,14 @@ class RunReport:
             verdict = with_check(
                 verdict, Check(NO_RESPONSE_CACHE, passed, cache_check.detail(), advice)
             )
+        records = measurement.outcome.records
+        tokens = token_figures(records)
+        bounds = None
+        if tokens is not None:
+            bounds = token_bounds_of(settings)
+            for check in token_checks(records, bounds):
+                advice = "" if check.passed else TOKEN_ADVICE
+                verdict = with_check(verdict, Check(check.name, check.passed, check.detail, advice))
         return cls(
             settings=settings,
             requested_target=requested,
@@ -173,6 +195,8 @@ class RunReport:
             timeline=timeline(measurement.outcome.records),
             output_check=output_check,
             cache_check=cache_check,
+            tokens=tokens,
+            token_bounds=bounds,
         )
 
     @classmethod
@@ -231,6 +255,8 @@ class RunReport:
             result["output_check"] = self.output_check.to_dict()
         if self.cache_check is not None:
             result["cache_check"] = self.cache_check.to_dict()
+        if self.tokens is not None:
+            result["tokens"] = self._tokens_json()
         if self.settings.keep_records:
             records = outcome.records
             result["records"] = {
@@ -239,6 +265,38 @@ class RunReport:
                 "columns": records.to_columns(),
             }
         return result
+
+    def inter_chunk_gaps(self) -> dict[str, int] | None:
+        """The gaps between consecutive responses of one answer (ITL), from the merged HDR
+        histogram (3 significant digits, not exact); None without one."""
+        client = self.measurement.client
+        encoded = client.histograms.get(PART_GAP, "") if client is not None else ""
+        return gap_stats(decode_histograms([encoded])) if encoded else None
+
+    def _tokens_json(self) -> dict[str, Any]:
+        assert self.tokens is not None
+        figures = self.tokens.to_json()
+        itl = self.inter_chunk_gaps()
+        figures["itl"] = itl
+        figures["origins"]["itl"] = (
+            "gaps between consecutive responses of one answer, HDR histogram (3 significant "
+            "digits), merged over workers"
+        )
+        figures["bounds"] = self.token_bounds.to_json() if self.token_bounds else None
+        return figures
+
+
+def token_bounds_of(settings: ScenarioSettings) -> TokenBounds:
+    """The run's token bounds (a Server run's --ttft-bound/--tpot-bound or --mlperf-model)."""
+    if isinstance(settings, ServerSettings):
+        return TokenBounds(
+            settings.ttft_bound_ns,
+            settings.tpot_bound_ns,
+            settings.percentile,
+            settings.token_bounds_source,
+            settings.early_stopping_confidence,
+        )
+    return TokenBounds()
 
 
 RUN_FILES = ("result.json", "mlperf_log_summary.txt")
@@ -267,4 +325,5 @@ def render_summary_text(report: RunReport) -> str:
         summary=report.summary,
         verdict=report.verdict,
         test_parameters=report.settings.test_parameters(),
+        tokens=report.tokens,
     )

@@ -173,6 +173,38 @@ def left_out_caption(summary: Summary, bounded: bool) -> str:
     )
 
 
+def render_tokens(console: Console, report: RunReport) -> None:
+    """A streamed run's token figures (rules/tokens.py), each with its origin."""
+    tokens = report.tokens
+    assert tokens is not None
+    percentile = report.token_bounds.percentile if report.token_bounds else 0.99
+    columns = [
+        ("TTFT from scheduled\n(LoadGen; the bound's)", tokens.ttft),
+        ("TTFT from actual send", tokens.ttft_from_send),
+        ("TPOT per query\n(e2e − TTFT)/(n − 1)", tokens.tpot),
+    ]
+    console.print(
+        latency_table(
+            columns,
+            tokens.ttft.method,
+            percentile,
+            f"{tokens.queries} streamed queries; TPOT over {tokens.tpot.count} with > 1 token",
+        )
+    )
+    itl = report.inter_chunk_gaps()
+    itl_text = (
+        f"; ITL (gap between responses, HDR) p50 {ms(itl['p50_ns'])} / p99 {ms(itl['p99_ns'])} ms"
+        if itl and itl.get("count")
+        else ""
+    )
+    console.print(
+        f"tokens: {tokens.tokens:,} ({tokens.token_source}); {tokens.tokens_per_chunk_mean:.2f} "
+        f"tokens per response; completed tokens/s {tokens.completed_tokens_per_s:,.1f} "
+        f"(Σ n_tokens / last completion){itl_text}",
+        highlight=False,
+    )
+
+
 def render_report(console: Console, report: RunReport) -> None:
     settings, summary = report.settings, report.summary
     scenario = entry(settings.scenario)
@@ -187,6 +219,8 @@ def render_report(console: Console, report: RunReport) -> None:
             + left_out_caption(summary, scenario.has_performance_constraint),
         )
     )
+    if report.tokens is not None:
+        render_tokens(console, report)
     if summary.errors:
         failures = summary.failure_latency
         console.print(

@@ -47,7 +47,7 @@ class Deployment:
 
 
 def default_port(protocol: Protocol) -> int:
-    return DEFAULT_GRPC_PORT if protocol is Protocol.GRPC else DEFAULT_HTTP_PORT
+    return DEFAULT_GRPC_PORT if protocol.over_grpc else DEFAULT_HTTP_PORT
 
 
 def is_loopback(url: str, protocol: Protocol) -> bool:
@@ -148,7 +148,7 @@ def resolve(
     )
     try:
         server.start()
-        url = server.grpc_url if target.protocol is Protocol.GRPC else server.http_url
+        url = server.grpc_url if target.protocol.over_grpc else server.http_url
         say(f"embedded Triton ready in {server.startup_s:.1f} s at {url} (pid {server.pid})")
         resolved = dataclasses.replace(target, url=url)  # headers and timeouts kept; TLS is None
         yield Deployment(resolved, server)

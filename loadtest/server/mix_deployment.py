@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadtest.core.secrets import redact_url
-from loadtest.core.settings import Protocol, TargetSettings
+from loadtest.core.settings import TargetSettings
 from loadtest.errors import LoadtestError, SettingsError, TargetError
 from loadtest.server.deployment import Deployment, EmbeddedMode, answers, ensure_model_built
 from loadtest.server.embedded import EmbeddedTriton
@@ -99,7 +99,7 @@ def resolve_mix(
         server.start()
         say(f"embedded Triton ready in {server.startup_s:.1f} s (pid {server.pid})")
         for member in defaults:
-            url = server.grpc_url if member.target.protocol is Protocol.GRPC else server.http_url
+            url = server.grpc_url if member.target.protocol.over_grpc else server.http_url
             deployments[member.name] = Deployment(
                 dataclasses.replace(member.target, url=url), server
             )

@@ -46,6 +46,12 @@ def triton_target(
         return TritonGrpcTarget(
             url, model, version, timeout_s, server_timeout_s, tls=tls, headers=headers
         )
+    if protocol == "grpc-stream":
+        from loadtest.targets.triton_stream import TritonStreamTarget
+
+        return TritonStreamTarget(
+            url, model, version, timeout_s, server_timeout_s, tls=tls, headers=headers
+        )
     if protocol == "http":
         from loadtest.targets.triton_http import TritonHttpTarget
 

@@ -92,6 +92,23 @@ def model_spec_from_config(config: Mapping[str, Any], version: str) -> ModelSpec
     )
 
 
+def is_decoupled(config: Mapping[str, Any]) -> bool:
+    """Whether Triton's JSON model config declares `model_transaction_policy.decoupled`: a
+    streaming model, answered only over gRPC ModelStreamInfer (or HTTP generate_stream)."""
+    policy = config.get("model_transaction_policy")
+    return isinstance(policy, Mapping) and bool(policy.get("decoupled", False))
+
+
+def refuse_decoupled(config: Mapping[str, Any], model: str, protocol: str) -> None:
+    """One clear line instead of Triton's refusal of every query: a decoupled model needs the
+    stream (--protocol grpc-stream); raises TargetError for one."""
+    if is_decoupled(config):
+        raise TargetError(
+            f"model {model!r} is decoupled (it streams its answer in parts), which Triton serves "
+            f"only on a stream, not over {protocol}: use --protocol grpc-stream"
+        )
+
+
 _NUMBERS = re.compile(r"\d+")
 # How Triton words the rejection of a request whose "timeout" parameter expired in the scheduler
 # queue (core: dynamic_batch_scheduler.cc, status UNAVAILABLE; HTTP 503 or 400 by version).

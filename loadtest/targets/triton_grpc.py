@@ -69,6 +69,7 @@ from loadtest.targets.triton_common import (
     error_kind,
     host_port,
     model_spec_from_config,
+    refuse_decoupled,
 )
 from loadtest.wire import grpc_wire
 from loadtest.wire.grpc_wire import GrpcWire
@@ -332,6 +333,7 @@ class TritonGrpcTarget:
             raise TargetError(f"model {self.model!r} at {self.url}: {exc.message()}") from None
         if not ready:
             raise TargetError(f"model {self.model!r} at {self.url} is not ready")
+        refuse_decoupled(response["config"], self.model, "unary gRPC")
         self._spec = model_spec_from_config(response["config"], self.version)
         return self._spec
 

@@ -58,6 +58,7 @@ from loadtest.targets.triton_common import (
     error_kind,
     host_port,
     model_spec_from_config,
+    refuse_decoupled,
 )
 from loadtest.wire.http_wire import WirePool, build_request
 
@@ -213,6 +214,7 @@ class TritonHttpTarget:
             self.timeout_s,
             ssl=ssl_context(tls) if tls is not None else None,
         )
+        refuse_decoupled(config, self.model, "HTTP /infer")
         self._spec = model_spec_from_config(config, self.version)
         return self._spec
 
