@@ -354,7 +354,7 @@ SameSampleOption = Annotated[
     ),
 ]
 
-# --- arrivals: when queries are due (issue #27; core/arrivals.py, core/stages.py, engine/traces/) --
+# --- arrivals: when queries are due (#27: core/arrivals.py, core/stages.py, engine/traces/) ----
 # Each parser checks its value before anything runs (exit 2, one line); flag_groups.Arrival checks
 # the ranges, turns them into the run's arrival law and refuses the combinations that contradict
 # each other (exit 2 too).

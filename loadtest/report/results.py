@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from loadtest.core.secrets import Secret, redact_url
-from loadtest.core.settings import ScenarioSettings, TargetSettings
+from loadtest.core.settings import ScenarioSettings, ServerSettings, TargetSettings
+from loadtest.core.stages import StagedArrivals
 from loadtest.core.target import Target
 from loadtest.core.units import s_to_us
 from loadtest.engine.measurement import Measurement
@@ -38,6 +39,7 @@ from loadtest.report.mlperf_summary import render_mlperf_summary
 from loadtest.report.outputs import stamp, write_atomically
 from loadtest.rules.cache_check import CacheCheck
 from loadtest.rules.output_check import OutputCheck
+from loadtest.rules.stage_results import StageResult, stage_results, stages_check
 from loadtest.rules.stats import Summary, Timeline, timeline
 from loadtest.rules.validity import (
     CACHED,
@@ -134,6 +136,7 @@ class RunReport:
     timeline: Timeline | None = None  # per second, from the records (written with or without them)
     output_check: OutputCheck | None = None  # --check-outputs
     cache_check: CacheCheck | None = None  # --same-sample
+    stages: tuple[StageResult, ...] = ()  # --stages: each stage judged alone (rules/stage_results)
 
     @classmethod
     def from_measurement(
@@ -160,6 +163,9 @@ class RunReport:
             verdict = with_check(
                 verdict, Check(NO_RESPONSE_CACHE, passed, cache_check.detail(), advice)
             )
+        stages = _stages(settings, measurement)
+        if stages:
+            verdict = with_check(verdict, stages_check(stages))
         return cls(
             settings=settings,
             requested_target=requested,
@@ -173,6 +179,7 @@ class RunReport:
             timeline=timeline(measurement.outcome.records),
             output_check=output_check,
             cache_check=cache_check,
+            stages=stages,
         )
 
     @classmethod
@@ -227,6 +234,8 @@ class RunReport:
             result["server_side"] = self.server_side.to_dict()
         if self.timeline is not None:
             result["timeline"] = self.timeline.to_dict()
+        if self.stages:
+            result["stages"] = [stage.to_dict() for stage in self.stages]
         if self.output_check is not None:
             result["output_check"] = self.output_check.to_dict()
         if self.cache_check is not None:
@@ -239,6 +248,18 @@ class RunReport:
                 "columns": records.to_columns(),
             }
         return result
+
+
+def _stages(settings: ScenarioSettings, measurement: Measurement) -> tuple[StageResult, ...]:
+    """A staged Server run's stages, each judged on its own queries; () for any other run."""
+    if not isinstance(settings, ServerSettings):
+        return ()
+    arrivals = settings.arrivals
+    if not isinstance(arrivals, StagedArrivals):
+        return ()
+    return stage_results(
+        measurement.outcome.records, arrivals, settings.target_latency_ns, settings.percentile
+    )
 
 
 RUN_FILES = ("result.json", "mlperf_log_summary.txt")
