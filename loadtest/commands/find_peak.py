@@ -82,6 +82,7 @@ def find_peak(
             "--target-latency are then the file's).",
         ),
     ] = None,
+    arrival: Annotated[groups.Arrival, groups.RENEWAL_ONLY],
 ) -> None:
     """Find the highest Server-scenario QPS whose run is VALID (latency bound, early stopping)."""
     search: dict[str, Any] = {
@@ -99,10 +100,13 @@ def find_peak(
     if mix is not None:
         from loadtest.commands.mix_peak import from_find_peak
 
+        arrival.refuse_beside("--mix", "each entry plays its own Poisson schedule")
         from_find_peak(mix, search, endpoint, client.settings(), access, output)
         return
     settings = PeakSettings(
-        target_latency_ns=common.target_latency_ns(model, target_latency), **search
+        target_latency_ns=common.target_latency_ns(model, target_latency),
+        arrival_law=arrival.law(),
+        **search,
     )
     flags = groups.target_flags(model, endpoint, samples, access)
     client_settings = client.settings()

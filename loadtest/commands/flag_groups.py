@@ -234,6 +234,11 @@ class Arrival:
         if not 1e-6 <= self.speedup <= 1e6:
             raise _refused("--speedup", f"must be in [1e-6, 1e6], got {self.speedup:g}")
 
+    def refuse_beside(self, flag: str, why: str) -> None:
+        """A usage error when any arrival flag is given beside `flag` (which sets arrivals)."""
+        if self.arrival != options.ARRIVAL:
+            raise _refused("--arrival", f"not with {flag}: {why}")
+
     def replay(self) -> ReplayOptions:
         def ns(seconds: float | None) -> int | None:
             return None if seconds is None else round(seconds * NS_PER_S)
@@ -270,8 +275,25 @@ class Arrival:
             span_s = int(law.times_ns[-1]) / NS_PER_S
             fields["qps"] = len(law.times_ns) / span_s if span_s > 0 else float(len(law.times_ns))
         if self.shaped and not mlperf:
-            fields.update(min_duration_ns=1, min_query_count=1)
+            # A trace's span is known: the check then says the whole trace was issued. A staged
+            # schedule's last query depends on the seed and the rate (find-peak rescales it).
+            span_ns = int(law.times_ns[-1]) if isinstance(law, Timestamps) else 0
+            fields.update(min_duration_ns=max(span_ns, 1), min_query_count=1)
         return fields
+
+
+# How a search or a comparison takes Arrival: the law only. Their rate is the one they set, so a
+# shape that sets its own (stages, a trace) is not offered there.
+RENEWAL_ONLY = take(
+    "stages",
+    "trace",
+    "trace_format",
+    "trace_unit",
+    "speedup",
+    "max_gap",
+    "trace_start",
+    "trace_end",
+)
 
 
 def target_flags(

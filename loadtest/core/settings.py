@@ -495,6 +495,8 @@ class PeakSettings:
     early_stopping_confidence: float = 0.99
     late_threshold_ns: int = LATE_THRESHOLD_NS
     client_lag_fraction: float = DEFAULT_CLIENT_LAG_FRACTION
+    # Every probe's law (core/arrivals.py); a renewal law, whose rate the search sets
+    arrival_law: ArrivalLaw = POISSON
     scenario: Scenario = field(default=Scenario.SERVER, init=False)
 
     def __post_init__(self) -> None:
@@ -532,6 +534,7 @@ class PeakSettings:
             early_stopping_confidence=self.early_stopping_confidence,
             late_threshold_ns=self.late_threshold_ns,
             client_lag_fraction=self.client_lag_fraction,
+            arrival_law=self.arrival_law,
         )
 
 
