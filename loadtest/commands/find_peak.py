@@ -132,8 +132,10 @@ def _search(
     """The search against the deployment: (model, outcome, environment, resolved target)."""
     with common.connected(flags) as (deployment, target):
         generator = Generator(client, deployment.target, flags.input_data, flags.shapes)
+        law = settings.arrival_law
         common.say(
-            f"find-peak against {target.description}: p{settings.percentile * 100:g} ≤ "
+            f"find-peak against {target.description}, "
+            f"{getattr(law, 'label', law.name)} arrivals: p{settings.percentile * 100:g} ≤ "
             f"{settings.target_latency_ns / NS_PER_MS:g} ms, budget "
             f"{settings.budget_ns / NS_PER_S:g} s, probes ≥ "
             f"{settings.probe_duration_ns / NS_PER_S:g} s"

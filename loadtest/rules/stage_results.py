@@ -4,11 +4,12 @@ latency percentiles, and whether it met the bound. A staged run is VALID only if
 
 A query belongs to the stage its scheduled time falls in (core/stages.StagedArrivals.stage_index:
 stage k holds (bounds[k], bounds[k + 1]]), so a stage is judged on the load it was offered,
-whenever its answers came. Its percentile is LoadGen's exact rule over every query scheduled in
-the stage, a failed, unanswered or never-sent one counted at +∞ (as the run's performance
-constraint does): a stage that fell behind cannot pass by leaving its queries unsent. Early
-stopping and the minimums stay the run's own: a stage is a slice of one run, not a run.
-Pure: records in, results out.
+whenever its answers came. Its completed rate is what the server carried during the stage: the
+successful answers that arrived in it, to whichever stage's queries. Its percentile is LoadGen's
+exact rule over every query scheduled in the stage, a failed, unanswered or never-sent one
+counted at +∞ (as the run's performance constraint does): a stage that fell behind cannot pass
+by leaving its queries unsent. Early stopping and the minimums stay the run's own: a stage is a
+slice of one run, not a run. Pure: records in, results out.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class StageResult:
     end_ns: int
     offered_qps: float  # the profile's mean rate over the stage
     scheduled: int  # queries due in the stage (the realisation of that rate)
-    completed_ok: int
+    completed_ok: int  # of the stage's queries, answered successfully (whenever)
+    completed_in_stage: int  # successful answers (to any query) that arrived during the stage
     failed: int  # scheduled in the stage and not answered successfully
     percentile: float  # the judged one, a fraction
     target_latency_ns: int  # the bound it is judged by
@@ -61,8 +63,8 @@ class StageResult:
 
     @property
     def completed_qps(self) -> float:
-        """Successful answers to this stage's queries per second of the stage."""
-        return self.completed_ok / self.seconds
+        """What the server carried during the stage: successful answers per second of it."""
+        return self.completed_in_stage / self.seconds
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -74,6 +76,7 @@ class StageResult:
             "scheduled": self.scheduled,
             "scheduled_qps": self.scheduled_qps,
             "completed_ok": self.completed_ok,
+            "completed_in_stage": self.completed_in_stage,
             "completed_qps": self.completed_qps,
             "failed": self.failed,
             "percentile": self.percentile,
@@ -92,6 +95,7 @@ def stage_results(
     bounds = arrivals.stage_bounds_ns
     ok = records.ok
     latency = records.completed_ns - records.scheduled_ns
+    answered_ns = np.sort(records.completed_ns[ok])
     results = []
     for k, stage in enumerate(arrivals.profile.stages):
         mine = stage_of == k
@@ -112,6 +116,10 @@ def stage_results(
                 offered_qps=stage.expected_count / (stage.duration_ns / NS_PER_S),
                 scheduled=scheduled,
                 completed_ok=len(done),
+                completed_in_stage=int(
+                    np.searchsorted(answered_ns, bounds[k + 1], "right")
+                    - np.searchsorted(answered_ns, bounds[k], "right")
+                ),
                 failed=failed,
                 percentile=percentile,
                 target_latency_ns=target_latency_ns,

@@ -1,0 +1,200 @@
+"""Issue #27 at the command line: --arrival, --stages and --trace on the fake target, what
+result.json and the reports say about them, and their bad values (one usage line, exit 2)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from loadtest.cli import app
+
+FAKE = "fake://?servers=4&service_ms=1"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "loadtest.cli", *args, "--no-live"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def _result(out: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((out / "result.json").read_text())
+    return data
+
+
+def test_gamma_law_and_its_seed_are_recorded_and_named(tmp_path: Path):
+    out = tmp_path / "gamma"
+    done = _cli("server", "--url", FAKE, "--qps", "200", "--duration", "1", "--arrival",
+                "gamma:2", "--seed", "7", "--output", str(out))  # fmt: skip
+    assert done.returncode in (0, 3, 5), done.stderr
+    data = _result(out)
+    assert data["settings"]["arrival_law"] == {"cv": 2.0, "name": "gamma"}
+    assert data["settings"]["schedule_seed"] == 7
+    assert "gamma (CV 2) at 200 QPS" in done.stderr + done.stdout
+
+
+def test_staged_run_reports_each_stage_and_fails_on_the_stage_that_misses(tmp_path: Path):
+    """One server of 5 ms carries 200 QPS: 20 QPS is met, 1000 QPS for a second is not, so the
+    run is INVALID by that stage alone, and each stage reports its own rate."""
+    out = tmp_path / "staged"
+    one = "fake://?servers=1&service_ms=5&law=constant"
+    done = _cli("server", "--url", one, "--stages", "2s:20,1s:1000", "--target-latency", "50",
+                "--output", str(out))  # fmt: skip
+    assert done.returncode in (3, 5), done.stdout + done.stderr  # 5: this client fell behind too
+    data = _result(out)
+    stages = data["stages"]
+    assert [s["spec"] for s in stages] == ["2s:20", "1s:1000"]
+    assert [s["offered_qps"] for s in stages] == [20.0, 1000.0]
+    assert sum(s["scheduled"] for s in stages) == data["summary"]["scheduled"]
+    assert 20 <= stages[0]["scheduled"] <= 70 and stages[1]["scheduled"] > 800
+    assert stages[0]["met"] and not stages[1]["met"]
+    assert stages[0]["percentiles_ns"]["p99"] < 50_000_000
+    assert stages[1]["latency_ns"] is None or stages[1]["latency_ns"] > 50_000_000
+    # the server carried at most 200 QPS during the second stage, whatever it offered
+    assert stages[1]["completed_qps"] <= 210 < 0.5 * stages[1]["scheduled_qps"]
+    assert stages[0]["completed_qps"] == pytest.approx(stages[0]["scheduled_qps"], abs=2)
+    checks = {c["name"]: c for c in data["verdict"]["checks"]}
+    assert not checks["every stage met the bound"]["passed"]
+    assert "stage 2 (1s:1000)" in checks["every stage met the bound"]["detail"]
+    assert data["settings"]["qps"] == pytest.approx((2 * 20 + 1000) / 3)
+    assert "Stages" in done.stdout and "played whole" in done.stderr
+    # the timeline's offered (scheduled) rate shows the step
+    line = data["timeline"]
+    assert max(line["scheduled"][2:]) > 5 * max(line["scheduled"][:2])
+
+
+def test_staged_run_valid_when_every_stage_is(tmp_path: Path):
+    out = tmp_path / "ok"
+    done = _cli("server", "--url", FAKE, "--stages", "1s:30,1s:60", "--target-latency", "500",
+                "--output", str(out))  # fmt: skip
+    data = _result(out)
+    assert all(s["met"] for s in data["stages"])
+    checks = {c["name"]: c["passed"] for c in data["verdict"]["checks"]}
+    assert checks["every stage met the bound"]
+    # the minimum duration and count do not mark a short profile INVALID
+    assert checks["min duration"] and checks["min queries"]
+    assert done.returncode == (0 if data["verdict"]["valid"] else 3)
+
+
+def test_a_replayed_result_reproduces_its_schedule_bit_for_bit(tmp_path: Path):
+    first, again = tmp_path / "first", tmp_path / "again"
+    done = _cli("server", "--url", FAKE, "--qps", "300", "--duration", "1", "--arrival",
+                "gamma:1.5", "--records", "--output", str(first))  # fmt: skip
+    assert done.returncode in (0, 3, 5), done.stderr
+    replay = _cli("server", "--url", FAKE, "--trace", str(first / "result.json"), "--records",
+                  "--output", str(again))  # fmt: skip
+    assert replay.returncode in (0, 3, 5), replay.stderr
+    original, replayed = _result(first), _result(again)
+    scheduled = original["records"]["columns"]["scheduled_ns"]
+    assert replayed["records"]["columns"]["scheduled_ns"] == scheduled
+    law = replayed["settings"]["arrival_law"]
+    assert law["name"] == "timestamps" and law["times_ns"] == sorted(scheduled)
+    # each query keeps its trace index (the law's rows, in schedule order)
+    assert law["rows"]["index"] == list(range(len(scheduled)))
+    # qps is the trace's mean rate; a 1 s trace is not INVALID for being short of 60 s
+    assert replayed["settings"]["qps"] == pytest.approx(len(scheduled) / (max(scheduled) / 1e9))
+    checks = {c["name"]: c["passed"] for c in replayed["verdict"]["checks"]}
+    assert checks["min duration"] and checks["min queries"]
+    assert "played whole" in replay.stderr
+
+
+def test_trace_with_mlperf_keeps_loadgens_minimum_duration(tmp_path: Path):
+    trace = tmp_path / "t.csv"
+    trace.write_text("time_ms\n" + "\n".join(str(10 * i) for i in range(50)) + "\n")
+    out = tmp_path / "mlperf"
+    done = _cli("server", "--url", FAKE, "--trace", str(trace), "--mlperf", "--target-latency",
+                "100", "--output", str(out))  # fmt: skip
+    assert done.returncode == 3, done.stdout + done.stderr
+    checks = {c["name"]: c["passed"] for c in _result(out)["verdict"]["checks"]}
+    assert not checks["min duration"]
+
+
+def test_trace_speedup_window_and_gap_cap_reach_the_schedule(tmp_path: Path):
+    trace = tmp_path / "t.csv"
+    times = [0, 100, 200, 5000, 5100, 9000]
+    trace.write_text("time_ms\n" + "\n".join(map(str, times)) + "\n")
+    out = tmp_path / "sped"
+    done = _cli("server", "--url", FAKE, "--trace", str(trace), "--speedup", "2", "--max-gap",
+                "0.5", "--trace-end", "8", "--records", "--output", str(out))  # fmt: skip
+    assert done.returncode in (0, 3, 5), done.stderr
+    ms = 1_000_000
+    assert _result(out)["records"]["columns"]["scheduled_ns"] == [
+        0, 50 * ms, 100 * ms, 600 * ms, 650 * ms
+    ]  # fmt: skip
+
+
+MISSING = "/nonexistent/trace.csv"
+BAD = [
+    (["--arrival", "weibull"], "--arrival"),
+    (["--arrival", "gamma:nan"], "--arrival"),
+    (["--arrival", "gamma:inf"], "--arrival"),
+    (["--arrival", "gamma:1e300"], "--arrival"),
+    (["--arrival", "gamma:-1"], "--arrival"),
+    (["--arrival", "constant:2"], "--arrival"),
+    (["--stages", "10:100"], "--stages"),
+    (["--stages", "1s:nan"], "--stages"),
+    (["--stages", "1s:-5"], "--stages"),
+    (["--stages", "1s:1e300"], "--stages"),
+    (["--stages", ""], "--stages"),
+    (["--stages", "1s:10", "--qps", "5"], "--qps"),
+    (["--stages", "1s:10", "--duration", "5"], "--duration"),
+    (["--stages", "1s:10", "--trace", MISSING], "--stages"),
+    (["--trace", MISSING, "--qps", "5"], "--qps"),
+    (["--trace", MISSING, "--arrival", "gamma:2"], "--arrival"),
+    (["--trace", MISSING, "--speedup", "0"], "--speedup"),
+    (["--trace", MISSING, "--speedup", "1e300"], "--speedup"),
+    (["--trace", MISSING, "--speedup", "nan"], "--speedup"),
+    (["--trace", MISSING, "--max-gap", "-1"], "--max-gap"),
+    (["--trace", MISSING, "--max-gap", "0"], "--max-gap"),
+    (["--trace", MISSING, "--trace-start", "inf"], "--trace-start"),
+    (["--trace", MISSING, "--trace-end", "1e300"], "--trace-end"),
+    (["--trace", MISSING, "--trace-start", "5", "--trace-end", "2"], "--trace-end"),
+    (["--trace", MISSING, "--trace-format", "parquet"], "--trace-format"),
+    (["--trace", MISSING, "--trace-unit", "fortnight"], "--trace-unit"),
+    (["--speedup", "2"], "--speedup"),
+]
+
+
+@pytest.mark.parametrize(("args", "flag"), BAD, ids=[" ".join(r[0]) for r in BAD])
+def test_bad_arrival_flags_are_one_usage_line(args: list[str], flag: str):
+    result = CliRunner().invoke(app, ["server", "--url", FAKE, *args])
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert f"Invalid value for '{flag}'" in result.output, result.output
+
+
+@pytest.mark.parametrize("command", ["find-peak", "sweep", "compare"])
+def test_searches_take_the_law_and_refuse_bad_ones(command: str):
+    result = CliRunner().invoke(app, [command, "--url", FAKE, "--arrival", "gamma:0"])
+    assert result.exit_code == 2 and "Invalid value for '--arrival'" in result.output
+    refused = CliRunner().invoke(app, [command, "--url", FAKE, "--stages", "1s:10"])
+    assert refused.exit_code == 2 and "No such option" in refused.output
+
+
+def test_a_missing_trace_is_one_error_line_and_nothing_runs(tmp_path: Path):
+    done = _cli("server", "--url", FAKE, "--trace", str(tmp_path / "none.csv"), "--output",
+                str(tmp_path / "out"))  # fmt: skip
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "no such trace file" in lines[0], lines
+    assert not (tmp_path / "out").exists()
+
+
+def test_find_peak_records_its_law(tmp_path: Path):
+    out = tmp_path / "peak"
+    done = _cli("find-peak", "--url", FAKE, "--arrival", "constant", "--budget", "4",
+                "--probe-duration", "1", "--start-qps", "100", "--target-latency", "50",
+                "--output", str(out))  # fmt: skip
+    assert done.returncode in (0, 3, 5), done.stderr
+    data = json.loads((out / "find-peak.json").read_text())
+    assert data["settings"]["arrival_law"] == {"name": "constant"}
+    assert "constant-gap arrivals" in done.stderr
