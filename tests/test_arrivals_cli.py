@@ -198,3 +198,23 @@ def test_find_peak_records_its_law(tmp_path: Path):
     data = json.loads((out / "find-peak.json").read_text())
     assert data["settings"]["arrival_law"] == {"name": "constant"}
     assert "constant-gap arrivals" in done.stderr
+
+
+def test_a_mix_entry_takes_its_own_law_and_refuses_a_bad_one():
+    from loadtest.core.arrivals import POISSON, Gamma
+    from loadtest.errors import SettingsError
+    from loadtest.scenarios.experiments.mix_spec import MixDefaults, build_mix
+
+    def build(*tables: dict[str, Any]) -> Any:
+        return build_mix({"model": list(tables)}, [], MixDefaults(), "MIX.toml")
+
+    spec = build(
+        {"model": "tiny", "qps": 10, "bound_ms": 10, "arrival": "gamma:2"},
+        {"name": "other", "model": "tiny", "qps": 10, "bound_ms": 10},
+    )
+    laws = [entry.settings.arrival_law for entry in spec.entries]
+    assert laws == [Gamma(2.0), POISSON]
+    with pytest.raises(SettingsError, match="mix entry 'tiny': unknown arrival law"):
+        build({"model": "tiny", "qps": 10, "bound_ms": 10, "arrival": "weibull"})
+    with pytest.raises(SettingsError, match="Offline entry has no arrival law"):
+        build({"model": "tiny", "scenario": "Offline", "arrival": "constant"})

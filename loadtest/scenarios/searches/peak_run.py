@@ -157,7 +157,8 @@ async def search_peak(
         if time.monotonic() - started + expected_s + PROBE_OVERHEAD_S > budget_s:
             exhausted = True
             break
-        on_stage(f"probe {len(runs) + 1} at {qps:,.1f} QPS (Poisson)", expected_s)
+        law = getattr(settings.arrival_law, "label", settings.arrival_law.name)
+        on_stage(f"probe {len(runs) + 1} at {qps:,.1f} QPS ({law})", expected_s)
         run, measurement = await _run_probe(
             target, model, sample_count, settings, qps, request_timeout_s, generator, on_tick
         )
