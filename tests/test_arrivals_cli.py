@@ -181,8 +181,13 @@ def test_bad_arrival_flags_are_one_usage_line(args: list[str], flag: str):
 def test_searches_take_the_law_and_refuse_bad_ones(command: str):
     result = CliRunner().invoke(app, [command, "--url", FAKE, "--arrival", "gamma:0"])
     assert result.exit_code == 2 and "Invalid value for '--arrival'" in result.output
-    refused = CliRunner().invoke(app, [command, "--url", FAKE, "--stages", "1s:10"])
-    assert refused.exit_code == 2 and "No such option" in refused.output
+    if command == "find-peak":  # it searches over a shape's speed-up; two shapes contradict
+        both = ["--stages", "1s:10", "--trace", MISSING]
+        refused = CliRunner().invoke(app, [command, "--url", FAKE, *both])
+        assert refused.exit_code == 2 and "Invalid value for '--stages'" in refused.output
+    else:
+        refused = CliRunner().invoke(app, [command, "--url", FAKE, "--stages", "1s:10"])
+        assert refused.exit_code == 2 and "No such option" in refused.output
 
 
 def test_a_missing_trace_is_one_error_line_and_nothing_runs(tmp_path: Path):
@@ -223,3 +228,78 @@ def test_a_mix_entry_takes_its_own_law_and_refuses_a_bad_one():
         build({"model": "tiny", "qps": 10, "bound_ms": 10, "arrival": "weibull"})
     with pytest.raises(SettingsError, match="Offline entry has no arrival law"):
         build({"model": "tiny", "scenario": "Offline", "arrival": "constant"})
+
+
+# --- find-peak over a shape: the search is over its speed-up -----------------------------------
+
+
+def test_a_peak_probe_plays_a_trace_sped_up_to_its_rate_and_whole():
+    import numpy as np
+
+    from loadtest.core.arrivals import Timestamps
+    from loadtest.core.settings import PeakSettings
+    from loadtest.core.trace import TraceRows
+    from loadtest.scenarios.searches.peak_run import probe_seconds
+
+    s = 1_000_000_000
+    trace = Timestamps(np.array([0, s, 2 * s, 3 * s]), rows=TraceRows(np.arange(4)), source="t")
+    assert trace.mean_qps == pytest.approx(4 / 3)
+    settings = PeakSettings(target_latency_ns=10**7, arrival_law=trace)
+    assert settings.shaped
+    probe = settings.probe(8 / 3, 500)
+    law = probe.arrival_law
+    assert isinstance(law, Timestamps)
+    assert law.times_ns.tolist() == [0, s // 2, s, 3 * s // 2]
+    assert law.rows is not None and law.rows.index.tolist() == [0, 1, 2, 3]
+    assert (probe.min_duration_ns, probe.min_query_count) == (1, 1)
+    assert probe_seconds(settings, 8 / 3) == pytest.approx(1.5)
+    assert settings.probe(4 / 3, 500).arrival_law is trace  # ×1 plays it untouched
+
+
+def test_a_peak_probe_over_stages_scales_their_rates_not_their_durations():
+    from loadtest.core.arrivals import POISSON
+    from loadtest.core.settings import PeakSettings
+    from loadtest.core.stages import Staged, StagedArrivals, parse_stages
+    from loadtest.scenarios.searches.peak_run import probe_seconds
+
+    staged = Staged(POISSON, parse_stages("2s:100,3s:200"))  # mean 160
+    settings = PeakSettings(target_latency_ns=10**7, arrival_law=staged)
+    arrivals = settings.probe(320, 500).arrivals
+    assert isinstance(arrivals, StagedArrivals) and arrivals.factor == pytest.approx(2)
+    assert arrivals.profile.spec() == "2s:200,3s:400"
+    assert probe_seconds(settings, 320) == probe_seconds(settings, 40) == 5
+
+
+def test_find_peak_over_stages_judges_each_probe_by_every_stage(tmp_path: Path):
+    """One server of 10 ms carries 100 QPS: at ×1 the 200 QPS stage queues up and misses."""
+    out = tmp_path / "peak"
+    one = "fake://?servers=1&service_ms=10&law=constant"
+    done = _cli("find-peak", "--url", one, "--stages", "2s:20,2s:200", "--start-qps", "110",
+                "--budget", "10", "--target-latency", "50", "--output", str(out))  # fmt: skip
+    assert done.returncode in (0, 3), done.stdout + done.stderr
+    data = json.loads((out / "find-peak.json").read_text())
+    assert data["shape"]["mean_qps"] == pytest.approx(110)
+    first = data["probes"][0]
+    assert first["qps"] == pytest.approx(110)
+    assert 0.75 * 440 < first["queries"] < 1.25 * 440  # the whole 4 s profile, not 10 s
+    assert any("stage 2 (2s:200)" in reason for reason in first["reasons"]), first["reasons"]
+    if data["peak_qps"] is not None:
+        assert data["shape"]["peak_speedup"] == pytest.approx(data["peak_qps"] / 110)
+
+
+def test_plan_from_a_peak_over_a_shape_says_so(tmp_path: Path):
+    from test_plan import _peak_file
+
+    path = _peak_file(tmp_path, 300.0)
+    data = json.loads(path.read_text())
+    data["shape"] = {"mean_qps": 200.0, "peak_speedup": 1.5}
+    path.write_text(json.dumps(data))
+    done = subprocess.run(
+        [sys.executable, "-m", "loadtest.cli", "plan", "--target-qps", "900", "--from", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    said = " ".join((done.stdout + done.stderr).split())
+    assert "largest VALID speed-up (×1.5 of 200 QPS)" in said, said

@@ -239,6 +239,12 @@ class Arrival:
         if self.arrival != options.ARRIVAL:
             raise _refused("--arrival", f"not with {flag}: {why}")
 
+    def search_law(self) -> ArrivalLaw:
+        """find-peak's law: a shape is searched over its speed-up, so --qps and --duration do not
+        apply (the search sets the rate; a probe plays the shape whole)."""
+        self.check(False, False, False)
+        return self.law()
+
     def replay(self) -> ReplayOptions:
         def ns(seconds: float | None) -> int | None:
             return None if seconds is None else round(seconds * NS_PER_S)
@@ -271,9 +277,7 @@ class Arrival:
         if isinstance(law, Staged):
             fields["qps"] = law.profile.mean_qps
         elif isinstance(law, Timestamps):
-            # The trace's mean rate over its span (a trace all at t = 0: its count, as if over 1 s).
-            span_s = int(law.times_ns[-1]) / NS_PER_S
-            fields["qps"] = len(law.times_ns) / span_s if span_s > 0 else float(len(law.times_ns))
+            fields["qps"] = law.mean_qps  # over its span (all at t = 0: its count)
         if self.shaped and not mlperf:
             # A trace's span is known: the check then says the whole trace was issued. A staged
             # schedule's last query depends on the seed and the rate (find-peak rescales it).
