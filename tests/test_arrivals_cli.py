@@ -103,8 +103,9 @@ def test_a_replayed_result_reproduces_its_schedule_bit_for_bit(tmp_path: Path):
     assert replayed["records"]["columns"]["scheduled_ns"] == scheduled
     law = replayed["settings"]["arrival_law"]
     assert law["name"] == "timestamps" and law["times_ns"] == sorted(scheduled)
-    # each query keeps its trace index (the law's rows, in schedule order)
-    assert law["rows"]["index"] == list(range(len(scheduled)))
+    # each query keeps its trace index: a records column (a drawn law's run has none)
+    assert replayed["records"]["columns"]["trace_index"] == list(range(len(scheduled)))
+    assert "trace_index" not in original["records"]["columns"]
     # qps is the trace's mean rate; a 1 s trace is not INVALID for being short of 60 s
     assert replayed["settings"]["qps"] == pytest.approx(len(scheduled) / (max(scheduled) / 1e9))
     checks = {c["name"]: c["passed"] for c in replayed["verdict"]["checks"]}
@@ -303,3 +304,23 @@ def test_plan_from_a_peak_over_a_shape_says_so(tmp_path: Path):
     assert done.returncode == 0, done.stderr
     said = " ".join((done.stdout + done.stderr).split())
     assert "largest VALID speed-up (×1.5 of 200 QPS)" in said, said
+
+
+def test_workers_keep_each_querys_trace_row_through_ties(tmp_path: Path):
+    """Rows due at the same time, dealt to two workers and merged: each record's trace index
+    still names its own row (its time and its sample)."""
+    trace = tmp_path / "ties.csv"
+    rows = [(10 * (i // 3), i % 7) for i in range(240)]  # three rows per 10 ms instant
+    trace.write_text("time_ms,sample\n" + "".join(f"{t},{s}\n" for t, s in rows))
+    out = tmp_path / "run"
+    done = _cli("server", "--url", FAKE, "--trace", str(trace), "--workers", "2", "--records",
+                "--samples", "8", "--output", str(out))  # fmt: skip
+    assert done.returncode in (0, 3, 5), done.stdout + done.stderr
+    data = _result(out)
+    assert data["client"]["worker_count"] == 2
+    columns = data["records"]["columns"]
+    index = columns["trace_index"]
+    assert sorted(index) == list(range(len(rows)))
+    ms = 1_000_000
+    assert [rows[i][0] * ms for i in index] == columns["scheduled_ns"]
+    assert [rows[i][1] for i in index] == columns["sample_index"]
