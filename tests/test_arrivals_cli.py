@@ -191,6 +191,13 @@ def test_searches_take_the_law_and_refuse_bad_ones(command: str):
         assert refused.exit_code == 2 and "No such option" in refused.output
 
 
+def test_find_peak_refuses_a_shape_beside_a_mix(tmp_path: Path):
+    mix = tmp_path / "mix.toml"
+    mix.write_text('[[model]]\nmodel = "tiny"\nqps = 10\nbound_ms = 10\n')
+    result = CliRunner().invoke(app, ["find-peak", "--mix", str(mix), "--stages", "1s:10"])
+    assert result.exit_code == 2 and "Invalid value for '--stages'" in result.output
+
+
 def test_a_missing_trace_is_one_error_line_and_nothing_runs(tmp_path: Path):
     done = _cli("server", "--url", FAKE, "--trace", str(tmp_path / "none.csv"), "--output",
                 str(tmp_path / "out"))  # fmt: skip

@@ -236,8 +236,14 @@ class Arrival:
 
     def refuse_beside(self, flag: str, why: str) -> None:
         """A usage error when any arrival flag is given beside `flag` (which sets arrivals)."""
-        if self.arrival != options.ARRIVAL:
-            raise _refused("--arrival", f"not with {flag}: {why}")
+        given = [
+            *(["--arrival"] if self.arrival != options.ARRIVAL else []),
+            *(["--stages"] if self.stages is not None else []),
+            *(["--trace"] if self.trace is not None else []),
+            *self._trace_flags_given(),
+        ]
+        if given:
+            raise _refused(given[0], f"not with {flag}: {why}")
 
     def search_law(self) -> ArrivalLaw:
         """find-peak's law: a shape is searched over its speed-up, so --qps and --duration do not
@@ -272,7 +278,7 @@ class Arrival:
         """ServerSettings' rate, law and run length (RunLength's, or a shape's: played whole)."""
         self.check(qps is not None, run.duration is not None, mlperf)
         law = self.law()
-        fields = {"qps": default_qps if qps is None else qps, "arrival_law": law}
+        fields: dict[str, Any] = {"qps": default_qps if qps is None else qps, "arrival_law": law}
         fields.update(run.settings_fields(mlperf, default_ns))
         if isinstance(law, Staged):
             fields["qps"] = law.profile.mean_qps
@@ -282,12 +288,15 @@ class Arrival:
             # A trace's span is known: the check then says the whole trace was issued. A staged
             # schedule's last query depends on the seed and the rate (find-peak rescales it).
             span_ns = int(law.times_ns[-1]) if isinstance(law, Timestamps) else 0
+            cap_ns: int = fields["max_duration_ns"]
+            if cap_ns:  # --max-duration cuts the shape short, as asked
+                span_ns = min(span_ns, cap_ns)
             fields.update(min_duration_ns=max(span_ns, 1), min_query_count=1)
         return fields
 
 
-# How a search or a comparison takes Arrival: the law only. Their rate is the one they set, so a
-# shape that sets its own (stages, a trace) is not offered there.
+# How sweep and compare take Arrival: the law only. Their rate is the one they set, and their
+# reports do not judge stages, so a shape (stages, a trace) is not offered there yet.
 RENEWAL_ONLY = take(
     "stages",
     "trace",
