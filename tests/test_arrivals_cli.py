@@ -331,3 +331,18 @@ def test_workers_keep_each_querys_trace_row_through_ties(tmp_path: Path):
     ms = 1_000_000
     assert [rows[i][0] * ms for i in index] == columns["scheduled_ns"]
     assert [rows[i][1] for i in index] == columns["sample_index"]
+
+
+def test_the_cli_replays_a_loadgen_trace_with_its_gaps_and_samples(tmp_path: Path):
+    from test_traces import LOADGEN_TRACE, _loadgen_schedule
+
+    ts_ns, samples = _loadgen_schedule(LOADGEN_TRACE)
+    out = tmp_path / "loadgen"
+    done = _cli("server", "--url", FAKE, "--trace", str(LOADGEN_TRACE), "--samples", "16",
+                "--records", "--target-latency", "50", "--output", str(out))  # fmt: skip
+    assert done.returncode in (0, 3, 5), done.stdout + done.stderr
+    columns = _result(out)["records"]["columns"]
+    assert columns["scheduled_ns"] == (ts_ns - ts_ns[0]).tolist()  # to the nanosecond
+    assert columns["sample_index"] == samples.tolist()
+    assert columns["trace_index"] == list(range(len(ts_ns)))
+    assert "LoadGen trace mlperf_log_trace.json: 40 queries" in done.stderr + done.stdout
