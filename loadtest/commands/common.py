@@ -24,7 +24,9 @@ from loadtest.core.settings import (
     ErrorAbort,
     LoopKind,
     ScenarioSettings,
+    ServerSettings,
 )
+from loadtest.core.stages import StagedArrivals
 from loadtest.core.target import Target
 from loadtest.engine import stopping
 from loadtest.errors import ExitCode, ResultRescued, SettingsError
@@ -202,6 +204,16 @@ def finish_or_stop(
     finish_saving(saved, what)
 
 
+def _span_ns(settings: ScenarioSettings) -> int:
+    """How long the live view expects the run to last: its minimum duration, or the whole of
+    its load stages (which are played whole; a trace's minimum duration is already its span)."""
+    if isinstance(settings, ServerSettings):
+        arrivals = settings.arrivals
+        if isinstance(arrivals, StagedArrivals):
+            return arrivals.profile.duration_ns
+    return settings.min_duration_ns
+
+
 def execute(
     settings: ScenarioSettings,
     flags: TargetFlags,
@@ -222,7 +234,7 @@ def execute(
     check_outputs(output, html, force, RUN_FILES)
 
     def view(heading: str) -> LiveView:
-        shown = LiveView(console, settings.min_duration_ns, heading, enabled=live)
+        shown = LiveView(console, _span_ns(settings), heading, enabled=live)
         if not shown.enabled:
             say(heading)
         return shown

@@ -144,6 +144,7 @@ def compare(
     server_timeout: options.ServerTimeoutOption = None,
     output: Annotated[groups.Output, groups.take("records", "html")],
     access: groups.Access,
+    arrival: Annotated[groups.Arrival, groups.RENEWAL_ONLY],
 ) -> None:
     """Compare Triton with the same model in-process (onnxruntime) on the same Poisson schedule."""
     # the native side reads the repository's one version: no --model-version here
@@ -166,6 +167,7 @@ def compare(
         sample_seed=samples.sample_seed,
         sample_count=samples.samples,
         late_threshold_ns=int(late_threshold * NS_PER_MS),
+        arrival_law=arrival.law(),
     )
     setup = CompareSetup(
         flags=groups.target_flags(model, endpoint, samples, access, shared_memory),

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 
 from loadtest.commands import common, options
 from loadtest.commands import flag_groups as groups
 from loadtest.commands.options import finite_float
+from loadtest.core.arrivals import ArrivalLaw, Timestamps
 from loadtest.core.settings import (
     NS_PER_MS,
     NS_PER_S,
@@ -19,6 +20,7 @@ from loadtest.core.settings import (
     PeakSettings,
     TargetSettings,
 )
+from loadtest.core.stages import Staged
 from loadtest.core.target import ModelSpec, Target
 from loadtest.engine import stopping, timing
 from loadtest.engine.samples import open_with_samples
@@ -82,8 +84,11 @@ def find_peak(
             "--target-latency are then the file's).",
         ),
     ] = None,
+    arrival: groups.Arrival,
 ) -> None:
-    """Find the highest Server-scenario QPS whose run is VALID (latency bound, early stopping)."""
+    """Find the highest Server-scenario QPS whose run is VALID (latency bound, early stopping).
+    Over --stages or a --trace: the largest speed-up of that shape that stays VALID (every stage
+    VALID), reported as the shape's mean QPS at that speed-up."""
     search: dict[str, Any] = {
         "percentile": percentile / 100,
         "probe_duration_ns": int(probe_duration * NS_PER_S),
@@ -99,10 +104,13 @@ def find_peak(
     if mix is not None:
         from loadtest.commands.mix_peak import from_find_peak
 
+        arrival.refuse_beside("--mix", "each entry plays its own schedule")
         from_find_peak(mix, search, endpoint, client.settings(), access, output)
         return
     settings = PeakSettings(
-        target_latency_ns=common.target_latency_ns(model, target_latency), **search
+        target_latency_ns=common.target_latency_ns(model, target_latency),
+        arrival_law=arrival.search_law(),
+        **search,
     )
     flags = groups.target_flags(model, endpoint, samples, access)
     client_settings = client.settings()
@@ -113,6 +121,8 @@ def find_peak(
         spec, outcome, environment, resolved = _search(flags, settings, client_settings, live)
         render_peak(console, settings, outcome)
         result = peak_json(settings, resolved, spec, environment, outcome)
+        if settings.shaped:
+            result["shape"] = _shape_peak(settings.arrival_law, outcome.conclusion.peak_qps)
         saved = write_peak(result, output.output, model, output.force)
         common.say_saved(saved)
     finally:
@@ -122,14 +132,29 @@ def find_peak(
         raise typer.Exit(ExitCode.INVALID)
 
 
+def _shape_peak(law: ArrivalLaw, peak_qps: float | None) -> dict[str, Any]:
+    """find-peak over a shape: its own mean rate, and the speed-up at the peak (None: none)."""
+    mean = law.profile.mean_qps if isinstance(law, Staged) else cast(Timestamps, law).mean_qps
+    speedup = None if peak_qps is None else peak_qps / mean
+    if peak_qps is not None:
+        common.console.print(
+            f"Over the shape: the largest VALID speed-up is ×{speedup:.4g} of its "
+            f"{mean:,.4g} QPS mean",
+            highlight=False,
+        )
+    return {"mean_qps": mean, "peak_speedup": speedup}
+
+
 def _search(
     flags: common.TargetFlags, settings: PeakSettings, client: ClientSettings, live: bool
 ) -> tuple[ModelSpec, PeakOutcome, dict[str, Any], TargetSettings]:
     """The search against the deployment: (model, outcome, environment, resolved target)."""
     with common.connected(flags) as (deployment, target):
         generator = Generator(client, deployment.target, flags.input_data, flags.shapes)
+        law = settings.arrival_law
         common.say(
-            f"find-peak against {target.description}: p{settings.percentile * 100:g} ≤ "
+            f"find-peak against {target.description}, "
+            f"{getattr(law, 'label', law.name)} arrivals: p{settings.percentile * 100:g} ≤ "
             f"{settings.target_latency_ns / NS_PER_MS:g} ms, budget "
             f"{settings.budget_ns / NS_PER_S:g} s, probes ≥ "
             f"{settings.probe_duration_ns / NS_PER_S:g} s"

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import typer
+
 from loadtest.commands import options
 from loadtest.commands.common import (
     access_flags,
@@ -28,6 +30,7 @@ from loadtest.commands.common import (
     min_duration_ns,
     parse_shapes,
 )
+from loadtest.core.arrivals import ArrivalLaw, RenewalLaw, Timestamps, law_named
 from loadtest.core.settings import (
     AUTO_WORKERS,
     ClientSettings,
@@ -35,6 +38,10 @@ from loadtest.core.settings import (
     Protocol,
     SharedMemoryKind,
 )
+from loadtest.core.stages import Staged, parse_stages
+from loadtest.core.trace import ReplayOptions
+from loadtest.core.units import NS_PER_S
+from loadtest.engine.traces import load_trace
 from loadtest.scenarios.target_flags import AccessFlags, TargetFlags
 from loadtest.server.deployment import EmbeddedMode
 
@@ -157,6 +164,151 @@ class Checks:
         }
 
 
+# A trace's window and idle-gap cap stay within a year: every time fits int64 nanoseconds.
+MAX_TRACE_S = 366 * 24 * 3600.0
+PLAYED_WHOLE = (
+    "played whole: the minimum duration and query count do not apply (with --mlperf, LoadGen's "
+    "do, and a shorter shape is INVALID)"
+)
+
+
+def _refused(flag: str, why: str) -> typer.BadParameter:
+    """A usage error (exit 2, one line) naming `flag`."""
+    return typer.BadParameter(why, param_hint=f"'{flag}'")
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """When queries are due: a law (Poisson by default), load stages, or a recorded trace.
+
+    Stages and a trace are a whole run's shape: they set the rate (the profile's or the trace's
+    mean, which sizes the workers and heads the report), so --qps is refused beside them, and
+    they are played whole (PLAYED_WHOLE). Everything is checked before any load."""
+
+    arrival: options.ArrivalOption = options.ARRIVAL
+    stages: options.StagesOption = None
+    trace: options.TraceOption = None
+    trace_format: options.TraceFormatOption = None
+    trace_unit: options.TraceUnitOption = None
+    speedup: options.SpeedupOption = 1.0
+    max_gap: options.MaxGapOption = None
+    trace_start: options.TraceStartOption = 0.0
+    trace_end: options.TraceEndOption = None
+
+    @property
+    def shaped(self) -> bool:
+        """Stages or a trace: a shape played whole rather than a rate held for a duration."""
+        return self.stages is not None or self.trace is not None
+
+    def _trace_flags_given(self) -> list[str]:
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        names = ("trace_format", "trace_unit", "speedup", "max_gap", "trace_start", "trace_end")
+        return ["--" + n.replace("_", "-") for n in names if getattr(self, n) != defaults[n]]
+
+    def check(self, qps_given: bool, duration_given: bool, mlperf: bool) -> None:
+        """Refuse, in one usage line, the flags that contradict each other."""
+        if self.stages is not None and self.trace is not None:
+            raise _refused("--stages", "not with --trace: a trace has its own times")
+        if self.trace is not None and self.arrival != options.ARRIVAL:
+            raise _refused("--arrival", "not with --trace: a trace plays its own times")
+        if self.shaped and qps_given:
+            shape = "--stages" if self.stages is not None else "--trace"
+            how = "write the rates in the stages" if self.stages is not None else "use --speedup"
+            raise _refused("--qps", f"not with {shape}, which sets the rate: {how}")
+        if self.shaped and duration_given and not mlperf:
+            shape = "--stages" if self.stages is not None else "--trace"
+            raise _refused("--duration", f"not with {shape}, which is played whole")
+        if self.trace is None and (given := self._trace_flags_given()):
+            raise _refused(given[0], "only with --trace")
+        for flag, value in (
+            ("--max-gap", self.max_gap),
+            ("--trace-start", self.trace_start),
+            ("--trace-end", self.trace_end),
+        ):
+            if value is not None and not 0 <= value <= MAX_TRACE_S:
+                raise _refused(flag, f"must be in [0, {MAX_TRACE_S:g}] s, got {value:g}")
+        if self.max_gap is not None and self.max_gap <= 0:
+            raise _refused("--max-gap", f"must be > 0 s, got {self.max_gap:g}")
+        if self.trace_end is not None and self.trace_end <= self.trace_start:
+            raise _refused("--trace-end", "must be after --trace-start")
+        if not 1e-6 <= self.speedup <= 1e6:
+            raise _refused("--speedup", f"must be in [1e-6, 1e6], got {self.speedup:g}")
+
+    def refuse_beside(self, flag: str, why: str) -> None:
+        """A usage error when any arrival flag is given beside `flag` (which sets arrivals)."""
+        given = [
+            *(["--arrival"] if self.arrival != options.ARRIVAL else []),
+            *(["--stages"] if self.stages is not None else []),
+            *(["--trace"] if self.trace is not None else []),
+            *self._trace_flags_given(),
+        ]
+        if given:
+            raise _refused(given[0], f"not with {flag}: {why}")
+
+    def search_law(self) -> ArrivalLaw:
+        """find-peak's law: a shape is searched over its speed-up, so --qps and --duration do not
+        apply (the search sets the rate; a probe plays the shape whole)."""
+        self.check(False, False, False)
+        return self.law()
+
+    def replay(self) -> ReplayOptions:
+        def ns(seconds: float | None) -> int | None:
+            return None if seconds is None else round(seconds * NS_PER_S)
+
+        return ReplayOptions(
+            speedup=self.speedup,
+            max_gap_ns=ns(self.max_gap),
+            start_ns=ns(self.trace_start) or 0,
+            end_ns=ns(self.trace_end),
+        )
+
+    def law(self) -> ArrivalLaw:
+        """The law the flags name (a malformed trace is one SettingsError line, exit 1)."""
+        renewal = law_named(self.arrival)
+        if self.stages is not None:
+            assert isinstance(renewal, RenewalLaw)  # every law by name is one
+            return Staged(renewal, parse_stages(self.stages))
+        if self.trace is not None:
+            return load_trace(self.trace, self.trace_format, self.trace_unit, self.replay())
+        return renewal
+
+    def settings_fields(
+        self, qps: float | None, default_qps: float, run: RunLength, mlperf: bool, default_ns: int
+    ) -> dict[str, Any]:
+        """ServerSettings' rate, law and run length (RunLength's, or a shape's: played whole)."""
+        self.check(qps is not None, run.duration is not None, mlperf)
+        law = self.law()
+        fields: dict[str, Any] = {"qps": default_qps if qps is None else qps, "arrival_law": law}
+        fields.update(run.settings_fields(mlperf, default_ns))
+        if isinstance(law, Staged):
+            fields["qps"] = law.profile.mean_qps
+        elif isinstance(law, Timestamps):
+            fields["qps"] = law.mean_qps  # over its span (all at t = 0: its count)
+        if self.shaped and not mlperf:
+            # A trace's span is known: the check then says the whole trace was issued. A staged
+            # schedule's last query depends on the seed and the rate (find-peak rescales it).
+            span_ns = int(law.times_ns[-1]) if isinstance(law, Timestamps) else 0
+            cap_ns: int = fields["max_duration_ns"]
+            if cap_ns:  # --max-duration cuts the shape short, as asked
+                span_ns = min(span_ns, cap_ns)
+            fields.update(min_duration_ns=max(span_ns, 1), min_query_count=1)
+        return fields
+
+
+# How sweep and compare take Arrival: the law only. Their rate is the one they set, and their
+# reports do not judge stages, so a shape (stages, a trace) is not offered there yet.
+RENEWAL_ONLY = take(
+    "stages",
+    "trace",
+    "trace_format",
+    "trace_unit",
+    "speedup",
+    "max_gap",
+    "trace_start",
+    "trace_end",
+)
+
+
 def target_flags(
     model: str,
     endpoint: Endpoint,
@@ -252,6 +404,7 @@ def takes_groups(command: F) -> F:
 
 __all__ = [
     "Access",
+    "Arrival",
     "Checks",
     "Client",
     "Endpoint",

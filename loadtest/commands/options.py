@@ -380,3 +380,135 @@ MlperfModelOption = Annotated[
         "(llama2-70b, llama3_1-8b, deepseek-r1, ... ; docs/STREAMING.md has the table).",
     ),
 ]
+
+
+# --- arrivals: when queries are due (#27: core/arrivals.py, core/stages.py, engine/traces/) ----
+# Each parser checks its value before anything runs (exit 2, one line); flag_groups.Arrival checks
+# the ranges, turns them into the run's arrival law and refuses the combinations that contradict
+# each other (exit 2 too).
+
+
+def arrival_law_text(text: str) -> str:
+    """--arrival: a law `core.arrivals.law_named` knows (poisson, constant, gamma:CV)."""
+    from loadtest.core.arrivals import law_named
+    from loadtest.errors import SettingsError
+
+    try:
+        law_named(text)
+    except SettingsError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return text.strip().lower()
+
+
+def stages_text(text: str) -> str:
+    """--stages: a profile `core.stages.parse_stages` reads (30s:100,60s:100->400)."""
+    from loadtest.core.stages import parse_stages
+    from loadtest.errors import SettingsError
+
+    try:
+        parse_stages(text)
+    except SettingsError as exc:
+        raise typer.BadParameter(str(exc).removeprefix("--stages: ")) from None
+    return text.strip()
+
+
+def trace_format_name(text: str) -> str:
+    from loadtest.engine.traces import FORMATS, NAMES
+
+    name = text.strip().lower()
+    if name not in FORMATS:
+        raise typer.BadParameter(f"unknown trace format {text!r}: one of {NAMES}")
+    return name
+
+
+def trace_unit_name(text: str) -> str:
+    from loadtest.engine.traces.common import UNITS_NS
+
+    name = text.strip().lower()
+    if name not in UNITS_NS:
+        raise typer.BadParameter(f"unknown time unit {text!r}: one of {', '.join(UNITS_NS)}")
+    return name
+
+
+ArrivalOption = Annotated[
+    str,
+    typer.Option(
+        "--arrival",
+        parser=arrival_law_text,
+        help="Arrival law: poisson (MLPerf), constant, or gamma:CV (gamma:burstiness=K as in "
+        "vLLM); seeded by --seed, recorded in result.json. With --stages, the law within them.",
+    ),
+]
+StagesOption = Annotated[
+    str | None,
+    typer.Option(
+        "--stages",
+        parser=stages_text,
+        help="Load stages DURATION:RATE or DURATION:FROM->TO, comma-separated (e.g. "
+        "30s:100,60s:100->400,30s:->100): played whole, judged per stage; not with --qps.",
+        show_default=False,
+    ),
+]
+TraceOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--trace",
+        help="Replay the arrival times recorded in this file (result.json, LoadGen's "
+        "mlperf_log_trace.json, Mooncake, Azure, BurstGPT, CSV/JSONL; docs/TRACES.md): played "
+        "whole at its own mean rate; not with --qps, --stages or --arrival.",
+        show_default=False,
+    ),
+]
+TraceFormatOption = Annotated[
+    str | None,
+    typer.Option(
+        "--trace-format",
+        parser=trace_format_name,
+        help="The --trace file's format (default: told from its content).",
+        show_default=False,
+    ),
+]
+TraceUnitOption = Annotated[
+    str | None,
+    typer.Option(
+        "--trace-unit",
+        parser=trace_unit_name,
+        help="Time unit of a csv/jsonl trace whose time column does not name one (s, ms, us, ns).",
+        show_default=False,
+    ),
+]
+SpeedupOption = Annotated[
+    float,
+    typer.Option(
+        "--speedup",
+        parser=finite_float,
+        help="Play the trace this many times faster (0.5 = half speed).",
+    ),
+]
+MaxGapOption = Annotated[
+    float | None,
+    typer.Option(
+        "--max-gap",
+        parser=finite_float,
+        help="Cap every idle gap of the trace at this many seconds (after --speedup).",
+        show_default=False,
+    ),
+]
+TraceStartOption = Annotated[
+    float,
+    typer.Option(
+        "--trace-start",
+        parser=finite_float,
+        help="Replay the trace from this many seconds into it (its t = 0).",
+    ),
+]
+TraceEndOption = Annotated[
+    float | None,
+    typer.Option(
+        "--trace-end",
+        parser=finite_float,
+        help="Replay the trace up to this many seconds into it (exclusive).",
+        show_default=False,
+    ),
+]
+ARRIVAL = "poisson"

@@ -69,6 +69,13 @@ def _from_file(
         )
     if status != "bracketed":
         notes.append(f"find-peak did not converge ({status}): {data.get('conclusion', '')}")
+    shape = data.get("shape")
+    if isinstance(shape, dict) and shape.get("peak_speedup") is not None:
+        notes.append(
+            f"the peak is a traffic shape's mean rate at its largest VALID speed-up "
+            f"(×{float(shape['peak_speedup']):.3g} of {float(shape['mean_qps']):,.4g} QPS): "
+            "the plan is for traffic of that shape"
+        )
     return float(data["peak_qps"]), f"p{p:g} ≤ {bound:g} ms", tuple(notes)
 
 

@@ -28,8 +28,13 @@ def server(
     *,
     model: options.ModelOption = DEFAULT_SERVER_MODEL,
     qps: Annotated[
-        float, typer.Option(parser=finite_float, help="Scheduled Poisson arrival rate (queries/s).")
-    ] = (DEFAULT_SERVER_QPS),
+        float | None,
+        typer.Option(
+            parser=finite_float,
+            help=f"Scheduled arrival rate (queries/s; default {DEFAULT_SERVER_QPS:g}).",
+            show_default=False,
+        ),
+    ] = None,
     run: Annotated[groups.RunLength, groups.take(min_queries=100)],
     target_latency: options.TargetLatencyOption = None,
     percentile: options.PercentileOption = options.PERCENTILE,
@@ -45,13 +50,14 @@ def server(
     ttft_bound: options.TtftBoundOption = None,
     tpot_bound: options.TpotBoundOption = None,
     mlperf_model: options.MlperfModelOption = None,
+    arrival: groups.Arrival,
 ) -> None:
-    """Run the MLPerf Server scenario: Poisson arrivals at --qps, latency from scheduled time."""
+    """Run the MLPerf Server scenario: Poisson arrivals at --qps (or --arrival, --stages, --trace),
+    latency from scheduled time."""
     settings = ServerSettings(
-        qps=qps,
+        **arrival.settings_fields(qps, DEFAULT_SERVER_QPS, run, mlperf, DEFAULT_MIN_DURATION_NS),
         target_latency_ns=common.target_latency_ns(model, target_latency),
         percentile=percentile / 100,
-        **run.settings_fields(mlperf, DEFAULT_MIN_DURATION_NS),
         schedule_seed=seed,
         sample_seed=samples.sample_seed,
         sample_count=samples.samples,
@@ -64,17 +70,23 @@ def server(
     common.execute(
         settings,
         flags,
-        title=(
-            f"Server scenario: {settings.arrivals.describe()} for ≥ "
-            f"{settings.min_duration_ns / NS_PER_S:g} s"
-        ),
+        title=_title(settings, arrival.shaped, mlperf),
         play=server_play(settings, client.settings(), flags),
-        loop=client_loop(client.settings(), qps, flags),
+        loop=client_loop(client.settings(), settings.qps, flags),
         output=output.output,
         live=output.live,
         html=output.html,
         force=output.force,
     )
+
+
+def _title(settings: ServerSettings, shaped: bool, mlperf: bool) -> str:
+    """The run's title: its law (and rate), and how long it lasts."""
+    what = f"Server scenario: {settings.arrivals.describe()}"
+    if shaped and not mlperf:
+        common.say(f"stages and traces are {groups.PLAYED_WHOLE}")
+        return f"{what}, played whole"
+    return f"{what} for ≥ {settings.min_duration_ns / NS_PER_S:g} s"
 
 
 def client_loop(client: ClientSettings, qps: float, flags: common.TargetFlags) -> LoopKind:

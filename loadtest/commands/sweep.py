@@ -190,6 +190,7 @@ def sweep(
     client: Annotated[groups.Client, groups.take("ray", "shared_memory")],
     access: groups.Access,
     live: options.LiveOption = True,
+    arrival: Annotated[groups.Arrival, groups.RENEWAL_ONLY],
 ) -> None:
     """Find the model configuration (instances, batch size, batching delay, threads) with the
     highest VALID Server-scenario peak, climbing from the loaded one within a time budget."""
@@ -202,6 +203,7 @@ def sweep(
         schedule_seed=seed,
         sample_seed=samples.sample_seed,
         sample_count=samples.samples,
+        arrival_law=arrival.law(),
     )
     settings = budget.settings(peak)
     given = space.given()

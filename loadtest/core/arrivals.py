@@ -271,6 +271,23 @@ class Timestamps(ArrivalLaw):
         """A trace read from a file (engine/traces/), replayed as it is."""
         return cls(trace.times_ns, rows=trace.rows, source=trace.source)
 
+    @property
+    def mean_qps(self) -> float:
+        """Queries per second over the list's span (its count when all are due at 0)."""
+        span_s = int(self.times_ns[-1]) / NS_PER_S
+        return len(self.times_ns) / span_s if span_s > 0 else float(len(self.times_ns))
+
+    def at_rate(self, qps: float) -> Timestamps:
+        """The same list played faster or slower so that its mean rate is `qps` (find-peak's
+        speed-up over a trace); the rows stay with their queries."""
+        if not (math.isfinite(qps) and qps > 0):
+            raise SettingsError(f"a trace's rate must be > 0, got {qps}")
+        factor = qps / self.mean_qps
+        if factor == 1:
+            return self
+        times = np.round(self.times_ns / factor).astype(np.int64)
+        return Timestamps(times, rows=self.rows, source=f"{self.source} ×{factor:.4g}")
+
     def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, Timestamps)

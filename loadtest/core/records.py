@@ -79,6 +79,9 @@ class Records:
     )
     parts: np.ndarray = field(init=False, metadata=column(np.int32, 0, optional=True))
     final_count: np.ndarray = field(init=False, metadata=column(np.int64, NO_COUNT, optional=True))
+    # A replayed trace's row of each query (core/trace.TraceRows.index, stamped from the
+    # schedule's rows by the runner); -1 for a drawn law (and then left out of result.json).
+    trace_index: np.ndarray = field(init=False, metadata=column(np.int64, -1, optional=True))
     samples_per_query: int = 1
     error_kinds: list[str] = field(default_factory=list)
 

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from loadtest.core.arrivals import POISSON, ArrivalLaw, Arrivals
+from loadtest.core.arrivals import POISSON, ArrivalLaw, Arrivals, Timestamps
 from loadtest.core.secrets import REDACTED, Header, redact_url, split_url_credentials
+from loadtest.core.stages import Staged
 from loadtest.core.units import LATE_THRESHOLD_NS, NS_PER_MS, NS_PER_S
 from loadtest.errors import SettingsError
 
@@ -513,6 +514,8 @@ class PeakSettings:
     early_stopping_confidence: float = 0.99
     late_threshold_ns: int = LATE_THRESHOLD_NS
     client_lag_fraction: float = DEFAULT_CLIENT_LAG_FRACTION
+    # Every probe's law (core/arrivals.py); a renewal law, whose rate the search sets
+    arrival_law: ArrivalLaw = POISSON
     scenario: Scenario = field(default=Scenario.SERVER, init=False)
 
     def __post_init__(self) -> None:
@@ -536,20 +539,30 @@ class PeakSettings:
             raise SettingsError("--late-threshold must be > 0 ms")
         _check_client_lag_fraction(self.client_lag_fraction)
 
+    @property
+    def shaped(self) -> bool:
+        """Probes play a shape (load stages or a trace) whole, faster or slower: the search is
+        over its speed-up, and `qps` is the shape's mean rate at that speed-up."""
+        return isinstance(self.arrival_law, (Staged, Timestamps))
+
     def probe(self, qps: float, min_query_count: int) -> ServerSettings:
-        """The Server settings of one probe at `qps`."""
+        """The Server settings of one probe at `qps` (a shape: at that mean rate, played whole)."""
+        law = self.arrival_law
+        if isinstance(law, Timestamps):
+            law = law.at_rate(qps)
         return ServerSettings(
             qps=qps,
             target_latency_ns=self.target_latency_ns,
             percentile=self.percentile,
-            min_duration_ns=self.probe_duration_ns,
-            min_query_count=min_query_count,
+            min_duration_ns=1 if self.shaped else self.probe_duration_ns,
+            min_query_count=1 if self.shaped else min_query_count,
             schedule_seed=self.schedule_seed,
             sample_seed=self.sample_seed,
             sample_count=self.sample_count,
             early_stopping_confidence=self.early_stopping_confidence,
             late_threshold_ns=self.late_threshold_ns,
             client_lag_fraction=self.client_lag_fraction,
+            arrival_law=law,
         )
 
 

@@ -169,6 +169,8 @@ class Runner:
             sample_index=schedule.sample_index.copy(),
             samples_per_query=samples_per_query,
         )
+        if schedule.rows is not None:  # a replayed trace: each query keeps its row
+            self.records.trace_index[:] = schedule.rows.index
         self.stop_event = asyncio.Event()
         self._abandon = asyncio.Event()  # an urgent stop: no drain either
         self._stop_reason = ""

@@ -102,6 +102,58 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]], numeric: int
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
+LIST_SHOWN = 12  # a longer list in a result file is shown by its length and first values
+
+
+def stages_html(stages: Any) -> str:
+    """--stages: each stage's offered and carried rate, latency and own verdict ("" if none)."""
+    rows = []
+    for stage in stages if isinstance(stages, list) else []:
+        stage = obj(stage)
+        percentiles = obj(stage.get("percentiles_ns"))
+        judged = stage.get("latency_ns")
+        rows.append(
+            [
+                stage.get("number", ""),
+                stage.get("spec", ""),
+                fmt_value("offered_qps", stage.get("offered_qps")),
+                stage.get("scheduled", ""),
+                fmt_value("completed_qps", stage.get("completed_qps")),
+                ms(percentiles.get("p50")),
+                ms(percentiles.get("p99")),
+                "∞" if judged is None and stage.get("scheduled") else ms(judged),
+                Raw(
+                    '<span class="pass">yes</span>'
+                    if stage.get("met")
+                    else '<span class="fail">no</span>'
+                ),
+            ]
+        )
+    if not rows:
+        return ""
+    return (
+        "<h3>Stages</h3>"
+        + table(
+            [
+                "#",
+                "stage",
+                "offered QPS",
+                "scheduled",
+                "completed QPS",
+                "p50",
+                "p99",
+                "judged percentile",
+                "met the bound",
+            ],
+            rows,
+            numeric=2,
+        )
+        + '<p class="note">Each stage is judged on the queries scheduled in it, failed or '
+        "unanswered ones counted as over the bound; the run is VALID only if every stage is. "
+        "The timeline below shows the offered (scheduled) rate beside the completed one.</p>"
+    )
+
+
 def key_values(data: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
     """Nested dict -> (dotted key, shown value) rows; lists are shown inline."""
     rows: list[tuple[str, str]] = []
@@ -109,6 +161,10 @@ def key_values(data: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             rows.extend(key_values(value, f"{name}."))
+        elif isinstance(value, list) and len(value) > LIST_SHOWN:
+            # e.g. a replayed trace's times in the settings: its length and its first values
+            head = ", ".join(str(v) for v in value[:LIST_SHOWN])
+            rows.append((name, f"{len(value):,} values: {head}, …"))
         elif isinstance(value, list):
             rows.append((name, ", ".join(str(v) for v in value) or "—"))
         else:
@@ -314,6 +370,7 @@ def run_details(run: ResultFile, number: int) -> str:
     }
     counts.update({f"errors: {k}": v for k, v in (s.get("errors_by_kind") or {}).items()})
     parts.append("<h3>Counts</h3>" + table(["", "queries"], counts.items(), numeric=1))
+    parts.append(stages_html(data.get("stages")))
     parts.append(run_split_html(data, number))
     parts.append(
         "<h3>Server metrics (:8002)</h3>"

@@ -30,6 +30,7 @@ import numpy as np
 
 from loadtest.core.secrets import Secret, redact_url
 from loadtest.core.settings import ScenarioSettings, ServerSettings, TargetSettings
+from loadtest.core.stages import StagedArrivals
 from loadtest.core.target import Target
 from loadtest.core.units import s_to_us
 from loadtest.engine.measurement import Measurement
@@ -39,6 +40,7 @@ from loadtest.report.mlperf_summary import render_mlperf_summary
 from loadtest.report.outputs import stamp, write_atomically
 from loadtest.rules.cache_check import CacheCheck
 from loadtest.rules.output_check import OutputCheck
+from loadtest.rules.stage_results import StageResult, stage_results, stages_check
 from loadtest.rules.stats import Summary, Timeline, decode_histograms, timeline
 from loadtest.rules.tokens import (
     TokenBounds,
@@ -148,6 +150,7 @@ class RunReport:
     cache_check: CacheCheck | None = None  # --same-sample
     tokens: TokenFigures | None = None  # an answer in parts (streamed, LLM): rules/tokens.py
     token_bounds: TokenBounds | None = None
+    stages: tuple[StageResult, ...] = ()  # --stages: each stage judged alone (rules/stage_results)
 
     @classmethod
     def from_measurement(
@@ -182,6 +185,9 @@ class RunReport:
             for check in token_checks(records, bounds):
                 advice = "" if check.passed else TOKEN_ADVICE
                 verdict = with_check(verdict, Check(check.name, check.passed, check.detail, advice))
+        stages = _stages(settings, measurement)
+        if stages:
+            verdict = with_check(verdict, stages_check(stages))
         return cls(
             settings=settings,
             requested_target=requested,
@@ -197,6 +203,7 @@ class RunReport:
             cache_check=cache_check,
             tokens=tokens,
             token_bounds=bounds,
+            stages=stages,
         )
 
     @classmethod
@@ -251,6 +258,8 @@ class RunReport:
             result["server_side"] = self.server_side.to_dict()
         if self.timeline is not None:
             result["timeline"] = self.timeline.to_dict()
+        if self.stages:
+            result["stages"] = [stage.to_dict() for stage in self.stages]
         if self.output_check is not None:
             result["output_check"] = self.output_check.to_dict()
         if self.cache_check is not None:
@@ -297,6 +306,18 @@ def token_bounds_of(settings: ScenarioSettings) -> TokenBounds:
             settings.early_stopping_confidence,
         )
     return TokenBounds()
+
+
+def _stages(settings: ScenarioSettings, measurement: Measurement) -> tuple[StageResult, ...]:
+    """A staged Server run's stages, each judged on its own queries; () for any other run."""
+    if not isinstance(settings, ServerSettings):
+        return ()
+    arrivals = settings.arrivals
+    if not isinstance(arrivals, StagedArrivals):
+        return ()
+    return stage_results(
+        measurement.outcome.records, arrivals, settings.target_latency_ns, settings.percentile
+    )
 
 
 RUN_FILES = ("result.json", "mlperf_log_summary.txt")

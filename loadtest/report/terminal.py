@@ -9,6 +9,7 @@ from rich.table import Table
 from loadtest.core.units import ms_cell, ns_to_s
 from loadtest.engine.selfmeasure import GAP_CV_TOLERANCE, ClientReport
 from loadtest.report.results import RunReport
+from loadtest.rules.stage_results import StageResult
 from loadtest.rules.stats import LatencyStats, Summary
 from loadtest.rules.validity import Verdict
 from loadtest.scenarios.mlperf.registry import Tone, entry
@@ -205,6 +206,34 @@ def render_tokens(console: Console, report: RunReport) -> None:
     )
 
 
+def stages_table(stages: tuple[StageResult, ...]) -> Table:
+    """--stages: each stage's offered and carried rate, its latency, and its own verdict."""
+    label = f"p{stages[0].percentile * 100:g}"
+    bound = ms_cell(stages[0].target_latency_ns)
+    table = Table(
+        title="Stages (each judged on the queries scheduled in it)",
+        caption=f"bound: {label} ≤ {bound} ms in every stage; failed or unanswered queries count "
+        "as over it",
+    )
+    for heading in ("#", "stage", "offered QPS", "scheduled", "completed QPS", "p50 ms",
+                    f"{label} ms", "met"):  # fmt: skip
+        table.add_column(heading, justify="left" if heading == "stage" else "right")
+    for stage in stages:
+        judged = "∞" if stage.latency_ns is None else ms_cell(stage.latency_ns)
+        p50 = stage.percentiles_ns.get("p50")
+        table.add_row(
+            str(stage.number),
+            stage.spec,
+            f"{stage.offered_qps:,.1f}",
+            str(stage.scheduled),
+            f"{stage.completed_qps:,.1f}",
+            "-" if p50 is None else ms_cell(p50),
+            judged if stage.scheduled else "-",
+            "[green]yes[/]" if stage.met else "[red]no[/]",
+        )
+    return table
+
+
 def render_report(console: Console, report: RunReport) -> None:
     settings, summary = report.settings, report.summary
     scenario = entry(settings.scenario)
@@ -229,5 +258,7 @@ def render_report(console: Console, report: RunReport) -> None:
             f"scheduled time) p50 {ms(failures.percentiles()[0.5])} / max {ms(failures.max_ns)} ms",
             highlight=False,
         )
+    if report.stages:
+        console.print(stages_table(report.stages))
     for line in verdict_lines(report.verdict):
         console.print(line, highlight=False)

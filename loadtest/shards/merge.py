@@ -116,6 +116,8 @@ def lost_shard_result(
     schedule stays PENDING, so the merged result counts them as never answered, and the run is
     partial with `reason` saying which shard was lost. Whether some were sent is unknowable."""
     records = Records(scheduled_ns=schedule.scheduled_ns, sample_index=schedule.sample_index)
+    if schedule.rows is not None:
+        records.trace_index[:] = schedule.rows.index
     return ShardResult(
         shard=shard,
         host=host,

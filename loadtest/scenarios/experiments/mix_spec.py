@@ -15,6 +15,7 @@ The file (TOML; keys at the top are defaults for every entry):
     model = "tiny"           # required; `name` defaults to it (names must be unique)
     weight = 3               # or qps = 45 (never both kinds in one file)
     bound_ms = 10            # default: the suite model's MLPerf bound
+    arrival = "gamma:2"      # a Server entry's law (core/arrivals.law_named; default poisson)
     [[model]]
     model = "dlrm_small"
     scenario = "Offline"     # a closed loop beside the others (expected_qps, max_in_flight)
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from loadtest.core.arrivals import POISSON, law_named
 from loadtest.core.mix_schedule import Stream, entry_seed
 from loadtest.core.settings import (
     DEFAULT_MIN_DURATION_NS,
@@ -83,6 +85,7 @@ ENTRY_KEYS = {
     "min_queries",
     "expected_qps",
     "max_in_flight",
+    "arrival",
 }
 
 
@@ -419,6 +422,8 @@ def _entry(
     if scenario_text == "offline":
         if "bound_ms" in table:
             raise SettingsError("an Offline entry has no latency bound (bound_ms)")
+        if "arrival" in table:
+            raise SettingsError("an Offline entry has no arrival law (arrival): all are due at 0")
         expected = table.get("expected_qps", "auto")
         settings = OfflineSettings(
             expected_qps=None if expected == "auto" else _positive(expected, "expected_qps"),
@@ -455,6 +460,9 @@ def _entry(
             sample_count=samples,
             late_threshold_ns=defaults.late_threshold_ns,
             keep_records=defaults.keep_records,
+            arrival_law=law_named(_text(table["arrival"], "arrival"))
+            if "arrival" in table
+            else POISSON,
         )
     return MixEntry(name, flags, settings, weight, url_given=url is not None)
 

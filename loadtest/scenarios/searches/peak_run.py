@@ -13,14 +13,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from loadtest.core.arrivals import Timestamps
 from loadtest.core.records import Records
 from loadtest.core.settings import NS_PER_S, PeakSettings, ServerSettings
+from loadtest.core.stages import Staged, StagedArrivals
 from loadtest.core.target import ModelSpec, Target
 from loadtest.engine import stopping
 from loadtest.engine.measurement import Measurement
 from loadtest.engine.selfmeasure import Progress
+from loadtest.rules.stage_results import stage_results, stages_check
 from loadtest.rules.stats import Summary, exact_percentile, exact_percentile_with_failures
-from loadtest.rules.validity import Verdict, expected_min_queries
+from loadtest.rules.validity import Verdict, expected_min_queries, with_check
 from loadtest.scenarios.mlperf.interpret import interpret_server
 from loadtest.scenarios.mlperf.play import Generator, closed_loop_throughput, run_server
 from loadtest.scenarios.searches.peak_search import FAILED_LATENCY_NS, Conclusion, PeakSearch, Probe
@@ -64,6 +67,12 @@ async def calibrate(target: Target, sample_count: int, settings: PeakSettings) -
 
 def _probe_of(settings: ServerSettings, measurement: Measurement) -> ProbeRun:
     summary, verdict = interpret_server(settings, measurement.outcome)
+    arrivals = settings.arrivals
+    if isinstance(arrivals, StagedArrivals):  # over stages, a probe is VALID if every stage is
+        stages = stage_results(
+            measurement.outcome.records, arrivals, settings.target_latency_ns, settings.percentile
+        )
+        verdict = with_check(verdict, stages_check(stages))
     latencies = measurement.outcome.records.latency_from_scheduled_ns()
     latencies.sort()
     # Failures count as +∞, as in the verdict: a rate where the server drops requests never
@@ -157,7 +166,8 @@ async def search_peak(
         if time.monotonic() - started + expected_s + PROBE_OVERHEAD_S > budget_s:
             exhausted = True
             break
-        on_stage(f"probe {len(runs) + 1} at {qps:,.1f} QPS (Poisson)", expected_s)
+        law = getattr(settings.arrival_law, "label", settings.arrival_law.name)
+        on_stage(f"probe {len(runs) + 1} at {qps:,.1f} QPS ({law})", expected_s)
         run, measurement = await _run_probe(
             target, model, sample_count, settings, qps, request_timeout_s, generator, on_tick
         )
@@ -229,6 +239,13 @@ def probe_min_queries(settings: PeakSettings) -> int:
 
 
 def probe_seconds(settings: PeakSettings, qps: float) -> float:
-    """How long one probe at `qps` lasts (its minimum duration, or its minimum query count)."""
+    """How long one probe at `qps` lasts (its minimum duration, or its minimum query count; a
+    shape: its whole length at that speed-up)."""
+    if settings.shaped:
+        law = settings.probe(qps, 1).arrival_law
+        if isinstance(law, Staged):
+            return law.profile.duration_ns / NS_PER_S
+        assert isinstance(law, Timestamps)
+        return int(law.times_ns[-1]) / NS_PER_S
     min_queries = probe_min_queries(settings)
     return max(settings.probe_duration_ns / NS_PER_S, min_queries / max(qps, 1e-9))
