@@ -28,14 +28,27 @@ from loadtest.targets.triton_common import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT
 
 
 # --- parsers: a value no run can use is a usage error (exit 2, one line), never a traceback ---
+# No float flag means anything beyond a billion (seconds: 31 years; queries per second; ms) or,
+# when not zero, below a billionth (a nanosecond; one query in 31 years): values past these reach
+# the schedule and the clock as overflowing nanoseconds or infinite intervals (#26), so they are
+# refused with the flag's name. 1e9 s in ns (1e18) still fits the int64 clocks.
+MAX_MAGNITUDE = 1e9
+MIN_MAGNITUDE = 1e-9
+
+
 def finite_float(text: str) -> float:
-    """Every float flag goes through this: nan and inf are refused before anything runs."""
+    """Every float flag goes through this: nan, inf and magnitudes outside [1e-9, 1e9] (zero
+    aside) are refused before anything runs."""
     try:
         value = float(text)
     except ValueError:
         raise typer.BadParameter(f"{text!r} is not a number") from None
     if not math.isfinite(value):
         raise typer.BadParameter(f"must be a finite number, got {text}")
+    if abs(value) > MAX_MAGNITUDE:
+        raise typer.BadParameter(f"must be at most {MAX_MAGNITUDE:g} in size, got {text}")
+    if value != 0 and abs(value) < MIN_MAGNITUDE:
+        raise typer.BadParameter(f"must be 0 or at least {MIN_MAGNITUDE:g} in size, got {text}")
     return value
 
 
