@@ -82,6 +82,22 @@ def seed_value(text: str) -> int:
     return value
 
 
+# MLPerf's largest performance sample count is DLRM's 204 800; a bound keeps a typo such as
+# --samples 99999999999 from building a library for hours (#26).
+MAX_SAMPLES = 1 << 20
+
+
+def sample_count(text: str) -> int:
+    """--samples: 1 to MAX_SAMPLES samples in the in-memory library."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not an integer") from None
+    if not 1 <= value <= MAX_SAMPLES:
+        raise typer.BadParameter(f"the sample library holds 1..{MAX_SAMPLES} samples, got {value}")
+    return value
+
+
 def port_number(text: str) -> int:
     """A TCP port: 0 (pick a free one) to 65535."""
     try:
@@ -149,7 +165,8 @@ SampleSeedOption = Annotated[
     typer.Option("--sample-seed", parser=seed_value, help="Sample order and random-input seed."),
 ]
 SamplesOption = Annotated[
-    int, typer.Option("--samples", help="Size of the in-memory sample library.")
+    int,
+    typer.Option("--samples", parser=sample_count, help="Size of the in-memory sample library."),
 ]
 InputDataOption = Annotated[
     Path | None,
