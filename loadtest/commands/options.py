@@ -26,7 +26,6 @@ from loadtest.core.settings import (
 from loadtest.server.deployment import EmbeddedMode
 from loadtest.targets.triton_common import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT
 
-
 # --- parsers: a value no run can use is a usage error (exit 2, one line), never a traceback ---
 # No float flag means anything beyond a billion (seconds: 31 years; queries per second; ms) or,
 # when not zero, below a billionth (a nanosecond; one query in 31 years): values past these reach
