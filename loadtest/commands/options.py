@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import typer
 
@@ -108,12 +109,25 @@ def port_number(text: str) -> int:
     return value
 
 
+def url_text(text: str) -> str:
+    """--url: a URL whose port, when given, is a number in 0..65535 (urlsplit's own reasons
+    otherwise surfaced later as exit 1, #26); the rest is checked with the protocol
+    (core/settings.TargetSettings)."""
+    try:
+        parts = urlsplit(text if "://" in text else f"//{text}")
+        parts.port  # noqa: B018 - reading it is the check: ValueError when out of range
+    except ValueError as exc:
+        raise typer.BadParameter(f"{text.rsplit('@', 1)[-1]!r}: {exc}") from None
+    return text
+
+
 # --- target: what is measured, and where --------------------------------------------------------
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model to load test.")]
 UrlOption = Annotated[
     str | None,
     typer.Option(
         "--url",
+        parser=url_text,
         help="Triton address (default 127.0.0.1:8001 for gRPC, :8000 for HTTP); https:// or "
         "grpcs:// for TLS; user:password@ for Basic auth (the password is never written).",
     ),
