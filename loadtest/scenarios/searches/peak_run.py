@@ -58,6 +58,7 @@ async def calibrate(target: Target, sample_count: int, settings: PeakSettings) -
         settings.sample_seed,
         settings.calibration_in_flight,
         settings.calibration_ns,
+        max_qps=settings.max_qps,
     )
     return qps, stopped
 
