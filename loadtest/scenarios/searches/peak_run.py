@@ -171,7 +171,7 @@ async def search_peak(
     probes = [r.probe for r in runs]
     return PeakOutcome(
         runs=tuple(runs),
-        conclusion=search.conclusion(probes, exhausted),
+        conclusion=search.conclusion(probes, exhausted, interrupted),
         calibration_qps=calibration_qps,
         elapsed_s=time.monotonic() - started,
         budget_exhausted=exhausted,
