@@ -112,7 +112,10 @@ def port_number(text: str) -> int:
 def url_text(text: str) -> str:
     """--url: a URL whose port, when given, is a number in 0..65535 (urlsplit's own reasons
     otherwise surfaced later as exit 1, #26); the rest is checked with the protocol
-    (core/settings.TargetSettings)."""
+    (core/settings.TargetSettings). An empty --url is refused: it read as none given, so the
+    default address was used (and an embedded Triton started there)."""
+    if not text.strip():
+        raise typer.BadParameter("must not be empty (leave --url out for the default address)")
     try:
         parts = urlsplit(text if "://" in text else f"//{text}")
         parts.port  # noqa: B018 - reading it is the check: ValueError when out of range
