@@ -152,7 +152,9 @@ def test_compare_takes_input_data_shape_and_protocol(tmp_path: Path):
         *FAKE_RUN, "--protocol", "http", "--input-data", str(data), "--shape", "INPUT0:4",
         "--output", str(out),
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr + result.stdout
+    # one row, INVALID by early stopping (too few queries for a p99 in 1 s): exit 3, or 5 when
+    # a loaded machine also made the client fall behind (#26: no VALID row is not exit 0)
+    assert result.returncode in (3, 5), result.stderr + result.stdout
     settings = json.loads((out / "compare.json").read_text())["settings"]
     assert settings["targets"] == ["triton-http"] and settings["protocol"] == "http"
     assert settings["input_data"] == str(data) and settings["shapes"] == {"INPUT0": [4]}

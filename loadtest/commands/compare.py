@@ -18,6 +18,7 @@ from loadtest.commands import flag_groups as groups
 from loadtest.commands.options import finite_float
 from loadtest.core.settings import NS_PER_MS, NS_PER_S, Protocol, ServerSettings, SharedMemoryKind
 from loadtest.engine import stopping, timing
+from loadtest.errors import ExitCode
 from loadtest.models import DEFAULT_SERVER_MODEL, DEFAULT_SERVER_QPS
 from loadtest.report.compare_report import (
     COMPARE_FILES,
@@ -27,6 +28,7 @@ from loadtest.report.compare_report import (
 )
 from loadtest.report.progress import PlaysProgress
 from loadtest.report.results import build_environment
+from loadtest.rules.validity import Verdict
 from loadtest.scenarios.experiments import compare_run
 from loadtest.scenarios.experiments.compare_run import (
     DEFAULT_TARGETS,
@@ -221,3 +223,16 @@ def _play_and_write(setup: CompareSetup, output: Path | None, force: bool, live:
         stopping.install_process_handlers()
     common.say_saved(saved)
     common.finish_or_stop(saved, "comparison", bool(result.stop_reason), result.stop_reason)
+    exit_code = verdicts_exit_code([run.verdict for run in result.runs])
+    if exit_code != ExitCode.OK:
+        raise typer.Exit(exit_code)
+
+
+def verdicts_exit_code(verdicts: list[Verdict]) -> ExitCode:
+    """The README's table for a comparison: 0 while any row is VALID; with none VALID, 5 when
+    every row was only client-bound, else 3 (#26: it exited 0 with every row INVALID)."""
+    if not verdicts or any(v.valid for v in verdicts):
+        return ExitCode.OK
+    if all(v.client_bound for v in verdicts):
+        return ExitCode.CLIENT_BOUND
+    return ExitCode.INVALID

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from loadtest.commands import options
 from loadtest.errors import ResultFileError, SettingsError
 from loadtest.report.console import make_console
 from loadtest.report.csv_export import records_csv, summary_csv, timeline_csv
@@ -16,6 +17,7 @@ from loadtest.report.resultfile import RUN, load_result
 from loadtest.rules.stats import Timeline
 
 console = make_console()
+CSV_FILES = ("summary.csv", "timeline.csv", "records.csv")
 
 
 def export(
@@ -27,6 +29,7 @@ def export(
         Path | None,
         typer.Option("--output", "-o", help="Directory for the CSV files [default: beside RUN]."),
     ] = None,
+    force: options.ForceOption = False,
 ) -> None:
     """Export the summary (summary.csv), the per-second timeline (timeline.csv) and, for runs
     written with --records, the per-query records (records.csv) as CSV."""
@@ -36,6 +39,12 @@ def export(
     if run.kind != RUN:
         raise ResultFileError(f"{result}: a {run.kind} result; export takes one run's result.json")
     directory = output or result.parent
+    taken = [directory / name for name in CSV_FILES if (directory / name).exists()]
+    if taken and not force:  # as every other output: refused, not silently replaced (#26)
+        raise SettingsError(
+            f"{', '.join(str(p) for p in taken)} already exist(s): pass --force to overwrite, "
+            "or choose another --output"
+        )
     try:
         directory.mkdir(parents=True, exist_ok=True)
         summary_path = directory / "summary.csv"

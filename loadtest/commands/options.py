@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import typer
 
@@ -26,16 +27,28 @@ from loadtest.core.settings import (
 from loadtest.server.deployment import EmbeddedMode
 from loadtest.targets.triton_common import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT
 
-
 # --- parsers: a value no run can use is a usage error (exit 2, one line), never a traceback ---
+# No float flag means anything beyond a billion (seconds: 31 years; queries per second; ms) or,
+# when not zero, below a billionth (a nanosecond; one query in 31 years): values past these reach
+# the schedule and the clock as overflowing nanoseconds or infinite intervals (#26), so they are
+# refused with the flag's name. 1e9 s in ns (1e18) still fits the int64 clocks.
+MAX_MAGNITUDE = 1e9
+MIN_MAGNITUDE = 1e-9
+
+
 def finite_float(text: str) -> float:
-    """Every float flag goes through this: nan and inf are refused before anything runs."""
+    """Every float flag goes through this: nan, inf and magnitudes outside [1e-9, 1e9] (zero
+    aside) are refused before anything runs."""
     try:
         value = float(text)
     except ValueError:
         raise typer.BadParameter(f"{text!r} is not a number") from None
     if not math.isfinite(value):
         raise typer.BadParameter(f"must be a finite number, got {text}")
+    if abs(value) > MAX_MAGNITUDE:
+        raise typer.BadParameter(f"must be at most {MAX_MAGNITUDE:g} in size, got {text}")
+    if value != 0 and abs(value) < MIN_MAGNITUDE:
+        raise typer.BadParameter(f"must be 0 or at least {MIN_MAGNITUDE:g} in size, got {text}")
     return value
 
 
@@ -69,6 +82,22 @@ def seed_value(text: str) -> int:
     return value
 
 
+# MLPerf's largest performance sample count is DLRM's 204 800; a bound keeps a typo such as
+# --samples 99999999999 from building a library for hours (#26).
+MAX_SAMPLES = 1 << 20
+
+
+def sample_count(text: str) -> int:
+    """--samples: 1 to MAX_SAMPLES samples in the in-memory library."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not an integer") from None
+    if not 1 <= value <= MAX_SAMPLES:
+        raise typer.BadParameter(f"the sample library holds 1..{MAX_SAMPLES} samples, got {value}")
+    return value
+
+
 def port_number(text: str) -> int:
     """A TCP port: 0 (pick a free one) to 65535."""
     try:
@@ -80,12 +109,28 @@ def port_number(text: str) -> int:
     return value
 
 
+def url_text(text: str) -> str:
+    """--url: a URL whose port, when given, is a number in 0..65535 (urlsplit's own reasons
+    otherwise surfaced later as exit 1, #26); the rest is checked with the protocol
+    (core/settings.TargetSettings). An empty --url is refused: it read as none given, so the
+    default address was used (and an embedded Triton started there)."""
+    if not text.strip():
+        raise typer.BadParameter("must not be empty (leave --url out for the default address)")
+    try:
+        parts = urlsplit(text if "://" in text else f"//{text}")
+        parts.port  # noqa: B018 - reading it is the check: ValueError when out of range
+    except ValueError as exc:
+        raise typer.BadParameter(f"{text.rsplit('@', 1)[-1]!r}: {exc}") from None
+    return text
+
+
 # --- target: what is measured, and where --------------------------------------------------------
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model to load test.")]
 UrlOption = Annotated[
     str | None,
     typer.Option(
         "--url",
+        parser=url_text,
         help="Triton address (default 127.0.0.1:8001 for gRPC, :8000 for HTTP); https:// or "
         "grpcs:// for TLS; user:password@ for Basic auth (the password is never written).",
     ),
@@ -136,7 +181,8 @@ SampleSeedOption = Annotated[
     typer.Option("--sample-seed", parser=seed_value, help="Sample order and random-input seed."),
 ]
 SamplesOption = Annotated[
-    int, typer.Option("--samples", help="Size of the in-memory sample library.")
+    int,
+    typer.Option("--samples", parser=sample_count, help="Size of the in-memory sample library."),
 ]
 InputDataOption = Annotated[
     Path | None,

@@ -13,6 +13,7 @@ from rich.table import Table
 from loadtest.analysis.capacity import CapacityPlan, plan_capacity
 from loadtest.commands.common import console
 from loadtest.commands.options import finite_float
+from loadtest.core.json_depth import loads_bounded
 from loadtest.core.units import ns_to_ms
 from loadtest.errors import ResultFileError, SettingsError
 from loadtest.report.outputs import write_atomically
@@ -26,8 +27,8 @@ UNUSABLE = {
 
 def _read_peak(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        data = loads_bounded(path.read_text())
+    except (OSError, ValueError) as exc:  # JsonTooDeep is a ValueError
         raise SettingsError(f"cannot read find-peak result {path}: {exc}") from None
     if (
         not isinstance(data, dict)

@@ -183,6 +183,14 @@ def sweep(
         ),
     ] = False,
     html: options.HtmlOption = None,
+    max_qps: Annotated[
+        float,
+        typer.Option(
+            parser=finite_float,
+            help="Never send faster than this: every warm-up and probe of every configuration "
+            "(0 = no cap), to protect a shared server.",
+        ),
+    ] = 0.0,
     endpoint: Annotated[groups.Endpoint, groups.take("model_version")],
     seed: options.SeedOption = 0,
     samples: groups.SampleLibrary,
@@ -204,6 +212,7 @@ def sweep(
         sample_seed=samples.sample_seed,
         sample_count=samples.samples,
         arrival_law=arrival.law(),
+        max_qps=max_qps,
     )
     settings = budget.settings(peak)
     given = space.given()

@@ -129,7 +129,12 @@ def parse_header(text: str) -> Header:
     if not _TOKEN.match(name):
         raise SettingsError(f"--header name {name!r} is not a valid header name")
     lower = name.lower()
-    if lower in _RESERVED or lower.startswith("grpc-") or lower.endswith("-bin"):
+    if lower.endswith("-bin"):  # #26: it was refused as one loadtest sets itself
+        raise SettingsError(
+            f"--header {name}: a name ending in -bin is binary gRPC metadata, which --header "
+            "(text, the same for HTTP and gRPC) cannot send"
+        )
+    if lower in _RESERVED or lower.startswith("grpc-"):
         raise SettingsError(f"--header {name}: loadtest sets this header itself")
     return Header(name, secret_value(spec.strip(), f"--header {name}"))
 

@@ -101,7 +101,22 @@ def is_triton_url(url: str) -> bool:
         parts = urlsplit(url if scheme else f"//{url}")
     except ValueError:
         return False
-    return parts.path in ("", "/") and not parts.query
+    return parts.path in ("", "/") and not parts.query and not parts.fragment
+
+
+def url_extras(url: str) -> str:
+    """The path, query and fragment of a URL ('' for none, or a bare '/'): what a Triton URL
+    must not have (Triton serves its routes at the root), and what is_triton_url reads as 'not
+    Triton'."""
+    scheme = url_scheme(url)
+    try:
+        parts = urlsplit(url if scheme else f"//{url}")
+    except ValueError:
+        return ""
+    path = "" if parts.path == "/" else parts.path
+    query = f"?{parts.query}" if parts.query else ""
+    fragment = f"#{parts.fragment}" if parts.fragment else ""
+    return f"{path}{query}{fragment}"
 
 
 @dataclass(frozen=True)
@@ -142,6 +157,12 @@ class TargetSettings:
                 raise SettingsError("the fake target has no TLS: drop --tls and the TLS flags")
             return
         protocol = self.protocol.value
+        extras = url_extras(self.url)
+        if protocol in _SCHEMES and extras:  # both Triton protocols: routes at the root (#26)
+            raise SettingsError(
+                f"--url {shown} names {extras!r}: a Triton URL is scheme://host:port, with no "
+                "path, query or fragment (they would be ignored)"
+            )
         if scheme and scheme not in _SCHEMES[protocol]:
             fits = " or ".join(f"{s}://" for s in _SCHEMES[protocol])
             other = next((p for p, s in _SCHEMES.items() if scheme in s), None)

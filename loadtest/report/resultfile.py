@@ -16,10 +16,12 @@ naming the file and the problem, never a traceback.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loadtest.core.json_depth import JsonTooDeep, loads_bounded
 from loadtest.core.records import Records
 from loadtest.errors import ResultFileError
 
@@ -121,6 +123,30 @@ def classify(data: Any, where: str) -> str:
     return RUN
 
 
+NUMBER_SUFFIXES = ("_ns", "_qps", "_ms", "_s")
+
+
+def check_numbers(data: Any, where: str, path: str = "") -> None:
+    """Every value under a key named for a unit (p99_ns, peak_qps, ...) is a finite number or
+    null: a string or NaN there was read as if measured, and diff dropped the row (#26). The
+    per-query records (columns of integers, checked by Records) are not walked."""
+    if isinstance(data, list):
+        for i, item in enumerate(data):
+            check_numbers(item, where, f"{path}[{i}]")
+        return
+    if not isinstance(data, dict):
+        return
+    for key, value in data.items():
+        if key == "records":
+            continue
+        at = f"{path}.{key}" if path else str(key)
+        if str(key).endswith(NUMBER_SUFFIXES) and not isinstance(value, (dict, list)):
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if value is not None and not (number and math.isfinite(value)):
+                raise ResultFileError(f"{where}: {at} is {value!r}, not a finite number")
+        check_numbers(value, where, at)
+
+
 def from_data(data: Any, label: str) -> ResultFile:
     """A ResultFile from an in-memory JSON value (e.g. RunReport.to_json())."""
     return ResultFile(label=label, kind=classify(data, label), data=data)
@@ -135,13 +161,17 @@ def load_result(path: Path, label: str | None = None) -> ResultFile:
     except (OSError, UnicodeDecodeError) as exc:
         raise ResultFileError(f"{path}: cannot read ({exc})") from None
     try:
-        data = json.loads(text)
+        data = loads_bounded(text)
+    except JsonTooDeep as exc:
+        raise ResultFileError(f"{path}: not a loadtest result ({exc})") from None
     except json.JSONDecodeError as exc:
         raise ResultFileError(
             f"{path}: not valid JSON (truncated or corrupt? {exc.msg} at line {exc.lineno} "
             f"column {exc.colno})"
         ) from None
-    return ResultFile(label=label or label_for(path), kind=classify(data, str(path)), data=data)
+    kind = classify(data, str(path))
+    check_numbers(data, str(path))
+    return ResultFile(label=label or label_for(path), kind=kind, data=data)
 
 
 def load_results(paths: list[Path]) -> list[ResultFile]:

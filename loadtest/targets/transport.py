@@ -113,9 +113,12 @@ def _system_roots() -> bytes | None:
 
 
 def grpc_credentials(tls: TlsSettings) -> Any:
-    """grpc.ChannelCredentials for the settings (files read once, here)."""
+    """grpc.ChannelCredentials for the settings (files read once, here). The files are first
+    checked by Python's ssl (ssl_context): grpc-core would log 3-5 C-level lines about a bad
+    --ca-cert before any error of ours (#26)."""
     import grpc
 
+    ssl_context(tls)  # one line (SettingsError) for an unusable PEM, before grpc-core sees it
     roots = _read(tls.ca_cert, "--ca-cert") if tls.ca_cert is not None else _system_roots()
     key = _read(tls.client_key, "--client-key") if tls.client_key is not None else None
     chain = _read(tls.client_cert, "--client-cert") if tls.client_cert is not None else None

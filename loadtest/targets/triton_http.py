@@ -64,6 +64,7 @@ from loadtest.wire.http_wire import WirePool, build_request
 
 _HEADER_LENGTH = "Inference-Header-Content-Length"
 WARM_CONNECTIONS = 8
+LIVE_CHECK_S = 5.0  # the liveness check's least deadline, as the gRPC target's
 
 
 def _error_message(body: bytes) -> str:
@@ -176,6 +177,7 @@ class TritonHttpTarget:
         host, _, port = self.url.rpartition(":")
         host = host.strip("[]")
         text = exc.message() if isinstance(exc, InferenceServerException) else str(exc)
+        text = text or type(exc).__name__  # an aiohttp timeout's str() is ''
         tls = self.credentials.tls
         if tls is not None:
             reason = await explain_tls_failure_async(host, int(port), tls, ("http/1.1",))
@@ -187,7 +189,15 @@ class TritonHttpTarget:
         client = self._admin()
         try:
             try:
-                await client.is_server_live()
+                # A server that accepts connections but never answers: a reason within
+                # max(--timeout, 5 s), not an empty one after the 30 s setup deadline (#26).
+                live_s = min(max(self.timeout_s, LIVE_CHECK_S), self.setup_timeout_s)
+                try:
+                    await asyncio.wait_for(client.is_server_live(), live_s)
+                except asyncio.TimeoutError:
+                    raise await self._unreachable(
+                        OSError(f"no answer to the liveness check within {live_s:g} s")
+                    ) from None
                 metadata = await client.get_server_metadata()
                 self._server_version = str(metadata.get("version", ""))
             except InferenceServerException as exc:

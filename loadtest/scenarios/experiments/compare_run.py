@@ -241,7 +241,10 @@ def _addresses(setup: CompareSetup) -> dict[str, str]:
 
 
 def _settings_for(setup: CompareSetup, name: str, url: str) -> TargetSettings:
-    """One Triton target's settings: its protocol and address, the shared TLS and headers."""
+    """One Triton target's settings: its protocol and address, the shared TLS and headers.
+
+    The headers are those of --url's own settings: a password in --url is there as its Basic
+    Authorization header, while `url` (from _addresses) shows `***` in its place (#26)."""
     flags = setup.flags
     return TargetSettings(
         url=url,
@@ -249,7 +252,7 @@ def _settings_for(setup: CompareSetup, name: str, url: str) -> TargetSettings:
         model=flags.model,
         request_timeout_s=flags.timeout_s,
         tls=flags.access.tls,
-        headers=flags.access.headers,
+        headers=flags.target_settings().headers,
     )
 
 

@@ -247,6 +247,7 @@ async def closed_loop_throughput(
     duration_ns: int,
     samples_per_query: int = 1,
     skip: float = 0.0,
+    max_qps: float = 0.0,
 ) -> tuple[float, float, str]:
     """A calibration: a closed loop with `in_flight` outstanding for `duration_ns`. Returns the
     samples/s it completed, the seconds it lasted and why it was stopped early ("" when it was
@@ -254,7 +255,8 @@ async def closed_loop_throughput(
 
     `skip` > 0 counts only what completed between skip × duration and the duration (issuing
     stops there): the steady rate, without the warm-up (connections, a cold server) that made
-    Offline's query on the embedded Triton 20 % short when counted in."""
+    Offline's query on the embedded Triton 20 % short when counted in. `max_qps` > 0 paces
+    the loop to at most that rate (--max-qps)."""
     indices = uniform_sample_indices(100_000, sample_count, sample_seed)
     runner = ClosedLoopRunner(
         indices,
@@ -264,6 +266,7 @@ async def closed_loop_throughput(
         min_duration_ns=duration_ns,
         min_query_count=1,
         samples_per_query=samples_per_query,
+        max_qps=max_qps,
     )
     outcome = await runner.run()
     records = outcome.records

@@ -176,7 +176,7 @@ async def search_mix_peak(
             interrupted, stop_reason = True, measured.stop_reason
             break
     probes = [r.probe for r in runs]
-    conclusion = search.conclusion(probes, exhausted)
+    conclusion = search.conclusion(probes, exhausted, interrupted)
     return MixPeakOutcome(
         runs=tuple(runs),
         conclusion=conclusion,

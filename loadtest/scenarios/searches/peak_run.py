@@ -61,6 +61,7 @@ async def calibrate(target: Target, sample_count: int, settings: PeakSettings) -
         settings.sample_seed,
         settings.calibration_in_flight,
         settings.calibration_ns,
+        max_qps=settings.max_qps,
     )
     return qps, stopped
 
@@ -180,7 +181,7 @@ async def search_peak(
     probes = [r.probe for r in runs]
     return PeakOutcome(
         runs=tuple(runs),
-        conclusion=search.conclusion(probes, exhausted),
+        conclusion=search.conclusion(probes, exhausted, interrupted),
         calibration_qps=calibration_qps,
         elapsed_s=time.monotonic() - started,
         budget_exhausted=exhausted,

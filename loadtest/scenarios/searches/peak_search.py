@@ -28,6 +28,7 @@ stopping (99 % confidence that the percentile meets the bound at that rate).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -164,7 +165,20 @@ class PeakSearch:
         counted = [p for p in probes if p.counts]
         return len(counted) >= 3 and counted[-1].valid == counted[-2].valid == counted[-3].valid
 
-    def conclusion(self, probes: Sequence[Probe], budget_exhausted: bool) -> Conclusion:
+    def conclusion(
+        self, probes: Sequence[Probe], budget_exhausted: bool, interrupted: bool = False
+    ) -> Conclusion:
+        """What the probes show. `interrupted` (a signal stopped the search): the text says
+        the search did not finish, never that no rate meets the bound (#26)."""
+        found = self._conclusion(probes, budget_exhausted)
+        if not interrupted:
+            return found
+        text = found.text
+        if found.status == "none-valid":
+            text = f"the rates probed, down to {found.upper_qps:g} QPS, missed the bound"
+        return dataclasses.replace(found, text=f"stopped before the search finished: {text}")
+
+    def _conclusion(self, probes: Sequence[Probe], budget_exhausted: bool) -> Conclusion:
         b = bracket(probes)
         peak = b.lo.qps if b.lo else None
         upper = b.hi.qps if b.hi else None

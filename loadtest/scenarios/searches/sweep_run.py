@@ -337,13 +337,20 @@ async def _measure_point(
     peak = settings.peak
     calls.on_stage("warm-up: closed loop (caps the search)", settings.warmup_ns / NS_PER_S)
     closed, _seconds, stopped = await closed_loop_throughput(
-        target, len(library), peak.sample_seed, peak.calibration_in_flight, settings.warmup_ns
+        target,
+        len(library),
+        peak.sample_seed,
+        peak.calibration_in_flight,
+        settings.warmup_ns,
+        max_qps=peak.max_qps,
     )
     if stopped:
         return _unmeasured(number, step, config, load_s, began, f"{stopped} during warm-up")
     if closed <= 0:
         return _failed(number, step, config, "no query succeeded after loading", load_s, began)
     ceiling = CEILING * closed
+    if peak.max_qps:  # --max-qps: no probe above it (the warm-up was paced to it too)
+        ceiling = min(ceiling, peak.max_qps)
     start = SEED_START * step.seed_qps if step.seed_qps else 0.5 * closed
     start = max(min(start, SEED_START * ceiling), 0.1)
     repeat_s = probe_seconds(peak, start) + PROBE_OVERHEAD_S if settings.repeat_boundary else 0
