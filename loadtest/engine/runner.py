@@ -328,17 +328,12 @@ class Runner:
             wake = due - window
             wait = wake - clock()
             if wait > LONG_WAIT_NS:
-                # A long gap (low rates): wait on the stop event so Ctrl-C is not ignored, but
-                # only until one LONG_WAIT_NS before the wake, then go round again: the last
-                # approach is the timer sleep below, whose oversleep the window learns. Waking
-                # straight from wait_for (a task and a timeout handle, never measured) sent late
-                # at 20 QPS (#26).
+                # A long gap (low rates): wait on the stop event so Ctrl-C is not ignored.
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.stop_event.wait(), (wait - LONG_WAIT_NS) / 1e9)
+                    await asyncio.wait_for(self.stop_event.wait(), wait / 1e9)
                 if self.stop_event.is_set():
                     return
-                continue
-            if wait > 0:
+            elif wait > 0:
                 counters.timer_sleeps += 1
                 await asyncio.sleep(wait / 1e9)
                 late = clock() - wake
