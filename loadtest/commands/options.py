@@ -127,6 +127,38 @@ RepositoryOption = Annotated[
         "--repository", help="Model repository for the embedded Triton (and compare's native side)."
     ),
 ]
+GrpcClientOption = Annotated[
+    str,
+    typer.Option(
+        "--grpc-client",
+        help="gRPC load calls' client: wire (lean, the default) or grpcio (grpc.aio, a "
+        "cross-check). Recorded in result.json.",
+    ),
+]
+GrpcCompressionOption = Annotated[
+    str,
+    typer.Option(
+        "--grpc-compression",
+        help="Compress gRPC requests as your clients do: none, gzip or deflate (wire client).",
+    ),
+]
+GrpcKeepaliveOption = Annotated[
+    float,
+    typer.Option(
+        "--grpc-keepalive",
+        parser=finite_float,
+        help="Send a keepalive PING this often (s) while gRPC calls are out; one unanswered "
+        "for 20 s fails its connection (wire client). 0 = none.",
+    ),
+]
+ConnectionsOption = Annotated[
+    int,
+    typer.Option(
+        "--connections",
+        help="gRPC connections per worker; calls go round robin over them (replicas behind an "
+        "L4 balancer each get a share). Wire client.",
+    ),
+]
 TIMEOUT_S = 30.0
 REPOSITORY = Path("model_repository")
 
