@@ -19,9 +19,17 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from loadtest.core.secrets import redact_url
+from loadtest.errors import ExitCode, SettingsError
 
 PROXY_VARIABLES = ("grpc_proxy", "https_proxy", "http_proxy")
 NO_PROXY_VARIABLES = ("no_grpc_proxy", "no_proxy")
+
+
+class ProxyRefused(SettingsError):
+    """A proxy variable applies to the target and the wire client cannot follow it: the
+    environment contradicts the flags, exit 2 as for malformed ones."""
+
+    exit_code = ExitCode.USAGE
 
 
 def _first_set(names: tuple[str, ...], environ: Mapping[str, str]) -> tuple[str, str] | None:

@@ -62,7 +62,7 @@ from loadtest.core.target import (
 )
 from loadtest.core.units import s_to_us
 from loadtest.errors import SettingsError, TargetError
-from loadtest.targets.grpc_proxy_env import grpc_proxy_for
+from loadtest.targets.grpc_proxy_env import ProxyRefused, grpc_proxy_for
 from loadtest.targets.shared_memory import SystemRegions
 from loadtest.targets.transport import (
     PERMISSION_DENIED,
@@ -342,7 +342,7 @@ class TritonGrpcTarget:
             return
         proxy = grpc_proxy_for(self.url.rpartition(":")[0])
         if proxy is not None:
-            raise SettingsError(
+            raise ProxyRefused(
                 f"{proxy} applies to {self.url}, and the wire gRPC client does not go through "
                 "proxies: add the host to no_grpc_proxy, or use --grpc-client grpcio"
             )
