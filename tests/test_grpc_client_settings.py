@@ -10,6 +10,8 @@ import asyncio
 
 import numpy as np
 import pytest
+from rich.console import Console
+from rich.table import Table
 from typer.testing import CliRunner
 
 from loadtest.analysis.capacity import SPREAD_ASSUMPTION, plan_capacity
@@ -20,6 +22,7 @@ from loadtest.core.settings import GrpcOptions, Protocol, TargetSettings
 from loadtest.engine.runner import RunOutcome
 from loadtest.errors import SettingsError
 from loadtest.report.results import plain
+from loadtest.report.terminal import _generator_rows
 from loadtest.shards.merge import client_report, shard_result
 from loadtest.targets import target_for
 from loadtest.targets.grpc_proxy_env import grpc_proxy_for
@@ -227,6 +230,13 @@ def test_transparent_retries_merge_across_workers():
     assert [w.transparent_retries for w in report.workers] == [2, 5]
     assert report.transparent_retries == 7 and report.connection_waits == 2
     assert report.to_dict()["transparent_retries"] == 7
+    table = Table()
+    _generator_rows(table, report)
+    console = Console(record=True, width=300)
+    console.print(table)
+    text = " ".join(console.export_text().split())
+    assert "transparent retries" in text and "7 queries were sent again" in text
+    assert "2 queries found no idle connection" in text
 
 
 def test_plan_states_how_queries_must_be_spread():
