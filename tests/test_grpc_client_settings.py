@@ -236,7 +236,7 @@ def test_transparent_retries_merge_across_workers():
     console.print(table)
     text = " ".join(console.export_text().split())
     assert "transparent retries" in text and "7 queries were sent again" in text
-    assert "2 queries found no idle connection" in text
+    assert "2 queries found no free connection (or gRPC stream slot)" in text
 
 
 def test_plan_states_how_queries_must_be_spread():

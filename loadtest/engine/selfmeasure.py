@@ -144,7 +144,7 @@ class WorkerReport:
     send_lag_p99_ns: int
     late_share: float
     kept_up: bool
-    connection_waits: int  # queries that waited for a free connection (HTTP path)
+    connection_waits: int  # queries that waited for a free connection or gRPC stream slot
     node: str = ""  # the Ray node it ran on ("" outside Ray): one host may hold several nodes
     # queries sent again because the server or a proxy never processed them (gRPC wire client)
     transparent_retries: int = 0

@@ -112,7 +112,8 @@ def _generator_rows(table: Table, client: ClientReport) -> None:
     if waits:
         table.add_row(
             "connections",
-            f"{waits} queries found no idle connection and waited for one (counted in latency)",
+            f"{waits} queries found no free connection (or gRPC stream slot) and waited for "
+            "one (counted in latency)",
         )
     retries = client.transparent_retries
     if retries:
