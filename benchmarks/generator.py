@@ -15,7 +15,7 @@ below), over HTTP and gRPC, for 1 worker process and for N (default: one per cli
   schedule's own (engine/selfmeasure.py's gaps_follow_schedule judges the two).
 
 gRPC rows are measured for each load client in --grpc-clients (default "wire,grpcio"): the wire
-client (wire/grpc_wire.py, the default) and grpc.aio (LOADTEST_GRPC_CLIENT=grpcio, the load
+client (wire/grpc_wire.py, the default) and grpc.aio (--grpc-client grpcio, the load
 path before issue #14, one worker only), so the before and after stand side by side in one run.
 
 Each rate is one Server-scenario run of --seconds. Every ladder (loadtest's and perf_analyzer's)
@@ -89,8 +89,7 @@ from loadtest.scenarios.mlperf.interpret import interpret_server
 from loadtest.scenarios.mlperf.play import Generator, closed_loop_throughput, run_server
 from loadtest.server.embedded import EmbeddedTriton
 from loadtest.stub.process import running_stub
-from loadtest.targets import triton_target
-from loadtest.targets.triton_grpc import GRPC_CLIENT_VARIABLE
+from loadtest.targets import target_for
 
 NS = 1_000_000_000
 # Each ladder: (first rate, step). It climbs by the step until two rates in a row are not clean.
@@ -150,7 +149,7 @@ class Row:
 
 
 async def measure_rate(url: str, protocol: str, qps: float, seconds: float, workers: int) -> Row:
-    target = triton_target(url, protocol, "tiny")
+    target = target_for(_target_settings(url, protocol))
     try:
         spec, library = await open_with_samples(target, 64, 1)
         settings = ServerSettings(
@@ -158,7 +157,7 @@ async def measure_rate(url: str, protocol: str, qps: float, seconds: float, work
         )
         generator = Generator(
             ClientSettings(workers=workers, loop=LoopKind.AUTO),
-            TargetSettings(url=url, protocol=Protocol(protocol), model="tiny"),
+            _target_settings(url, protocol),
         )
         measurement = await run_server(
             target, spec, len(library), settings, 30 * NS, generator=generator
@@ -190,20 +189,25 @@ def rates(name: str, protocol: str, rungs: int = MAX_RUNGS) -> list[float]:
     return [float(first + k * step) for k in range(rungs)]
 
 
+# The gRPC load client of the measurements in progress (the --grpc-client setting).
+_grpc_client = ["wire"]
+
+
 @contextmanager
 def grpc_load_client(client: str) -> Iterator[None]:
-    """Run with LOADTEST_GRPC_CLIENT=client ("" = leave it), restored afterwards; worker
-    processes inherit it."""
-    before = os.environ.get(GRPC_CLIENT_VARIABLE)
-    if client:
-        os.environ[GRPC_CLIENT_VARIABLE] = client
+    """Measure with the gRPC load client `client` ("" = the default, wire), restored
+    afterwards: it goes into the target and the TargetSettings the workers build theirs from."""
+    before = _grpc_client[0]
+    _grpc_client[0] = client or "wire"
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(GRPC_CLIENT_VARIABLE, None)
-        else:
-            os.environ[GRPC_CLIENT_VARIABLE] = before
+        _grpc_client[0] = before
+
+
+def _target_settings(url: str, protocol: str) -> TargetSettings:
+    client = _grpc_client[0] if protocol == "grpc" else "wire"
+    return TargetSettings(url=url, protocol=Protocol(protocol), model="tiny", grpc_client=client)
 
 
 def ladder(
@@ -382,7 +386,7 @@ CAPACITY_SECONDS = 3.0
 async def _capacity(url: str, protocol: str, seconds: float) -> float:
     """The server's closed-loop throughput (32 in flight, one process): what it can take at
     most, whatever the open-loop client does. The roofline for the open-loop rates below."""
-    target = triton_target(url, protocol, "tiny")
+    target = target_for(_target_settings(url, protocol))
     try:
         _spec, library = await open_with_samples(target, 64, 1)
         qps, _seconds, _stopped = await closed_loop_throughput(
@@ -543,7 +547,7 @@ def main() -> None:
     out("clean = send-lag p99 ≤ 1 ms, ≥ 99 % of scheduled queries sent ≤ 1 ms late, no errors,")
     out(f"send-gap CV within {CV_TOLERANCE} of the schedule's own; CPU = all generator processes,")
     out("spin included")
-    out(f"gRPC load clients: {', '.join(clients)} (LOADTEST_GRPC_CLIENT; the first is the default")
+    out(f"gRPC load clients: {', '.join(clients)} (--grpc-client; the first is the default")
     out("one; grpc.aio, the client before issue #14, runs with one worker only, for comparison)")
     try:
         with this_process_on(cores.client) if cores else nullcontext():

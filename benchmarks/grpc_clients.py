@@ -6,7 +6,7 @@ round by round so that a machine that gets busier part-way through charges them 
 
 - wire: loadtest's own client (wire/grpc_wire.py), the default load path;
 - grpc.aio: a raw bytes-in/bytes-out `ModelInfer` method on a grpc.aio channel (the load path
-  before issue #14, LOADTEST_GRPC_CLIENT=grpcio);
+  before issue #14, --grpc-client grpcio);
 - h2: the same calls over python-hyper's h2 state machine (a dev dependency), to show what a
   general HTTP/2 library costs where the wire client writes the few frames a unary call needs.
 

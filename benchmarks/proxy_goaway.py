@@ -10,7 +10,7 @@ runs `loadtest server` over gRPC against the stub through:
 
 at a fixed rate for a fixed time, over several seeds, for each client asked: the wire client of
 a given checkout (`--before DIR`: e.g. `git archive <commit> | tar -x -C DIR`; by default only
-this checkout's) and grpcio (LOADTEST_GRPC_CLIENT=grpcio, this checkout). Each run's failed
+this checkout's) and grpcio (--grpc-client grpcio, this checkout). Each run's failed
 queries, their error kinds, p99 latency and the verdict's exit code are printed, then a table of
 the failed queries and one of the p99s (the median over the seeds).
 
@@ -78,7 +78,9 @@ def one_run(
     command += ["--protocol", "grpc", "-m", "tiny", "--embedded", "never", "--qps", str(qps)]
     command += ["--duration", str(duration), "--seed", str(seed), "--target-latency", "50"]
     command += ["--no-live", "--output", str(out_dir)]
-    env = {**os.environ, "PYTHONPATH": str(checkout), "LOADTEST_GRPC_CLIENT": client}
+    if client != "wire":  # the default everywhere: an older checkout (--before) has no flag
+        command += ["--grpc-client", client]
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
     result = subprocess.run(
         command, cwd=checkout, env=env, capture_output=True, text=True, timeout=duration + 120
     )

@@ -48,7 +48,8 @@ def test_groups_flatten_in_order_and_are_built_back():
     names = list(inspect.signature(command).parameters)
     assert names == [
         "model", "duration", "min_queries", "label", "url", "protocol", "timeout",
-        "server_timeout", "embedded", "repository", "workers", "loop", "ray", "shared_memory",
+        "server_timeout", "embedded", "repository", "grpc_client", "grpc_compression",
+        "grpc_keepalive", "connections", "workers", "loop", "ray", "shared_memory",
     ]  # fmt: skip
     assert inspect.signature(command).parameters["min_queries"].default == 100
     result = CliRunner().invoke(
@@ -84,3 +85,13 @@ def test_the_groups_build_target_flags_in_one_place():
     assert (flags.model, flags.url, flags.timeout_s, flags.server_timeout_s) == ("m", "h:1", 3, 2)
     assert flags.shapes == {"x": (1, 4)} and flags.shared_memory is SharedMemoryKind.SYSTEM
     assert [h.name for h in flags.access.headers] == ["A"]
+
+
+def test_the_grpc_client_flags_reach_the_target_settings():
+    endpoint = groups.Endpoint(
+        url="h:1", grpc_compression="gzip", grpc_keepalive=5.0, connections=4
+    )
+    flags = groups.target_flags("m", endpoint, groups.SampleLibrary(), groups.Access())
+    settings = flags.target_settings()
+    assert (settings.grpc_client, settings.grpc_compression) == ("wire", "gzip")
+    assert (settings.grpc_keepalive_s, settings.connections) == (5.0, 4)

@@ -1,5 +1,5 @@
 """The gRPC load path (TritonGrpcTarget.start_infer, the runner's callback send) against the stub,
-on both load clients: the wire client (the default) and grpc.aio (LOADTEST_GRPC_CLIENT=grpcio).
+on both load clients: the wire client (the default) and grpc.aio (--grpc-client grpcio).
 
 What each must keep from the awaited path: every query a record, failures with their error kind,
 --timeout a per-request deadline, and the send stamped when the message is written (a busy event
@@ -17,12 +17,13 @@ import pytest
 
 from loadtest.core.records import SERVER_TIMEOUT, TIMEOUT, Status
 from loadtest.core.schedule import server_schedule
+from loadtest.core.settings import TargetSettings
 from loadtest.engine import timing
 from loadtest.engine.runner import Runner
 from loadtest.engine.samples import random_samples
 from loadtest.errors import SettingsError
 from loadtest.stub.process import Stub, running_stub
-from loadtest.targets import triton_grpc
+from loadtest.targets import target_for, triton_grpc
 from loadtest.targets.triton_grpc import TritonGrpcTarget
 
 NS = 1_000_000_000
@@ -55,15 +56,14 @@ def _play(url: str, client: str, qps: float, seconds: float, **target_options: f
     return timing.run(play())
 
 
-def test_the_load_client_is_chosen_by_the_environment(monkeypatch):
-    monkeypatch.delenv(triton_grpc.GRPC_CLIENT_VARIABLE, raising=False)
+def test_the_load_client_is_a_setting_not_the_environment(monkeypatch):
+    monkeypatch.setenv("LOADTEST_GRPC_CLIENT", "grpcio")  # gone: no longer read
     assert TritonGrpcTarget("127.0.0.1:1", "tiny").load_client == "wire"
-    monkeypatch.setenv(triton_grpc.GRPC_CLIENT_VARIABLE, "grpcio")
-    target = TritonGrpcTarget("127.0.0.1:1", "tiny")
+    target = target_for(TargetSettings(url="127.0.0.1:1", grpc_client="grpcio"))
+    assert isinstance(target, TritonGrpcTarget)
     assert target.load_client == "grpcio" and "(grpcio)" in target.description
-    monkeypatch.setenv(triton_grpc.GRPC_CLIENT_VARIABLE, "h3")
-    with pytest.raises(SettingsError, match="LOADTEST_GRPC_CLIENT='h3': use one of wire, grpcio"):
-        TritonGrpcTarget("127.0.0.1:1", "tiny")
+    with pytest.raises(SettingsError, match="--grpc-client 'h3': use one of wire, grpcio"):
+        TritonGrpcTarget("127.0.0.1:1", "tiny", load_client="h3")
 
 
 def test_every_query_is_a_record_sent_in_order_and_answered(stub, client):

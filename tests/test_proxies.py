@@ -157,3 +157,28 @@ def test_grpc_through_nginx_in_front_of_triton_fails_no_query(triton: Any, tmp_p
         assert not failures(records), (failures(records), proxy.log())
     assert records.ok.all()
     assert counted["transparent_retries"] < len(records.ok) // 2  # only the refused ones
+
+
+def test_a_cli_run_through_nginx_reports_the_transparent_retries_of_every_worker(
+    nginx_rotating_every_10: Proxy, tmp_path: Path
+):
+    """`loadtest server` with 2 workers of 2 connections each through nginx closing every client
+    connection after 10 requests: no failed query, and result.json records the gRPC settings
+    and the retries, per worker and in all (merged from the worker processes)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from loadtest.cli import app
+
+    url = nginx_rotating_every_10.url("grpc")
+    args = ["server", "--url", url, "-m", "tiny", "--embedded", "never", "--qps", "300"]
+    args += ["--duration", "3", "--workers", "2", "--connections", "2", "--target-latency", "500"]
+    result = CliRunner().invoke(app, [*args, "--no-live", "--output", str(tmp_path / "out")])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    data = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert data["target"]["connections"] == 2 and data["target"]["grpc_client"] == "wire"
+    assert data["summary"]["errors"] == 0, data["summary"]
+    client = data["client"]
+    per_worker = [w["transparent_retries"] for w in client["workers"]]
+    assert len(per_worker) == 2 and client["transparent_retries"] == sum(per_worker) > 0

@@ -51,6 +51,7 @@ class StandIn(FakeTarget):
         return TargetCapabilities(
             callback_send=True,
             counts_connection_waits=True,
+            counts_transparent_retries=True,
             shared_memory=frozenset({SYSTEM}),
             triton=TritonEndpoint("grpc", "127.0.0.1:1", "stand-in", "3"),
         )
@@ -62,6 +63,10 @@ class StandIn(FakeTarget):
     @property
     def connection_waits(self) -> int:
         return 7
+
+    @property
+    def transparent_retries(self) -> int:
+        return 3
 
     def start_infer(self, sample_index: int, done: Done, written: Written | None = None) -> None:
         self.callback_sends += 1
@@ -111,6 +116,18 @@ KINDS = [
         lambda: TritonGrpcTarget("127.0.0.1:1", "tiny", "1"),
         TargetCapabilities(
             callback_send=True,
+            counts_connection_waits=True,  # the wire client (the default)
+            counts_transparent_retries=True,
+            keeps_outputs=True,
+            shared_memory=frozenset({SYSTEM}),
+            triton=TritonEndpoint("grpc", "127.0.0.1:1", "tiny", "1"),
+        ),
+    ),
+    (
+        "grpc-grpcio",
+        lambda: TritonGrpcTarget("127.0.0.1:1", "tiny", "1", load_client="grpcio"),
+        TargetCapabilities(
+            callback_send=True,
             keeps_outputs=True,
             shared_memory=frozenset({SYSTEM}),
             triton=TritonEndpoint("grpc", "127.0.0.1:1", "tiny", "1"),
@@ -146,6 +163,7 @@ def test_each_target_declares_its_capabilities_and_a_wrapper_keeps_them(name, ma
         assert wrapped.description == target.description
         assert wrapped.server_version == target.server_version
         assert wrapped.connection_waits == target.connection_waits
+        assert wrapped.transparent_retries == target.transparent_retries
 
 
 @pytest.mark.parametrize(
@@ -219,9 +237,14 @@ def test_server_play_reads_connection_waits_through_a_wrapper():
     measurement = asyncio.run(main(TargetWrapper(inner)))
     assert measurement.client is not None
     assert [w.connection_waits for w in measurement.client.workers] == [7]
+    assert [w.transparent_retries for w in measurement.client.workers] == [3]
+    client = measurement.client.to_dict()
+    assert client["connection_waits"] == 7 and client["transparent_retries"] == 3
+    assert client["workers"][0]["transparent_retries"] == 3
     assert inner.callback_sends > 0 and inner.awaited_sends == 0
     plain = asyncio.run(main(TargetWrapper(CountingFake())))
     assert plain.client is not None and plain.client.workers[0].connection_waits == 0
+    assert plain.client.transparent_retries == 0
 
 
 def test_shared_memory_switch_reaches_the_wrapped_target():

@@ -13,11 +13,20 @@ from dataclasses import dataclass
 
 from loadtest.errors import SettingsError
 
+# How queries reach the replicas. A balancer that spreads connections (L4: TCP/TLS) rather than
+# queries (L7: per HTTP request or gRPC call) pins each client connection, and every query on it,
+# to one replica: a client with one connection loads one replica only.
+SPREAD_ASSUMPTION = (
+    "the load balancer spreads queries evenly and at random, query by query (an L7 balancer: per "
+    "HTTP request or gRPC call); a Poisson stream split at random stays Poisson, so each replica "
+    "sees the traffic find-peak measured. An L4 balancer spreads connections, not queries: then "
+    "it holds only with many more client connections than replicas (loadtest: --connections N "
+    "per worker, calls round robin over them)"
+)
 ASSUMPTIONS = (
     "replicas scale linearly: nothing they share (load balancer, network, storage, a database) "
     "saturates first",
-    "the load balancer spreads queries evenly and at random; a Poisson stream split at random "
-    "stays Poisson, so each replica sees the traffic find-peak measured",
+    SPREAD_ASSUMPTION,
     "each replica runs on the same hardware, with the same model configuration and the same "
     "client-to-server network as the measured one",
     "the headroom covers run-to-run variance and bursts above the average rate",

@@ -42,7 +42,7 @@ from loadtest.core.stages import Staged, parse_stages
 from loadtest.core.trace import ReplayOptions
 from loadtest.core.units import NS_PER_S
 from loadtest.engine.traces import load_trace
-from loadtest.scenarios.target_flags import AccessFlags, TargetFlags
+from loadtest.scenarios.target_flags import AccessFlags, GrpcClientFlags, TargetFlags
 from loadtest.server.deployment import EmbeddedMode
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -72,6 +72,18 @@ class Endpoint:
     server_timeout: options.ServerTimeoutOption = None
     embedded: options.EmbeddedOption = EmbeddedMode.AUTO
     repository: options.RepositoryOption = options.REPOSITORY
+    grpc_client: options.GrpcClientOption = "wire"
+    grpc_compression: options.GrpcCompressionOption = "none"
+    grpc_keepalive: options.GrpcKeepaliveOption = 0.0
+    connections: options.ConnectionsOption = 1
+
+    def grpc(self) -> GrpcClientFlags:
+        return GrpcClientFlags(
+            self.grpc_client.strip().lower(),
+            self.grpc_compression.strip().lower(),
+            self.grpc_keepalive,
+            self.connections,
+        )
 
 
 @dataclass(frozen=True)
@@ -330,6 +342,7 @@ def target_flags(
         access=access.flags(),
         server_timeout_s=endpoint.server_timeout,
         shared_memory=shared_memory,
+        grpc=endpoint.grpc(),
     )
 
 

@@ -18,7 +18,11 @@ from urllib.parse import urlsplit
 import typer
 
 from loadtest.core.settings import (
+    GRPC_CLIENTS,
+    GRPC_COMPRESSIONS,
     LATE_THRESHOLD_NS,
+    MAX_CONNECTIONS,
+    MAX_GRPC_KEEPALIVE_S,
     NS_PER_MS,
     LoopKind,
     Protocol,
@@ -170,6 +174,60 @@ RepositoryOption = Annotated[
     Path,
     typer.Option(
         "--repository", help="Model repository for the embedded Triton (and compare's native side)."
+    ),
+]
+
+
+def _one_of(value: str, choices: tuple[str, ...]) -> str:
+    name = value.strip().lower()
+    if name not in choices:
+        raise typer.BadParameter(f"{value!r}: use one of {', '.join(choices)}")
+    return name
+
+
+GrpcClientOption = Annotated[
+    str,
+    typer.Option(
+        "--grpc-client",
+        callback=lambda value: _one_of(value, GRPC_CLIENTS),
+        help="gRPC load calls' client: wire (lean, the default) or grpcio (grpc.aio, a "
+        "cross-check). Recorded in result.json.",
+    ),
+]
+GrpcCompressionOption = Annotated[
+    str,
+    typer.Option(
+        "--grpc-compression",
+        callback=lambda value: _one_of(value, GRPC_COMPRESSIONS),
+        help="Compress gRPC requests as your clients do: none, gzip or deflate (wire client).",
+    ),
+]
+
+
+def _keepalive_in_range(value: float) -> float:
+    if not (value == 0 or 0.001 <= value <= MAX_GRPC_KEEPALIVE_S):
+        raise typer.BadParameter(f"0 (none) or 0.001 to {MAX_GRPC_KEEPALIVE_S:g} s, got {value:g}")
+    return value
+
+
+GrpcKeepaliveOption = Annotated[
+    float,
+    typer.Option(
+        "--grpc-keepalive",
+        parser=finite_float,
+        callback=_keepalive_in_range,
+        help="Send a keepalive PING this often (s) while gRPC calls are out; one unanswered "
+        "for 20 s fails its connection (wire client). 0 = none.",
+    ),
+]
+ConnectionsOption = Annotated[
+    int,
+    typer.Option(
+        "--connections",
+        min=1,
+        max=MAX_CONNECTIONS,
+        help="gRPC connections per worker; calls go round robin over them (replicas behind an "
+        "L4 balancer each get a share). Wire client.",
     ),
 ]
 TIMEOUT_S = 30.0

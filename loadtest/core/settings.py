@@ -48,6 +48,13 @@ class Protocol(str, enum.Enum):
 
 SETUP_TIMEOUT_S = 30.0
 
+# The gRPC load clients (targets/triton_grpc.py): the wire client (the default) and grpc.aio.
+GRPC_CLIENTS = ("wire", "grpcio")
+GRPC_COMPRESSIONS = ("none", "gzip", "deflate")
+DEFAULT_GRPC_KEEPALIVE_TIMEOUT_S = 20.0  # grpc-core's default keepalive_timeout
+MAX_GRPC_KEEPALIVE_S = 86_400.0  # a day: a larger interval means none, and fits any timer
+MAX_CONNECTIONS = 64  # per worker: more is a connection storm, not a spread
+
 
 def setup_timeout(request_timeout_s: float) -> float:
     """The deadline for opening a target and its warm-up query: max(30 s, the request timeout)."""
@@ -139,6 +146,13 @@ class TargetSettings:
     headers: tuple[Header, ...] = ()
     # Triton's per-request "timeout" parameter (sent in µs); 0 = not sent.
     server_timeout_s: float = 0.0
+    # --protocol grpc only (recorded in result.json, so a run says how its calls were made):
+    grpc_client: str = "wire"  # GRPC_CLIENTS: the load calls' client
+    grpc_compression: str = "none"  # GRPC_COMPRESSIONS: the requests' message compression
+    grpc_keepalive_s: float = 0.0  # a keepalive PING this often while calls are out; 0 = none
+    # An unanswered PING fails its connection after this long (grpc-core's keepalive_timeout).
+    grpc_keepalive_timeout_s: float = DEFAULT_GRPC_KEEPALIVE_TIMEOUT_S
+    connections: int = 1  # gRPC connections per worker, calls spread round robin
 
     def __post_init__(self) -> None:
         if not self.url:
@@ -149,6 +163,7 @@ class TargetSettings:
             raise SettingsError(f"--timeout must be > 0 s, got {self.request_timeout_s:g}")
         if self.server_timeout_s < 0 or (0 < self.server_timeout_s < 1e-6):
             raise SettingsError(f"--server-timeout must be ≥ 1 µs, got {self.server_timeout_s:g} s")
+        self._check_grpc_client()
         self._take_credentials()
         scheme = url_scheme(self.url)
         shown = redact_url(self.url)
@@ -188,6 +203,51 @@ class TargetSettings:
         """Connecting, metadata and warm-up: generous, so a short --timeout still runs."""
         return setup_timeout(self.request_timeout_s)
 
+    def _check_grpc_client(self) -> None:
+        """The gRPC client flags: valid values, and only where they act (the wire client of
+        --protocol grpc), never silently ignored."""
+        if self.grpc_client not in GRPC_CLIENTS:
+            raise SettingsError(
+                f"--grpc-client {self.grpc_client!r}: use one of {', '.join(GRPC_CLIENTS)}"
+            )
+        if self.grpc_compression not in GRPC_COMPRESSIONS:
+            raise SettingsError(
+                f"--grpc-compression {self.grpc_compression!r}: use one of "
+                f"{', '.join(GRPC_COMPRESSIONS)}"
+            )
+        keepalive, keepalive_timeout = self.grpc_keepalive_s, self.grpc_keepalive_timeout_s
+        if not (keepalive == 0 or 0.001 <= keepalive <= MAX_GRPC_KEEPALIVE_S):
+            raise SettingsError(
+                f"--grpc-keepalive must be 0 (none) or 0.001 to {MAX_GRPC_KEEPALIVE_S:g} s, "
+                f"got {keepalive:g}"
+            )
+        if not 0.001 <= keepalive_timeout <= MAX_GRPC_KEEPALIVE_S:
+            raise SettingsError(
+                f"the keepalive timeout must be 0.001 to {MAX_GRPC_KEEPALIVE_S:g} s, "
+                f"got {keepalive_timeout:g}"
+            )
+        if not 1 <= self.connections <= MAX_CONNECTIONS:
+            raise SettingsError(
+                f"--connections must be 1 to {MAX_CONNECTIONS}, got {self.connections}"
+            )
+        if self.grpc_client != "wire" and self.protocol is not Protocol.GRPC:
+            raise SettingsError(f"--grpc-client is for --protocol grpc, not {self.protocol.value}")
+        asked = [
+            flag
+            for flag, given in (
+                ("--grpc-compression", self.grpc_compression != "none"),
+                ("--grpc-keepalive", keepalive > 0),
+                ("--connections", self.connections > 1),
+            )
+            if given
+        ]
+        if not asked or url_scheme(self.url) == "fake":
+            return
+        if self.protocol is not Protocol.GRPC:
+            raise SettingsError(f"{asked[0]} is for --protocol grpc (the wire client's calls)")
+        if self.grpc_client != "wire":
+            raise SettingsError(f"{asked[0]} is for --grpc-client wire, not {self.grpc_client}")
+
     def _take_credentials(self) -> None:
         """A password in the URL -> an Authorization header; the URL keeps `***`."""
         url, basic = split_url_credentials(self.url)
@@ -207,6 +267,28 @@ class TargetSettings:
                 f"--url's password is {REDACTED!r}, which loadtest uses to mark a hidden one: "
                 "pass the credentials with --header 'Authorization:@env:VAR'"
             )
+
+
+@dataclass(frozen=True)
+class GrpcOptions:
+    """How the gRPC target's load calls are made (TargetSettings' gRPC fields, as the target
+    takes them): the client, request compression (None = none), keepalive, connections."""
+
+    client: str = "wire"
+    compression: str | None = None
+    keepalive_s: float = 0.0
+    keepalive_timeout_s: float = DEFAULT_GRPC_KEEPALIVE_TIMEOUT_S
+    connections: int = 1
+
+    @classmethod
+    def of(cls, settings: TargetSettings) -> GrpcOptions:
+        return cls(
+            client=settings.grpc_client,
+            compression=None if settings.grpc_compression == "none" else settings.grpc_compression,
+            keepalive_s=settings.grpc_keepalive_s,
+            keepalive_timeout_s=settings.grpc_keepalive_timeout_s,
+            connections=settings.connections,
+        )
 
 
 def _has_redacted_password(url: str) -> bool:

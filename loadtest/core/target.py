@@ -161,6 +161,9 @@ class TargetCapabilities:
     # `connection_waits` counts queries that found no idle connection (a pool that never caps
     # connections still waits while one is being opened); otherwise it is always 0.
     counts_connection_waits: bool = False
+    # `transparent_retries` counts queries sent a second time because the server (or a proxy)
+    # said it never processed them (GOAWAY, REFUSED_STREAM; gRFC A6); otherwise it is always 0.
+    counts_transparent_retries: bool = False
     # Kinds `use_shared_memory` accepts (SharedMemoryKind.NONE, plain sockets, is always possible).
     shared_memory: frozenset[SharedMemoryKind] = frozenset()
     # The Triton server behind the target, for its statistics API; None = no server side to read.
@@ -174,12 +177,17 @@ class TargetCapabilities:
     streams_parts: bool = False
 
 
+def retries_of(target: Target) -> int:
+    """The target's transparent retries where it counts them (see TargetCapabilities), else 0."""
+    return target.transparent_retries if target.capabilities.counts_transparent_retries else 0
+
+
 class Target(Protocol):
     """Anything `runner` can play a schedule against.
 
     The optional members (`start_infer`, `start_parts`, `use_shared_memory`, `connection_waits`,
-    `infer_kept`, `decode_kept`) exist on every target so a wrapper can forward them explicitly;
-    each works only where `capabilities` says so.
+    `transparent_retries`, `infer_kept`, `decode_kept`) exist on every target so a wrapper can
+    forward them explicitly; each works only where `capabilities` says so.
     """
 
     @property
@@ -200,6 +208,12 @@ class Target(Protocol):
     @property
     def connection_waits(self) -> int:
         """Queries so far that waited for a free connection; 0 unless counts_connection_waits."""
+        ...
+
+    @property
+    def transparent_retries(self) -> int:
+        """Queries so far sent again because they were never processed; 0 unless
+        counts_transparent_retries."""
         ...
 
     async def open(self) -> ModelSpec:

@@ -144,8 +144,10 @@ class WorkerReport:
     send_lag_p99_ns: int
     late_share: float
     kept_up: bool
-    connection_waits: int  # queries that waited for a free connection (HTTP path)
+    connection_waits: int  # queries that waited for a free connection or gRPC stream slot
     node: str = ""  # the Ray node it ran on ("" outside Ray): one host may hold several nodes
+    # queries sent again because the server or a proxy never processed them (gRPC wire client)
+    transparent_retries: int = 0
 
     @classmethod
     def of(
@@ -160,6 +162,7 @@ class WorkerReport:
         send_lag: SendLagStats,
         connection_waits: int,
         node: str = "",
+        transparent_retries: int = 0,
     ) -> WorkerReport:
         return cls(
             shard=shard,
@@ -173,6 +176,7 @@ class WorkerReport:
             kept_up=send_lag.kept_up,
             connection_waits=connection_waits,
             node=node,
+            transparent_retries=transparent_retries,
         )
 
     @property
@@ -192,6 +196,7 @@ class WorkerReport:
             "late_share": self.late_share,
             "kept_up": self.kept_up,
             "connection_waits": self.connection_waits,
+            "transparent_retries": self.transparent_retries,
             **({"ray_node": self.node} if self.node else {}),
         }
 
@@ -242,6 +247,17 @@ class ClientReport:
         return self.cpu_s * 1e6 / self.issued if self.issued else 0.0
 
     @property
+    def connection_waits(self) -> int:
+        """Queries that waited for a free connection or stream, all workers."""
+        return sum(w.connection_waits for w in self.workers)
+
+    @property
+    def transparent_retries(self) -> int:
+        """Queries sent again because they were never processed (GOAWAY, REFUSED_STREAM), all
+        workers: what grpc-core does silently, counted so a proxy's rotations show."""
+        return sum(w.transparent_retries for w in self.workers)
+
+    @property
     def worst_loop_lag(self) -> LoopLagStats:
         return max((w.loop_lag for w in self.workers), key=lambda s: s.p99_ns)
 
@@ -259,6 +275,8 @@ class ClientReport:
             "scheduled_gap_cv": _cv(self.scheduled_gap_cv),
             "send_gaps_follow_schedule": self.sends_follow_schedule,
             "loop_lag_method": "delay of a call_soon callback queued every 10 ms",
+            "connection_waits": self.connection_waits,
+            "transparent_retries": self.transparent_retries,
             "workers": [w.to_dict() for w in self.workers],
             "hdr": self.histograms,
         }

@@ -109,11 +109,20 @@ def _generator_rows(table: Table, client: ClientReport) -> None:
         "run); event-loop lag p99 "
         f"{ms(worst.p99_ns)} / max {ms(worst.max_ns)} ms (worst worker, call_soon probe)",
     )
-    waits = sum(w.connection_waits for w in client.workers)
+    waits = client.connection_waits
     if waits:
         table.add_row(
             "connections",
-            f"{waits} queries found no idle connection and waited for one (counted in latency)",
+            f"{waits} queries found no free connection (or gRPC stream slot) and waited for "
+            "one (counted in latency)",
+        )
+    retries = client.transparent_retries
+    if retries:
+        table.add_row(
+            "transparent retries",
+            f"{retries} queries were sent again because the server or a proxy never processed "
+            "them (GOAWAY, REFUSED_STREAM), as gRPC's own clients do; latency from the first "
+            "scheduled time",
         )
     if count > 1:
         behind = [w.shard for w in client.workers if not w.kept_up]

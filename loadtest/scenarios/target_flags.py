@@ -40,6 +40,17 @@ def access_flags(
     )
 
 
+@dataclass(frozen=True)
+class GrpcClientFlags:
+    """--grpc-client, --grpc-compression, --grpc-keepalive and --connections (TargetSettings
+    checks them and says where they apply)."""
+
+    client: str = "wire"
+    compression: str = "none"
+    keepalive_s: float = 0.0
+    connections: int = 1
+
+
 @dataclass(frozen=True, kw_only=True)
 class TargetFlags:
     """The target-side flags, gathered once per command (keywords only: one way to build it)."""
@@ -56,6 +67,7 @@ class TargetFlags:
     shared_memory: SharedMemoryKind = SharedMemoryKind.NONE
     access: AccessFlags = AccessFlags()
     server_timeout_s: float | None = None  # Triton's per-request "timeout" parameter
+    grpc: GrpcClientFlags = GrpcClientFlags()
 
     def target_settings(self) -> TargetSettings:
         default_url = f"127.0.0.1:{deployment_module.default_port(self.protocol)}"
@@ -70,4 +82,8 @@ class TargetFlags:
             server_timeout_s=self.server_timeout_s or 0.0,
             tls=self.access.tls,
             headers=self.access.headers,
+            grpc_client=self.grpc.client,
+            grpc_compression=self.grpc.compression,
+            grpc_keepalive_s=self.grpc.keepalive_s,
+            connections=self.grpc.connections,
         )

@@ -29,7 +29,7 @@ from typing import Any
 
 from loadtest.core.records import Records
 from loadtest.core.settings import resolve_loop
-from loadtest.core.target import Target
+from loadtest.core.target import Target, retries_of
 from loadtest.engine import stopping, timing
 from loadtest.engine.runner import OnStart, Runner
 from loadtest.engine.samples import open_with_samples
@@ -99,6 +99,7 @@ async def play_shard(
         outcome = await runner.run(start_at_ns=start_ns)
         cpu_s = time.process_time() - cpu_before
         waits = target.connection_waits if target.capabilities.counts_connection_waits else 0
+        retries = retries_of(target)
     finally:
         await target.close()
     return shard_result(
@@ -110,6 +111,7 @@ async def play_shard(
         waits,
         plan.settings.late_threshold_ns,
         plan.keep_records,
+        retries,
     )
 
 

@@ -51,6 +51,7 @@ class ShardResult:
     stop_reason: str
     late_threshold_ns: int
     node: str = ""  # the Ray node that played it ("" for local processes)
+    transparent_retries: int = 0  # queries sent again: never processed (gRPC wire client)
 
     def worker_report(self) -> WorkerReport:
         lag = self.records.send_lag_ns() if self.records is not None else np.zeros(0, np.int64)
@@ -65,6 +66,7 @@ class ShardResult:
             send_lag=lag_stats,
             connection_waits=self.connection_waits,
             node=self.node,
+            transparent_retries=self.transparent_retries,
         )
 
 
@@ -77,6 +79,7 @@ def shard_result(
     connection_waits: int,
     late_threshold_ns: int,
     keep_records: bool = True,
+    transparent_retries: int = 0,
 ) -> ShardResult:
     """What one generator (a worker, or this process alone) measured, ready to merge."""
     records = outcome.records
@@ -99,6 +102,7 @@ def shard_result(
         interrupted=outcome.interrupted,
         stop_reason=outcome.stop_reason,
         late_threshold_ns=late_threshold_ns,
+        transparent_retries=transparent_retries,
     )
 
 

@@ -8,7 +8,7 @@ for Triton's statistics API and the stub's protobufs.
 from __future__ import annotations
 
 from loadtest.core.secrets import Header
-from loadtest.core.settings import TargetSettings, TlsSettings
+from loadtest.core.settings import GrpcOptions, TargetSettings, TlsSettings
 from loadtest.core.target import ModelSpec, Target, TensorSpec
 
 __all__ = ["ModelSpec", "Target", "TensorSpec", "target_for", "triton_target"]
@@ -24,13 +24,14 @@ def triton_target(
     *,
     tls: TlsSettings | None = None,
     headers: tuple[Header, ...] = (),
+    grpc: GrpcOptions | None = None,
 ) -> Target:
     """A Triton target for 'grpc' or 'http' (imported lazily: each pulls in its client stack).
 
     `timeout_s` is the client's per-request deadline; `server_timeout_s` (0 = none) is sent to
     Triton as the request's "timeout" parameter. A `fake://` URL gives the in-process fake target
     instead (see targets/fake.py), which honours `timeout_s` too, and takes headers and URL
-    credentials and ignores them.
+    credentials and ignores them. `grpc`: the gRPC client's options (--protocol grpc).
     """
     if url.startswith("fake://"):
         from loadtest.errors import SettingsError
@@ -43,8 +44,20 @@ def triton_target(
     if protocol == "grpc":
         from loadtest.targets.triton_grpc import TritonGrpcTarget
 
+        options = grpc or GrpcOptions()
         return TritonGrpcTarget(
-            url, model, version, timeout_s, server_timeout_s, tls=tls, headers=headers
+            url,
+            model,
+            version,
+            timeout_s,
+            server_timeout_s,
+            tls=tls,
+            headers=headers,
+            load_client=options.client,
+            grpc_compression=options.compression,
+            keepalive_s=options.keepalive_s,
+            keepalive_timeout_s=options.keepalive_timeout_s,
+            connections=options.connections,
         )
     if protocol == "grpc-stream":
         from loadtest.targets.triton_stream import TritonStreamTarget
@@ -73,4 +86,5 @@ def target_for(settings: TargetSettings) -> Target:
         settings.server_timeout_s,
         tls=settings.tls,
         headers=settings.headers,
+        grpc=GrpcOptions.of(settings),
     )

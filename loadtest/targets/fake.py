@@ -155,6 +155,10 @@ class FakeTarget:
     def connection_waits(self) -> int:
         return 0
 
+    @property
+    def transparent_retries(self) -> int:
+        return 0
+
     def start_infer(self, sample_index: int, done: Done, written: Written | None = None) -> None:
         raise NotImplementedError("the fake target has no callback send")
 

@@ -123,6 +123,7 @@ class MixTarget:
         return TargetCapabilities(
             callback_send=all(c.callback_send for c in caps),
             counts_connection_waits=any(c.counts_connection_waits for c in caps),
+            counts_transparent_retries=any(c.counts_transparent_retries for c in caps),
             shared_memory=kinds,
             keeps_outputs=all(c.keeps_outputs for c in caps),
             streams_parts=all(c.streams_parts for c in caps),
@@ -136,6 +137,11 @@ class MixTarget:
     def connection_waits(self) -> int:
         counting = [t for t in self.targets if t.capabilities.counts_connection_waits]
         return sum(t.connection_waits for t in counting)
+
+    @property
+    def transparent_retries(self) -> int:
+        counting = [t for t in self.targets if t.capabilities.counts_transparent_retries]
+        return sum(t.transparent_retries for t in counting)
 
     async def open(self) -> ModelSpec:
         """Open every entry and build its own sample library; returns the input-less mix model."""

@@ -251,6 +251,10 @@ class NativeTarget:
     def connection_waits(self) -> int:
         return 0
 
+    @property
+    def transparent_retries(self) -> int:
+        return 0
+
     def start_infer(self, sample_index: int, done: Done, written: Written | None = None) -> None:
         raise NotImplementedError("the native target has no callback send")
 

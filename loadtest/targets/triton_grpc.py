@@ -2,12 +2,17 @@
 
 Metadata, shared-memory registration and `infer_outputs` use tritonclient's client. Each load
 request is a ModelInferRequest built by tritonclient and serialized once per sample; per query the
-client only makes the unary `ModelInfer` call, on one of two clients (LOADTEST_GRPC_CLIENT):
+client only makes the unary `ModelInfer` call, on one of two clients (`load_client`,
+--grpc-client, recorded in result.json):
 
 - "wire" (the default): wire/grpc_wire.py, unary gRPC calls on one HTTP/2 connection driven by
   the event loop itself. The send is written (and stamped) the moment the runner asks, and the
   call costs about a third of grpc.aio's CPU (docs/grpc-load-path.md). Same method, same server
-  endpoint, same one multiplexed connection as grpc.aio's channel.
+  endpoint, same one multiplexed connection as grpc.aio's channel; with `connections` N, N
+  connections, each call on the next in turn (round robin: with calls alike, each connection
+  carries 1/N of them, so replicas behind an L4 balancer each get a share). It refuses to start
+  where grpcio would go through an HTTP CONNECT proxy (grpc_proxy_env.py): setup and load would
+  take different routes.
 - "grpcio": grpc.aio, a raw `ModelInfer` method on tritonclient's channel that neither serializes
   the request nor parses the response. Its done callback reports the outcome, and its "serializer"
   stamps the send: grpc.aio calls it inside the call's own task, a loop turn after the issuer
@@ -26,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 from collections.abc import Sequence
 
 import grpc
@@ -38,7 +42,13 @@ from tritonclient.utils import InferenceServerException
 
 from loadtest.core.records import SERVER_TIMEOUT, TIMEOUT
 from loadtest.core.secrets import Header
-from loadtest.core.settings import SharedMemoryKind, TlsSettings, setup_timeout
+from loadtest.core.settings import (
+    DEFAULT_GRPC_KEEPALIVE_TIMEOUT_S,
+    GRPC_CLIENTS,
+    SharedMemoryKind,
+    TlsSettings,
+    setup_timeout,
+)
 from loadtest.core.target import (
     NUMPY_TO_TRITON,
     Done,
@@ -52,6 +62,7 @@ from loadtest.core.target import (
 )
 from loadtest.core.units import s_to_us
 from loadtest.errors import SettingsError, TargetError
+from loadtest.targets.grpc_proxy_env import ProxyRefused, grpc_proxy_for
 from loadtest.targets.shared_memory import SystemRegions
 from loadtest.targets.transport import (
     PERMISSION_DENIED,
@@ -77,18 +88,6 @@ from loadtest.wire.grpc_wire import GrpcWire
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 # grpc.StatusCode by its integer value (the done callback sees the core's integer code).
 _STATUS_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
-GRPC_CLIENTS = ("wire", "grpcio")
-GRPC_CLIENT_VARIABLE = "LOADTEST_GRPC_CLIENT"
-
-
-def grpc_load_client() -> str:
-    """Which client makes the load calls: LOADTEST_GRPC_CLIENT, default "wire"."""
-    name = os.environ.get(GRPC_CLIENT_VARIABLE, "wire").strip().lower() or "wire"
-    if name not in GRPC_CLIENTS:
-        raise SettingsError(
-            f"{GRPC_CLIENT_VARIABLE}={name!r}: use one of {', '.join(GRPC_CLIENTS)}"
-        )
-    return name
 
 
 class _Send:
@@ -144,15 +143,24 @@ class TritonGrpcTarget:
         *,
         tls: TlsSettings | None = None,
         headers: tuple[Header, ...] = (),
-        load_client: str | None = None,
+        load_client: str = "wire",
         grpc_compression: str | None = None,
         keepalive_s: float = 0.0,
+        keepalive_timeout_s: float = DEFAULT_GRPC_KEEPALIVE_TIMEOUT_S,
+        connections: int = 1,
     ) -> None:
+        if load_client not in GRPC_CLIENTS:
+            raise SettingsError(
+                f"--grpc-client {load_client!r}: use one of {', '.join(GRPC_CLIENTS)}"
+            )
         self.url = host_port(url, DEFAULT_GRPC_PORT)
-        self.load_client = load_client or grpc_load_client()
-        # The wire client's request compression ("gzip", "deflate") and keepalive PING interval.
+        self.load_client = load_client
+        # The wire client's request compression ("gzip", "deflate"), keepalive PING interval
+        # and timeout, and how many connections it spreads calls over.
         self.grpc_compression = grpc_compression
         self.keepalive_s = keepalive_s
+        self.keepalive_timeout_s = keepalive_timeout_s
+        self.connections = connections
         self.model = model
         self.version = version
         self.timeout_s = timeout_s
@@ -168,7 +176,9 @@ class TritonGrpcTarget:
         self._kept_wire: list[bytes] = []
         self._model_infer: grpc.aio.UnaryUnaryMultiCallable | None = None
         self._model_infer_stamped: grpc.aio.UnaryUnaryMultiCallable | None = None
-        self._wire_client: GrpcWire | None = None
+        self._wire_client: GrpcWire | None = None  # the first of `_wire_clients`
+        self._wire_clients: list[GrpcWire] = []  # `connections` of them, used round robin
+        self._next_wire = 0
         self._framed: list[bytes] = []  # the wire client's messages (length-prefixed)
         self._kept_framed: list[bytes] = []
         self._slow: set[asyncio.Task[None]] = set()  # statuses read the public (awaited) way
@@ -180,9 +190,13 @@ class TritonGrpcTarget:
     @property
     def capabilities(self) -> TargetCapabilities:
         """A callback send, system shared memory, Triton's statistics and kept answers (the raw
-        response bytes, for --check-outputs)."""
+        response bytes, for --check-outputs); the wire client counts connection waits and
+        transparent retries (grpc.aio's channel counts neither)."""
+        wire = self.load_client == "wire"
         return TargetCapabilities(
             callback_send=True,
+            counts_connection_waits=wire,
+            counts_transparent_retries=wire,
             keeps_outputs=True,
             shared_memory=frozenset({SharedMemoryKind.SYSTEM}),
             triton=TritonEndpoint(
@@ -208,19 +222,19 @@ class TritonGrpcTarget:
     def connection_waits(self) -> int:
         """Queries that waited to be written (a connection being opened, or the server's
         limit on concurrent streams); grpc.aio's channel keeps no such count."""
-        return self._wire_client.waited if self._wire_client is not None else 0
+        return sum(wire.waited for wire in self._wire_clients)
 
     @property
     def transparent_retries(self) -> int:
         """Queries the wire client sent a second time because the server (or a proxy) said it
         never processed them (GOAWAY, REFUSED_STREAM; gRFC A6), as grpc-core does silently."""
-        return self._wire_client.transparent_retries if self._wire_client is not None else 0
+        return sum(wire.transparent_retries for wire in self._wire_clients)
 
     def start_infer(self, sample_index: int, done: Done, written: Written | None = None) -> None:
         """Start one gRPC call; `done(error kind or None)` runs when its status is in, on the
         event loop. The wire client writes it now (`written()` only if it had to wait); grpc.aio
         writes it in its own task a loop turn later, and `written()` runs then."""
-        wire = self._wire_client
+        wire = self._wire_for_next_call()
         if wire is not None:
             wire.call(
                 self._framed[sample_index], functools.partial(self._answered, done), False, written
@@ -237,6 +251,15 @@ class TritonGrpcTarget:
             done(self._kind(exc))
             return
         call.add_done_callback(functools.partial(self._finished, done))
+
+    def _wire_for_next_call(self) -> GrpcWire | None:
+        """The wire client's connection for the next call: round robin over `connections`."""
+        clients = self._wire_clients
+        if len(clients) <= 1:
+            return self._wire_client
+        wire = clients[self._next_wire]
+        self._next_wire = (self._next_wire + 1) % len(clients)
+        return wire
 
     def start_parts(self, sample_index: int, parts: Parts, written: Written | None = None) -> None:
         raise NotImplementedError("Triton's gRPC inference answers whole, not in parts")
@@ -272,6 +295,8 @@ class TritonGrpcTarget:
         version = f" v{self.version}" if self.version else ""
         tls = " (TLS)" if self.credentials.tls is not None else ""
         client = "" if self.load_client == "wire" else f" ({self.load_client})"
+        if self.connections > 1:
+            client += f" ({self.connections} connections)"
         return f"triton grpc{tls}{client} {self.url} model {self.model}{version}"
 
     @staticmethod
@@ -310,7 +335,20 @@ class TritonGrpcTarget:
         hint = await plaintext_hint(host, int(port), ("h2",), "grpcs")
         return TargetError(f"cannot reach Triton over gRPC at {self.url}: {exc.message()}{hint}")
 
+    def _refuse_proxy(self) -> None:
+        """The wire client connects directly: where grpcio (the setup calls) would use an HTTP
+        CONNECT proxy for this address, setup and load would take different routes."""
+        if self.load_client != "wire":
+            return
+        proxy = grpc_proxy_for(self.url.rpartition(":")[0])
+        if proxy is not None:
+            raise ProxyRefused(
+                f"{proxy} applies to {self.url}, and the wire gRPC client does not go through "
+                "proxies: add the host to no_grpc_proxy, or use --grpc-client grpcio"
+            )
+
     async def open(self) -> ModelSpec:
+        self._refuse_proxy()
         self._client = grpc_client(self.url, self.credentials)
         setup = self.setup_timeout_s
         try:
@@ -392,7 +430,19 @@ class TritonGrpcTarget:
                 ) from None
 
     async def _open_wire(self) -> None:
-        """The load path's own HTTP/2 connection, opened before the run (TLS: ALPN h2)."""
+        """The load path's own HTTP/2 connections, opened before the run (TLS: ALPN h2), each
+        checked with one call (behind a balancer each may reach another replica)."""
+        try:
+            for _ in range(self.connections):
+                self._wire_clients.append(await self._open_one_wire())
+        except BaseException:
+            for wire in self._wire_clients:
+                wire.close()
+            self._wire_clients = []
+            raise
+        self._wire_client = self._wire_clients[0]
+
+    async def _open_one_wire(self) -> GrpcWire:
         host, _, port = self.url.rpartition(":")
         tls = self.credentials.tls
         wire = GrpcWire(
@@ -404,6 +454,7 @@ class TritonGrpcTarget:
             ssl_context(tls, ("h2",)) if tls is not None else None,
             compression=self.grpc_compression,
             keepalive_s=self.keepalive_s,
+            keepalive_timeout_s=self.keepalive_timeout_s,
         )
         try:
             await wire.connect(self.setup_timeout_s)
@@ -417,7 +468,7 @@ class TritonGrpcTarget:
             except BaseException:  # refused, or cancelled (Ctrl-C): no socket or timer left
                 wire.close()
                 raise
-        self._wire_client = wire
+        return wire
 
     async def _first_wire_call(self, wire: GrpcWire) -> None:
         """One load call before the run: a refused credential, or a connection that cannot carry
@@ -480,8 +531,9 @@ class TritonGrpcTarget:
             raise ValueError(f"cannot decode the gRPC answer: {exc}") from None
 
     async def infer(self, sample_index: int) -> str | None:
-        if self._wire_client is not None:
-            code, details, _ = await self._wire_client.unary(self._framed[sample_index])
+        wire = self._wire_for_next_call()
+        if wire is not None:
+            code, details, _ = await wire.unary(self._framed[sample_index])
             return None if code == grpc_wire.OK else self._wire_kind(code, details)
         assert self._model_infer is not None, "prepare() first"
         try:
@@ -507,9 +559,10 @@ class TritonGrpcTarget:
         return {out["name"]: result.as_numpy(out["name"]) for out in response["outputs"]}
 
     async def close(self) -> None:
-        if self._wire_client is not None:
-            self._wire_client.close()
-            self._wire_client = None
+        for wire in self._wire_clients:
+            wire.close()
+        self._wire_clients = []
+        self._wire_client = None
         client = self._client
         if self._shm is not None:
             await self._shm.release(

@@ -157,6 +157,10 @@ class TritonHttpTarget:
         """Queries that found no idle connection and waited for one (see http_wire)."""
         return self._pool.waited if self._pool is not None else 0
 
+    @property
+    def transparent_retries(self) -> int:
+        return 0
+
     def _admin(self) -> aiohttpclient.InferenceServerClient:
         return http_client(self.url, self.credentials, conn_timeout=self.setup_timeout_s)
 

@@ -188,6 +188,10 @@ class TritonStreamTarget:
     def connection_waits(self) -> int:
         return 0
 
+    @property
+    def transparent_retries(self) -> int:
+        return 0
+
     async def open(self) -> ModelSpec:
         self._client = grpc_client(self.url, self.credentials)
         setup = self.setup_timeout_s

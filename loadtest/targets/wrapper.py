@@ -50,6 +50,10 @@ class TargetWrapper:
     def connection_waits(self) -> int:
         return self.inner.connection_waits
 
+    @property
+    def transparent_retries(self) -> int:
+        return self.inner.transparent_retries
+
     async def open(self) -> ModelSpec:
         return await self.inner.open()
 

@@ -28,7 +28,7 @@ from loadtest.core.settings import (
     TargetSettings,
     resolve_loop,
 )
-from loadtest.core.target import ModelSpec, Target
+from loadtest.core.target import ModelSpec, Target, retries_of
 from loadtest.engine.measurement import Measurement
 from loadtest.engine.runner import Runner, RunOutcome
 from loadtest.engine.selfmeasure import ClientReport
@@ -241,6 +241,7 @@ async def _play_here(
         runner.loop_lag.lags_ns(),
         target.connection_waits,
         settings.late_threshold_ns,
+        transparent_retries=retries_of(target),
     )
     return outcome, client_report([alone], "in-process", running_loop_kind(), outcome.records)
 

@@ -30,7 +30,7 @@ from loadtest.core.settings import (
     available_cpus,
     resolve_loop,
 )
-from loadtest.core.target import ModelSpec, Target
+from loadtest.core.target import ModelSpec, Target, retries_of
 from loadtest.engine.measurement import Measurement
 from loadtest.engine.runner import ClosedLoopRunner, OnStart, Runner, nothing_to_do
 from loadtest.engine.selfmeasure import Progress
@@ -181,6 +181,7 @@ async def run_server(
         runner.loop_lag.lags_ns(),
         target.connection_waits if target.capabilities.counts_connection_waits else 0,
         settings.late_threshold_ns,
+        transparent_retries=retries_of(target),
     )
     client = client_report([alone], "in-process", running_loop_kind(), outcome.records)
     client = replace(client, worker_choice=choice.why)
