@@ -19,10 +19,12 @@ from loadtest.core.settings import Protocol
 from loadtest.core.units import NS_PER_MS
 from loadtest.engine.runner import Runner
 from loadtest.stub.catalog import Behaviour, Catalog
+from loadtest.stub.grpc_server import start_grpc
 from loadtest.stub.http_server import start_http
 from loadtest.stub.sse import ERROR_AFTER_FIELD, MID_STREAM_ERROR
 from loadtest.targets import triton_target
 from loadtest.targets.triton_sse import SseAnswer, TritonSseTarget
+from loadtest.targets.triton_stream import TritonStreamTarget
 
 REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
 A_MS, B_MS, C_MS = 40.0, 4.0, 10.0
@@ -61,11 +63,22 @@ def _sample(text: bytes, max_tokens: int, error_after: int | None = None):
     return sample
 
 
-def _play(repository: Path, samples, count: int, gap_ms: float, timeout_s: float = 30.0):
+def _play(
+    repository: Path,
+    samples,
+    count: int,
+    gap_ms: float,
+    timeout_s: float = 30.0,
+    protocol: str = "http-stream",
+):
     async def play():
-        server = await start_http(Catalog(repository), "127.0.0.1", 0, behaviour=Behaviour())
-        port = server.sockets[0].getsockname()[1]
-        target = TritonSseTarget(f"127.0.0.1:{port}", "llm_known", timeout_s=timeout_s)
+        if protocol == "http-stream":
+            server = await start_http(Catalog(repository), "127.0.0.1", 0, behaviour=Behaviour())
+            port = server.sockets[0].getsockname()[1]
+            target = TritonSseTarget(f"127.0.0.1:{port}", "llm_known", timeout_s=timeout_s)
+        else:
+            server, port = await start_grpc(Catalog(repository), "127.0.0.1", 0)
+            target = TritonStreamTarget(f"127.0.0.1:{port}", "llm_known", timeout_s=timeout_s)
         try:
             await target.open()
             assert target.decoupled
@@ -75,14 +88,18 @@ def _play(repository: Path, samples, count: int, gap_ms: float, timeout_s: float
             return await Runner(schedule, target).run(handle_sigint=False)
         finally:
             await target.close()
-            server.close()
+            if protocol == "http-stream":
+                server.close()
+            else:
+                await server.stop(None)
 
     return asyncio.run(play()).records
 
 
-def test_exact_token_counts_and_the_known_timing(fast_repository):
+@pytest.mark.parametrize("protocol", ["http-stream", "grpc-stream"])
+def test_exact_token_counts_and_the_known_timing(fast_repository, protocol):
     samples = [_sample(b"one two three", 5), _sample(b"a b c d e f g", 9)]
-    records = _play(fast_repository, samples, 8, gap_ms=60)
+    records = _play(fast_repository, samples, 8, gap_ms=60, protocol=protocol)
     assert records.ok.all() and records.streamed.all()
     tokens = np.array([5, 9])[records.sample_index]
     words = np.array([3, 7])[records.sample_index]
@@ -95,13 +112,16 @@ def test_exact_token_counts_and_the_known_timing(fast_repository):
     assert np.median(np.abs(tpot - C_MS * MS) / (C_MS * MS)) < 0.10
 
 
-def test_an_error_event_under_200_is_a_failed_query_never_a_short_success(fast_repository):
+@pytest.mark.parametrize("protocol", ["http-stream", "grpc-stream"])
+def test_an_error_mid_stream_is_a_failed_query_never_a_short_success(fast_repository, protocol):
+    """Over SSE the error event comes under the 200 already sent; over gRPC, an error_message
+    after two tokens on a stream that goes on."""
     samples = [_sample(b"warm up", 3), _sample(b"some words", 6, error_after=2)]
-    records = _play(fast_repository, samples, 4, gap_ms=20)
+    records = _play(fast_repository, samples, 4, gap_ms=20, protocol=protocol)
     bad = records.sample_index == 1
     assert records.errored[bad].all() and records.ok[~bad].all()
     kinds = {records.error_kinds[code] for code in records.error_code[bad]}
-    assert kinds == {f"http stream: {MID_STREAM_ERROR}"}
+    assert kinds == {f"{protocol.replace('-', ' ')}: {MID_STREAM_ERROR}"}
     assert (records.parts[bad] == 2).all()  # the two tokens before the error were seen
     assert (records.final_count[~bad] == 3).all()
 

@@ -48,16 +48,11 @@ def _number(value: Any, default: int) -> int:
         return default
 
 
-class StreamPlan:
-    """One request's answer: its token events, and when each is due after the arrival."""
+class TokenPlan:
+    """One streamed request's answer, whatever the protocol: how many tokens, when each is due
+    after the arrival (seconds), and whether an error follows them (`stub_error_after`)."""
 
-    def __init__(self, model: StubModel, body: bytes) -> None:
-        try:
-            request = json.loads(body) if body else {}
-        except ValueError:
-            request = {}
-        if not isinstance(request, dict):
-            request = {}
+    def __init__(self, model: StubModel, request: dict[str, Any]) -> None:
         text = request.get("text_input", "")
         if isinstance(text, list):
             text = " ".join(str(t) for t in text)
@@ -67,12 +62,24 @@ class StreamPlan:
         self.error_after = None if error_after is None else _number(error_after, 0)
         law = model.stream_law
         self.instant = law.a_ms == 0 and law.b_ms == 0 and law.c_ms == 0
-        sent = tokens if self.error_after is None else min(tokens, self.error_after)
+        self.tokens = tokens if self.error_after is None else min(tokens, self.error_after)
+        self.due_s = [law.token_due_s(words, k) for k in range(self.tokens)]
+
+
+class StreamPlan(TokenPlan):
+    """One generate_stream request's answer: its SSE events, each token's due time."""
+
+    def __init__(self, model: StubModel, body: bytes) -> None:
+        try:
+            request = json.loads(body) if body else {}
+        except ValueError:
+            request = {}
+        super().__init__(model, request if isinstance(request, dict) else {})
+        sent = self.tokens
         base = {"model_name": model.name, "model_version": "1"}
         self.events = [
             _event({**base, "text_output": f"t{k} ", "num_output_tokens": 1}) for k in range(sent)
         ]
-        self.due_s = [law.token_due_s(words, k) for k in range(sent)]
         self.tail = (
             _LAST_CHUNK
             if self.error_after is None
