@@ -80,10 +80,11 @@ def one_run(protocol: str, url: str, rate: float, tokens: int, seconds: float, s
     count = max(int(rate * seconds), 1)
 
     async def play():
-        if protocol == "grpc-stream":
-            target = TritonStreamTarget(url, "llm_known")
-        else:
-            target = TritonSseTarget(url, "llm_known")
+        target: TritonStreamTarget | TritonSseTarget = (
+            TritonStreamTarget(url, "llm_known")
+            if protocol == "grpc-stream"
+            else TritonSseTarget(url, "llm_known")
+        )
         await target.open()
         await target.prepare([sample(tokens)])
         due = (np.arange(count) * (NS_PER_S / rate)).astype(np.int64)
