@@ -178,6 +178,30 @@ def test_the_parser_says_no_count_when_the_server_sends_none_and_fails_on_an_err
     assert error == "http stream: boom N" and failing.events == 1
 
 
+@pytest.mark.parametrize(
+    ("event", "tokens"),
+    [
+        (b'{"text_output":"a","num_output_tokens":3}', 3),
+        (b'{"num_output_tokens": 4, "text_output":"a"}', 4),  # a space: json.loads
+        (b'{"text_output":"said \\"num_output_tokens\\":9","num_output_tokens":[1,2]}', 3),
+        (b'{"text_output":"error","num_output_tokens":2}', 2),  # the word alone is no error
+        (b'{"text_output":"no count"}', None),
+    ],
+)
+def test_the_fast_path_reads_the_count_json_would(event, tokens):
+    answer = SseAnswer(_Seen())
+    assert answer.feed(b"data: " + event + b"\n\n") is None
+    assert answer.count == tokens and answer.events == 1
+
+
+@pytest.mark.parametrize(
+    "event",
+    [b'{"error":"x"}', b'{"error" : "x"}', b'{"num_output_tokens":1,"error":"x"}', b"[1]", b"{"],
+)
+def test_every_error_object_or_bad_event_fails_the_query(event):
+    assert SseAnswer(_Seen()).feed(b"data: " + event + b"\n\n") is not None
+
+
 def test_http_stream_is_a_protocol_over_http_with_its_own_target():
     assert not Protocol("http-stream").over_grpc and Protocol("grpc-stream").over_grpc
     target = triton_target("http://127.0.0.1:8000", "http-stream", "llm_known")

@@ -125,20 +125,63 @@ class SseAnswer:
         for line in event.split(b"\n"):
             if not line.startswith(b"data:"):
                 continue  # comments (":"), "event:", "id:", "retry:" carry no response
-            try:
-                payload = json.loads(line[5:])
-            except ValueError:
-                return "http stream: an event that is not JSON"
-            if not isinstance(payload, dict):
-                return "http stream: an event that is not a JSON object"
-            if "error" in payload:
-                return error_kind("http stream", str(payload["error"]))
+            payload = line[5:].strip()
+            tokens = _fast_tokens(payload)
+            if tokens == _SLOW:
+                error, tokens = _parsed(payload)
+                if error is not None:
+                    return error
             self.events += 1
             self.parts.part()
-            tokens = event_tokens(payload)
             if tokens is not None:
                 self.count = (self.count or 0) + tokens
         return None
+
+
+_SLOW = -1  # _fast_tokens: this event needs json.loads
+_COUNT_KEY = b'"num_output_tokens":'
+
+
+def _fast_tokens(payload: bytes) -> int | None:
+    """An event's token count without json.loads, or _SLOW when it must be parsed.
+
+    The fast path takes only what it can read safely: a JSON object (braces) without the bytes
+    `"error"` anywhere (an error object, or a text that merely says it, goes to json.loads) and
+    with `"num_output_tokens":` followed by digits or a flat list of them. A key pattern with its
+    quotes cannot occur inside a JSON string (a quote there is escaped), so a match is the key.
+    """
+    if not (payload.startswith(b"{") and payload.endswith(b"}")) or b'"error"' in payload:
+        return _SLOW
+    at = payload.find(_COUNT_KEY)
+    if at < 0:
+        return _SLOW if b'"num_output_tokens"' in payload else None
+    at += len(_COUNT_KEY)
+    end = at
+    while payload[end : end + 1].isdigit():
+        end += 1
+    if end > at:
+        return int(payload[at:end])
+    if payload[at : at + 1] == b"[":
+        close = payload.find(b"]", at)
+        try:
+            return sum(int(v) for v in payload[at + 1 : close].split(b",") if v.strip())
+        except ValueError:
+            return _SLOW
+    return _SLOW
+
+
+def _parsed(payload: bytes) -> tuple[str | None, int | None]:
+    """(error kind, token count) of an event, by json.loads: the error object's message, or
+    the count."""
+    try:
+        event = json.loads(payload)
+    except ValueError:
+        return "http stream: an event that is not JSON", None
+    if not isinstance(event, dict):
+        return "http stream: an event that is not a JSON object", None
+    if "error" in event:
+        return error_kind("http stream", str(event["error"])), None
+    return None, event_tokens(event)
 
 
 class TritonSseTarget:
