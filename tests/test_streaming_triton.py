@@ -281,3 +281,29 @@ def test_a_timed_out_request_is_cancelled_on_the_server(llm_triton):
     error, log, after = asyncio.run(time_out())
     assert error == "timeout" and after is None
     assert len([line for line in log.splitlines() if "of 150 tokens" in line]) == 1
+
+
+def test_an_http_stream_timeout_closes_the_connection_and_triton_cancels_the_request(llm_triton):
+    """--timeout on generate_stream: the query is a timeout and its response is closed (with its
+    connection); Triton then cancels the request and llm_known stops at its next token."""
+
+    async def time_out():
+        target = TritonSseTarget(llm_triton.http_url, "llm_known", timeout_s=0.5)
+        await target.open()
+        await target.prepare([_sample(b"one two", 3), _sample(b"one two three four", 170)])
+        answer = asyncio.get_running_loop().create_future()
+        target.start_parts(1, _Ended(answer))
+        error = await answer
+        await asyncio.sleep(0.5)  # the target still open: only the closed response can cancel
+        await target.close()
+        return error
+
+    assert asyncio.run(time_out()) == "timeout"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if "of 170 tokens" in llm_triton.log_path.read_text(errors="replace"):
+            break
+        time.sleep(0.1)
+    log = llm_triton.log_path.read_text(errors="replace")
+    cancelled = [line for line in log.splitlines() if "of 170 tokens" in line]
+    assert len(cancelled) == 1 and "llm_known: cancelled after" in cancelled[0]
