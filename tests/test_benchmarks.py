@@ -57,6 +57,7 @@ def test_every_script_is_checked_here() -> None:
         "issuer_phases.py",
         "issuer_runqueue.py",
         "proxy_goaway.py",
+        "stream_client.py",
         "trace_load.py",
         "wire_call_cpu.py",
         "worker_calibration.py",

@@ -27,6 +27,7 @@ from loadtest.errors import TargetError
 from loadtest.rules.tokens import SERVER_COUNT, TokenBounds, token_checks, token_figures
 from loadtest.targets.triton_grpc import TritonGrpcTarget
 from loadtest.targets.triton_http import TritonHttpTarget
+from loadtest.targets.triton_sse import TritonSseTarget
 from loadtest.targets.triton_stream import TritonStreamTarget
 
 pytestmark = pytest.mark.triton
@@ -53,9 +54,17 @@ def _sample(text: bytes, max_tokens: int) -> dict[str, np.ndarray]:
     }
 
 
-def _play(url: str, samples, count: int, gap_ms: float, late_s: float = 0.0, timeout_s=30.0):
+def _play(
+    url: str,
+    samples,
+    count: int,
+    gap_ms: float,
+    late_s: float = 0.0,
+    timeout_s=30.0,
+    target_class=TritonStreamTarget,
+):
     async def play():
-        target = TritonStreamTarget(url, "llm_known", timeout_s=timeout_s)
+        target = target_class(url, "llm_known", timeout_s=timeout_s)
         await target.open()
         await target.prepare(samples)
         played = LateSend(target, late_s) if late_s else target
@@ -110,6 +119,58 @@ def test_the_meter_finds_the_known_answer_within_2_percent(llm_triton):
     assert checks["p99 TTFT"].passed and checks["p99 TPOT"].passed
     assert checks["token counts"].passed
     assert not checks["early stopping TTFT"].passed  # 24 queries < the 459 it needs
+
+
+def _known_errors(records, samples):
+    """Per query: (TTFT from the schedule, TPOT) and their relative errors to llm_known's law."""
+    index = records.sample_index
+    words = np.array([len(s["text_input"][0].split()) for s in samples])[index]
+    max_tokens = np.array([int(s["max_tokens"][0]) for s in samples])[index]
+    assert (records.final_count == max_tokens).all()  # exact token counts, from the server
+    ttft = records.first_part_ns - records.scheduled_ns
+    expected_ttft = (LATE_S * 1000 + A_MS + B_MS * words) * MS
+    tpot = (records.completed_ns - records.first_part_ns) / (max_tokens - 1)
+    return (
+        ttft,
+        tpot,
+        np.abs(ttft - expected_ttft) / expected_ttft,
+        np.abs(tpot - C_MS * MS) / (C_MS * MS),
+    )
+
+
+def test_http_stream_finds_the_known_answer_too_and_agrees_with_the_grpc_stream(llm_triton):
+    """generate_stream (SSE) within 2 % of a + b·words and c at the median, as the gRPC stream;
+    and both protocols, played the same schedule on the same samples, agree at the median within
+    2 % of the known answer: both read the same law from the same server, and what differs
+    between them (the request's parse, the response framing) costs well under a millisecond
+    against a TTFT of ~300 ms and a TPOT of 20 ms, so a larger gap is a meter's fault, not noise.
+    """
+    target = TritonSseTarget(llm_triton.http_url, "llm_known")
+    spec = asyncio.run(target.open())
+    assert target.decoupled
+    asyncio.run(target.close())
+    samples = random_samples(spec, 12, seed=5)
+    count = 24
+    played = {
+        "http": _play(
+            llm_triton.http_url, samples, count, 300, LATE_S, target_class=TritonSseTarget
+        ),
+        "grpc": _play(llm_triton.grpc_url, samples, count, 300, LATE_S),
+    }
+    medians = {}
+    for name, records in played.items():
+        assert records.ok.all() and records.streamed.all(), name
+        ttft, tpot, ttft_error, tpot_error = _known_errors(records, samples)
+        print(
+            f"{name}: TTFT error median {np.median(ttft_error):.4f}, TPOT error median "
+            f"{np.median(tpot_error):.4f}; TTFT p50 {np.median(ttft) / MS:.3f} ms, "
+            f"TPOT p50 {np.median(tpot) / MS:.3f} ms"
+        )
+        assert np.median(ttft_error) <= 0.02 and np.median(tpot_error) <= 0.02, name
+        medians[name] = (np.median(ttft), np.median(tpot))
+    (http_ttft, http_tpot), (grpc_ttft, grpc_tpot) = medians["http"], medians["grpc"]
+    assert abs(http_ttft - grpc_ttft) <= 0.02 * grpc_ttft
+    assert abs(http_tpot - grpc_tpot) <= 0.02 * C_MS * MS
 
 
 def test_a_one_token_answer_is_flagged(llm_triton):
@@ -220,3 +281,29 @@ def test_a_timed_out_request_is_cancelled_on_the_server(llm_triton):
     error, log, after = asyncio.run(time_out())
     assert error == "timeout" and after is None
     assert len([line for line in log.splitlines() if "of 150 tokens" in line]) == 1
+
+
+def test_an_http_stream_timeout_closes_the_connection_and_triton_cancels_the_request(llm_triton):
+    """--timeout on generate_stream: the query is a timeout and its response is closed (with its
+    connection); Triton then cancels the request and llm_known stops at its next token."""
+
+    async def time_out():
+        target = TritonSseTarget(llm_triton.http_url, "llm_known", timeout_s=0.5)
+        await target.open()
+        await target.prepare([_sample(b"one two", 3), _sample(b"one two three four", 170)])
+        answer = asyncio.get_running_loop().create_future()
+        target.start_parts(1, _Ended(answer))
+        error = await answer
+        await asyncio.sleep(0.5)  # the target still open: only the closed response can cancel
+        await target.close()
+        return error
+
+    assert asyncio.run(time_out()) == "timeout"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if "of 170 tokens" in llm_triton.log_path.read_text(errors="replace"):
+            break
+        time.sleep(0.1)
+    log = llm_triton.log_path.read_text(errors="replace")
+    cancelled = [line for line in log.splitlines() if "of 170 tokens" in line]
+    assert len(cancelled) == 1 and "llm_known: cancelled after" in cancelled[0]

@@ -39,11 +39,13 @@ class Protocol(str, enum.Enum):
     HTTP = "http"
     # gRPC ModelStreamInfer: the way to a decoupled (streaming, LLM) model; answers in parts.
     GRPC_STREAM = "grpc-stream"
+    # HTTP generate_stream (server-sent events): the other way to a decoupled model.
+    HTTP_STREAM = "http-stream"
 
     @property
     def over_grpc(self) -> bool:
         """Spoken to Triton's gRPC port (grpc and grpc-stream), else its HTTP port."""
-        return self is not Protocol.HTTP
+        return self in (Protocol.GRPC, Protocol.GRPC_STREAM)
 
 
 SETUP_TIMEOUT_S = 30.0
@@ -87,6 +89,7 @@ _SCHEMES = {
     "grpc": ("grpc", "grpcs"),
     "http": ("http", "https"),
     "grpc-stream": ("grpc", "grpcs"),
+    "http-stream": ("http", "https"),
 }
 _TLS_SCHEMES = {"grpcs", "https"}
 

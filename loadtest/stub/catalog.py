@@ -66,6 +66,10 @@ class StubModel:
             result.append(StubOutput(output.name, _datatype(output.data_type), shape, zeros))
         return result
 
+    @cached_property
+    def stream_law(self) -> StreamLaw:
+        return StreamLaw.of(self.config)
+
     def config_json(self) -> dict[str, Any]:
         return json_format.MessageToDict(self.config, preserving_proto_field_name=True)
 
@@ -102,6 +106,32 @@ class StubModel:
         }
         head = json.dumps(header, separators=(",", ":")).encode()
         return head + b"".join(o.zeros for o in self.outputs), len(head)
+
+
+@dataclass(frozen=True)
+class StreamLaw:
+    """A streamed answer's timing, llm_known's law (ms): the first token a + b × words of
+    text_input after the request, then one every c. All 0 (a model without the parameters) =
+    every token at once: the stub as the streaming client's roofline."""
+
+    a_ms: float = 0.0
+    b_ms: float = 0.0
+    c_ms: float = 0.0
+
+    @classmethod
+    def of(cls, config: mc.ModelConfig) -> StreamLaw:
+        def ms(key: str) -> float:
+            entry = config.parameters.get(key)
+            try:
+                return float(entry.string_value) if entry is not None else 0.0
+            except ValueError:
+                return 0.0
+
+        return cls(ms("ttft_base_ms"), ms("ttft_per_input_token_ms"), ms("ms_per_output_token"))
+
+    def token_due_s(self, words: int, k: int) -> float:
+        """When token k (0-based) is due, in seconds after the request."""
+        return (self.a_ms + self.b_ms * words + self.c_ms * k) / 1000.0
 
 
 class Catalog:

@@ -7,7 +7,7 @@ Infer answers are prebuilt per model; calls the stub does not support (shared me
 control) fail with UNIMPLEMENTED, as they would on a server without them. A delay (stub --delay-ms)
 and Triton's "timeout" request parameter are honoured as catalog.Behaviour says. With a TokenGate,
 an interceptor answers UNAUTHENTICATED to every call without the token (`authorization` metadata);
-with StubTls the port is a TLS one.
+with StubTls the port is a TLS one. ModelStreamInfer answers streamed requests (grpc_stream.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -25,6 +25,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from loadtest.core.units import us_to_s
 from loadtest.stub.access import StubTls, TokenGate
 from loadtest.stub.catalog import STUB_VERSION, TIMEOUT_EXPIRED, Behaviour, Catalog
+from loadtest.stub.grpc_stream import model_stream_infer
 
 
 class Servicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -82,6 +83,13 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
                 await context.abort(grpc.StatusCode.UNAVAILABLE, TIMEOUT_EXPIRED)
             await asyncio.sleep(behaviour.delay_s)
         return self.infer_response(request.model_name)
+
+    async def ModelStreamInfer(
+        self, request_iterator: Any, context: Any
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Streamed answers, one response per token (grpc_stream.py)."""
+        async for response in model_stream_infer(self.catalog, self.behaviour, request_iterator):
+            yield response
 
     def infer_response(self, model_name: str) -> pb.ModelInferResponse:
         """Zeros of each output's shape and type, built on the model's first request."""

@@ -5,7 +5,9 @@ straight to the transport, which keeps the stub's cost per request far below the
 Shared-memory registration is refused (400), which is what a server without shared memory says.
 With a delay (stub --delay-ms) inference answers are written that much later, and the request's
 JSON header is read for Triton's "timeout" parameter (see catalog.Behaviour); without one, bodies
-are not even looked at. GET /v2/stub/counters is never cached.
+are not even looked at. GET /v2/stub/counters is never cached. POST .../generate_stream answers
+server-sent events, one token per event, timed by the model's StreamLaw (stub/sse.py); its body
+is always read.
 With a TokenGate, a request without the token gets 401 (`_GatedHttpServerConnection`: only then
 are headers parsed at all); with an ssl context the listener is HTTPS.
 """
@@ -22,6 +24,7 @@ import httptools
 from loadtest.core.units import us_to_s
 from loadtest.stub.access import TokenGate
 from loadtest.stub.catalog import STUB_VERSION, TIMEOUT_EXPIRED, Behaviour, Catalog
+from loadtest.stub.sse import StreamPlan, stream_answer
 
 _REASONS = {
     200: b"OK",
@@ -32,6 +35,7 @@ _REASONS = {
 }
 _HEADER_LENGTH = b"inference-header-content-length"
 _COUNTERS = "/v2/stub/counters"
+_GENERATE_STREAM = b"/generate_stream"
 
 
 def _response(status: int, body: bytes, headers: dict[str, str] | None = None) -> bytes:
@@ -131,8 +135,12 @@ class _HttpServerConnection(asyncio.Protocol):
             self.header_length = int(value)
 
     def on_body(self, body: bytes) -> None:
-        if self.delay_s:
+        if self.delay_s or self._streamed():
             self.body.append(body)
+
+    def _streamed(self) -> bool:
+        """Is the request being received a generate_stream one (answered in events)?"""
+        return self.url.split(b"?")[0].endswith(_GENERATE_STREAM)
 
     def _server_timeout_us(self) -> int:
         """Triton's "timeout" parameter of the request just received (0 = none)."""
@@ -146,6 +154,9 @@ class _HttpServerConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         assert self.transport is not None
+        if self.parser.get_method() == b"POST" and self._streamed():
+            self._stream()
+            return
         response, infer = self.router.answer(self.parser.get_method(), self.url)
         self.url = b""
         keep_alive = self.parser.should_keep_alive()
@@ -161,6 +172,20 @@ class _HttpServerConnection(asyncio.Protocol):
                 asyncio.get_running_loop().call_later(delay, self._send, response, keep_alive)
                 return
         self._send(response, keep_alive)
+
+    def _stream(self) -> None:
+        """A generate_stream request: its answer's events as its tokens fall due."""
+        parts = [p for p in self.url.decode().split("?")[0].split("/") if p]
+        body, self.body, self.header_length = b"".join(self.body), [], 0
+        self.url = b""
+        self.router.behaviour.arrived()
+        plan = StreamPlan(self.router.catalog.model(parts[2] if len(parts) > 2 else ""), body)
+        keep_alive = self.parser.should_keep_alive()
+        stream_answer(plan, self._write, lambda: self._send(b"", keep_alive))
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
 
     def _send(self, response: bytes, keep_alive: bool) -> None:
         if self.transport is None or self.transport.is_closing():

@@ -26,7 +26,8 @@ def triton_target(
     headers: tuple[Header, ...] = (),
     grpc: GrpcOptions | None = None,
 ) -> Target:
-    """A Triton target for 'grpc' or 'http' (imported lazily: each pulls in its client stack).
+    """A Triton target for 'grpc', 'http', 'grpc-stream' or 'http-stream' (imported lazily:
+    each pulls in its client stack).
 
     `timeout_s` is the client's per-request deadline; `server_timeout_s` (0 = none) is sent to
     Triton as the request's "timeout" parameter. A `fake://` URL gives the in-process fake target
@@ -63,6 +64,12 @@ def triton_target(
         from loadtest.targets.triton_stream import TritonStreamTarget
 
         return TritonStreamTarget(
+            url, model, version, timeout_s, server_timeout_s, tls=tls, headers=headers
+        )
+    if protocol == "http-stream":
+        from loadtest.targets.triton_sse import TritonSseTarget
+
+        return TritonSseTarget(
             url, model, version, timeout_s, server_timeout_s, tls=tls, headers=headers
         )
     if protocol == "http":

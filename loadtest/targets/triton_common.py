@@ -101,11 +101,11 @@ def is_decoupled(config: Mapping[str, Any]) -> bool:
 
 def refuse_decoupled(config: Mapping[str, Any], model: str, protocol: str) -> None:
     """One clear line instead of Triton's refusal of every query: a decoupled model needs the
-    stream (--protocol grpc-stream); raises TargetError for one."""
+    stream (--protocol grpc-stream or http-stream); raises TargetError for one."""
     if is_decoupled(config):
         raise TargetError(
             f"model {model!r} is decoupled (it streams its answer in parts), which Triton serves "
-            f"only on a stream, not over {protocol}: use --protocol grpc-stream"
+            f"only on a stream, not over {protocol}: use --protocol grpc-stream or http-stream"
         )
 
 

@@ -1,0 +1,111 @@
+"""The stub's generate_stream answer: server-sent events on a chunked HTTP/1.1 response.
+
+What Triton's HTTP generate extension sends for a decoupled model (docs/STREAMING.md): a 200 with
+`Content-Type: text/event-stream; charset=utf-8`, one `data: {...}` event per model response, each
+carrying the output fields (`text_output`, `num_output_tokens` = 1 here: one token per event).
+Tokens follow the model's StreamLaw (catalog.py): llm_known's a + b·words, then one every c; with
+no law every token is written at once, in one write, so the stub costs the client as little as a
+server can. Token times are absolute from the request's arrival (no drift).
+
+For tests, a request field `stub_error_after: k` makes the answer send k tokens and then an error
+event under the 200 already sent, as Triton does when a response fails mid-stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+from loadtest.stub.catalog import StubModel
+
+ERROR_AFTER_FIELD = "stub_error_after"
+MID_STREAM_ERROR = "stub: the model failed mid-stream"
+DEFAULT_TOKENS = 16
+_HEAD = (
+    b"HTTP/1.1 200 OK\r\n"
+    b"Content-Type: text/event-stream; charset=utf-8\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n"
+)
+_LAST_CHUNK = b"0\r\n\r\n"
+
+
+def _chunk(payload: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(payload), payload)
+
+
+def _event(fields: dict[str, Any]) -> bytes:
+    return _chunk(b"data: " + json.dumps(fields, separators=(",", ":")).encode() + b"\n\n")
+
+
+def _number(value: Any, default: int) -> int:
+    if isinstance(value, list):
+        value = value[0] if value else default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+class TokenPlan:
+    """One streamed request's answer, whatever the protocol: how many tokens, when each is due
+    after the arrival (seconds), and whether an error follows them (`stub_error_after`)."""
+
+    def __init__(self, model: StubModel, request: dict[str, Any]) -> None:
+        text = request.get("text_input", "")
+        if isinstance(text, list):
+            text = " ".join(str(t) for t in text)
+        words = len(str(text).split())
+        tokens = max(_number(request.get("max_tokens"), DEFAULT_TOKENS), 0)
+        error_after = request.get(ERROR_AFTER_FIELD)
+        self.error_after = None if error_after is None else _number(error_after, 0)
+        law = model.stream_law
+        self.instant = law.a_ms == 0 and law.b_ms == 0 and law.c_ms == 0
+        self.tokens = tokens if self.error_after is None else min(tokens, self.error_after)
+        self.due_s = [law.token_due_s(words, k) for k in range(self.tokens)]
+
+
+class StreamPlan(TokenPlan):
+    """One generate_stream request's answer: its SSE events, each token's due time."""
+
+    def __init__(self, model: StubModel, body: bytes) -> None:
+        try:
+            request = json.loads(body) if body else {}
+        except ValueError:
+            request = {}
+        super().__init__(model, request if isinstance(request, dict) else {})
+        sent = self.tokens
+        base = {"model_name": model.name, "model_version": "1"}
+        self.events = [
+            _event({**base, "text_output": f"t{k} ", "num_output_tokens": 1}) for k in range(sent)
+        ]
+        self.tail = (
+            _LAST_CHUNK
+            if self.error_after is None
+            else _event({"error": MID_STREAM_ERROR}) + _LAST_CHUNK
+        )
+
+
+def stream_answer(
+    plan: StreamPlan, write: Callable[[bytes], None], finished: Callable[[], None]
+) -> None:
+    """Write the plan's answer through `write` as its tokens fall due, then call `finished`
+    (the connection may take its next request). `write` must drop data once the peer is gone."""
+    if plan.instant or not plan.events:
+        write(_HEAD + b"".join(plan.events) + plan.tail)
+        finished()
+        return
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    write(_HEAD)
+
+    def token(k: int) -> None:
+        write(plan.events[k])
+        if k + 1 < len(plan.events):
+            loop.call_at(start + plan.due_s[k + 1], token, k + 1)
+            return
+        write(plan.tail)
+        finished()
+
+    loop.call_at(start + plan.due_s[0], token, 0)
