@@ -246,6 +246,10 @@ class TritonSseTarget:
     def connection_waits(self) -> int:
         return 0
 
+    @property
+    def transparent_retries(self) -> int:
+        return 0  # gRPC's transparent retry; never an HTTP stream's
+
     async def open(self) -> ModelSpec:
         client = http_client(self.url, self.credentials, conn_timeout=self.setup_timeout_s)
         try:
