@@ -184,7 +184,7 @@ def peak_table(peaks: ComparePeaks) -> Table:
     for name, justify in (
         ("target", "left"),
         ("calibration\nQPS", "right"),
-        ("probes (QPS: verdict, p-latency ms)", "left"),
+        (f"probes (QPS: verdict, p{s.percentile * 100:g} ms)", "left"),
         ("peak QPS", "right"),
         ("interval", "right"),
     ):
@@ -202,10 +202,10 @@ def peak_table(peaks: ComparePeaks) -> Table:
             calibration,
             "\n".join(cells) or "none",
             "none" if peak.peak_qps is None else _qps(peak.peak_qps),
-            "—" if peak.peak_qps is None else f"[{_qps(peak.low_qps)}, {_qps(peak.high_qps)}]",
+            "—" if peak.peak_qps is None else f"\\[{_qps(peak.low_qps)}, {_qps(peak.high_qps)}]",
         )
     table.caption = (
-        f"peak = the highest rate VALID every time it ran; interval = [peak, lowest INVALID rate] "
+        "peak = the highest rate VALID every time it ran; interval = \\[peak, lowest INVALID rate] "
         f"(or one resolution step, {s.resolution * 100:g} %, when none failed); "
         f"{peaks.elapsed_s:.0f} s of probes"
         + ("; the budget ran out" if peaks.budget_exhausted else "")
