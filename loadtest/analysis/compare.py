@@ -21,12 +21,14 @@ measured while the targets are open, in scenarios/experiments/compare_run.py.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from loadtest.scenarios.experiments.compare_run import NATIVE
+from loadtest.targets.native import NativeOptions
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,9 @@ class PeakRatio:
     target: str
     triton: PeakInterval
     native: PeakInterval
+    # the search's resolution: intervals closer than this are not told apart (a probe at the
+    # knee passes or fails by chance, so a gap narrower than one search step is no difference)
+    resolution: float = 0.0
 
     @property
     def ratio(self) -> float | None:
@@ -150,21 +155,22 @@ class PeakRatio:
 
     @property
     def interval(self) -> tuple[float, float] | None:
-        """[Triton low ÷ native high, Triton high ÷ native low]; None when a peak is missing."""
+        """[Triton low ÷ native high, Triton high ÷ native low], each top stretched by the
+        resolution; None when a peak is missing. It holds 1 exactly when `differs` is False."""
         if self.ratio is None or self.native.high_qps <= 0 or self.native.low_qps <= 0:
             return None
+        stretch = 1 + self.resolution
         return (
-            self.triton.low_qps / self.native.high_qps,
-            self.triton.high_qps / self.native.low_qps,
+            self.triton.low_qps / (self.native.high_qps * stretch),
+            self.triton.high_qps * stretch / self.native.low_qps,
         )
 
     @property
     def differs(self) -> bool:
-        """The two peaks' intervals are disjoint: a difference this search can resolve."""
-        if self.ratio is None:
-            return False
-        t, n = self.triton, self.native
-        return not overlap((t.low_qps, t.high_qps), (n.low_qps, n.high_qps))
+        """The two peaks' intervals are disjoint by more than the search's resolution: a
+        difference this search can resolve (the ratio's interval excludes 1)."""
+        bounds = self.interval
+        return bounds is not None and not bounds[0] <= 1 <= bounds[1]
 
     @property
     def verdict(self) -> str:
@@ -220,3 +226,31 @@ class EqualQpsInterval:
         if not self.differs:
             return NO_DIFFERENCE
         return "Triton lower" if self.p99[1] < self.native_p99[0] else "native lower"
+
+
+def config_differences(triton: Mapping[str, Any] | None, native: NativeOptions) -> list[str]:
+    """Where the native side serves the model differently from the Triton it is compared with
+    (instances, batching, queue delay, threads): then the ratio compares configurations, not
+    servers. [] when they agree or Triton's config could not be read."""
+    if triton is None:
+        return []
+    batching = bool(triton.get("dynamic_batching")) and int(triton.get("max_batch_size", 0)) > 1
+    pairs: list[tuple[str, Any, Any]] = [
+        ("instances", triton.get("instances"), native.instances),
+        ("dynamic batching", batching, native.batching),
+    ]
+    if batching and native.batching:
+        pairs += [
+            ("max batch size", triton.get("max_batch_size"), native.max_batch_size),
+            ("max queue delay µs", triton.get("max_queue_delay_us"), native.max_queue_delay_us),
+        ]
+    for name, key, mine in (
+        ("intra-op threads", "intra_op_thread_count", native.intra_op_threads),
+        ("inter-op threads", "inter_op_thread_count", native.inter_op_threads),
+    ):
+        theirs = triton.get(key)
+        if theirs not in (None, ""):
+            pairs.append((name, int(theirs), mine))
+    return [
+        f"{name}: Triton {theirs}, native {mine}" for name, theirs, mine in pairs if theirs != mine
+    ]

@@ -45,7 +45,7 @@ def peak_ratios(peaks: ComparePeaks) -> list[PeakRatio]:
     if native is None:
         return []
     return [
-        PeakRatio(name, peak_interval(peak), peak_interval(native))
+        PeakRatio(name, peak_interval(peak), peak_interval(native), peaks.settings.resolution)
         for name, peak in peaks.peaks.items()
         if name != NATIVE
     ]

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from loadtest.analysis.compare import Relative, RunPoint, relative
+from loadtest.analysis.compare import Relative, RunPoint, config_differences, relative
 from loadtest.core.secrets import redact_url
 from loadtest.core.settings import NS_PER_S
 from loadtest.core.units import ms_cell, ns_to_us, s_to_us
@@ -186,6 +186,13 @@ def configurations_json(session: CompareSession, result: CompareResult) -> dict[
 
 def compare_notes(session: CompareSession, result: CompareResult) -> list[str]:
     notes = []
+    if session.native is not None:
+        differences = config_differences(result.triton_config, session.native.options)
+        if differences:
+            notes.append(
+                "the native side is configured differently from the Triton it is compared with "
+                f"({'; '.join(differences)}): the ratio compares configurations too"
+            )
     if session.deployment.embedded is not None:
         notes.append("Triton was the embedded server started by loadtest on this machine")
     if any(run_point(run).client_bound for run in result.runs):
@@ -435,6 +442,9 @@ def render_compare(
         console.print(line, highlight=False)
     for line in what_is_compared(session, result) if NATIVE in setup.targets else []:
         console.print(f"compared: {line}", highlight=False)
+    for note in compare_notes(session, result):
+        if note.startswith("the native side is configured differently"):
+            console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
     split_rows = [
         (f"{run.target} {run.settings.qps:g}", run.server_side)
         for run in result.runs
