@@ -375,3 +375,45 @@ def test_native_configured_unlike_triton_is_named():
         "instances: Triton 2, native 1",
         "dynamic batching: Triton True, native False",
     ]
+
+
+def test_html_shows_the_peak_search_and_reads_files_without_it():
+    from loadtest.report.html import compare_peak_html
+
+    assert compare_peak_html({"rows": []}) == ""  # a compare.json written before the search
+    data = {
+        "peak_search": {
+            "targets": [
+                {
+                    "target": "native",
+                    "peak_qps": 10.0,
+                    "low_qps": 10.0,
+                    "high_qps": 11.0,
+                    "status": "bracketed",
+                    "probes": [{}, {}],
+                }
+            ],
+            "ratios": [
+                {
+                    "target": "triton-grpc",
+                    "ratio": 0.97,
+                    "low": 0.8,
+                    "high": 1.2,
+                    "verdict": "no difference measured at this resolution",
+                }
+            ],
+        },
+        "p99_intervals": [
+            {
+                "target": "triton-grpc",
+                "qps": 8,
+                "p99_ns": [1e8, None],
+                "native_p99_ns": [9e7, 1.2e8],
+                "verdict": "no difference",
+            }
+        ],
+    }
+    html = compare_peak_html(data)
+    assert "Peak under the SLO" in html and "native" in html
+    assert "triton-grpc ÷ native peak: 97 % (interval 80 %–120 %)" in html
+    assert "100.0–∞ ms against native 90.0–120.0 ms" in html

@@ -552,6 +552,10 @@ def compare_section(result: ResultFile, number: int) -> str:
     return "".join(parts)
 
 
+def _percent(ratio: Any) -> str:
+    return f"{100 * ratio:.0f} %" if isinstance(ratio, (int, float)) else "—"
+
+
 def _ms_span(values: Any) -> str:
     """[low, high] in ns (null = ∞) as "a–b ms"."""
     if not isinstance(values, list) or len(values) != 2:
@@ -574,9 +578,8 @@ def compare_peak_html(data: dict[str, Any]) -> str:
         ]
         parts.append(table([*keys, "probes"], rows))
     lines = [
-        f"{r.get('target')} ÷ native peak: {fmt_value('percent', r.get('percent'))} % "
-        f"(interval {fmt_value('low', r.get('low'))}–{fmt_value('high', r.get('high'))}): "
-        f"{r.get('verdict')}"
+        f"{r.get('target')} ÷ native peak: {_percent(r.get('ratio'))} "
+        f"(interval {_percent(r.get('low'))}–{_percent(r.get('high'))}): {r.get('verdict')}"
         for r in search.get("ratios") or []
         if isinstance(r, dict)
     ]
