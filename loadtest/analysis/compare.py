@@ -21,10 +21,14 @@ measured while the targets are open, in scenarios/experiments/compare_run.py.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from loadtest.scenarios.experiments.compare_run import NATIVE
+from loadtest.targets.native import NativeOptions
 
 
 @dataclass(frozen=True)
@@ -110,3 +114,143 @@ def relative(points: Sequence[RunPoint], target: str, baseline: str = NATIVE) ->
         overhead_qps=lowest,
         overhead_ns=None if lowest is None else mine[lowest].p50_ns - base[lowest].p50_ns,
     )
+
+
+# --- noise-aware comparison: peaks with intervals, p99 with bootstrap intervals -----------------
+NO_DIFFERENCE = "no difference measured at this resolution"
+
+
+@dataclass(frozen=True)
+class PeakInterval:
+    """One target's searched peak: the highest rate VALID every time it ran (the boundary probe
+    repeated on another seed) and its interval [low, high] (high: the lowest rate INVALID, or one
+    resolution step above the peak when none failed), as the sweep ranks its points."""
+
+    peak_qps: float | None
+    low_qps: float
+    high_qps: float
+
+
+def overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Two closed intervals overlap: the sweep's tie rule (sweep_search.overlap)."""
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
+@dataclass(frozen=True)
+class PeakRatio:
+    """Triton's peak ÷ native's, with the interval their two intervals allow."""
+
+    target: str
+    triton: PeakInterval
+    native: PeakInterval
+    # the search's resolution: intervals closer than this are not told apart (a probe at the
+    # knee passes or fails by chance, so a gap narrower than one search step is no difference)
+    resolution: float = 0.0
+
+    @property
+    def ratio(self) -> float | None:
+        if self.triton.peak_qps is None or not self.native.peak_qps:
+            return None
+        return self.triton.peak_qps / self.native.peak_qps
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """[Triton low ÷ native high, Triton high ÷ native low], each top stretched by the
+        resolution; None when a peak is missing. It holds 1 exactly when `differs` is False."""
+        if self.ratio is None or self.native.high_qps <= 0 or self.native.low_qps <= 0:
+            return None
+        stretch = 1 + self.resolution
+        return (
+            self.triton.low_qps / (self.native.high_qps * stretch),
+            self.triton.high_qps * stretch / self.native.low_qps,
+        )
+
+    @property
+    def differs(self) -> bool:
+        """The two peaks' intervals are disjoint by more than the search's resolution: a
+        difference this search can resolve (the ratio's interval excludes 1)."""
+        bounds = self.interval
+        return bounds is not None and not bounds[0] <= 1 <= bounds[1]
+
+    @property
+    def verdict(self) -> str:
+        if self.ratio is None:
+            return "not measurable (a target has no VALID rate)"
+        if not self.differs:
+            return NO_DIFFERENCE
+        return "Triton higher" if self.ratio > 1 else "native higher"
+
+
+def bootstrap_percentile(
+    latencies_ns: np.ndarray,
+    failed: int,
+    percentile: float,
+    seed: int,
+    resamples: int = 400,
+    confidence: float = 0.95,
+) -> tuple[float, float] | None:
+    """A seeded percentile bootstrap of one run's `percentile` latency, failures at +∞ (an
+    interval end may be ∞); None without any query. Resamples in chunks so a long run's
+    latencies are never copied `resamples` times at once."""
+    values = np.concatenate([np.asarray(latencies_ns, dtype=np.float64), np.full(failed, np.inf)])
+    n = len(values)
+    if n == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    rank = min(n - 1, max(0, int(np.ceil(percentile * n)) - 1))
+    estimates = np.empty(resamples)
+    chunk = max(1, 2_000_000 // n)
+    for start in range(0, resamples, chunk):
+        count = min(chunk, resamples - start)
+        drawn = values[rng.integers(0, n, size=(count, n))]
+        estimates[start : start + count] = np.partition(drawn, rank, axis=1)[:, rank]
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(estimates, [tail, 1 - tail], method="lower")
+    return float(low), float(high)
+
+
+@dataclass(frozen=True)
+class EqualQpsInterval:
+    """p99 at one QPS for both targets, each with its bootstrap interval (ns; ∞ allowed)."""
+
+    qps: float
+    p99: tuple[float, float]
+    native_p99: tuple[float, float]
+
+    @property
+    def differs(self) -> bool:
+        return not overlap(self.p99, self.native_p99)
+
+    @property
+    def verdict(self) -> str:
+        if not self.differs:
+            return NO_DIFFERENCE
+        return "Triton lower" if self.p99[1] < self.native_p99[0] else "native lower"
+
+
+def config_differences(triton: Mapping[str, Any] | None, native: NativeOptions) -> list[str]:
+    """Where the native side serves the model differently from the Triton it is compared with
+    (instances, batching, queue delay, threads): then the ratio compares configurations, not
+    servers. [] when they agree or Triton's config could not be read."""
+    if triton is None:
+        return []
+    batching = bool(triton.get("dynamic_batching")) and int(triton.get("max_batch_size", 0)) > 1
+    pairs: list[tuple[str, Any, Any]] = [
+        ("instances", triton.get("instances"), native.instances),
+        ("dynamic batching", batching, native.batching),
+    ]
+    if batching and native.batching:
+        pairs += [
+            ("max batch size", triton.get("max_batch_size"), native.max_batch_size),
+            ("max queue delay µs", triton.get("max_queue_delay_us"), native.max_queue_delay_us),
+        ]
+    for name, key, mine in (
+        ("intra-op threads", "intra_op_thread_count", native.intra_op_threads),
+        ("inter-op threads", "inter_op_thread_count", native.inter_op_threads),
+    ):
+        theirs = triton.get(key)
+        if theirs not in (None, ""):
+            pairs.append((name, int(theirs), mine))
+    return [
+        f"{name}: Triton {theirs}, native {mine}" for name, theirs, mine in pairs if theirs != mine
+    ]

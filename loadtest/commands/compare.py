@@ -16,7 +16,14 @@ import typer
 from loadtest.commands import common, options
 from loadtest.commands import flag_groups as groups
 from loadtest.commands.options import finite_float
-from loadtest.core.settings import NS_PER_MS, NS_PER_S, Protocol, ServerSettings, SharedMemoryKind
+from loadtest.core.settings import (
+    NS_PER_MS,
+    NS_PER_S,
+    PeakSettings,
+    Protocol,
+    ServerSettings,
+    SharedMemoryKind,
+)
 from loadtest.engine import stopping, timing
 from loadtest.errors import ExitCode
 from loadtest.models import DEFAULT_SERVER_MODEL, DEFAULT_SERVER_QPS
@@ -37,6 +44,7 @@ from loadtest.scenarios.experiments.compare_run import (
     at_rates,
     target_names,
 )
+from loadtest.scenarios.searches import compare_peak_run
 from loadtest.server.deployment import EmbeddedMode
 
 DURATION_NS = 10 * NS_PER_S  # each run's minimum duration unless --duration says otherwise
@@ -92,6 +100,27 @@ ProviderOption = Annotated[
 AgreementOption = Annotated[
     int, typer.Option(help="Samples whose outputs are compared against native.")
 ]
+PeakOption = Annotated[
+    bool | None,
+    typer.Option(
+        help="Search each target's peak under the bound (find-peak's search, probes interleaved "
+        "across targets, boundary repeated on another seed) and report the ratio with its "
+        "interval (default: on, unless --qps is given).",
+    ),
+]
+BudgetOption = Annotated[
+    float, typer.Option(parser=finite_float, help="Peak search: total time budget in seconds.")
+]
+ProbeDurationOption = Annotated[
+    float, typer.Option(parser=finite_float, help="Peak search: minimum seconds per probe.")
+]
+ResolutionOption = Annotated[
+    float,
+    typer.Option(
+        parser=finite_float,
+        help="Peak search: stop when a bracket is this narrow (fraction of its top).",
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -139,6 +168,10 @@ def compare(
     repository: options.RepositoryOption = options.REPOSITORY,
     native: NativeSide,
     agreement_samples: AgreementOption = 4,
+    peak: PeakOption = None,
+    budget: BudgetOption = 600.0,
+    probe_duration: ProbeDurationOption = 10.0,
+    resolution: ResolutionOption = 0.05,
     seed: options.SeedOption = 0,
     samples: groups.SampleLibrary,
     shared_memory: options.SharedMemoryOption = SharedMemoryKind.NONE,
@@ -158,9 +191,10 @@ def compare(
         embedded=embedded,
         repository=repository,
     )
-    rates = qps or [DEFAULT_SERVER_QPS]
+    search = qps is None if peak is None else peak
+    rates = qps or ([] if search else [DEFAULT_SERVER_QPS])
     template = ServerSettings(
-        qps=min(rates),
+        qps=min(rates, default=DEFAULT_SERVER_QPS),
         target_latency_ns=common.target_latency_ns(model, target_latency),
         percentile=percentile / 100,
         min_duration_ns=common.min_duration_ns(run.duration, False, DURATION_NS),
@@ -171,6 +205,19 @@ def compare(
         late_threshold_ns=int(late_threshold * NS_PER_MS),
         arrival_law=arrival.law(),
     )
+    peak_settings = None
+    if search:
+        peak_settings = PeakSettings(
+            target_latency_ns=template.target_latency_ns,
+            percentile=template.percentile,
+            probe_duration_ns=int(probe_duration * NS_PER_S),
+            budget_ns=int(budget * NS_PER_S),
+            resolution=resolution,
+            schedule_seed=seed,
+            sample_seed=samples.sample_seed,
+            sample_count=samples.samples,
+            late_threshold_ns=template.late_threshold_ns,
+        )
     setup = CompareSetup(
         flags=groups.target_flags(model, endpoint, samples, access, shared_memory),
         targets=target_names(target or DEFAULT_TARGETS, protocol),
@@ -180,11 +227,18 @@ def compare(
         onnx=native.onnx,
         native_overrides=native.overrides(),
         agreement_samples=agreement_samples,
+        template=template,
     )
-    _play_and_write(setup, output.output, output.force, output.live)
+    _play_and_write(setup, peak_settings, output.output, output.force, output.live)
 
 
-def _play_and_write(setup: CompareSetup, output: Path | None, force: bool, live: bool) -> None:
+def _play_and_write(
+    setup: CompareSetup,
+    peak: PeakSettings | None,
+    output: Path | None,
+    force: bool,
+    live: bool,
+) -> None:
     """Play the comparison, show it, write compare.json. A stop signal during the runs writes
     what was measured (marked partial, exit 130/143); one before the first run writes nothing."""
     console = common.console
@@ -192,10 +246,11 @@ def _play_and_write(setup: CompareSetup, output: Path | None, force: bool, live:
     common.check_outputs(output, None, force, COMPARE_FILES)
     try:
         with compare_run.opened(setup, common.say) as session:
+            searching = " and a peak search" if peak is not None else ""
             view = PlaysProgress(
                 console,
-                setup.runs[0].min_duration_ns / NS_PER_S,
-                f"compare: {', '.join(setup.targets)} at {len(setup.runs)} rate(s)",
+                setup.base.min_duration_ns / NS_PER_S,
+                f"compare: {', '.join(setup.targets)} at {len(setup.runs)} rate(s){searching}",
                 enabled=live,
             )
 
@@ -205,7 +260,7 @@ def _play_and_write(setup: CompareSetup, output: Path | None, force: bool, live:
 
             try:
                 with view:
-                    result = timing.run(compare_run.measure(session, setup, say))
+                    result, peaks = timing.run(compare_peak_run.measure(session, setup, peak, say))
             except KeyboardInterrupt:
                 console.print(
                     f"[yellow]{stopping.requested() or 'interrupted'}[/] before any run: no "
@@ -214,9 +269,15 @@ def _play_and_write(setup: CompareSetup, output: Path | None, force: bool, live:
                 raise typer.Exit(stopping.exit_code()) from None
             targets = session.targets.values()
             environment = build_environment(next(iter(targets)), session.deployment)
-        render_compare(console, setup, session, result)
+        render_compare(console, setup, session, result, peaks)
         data = compare_json(
-            setup, session, result, environment, time.time(), stop_reason=result.stop_reason
+            setup,
+            session,
+            result,
+            environment,
+            time.time(),
+            stop_reason=result.stop_reason,
+            peaks=peaks,
         )
         saved = write_compare(data, output, setup.flags.model, force)
     finally:

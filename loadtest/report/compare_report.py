@@ -19,12 +19,21 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from loadtest.analysis.compare import Relative, RunPoint, relative
+from loadtest.analysis.compare import Relative, RunPoint, config_differences, relative
 from loadtest.core.secrets import redact_url
 from loadtest.core.settings import NS_PER_S
 from loadtest.core.units import ms_cell, ns_to_us, s_to_us
 from loadtest.observe.observer import ServerSide
 from loadtest.observe.split import ServerSplit
+from loadtest.report.compare_peak_report import (
+    equal_qps_intervals,
+    equal_qps_lines,
+    p99_intervals_json,
+    peak_search_json,
+    peak_table,
+    ratio_lines,
+    what_is_compared,
+)
 from loadtest.report.outputs import Saved, save, stamp
 from loadtest.report.results import plain
 from loadtest.rules.stats import exact_percentile_with_failures
@@ -35,6 +44,7 @@ from loadtest.scenarios.experiments.compare_run import (
     CompareSession,
     CompareSetup,
 )
+from loadtest.scenarios.searches.compare_peak_run import ComparePeaks
 
 SCHEMA = "loadtest.analysis.compare"
 SCHEMA_VERSION = 1
@@ -136,7 +146,7 @@ def comparison(setup: CompareSetup, result: CompareResult) -> list[Relative]:
 
 
 def settings_json(setup: CompareSetup, session: CompareSession) -> dict[str, Any]:
-    flags, first = setup.flags, setup.runs[0]
+    flags, first = setup.flags, setup.base
     return {
         "model": flags.model,
         "targets": list(setup.targets),
@@ -176,6 +186,13 @@ def configurations_json(session: CompareSession, result: CompareResult) -> dict[
 
 def compare_notes(session: CompareSession, result: CompareResult) -> list[str]:
     notes = []
+    if session.native is not None:
+        differences = config_differences(result.triton_config, session.native.options)
+        if differences:
+            notes.append(
+                "the native side is configured differently from the Triton it is compared with "
+                f"({'; '.join(differences)}): the ratio compares configurations too"
+            )
     if session.deployment.embedded is not None:
         notes.append("Triton was the embedded server started by loadtest on this machine")
     if any(run_point(run).client_bound for run in result.runs):
@@ -190,8 +207,11 @@ def compare_json(
     environment: Mapping[str, Any],
     created_unix_s: float,
     stop_reason: str = "",
+    peaks: ComparePeaks | None = None,
 ) -> dict[str, Any]:
-    """`stop_reason`: why the comparison was cut short (SIGINT, SIGTERM); "" = it was not."""
+    """`stop_reason`: why the comparison was cut short (SIGINT, SIGTERM); "" = it was not.
+    `peaks`: the interleaved peak search, when it ran (keys `peak_search`, `p99_intervals` and
+    `compared` were added in place: older readers ignore them, older files lack them)."""
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
@@ -208,6 +228,9 @@ def compare_json(
         "comparison": [relative_json(r) for r in comparison(setup, result)],
         "agreement": {"max_abs_difference": dict(result.agreement)},
         "notes": compare_notes(session, result),
+        "peak_search": peak_search_json(peaks) if peaks is not None else None,
+        "p99_intervals": p99_intervals_json(equal_qps_intervals(result)),
+        "compared": what_is_compared(session, result) if NATIVE in setup.targets else [],
     }
 
 
@@ -297,7 +320,7 @@ def runs_table(runs: Sequence[CompareRun], percentile: float) -> Table:
 def relative_table(relatives: Sequence[Relative], agreement: Mapping[str, float | None]) -> Table:
     table = Table(title="Triton as % of native (in-process onnxruntime)", title_justify="left")
     table.add_column("target")
-    table.add_column("peak QPS under SLO\n(highest VALID probe)", justify="right")
+    table.add_column("peak QPS under SLO\n(highest VALID fixed rate)", justify="right")
     table.add_column("p99 at equal QPS\n(native = 100 %)", justify="right")
     table.add_column("overhead per request\n(p50 − native p50)", justify="right")
     table.add_column("outputs: max |Δ|\nvs native", justify="right")
@@ -320,7 +343,10 @@ def relative_table(relatives: Sequence[Relative], agreement: Mapping[str, float 
             overhead,
             "—" if diff is None else f"{diff:.3g}",
         )
-    table.caption = "peak = a lower bound: only the probed QPS values are known"
+    table.caption = (
+        "peak here = the highest VALID fixed rate (--qps), a lower bound from single probes; the "
+        "noise-aware peak and ratio come from the peak search (on unless --qps is given alone)"
+    )
     return table
 
 
@@ -393,13 +419,32 @@ def split_table(rows: Sequence[tuple[str, ServerSide]]) -> Table:
 
 
 def render_compare(
-    console: Console, setup: CompareSetup, session: CompareSession, result: CompareResult
+    console: Console,
+    setup: CompareSetup,
+    session: CompareSession,
+    result: CompareResult,
+    peaks: ComparePeaks | None = None,
 ) -> None:
-    """The runs, Triton against native, the server-side split and both configurations."""
-    console.print(runs_table(result.runs, setup.runs[0].percentile))
+    """The runs, Triton against native, the peak search and its ratio with intervals, what is
+    compared, the server-side split and both configurations."""
+    base = setup.base
+    if result.runs:
+        console.print(runs_table(result.runs, base.percentile))
     relatives = comparison(setup, result)
-    if relatives:
+    if relatives and result.runs:
         console.print(relative_table(relatives, result.agreement))
+    if peaks is not None:
+        console.print(peak_table(peaks))
+    lines = [*equal_qps_lines(equal_qps_intervals(result))]
+    if peaks is not None:
+        lines += ratio_lines(peaks, base.target_latency_ns / 1e6, base.percentile)
+    for line in lines:
+        console.print(line, highlight=False)
+    for line in what_is_compared(session, result) if NATIVE in setup.targets else []:
+        console.print(f"compared: {line}", highlight=False)
+    for note in compare_notes(session, result):
+        if note.startswith("the native side is configured differently"):
+            console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
     split_rows = [
         (f"{run.target} {run.settings.qps:g}", run.server_side)
         for run in result.runs

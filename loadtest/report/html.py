@@ -601,9 +601,53 @@ def compare_section(result: ResultFile, number: int) -> str:
             keys.extend(k for k in row if k not in keys)
         parts.append("<h3>Relative to native</h3>")
         parts.append(table(keys, [[row.get(k, "—") for k in keys] for row in flat]))
+    parts.append(compare_peak_html(result.data))
     notes = [str(n) for n in result.data.get("notes") or []]
+    notes += [f"compared: {n}" for n in result.data.get("compared") or []]
     if notes:
         parts.append("<ul>" + "".join(f'<li class="note">{esc(n)}</li>' for n in notes) + "</ul>")
+    return "".join(parts)
+
+
+def _percent(ratio: Any) -> str:
+    return f"{100 * ratio:.0f} %" if isinstance(ratio, (int, float)) else "—"
+
+
+def _ms_span(values: Any) -> str:
+    """[low, high] in ns (null = ∞) as "a–b ms"."""
+    if not isinstance(values, list) or len(values) != 2:
+        return "—"
+    ends = [f"{v / 1e6:,.1f}" if isinstance(v, (int, float)) else "∞" for v in values]
+    return f"{ends[0]}–{ends[1]} ms"
+
+
+def compare_peak_html(data: dict[str, Any]) -> str:
+    """compare.json's peak search (each target's peak and interval, the ratio's verdict) and its
+    p99 bootstrap intervals; "" in files written before they existed."""
+    search = obj(data.get("peak_search"))
+    parts = []
+    targets = [t for t in search.get("targets") or [] if isinstance(t, dict)]
+    if targets:
+        parts.append("<h3>Peak under the SLO (searched, interleaved, boundary repeated)</h3>")
+        keys = ["target", "calibration_qps", "peak_qps", "low_qps", "high_qps", "status"]
+        rows = [
+            [fmt_value(k, t.get(k)) for k in keys] + [len(t.get("probes") or [])] for t in targets
+        ]
+        parts.append(table([*keys, "probes"], rows))
+    lines = [
+        f"{r.get('target')} ÷ native peak: {_percent(r.get('ratio'))} "
+        f"(interval {_percent(r.get('low'))}–{_percent(r.get('high'))}): {r.get('verdict')}"
+        for r in search.get("ratios") or []
+        if isinstance(r, dict)
+    ]
+    lines += [
+        f"{r.get('target')} p99 at {r.get('qps')} QPS: {_ms_span(r.get('p99_ns'))} against "
+        f"native {_ms_span(r.get('native_p99_ns'))} (bootstrap): {r.get('verdict')}"
+        for r in data.get("p99_intervals") or []
+        if isinstance(r, dict)
+    ]
+    if lines:
+        parts.append("<ul>" + "".join(f"<li>{esc(line)}</li>" for line in lines) + "</ul>")
     return "".join(parts)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -87,14 +87,19 @@ class CompareSetup:
 
     flags: TargetFlags
     targets: tuple[str, ...]  # from target_names()
-    runs: tuple[ServerSettings, ...]  # one per QPS, ascending; from at_rates()
+    runs: tuple[ServerSettings, ...]  # one per QPS, ascending; from at_rates(); () = none fixed
     http_url: str | None = None
     metrics_url: str | None = None
     onnx: Path | None = None
     native_overrides: Mapping[str, Any] = field(default_factory=dict)
     agreement_samples: int = 4
+    # What every run shares (bound, samples, seeds) when no fixed rate is played (a peak search
+    # only); default: the first fixed run.
+    template: ServerSettings | None = None
 
     def __post_init__(self) -> None:
+        if not self.runs and self.template is None:
+            raise SettingsError("compare needs a rate (--qps) or a peak search")
         if self.agreement_samples < 0:
             raise SettingsError("--agreement-samples must be ≥ 0")
         memory = self.flags.shared_memory
@@ -105,6 +110,11 @@ class CompareSetup:
             )
         if self.http_url and self.flags.protocol is Protocol.HTTP:
             raise SettingsError("--http-url goes with --protocol grpc; with http, give --url")
+
+    @property
+    def base(self) -> ServerSettings:
+        """The settings every run shares (its QPS is one run's, or a placeholder)."""
+        return self.template if self.template is not None else self.runs[0]
 
     @property
     def tritons(self) -> tuple[str, ...]:
@@ -298,8 +308,15 @@ def opened(setup: CompareSetup, say: Say) -> Iterator[CompareSession]:
 
 
 # --- measuring -----------------------------------------------------------------------------------
-async def measure(session: CompareSession, setup: CompareSetup, say: Say) -> CompareResult:
-    """Open every target, check outputs against native, then play every QPS on each in turn.
+async def measure(
+    session: CompareSession,
+    setup: CompareSetup,
+    say: Say,
+    then: Callable[[ModelSpec, int], Awaitable[None]] | None = None,
+) -> CompareResult:
+    """Open every target, check outputs against native, then play every QPS on each in turn;
+    then `then(spec, sample_count)` while the targets are still open (the peak search, which
+    lives in a higher layer: scenarios/searches/compare_peak_run.py).
 
     A stop signal (SIGINT, SIGTERM) during the runs ends the comparison with the runs measured
     so far (`stop_reason` says why); before the first run it raises KeyboardInterrupt."""
@@ -312,6 +329,8 @@ async def measure(session: CompareSession, setup: CompareSetup, say: Say) -> Com
             # A stop signal from here on ends the comparison with what was measured.
             with stopping.catching(asyncio.get_running_loop()):
                 runs, stop_reason = await _play_all(session, setup, spec, len(library), probes, say)
+                if then is not None and not stop_reason:
+                    await then(spec, len(library))
             stopping.defer_signals()  # a signal now waits until compare.json is written
         finally:
             for probe in probes.values():
@@ -330,7 +349,7 @@ async def _open_all(
         specs[name] = await target.open()
         opened_targets.append(target)
     spec = check_specs_agree(specs)
-    flags, first = setup.flags, setup.runs[0]
+    flags, first = setup.flags, setup.base
     library = sample_library(
         spec, first.sample_count, first.sample_seed, flags.input_data, flags.shapes
     )
