@@ -180,9 +180,12 @@ def test_compare_embedded_triton_against_native(built_repository: Path, tmp_path
         "--duration", "3", "--min-queries", "50", "--target-latency", "100",
         "--late-threshold", "20", "--embedded", "always", "--output", str(out),
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr + result.stdout
     assert "Triton as % of native" in result.stdout and "Server-side split" in result.stdout
     data = json.loads((out / "compare.json").read_text())
+    # 3 s runs are short for early stopping at p99: the exit code follows the rows (0 with a VALID
+    # row; 3 when none is, 5 when every row was only client-bound), never a crash.
+    expected = (0,) if any(row["valid"] for row in data["rows"]) else (3, 5)
+    assert result.returncode in expected, result.stderr + result.stdout
     assert data["schema"] == "loadtest.analysis.compare" and data["kind"] == "compare"
     assert data["settings"]["qps"] == [30.0, 60.0]
     rows = data["rows"]
