@@ -1,5 +1,6 @@
 """What the gRPC and HTTP Triton targets share: URL handling, config -> ModelSpec, error kinds,
-and a tensor's bytes as Triton takes them (BYTES elements length-prefixed).
+a tensor's bytes as Triton takes them (BYTES elements length-prefixed), and the setup-time
+properties every Triton target answers alike (`TritonTargetBase`, `StreamingTargetBase`).
 
 Both protocols must mean the same thing, so the model description is read from the same source
 (the model *config*, whose dims exclude the batch dimension) and errors are reduced to the same
@@ -18,8 +19,15 @@ import numpy as np
 
 from loadtest.core.records import SERVER_TIMEOUT
 from loadtest.core.secrets import redact_url
-from loadtest.core.target import ModelSpec, TensorSpec, is_bytes_tensor
+from loadtest.core.target import (
+    ModelSpec,
+    TargetCapabilities,
+    TensorSpec,
+    TritonEndpoint,
+    is_bytes_tensor,
+)
 from loadtest.errors import TargetError
+from loadtest.targets.transport import Credentials
 
 DEFAULT_GRPC_PORT = 8001
 DEFAULT_HTTP_PORT = 8000
@@ -124,3 +132,66 @@ def error_kind(prefix: str, message: str, limit: int = 90) -> str:
         return SERVER_TIMEOUT
     first_line = message.strip().splitlines()[0] if message.strip() else "no message"
     return f"{prefix}: {_NUMBERS.sub('N', first_line)[:limit]}"
+
+
+class TritonTargetBase:
+    """The setup-time properties the four Triton targets share: their description, the server's
+    version read by `open`, and the endpoint observe/ reads Triton's statistics from. Nothing on
+    the per-query path goes through it."""
+
+    url: str
+    model: str
+    version: str
+    credentials: Credentials
+    _server_version: str = ""
+
+    @property
+    def server_version(self) -> str:
+        return self._server_version
+
+    @property
+    def _tls_mark(self) -> str:
+        return " (TLS)" if self.credentials.tls is not None else ""
+
+    def _describe(self, label: str) -> str:
+        """'triton <label> host:port model m [vN]': every Triton target's description."""
+        version = f" v{self.version}" if self.version else ""
+        return f"triton {label} {self.url} model {self.model}{version}"
+
+    def _triton_endpoint(self, protocol: str) -> TritonEndpoint:
+        """Where Triton's statistics are read: same protocol, address, TLS and headers."""
+        return TritonEndpoint(
+            protocol,
+            self.url,
+            self.model,
+            self.version,
+            self.credentials.tls,
+            headers=self.credentials.headers,
+        )
+
+
+class StreamingTargetBase(TritonTargetBase):
+    """The streaming targets (gRPC ModelStreamInfer, HTTP generate_stream): answers in parts,
+    no callback send, so no connection waits or transparent retries of their own to count."""
+
+    _STATS_PROTOCOL: str  # the protocol Triton's statistics are read over ("grpc" or "http")
+    _LABEL: str  # the description's protocol word
+
+    @property
+    def description(self) -> str:
+        return self._describe(f"{self._LABEL}{self._tls_mark}")
+
+    @property
+    def capabilities(self) -> TargetCapabilities:
+        """Answers in parts, and Triton's statistics behind it (same protocol, same address)."""
+        return TargetCapabilities(
+            streams_parts=True, triton=self._triton_endpoint(self._STATS_PROTOCOL)
+        )
+
+    @property
+    def connection_waits(self) -> int:
+        return 0
+
+    @property
+    def transparent_retries(self) -> int:
+        return 0  # gRPC's transparent retry belongs to the wire client's unary calls

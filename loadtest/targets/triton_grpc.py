@@ -57,7 +57,6 @@ from loadtest.core.target import (
     Parts,
     Sample,
     TargetCapabilities,
-    TritonEndpoint,
     Written,
 )
 from loadtest.core.units import s_to_us
@@ -77,6 +76,7 @@ from loadtest.targets.transport import (
 )
 from loadtest.targets.triton_common import (
     DEFAULT_GRPC_PORT,
+    TritonTargetBase,
     error_kind,
     host_port,
     model_spec_from_config,
@@ -132,7 +132,7 @@ def _status_name(exc: InferenceServerException) -> str:
     return str(status).removeprefix("StatusCode.")
 
 
-class TritonGrpcTarget:
+class TritonGrpcTarget(TritonTargetBase):
     def __init__(
         self,
         url: str,
@@ -185,7 +185,6 @@ class TritonGrpcTarget:
         self._outputs: list[grpcclient.InferRequestedOutput] | None = None
         self._shm: SystemRegions | None = None
         self._spec: ModelSpec | None = None
-        self._server_version = ""
 
     @property
     def capabilities(self) -> TargetCapabilities:
@@ -199,19 +198,8 @@ class TritonGrpcTarget:
             counts_transparent_retries=wire,
             keeps_outputs=True,
             shared_memory=frozenset({SharedMemoryKind.SYSTEM}),
-            triton=TritonEndpoint(
-                "grpc",
-                self.url,
-                self.model,
-                self.version,
-                self.credentials.tls,
-                headers=self.credentials.headers,
-            ),
+            triton=self._triton_endpoint("grpc"),
         )
-
-    @property
-    def server_version(self) -> str:
-        return self._server_version
 
     def serialized_request(self, sample_index: int) -> bytes:
         """One prepared sample's ModelInferRequest as it goes on the wire (after `prepare`):
@@ -292,12 +280,10 @@ class TritonGrpcTarget:
 
     @property
     def description(self) -> str:
-        version = f" v{self.version}" if self.version else ""
-        tls = " (TLS)" if self.credentials.tls is not None else ""
         client = "" if self.load_client == "wire" else f" ({self.load_client})"
         if self.connections > 1:
             client += f" ({self.connections} connections)"
-        return f"triton grpc{tls}{client} {self.url} model {self.model}{version}"
+        return self._describe(f"grpc{self._tls_mark}{client}")
 
     @staticmethod
     def _code_kind(code: grpc.StatusCode | None, details: str) -> str:

@@ -38,7 +38,6 @@ from loadtest.core.target import (
     Parts,
     Sample,
     TargetCapabilities,
-    TritonEndpoint,
     Written,
 )
 from loadtest.core.units import s_to_us
@@ -55,6 +54,7 @@ from loadtest.targets.transport import (
 )
 from loadtest.targets.triton_common import (
     DEFAULT_HTTP_PORT,
+    TritonTargetBase,
     error_kind,
     host_port,
     model_spec_from_config,
@@ -92,7 +92,7 @@ def _status(exc: InferenceServerException) -> int:
         return 0
 
 
-class TritonHttpTarget:
+class TritonHttpTarget(TritonTargetBase):
     def __init__(
         self,
         url: str,
@@ -121,7 +121,6 @@ class TritonHttpTarget:
         self._shm: SystemRegions | None = None
         self._outputs: list[httpclient.InferRequestedOutput] | None = None
         self._spec: ModelSpec | None = None
-        self._server_version = ""
 
     @property
     def capabilities(self) -> TargetCapabilities:
@@ -132,19 +131,8 @@ class TritonHttpTarget:
             counts_connection_waits=True,
             keeps_outputs=True,
             shared_memory=frozenset({SharedMemoryKind.SYSTEM}),
-            triton=TritonEndpoint(
-                "http",
-                self.url,
-                self.model,
-                self.version,
-                self.credentials.tls,
-                self.credentials.headers,
-            ),
+            triton=self._triton_endpoint("http"),
         )
-
-    @property
-    def server_version(self) -> str:
-        return self._server_version
 
     def use_shared_memory(self, kind: SharedMemoryKind, tag: str) -> None:
         """Send inputs and receive outputs through registered system shared memory."""
@@ -166,9 +154,7 @@ class TritonHttpTarget:
 
     @property
     def description(self) -> str:
-        version = f" v{self.version}" if self.version else ""
-        scheme = "https" if self.credentials.tls is not None else "http"
-        return f"triton {scheme} {self.url} model {self.model}{version}"
+        return self._describe("https" if self.credentials.tls is not None else "http")
 
     def _refused(self, exc: InferenceServerException) -> TargetError | None:
         """The one-line error for a refused credential, else None."""

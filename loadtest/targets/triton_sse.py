@@ -38,8 +38,6 @@ from loadtest.core.target import (
     ModelSpec,
     Parts,
     Sample,
-    TargetCapabilities,
-    TritonEndpoint,
     Written,
 )
 from loadtest.errors import TargetError
@@ -51,6 +49,7 @@ from loadtest.targets.transport import (
 )
 from loadtest.targets.triton_common import (
     DEFAULT_HTTP_PORT,
+    StreamingTargetBase,
     error_kind,
     host_port,
     is_decoupled,
@@ -184,8 +183,11 @@ def _parsed(payload: bytes) -> tuple[str | None, int | None]:
     return None, event_tokens(event)
 
 
-class TritonSseTarget:
+class TritonSseTarget(StreamingTargetBase):
     """Triton HTTP generate_stream (SSE): one request and one streamed response per query."""
+
+    _STATS_PROTOCOL = "http"
+    _LABEL = "http-stream"
 
     def __init__(
         self,
@@ -211,44 +213,10 @@ class TritonSseTarget:
         self._headers = {"Content-Type": "application/json", **self.credentials.header_dict()}
         self._session: aiohttp.ClientSession | None = None
         self._spec: ModelSpec | None = None
-        self._server_version = ""
         self.decoupled = False
         self._bodies: list[bytes] = []  # the load path's, with the server timeout if any
         self._plain: list[bytes] = []  # without it: warm-up and infer_outputs
         self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def description(self) -> str:
-        version = f" v{self.version}" if self.version else ""
-        tls = " (TLS)" if self.credentials.tls is not None else ""
-        return f"triton http-stream{tls} {self.url} model {self.model}{version}"
-
-    @property
-    def capabilities(self) -> TargetCapabilities:
-        """Answers in parts, and Triton's statistics behind it (over HTTP, same address)."""
-        return TargetCapabilities(
-            streams_parts=True,
-            triton=TritonEndpoint(
-                "http",
-                self.url,
-                self.model,
-                self.version,
-                self.credentials.tls,
-                headers=self.credentials.headers,
-            ),
-        )
-
-    @property
-    def server_version(self) -> str:
-        return self._server_version
-
-    @property
-    def connection_waits(self) -> int:
-        return 0
-
-    @property
-    def transparent_retries(self) -> int:
-        return 0  # gRPC's transparent retry; never an HTTP stream's
 
     async def open(self) -> ModelSpec:
         client = http_client(self.url, self.credentials, conn_timeout=self.setup_timeout_s)

@@ -47,14 +47,13 @@ from loadtest.core.target import (
     ModelSpec,
     Parts,
     Sample,
-    TargetCapabilities,
-    TritonEndpoint,
     Written,
 )
 from loadtest.errors import TargetError
 from loadtest.targets.transport import Credentials, grpc_auth_kind, grpc_client
 from loadtest.targets.triton_common import (
     DEFAULT_GRPC_PORT,
+    StreamingTargetBase,
     error_kind,
     host_port,
     is_decoupled,
@@ -128,8 +127,11 @@ class _Stream:
         self.pending: dict[str, _Query] = {}
 
 
-class TritonStreamTarget:
+class TritonStreamTarget(StreamingTargetBase):
     """Triton gRPC ModelStreamInfer: one multiplexed stream, queries demultiplexed by id."""
+
+    _STATS_PROTOCOL = "grpc"
+    _LABEL = "grpc-stream"
 
     def __init__(
         self,
@@ -152,45 +154,11 @@ class TritonStreamTarget:
         self.setup_timeout_s = setup_timeout(timeout_s)
         self._client: grpcclient.InferenceServerClient | None = None
         self._spec: ModelSpec | None = None
-        self._server_version = ""
         self.decoupled = False
         self._wire: list[bytes] = []
         self._next_id = 0
         self._current: _Stream | None = None  # where new queries go
         self._streams: set[_Stream] = set()  # every open stream (retired ones until they end)
-
-    @property
-    def description(self) -> str:
-        version = f" v{self.version}" if self.version else ""
-        tls = " (TLS)" if self.credentials.tls is not None else ""
-        return f"triton grpc-stream{tls} {self.url} model {self.model}{version}"
-
-    @property
-    def capabilities(self) -> TargetCapabilities:
-        """Answers in parts, and Triton's statistics behind it (over gRPC, same address)."""
-        return TargetCapabilities(
-            streams_parts=True,
-            triton=TritonEndpoint(
-                "grpc",
-                self.url,
-                self.model,
-                self.version,
-                self.credentials.tls,
-                headers=self.credentials.headers,
-            ),
-        )
-
-    @property
-    def server_version(self) -> str:
-        return self._server_version
-
-    @property
-    def connection_waits(self) -> int:
-        return 0
-
-    @property
-    def transparent_retries(self) -> int:
-        return 0
 
     async def open(self) -> ModelSpec:
         self._client = grpc_client(self.url, self.credentials)
