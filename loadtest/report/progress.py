@@ -26,6 +26,24 @@ from loadtest.report.live import RunWatcher, bar
 REFRESHES_PER_SECOND = 1
 
 
+def _started_live(console: Console, render: Callable[[], RenderableType]) -> Live:
+    """A started Live display that redraws `render()` REFRESHES_PER_SECOND times a second."""
+    live = Live(
+        console=console,
+        get_renderable=render,
+        refresh_per_second=REFRESHES_PER_SECOND,
+        transient=False,
+    )
+    live.__enter__()
+    return live
+
+
+def _stop_live(live: Live | None) -> None:
+    """Stops a Live display if there is one."""
+    if live is not None:
+        live.__exit__(None, None, None)
+
+
 class BudgetProgress:
     """The whole search's progress; `stage` and `probe_done` are called by the search's
     callbacks, `tick` by the probe's runner."""
@@ -56,19 +74,12 @@ class BudgetProgress:
     def __enter__(self) -> BudgetProgress:
         self._started = self.clock()
         if self.enabled:
-            self._live = Live(
-                console=self.console,
-                get_renderable=self.render,
-                refresh_per_second=REFRESHES_PER_SECOND,
-                transient=False,
-            )
-            self._live.__enter__()
+            self._live = _started_live(self.console, self.render)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._live is not None:
-            self._live.__exit__(None, None, None)
-            self._live = None
+        _stop_live(self._live)
+        self._live = None
 
     def stage(self, text: str, span_s: float | None = None) -> None:
         """A new stage starts: its label, and how long it is expected to run (for its own bar)."""
@@ -142,19 +153,12 @@ class PlaysProgress:
     def __enter__(self) -> PlaysProgress:
         self._started = self._stage_started = self.clock()
         if self.enabled:
-            self._live = Live(
-                console=self.console,
-                get_renderable=self.render,
-                refresh_per_second=REFRESHES_PER_SECOND,
-                transient=False,
-            )
-            self._live.__enter__()
+            self._live = _started_live(self.console, self.render)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._live is not None:
-            self._live.__exit__(None, None, None)
-            self._live = None
+        _stop_live(self._live)
+        self._live = None
 
     def stage(self, text: str) -> None:
         """A new play (or a calibration before one) starts."""
