@@ -9,10 +9,12 @@ short, low-cardinality kinds for the errors-by-kind table.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import struct
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -24,10 +26,15 @@ from loadtest.core.target import (
     TargetCapabilities,
     TensorSpec,
     TritonEndpoint,
+    Written,
     is_bytes_tensor,
 )
 from loadtest.errors import TargetError
 from loadtest.targets.transport import Credentials
+
+if TYPE_CHECKING:  # the gRPC stack is imported only by the gRPC targets (see targets/__init__)
+    import tritonclient.grpc as grpcclient
+    from tritonclient.grpc import service_pb2
 
 DEFAULT_GRPC_PORT = 8001
 DEFAULT_HTTP_PORT = 8000
@@ -132,6 +139,81 @@ def error_kind(prefix: str, message: str, limit: int = 90) -> str:
         return SERVER_TIMEOUT
     first_line = message.strip().splitlines()[0] if message.strip() else "no message"
     return f"{prefix}: {_NUMBERS.sub('N', first_line)[:limit]}"
+
+
+def http_error_message(body: bytes) -> str:
+    """The message of Triton's HTTP error body (`{"error": ...}`), else its first 200 bytes."""
+    try:
+        return str(json.loads(body).get("error", ""))
+    except (ValueError, AttributeError):
+        return body[:200].decode(errors="replace")
+
+
+def model_infer_request(
+    model: str,
+    version: str,
+    inputs: list[grpcclient.InferInput],
+    outputs: list[grpcclient.InferRequestedOutput] | None,
+    server_timeout_us: int | None,
+) -> service_pb2.ModelInferRequest:
+    """A sample's ModelInferRequest as tritonclient builds it (serialized once, in `prepare`),
+    with Triton's "timeout" parameter when `server_timeout_us` is set."""
+    from tritonclient.grpc._utils import _get_inference_request
+
+    return _get_inference_request(
+        model_name=model,
+        inputs=inputs,
+        model_version=version,
+        request_id="",
+        outputs=outputs,
+        sequence_id=0,
+        sequence_start=False,
+        sequence_end=False,
+        priority=0,
+        timeout=server_timeout_us,
+        parameters=None,
+    )
+
+
+class StampedSend:
+    """What the gRPC targets hand grpc.aio as "the request": the prebuilt bytes plus the
+    runner's `written` stamp, called by `write_now` at the moment grpc.aio writes it."""
+
+    __slots__ = ("wire", "written")
+
+    def __init__(self, wire: bytes, written: Written | None) -> None:
+        self.wire = wire
+        self.written = written
+
+
+def write_now(send: StampedSend) -> bytes:
+    """grpc.aio's request serializer for a StampedSend: stamps the send, returns the bytes."""
+    if send.written is not None:
+        send.written()
+    return send.wire
+
+
+class AwaitedParts:
+    """A Parts that an awaiting caller reads at the end (the streaming targets' warm-up,
+    `infer` and `infer_outputs`)."""
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self.parts = 0
+        self.count: int | None = None
+
+    def first(self) -> None:
+        pass
+
+    def part(self) -> None:
+        self.parts += 1
+
+    def final(self, count: int | None) -> None:
+        self.count = count
+
+    def done(self, error: str | None) -> None:
+        if not self.future.done():
+            self.future.set_result(error)
 
 
 class TritonTargetBase:

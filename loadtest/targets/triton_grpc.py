@@ -37,7 +37,6 @@ import grpc
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.grpc import InferResult, service_pb2
-from tritonclient.grpc._utils import _get_inference_request
 from tritonclient.utils import InferenceServerException
 
 from loadtest.core.records import SERVER_TIMEOUT, TIMEOUT
@@ -76,11 +75,14 @@ from loadtest.targets.transport import (
 )
 from loadtest.targets.triton_common import (
     DEFAULT_GRPC_PORT,
+    StampedSend,
     TritonTargetBase,
     error_kind,
     host_port,
+    model_infer_request,
     model_spec_from_config,
     refuse_decoupled,
+    write_now,
 )
 from loadtest.wire import grpc_wire
 from loadtest.wire.grpc_wire import GrpcWire
@@ -88,24 +90,6 @@ from loadtest.wire.grpc_wire import GrpcWire
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 # grpc.StatusCode by its integer value (the done callback sees the core's integer code).
 _STATUS_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
-
-
-class _Send:
-    """What the callback path hands grpc.aio as "the request": the prebuilt bytes plus the
-    runner's `written` stamp, called by `_write_now` at the moment grpc.aio writes it."""
-
-    __slots__ = ("wire", "written")
-
-    def __init__(self, wire: bytes, written: Written | None) -> None:
-        self.wire = wire
-        self.written = written
-
-
-def _write_now(send: _Send) -> bytes:
-    """grpc.aio's request serializer for the callback path: stamps the send, returns the bytes."""
-    if send.written is not None:
-        send.written()
-    return send.wire
 
 
 def _call_status(call: grpc.aio.Call) -> tuple[grpc.StatusCode, str] | None:
@@ -231,7 +215,7 @@ class TritonGrpcTarget(TritonTargetBase):
         assert self._model_infer_stamped is not None, "prepare() first"
         try:
             call = self._model_infer_stamped(
-                _Send(self._wire[sample_index], written),
+                StampedSend(self._wire[sample_index], written),
                 timeout=self.timeout_s,
                 metadata=self._metadata,
             )
@@ -390,7 +374,7 @@ class TritonGrpcTarget(TritonTargetBase):
         # Bytes in, bytes out: no (de)serializer runs per query.
         self._model_infer = client._channel.unary_unary(MODEL_INFER)
         self._model_infer_stamped = client._channel.unary_unary(
-            MODEL_INFER, request_serializer=_write_now
+            MODEL_INFER, request_serializer=write_now
         )
         if self.load_client == "wire":
             # Each sample once, framed for the wire client (twice with shared memory, whose
@@ -473,18 +457,8 @@ class TritonGrpcTarget(TritonTargetBase):
         inputs: list[grpcclient.InferInput],
         outputs: list[grpcclient.InferRequestedOutput] | None,
     ) -> bytes:
-        request = _get_inference_request(
-            model_name=self.model,
-            inputs=inputs,
-            model_version=self.version,
-            request_id="",
-            outputs=outputs,
-            sequence_id=0,
-            sequence_start=False,
-            sequence_end=False,
-            priority=0,
-            timeout=self.server_timeout_us,
-            parameters=None,
+        request = model_infer_request(
+            self.model, self.version, inputs, outputs, self.server_timeout_us
         )
         return bytes(request.SerializeToString())
 

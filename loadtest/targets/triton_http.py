@@ -18,7 +18,6 @@ query get `setup_timeout` (max(30 s, timeout_s)), so a short --timeout still sta
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Sequence
 
 import aiohttp
@@ -57,6 +56,7 @@ from loadtest.targets.triton_common import (
     TritonTargetBase,
     error_kind,
     host_port,
+    http_error_message,
     model_spec_from_config,
     refuse_decoupled,
 )
@@ -67,20 +67,13 @@ WARM_CONNECTIONS = 8
 LIVE_CHECK_S = 5.0  # the liveness check's least deadline, as the gRPC target's
 
 
-def _error_message(body: bytes) -> str:
-    try:
-        return str(json.loads(body).get("error", ""))
-    except (ValueError, AttributeError):
-        return body[:200].decode(errors="replace")
-
-
 def _outcome(status: int, body: bytes, error: str | None) -> str | None:
     """None for a 200, else the short error kind of what went wrong."""
     if error is not None:
         return error if error == TIMEOUT else error_kind("http", error)
     if status != 200:
         return AUTH_KIND_BY_HTTP_STATUS.get(status) or error_kind(
-            f"http {status}", _error_message(body)
+            f"http {status}", http_error_message(body)
         )
     return None
 
@@ -352,7 +345,7 @@ class TritonHttpTarget(TritonTargetBase):
         if error is not None:
             raise InferenceServerException(error)
         if status != 200:
-            raise InferenceServerException(_error_message(body), status=str(status))
+            raise InferenceServerException(http_error_message(body), status=str(status))
         if self._shm is not None:
             return self._shm.read_outputs()
         header_length = headers.get(_HEADER_LENGTH.lower().encode())

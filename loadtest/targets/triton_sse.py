@@ -49,9 +49,11 @@ from loadtest.targets.transport import (
 )
 from loadtest.targets.triton_common import (
     DEFAULT_HTTP_PORT,
+    AwaitedParts,
     StreamingTargetBase,
     error_kind,
     host_port,
+    http_error_message,
     is_decoupled,
     model_spec_from_config,
 )
@@ -302,14 +304,14 @@ class TritonSseTarget(StreamingTargetBase):
         raise NotImplementedError("the HTTP stream target answers in parts (start_parts)")
 
     async def infer(self, sample_index: int) -> str | None:
-        answer = _Awaited()
+        answer = AwaitedParts()
         self.start_parts(sample_index, answer)
         return await answer.future
 
     async def infer_outputs(self, sample_index: int) -> dict[str, np.ndarray]:
         """One streamed answer, whole: `num_output_tokens` summed (-1 = none sent) and the
         event count as `responses` (raises ValueError on an error)."""
-        answer = _Awaited()
+        answer = AwaitedParts()
         self._start(self._plain[sample_index], answer)
         error = await asyncio.wait_for(answer.future, self.setup_timeout_s)
         if error is not None:
@@ -351,30 +353,4 @@ def _status_kind(status: int, body: bytes) -> str:
     auth = AUTH_KIND_BY_HTTP_STATUS.get(status)
     if auth is not None:
         return auth
-    try:
-        message = str(json.loads(body).get("error", ""))
-    except (ValueError, AttributeError):
-        message = body[:200].decode(errors="replace")
-    return error_kind(f"http stream {status}", message)
-
-
-class _Awaited:
-    """A Parts that an awaiting caller reads at the end (warm-up, `infer`)."""
-
-    def __init__(self) -> None:
-        self.future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self.parts = 0
-        self.count: int | None = None
-
-    def first(self) -> None:
-        pass
-
-    def part(self) -> None:
-        self.parts += 1
-
-    def final(self, count: int | None) -> None:
-        self.count = count
-
-    def done(self, error: str | None) -> None:
-        if not self.future.done():
-            self.future.set_result(error)
+    return error_kind(f"http stream {status}", http_error_message(body))

@@ -34,7 +34,6 @@ import grpc
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.grpc import service_pb2
-from tritonclient.grpc._utils import _get_inference_request
 from tritonclient.utils import InferenceServerException
 
 from loadtest.core.records import TIMEOUT
@@ -53,11 +52,15 @@ from loadtest.errors import TargetError
 from loadtest.targets.transport import Credentials, grpc_auth_kind, grpc_client
 from loadtest.targets.triton_common import (
     DEFAULT_GRPC_PORT,
+    AwaitedParts,
+    StampedSend,
     StreamingTargetBase,
     error_kind,
     host_port,
     is_decoupled,
+    model_infer_request,
     model_spec_from_config,
+    write_now,
 )
 
 MODEL_STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
@@ -92,22 +95,6 @@ def token_count(response: service_pb2.ModelInferResponse) -> int | None:
     return None
 
 
-class _Send:
-    """A prebuilt request and the runner's send stamp, for grpc.aio's serializer (`_write_now`)."""
-
-    __slots__ = ("wire", "written")
-
-    def __init__(self, wire: bytes, written: Written | None) -> None:
-        self.wire = wire
-        self.written = written
-
-
-def _write_now(send: _Send) -> bytes:
-    if send.written is not None:
-        send.written()
-    return send.wire
-
-
 @dataclass
 class _Query:
     """One query in flight on the stream: where its events go, its token count so far."""
@@ -120,7 +107,7 @@ class _Query:
 class _Stream:
     """One ModelStreamInfer call: what it sends, its reader, the queries in flight on it."""
 
-    def __init__(self, outbox: asyncio.Queue[_Send | None], call: grpc.aio.StreamStreamCall):
+    def __init__(self, outbox: asyncio.Queue[StampedSend | None], call: grpc.aio.StreamStreamCall):
         self.outbox = outbox
         self.call = call
         self.reader: asyncio.Task[None] | None = None
@@ -198,18 +185,8 @@ class TritonStreamTarget(StreamingTargetBase):
             infer_input = grpcclient.InferInput(name, list(tensor.shape), datatype)
             infer_input.set_data_from_numpy(tensor)
             inputs.append(infer_input)
-        request = _get_inference_request(
-            model_name=self.model,
-            inputs=inputs,
-            model_version=self.version,
-            request_id="",
-            outputs=None,
-            sequence_id=0,
-            sequence_start=False,
-            sequence_end=False,
-            priority=0,
-            timeout=self.server_timeout_us,
-            parameters=None,
+        request = model_infer_request(
+            self.model, self.version, inputs, None, self.server_timeout_us
         )
         request.parameters[EMPTY_FINAL_PARAMETER].bool_param = True
         return bytes(request.SerializeToString())
@@ -220,10 +197,10 @@ class TritonStreamTarget(StreamingTargetBase):
         if self._current is not None:
             return self._current
         assert self._client is not None, "open() first"
-        outbox: asyncio.Queue[_Send | None] = asyncio.Queue()
+        outbox: asyncio.Queue[StampedSend | None] = asyncio.Queue()
         method = self._client._channel.stream_stream(
             MODEL_STREAM_INFER,
-            request_serializer=_write_now,
+            request_serializer=write_now,
             response_deserializer=service_pb2.ModelStreamInferResponse.FromString,
         )
         stream = _Stream(outbox, method(_requests(outbox), metadata=self._metadata))
@@ -306,20 +283,22 @@ class TritonStreamTarget(StreamingTargetBase):
             else None
         )
         stream.pending[request_id] = _Query(parts, deadline)
-        stream.outbox.put_nowait(_Send(self._wire[sample_index] + id_field(request_id), written))
+        stream.outbox.put_nowait(
+            StampedSend(self._wire[sample_index] + id_field(request_id), written)
+        )
 
     def start_infer(self, sample_index: int, done: Done, written: Written | None = None) -> None:
         raise NotImplementedError("the gRPC stream target answers in parts (start_parts)")
 
     async def infer(self, sample_index: int) -> str | None:
-        answer = _Awaited()
+        answer = AwaitedParts()
         self.start_parts(sample_index, answer)
         return await answer.future
 
     async def infer_outputs(self, sample_index: int) -> dict[str, np.ndarray]:
         """One streamed answer, whole: `text_output` joined, `num_output_tokens` summed, and the
         response count as `responses` (raises ValueError on an error)."""
-        answer = _Awaited()
+        answer = AwaitedParts()
         self.start_parts(sample_index, answer)
         error = await asyncio.wait_for(answer.future, self.setup_timeout_s)
         if error is not None:
@@ -355,32 +334,10 @@ class TritonStreamTarget(StreamingTargetBase):
             self._client = None
 
 
-async def _requests(outbox: asyncio.Queue[_Send | None]) -> AsyncIterator[_Send]:
+async def _requests(outbox: asyncio.Queue[StampedSend | None]) -> AsyncIterator[StampedSend]:
     """What the stream sends: each query's request as it is queued, until None closes it."""
     while True:
         send = await outbox.get()
         if send is None:
             return
         yield send
-
-
-class _Awaited:
-    """A Parts that an awaiting caller reads at the end (warm-up, `infer`)."""
-
-    def __init__(self) -> None:
-        self.future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self.parts = 0
-        self.count: int | None = None
-
-    def first(self) -> None:
-        pass
-
-    def part(self) -> None:
-        self.parts += 1
-
-    def final(self, count: int | None) -> None:
-        self.count = count
-
-    def done(self, error: str | None) -> None:
-        if not self.future.done():
-            self.future.set_result(error)
