@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from loadtest.core.records import SERVER_TIMEOUT
-from loadtest.core.secrets import redact_url
+from loadtest.core.secrets import Header, redact_url
+from loadtest.core.settings import TlsSettings, setup_timeout
 from loadtest.core.target import (
     ModelSpec,
     TargetCapabilities,
@@ -29,6 +30,7 @@ from loadtest.core.target import (
     Written,
     is_bytes_tensor,
 )
+from loadtest.core.units import s_to_us
 from loadtest.errors import TargetError
 from loadtest.targets.transport import Credentials
 
@@ -217,15 +219,33 @@ class AwaitedParts:
 
 
 class TritonTargetBase:
-    """The setup-time properties the four Triton targets share: their description, the server's
-    version read by `open`, and the endpoint observe/ reads Triton's statistics from. Nothing on
-    the per-query path goes through it."""
+    """What the four Triton targets share at setup: their common settings, description, the
+    server's version read by `open`, and the endpoint observe/ reads Triton's statistics from.
+    Nothing on the per-query path goes through it."""
 
-    url: str
-    model: str
-    version: str
-    credentials: Credentials
-    _server_version: str = ""
+    _DEFAULT_PORT: int  # the port of a --url without one
+
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        version: str = "",
+        timeout_s: float = 30.0,
+        server_timeout_s: float = 0.0,
+        *,
+        tls: TlsSettings | None = None,
+        headers: tuple[Header, ...] = (),
+    ) -> None:
+        self.url = host_port(url, self._DEFAULT_PORT)
+        self.model = model
+        self.version = version
+        self.timeout_s = timeout_s
+        self.credentials = Credentials(tls, headers)
+        self.setup_timeout_s = setup_timeout(timeout_s)
+        # Triton's "timeout" parameter (µs) on every load request, None for none.
+        self.server_timeout_us = round(s_to_us(server_timeout_s)) if server_timeout_s else None
+        self._spec: ModelSpec | None = None
+        self._server_version = ""
 
     @property
     def server_version(self) -> str:
@@ -258,6 +278,7 @@ class StreamingTargetBase(TritonTargetBase):
 
     _STATS_PROTOCOL: str  # the protocol Triton's statistics are read over ("grpc" or "http")
     _LABEL: str  # the description's protocol word
+    decoupled = False  # the model streams its answer (model_transaction_policy), read by `open`
 
     @property
     def description(self) -> str:

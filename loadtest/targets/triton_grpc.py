@@ -46,7 +46,6 @@ from loadtest.core.settings import (
     GRPC_CLIENTS,
     SharedMemoryKind,
     TlsSettings,
-    setup_timeout,
 )
 from loadtest.core.target import (
     NUMPY_TO_TRITON,
@@ -58,14 +57,12 @@ from loadtest.core.target import (
     TargetCapabilities,
     Written,
 )
-from loadtest.core.units import s_to_us
 from loadtest.errors import SettingsError, TargetError
 from loadtest.targets.grpc_proxy_env import ProxyRefused, grpc_proxy_for
 from loadtest.targets.shared_memory import SystemRegions
 from loadtest.targets.transport import (
     PERMISSION_DENIED,
     UNAUTHENTICATED,
-    Credentials,
     auth_refusal,
     explain_tls_failure_async,
     grpc_auth_kind,
@@ -78,7 +75,6 @@ from loadtest.targets.triton_common import (
     StampedSend,
     TritonTargetBase,
     error_kind,
-    host_port,
     model_infer_request,
     model_spec_from_config,
     refuse_decoupled,
@@ -117,6 +113,8 @@ def _status_name(exc: InferenceServerException) -> str:
 
 
 class TritonGrpcTarget(TritonTargetBase):
+    _DEFAULT_PORT = DEFAULT_GRPC_PORT
+
     def __init__(
         self,
         url: str,
@@ -137,7 +135,7 @@ class TritonGrpcTarget(TritonTargetBase):
             raise SettingsError(
                 f"--grpc-client {load_client!r}: use one of {', '.join(GRPC_CLIENTS)}"
             )
-        self.url = host_port(url, DEFAULT_GRPC_PORT)
+        super().__init__(url, model, version, timeout_s, server_timeout_s, tls=tls, headers=headers)
         self.load_client = load_client
         # The wire client's request compression ("gzip", "deflate"), keepalive PING interval
         # and timeout, and how many connections it spreads calls over.
@@ -145,13 +143,7 @@ class TritonGrpcTarget(TritonTargetBase):
         self.keepalive_s = keepalive_s
         self.keepalive_timeout_s = keepalive_timeout_s
         self.connections = connections
-        self.model = model
-        self.version = version
-        self.timeout_s = timeout_s
-        self.credentials = Credentials(tls, headers)
         self._metadata = tuple(self.credentials.header_dict(lower=True).items()) or None
-        self.setup_timeout_s = setup_timeout(timeout_s)
-        self.server_timeout_us = round(s_to_us(server_timeout_s)) if server_timeout_s else None
         self._client: grpcclient.InferenceServerClient | None = None
         self._requests: list[list[grpcclient.InferInput]] = []
         self._wire: list[bytes] = []  # each sample's ModelInferRequest, serialized
@@ -168,7 +160,6 @@ class TritonGrpcTarget(TritonTargetBase):
         self._slow: set[asyncio.Task[None]] = set()  # statuses read the public (awaited) way
         self._outputs: list[grpcclient.InferRequestedOutput] | None = None
         self._shm: SystemRegions | None = None
-        self._spec: ModelSpec | None = None
 
     @property
     def capabilities(self) -> TargetCapabilities:

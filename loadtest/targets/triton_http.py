@@ -28,7 +28,7 @@ from tritonclient.utils import InferenceServerException
 
 from loadtest.core.records import TIMEOUT
 from loadtest.core.secrets import Header
-from loadtest.core.settings import SharedMemoryKind, TlsSettings, setup_timeout
+from loadtest.core.settings import SharedMemoryKind, TlsSettings
 from loadtest.core.target import (
     NUMPY_TO_TRITON,
     Done,
@@ -39,12 +39,10 @@ from loadtest.core.target import (
     TargetCapabilities,
     Written,
 )
-from loadtest.core.units import s_to_us
 from loadtest.errors import TargetError
 from loadtest.targets.shared_memory import SystemRegions
 from loadtest.targets.transport import (
     AUTH_KIND_BY_HTTP_STATUS,
-    Credentials,
     auth_refusal,
     explain_tls_failure_async,
     http_client,
@@ -55,7 +53,6 @@ from loadtest.targets.triton_common import (
     DEFAULT_HTTP_PORT,
     TritonTargetBase,
     error_kind,
-    host_port,
     http_error_message,
     model_spec_from_config,
     refuse_decoupled,
@@ -86,6 +83,8 @@ def _status(exc: InferenceServerException) -> int:
 
 
 class TritonHttpTarget(TritonTargetBase):
+    _DEFAULT_PORT = DEFAULT_HTTP_PORT
+
     def __init__(
         self,
         url: str,
@@ -97,13 +96,7 @@ class TritonHttpTarget(TritonTargetBase):
         tls: TlsSettings | None = None,
         headers: tuple[Header, ...] = (),
     ) -> None:
-        self.url = host_port(url, DEFAULT_HTTP_PORT)
-        self.model = model
-        self.version = version
-        self.timeout_s = timeout_s
-        self.credentials = Credentials(tls, headers)
-        self.setup_timeout_s = setup_timeout(timeout_s)
-        self.server_timeout_us = round(s_to_us(server_timeout_s)) if server_timeout_s else None
+        super().__init__(url, model, version, timeout_s, server_timeout_s, tls=tls, headers=headers)
         self._path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer"
         self._pool: WirePool | None = None
         self._requests: list[bytes] = []  # the load path's, with the server timeout if any
@@ -113,7 +106,6 @@ class TritonHttpTarget(TritonTargetBase):
         self._kept: list[bytes] = []
         self._shm: SystemRegions | None = None
         self._outputs: list[httpclient.InferRequestedOutput] | None = None
-        self._spec: ModelSpec | None = None
 
     @property
     def capabilities(self) -> TargetCapabilities:

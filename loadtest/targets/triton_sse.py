@@ -31,7 +31,7 @@ from tritonclient.utils import InferenceServerException
 
 from loadtest.core.records import TIMEOUT
 from loadtest.core.secrets import Header
-from loadtest.core.settings import SharedMemoryKind, TlsSettings, setup_timeout
+from loadtest.core.settings import SharedMemoryKind, TlsSettings
 from loadtest.core.target import (
     Done,
     Kept,
@@ -43,7 +43,6 @@ from loadtest.core.target import (
 from loadtest.errors import TargetError
 from loadtest.targets.transport import (
     AUTH_KIND_BY_HTTP_STATUS,
-    Credentials,
     http_client,
     ssl_context,
 )
@@ -52,7 +51,6 @@ from loadtest.targets.triton_common import (
     AwaitedParts,
     StreamingTargetBase,
     error_kind,
-    host_port,
     http_error_message,
     is_decoupled,
     model_spec_from_config,
@@ -188,6 +186,8 @@ def _parsed(payload: bytes) -> tuple[str | None, int | None]:
 class TritonSseTarget(StreamingTargetBase):
     """Triton HTTP generate_stream (SSE): one request and one streamed response per query."""
 
+    _DEFAULT_PORT = DEFAULT_HTTP_PORT
+
     _STATS_PROTOCOL = "http"
     _LABEL = "http-stream"
 
@@ -202,20 +202,12 @@ class TritonSseTarget(StreamingTargetBase):
         tls: TlsSettings | None = None,
         headers: tuple[Header, ...] = (),
     ) -> None:
-        self.url = host_port(url, DEFAULT_HTTP_PORT)
-        self.model = model
-        self.version = version
-        self.timeout_s = timeout_s
-        self.server_timeout_us = round(server_timeout_s * 1e6) if server_timeout_s else None
-        self.credentials = Credentials(tls, headers)
-        self.setup_timeout_s = setup_timeout(timeout_s)
+        super().__init__(url, model, version, timeout_s, server_timeout_s, tls=tls, headers=headers)
         scheme = "https" if tls is not None else "http"
         version_path = f"/versions/{version}" if version else ""
         self._endpoint = f"{scheme}://{self.url}/v2/models/{model}{version_path}/generate_stream"
         self._headers = {"Content-Type": "application/json", **self.credentials.header_dict()}
         self._session: aiohttp.ClientSession | None = None
-        self._spec: ModelSpec | None = None
-        self.decoupled = False
         self._bodies: list[bytes] = []  # the load path's, with the server timeout if any
         self._plain: list[bytes] = []  # without it: warm-up and infer_outputs
         self._tasks: set[asyncio.Task[None]] = set()

@@ -38,7 +38,7 @@ from tritonclient.utils import InferenceServerException
 
 from loadtest.core.records import TIMEOUT
 from loadtest.core.secrets import Header
-from loadtest.core.settings import SharedMemoryKind, TlsSettings, setup_timeout
+from loadtest.core.settings import SharedMemoryKind, TlsSettings
 from loadtest.core.target import (
     NUMPY_TO_TRITON,
     Done,
@@ -49,14 +49,13 @@ from loadtest.core.target import (
     Written,
 )
 from loadtest.errors import TargetError
-from loadtest.targets.transport import Credentials, grpc_auth_kind, grpc_client
+from loadtest.targets.transport import grpc_auth_kind, grpc_client
 from loadtest.targets.triton_common import (
     DEFAULT_GRPC_PORT,
     AwaitedParts,
     StampedSend,
     StreamingTargetBase,
     error_kind,
-    host_port,
     is_decoupled,
     model_infer_request,
     model_spec_from_config,
@@ -117,6 +116,8 @@ class _Stream:
 class TritonStreamTarget(StreamingTargetBase):
     """Triton gRPC ModelStreamInfer: one multiplexed stream, queries demultiplexed by id."""
 
+    _DEFAULT_PORT = DEFAULT_GRPC_PORT
+
     _STATS_PROTOCOL = "grpc"
     _LABEL = "grpc-stream"
 
@@ -131,17 +132,9 @@ class TritonStreamTarget(StreamingTargetBase):
         tls: TlsSettings | None = None,
         headers: tuple[Header, ...] = (),
     ) -> None:
-        self.url = host_port(url, DEFAULT_GRPC_PORT)
-        self.model = model
-        self.version = version
-        self.timeout_s = timeout_s
-        self.server_timeout_us = round(server_timeout_s * 1e6) if server_timeout_s else None
-        self.credentials = Credentials(tls, headers)
+        super().__init__(url, model, version, timeout_s, server_timeout_s, tls=tls, headers=headers)
         self._metadata = tuple(self.credentials.header_dict(lower=True).items()) or None
-        self.setup_timeout_s = setup_timeout(timeout_s)
         self._client: grpcclient.InferenceServerClient | None = None
-        self._spec: ModelSpec | None = None
-        self.decoupled = False
         self._wire: list[bytes] = []
         self._next_id = 0
         self._current: _Stream | None = None  # where new queries go
