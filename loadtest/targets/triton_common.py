@@ -21,9 +21,12 @@ import numpy as np
 
 from loadtest.core.records import SERVER_TIMEOUT
 from loadtest.core.secrets import Header, redact_url
-from loadtest.core.settings import TlsSettings, setup_timeout
+from loadtest.core.settings import SharedMemoryKind, TlsSettings, setup_timeout
 from loadtest.core.target import (
+    Done,
+    Kept,
     ModelSpec,
+    Parts,
     TargetCapabilities,
     TensorSpec,
     TritonEndpoint,
@@ -246,6 +249,10 @@ class TritonTargetBase:
         self.server_timeout_us = round(s_to_us(server_timeout_s)) if server_timeout_s else None
         self._spec: ModelSpec | None = None
         self._server_version = ""
+        self._init_own()
+
+    def _init_own(self) -> None:
+        """A target's own state, set up after the common settings (construction only)."""
 
     @property
     def server_version(self) -> str:
@@ -278,6 +285,7 @@ class StreamingTargetBase(TritonTargetBase):
 
     _STATS_PROTOCOL: str  # the protocol Triton's statistics are read over ("grpc" or "http")
     _LABEL: str  # the description's protocol word
+    _STREAM: str  # how errors name it: "gRPC stream", "HTTP stream"
     decoupled = False  # the model streams its answer (model_transaction_policy), read by `open`
 
     @property
@@ -298,3 +306,41 @@ class StreamingTargetBase(TritonTargetBase):
     @property
     def transparent_retries(self) -> int:
         return 0  # gRPC's transparent retry belongs to the wire client's unary calls
+
+    def start_parts(self, sample_index: int, parts: Parts, written: Written | None = None) -> None:
+        raise NotImplementedError  # each streaming target's own load path
+
+    def _start_whole(self, sample_index: int, parts: Parts) -> None:
+        """Starts the query `infer_outputs` reads whole (the load path's unless overridden)."""
+        self.start_parts(sample_index, parts)
+
+    def start_infer(self, sample_index: int, done: Done, written: Written | None = None) -> None:
+        raise NotImplementedError(f"the {self._STREAM} target answers in parts (start_parts)")
+
+    async def infer(self, sample_index: int) -> str | None:
+        answer = AwaitedParts()
+        self.start_parts(sample_index, answer)
+        return await answer.future
+
+    async def infer_outputs(self, sample_index: int) -> dict[str, np.ndarray]:
+        """One streamed answer, whole: `num_output_tokens` summed (-1 = none sent) and the
+        response (event) count as `responses` (raises ValueError on an error)."""
+        answer = AwaitedParts()
+        self._start_whole(sample_index, answer)
+        error = await asyncio.wait_for(answer.future, self.setup_timeout_s)
+        if error is not None:
+            raise ValueError(error)
+        count = -1 if answer.count is None else answer.count
+        return {
+            "num_output_tokens": np.array([count], dtype=np.int64),
+            "responses": np.array([answer.parts], dtype=np.int64),
+        }
+
+    async def infer_kept(self, sample_index: int) -> tuple[str | None, Kept]:
+        raise NotImplementedError(f"the {self._STREAM} target does not keep answers")
+
+    def decode_kept(self, kept: Kept) -> dict[str, np.ndarray]:
+        raise NotImplementedError(f"the {self._STREAM} target does not keep answers")
+
+    def use_shared_memory(self, kind: SharedMemoryKind, tag: str) -> None:
+        raise TargetError(f"--shared-memory {kind.value} is not offered on the {self._STREAM}")

@@ -27,8 +27,7 @@ import tritonclient.http.aio as aiohttpclient
 from tritonclient.utils import InferenceServerException
 
 from loadtest.core.records import TIMEOUT
-from loadtest.core.secrets import Header
-from loadtest.core.settings import SharedMemoryKind, TlsSettings
+from loadtest.core.settings import SharedMemoryKind
 from loadtest.core.target import (
     NUMPY_TO_TRITON,
     Done,
@@ -85,19 +84,13 @@ def _status(exc: InferenceServerException) -> int:
 class TritonHttpTarget(TritonTargetBase):
     _DEFAULT_PORT = DEFAULT_HTTP_PORT
 
-    def __init__(
-        self,
-        url: str,
-        model: str,
-        version: str = "",
-        timeout_s: float = 30.0,
-        server_timeout_s: float = 0.0,
-        *,
-        tls: TlsSettings | None = None,
-        headers: tuple[Header, ...] = (),
-    ) -> None:
-        super().__init__(url, model, version, timeout_s, server_timeout_s, tls=tls, headers=headers)
-        self._path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer"
+    def _init_own(self) -> None:
+        """This target's own state, after the settings every Triton target takes."""
+        self._path = (
+            f"/v2/models/{self.model}"
+            + (f"/versions/{self.version}" if self.version else "")
+            + "/infer"
+        )
         self._pool: WirePool | None = None
         self._requests: list[bytes] = []  # the load path's, with the server timeout if any
         self._plain: list[bytes] = []  # without it: warm-up and infer_outputs

@@ -30,11 +30,7 @@ import numpy as np
 from tritonclient.utils import InferenceServerException
 
 from loadtest.core.records import TIMEOUT
-from loadtest.core.secrets import Header
-from loadtest.core.settings import SharedMemoryKind, TlsSettings
 from loadtest.core.target import (
-    Done,
-    Kept,
     ModelSpec,
     Parts,
     Sample,
@@ -48,7 +44,6 @@ from loadtest.targets.transport import (
 )
 from loadtest.targets.triton_common import (
     DEFAULT_HTTP_PORT,
-    AwaitedParts,
     StreamingTargetBase,
     error_kind,
     http_error_message,
@@ -189,23 +184,16 @@ class TritonSseTarget(StreamingTargetBase):
     _DEFAULT_PORT = DEFAULT_HTTP_PORT
 
     _STATS_PROTOCOL = "http"
+    _STREAM = "HTTP stream"
     _LABEL = "http-stream"
 
-    def __init__(
-        self,
-        url: str,
-        model: str,
-        version: str = "",
-        timeout_s: float = 30.0,
-        server_timeout_s: float = 0.0,
-        *,
-        tls: TlsSettings | None = None,
-        headers: tuple[Header, ...] = (),
-    ) -> None:
-        super().__init__(url, model, version, timeout_s, server_timeout_s, tls=tls, headers=headers)
-        scheme = "https" if tls is not None else "http"
-        version_path = f"/versions/{version}" if version else ""
-        self._endpoint = f"{scheme}://{self.url}/v2/models/{model}{version_path}/generate_stream"
+    def _init_own(self) -> None:
+        """This target's own state, after the settings every Triton target takes."""
+        scheme = "https" if self.credentials.tls is not None else "http"
+        version_path = f"/versions/{self.version}" if self.version else ""
+        self._endpoint = (
+            f"{scheme}://{self.url}/v2/models/{self.model}{version_path}/generate_stream"
+        )
         self._headers = {"Content-Type": "application/json", **self.credentials.header_dict()}
         self._session: aiohttp.ClientSession | None = None
         self._bodies: list[bytes] = []  # the load path's, with the server timeout if any
@@ -292,36 +280,8 @@ class TritonSseTarget(StreamingTargetBase):
             parts.final(answer.count)
         parts.done(error)
 
-    def start_infer(self, sample_index: int, done: Done, written: Written | None = None) -> None:
-        raise NotImplementedError("the HTTP stream target answers in parts (start_parts)")
-
-    async def infer(self, sample_index: int) -> str | None:
-        answer = AwaitedParts()
-        self.start_parts(sample_index, answer)
-        return await answer.future
-
-    async def infer_outputs(self, sample_index: int) -> dict[str, np.ndarray]:
-        """One streamed answer, whole: `num_output_tokens` summed (-1 = none sent) and the
-        event count as `responses` (raises ValueError on an error)."""
-        answer = AwaitedParts()
-        self._start(self._plain[sample_index], answer)
-        error = await asyncio.wait_for(answer.future, self.setup_timeout_s)
-        if error is not None:
-            raise ValueError(error)
-        count = -1 if answer.count is None else answer.count
-        return {
-            "num_output_tokens": np.array([count], dtype=np.int64),
-            "responses": np.array([answer.parts], dtype=np.int64),
-        }
-
-    async def infer_kept(self, sample_index: int) -> tuple[str | None, Kept]:
-        raise NotImplementedError("the HTTP stream target does not keep answers")
-
-    def decode_kept(self, kept: Kept) -> dict[str, np.ndarray]:
-        raise NotImplementedError("the HTTP stream target does not keep answers")
-
-    def use_shared_memory(self, kind: SharedMemoryKind, tag: str) -> None:
-        raise TargetError(f"--shared-memory {kind.value} is not offered on the HTTP stream")
+    def _start_whole(self, sample_index: int, parts: Parts) -> None:
+        self._start(self._plain[sample_index], parts)  # without the server timeout
 
     async def close(self) -> None:
         tasks, self._tasks = list(self._tasks), set()

@@ -37,12 +37,8 @@ from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
 from loadtest.core.records import TIMEOUT
-from loadtest.core.secrets import Header
-from loadtest.core.settings import SharedMemoryKind, TlsSettings
 from loadtest.core.target import (
     NUMPY_TO_TRITON,
-    Done,
-    Kept,
     ModelSpec,
     Parts,
     Sample,
@@ -52,7 +48,6 @@ from loadtest.errors import TargetError
 from loadtest.targets.transport import grpc_auth_kind, grpc_client
 from loadtest.targets.triton_common import (
     DEFAULT_GRPC_PORT,
-    AwaitedParts,
     StampedSend,
     StreamingTargetBase,
     error_kind,
@@ -119,20 +114,11 @@ class TritonStreamTarget(StreamingTargetBase):
     _DEFAULT_PORT = DEFAULT_GRPC_PORT
 
     _STATS_PROTOCOL = "grpc"
+    _STREAM = "gRPC stream"
     _LABEL = "grpc-stream"
 
-    def __init__(
-        self,
-        url: str,
-        model: str,
-        version: str = "",
-        timeout_s: float = 30.0,
-        server_timeout_s: float = 0.0,
-        *,
-        tls: TlsSettings | None = None,
-        headers: tuple[Header, ...] = (),
-    ) -> None:
-        super().__init__(url, model, version, timeout_s, server_timeout_s, tls=tls, headers=headers)
+    def _init_own(self) -> None:
+        """This target's own state, after the settings every Triton target takes."""
         self._metadata = tuple(self.credentials.header_dict(lower=True).items()) or None
         self._client: grpcclient.InferenceServerClient | None = None
         self._wire: list[bytes] = []
@@ -279,37 +265,6 @@ class TritonStreamTarget(StreamingTargetBase):
         stream.outbox.put_nowait(
             StampedSend(self._wire[sample_index] + id_field(request_id), written)
         )
-
-    def start_infer(self, sample_index: int, done: Done, written: Written | None = None) -> None:
-        raise NotImplementedError("the gRPC stream target answers in parts (start_parts)")
-
-    async def infer(self, sample_index: int) -> str | None:
-        answer = AwaitedParts()
-        self.start_parts(sample_index, answer)
-        return await answer.future
-
-    async def infer_outputs(self, sample_index: int) -> dict[str, np.ndarray]:
-        """One streamed answer, whole: `text_output` joined, `num_output_tokens` summed, and the
-        response count as `responses` (raises ValueError on an error)."""
-        answer = AwaitedParts()
-        self.start_parts(sample_index, answer)
-        error = await asyncio.wait_for(answer.future, self.setup_timeout_s)
-        if error is not None:
-            raise ValueError(error)
-        count = -1 if answer.count is None else answer.count
-        return {
-            "num_output_tokens": np.array([count], dtype=np.int64),
-            "responses": np.array([answer.parts], dtype=np.int64),
-        }
-
-    async def infer_kept(self, sample_index: int) -> tuple[str | None, Kept]:
-        raise NotImplementedError("the gRPC stream target does not keep answers")
-
-    def decode_kept(self, kept: Kept) -> dict[str, np.ndarray]:
-        raise NotImplementedError("the gRPC stream target does not keep answers")
-
-    def use_shared_memory(self, kind: SharedMemoryKind, tag: str) -> None:
-        raise TargetError(f"--shared-memory {kind.value} is not offered on the gRPC stream")
 
     async def close(self) -> None:
         self._current = None
