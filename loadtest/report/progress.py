@@ -26,7 +26,42 @@ from loadtest.report.live import RunWatcher, bar
 REFRESHES_PER_SECOND = 1
 
 
-class BudgetProgress:
+class _LiveDisplay:
+    """What both progress displays share: their title, clock and stage, and a Live display of
+    `render()` from `__enter__` to `__exit__`, shown only when enabled on a terminal."""
+
+    def __init__(
+        self, console: Console, title: str, enabled: bool, clock: Callable[[], float]
+    ) -> None:
+        self.console = console
+        self.title = title
+        self.enabled = enabled and console.is_terminal
+        self.clock = clock
+        self._started = clock()
+        self._stage = "starting"
+        self._live: Live | None = None
+
+    def render(self) -> RenderableType:
+        raise NotImplementedError
+
+    def _show(self) -> None:
+        """Starts the Live display (when enabled), redrawn REFRESHES_PER_SECOND times a second."""
+        if self.enabled:
+            self._live = Live(
+                console=self.console,
+                get_renderable=self.render,
+                refresh_per_second=REFRESHES_PER_SECOND,
+                transient=False,
+            )
+            self._live.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+            self._live = None
+
+
+class BudgetProgress(_LiveDisplay):
     """The whole search's progress; `stage` and `probe_done` are called by the search's
     callbacks, `tick` by the probe's runner."""
 
@@ -38,37 +73,19 @@ class BudgetProgress:
         enabled: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.console = console
+        super().__init__(console, title, enabled, clock)
         self.budget_s = budget_s
-        self.title = title
-        self.enabled = enabled and console.is_terminal
-        self.clock = clock
-        self._started = clock()
-        self._stage = "starting"
         self._probes = 0
         self._best = "none yet"
         self._best_qps = -1.0
         self._watcher: RunWatcher | None = None
         self._run: RenderableType | None = None
-        self._live: Live | None = None
         self._point = ""  # a sweep's point being measured ("" for find-peak)
 
     def __enter__(self) -> BudgetProgress:
         self._started = self.clock()
-        if self.enabled:
-            self._live = Live(
-                console=self.console,
-                get_renderable=self.render,
-                refresh_per_second=REFRESHES_PER_SECOND,
-                transient=False,
-            )
-            self._live.__enter__()
+        self._show()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._live is not None:
-            self._live.__exit__(None, None, None)
-            self._live = None
 
     def stage(self, text: str, span_s: float | None = None) -> None:
         """A new stage starts: its label, and how long it is expected to run (for its own bar)."""
@@ -116,7 +133,7 @@ class BudgetProgress:
         return Group(*parts)
 
 
-class PlaysProgress:
+class PlaysProgress(_LiveDisplay):
     """A series of plays that runs for minutes (mix: each entry alone, then together; compare:
     each target at each rate): the time used, the play running now (the caller's own line for
     it, given to `stage`) and its time against its minimum duration. Refreshed once a second
@@ -130,31 +147,14 @@ class PlaysProgress:
         enabled: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.console = console
+        super().__init__(console, title, enabled, clock)
         self.span_s = span_s
-        self.title = title
-        self.enabled = enabled and console.is_terminal
-        self.clock = clock
-        self._started = self._stage_started = clock()
-        self._stage = "starting"
-        self._live: Live | None = None
+        self._stage_started = self._started
 
     def __enter__(self) -> PlaysProgress:
         self._started = self._stage_started = self.clock()
-        if self.enabled:
-            self._live = Live(
-                console=self.console,
-                get_renderable=self.render,
-                refresh_per_second=REFRESHES_PER_SECOND,
-                transient=False,
-            )
-            self._live.__enter__()
+        self._show()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._live is not None:
-            self._live.__exit__(None, None, None)
-            self._live = None
 
     def stage(self, text: str) -> None:
         """A new play (or a calibration before one) starts."""

@@ -37,7 +37,6 @@ import grpc
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.grpc import InferResult, service_pb2
-from tritonclient.grpc._utils import _get_inference_request
 from tritonclient.utils import InferenceServerException
 
 from loadtest.core.records import SERVER_TIMEOUT, TIMEOUT
@@ -47,7 +46,6 @@ from loadtest.core.settings import (
     GRPC_CLIENTS,
     SharedMemoryKind,
     TlsSettings,
-    setup_timeout,
 )
 from loadtest.core.target import (
     NUMPY_TO_TRITON,
@@ -57,17 +55,14 @@ from loadtest.core.target import (
     Parts,
     Sample,
     TargetCapabilities,
-    TritonEndpoint,
     Written,
 )
-from loadtest.core.units import s_to_us
 from loadtest.errors import SettingsError, TargetError
 from loadtest.targets.grpc_proxy_env import ProxyRefused, grpc_proxy_for
 from loadtest.targets.shared_memory import SystemRegions
 from loadtest.targets.transport import (
     PERMISSION_DENIED,
     UNAUTHENTICATED,
-    Credentials,
     auth_refusal,
     explain_tls_failure_async,
     grpc_auth_kind,
@@ -77,10 +72,13 @@ from loadtest.targets.transport import (
 )
 from loadtest.targets.triton_common import (
     DEFAULT_GRPC_PORT,
+    StampedSend,
+    TritonTargetBase,
     error_kind,
-    host_port,
+    model_infer_request,
     model_spec_from_config,
     refuse_decoupled,
+    write_now,
 )
 from loadtest.wire import grpc_wire
 from loadtest.wire.grpc_wire import GrpcWire
@@ -88,24 +86,6 @@ from loadtest.wire.grpc_wire import GrpcWire
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 # grpc.StatusCode by its integer value (the done callback sees the core's integer code).
 _STATUS_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
-
-
-class _Send:
-    """What the callback path hands grpc.aio as "the request": the prebuilt bytes plus the
-    runner's `written` stamp, called by `_write_now` at the moment grpc.aio writes it."""
-
-    __slots__ = ("wire", "written")
-
-    def __init__(self, wire: bytes, written: Written | None) -> None:
-        self.wire = wire
-        self.written = written
-
-
-def _write_now(send: _Send) -> bytes:
-    """grpc.aio's request serializer for the callback path: stamps the send, returns the bytes."""
-    if send.written is not None:
-        send.written()
-    return send.wire
 
 
 def _call_status(call: grpc.aio.Call) -> tuple[grpc.StatusCode, str] | None:
@@ -132,7 +112,9 @@ def _status_name(exc: InferenceServerException) -> str:
     return str(status).removeprefix("StatusCode.")
 
 
-class TritonGrpcTarget:
+class TritonGrpcTarget(TritonTargetBase):
+    _DEFAULT_PORT = DEFAULT_GRPC_PORT
+
     def __init__(
         self,
         url: str,
@@ -153,7 +135,7 @@ class TritonGrpcTarget:
             raise SettingsError(
                 f"--grpc-client {load_client!r}: use one of {', '.join(GRPC_CLIENTS)}"
             )
-        self.url = host_port(url, DEFAULT_GRPC_PORT)
+        super().__init__(url, model, version, timeout_s, server_timeout_s, tls=tls, headers=headers)
         self.load_client = load_client
         # The wire client's request compression ("gzip", "deflate"), keepalive PING interval
         # and timeout, and how many connections it spreads calls over.
@@ -161,13 +143,7 @@ class TritonGrpcTarget:
         self.keepalive_s = keepalive_s
         self.keepalive_timeout_s = keepalive_timeout_s
         self.connections = connections
-        self.model = model
-        self.version = version
-        self.timeout_s = timeout_s
-        self.credentials = Credentials(tls, headers)
         self._metadata = tuple(self.credentials.header_dict(lower=True).items()) or None
-        self.setup_timeout_s = setup_timeout(timeout_s)
-        self.server_timeout_us = round(s_to_us(server_timeout_s)) if server_timeout_s else None
         self._client: grpcclient.InferenceServerClient | None = None
         self._requests: list[list[grpcclient.InferInput]] = []
         self._wire: list[bytes] = []  # each sample's ModelInferRequest, serialized
@@ -184,8 +160,6 @@ class TritonGrpcTarget:
         self._slow: set[asyncio.Task[None]] = set()  # statuses read the public (awaited) way
         self._outputs: list[grpcclient.InferRequestedOutput] | None = None
         self._shm: SystemRegions | None = None
-        self._spec: ModelSpec | None = None
-        self._server_version = ""
 
     @property
     def capabilities(self) -> TargetCapabilities:
@@ -199,19 +173,8 @@ class TritonGrpcTarget:
             counts_transparent_retries=wire,
             keeps_outputs=True,
             shared_memory=frozenset({SharedMemoryKind.SYSTEM}),
-            triton=TritonEndpoint(
-                "grpc",
-                self.url,
-                self.model,
-                self.version,
-                self.credentials.tls,
-                headers=self.credentials.headers,
-            ),
+            triton=self._triton_endpoint("grpc"),
         )
-
-    @property
-    def server_version(self) -> str:
-        return self._server_version
 
     def serialized_request(self, sample_index: int) -> bytes:
         """One prepared sample's ModelInferRequest as it goes on the wire (after `prepare`):
@@ -243,7 +206,7 @@ class TritonGrpcTarget:
         assert self._model_infer_stamped is not None, "prepare() first"
         try:
             call = self._model_infer_stamped(
-                _Send(self._wire[sample_index], written),
+                StampedSend(self._wire[sample_index], written),
                 timeout=self.timeout_s,
                 metadata=self._metadata,
             )
@@ -292,12 +255,10 @@ class TritonGrpcTarget:
 
     @property
     def description(self) -> str:
-        version = f" v{self.version}" if self.version else ""
-        tls = " (TLS)" if self.credentials.tls is not None else ""
         client = "" if self.load_client == "wire" else f" ({self.load_client})"
         if self.connections > 1:
             client += f" ({self.connections} connections)"
-        return f"triton grpc{tls}{client} {self.url} model {self.model}{version}"
+        return self._describe(f"grpc{self._tls_mark}{client}")
 
     @staticmethod
     def _code_kind(code: grpc.StatusCode | None, details: str) -> str:
@@ -404,7 +365,7 @@ class TritonGrpcTarget:
         # Bytes in, bytes out: no (de)serializer runs per query.
         self._model_infer = client._channel.unary_unary(MODEL_INFER)
         self._model_infer_stamped = client._channel.unary_unary(
-            MODEL_INFER, request_serializer=_write_now
+            MODEL_INFER, request_serializer=write_now
         )
         if self.load_client == "wire":
             # Each sample once, framed for the wire client (twice with shared memory, whose
@@ -487,18 +448,8 @@ class TritonGrpcTarget:
         inputs: list[grpcclient.InferInput],
         outputs: list[grpcclient.InferRequestedOutput] | None,
     ) -> bytes:
-        request = _get_inference_request(
-            model_name=self.model,
-            inputs=inputs,
-            model_version=self.version,
-            request_id="",
-            outputs=outputs,
-            sequence_id=0,
-            sequence_start=False,
-            sequence_end=False,
-            priority=0,
-            timeout=self.server_timeout_us,
-            parameters=None,
+        request = model_infer_request(
+            self.model, self.version, inputs, outputs, self.server_timeout_us
         )
         return bytes(request.SerializeToString())
 

@@ -18,7 +18,6 @@ query get `setup_timeout` (max(30 s, timeout_s)), so a short --timeout still sta
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Sequence
 
 import aiohttp
@@ -28,8 +27,7 @@ import tritonclient.http.aio as aiohttpclient
 from tritonclient.utils import InferenceServerException
 
 from loadtest.core.records import TIMEOUT
-from loadtest.core.secrets import Header
-from loadtest.core.settings import SharedMemoryKind, TlsSettings, setup_timeout
+from loadtest.core.settings import SharedMemoryKind
 from loadtest.core.target import (
     NUMPY_TO_TRITON,
     Done,
@@ -38,15 +36,12 @@ from loadtest.core.target import (
     Parts,
     Sample,
     TargetCapabilities,
-    TritonEndpoint,
     Written,
 )
-from loadtest.core.units import s_to_us
 from loadtest.errors import TargetError
 from loadtest.targets.shared_memory import SystemRegions
 from loadtest.targets.transport import (
     AUTH_KIND_BY_HTTP_STATUS,
-    Credentials,
     auth_refusal,
     explain_tls_failure_async,
     http_client,
@@ -55,8 +50,9 @@ from loadtest.targets.transport import (
 )
 from loadtest.targets.triton_common import (
     DEFAULT_HTTP_PORT,
+    TritonTargetBase,
     error_kind,
-    host_port,
+    http_error_message,
     model_spec_from_config,
     refuse_decoupled,
 )
@@ -67,20 +63,13 @@ WARM_CONNECTIONS = 8
 LIVE_CHECK_S = 5.0  # the liveness check's least deadline, as the gRPC target's
 
 
-def _error_message(body: bytes) -> str:
-    try:
-        return str(json.loads(body).get("error", ""))
-    except (ValueError, AttributeError):
-        return body[:200].decode(errors="replace")
-
-
 def _outcome(status: int, body: bytes, error: str | None) -> str | None:
     """None for a 200, else the short error kind of what went wrong."""
     if error is not None:
         return error if error == TIMEOUT else error_kind("http", error)
     if status != 200:
         return AUTH_KIND_BY_HTTP_STATUS.get(status) or error_kind(
-            f"http {status}", _error_message(body)
+            f"http {status}", http_error_message(body)
         )
     return None
 
@@ -92,26 +81,16 @@ def _status(exc: InferenceServerException) -> int:
         return 0
 
 
-class TritonHttpTarget:
-    def __init__(
-        self,
-        url: str,
-        model: str,
-        version: str = "",
-        timeout_s: float = 30.0,
-        server_timeout_s: float = 0.0,
-        *,
-        tls: TlsSettings | None = None,
-        headers: tuple[Header, ...] = (),
-    ) -> None:
-        self.url = host_port(url, DEFAULT_HTTP_PORT)
-        self.model = model
-        self.version = version
-        self.timeout_s = timeout_s
-        self.credentials = Credentials(tls, headers)
-        self.setup_timeout_s = setup_timeout(timeout_s)
-        self.server_timeout_us = round(s_to_us(server_timeout_s)) if server_timeout_s else None
-        self._path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer"
+class TritonHttpTarget(TritonTargetBase):
+    _DEFAULT_PORT = DEFAULT_HTTP_PORT
+
+    def _init_own(self) -> None:
+        """This target's own state, after the settings every Triton target takes."""
+        self._path = (
+            f"/v2/models/{self.model}"
+            + (f"/versions/{self.version}" if self.version else "")
+            + "/infer"
+        )
         self._pool: WirePool | None = None
         self._requests: list[bytes] = []  # the load path's, with the server timeout if any
         self._plain: list[bytes] = []  # without it: warm-up and infer_outputs
@@ -120,8 +99,6 @@ class TritonHttpTarget:
         self._kept: list[bytes] = []
         self._shm: SystemRegions | None = None
         self._outputs: list[httpclient.InferRequestedOutput] | None = None
-        self._spec: ModelSpec | None = None
-        self._server_version = ""
 
     @property
     def capabilities(self) -> TargetCapabilities:
@@ -132,19 +109,8 @@ class TritonHttpTarget:
             counts_connection_waits=True,
             keeps_outputs=True,
             shared_memory=frozenset({SharedMemoryKind.SYSTEM}),
-            triton=TritonEndpoint(
-                "http",
-                self.url,
-                self.model,
-                self.version,
-                self.credentials.tls,
-                self.credentials.headers,
-            ),
+            triton=self._triton_endpoint("http"),
         )
-
-    @property
-    def server_version(self) -> str:
-        return self._server_version
 
     def use_shared_memory(self, kind: SharedMemoryKind, tag: str) -> None:
         """Send inputs and receive outputs through registered system shared memory."""
@@ -166,9 +132,7 @@ class TritonHttpTarget:
 
     @property
     def description(self) -> str:
-        version = f" v{self.version}" if self.version else ""
-        scheme = "https" if self.credentials.tls is not None else "http"
-        return f"triton {scheme} {self.url} model {self.model}{version}"
+        return self._describe("https" if self.credentials.tls is not None else "http")
 
     def _refused(self, exc: InferenceServerException) -> TargetError | None:
         """The one-line error for a refused credential, else None."""
@@ -366,7 +330,7 @@ class TritonHttpTarget:
         if error is not None:
             raise InferenceServerException(error)
         if status != 200:
-            raise InferenceServerException(_error_message(body), status=str(status))
+            raise InferenceServerException(http_error_message(body), status=str(status))
         if self._shm is not None:
             return self._shm.read_outputs()
         header_length = headers.get(_HEADER_LENGTH.lower().encode())

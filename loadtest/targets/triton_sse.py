@@ -30,29 +30,23 @@ import numpy as np
 from tritonclient.utils import InferenceServerException
 
 from loadtest.core.records import TIMEOUT
-from loadtest.core.secrets import Header
-from loadtest.core.settings import SharedMemoryKind, TlsSettings, setup_timeout
 from loadtest.core.target import (
-    Done,
-    Kept,
     ModelSpec,
     Parts,
     Sample,
-    TargetCapabilities,
-    TritonEndpoint,
     Written,
 )
 from loadtest.errors import TargetError
 from loadtest.targets.transport import (
     AUTH_KIND_BY_HTTP_STATUS,
-    Credentials,
     http_client,
     ssl_context,
 )
 from loadtest.targets.triton_common import (
     DEFAULT_HTTP_PORT,
+    StreamingTargetBase,
     error_kind,
-    host_port,
+    http_error_message,
     is_decoupled,
     model_spec_from_config,
 )
@@ -184,71 +178,27 @@ def _parsed(payload: bytes) -> tuple[str | None, int | None]:
     return None, event_tokens(event)
 
 
-class TritonSseTarget:
+class TritonSseTarget(StreamingTargetBase):
     """Triton HTTP generate_stream (SSE): one request and one streamed response per query."""
 
-    def __init__(
-        self,
-        url: str,
-        model: str,
-        version: str = "",
-        timeout_s: float = 30.0,
-        server_timeout_s: float = 0.0,
-        *,
-        tls: TlsSettings | None = None,
-        headers: tuple[Header, ...] = (),
-    ) -> None:
-        self.url = host_port(url, DEFAULT_HTTP_PORT)
-        self.model = model
-        self.version = version
-        self.timeout_s = timeout_s
-        self.server_timeout_us = round(server_timeout_s * 1e6) if server_timeout_s else None
-        self.credentials = Credentials(tls, headers)
-        self.setup_timeout_s = setup_timeout(timeout_s)
-        scheme = "https" if tls is not None else "http"
-        version_path = f"/versions/{version}" if version else ""
-        self._endpoint = f"{scheme}://{self.url}/v2/models/{model}{version_path}/generate_stream"
+    _DEFAULT_PORT = DEFAULT_HTTP_PORT
+
+    _STATS_PROTOCOL = "http"
+    _STREAM = "HTTP stream"
+    _LABEL = "http-stream"
+
+    def _init_own(self) -> None:
+        """This target's own state, after the settings every Triton target takes."""
+        scheme = "https" if self.credentials.tls is not None else "http"
+        version_path = f"/versions/{self.version}" if self.version else ""
+        self._endpoint = (
+            f"{scheme}://{self.url}/v2/models/{self.model}{version_path}/generate_stream"
+        )
         self._headers = {"Content-Type": "application/json", **self.credentials.header_dict()}
         self._session: aiohttp.ClientSession | None = None
-        self._spec: ModelSpec | None = None
-        self._server_version = ""
-        self.decoupled = False
         self._bodies: list[bytes] = []  # the load path's, with the server timeout if any
         self._plain: list[bytes] = []  # without it: warm-up and infer_outputs
         self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def description(self) -> str:
-        version = f" v{self.version}" if self.version else ""
-        tls = " (TLS)" if self.credentials.tls is not None else ""
-        return f"triton http-stream{tls} {self.url} model {self.model}{version}"
-
-    @property
-    def capabilities(self) -> TargetCapabilities:
-        """Answers in parts, and Triton's statistics behind it (over HTTP, same address)."""
-        return TargetCapabilities(
-            streams_parts=True,
-            triton=TritonEndpoint(
-                "http",
-                self.url,
-                self.model,
-                self.version,
-                self.credentials.tls,
-                headers=self.credentials.headers,
-            ),
-        )
-
-    @property
-    def server_version(self) -> str:
-        return self._server_version
-
-    @property
-    def connection_waits(self) -> int:
-        return 0
-
-    @property
-    def transparent_retries(self) -> int:
-        return 0  # gRPC's transparent retry; never an HTTP stream's
 
     async def open(self) -> ModelSpec:
         client = http_client(self.url, self.credentials, conn_timeout=self.setup_timeout_s)
@@ -330,36 +280,8 @@ class TritonSseTarget:
             parts.final(answer.count)
         parts.done(error)
 
-    def start_infer(self, sample_index: int, done: Done, written: Written | None = None) -> None:
-        raise NotImplementedError("the HTTP stream target answers in parts (start_parts)")
-
-    async def infer(self, sample_index: int) -> str | None:
-        answer = _Awaited()
-        self.start_parts(sample_index, answer)
-        return await answer.future
-
-    async def infer_outputs(self, sample_index: int) -> dict[str, np.ndarray]:
-        """One streamed answer, whole: `num_output_tokens` summed (-1 = none sent) and the
-        event count as `responses` (raises ValueError on an error)."""
-        answer = _Awaited()
-        self._start(self._plain[sample_index], answer)
-        error = await asyncio.wait_for(answer.future, self.setup_timeout_s)
-        if error is not None:
-            raise ValueError(error)
-        count = -1 if answer.count is None else answer.count
-        return {
-            "num_output_tokens": np.array([count], dtype=np.int64),
-            "responses": np.array([answer.parts], dtype=np.int64),
-        }
-
-    async def infer_kept(self, sample_index: int) -> tuple[str | None, Kept]:
-        raise NotImplementedError("the HTTP stream target does not keep answers")
-
-    def decode_kept(self, kept: Kept) -> dict[str, np.ndarray]:
-        raise NotImplementedError("the HTTP stream target does not keep answers")
-
-    def use_shared_memory(self, kind: SharedMemoryKind, tag: str) -> None:
-        raise TargetError(f"--shared-memory {kind.value} is not offered on the HTTP stream")
+    def _start_whole(self, sample_index: int, parts: Parts) -> None:
+        self._start(self._plain[sample_index], parts)  # without the server timeout
 
     async def close(self) -> None:
         tasks, self._tasks = list(self._tasks), set()
@@ -383,30 +305,4 @@ def _status_kind(status: int, body: bytes) -> str:
     auth = AUTH_KIND_BY_HTTP_STATUS.get(status)
     if auth is not None:
         return auth
-    try:
-        message = str(json.loads(body).get("error", ""))
-    except (ValueError, AttributeError):
-        message = body[:200].decode(errors="replace")
-    return error_kind(f"http stream {status}", message)
-
-
-class _Awaited:
-    """A Parts that an awaiting caller reads at the end (warm-up, `infer`)."""
-
-    def __init__(self) -> None:
-        self.future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self.parts = 0
-        self.count: int | None = None
-
-    def first(self) -> None:
-        pass
-
-    def part(self) -> None:
-        self.parts += 1
-
-    def final(self, count: int | None) -> None:
-        self.count = count
-
-    def done(self, error: str | None) -> None:
-        if not self.future.done():
-            self.future.set_result(error)
+    return error_kind(f"http stream {status}", http_error_message(body))

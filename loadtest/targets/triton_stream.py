@@ -34,31 +34,27 @@ import grpc
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.grpc import service_pb2
-from tritonclient.grpc._utils import _get_inference_request
 from tritonclient.utils import InferenceServerException
 
 from loadtest.core.records import TIMEOUT
-from loadtest.core.secrets import Header
-from loadtest.core.settings import SharedMemoryKind, TlsSettings, setup_timeout
 from loadtest.core.target import (
     NUMPY_TO_TRITON,
-    Done,
-    Kept,
     ModelSpec,
     Parts,
     Sample,
-    TargetCapabilities,
-    TritonEndpoint,
     Written,
 )
 from loadtest.errors import TargetError
-from loadtest.targets.transport import Credentials, grpc_auth_kind, grpc_client
+from loadtest.targets.transport import grpc_auth_kind, grpc_client
 from loadtest.targets.triton_common import (
     DEFAULT_GRPC_PORT,
+    StampedSend,
+    StreamingTargetBase,
     error_kind,
-    host_port,
     is_decoupled,
+    model_infer_request,
     model_spec_from_config,
+    write_now,
 )
 
 MODEL_STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
@@ -93,22 +89,6 @@ def token_count(response: service_pb2.ModelInferResponse) -> int | None:
     return None
 
 
-class _Send:
-    """A prebuilt request and the runner's send stamp, for grpc.aio's serializer (`_write_now`)."""
-
-    __slots__ = ("wire", "written")
-
-    def __init__(self, wire: bytes, written: Written | None) -> None:
-        self.wire = wire
-        self.written = written
-
-
-def _write_now(send: _Send) -> bytes:
-    if send.written is not None:
-        send.written()
-    return send.wire
-
-
 @dataclass
 class _Query:
     """One query in flight on the stream: where its events go, its token count so far."""
@@ -121,76 +101,30 @@ class _Query:
 class _Stream:
     """One ModelStreamInfer call: what it sends, its reader, the queries in flight on it."""
 
-    def __init__(self, outbox: asyncio.Queue[_Send | None], call: grpc.aio.StreamStreamCall):
+    def __init__(self, outbox: asyncio.Queue[StampedSend | None], call: grpc.aio.StreamStreamCall):
         self.outbox = outbox
         self.call = call
         self.reader: asyncio.Task[None] | None = None
         self.pending: dict[str, _Query] = {}
 
 
-class TritonStreamTarget:
+class TritonStreamTarget(StreamingTargetBase):
     """Triton gRPC ModelStreamInfer: one multiplexed stream, queries demultiplexed by id."""
 
-    def __init__(
-        self,
-        url: str,
-        model: str,
-        version: str = "",
-        timeout_s: float = 30.0,
-        server_timeout_s: float = 0.0,
-        *,
-        tls: TlsSettings | None = None,
-        headers: tuple[Header, ...] = (),
-    ) -> None:
-        self.url = host_port(url, DEFAULT_GRPC_PORT)
-        self.model = model
-        self.version = version
-        self.timeout_s = timeout_s
-        self.server_timeout_us = round(server_timeout_s * 1e6) if server_timeout_s else None
-        self.credentials = Credentials(tls, headers)
+    _DEFAULT_PORT = DEFAULT_GRPC_PORT
+
+    _STATS_PROTOCOL = "grpc"
+    _STREAM = "gRPC stream"
+    _LABEL = "grpc-stream"
+
+    def _init_own(self) -> None:
+        """This target's own state, after the settings every Triton target takes."""
         self._metadata = tuple(self.credentials.header_dict(lower=True).items()) or None
-        self.setup_timeout_s = setup_timeout(timeout_s)
         self._client: grpcclient.InferenceServerClient | None = None
-        self._spec: ModelSpec | None = None
-        self._server_version = ""
-        self.decoupled = False
         self._wire: list[bytes] = []
         self._next_id = 0
         self._current: _Stream | None = None  # where new queries go
         self._streams: set[_Stream] = set()  # every open stream (retired ones until they end)
-
-    @property
-    def description(self) -> str:
-        version = f" v{self.version}" if self.version else ""
-        tls = " (TLS)" if self.credentials.tls is not None else ""
-        return f"triton grpc-stream{tls} {self.url} model {self.model}{version}"
-
-    @property
-    def capabilities(self) -> TargetCapabilities:
-        """Answers in parts, and Triton's statistics behind it (over gRPC, same address)."""
-        return TargetCapabilities(
-            streams_parts=True,
-            triton=TritonEndpoint(
-                "grpc",
-                self.url,
-                self.model,
-                self.version,
-                self.credentials.tls,
-                headers=self.credentials.headers,
-            ),
-        )
-
-    @property
-    def server_version(self) -> str:
-        return self._server_version
-
-    @property
-    def connection_waits(self) -> int:
-        return 0
-
-    @property
-    def transparent_retries(self) -> int:
-        return 0
 
     async def open(self) -> ModelSpec:
         self._client = grpc_client(self.url, self.credentials)
@@ -230,18 +164,8 @@ class TritonStreamTarget:
             infer_input = grpcclient.InferInput(name, list(tensor.shape), datatype)
             infer_input.set_data_from_numpy(tensor)
             inputs.append(infer_input)
-        request = _get_inference_request(
-            model_name=self.model,
-            inputs=inputs,
-            model_version=self.version,
-            request_id="",
-            outputs=None,
-            sequence_id=0,
-            sequence_start=False,
-            sequence_end=False,
-            priority=0,
-            timeout=self.server_timeout_us,
-            parameters=None,
+        request = model_infer_request(
+            self.model, self.version, inputs, None, self.server_timeout_us
         )
         request.parameters[EMPTY_FINAL_PARAMETER].bool_param = True
         return bytes(request.SerializeToString())
@@ -252,10 +176,10 @@ class TritonStreamTarget:
         if self._current is not None:
             return self._current
         assert self._client is not None, "open() first"
-        outbox: asyncio.Queue[_Send | None] = asyncio.Queue()
+        outbox: asyncio.Queue[StampedSend | None] = asyncio.Queue()
         method = self._client._channel.stream_stream(
             MODEL_STREAM_INFER,
-            request_serializer=_write_now,
+            request_serializer=write_now,
             response_deserializer=service_pb2.ModelStreamInferResponse.FromString,
         )
         stream = _Stream(outbox, method(_requests(outbox), metadata=self._metadata))
@@ -338,38 +262,9 @@ class TritonStreamTarget:
             else None
         )
         stream.pending[request_id] = _Query(parts, deadline)
-        stream.outbox.put_nowait(_Send(self._wire[sample_index] + id_field(request_id), written))
-
-    def start_infer(self, sample_index: int, done: Done, written: Written | None = None) -> None:
-        raise NotImplementedError("the gRPC stream target answers in parts (start_parts)")
-
-    async def infer(self, sample_index: int) -> str | None:
-        answer = _Awaited()
-        self.start_parts(sample_index, answer)
-        return await answer.future
-
-    async def infer_outputs(self, sample_index: int) -> dict[str, np.ndarray]:
-        """One streamed answer, whole: `text_output` joined, `num_output_tokens` summed, and the
-        response count as `responses` (raises ValueError on an error)."""
-        answer = _Awaited()
-        self.start_parts(sample_index, answer)
-        error = await asyncio.wait_for(answer.future, self.setup_timeout_s)
-        if error is not None:
-            raise ValueError(error)
-        count = -1 if answer.count is None else answer.count
-        return {
-            "num_output_tokens": np.array([count], dtype=np.int64),
-            "responses": np.array([answer.parts], dtype=np.int64),
-        }
-
-    async def infer_kept(self, sample_index: int) -> tuple[str | None, Kept]:
-        raise NotImplementedError("the gRPC stream target does not keep answers")
-
-    def decode_kept(self, kept: Kept) -> dict[str, np.ndarray]:
-        raise NotImplementedError("the gRPC stream target does not keep answers")
-
-    def use_shared_memory(self, kind: SharedMemoryKind, tag: str) -> None:
-        raise TargetError(f"--shared-memory {kind.value} is not offered on the gRPC stream")
+        stream.outbox.put_nowait(
+            StampedSend(self._wire[sample_index] + id_field(request_id), written)
+        )
 
     async def close(self) -> None:
         self._current = None
@@ -387,32 +282,10 @@ class TritonStreamTarget:
             self._client = None
 
 
-async def _requests(outbox: asyncio.Queue[_Send | None]) -> AsyncIterator[_Send]:
+async def _requests(outbox: asyncio.Queue[StampedSend | None]) -> AsyncIterator[StampedSend]:
     """What the stream sends: each query's request as it is queued, until None closes it."""
     while True:
         send = await outbox.get()
         if send is None:
             return
         yield send
-
-
-class _Awaited:
-    """A Parts that an awaiting caller reads at the end (warm-up, `infer`)."""
-
-    def __init__(self) -> None:
-        self.future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self.parts = 0
-        self.count: int | None = None
-
-    def first(self) -> None:
-        pass
-
-    def part(self) -> None:
-        self.parts += 1
-
-    def final(self, count: int | None) -> None:
-        self.count = count
-
-    def done(self, error: str | None) -> None:
-        if not self.future.done():
-            self.future.set_result(error)

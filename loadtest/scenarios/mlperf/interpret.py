@@ -6,6 +6,10 @@ scenarios.mlperf.registry picks the function by the run's Scenario; callers that
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numpy as np
+
 from loadtest.core.settings import (
     OfflineSettings,
     Scenario,
@@ -32,19 +36,8 @@ def interpret_server(settings: ServerSettings, outcome: RunOutcome) -> tuple[Sum
         bound_ns=settings.target_latency_ns,
         client_lag_fraction=settings.client_lag_fraction,
     )
-    verdict = judge_server(
-        summary,
-        outcome.records.latency_from_scheduled_ns(),
-        target_latency_ns=settings.target_latency_ns,
-        percentile=settings.percentile,
-        min_duration_ns=settings.min_duration_ns,
-        min_query_count=settings.min_query_count,
-        confidence=settings.early_stopping_confidence,
-        interrupted=outcome.interrupted,
-        stop_reason=outcome.stop_reason,
-        error_budget=settings.error_budget,
-    )
-    return summary, verdict
+    latencies = outcome.records.latency_from_scheduled_ns()
+    return summary, _judged(judge_server, summary, latencies, settings, outcome)
 
 
 def interpret_offline(settings: OfflineSettings, outcome: RunOutcome) -> tuple[Summary, Verdict]:
@@ -66,9 +59,23 @@ def interpret_stream(settings: StreamSettings, outcome: RunOutcome) -> tuple[Sum
     judge = (
         judge_single_stream if settings.scenario is Scenario.SINGLE_STREAM else judge_multi_stream
     )
-    verdict = judge(
+    latencies = outcome.records.latency_from_issue_ns()
+    return summary, _judged(judge, summary, latencies, settings, outcome)
+
+
+def _judged(
+    judge: Callable[..., Verdict],
+    summary: Summary,
+    latencies_ns: np.ndarray,
+    settings: ServerSettings | StreamSettings,
+    outcome: RunOutcome,
+) -> Verdict:
+    """A latency-bound scenario's verdict (Server, SingleStream, MultiStream): their judges take
+    the same rules from the same settings, over the latencies the caller measures from."""
+    return judge(
         summary,
-        outcome.records.latency_from_issue_ns(),
+        latencies_ns,
+        target_latency_ns=settings.target_latency_ns,
         percentile=settings.percentile,
         min_duration_ns=settings.min_duration_ns,
         min_query_count=settings.min_query_count,
@@ -76,6 +83,4 @@ def interpret_stream(settings: StreamSettings, outcome: RunOutcome) -> tuple[Sum
         interrupted=outcome.interrupted,
         stop_reason=outcome.stop_reason,
         error_budget=settings.error_budget,
-        target_latency_ns=settings.target_latency_ns,
     )
-    return summary, verdict

@@ -32,7 +32,7 @@ from loadtest.core.settings import (
 )
 from loadtest.core.target import ModelSpec, Target, retries_of
 from loadtest.engine.measurement import Measurement
-from loadtest.engine.runner import ClosedLoopRunner, OnStart, Runner, nothing_to_do
+from loadtest.engine.runner import ClosedLoopRunner, OnStart, Runner, RunOutcome, nothing_to_do
 from loadtest.engine.selfmeasure import Progress
 from loadtest.engine.timing import running_loop_kind
 from loadtest.errors import SettingsError
@@ -169,10 +169,7 @@ async def run_server(
         error_window=window_for(settings.abort),
         keep=check_mask(len(schedule), settings.check_outputs, settings.sample_seed),
     )
-    await on_start()
-    cpu_before = time.process_time()
-    outcome = await runner.run()
-    cpu_s = time.process_time() - cpu_before
+    outcome, cpu_s = await _timed_run(runner, on_start)
     alone = shard_result(
         0,
         schedule,
@@ -341,10 +338,8 @@ async def run_offline(
         check_rate=settings.check_outputs,
         check_seed=settings.sample_seed,
     )
-    await on_start()
-    cpu_before = time.process_time()
-    outcome = await runner.run()
-    return Measurement(model, schedule, outcome, time.process_time() - cpu_before)
+    outcome, cpu_s = await _timed_run(runner, on_start)
+    return Measurement(model, schedule, outcome, cpu_s)
 
 
 async def run_stream(
@@ -376,9 +371,17 @@ async def run_stream(
         check_rate=settings.check_outputs,
         check_seed=settings.sample_seed,
     )
+    outcome, cpu_s = await _timed_run(runner, on_start)
+    records = outcome.records
+    schedule = Schedule(records.scheduled_ns.copy(), records.sample_index.copy())
+    return Measurement(model, schedule, outcome, cpu_s)
+
+
+async def _timed_run(
+    runner: Runner | ClosedLoopRunner, on_start: OnStart
+) -> tuple[RunOutcome, float]:
+    """`on_start`, then the run: its outcome and the client CPU seconds the run itself took."""
     await on_start()
     cpu_before = time.process_time()
     outcome = await runner.run()
-    records = outcome.records
-    schedule = Schedule(records.scheduled_ns.copy(), records.sample_index.copy())
-    return Measurement(model, schedule, outcome, time.process_time() - cpu_before)
+    return outcome, time.process_time() - cpu_before

@@ -197,6 +197,21 @@ class _Clock:
         return self.budget_s - self.used()
 
 
+@dataclass(frozen=True)
+class _Sweep:
+    """What every point of one sweep is measured with (run_sweep's arguments, and its clock)."""
+
+    target: Target
+    configurator: ModelConfigurator
+    original: dict[str, Any]  # the configuration loaded before the sweep
+    settings: SweepSettings
+    samples: Samples
+    request_timeout_s: float
+    generator: Generator | None
+    calls: SweepCallbacks
+    clock: _Clock
+
+
 async def run_sweep(
     target: Target,
     configurator: ModelConfigurator,
@@ -216,11 +231,12 @@ async def run_sweep(
     clock = _Clock(settings.peak.budget_ns / NS_PER_S)
     points: list[SweepPoint] = []
     state = {"converged": False, "exhausted": False, "error": ""}
+    sweep = _Sweep(
+        target, configurator, original, settings, samples, request_timeout_s, generator, calls,
+        clock,
+    )  # fmt: skip
     try:
-        await _climb(
-            target, configurator, search, original, settings, samples, request_timeout_s,
-            generator, calls, clock, points, state,
-        )  # fmt: skip
+        await _climb(sweep, search, points, state)
     except LoadtestError as exc:
         state["error"] = str(exc)
     finally:
@@ -244,18 +260,7 @@ async def run_sweep(
 
 
 async def _climb(
-    target: Target,
-    configurator: ModelConfigurator,
-    search: SweepSearch,
-    original: dict[str, Any],
-    settings: SweepSettings,
-    samples: Samples,
-    request_timeout_s: float,
-    generator: Generator | None,
-    calls: SweepCallbacks,
-    clock: _Clock,
-    points: list[SweepPoint],
-    state: dict[str, object],
+    sweep: _Sweep, search: SweepSearch, points: list[SweepPoint], state: dict[str, object]
 ) -> None:
     load_s = 0.0  # the last load's duration, to budget the next
     while True:
@@ -265,22 +270,19 @@ async def _climb(
         if step is None:
             state["converged"] = True
             return
-        if settings.max_points and len(points) >= settings.max_points:
+        if sweep.settings.max_points and len(points) >= sweep.settings.max_points:
             return
-        start_s = probe_seconds(settings.peak, step.seed_qps or 1e9)
-        needed = load_s + settings.warmup_ns / NS_PER_S + 2 * (start_s + PROBE_OVERHEAD_S)
-        if clock.left() < needed:
+        start_s = probe_seconds(sweep.settings.peak, step.seed_qps or 1e9)
+        needed = load_s + sweep.settings.warmup_ns / NS_PER_S + 2 * (start_s + PROBE_OVERHEAD_S)
+        if sweep.clock.left() < needed:
             state["exhausted"] = True
             return
         number = len(points) + 1
-        calls.on_point_start(number, step)
-        point = await _measure_point(
-            number, step, target, configurator, original, settings, samples,
-            request_timeout_s, generator, calls, clock,
-        )  # fmt: skip
+        sweep.calls.on_point_start(number, step)
+        point = await _measure_point(sweep, number, step)
         load_s = max(load_s, point.load_s)
         points.append(point)
-        calls.on_point(point)
+        sweep.calls.on_point(point)
 
 
 def _failed(
@@ -303,45 +305,39 @@ def _failed(
     )
 
 
-async def _measure_point(
-    number: int,
-    step: Step,
-    target: Target,
-    configurator: ModelConfigurator,
-    original: dict[str, Any],
-    settings: SweepSettings,
-    samples: Samples,
-    request_timeout_s: float,
-    generator: Generator | None,
-    calls: SweepCallbacks,
-    clock: _Clock,
-) -> SweepPoint:
+async def _measure_point(sweep: _Sweep, number: int, step: Step) -> SweepPoint:
     began = time.monotonic()
     is_baseline = step.baseline
-    config = original if is_baseline else apply_candidate(original, step.candidate)
+    config = sweep.original if is_baseline else apply_candidate(sweep.original, step.candidate)
     load_s = 0.0
-    await target.close()
+    await sweep.target.close()
     if not is_baseline:
-        calls.on_stage(f"loading {step.candidate.label()}", 0.0)
+        sweep.calls.on_stage(f"loading {step.candidate.label()}", 0.0)
         try:
-            await configurator.apply(config)
+            await sweep.configurator.apply(config)
         except ConfigRejected as exc:
             return _failed(number, step, config, str(exc), time.monotonic() - began, began)
         load_s = time.monotonic() - began
     try:
         spec, library = await open_with_samples(
-            target, samples.count, samples.seed, samples.input_data, samples.shapes
+            sweep.target,
+            sweep.samples.count,
+            sweep.samples.seed,
+            sweep.samples.input_data,
+            sweep.samples.shapes,
         )
     except LoadtestError as exc:
         return _failed(number, step, config, f"not usable after loading: {exc}", load_s, began)
-    peak = settings.peak
-    calls.on_stage("warm-up: closed loop (caps the search)", settings.warmup_ns / NS_PER_S)
+    peak = sweep.settings.peak
+    sweep.calls.on_stage(
+        "warm-up: closed loop (caps the search)", sweep.settings.warmup_ns / NS_PER_S
+    )
     closed, _seconds, stopped = await closed_loop_throughput(
-        target,
+        sweep.target,
         len(library),
         peak.sample_seed,
         peak.calibration_in_flight,
-        settings.warmup_ns,
+        sweep.settings.warmup_ns,
         max_qps=peak.max_qps,
     )
     if stopped:
@@ -353,8 +349,10 @@ async def _measure_point(
         ceiling = min(ceiling, peak.max_qps)
     start = SEED_START * step.seed_qps if step.seed_qps else 0.5 * closed
     start = max(min(start, SEED_START * ceiling), 0.1)
-    repeat_s = probe_seconds(peak, start) + PROBE_OVERHEAD_S if settings.repeat_boundary else 0
-    search_budget = min(settings.point_budget_ns / NS_PER_S, clock.left() - repeat_s)
+    repeat_s = (
+        probe_seconds(peak, start) + PROBE_OVERHEAD_S if sweep.settings.repeat_boundary else 0
+    )
+    search_budget = min(sweep.settings.point_budget_ns / NS_PER_S, sweep.clock.left() - repeat_s)
     point_settings = dataclasses.replace(
         peak,
         budget_ns=int(max(search_budget, 0.001) * NS_PER_S),
@@ -362,32 +360,32 @@ async def _measure_point(
         max_qps=round(ceiling, 3),
     )
     outcome = await search_peak(
-        target,
+        sweep.target,
         spec,
         len(library),
         point_settings,
-        request_timeout_s,
-        on_probe=calls.on_probe,
-        generator=generator,
-        on_stage=calls.on_stage,
-        on_tick=calls.on_tick,
+        sweep.request_timeout_s,
+        on_probe=sweep.calls.on_probe,
+        generator=sweep.generator,
+        on_stage=sweep.calls.on_stage,
+        on_tick=sweep.calls.on_tick,
     )
     runs = list(outcome.runs)
     repeat = None
     found = outcome.conclusion.peak_qps
-    fits = clock.left() > probe_seconds(peak, found or 1) + PROBE_OVERHEAD_S
-    if settings.repeat_boundary and found and not outcome.interrupted and fits:
-        calls.on_stage(f"repeat of the boundary probe at {found:,.1f} QPS", 0.0)
+    fits = sweep.clock.left() > probe_seconds(peak, found or 1) + PROBE_OVERHEAD_S
+    if sweep.settings.repeat_boundary and found and not outcome.interrupted and fits:
+        sweep.calls.on_stage(f"repeat of the boundary probe at {found:,.1f} QPS", 0.0)
         repeat_settings = dataclasses.replace(peak, schedule_seed=peak.schedule_seed + 1)
         repeat, _ = await probe_at(
-            target, spec, len(library), repeat_settings, found, request_timeout_s,
-            generator, calls.on_tick,
+            sweep.target, spec, len(library), repeat_settings, found, sweep.request_timeout_s,
+            sweep.generator, sweep.calls.on_tick,
         )  # fmt: skip
-        calls.on_probe(repeat)
+        sweep.calls.on_probe(repeat)
         runs.append(repeat)
     probes = [r.probe for r in runs]
     confirmed, low, high = interval(probes, peak.resolution)
-    memory, source = await configurator.memory()
+    memory, source = await sweep.configurator.memory()
     return SweepPoint(
         number=number,
         result=PointResult(step.candidate, confirmed, low, high, memory_bytes=memory),
