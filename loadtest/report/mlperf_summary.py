@@ -70,13 +70,15 @@ def _latency_lines(stats: LatencyStats) -> list[str]:
     return lines
 
 
-def _token_lines(scenario: str, tokens: TokenFigures) -> list[str]:
+def _token_lines(scenario: ScenarioEntry, tokens: TokenFigures) -> list[str]:
     """LoadGen's token lines under Additional Stats (results.cc, `use_token_latencies`): the
     token rate, then first-token latency and time per output token (min, max, mean,
-    percentiles); "time to output token" is LoadGen's own wording of the TPOT percentile lines."""
-    label = "Tokens per second" if scenario == "Offline" else "Completed tokens per second"
+    percentiles); "time to output token" is LoadGen's own wording of the TPOT percentile lines.
+    A throughput scenario (Offline) reports only "Tokens per second", as LoadGen does."""
+    throughput = scenario.headline is Headline.THROUGHPUT
+    label = "Tokens per second" if throughput else "Completed tokens per second"
     lines = ["", _line(label, f"{tokens.completed_tokens_per_s:.2f}")]
-    if scenario == "Offline":
+    if throughput:
         return lines
     ttft, tpot = tokens.ttft, tokens.tpot
     lines += [
@@ -235,7 +237,7 @@ def render_mlperf_summary(
 
     lines += _additional_stats(entry, summary)
     if tokens is not None:
-        lines += _token_lines(scenario, tokens)
+        lines += _token_lines(entry, tokens)
     lines += _loadtest_stats(entry, summary)
     lines += _heading("Test Parameters Used")
     lines += [_parameter_line(key, value) for key, value in test_parameters.items()]
