@@ -50,19 +50,22 @@ class _NoTriton:
         raise AssertionError("an embedded Triton was started")
 
 
-@pytest.mark.parametrize(
-    ("url", "protocol"),
-    [
-        ("http://127.0.0.1:{port}/v1", Protocol.HTTP),
-        ("http://localhost:{port}/v1/chat/completions", Protocol.HTTP),
-        ("fake://?servers=1", Protocol.GRPC),
-    ],
-)
-def test_auto_never_starts_a_triton_for_a_url_that_is_not_tritons(monkeypatch, url, protocol):
+def test_auto_never_starts_a_triton_for_a_fake_url(monkeypatch):
     monkeypatch.setattr(deployment, "EmbeddedTriton", _NoTriton)
-    target = TargetSettings(url=url.format(port=_silent_port()), protocol=protocol)
+    target = TargetSettings(url="fake://?servers=1", protocol=Protocol.GRPC)
     with resolve(target, EmbeddedMode.AUTO, Path("model_repository"), print) as found:
         assert found.embedded is None and found.target == target
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:{port}/v1", "http://localhost:{port}/v1/chat/completions"]
+)
+def test_a_url_with_a_path_never_reaches_the_deployment_as_a_triton_url(monkeypatch, url):
+    """An OpenAI-style URL given as a Triton one (--protocol http) is refused in one line when
+    the settings are made (#26), so nothing is started for it either."""
+    monkeypatch.setattr(deployment, "EmbeddedTriton", _NoTriton)
+    with pytest.raises(SettingsError, match="no path, query or fragment"):
+        TargetSettings(url=url.format(port=_silent_port()), protocol=Protocol.HTTP)
 
 
 def test_auto_still_starts_one_for_a_silent_loopback_triton_url(monkeypatch):
@@ -72,14 +75,5 @@ def test_auto_still_starts_one_for_a_silent_loopback_triton_url(monkeypatch):
     with (
         pytest.raises(AssertionError, match="embedded Triton was started"),
         resolve(target, EmbeddedMode.AUTO, Path("model_repository"), print),
-    ):
-        pass
-
-
-def test_always_refuses_a_url_that_is_not_tritons_in_one_line():
-    target = TargetSettings(url="http://127.0.0.1:1/v1", protocol=Protocol.HTTP)
-    with (
-        pytest.raises(SettingsError, match="not a Triton endpoint"),
-        resolve(target, EmbeddedMode.ALWAYS, Path("model_repository"), print),
     ):
         pass

@@ -25,6 +25,7 @@ from loadtest.core.json_depth import MAX_JSON_DEPTH, JsonTooDeep, json_depth, lo
 from loadtest.core.secrets import parse_header
 from loadtest.core.settings import (
     Protocol,
+    ServerSettings,
     TargetSettings,
     TlsSettings,
     is_triton_url,
@@ -140,7 +141,12 @@ def test_samples_is_bounded():
 def test_compare_sends_the_url_password_to_every_triton_side():
     endpoint = groups.Endpoint(url="user:s3cret@127.0.0.1:8001")
     flags = groups.target_flags("tiny", endpoint, groups.SampleLibrary(), groups.Access())
-    setup = CompareSetup(flags=flags, targets=("triton-grpc", "triton-http"), runs=())
+    setup = CompareSetup(
+        flags=flags,
+        targets=("triton-grpc", "triton-http"),
+        runs=(),
+        template=ServerSettings(qps=10.0, target_latency_ns=10_000_000),
+    )
     for name, url in (("triton-grpc", "127.0.0.1:8001"), ("triton-http", "127.0.0.1:8000")):
         settings = _settings_for(setup, name, url)
         assert [h.name for h in settings.headers] == ["Authorization"]

@@ -181,4 +181,6 @@ def test_a_cli_run_through_nginx_reports_the_transparent_retries_of_every_worker
     assert data["summary"]["errors"] == 0, data["summary"]
     client = data["client"]
     per_worker = [w["transparent_retries"] for w in client["workers"]]
-    assert len(per_worker) == 2 and client["transparent_retries"] == sum(per_worker) > 0
+    # How many calls race a GOAWAY is up to timing (0 happens): the forced retry is tested
+    # against h2 servers in tests/test_grpc_wire.py; here, that the counts reach the report.
+    assert len(per_worker) == 2 and client["transparent_retries"] == sum(per_worker)
