@@ -34,7 +34,6 @@ from loadtest.models import SUITE
 from loadtest.report import outputs
 from loadtest.report.compare_report import split_table
 from loadtest.report.console import make_console
-from loadtest.report.html import render_html
 from loadtest.report.live import LiveView
 from loadtest.report.resultfile import from_data
 from loadtest.report.results import (
@@ -275,6 +274,8 @@ def write_run(
     extra: dict[Path, str] = {}
     if html is not None:
         label = output.name if output else "run"
+        from loadtest.report.html import render_html  # plotly: only when HTML is asked for
+
         extra[html] = render_html([from_data(data, label)])
     saved = outputs.save(
         run_files(report, data), output, default_output_name(report), force=force, extra=extra

@@ -21,7 +21,6 @@ from loadtest.core.settings import (
 from loadtest.engine import stopping, timing
 from loadtest.errors import ExitCode, SettingsError
 from loadtest.report import outputs
-from loadtest.report.html import render_html
 from loadtest.report.mix_report import (
     MixReport,
     build_mix_report,
@@ -230,6 +229,8 @@ def write_mix(
     data = report.to_json()
     extra: dict[Path, str] = {}
     if html is not None:
+        from loadtest.report.html import render_html  # plotly: only when HTML is asked for
+
         extra[html] = render_html([from_data(data, output.name if output else "mix")])
     saved = outputs.save(
         mix_files(report, data), output, default_mix_name(report), force=force, extra=extra

@@ -9,7 +9,6 @@ import typer
 
 from loadtest.errors import ResultFileError
 from loadtest.report.console import make_console
-from loadtest.report.html import render_html
 from loadtest.report.resultfile import ResultFile, from_data, load_results
 from loadtest.report.results import write_atomically
 
@@ -18,6 +17,8 @@ console = make_console()
 
 def write_html_report(results: list[ResultFile], path: Path) -> Path:
     """Render and write the report; the parent directory is created when missing."""
+    from loadtest.report.html import render_html  # plotly: only when HTML is asked for
+
     text = render_html(results)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

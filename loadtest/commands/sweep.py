@@ -32,7 +32,6 @@ from loadtest.core.target import Target
 from loadtest.engine import stopping, timing
 from loadtest.errors import ExitCode, SettingsError
 from loadtest.models import DEFAULT_SERVER_MODEL
-from loadtest.report.html import render_html
 from loadtest.report.outputs import check_file
 from loadtest.report.peak_report import probe_row
 from loadtest.report.progress import BudgetProgress
@@ -415,6 +414,8 @@ def _extra_files(
         extra[config_out] = text
     if html is not None:
         label = output.name if output else "sweep"
+        from loadtest.report.html import render_html  # plotly: only when HTML is asked for
+
         extra[html] = render_html([from_data(result, label)])
     return extra
 

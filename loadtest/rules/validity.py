@@ -54,7 +54,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy.special import betainc
 
 from loadtest.core.units import NS_PER_S, fmt_ms, fmt_s
 from loadtest.rules.stats import (
@@ -125,6 +124,8 @@ def early_stopping_odds(
     """odds(h, t) = I_{p−d}(h, t + 1): the chance of ≤ t over-latency queries among h + t."""
     if passes <= 0:
         return 1.0  # t failures in t queries: certain
+    from scipy.special import betainc  # imported when a run is judged, not at start-up
+
     return float(betainc(passes, overlatency + 1, percentile - tolerance))
 
 
