@@ -316,7 +316,7 @@ def test_an_actor_lost_mid_run_is_named_and_its_queries_never_answered(
 ) -> None:
     out = tmp_path / "out"
     run = subprocess.Popen(
-        [*LOADTEST, *_server_args("auto", out, duration_s=4)],
+        [*LOADTEST, *_server_args("auto", out, duration_s=5)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -324,12 +324,19 @@ def test_an_actor_lost_mid_run_is_named_and_its_queries_never_answered(
     )
     try:
         deadline = time.monotonic() + 90
-        while len(actors := cluster.actors()) < 2 or not all(
-            "ShardActor.run" in " ".join(a.cmdline()) for a in actors
-        ):  # Ray retitles an actor's process with the method it is running
+        playing: set[int] = set()  # actors seen in `run` or a heartbeat (sent only once it runs)
+        # Ray retitles an actor's process with the method it is running, but a threaded actor's
+        # title flips to each 0.2 s heartbeat and back to idle while `run` goes on: both titles
+        # need never show `.run` at one instant, so each actor is counted once it has shown one.
+        while len(actors := cluster.actors()) < 2 or playing != {a.pid for a in actors}:
             assert run.poll() is None and time.monotonic() < deadline, run.communicate()[0]
-            time.sleep(0.2)
-        time.sleep(3.5)  # past the 2 s start delay, into the run
+            for actor in actors:
+                with contextlib.suppress(psutil.Error):
+                    title = " ".join(actor.cmdline())
+                    if "ShardActor.run" in title or "ShardActor.heartbeat" in title:
+                        playing.add(actor.pid)
+            time.sleep(0.05)
+        time.sleep(3.0)  # past the 2 s start delay, 1–3 s into the 5 s run
         victim = actors[0]
         victim.kill()
         output, _ = run.communicate(timeout=120)
