@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -171,11 +172,26 @@ def test_compare_refuses_shared_memory_with_the_native_target():
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def _two_instance_repository(built_repository: Path, into: Path) -> Path:
+    """tiny served by two instances with a 2 ms batching window: the configuration #30 asks the
+    native side to copy (instances, batching, threads), not just the one-instance default."""
+    shutil.copytree(built_repository / "tiny", into / "tiny")
+    config = into / "tiny" / "config.pbtxt"
+    text = config.read_text()
+    assert "count: 1" in text and "max_queue_delay_microseconds: 100" in text
+    text = text.replace("count: 1", "count: 2")
+    config.write_text(
+        text.replace("max_queue_delay_microseconds: 100", "max_queue_delay_microseconds: 2000")
+    )
+    return into
+
+
 @pytest.mark.triton
 def test_compare_embedded_triton_against_native(built_repository: Path, tmp_path: Path):
     out = tmp_path / "cmp"
+    repository = _two_instance_repository(built_repository, tmp_path / "repository")
     result = loadtest(
-        "compare", "--model", "tiny", "--repository", str(built_repository),
+        "compare", "--model", "tiny", "--repository", str(repository),
         "--target", "triton-grpc", "--target", "native", "--qps", "30", "--qps", "60",
         "--duration", "3", "--min-queries", "50", "--target-latency", "100",
         "--late-threshold", "20", "--embedded", "always", "--output", str(out),
@@ -204,8 +220,20 @@ def test_compare_embedded_triton_against_native(built_repository: Path, tmp_path
     assert parts == pytest.approx(split["client_mean_us"], rel=0.03)
     assert rows[0]["server_side"]["server_cpu"]["cpu_s"] >= 0
     assert rows[1]["server_side"] is None and rows[1]["batcher"]["batches"] > 0
-    assert data["configurations"]["triton"]["max_batch_size"] == 64
-    assert data["configurations"]["native"]["max_batch_size"] == 64
+    # the native side copies the served configuration: two instances, the same batching window
+    # and threads, so nothing says "configured differently" and the ratio compares servers
+    triton_config, native_config = (
+        data["configurations"]["triton"],
+        data["configurations"]["native"],
+    )
+    assert triton_config["instances"] == native_config["instances"] == 2
+    assert triton_config["max_batch_size"] == native_config["max_batch_size"] == 64
+    assert triton_config["dynamic_batching"] and native_config["dynamic_batching"]
+    assert triton_config["max_queue_delay_us"] == native_config["max_queue_delay_us"] == 2000
+    assert triton_config["intra_op_thread_count"] == str(native_config["intra_op_threads"]) == "1"
+    assert triton_config["inter_op_thread_count"] == str(native_config["inter_op_threads"]) == "1"
+    assert "configured differently" not in result.stdout
+    assert rows[1]["batcher"]["batches"] <= rows[1]["summary"]["completed_ok"]
     (comparison,) = data["comparison"]
     assert comparison["target"] == "triton-grpc"
     metrics = rows[0]["server_side"]["metrics"]
