@@ -670,8 +670,8 @@ class PeakSettings:
         """The pass rule searched, in words: what find-peak.json and `plan` say."""
         if self.goodput_rule:
             return (
-                f"goodput ≥ {self.goodput_target * 100:g} % of requests meeting "
-                f"{describe_all(self.slos)} at once (from the scheduled time)"
+                f"goodput ≥ {self.goodput_target * 100:g} % (the share of requests meeting all of "
+                f"{describe_all(self.slos)}, from the scheduled time)"
             )
         return (
             f"MLPerf p{self.percentile * 100:g} ≤ {self.target_latency_ns / NS_PER_MS:g} ms "
