@@ -116,11 +116,12 @@ def find_peak(
         arrival.refuse_beside("--mix", "each entry plays its own schedule")
         from_find_peak(mix, search, endpoint, client.settings(), access, output)
         return
+    share = _goodput_share(goodput_target, slos)
     settings = PeakSettings(
-        target_latency_ns=_bound_ns(model, target_latency, slos, goodput_target),
+        target_latency_ns=_bound_ns(model, target_latency, slos, share),
         arrival_law=arrival.search_law(),
         slos=slos,
-        goodput_target=(goodput_target or 0.0) / 100,
+        goodput_target=share,
         **search,
     )
     flags = groups.target_flags(model, endpoint, samples, access)
@@ -143,13 +144,23 @@ def find_peak(
         raise typer.Exit(ExitCode.INVALID)
 
 
-def _bound_ns(
-    model: str, target_latency: float | None, slos: tuple[Slo, ...], goodput_target: float | None
-) -> int:
+def _goodput_share(percent: float | None, slos: tuple[Slo, ...]) -> float:
+    """--goodput-target as a share (0.0: MLPerf's rule); the goodput rule needs it and --slo."""
+    if percent is not None and not 0 < percent <= 100:
+        raise SettingsError(f"--goodput-target must be a percentage in (0, 100], got {percent:g}")
+    if (percent is None) != (not slos):
+        raise SettingsError(
+            "find-peak's goodput rule needs both --slo NAME:MS (what a good request meets) and "
+            "--goodput-target PERCENT (the share of requests that must be good)"
+        )
+    return 0.0 if percent is None else percent / 100
+
+
+def _bound_ns(model: str, target_latency: float | None, slos: tuple[Slo, ...], share: float) -> int:
     """MLPerf's rule: --target-latency (or the suite model's). The goodput rule has none of its
     own: the tightest --slo stands in, for the send lag a client may show and keep up (5 % of it,
     at least --late-threshold), and --target-latency is refused as a rule not searched."""
-    if goodput_target is None or not slos:
+    if not share:
         return common.target_latency_ns(model, target_latency)
     if target_latency is not None:
         raise SettingsError(
