@@ -3,7 +3,8 @@
 Pure arithmetic with its assumptions spelled out, because a replica count is only as good as them:
     usable per replica = peak × (1 − headroom)
     replicas           = ceil(target / usable) + spare
-The peak must be the highest rate at which one replica met the same SLO (find-peak's answer).
+The peak must be the highest rate at which one replica met the same SLO (find-peak's answer);
+`rule` says which pass rule found it (MLPerf's percentile bound, or goodput under per-request SLOs).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class CapacityPlan:
     slo: str
     notes: tuple[str, ...]
     assumptions: tuple[str, ...] = ASSUMPTIONS
+    rule: str = ""  # the pass rule the peak was searched under, in words
 
 
 def plan_capacity(
@@ -56,6 +58,7 @@ def plan_capacity(
     spare: int = 0,
     slo: str = "",
     notes: tuple[str, ...] = (),
+    rule: str = "",
 ) -> CapacityPlan:
     if not target_qps > 0:
         raise SettingsError(f"--target-qps must be > 0, got {target_qps:g}")
@@ -85,4 +88,5 @@ def plan_capacity(
         slo=slo,
         notes=notes,
         assumptions=ASSUMPTIONS + extra,
+        rule=rule,
     )

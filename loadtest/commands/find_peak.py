@@ -1,4 +1,5 @@
-"""`loadtest find-peak`: the highest Server QPS that is VALID, within a time budget."""
+"""`loadtest find-peak`: the highest Server QPS that is VALID, within a time budget; or, with
+--slo and --goodput-target, the highest at which goodput holds (scenarios/searches/peak_run.py)."""
 
 from __future__ import annotations
 
@@ -20,14 +21,16 @@ from loadtest.core.settings import (
     PeakSettings,
     TargetSettings,
 )
+from loadtest.core.slos import Slo, check_measurable, parse_slos
 from loadtest.core.stages import Staged
 from loadtest.core.target import ModelSpec, Target
 from loadtest.engine import stopping, timing
 from loadtest.engine.samples import open_with_samples
-from loadtest.errors import ExitCode
+from loadtest.errors import ExitCode, SettingsError
 from loadtest.models import DEFAULT_SERVER_MODEL
 from loadtest.report.peak_report import (
     PEAK_FILES,
+    passed_label,
     peak_json,
     probe_row,
     render_peak,
@@ -84,9 +87,12 @@ def find_peak(
             "--target-latency are then the file's).",
         ),
     ] = None,
+    slo: options.SloOption = None,
+    goodput_target: options.GoodputTargetOption = None,
     arrival: groups.Arrival,
 ) -> None:
-    """Find the highest Server-scenario QPS whose run is VALID (latency bound, early stopping).
+    """Find the highest Server-scenario QPS whose run is VALID (latency bound, early stopping),
+    or, with --slo and --goodput-target, at which that share of requests meets every SLO.
     Over --stages or a --trace: the largest speed-up of that shape that stays VALID (every stage
     VALID), reported as the shape's mean QPS at that speed-up."""
     search: dict[str, Any] = {
@@ -101,15 +107,21 @@ def find_peak(
         "sample_seed": samples.sample_seed,
         "sample_count": samples.samples,
     }
+    slos = parse_slos(slo)
     if mix is not None:
         from loadtest.commands.mix_peak import from_find_peak
 
+        if slos or goodput_target is not None:
+            raise SettingsError("--slo and --goodput-target search one model: not with --mix")
         arrival.refuse_beside("--mix", "each entry plays its own schedule")
         from_find_peak(mix, search, endpoint, client.settings(), access, output)
         return
+    share = _goodput_share(goodput_target, slos)
     settings = PeakSettings(
-        target_latency_ns=common.target_latency_ns(model, target_latency),
+        target_latency_ns=_bound_ns(model, target_latency, slos, share),
         arrival_law=arrival.search_law(),
+        slos=slos,
+        goodput_target=share,
         **search,
     )
     flags = groups.target_flags(model, endpoint, samples, access)
@@ -130,6 +142,32 @@ def find_peak(
     common.finish_or_stop(saved, "find-peak result", outcome.interrupted, outcome.stop_reason)
     if outcome.conclusion.peak_qps is None:
         raise typer.Exit(ExitCode.INVALID)
+
+
+def _goodput_share(percent: float | None, slos: tuple[Slo, ...]) -> float:
+    """--goodput-target as a share (0.0: MLPerf's rule); the goodput rule needs it and --slo."""
+    if percent is not None and not 0 < percent <= 100:
+        raise SettingsError(f"--goodput-target must be a percentage in (0, 100], got {percent:g}")
+    if (percent is None) != (not slos):
+        raise SettingsError(
+            "find-peak's goodput rule needs both --slo NAME:MS (what a good request meets) and "
+            "--goodput-target PERCENT (the share of requests that must be good)"
+        )
+    return 0.0 if percent is None else percent / 100
+
+
+def _bound_ns(model: str, target_latency: float | None, slos: tuple[Slo, ...], share: float) -> int:
+    """MLPerf's rule: --target-latency (or the suite model's). The goodput rule has none of its
+    own: the tightest --slo stands in, for the send lag a client may show and keep up (5 % of it,
+    at least --late-threshold), and --target-latency is refused as a rule not searched."""
+    if not share:
+        return common.target_latency_ns(model, target_latency)
+    if target_latency is not None:
+        raise SettingsError(
+            "--target-latency is MLPerf's p99 rule; with --goodput-target the search holds --slo "
+            "instead (add --slo e2e:MS for an end-to-end bound)"
+        )
+    return min(s.bound_ns for s in slos)
 
 
 def _shape_peak(law: ArrivalLaw, peak_qps: float | None) -> dict[str, Any]:
@@ -154,8 +192,7 @@ def _search(
         law = settings.arrival_law
         common.say(
             f"find-peak against {target.description}, "
-            f"{getattr(law, 'label', law.name)} arrivals: p{settings.percentile * 100:g} ≤ "
-            f"{settings.target_latency_ns / NS_PER_MS:g} ms, budget "
+            f"{getattr(law, 'label', law.name)} arrivals: {settings.rule_text()}, budget "
             f"{settings.budget_ns / NS_PER_S:g} s, probes ≥ "
             f"{settings.probe_duration_ns / NS_PER_S:g} s"
         )
@@ -174,7 +211,6 @@ async def _measure(
     flags: common.TargetFlags,
     live: bool,
 ) -> tuple[ModelSpec, PeakOutcome]:
-    percentile = f"p{settings.percentile * 100:g}"
     view = BudgetProgress(
         common.console,
         settings.budget_ns / NS_PER_S,
@@ -187,8 +223,7 @@ async def _measure(
         common.console.print("probe: " + " | ".join(cells), highlight=False)
         probe = run.probe
         if probe.valid and not probe.client_bound:
-            label = f"VALID at {probe.qps:,.1f} QPS ({percentile} {probe.latency_ns / 1e6:.2f} ms)"
-            view.probe_done(probe.qps, label)
+            view.probe_done(probe.qps, passed_label(run, settings))
         else:
             view.probe_done()
 
@@ -196,6 +231,7 @@ async def _measure(
         spec, library = await open_with_samples(
             target, settings.sample_count, settings.sample_seed, flags.input_data, flags.shapes
         )
+        check_measurable(settings.slos, target.capabilities.streams_parts, target.description)
         # A stop signal from here on ends the search after the probe it interrupts.
         with view, stopping.catching(asyncio.get_running_loop()):
             outcome = await search_peak(

@@ -24,12 +24,12 @@ from loadtest.report.results import build_environment
 from loadtest.scenarios.experiments.mix_run import close_entries, open_entries
 from loadtest.scenarios.experiments.mix_spec import MixSpec
 from loadtest.scenarios.searches.mix_peak_run import (
-    NORMALIZED_BOUND_NS,
     MixPeakOutcome,
     MixProbeRun,
     check_peak_mix,
     search_mix_peak,
 )
+from loadtest.scenarios.searches.peak_search import NORMALIZED_BOUND_NS
 from loadtest.server.mix_deployment import MixMemberTarget, resolve_mix
 
 

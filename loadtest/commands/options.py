@@ -486,6 +486,42 @@ MlperfModelOption = Annotated[
 ]
 
 
+def slo_text(text: str) -> str:
+    """--slo: an objective `core.slos.parse_slo` reads (ttft:500, tpot:50, e2e:2000)."""
+    from loadtest.core.slos import parse_slo
+    from loadtest.errors import SettingsError
+
+    try:
+        parse_slo(text)
+    except SettingsError as exc:
+        raise typer.BadParameter(str(exc).removeprefix("--slo ")) from None
+    return text.strip()
+
+
+# Goodput (rules/goodput.py): requests meeting every --slo at once; find-peak's goodput rule.
+SloOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--slo",
+        parser=slo_text,
+        help="Per-request objective NAME:MS, repeatable: ttft (first token, from the scheduled "
+        "time), tpot ((e2e − TTFT)/(n − 1)), e2e (from the scheduled time). Reports each one's "
+        "attainment and goodput: requests meeting all at once (failures never do). ttft and tpot "
+        "need a streaming target.",
+        show_default=False,
+    ),
+]
+GoodputTargetOption = Annotated[
+    float | None,
+    typer.Option(
+        "--goodput-target",
+        parser=finite_float,
+        help="find-peak's goodput rule: the highest rate at which at least this percentage of "
+        "requests meets every --slo (e.g. 99), instead of MLPerf's p99 bound.",
+        show_default=False,
+    ),
+]
+
 # --- arrivals: when queries are due (#27: core/arrivals.py, core/stages.py, engine/traces/) ----
 # Each parser checks its value before anything runs (exit 2, one line); flag_groups.Arrival checks
 # the ranges, turns them into the run's arrival law and refuses the combinations that contradict

@@ -1,8 +1,13 @@
-"""`loadtest plan`: replicas needed for a target QPS, from a measured peak or a find-peak result."""
+"""`loadtest plan`: replicas needed for a target QPS, from a measured peak or a find-peak result.
+
+A find-peak result says which pass rule it searched (`rule`: MLPerf's percentile bound, or goodput
+under --slo); the plan takes its capacity from either and says which. Files written before the
+goodput rule have no `rule` and were searched under MLPerf's."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,9 +19,11 @@ from loadtest.analysis.capacity import CapacityPlan, plan_capacity
 from loadtest.commands.common import console
 from loadtest.commands.options import finite_float
 from loadtest.core.json_depth import loads_bounded
+from loadtest.core.slos import Slo, describe_all
 from loadtest.core.units import ns_to_ms
 from loadtest.errors import ResultFileError, SettingsError
 from loadtest.report.outputs import write_atomically
+from loadtest.report.peak_report import GOODPUT_RULE
 from loadtest.report.results import SCHEMA, plain
 
 UNUSABLE = {
@@ -39,15 +46,26 @@ def _read_peak(path: Path) -> dict[str, Any]:
     return data
 
 
-def _from_file(
-    path: Path, percentile: float | None, target_latency: float | None
-) -> tuple[float, str, tuple[str, ...]]:
+@dataclass(frozen=True)
+class Measured:
+    """What a result file gives the plan: the peak, the SLO it held, the rule that found it."""
+
+    peak_qps: float
+    slo: str
+    rule: str
+    notes: tuple[str, ...]
+
+
+def _from_file(path: Path, percentile: float | None, target_latency: float | None) -> Measured:
     data = _read_peak(path)
     status = data.get("status", "")
     if data.get("peak_qps") is None:
         raise SettingsError(f"{path} holds no peak to plan from: {UNUSABLE.get(status, status)}")
     if isinstance(data.get("mix"), dict):
         return _from_mix(path, data, percentile, target_latency)
+    rule = data.get("rule")
+    if isinstance(rule, dict) and rule.get("name") == GOODPUT_RULE:
+        return _from_goodput(path, data, rule, percentile, target_latency)
     settings = data["settings"]
     measured_p = float(settings["percentile"]) * 100
     measured_ms = ns_to_ms(int(settings["target_latency_ns"]))
@@ -68,8 +86,7 @@ def _from_file(
         notes.append(
             f"replicas of the sweep's recommended configuration: {data['winner']['label']}"
         )
-    if status != "bracketed":
-        notes.append(f"find-peak did not converge ({status}): {data.get('conclusion', '')}")
+    notes.extend(_convergence(data))
     shape = data.get("shape")
     if isinstance(shape, dict) and shape.get("peak_speedup") is not None:
         notes.append(
@@ -77,12 +94,53 @@ def _from_file(
             f"(×{float(shape['peak_speedup']):.3g} of {float(shape['mean_qps']):,.4g} QPS): "
             "the plan is for traffic of that shape"
         )
-    return float(data["peak_qps"]), f"p{p:g} ≤ {bound:g} ms", tuple(notes)
+    searched = "sweep" if data.get("kind") == "sweep" else "find-peak"
+    return Measured(
+        float(data["peak_qps"]),
+        f"p{p:g} ≤ {bound:g} ms",
+        f"{searched}'s MLPerf rule: p{measured_p:g} ≤ {measured_ms:g} ms from the scheduled "
+        "time, with early stopping",
+        tuple(notes),
+    )
+
+
+def _convergence(data: dict[str, Any]) -> list[str]:
+    status = data.get("status", "")
+    if status == "bracketed":
+        return []
+    return [f"find-peak did not converge ({status}): {data.get('conclusion', '')}"]
+
+
+def _from_goodput(
+    path: Path,
+    data: dict[str, Any],
+    rule: dict[str, Any],
+    percentile: float | None,
+    target_latency: float | None,
+) -> Measured:
+    """A peak searched under the goodput rule: its SLO is the share of requests meeting every
+    --slo, which --percentile and --target-latency cannot restate."""
+    if percentile is not None or target_latency is not None:
+        raise SettingsError(
+            f"{path} was searched under the goodput rule ({rule.get('text', '')}): --percentile "
+            "and --target-latency do not apply; run find-peak with the SLO you plan for"
+        )
+    try:
+        share = float(rule["goodput_target"]) * 100
+        slos = describe_all(tuple(Slo(str(s["name"]), int(s["bound_ns"])) for s in rule["slos"]))
+    except (KeyError, TypeError, ValueError):
+        raise SettingsError(f"{path}: its goodput rule is malformed") from None
+    return Measured(
+        float(data["peak_qps"]),
+        f"goodput ≥ {share:g} % under {slos}",
+        f"find-peak's goodput rule: {rule.get('text', '')}",
+        tuple(_convergence(data)),
+    )
 
 
 def _from_mix(
     path: Path, data: dict[str, Any], percentile: float | None, target_latency: float | None
-) -> tuple[float, str, tuple[str, ...]]:
+) -> Measured:
     """A find-peak --mix result: the peak is the mix's total QPS at its fixed weights, its SLO
     every entry's own bound; a replica then is a copy of the whole mix (every model on it)."""
     if percentile is not None or target_latency is not None:
@@ -101,9 +159,13 @@ def _from_mix(
         f"the peak is the mix's total QPS at fixed weights ({shares}); a replica is a copy of "
         "the whole mix, every model on it, and the load must arrive in those proportions"
     ]
-    if data.get("status") != "bracketed":
-        notes.append(f"find-peak did not converge ({data.get('status')}): {data.get('conclusion')}")
-    return float(data["peak_qps"]), f"every entry within its own bound ({bounds})", tuple(notes)
+    notes.extend(_convergence(data))
+    return Measured(
+        float(data["peak_qps"]),
+        f"every entry within its own bound ({bounds})",
+        "find-peak --mix: the mix's total rate until its first entry breaks its own MLPerf bound",
+        tuple(notes),
+    )
 
 
 def plan(
@@ -147,16 +209,18 @@ def plan(
     if target_latency is not None and target_latency <= 0:
         raise SettingsError(f"--target-latency must be > 0 ms, got {target_latency:g}")
     if from_result is not None:
-        peak, slo, notes = _from_file(from_result, percentile, target_latency)
+        measured = _from_file(from_result, percentile, target_latency)
     else:
         assert peak_qps is not None
-        peak, notes = peak_qps, ()
         slo = (
             f"p{percentile:g} ≤ {target_latency:g} ms"
             if percentile is not None and target_latency is not None
             else "the SLO the peak was measured under"
         )
-    result = plan_capacity(target_qps, peak, headroom, spare, slo, notes)
+        measured = Measured(peak_qps, slo, "given by hand (--peak-qps): no search read", ())
+    result = plan_capacity(
+        target_qps, measured.peak_qps, headroom, spare, measured.slo, measured.notes, measured.rule
+    )
     render_plan(result)
     if output is not None:
         text = json.dumps({"schema": SCHEMA, "kind": "plan", **plain(result)}, indent=1)
@@ -174,6 +238,7 @@ def render_plan(result: CapacityPlan) -> None:
     table.add_column("value")
     table.add_row("target", f"{result.target_qps:,.1f} QPS within {escape(result.slo)}")
     table.add_row("measured peak", f"{result.peak_qps:,.1f} QPS per replica under that SLO")
+    table.add_row("found by", escape(result.rule))
     table.add_row(
         "usable per replica",
         f"{result.usable_qps_per_replica:,.1f} QPS ({result.headroom * 100:g} % headroom)",

@@ -18,6 +18,7 @@ from loadtest.core.settings import (
     ServerSettings,
     resolve_loop,
 )
+from loadtest.core.slos import parse_slos
 from loadtest.models import DEFAULT_SERVER_MODEL, DEFAULT_SERVER_QPS
 from loadtest.scenarios.mlperf.play import Generator
 from loadtest.scenarios.run import server_play
@@ -50,6 +51,7 @@ def server(
     ttft_bound: options.TtftBoundOption = None,
     tpot_bound: options.TpotBoundOption = None,
     mlperf_model: options.MlperfModelOption = None,
+    slo: options.SloOption = None,
     arrival: groups.Arrival,
 ) -> None:
     """Run the MLPerf Server scenario: Poisson arrivals at --qps (or --arrival, --stages, --trace),
@@ -65,6 +67,7 @@ def server(
         late_threshold_ns=int(late_threshold * NS_PER_MS),
         **checks.settings_fields(mlperf),
         **common.token_bound_fields(ttft_bound, tpot_bound, mlperf_model),
+        slos=parse_slos(slo),
     )
     flags = groups.target_flags(model, endpoint, samples, access, client.shared_memory)
     common.execute(

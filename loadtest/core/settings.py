@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from loadtest.core.arrivals import POISSON, ArrivalLaw, Arrivals, Timestamps
 from loadtest.core.secrets import REDACTED, Header, redact_url, split_url_credentials
+from loadtest.core.slos import Slo, describe_all
 from loadtest.core.stages import Staged
 from loadtest.core.units import LATE_THRESHOLD_NS, NS_PER_MS, NS_PER_S
 from loadtest.errors import SettingsError
@@ -354,6 +355,8 @@ class ServerSettings:
     ttft_bound_ns: int = 0
     tpot_bound_ns: int = 0
     token_bounds_source: str = ""
+    # --slo: per-request objectives whose goodput the run reports (rules/goodput.py)
+    slos: tuple[Slo, ...] = ()
     scenario: Scenario = field(default=Scenario.SERVER, init=False)
 
     @property
@@ -622,6 +625,10 @@ class PeakSettings:
     client_lag_fraction: float = DEFAULT_CLIENT_LAG_FRACTION
     # Every probe's law (core/arrivals.py); a renewal law, whose rate the search sets
     arrival_law: ArrivalLaw = POISSON
+    # The goodput rule (--slo, --goodput-target): a probe passes when at least this share of its
+    # requests meets every SLO; 0 = MLPerf's rule (the percentile within target_latency_ns).
+    slos: tuple[Slo, ...] = ()
+    goodput_target: float = 0.0
     scenario: Scenario = field(default=Scenario.SERVER, init=False)
 
     def __post_init__(self) -> None:
@@ -644,6 +651,32 @@ class PeakSettings:
         if self.late_threshold_ns <= 0:
             raise SettingsError("--late-threshold must be > 0 ms")
         _check_client_lag_fraction(self.client_lag_fraction)
+        if not 0 <= self.goodput_target <= 1:
+            raise SettingsError(
+                f"--goodput-target must be a share in (0, 100] %, got {self.goodput_target * 100:g}"
+            )
+        if bool(self.goodput_target) != bool(self.slos):
+            raise SettingsError(
+                "find-peak's goodput rule needs both --slo NAME:MS (what a good request meets) "
+                "and --goodput-target PERCENT (the share of requests that must be good)"
+            )
+
+    @property
+    def goodput_rule(self) -> bool:
+        """Probes pass on goodput (--goodput-target), not on MLPerf's percentile bound."""
+        return bool(self.goodput_target)
+
+    def rule_text(self) -> str:
+        """The pass rule searched, in words: what find-peak.json and `plan` say."""
+        if self.goodput_rule:
+            return (
+                f"goodput ≥ {self.goodput_target * 100:g} % (the share of requests meeting all of "
+                f"{describe_all(self.slos)}, from the scheduled time)"
+            )
+        return (
+            f"MLPerf p{self.percentile * 100:g} ≤ {self.target_latency_ns / NS_PER_MS:g} ms "
+            "(from the scheduled time, with early stopping)"
+        )
 
     @property
     def shaped(self) -> bool:
@@ -669,6 +702,7 @@ class PeakSettings:
             late_threshold_ns=self.late_threshold_ns,
             client_lag_fraction=self.client_lag_fraction,
             arrival_law=law,
+            slos=self.slos,
         )
 
 

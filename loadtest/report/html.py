@@ -315,6 +315,51 @@ def metrics_html(metrics: Any, div_id: str, inferences: Any = None) -> str:
     return out
 
 
+def _share(value: Any) -> str:
+    return f"{float(value) * 100:.2f} %" if isinstance(value, (int, float)) else "—"
+
+
+def goodput_html(goodput: Any) -> str:
+    """--slo: each SLO's attainment, goodput (all at once) and its rates, with definitions ("" if
+    the run had no SLO)."""
+    goodput = obj(goodput)
+    if not goodput:
+        return ""
+    requests = goodput.get("requests", "—")
+    rows: list[list[object]] = []
+    for attained in goodput.get("attainment") or []:
+        attained = obj(attained)
+        bound = ms(attained.get("bound_ns"))
+        rows.append(
+            [f"{attained.get('name')} ≤ {bound}", f"{attained.get('met')} of {requests}",
+             _share(attained.get("share"))]
+        )  # fmt: skip
+    rows.append(
+        [Raw("<b>all at once (goodput)</b>"), f"{goodput.get('good')} of {requests}",
+         _share(goodput.get("share"))]
+    )  # fmt: skip
+    rates = [
+        ["goodput requests/s", fmt_value("", goodput.get("requests_per_s")),
+         f"over {ms(goodput.get('span_ns'))}"],
+    ]  # fmt: skip
+    if goodput.get("tokens_per_s") is not None:
+        rates.append(
+            ["goodput tokens/s", fmt_value("", goodput.get("tokens_per_s")),
+             f"over {ms(goodput.get('tokens_span_ns'))}; {goodput.get('tokens')} tokens "
+             f"({goodput.get('token_source')})"]
+        )  # fmt: skip
+    definitions = obj(goodput.get("definitions"))
+    return (
+        "<h3>Goodput under the SLOs</h3>"
+        + table(["objective", "requests meeting it", "share"], rows, numeric=1)
+        + table(["rate", "value", "span"], rates, numeric=1)
+        + f'<p class="note">{goodput.get("failed", 0)} failed or never answered requests count '
+        "as not meeting any SLO. Definitions: "
+        + esc("; ".join(f"{k}: {v}" for k, v in definitions.items()))
+        + "</p>"
+    )
+
+
 def run_details(run: ResultFile, number: int) -> str:
     data = run.data
     s = run.summary
@@ -370,6 +415,7 @@ def run_details(run: ResultFile, number: int) -> str:
     }
     counts.update({f"errors: {k}": v for k, v in (s.get("errors_by_kind") or {}).items()})
     parts.append("<h3>Counts</h3>" + table(["", "queries"], counts.items(), numeric=1))
+    parts.append(goodput_html(data.get("goodput")))
     parts.append(stages_html(data.get("stages")))
     parts.append(run_split_html(data, number))
     parts.append(
@@ -456,18 +502,30 @@ def find_peak_section(result: ResultFile, number: int) -> str:
     slo_ns = float(slo) if isinstance(slo, (int, float)) else None
     percentile = settings.get("percentile", 0.99)
     label = f"p{float(percentile) * 100:g}" if isinstance(percentile, (int, float)) else "p99"
+    rule = obj(data.get("rule"))
+    held = f"SLO {esc(ms(slo_ns))} at {label}"
+    if rule.get("name") == "goodput":
+        # The latency curve stays (p99 from scheduled time); its line would be no bound here.
+        held, slo_ns = f"searched under the goodput rule: {esc(rule.get('text', ''))}", None
+    elif rule.get("text"):
+        held = f"searched under {esc(rule['text'])}"
     parts = [
         f'<h2 id="peak-{number}">Find-peak: {esc(result.label)}</h2>',
         f"<p>Chosen peak: <b>{esc(fmt_value('', peak_qps)) if peak_qps else 'none found'}</b>"
-        f" QPS; SLO {esc(ms(slo_ns))} at {label}.</p>",
+        f" QPS; {held}.</p>",
         figure_html(figures.peak_figure(probes, peak_qps, slo_ns, label), f"fig-peak-{number}"),
     ]
     if isinstance(data.get("conclusion"), str):
         parts.insert(2, f"<p>{esc(data['conclusion'])}</p>")
+    # Under the goodput rule a probe's latency_ns is the search's scaled SLO ratio, not a time:
+    # slo_ratio shows it as what it is.
+    hidden = {"latency_ns"} if rule.get("name") == "goodput" else set()
     columns: list[str] = []
     for probe in probes:
         columns.extend(
-            k for k, v in probe.items() if k not in columns and not isinstance(v, (dict, list))
+            k
+            for k, v in probe.items()
+            if k not in columns and k not in hidden and not isinstance(v, (dict, list))
         )
     rows = [[fmt_value(c, p.get(c)) for c in columns] for p in probes]
     parts.append(table(columns, rows))

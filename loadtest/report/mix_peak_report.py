@@ -22,13 +22,8 @@ from loadtest.core.units import ns_to_ms
 from loadtest.report.peak_report import probe_json
 from loadtest.report.results import SCHEMA, SCHEMA_VERSION, plain
 from loadtest.scenarios.experiments.mix_spec import MixSpec
-from loadtest.scenarios.searches.mix_peak_run import (
-    LATENCY_SCALE,
-    NORMALIZED_BOUND_NS,
-    MixPeakOutcome,
-    MixProbeRun,
-)
-from loadtest.scenarios.searches.peak_search import FAILED_LATENCY_NS
+from loadtest.scenarios.searches.mix_peak_run import LATENCY_SCALE, MixPeakOutcome, MixProbeRun
+from loadtest.scenarios.searches.peak_search import FAILED_LATENCY_NS, NORMALIZED_BOUND_NS
 
 
 def mix_probe_json(run: MixProbeRun) -> dict[str, Any]:

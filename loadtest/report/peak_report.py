@@ -1,8 +1,10 @@
 """find-peak's result: every probe, the curve's points, the answer and how sure it is.
 
 The JSON shares the run results' envelope (schema, settings, environment) with `kind: "find-peak"`,
-and lists each probe with its latency at the bound's percentile (from scheduled time), achieved
-rate and verdict, so the HTML report can draw the latency–throughput curve with the SLO line.
+says which pass rule was searched (`rule`: MLPerf's p99 bound or goodput under --slo, what `plan`
+reads), and lists each probe with its latency at the bound's percentile (from scheduled time),
+achieved rate and verdict (under the goodput rule, its goodput too), so the HTML report can draw
+the latency–throughput curve with the SLO line.
 """
 
 from __future__ import annotations
@@ -18,16 +20,50 @@ from rich.table import Table
 
 from loadtest.core.secrets import redact_url
 from loadtest.core.settings import PeakSettings, TargetSettings
+from loadtest.core.slos import describe_all
 from loadtest.core.target import ModelSpec
 from loadtest.core.units import ns_to_ms
 from loadtest.report.outputs import Saved, save, stamp
 from loadtest.report.results import SCHEMA, SCHEMA_VERSION, plain
 from loadtest.scenarios.searches.peak_run import PeakOutcome, ProbeRun
-from loadtest.scenarios.searches.peak_search import FAILED_LATENCY_NS
+from loadtest.scenarios.searches.peak_search import FAILED_LATENCY_NS, NORMALIZED_BOUND_NS
+
+MLPERF_RULE = "mlperf-p99"
+GOODPUT_RULE = "goodput"
+
+
+def rule_json(settings: PeakSettings) -> dict[str, Any]:
+    """Which pass rule the search held, in words and in numbers (what `plan` reads)."""
+    if settings.goodput_rule:
+        return {
+            "name": GOODPUT_RULE,
+            "text": settings.rule_text(),
+            "goodput_target": settings.goodput_target,
+            "slos": [{"name": s.name, "bound_ns": s.bound_ns} for s in settings.slos],
+            "measure": "latency_ns of a probe = the requests' worst SLO ratio (figure ÷ bound) at "
+            "the rank the target share needs, × 1 s (1 s = exactly at the bounds; ≤ 1 s exactly "
+            "when goodput holds); the client's send-lag allowance is taken from the tightest SLO",
+        }
+    return {
+        "name": MLPERF_RULE,
+        "text": settings.rule_text(),
+        "percentile": settings.percentile,
+        "target_latency_ns": settings.target_latency_ns,
+    }
 
 
 def probe_json(run: ProbeRun) -> dict[str, Any]:
     summary, probe = run.summary, run.probe
+    extra: dict[str, Any] = {}
+    if run.goodput is not None:
+        extra = {
+            "goodput_share": run.goodput.share,
+            "slo_ratio": (
+                None if probe.latency_ns >= FAILED_LATENCY_NS
+                else probe.latency_ns / NORMALIZED_BOUND_NS
+            ),
+            "goodput": run.goodput.to_json(),
+        }  # fmt: skip
     return {
         "qps": probe.qps,
         "scheduled_qps": summary.scheduled_qps,
@@ -41,6 +77,7 @@ def probe_json(run: ProbeRun) -> dict[str, Any]:
         "errors": summary.errors,
         "send_lag_p99_ns": summary.send_lag.p99_ns,
         "reasons": list(probe.reasons),
+        **extra,
         "summary": summary.to_dict(),
     }
 
@@ -60,6 +97,7 @@ def peak_json(
         "scenario": "Server",
         "created_unix_s": time.time(),
         "settings": plain(settings),
+        "rule": rule_json(settings),
         "target": {**plain(target), "url": redact_url(target.url)},
         "model": plain(model),
         "environment": environment,
@@ -90,41 +128,63 @@ def write_peak(
     return save({PEAK_FILES[0]: text}, output, name, force=force)
 
 
+def passed_label(run: ProbeRun, settings: PeakSettings) -> str:
+    """How the progress display names a passing probe ("VALID at ...", "goodput ... at ...")."""
+    probe = run.probe
+    if run.goodput is not None:
+        return f"goodput {run.goodput.share * 100:.2f} % at {probe.qps:,.1f} QPS"
+    p = f"p{settings.percentile * 100:g}"
+    return f"VALID at {probe.qps:,.1f} QPS ({p} {probe.latency_ns / 1e6:.2f} ms)"
+
+
 def probe_row(run: ProbeRun, percentile: float, bound_ns: int) -> list[str]:
     probe = run.probe
     if probe.client_bound:
         verdict = "[yellow]client-bound (not counted)[/]"
     elif probe.valid:
-        verdict = "[green]VALID[/]"
+        verdict = "[green]goodput held[/]" if run.goodput is not None else "[green]VALID[/]"
     else:
-        verdict = "[red]INVALID[/]"
+        verdict = "[red]goodput missed[/]" if run.goodput is not None else "[red]INVALID[/]"
     why = "" if probe.valid else escape("; ".join(probe.reasons[:2]))
     return [
         f"{probe.qps:,.1f}",
         f"{run.summary.completed_qps:,.1f}",
-        (
-            "∞ (failures)"
-            if probe.latency_ns >= FAILED_LATENCY_NS
-            else f"{ns_to_ms(probe.latency_ns):,.2f}"
-        )
-        + (" ✗" if probe.latency_ns > bound_ns else ""),
+        _measure_cell(run, bound_ns),
         f"{ns_to_ms(run.summary.send_lag.p99_ns):,.2f}",
         verdict,
         why,
     ]
 
 
+def _measure_cell(run: ProbeRun, bound_ns: int) -> str:
+    """The figure the search read: goodput (with its SLO ratio) or the latency at the percentile."""
+    probe = run.probe
+    failed = probe.latency_ns >= FAILED_LATENCY_NS
+    if run.goodput is not None:
+        ratio = "∞" if failed else f"{probe.latency_ns / NORMALIZED_BOUND_NS:.2f}"
+        return f"{run.goodput.share * 100:.2f} % (ratio {ratio})"
+    cell = "∞ (failures)" if failed else f"{ns_to_ms(probe.latency_ns):,.2f}"
+    return cell + (" ✗" if probe.latency_ns > bound_ns else "")
+
+
 def peak_table(settings: PeakSettings, outcome: PeakOutcome) -> Table:
     p = f"p{settings.percentile * 100:g}"
-    table = Table(
-        title=(
+    if settings.goodput_rule:
+        title = (
+            f"find-peak probes (in order): goodput (requests meeting {describe_all(settings.slos)},"
+            f" from scheduled time) vs target {settings.goodput_target * 100:g} %; ratio = the "
+            "worst SLO ratio at that share (≤ 1 holds)"
+        )
+        measured = "goodput"
+    else:
+        title = (
             f"find-peak probes (in order): {p} latency from scheduled time vs bound "
             f"{ns_to_ms(settings.target_latency_ns):g} ms"
-        ),
-        title_justify="left",
-    )
-    for heading in ("QPS asked", "QPS done", f"{p} ms", "send-lag p99 ms", "verdict", "why"):
-        numeric = "ms" in heading or "QPS" in heading
+        )
+        measured = f"{p} ms"
+    table = Table(title=escape(title), title_justify="left")
+    for heading in ("QPS asked", "QPS done", measured, "send-lag p99 ms", "verdict", "why"):
+        numeric = "ms" in heading or "QPS" in heading or heading == "goodput"
         table.add_column(heading, justify="right" if numeric else "left")
     for run in outcome.runs:
         table.add_row(*probe_row(run, settings.percentile, settings.target_latency_ns))
@@ -135,9 +195,14 @@ def render_peak(console: Console, settings: PeakSettings, outcome: PeakOutcome) 
     console.print(peak_table(settings, outcome))
     conclusion = outcome.conclusion
     if conclusion.peak_qps is not None:
+        held = (
+            settings.rule_text()
+            if settings.goodput_rule
+            else f"{settings.percentile * 100:g}th percentile ≤ "
+            f"{ns_to_ms(settings.target_latency_ns):g} ms"
+        )
         console.print(
-            f"[bold]Peak: {conclusion.peak_qps:,.1f} QPS[/] with {settings.percentile * 100:g}th "
-            f"percentile ≤ {ns_to_ms(settings.target_latency_ns):g} ms "
+            f"[bold]Peak: {conclusion.peak_qps:,.1f} QPS[/] with {escape(held)} "
             f"({len(outcome.runs)} probes, {outcome.elapsed_s:.0f} s)",
             highlight=False,
         )

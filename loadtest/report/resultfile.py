@@ -124,12 +124,15 @@ def classify(data: Any, where: str) -> str:
 
 
 NUMBER_SUFFIXES = ("_ns", "_qps", "_ms", "_s")
+TEXT_ONLY = frozenset({"records", "origins", "definitions"})
 
 
 def check_numbers(data: Any, where: str, path: str = "") -> None:
     """Every value under a key named for a unit (p99_ns, peak_qps, ...) is a finite number or
     null: a string or NaN there was read as if measured, and diff dropped the row (#26). The
-    per-query records (columns of integers, checked by Records) are not walked."""
+    per-query records (columns of integers, checked by Records) are not walked, nor the texts
+    that say what each figure is (`origins` of the token figures, `definitions` of goodput),
+    whose keys name the figure they describe."""
     if isinstance(data, list):
         for i, item in enumerate(data):
             check_numbers(item, where, f"{path}[{i}]")
@@ -137,7 +140,7 @@ def check_numbers(data: Any, where: str, path: str = "") -> None:
     if not isinstance(data, dict):
         return
     for key, value in data.items():
-        if key == "records":
+        if key in TEXT_ONLY:
             continue
         at = f"{path}.{key}" if path else str(key)
         if str(key).endswith(NUMBER_SUFFIXES) and not isinstance(value, (dict, list)):

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from loadtest.core.records import Records
 from loadtest.core.secrets import Secret, redact_url
 from loadtest.core.settings import ScenarioSettings, ServerSettings, TargetSettings
 from loadtest.core.stages import StagedArrivals
@@ -39,6 +40,7 @@ from loadtest.observe.observer import ServerSide
 from loadtest.report.mlperf_summary import render_mlperf_summary
 from loadtest.report.outputs import stamp, write_atomically
 from loadtest.rules.cache_check import CacheCheck
+from loadtest.rules.goodput import Goodput, goodput
 from loadtest.rules.output_check import OutputCheck
 from loadtest.rules.stage_results import StageResult, stage_results, stages_check
 from loadtest.rules.stats import Summary, Timeline, decode_histograms, timeline
@@ -151,6 +153,7 @@ class RunReport:
     tokens: TokenFigures | None = None  # an answer in parts (streamed, LLM): rules/tokens.py
     token_bounds: TokenBounds | None = None
     stages: tuple[StageResult, ...] = ()  # --stages: each stage judged alone (rules/stage_results)
+    goodput: Goodput | None = None  # --slo: requests meeting every SLO (rules/goodput.py)
 
     @classmethod
     def from_measurement(
@@ -204,6 +207,7 @@ class RunReport:
             tokens=tokens,
             token_bounds=bounds,
             stages=stages,
+            goodput=_goodput(settings, records),
         )
 
     @classmethod
@@ -266,6 +270,8 @@ class RunReport:
             result["cache_check"] = self.cache_check.to_dict()
         if self.tokens is not None:
             result["tokens"] = self._tokens_json()
+        if self.goodput is not None:
+            result["goodput"] = self.goodput.to_json()
         if self.settings.keep_records:
             records = outcome.records
             result["records"] = {
@@ -306,6 +312,13 @@ def token_bounds_of(settings: ScenarioSettings) -> TokenBounds:
             settings.early_stopping_confidence,
         )
     return TokenBounds()
+
+
+def _goodput(settings: ScenarioSettings, records: Records) -> Goodput | None:
+    """A Server run's goodput under its --slo objectives; None when none was given."""
+    if isinstance(settings, ServerSettings) and settings.slos:
+        return goodput(records, settings.slos)
+    return None
 
 
 def _stages(settings: ScenarioSettings, measurement: Measurement) -> tuple[StageResult, ...]:

@@ -9,6 +9,7 @@ from rich.table import Table
 from loadtest.core.units import ms_cell, ns_to_s
 from loadtest.engine.selfmeasure import GAP_CV_TOLERANCE, ClientReport
 from loadtest.report.results import RunReport
+from loadtest.rules.goodput import Goodput
 from loadtest.rules.stage_results import StageResult
 from loadtest.rules.stats import LatencyStats, Summary
 from loadtest.rules.validity import Verdict
@@ -215,6 +216,56 @@ def render_tokens(console: Console, report: RunReport) -> None:
     )
 
 
+def goodput_table(result: Goodput) -> Table:
+    """--slo: each SLO's attainment, all of them at once (goodput), and goodput's rates."""
+    table = Table(
+        title="Goodput: requests meeting every SLO at once (TTFT and e2e from the scheduled time)",
+        title_justify="left",
+        min_width=80,
+    )
+    for heading in ("objective", "requests meeting it", "share"):
+        table.add_column(heading, justify="left" if heading == "objective" else "right")
+    for attained in result.attainment:
+        table.add_row(
+            escape(attained.slo.describe()),
+            f"{attained.met:,} of {result.requests:,}",
+            f"{attained.share * 100:.2f} %",
+        )
+    table.add_row(
+        "[bold]all at once (goodput)[/]",
+        f"[bold]{result.good:,} of {result.requests:,}[/]",
+        f"[bold]{result.share * 100:.2f} %[/]",
+    )
+    table.add_row(
+        "goodput requests/s",
+        f"{result.requests_per_s:,.2f}",
+        f"over {ns_to_s(result.span_ns):.3f} s",
+    )
+    tokens = ""
+    if result.tokens_per_s is not None:
+        table.add_row(
+            "goodput tokens/s",
+            f"{result.tokens_per_s:,.1f} ({result.tokens:,} tokens)",
+            f"over {ns_to_s(result.tokens_span_ns):.3f} s",
+        )
+        tokens = (
+            f"; tokens/s = the good requests' tokens ({result.token_source}) / (t = 0 → last "
+            "successful completion), completed tokens/s's formula"
+        )
+    left_out = f"; {result.not_sent} never sent, left out" if result.not_sent else ""
+    tpot = any(s.name == "tpot" for s in result.slos)
+    table.caption = escape(
+        f"{result.requests:,} requests sent; {result.failed:,} failed or never answered count as "
+        f"not meeting any SLO{left_out}"
+        + ("; TPOT = (e2e − TTFT)/(n − 1): an answer of < 2 tokens has none and fails it" if tpot
+           else "")
+        + "; requests/s = (good − 1) / (first due time → last successful completion), completed "
+        "QPS's formula"
+        + tokens
+    )  # fmt: skip
+    return table
+
+
 def stages_table(stages: tuple[StageResult, ...]) -> Table:
     """--stages: each stage's offered and carried rate, its latency, and its own verdict."""
     label = f"p{stages[0].percentile * 100:g}"
@@ -259,6 +310,8 @@ def render_report(console: Console, report: RunReport) -> None:
     )
     if report.tokens is not None:
         render_tokens(console, report)
+    if report.goodput is not None:
+        console.print(goodput_table(report.goodput))
     if summary.errors:
         failures = summary.failure_latency
         console.print(

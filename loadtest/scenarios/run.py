@@ -33,6 +33,7 @@ from loadtest.core.settings import (
     ServerSettings,
     TargetSettings,
 )
+from loadtest.core.slos import check_measurable
 from loadtest.core.target import ModelSpec, Sample, Target
 from loadtest.engine import stopping, timing
 from loadtest.engine.measurement import Measurement
@@ -223,7 +224,10 @@ async def _prepare(
     say: Say,
 ) -> _Prepared:
     """The sample library (and the probe's samples), prepared on the target, and the reference
-    outputs for --check-outputs: all before the clock starts, so the run pays nothing for them."""
+    outputs for --check-outputs: all before the clock starts, so the run pays nothing for them.
+    A --slo the target cannot measure (ttft on an answer not in parts) stops here, before load."""
+    if isinstance(settings, ServerSettings):
+        check_measurable(settings.slos, target.capabilities.streams_parts, target.description)
     library = sample_library(
         spec, settings.sample_count, settings.sample_seed, flags.input_data, flags.shapes,
         batch_size,

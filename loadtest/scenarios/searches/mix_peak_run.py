@@ -26,9 +26,14 @@ from loadtest.rules.validity import expected_min_queries
 from loadtest.scenarios.experiments.mix_play import OpenedEntry, play_mix
 from loadtest.scenarios.experiments.mix_spec import MixSpec
 from loadtest.scenarios.searches.peak_run import PROBE_OVERHEAD_S, ProbeRun, probe_of
-from loadtest.scenarios.searches.peak_search import FAILED_LATENCY_NS, Conclusion, PeakSearch, Probe
+from loadtest.scenarios.searches.peak_search import (
+    FAILED_LATENCY_NS,
+    NORMALIZED_BOUND_NS,
+    Conclusion,
+    PeakSearch,
+    Probe,
+)
 
-NORMALIZED_BOUND_NS = 1_000_000_000
 LATENCY_SCALE = (
     "latency_ns of a mix probe = the worst entry's latency at its percentile ÷ its own bound × "
     "1 s (1 s = exactly at the bound); each entry's own latency is under entries"

@@ -1,9 +1,17 @@
 """Runs a peak search on an opened target: calibration, then probes chosen by PeakSearch.
 
 Owns the budget clock (the search itself is pure). Each probe is a full Server-scenario run,
-judged by the MLPerf rules, so its minimum query count is raised to what early stopping needs at
-the bound's percentile (×1.3): at low rates a probe then lasts longer than --probe-duration
-rather than failing for too few queries, which would say nothing about the server.
+judged by one of two pass rules (PeakSettings.goodput_rule says which):
+- MLPerf's: the run is VALID (the percentile within the bound, early stopping, no failures);
+- goodput's: at least `goodput_target` of the requests sent meet every --slo at once
+  (rules/goodput.py). The search then reads the requests' SLO ratio at that share, scaled so
+  that NORMALIZED_BOUND_NS stands for "exactly at the bounds", as find-peak --mix reads its
+  worst entry.
+Either way a client that fell behind its schedule neither passes nor fails the probe unless the
+server failed even when measured from the actual sends. A probe's minimum query count is raised
+to what early stopping needs at the bound's percentile, or at the goodput share (×1.3): at low
+rates a probe then lasts longer than --probe-duration rather than failing for too few queries,
+which would say nothing about the server.
 """
 
 from __future__ import annotations
@@ -21,14 +29,26 @@ from loadtest.core.target import ModelSpec, Target
 from loadtest.engine import stopping
 from loadtest.engine.measurement import Measurement
 from loadtest.engine.selfmeasure import Progress
+from loadtest.rules.goodput import SEND, Goodput, goodput, holds, ratio_at_share
 from loadtest.rules.stage_results import stage_results, stages_check
 from loadtest.rules.stats import Summary, exact_percentile, exact_percentile_with_failures
-from loadtest.rules.validity import Verdict, expected_min_queries, with_check
+from loadtest.rules.validity import CLIENT_KEPT_UP, Verdict, expected_min_queries, with_check
 from loadtest.scenarios.mlperf.interpret import interpret_server
 from loadtest.scenarios.mlperf.play import Generator, closed_loop_throughput, run_server
-from loadtest.scenarios.searches.peak_search import FAILED_LATENCY_NS, Conclusion, PeakSearch, Probe
+from loadtest.scenarios.searches.peak_search import (
+    FAILED_LATENCY_NS,
+    GOODPUT_WORDS,
+    MLPERF_WORDS,
+    NORMALIZED_BOUND_NS,
+    Conclusion,
+    PeakSearch,
+    Probe,
+)
 
 PROBE_OVERHEAD_S = 1.5  # drain, interpretation and reconnect between probes, for budgeting
+# A goodput target of 100 % needs every request good; its probe minimum is taken at 99.9 %
+# (a flawless probe of ceil(log(0.01) / log(0.999)) × 1.3 ≈ 6,000 queries), not infinity.
+MAX_COUNTED_SHARE = 0.999
 
 
 @dataclass(frozen=True)
@@ -38,6 +58,7 @@ class ProbeRun:
     summary: Summary
     verdict: Verdict
     client_cpu_s: float
+    goodput: Goodput | None = None  # the goodput rule's figures (None under MLPerf's rule)
 
 
 @dataclass(frozen=True)
@@ -66,8 +87,13 @@ async def calibrate(target: Target, sample_count: int, settings: PeakSettings) -
     return qps, stopped
 
 
-def _probe_of(settings: ServerSettings, measurement: Measurement) -> ProbeRun:
+def _probe_of(
+    settings: ServerSettings, measurement: Measurement, goodput_target: float = 0.0
+) -> ProbeRun:
+    """A probe judged by MLPerf's rule, or by the goodput rule when `goodput_target` is set."""
     summary, verdict = interpret_server(settings, measurement.outcome)
+    if goodput_target:
+        return _goodput_probe(settings, measurement, summary, verdict, goodput_target)
     arrivals = settings.arrivals
     if isinstance(arrivals, StagedArrivals):  # over stages, a probe is VALID if every stage is
         stages = stage_results(
@@ -104,6 +130,39 @@ def _probe_of(settings: ServerSettings, measurement: Measurement) -> ProbeRun:
         fastest_ns=summary.latency_from_issue.min_ns,
     )
     return ProbeRun(probe, settings, summary, verdict, measurement.client_cpu_s)
+
+
+def _goodput_probe(
+    settings: ServerSettings,
+    measurement: Measurement,
+    summary: Summary,
+    verdict: Verdict,
+    target: float,
+) -> ProbeRun:
+    """The goodput rule: passes when ≥ `target` of the sent requests meet every SLO; the search
+    reads the SLO ratio at that share (see the module docstring)."""
+    records = measurement.outcome.records
+    result = goodput(records, settings.slos)
+    passed = holds(result, target)
+    ratio = ratio_at_share(records, settings.slos, target)
+    measure = FAILED_LATENCY_NS if math.isinf(ratio) else round(ratio * NORMALIZED_BOUND_NS)
+    # The client-bound rule, as MLPerf's: a lagging client clears nothing, but convicts the server
+    # when goodput misses its target even measured from the actual sends (its lag taken out).
+    server_failed_anyway = not holds(goodput(records, settings.slos, SEND), target)
+    client_bound = not summary.client_kept_up and not server_failed_anyway
+    reasons = [] if passed else [f"goodput {result.share * 100:.2f} % < {target * 100:g} %"]
+    lagged = verdict.check(CLIENT_KEPT_UP)
+    if lagged is not None and not lagged.passed:
+        reasons.append(lagged.detail)
+    probe = Probe(
+        qps=settings.qps,
+        latency_ns=min(FAILED_LATENCY_NS, measure),
+        valid=passed and summary.client_kept_up,
+        client_bound=client_bound,
+        completed_qps=summary.completed_qps,
+        reasons=tuple(reasons),
+    )
+    return ProbeRun(probe, settings, summary, verdict, measurement.client_cpu_s, result)
 
 
 # The one probe judgement, also applied to each entry of a mix (scenarios/searches/mix_peak_run.py).
@@ -151,10 +210,13 @@ async def search_peak(
         if ceiling is math.inf:
             ceiling = None
     search = PeakSearch(
-        target_latency_ns=settings.target_latency_ns,
+        target_latency_ns=(
+            NORMALIZED_BOUND_NS if settings.goodput_rule else settings.target_latency_ns
+        ),
         start_qps=start_qps if not ceiling else min(start_qps, ceiling * 0.9),
         resolution=settings.resolution,
         ceiling_qps=ceiling,
+        words=GOODPUT_WORDS if settings.goodput_rule else MLPERF_WORDS,
     )
     runs: list[ProbeRun] = []
     exhausted = interrupted = False
@@ -229,14 +291,18 @@ async def _run_probe(
         on_tick=on_tick,
         generator=generator,
     )
-    return _probe_of(probe_settings, measurement), measurement
+    return _probe_of(probe_settings, measurement, settings.goodput_target), measurement
 
 
 def probe_min_queries(settings: PeakSettings) -> int:
-    """What early stopping needs at the bound's percentile, ×1.3 (see the module docstring)."""
-    return math.ceil(
-        1.3 * expected_min_queries(settings.percentile, settings.early_stopping_confidence)
+    """What early stopping needs at the bound's percentile (or the goodput share), ×1.3 (see the
+    module docstring)."""
+    share = (
+        min(settings.goodput_target, MAX_COUNTED_SHARE)
+        if settings.goodput_rule
+        else settings.percentile
     )
+    return math.ceil(1.3 * expected_min_queries(share, settings.early_stopping_confidence))
 
 
 def probe_seconds(settings: PeakSettings, qps: float) -> float:

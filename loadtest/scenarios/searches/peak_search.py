@@ -21,6 +21,12 @@ throws away how far from the bound the latency was. Here every probe counts:
   neither passes nor fails; it caps the rates the search may try (halving when nothing below it
   has been measured yet), and if the bracket cannot be closed below that cap the answer says so.
 
+The search reads one number per probe against one bound (`latency_ns`, `target_latency_ns`): under
+MLPerf's rule the latency at the percentile and its bound; a normalized measure otherwise (find-peak
+--mix's worst entry, the goodput rule's SLO ratio at the target share), scaled so that
+NORMALIZED_BOUND_NS stands for "exactly at the bound". `words` name a pass and a failure in the
+conclusion ("VALID"/"INVALID", or goodput's).
+
 Confidence of the answer: the peak is the highest VALID rate `lo`; the true peak lies in [lo, hi)
 if latency grows with load; each probe's own VALID verdict already includes LoadGen's early
 stopping (99 % confidence that the percentile meets the bound at that rate).
@@ -36,6 +42,11 @@ MIN_GROWTH = 1.25
 MAX_GROWTH = 4.0
 SAFEGUARD = 0.1  # keep each refining step inside [lo + 10 %, hi − 10 %] of the bracket
 
+
+# A normalized measure (a ratio to its bound) is read scaled so that this stands for 1: the bound.
+NORMALIZED_BOUND_NS = 1_000_000_000
+MLPERF_WORDS = ("VALID", "INVALID")
+GOODPUT_WORDS = ("goodput held", "goodput missed")
 
 # A probe whose failed queries reach the bound's percentile has an infinite latency there; this
 # stands for it in the arithmetic (1 / latency ≈ 0: a saturated point), and reports print "∞".
@@ -86,6 +97,7 @@ class PeakSearch:
     resolution: float = 0.05  # stop when (hi − lo) / hi ≤ this
     ceiling_qps: float | None = None  # e.g. 1.1 × measured closed-loop throughput
     min_qps: float = 0.1
+    words: tuple[str, str] = MLPERF_WORDS  # a pass and a failure, in the conclusion
 
     def unreachable(self, probes: Sequence[Probe]) -> Probe | None:
         """A probe whose fastest query already exceeded the bound: no rate can meet it."""
@@ -220,8 +232,9 @@ class PeakSearch:
         else:
             width = (upper - peak) / upper
             status = "bracketed" if width <= self.resolution else "coarse"
+            passed, failed = self.words
             text = (
-                f"peak in [{peak:g}, {upper:g}) QPS: VALID at {peak:g}, INVALID at {upper:g} "
+                f"peak in [{peak:g}, {upper:g}) QPS: {passed} at {peak:g}, {failed} at {upper:g} "
                 f"(resolution {width * 100:.1f} % of the upper rate)"
             )
         if budget_exhausted and status != "bracketed":
