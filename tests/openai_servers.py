@@ -101,6 +101,15 @@ def server_venv() -> Path:
     return venv
 
 
+def server_environment(**extra: str) -> dict[str, str]:
+    """The environment for the server's own Python: ours, but writing bytecode. The venv is
+    installed without .pyc files (pip --no-compile saves 18 of 49 s); its first start writes
+    them for what it imports, so later starts take ~3 s instead of ~11 (torch, transformers)
+    even where PYTHONDONTWRITEBYTECODE is set, as it is in the sessions that wrote this."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    return {**env, **extra}
+
+
 def tiny_decoder_cache(venv: Path) -> Path:
     """The hub cache holding MODEL_ID, built once per version of tiny_decoder.py (~4 s)."""
     cache = venv / "loadtest-models" / hashlib.sha256(BUILDER.read_bytes()).hexdigest()[:16]
@@ -111,6 +120,7 @@ def tiny_decoder_cache(venv: Path) -> Path:
             check=True,
             capture_output=True,
             timeout=BUILD_LIMIT_S,
+            env=server_environment(),
         )
     return cache
 
@@ -145,14 +155,13 @@ def transformers_serve(directory: Path) -> Iterator[OpenAIServer]:
     cache = tiny_decoder_cache(venv)
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    env = {
-        **os.environ,
-        "HF_HUB_CACHE": str(cache),
-        "HF_HUB_OFFLINE": "1",
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-        "OMP_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
+    env = server_environment(
+        HF_HUB_CACHE=str(cache),
+        HF_HUB_OFFLINE="1",
+        HF_HUB_DISABLE_TELEMETRY="1",
+        OMP_NUM_THREADS="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
     command = [str(venv / "bin" / "transformers"), "serve", MODEL_ID]
     command += ["--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
     log_path = directory / "transformers-serve.log"
@@ -193,6 +202,7 @@ def count_tokens(server: OpenAIServer, texts: list[str]) -> list[int]:
         text=True,
         check=True,
         timeout=60,
+        env=server_environment(),
     )
     counts = json.loads(done.stdout)
     assert isinstance(counts, list)
