@@ -7,8 +7,8 @@ It runs from its own virtual environment (.ci/install-openai-server; pins in
 .ci/openai-server-requirements.txt), never loadtest's. A missing or stale environment skips its
 tests, except with LOADTEST_REQUIRE_OPENAI_SERVER=1 (set by .ci/run), where it fails them.
 
-What this server does, read from its source (transformers/cli/serving/, 5.18.0) and checked
-against it by tests/test_openai_server.py, so a target can be written for it:
+What this server does, read from its source (transformers/cli/serving/, 5.18.0; most points
+checked by tests/test_openai_server.py), for whoever writes a target for it:
 - POST /v1/completions and /v1/chat/completions, `"stream": true` -> SSE `data:` events, one per
   generated token (this model: every token decodes to text). Chat sends a first event with
   `delta.role` and no content.
