@@ -38,3 +38,14 @@ def stub() -> Iterator[object]:
 
     with running_stub() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def openai_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real third-party OpenAI-compatible server (`transformers serve` streaming a tiny
+    random-weight Llama, tests/openai_servers.py) on a free loopback port; skips without its
+    environment, unless LOADTEST_REQUIRE_OPENAI_SERVER=1."""
+    from openai_servers import transformers_serve
+
+    with transformers_serve(tmp_path_factory.mktemp("openai-server")) as server:
+        yield server

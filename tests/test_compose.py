@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tritonclient.grpc import model_config_pb2 as mc
 
 from loadtest.models import SUITE
 from loadtest.models.config import format_config, read_config, tensorrt_plan_config
@@ -46,7 +47,8 @@ def _host_paths(service: dict[str, Any]) -> list[str]:
 
 def test_services(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"models", "triton", "triton-cpu", "tensorrt-plan"}
+    assert set(services) == {"models", "triton", "triton-cpu", "tensorrt-plan", "triton-openai"}
+    assert services["triton-openai"]["profiles"] == ["openai"]
     assert "profiles" not in services["models"] and "profiles" not in services["triton"]
     assert services["triton-cpu"]["profiles"] == ["cpu"]
     assert services["tensorrt-plan"]["profiles"] == ["tensorrt"]
@@ -83,6 +85,7 @@ def test_gpu_reservations(compose: dict[str, Any]) -> None:
         assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
     assert _gpu_devices(services["triton-cpu"]) == []
     assert _gpu_devices(services["models"]) == []
+    assert _gpu_devices(services["triton-openai"]) == []
     assert services["triton"]["command"] == ["--model-config-name=gpu"]
     assert services["triton-cpu"]["command"] == []
 
@@ -150,3 +153,67 @@ def test_serve_script_loads_only_built_models(tmp_path: Path) -> None:
         "--load-model=resnet50_trt",
         f"--model-repository={plans}",
     ]
+
+
+# What Triton's OpenAI front end sends a non-vLLM model (triton-inference-server/server v2.71.0,
+# python/openai/openai_frontend/engine/utils/triton.py, _create_trtllm_generate_request): always
+# the first five, the rest when the request sets them; every one [1, 1] but stop_words [1, n].
+# (guided_decoding_* only with tools, lora_* only with a LoRA name: neither is offered.)
+OPENAI_FRONTEND_INPUTS = {
+    "text_input": ("TYPE_STRING", True),
+    "stream": ("TYPE_BOOL", True),
+    "max_tokens": ("TYPE_INT32", True),
+    "return_num_input_tokens": ("TYPE_BOOL", True),
+    "return_num_output_tokens": ("TYPE_BOOL", True),
+    "stop_words": ("TYPE_STRING", False),
+    "top_p": ("TYPE_FP32", False),
+    "temperature": ("TYPE_FP32", False),
+    "frequency_penalty": ("TYPE_FP32", False),
+    "presence_penalty": ("TYPE_FP32", False),
+    "seed": ("TYPE_UINT64", False),
+}
+
+
+def test_triton_openai_service(compose: dict[str, Any]) -> None:
+    """The OpenAI front end's image is a Triton release that has it (≥ 24.12 = 2.53.0, usage
+    from 2.60.0), it serves llm_known's own model.py with the config the front end's tensors
+    need, and it waits for the front end's readiness route."""
+    service = compose["services"]["triton-openai"]
+    dockerfile = REPO_ROOT / service["build"]["context"] / service["build"]["dockerfile"]
+    text = dockerfile.read_text()
+    (tag,) = re.findall(r"^FROM nvcr\.io/nvidia/tritonserver:(\d\d)\.(\d\d)-py3$", text, re.M)
+    assert tuple(int(part) for part in tag) >= (25, 8)  # 2.60.0: stream_options.include_usage
+    assert 'ENTRYPOINT ["python3", "openai_frontend/main.py"]' in text
+    assert "WORKDIR /opt/tritonserver/python/openai" in text
+    command = service["command"]
+    assert command[command.index("--model-repository") + 1] == "/openai_models"
+    port = command[command.index("--openai-port") + 1]
+    assert service["ports"] == [f"{port}:{port}"]
+    assert service["healthcheck"]["test"] == ["CMD", "curl", "-f", f"localhost:{port}/health/ready"]
+    assert sorted(service["volumes"]) == [
+        "./docker/openai_models/llm_known/config.pbtxt:/openai_models/llm_known/config.pbtxt:ro",
+        "./model_repository/llm_known/1:/openai_models/llm_known/1:ro",
+    ]
+
+
+def test_the_openai_config_of_llm_known_takes_what_the_front_end_sends() -> None:
+    config = read_config(REPO_ROOT / "docker" / "openai_models" / "llm_known" / "config.pbtxt")
+    suite = read_config(REPO_ROOT / "model_repository" / "llm_known" / "config.pbtxt")
+    assert config.name == suite.name == "llm_known" and config.backend == "python"
+    assert config.model_transaction_policy.decoupled and config.max_batch_size == 0
+    declared = {tensor.name: tensor for tensor in config.input}
+    assert set(declared) == set(OPENAI_FRONTEND_INPUTS)
+    for name, (data_type, always) in OPENAI_FRONTEND_INPUTS.items():
+        tensor = declared[name]
+        assert mc.DataType.Name(tensor.data_type) == data_type, name
+        assert list(tensor.dims) == ([1, -1] if name == "stop_words" else [1, 1]), name
+        assert always or tensor.optional, f"{name} is sent only when asked: must be optional"
+    # usage needs both counts in every response (_get_usage_from_response)
+    assert {"text_output", "num_output_tokens", "num_input_tokens"} <= {
+        tensor.name for tensor in config.output
+    }
+    law = ("ttft_base_ms", "ttft_per_input_token_ms", "ms_per_output_token")
+    for key in law:
+        assert config.parameters[key].string_value == suite.parameters[key].string_value, key
+    model = (REPO_ROOT / "model_repository" / "llm_known" / "1" / "model.py").read_text()
+    assert '"return_num_input_tokens"' in model and '"num_input_tokens"' in model

@@ -4,6 +4,10 @@ The ruler that proves the streaming meter (issue #28). It speaks TensorRT-LLM's 
 inputs `text_input` (BYTES), `max_tokens` (INT32), `stream` (BOOL), optional `ignore_eos` (BOOL)
 and `min_tokens` (INT32); outputs `text_output` (BYTES) and `num_output_tokens` (UINT32, the
 tokens in *this* response, vLLM's per-response delta). FINAL is set on the last data response.
+A request whose optional `return_num_input_tokens` (BOOL) is true also gets `num_input_tokens`
+(UINT32, its ISL) in every response: Triton's OpenAI front end sends that flag to a
+TensorRT-LLM-style model and reports `usage` only when both counts come back (the config that
+declares it is docker/openai_models/llm_known/config.pbtxt; the suite's config does not).
 
 Timing, from the moment `execute` sees the request (config.pbtxt parameters, in ms):
 - the first token is due at  a + b × ISL  (ISL = whitespace-separated words of text_input),
@@ -39,13 +43,14 @@ def _scalar(request, name, default):
     return tensor.as_numpy().reshape(-1)[0]
 
 
-def _response(text, tokens):
-    return pb_utils.InferenceResponse(
-        output_tensors=[
-            pb_utils.Tensor("text_output", np.array([text], dtype=np.object_)),
-            pb_utils.Tensor("num_output_tokens", np.array([tokens], dtype=np.uint32)),
-        ]
-    )
+def _response(text, tokens, input_tokens=None):
+    outputs = [
+        pb_utils.Tensor("text_output", np.array([text], dtype=np.object_)),
+        pb_utils.Tensor("num_output_tokens", np.array([tokens], dtype=np.uint32)),
+    ]
+    if input_tokens is not None:
+        outputs.append(pb_utils.Tensor("num_input_tokens", np.array([input_tokens], np.uint32)))
+    return pb_utils.InferenceResponse(output_tensors=outputs)
 
 
 class TritonPythonModel:
@@ -71,6 +76,7 @@ class TritonPythonModel:
             max_tokens = int(_scalar(request, "max_tokens", 16))
             stream = bool(_scalar(request, "stream", True))
             min_tokens = int(_scalar(request, "min_tokens", 0))
+            count_input = bool(_scalar(request, "return_num_input_tokens", False))
         except Exception as exc:  # a malformed request is the query's error, never a crash
             sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))), FINAL)
             return
@@ -78,7 +84,9 @@ class TritonPythonModel:
             message = f"max_tokens must be ≥ 1 and ≥ min_tokens (got {max_tokens}, {min_tokens})"
             sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(message)), FINAL)
             return
-        first = start + (self.base_ms + self.per_input_ms * len(text.split())) / 1000.0
+        isl = len(text.split())
+        input_tokens = isl if count_input else None
+        first = start + (self.base_ms + self.per_input_ms * isl) / 1000.0
         words = []
         for k in range(max_tokens):
             await asyncio.sleep(max(0.0, first + k * self.per_output_ms / 1000.0 - loop.time()))
@@ -88,8 +96,8 @@ class TritonPythonModel:
                 return
             last = k == max_tokens - 1
             if stream:
-                sender.send(_response(f"t{k} ", 1), FINAL if last else 0)
+                sender.send(_response(f"t{k} ", 1, input_tokens), FINAL if last else 0)
             else:
                 words.append(f"t{k} ")
         if not stream:
-            sender.send(_response("".join(words), max_tokens), FINAL)
+            sender.send(_response("".join(words), max_tokens, input_tokens), FINAL)

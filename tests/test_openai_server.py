@@ -1,0 +1,135 @@
+"""The real third-party OpenAI-compatible server (tests/openai_servers.py: `transformers serve`
+with a tiny random-weight Llama) streams as its fixture says, read with a plain aiohttp client:
+one event per token, usage on the last event counted by the server's own tokenizer, and the
+deviations from OpenAI's API that a target must know (no [DONE], ignore_eos/min_tokens
+refused). If a pinned upgrade changes any of it, these fail and the fixture's notes get fixed.
+Each request is a few dozen tokens of a 2-layer model: tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+from openai_servers import OpenAIServer, count_tokens
+
+pytestmark = pytest.mark.openai_server
+
+PROMPT = "load testers measure from the schedule not from the send"
+
+
+async def _post(url: str, body: dict[str, Any]) -> tuple[int, str, bytes]:
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        session.post(url, json=body) as answer,
+    ):
+        return answer.status, answer.headers.get("Content-Type", ""), await answer.read()
+
+
+def post(url: str, body: dict[str, Any]) -> tuple[int, str, bytes]:
+    """(status, content type, the whole body)."""
+    return asyncio.run(_post(url, body))
+
+
+def events(body: bytes) -> list[dict[str, Any]]:
+    """The SSE `data:` payloads, parsed; fails on anything else in the body."""
+    parsed = []
+    for block in body.decode().split("\n\n"):
+        if not block.strip():
+            continue
+        assert block.startswith("data: "), block
+        parsed.append(json.loads(block[len("data: ") :]))
+    return parsed
+
+
+def test_a_streamed_completion_has_one_event_per_token_and_usage_on_the_last(
+    openai_server: OpenAIServer,
+) -> None:
+    body = {
+        "model": openai_server.model,
+        "prompt": PROMPT,
+        "max_tokens": 12,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    status, content_type, raw = post(f"{openai_server.base_url}/completions", body)
+    assert status == 200, raw
+    assert content_type.startswith("text/event-stream")
+    assert b"[DONE]" not in raw and not openai_server.sends_done
+    chunks = events(raw)
+    *tokens, last = chunks
+    assert len(tokens) == 12 and all(chunk["choices"][0]["text"] for chunk in tokens)
+    assert {chunk["id"] for chunk in chunks} == {last["id"]}
+    assert {chunk["model"] for chunk in chunks} == {openai_server.answered_model}
+    assert all(chunk["object"] == "text_completion" for chunk in chunks)
+    assert last["choices"][0]["finish_reason"] == "length" and last["choices"][0]["text"] == ""
+    (prompt_tokens,) = count_tokens(openai_server, [PROMPT])
+    assert last["usage"] == {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": 12,
+        "total_tokens": prompt_tokens + 12,
+    }
+    text = "".join(chunk["choices"][0]["text"] for chunk in tokens)
+    # greedy decoding: the same prompt gets the same answer, streamed or not
+    status, _, whole = post(f"{openai_server.base_url}/completions", {**body, "stream": False})
+    assert status == 200 and json.loads(whole)["choices"][0]["text"] == text
+    (answer_tokens,) = count_tokens(openai_server, [text])
+    assert 1 <= answer_tokens <= 12  # re-tokenizing merges; never more tokens than generated
+
+
+def test_a_streamed_chat_completion_counts_the_rendered_prompt(
+    openai_server: OpenAIServer,
+) -> None:
+    content = "how long is a token"
+    body = {
+        "model": openai_server.model,
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": 5,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    status, content_type, raw = post(f"{openai_server.base_url}/chat/completions", body)
+    assert status == 200 and content_type.startswith("text/event-stream"), raw
+    first, *tokens, last = events(raw)
+    assert first["choices"][0]["delta"] == {"role": "assistant"}
+    assert len(tokens) == 5 and all(chunk["choices"][0]["delta"]["content"] for chunk in tokens)
+    assert all(chunk["object"] == "chat.completion.chunk" for chunk in (first, *tokens, last))
+    assert last["choices"][0]["finish_reason"] == "length"
+    (rendered,) = count_tokens(openai_server, [f"user: {content}\nassistant:"])
+    assert last["usage"]["prompt_tokens"] == rendered
+    assert last["usage"]["completion_tokens"] == 5
+
+
+def test_usage_comes_without_stream_options_too(openai_server: OpenAIServer) -> None:
+    body = {"model": openai_server.model, "prompt": PROMPT, "max_tokens": 3, "stream": True}
+    status, _, raw = post(f"{openai_server.base_url}/completions", body)
+    assert status == 200, raw
+    assert openai_server.usage_always
+    assert events(raw)[-1]["usage"]["completion_tokens"] == 3
+
+
+@pytest.mark.parametrize("field,value", [("ignore_eos", True), ("min_tokens", 4)])
+def test_ignore_eos_and_min_tokens_are_refused(
+    openai_server: OpenAIServer, field: str, value: object
+) -> None:
+    body = {"model": openai_server.model, "prompt": PROMPT, "max_tokens": 4, "stream": True}
+    status, _, raw = post(f"{openai_server.base_url}/completions", {**body, field: value})
+    assert status == 422 and field in json.loads(raw)["detail"], raw
+    assert not openai_server.accepts_ignore_eos and not openai_server.accepts_min_tokens
+
+
+def test_models_lists_the_model(openai_server: OpenAIServer) -> None:
+    async def get() -> Any:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{openai_server.base_url}/models") as answer,
+        ):
+            assert answer.status == 200, await answer.text()
+            return await answer.json()
+
+    listed = asyncio.run(get())
+    assert [entry["id"] for entry in listed["data"]] == [openai_server.model]
