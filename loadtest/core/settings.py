@@ -272,13 +272,19 @@ class TargetSettings:
 
     def _check_openai(self) -> None:
         """What only one side takes: --ignore-eos is the OpenAI protocols' (a request field of
-        theirs), --server-timeout Triton's (its "timeout" request parameter); never ignored."""
+        theirs), --model-version and --server-timeout Triton's (a model version, its "timeout"
+        request parameter); never ignored."""
         if url_scheme(self.url) == "fake":
             return
         if self.ignore_eos and not self.protocol.is_openai:
             raise SettingsError(
                 f"--ignore-eos is for --protocol openai or openai-chat, not {self.protocol.value} "
                 "(a Triton model takes ignore_eos as an input of its own)"
+            )
+        if self.model_version and self.protocol.is_openai:
+            raise SettingsError(
+                f"--model-version is Triton's; an OpenAI-compatible API names a model by --model "
+                f"alone: drop it for --protocol {self.protocol.value}"
             )
         if self.server_timeout_s and self.protocol.is_openai:
             raise SettingsError(

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import aiohttp
+import numpy as np
 
 from loadtest.core.records import TIMEOUT
 from loadtest.core.target import Parts
@@ -29,6 +31,13 @@ from loadtest.targets.transport import AUTH_KIND_BY_HTTP_STATUS, Credentials, ss
 from loadtest.targets.triton_common import error_kind
 
 _EVENT_END = b"\n\n"
+
+
+def json_value(tensor: np.ndarray) -> Any:
+    """A sample tensor as a JSON field's value: a scalar for one element (text decoded as
+    UTF-8), else a flat list. How both APIs take a sample's inputs."""
+    values = [v.decode() if isinstance(v, bytes) else v for v in tensor.reshape(-1).tolist()]
+    return values[0] if len(values) == 1 else values
 
 
 class SseEvents:

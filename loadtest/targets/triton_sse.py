@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
-import numpy as np
 from tritonclient.utils import InferenceServerException
 
 from loadtest.core.target import (
@@ -35,7 +34,7 @@ from loadtest.core.target import (
     Written,
 )
 from loadtest.errors import TargetError
-from loadtest.targets.sse_client import SseEvents, SseQueries
+from loadtest.targets.sse_client import SseEvents, SseQueries, json_value
 from loadtest.targets.transport import http_client
 from loadtest.targets.triton_common import (
     DEFAULT_HTTP_PORT,
@@ -47,13 +46,6 @@ from loadtest.targets.triton_common import (
 )
 
 TOKEN_COUNT_FIELD = "num_output_tokens"
-
-
-def json_value(tensor: np.ndarray) -> Any:
-    """A sample tensor as the JSON value generate_stream maps to that input: a scalar for one
-    element (text decoded as UTF-8), else a flat list."""
-    values = [v.decode() if isinstance(v, bytes) else v for v in tensor.reshape(-1).tolist()]
-    return values[0] if len(values) == 1 else values
 
 
 def request_body(sample: Sample, server_timeout_us: int | None = None) -> bytes:
