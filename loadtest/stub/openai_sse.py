@@ -95,9 +95,7 @@ class OpenAiPlan(SsePlan):
 
         def template(finish: str | None) -> tuple[bytes, bytes]:
             chunk = {**envelope, "choices": [choice(_TOKEN, finish)]}
-            before, after = json.dumps(chunk, separators=(",", ":")).encode().split(
-                _TOKEN.encode()
-            )
+            before, after = json.dumps(chunk, separators=(",", ":")).encode().split(_TOKEN.encode())
             return before, after
 
         # the last token's chunk says why the answer ended, unless an error follows it
@@ -142,6 +140,6 @@ def openai_answer(
         message = f"The model `{name}` does not exist."
         return 404, error_body(message, "NotFoundError", 404)
     if request.get("stream") is not True:
-        message = "the loadtest stub answers streamed requests only (\"stream\": true)"
+        message = 'the loadtest stub answers streamed requests only ("stream": true)'
         return 400, error_body(message, "BadRequestError", 400)
     return OpenAiPlan(catalog.model(name), request, chat=path == CHAT_PATH)
