@@ -82,6 +82,7 @@ UNOBSERVED = (
     "not observed: an OpenAI-compatible API has no Triton statistics, so no server-side "
     "split, server CPU or metrics are read; every figure here is the client's"
 )
+ANSWER_CHECK_S = 5.0  # the least deadline of GET /v1/models at open
 _DONE = b"[DONE]"
 _SLOW = -1  # _fast_parts: this event needs json.loads
 _TEXT_KEY = b'"text":"'  # completions: choices[].text
@@ -327,14 +328,20 @@ class OpenAiSseTarget(StreamingTargetBase):
     async def open(self) -> ModelSpec:
         """GET /v1/models: the server answers, lets us in, and serves the model."""
         session = self._queries.open()
+        # A server that accepts connections but never answers: a reason within max(--timeout,
+        # 5 s), as the Triton HTTP target's liveness check, not after the 30 s setup deadline.
+        answer_s = min(max(self.timeout_s, ANSWER_CHECK_S), self.setup_timeout_s)
         try:
             async with session.get(
                 self.base + MODELS_PATH,
                 headers=self.credentials.header_dict(),
-                timeout=aiohttp.ClientTimeout(total=self.setup_timeout_s),
+                timeout=aiohttp.ClientTimeout(total=answer_s),
             ) as response:
                 status, body = response.status, await response.read()
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        except asyncio.TimeoutError:
+            silent = OSError(f"no answer to GET {MODELS_PATH} within {answer_s:g} s")
+            raise await self._unreachable(silent) from None
+        except (aiohttp.ClientError, OSError) as exc:
             raise await self._unreachable(exc) from None
         auth = AUTH_KIND_BY_HTTP_STATUS.get(status)
         if auth is not None:
