@@ -135,8 +135,9 @@ UrlOption = Annotated[
     typer.Option(
         "--url",
         parser=url_text,
-        help="Triton address (default 127.0.0.1:8001 for gRPC, :8000 for HTTP); https:// or "
-        "grpcs:// for TLS; user:password@ for Basic auth (the password is never written).",
+        help="Triton address (default 127.0.0.1:8001 for gRPC, :8000 for HTTP), or an "
+        "OpenAI-compatible server's root or /v1 base (--protocol openai); https:// or grpcs:// "
+        "for TLS; user:password@ for Basic auth (the password is never written).",
     ),
 ]
 ProtocolOption = Annotated[
