@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
 import numpy as np
 import pytest
 from stream_law import FAST_LAW_MS, REPOSITORY, law_repository
@@ -180,6 +181,33 @@ def test_an_unknown_model_or_a_silent_server_is_one_line(fast_repository):
     with pytest.raises(TargetError, match="cannot reach an OpenAI-compatible server") as error:
         asyncio.run(open_("llm_known", "http://127.0.0.1:1/v1"))
     assert "\n" not in str(error.value)
+
+
+def test_the_stub_lists_its_repository_and_refuses_what_it_does_not_serve(fast_repository):
+    async def ask(repository: Path | None) -> list[tuple[int, object]]:
+        server = await start_http(Catalog(repository), "127.0.0.1", 0)
+        base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        answers = []
+        try:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(base + "/v1/models") as response:
+                    answers.append((response.status, await response.json()))
+                for body in (
+                    {"model": "llm_known", "prompt": "x", "stream": False},
+                    {"model": "other", "prompt": "x", "stream": True},
+                ):
+                    async with session.post(base + "/v1/completions", json=body) as response:
+                        answers.append((response.status, await response.json()))
+        finally:
+            server.close()
+        return answers
+
+    listed, not_streamed, unknown = asyncio.run(ask(fast_repository))
+    assert listed[0] == 200 and [m["id"] for m in listed[1]["data"]] == ["llm_known"]
+    assert not_streamed[0] == 400 and "stream" in not_streamed[1]["error"]["message"]
+    assert unknown[0] == 404 and "`other` does not exist" in unknown[1]["error"]["message"]
+    (status, empty), *_ = asyncio.run(ask(None))
+    assert status == 200 and empty["data"] == []
 
 
 # -- the request and the parser alone -----------------------------------------------------------

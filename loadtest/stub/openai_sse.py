@@ -67,62 +67,68 @@ def _prompt_text(request: dict[str, Any], chat: bool) -> str:
     return " ".join(t for t in texts if isinstance(t, str))
 
 
+def _choice(chat: bool, text: str, finish: str | None) -> dict[str, Any]:
+    if chat:
+        return {"index": 0, "delta": {"content": text}, "finish_reason": finish}
+    return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+
+
+def _token_events(
+    envelope: dict[str, Any], chat: bool, tokens: int, finish: str | None
+) -> list[bytes]:
+    """One chunk per token ("t0 ", "t1 ", ...), from a byte template (json.dumps twice per
+    answer, not per token: the stub must cost less than the client); the last one says why the
+    answer ended (`finish`)."""
+    templates = []
+    for reason in (None, finish):
+        chunk = {**envelope, "choices": [_choice(chat, _TOKEN, reason)]}
+        before, after = json.dumps(chunk, separators=(",", ":")).encode().split(_TOKEN.encode())
+        templates.append((before, after))
+    events = []
+    for k in range(tokens):
+        before, after = templates[k == tokens - 1]
+        events.append(data_event(b"%st%d %s" % (before, k, after)))
+    return events
+
+
 class OpenAiPlan(SsePlan):
     """One streamed completion's answer: its chunks, each token's due time (TokenPlan)."""
 
     def __init__(self, model: StubModel, request: dict[str, Any], chat: bool) -> None:
         prompt = _prompt_text(request, chat)
+        max_tokens = request.get("max_tokens", request.get("max_completion_tokens"))
+        error_after = request.get(ERROR_AFTER_FIELD)
         super().__init__(
             model,
-            {
-                "text_input": prompt,
-                "max_tokens": request.get("max_tokens", request.get("max_completion_tokens")),
-                ERROR_AFTER_FIELD: request.get(ERROR_AFTER_FIELD),
-            },
+            {"text_input": prompt, "max_tokens": max_tokens, ERROR_AFTER_FIELD: error_after},
         )
-        kind = "chat.completion.chunk" if chat else "text_completion"
         envelope = {
-            "id": f"{'chatcmpl' if chat else 'cmpl'}-stub",
-            "object": kind,
+            "id": "chatcmpl-stub" if chat else "cmpl-stub",
+            "object": "chat.completion.chunk" if chat else "text_completion",
             "created": int(time.time()),
             "model": model.name,
         }
-
-        def choice(text: str, finish: str | None) -> dict[str, Any]:
-            if chat:
-                return {"index": 0, "delta": {"content": text}, "finish_reason": finish}
-            return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
-
-        def template(finish: str | None) -> tuple[bytes, bytes]:
-            chunk = {**envelope, "choices": [choice(_TOKEN, finish)]}
-            before, after = json.dumps(chunk, separators=(",", ":")).encode().split(_TOKEN.encode())
-            return before, after
-
-        # the last token's chunk says why the answer ended, unless an error follows it
-        templates = (template(None), template(None if self.error_after is not None else "length"))
-        self.events = []
-        for k in range(self.tokens):
-            before, after = templates[k == self.tokens - 1]
-            self.events.append(data_event(b"%st%d %s" % (before, k, after)))
-        if chat:
+        failing = self.error_after is not None
+        self.events = _token_events(envelope, chat, self.tokens, None if failing else "length")
+        if chat:  # the role first, with empty content, as vLLM opens a chat stream
             opening = {"index": 0, "delta": {"role": "assistant", "content": ""}}
             self.head = json_event({**envelope, "choices": [{**opening, "finish_reason": None}]})
-        words = len(prompt.split())
+        done = b"" if request.get(WITHOUT_DONE_FIELD) is True else _DONE
+        if failing:
+            error = json_event(error_body(MID_STREAM_ERROR, "InternalServerError", 500))
+            self.tail = error + done + LAST_CHUNK
+            return
         options = request.get("stream_options")
         usage = b""
         if isinstance(options, dict) and options.get("include_usage") is True:
+            words = len(prompt.split())
             counts = {
                 "prompt_tokens": words,
                 "completion_tokens": self.tokens,
                 "total_tokens": words + self.tokens,
             }
             usage = json_event({**envelope, "choices": [], "usage": counts})
-        done = b"" if request.get(WITHOUT_DONE_FIELD) is True else _DONE
-        if self.error_after is not None:
-            error = json_event(error_body(MID_STREAM_ERROR, "InternalServerError", 500))
-            self.tail = error + done + LAST_CHUNK
-        else:
-            self.tail = usage + done + LAST_CHUNK
+        self.tail = usage + done + LAST_CHUNK
 
 
 def openai_answer(
