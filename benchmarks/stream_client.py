@@ -4,9 +4,10 @@ Issue #28's goal: one worker streams >= 100 000 tokens/s while keeping its sched
 of client CPU per token. The stub (`loadtest stub --grpc-server grpcio`) serves a copy of
 llm_known's config with the law zeroed (a = b = c = 0), so every answer's tokens go out at once:
 the server as cheap as it gets, the client's roofline. For each protocol (grpc-stream: one
-multiplexed ModelStreamInfer stream; http-stream: generate_stream SSE) and each request rate of a
-ladder, a constant schedule of requests asking `--tokens` tokens each is played for `--seconds`
-by the runner in this process, and the line says:
+multiplexed ModelStreamInfer stream; http-stream: generate_stream SSE; openai / openai-chat: the
+stub's OpenAI side, /v1/completions and /v1/chat/completions SSE with a usage chunk and [DONE],
+issue #29) and each request rate of a ladder, a constant schedule of requests asking `--tokens`
+tokens each is played for `--seconds` by the runner in this process, and the line says:
 
 - tokens/s: Σ server token counts / (last completion − first scheduled time);
 - kept: every query ok, and p99 send lag <= 1 ms (the late threshold), the schedule held;
@@ -16,6 +17,7 @@ by the runner in this process, and the line says:
 
     python benchmarks/stream_client.py [--tokens 64] [--seconds 4]
         [--rates 200,400,800,1600] [--grpc-rates 50,100,200]
+        [--protocols http-stream,openai,openai-chat,grpc-stream]
 
 The output goes to a new benchmarks/results/stream-client-<date>-<time>.txt by default.
 """
@@ -37,6 +39,7 @@ from loadtest.core.units import LATE_THRESHOLD_NS, NS_PER_S
 from loadtest.engine import timing
 from loadtest.engine.runner import Runner
 from loadtest.stub.process import running_stub
+from loadtest.targets.openai_sse import OpenAiSseTarget
 from loadtest.targets.triton_sse import TritonSseTarget
 from loadtest.targets.triton_stream import TritonStreamTarget
 
@@ -80,11 +83,13 @@ def one_run(protocol: str, url: str, rate: float, tokens: int, seconds: float, s
     count = max(int(rate * seconds), 1)
 
     async def play():
-        target: TritonStreamTarget | TritonSseTarget = (
-            TritonStreamTarget(url, "llm_known")
-            if protocol == "grpc-stream"
-            else TritonSseTarget(url, "llm_known")
-        )
+        target: TritonStreamTarget | TritonSseTarget | OpenAiSseTarget
+        if protocol == "grpc-stream":
+            target = TritonStreamTarget(url, "llm_known")
+        elif protocol in ("openai", "openai-chat"):
+            target = OpenAiSseTarget(url, "llm_known", chat=protocol == "openai-chat")
+        else:
+            target = TritonSseTarget(url, "llm_known")
         await target.open()
         await target.prepare([sample(tokens)])
         due = (np.arange(count) * (NS_PER_S / rate)).astype(np.int64)
@@ -122,19 +127,24 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64, help="tokens asked per request")
     parser.add_argument("--seconds", type=float, default=4.0, help="schedule length per run")
     parser.add_argument(
-        "--rates", default="200,400,800,1600", help="http-stream's requests/s ladder"
+        "--rates",
+        default="200,400,800,1600",
+        help="the SSE protocols' requests/s ladder (http-stream, openai, openai-chat)",
     )
     parser.add_argument(
         "--grpc-rates", default="50,100,200", help="grpc-stream's requests/s ladder"
     )
     parser.add_argument(
-        "--protocols", default="http-stream,grpc-stream", help="which, comma-separated"
+        "--protocols", default="http-stream,openai,grpc-stream", help="which, comma-separated"
     )
     add_output_arguments(parser, "stream-client")
     args = parser.parse_args()
     output = claim_output(parser, args.output, args.force, "stream-client")
+    sse_rates = [float(r) for r in args.rates.split(",")]
     ladders = {
-        "http-stream": [float(r) for r in args.rates.split(",")],
+        "http-stream": sse_rates,
+        "openai": sse_rates,
+        "openai-chat": sse_rates,
         "grpc-stream": [float(r) for r in args.grpc_rates.split(",")],
     }
     out = Output()

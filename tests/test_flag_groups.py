@@ -49,7 +49,8 @@ def test_groups_flatten_in_order_and_are_built_back():
     assert names == [
         "model", "duration", "min_queries", "label", "url", "protocol", "timeout",
         "server_timeout", "embedded", "repository", "grpc_client", "grpc_compression",
-        "grpc_keepalive", "connections", "workers", "loop", "ray", "shared_memory",
+        "grpc_keepalive", "connections", "ignore_eos", "workers", "loop", "ray",
+        "shared_memory",
     ]  # fmt: skip
     assert inspect.signature(command).parameters["min_queries"].default == 100
     result = CliRunner().invoke(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from stream_law import FAST_LAW_MS, law_repository
 
 from loadtest.core.schedule import Schedule
 from loadtest.core.settings import Protocol
@@ -26,30 +27,14 @@ from loadtest.targets import triton_target
 from loadtest.targets.triton_sse import SseAnswer, TritonSseTarget
 from loadtest.targets.triton_stream import TritonStreamTarget
 
-REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
-A_MS, B_MS, C_MS = 40.0, 4.0, 10.0
+A_MS, B_MS, C_MS = FAST_LAW_MS
 MS = NS_PER_MS
 
 
 @pytest.fixture
 def fast_repository(tmp_path: Path) -> Path:
     """llm_known's config with the fast law."""
-    text = (REPOSITORY / "llm_known" / "config.pbtxt").read_text()
-    for key, value in (
-        ("ttft_base_ms", A_MS),
-        ("ttft_per_input_token_ms", B_MS),
-        ("ms_per_output_token", C_MS),
-    ):
-        head, tail = text.split(f'key: "{key}"', 1)
-        old = tail.split('string_value: "', 1)[1].split('"', 1)[0]
-        text = (
-            head
-            + f'key: "{key}"'
-            + tail.replace(f'string_value: "{old}"', f'string_value: "{value:g}"', 1)
-        )
-    (tmp_path / "llm_known").mkdir()
-    (tmp_path / "llm_known" / "config.pbtxt").write_text(text)
-    return tmp_path
+    return law_repository(tmp_path)
 
 
 def _sample(text: bytes, max_tokens: int, error_after: int | None = None):

@@ -19,13 +19,17 @@ import pytest
 from loadtest.commands.common import token_bound_fields
 from loadtest.core.records import NO_COUNT, Records, Status
 from loadtest.core.schedule import Schedule
+from loadtest.core.settings import Protocol
 from loadtest.core.units import NS_PER_MS
 from loadtest.engine.runner import Runner
 from loadtest.errors import SettingsError
 from loadtest.rules.tokens import (
+    CONTENT_CHUNK_COUNT,
     RESPONSE_COUNT,
     SERVER_COUNT,
+    USAGE_COUNT,
     TokenBounds,
+    counting_of,
     token_checks,
     token_figures,
 )
@@ -126,6 +130,25 @@ def test_without_a_server_count_the_responses_stand_in_and_say_so():
     figures = token_figures(records)
     assert figures is not None
     assert figures.tokens == 4 and figures.token_source == RESPONSE_COUNT
+
+
+def test_each_api_says_where_its_count_came_from():
+    """Over an OpenAI API the server's count is usage.completion_tokens and the stand-in is the
+    content chunks; the labels follow the protocol, the arithmetic is the same."""
+    counted = _records([0], [0], [10 * MS], [40 * MS], [7], [7])
+    uncounted = _records([0], [0], [10 * MS], [40 * MS], [NO_COUNT], [4])
+    for protocol, server, fallback in (
+        (Protocol.OPENAI_CHAT, USAGE_COUNT, CONTENT_CHUNK_COUNT),
+        (Protocol.HTTP_STREAM, SERVER_COUNT, RESPONSE_COUNT),
+    ):
+        counting = counting_of(protocol)
+        with_count = token_figures(counted, counting)
+        without = token_figures(uncounted, counting)
+        assert with_count is not None and without is not None
+        assert (with_count.tokens, with_count.token_source) == (7, server)
+        assert (without.tokens, without.token_source) == (4, fallback)
+        checks = token_checks(uncounted, TokenBounds(), counting)
+        assert fallback in checks[0].detail
 
 
 def test_no_streamed_query_no_figures():

@@ -76,6 +76,7 @@ class Endpoint:
     grpc_compression: options.GrpcCompressionOption = "none"
     grpc_keepalive: options.GrpcKeepaliveOption = 0.0
     connections: options.ConnectionsOption = 1
+    ignore_eos: options.IgnoreEosOption = False
 
     def grpc(self) -> GrpcClientFlags:
         return GrpcClientFlags(
@@ -343,6 +344,7 @@ def target_flags(
         server_timeout_s=endpoint.server_timeout,
         shared_memory=shared_memory,
         grpc=endpoint.grpc(),
+        ignore_eos=endpoint.ignore_eos,
     )
 
 

@@ -122,12 +122,15 @@ def mix(
 def entry_defaults(endpoint: groups.Endpoint, access: groups.Access, **given: Any) -> MixDefaults:
     """What every entry takes from the command line: where the default server is and how it is
     reached; `given` is the rest, the command's own (mix's run length, find-peak's probes).
-    The gRPC client flags do not reach a mix's entries yet: refused, never silently dropped."""
+    The gRPC client flags and --ignore-eos do not reach a mix's entries yet: refused, never
+    silently dropped."""
     if endpoint.grpc() != GrpcClientFlags():
         raise SettingsError(
             "--grpc-client, --grpc-compression, --grpc-keepalive and --connections are not "
             "taken by a mix yet: drop them"
         )
+    if endpoint.ignore_eos:
+        raise SettingsError("--ignore-eos is not taken by a mix yet: drop it")
     return MixDefaults(
         protocol=endpoint.protocol,
         url=endpoint.url,

@@ -135,11 +135,28 @@ UrlOption = Annotated[
     typer.Option(
         "--url",
         parser=url_text,
-        help="Triton address (default 127.0.0.1:8001 for gRPC, :8000 for HTTP); https:// or "
-        "grpcs:// for TLS; user:password@ for Basic auth (the password is never written).",
+        help="Triton address (default 127.0.0.1:8001 for gRPC, :8000 for HTTP), or an "
+        "OpenAI-compatible server's root or /v1 base (--protocol openai); https:// or grpcs:// "
+        "for TLS; user:password@ for Basic auth (the password is never written).",
     ),
 ]
-ProtocolOption = Annotated[Protocol, typer.Option("--protocol", help="Wire protocol.")]
+ProtocolOption = Annotated[
+    Protocol,
+    typer.Option(
+        "--protocol",
+        help="Wire protocol: Triton's grpc / http, its streams grpc-stream / http-stream (a "
+        "decoupled, LLM model), or an OpenAI-compatible server's openai (/v1/completions) / "
+        "openai-chat (/v1/chat/completions).",
+    ),
+]
+IgnoreEosOption = Annotated[
+    bool,
+    typer.Option(
+        "--ignore-eos",
+        help="--protocol openai/openai-chat: ask for exactly max_tokens tokens per answer "
+        '("ignore_eos": true, "min_tokens": max_tokens; vLLM and trtllm-serve take them).',
+    ),
+]
 VersionOption = Annotated[str, typer.Option("--model-version", help="Model version ('' = latest).")]
 TimeoutOption = Annotated[
     float,

@@ -42,11 +42,21 @@ class Protocol(str, enum.Enum):
     GRPC_STREAM = "grpc-stream"
     # HTTP generate_stream (server-sent events): the other way to a decoupled model.
     HTTP_STREAM = "http-stream"
+    # An OpenAI-compatible server (vLLM, trtllm-serve, Triton's OpenAI front end) streaming
+    # server-sent events: POST /v1/completions, and /v1/chat/completions (targets/openai_sse.py).
+    OPENAI = "openai"
+    OPENAI_CHAT = "openai-chat"
 
     @property
     def over_grpc(self) -> bool:
         """Spoken to Triton's gRPC port (grpc and grpc-stream), else its HTTP port."""
         return self in (Protocol.GRPC, Protocol.GRPC_STREAM)
+
+    @property
+    def is_openai(self) -> bool:
+        """An OpenAI-compatible API, not Triton's KServe v2: no embedded Triton, no Triton
+        statistics, a URL that may name a path (the server's /v1 base behind a gateway)."""
+        return self in (Protocol.OPENAI, Protocol.OPENAI_CHAT)
 
 
 SETUP_TIMEOUT_S = 30.0
@@ -91,6 +101,8 @@ _SCHEMES = {
     "http": ("http", "https"),
     "grpc-stream": ("grpc", "grpcs"),
     "http-stream": ("http", "https"),
+    "openai": ("http", "https"),
+    "openai-chat": ("http", "https"),
 }
 _TLS_SCHEMES = {"grpcs", "https"}
 
@@ -115,19 +127,19 @@ def is_triton_url(url: str) -> bool:
     return parts.path in ("", "/") and not parts.query and not parts.fragment
 
 
-def url_extras(url: str) -> str:
-    """The path, query and fragment of a URL ('' for none, or a bare '/'): what a Triton URL
-    must not have (Triton serves its routes at the root), and what is_triton_url reads as 'not
-    Triton'."""
+def url_extras(url: str, path: bool = True) -> str:
+    """The path (unless `path` is False), query and fragment of a URL ('' for none, or a bare
+    '/'): what a Triton URL must not have (Triton serves its routes at the root), and what
+    is_triton_url reads as 'not Triton'."""
     scheme = url_scheme(url)
     try:
         parts = urlsplit(url if scheme else f"//{url}")
     except ValueError:
         return ""
-    path = "" if parts.path == "/" else parts.path
+    path_part = "" if parts.path == "/" or not path else parts.path
     query = f"?{parts.query}" if parts.query else ""
     fragment = f"#{parts.fragment}" if parts.fragment else ""
-    return f"{path}{query}{fragment}"
+    return f"{path_part}{query}{fragment}"
 
 
 @dataclass(frozen=True)
@@ -157,6 +169,9 @@ class TargetSettings:
     # An unanswered PING fails its connection after this long (grpc-core's keepalive_timeout).
     grpc_keepalive_timeout_s: float = DEFAULT_GRPC_KEEPALIVE_TIMEOUT_S
     connections: int = 1  # gRPC connections per worker, calls spread round robin
+    # --protocol openai/openai-chat only: ask the server for exactly max_tokens tokens
+    # ("ignore_eos": true, "min_tokens": max_tokens; vLLM and trtllm-serve take both).
+    ignore_eos: bool = False
 
     def __post_init__(self) -> None:
         if not self.url:
@@ -168,6 +183,7 @@ class TargetSettings:
         if self.server_timeout_s < 0 or (0 < self.server_timeout_s < 1e-6):
             raise SettingsError(f"--server-timeout must be ≥ 1 µs, got {self.server_timeout_s:g} s")
         self._check_grpc_client()
+        self._check_openai()
         self._take_credentials()
         scheme = url_scheme(self.url)
         shown = redact_url(self.url)
@@ -176,12 +192,14 @@ class TargetSettings:
                 raise SettingsError("the fake target has no TLS: drop --tls and the TLS flags")
             return
         protocol = self.protocol.value
-        extras = url_extras(self.url)
-        if protocol in _SCHEMES and extras:  # both Triton protocols: routes at the root (#26)
-            raise SettingsError(
-                f"--url {shown} names {extras!r}: a Triton URL is scheme://host:port, with no "
-                "path, query or fragment (they would be ignored)"
-            )
+        if self.protocol.is_openai:  # a path is the API's base (its /v1 behind a gateway)
+            extras = url_extras(self.url, path=False)
+            form = "an OpenAI URL is scheme://host:port[/path], with no query or fragment"
+        else:  # Triton's protocols: routes at the root (#26)
+            extras = url_extras(self.url)
+            form = "a Triton URL is scheme://host:port, with no path, query or fragment"
+        if extras:
+            raise SettingsError(f"--url {shown} names {extras!r}: {form} (they would be ignored)")
         if scheme and scheme not in _SCHEMES[protocol]:
             fits = " or ".join(f"{s}://" for s in _SCHEMES[protocol])
             other = next((p for p, s in _SCHEMES.items() if scheme in s), None)
@@ -199,8 +217,9 @@ class TargetSettings:
 
     @property
     def is_triton(self) -> bool:
-        """The URL could be a Triton endpoint (see is_triton_url)."""
-        return is_triton_url(self.url)
+        """The URL could be a Triton endpoint (see is_triton_url), spoken to over one of
+        Triton's own protocols: an OpenAI protocol never is, whatever its URL."""
+        return not self.protocol.is_openai and is_triton_url(self.url)
 
     @property
     def setup_timeout_s(self) -> float:
@@ -251,6 +270,29 @@ class TargetSettings:
             raise SettingsError(f"{asked[0]} is for --protocol grpc (the wire client's calls)")
         if self.grpc_client != "wire":
             raise SettingsError(f"{asked[0]} is for --grpc-client wire, not {self.grpc_client}")
+
+    def _check_openai(self) -> None:
+        """What only one side takes: --ignore-eos is the OpenAI protocols' (a request field of
+        theirs), --model-version and --server-timeout Triton's (a model version, its "timeout"
+        request parameter); never ignored."""
+        if url_scheme(self.url) == "fake":
+            return
+        if self.ignore_eos and not self.protocol.is_openai:
+            raise SettingsError(
+                f"--ignore-eos is for --protocol openai or openai-chat, not {self.protocol.value} "
+                "(a Triton model takes ignore_eos as an input of its own)"
+            )
+        if self.model_version and self.protocol.is_openai:
+            raise SettingsError(
+                f"--model-version is Triton's; an OpenAI-compatible API names a model by --model "
+                f"alone: drop it for --protocol {self.protocol.value}"
+            )
+        if self.server_timeout_s and self.protocol.is_openai:
+            raise SettingsError(
+                "--server-timeout is Triton's request 'timeout' parameter, which an "
+                f"OpenAI-compatible API has no equivalent of: drop it for --protocol "
+                f"{self.protocol.value}"
+            )
 
     def _take_credentials(self) -> None:
         """A password in the URL -> an Authorization header; the URL keeps `***`."""

@@ -168,6 +168,10 @@ class TargetCapabilities:
     shared_memory: frozenset[SharedMemoryKind] = frozenset()
     # The Triton server behind the target, for its statistics API; None = no server side to read.
     triton: TritonEndpoint | None = None
+    # Why a remote server's side is not observed, said plainly in the report ("" = nothing to
+    # say: Triton's statistics are read, or the target is in-process). An OpenAI-compatible
+    # server has no Triton statistics API, and its absence must not read as a failure.
+    unobserved: str = ""
     # `infer_kept` / `decode_kept` work: a query can keep its raw answer to be decoded and
     # compared after the run (--check-outputs), so only sampled queries pay for it.
     keeps_outputs: bool = False

@@ -47,6 +47,7 @@ from loadtest.rules.stats import Summary, Timeline, decode_histograms, timeline
 from loadtest.rules.tokens import (
     TokenBounds,
     TokenFigures,
+    counting_of,
     gap_stats,
     token_checks,
     token_figures,
@@ -130,6 +131,8 @@ def build_environment(target: Target, deployment: Deployment) -> dict[str, Any]:
             "embedded_pid": embedded.pid if embedded else None,
             "embedded_startup_s": round(embedded.startup_s, 3) if embedded else None,
             "embedded_backend": EMBEDDED_BACKEND if embedded else None,
+            # why its own side (statistics, CPU, metrics) is not read, when a target says so
+            "unobserved": target.capabilities.unobserved or None,
         },
     }
 
@@ -181,11 +184,12 @@ class RunReport:
                 verdict, Check(NO_RESPONSE_CACHE, passed, cache_check.detail(), advice)
             )
         records = measurement.outcome.records
-        tokens = token_figures(records)
+        counting = counting_of(resolved.protocol)
+        tokens = token_figures(records, counting)
         bounds = None
         if tokens is not None:
             bounds = token_bounds_of(settings)
-            for check in token_checks(records, bounds):
+            for check in token_checks(records, bounds, counting):
                 advice = "" if check.passed else TOKEN_ADVICE
                 verdict = with_check(verdict, Check(check.name, check.passed, check.detail, advice))
         stages = _stages(settings, measurement)

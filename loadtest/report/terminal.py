@@ -64,6 +64,8 @@ def _base_table(report: RunReport) -> Table:
     server = report.environment["server"]
     embedded = " — embedded Triton started by loadtest" if server["embedded"] else ""
     table.add_row("target", escape(server["description"]) + embedded)
+    if server.get("unobserved"):
+        table.add_row("server side", escape(str(server["unobserved"])))
     table.add_row(
         "queries",
         f"{summary.scheduled} scheduled, {summary.issued} issued, {summary.completed_ok} ok, "

@@ -16,8 +16,11 @@ logging.cc, results.cc; docs/STREAMING.md quotes the lines):
   time, as LoadGen's start);
 - tokens per chunk: one streamed response is not one token (a server may send many per response).
 
-n_tokens is the server's count: the sum of the `num_output_tokens` of a query's responses. When a
-server sends none, the response count stands in and `token_source` says so.
+n_tokens is the server's count: over Triton, the sum of the `num_output_tokens` of a query's
+responses; over an OpenAI-compatible API, `usage.completion_tokens` of the final chunk
+(`stream_options.include_usage`). When a server sends none, the response count (the content
+chunks, over OpenAI) stands in and `token_source` says so: `TokenCounting` holds each API's pair
+of labels, `counting_of` picks it by protocol.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from loadtest.core.records import NO_COUNT, Records
+from loadtest.core.settings import Protocol
 from loadtest.core.units import NS_PER_S
 from loadtest.rules.stats import (
     LOADGEN_PERCENTILES,
@@ -40,6 +44,8 @@ from loadtest.rules.validity import server_early_stopping
 
 SERVER_COUNT = "server num_output_tokens (summed over a query's responses)"
 RESPONSE_COUNT = "response count (the server sent no num_output_tokens)"
+USAGE_COUNT = "server usage (stream_options.include_usage): usage.completion_tokens"
+CONTENT_CHUNK_COUNT = "content chunk count (the server sent no usage; one chunk taken as one token)"
 TTFT_ORIGIN = "from the scheduled time (LoadGen FirstTokenComplete)"
 TTFT_SEND_ORIGIN = "from the actual send"
 TPOT_ORIGIN = "per query: (end-to-end − TTFT) / (n_tokens − 1), first token excluded (LoadGen)"
@@ -59,6 +65,24 @@ MLPERF_TOKEN_BOUNDS_MS: dict[str, tuple[int, int]] = {
     "deepseek-r1": (2000, 80),
     "deepseek-r1-interactive": (1500, 15),
 }
+
+
+@dataclass(frozen=True)
+class TokenCounting:
+    """Where one API's token counts come from: the server's own count, or the stand-in when a
+    server sends none (each label is what result.json and the terminal say)."""
+
+    server: str
+    fallback: str
+
+
+TRITON_COUNTING = TokenCounting(SERVER_COUNT, RESPONSE_COUNT)
+OPENAI_COUNTING = TokenCounting(USAGE_COUNT, CONTENT_CHUNK_COUNT)
+
+
+def counting_of(protocol: Protocol) -> TokenCounting:
+    """The labels of a protocol's token counts (Triton's unless it is an OpenAI one)."""
+    return OPENAI_COUNTING if protocol.is_openai else TRITON_COUNTING
 
 
 @dataclass(frozen=True)
@@ -109,14 +133,16 @@ class TokenFigures:
         return figures
 
 
-def query_tokens(records: Records) -> tuple[np.ndarray, str]:
+def query_tokens(
+    records: Records, counting: TokenCounting = TRITON_COUNTING
+) -> tuple[np.ndarray, str]:
     """Each row's token count and where it came from: the server's count where every answered
     query has one, else the response count (a server that sends no count)."""
     counted = records.final_count != NO_COUNT
     answered = records.ok & records.streamed
     if answered.any() and counted[answered].all():
-        return records.final_count.astype(np.int64), SERVER_COUNT
-    return records.parts.astype(np.int64), RESPONSE_COUNT
+        return records.final_count.astype(np.int64), counting.server
+    return records.parts.astype(np.int64), counting.fallback
 
 
 @dataclass(frozen=True)
@@ -132,9 +158,9 @@ class _PerQuery:
     completed: np.ndarray
 
 
-def _per_query(records: Records) -> _PerQuery:
+def _per_query(records: Records, counting: TokenCounting) -> _PerQuery:
     kept = records.ok & records.streamed
-    tokens, source = query_tokens(records)
+    tokens, source = query_tokens(records, counting)
     n = tokens[kept]
     first = records.first_part_ns[kept]
     ttft = first - records.scheduled_ns[kept]
@@ -151,9 +177,11 @@ def _per_query(records: Records) -> _PerQuery:
     )
 
 
-def token_figures(records: Records) -> TokenFigures | None:
+def token_figures(
+    records: Records, counting: TokenCounting = TRITON_COUNTING
+) -> TokenFigures | None:
     """The token figures of the successful streamed queries; None when none streamed."""
-    q = _per_query(records)
+    q = _per_query(records, counting)
     if not len(q.tokens):
         return None
     final = int(q.completed.max())
@@ -198,10 +226,12 @@ class TokenCheck:
     detail: str
 
 
-def token_checks(records: Records, bounds: TokenBounds) -> list[TokenCheck]:
+def token_checks(
+    records: Records, bounds: TokenBounds, counting: TokenCounting = TRITON_COUNTING
+) -> list[TokenCheck]:
     """LoadGen's LLM rules: no answer of one token or none, and the p TTFT (from the scheduled
     time) and p TPOT within their bounds, each only when set."""
-    q = _per_query(records)
+    q = _per_query(records, counting)
     short = int((q.tokens <= 1).sum())
     checks = [
         TokenCheck(

@@ -68,6 +68,7 @@ class TargetFlags:
     access: AccessFlags = AccessFlags()
     server_timeout_s: float | None = None  # Triton's per-request "timeout" parameter
     grpc: GrpcClientFlags = GrpcClientFlags()
+    ignore_eos: bool = False  # --protocol openai/openai-chat: exactly max_tokens per answer
 
     def target_settings(self) -> TargetSettings:
         default_url = f"127.0.0.1:{deployment_module.default_port(self.protocol)}"
@@ -86,4 +87,5 @@ class TargetFlags:
             grpc_compression=self.grpc.compression,
             grpc_keepalive_s=self.grpc.keepalive_s,
             connections=self.grpc.connections,
+            ignore_eos=self.ignore_eos,
         )

@@ -2,7 +2,8 @@
 
 The client commands measure a deployment at `--url`. When nothing answers there and the URL is
 a Triton one on loopback (we never start servers elsewhere, nor in place of another kind of
-server: fake://, or a URL with a path such as an OpenAI-style http://host/v1), the embedded
+server: fake://, a URL with a path such as an OpenAI-style http://host/v1, or any URL of an
+OpenAI protocol, which TargetSettings.is_triton never counts as Triton), the embedded
 Triton from the nvidia-pytriton wheel is started on free loopback ports, serving just the
 requested model from the repository, and stopped afterwards. The caller is told which happened,
 so a report never passes off the embedded server as the user's deployment. A suite model whose
@@ -107,6 +108,12 @@ def resolve(
     if url_scheme(target.url) == "fake":
         yield Deployment(target, None)
         return
+    if mode is EmbeddedMode.ALWAYS and target.protocol.is_openai:
+        raise SettingsError(
+            f"--embedded always starts a Triton, which does not speak --protocol "
+            f"{target.protocol.value} (the embedded Triton 2.51 has no OpenAI front end): drop "
+            "--embedded always and point --url at an OpenAI-compatible server"
+        )
     if mode is EmbeddedMode.ALWAYS and not target.is_triton:
         raise SettingsError(
             f"--embedded always starts a Triton, but --url {redact_url(target.url)} is not a "

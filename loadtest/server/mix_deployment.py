@@ -7,7 +7,9 @@ The rule, checked for every entry before anything starts (one line naming the en
   :8000 HTTP). With `--embedded auto`, when nothing answers there, one embedded Triton is started
   serving every such entry's model (built first if it is a suite model missing its weights), and
   each entry reaches it over its own protocol; `always` starts it even if something answers;
-  `never` requires an answer at the default.
+  `never` requires an answer at the default;
+- an entry of an OpenAI protocol must answer where it points, URL or default: the embedded
+  Triton has no OpenAI front end, so it never stands in for one.
 """
 
 from __future__ import annotations
@@ -50,11 +52,18 @@ def resolve_mix(
     say: Callable[[str], None],
 ) -> Iterator[dict[str, Deployment]]:
     """Each entry's deployment, by name; the embedded Triton (if started) stops on exit."""
-    defaults = [m for m in members if not m.url_given and not m.target.url.startswith("fake://")]
+    defaults = [
+        m
+        for m in members
+        if not m.url_given and not m.target.url.startswith("fake://") and m.target.is_triton
+    ]
     for member in members:
         if member.target.url.startswith("fake://"):
             continue
-        must_answer = member.url_given or mode is EmbeddedMode.NEVER
+        # an OpenAI entry is never served by the embedded Triton (it has no OpenAI front end)
+        must_answer = (
+            member.url_given or mode is EmbeddedMode.NEVER or member.target.protocol.is_openai
+        )
         if must_answer and not answers(member.target.url, member.target.protocol):
             hint = "" if member.url_given else " (--embedded never)"
             raise TargetError(

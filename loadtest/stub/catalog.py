@@ -141,6 +141,17 @@ class Catalog:
         self.repository = repository
         self._models: dict[str, StubModel] = {}
 
+    @cached_property
+    def served(self) -> tuple[str, ...]:
+        """The repository's models (folders with a config.pbtxt), read once: what the stub's
+        OpenAI side lists and serves. Empty without a repository (the KServe side then answers
+        any name with the default shape; an OpenAI client asks for a model it was listed)."""
+        if self.repository is None or not self.repository.is_dir():
+            return ()
+        return tuple(
+            sorted(p.parent.name for p in self.repository.glob("*/config.pbtxt") if p.is_file())
+        )
+
     def model(self, name: str) -> StubModel:
         found = self._models.get(name)
         if found is None:

@@ -6,8 +6,9 @@ Shared-memory registration is refused (400), which is what a server without shar
 With a delay (stub --delay-ms) inference answers are written that much later, and the request's
 JSON header is read for Triton's "timeout" parameter (see catalog.Behaviour); without one, bodies
 are not even looked at. GET /v2/stub/counters is never cached. POST .../generate_stream answers
-server-sent events, one token per event, timed by the model's StreamLaw (stub/sse.py); its body
-is always read.
+server-sent events, one token per event, timed by the model's StreamLaw (stub/sse.py); so do
+POST /v1/completions and /v1/chat/completions in OpenAI's shape (stub/openai_sse.py, with GET
+/v1/models); a streamed request's body is always read.
 With a TokenGate, a request without the token gets 401 (`_GatedHttpServerConnection`: only then
 are headers parsed at all); with an ssl context the listener is HTTPS.
 """
@@ -24,7 +25,8 @@ import httptools
 from loadtest.core.units import us_to_s
 from loadtest.stub.access import TokenGate
 from loadtest.stub.catalog import STUB_VERSION, TIMEOUT_EXPIRED, Behaviour, Catalog
-from loadtest.stub.sse import StreamPlan, stream_answer
+from loadtest.stub.openai_sse import MODELS_PATH, POST_PATHS, models_json, openai_answer
+from loadtest.stub.sse import SsePlan, StreamPlan, stream_answer
 
 _REASONS = {
     200: b"OK",
@@ -36,6 +38,7 @@ _REASONS = {
 _HEADER_LENGTH = b"inference-header-content-length"
 _COUNTERS = "/v2/stub/counters"
 _GENERATE_STREAM = b"/generate_stream"
+_OPENAI_POSTS = {path.encode() for path in POST_PATHS}
 
 
 def _response(status: int, body: bytes, headers: dict[str, str] | None = None) -> bytes:
@@ -73,6 +76,8 @@ class _Router:
 
     def _build(self, method: str, path: str) -> bytes:
         parts = [p for p in path.split("/") if p]
+        if path.rstrip("/") == MODELS_PATH and method == "GET":
+            return _json(200, models_json(self.catalog))
         if parts[:1] != ["v2"]:
             return _json(404, {"error": f"unknown path {path}"})
         rest = parts[1:]
@@ -139,8 +144,10 @@ class _HttpServerConnection(asyncio.Protocol):
             self.body.append(body)
 
     def _streamed(self) -> bool:
-        """Is the request being received a generate_stream one (answered in events)?"""
-        return self.url.split(b"?")[0].endswith(_GENERATE_STREAM)
+        """Is the request being received a generate_stream or OpenAI one (answered in
+        events)?"""
+        path = self.url.split(b"?")[0]
+        return path.endswith(_GENERATE_STREAM) or path in _OPENAI_POSTS
 
     def _server_timeout_us(self) -> int:
         """Triton's "timeout" parameter of the request just received (0 = none)."""
@@ -174,13 +181,23 @@ class _HttpServerConnection(asyncio.Protocol):
         self._send(response, keep_alive)
 
     def _stream(self) -> None:
-        """A generate_stream request: its answer's events as its tokens fall due."""
-        parts = [p for p in self.url.decode().split("?")[0].split("/") if p]
+        """A generate_stream or OpenAI request: its answer's events as its tokens fall due."""
+        path = self.url.decode().split("?")[0]
         body, self.body, self.header_length = b"".join(self.body), [], 0
         self.url = b""
         self.router.behaviour.arrived()
-        plan = StreamPlan(self.router.catalog.model(parts[2] if len(parts) > 2 else ""), body)
         keep_alive = self.parser.should_keep_alive()
+        catalog = self.router.catalog
+        plan: SsePlan
+        if path in POST_PATHS:
+            answer = openai_answer(catalog, path, body)
+            if isinstance(answer, tuple):
+                self._send(_json(*answer), keep_alive)
+                return
+            plan = answer
+        else:
+            parts = [p for p in path.split("/") if p]
+            plan = StreamPlan(catalog.model(parts[2] if len(parts) > 2 else ""), body)
         stream_answer(plan, self._write, lambda: self._send(b"", keep_alive))
 
     def _write(self, data: bytes) -> None:

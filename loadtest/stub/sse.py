@@ -1,5 +1,9 @@
 """The stub's generate_stream answer: server-sent events on a chunked HTTP/1.1 response.
 
+Also what every streamed answer of the stub shares, whatever its API (generate_stream here, the
+OpenAI side in openai_sse.py): the token plan (`TokenPlan`: how many tokens, when each is due)
+and the writer (`stream_answer`) of an `SsePlan`'s head, token events and tail.
+
 What Triton's HTTP generate extension sends for a decoupled model (docs/STREAMING.md): a 200 with
 `Content-Type: text/event-stream; charset=utf-8`, one `data: {...}` event per model response, each
 carrying the output fields (`text_output`, `num_output_tokens` = 1 here: one token per event).
@@ -28,15 +32,20 @@ _HEAD = (
     b"Content-Type: text/event-stream; charset=utf-8\r\n"
     b"Transfer-Encoding: chunked\r\n\r\n"
 )
-_LAST_CHUNK = b"0\r\n\r\n"
+LAST_CHUNK = b"0\r\n\r\n"  # ends a chunked body
 
 
 def _chunk(payload: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(payload), payload)
 
 
-def _event(fields: dict[str, Any]) -> bytes:
-    return _chunk(b"data: " + json.dumps(fields, separators=(",", ":")).encode() + b"\n\n")
+def data_event(data: bytes) -> bytes:
+    """One `data:` event as a chunk of the chunked body."""
+    return _chunk(b"data: " + data + b"\n\n")
+
+
+def json_event(fields: dict[str, Any]) -> bytes:
+    return data_event(json.dumps(fields, separators=(",", ":")).encode())
 
 
 def _number(value: Any, default: int) -> int:
@@ -66,7 +75,16 @@ class TokenPlan:
         self.due_s = [law.token_due_s(words, k) for k in range(self.tokens)]
 
 
-class StreamPlan(TokenPlan):
+class SsePlan(TokenPlan):
+    """A streamed answer as written: `head` with the HTTP head (before any token), one event
+    per token (`events`, each at its due time), then `tail` (which ends the chunked body)."""
+
+    head = b""
+    events: list[bytes]
+    tail: bytes
+
+
+class StreamPlan(SsePlan):
     """One generate_stream request's answer: its SSE events, each token's due time."""
 
     def __init__(self, model: StubModel, body: bytes) -> None:
@@ -78,27 +96,28 @@ class StreamPlan(TokenPlan):
         sent = self.tokens
         base = {"model_name": model.name, "model_version": "1"}
         self.events = [
-            _event({**base, "text_output": f"t{k} ", "num_output_tokens": 1}) for k in range(sent)
+            json_event({**base, "text_output": f"t{k} ", "num_output_tokens": 1})
+            for k in range(sent)
         ]
         self.tail = (
-            _LAST_CHUNK
+            LAST_CHUNK
             if self.error_after is None
-            else _event({"error": MID_STREAM_ERROR}) + _LAST_CHUNK
+            else json_event({"error": MID_STREAM_ERROR}) + LAST_CHUNK
         )
 
 
 def stream_answer(
-    plan: StreamPlan, write: Callable[[bytes], None], finished: Callable[[], None]
+    plan: SsePlan, write: Callable[[bytes], None], finished: Callable[[], None]
 ) -> None:
     """Write the plan's answer through `write` as its tokens fall due, then call `finished`
     (the connection may take its next request). `write` must drop data once the peer is gone."""
     if plan.instant or not plan.events:
-        write(_HEAD + b"".join(plan.events) + plan.tail)
+        write(_HEAD + plan.head + b"".join(plan.events) + plan.tail)
         finished()
         return
     loop = asyncio.get_running_loop()
     start = loop.time()
-    write(_HEAD)
+    write(_HEAD + plan.head)
 
     def token(k: int) -> None:
         write(plan.events[k])

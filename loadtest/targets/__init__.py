@@ -1,4 +1,5 @@
-"""Targets: what queries go to (Triton gRPC/HTTP, native onnxruntime, the in-process fake).
+"""Targets: what queries go to (Triton gRPC/HTTP and its streams, an OpenAI-compatible server,
+native onnxruntime, the in-process fake).
 
 The client stacks (tritonclient, aiohttp, onnxruntime) are imported lazily, per target kind, so a
 run against one protocol never pays for the others. observe/ and stub/ import tritonclient too,
@@ -25,12 +26,15 @@ def triton_target(
     tls: TlsSettings | None = None,
     headers: tuple[Header, ...] = (),
     grpc: GrpcOptions | None = None,
+    ignore_eos: bool = False,
 ) -> Target:
-    """A Triton target for 'grpc', 'http', 'grpc-stream' or 'http-stream' (imported lazily:
-    each pulls in its client stack).
+    """A Triton target for 'grpc', 'http', 'grpc-stream' or 'http-stream', or an
+    OpenAI-compatible server's for 'openai' or 'openai-chat' (imported lazily: each pulls in its
+    client stack).
 
     `timeout_s` is the client's per-request deadline; `server_timeout_s` (0 = none) is sent to
-    Triton as the request's "timeout" parameter. A `fake://` URL gives the in-process fake target
+    Triton as the request's "timeout" parameter; `ignore_eos` asks an OpenAI server for exactly
+    max_tokens tokens. A `fake://` URL gives the in-process fake target
     instead (see targets/fake.py), which honours `timeout_s` too, and takes headers and URL
     credentials and ignores them. `grpc`: the gRPC client's options (--protocol grpc).
     """
@@ -72,6 +76,18 @@ def triton_target(
         return TritonSseTarget(
             url, model, version, timeout_s, server_timeout_s, tls=tls, headers=headers
         )
+    if protocol in ("openai", "openai-chat"):
+        from loadtest.targets.openai_sse import OpenAiSseTarget
+
+        return OpenAiSseTarget(
+            url,
+            model,
+            timeout_s,
+            chat=protocol == "openai-chat",
+            ignore_eos=ignore_eos,
+            tls=tls,
+            headers=headers,
+        )
     if protocol == "http":
         from loadtest.targets.triton_http import TritonHttpTarget
 
@@ -94,4 +110,5 @@ def target_for(settings: TargetSettings) -> Target:
         tls=settings.tls,
         headers=settings.headers,
         grpc=GrpcOptions.of(settings),
+        ignore_eos=settings.ignore_eos,
     )

@@ -58,15 +58,16 @@ class Credentials:
 PLAINTEXT = Credentials()
 
 
-def auth_refusal(url: str, kind: str, transport: str) -> str:
-    """The one line for credentials refused on the first request (open / warm-up)."""
+def auth_refusal(url: str, kind: str, transport: str, server: str = "Triton") -> str:
+    """The one line for credentials refused on the first request (open / warm-up); `server`
+    names what refused them."""
     if kind == PERMISSION_DENIED:
         return (
-            f"Triton at {url} refused the request ({transport}: {kind}): the headers sent "
+            f"{server} at {url} refused the request ({transport}: {kind}): the headers sent "
             "(--header, user:password@ in --url) do not grant it: missing, wrong, or not allowed"
         )
     return (
-        f"Triton at {url} refused the request ({transport}: {kind}): a missing or wrong "
+        f"{server} at {url} refused the request ({transport}: {kind}): a missing or wrong "
         "credential; pass it with --header 'Authorization:@env:VAR' (or user:password@ in --url)"
     )
 

@@ -12,24 +12,21 @@ Triton sets the HTTP status from the *first* response, so an error after it arri
 `data: {"error": "..."}` under a 200 (extension_generate.md): every event is checked, and such
 an answer is a failed query ("http stream: ..."), never a short success.
 
-The lean path: aiohttp's keep-alive pool (no cap on connections: an open-loop burst is never
-throttled), the body read as it arrives in whole network chunks and split on the blank line that
-ends an event (bytes.split, no per-byte Python), one json.loads per event. --timeout cancels the
-query's task, which closes its response (and its connection) and counts a timeout.
+The lean path is targets/sse_client.py's, shared with the OpenAI target: aiohttp's keep-alive
+pool, the body split into events in whole network chunks; here each event's count and error check
+are read without json.loads when that is safe (`_fast_tokens`). --timeout cancels the query's
+task, which closes its response (and its connection) and counts a timeout.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
-import numpy as np
 from tritonclient.utils import InferenceServerException
 
-from loadtest.core.records import TIMEOUT
 from loadtest.core.target import (
     ModelSpec,
     Parts,
@@ -37,11 +34,8 @@ from loadtest.core.target import (
     Written,
 )
 from loadtest.errors import TargetError
-from loadtest.targets.transport import (
-    AUTH_KIND_BY_HTTP_STATUS,
-    http_client,
-    ssl_context,
-)
+from loadtest.targets.sse_client import SseEvents, SseQueries, json_value
+from loadtest.targets.transport import http_client
 from loadtest.targets.triton_common import (
     DEFAULT_HTTP_PORT,
     StreamingTargetBase,
@@ -52,15 +46,6 @@ from loadtest.targets.triton_common import (
 )
 
 TOKEN_COUNT_FIELD = "num_output_tokens"
-_EVENT_END = b"\n\n"
-_CLOSED = "http stream: closed"
-
-
-def json_value(tensor: np.ndarray) -> Any:
-    """A sample tensor as the JSON value generate_stream maps to that input: a scalar for one
-    element (text decoded as UTF-8), else a flat list."""
-    values = [v.decode() if isinstance(v, bytes) else v for v in tensor.reshape(-1).tolist()]
-    return values[0] if len(values) == 1 else values
 
 
 def request_body(sample: Sample, server_timeout_us: int | None = None) -> bytes:
@@ -81,55 +66,31 @@ def event_tokens(event: dict[str, Any]) -> int | None:
     return int(value)
 
 
-class SseAnswer:
-    """One answer's events as they arrive: fed the body in network chunks, reports to `parts`.
+class SseAnswer(SseEvents):
+    """One generate_stream answer's events as they arrive (see SseEvents): each `data:` event
+    is a part, its `num_output_tokens` summed into `count` (None while no event carried one);
+    `events` counts the data events seen. The end of the body ends the answer."""
 
-    `feed` returns the error kind of an error event (the query has failed), else None; `count`
-    is the summed token count so far (None while no event carried one), `events` the data
-    events seen. Separate from the I/O so the parsing can be tested, and measured, alone.
-    """
-
-    __slots__ = ("_rest", "count", "events", "parts")
+    __slots__ = ("events",)
 
     def __init__(self, parts: Parts) -> None:
-        self.parts = parts
-        self.count: int | None = None
+        super().__init__(parts)
         self.events = 0
-        self._rest = b""
 
-    def feed(self, data: bytes) -> str | None:
-        if self._rest:
-            data = self._rest + data
-        if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n")
-        events = data.split(_EVENT_END)
-        self._rest = events.pop()
-        for event in events:
-            error = self._event(event)
+    def _data(self, payload: bytes) -> str | None:
+        tokens = _fast_tokens(payload)
+        if tokens == _SLOW:
+            error, tokens = _parsed(payload)
             if error is not None:
                 return error
+        self.events += 1
+        self.parts.part()
+        if tokens is not None:
+            self.count = (self.count or 0) + tokens
         return None
 
-    def end(self) -> str | None:
-        """The body is over: an unterminated last event still counts."""
-        rest, self._rest = self._rest.strip(), b""
-        return self._event(rest) if rest else None
-
-    def _event(self, event: bytes) -> str | None:
-        for line in event.split(b"\n"):
-            if not line.startswith(b"data:"):
-                continue  # comments (":"), "event:", "id:", "retry:" carry no response
-            payload = line[5:].strip()
-            tokens = _fast_tokens(payload)
-            if tokens == _SLOW:
-                error, tokens = _parsed(payload)
-                if error is not None:
-                    return error
-            self.events += 1
-            self.parts.part()
-            if tokens is not None:
-                self.count = (self.count or 0) + tokens
-        return None
+    def _ended(self) -> str | None:
+        return None if self.events else "http stream: no response"
 
 
 _SLOW = -1  # _fast_tokens: this event needs json.loads
@@ -194,11 +155,11 @@ class TritonSseTarget(StreamingTargetBase):
         self._endpoint = (
             f"{scheme}://{self.url}/v2/models/{self.model}{version_path}/generate_stream"
         )
-        self._headers = {"Content-Type": "application/json", **self.credentials.header_dict()}
-        self._session: aiohttp.ClientSession | None = None
+        self._queries = SseQueries(
+            "http stream", self.credentials, self.timeout_s, http_error_message
+        )
         self._bodies: list[bytes] = []  # the load path's, with the server timeout if any
         self._plain: list[bytes] = []  # without it: warm-up and infer_outputs
-        self._tasks: set[asyncio.Task[None]] = set()
 
     async def open(self) -> ModelSpec:
         client = http_client(self.url, self.credentials, conn_timeout=self.setup_timeout_s)
@@ -219,11 +180,7 @@ class TritonSseTarget(StreamingTargetBase):
             raise TargetError(f"model {self.model!r} at {self.url} is not ready")
         self.decoupled = is_decoupled(config)
         self._spec = model_spec_from_config(config, self.version)
-        tls = self.credentials.tls
-        connector = aiohttp.TCPConnector(
-            limit=0, ssl=ssl_context(tls) if tls is not None else False
-        )
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        self._queries.open()
         return self._spec
 
     async def prepare(self, samples: Sequence[Sample]) -> None:
@@ -242,67 +199,11 @@ class TritonSseTarget(StreamingTargetBase):
 
     # -- one query ------------------------------------------------------------------------------
     def start_parts(self, sample_index: int, parts: Parts, written: Written | None = None) -> None:
-        self._start(self._bodies[sample_index], parts)
-
-    def _start(self, body: bytes, parts: Parts) -> None:
-        task = asyncio.get_running_loop().create_task(self._query(body, parts))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        if self.timeout_s > 0:
-            deadline = asyncio.get_running_loop().call_later(self.timeout_s, _expire, task, parts)
-            task.add_done_callback(lambda _: deadline.cancel())
-
-    async def _query(self, body: bytes, parts: Parts) -> None:
-        assert self._session is not None, "open() first"
-        answer = SseAnswer(parts)
-        try:
-            async with self._session.post(
-                self._endpoint, data=body, headers=self._headers
-            ) as response:
-                if response.status != 200:
-                    parts.done(_status_kind(response.status, await response.read()))
-                    return
-                async for data in response.content.iter_any():
-                    error = answer.feed(data)
-                    if error is not None:
-                        parts.done(error)
-                        return
-                error = answer.end()
-        except asyncio.CancelledError:
-            parts.done(_CLOSED)  # a no-op after a timeout: `_expire` ended the query first
-            raise
-        except (aiohttp.ClientError, OSError) as exc:
-            parts.done(error_kind("http stream", str(exc) or type(exc).__name__))
-            return
-        if error is None and answer.events == 0:
-            error = "http stream: no response"
-        if error is None:
-            parts.final(answer.count)
-        parts.done(error)
+        self._queries.start(self._endpoint, self._bodies[sample_index], SseAnswer(parts))
 
     def _start_whole(self, sample_index: int, parts: Parts) -> None:
-        self._start(self._plain[sample_index], parts)  # without the server timeout
+        # without the server timeout
+        self._queries.start(self._endpoint, self._plain[sample_index], SseAnswer(parts))
 
     async def close(self) -> None:
-        tasks, self._tasks = list(self._tasks), set()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-
-def _expire(task: asyncio.Task[None], parts: Parts) -> None:
-    """--timeout: the query is a timeout, and its task is cancelled, which closes the response
-    (aiohttp drops a connection whose body was not read to the end)."""
-    parts.done(TIMEOUT)
-    task.cancel()
-
-
-def _status_kind(status: int, body: bytes) -> str:
-    """The error kind of a refused request (before the stream began): auth, else its message."""
-    auth = AUTH_KIND_BY_HTTP_STATUS.get(status)
-    if auth is not None:
-        return auth
-    return error_kind(f"http stream {status}", http_error_message(body))
+        await self._queries.close()

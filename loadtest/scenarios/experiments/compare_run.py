@@ -110,6 +110,11 @@ class CompareSetup:
             )
         if self.http_url and self.flags.protocol is Protocol.HTTP:
             raise SettingsError("--http-url goes with --protocol grpc; with http, give --url")
+        if self.flags.protocol.is_openai:
+            raise SettingsError(
+                "compare measures Triton against the same model in-process; --protocol "
+                f"{self.flags.protocol.value} (an OpenAI-compatible server) is not offered there"
+            )
 
     @property
     def base(self) -> ServerSettings:

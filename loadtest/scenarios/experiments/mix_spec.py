@@ -508,7 +508,8 @@ def _protocol(value: Any) -> Protocol:
     try:
         return Protocol(str(getattr(value, "value", value)).lower())
     except ValueError:
-        raise SettingsError(f"protocol must be grpc or http, got {value!r}") from None
+        names = ", ".join(p.value for p in Protocol)
+        raise SettingsError(f"protocol must be one of {names}, got {value!r}") from None
 
 
 def _text(value: Any, key: str, empty: bool = False) -> str:
