@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 import aiohttp
+import numpy as np
 import pytest
 from openai_servers import OpenAIServer, count_tokens
+
+from loadtest.engine.samples import random_samples
+from loadtest.rules.tokens import USAGE_COUNT
+from loadtest.targets.openai_sse import MAX_TOKENS_INPUT, openai_model_spec
 
 pytestmark = pytest.mark.openai_server
 
@@ -133,3 +141,40 @@ def test_models_lists_the_model(openai_server: OpenAIServer) -> None:
 
     listed = asyncio.run(get())
     assert [entry["id"] for entry in listed["data"]] == [openai_server.model]
+
+
+@pytest.mark.parametrize("protocol", ["openai", "openai-chat"])
+def test_loadtest_streams_from_it_and_counts_as_its_usage_says(
+    openai_server: OpenAIServer, protocol: str, tmp_path
+) -> None:
+    """loadtest end to end against the third-party server: every query completes (its missing
+    [DONE] ends an answer that said why it finished), each answer's count is the server's usage,
+    equal to the content events loadtest counted and to the sample's max_tokens (no EOS token
+    in this model), and TTFT comes before the end."""
+    out = tmp_path / "out"
+    run = subprocess.run(
+        [
+            sys.executable, "-m", "loadtest.cli", "server", "--protocol", protocol,
+            "--url", openai_server.base_url, "--model", openai_server.model,
+            "--embedded", "never", "--no-live", "--qps", "4", "--duration", "2",
+            "--min-queries", "6", "--target-latency", "5000", "--records",
+            "--output", str(out),
+        ],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "160"},
+    )  # fmt: skip
+    # a short run of an unbatched server: VALID or INVALID by the rules (3), never an error
+    assert run.returncode in (0, 3), run.stdout + run.stderr
+    data = json.loads((out / "result.json").read_text())
+    assert data["summary"]["completed_ok"] == data["summary"]["issued"] >= 6
+    assert data["tokens"]["token_source"] == USAGE_COUNT
+    columns = data["records"]["columns"]
+    counts, parts = np.asarray(columns["final_count"]), np.asarray(columns["parts"])
+    assert (counts == parts).all() and (counts >= 2).all()
+    first, done = np.asarray(columns["first_part_ns"]), np.asarray(columns["completed_ns"])
+    assert (first < done).all()
+    settings = data["settings"]
+    library = random_samples(
+        openai_model_spec(openai_server.model), settings["sample_count"], settings["sample_seed"]
+    )
+    asked = [int(library[i][MAX_TOKENS_INPUT].ravel()[0]) for i in columns["sample_index"]]
+    assert asked == counts.tolist()

@@ -129,7 +129,7 @@ def test_a_body_that_ends_without_done_is_a_failed_query(fast_repository):
     bad = records.sample_index == 1
     assert records.errored[bad].all() and records.ok[~bad].all()
     kinds = {records.error_kinds[code] for code in records.error_code[bad]}
-    assert kinds == {"openai stream: the answer ended without data: [DONE]"}
+    assert kinds == {"openai stream: the answer ended without data: [DONE] (and no finish_reason)"}
     assert (records.parts[bad] == 4).all()  # every token came, the end did not
 
 
@@ -335,11 +335,28 @@ def test_an_error_event_fails_the_answer_even_when_done_follows(body, error):
 def test_no_done_is_an_error_and_nothing_after_done_counts():
     answer = OpenAiAnswer(_Seen(), chat=False)
     assert answer.feed(_chunk({"choices": [{"text": "a"}]})) is None
-    assert answer.end() == "openai stream: the answer ended without data: [DONE]"
+    assert (
+        answer.end()
+        == "openai stream: the answer ended without data: [DONE] (and no finish_reason)"
+    )
     done = OpenAiAnswer(_Seen(), chat=False)
     tail = _chunk({"choices": [{"text": "late"}]}) + _chunk({"error": "late"})
     assert done.feed(_chunk({"choices": [{"text": "a"}]}) + b"data: [DONE]\n\n" + tail) is None
     assert done.complete and done.chunks == 1
+
+
+@pytest.mark.parametrize("compact", [True, False])
+def test_a_body_that_ends_after_a_finish_reason_is_complete_without_done(compact):
+    """transformers serve's shape: usage beside the finish reason on the last event, no [DONE];
+    a cut stream (no finish reason) still fails, above."""
+    answer = OpenAiAnswer(_Seen(), chat=True)
+    last = {"choices": [{"delta": {"content": "b"}, "finish_reason": "length"}],
+            "usage": {"completion_tokens": 2}}  # fmt: skip
+    events = _chunk({"choices": [{"delta": {"content": "a"}, "finish_reason": None}]})
+    events += _chunk(last) if compact else b"data: " + json.dumps(last).encode() + b"\n\n"
+    assert answer.feed(events) is None
+    assert answer.end() is None
+    assert answer.chunks == 2 and answer.count == 2
 
 
 # -- settings and the embedded Triton -----------------------------------------------------------

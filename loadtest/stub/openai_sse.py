@@ -11,7 +11,8 @@ the prompt, then one every c), so the known answer is identical over both APIs.
 The models served are the repository's (`Catalog.served`); another name is a 404 in OpenAI's
 error shape, as is a request without `"stream": true` (400: the stub answers streams only).
 For tests, `stub_error_after: k` sends k tokens and then an error event, followed by
-`data: [DONE]` as vLLM does; `stub_without_done: true` ends the body without `data: [DONE]`.
+`data: [DONE]` as vLLM does; `stub_without_done: true` ends the body as a cut stream would:
+without `data: [DONE]` and without a `finish_reason`.
 """
 
 from __future__ import annotations
@@ -109,11 +110,13 @@ class OpenAiPlan(SsePlan):
             "model": model.name,
         }
         failing = self.error_after is not None
-        self.events = _token_events(envelope, chat, self.tokens, None if failing else "length")
+        cut = request.get(WITHOUT_DONE_FIELD) is True  # a stream cut mid-answer: no end at all
+        finish = None if failing or cut else "length"
+        self.events = _token_events(envelope, chat, self.tokens, finish)
         if chat:  # the role first, with empty content, as vLLM opens a chat stream
             opening = {"index": 0, "delta": {"role": "assistant", "content": ""}}
             self.head = json_event({**envelope, "choices": [{**opening, "finish_reason": None}]})
-        done = b"" if request.get(WITHOUT_DONE_FIELD) is True else _DONE
+        done = b"" if cut else _DONE
         if failing:
             error = json_event(error_body(MID_STREAM_ERROR, "InternalServerError", 500))
             self.tail = error + done + LAST_CHUNK

@@ -21,7 +21,11 @@ role-only chunk is not one; the usage chunk's `usage.completion_tokens` is the f
 (rules/tokens.py labels its origin); `[DONE]` ends the query. No usage chunk: the count is None
 and the run's token figures count content chunks, and say so. A failure is a failed query,
 never a short success: an `{"error": ...}` event under the 200 (vLLM sends one, then `[DONE]`), a
-body that ends without `[DONE]`, a status other than 200 (401/403: the auth kinds).
+body that ends without `[DONE]` before any choice said why it finished, a status other than 200
+(401/403: the auth kinds). A body that ends without `[DONE]` after a choice's non-null
+`finish_reason` is complete: Hugging Face's `transformers serve` never sends `[DONE]` (its last
+event carries `finish_reason` and usage; tests/test_openai_server.py), while a stream cut
+mid-answer has no finish reason.
 
 The lean path is targets/sse_client.py's, shared with Triton's generate_stream. The content check
 and usage are read without json.loads where that is safe (`_fast_parts`).
@@ -177,15 +181,16 @@ def openai_error_message(body: bytes) -> str:
 class OpenAiAnswer(SseEvents):
     """One streamed completion's events as they arrive (see SseEvents): content chunks are
     parts (`chunks` counts them), the usage chunk's completion_tokens is `count`, `[DONE]`
-    completes it; a body that ends before `[DONE]` is an error."""
+    completes it; a body that ends before `[DONE]` is an error unless a choice had finished."""
 
-    __slots__ = ("_chat", "_key", "chunks")
+    __slots__ = ("_chat", "_key", "chunks", "finished")
 
     def __init__(self, parts: Parts, chat: bool) -> None:
         super().__init__(parts)
         self._chat = chat
         self._key = _CONTENT_KEY if chat else _TEXT_KEY
         self.chunks = 0
+        self.finished = False  # a choice's finish_reason was not null
 
     def _data(self, payload: bytes) -> str | None:
         if self.complete:
@@ -195,18 +200,21 @@ class OpenAiAnswer(SseEvents):
             return None
         chunks = _fast_parts(payload, self._key)
         if chunks == _SLOW:
-            error, chunks, tokens = _parsed(payload, self._chat)
+            error, chunks, tokens, finished = _parsed(payload, self._chat)
             if error is not None:
                 return error
             if tokens is not None:
                 self.count = tokens
+            self.finished = self.finished or finished
         for _ in range(chunks):
             self.parts.part()
         self.chunks += chunks
         return None
 
     def _ended(self) -> str | None:
-        return f"{LABEL}: the answer ended without data: [DONE]"
+        if self.finished:
+            return None
+        return f"{LABEL}: the answer ended without data: [DONE] (and no finish_reason)"
 
 
 def _fast_parts(payload: bytes, key: bytes) -> int:
@@ -224,6 +232,8 @@ def _fast_parts(payload: bytes, key: bytes) -> int:
     if b'"error"' in payload or b'"reasoning' in payload:
         return _SLOW
     if b'"usage"' in payload and b'"usage":null' not in payload:
+        return _SLOW
+    if b'"finish_reason"' in payload and b'"finish_reason":null' not in payload:
         return _SLOW
     at = payload.find(key)
     if at < 0 or payload.find(key, at + len(key)) >= 0:
@@ -246,23 +256,27 @@ def _has_content(choice: Any, chat: bool) -> bool:
     )
 
 
-def _parsed(payload: bytes, chat: bool) -> tuple[str | None, int, int | None]:
-    """(error kind, content chunks, usage.completion_tokens) of an event, by json.loads."""
+def _parsed(payload: bytes, chat: bool) -> tuple[str | None, int, int | None, bool]:
+    """(error kind, content chunks, usage.completion_tokens, whether a choice finished) of an
+    event, by json.loads."""
     try:
         event = json.loads(payload)
     except ValueError:
-        return f"{LABEL}: an event that is not JSON", 0, None
+        return f"{LABEL}: an event that is not JSON", 0, None, False
     if not isinstance(event, dict):
-        return f"{LABEL}: an event that is not a JSON object", 0, None
+        return f"{LABEL}: an event that is not a JSON object", 0, None, False
     if event.get("error") is not None:
-        return error_kind(LABEL, error_message(event["error"])), 0, None
+        return error_kind(LABEL, error_message(event["error"])), 0, None, False
     usage = event.get("usage")
     tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
     if not isinstance(tokens, int) or isinstance(tokens, bool):
         tokens = None
     choices = event.get("choices")
-    chunks = sum(_has_content(c, chat) for c in choices) if isinstance(choices, list) else 0
-    return None, chunks, tokens
+    if not isinstance(choices, list):
+        return None, 0, tokens, False
+    chunks = sum(_has_content(c, chat) for c in choices)
+    finished = any(isinstance(c, dict) and c.get("finish_reason") is not None for c in choices)
+    return None, chunks, tokens, finished
 
 
 def model_ids(body: bytes) -> list[str]:
