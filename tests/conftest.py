@@ -7,6 +7,30 @@ from pathlib import Path
 
 import pytest
 
+# `./lt test` (and so CI) runs the suite as two pytest-xdist workers (-n 2 --dist loadgroup):
+# one takes the files below, whose tests mostly wait (timeouts, signals, hung and silent servers,
+# Ray and proxy start-ups; measured 0.07-0.58 CPU-seconds per wall second, tests/test_stopping.py
+# 0.28), and every Ray test; the other takes everything else. Waiting then overlaps with work,
+# and the CPU-bound, timing-sensitive tests (the client keeping its schedule, the meter's
+# accuracy) never run beside each other. Without xdist the marks do nothing.
+WAITING_FILES = frozenset(
+    {
+        "test_stopping.py",
+        "test_ray.py",
+        "test_tls_auth.py",
+        "test_hostile_input.py",
+        "test_exit_codes.py",
+        "test_embedded.py",
+        "test_proxies.py",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        waits = item.path.name in WAITING_FILES or item.get_closest_marker("ray") is not None
+        item.add_marker(pytest.mark.xdist_group("waits" if waits else "works"))
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
