@@ -99,16 +99,20 @@ def from_summary(latency: dict[str, Any]) -> PercentileCurve:
 
 def best_curve(summary: dict[str, Any], latencies_ns: np.ndarray | None) -> PercentileCurve:
     """Records if given, else the summary's HDR histogram, else its printed percentiles."""
-    if latencies_ns is not None:
-        return from_latencies(latencies_ns)
-    encoded = summary.get("latency_hdr")
+    return curve_of(latencies_ns, summary.get("latency_hdr"), summary.get("latency"))
+
+
+def curve_of(values_ns: np.ndarray | None, encoded: Any, stats: Any) -> PercentileCurve:
+    """The best curve of one figure: its per-query values if given, else its encoded HDR
+    histogram, else its printed percentiles (a LatencyStats dict: p50_ns … p999_ns, count)."""
+    if values_ns is not None:
+        return from_latencies(values_ns)
     if isinstance(encoded, str) and encoded:
         try:
             return from_histogram(encoded)
         except Exception:  # a corrupt histogram string: fall back rather than fail the report
             pass
-    latency = summary.get("latency")
-    return from_summary(latency if isinstance(latency, dict) else {})
+    return from_summary(stats if isinstance(stats, dict) else {})
 
 
 def percentile_ticks(max_inverse_tail: float) -> tuple[list[float], list[str]]:

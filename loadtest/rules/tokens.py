@@ -120,8 +120,9 @@ def query_tokens(records: Records) -> tuple[np.ndarray, str]:
 
 
 @dataclass(frozen=True)
-class _PerQuery:
-    """The successful streamed queries' own figures, row by row (ns)."""
+class PerQuery:
+    """The successful streamed queries' own figures, row by row (ns): what the summaries are taken
+    over, and what the report's distributions are drawn from."""
 
     tokens: np.ndarray
     source: str
@@ -132,7 +133,8 @@ class _PerQuery:
     completed: np.ndarray
 
 
-def _per_query(records: Records) -> _PerQuery:
+def per_query(records: Records) -> PerQuery:
+    """Each successful streamed query's tokens, TTFT (both origins), TPOT, responses, completion."""
     kept = records.ok & records.streamed
     tokens, source = query_tokens(records)
     n = tokens[kept]
@@ -140,7 +142,7 @@ def _per_query(records: Records) -> _PerQuery:
     ttft = first - records.scheduled_ns[kept]
     e2e = records.completed_ns[kept] - records.scheduled_ns[kept]
     many = n > 1
-    return _PerQuery(
+    return PerQuery(
         tokens=n,
         source=source,
         ttft=ttft,
@@ -153,7 +155,7 @@ def _per_query(records: Records) -> _PerQuery:
 
 def token_figures(records: Records) -> TokenFigures | None:
     """The token figures of the successful streamed queries; None when none streamed."""
-    q = _per_query(records)
+    q = per_query(records)
     if not len(q.tokens):
         return None
     final = int(q.completed.max())
@@ -201,7 +203,7 @@ class TokenCheck:
 def token_checks(records: Records, bounds: TokenBounds) -> list[TokenCheck]:
     """LoadGen's LLM rules: no answer of one token or none, and the p TTFT (from the scheduled
     time) and p TPOT within their bounds, each only when set."""
-    q = _per_query(records)
+    q = per_query(records)
     short = int((q.tokens <= 1).sum())
     checks = [
         TokenCheck(
