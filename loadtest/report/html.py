@@ -25,6 +25,7 @@ from loadtest.report import figures
 from loadtest.report.curves import SOURCE_TEXT, best_curve
 from loadtest.report.html_blocks import Raw, esc, figure_html, fmt_value, ms, obj, table
 from loadtest.report.resultfile import COMPARE, FIND_PEAK, MIX, RUN, SWEEP, ResultFile, from_data
+from loadtest.report.token_html import tokens_figures_html, tokens_html
 from loadtest.rules.stats import PERCENTILE_METHOD, Timeline, timeline
 
 SPLIT_KEYS = ("split_ns", "split", "server_split", "breakdown", "latency_split")
@@ -354,6 +355,7 @@ def run_details(run: ResultFile, number: int) -> str:
     }
     counts.update({f"errors: {k}": v for k, v in (s.get("errors_by_kind") or {}).items()})
     parts.append("<h3>Counts</h3>" + table(["", "queries"], counts.items(), numeric=1))
+    parts.append(tokens_html(data.get("tokens")))
     parts.append(goodput_html(data.get("goodput")))
     parts.append(stages_html(data.get("stages")))
     parts.append(run_split_html(data, number))
@@ -410,6 +412,7 @@ def runs_section(runs: Sequence[ResultFile]) -> str:
             '<p class="note">Timeline: not available — the runs were written by an older '
             "loadtest without per-query records (--records).</p>"
         )
+    parts.append(tokens_figures_html(runs, series))
     for number, run in enumerate(runs):
         parts.append(run_details(run, number))
     return "".join(parts)
