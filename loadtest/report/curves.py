@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from hdrh.histogram import HdrHistogram
 
 from loadtest.rules.stats import LOADGEN_PERCENTILES, decode_histograms
 
@@ -77,8 +78,32 @@ def from_histogram(encoded: str) -> PercentileCurve:
     grid = _grid(n)
     # hdrh returns the value of rank round(n·p/100); ask for LoadGen's rank floor(n·p) + 1 instead.
     ranks = np.minimum(np.floor(n * grid) + 1, n)
-    values = [histogram.get_value_at_percentile(float(r) * 100.0 / n) for r in ranks]
-    return PercentileCurve(grid, np.asarray(values, dtype=np.float64), n, FROM_HISTOGRAM)
+    values = values_at_percentiles(histogram, ranks * 100.0 / n)
+    return PercentileCurve(grid, values.astype(np.float64), n, FROM_HISTOGRAM)
+
+
+def values_at_percentiles(histogram: HdrHistogram, percentiles: np.ndarray) -> np.ndarray:
+    """hdrh's get_value_at_percentile at many percentiles in one pass: the same values (its
+    target count, its first bucket reaching it, its highest equivalent value), without its
+    Python walk of the whole counts array per percentile (1,500 points took seconds)."""
+    total = int(histogram.get_total_count())
+    counts = np.fromiter(
+        (histogram.get_count_at_index(i) for i in range(histogram.counts_len)), dtype=np.int64
+    )
+    reached = np.cumsum(counts)
+    requested = np.minimum(np.asarray(percentiles, dtype=np.float64), 100.0)
+    targets = np.maximum((requested * total / 100 + 0.5).astype(np.int64), 1)
+    indices = np.minimum(np.searchsorted(reached, targets, side="left"), len(counts) - 1)
+    values = {index: histogram.get_value_from_index(index) for index in np.unique(indices).tolist()}
+    return np.array(
+        [
+            histogram.get_highest_equivalent_value(values[index])
+            if percentile
+            else histogram.get_lowest_equivalent_value(values[index])
+            for index, percentile in zip(indices.tolist(), requested.tolist(), strict=True)
+        ],
+        dtype=np.int64,
+    )
 
 
 def from_summary(latency: dict[str, Any]) -> PercentileCurve:
