@@ -236,3 +236,16 @@ def test_histogram_curves_read_the_same_values_as_hdrh_in_one_pass():
     percentiles = np.concatenate(([0.0, 0.001, 50.0, 99.0, 99.99, 100.0], rng.uniform(0, 100, 300)))
     expected = [histogram.get_value_at_percentile(float(p)) for p in percentiles]
     assert values_at_percentiles(histogram, percentiles).tolist() == expected
+
+
+def test_a_malformed_tokens_object_still_renders():
+    # Result files are read tolerantly: a figure that is not what it should be shows as "—".
+    records, gaps = streamed_records(n=50, seed=5)
+    data = streamed_run_json(records, gaps, keep_records=False)
+    data["tokens"].update(
+        ttft="?", tpot=[1], itl={"count": "many"}, bounds={"percentile": "x", "ttft_ns": 5}
+    )
+    data["client"]["hdr"]["part_gap"] = "not a histogram"
+    page = render_html([from_data(data, "odd")])
+    assert figure_ids(page) == ["fig-hdr", "fig-cdf", "fig-ttft", "fig-tpot"]
+    assert "p99 TTFT ≤ 0.000 ms" in page and "No ITL for odd" in page

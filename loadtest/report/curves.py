@@ -12,6 +12,7 @@ evenly spaced and the tail gets the room it deserves (Gil Tene's HdrHistogram pl
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,7 +115,8 @@ def from_summary(latency: dict[str, Any]) -> PercentileCurve:
         for p, k in zip(LOADGEN_PERCENTILES, keys, strict=True)
         if isinstance(latency.get(k), (int, float))
     ]
-    count = int(latency.get("count", 0) or 0)
+    given = latency.get("count")
+    count = int(given) if isinstance(given, (int, float)) and math.isfinite(given) else 0
     if count == 0 or not points:
         return PercentileCurve(np.zeros(0), np.zeros(0), count, FROM_SUMMARY)
     return PercentileCurve(

@@ -103,7 +103,8 @@ def tokens_html(tokens: Any) -> str:
     bounds = obj(tokens.get("bounds"))
     bound_text = "none"
     if bounds.get("ttft_ns") or bounds.get("tpot_ns"):
-        tag = f"p{float(bounds.get('percentile', 0.99)) * 100:g}"
+        percentile = bounds.get("percentile")
+        tag = f"p{percentile * 100:g}" if isinstance(percentile, (int, float)) else "p99"
         bound_text = (
             f"{tag} TTFT ≤ {ms(bounds.get('ttft_ns') or None)}, {tag} TPOT ≤ "
             f"{ms(bounds.get('tpot_ns') or None)} ({bounds.get('source') or 'given'})"
