@@ -1,5 +1,6 @@
 """Synthetic result files for the report/export/diff tests: runs built from seeded records (no
-load generated), a find-peak sweep and a compare file in the shapes their writers use."""
+load generated), streamed (LLM) runs with their token figures, a find-peak sweep and a compare file
+in the shapes their writers use."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Any
 import numpy as np
 
 from loadtest.core.records import Records, Status
-from loadtest.report.results import plain
-from loadtest.rules.stats import summarize, timeline
+from loadtest.engine.selfmeasure import record_histograms
+from loadtest.report.results import plain, tokens_json
+from loadtest.rules.stats import encode_histogram, latency_histogram, summarize, timeline
+from loadtest.rules.tokens import token_figures
 from loadtest.rules.validity import judge_server
 
 MS = 1_000_000
@@ -82,6 +85,43 @@ def run_json(
             "samples_per_query": records.samples_per_query,
             "columns": records.to_columns(),
         }
+    return data
+
+
+def streamed_records(
+    n: int = 400, qps: float = 20.0, seed: int = 0, per_response: int = 1
+) -> tuple[Records, str]:
+    """n answers in parts at a steady rate, as an LLM server streams them: a little send lag,
+    the first response ~80 ms after the send (lognormal), then one response every ~10 ms per
+    token it carries (`per_response` tokens each, the last one the rest), 8-16 tokens counted by
+    the server. Returns the records and the encoded HDR histogram of the gaps between responses
+    (what engine/parts.py would have merged)."""
+    rng = np.random.default_rng(seed)
+    scheduled = (np.arange(n) * (1e9 / qps)).astype(np.int64)
+    records = Records(scheduled_ns=scheduled, sample_index=(np.arange(n) % 64).astype(np.int32))
+    records.issued_ns[:] = scheduled + rng.integers(10_000, 500_000, n)
+    records.first_part_ns[:] = records.issued_ns + rng.lognormal(np.log(80 * MS), 0.3, n).astype(
+        np.int64
+    )
+    tokens = rng.integers(8, 17, n)
+    parts = -(-tokens // per_response)
+    gap = (rng.normal(10 * MS, MS, n).clip(5 * MS) * per_response).astype(np.int64)
+    records.completed_ns[:] = records.first_part_ns + (parts - 1) * gap
+    records.parts[:] = parts
+    records.final_count[:] = tokens
+    records.status[:] = Status.OK
+    gaps = np.repeat(gap, parts - 1)
+    return records, encode_histogram(latency_histogram(gaps))
+
+
+def streamed_run_json(records: Records, part_gaps: str, **options: Any) -> dict[str, Any]:
+    """A streamed run's result.json: run_json's, with the `tokens` object and the client's merged
+    histograms built by the writer's own functions."""
+    data = run_json(records, **options)
+    figures = token_figures(records)
+    assert figures is not None, "no streamed query in these records"
+    data["tokens"] = tokens_json(figures, part_gaps, None)
+    data["client"] = {"hdr": record_histograms(records, part_gaps)}
     return data
 
 

@@ -1,4 +1,5 @@
-"""The HTML report in a real headless Chromium: every figure renders an SVG, no console errors.
+"""The HTML report in a real headless Chromium: every figure renders an SVG, no console errors
+(streamed runs' token figures included).
 
 How: `chromium --headless --dump-dom --virtual-time-budget` serialises the DOM after the scripts
 ran, so a figure that plotly drew contains `<svg class="main-svg">`; `--enable-logging=stderr`
@@ -15,7 +16,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from synthetic_results import compare_json, find_peak_json, run_json, synthetic_records
+from synthetic_results import (
+    compare_json,
+    find_peak_json,
+    run_json,
+    streamed_records,
+    streamed_run_json,
+    synthetic_records,
+)
 
 from loadtest.report.html import render_html
 from loadtest.report.resultfile import from_data
@@ -81,18 +89,24 @@ def figures_drawn(dom: str) -> dict[str, bool]:
 def test_every_figure_renders_without_console_errors(tmp_path: Path):
     late = synthetic_records(n=2000, seed=5)
     late.issued_ns[:] = late.scheduled_ns + 3_000_000
+    streamed, gaps = streamed_records(n=300, per_response=2)
     results = [
         from_data(run_json(synthetic_records(n=3000, seed=1)), "baseline"),
         from_data(run_json(late), "client-bound"),
         from_data(run_json(synthetic_records(seed=2), keep_records=False), "no-records"),
         from_data(find_peak_json(), "peak"),
         from_data(compare_json(), "compare"),
+        # streamed (LLM) runs: the token figures, exact from records and from the file alone
+        from_data(streamed_run_json(streamed, gaps), "llm"),
+        from_data(streamed_run_json(*streamed_records(seed=7), keep_records=False), "llm-plain"),
     ]
     page = tmp_path / "report.html"
     page.write_text(render_html(results), encoding="utf-8")
     dom, log = render_in_browser(page, tmp_path / "profile")
     drawn = figures_drawn(dom)
-    assert set(drawn) == {"fig-hdr", "fig-cdf", "fig-timeline", "fig-peak-3", "fig-split-4"}
+    latency = {"fig-hdr", "fig-cdf", "fig-timeline", "fig-peak-3", "fig-split-4"}
+    tokens = {"fig-ttft", "fig-tpot", "fig-itl", "fig-chunks", "fig-tokens-per-s"}
+    assert set(drawn) == latency | tokens
     assert all(drawn.values()), drawn
     assert not console_errors(log), console_errors(log)
     assert "Client-bound run" in dom

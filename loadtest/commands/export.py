@@ -65,4 +65,7 @@ def export(
         write_atomically(records_path, records_csv(records))
     except OSError as exc:
         raise ResultFileError(f"cannot write CSV to {directory}: {exc}") from None
-    console.print(f"records: {records_path} ({len(records)} queries)\nsummary: {summary_path}")
+    streamed = ", with the token columns first_part_ns … tpot_ns" if records.streamed.any() else ""
+    console.print(
+        f"records: {records_path} ({len(records)} queries{streamed})\nsummary: {summary_path}"
+    )

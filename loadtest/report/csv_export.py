@@ -14,9 +14,28 @@ records.csv — one row per scheduled query, in schedule order:
                    The summary's percentiles use the status=ok rows only.
     send_lag_ns    issued_ns − scheduled_ns (how late the client sent); empty if never issued
 
+A streamed run (answers in parts: any query with a first response) gets seven more columns; any
+other run's records.csv is unchanged:
+
+    first_part_ns      when the first response arrived, ns from the run's start; empty if none
+    ttft_ns            first_part_ns − scheduled_ns: time to first token from the scheduled time
+                       (LoadGen's origin, the one the TTFT bound holds); also for failed queries
+                       that got a first response. The token figures use the status=ok rows only.
+    ttft_from_send_ns  first_part_ns − issued_ns: time to first token from the actual send
+    parts              responses received (0 for none)
+    final_count        the server's token count (num_output_tokens summed); empty if it sent none
+    tokens             n_tokens of a status=ok row, as the token figures count it: final_count, or
+                       parts when the server sent no counts (summary.csv's tokens.token_source
+                       says which); empty for other rows
+    tpot_ns            (completed_ns − first_part_ns) // (tokens − 1): time per output token,
+                       the first token excluded (LoadGen; = (e2e − TTFT)/(n − 1), floored to the
+                       ns as the figures are); status=ok rows with tokens > 1 only
+
 summary.csv — `metric,value` rows: scenario, verdict.valid, then every field of the summary
-flattened with dots (latency.p99_ns, send_lag.late_share, errors_by_kind.<kind>, ...). Times stay
-integer ns as in result.json. The HDR histogram string (latency_hdr) is left out: it is an encoding
+flattened with dots (latency.p99_ns, send_lag.late_share, errors_by_kind.<kind>, ...), and for a
+streamed run result.json's token figures as `tokens.*` rows (tokens.ttft.p99_ns, tokens.tpot.p50_ns,
+tokens.itl.p99_ns, tokens.token_source, tokens.origins.<figure>, ...). Times stay integer ns as in
+result.json. The HDR histogram string (latency_hdr) is left out: it is an encoding
 for exact merges, not a number.
 
 timeline.csv — one row per second of the run (result.json's `timeline`, written for every run
@@ -26,8 +45,9 @@ successful queries completing in that second; empty where none completed), p99_s
 max_send_lag_ns (among the queries sent in that second; empty where none), then one
 errors.<kind> column per error kind seen.
 
-`read_records_csv` parses records.csv back into Records (the round trip is exact). Pure text in,
-text out; the command writes the files.
+`read_records_csv` parses records.csv back into Records (the round trip is exact, the streamed
+columns first_part_ns, parts and final_count included; the derived columns are not read). Pure
+text in, text out; the command writes the files.
 """
 
 from __future__ import annotations
@@ -38,9 +58,10 @@ from typing import Any
 
 import numpy as np
 
-from loadtest.core.records import NOT_SET_NS, Records, Status
+from loadtest.core.records import NO_COUNT, NOT_SET_NS, Records, Status
 from loadtest.errors import ResultFileError
 from loadtest.rules.stats import Timeline
+from loadtest.rules.tokens import query_tokens
 
 RECORD_COLUMNS = (
     "query",
@@ -52,6 +73,16 @@ RECORD_COLUMNS = (
     "error_kind",
     "latency_ns",
     "send_lag_ns",
+)
+# Appended for a streamed run only (see the module docstring).
+TOKEN_COLUMNS = (
+    "first_part_ns",
+    "ttft_ns",
+    "ttft_from_send_ns",
+    "parts",
+    "final_count",
+    "tokens",
+    "tpot_ns",
 )
 STATUS_TEXT = {Status.PENDING: "pending", Status.OK: "ok", Status.ERROR: "error"}
 STATUS_OF_TEXT = {text: status for status, text in STATUS_TEXT.items()}
@@ -66,7 +97,8 @@ def records_csv(records: Records) -> str:
     """records.csv text (see the module docstring)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(RECORD_COLUMNS)
+    streamed = bool(records.streamed.any())
+    writer.writerow(RECORD_COLUMNS + TOKEN_COLUMNS if streamed else RECORD_COLUMNS)
     kinds = records.error_kinds
     columns = zip(
         records.sample_index.tolist(),
@@ -77,24 +109,58 @@ def records_csv(records: Records) -> str:
         records.error_code.tolist(),
         strict=True,
     )
+    token_cells = _token_cells(records) if streamed else None
     for query, (sample, scheduled, issued, completed, status, code) in enumerate(columns):
         kind = ""
         if status == Status.ERROR:
             kind = kinds[code] if 0 <= code < len(kinds) else "unknown"
-        writer.writerow(
-            (
-                query,
-                sample,
-                scheduled,
-                _time(issued),
-                _time(completed),
-                STATUS_TEXT[Status(status)],
-                kind,
-                "" if completed == NOT_SET_NS else completed - scheduled,
-                "" if issued == NOT_SET_NS else issued - scheduled,
-            )
-        )
+        row: list[object] = [
+            query,
+            sample,
+            scheduled,
+            _time(issued),
+            _time(completed),
+            STATUS_TEXT[Status(status)],
+            kind,
+            "" if completed == NOT_SET_NS else completed - scheduled,
+            "" if issued == NOT_SET_NS else issued - scheduled,
+        ]
+        if token_cells is not None:
+            row += token_cells[query]
+        writer.writerow(row)
     return out.getvalue()
+
+
+def _token_cells(records: Records) -> list[list[object]]:
+    """Each row's TOKEN_COLUMNS cells: rules/tokens.py's per-query arithmetic, row by row."""
+    tokens, _ = query_tokens(records)
+    counted = records.ok & records.streamed
+    cells = []
+    rows = zip(
+        records.scheduled_ns.tolist(),
+        records.issued_ns.tolist(),
+        records.completed_ns.tolist(),
+        records.first_part_ns.tolist(),
+        records.parts.tolist(),
+        records.final_count.tolist(),
+        tokens.tolist(),
+        counted.tolist(),
+        strict=True,
+    )
+    for scheduled, issued, completed, first, parts, final, n, ok in rows:
+        came = first != NOT_SET_NS
+        cells.append(
+            [
+                _time(first),
+                first - scheduled if came else "",
+                first - issued if came and issued != NOT_SET_NS else "",
+                parts,
+                "" if final == NO_COUNT else final,
+                n if ok else "",
+                (completed - first) // (n - 1) if ok and n > 1 else "",
+            ]
+        )
+    return cells
 
 
 def read_records_csv(text: str, samples_per_query: int = 1) -> Records:
@@ -110,6 +176,7 @@ def read_records_csv(text: str, samples_per_query: int = 1) -> Records:
         sample_index=np.array([int(r["sample_index"]) for r in rows], dtype=np.int32),
         samples_per_query=samples_per_query,
     )
+    streamed = set(TOKEN_COLUMNS).issubset(reader.fieldnames)
     for i, row in enumerate(rows):
         records.issued_ns[i] = int(row["issued_ns"]) if row["issued_ns"] else NOT_SET_NS
         records.completed_ns[i] = int(row["completed_ns"]) if row["completed_ns"] else NOT_SET_NS
@@ -117,6 +184,11 @@ def read_records_csv(text: str, samples_per_query: int = 1) -> Records:
         records.status[i] = status
         if status == Status.ERROR:
             records.error_code[i] = records.error_code_for(row["error_kind"] or "unknown")
+        if streamed:
+            first, final = row["first_part_ns"], row["final_count"]
+            records.first_part_ns[i] = int(first) if first else NOT_SET_NS
+            records.parts[i] = int(row["parts"])
+            records.final_count[i] = int(final) if final else NO_COUNT
     return records
 
 
@@ -144,6 +216,10 @@ def summary_csv(result: dict[str, Any]) -> str:
         writer.writerow(("verdict.valid", verdict["valid"]))
     for name, value in flatten(result.get("summary") or {}):
         writer.writerow((name, value))
+    tokens = result.get("tokens")
+    if isinstance(tokens, dict):
+        for name, value in flatten(tokens, "tokens."):
+            writer.writerow((name, "" if value is None else value))
     return out.getvalue()
 
 

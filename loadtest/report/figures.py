@@ -58,7 +58,7 @@ class RunSeries:
         return "solid" if self.client_kept_up else "dash"
 
 
-def _layout(figure: go.Figure, title: str, subtitle: str, height: int = 440) -> go.Figure:
+def layout(figure: go.Figure, title: str, subtitle: str, height: int = 440) -> go.Figure:
     figure.update_layout(
         title={"text": f"{title}<br><sup>{subtitle}</sup>", "x": 0.01},
         template="plotly_white",
@@ -70,7 +70,7 @@ def _layout(figure: go.Figure, title: str, subtitle: str, height: int = 440) -> 
     return figure
 
 
-def _bound_note(runs: Sequence[RunSeries]) -> str:
+def bound_note(runs: Sequence[RunSeries]) -> str:
     bound = [r.label for r in runs if not r.client_kept_up]
     if not bound:
         return "client kept up with its schedule in every run"
@@ -79,36 +79,49 @@ def _bound_note(runs: Sequence[RunSeries]) -> str:
     )
 
 
+def add_percentile_trace(
+    figure: go.Figure, curve: PercentileCurve, name: str, color: str, dash: str, label: str
+) -> float:
+    """One curve on an HDR percentile plot (x = 1/(1 − p), y in ms); returns its widest x (0 when
+    the curve is empty and nothing was drawn)."""
+    if curve.count == 0:
+        return 0.0
+    x = curve.inverse_tail
+    figure.add_trace(
+        go.Scatter(
+            x=x,
+            y=curve.latency_ns / NS_PER_MS,
+            name=name,
+            mode="lines+markers" if len(x) < 20 else "lines",
+            line={"color": color, "dash": dash, "shape": "hv"},
+            customdata=curve.percentile * 100,
+            hovertemplate="p%{customdata:.4g}: %{y:.3f} ms<extra>" + label + "</extra>",
+        )
+    )
+    return float(x.max())
+
+
+def percentile_axes(figure: go.Figure, widest: float, y_title: str) -> None:
+    """The HDR plot's axes: a log x labelled 50 %, 90 %, 99 %, ... up to `widest`; y from 0."""
+    ticks, labels = percentile_ticks(max(widest, 10.0))
+    figure.update_xaxes(
+        type="log", tickvals=ticks, ticktext=labels, title="percentile (x = 1/(1 − p), log)"
+    )
+    figure.update_yaxes(title=y_title, rangemode="tozero")
+
+
 def percentile_figure(runs: Sequence[RunSeries], method: str) -> go.Figure:
     """Latency vs percentile, x = 1/(1 − p) on a log axis labelled 50 %, 90 %, 99 %, 99.9 % …"""
     figure = go.Figure()
     widest = 10.0
     for run in runs:
-        curve = run.curve
-        if curve.count == 0:
-            continue
-        x = curve.inverse_tail
-        widest = max(widest, float(x.max()))
-        figure.add_trace(
-            go.Scatter(
-                x=x,
-                y=curve.latency_ns / NS_PER_MS,
-                name=run.name,
-                mode="lines+markers" if len(x) < 20 else "lines",
-                line={"color": run.color, "dash": run.dash, "shape": "hv"},
-                customdata=curve.percentile * 100,
-                hovertemplate="p%{customdata:.4g}: %{y:.3f} ms<extra>" + run.label + "</extra>",
-            )
-        )
-    ticks, labels = percentile_ticks(widest)
-    figure.update_xaxes(
-        type="log", tickvals=ticks, ticktext=labels, title="percentile (x = 1/(1 − p), log)"
-    )
-    figure.update_yaxes(title="latency (ms)", rangemode="tozero")
-    return _layout(
+        drawn = add_percentile_trace(figure, run.curve, run.name, run.color, run.dash, run.label)
+        widest = max(widest, drawn)
+    percentile_axes(figure, widest, "latency (ms)")
+    return layout(
         figure,
         "Latency by percentile (HDR plot)",
-        f"{ORIGIN}; percentile {method}; {_bound_note(runs)}",
+        f"{ORIGIN}; percentile {method}; {bound_note(runs)}",
     )
 
 
@@ -131,7 +144,7 @@ def cdf_figure(runs: Sequence[RunSeries]) -> go.Figure:
         )
     figure.update_xaxes(title="latency (ms)", type="log")
     figure.update_yaxes(title="fraction of successful queries ≤ latency", range=[0, 1.02])
-    return _layout(figure, "Latency CDF", f"{ORIGIN}; {_bound_note(runs)}")
+    return layout(figure, "Latency CDF", f"{ORIGIN}; {bound_note(runs)}")
 
 
 TIMELINE_ROWS = (
@@ -188,11 +201,11 @@ def timeline_figure(runs: Sequence[RunSeries]) -> go.Figure:
     figure.update_xaxes(title="time since the first scheduled query (s)", row=len(TIMELINE_ROWS))
     figure.update_yaxes(rangemode="tozero")
     bucket = next((ns_to_s(r.timeline.bucket_ns) for r in runs if r.timeline is not None), 1.0)
-    return _layout(
+    return layout(
         figure,
         "Timeline",
         f"{bucket:g} s buckets (points at bucket centres); p99 of {ORIGIN}, by completion "
-        f"time; {_bound_note(runs)}",
+        f"time; {bound_note(runs)}",
         height=900,
     )
 
@@ -263,7 +276,7 @@ def peak_figure(
             )
     figure.update_xaxes(title="offered load (QPS)")
     figure.update_yaxes(title=f"{percentile_label} latency (ms)", rangemode="tozero")
-    return _layout(
+    return layout(
         figure,
         "Latency–throughput curve (find-peak)",
         f"{percentile_label} of {ORIGIN} per probe; peak = highest valid offered load",
@@ -288,7 +301,7 @@ def split_figure(labels: Sequence[str], parts: Sequence[dict[str, float]]) -> go
         )
     figure.update_layout(barmode="stack")
     figure.update_yaxes(title="mean time per query (ms)")
-    return _layout(
+    return layout(
         figure,
         "Where the time goes (server-side split)",
         "Triton statistics: queue, compute input / infer / output; the rest is client + network",
@@ -308,7 +321,7 @@ def metric_series_figure(series: Mapping[str, Sequence[float]]) -> go.Figure:
             )
         )
     figure.update_xaxes(title="scrape")
-    return _layout(figure, "Server metrics (Triton :8002)", "as scraped during the run", 360)
+    return layout(figure, "Server metrics (Triton :8002)", "as scraped during the run", 360)
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -390,7 +403,7 @@ def sweep_figure(
         )
     figure.update_xaxes(title=f"{percentile_label} latency at the peak (ms)", rangemode="tozero")
     figure.update_yaxes(title="peak QPS within the SLO", rangemode="tozero")
-    return _layout(
+    return layout(
         figure,
         "Throughput–latency of each configuration (sweep)",
         f"peak = highest Poisson rate VALID every time; latency: {percentile_label} of {ORIGIN}",

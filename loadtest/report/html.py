@@ -14,22 +14,20 @@ inputs give the same bytes (no clock, no random ids).
 
 from __future__ import annotations
 
-import html
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import plotly.io as pio
-from plotly.graph_objects import Figure
 from plotly.offline import get_plotlyjs
 
-from loadtest.core.units import NS_PER_S, NS_PER_US, ms_cell
+from loadtest.core.units import NS_PER_S, NS_PER_US
 from loadtest.report import figures
 from loadtest.report.curves import SOURCE_TEXT, best_curve
+from loadtest.report.html_blocks import Raw, esc, figure_html, fmt_value, ms, obj, table
 from loadtest.report.resultfile import COMPARE, FIND_PEAK, MIX, RUN, SWEEP, ResultFile, from_data
+from loadtest.report.token_html import tokens_figures_html, tokens_html
 from loadtest.rules.stats import PERCENTILE_METHOD, Timeline, timeline
 
-PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 SPLIT_KEYS = ("split_ns", "split", "server_split", "breakdown", "latency_split")
 # The phases of a run's server_side.split (observe.split.ServerSplit.to_dict), in µs, which add up
 # to the client's mean latency from send.
@@ -55,51 +53,6 @@ th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .note{color:#555;font-size:13px}.figure{margin:12px 0 24px;border:1px solid #eee}
 details{margin:6px 0 12px}code{background:#f4f4f4;padding:1px 4px}
 """
-
-
-class Raw(str):
-    """A table cell that is already HTML."""
-
-
-def obj(value: Any) -> dict[str, Any]:
-    """`value` when it is a JSON object, else {} (result files are read tolerantly)."""
-    return value if isinstance(value, dict) else {}
-
-
-def esc(value: object) -> str:
-    return value if isinstance(value, Raw) else html.escape(str(value))
-
-
-def ms(ns: Any) -> str:
-    if not isinstance(ns, (int, float)) or isinstance(ns, bool):
-        return "—"
-    return f"{ms_cell(ns)} ms"
-
-
-def fmt_value(key: str, value: Any) -> str:
-    """A scalar from a result file, shown with its unit (keys ending _ns become ms)."""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if key.endswith("_ns") and isinstance(value, (int, float)):
-        return ms(value)
-    if isinstance(value, float):
-        return f"{value:,.4g}"
-    if value is None:
-        return "—"
-    return str(value)
-
-
-def table(headers: Sequence[str], rows: Iterable[Sequence[object]], numeric: int = 0) -> str:
-    """An HTML table; columns from index `numeric` on are right-aligned when numeric is > 0."""
-    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    body = []
-    for row in rows:
-        cells = []
-        for i, cell in enumerate(row):
-            cls = ' class="num"' if numeric and i >= numeric else ""
-            cells.append(f"<td{cls}>{esc(cell)}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
 LIST_SHOWN = 12  # a longer list in a result file is shown by its length and first values
@@ -170,19 +123,6 @@ def key_values(data: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
         else:
             rows.append((name, fmt_value(str(key), value)))
     return rows
-
-
-def figure_html(figure: Figure, div_id: str) -> str:
-    body = pio.to_html(
-        figure,
-        full_html=False,
-        include_plotlyjs=False,
-        include_mathjax=False,
-        div_id=div_id,
-        config=PLOT_CONFIG,
-        validate=False,
-    )
-    return f'<div class="figure" data-figure="{div_id}">{body}</div>'
 
 
 def utc(seconds: Any) -> str:
@@ -415,6 +355,7 @@ def run_details(run: ResultFile, number: int) -> str:
     }
     counts.update({f"errors: {k}": v for k, v in (s.get("errors_by_kind") or {}).items()})
     parts.append("<h3>Counts</h3>" + table(["", "queries"], counts.items(), numeric=1))
+    parts.append(tokens_html(data.get("tokens")))
     parts.append(goodput_html(data.get("goodput")))
     parts.append(stages_html(data.get("stages")))
     parts.append(run_split_html(data, number))
@@ -471,6 +412,7 @@ def runs_section(runs: Sequence[ResultFile]) -> str:
             '<p class="note">Timeline: not available — the runs were written by an older '
             "loadtest without per-query records (--records).</p>"
         )
+    parts.append(tokens_figures_html(runs, series))
     for number, run in enumerate(runs):
         parts.append(run_details(run, number))
     return "".join(parts)

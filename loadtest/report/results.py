@@ -285,24 +285,40 @@ class RunReport:
             }
         return result
 
+    def part_gaps(self) -> str:
+        """The merged HDR histogram of the gaps between parts, encoded; "" without one."""
+        client = self.measurement.client
+        return client.histograms.get(PART_GAP, "") if client is not None else ""
+
     def inter_chunk_gaps(self) -> dict[str, int] | None:
         """The gaps between consecutive responses of one answer (ITL), from the merged HDR
         histogram (3 significant digits, not exact); None without one."""
-        client = self.measurement.client
-        encoded = client.histograms.get(PART_GAP, "") if client is not None else ""
-        return gap_stats(decode_histograms([encoded])) if encoded else None
+        return itl_stats(self.part_gaps())
 
     def _tokens_json(self) -> dict[str, Any]:
         assert self.tokens is not None
-        figures = self.tokens.to_json()
-        itl = self.inter_chunk_gaps()
-        figures["itl"] = itl
-        figures["origins"]["itl"] = (
-            "gaps between consecutive responses of one answer, HDR histogram (3 significant "
-            "digits), merged over workers"
-        )
-        figures["bounds"] = self.token_bounds.to_json() if self.token_bounds else None
-        return figures
+        return tokens_json(self.tokens, self.part_gaps(), self.token_bounds)
+
+
+ITL_ORIGIN = (
+    "gaps between consecutive responses of one answer, HDR histogram (3 significant digits), "
+    "merged over workers"
+)
+
+
+def itl_stats(part_gaps: str) -> dict[str, int] | None:
+    """The ITL figures of an encoded gap histogram; None for none."""
+    return gap_stats(decode_histograms([part_gaps])) if part_gaps else None
+
+
+def tokens_json(tokens: TokenFigures, part_gaps: str, bounds: TokenBounds | None) -> dict[str, Any]:
+    """result.json's `tokens` object: the token figures, the ITL from the merged gap histogram
+    (`part_gaps`, encoded; null without one), every figure's origin, and the bounds."""
+    figures = tokens.to_json()
+    figures["itl"] = itl_stats(part_gaps)
+    figures["origins"]["itl"] = ITL_ORIGIN
+    figures["bounds"] = bounds.to_json() if bounds else None
+    return figures
 
 
 def token_bounds_of(settings: ScenarioSettings) -> TokenBounds:

@@ -146,8 +146,9 @@ def query_tokens(
 
 
 @dataclass(frozen=True)
-class _PerQuery:
-    """The successful streamed queries' own figures, row by row (ns)."""
+class PerQuery:
+    """The successful streamed queries' own figures, row by row (ns): what the summaries are taken
+    over, and what the report's distributions are drawn from."""
 
     tokens: np.ndarray
     source: str
@@ -158,7 +159,8 @@ class _PerQuery:
     completed: np.ndarray
 
 
-def _per_query(records: Records, counting: TokenCounting) -> _PerQuery:
+def per_query(records: Records, counting: TokenCounting = TRITON_COUNTING) -> PerQuery:
+    """Each successful streamed query's tokens, TTFT (both origins), TPOT, responses, completion."""
     kept = records.ok & records.streamed
     tokens, source = query_tokens(records, counting)
     n = tokens[kept]
@@ -166,7 +168,7 @@ def _per_query(records: Records, counting: TokenCounting) -> _PerQuery:
     ttft = first - records.scheduled_ns[kept]
     e2e = records.completed_ns[kept] - records.scheduled_ns[kept]
     many = n > 1
-    return _PerQuery(
+    return PerQuery(
         tokens=n,
         source=source,
         ttft=ttft,
@@ -181,7 +183,7 @@ def token_figures(
     records: Records, counting: TokenCounting = TRITON_COUNTING
 ) -> TokenFigures | None:
     """The token figures of the successful streamed queries; None when none streamed."""
-    q = _per_query(records, counting)
+    q = per_query(records, counting)
     if not len(q.tokens):
         return None
     final = int(q.completed.max())
@@ -231,7 +233,7 @@ def token_checks(
 ) -> list[TokenCheck]:
     """LoadGen's LLM rules: no answer of one token or none, and the p TTFT (from the scheduled
     time) and p TPOT within their bounds, each only when set."""
-    q = _per_query(records, counting)
+    q = per_query(records, counting)
     short = int((q.tokens <= 1).sum())
     checks = [
         TokenCheck(
