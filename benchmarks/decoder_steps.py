@@ -17,6 +17,7 @@ through the in-process loop (`Decoder.tokens`, no server) give the native figure
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import queue
 import statistics
@@ -53,9 +54,9 @@ def in_process(decoder: Decoder, lengths: list[int], repeats: int, out: Output) 
     rng = np.random.default_rng(0)
     for n in lengths:
         ids = [int(i) for i in rng.integers(1, SHAPE.vocab, n)]
-        prefill = _median_ms(lambda ids=ids: decoder.run(ids, None), repeats)
+        prefill = _median_ms(functools.partial(decoder.run, ids, None), repeats)
         _, *cache = decoder.run(ids, None)
-        decode = _median_ms(lambda cache=cache: decoder.run([7], cache), repeats)
+        decode = _median_ms(functools.partial(decoder.run, [7], cache), repeats)
         steps = min(repeats, SHAPE.context - n - 1)
         generation = decoder.start(ids[:-1], steps + 2, ignore_eos=True)
         generation.step()  # the prefill: later steps are decode steps at context n and up
