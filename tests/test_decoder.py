@@ -22,7 +22,7 @@ from loadtest.core.schedule import Schedule
 from loadtest.core.units import NS_PER_MS
 from loadtest.engine.runner import Runner
 from loadtest.engine.samples import random_samples
-from loadtest.errors import TargetError
+from loadtest.errors import SettingsError, TargetError
 from loadtest.models import SOURCE_REPOSITORY, SUITE, build_repository, check_repository, gpt
 from loadtest.models.bpe import EOS_TOKEN
 from loadtest.models.config import model_config, read_config
@@ -260,3 +260,22 @@ def test_native_target_times_out_and_refuses_bad_samples(repository: Path, tmp_p
     )
     with pytest.raises(TargetError, match=r"model.onnx is missing.*loadtest models build"):
         NativeDecoderTarget.from_repository(tmp_path, NAME)
+
+
+def test_its_bound_is_per_token_not_one_latency(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from loadtest.commands.common import target_latency_ns
+    from loadtest.commands.models import app
+
+    with pytest.raises(
+        SettingsError, match=r"gpt_tiny_l2_d128 has no Server latency bound: .*TTFT"
+    ):
+        target_latency_ns(NAME, None)
+    assert target_latency_ns(NAME, 2000.0) == 2_000_000_000  # loadtest's end-to-end check
+    result = CliRunner().invoke(
+        app, ["list", "--repository", str(tmp_path)], env={"COLUMNS": "250"}
+    )
+    assert result.exit_code == 0, result.output
+    (row,) = [line for line in result.output.splitlines() if line.startswith(f"│ {NAME} ")]
+    assert "MLPerf LLM: p99 TTFT and TPOT" in row and "~1.31 MFLOP" in row and "~4.2 MB" in row
