@@ -279,3 +279,16 @@ def test_its_bound_is_per_token_not_one_latency(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     (row,) = [line for line in result.output.splitlines() if line.startswith(f"│ {NAME} ")]
     assert "MLPerf LLM: p99 TTFT and TPOT" in row and "~1.31 MFLOP" in row and "~4.2 MB" in row
+
+
+def test_a_decoder_missing_its_tokenizer_is_not_taken_as_built(repository: Path, tmp_path: Path):
+    import shutil
+
+    from loadtest.errors import ModelBuildError
+    from loadtest.server.deployment import ensure_model_built
+
+    shutil.copytree(repository / NAME, tmp_path / NAME)
+    ensure_model_built(tmp_path, NAME, print)  # all there: nothing to do, nothing refused
+    (tmp_path / NAME / "1" / "tokenizer.json").unlink()
+    with pytest.raises(ModelBuildError, match=r"no .*1/tokenizer.json\).*loadtest models build"):
+        ensure_model_built(tmp_path, NAME, print)
