@@ -51,6 +51,7 @@ def test_every_script_is_checked_here() -> None:
     # A new script is a new entry here, not a silent gap.
     assert SCRIPTS == [
         "clean_rate.py",
+        "decoder_steps.py",
         "embedded_server.py",
         "generator.py",
         "grpc_clients.py",
@@ -99,6 +100,16 @@ def test_issuer_phases_one_rate_against_the_stub(stub: object) -> None:
     assert "timer sleeps/q" in result.stdout and "GC gen0" in result.stdout
 
 
+def test_decoder_steps_times_prefill_and_decode(tmp_path: Path) -> None:
+    output = tmp_path / "decoder-steps.txt"
+    result = run_script("benchmarks/decoder_steps.py", "--lengths", "16,64", "--repeats", "2",
+                        "--output", str(output))  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split() for line in output.read_text().splitlines() if line.startswith("  ")]
+    assert [row[0] for row in rows[1:]] == ["16", "64"], rows  # one row per input length
+    assert all(float(value) > 0 for row in rows[1:] for value in row[1:]), rows
+
+
 def test_trace_load_times_every_format(tmp_path: Path) -> None:
     output = tmp_path / "trace-load.txt"
     result = run_script("benchmarks/trace_load.py", "--rows", "500", "--repeats", "1",
@@ -112,6 +123,7 @@ def test_trace_load_times_every_format(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "script",
     [
+        "decoder_steps.py",
         "generator.py",
         "grpc_clients.py",
         "issuer_runqueue.py",

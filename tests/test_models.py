@@ -60,6 +60,10 @@ PARAMETERS = {
     "unet3d_64": 31_190_243,
 }
 NUMPY_DTYPES = {"TYPE_FP32": np.float32, "TYPE_INT64": np.int64}
+# The default build's models whose config describes their ONNX graph (the streaming decoder's
+# describes its model.py's text interface: tests/test_decoder.py runs its graph).
+ONNX_SERVED = tuple(name for name in DEFAULT_BUILD if SUITE[name].backend == "onnxruntime")
+DECODER = "gpt_tiny_l2_d128"
 
 
 @pytest.fixture(scope="session")
@@ -95,6 +99,7 @@ def test_default_build_is_the_suite_without_bert_large() -> None:
         "ssd_mobilenet",
         "rnnt_h256",
         "unet3d_64",
+        "gpt_tiny_l2_d128",
     )
     for faithful in ("bert_large", "retinanet", "rnnt", "unet3d"):
         assert not SUITE[faithful].default_build
@@ -111,7 +116,12 @@ def test_default_suite_builds(suite_repository: tuple[Path, list[BuildResult]]) 
     assert check_repository(repository, DEFAULT_BUILD) == []
 
 
-@pytest.mark.parametrize("name", DEFAULT_BUILD)
+def test_only_the_decoder_is_served_by_its_own_model_py() -> None:
+    assert set(DEFAULT_BUILD) - set(ONNX_SERVED) == {DECODER}
+    assert {m.name for m in SUITE.values() if m.side_files is not None} == {DECODER}
+
+
+@pytest.mark.parametrize("name", ONNX_SERVED)
 def test_model_is_valid_and_runs(
     suite_repository: tuple[Path, list[BuildResult]], name: str
 ) -> None:
@@ -320,7 +330,7 @@ def test_every_committed_config_parses_and_matches_its_onnx(
 ) -> None:
     repository, _ = suite_repository
     configs = sorted(_generated_configs())
-    assert len(configs) == 23  # config.pbtxt x 12, configs/gpu.pbtxt x 11
+    assert len(configs) == 24  # config.pbtxt x 13, configs/gpu.pbtxt x 11
     unbuilt: dict[str, onnx.ModelProto] = {  # faithful graphs: generated, not written
         "retinanet": retinanet.build(0),
         "unet3d": unet3d.build(0),
@@ -328,6 +338,10 @@ def test_every_committed_config_parses_and_matches_its_onnx(
     for path in configs:
         name = path.relative_to(SOURCE_REPOSITORY).parts[0]
         config = read_config(path)
+        if name == DECODER:  # model.py's interface, not the graph's tensors (test_decoder.py)
+            assert config.backend == "python" and config.model_transaction_policy.decoupled
+            assert check_repository(repository, [name]) == []
+            continue
         assert config.name == name and config.backend == "onnxruntime"
         assert config.max_batch_size > 0 and config.dynamic_batching.max_queue_delay_microseconds
         if name in unbuilt:
@@ -349,8 +363,8 @@ def test_cpu_and_gpu_configs() -> None:
         assert [g.kind for g in cpu.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
         assert {"intra_op_thread_count", "inter_op_thread_count"} <= set(cpu.parameters)
         files = config_files(model)
-        assert ("configs/gpu.pbtxt" in files) == (name != "tiny")
-        if name == "tiny":
+        assert ("configs/gpu.pbtxt" in files) == (name not in {"tiny", DECODER})
+        if name in {"tiny", DECODER}:
             continue
         gpu = model_config(model, gpu=True)
         assert [g.kind for g in gpu.instance_group] == [mc.ModelInstanceGroup.KIND_GPU]
@@ -378,6 +392,7 @@ def test_suite_latency_bounds() -> None:
         "rnnt_h256": 1000,
         "unet3d": None,  # Offline and SingleStream only
         "unet3d_64": None,
+        DECODER: None,  # an LLM: p99 TTFT and TPOT (--mlperf-model), no one end-to-end bound
     }
     assert all(SUITE[name].no_server for name, bound in bounds.items() if bound is None)
     assert {model.percentile for model in SUITE.values()} == {0.99}
@@ -496,7 +511,8 @@ def test_python_m_loadtest_models_fails_with_one_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         "error: unknown model 'x': the suite has tiny, resnet50, bert_l4_h256, bert_large, "
-        "dlrm_small, retinanet, retinanet_320, ssd_mobilenet, rnnt, rnnt_h256, unet3d, unet3d_64"
+        "dlrm_small, retinanet, retinanet_320, ssd_mobilenet, rnnt, rnnt_h256, unet3d, unet3d_64, "
+        "gpt_tiny_l2_d128"
     ]
 
 

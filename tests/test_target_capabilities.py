@@ -27,6 +27,7 @@ from loadtest.server.deployment import Deployment
 from loadtest.targets import triton_target
 from loadtest.targets.fake import FAKE_MODEL, FakeTarget, ServiceLaw
 from loadtest.targets.native import NativeOptions, NativeTarget
+from loadtest.targets.native_decoder import NativeDecoderTarget
 from loadtest.targets.shared_memory import with_shared_memory
 from loadtest.targets.triton_grpc import TritonGrpcTarget
 from loadtest.targets.triton_http import TritonHttpTarget
@@ -104,6 +105,11 @@ def _native() -> NativeTarget:
     return NativeTarget(Path("/nonexistent/model.onnx"), FAKE_MODEL, NativeOptions())
 
 
+def _native_decoder() -> NativeDecoderTarget:
+    # Constructed, never opened: the model and tokenizer are only read by open().
+    return NativeDecoderTarget(Path("/nonexistent"), FAKE_MODEL)
+
+
 # (name, factory, expected capabilities) for every target buildable without a server.
 KINDS = [
     (
@@ -150,6 +156,7 @@ KINDS = [
         TargetCapabilities(keeps_outputs=True, streams_parts=True),
     ),
     ("native", _native, TargetCapabilities(keeps_outputs=True)),
+    ("native-decoder", _native_decoder, TargetCapabilities(streams_parts=True)),
     ("stand-in", StandIn, StandIn().capabilities),
 ]
 
@@ -167,7 +174,9 @@ def test_each_target_declares_its_capabilities_and_a_wrapper_keeps_them(name, ma
 
 
 @pytest.mark.parametrize(
-    "make", [lambda: FakeTarget(ServiceLaw("constant", 0)), _native], ids=["fake", "native"]
+    "make",
+    [lambda: FakeTarget(ServiceLaw("constant", 0)), _native, _native_decoder],
+    ids=["fake", "native", "native-decoder"],
 )
 def test_a_target_without_callback_send_refuses_it_and_so_does_its_wrapper(make):
     target = make()

@@ -8,6 +8,8 @@ architecture, shapes and cost are the real ones, scaled only where the name says
     bert_l4_h256   BERT SQuAD at sequence 384, scaled to 4 layers / hidden 256
     bert_large     BERT-large SQuAD (MLPerf bert), faithful, 1.3 GB — built only on request
     dlrm_small     DLRM-v2 (MLPerf dlrm-v2), faithful but for 10 000-row embedding tables
+    gpt_tiny_l2_d128  a GPT-2-style LLM decoder scaled to 2 layers / d_model 128, KV cache, its
+                   BPE tokenizer trained at build; streamed by a decoupled Python-backend model
 
 Each model gets a config.pbtxt written through Triton's own ModelConfig schema (and a
 configs/gpu.pbtxt variant). The public API:

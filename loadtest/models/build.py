@@ -6,7 +6,10 @@ Generator, counter-named tensors, fixed header, no timestamps), so the same seed
 byte-identical model.onnx on any machine. A stamp beside it, `1/model.onnx.stamp` (JSON: builder
 version, model, seed, size, sha256), records what was built; a model is up to date when the stamp
 matches the request and the file still hashes to it, so a truncated or edited file is rebuilt.
-Bump BUILDER_VERSION whenever a generator's output changes.
+Bump BUILDER_VERSION whenever a generator's output changes. A model with side files (the
+decoder's tokenizer.json, model.py, decoding.py: `SuiteModel.side_files`) has them written beside
+model.onnx, each atomically, and their sha256 in the stamp (`files`): a side file that is missing,
+edited or stale (loadtest's copy of model.py changed) makes the model out of date.
 
 Configs are generated, not edited: every build rewrites them (only when their text changed, so
 Triton's polling sees no spurious modification). Custom settings belong in `configs/<name>.pbtxt`.
@@ -23,7 +26,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,9 +90,15 @@ def read_stamp(version_dir: Path) -> dict[str, object] | None:
 
 
 def _stamp(
-    model: SuiteModel, seed: int, size: int, sha256: str, flops: int, seconds: float
+    model: SuiteModel,
+    seed: int,
+    size: int,
+    sha256: str,
+    flops: int,
+    seconds: float,
+    files: Mapping[str, str],
 ) -> dict[str, object]:
-    return {
+    stamp: dict[str, object] = {
         "builder": BUILDER_VERSION,
         "model": model.name,
         "seed": seed,
@@ -98,6 +107,9 @@ def _stamp(
         "flops": flops,  # per sample, counted from the graph (models/flops.py)
         "build_seconds": round(seconds, 2),  # generating, writing and checking, on this machine
     }
+    if files:
+        stamp["files"] = dict(files)  # side files: name -> sha256
+    return stamp
 
 
 def stamp_int(stamp: dict[str, object] | None, key: str) -> int:
@@ -117,7 +129,26 @@ def _up_to_date(model: SuiteModel, version_dir: Path, seed: int) -> bool:
         seed,
     ):
         return False
+    if model.side_files is not None and not _side_files_current(model, version_dir, stamp, seed):
+        return False
     return stamp.get("bytes") == path.stat().st_size and stamp.get("sha256") == sha256_file(path)
+
+
+def _side_files_current(
+    model: SuiteModel, version_dir: Path, stamp: dict[str, object], seed: int
+) -> bool:
+    """Each side file is there and hashes to the stamp's record, and the ones copied from
+    loadtest's source still equal it (a model.py from an older loadtest is rebuilt)."""
+    assert model.side_files is not None
+    recorded = stamp.get("files")
+    if not isinstance(recorded, dict) or set(recorded) != set(model.side_files.names):
+        return False
+    for name, digest in recorded.items():
+        path = version_dir / name
+        if not path.is_file() or sha256_file(path) != digest:
+            return False
+    copies = model.side_files.copied
+    return all((version_dir / name).read_bytes() == source.read_bytes() for name, source in copies)
 
 
 def _write_if_changed(path: Path, text: str) -> None:
@@ -167,13 +198,33 @@ def _generate(model: SuiteModel, seed: int) -> onnx.ModelProto:
         raise ModelBuildError(f"{model.name}: the generator failed: {exc}") from exc
 
 
+def _side_files(model: SuiteModel, seed: int) -> dict[str, bytes]:
+    if model.side_files is None:
+        return {}
+    try:
+        return dict(model.side_files.make(seed))
+    except Exception as exc:
+        raise ModelBuildError(f"{model.name}: its side files failed: {exc}") from exc
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+
+
 def _write_model(
     model: SuiteModel, version_dir: Path, proto: onnx.ModelProto, seed: int, started: float
 ) -> tuple[int, int]:
     """Count its FLOPs, stream the model to a temporary file, check it, rename it into place,
-    stamp it; returns (bytes, FLOPs)."""
+    write its side files, stamp it; returns (bytes, FLOPs)."""
     path = version_dir / MODEL_FILE
-    flops = count_flops(proto)
+    flops = count_flops(proto, model.flops_dims)
+    side = _side_files(model, seed)
     temporary = version_dir / f".{MODEL_FILE}.tmp{os.getpid()}"
     digest = hashlib.sha256()
     size = 0
@@ -194,8 +245,11 @@ def _write_model(
                 f"{model.name}: the generated model fails onnx.checker: {first}"
             ) from None
         os.replace(temporary, path)
+        for name, data in side.items():
+            _write_file(version_dir / name, data)
+        files = {name: hashlib.sha256(data).hexdigest() for name, data in side.items()}
         seconds = time.perf_counter() - started
-        stamp = _stamp(model, seed, size, digest.hexdigest(), flops, seconds)
+        stamp = _stamp(model, seed, size, digest.hexdigest(), flops, seconds, files)
         (version_dir / STAMP_FILE).write_text(json.dumps(stamp, indent=1) + "\n")
     except OSError as exc:
         raise ModelBuildError(f"{model.name}: cannot write {path}: {exc}") from None

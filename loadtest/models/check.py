@@ -8,7 +8,8 @@ well formed, that a numeric version directory exists, and for ONNX models that t
 exists, is the size its build stamp records, parses (its graph only: the weights are skipped,
 see onnx_io), and declares the config's inputs and outputs (names, dtypes, dims; with
 max_batch_size > 0 the ONNX tensors carry one extra leading batch dimension). TensorRT plans are
-checked for presence only.
+checked for presence only, and so are the suite decoder's model.onnx and side files (its config
+describes model.py's text interface, not the graph's tensors).
 """
 
 from __future__ import annotations
@@ -145,6 +146,14 @@ def check_model(model_dir: Path) -> list[str]:
     if not configs or configs[0][0] != "config.pbtxt":
         return problems
     main = configs[0][1]
+    side_files = SUITE[name].side_files if name in SUITE else None
+    if side_files is not None:  # the decoder: model.py runs the graph (its I/O is not the config's)
+        return problems + [
+            f"{name}: {version_dir.name}/{filename} is missing{_hint(name)}"
+            for version_dir in versions
+            for filename in (MODEL_FILE, *side_files.names)
+            if not (version_dir / filename).is_file()
+        ]
     is_onnx = main.backend in ONNX_BACKENDS or main.platform in ONNX_PLATFORMS
     filename = main.default_model_filename or ("model.onnx" if is_onnx else "")
     if main.platform == "tensorrt_plan":

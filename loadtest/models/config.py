@@ -2,7 +2,7 @@
 protobuf's text_format — the same schema and parser Triton uses, so no hand-written serializer
 can drift from it.
 
-Three kinds of config:
+Four kinds of config:
 - `model_config(model)`: what config.pbtxt holds. `backend: "onnxruntime"`, KIND_CPU, dynamic
   batching, the ORT backend's `intra_op_thread_count` / `inter_op_thread_count` parameters, and
   one `loadtest.range.<input>` = "low,high" parameter per index input, and one
@@ -13,6 +13,8 @@ Three kinds of config:
 - `model_config(model, gpu=True)`: configs/gpu.pbtxt, chosen by
   `tritonserver --model-config-name=gpu` (Triton falls back to config.pbtxt for models without
   one). KIND_GPU with the ORT backend's TensorRT execution accelerator at FP16.
+- `decoupled_python_config(model)` (what `model_config` gives a `backend="python"` model): the
+  streaming decoder, served by its own model.py (a side file), decoupled, unbatched.
 - `tensorrt_plan_config(model, name)`: a `platform: "tensorrt_plan"` config for a plan built by
   trtexec from the suite's ONNX (see docker-compose.yml, profile `tensorrt`).
 None of the GPU paths can run on the machines this was written on (no GPU, no Docker): they are
@@ -39,8 +41,11 @@ TRT_WORKSPACE_BYTES = 1 << 30
 
 def _tensor(message: mc.ModelInput | mc.ModelOutput, tensor: TensorDecl) -> None:
     message.name = tensor.name
-    message.data_type = mc.DataType.Value(f"TYPE_{tensor.datatype}")
+    config_type = "STRING" if tensor.datatype == "BYTES" else tensor.datatype  # config's name
+    message.data_type = mc.DataType.Value(f"TYPE_{config_type}")
     message.dims.extend(tensor.dims)
+    if tensor.optional and isinstance(message, mc.ModelInput):
+        message.optional = True
 
 
 def _io(config: mc.ModelConfig, model: SuiteModel) -> None:
@@ -56,15 +61,35 @@ def _io(config: mc.ModelConfig, model: SuiteModel) -> None:
             config.parameters[IMAGE_PREFIX + tensor.name].string_value = tensor.image_preset
 
 
+def _threads(config: mc.ModelConfig, model: SuiteModel) -> None:
+    config.parameters["intra_op_thread_count"].string_value = str(model.intra_op_threads)
+    config.parameters["inter_op_thread_count"].string_value = str(model.inter_op_threads)
+
+
+def decoupled_python_config(model: SuiteModel) -> mc.ModelConfig:
+    """A streaming model served by its own model.py: one request per execution (no batching),
+    decoupled (any number of responses per request, FINAL on the last), one CPU instance."""
+    config = mc.ModelConfig(name=model.name, backend="python")
+    config.max_batch_size = 0
+    config.model_transaction_policy.decoupled = True
+    _io(config, model)
+    config.instance_group.add(count=1, kind=mc.ModelInstanceGroup.KIND_CPU)
+    _threads(config, model)
+    return config
+
+
 def model_config(model: SuiteModel, gpu: bool = False) -> mc.ModelConfig:
+    if model.backend == "python":
+        if gpu:
+            raise ModelBuildError(f"{model.name}: no GPU config (its model.py runs ORT on CPU)")
+        return decoupled_python_config(model)
     config = mc.ModelConfig(name=model.name, backend="onnxruntime")
     config.max_batch_size = model.max_batch_size
     _io(config, model)
     config.dynamic_batching.max_queue_delay_microseconds = model.max_queue_delay_us
     kind = mc.ModelInstanceGroup.KIND_GPU if gpu else mc.ModelInstanceGroup.KIND_CPU
     config.instance_group.add(count=1, kind=kind)
-    config.parameters["intra_op_thread_count"].string_value = str(model.intra_op_threads)
-    config.parameters["inter_op_thread_count"].string_value = str(model.inter_op_threads)
+    _threads(config, model)
     if gpu:
         accelerators = config.optimization.execution_accelerators
         tensorrt = accelerators.gpu_execution_accelerator.add(name="tensorrt")

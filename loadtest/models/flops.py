@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 
 import onnx
 from onnx import shape_inference
@@ -27,15 +28,15 @@ TRIPS = re.compile(r"loadtest\.trips=(\d+)")
 Shapes = dict[str, tuple[int, ...]]
 
 
-def _pin_batch(graph: onnx.GraphProto) -> None:
+def _pin_dims(graph: onnx.GraphProto, pins: Mapping[str, int]) -> None:
     for value in [*graph.input, *graph.output, *graph.value_info]:
         for dim in value.type.tensor_type.shape.dim:
-            if dim.dim_param == BATCH:
-                dim.dim_value = 1
+            if dim.dim_param in pins:
+                dim.dim_value = pins[dim.dim_param]
     for node in graph.node:
         for attribute in node.attribute:
             if attribute.type == onnx.AttributeProto.GRAPH:
-                _pin_batch(attribute.g)
+                _pin_dims(attribute.g, pins)
 
 
 def _shapes(graph: onnx.GraphProto, outer: Shapes) -> Shapes:
@@ -111,10 +112,12 @@ def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     return skeleton
 
 
-def count_flops(model: onnx.ModelProto) -> int:
-    """FLOPs per sample (see the module docstring); `model` is not modified."""
+def count_flops(model: onnx.ModelProto, dims: Mapping[str, int] | None = None) -> int:
+    """FLOPs per sample (see the module docstring); `model` is not modified. `dims` pins other
+    symbolic dimensions (the decoder's: one new token on an empty cache, so its figure is the
+    FLOPs of one token)."""
     skeleton = _skeleton(model)
-    _pin_batch(skeleton.graph)
+    _pin_dims(skeleton.graph, {**(dims or {}), BATCH: 1})
     inferred = shape_inference.infer_shapes(skeleton, data_prop=True)
     return _graph_flops(inferred.graph, {})
 

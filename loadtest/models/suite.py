@@ -10,7 +10,15 @@ is from MLPerf v0.5, the last round with it in the Server scenario; 3D U-Net has
 it only Offline and SingleStream).
 
 Default build (`loadtest models build`): tiny, resnet50, bert_l4_h256, dlrm_small,
-retinanet_320, ssd_mobilenet, rnnt_h256, unet3d_64 — about 680 MB together. The faithful models
+retinanet_320, ssd_mobilenet, rnnt_h256, unet3d_64, gpt_tiny_l2_d128 — about 680 MB together.
+
+One model is served differently: `gpt_tiny_l2_d128`, a small real LLM decoder, is a decoupled
+(streaming) Python-backend model speaking TensorRT-LLM's text interface (`text_input`,
+`max_tokens`, `stream`, ... -> `text_output`, `num_output_tokens`), the same as the hand-written
+known-answer model llm_known. Its ONNX graph is the decoder with a KV cache; the build writes its
+tokenizer.json, its model.py and the generation loop (models/decoding.py) beside it (`SideFiles`).
+Its bound is LoadGen's per-token pair, p99 TTFT and TPOT (`--mlperf-model KEY`), not one
+end-to-end latency. The faithful models
 too slow for a 2-core machine (bert_large 1.3 GB, retinanet at 800x800, rnnt at hidden 1024,
 unet3d on 128³ patches) are built only when named or with `--all`.
 """
@@ -19,13 +27,25 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 
 import onnx
 
 from loadtest.core.units import NS_PER_MS
-from loadtest.models import bert, dlrm, resnet50, retinanet, rnnt, ssd_mobilenet, tiny, unet3d
+from loadtest.models import (
+    bert,
+    dlrm,
+    gpt,
+    gpt_files,
+    resnet50,
+    retinanet,
+    rnnt,
+    ssd_mobilenet,
+    tiny,
+    unet3d,
+)
 
 MLPERF_SERVER_PERCENTILE = 0.99
 
@@ -50,6 +70,19 @@ class TensorDecl:
     dims: tuple[int, ...]
     value_range: tuple[int, int] | None = None
     image_preset: str | None = None
+    optional: bool = False  # a request may leave it out (config `optional: true`)
+
+
+@dataclass(frozen=True)
+class SideFiles:
+    """Files a model needs beside model.onnx in its version directory (a tokenizer, the Python
+    backend's model.py): their names, and seed -> {name: bytes}, deterministic like the graph."""
+
+    names: tuple[str, ...]
+    make: Callable[[int], Mapping[str, bytes]]
+    # (name, source) of the files copied verbatim from loadtest's source: a copy that no longer
+    # equals its source is stale, and the build replaces it
+    copied: tuple[tuple[str, Path], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,6 +104,12 @@ class SuiteModel:
     approx_bytes: int = 0  # size of model.onnx, for the listing before it is built
     approx_flops: int = 0  # per sample (models/flops.py), for the listing before it is built
     no_server: str = ""  # why there is no Server bound, when target_latency_ns is None
+    # "onnxruntime": config.pbtxt for the ORT backend (the graph's tensors are the model's).
+    # "python": a decoupled Python-backend model whose model.py (a side file) runs the graph.
+    backend: str = "onnxruntime"
+    side_files: SideFiles | None = None
+    # symbolic dimensions other than the batch, pinned to count FLOPs (models/flops.py)
+    flops_dims: Mapping[str, int] = field(default_factory=dict)
 
 
 _BERT_INPUTS = (
@@ -302,6 +341,53 @@ _MODELS = (
         "3D U-Net (as unet3d) on 64³ patches: 8x fewer voxels, same weights' shapes",
         124_800_000,
         119_324_672_000,
+    ),
+)
+
+# TensorRT-LLM's streaming interface, llm_known's too (model_repository/llm_known/config.pbtxt).
+# Ranges: prompts of 32-512 characters of loadtest's random text (about 20-300 tokens), 16-64
+# output tokens, always streamed with ignore_eos, so the requested length is the answer's.
+LLM_INPUTS = (
+    TensorDecl("text_input", "BYTES", (1,), (32, 512)),
+    TensorDecl("max_tokens", "INT32", (1,), (16, 65)),
+    TensorDecl("stream", "BOOL", (1,), (1, 2)),
+    TensorDecl("ignore_eos", "BOOL", (1,), (1, 2), optional=True),
+    TensorDecl("min_tokens", "INT32", (1,), (0, 1), optional=True),
+)
+LLM_OUTPUTS = (
+    TensorDecl("text_output", "BYTES", (1,)),
+    TensorDecl("num_output_tokens", "UINT32", (1,)),
+)
+LLM_NO_SERVER = (
+    "an LLM's Server bounds are p99 TTFT and p99 TPOT (--mlperf-model KEY, or --ttft-bound "
+    "and --tpot-bound), not one end-to-end latency"
+)
+_MODELS = (
+    *_MODELS,
+    SuiteModel(
+        name="gpt_tiny_l2_d128",
+        description=(
+            "GPT-2-style decoder scaled to 2 layers, d_model 128, 4 heads, KV cache, context "
+            "1024, byte-level BPE of 2048 trained at build; streamed (decoupled Python backend)"
+        ),
+        generate=functools.partial(gpt.build, shape=gpt.GPT_TINY_L2_D128, name="gpt_tiny_l2_d128"),
+        inputs=LLM_INPUTS,
+        outputs=LLM_OUTPUTS,
+        target_latency_ns=None,
+        latency_source="MLPerf LLM: p99 TTFT and TPOT",
+        no_server=LLM_NO_SERVER,
+        max_batch_size=0,
+        intra_op_threads=1,
+        gpu_config=False,
+        approx_bytes=4_200_000,
+        approx_flops=1_311_744,
+        backend="python",
+        side_files=SideFiles(
+            gpt_files.NAMES,
+            functools.partial(gpt_files.side_files, vocab=gpt.GPT_TINY_L2_D128.vocab),
+            tuple(gpt_files.SOURCES.items()),
+        ),
+        flops_dims={gpt.SEQUENCE: 1, gpt.PAST: 0, gpt.TOTAL: 1},
     ),
 )
 

@@ -86,12 +86,18 @@ def ensure_model_built(repository: Path, model: str, say: Callable[[str], None])
     from loadtest.models import SUITE, build_repository, is_default_repository
 
     onnx = repository / model / "1" / "model.onnx"
-    if model not in SUITE or onnx.exists():
+    if model not in SUITE:
+        return
+    side_files = SUITE[model].side_files
+    wanted = [onnx, *(onnx.parent / name for name in (side_files.names if side_files else ()))]
+    missing = [path for path in wanted if not path.exists()]  # the decoder needs its tokenizer too
+    if not missing:
         return
     if not is_default_repository(repository):
         raise ModelBuildError(
-            f"model {model!r} is not built in {repository} (no {onnx}); loadtest does not write "
-            f"into a repository you name: loadtest models build --repository {repository} {model}"
+            f"model {model!r} is not built in {repository} (no {missing[0]}); loadtest does not "
+            f"write into a repository you name: loadtest models build --repository {repository} "
+            f"{model}"
         )
     say(f"building model {model!r} ({_size(SUITE[model].approx_bytes)}) into {onnx} (first use)")
     build_repository(repository, [model])
