@@ -54,7 +54,9 @@ class PromptFile:
 
 def file_error(path: Path, where: str, why: str) -> SettingsError:
     """'--input-data FILE, line 7: why' (where '' for the whole file)."""
-    return SettingsError(f"--input-data {path}, {where}: {why}" if where else f"--input-data {path}: {why}")
+    return SettingsError(
+        f"--input-data {path}, {where}: {why}" if where else f"--input-data {path}: {why}"
+    )
 
 
 def _read(path: Path) -> str:
@@ -63,9 +65,13 @@ def _read(path: Path) -> str:
     except FileNotFoundError:
         raise file_error(path, "", "no such file") from None
     except IsADirectoryError:
-        raise file_error(path, "", "is a directory; a prompts file is .jsonl or ShareGPT .json") from None
+        raise file_error(
+            path, "", "is a directory; a prompts file is .jsonl or ShareGPT .json"
+        ) from None
     except UnicodeDecodeError as exc:
-        raise file_error(path, "", f"is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise file_error(
+            path, "", f"is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
     except OSError as exc:
         raise file_error(path, "", f"cannot read it ({exc.strerror or exc})") from None
 

@@ -30,10 +30,10 @@ from loadtest.engine.prompts.files import read_prompt_file
 from loadtest.engine.prompts.render import render_blocked, render_texts
 from loadtest.engine.prompts.tokenizer import PromptTokenizer, tokenizer_for
 from loadtest.errors import SettingsError
+from loadtest.rules.prompt_counts import NO_LENGTH
 
 PROMPT_INPUT = "text_input"
 MAX_TOKENS_INPUT = "max_tokens"
-NO_LENGTH = -1  # a sample whose output length no source set (the model's own draw stands)
 INPUT_STREAM = 0x494E  # "IN": synthetic input lengths
 OUTPUT_STREAM = 0x4F5554  # "OUT": synthetic output lengths
 
@@ -82,16 +82,24 @@ def _clipped(lengths: np.ndarray) -> tuple[np.ndarray, int]:
     return np.maximum(lengths, 1), int(low.sum())
 
 
-def _from_trace(trace: TraceLengths, tokenizer: PromptTokenizer, seed: int, shared: bool) -> PromptPlan:
+def _from_trace(
+    trace: TraceLengths, tokenizer: PromptTokenizer, seed: int, settings: PromptSettings
+) -> PromptPlan:
     inputs, raised_in = _clipped(trace.input_tokens.astype(np.int64))
     _check_budget(inputs, trace.source)
     notes = []
-    if shared and trace.hash_ids is not None:
+    if settings.shared_prefix and trace.hash_ids is not None:
         texts = render_blocked(tokenizer, inputs, trace.hash_ids, seed)
         notes.append("shared prefixes: each hash id one 512-token block of the same text")
     else:
         texts = render_texts(tokenizer, inputs, seed)
-    if trace.output_tokens is None:
+    if trace.output_tokens is None and settings.output_tokens is not None:
+        rng = np.random.Generator(np.random.PCG64([seed, OUTPUT_STREAM]))
+        outputs = settings.output_tokens.draw(len(inputs), rng)
+        notes.append(
+            f"no output lengths in the trace: max_tokens {settings.output_tokens.describe()}"
+        )
+    elif trace.output_tokens is None:
         outputs = np.full(len(inputs), NO_LENGTH, dtype=np.int64)
         notes.append("no output lengths in the trace: max_tokens drawn as for the model")
     else:
@@ -101,9 +109,7 @@ def _from_trace(trace: TraceLengths, tokenizer: PromptTokenizer, seed: int, shar
     if raised_in:
         notes.append(f"{raised_in} rows of input length 0 sent with 1 token")
     source = f"{trace.source}: one prompt per row ({len(inputs):,}), lengths from the trace"
-    return PromptPlan(
-        texts, inputs, outputs, tokenizer.name, "; ".join([source, *notes])
-    )
+    return PromptPlan(texts, inputs, outputs, tokenizer.name, "; ".join([source, *notes]))
 
 
 def _synthetic(
@@ -139,31 +145,24 @@ def _from_file(
     texts = [e.text for e in read.entries]
     inputs = tokenizer.counts(texts)
     _check_budget(inputs, f"--input-data {path}")
-    answers = [e.answer or "" for e in read.entries]
-    from_answers = (
-        np.maximum(tokenizer.counts(answers) - tokenizer.specials, 1)
-        if read.form == "sharegpt"
-        else None
-    )
     outputs = np.fromiter(
         (NO_LENGTH if e.output_tokens is None else e.output_tokens for e in read.entries),
         np.int64,
         len(texts),
     )
-    if from_answers is not None:
-        outputs = from_answers
-    missing = outputs == NO_LENGTH
     how = "max_tokens from the file"
-    if read.form == "sharegpt":
-        how = "max_tokens = the gpt answer's tokens (special tokens excluded), as vLLM's benchmark"
-    if missing.any() and settings.output_tokens is not None:
+    if settings.output_tokens is not None:
         rng = np.random.Generator(np.random.PCG64([seed, OUTPUT_STREAM]))
-        outputs[missing] = settings.output_tokens.draw(int(missing.sum()), rng)
-        how += f"; where it has none, --output-tokens {settings.output_tokens.describe()}"
-    elif missing.all():
+        outputs = settings.output_tokens.draw(len(texts), rng)
+        how = f"max_tokens {settings.output_tokens.describe()} (--output-tokens, over the file's)"
+    elif read.form == "sharegpt":
+        answers = [e.answer or "" for e in read.entries]
+        outputs = np.maximum(tokenizer.counts(answers) - tokenizer.specials, 1)
+        how = "max_tokens = the gpt answer's tokens (special tokens excluded), as vLLM's benchmark"
+    elif (outputs == NO_LENGTH).all():
         how = "max_tokens drawn as for the model (the file gives none)"
-    elif missing.any():
-        how += f"; {int(missing.sum())} without one drawn as for the model"
+    elif (outputs == NO_LENGTH).any():
+        how += f"; {int((outputs == NO_LENGTH).sum())} without one drawn as for the model"
     skipped = (
         f", {read.skipped} conversations skipped (no human turn followed by a gpt answer)"
         if read.skipped
@@ -186,9 +185,7 @@ def prompt_plan(
     if prompt_input(model) is None:
         given = settings.flags_given()
         flags = given or ([settings.trace.source] if settings.trace else ["--input-data"])
-        raise SettingsError(
-            f"{flags[0]}: model {model.name} takes no text prompt (no BYTES input)"
-        )
+        raise SettingsError(f"{flags[0]}: model {model.name} takes no text prompt (no BYTES input)")
     if settings.output_tokens is not None and max_tokens_input(model) is None:
         raise SettingsError(
             f"--output-tokens: model {model.name} has no {MAX_TOKENS_INPUT!r} input to carry it"
@@ -199,7 +196,12 @@ def prompt_plan(
             raise SettingsError(
                 f"{flag}: not with {settings.trace.source}, whose rows give each prompt's length"
             )
-        return _from_trace(settings.trace, tokenizer, seed, settings.shared_prefix)
+        if settings.output_tokens is not None and settings.trace.output_tokens is not None:
+            raise SettingsError(
+                f"--output-tokens: not with {settings.trace.source}, whose rows give each "
+                "answer's length"
+            )
+        return _from_trace(settings.trace, tokenizer, seed, settings)
     if settings.shared_prefix:
         raise SettingsError("--shared-prefix: needs a --trace whose rows carry hash_ids (Mooncake)")
     if input_data is not None:
@@ -275,4 +277,6 @@ def build_prompts(
     inputs = plan.input_tokens
     if not plan.texts:  # the model's own drawn text: counted here, by the same tokenizer
         inputs = tokenizer.counts([_text_of(s, text_spec) for s in samples])
-    return PromptLibrary(samples, inputs, _sent_outputs(model, samples), plan.tokenizer, plan.source)
+    return PromptLibrary(
+        samples, inputs, _sent_outputs(model, samples), plan.tokenizer, plan.source
+    )

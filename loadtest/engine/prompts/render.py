@@ -22,9 +22,7 @@ TEXT_STREAM = 0x54455854  # "TEXT": the unique text of each prompt
 BLOCK_STREAM = 0x424C4B  # "BLK": one stream per hash id
 
 
-def render_texts(
-    tokenizer: PromptTokenizer, lengths: np.ndarray, seed: int
-) -> list[str]:
+def render_texts(tokenizer: PromptTokenizer, lengths: np.ndarray, seed: int) -> list[str]:
     """One text per length, each exactly that many tokens by `tokenizer`, seeded."""
     rng = np.random.Generator(np.random.PCG64([seed, TEXT_STREAM]))
     content = np.maximum(lengths - tokenizer.specials, 0)
