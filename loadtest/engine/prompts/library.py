@@ -119,10 +119,10 @@ def _synthetic(
         rng = np.random.Generator(np.random.PCG64([seed, INPUT_STREAM]))
         inputs = settings.input_tokens.draw(count, rng)
         _check_budget(inputs, f"--input-tokens {settings.input_tokens.spec} × {count} samples")
-        if int(inputs.min()) < tokenizer.specials:
+        if int(inputs.min()) <= tokenizer.specials:
             raise SettingsError(
-                f"--input-tokens {settings.input_tokens.spec}: a prompt needs at least the "
-                f"{tokenizer.specials} special tokens the tokenizer adds"
+                f"--input-tokens {settings.input_tokens.spec}: a prompt needs at least one "
+                f"token beside the {tokenizer.specials} special tokens the tokenizer adds"
             )
         texts = render_texts(tokenizer, inputs, seed)
         what = f"input {settings.input_tokens.describe()} tokens"
