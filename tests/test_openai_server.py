@@ -178,3 +178,31 @@ def test_loadtest_streams_from_it_and_counts_as_its_usage_says(
     )
     asked = [int(library[i][MAX_TOKENS_INPUT].ravel()[0]) for i in columns["sample_index"]]
     assert asked == counts.tolist()
+
+
+def test_prompts_rendered_by_its_own_tokenizer_have_the_length_its_usage_counts(
+    openai_server: OpenAIServer, tmp_path
+) -> None:
+    """--tokenizer with the server's own tokenizer.json: each prompt rendered to the drawn
+    length is counted the same by the server (usage.prompt_tokens), a mismatch rate of 0 over
+    every query, and each answer is the drawn max_tokens (engine/prompts/, docs/STREAMING.md)."""
+    out = tmp_path / "out"
+    run = subprocess.run(
+        [
+            sys.executable, "-m", "loadtest.cli", "server", "--protocol", "openai",
+            "--url", openai_server.base_url, "--model", openai_server.model,
+            "--embedded", "never", "--no-live", "--qps", "6", "--duration", "1",
+            "--min-queries", "6", "--target-latency", "5000", "--records",
+            "--tokenizer", str(openai_server.tokenizer), "--input-tokens", "uniform:8:60",
+            "--output-tokens", "uniform:3:9", "--output", str(out),
+        ],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "160"},
+    )  # fmt: skip
+    assert run.returncode in (0, 3), run.stdout + run.stderr
+    data = json.loads((out / "result.json").read_text())
+    prompts = data["prompts"]
+    assert str(openai_server.tokenizer) in prompts["tokenizer"]
+    assert prompts["compared"] == data["summary"]["completed_ok"] >= 6
+    assert prompts["mismatched"] == 0 and prompts["mismatch_rate"] == 0.0
+    counts = np.asarray(data["records"]["columns"]["final_count"])
+    assert ((counts >= 3) & (counts <= 9)).all()

@@ -263,7 +263,7 @@ class _Seen:
     def part(self) -> None:
         self.parts += 1
 
-    def final(self, count):
+    def final(self, count, prompt_count=None):
         pass
 
     def done(self, error):

@@ -253,7 +253,7 @@ class _Ended:
     def part(self) -> None:
         pass
 
-    def final(self, count: int | None) -> None:
+    def final(self, count: int | None, prompt_count: int | None = None) -> None:
         pass
 
     def done(self, error: str | None) -> None:

@@ -114,17 +114,20 @@ def find_peak(
         if slos or goodput_target is not None:
             raise SettingsError("--slo and --goodput-target search one model: not with --mix")
         arrival.refuse_beside("--mix", "each entry plays its own schedule")
+        if given := samples.prompt_settings().flags_given():
+            raise SettingsError(f"{given[0]}: not with --mix (each entry has its own samples)")
         from_find_peak(mix, search, endpoint, client.settings(), access, output)
         return
     share = _goodput_share(goodput_target, slos)
+    law, prompts = groups.prompted_law(samples, arrival, arrival.search_law(), endpoint.protocol)
     settings = PeakSettings(
         target_latency_ns=_bound_ns(model, target_latency, slos, share),
-        arrival_law=arrival.search_law(),
+        arrival_law=law,
         slos=slos,
         goodput_target=share,
         **search,
     )
-    flags = groups.target_flags(model, endpoint, samples, access)
+    flags = groups.target_flags(model, endpoint, samples, access, prompts=prompts)
     client_settings = client.settings()
     stopping.reset()  # one command, one stop request
     common.check_outputs(output.output, None, output.force, PEAK_FILES)
@@ -188,7 +191,9 @@ def _search(
 ) -> tuple[ModelSpec, PeakOutcome, dict[str, Any], TargetSettings]:
     """The search against the deployment: (model, outcome, environment, resolved target)."""
     with common.connected(flags) as (deployment, target):
-        generator = Generator(client, deployment.target, flags.input_data, flags.shapes)
+        generator = Generator(
+            client, deployment.target, flags.input_data, flags.shapes, flags.prompts
+        )
         law = settings.arrival_law
         common.say(
             f"find-peak against {target.description}, "
@@ -229,7 +234,12 @@ async def _measure(
 
     try:
         spec, library = await open_with_samples(
-            target, settings.sample_count, settings.sample_seed, flags.input_data, flags.shapes
+            target,
+            settings.sample_count,
+            settings.sample_seed,
+            flags.input_data,
+            flags.shapes,
+            prompts=flags.prompts,
         )
         check_measurable(settings.slos, target.capabilities.streams_parts, target.description)
         # A stop signal from here on ends the search after the probe it interrupts.

@@ -31,6 +31,8 @@ from loadtest.commands.common import (
     parse_shapes,
 )
 from loadtest.core.arrivals import ArrivalLaw, RenewalLaw, Timestamps, law_named
+from loadtest.core.lengths import length_law_named
+from loadtest.core.prompts import PromptSettings
 from loadtest.core.settings import (
     AUTO_WORKERS,
     ClientSettings,
@@ -41,6 +43,7 @@ from loadtest.core.settings import (
 from loadtest.core.stages import Staged, parse_stages
 from loadtest.core.trace import ReplayOptions
 from loadtest.core.units import NS_PER_S
+from loadtest.engine.prompts.from_trace import trace_prompts
 from loadtest.engine.traces import load_trace
 from loadtest.scenarios.target_flags import AccessFlags, GrpcClientFlags, TargetFlags
 from loadtest.server.deployment import EmbeddedMode
@@ -89,15 +92,37 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class SampleLibrary:
-    """The in-memory sample library: its seed, its size and where real inputs come from."""
+    """The in-memory sample library: its seed, its size, where real inputs come from, and a text
+    model's prompts (lengths, the tokenizer, the prompts file's form, shared prefixes)."""
 
     sample_seed: options.SampleSeedOption = options.SAMPLE_SEED
     samples: options.SamplesOption = options.SAMPLES
     input_data: options.InputDataOption = None
     shape: options.ShapeOption = None
+    input_tokens: options.InputTokensOption = None
+    output_tokens: options.OutputTokensOption = None
+    tokenizer: options.TokenizerOption = None
+    input_format: options.InputFormatOption = None
+    shared_prefix: options.SharedPrefixOption = False
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return parse_shapes(self.shape)
+
+    def prompt_settings(self) -> PromptSettings:
+        """The prompt flags, parsed once (a trace's lengths are `prompted_law`'s)."""
+        return PromptSettings(
+            input_tokens=None if self.input_tokens is None else length_law_named(self.input_tokens),
+            output_tokens=(
+                None if self.output_tokens is None else length_law_named(self.output_tokens)
+            ),
+            tokenizer=self.tokenizer,
+            input_format=self.input_format,
+            shared_prefix=self.shared_prefix,
+        )
+
+
+# How a command without prompts of its own takes SampleLibrary (a mix's entries carry theirs).
+NO_PROMPT_FLAGS = ("input_tokens", "output_tokens", "tokenizer", "input_format", "shared_prefix")
 
 
 @dataclass(frozen=True)
@@ -322,14 +347,37 @@ RENEWAL_ONLY = take(
 )
 
 
+def prompted_law(
+    samples: SampleLibrary, arrival: Arrival, law: ArrivalLaw, protocol: Protocol
+) -> tuple[ArrivalLaw, PromptSettings]:
+    """The law and the prompt settings together: on a streaming protocol (a text model's), a
+    replayed trace with lengths shapes the prompts, one per row (engine/prompts/from_trace.py),
+    and its rows then name their samples. --shared-prefix needs such a trace."""
+    prompts = samples.prompt_settings()
+    if isinstance(law, Timestamps) and protocol.streams and arrival.trace is not None:
+        law, lengths = trace_prompts(
+            law, arrival.trace, arrival.trace_format, prompts.shared_prefix
+        )
+        return law, dataclasses.replace(prompts, trace=lengths)
+    if prompts.shared_prefix:
+        raise _refused("--shared-prefix", "only with a Mooncake --trace on a streaming --protocol")
+    return law, prompts
+
+
 def target_flags(
     model: str,
     endpoint: Endpoint,
     samples: SampleLibrary,
     access: Access,
     shared_memory: SharedMemoryKind = SharedMemoryKind.NONE,
+    prompts: PromptSettings | None = None,
 ) -> TargetFlags:
-    """The one place a command's groups become TargetFlags."""
+    """The one place a command's groups become TargetFlags (`prompts`: `prompted_law`'s, when
+    the command plays a trace; else the prompt flags alone)."""
+    if prompts is None:
+        if samples.shared_prefix:
+            raise _refused("--shared-prefix", "only with a Mooncake --trace")
+        prompts = samples.prompt_settings()
     return TargetFlags(
         model=model,
         url=endpoint.url,
@@ -345,6 +393,7 @@ def target_flags(
         shared_memory=shared_memory,
         grpc=endpoint.grpc(),
         ignore_eos=endpoint.ignore_eos,
+        prompts=prompts,
     )
 
 
@@ -426,6 +475,7 @@ __all__ = [
     "Output",
     "RunLength",
     "SampleLibrary",
+    "prompted_law",
     "take",
     "takes_groups",
     "target_flags",

@@ -94,7 +94,9 @@ def mix(
     late_threshold: options.LateThresholdOption = options.LATE_THRESHOLD_MS,
     endpoint: Annotated[groups.Endpoint, groups.take("model_version", "server_timeout")],
     seed: options.SeedOption = 0,
-    samples: Annotated[groups.SampleLibrary, groups.take("input_data", "shape")],
+    samples: Annotated[
+        groups.SampleLibrary, groups.take("input_data", "shape", *groups.NO_PROMPT_FLAGS)
+    ],
     output: groups.Output,
     client: Annotated[groups.Client, groups.take("shared_memory")],
     access: groups.Access,

@@ -265,7 +265,80 @@ InputDataOption = Annotated[
         "--input-data",
         help="Real inputs: .npz, perf_analyzer .json, .npy, or a directory of <input>.npy files, "
         "of sample subdirectories, of pictures (resized and normalised for the model) or of raw "
-        "<input> files. See README, 'Real inputs'.",
+        "<input> files; for a text model, a prompts file (JSON lines of text and max_tokens, or "
+        "ShareGPT conversations). See README, 'Real inputs' and 'Prompts and lengths'.",
+    ),
+]
+
+
+def length_law_text(text: str) -> str:
+    """--input-tokens/--output-tokens: a law `core.lengths.length_law_named` reads."""
+    from loadtest.core.lengths import length_law_named
+    from loadtest.errors import SettingsError
+
+    try:
+        length_law_named(text)
+    except SettingsError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return text.strip().lower()
+
+
+def input_format_text(text: str) -> str:
+    """--input-format: one of the prompts-file forms."""
+    from loadtest.core.prompts import INPUT_FORMATS
+
+    name = text.strip().lower()
+    if name not in INPUT_FORMATS:
+        raise typer.BadParameter(f"{text!r}: one of {', '.join(INPUT_FORMATS)}")
+    return name
+
+
+# A text model's prompts (engine/prompts/): lengths, the tokenizer that counts, the file's form.
+InputTokensOption = Annotated[
+    str | None,
+    typer.Option(
+        "--input-tokens",
+        parser=length_law_text,
+        help="Prompt length law in tokens: fixed:N, uniform:LO:HI, normal:MEAN:SD (rounded, "
+        "clipped to ≥ 1), lognormal:MEAN:SD (the lengths' own mean and SD); seeded by "
+        "--sample-seed, rendered as text of exactly that many tokens by --tokenizer.",
+        show_default=False,
+    ),
+]
+OutputTokensOption = Annotated[
+    str | None,
+    typer.Option(
+        "--output-tokens",
+        parser=length_law_text,
+        help="Answer length law (same forms as --input-tokens), sent as each request's "
+        "max_tokens; with --protocol openai --ignore-eos the answer is exactly that long.",
+        show_default=False,
+    ),
+]
+TokenizerOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--tokenizer",
+        help="A Hugging Face tokenizer.json that renders and counts prompt tokens (special "
+        "tokens included); default: one token = one whitespace word.",
+        show_default=False,
+    ),
+]
+InputFormatOption = Annotated[
+    str | None,
+    typer.Option(
+        "--input-format",
+        parser=input_format_text,
+        help="The prompts file's form, jsonl or sharegpt (default: told from its content).",
+        show_default=False,
+    ),
+]
+SharedPrefixOption = Annotated[
+    bool,
+    typer.Option(
+        "--shared-prefix",
+        help="With a Mooncake --trace: each hash id is one 512-token block rendered to the same "
+        "text wherever it appears, so requests sharing hash_ids share a prompt prefix.",
     ),
 ]
 ShapeOption = Annotated[

@@ -56,8 +56,12 @@ def server(
 ) -> None:
     """Run the MLPerf Server scenario: Poisson arrivals at --qps (or --arrival, --stages, --trace),
     latency from scheduled time."""
+    fields = arrival.settings_fields(qps, DEFAULT_SERVER_QPS, run, mlperf, DEFAULT_MIN_DURATION_NS)
+    fields["arrival_law"], prompts = groups.prompted_law(
+        samples, arrival, fields["arrival_law"], endpoint.protocol
+    )
     settings = ServerSettings(
-        **arrival.settings_fields(qps, DEFAULT_SERVER_QPS, run, mlperf, DEFAULT_MIN_DURATION_NS),
+        **fields,
         target_latency_ns=common.target_latency_ns(model, target_latency),
         percentile=percentile / 100,
         schedule_seed=seed,
@@ -69,7 +73,7 @@ def server(
         **common.token_bound_fields(ttft_bound, tpot_bound, mlperf_model),
         slos=parse_slos(slo),
     )
-    flags = groups.target_flags(model, endpoint, samples, access, client.shared_memory)
+    flags = groups.target_flags(model, endpoint, samples, access, client.shared_memory, prompts)
     common.execute(
         settings,
         flags,

@@ -276,7 +276,9 @@ def _run(
     live: bool,
 ) -> tuple[dict[str, Any], SweepOutcome]:
     with common.connected(flags) as (deployment, target):
-        generator = Generator(client, deployment.target, flags.input_data, flags.shapes)
+        generator = Generator(
+            client, deployment.target, flags.input_data, flags.shapes, flags.prompts
+        )
         parent_loop = LoopKind.PRECISE if client.loop is LoopKind.AUTO else client.loop
         outcome, space = timing.run(
             _sweep(target, deployment.target, generator, settings, flags, given, live),
@@ -361,7 +363,9 @@ async def _sweep(
         on_stage=view.stage,
         on_tick=view.tick,
     )
-    samples = Samples(peak.sample_count, peak.sample_seed, flags.input_data, flags.shapes)
+    samples = Samples(
+        peak.sample_count, peak.sample_seed, flags.input_data, flags.shapes, flags.prompts
+    )
     with view, stopping.catching(asyncio.get_running_loop()):
         outcome = await run_sweep(
             target, configurator, space, baseline, settings, samples, flags.timeout_s,

@@ -79,6 +79,9 @@ class Records:
     )
     parts: np.ndarray = field(init=False, metadata=column(np.int32, 0, optional=True))
     final_count: np.ndarray = field(init=False, metadata=column(np.int64, NO_COUNT, optional=True))
+    # The prompt's token count as the server reports it (an OpenAI usage.prompt_tokens), beside
+    # the client tokenizer's (rules/prompt_counts.py compares them); NO_COUNT when it sent none.
+    prompt_count: np.ndarray = field(init=False, metadata=column(np.int64, NO_COUNT, optional=True))
     # A replayed trace's row of each query (core/trace.TraceRows.index, stamped from the
     # schedule's rows by the runner); -1 for a drawn law (and then left out of result.json).
     trace_index: np.ndarray = field(init=False, metadata=column(np.int64, -1, optional=True))

@@ -58,6 +58,17 @@ class Protocol(str, enum.Enum):
         statistics, a URL that may name a path (the server's /v1 base behind a gateway)."""
         return self in (Protocol.OPENAI, Protocol.OPENAI_CHAT)
 
+    @property
+    def streams(self) -> bool:
+        """Answers come in parts (an LLM's tokens): the protocols of text models, whose prompts
+        a recorded trace's lengths shape (engine/prompts/from_trace.py)."""
+        return self in (
+            Protocol.GRPC_STREAM,
+            Protocol.HTTP_STREAM,
+            Protocol.OPENAI,
+            Protocol.OPENAI_CHAT,
+        )
+
 
 SETUP_TIMEOUT_S = 30.0
 

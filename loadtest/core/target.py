@@ -116,9 +116,9 @@ class Parts(Protocol):
         """One part of the answer arrived (a chunk, a token)."""
         ...
 
-    def final(self, count: int | None) -> None:
+    def final(self, count: int | None, prompt_count: int | None = None) -> None:
         """The final event: the count the server reports for the answer (its token count), or
-        None when it sent none."""
+        None when it sent none; and the prompt's token count where the server reports it."""
         ...
 
     def done(self, error: str | None) -> None:

@@ -2,7 +2,8 @@
 
 A target declaring `streams_parts` reports each query's events to the `core.target.Parts` the
 runner gives it (`QueryParts` here). The first response, the part count and the final event's
-count land in the query's row of Records (first_part_ns, parts, final_count); the gaps between
+count (and the prompt's, where the server reports one) land in the query's row of Records
+(first_part_ns, parts, final_count, prompt_count); the gaps between
 consecutive parts of one answer are many per query, so they go into one HDR histogram per run
 (rules/stats.py's fixed range), which adds exactly across workers like the latency histograms.
 
@@ -93,10 +94,13 @@ class QueryParts:
         self._last = now
         records.parts[self._i] += 1
 
-    def final(self, count: int | None) -> None:
+    def final(self, count: int | None, prompt_count: int | None = None) -> None:
         if self._over or self._log.closed:
             return
-        self._log.records.final_count[self._i] = NO_COUNT if count is None else count
+        records = self._log.records
+        records.final_count[self._i] = NO_COUNT if count is None else count
+        if prompt_count is not None:
+            records.prompt_count[self._i] = prompt_count
 
     def done(self, error: str | None) -> None:
         if self._over:

@@ -11,7 +11,9 @@ A BYTES input (a text prompt) gets seeded random text instead: lowercase words, 
 its own length drawn from the same `loadtest.range.<input>` parameter read as "shortest,longest"
 characters (else DEFAULT_TEXT_LENGTHS), so the library holds prompts of different lengths as a
 real one would; `core.target.prompt_length` gives each sample's, and `prompt_lengths` the whole
-library's, indexed like the records' sample_index.
+library's, indexed like the records' sample_index. Prompts shaped by the prompt flags (token
+lengths, a prompts file, a trace's lengths; core/prompts.PromptSettings) are engine/prompts/'s:
+`prompt_library` builds them on samples drawn here for the model's other inputs.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from loadtest.core.prompts import PromptSettings
 from loadtest.core.target import ModelSpec, Sample, Target, TensorSpec, prompt_length
 from loadtest.engine.inputs import load_input_data
+from loadtest.engine.prompts.library import PromptLibrary, build_prompts, prompt_input
 from loadtest.errors import SettingsError
 
 RANGE_PARAMETER_PREFIX = "loadtest.range."
@@ -139,16 +143,42 @@ def load_samples(
     batch_size: int = 1,
 ) -> list[Sample]:
     """User-given data in any form `engine.inputs` reads (.npz, .npy, perf_analyzer JSON,
-    pictures); not yet for BYTES inputs, which get generated text prompts."""
+    pictures); a text model's prompts file is `prompt_library`'s, and other BYTES inputs are
+    refused."""
     text = [spec.name for spec in model.inputs if spec.datatype == "BYTES"]
     if text:
         raise SettingsError(
-            f"--input-data cannot fill BYTES input(s) {', '.join(text)} yet: drop --input-data "
-            "and loadtest generates text prompts of varied lengths"
+            f"--input-data cannot fill BYTES input(s) {', '.join(text)}: a prompts file fills a "
+            "model's 'text_input' (or its only BYTES input); drop --input-data and loadtest "
+            "generates text"
         )
     _check_shapes(model, shapes or {})
     _check_batch_size(model, batch_size)
     return load_input_data(path, model, shapes, batch_size)
+
+
+def prompt_library(
+    model: ModelSpec,
+    sample_count: int,
+    sample_seed: int,
+    input_data: Path | None = None,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
+    batch_size: int = 1,
+    prompts: PromptSettings | None = None,
+) -> PromptLibrary | None:
+    """A text model's shaped prompts (prompt flags, a trace's lengths, or a prompts file as
+    --input-data), with their token counts; None when nothing shapes them."""
+    prompts = prompts or PromptSettings()
+    if not prompts.given and (input_data is None or prompt_input(model) is None):
+        return None
+    return build_prompts(
+        model,
+        sample_count,
+        sample_seed,
+        prompts,
+        input_data,
+        lambda count: random_samples(model, count, sample_seed, shapes, batch_size),
+    )
 
 
 def sample_library(
@@ -158,8 +188,15 @@ def sample_library(
     input_data: Path | None = None,
     shapes: Mapping[str, tuple[int, ...]] | None = None,
     batch_size: int = 1,
+    prompts: PromptSettings | None = None,
 ) -> list[Sample]:
-    """The user's samples (--input-data) when given, else `sample_count` seeded random ones."""
+    """A text model's shaped prompts (`prompt_library`), else the user's samples (--input-data)
+    when given, else `sample_count` seeded random ones."""
+    shaped = prompt_library(
+        model, sample_count, sample_seed, input_data, shapes, batch_size, prompts
+    )
+    if shaped is not None:
+        return shaped.samples
     if input_data is not None:
         return load_samples(input_data, model, shapes, batch_size)
     return random_samples(model, sample_count, sample_seed, shapes, batch_size)
@@ -177,9 +214,12 @@ async def open_with_samples(
     input_data: Path | None = None,
     shapes: dict[str, tuple[int, ...]] | None = None,
     batch_size: int = 1,
+    prompts: PromptSettings | None = None,
 ) -> tuple[ModelSpec, list[Sample]]:
     """Open the target and prepare the sample library on it (raises TargetError/SettingsError)."""
     model = await target.open()
-    samples = sample_library(model, sample_count, sample_seed, input_data, shapes, batch_size)
+    samples = sample_library(
+        model, sample_count, sample_seed, input_data, shapes, batch_size, prompts
+    )
     await target.prepare(samples)
     return model, samples

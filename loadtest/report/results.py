@@ -35,6 +35,7 @@ from loadtest.core.stages import StagedArrivals
 from loadtest.core.target import Target
 from loadtest.core.units import s_to_us
 from loadtest.engine.measurement import Measurement
+from loadtest.engine.prompts.library import PromptLibrary
 from loadtest.engine.selfmeasure import PART_GAP
 from loadtest.observe.observer import ServerSide
 from loadtest.report.mlperf_summary import render_mlperf_summary
@@ -42,6 +43,7 @@ from loadtest.report.outputs import stamp, write_atomically
 from loadtest.rules.cache_check import CacheCheck
 from loadtest.rules.goodput import Goodput, goodput
 from loadtest.rules.output_check import OutputCheck
+from loadtest.rules.prompt_counts import PromptFigures, prompt_figures
 from loadtest.rules.stage_results import StageResult, stage_results, stages_check
 from loadtest.rules.stats import Summary, Timeline, decode_histograms, timeline
 from loadtest.rules.tokens import (
@@ -157,6 +159,7 @@ class RunReport:
     token_bounds: TokenBounds | None = None
     stages: tuple[StageResult, ...] = ()  # --stages: each stage judged alone (rules/stage_results)
     goodput: Goodput | None = None  # --slo: requests meeting every SLO (rules/goodput.py)
+    prompts: PromptFigures | None = None  # a text model's shaped prompts: rules/prompt_counts.py
 
     @classmethod
     def from_measurement(
@@ -169,6 +172,7 @@ class RunReport:
         server_side: ServerSide | None = None,
         output_check: OutputCheck | None = None,
         cache_check: CacheCheck | None = None,
+        prompts: PromptLibrary | None = None,
     ) -> RunReport:
         summary, verdict = interpret(settings, measurement.outcome)
         if output_check is not None:
@@ -212,6 +216,17 @@ class RunReport:
             token_bounds=bounds,
             stages=stages,
             goodput=_goodput(settings, records),
+            prompts=(
+                None
+                if prompts is None
+                else prompt_figures(
+                    records,
+                    prompts.input_tokens,
+                    prompts.output_tokens,
+                    prompts.tokenizer,
+                    prompts.source,
+                )
+            ),
         )
 
     @classmethod
@@ -226,6 +241,7 @@ class RunReport:
             run.server_side,
             output_check=run.output_check,
             cache_check=run.cache_check,
+            prompts=run.prompts,
         )
 
     @property
@@ -276,6 +292,8 @@ class RunReport:
             result["tokens"] = self._tokens_json()
         if self.goodput is not None:
             result["goodput"] = self.goodput.to_json()
+        if self.prompts is not None:
+            result["prompts"] = self.prompts.to_json()
         if self.settings.keep_records:
             records = outcome.records
             result["records"] = {

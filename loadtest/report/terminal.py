@@ -10,6 +10,7 @@ from loadtest.core.units import ms_cell, ns_to_s
 from loadtest.engine.selfmeasure import GAP_CV_TOLERANCE, ClientReport
 from loadtest.report.results import RunReport
 from loadtest.rules.goodput import Goodput
+from loadtest.rules.prompt_counts import PromptFigures
 from loadtest.rules.stage_results import StageResult
 from loadtest.rules.stats import LatencyStats, Summary
 from loadtest.rules.validity import Verdict
@@ -218,6 +219,18 @@ def render_tokens(console: Console, report: RunReport) -> None:
     )
 
 
+def render_prompts(console: Console, prompts: PromptFigures) -> None:
+    """A text model's prompts: where they came from, their lengths and who counted them, and the
+    server's prompt counts against the client's (rules/prompt_counts.py)."""
+    lengths = prompts.input_tokens.text() if prompts.input_tokens else "none"
+    answers = f"; max_tokens {prompts.max_tokens.text()}" if prompts.max_tokens else ""
+    console.print(
+        f"prompts: {prompts.source}\n  {prompts.samples:,} samples, input {lengths} tokens"
+        f"{answers}; counted by the {prompts.tokenizer}\n  {prompts.counts_line()}",
+        highlight=False,
+    )
+
+
 def goodput_table(result: Goodput) -> Table:
     """--slo: each SLO's attainment, all of them at once (goodput), and goodput's rates."""
     table = Table(
@@ -312,6 +325,8 @@ def render_report(console: Console, report: RunReport) -> None:
     )
     if report.tokens is not None:
         render_tokens(console, report)
+    if report.prompts is not None:
+        render_prompts(console, report.prompts)
     if report.goodput is not None:
         console.print(goodput_table(report.goodput))
     if summary.errors:

@@ -37,8 +37,9 @@ from loadtest.core.slos import check_measurable
 from loadtest.core.target import ModelSpec, Sample, Target
 from loadtest.engine import stopping, timing
 from loadtest.engine.measurement import Measurement
+from loadtest.engine.prompts.library import PromptLibrary
 from loadtest.engine.runner import OnStart
-from loadtest.engine.samples import random_samples, sample_library
+from loadtest.engine.samples import prompt_library, random_samples, sample_library
 from loadtest.engine.selfmeasure import Progress
 from loadtest.errors import SettingsError
 from loadtest.observe.observer import RunObserver, ServerSide
@@ -109,6 +110,7 @@ class FinishedRun:
     server_side: ServerSide | None = None  # Triton's split, server CPU, :8002 metrics
     output_check: OutputCheck | None = None  # --check-outputs
     cache_check: CacheCheck | None = None  # --same-sample
+    prompts: PromptLibrary | None = None  # a text model's shaped prompts and their counts
 
     @property
     def interrupted(self) -> bool:
@@ -157,6 +159,7 @@ def run_scenario(
                 try:
                     spec = await target.open()
                     ready = await _prepare(target, spec, settings, flags, resolved, batch_size, say)
+                    checks["prompts"] = ready.prompts
                     # From here a stop signal ends the run with a result instead of unwinding it.
                     with shown, stopping.catching(asyncio.get_running_loop()):
                         try:
@@ -198,6 +201,7 @@ def run_scenario(
                 server_side=observer.result,
                 output_check=checks.get("outputs"),
                 cache_check=checks.get("cache"),
+                prompts=checks.get("prompts"),
             )
     finally:
         stopping.install_process_handlers()
@@ -212,6 +216,7 @@ class _Prepared:
     probe_seed: int
     references: accuracy.References  # --check-outputs' expected answers
     reference: str  # where they came from
+    prompts: PromptLibrary | None = None  # a text model's shaped prompts
 
 
 async def _prepare(
@@ -228,10 +233,15 @@ async def _prepare(
     A --slo the target cannot measure (ttft on an answer not in parts) stops here, before load."""
     if isinstance(settings, ServerSettings):
         check_measurable(settings.slos, target.capabilities.streams_parts, target.description)
-    library = sample_library(
-        spec, settings.sample_count, settings.sample_seed, flags.input_data, flags.shapes,
-        batch_size,
-    )  # fmt: skip
+    count, seed = settings.sample_count, settings.sample_seed
+    prompts = prompt_library(
+        spec, count, seed, flags.input_data, flags.shapes, batch_size, flags.prompts
+    )
+    library = (
+        prompts.samples
+        if prompts is not None
+        else sample_library(spec, count, seed, flags.input_data, flags.shapes, batch_size)
+    )
     # --same-sample's unique samples: beyond the run's library, never sent by it, and drawn
     # afresh each run (a seed from the OS, written to result.json): a fixed seed would send the
     # same "unique" samples as the last run, which a response cache already holds.
@@ -242,7 +252,7 @@ async def _prepare(
         else []
     )
     await target.prepare([*library, *probe])
-    ready = _Prepared(library, probe, probe_seed, [], "")
+    ready = _Prepared(library, probe, probe_seed, [], "", prompts)
     if settings.check_outputs:
         if not target.capabilities.keeps_outputs:
             raise SettingsError(f"--check-outputs: {target.description} cannot keep its answers")
@@ -270,6 +280,6 @@ def server_play(settings: ServerSettings, client: ClientSettings, flags: TargetF
         settings,
         drain_timeout_ns,
         on_tick=tick,
-        generator=Generator(client, resolved, flags.input_data, flags.shapes),
+        generator=Generator(client, resolved, flags.input_data, flags.shapes, flags.prompts),
         on_start=on_start,
     )

@@ -6,9 +6,10 @@ flow (commands/common.py) and by `loadtest compare` (scenarios/experiments/compa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from loadtest.core.prompts import PromptSettings
 from loadtest.core.secrets import Header, parse_header
 from loadtest.core.settings import Protocol, SharedMemoryKind, TargetSettings, TlsSettings
 from loadtest.errors import SettingsError
@@ -69,6 +70,7 @@ class TargetFlags:
     server_timeout_s: float | None = None  # Triton's per-request "timeout" parameter
     grpc: GrpcClientFlags = GrpcClientFlags()
     ignore_eos: bool = False  # --protocol openai/openai-chat: exactly max_tokens per answer
+    prompts: PromptSettings = field(default_factory=PromptSettings)  # engine/prompts/
 
     def target_settings(self) -> TargetSettings:
         default_url = f"127.0.0.1:{deployment_module.default_port(self.protocol)}"

@@ -74,7 +74,12 @@ async def play_shard(
     target = make_target(plan)
     try:
         _, library = await open_with_samples(
-            target, plan.library_size, plan.settings.sample_seed, plan.input_data, plan.shapes
+            target,
+            plan.library_size,
+            plan.settings.sample_seed,
+            plan.input_data,
+            plan.shapes,
+            prompts=plan.prompts,
         )
         if len(library) != plan.library_size:
             raise LoadtestError(

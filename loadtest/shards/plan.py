@@ -16,6 +16,7 @@ from pathlib import Path
 
 from loadtest.core.arrivals import Arrivals
 from loadtest.core.mix_schedule import Stream, mix_schedule, shard_of
+from loadtest.core.prompts import PromptSettings
 from loadtest.core.schedule import Schedule, shard_schedule_of
 from loadtest.core.settings import AUTO_WORKERS, ClientSettings, ServerSettings, TargetSettings
 from loadtest.shards.client_cost import ClientCost
@@ -96,6 +97,7 @@ class ShardPlan:
     library_size: int
     input_data: Path | None = None
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    prompts: PromptSettings = field(default_factory=PromptSettings)
     drain_timeout_ns: int = 35_000_000_000
     keep_records: bool = True
     mix: MixShards | None = None  # several models: `settings` then holds the mix's totals
@@ -122,6 +124,7 @@ def plans_for(
     input_data: Path | None,
     shapes: dict[str, tuple[int, ...]] | None,
     drain_timeout_ns: int,
+    prompts: PromptSettings | None = None,
 ) -> list[ShardPlan]:
     shards = client.workers
     if shards == AUTO_WORKERS:
@@ -137,6 +140,7 @@ def plans_for(
             input_data=input_data,
             shapes=dict(shapes or {}),
             drain_timeout_ns=drain_timeout_ns,
+            prompts=prompts or PromptSettings(),
         )
         for k in range(shards)
     ]

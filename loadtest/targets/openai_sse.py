@@ -18,8 +18,10 @@ Per `data:` event (OpenAI's stream: one JSON chunk per event, `data: [DONE]` las
 with text (`choices[].text`; chat: `choices[].delta.content`, or a reasoning model's
 `reasoning_content`) is a `Parts.part`, the first marking the first token, so a chat's opening
 role-only chunk is not one; the usage chunk's `usage.completion_tokens` is the final count
-(rules/tokens.py labels its origin); `[DONE]` ends the query. No usage chunk: the count is None
-and the run's token figures count content chunks, and say so. A failure is a failed query,
+(rules/tokens.py labels its origin), its `usage.prompt_tokens` the server's count of the
+prompt (rules/prompt_counts.py sets it beside the client tokenizer's); `[DONE]` ends the
+query. No usage chunk: the count is None and the run's token figures count content chunks,
+and say so. A failure is a failed query,
 never a short success: an `{"error": ...}` event under the 200 (vLLM sends one, then `[DONE]`), a
 body that ends without `[DONE]` before any choice said why it finished, a status other than 200
 (401/403: the auth kinds). A body that ends without `[DONE]` after a choice's non-null
@@ -200,11 +202,13 @@ class OpenAiAnswer(SseEvents):
             return None
         chunks = _fast_parts(payload, self._key)
         if chunks == _SLOW:
-            error, chunks, tokens, finished = _parsed(payload, self._chat)
+            error, chunks, tokens, finished, prompt = _parsed(payload, self._chat)
             if error is not None:
                 return error
             if tokens is not None:
                 self.count = tokens
+            if prompt is not None:
+                self.prompt_count = prompt
             self.finished = self.finished or finished
         for _ in range(chunks):
             self.parts.part()
@@ -256,27 +260,30 @@ def _has_content(choice: Any, chat: bool) -> bool:
     )
 
 
-def _parsed(payload: bytes, chat: bool) -> tuple[str | None, int, int | None, bool]:
-    """(error kind, content chunks, usage.completion_tokens, whether a choice finished) of an
-    event, by json.loads."""
+def _count(usage: Any, key: str) -> int | None:
+    value = usage.get(key) if isinstance(usage, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _parsed(payload: bytes, chat: bool) -> tuple[str | None, int, int | None, bool, int | None]:
+    """(error kind, content chunks, usage.completion_tokens, whether a choice finished,
+    usage.prompt_tokens) of an event, by json.loads."""
     try:
         event = json.loads(payload)
     except ValueError:
-        return f"{LABEL}: an event that is not JSON", 0, None, False
+        return f"{LABEL}: an event that is not JSON", 0, None, False, None
     if not isinstance(event, dict):
-        return f"{LABEL}: an event that is not a JSON object", 0, None, False
+        return f"{LABEL}: an event that is not a JSON object", 0, None, False, None
     if event.get("error") is not None:
-        return error_kind(LABEL, error_message(event["error"])), 0, None, False
+        return error_kind(LABEL, error_message(event["error"])), 0, None, False, None
     usage = event.get("usage")
-    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
-    if not isinstance(tokens, int) or isinstance(tokens, bool):
-        tokens = None
+    tokens, prompt = _count(usage, "completion_tokens"), _count(usage, "prompt_tokens")
     choices = event.get("choices")
     if not isinstance(choices, list):
-        return None, 0, tokens, False
+        return None, 0, tokens, False, prompt
     chunks = sum(_has_content(c, chat) for c in choices)
     finished = any(isinstance(c, dict) and c.get("finish_reason") is not None for c in choices)
-    return None, chunks, tokens, finished
+    return None, chunks, tokens, finished, prompt
 
 
 def model_ids(body: bytes) -> list[str]:

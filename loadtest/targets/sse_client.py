@@ -45,14 +45,16 @@ class SseEvents:
     `data:` payload to `_data`, and returns the error kind of a failing event (else None).
 
     Separate from the I/O so each protocol's parsing can be tested, and measured, alone.
-    Subclasses set `count` (the final token count, None = none sent) and `complete` (the answer
-    said it is over before the body ended)."""
+    Subclasses set `count` (the final token count, None = none sent), `prompt_count` (the
+    prompt's tokens, where the server reports them) and `complete` (the answer said it is over
+    before the body ended)."""
 
-    __slots__ = ("_rest", "complete", "count", "parts")
+    __slots__ = ("_rest", "complete", "count", "parts", "prompt_count")
 
     def __init__(self, parts: Parts) -> None:
         self.parts = parts
         self.count: int | None = None
+        self.prompt_count: int | None = None
         self.complete = False
         self._rest = b""
 
@@ -153,7 +155,7 @@ class SseQueries:
                         parts.done(error)
                         return
                     if answer.complete:
-                        parts.final(answer.count)
+                        parts.final(answer.count, answer.prompt_count)
                         parts.done(None)
                 if answer.complete:
                     return
@@ -165,7 +167,7 @@ class SseQueries:
             parts.done(error_kind(self.label, str(exc) or type(exc).__name__))
             return
         if error is None:
-            parts.final(answer.count)
+            parts.final(answer.count, answer.prompt_count)
         parts.done(error)
 
     def status_kind(self, status: int, body: bytes) -> str:

@@ -213,7 +213,7 @@ class AwaitedParts:
     def part(self) -> None:
         self.parts += 1
 
-    def final(self, count: int | None) -> None:
+    def final(self, count: int | None, prompt_count: int | None = None) -> None:
         self.count = count
 
     def done(self, error: str | None) -> None:

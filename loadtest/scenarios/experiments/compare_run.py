@@ -356,7 +356,12 @@ async def _open_all(
     spec = check_specs_agree(specs)
     flags, first = setup.flags, setup.base
     library = sample_library(
-        spec, first.sample_count, first.sample_seed, flags.input_data, flags.shapes
+        spec,
+        first.sample_count,
+        first.sample_seed,
+        flags.input_data,
+        flags.shapes,
+        prompts=flags.prompts,
     )
     for target in session.targets.values():
         await target.prepare(library)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from loadtest.core.prompts import PromptSettings
 from loadtest.core.records import Records
 from loadtest.core.schedule import Schedule, check_mask, schedule_of, uniform_sample_indices
 from loadtest.core.settings import (
@@ -57,6 +58,7 @@ class Generator:
     target: TargetSettings
     input_data: Path | None = None
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    prompts: PromptSettings = field(default_factory=PromptSettings)
 
     # The start-up calibration, measured once per generator: a find-peak's or a sweep's probes
     # share it (None: it ran and could not tell).
@@ -217,6 +219,7 @@ async def _run_server_sharded(
         generator.input_data,
         generator.shapes,
         drain_timeout_ns,
+        generator.prompts,
     )
     parent_cpu_before = time.process_time()
     if client.ray_address:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from loadtest.core.prompts import PromptSettings
 from loadtest.core.records import Records
 from loadtest.core.settings import NS_PER_S, PeakSettings
 from loadtest.core.target import Target
@@ -159,6 +160,7 @@ class Samples:
     seed: int
     input_data: Path | None = None
     shapes: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
+    prompts: PromptSettings = dataclasses.field(default_factory=PromptSettings)
 
 
 def interval(probes: Sequence[Probe], resolution: float) -> tuple[float | None, float, float]:
@@ -325,6 +327,7 @@ async def _measure_point(sweep: _Sweep, number: int, step: Step) -> SweepPoint:
             sweep.samples.seed,
             sweep.samples.input_data,
             sweep.samples.shapes,
+            prompts=sweep.samples.prompts,
         )
     except LoadtestError as exc:
         return _failed(number, step, config, f"not usable after loading: {exc}", load_s, began)
