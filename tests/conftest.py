@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,13 @@ WAITING_FILES = frozenset(
         "test_proxies.py",
     }
 )
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # An xdist worker starts with COLUMNS=80 in its environment, which loadtest reads as "a
+    # terminal this wide" (report/console.py) and would wrap every table the tests read at 80
+    # columns: dropped, so a worker renders as a serial run does.
+    os.environ.pop("COLUMNS", None)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

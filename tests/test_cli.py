@@ -326,6 +326,7 @@ def test_the_server_window_opens_after_the_workers_are_ready(built_repository: P
 
 
 @pytest.mark.triton
+@pytest.mark.solo
 def test_the_default_client_rule_holds_at_a_low_rate_on_the_embedded_triton(triton, tmp_path: Path):
     """Every other end-to-end test relaxes --late-threshold; this one keeps the default rule
     (send-lag p99 ≤ max(1 ms, 5 % of the bound), ≤ 1 % late) at a rate one process holds easily,

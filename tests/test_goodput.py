@@ -194,6 +194,7 @@ def _find_peak(out: Path) -> subprocess.CompletedProcess[str]:
                 "--late-threshold", "20", "--output", str(out), "--force")  # fmt: skip
 
 
+@pytest.mark.solo
 def test_find_peak_holds_goodput_near_the_known_capacity_and_plan_reads_it(tmp_path: Path):
     # 4 servers, each request holds one for 20 ms + 2 × 10 ms: capacity 100 QPS. TTFT is 20 ms
     # unloaded, so ttft:60 holds until the queue builds near capacity. Short probes overshoot

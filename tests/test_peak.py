@@ -95,6 +95,7 @@ def test_conclusion_when_nothing_passes():
     assert probes[-1].qps >= 1
 
 
+@pytest.mark.solo
 def test_find_peak_on_fake_lands_near_its_known_capacity():
     # 8 servers × 20 ms constant service: capacity 400 QPS. With a 150 ms p99 bound the
     # M/D/8 queue meets the bound until close to saturation; over 2 s probes the peak must land

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 from rich.console import Console
 
 from loadtest.core.records import Records, Status
@@ -100,6 +101,7 @@ def _kept_up(on_tick_view: LiveView | None) -> tuple[bool, float]:
     return summary.client_kept_up, summary.send_lag.p99_ns / 1e6
 
 
+@pytest.mark.solo
 def test_drawing_the_run_view_does_not_make_the_issuer_fall_behind():
     """The same schedule without and then with the view drawing on a terminal. A pair where the
     issuer fell behind even without the view says nothing about the view (a busy machine), so up

@@ -198,6 +198,7 @@ def test_scenario_bad_flags(args: list[str], message: str):
 
 
 @pytest.mark.triton
+@pytest.mark.solo
 def test_offline_default_is_valid_on_triton(triton, tmp_path: Path):
     """No --expected-qps: the calibration sizes the query, so a short run is long enough."""
     out = tmp_path / "run"

@@ -78,6 +78,7 @@ def _play(
     return asyncio.run(play()).records
 
 
+@pytest.mark.solo
 def test_the_meter_finds_the_known_answer_within_2_percent(llm_triton):
     target = TritonStreamTarget(llm_triton.grpc_url, "llm_known")
     spec = asyncio.run(target.open())

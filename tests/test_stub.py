@@ -65,6 +65,7 @@ def _play_against_stub(stub, qps: float, seconds: float, loop: str = "precise"):
     return timing.run(play(), loop)
 
 
+@pytest.mark.solo
 def test_real_run_against_the_stub_keeps_the_exponential_law_of_its_sends(stub):
     records = _play_against_stub(stub, 500, 4.0)
     assert records.ok.all()
