@@ -357,4 +357,12 @@ def test_serve_loads_every_model_of_a_named_repository_and_writes_nothing(
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
-    assert _tree(named) == before
+    # Triton's Python backend imports a Python model's model.py (the decoder's, when
+    # tests/test_models.py built it into this shared repository) in an isolated interpreter
+    # (PyConfig_InitIsolatedConfig: PYTHONDONTWRITEBYTECODE is not read), which caches its
+    # bytecode beside it: Triton's own write, not loadtest's, and the only one allowed.
+    after = {path: stat for path, stat in _tree(named).items() if "__pycache__" not in path}
+    for path in [p for p in after if p.endswith("/model.py")]:  # the cache made its folder newer
+        folder = path.rsplit("/", 1)[0]
+        after[folder] = before[folder]
+    assert after == before
