@@ -14,15 +14,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_tokens import _records
 from typer.testing import CliRunner
 
 from loadtest.cli import app
+from loadtest.core.records import NO_COUNT, Status
 from loadtest.core.settings import PeakSettings
 from loadtest.core.slos import parse_slo
 from loadtest.core.units import NS_PER_MS
 from loadtest.errors import SettingsError
+from loadtest.rules.output_lengths import NO_MAX_TOKENS, output_lengths
 from loadtest.rules.tokens import TokenBounds, fastest_ratio, token_ratio
 
 MS = NS_PER_MS
@@ -120,7 +123,9 @@ def test_find_peak_holds_the_token_bounds_near_the_known_capacity_and_plan_reads
     assert held["token_ratio"] <= 1 and held["ttft_ns"] <= 60 * MS
     assert 9 * MS <= held["tpot_ns"] <= 15 * MS  # the fake's 10 ms apart
     missed = next(p for p in data["probes"] if p["qps"] == upper)
-    assert not missed["valid"] and any("p90 TTFT" in r for r in missed["reasons"])
+    assert not missed["valid"] and any(
+        "TTFT" in r for r in missed["reasons"]
+    )  # p90 or its early stopping
     assert "p90 TTFT ≤ 60 ms and p90 TPOT ≤ 50 ms" in done.stdout
 
     planned = CliRunner().invoke(
@@ -170,3 +175,22 @@ def test_token_bounds_where_they_do_not_apply_are_one_line(args: list[str], word
     assert isinstance(done.exception, SettingsError)
     message = str(done.exception)
     assert "\n" not in message and words in message
+
+
+def test_output_lengths_count_shorter_and_longer_answers_against_max_tokens():
+    records = _ten()  # 10 answers of 5 tokens, samples 0
+    records.sample_index[:] = [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
+    records.final_count[9] = NO_COUNT  # no server count: not compared
+    asked = np.array([5, 8, NO_MAX_TOKENS, 4])  # sample 1 asks more, 3 fewer, 2 nothing
+    lengths = output_lengths(records, asked, ignore_eos=True)
+    assert lengths is not None
+    # compared: samples 0 (×3, equal), 1 (×2 with a count: shorter), 3 (×2: longer)
+    assert (lengths.compared, lengths.shorter, lengths.longer) == (7, 2, 2)
+    assert lengths.not_compared == 3 and lengths.mismatch_share == 4 / 7
+    assert (lengths.requested_tokens, lengths.achieved_tokens) == (15 + 16 + 8, 35)
+    text = lengths.text()
+    assert "4 of 7 answers differ" in text and "not honouring it" in text and "server bug" in text
+    assert "end-of-sequence" in output_lengths(records, asked).text()  # without ignore_eos
+    assert output_lengths(records, np.full(4, NO_MAX_TOKENS)).compared == 0
+    records.status[:] = Status.PENDING  # nothing answered: no comparison
+    assert output_lengths(records, asked) is None

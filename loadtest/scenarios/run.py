@@ -24,6 +24,8 @@ from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+import numpy as np
+
 from loadtest.core.records import Records
 from loadtest.core.settings import (
     NS_PER_S,
@@ -37,7 +39,7 @@ from loadtest.core.slos import check_measurable
 from loadtest.core.target import ModelSpec, Sample, Target
 from loadtest.engine import stopping, timing
 from loadtest.engine.measurement import Measurement
-from loadtest.engine.prompts.library import PromptLibrary
+from loadtest.engine.prompts.library import PromptLibrary, sent_max_tokens
 from loadtest.engine.runner import OnStart
 from loadtest.engine.samples import prompt_library, random_samples, sample_library
 from loadtest.engine.selfmeasure import Progress
@@ -111,6 +113,8 @@ class FinishedRun:
     output_check: OutputCheck | None = None  # --check-outputs
     cache_check: CacheCheck | None = None  # --same-sample
     prompts: PromptLibrary | None = None  # a text model's shaped prompts and their counts
+    # each library sample's max_tokens as sent (-1: none), for requested vs achieved lengths
+    max_tokens: np.ndarray | None = None
 
     @property
     def interrupted(self) -> bool:
@@ -160,6 +164,7 @@ def run_scenario(
                     spec = await target.open()
                     ready = await _prepare(target, spec, settings, flags, resolved, batch_size, say)
                     checks["prompts"] = ready.prompts
+                    checks["max_tokens"] = sent_max_tokens(spec, ready.library)
                     # From here a stop signal ends the run with a result instead of unwinding it.
                     with shown, stopping.catching(asyncio.get_running_loop()):
                         try:
@@ -202,6 +207,7 @@ def run_scenario(
                 output_check=checks.get("outputs"),
                 cache_check=checks.get("cache"),
                 prompts=checks.get("prompts"),
+                max_tokens=checks.get("max_tokens"),
             )
     finally:
         stopping.install_process_handlers()
