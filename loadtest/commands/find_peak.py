@@ -129,7 +129,7 @@ def find_peak(
         from_find_peak(mix, search, endpoint, client.settings(), access, output)
         return
     share = _goodput_share(goodput_target, slos)
-    law, prompts = groups.prompted_law(samples, arrival, arrival.search_law(), endpoint.protocol)
+    law, prompts = groups.prompted_law(samples, arrival, arrival.search_law(), endpoint.wire)
     settings = PeakSettings(
         target_latency_ns=_bound_ns(model, target_latency, slos, share, tokens),
         arrival_law=law,

@@ -183,6 +183,9 @@ class TargetSettings:
     # --protocol openai/openai-chat only: ask the server for exactly max_tokens tokens
     # ("ignore_eos": true, "min_tokens": max_tokens; vLLM and trtllm-serve take both).
     ignore_eos: bool = False
+    # How the protocol was chosen when --protocol was not given ("" = as given or the default):
+    # scenarios/run.stream_if_decoupled's sentence, written to result.json with the target
+    protocol_choice: str = ""
 
     def __post_init__(self) -> None:
         if not self.url:

@@ -35,6 +35,7 @@ from loadtest.core.settings import (
     ServerSettings,
     TargetSettings,
 )
+from loadtest.core.settings import Protocol as WireProtocol
 from loadtest.core.slos import check_measurable
 from loadtest.core.target import ModelSpec, Sample, Target
 from loadtest.engine import stopping, timing
@@ -43,8 +44,9 @@ from loadtest.engine.prompts.library import PromptLibrary, sent_max_tokens
 from loadtest.engine.runner import OnStart
 from loadtest.engine.samples import prompt_library, random_samples, sample_library
 from loadtest.engine.selfmeasure import Progress
-from loadtest.errors import SettingsError
+from loadtest.errors import SettingsError, TargetError
 from loadtest.observe.observer import RunObserver, ServerSide
+from loadtest.observe.triton_statistics import TritonStatistics
 from loadtest.rules.cache_check import CacheCheck
 from loadtest.rules.output_check import OutputCheck
 from loadtest.scenarios.mlperf import accuracy
@@ -55,6 +57,7 @@ from loadtest.server import deployment as deployment_module
 from loadtest.server.deployment import Deployment
 from loadtest.targets import target_for
 from loadtest.targets.shared_memory import with_shared_memory
+from loadtest.targets.triton_common import is_decoupled
 
 Say = Callable[[str], None]
 Tick = Callable[[Records | Progress, int], None]
@@ -125,9 +128,46 @@ class FinishedRun:
 def connected(flags: TargetFlags, say: Say = _quiet) -> Iterator[tuple[Deployment, Target]]:
     """The deployment to measure (the embedded Triton started if needed) and a target for it."""
     requested = flags.target_settings()
-    with deployment_module.resolve(requested, flags.embedded, flags.repository, say) as deployment:
+    with deployment_module.resolve(requested, flags.embedded, flags.repository, say) as found:
+        deployment = stream_if_decoupled(found, flags.protocol_given, say)
         target = target_for(deployment.target)
         yield deployment, with_shared_memory(target, flags.shared_memory, tag="main")
+
+
+def stream_if_decoupled(deployment: Deployment, protocol_given: bool, say: Say) -> Deployment:
+    """Without --protocol, a decoupled Triton model is streamed over grpc-stream rather than
+    refused by the default unary gRPC (which Triton cannot serve it over): the model's config is
+    read once, the switch said, and `protocol_choice` records it in result.json, so what was
+    measured (TTFT/TPOT of a stream, not one latency per request) stays explicit. A config that
+    cannot be read changes nothing: opening the target then says what is wrong."""
+    target = deployment.target
+    if (
+        protocol_given
+        or target.protocol is not WireProtocol.GRPC
+        or target.url.startswith("fake://")
+    ):
+        return deployment
+    statistics = TritonStatistics(
+        target.url,
+        target.protocol.value,
+        target.model,
+        target.model_version,
+        tls=target.tls,
+        headers=target.headers,
+    )
+    try:
+        config = asyncio.run(statistics.model_config())
+    except TargetError:
+        return deployment
+    if not is_decoupled(config):
+        return deployment
+    choice = (
+        f"decoupled model {target.model!r}: streamed over grpc-stream (no --protocol given; "
+        "Triton serves a decoupled model only on a stream)"
+    )
+    say(choice)
+    streamed = replace(target, protocol=WireProtocol.GRPC_STREAM, protocol_choice=choice)
+    return replace(deployment, target=streamed)
 
 
 @contextlib.contextmanager
