@@ -56,6 +56,10 @@ def test_prompt_flags_and_a_prompts_file_end_to_end_against_the_stub(tmp_path: P
     assert "mismatch_rate" in figures["definitions"]
     columns = data["records"]["columns"]
     assert all(2 <= n <= 6 for n in columns["final_count"])  # max_tokens as drawn
+    lengths = data["tokens"]["output_lengths"]  # requested vs achieved: the stub honours them
+    assert lengths["compared"] == data["summary"]["completed_ok"] and lengths["mismatched"] == 0
+    assert lengths["ignore_eos"] and lengths["requested_tokens"] == sum(columns["final_count"])
+    assert "output length vs max_tokens: 0 of" in run.stdout
     assert "prompts: 64 synthetic prompts" in run.stdout and "≠ the client's on 0 of" in run.stdout
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     line = bad.stderr.strip().splitlines()[-1]  # after the run's title: the one error line

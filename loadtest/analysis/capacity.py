@@ -4,7 +4,8 @@ Pure arithmetic with its assumptions spelled out, because a replica count is onl
     usable per replica = peak × (1 − headroom)
     replicas           = ceil(target / usable) + spare
 The peak must be the highest rate at which one replica met the same SLO (find-peak's answer);
-`rule` says which pass rule found it (MLPerf's percentile bound, or goodput under per-request SLOs).
+`rule` says which pass rule found it (MLPerf's percentile bound, LoadGen's token bounds on p TTFT
+and p TPOT, or goodput under per-request SLOs).
 """
 
 from __future__ import annotations

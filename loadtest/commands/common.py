@@ -150,6 +150,36 @@ def token_bound_fields(
     return {"ttft_bound_ns": ttft_ns, "tpot_bound_ns": tpot_ns, "token_bounds_source": source}
 
 
+# Why a scenario takes no token bounds: LoadGen holds TTFT and TPOT only in the Server scenario
+# (mlperf.conf's `*.Server.ttft_latency` / `tpot_latency`; results.cc's token PerfConstraintsMet).
+NO_TOKEN_BOUNDS = {
+    "Offline": "LoadGen's Offline has no latency bound and stamps no first token (its LLM figure "
+    "is tokens/s, which the run reports)",
+    "SingleStream": "LoadGen holds TTFT and TPOT bounds only in the Server scenario (mlperf.conf "
+    "*.Server.ttft_latency); SingleStream reports its token figures unbounded",
+}
+
+
+def refuse_token_bounds(
+    scenario: str, ttft_ms: float | None, tpot_ms: float | None, mlperf_model: str | None
+) -> None:
+    """One line for --ttft-bound, --tpot-bound or --mlperf-model on a scenario without them."""
+    given = [
+        flag
+        for flag, value in (
+            ("--ttft-bound", ttft_ms),
+            ("--tpot-bound", tpot_ms),
+            ("--mlperf-model", mlperf_model),
+        )
+        if value is not None
+    ]
+    if given:
+        raise SettingsError(
+            f"{', '.join(given)}: {NO_TOKEN_BOUNDS[scenario]}; use `loadtest server` or "
+            "`loadtest find-peak` to hold them"
+        )
+
+
 def say(text: str) -> None:
     notes.print(f"[dim]{text}[/]", highlight=False)
 

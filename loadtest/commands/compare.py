@@ -185,7 +185,7 @@ def compare(
     # the native side reads the repository's one version: no --model-version here
     endpoint = groups.Endpoint(
         url=url,
-        protocol=protocol,
+        protocol=protocol or Protocol.GRPC,  # compare names its wire: no automatic stream
         timeout=timeout,
         server_timeout=server_timeout,
         embedded=embedded,
@@ -220,7 +220,7 @@ def compare(
         )
     setup = CompareSetup(
         flags=groups.target_flags(model, endpoint, samples, access, shared_memory),
-        targets=target_names(target or DEFAULT_TARGETS, protocol),
+        targets=target_names(target or DEFAULT_TARGETS, protocol or Protocol.GRPC),
         runs=at_rates(template, rates),
         http_url=http_url,
         metrics_url=metrics_url,

@@ -89,10 +89,15 @@ def find_peak(
     ] = None,
     slo: options.SloOption = None,
     goodput_target: options.GoodputTargetOption = None,
+    ttft_bound: options.TtftBoundOption = None,
+    tpot_bound: options.TpotBoundOption = None,
+    mlperf_model: options.MlperfModelOption = None,
     arrival: groups.Arrival,
 ) -> None:
     """Find the highest Server-scenario QPS whose run is VALID (latency bound, early stopping),
-    or, with --slo and --goodput-target, at which that share of requests meets every SLO.
+    with --ttft-bound/--tpot-bound/--mlperf-model under LoadGen's token bounds instead (p TTFT and
+    p TPOT, early stopping on each), or, with --slo and --goodput-target, at which that share of
+    requests meets every SLO.
     Over --stages or a --trace: the largest speed-up of that shape that stays VALID (every stage
     VALID), reported as the shape's mean QPS at that speed-up."""
     search: dict[str, Any] = {
@@ -108,23 +113,29 @@ def find_peak(
         "sample_count": samples.samples,
     }
     slos = parse_slos(slo)
+    tokens = common.token_bound_fields(ttft_bound, tpot_bound, mlperf_model)
     if mix is not None:
         from loadtest.commands.mix_peak import from_find_peak
 
         if slos or goodput_target is not None:
             raise SettingsError("--slo and --goodput-target search one model: not with --mix")
+        if tokens:
+            raise SettingsError(
+                "--ttft-bound, --tpot-bound and --mlperf-model search one model: not with --mix"
+            )
         arrival.refuse_beside("--mix", "each entry plays its own schedule")
         if given := samples.prompt_settings().flags_given():
             raise SettingsError(f"{given[0]}: not with --mix (each entry has its own samples)")
         from_find_peak(mix, search, endpoint, client.settings(), access, output)
         return
     share = _goodput_share(goodput_target, slos)
-    law, prompts = groups.prompted_law(samples, arrival, arrival.search_law(), endpoint.protocol)
+    law, prompts = groups.prompted_law(samples, arrival, arrival.search_law(), endpoint.wire)
     settings = PeakSettings(
-        target_latency_ns=_bound_ns(model, target_latency, slos, share),
+        target_latency_ns=_bound_ns(model, target_latency, slos, share, tokens),
         arrival_law=law,
         slos=slos,
         goodput_target=share,
+        **tokens,
         **search,
     )
     flags = groups.target_flags(model, endpoint, samples, access, prompts=prompts)
@@ -159,10 +170,25 @@ def _goodput_share(percent: float | None, slos: tuple[Slo, ...]) -> float:
     return 0.0 if percent is None else percent / 100
 
 
-def _bound_ns(model: str, target_latency: float | None, slos: tuple[Slo, ...], share: float) -> int:
-    """MLPerf's rule: --target-latency (or the suite model's). The goodput rule has none of its
-    own: the tightest --slo stands in, for the send lag a client may show and keep up (5 % of it,
-    at least --late-threshold), and --target-latency is refused as a rule not searched."""
+def _bound_ns(
+    model: str,
+    target_latency: float | None,
+    slos: tuple[Slo, ...],
+    share: float,
+    tokens: dict[str, Any],
+) -> int:
+    """MLPerf's rule: --target-latency (or the suite model's). The goodput and token rules have
+    none of their own: the tightest --slo (or token bound) stands in, for the send lag a client
+    may show and keep up (5 % of it, at least --late-threshold), and --target-latency is refused
+    as a rule not searched (LoadGen's LLM keys set `target_latency = 0`: only TTFT and TPOT)."""
+    if tokens:
+        if target_latency is not None:
+            raise SettingsError(
+                "--target-latency is an end-to-end bound; with --ttft-bound, --tpot-bound or "
+                "--mlperf-model the search holds LoadGen's token bounds only (its LLM keys set "
+                "target_latency = 0)"
+            )
+        return min(b for b in (tokens["ttft_bound_ns"], tokens["tpot_bound_ns"]) if b)
     if not share:
         return common.target_latency_ns(model, target_latency)
     if target_latency is not None:
@@ -242,6 +268,11 @@ async def _measure(
             prompts=flags.prompts,
         )
         check_measurable(settings.slos, target.capabilities.streams_parts, target.description)
+        if settings.token_rule and not target.capabilities.streams_parts:
+            raise SettingsError(
+                f"the token bounds need answers in parts (a first token): {target.description} "
+                "answers whole; use a streaming --protocol (grpc-stream, http-stream, openai)"
+            )
         # A stop signal from here on ends the search after the probe it interrupts.
         with view, stopping.catching(asyncio.get_running_loop()):
             outcome = await search_peak(

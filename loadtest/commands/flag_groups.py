@@ -69,7 +69,7 @@ class Endpoint:
     """Where the target is and how to find or start it."""
 
     url: options.UrlOption = None
-    protocol: options.ProtocolOption = Protocol.GRPC
+    protocol: options.ProtocolOption = None  # None: not given (`wire` is grpc, or the stream)
     model_version: options.VersionOption = ""
     timeout: options.TimeoutOption = options.TIMEOUT_S
     server_timeout: options.ServerTimeoutOption = None
@@ -80,6 +80,12 @@ class Endpoint:
     grpc_keepalive: options.GrpcKeepaliveOption = 0.0
     connections: options.ConnectionsOption = 1
     ignore_eos: options.IgnoreEosOption = False
+
+    @property
+    def wire(self) -> Protocol:
+        """The protocol asked for, grpc when none was (a decoupled model may then be streamed:
+        scenarios/run.stream_if_decoupled)."""
+        return self.protocol or Protocol.GRPC
 
     def grpc(self) -> GrpcClientFlags:
         return GrpcClientFlags(
@@ -381,7 +387,7 @@ def target_flags(
     return TargetFlags(
         model=model,
         url=endpoint.url,
-        protocol=endpoint.protocol,
+        protocol=endpoint.wire,
         model_version=endpoint.model_version,
         timeout_s=endpoint.timeout,
         embedded=endpoint.embedded,
@@ -394,6 +400,7 @@ def target_flags(
         grpc=endpoint.grpc(),
         ignore_eos=endpoint.ignore_eos,
         prompts=prompts,
+        protocol_given=endpoint.protocol is not None,
     )
 
 

@@ -134,7 +134,7 @@ def entry_defaults(endpoint: groups.Endpoint, access: groups.Access, **given: An
     if endpoint.ignore_eos:
         raise SettingsError("--ignore-eos is not taken by a mix yet: drop it")
     return MixDefaults(
-        protocol=endpoint.protocol,
+        protocol=endpoint.wire,
         url=endpoint.url,
         timeout_s=endpoint.timeout,
         embedded=endpoint.embedded,

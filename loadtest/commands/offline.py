@@ -44,8 +44,12 @@ def offline(
     output: Annotated[groups.Output, groups.take("html")],
     checks: groups.Checks,
     access: groups.Access,
+    ttft_bound: options.TtftBoundOption = None,
+    tpot_bound: options.TpotBoundOption = None,
+    mlperf_model: options.MlperfModelOption = None,
 ) -> None:
     """Run the MLPerf Offline scenario: all samples due at once, throughput = samples / time."""
+    common.refuse_token_bounds("Offline", ttft_bound, tpot_bound, mlperf_model)
     qps = options.auto_value(expected_qps)
     if qps is None and mlperf:
         raise SettingsError("--mlperf needs an explicit --expected-qps (auto is not LoadGen's)")

@@ -141,12 +141,14 @@ UrlOption = Annotated[
     ),
 ]
 ProtocolOption = Annotated[
-    Protocol,
+    Protocol | None,
     typer.Option(
         "--protocol",
         help="Wire protocol: Triton's grpc / http, its streams grpc-stream / http-stream (a "
         "decoupled, LLM model), or an OpenAI-compatible server's openai (/v1/completions) / "
-        "openai-chat (/v1/chat/completions).",
+        "openai-chat (/v1/chat/completions). Default: grpc, or grpc-stream for a decoupled "
+        "model (said before the run; result.json's target.protocol_choice).",
+        show_default=False,
     ),
 ]
 IgnoreEosOption = Annotated[

@@ -1,7 +1,8 @@
 """`loadtest plan`: replicas needed for a target QPS, from a measured peak or a find-peak result.
 
-A find-peak result says which pass rule it searched (`rule`: MLPerf's percentile bound, or goodput
-under --slo); the plan takes its capacity from either and says which. Files written before the
+A find-peak result says which pass rule it searched (`rule`: MLPerf's percentile bound, LoadGen's
+token bounds on TTFT and TPOT, or goodput under --slo); the plan takes its capacity from any of
+them and says which. Files written before the
 goodput rule have no `rule` and were searched under MLPerf's."""
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from loadtest.core.slos import Slo, describe_all
 from loadtest.core.units import ns_to_ms
 from loadtest.errors import ResultFileError, SettingsError
 from loadtest.report.outputs import write_atomically
-from loadtest.report.peak_report import GOODPUT_RULE
+from loadtest.report.peak_report import GOODPUT_RULE, TOKEN_RULE
 from loadtest.report.results import SCHEMA, plain
 
 UNUSABLE = {
@@ -66,6 +67,8 @@ def _from_file(path: Path, percentile: float | None, target_latency: float | Non
     rule = data.get("rule")
     if isinstance(rule, dict) and rule.get("name") == GOODPUT_RULE:
         return _from_goodput(path, data, rule, percentile, target_latency)
+    if isinstance(rule, dict) and rule.get("name") == TOKEN_RULE:
+        return _from_tokens(path, data, rule, percentile, target_latency)
     settings = data["settings"]
     measured_p = float(settings["percentile"]) * 100
     measured_ms = ns_to_ms(int(settings["target_latency_ns"]))
@@ -134,6 +137,39 @@ def _from_goodput(
         float(data["peak_qps"]),
         f"goodput ≥ {share:g} % under {slos}",
         f"find-peak's goodput rule: {rule.get('text', '')}",
+        tuple(_convergence(data)),
+    )
+
+
+def _from_tokens(
+    path: Path,
+    data: dict[str, Any],
+    rule: dict[str, Any],
+    percentile: float | None,
+    target_latency: float | None,
+) -> Measured:
+    """A peak searched under LoadGen's token bounds: its SLO is p TTFT and p TPOT, which
+    --target-latency (an end-to-end bound) cannot restate."""
+    if percentile is not None or target_latency is not None:
+        raise SettingsError(
+            f"{path} was searched under the token bounds ({rule.get('text', '')}): --percentile "
+            "and --target-latency do not apply; run find-peak with the bounds you plan for"
+        )
+    try:
+        p = f"p{float(rule['percentile']) * 100:g}"
+        held = [
+            f"{p} {name} ≤ {ns_to_ms(int(rule[key])):g} ms"
+            for name, key in (("TTFT", "ttft_bound_ns"), ("TPOT", "tpot_bound_ns"))
+            if int(rule[key])
+        ]
+    except (KeyError, TypeError, ValueError):
+        raise SettingsError(f"{path}: its token rule is malformed") from None
+    if not held:
+        raise SettingsError(f"{path}: its token rule holds no bound")
+    return Measured(
+        float(data["peak_qps"]),
+        " and ".join(held),
+        f"find-peak's token rule: {rule.get('text', '')}",
         tuple(_convergence(data)),
     )
 

@@ -58,7 +58,7 @@ def server(
     latency from scheduled time."""
     fields = arrival.settings_fields(qps, DEFAULT_SERVER_QPS, run, mlperf, DEFAULT_MIN_DURATION_NS)
     fields["arrival_law"], prompts = groups.prompted_law(
-        samples, arrival, fields["arrival_law"], endpoint.protocol
+        samples, arrival, fields["arrival_law"], endpoint.wire
     )
     settings = ServerSettings(
         **fields,

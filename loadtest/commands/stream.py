@@ -76,8 +76,12 @@ def single_stream(
     model: options.ModelOption = DEFAULT_SERVER_MODEL,
     percentile: options.PercentileOption = 90.0,  # MLPerf SingleStream reports p90
     stream: StreamFlags,
+    ttft_bound: options.TtftBoundOption = None,
+    tpot_bound: options.TpotBoundOption = None,
+    mlperf_model: options.MlperfModelOption = None,
 ) -> None:
     """MLPerf SingleStream: one sample per query, one in flight; reports p90 (early stopping)."""
+    common.refuse_token_bounds("SingleStream", ttft_bound, tpot_bound, mlperf_model)
     _run(model, Scenario.SINGLE_STREAM, 1, percentile, stream)
 
 

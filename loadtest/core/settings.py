@@ -183,6 +183,9 @@ class TargetSettings:
     # --protocol openai/openai-chat only: ask the server for exactly max_tokens tokens
     # ("ignore_eos": true, "min_tokens": max_tokens; vLLM and trtllm-serve take both).
     ignore_eos: bool = False
+    # How the protocol was chosen when --protocol was not given ("" = as given or the default):
+    # scenarios/run.stream_if_decoupled's sentence, written to result.json with the target
+    protocol_choice: str = ""
 
     def __post_init__(self) -> None:
         if not self.url:
@@ -682,9 +685,22 @@ class PeakSettings:
     # requests meets every SLO; 0 = MLPerf's rule (the percentile within target_latency_ns).
     slos: tuple[Slo, ...] = ()
     goodput_target: float = 0.0
+    # The token rule (--ttft-bound, --tpot-bound, --mlperf-model): a probe passes when the
+    # percentile TTFT (from the scheduled time) and TPOT each hold their bound, with early stopping
+    # on each (rules/tokens.py, LoadGen's LLM Server rule); 0 = that bound not held.
+    ttft_bound_ns: int = 0
+    tpot_bound_ns: int = 0
+    token_bounds_source: str = ""
     scenario: Scenario = field(default=Scenario.SERVER, init=False)
 
     def __post_init__(self) -> None:
+        if self.ttft_bound_ns < 0 or self.tpot_bound_ns < 0:
+            raise SettingsError("--ttft-bound and --tpot-bound must be > 0 ms")
+        if self.token_rule and self.goodput_rule:
+            raise SettingsError(
+                "find-peak searches one rule: the token bounds (--ttft-bound, --tpot-bound, "
+                "--mlperf-model) or goodput (--slo, --goodput-target), not both"
+            )
         if self.target_latency_ns <= 0:
             raise SettingsError("--target-latency must be > 0 ms")
         if not 0 < self.percentile < 1:
@@ -719,8 +735,25 @@ class PeakSettings:
         """Probes pass on goodput (--goodput-target), not on MLPerf's percentile bound."""
         return bool(self.goodput_target)
 
+    @property
+    def token_rule(self) -> bool:
+        """Probes pass on LoadGen's token bounds (p TTFT and p TPOT), not on an end-to-end one."""
+        return bool(self.ttft_bound_ns or self.tpot_bound_ns)
+
     def rule_text(self) -> str:
         """The pass rule searched, in words: what find-peak.json and `plan` say."""
+        if self.token_rule:
+            p = f"p{self.percentile * 100:g}"
+            held = [
+                f"{p} {name} ≤ {bound / NS_PER_MS:g} ms"
+                for name, bound in (("TTFT", self.ttft_bound_ns), ("TPOT", self.tpot_bound_ns))
+                if bound
+            ]
+            source = f"; {self.token_bounds_source}" if self.token_bounds_source else ""
+            return (
+                f"MLPerf token bounds {' and '.join(held)} (TTFT from the scheduled time, TPOT "
+                f"per query; early stopping on each{source})"
+            )
         if self.goodput_rule:
             return (
                 f"goodput ≥ {self.goodput_target * 100:g} % (the share of requests meeting all of "
@@ -756,6 +789,9 @@ class PeakSettings:
             client_lag_fraction=self.client_lag_fraction,
             arrival_law=law,
             slos=self.slos,
+            ttft_bound_ns=self.ttft_bound_ns,
+            tpot_bound_ns=self.tpot_bound_ns,
+            token_bounds_source=self.token_bounds_source,
         )
 
 

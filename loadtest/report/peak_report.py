@@ -10,6 +10,7 @@ the latency–throughput curve with the SLO line.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,24 @@ from loadtest.scenarios.searches.peak_search import FAILED_LATENCY_NS, NORMALIZE
 
 MLPERF_RULE = "mlperf-p99"
 GOODPUT_RULE = "goodput"
+TOKEN_RULE = "mlperf-tokens"
 
 
 def rule_json(settings: PeakSettings) -> dict[str, Any]:
     """Which pass rule the search held, in words and in numbers (what `plan` reads)."""
+    if settings.token_rule:
+        return {
+            "name": TOKEN_RULE,
+            "text": settings.rule_text(),
+            "percentile": settings.percentile,
+            "ttft_bound_ns": settings.ttft_bound_ns,
+            "tpot_bound_ns": settings.tpot_bound_ns,
+            "source": settings.token_bounds_source,
+            "measure": "latency_ns of a probe = the larger of (p TTFT ÷ its bound) and (p TPOT ÷ "
+            "its bound), each percentile over every issued query with failures (and, for TPOT, "
+            "answers of ≤ 1 token) at +∞, × 1 s (1 s = exactly at the bounds); the client's "
+            "send-lag allowance is taken from the tighter bound",
+        }
     if settings.goodput_rule:
         return {
             "name": GOODPUT_RULE,
@@ -64,6 +79,12 @@ def probe_json(run: ProbeRun) -> dict[str, Any]:
             ),
             "goodput": run.goodput.to_json(),
         }  # fmt: skip
+    if run.token_ratio is not None:
+        extra = {
+            "token_ratio": None if math.isinf(run.token_ratio) else run.token_ratio,
+            "ttft_ns": run.ttft_ns,  # at the rule's percentile, successful answers only
+            "tpot_ns": run.tpot_ns,
+        }
     return {
         "qps": probe.qps,
         "scheduled_qps": summary.scheduled_qps,
@@ -134,6 +155,8 @@ def passed_label(run: ProbeRun, settings: PeakSettings) -> str:
     if run.goodput is not None:
         return f"goodput {run.goodput.share * 100:.2f} % at {probe.qps:,.1f} QPS"
     p = f"p{settings.percentile * 100:g}"
+    if run.token_ratio is not None:
+        return f"VALID at {probe.qps:,.1f} QPS (token ratio {run.token_ratio:.2f})"
     return f"VALID at {probe.qps:,.1f} QPS ({p} {probe.latency_ns / 1e6:.2f} ms)"
 
 
@@ -163,13 +186,32 @@ def _measure_cell(run: ProbeRun, bound_ns: int) -> str:
     if run.goodput is not None:
         ratio = "∞" if failed else f"{probe.latency_ns / NORMALIZED_BOUND_NS:.2f}"
         return f"{run.goodput.share * 100:.2f} % (ratio {ratio})"
+    if run.token_ratio is not None:
+        ratio = "∞" if failed else f"{probe.latency_ns / NORMALIZED_BOUND_NS:.2f}"
+        ttft, tpot = (
+            "-" if ns is None else f"{ns_to_ms(ns):,.1f}" for ns in (run.ttft_ns, run.tpot_ns)
+        )
+        return f"{ttft} / {tpot} (ratio {ratio})" + (
+            " ✗" if probe.latency_ns > NORMALIZED_BOUND_NS else ""
+        )
     cell = "∞ (failures)" if failed else f"{ns_to_ms(probe.latency_ns):,.2f}"
     return cell + (" ✗" if probe.latency_ns > bound_ns else "")
 
 
 def peak_table(settings: PeakSettings, outcome: PeakOutcome) -> Table:
     p = f"p{settings.percentile * 100:g}"
-    if settings.goodput_rule:
+    if settings.token_rule:
+        ttft, tpot = (
+            f"{ns_to_ms(ns):g}" if ns else "none"
+            for ns in (settings.ttft_bound_ns, settings.tpot_bound_ns)
+        )
+        title = (
+            f"find-peak probes (in order): {p} TTFT (from scheduled time) / {p} TPOT, ms, vs "
+            f"bounds {ttft} / {tpot} ms; ratio = the worse of each ÷ its bound, failures at ∞ "
+            "(≤ 1 holds)"
+        )
+        measured = f"{p} TTFT / TPOT ms"
+    elif settings.goodput_rule:
         title = (
             f"find-peak probes (in order): goodput (requests meeting {describe_all(settings.slos)},"
             f" from scheduled time) vs target {settings.goodput_target * 100:g} %; ratio = the "
@@ -197,7 +239,7 @@ def render_peak(console: Console, settings: PeakSettings, outcome: PeakOutcome) 
     if conclusion.peak_qps is not None:
         held = (
             settings.rule_text()
-            if settings.goodput_rule
+            if settings.goodput_rule or settings.token_rule
             else f"{settings.percentile * 100:g}th percentile ≤ "
             f"{ns_to_ms(settings.target_latency_ns):g} ms"
         )

@@ -43,6 +43,7 @@ from loadtest.report.outputs import stamp, write_atomically
 from loadtest.rules.cache_check import CacheCheck
 from loadtest.rules.goodput import Goodput, goodput
 from loadtest.rules.output_check import OutputCheck
+from loadtest.rules.output_lengths import OutputLengths, output_lengths
 from loadtest.rules.prompt_counts import PromptFigures, prompt_figures
 from loadtest.rules.stage_results import StageResult, stage_results, stages_check
 from loadtest.rules.stats import Summary, Timeline, decode_histograms, timeline
@@ -160,6 +161,8 @@ class RunReport:
     stages: tuple[StageResult, ...] = ()  # --stages: each stage judged alone (rules/stage_results)
     goodput: Goodput | None = None  # --slo: requests meeting every SLO (rules/goodput.py)
     prompts: PromptFigures | None = None  # a text model's shaped prompts: rules/prompt_counts.py
+    # requested vs achieved output length (rules/output_lengths.py), in `tokens` of result.json
+    output_lengths: OutputLengths | None = None
 
     @classmethod
     def from_measurement(
@@ -173,6 +176,7 @@ class RunReport:
         output_check: OutputCheck | None = None,
         cache_check: CacheCheck | None = None,
         prompts: PromptLibrary | None = None,
+        max_tokens: np.ndarray | None = None,
     ) -> RunReport:
         summary, verdict = interpret(settings, measurement.outcome)
         if output_check is not None:
@@ -216,6 +220,11 @@ class RunReport:
             token_bounds=bounds,
             stages=stages,
             goodput=_goodput(settings, records),
+            output_lengths=(
+                None
+                if tokens is None or max_tokens is None
+                else output_lengths(records, max_tokens, resolved.ignore_eos)
+            ),
             prompts=(
                 None
                 if prompts is None
@@ -242,6 +251,7 @@ class RunReport:
             output_check=run.output_check,
             cache_check=run.cache_check,
             prompts=run.prompts,
+            max_tokens=run.max_tokens,
         )
 
     @property
@@ -315,7 +325,7 @@ class RunReport:
 
     def _tokens_json(self) -> dict[str, Any]:
         assert self.tokens is not None
-        return tokens_json(self.tokens, self.part_gaps(), self.token_bounds)
+        return tokens_json(self.tokens, self.part_gaps(), self.token_bounds, self.output_lengths)
 
 
 ITL_ORIGIN = (
@@ -329,13 +339,20 @@ def itl_stats(part_gaps: str) -> dict[str, int] | None:
     return gap_stats(decode_histograms([part_gaps])) if part_gaps else None
 
 
-def tokens_json(tokens: TokenFigures, part_gaps: str, bounds: TokenBounds | None) -> dict[str, Any]:
+def tokens_json(
+    tokens: TokenFigures,
+    part_gaps: str,
+    bounds: TokenBounds | None,
+    lengths: OutputLengths | None = None,
+) -> dict[str, Any]:
     """result.json's `tokens` object: the token figures, the ITL from the merged gap histogram
-    (`part_gaps`, encoded; null without one), every figure's origin, and the bounds."""
+    (`part_gaps`, encoded; null without one), every figure's origin, the bounds, and the
+    answers' lengths against the max_tokens asked (null when unknown)."""
     figures = tokens.to_json()
     figures["itl"] = itl_stats(part_gaps)
     figures["origins"]["itl"] = ITL_ORIGIN
     figures["bounds"] = bounds.to_json() if bounds else None
+    figures["output_lengths"] = lengths.to_json() if lengths else None
     return figures
 
 

@@ -217,6 +217,8 @@ def render_tokens(console: Console, report: RunReport) -> None:
         f"(Σ n_tokens / last completion){itl_text}",
         highlight=False,
     )
+    if report.output_lengths is not None and report.output_lengths.compared:
+        console.print(escape(report.output_lengths.text()), highlight=False)
 
 
 def render_prompts(console: Console, prompts: PromptFigures) -> None:

@@ -25,6 +25,7 @@ of labels, `counting_of` picks it by protocol.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -38,6 +39,7 @@ from loadtest.rules.stats import (
     LOADGEN_PERCENTILES,
     LatencyStats,
     exact_percentile,
+    exact_percentile_with_failures,
     latency_stats,
 )
 from loadtest.rules.validity import server_early_stopping
@@ -273,3 +275,43 @@ def token_checks(
             )
         )
     return checks
+
+
+def token_ratio(
+    records: Records, bounds: TokenBounds, failed: int, from_send: bool = False
+) -> float:
+    """find-peak's token rule in one number: the larger of (p TTFT ÷ its bound) and (p TPOT ÷ its
+    bound), each bound only when set, so ≤ 1 exactly when both hold at the percentile. Each
+    percentile is over every issued query, the `failed` ones at +∞ (as the Server verdict places
+    them), and for TPOT also the answers of ≤ 1 token, which have none (LoadGen: an error).
+    `from_send`: TTFT from the actual send, the client's lag taken out (TPOT has none in it).
+    math.inf when a percentile's rank falls among the failures."""
+    q = per_query(records)
+    ttft = q.ttft_from_send if from_send else q.ttft
+    short = int((q.tokens <= 1).sum())
+    worst = 0.0
+    for bound, values, at_infinity in (
+        (bounds.ttft_ns, ttft, failed),
+        (bounds.tpot_ns, q.tpot, failed + short),
+    ):
+        if not bound:
+            continue
+        if not len(values) + at_infinity:
+            return math.inf
+        value = exact_percentile_with_failures(np.sort(values), at_infinity, bounds.percentile)
+        if value is None:
+            return math.inf
+        worst = max(worst, value / bound)
+    return worst
+
+
+def fastest_ratio(records: Records, bounds: TokenBounds) -> float:
+    """The fastest answers against the bounds: the larger of (least TTFT from the send ÷ its bound)
+    and (least TPOT ÷ its bound); above 1, no rate can meet the bounds (find-peak stops). 0 when
+    nothing streamed."""
+    q = per_query(records)
+    worst = 0.0
+    for bound, values in ((bounds.ttft_ns, q.ttft_from_send), (bounds.tpot_ns, q.tpot)):
+        if bound and len(values):
+            worst = max(worst, int(values.min()) / bound)
+    return worst

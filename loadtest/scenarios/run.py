@@ -24,6 +24,8 @@ from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+import numpy as np
+
 from loadtest.core.records import Records
 from loadtest.core.settings import (
     NS_PER_S,
@@ -33,16 +35,18 @@ from loadtest.core.settings import (
     ServerSettings,
     TargetSettings,
 )
+from loadtest.core.settings import Protocol as WireProtocol
 from loadtest.core.slos import check_measurable
 from loadtest.core.target import ModelSpec, Sample, Target
 from loadtest.engine import stopping, timing
 from loadtest.engine.measurement import Measurement
-from loadtest.engine.prompts.library import PromptLibrary
+from loadtest.engine.prompts.library import PromptLibrary, sent_max_tokens
 from loadtest.engine.runner import OnStart
 from loadtest.engine.samples import prompt_library, random_samples, sample_library
 from loadtest.engine.selfmeasure import Progress
-from loadtest.errors import SettingsError
+from loadtest.errors import SettingsError, TargetError
 from loadtest.observe.observer import RunObserver, ServerSide
+from loadtest.observe.triton_statistics import TritonStatistics
 from loadtest.rules.cache_check import CacheCheck
 from loadtest.rules.output_check import OutputCheck
 from loadtest.scenarios.mlperf import accuracy
@@ -53,6 +57,7 @@ from loadtest.server import deployment as deployment_module
 from loadtest.server.deployment import Deployment
 from loadtest.targets import target_for
 from loadtest.targets.shared_memory import with_shared_memory
+from loadtest.targets.triton_common import is_decoupled
 
 Say = Callable[[str], None]
 Tick = Callable[[Records | Progress, int], None]
@@ -111,6 +116,8 @@ class FinishedRun:
     output_check: OutputCheck | None = None  # --check-outputs
     cache_check: CacheCheck | None = None  # --same-sample
     prompts: PromptLibrary | None = None  # a text model's shaped prompts and their counts
+    # each library sample's max_tokens as sent (-1: none), for requested vs achieved lengths
+    max_tokens: np.ndarray | None = None
 
     @property
     def interrupted(self) -> bool:
@@ -121,9 +128,46 @@ class FinishedRun:
 def connected(flags: TargetFlags, say: Say = _quiet) -> Iterator[tuple[Deployment, Target]]:
     """The deployment to measure (the embedded Triton started if needed) and a target for it."""
     requested = flags.target_settings()
-    with deployment_module.resolve(requested, flags.embedded, flags.repository, say) as deployment:
+    with deployment_module.resolve(requested, flags.embedded, flags.repository, say) as found:
+        deployment = stream_if_decoupled(found, flags.protocol_given, say)
         target = target_for(deployment.target)
         yield deployment, with_shared_memory(target, flags.shared_memory, tag="main")
+
+
+def stream_if_decoupled(deployment: Deployment, protocol_given: bool, say: Say) -> Deployment:
+    """Without --protocol, a decoupled Triton model is streamed over grpc-stream rather than
+    refused by the default unary gRPC (which Triton cannot serve it over): the model's config is
+    read once, the switch said, and `protocol_choice` records it in result.json, so what was
+    measured (TTFT/TPOT of a stream, not one latency per request) stays explicit. A config that
+    cannot be read changes nothing: opening the target then says what is wrong."""
+    target = deployment.target
+    if (
+        protocol_given
+        or target.protocol is not WireProtocol.GRPC
+        or target.url.startswith("fake://")
+    ):
+        return deployment
+    statistics = TritonStatistics(
+        target.url,
+        target.protocol.value,
+        target.model,
+        target.model_version,
+        tls=target.tls,
+        headers=target.headers,
+    )
+    try:
+        config = asyncio.run(statistics.model_config())
+    except TargetError:
+        return deployment
+    if not is_decoupled(config):
+        return deployment
+    choice = (
+        f"decoupled model {target.model!r}: streamed over grpc-stream (no --protocol given; "
+        "Triton serves a decoupled model only on a stream)"
+    )
+    say(choice)
+    streamed = replace(target, protocol=WireProtocol.GRPC_STREAM, protocol_choice=choice)
+    return replace(deployment, target=streamed)
 
 
 @contextlib.contextmanager
@@ -160,6 +204,7 @@ def run_scenario(
                     spec = await target.open()
                     ready = await _prepare(target, spec, settings, flags, resolved, batch_size, say)
                     checks["prompts"] = ready.prompts
+                    checks["max_tokens"] = sent_max_tokens(spec, ready.library)
                     # From here a stop signal ends the run with a result instead of unwinding it.
                     with shown, stopping.catching(asyncio.get_running_loop()):
                         try:
@@ -202,6 +247,7 @@ def run_scenario(
                 output_check=checks.get("outputs"),
                 cache_check=checks.get("cache"),
                 prompts=checks.get("prompts"),
+                max_tokens=checks.get("max_tokens"),
             )
     finally:
         stopping.install_process_handlers()

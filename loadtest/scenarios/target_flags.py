@@ -71,6 +71,9 @@ class TargetFlags:
     grpc: GrpcClientFlags = GrpcClientFlags()
     ignore_eos: bool = False  # --protocol openai/openai-chat: exactly max_tokens per answer
     prompts: PromptSettings = field(default_factory=PromptSettings)  # engine/prompts/
+    # --protocol was given (or the caller is a library, which always names it); False: the
+    # default, which a decoupled model turns into grpc-stream (scenarios/run.stream_if_decoupled)
+    protocol_given: bool = True
 
     def target_settings(self) -> TargetSettings:
         default_url = f"127.0.0.1:{deployment_module.default_port(self.protocol)}"

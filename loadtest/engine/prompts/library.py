@@ -219,7 +219,7 @@ def _filled(spec: TensorSpec, like: np.ndarray, value: object) -> np.ndarray:
     return tensor
 
 
-def _sent_outputs(model: ModelSpec, samples: list[Sample]) -> np.ndarray:
+def sent_max_tokens(model: ModelSpec, samples: list[Sample]) -> np.ndarray:
     """Each sample's max_tokens as sent (NO_LENGTH where the model has no such input)."""
     spec = max_tokens_input(model)
     if spec is None:
@@ -278,5 +278,5 @@ def build_prompts(
     if not plan.texts:  # the model's own drawn text: counted here, by the same tokenizer
         inputs = tokenizer.counts([_text_of(s, text_spec) for s in samples])
     return PromptLibrary(
-        samples, inputs, _sent_outputs(model, samples), plan.tokenizer, plan.source
+        samples, inputs, sent_max_tokens(model, samples), plan.tokenizer, plan.source
     )

@@ -1,8 +1,12 @@
 """Runs a peak search on an opened target: calibration, then probes chosen by PeakSearch.
 
 Owns the budget clock (the search itself is pure). Each probe is a full Server-scenario run,
-judged by one of two pass rules (PeakSettings.goodput_rule says which):
+judged by one of three pass rules (PeakSettings.token_rule and goodput_rule say which):
 - MLPerf's: the run is VALID (the percentile within the bound, early stopping, no failures);
+- MLPerf's token rule (LoadGen's LLM Server): VALID with the end-to-end bound and its early
+  stopping replaced by p TTFT and p TPOT within their bounds, early stopping on each, and no
+  answer of ≤ 1 token (rules/tokens.token_checks, as `server` judges them). The search reads the
+  worse of the two percentile ÷ bound ratios (rules/tokens.token_ratio), scaled as goodput's;
 - goodput's: at least `goodput_target` of the requests sent meet every --slo at once
   (rules/goodput.py). The search then reads the requests' SLO ratio at that share, scaled so
   that NORMALIZED_BOUND_NS stands for "exactly at the bounds", as find-peak --mix reads its
@@ -21,6 +25,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from loadtest.core.arrivals import Timestamps
 from loadtest.core.records import Records
 from loadtest.core.settings import NS_PER_S, PeakSettings, ServerSettings
@@ -32,7 +38,23 @@ from loadtest.engine.selfmeasure import Progress
 from loadtest.rules.goodput import SEND, Goodput, goodput, holds, ratio_at_share
 from loadtest.rules.stage_results import stage_results, stages_check
 from loadtest.rules.stats import Summary, exact_percentile, exact_percentile_with_failures
-from loadtest.rules.validity import CLIENT_KEPT_UP, Verdict, expected_min_queries, with_check
+from loadtest.rules.tokens import (
+    TokenBounds,
+    fastest_ratio,
+    per_query,
+    token_checks,
+    token_ratio,
+)
+from loadtest.rules.validity import (
+    CLIENT_KEPT_UP,
+    EARLY_STOPPING,
+    PERFORMANCE,
+    Check,
+    Verdict,
+    expected_min_queries,
+    make_verdict,
+    with_check,
+)
 from loadtest.scenarios.mlperf.interpret import interpret_server
 from loadtest.scenarios.mlperf.play import Generator, closed_loop_throughput, run_server
 from loadtest.scenarios.searches.peak_search import (
@@ -59,6 +81,10 @@ class ProbeRun:
     verdict: Verdict
     client_cpu_s: float
     goodput: Goodput | None = None  # the goodput rule's figures (None under MLPerf's rule)
+    token_ratio: float | None = None  # the token rule's worst percentile ÷ bound (None: not it)
+    # the token rule's p TTFT (from the scheduled time) and p TPOT of the successful answers (ns)
+    ttft_ns: int | None = None
+    tpot_ns: int | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +120,8 @@ def _probe_of(
     summary, verdict = interpret_server(settings, measurement.outcome)
     if goodput_target:
         return _goodput_probe(settings, measurement, summary, verdict, goodput_target)
+    if settings.ttft_bound_ns or settings.tpot_bound_ns:
+        return _token_probe(settings, measurement, summary, verdict)
     arrivals = settings.arrivals
     if isinstance(arrivals, StagedArrivals):  # over stages, a probe is VALID if every stage is
         stages = stage_results(
@@ -165,6 +193,63 @@ def _goodput_probe(
     return ProbeRun(probe, settings, summary, verdict, measurement.client_cpu_s, result)
 
 
+TOKEN_ADVICE = "Reduce the rate: p TTFT or p TPOT is over its bound"
+
+
+def _token_probe(
+    settings: ServerSettings, measurement: Measurement, summary: Summary, verdict: Verdict
+) -> ProbeRun:
+    """The token rule: the Server verdict with its end-to-end bound (and that bound's early
+    stopping) replaced by LoadGen's token checks; the search reads the worse token ratio."""
+    records = measurement.outcome.records
+    bounds = TokenBounds(
+        settings.ttft_bound_ns,
+        settings.tpot_bound_ns,
+        settings.percentile,
+        settings.token_bounds_source,
+        settings.early_stopping_confidence,
+    )
+    checks = [c for c in verdict.checks if c.name not in (PERFORMANCE, EARLY_STOPPING)]
+    checks += [
+        Check(c.name, c.passed, c.detail, "" if c.passed else TOKEN_ADVICE)
+        for c in token_checks(records, bounds)
+    ]
+    judged = make_verdict(
+        verdict.scenario, checks, None, None, verdict.error_budget, verdict.partial
+    )
+    ratio = token_ratio(records, bounds, summary.failed)
+    measure = FAILED_LATENCY_NS if math.isinf(ratio) else round(ratio * NORMALIZED_BOUND_NS)
+    # A lagging client clears nothing, but convicts the server when a bound is broken even with
+    # TTFT from the actual send (TPOT holds no send lag).
+    server_failed_anyway = token_ratio(records, bounds, summary.failed, from_send=True) > 1
+    fastest = fastest_ratio(records, bounds)
+    answers = per_query(records)
+    probe = Probe(
+        qps=settings.qps,
+        latency_ns=min(FAILED_LATENCY_NS, measure),
+        valid=judged.valid,
+        client_bound=not summary.client_kept_up and not server_failed_anyway,
+        completed_qps=summary.completed_qps,
+        reasons=judged.reasons,
+        fastest_ns=min(FAILED_LATENCY_NS, round(fastest * NORMALIZED_BOUND_NS)),
+    )
+    return ProbeRun(
+        probe,
+        settings,
+        summary,
+        judged,
+        measurement.client_cpu_s,
+        token_ratio=ratio,
+        ttft_ns=_at(answers.ttft, settings.percentile),
+        tpot_ns=_at(answers.tpot, settings.percentile),
+    )
+
+
+def _at(values: np.ndarray, percentile: float) -> int | None:
+    """The exact percentile of a probe's answers (None: no answer)."""
+    return exact_percentile(np.sort(values), percentile) if len(values) else None
+
+
 # The one probe judgement, also applied to each entry of a mix (scenarios/searches/mix_peak_run.py).
 probe_of = _probe_of
 
@@ -211,12 +296,15 @@ async def search_peak(
             ceiling = None
     search = PeakSearch(
         target_latency_ns=(
-            NORMALIZED_BOUND_NS if settings.goodput_rule else settings.target_latency_ns
+            NORMALIZED_BOUND_NS
+            if settings.goodput_rule or settings.token_rule
+            else settings.target_latency_ns
         ),
         start_qps=start_qps if not ceiling else min(start_qps, ceiling * 0.9),
         resolution=settings.resolution,
         ceiling_qps=ceiling,
         words=GOODPUT_WORDS if settings.goodput_rule else MLPERF_WORDS,
+        normalized=settings.token_rule,
     )
     runs: list[ProbeRun] = []
     exhausted = interrupted = False

@@ -98,6 +98,9 @@ class PeakSearch:
     ceiling_qps: float | None = None  # e.g. 1.1 × measured closed-loop throughput
     min_qps: float = 0.1
     words: tuple[str, str] = MLPERF_WORDS  # a pass and a failure, in the conclusion
+    # The probes' measure is a ratio to the bounds (× NORMALIZED_BOUND_NS), not a latency: the
+    # conclusion then speaks of ratios
+    normalized: bool = False
 
     def unreachable(self, probes: Sequence[Probe]) -> Probe | None:
         """A probe whose fastest query already exceeded the bound: no rate can meet it."""
@@ -195,6 +198,17 @@ class PeakSearch:
         peak = b.lo.qps if b.lo else None
         upper = b.hi.qps if b.hi else None
         slow = self.unreachable(probes)
+        if peak is None and slow is not None and self.normalized:
+            return Conclusion(
+                peak_qps=None,
+                upper_qps=slow.qps,
+                status="bound-unreachable",
+                text=(
+                    f"the bounds are below the service time: even the fastest answers at "
+                    f"{slow.qps:g} QPS were {slow.fastest_ns / self.target_latency_ns:.3f} × the "
+                    "bounds from their send, so no rate can meet them"
+                ),
+            )
         if peak is None and slow is not None:
             return Conclusion(
                 peak_qps=None,
