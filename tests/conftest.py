@@ -39,6 +39,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         waits = item.path.name in WAITING_FILES or item.get_closest_marker("ray") is not None
         item.add_marker(pytest.mark.xdist_group("waits" if waits else "works"))
 
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -155,3 +155,36 @@ def test_a_cancelled_request_stops_at_its_next_token(served):
     log = served.log_path.read_text(errors="replace")
     (line,) = [line for line in log.splitlines() if "of 1000 tokens" in line]
     assert f"{NAME}: cancelled after" in line
+
+
+def test_compare_sets_triton_against_the_in_process_loop(served, repository: Path):
+    """`compare` at one low rate, Triton's gRPC stream against the same loop in-process: every
+    answer on both sides exactly max_tokens long, and the overhead fields present and finite."""
+    from decoder_compare import decoder_setup, play
+
+    from loadtest.report.compare_report import compare_json
+
+    played = play(decoder_setup(repository, served.grpc_url, 4, 1.5))
+    assert [run.target for run in played.result.runs] == ["triton-grpc-stream", "native"]
+    assert played.result.agreement == {"triton-grpc-stream": 0.0}  # token counts agree
+    for run in played.result.runs:
+        records = run.measurement.outcome.records
+        ok = records.ok
+        assert ok.sum() == records.issued.sum() >= 4
+        assert (records.final_count[ok] == played.max_tokens[records.sample_index[ok]]).all()
+    data = json.loads(
+        json.dumps(
+            compare_json(played.setup, played.session, played.result, {}, 0.0), allow_nan=False
+        )
+    )
+    (row,) = data["token_overhead"]["rows"]
+    for figure in ("ttft", "tpot"):
+        values = row[figure]
+        for key in ("p50_overhead_ns", "p99_overhead_ns", "p50_ratio", "p99_ratio"):
+            assert isinstance(values[key], (int, float)), (figure, key, values[key])
+        for key in ("p99_overhead_interval_ns", "p99_ratio_interval"):
+            assert all(isinstance(v, float) for v in values[key]), (figure, key, values[key])
+    assert row["triton"]["tokens"] == row["native"]["tokens"] > 0
+    assert data["configurations"]["triton"]["intra_op_thread_count"] == "1"
+    assert data["configurations"]["native"]["intra_op_threads"] == 1
+    assert "Triton 2.51" in data["compared"][0] and "Python backend" in data["compared"][0]

@@ -1,4 +1,5 @@
-"""`loadtest compare`: the Server scenario against Triton and native onnxruntime, same schedule.
+"""`loadtest compare`: the Server scenario against Triton and native onnxruntime, same schedule;
+for the suite decoder, Triton's stream against the same generation loop in-process.
 
 The flags become a CompareSetup; scenarios/experiments/compare_run.py plays it (see there for
 what is compared and how) and report/compare_report.py renders and writes compare.json.
@@ -25,7 +26,7 @@ from loadtest.core.settings import (
     SharedMemoryKind,
 )
 from loadtest.engine import stopping, timing
-from loadtest.errors import ExitCode
+from loadtest.errors import ExitCode, SettingsError
 from loadtest.models import DEFAULT_SERVER_MODEL, DEFAULT_SERVER_QPS
 from loadtest.report.compare_report import (
     COMPARE_FILES,
@@ -42,6 +43,7 @@ from loadtest.scenarios.experiments.compare_run import (
     CompareSetup,
     CompareTarget,
     at_rates,
+    is_decoder,
     target_names,
 )
 from loadtest.scenarios.searches import compare_peak_run
@@ -54,8 +56,9 @@ TargetOption = Annotated[
     typer.Option(
         "--target",
         "-t",
-        help="triton = Triton over --protocol (at --url); triton-grpc, triton-http and native "
-        "name theirs. Repeatable (default: triton and native).",
+        help="triton = Triton over --protocol (at --url); triton-grpc, triton-http, "
+        "triton-grpc-stream, triton-http-stream and native name theirs (a decoder: a stream "
+        "protocol, native = its loop in-process). Repeatable (default: triton and native).",
     ),
 ]
 RatesOption = Annotated[
@@ -191,6 +194,8 @@ def compare(
         embedded=embedded,
         repository=repository,
     )
+    if is_decoder(model):
+        _decoder_flags(model, qps, peak, target_latency)
     search = qps is None if peak is None else peak
     rates = qps or ([] if search else [DEFAULT_SERVER_QPS])
     template = ServerSettings(
@@ -230,6 +235,24 @@ def compare(
         template=template,
     )
     _play_and_write(setup, peak_settings, output.output, output.force, output.live)
+
+
+def _decoder_flags(
+    model: str, qps: list[float] | None, peak: bool | None, target_latency: float | None
+) -> None:
+    """A decoder is compared at fixed rates, each run judged by an end-to-end bound; the peak
+    search under a TTFT/TPOT bound or a goodput rule is not built for compare (STREAMING.md)."""
+    if peak or not qps:
+        raise SettingsError(
+            f"{model}: compare plays a decoder at fixed rates only (--qps, repeatable); its peak "
+            "search under a TTFT/TPOT bound is not built (find-peak --slo ... --goodput-target "
+            "searches one target)"
+        )
+    if target_latency is None:
+        raise SettingsError(
+            f"{model} has no end-to-end Server bound (MLPerf judges LLMs by p99 TTFT and TPOT): "
+            "compare judges each run by --target-latency MS; pass one"
+        )
 
 
 def _play_and_write(

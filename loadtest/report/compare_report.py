@@ -34,6 +34,13 @@ from loadtest.report.compare_peak_report import (
     ratio_lines,
     what_is_compared,
 )
+from loadtest.report.compare_token_report import (
+    decoder_compared,
+    run_tokens_json,
+    token_overhead_json,
+    token_overhead_table,
+    token_overheads,
+)
 from loadtest.report.outputs import Saved, save, stamp
 from loadtest.report.results import plain
 from loadtest.rules.stats import exact_percentile_with_failures
@@ -102,6 +109,7 @@ def run_json(run: CompareRun) -> dict[str, Any]:
         "server_side": run.server_side.to_dict() if run.server_side else None,
         "split_ns": split_stack_ns(split) if split else None,
         "batcher": dict(run.batcher) if run.batcher is not None else None,
+        "tokens": run_tokens_json(run),  # a streamed (decoder) run's token figures, else null
     }
 
 
@@ -230,8 +238,21 @@ def compare_json(
         "notes": compare_notes(session, result),
         "peak_search": peak_search_json(peaks) if peaks is not None else None,
         "p99_intervals": p99_intervals_json(equal_qps_intervals(result)),
-        "compared": what_is_compared(session, result) if NATIVE in setup.targets else [],
+        "compared": compared_lines(setup, session, result),
+        "token_overhead": (token_overhead_json(token_overheads(result)) if setup.streams else None),
     }
+
+
+def compared_lines(
+    setup: CompareSetup, session: CompareSession, result: CompareResult
+) -> list[str]:
+    """What is compared, in plain words (none without the native side)."""
+    if NATIVE not in setup.targets:
+        return []
+    if setup.streams:
+        version = next((session.targets[name].server_version for name in setup.tritons), "")
+        return decoder_compared(version, session.deployment.embedded is not None)
+    return what_is_compared(session, result)
 
 
 COMPARE_FILES = ("compare.json",)
@@ -435,12 +456,14 @@ def render_compare(
         console.print(relative_table(relatives, result.agreement))
     if peaks is not None:
         console.print(peak_table(peaks))
+    if setup.streams and NATIVE in setup.targets and result.runs:
+        console.print(token_overhead_table(token_overheads(result)))
     lines = [*equal_qps_lines(equal_qps_intervals(result))]
     if peaks is not None:
         lines += ratio_lines(peaks, base.target_latency_ns / 1e6, base.percentile)
     for line in lines:
         console.print(line, highlight=False)
-    for line in what_is_compared(session, result) if NATIVE in setup.targets else []:
+    for line in compared_lines(setup, session, result):
         console.print(f"compared: {line}", highlight=False)
     for note in compare_notes(session, result):
         if note.startswith("the native side is configured differently"):

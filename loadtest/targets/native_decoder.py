@@ -42,6 +42,8 @@ from loadtest.core.target import (
 from loadtest.errors import LoadtestError, TargetError
 from loadtest.models.decoding import Decoder, Generation, GenerationError, StepRunner
 from loadtest.models.gpt_files import TOKENIZER
+from loadtest.targets.batcher import BatcherStats
+from loadtest.targets.native import NativeOptions
 from loadtest.targets.triton_common import error_kind, model_spec_from_config
 
 MODEL_FILE = "model.onnx"
@@ -127,6 +129,20 @@ class NativeDecoderTarget:
     @property
     def capabilities(self) -> TargetCapabilities:
         return TargetCapabilities(streams_parts=True)
+
+    @property
+    def options(self) -> NativeOptions:
+        """How this side runs the model, in the tensor native target's terms, so compare can set
+        it against Triton's config: one StepRunner (one instance), no batching, the threads
+        decoding.session_options gives both sides (intra-op from the config, inter-op 1,
+        spinning off in both pools)."""
+        return NativeOptions(
+            instances=1, intra_op_threads=self.threads, inter_op_threads=1, allow_spinning=False
+        )
+
+    @property
+    def batcher_stats(self) -> BatcherStats | None:
+        return None  # batch 1: model.py batches nothing across requests either
 
     @property
     def server_version(self) -> str:

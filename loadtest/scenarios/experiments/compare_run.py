@@ -6,10 +6,16 @@ server is never set against an unbatched native run by accident. Before the runs
 target's outputs are checked against native's on the first samples. Runs go QPS by QPS, each target
 in turn, so slow drift on a shared machine spreads over all targets alike.
 
-Targets: `triton` is Triton over --protocol; `triton-grpc` and `triton-http` name the protocol
-outright. --url is the address of the --protocol side; the other protocol is reached on the same
-host at its default port (or at --http-url). The Triton targets may pass tensors through shared
-memory; the native target runs in this process and cannot.
+Targets: `triton` is Triton over --protocol; `triton-grpc`, `triton-http`, `triton-grpc-stream`
+and `triton-http-stream` name the protocol outright. --url is the address of the --protocol side;
+the other protocol is reached on the same host at its default port (or at --http-url). The Triton
+targets may pass tensors through shared memory; the native target runs in this process and cannot.
+
+A streamed (LLM) model, the suite decoder: the Triton targets speak a stream protocol and the
+native side is `NativeDecoderTarget`, the same generation loop (models/decoding.py) and step
+scheduling as its Triton model.py, in this process, with model.py's thread settings (intra-op
+from the config, inter-op 1, spinning off). Its outputs are compared by token count (greedy
+decoding: the same prompt gives the same answer); the token figures are analysis/token_overhead's.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from loadtest.server.deployment import Deployment
 from loadtest.targets import target_for
 from loadtest.targets.batcher import BatcherStats
 from loadtest.targets.native import NativeOptions, NativeTarget
+from loadtest.targets.native_decoder import NativeDecoderTarget
 from loadtest.targets.shared_memory import with_shared_memory
 from loadtest.targets.triton_common import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, host_port
 
@@ -57,6 +64,9 @@ Say = Callable[[str], None]
 NATIVE = "native"
 TRITON_GRPC = "triton-grpc"
 TRITON_HTTP = "triton-http"
+TRITON_GRPC_STREAM = "triton-grpc-stream"
+TRITON_HTTP_STREAM = "triton-http-stream"
+TOKEN_COUNT = "num_output_tokens"  # what a decoder's two sides are held to agree on
 
 
 class CompareTarget(str, enum.Enum):
@@ -65,6 +75,8 @@ class CompareTarget(str, enum.Enum):
     TRITON = "triton"  # Triton over --protocol
     TRITON_GRPC = TRITON_GRPC
     TRITON_HTTP = TRITON_HTTP
+    TRITON_GRPC_STREAM = TRITON_GRPC_STREAM
+    TRITON_HTTP_STREAM = TRITON_HTTP_STREAM
     NATIVE = NATIVE
 
 
@@ -79,6 +91,13 @@ def target_names(kinds: Sequence[CompareTarget], protocol: Protocol) -> tuple[st
 
 def _protocol(name: str) -> Protocol:
     return Protocol(name.removeprefix("triton-"))
+
+
+def is_decoder(model: str) -> bool:
+    """A suite model served as a decoupled Python-backend decoder (its answers stream)."""
+    from loadtest.models import SUITE
+
+    return model in SUITE and SUITE[model].backend == "python"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,6 +134,29 @@ class CompareSetup:
                 "compare measures Triton against the same model in-process; --protocol "
                 f"{self.flags.protocol.value} (an OpenAI-compatible server) is not offered there"
             )
+        self._check_streams()
+
+    def _check_streams(self) -> None:
+        """A decoder's Triton targets all stream, a tensor model's none; the native decoder
+        takes model.py's own settings, so the tensor native side's overrides are refused."""
+        model = self.flags.model
+        streamed = [_protocol(name).streams for name in self.tritons]
+        if any(streamed) and not all(streamed):
+            raise SettingsError(
+                "compare plays one kind of answer: stream targets (triton-grpc-stream, "
+                "triton-http-stream) and unary ones (triton-grpc, triton-http) do not mix"
+            )
+        if is_decoder(model) and not all(streamed):
+            raise SettingsError(
+                f"{model} is a streamed decoder: compare it over --protocol grpc-stream or "
+                "http-stream (or -t triton-grpc-stream / -t triton-http-stream)"
+            )
+        if self.streams and (self.onnx is not None or self.native_overrides):
+            raise SettingsError(
+                "--onnx and --native-*/--provider are the tensor native side's: the native "
+                "decoder runs its model.py's settings (one step runner, intra-op threads from "
+                "config.pbtxt, inter-op 1, spinning off)"
+            )
 
     @property
     def base(self) -> ServerSettings:
@@ -124,6 +166,13 @@ class CompareSetup:
     @property
     def tritons(self) -> tuple[str, ...]:
         return tuple(name for name in self.targets if name != NATIVE)
+
+    @property
+    def streams(self) -> bool:
+        """Answers come in parts (a decoder): the native side is the in-process decoder loop."""
+        if self.tritons:
+            return _protocol(self.tritons[0]).streams
+        return is_decoder(self.flags.model)
 
 
 def at_rates(template: ServerSettings, rates: Sequence[float]) -> tuple[ServerSettings, ...]:
@@ -159,7 +208,7 @@ class CompareSession:
     """The targets, open for the comparison, and where Triton was found."""
 
     targets: dict[str, Target]
-    native: NativeTarget | None
+    native: NativeTarget | NativeDecoderTarget | None
     deployment: Deployment  # an in-process placeholder when only native is compared
     urls: dict[str, str]  # triton-grpc / triton-http -> address ({} without Triton)
     metrics_url: str | None  # the embedded server's, else --metrics-url
@@ -230,13 +279,25 @@ def triton_config_summary(config: dict[str, Any]) -> dict[str, Any]:
 
 
 # --- opening the targets -----------------------------------------------------------------------
-def _native_target(setup: CompareSetup, say: Say) -> NativeTarget:
+def _native_target(setup: CompareSetup, say: Say) -> NativeTarget | NativeDecoderTarget:
     overrides = dict(setup.native_overrides)
     if setup.onnx is not None:
         return NativeTarget.from_onnx(setup.onnx, NativeOptions(**overrides))
     flags = setup.flags
     deployment_module.ensure_model_built(flags.repository, flags.model, say)
+    if setup.streams:
+        return NativeDecoderTarget.from_repository(flags.repository, flags.model, flags.timeout_s)
     return NativeTarget.from_repository(flags.repository, flags.model, overrides)
+
+
+def _by_name(grpc: str, http: str) -> dict[str, str]:
+    """Each Triton target name's address: the gRPC port's or the HTTP port's."""
+    return {
+        TRITON_GRPC: grpc,
+        TRITON_HTTP: http,
+        TRITON_GRPC_STREAM: grpc,
+        TRITON_HTTP_STREAM: http,
+    }
 
 
 def _addresses(setup: CompareSetup) -> dict[str, str]:
@@ -244,15 +305,15 @@ def _addresses(setup: CompareSetup) -> dict[str, str]:
     flags = setup.flags
     given = flags.target_settings().url
     if given.startswith("fake://"):  # the in-process fake answers any protocol
-        return {TRITON_GRPC: given, TRITON_HTTP: given}
+        return _by_name(given, given)
     host = host_port(given, deployment_module.default_port(flags.protocol)).rsplit(":", 1)[0]
     # The other protocol keeps the given one's security: TLS asked for, or implied by the scheme.
     secure = flags.access.tls is not None or given.startswith(("https://", "grpcs://"))
     grpc_scheme, http_scheme = ("grpcs://", "https://") if secure else ("", "")
-    if flags.protocol is Protocol.HTTP:
-        return {TRITON_GRPC: f"{grpc_scheme}{host}:{DEFAULT_GRPC_PORT}", TRITON_HTTP: given}
+    if not flags.protocol.over_grpc:
+        return _by_name(f"{grpc_scheme}{host}:{DEFAULT_GRPC_PORT}", given)
     other = setup.http_url or f"{http_scheme}{host}:{DEFAULT_HTTP_PORT}"
-    return {TRITON_GRPC: given, TRITON_HTTP: other}
+    return _by_name(given, other)
 
 
 def _settings_for(setup: CompareSetup, name: str, url: str) -> TargetSettings:
@@ -300,8 +361,10 @@ def opened(setup: CompareSetup, say: Say) -> Iterator[CompareSession]:
         urls, metrics, pid = addresses, setup.metrics_url, None
         if deployment.embedded is not None:
             embedded = deployment.embedded
-            urls = {TRITON_GRPC: embedded.grpc_url, TRITON_HTTP: embedded.http_url}
+            urls = _by_name(embedded.grpc_url, embedded.http_url)
             metrics, pid = embedded.metrics_url, embedded.pid
+        # a tensor model's files name its unary addresses, a decoder's its stream ones
+        urls = {k: v for k, v in urls.items() if _protocol(k).streams == setup.streams}
         targets: dict[str, Target] = {}
         for name in setup.targets:
             if name == NATIVE:
@@ -328,7 +391,7 @@ async def measure(
     opened_targets: list[Target] = []
     try:
         spec, library = await _open_all(session, setup, opened_targets)
-        agreement = await _agreement(session, len(library), setup.agreement_samples)
+        agreement = await _agreement(session, len(library), setup.agreement_samples, setup.streams)
         config, probes = await _triton_side(session, setup)
         try:
             # A stop signal from here on ends the comparison with what was measured.
@@ -368,8 +431,11 @@ async def _open_all(
     return spec, library
 
 
-async def _agreement(session: CompareSession, count: int, wanted: int) -> dict[str, float | None]:
-    """Largest |output − native output| over the first `wanted` samples, per Triton target."""
+async def _agreement(
+    session: CompareSession, count: int, wanted: int, streams: bool = False
+) -> dict[str, float | None]:
+    """Largest |output − native output| over the first `wanted` samples, per Triton target; for
+    a decoder, of the token count alone (the stream targets keep no text)."""
     native = session.native
     if native is None:
         return {}
@@ -381,11 +447,20 @@ async def _agreement(session: CompareSession, count: int, wanted: int) -> dict[s
         for i in range(min(wanted, count)):
             reference = await native.infer_outputs(i)
             try:
-                worst = max(worst, max_abs_difference(await target.infer_outputs(i), reference))
+                outputs = await target.infer_outputs(i)
+                if streams:
+                    outputs, reference = _token_counts(outputs), _token_counts(reference)
+                worst = max(worst, max_abs_difference(outputs, reference))
             except ValueError as exc:
                 raise TargetError(f"{name} against native: {exc}") from None
         agreement[name] = worst if wanted else None
     return agreement
+
+
+def _token_counts(outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    if TOKEN_COUNT not in outputs:
+        raise ValueError(f"no {TOKEN_COUNT} among the outputs {sorted(outputs)}")
+    return {TOKEN_COUNT: outputs[TOKEN_COUNT]}
 
 
 async def _triton_side(
@@ -464,7 +539,9 @@ async def _play_one(
     )
 
 
-def _batches_since(native: NativeTarget, before: BatcherStats | None) -> dict[str, Any] | None:
+def _batches_since(
+    native: NativeTarget | NativeDecoderTarget, before: BatcherStats | None
+) -> dict[str, Any] | None:
     """The batches the native dynamic batcher formed since `before` (None: no batcher)."""
     after = native.batcher_stats
     if after is None or before is None:
