@@ -10,6 +10,7 @@ prompt and answer placeholder plus its own.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import subprocess
@@ -111,7 +112,7 @@ def test_turns_follow_the_previous_answer_and_carry_the_conversation(tmp_path, p
         rows = np.flatnonzero(run.session == s)
         assert run.turn[rows].tolist() == list(range(TURNS))
         assert records.scheduled_ns[rows[0]] == run.start_ns[s]
-        for before, after in zip(rows[:-1], rows[1:], strict=True):
+        for before, after in itertools.pairwise(rows):
             due = records.completed_ns[before] + int(THINK_MS * MS)
             assert records.scheduled_ns[after] == due
             assert records.issued_ns[after] >= due
@@ -127,7 +128,7 @@ def test_turns_follow_the_previous_answer_and_carry_the_conversation(tmp_path, p
     # TTFT from the due time grows with the history: b·(PROMPT + ANSWER) more per turn
     p50 = [t.ttft.p50_ns / MS for t in figures.by_turn]
     step = B_MS * (PROMPT + ANSWER)
-    assert all(later - earlier > step / 2 for earlier, later in zip(p50, p50[1:]))
+    assert all(later - earlier > step / 2 for earlier, later in itertools.pairwise(p50))
     ends = [records.completed_ns[run.session == s].max() - run.start_ns[s] for s in range(3)]
     assert figures.duration.count == 3 and figures.duration.p50_ns == sorted(ends)[1]
 
@@ -154,22 +155,15 @@ def test_sharegpt_sessions_take_every_human_turn_in_order(tmp_path):
     gpt answer's words; a trailing unanswered turn is dropped and a conversation without a pair
     skipped, both counted in the source line."""
     path = tmp_path / "chats.json"
-    path.write_text(
-        json.dumps(
-            [
-                {
-                    "conversations": [
-                        {"from": "human", "value": "one two"},
-                        {"from": "gpt", "value": "a b c"},
-                        {"from": "human", "value": "three"},
-                        {"from": "gpt", "value": "d e f g h"},
-                        {"from": "human", "value": "left unanswered"},
-                    ]
-                },
-                {"conversations": [{"from": "gpt", "value": "no question"}]},
-            ]
-        )  # fmt: skip
-    )
+    first = [
+        {"from": "human", "value": "one two"},
+        {"from": "gpt", "value": "a b c"},
+        {"from": "human", "value": "three"},
+        {"from": "gpt", "value": "d e f g h"},
+        {"from": "human", "value": "left unanswered"},
+    ]
+    second = [{"from": "gpt", "value": "no question"}]
+    path.write_text(json.dumps([{"conversations": first}, {"conversations": second}]))
     read = read_conversations(path)
     assert (read.skipped, read.unanswered) == (1, 1)
     plan = session_plan(3, None, PromptSettings(), path, tokenizer_for(None), 0)
