@@ -25,6 +25,7 @@ from loadtest.commands import plan as plan_command
 from loadtest.commands import report as report_command
 from loadtest.commands import serve as serve_command
 from loadtest.commands import server as server_command
+from loadtest.commands import sessions as sessions_command
 from loadtest.commands import stream as stream_command
 from loadtest.commands import stub as stub_command
 from loadtest.commands import sweep as sweep_command
@@ -44,6 +45,7 @@ app.command(name="server", epilog=EXIT_CODES_HELP)(server_command.server)
 app.command(name="offline", epilog=EXIT_CODES_HELP)(offline_command.offline)
 app.command(name="single-stream", epilog=EXIT_CODES_HELP)(stream_command.single_stream)
 app.command(name="multi-stream", epilog=EXIT_CODES_HELP)(stream_command.multi_stream)
+app.command(name="sessions", epilog=EXIT_CODES_HELP)(sessions_command.sessions)
 app.command(name="find-peak", epilog=EXIT_CODES_HELP)(find_peak_command.find_peak)
 app.command(name="sweep", epilog=EXIT_CODES_HELP)(sweep_command.sweep)
 app.command(name="mix", epilog=EXIT_CODES_HELP)(mix_command.mix)

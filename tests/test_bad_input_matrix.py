@@ -54,6 +54,7 @@ BASE: dict[str, list[str]] = {
     "plan": [],
     "stub": [],
     "diff": ["{files}/ok.json", "{files}/ok.json"],
+    "sessions": ["--url", f"http://{DEAD}", "--turns", "fixed:2"],
 }
 PLAN_REQUIRED = {"--target-qps": "100", "--peak-qps": "50"}
 
@@ -235,6 +236,17 @@ HOSTILE_FILES = [
 for _reader, _argv in READERS.items():
     for _name in HOSTILE_FILES:
         HAND.append((_argv("{files}/" + _name), ERROR))
+
+# sessions: every bad flag is refused before any connection (the URL is a dead port)
+_SESSIONS = ["sessions", "--url", f"http://{DEAD}"]
+HAND += [
+    ([*_SESSIONS, "--turns", "fixed:0"], ERROR),
+    ([*_SESSIONS, "--turns", "fixed:2", "--think-time", "later"], ERROR),
+    ([*_SESSIONS, "--turns", "fixed:2", "--think-time", "uniform:9:1"], ERROR),
+    ([*_SESSIONS, "--turns", "fixed:2", "--protocol", "grpc-stream"], ERROR),
+    ([*_SESSIONS, "--input-data", "{files}/missing.json"], ERROR),
+    ([*_SESSIONS, "--sessions", "0"], USAGE),
+]
 
 ROWS = [*_float_rows(), *HAND]
 

@@ -22,6 +22,8 @@ DISTINCT = {
     ("diff", "--seed"),  # the bootstrap's seed
     ("serve", "--model"),  # models to load, repeatable
     ("mix", "--model"),  # an entry NAME[@HOST:PORT]:QPS[:BOUND_MS], repeatable
+    ("sessions", "--model"),  # a text model that streams: llm_known
+    ("sessions", "--protocol"),  # only the protocols that play turns: openai by default
     ("serve", "--repository"),  # the repository to serve
     ("stub", "--repository"),  # configs to answer with, optional
     ("models build", "--model"),

@@ -22,6 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from loadtest.core.secrets import Header
+from loadtest.core.sessions import Message
 from loadtest.core.settings import SharedMemoryKind, TlsSettings
 
 # Triton datatype names <-> numpy dtypes. BYTES tensors (text prompts, the benchmark suite has
@@ -179,6 +180,9 @@ class TargetCapabilities:
     # reported to a `Parts` as it comes; the runner then records the first response, the parts,
     # the gaps between them and the final count (core/records.py's optional columns).
     streams_parts: bool = False
+    # `start_turn` works: one turn of a multi-turn session, its request rendered from the
+    # conversation so far (`loadtest sessions`, core/sessions.py), answered in parts.
+    plays_turns: bool = False
 
 
 def retries_of(target: Target) -> int:
@@ -189,9 +193,10 @@ def retries_of(target: Target) -> int:
 class Target(Protocol):
     """Anything `runner` can play a schedule against.
 
-    The optional members (`start_infer`, `start_parts`, `use_shared_memory`, `connection_waits`,
-    `transparent_retries`, `infer_kept`, `decode_kept`) exist on every target so a wrapper can
-    forward them explicitly; each works only where `capabilities` says so.
+    The optional members (`start_infer`, `start_parts`, `start_turn`, `use_shared_memory`,
+    `connection_waits`, `transparent_retries`, `infer_kept`, `decode_kept`) exist on every
+    target so a wrapper can forward them explicitly; each works only where `capabilities` says
+    so.
     """
 
     @property
@@ -244,6 +249,16 @@ class Target(Protocol):
         """Send one prepared sample without awaiting; its answer's events go to `parts` (its
         `done` last) on the event loop. Only with capabilities.streams_parts; else
         NotImplementedError. `written` as for `start_infer`."""
+        ...
+
+    def start_turn(
+        self, sample_index: int, conversation: Sequence[Message], max_tokens: int, parts: Parts
+    ) -> None:
+        """Send one turn of a session without awaiting: sample `sample_index`'s other inputs,
+        its prompt the conversation so far (a chat API: the messages with their roles; else
+        core.sessions.conversation_text), max_tokens `max_tokens`; the answer's events go to
+        `parts` as for `start_parts`. Only with capabilities.plays_turns; else
+        NotImplementedError."""
         ...
 
     async def infer_outputs(self, sample_index: int) -> dict[str, np.ndarray]:

@@ -34,6 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from loadtest.core.records import TIMEOUT
+from loadtest.core.sessions import Message
 from loadtest.core.settings import SharedMemoryKind
 from loadtest.core.target import (
     Done,
@@ -168,6 +169,11 @@ class FakeTarget:
         stream = asyncio.get_running_loop().create_task(self._infer(sample_index, parts))
         self._streams.add(stream)
         stream.add_done_callback(functools.partial(self._streamed, sample_index, parts))
+
+    def start_turn(
+        self, sample_index: int, conversation: Sequence[Message], max_tokens: int, parts: Parts
+    ) -> None:
+        raise NotImplementedError("the fake target plays no sessions")
 
     def _streamed(self, sample_index: int, parts: Parts, stream: asyncio.Task[str | None]) -> None:
         self._streams.discard(stream)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from loadtest.core.mix_schedule import offsets_of
+from loadtest.core.sessions import Message
 from loadtest.core.settings import SharedMemoryKind, TargetSettings
 from loadtest.core.target import (
     Done,
@@ -195,6 +196,12 @@ class MixTarget:
     def start_parts(self, sample_index: int, parts: Parts, written: Written | None = None) -> None:
         target, local = self._route(sample_index)
         target.start_parts(local, parts, written)
+
+    def start_turn(
+        self, sample_index: int, conversation: Sequence[Message], max_tokens: int, parts: Parts
+    ) -> None:
+        target, local = self._route(sample_index)
+        target.start_turn(local, conversation, max_tokens, parts)
 
     async def infer_outputs(self, sample_index: int) -> dict[str, np.ndarray]:
         target, local = self._route(sample_index)

@@ -37,6 +37,7 @@ import numpy as np
 import onnxruntime as ort
 from google.protobuf import json_format
 
+from loadtest.core.sessions import Message
 from loadtest.core.settings import SharedMemoryKind
 from loadtest.core.target import (
     Done,
@@ -260,6 +261,11 @@ class NativeTarget:
 
     def start_parts(self, sample_index: int, parts: Parts, written: Written | None = None) -> None:
         raise NotImplementedError("the native target answers whole, not in parts")
+
+    def start_turn(
+        self, sample_index: int, conversation: Sequence[Message], max_tokens: int, parts: Parts
+    ) -> None:
+        raise NotImplementedError("the native target plays no sessions")
 
     def use_shared_memory(self, kind: SharedMemoryKind, tag: str) -> None:
         raise TargetError(

@@ -29,6 +29,7 @@ import onnxruntime as ort
 from google.protobuf import json_format
 
 from loadtest.core.records import TIMEOUT
+from loadtest.core.sessions import Message
 from loadtest.core.settings import SharedMemoryKind
 from loadtest.core.target import (
     Done,
@@ -225,6 +226,11 @@ class NativeDecoderTarget:
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def start_turn(
+        self, sample_index: int, conversation: Sequence[Message], max_tokens: int, parts: Parts
+    ) -> None:
+        raise NotImplementedError("the in-process decoder plays no sessions")
 
     def start_infer(self, sample_index: int, done: Done, written: Written | None = None) -> None:
         raise NotImplementedError("the native decoder streams: use start_parts")

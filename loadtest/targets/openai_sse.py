@@ -48,6 +48,7 @@ import aiohttp
 import numpy as np
 
 from loadtest.core.secrets import Header
+from loadtest.core.sessions import Message, conversation_text
 from loadtest.core.settings import TlsSettings
 from loadtest.core.target import (
     ModelSpec,
@@ -125,8 +126,16 @@ def _text(tensor: np.ndarray) -> str:
     return " ".join(str(v) for v in value) if isinstance(value, list) else str(value)
 
 
-def request_body(sample: Sample, model: str, chat: bool, ignore_eos: bool) -> bytes:
-    """One sample's request: its prompt, max_tokens and other inputs, streamed with usage."""
+def request_body(
+    sample: Sample,
+    model: str,
+    chat: bool,
+    ignore_eos: bool,
+    conversation: Sequence[Message] | None = None,
+) -> bytes:
+    """One sample's request: its prompt, max_tokens and other inputs, streamed with usage; a
+    session's turn sends `conversation` instead of the prompt (chat: the messages with their
+    roles; completions: core.sessions.conversation_text)."""
     if PROMPT_INPUT not in sample:
         raise TargetError(
             f"the OpenAI target sends a sample's {PROMPT_INPUT!r} as the prompt; this sample has "
@@ -140,9 +149,13 @@ def request_body(sample: Sample, model: str, chat: bool, ignore_eos: bool) -> by
     body["model"] = model
     prompt = _text(sample[PROMPT_INPUT])
     if chat:
-        body["messages"] = [{"role": "user", "content": prompt}]
+        body["messages"] = (
+            [{"role": "user", "content": prompt}]
+            if conversation is None
+            else [{"role": m.role, "content": m.text} for m in conversation]
+        )
     else:
-        body["prompt"] = prompt
+        body["prompt"] = prompt if conversation is None else conversation_text(conversation)
     max_tokens = (
         int(np.asarray(sample[MAX_TOKENS_INPUT]).reshape(-1)[0])
         if MAX_TOKENS_INPUT in sample
@@ -320,6 +333,7 @@ class OpenAiSseTarget(StreamingTargetBase):
         self._endpoint = self.base + (CHAT_PATH if chat else COMPLETIONS_PATH)
         self._queries = SseQueries(LABEL, self.credentials, timeout_s, openai_error_message)
         self._bodies: list[bytes] = []
+        self._samples: Sequence[Sample] = ()  # their other inputs, for a session's turns
 
     @property
     def description(self) -> str:
@@ -329,7 +343,7 @@ class OpenAiSseTarget(StreamingTargetBase):
     @property
     def capabilities(self) -> TargetCapabilities:
         """Answers in parts; no Triton statistics behind it, said plainly."""
-        return TargetCapabilities(streams_parts=True, unobserved=UNOBSERVED)
+        return TargetCapabilities(streams_parts=True, plays_turns=True, unobserved=UNOBSERVED)
 
     async def _unreachable(self, exc: BaseException) -> TargetError:
         """The one line for a server that did not answer: over TLS, why the handshake fails;
@@ -392,6 +406,7 @@ class OpenAiSseTarget(StreamingTargetBase):
 
     async def prepare(self, samples: Sequence[Sample]) -> None:
         assert self._spec is not None, "open() first"
+        self._samples = samples
         self._bodies = [
             request_body(sample, self.model, self.chat, self.ignore_eos) for sample in samples
         ]
@@ -413,6 +428,16 @@ class OpenAiSseTarget(StreamingTargetBase):
         self._queries.start(
             self._endpoint, self._bodies[sample_index], OpenAiAnswer(parts, self.chat)
         )
+
+    def start_turn(
+        self, sample_index: int, conversation: Sequence[Message], max_tokens: int, parts: Parts
+    ) -> None:
+        """One turn: its body built now (the conversation exists only now), max_tokens the
+        turn's."""
+        sample = dict(self._samples[sample_index])
+        sample[MAX_TOKENS_INPUT] = np.array([max_tokens], dtype=np.int32)
+        body = request_body(sample, self.model, self.chat, self.ignore_eos, conversation)
+        self._queries.start(self._endpoint, body, OpenAiAnswer(parts, self.chat))
 
     async def close(self) -> None:
         await self._queries.close()

@@ -13,7 +13,7 @@ import asyncio
 import json
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -21,6 +21,7 @@ import numpy as np
 
 from loadtest.core.records import SERVER_TIMEOUT
 from loadtest.core.secrets import Header, redact_url
+from loadtest.core.sessions import Message
 from loadtest.core.settings import SharedMemoryKind, TlsSettings, setup_timeout
 from loadtest.core.target import (
     Done,
@@ -257,6 +258,11 @@ class TritonTargetBase:
     @property
     def server_version(self) -> str:
         return self._server_version
+
+    def start_turn(
+        self, sample_index: int, conversation: Sequence[Message], max_tokens: int, parts: Parts
+    ) -> None:
+        raise NotImplementedError("this target plays no sessions (capabilities.plays_turns)")
 
     @property
     def _tls_mark(self) -> str:

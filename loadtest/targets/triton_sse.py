@@ -22,15 +22,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
+import numpy as np
 from tritonclient.utils import InferenceServerException
 
+from loadtest.core.sessions import Message, conversation_text
 from loadtest.core.target import (
     ModelSpec,
     Parts,
     Sample,
+    TargetCapabilities,
     Written,
 )
 from loadtest.errors import TargetError
@@ -46,6 +50,8 @@ from loadtest.targets.triton_common import (
 )
 
 TOKEN_COUNT_FIELD = "num_output_tokens"
+PROMPT_INPUT = "text_input"  # where a session's conversation goes (TensorRT-LLM's name)
+MAX_TOKENS_INPUT = "max_tokens"
 
 
 def request_body(sample: Sample, server_timeout_us: int | None = None) -> bytes:
@@ -160,6 +166,12 @@ class TritonSseTarget(StreamingTargetBase):
         )
         self._bodies: list[bytes] = []  # the load path's, with the server timeout if any
         self._plain: list[bytes] = []  # without it: warm-up and infer_outputs
+        self._samples: Sequence[Sample] = ()  # their other inputs, for a session's turns
+
+    @property
+    def capabilities(self) -> TargetCapabilities:
+        """The streaming targets' own, and a session's turns (a body built per turn)."""
+        return replace(super().capabilities, plays_turns=True)
 
     async def open(self) -> ModelSpec:
         client = http_client(self.url, self.credentials, conn_timeout=self.setup_timeout_s)
@@ -185,6 +197,7 @@ class TritonSseTarget(StreamingTargetBase):
 
     async def prepare(self, samples: Sequence[Sample]) -> None:
         assert self._spec is not None, "open() first"
+        self._samples = samples
         self._plain = [request_body(sample) for sample in samples]
         self._bodies = (
             self._plain
@@ -204,6 +217,24 @@ class TritonSseTarget(StreamingTargetBase):
     def _start_whole(self, sample_index: int, parts: Parts) -> None:
         # without the server timeout
         self._queries.start(self._endpoint, self._plain[sample_index], SseAnswer(parts))
+
+    def start_turn(
+        self, sample_index: int, conversation: Sequence[Message], max_tokens: int, parts: Parts
+    ) -> None:
+        """One turn: the sample's other inputs, `text_input` the conversation as one text
+        (generate_stream has no roles), `max_tokens` the turn's, in the sample's own dtypes."""
+        sample = dict(self._samples[sample_index])
+        for name, value in (
+            (PROMPT_INPUT, conversation_text(conversation).encode()),
+            (MAX_TOKENS_INPUT, max_tokens),
+        ):
+            if name in sample:
+                like = np.asarray(sample[name])
+                tensor = np.empty(like.shape, dtype=like.dtype)
+                tensor[...] = value
+                sample[name] = tensor
+        body = request_body(sample, self.server_timeout_us)
+        self._queries.start(self._endpoint, body, SseAnswer(parts))
 
     async def close(self) -> None:
         await self._queries.close()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from loadtest.core.sessions import Message
 from loadtest.core.settings import SharedMemoryKind
 from loadtest.core.target import (
     Done,
@@ -68,6 +69,11 @@ class TargetWrapper:
 
     def start_parts(self, sample_index: int, parts: Parts, written: Written | None = None) -> None:
         self.inner.start_parts(sample_index, parts, written)
+
+    def start_turn(
+        self, sample_index: int, conversation: Sequence[Message], max_tokens: int, parts: Parts
+    ) -> None:
+        self.inner.start_turn(sample_index, conversation, max_tokens, parts)
 
     async def infer_outputs(self, sample_index: int) -> dict[str, np.ndarray]:
         return await self.inner.infer_outputs(sample_index)

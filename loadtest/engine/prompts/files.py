@@ -180,3 +180,54 @@ def read_prompt_file(path: Path, form: str | None = None) -> PromptFile:
     content = _read(path)
     chosen = form or detect_form(path, content)
     return read_jsonl(path, content) if chosen == "jsonl" else read_sharegpt(path, content)
+
+
+@dataclass(frozen=True)
+class ConversationFile:
+    """A ShareGPT file read as sessions: per conversation, each human turn in order with the
+    gpt answer that follows it (whose token count sizes that turn's max_tokens); conversations
+    without one such pair skipped, human turns left without an answer dropped, both counted."""
+
+    conversations: tuple[tuple[PromptEntry, ...], ...]
+    skipped: int = 0
+    unanswered: int = 0
+
+
+def _conversation_turns(item: Any, path: Path, where: str) -> tuple[list[PromptEntry], int]:
+    if not isinstance(item, dict) or not isinstance(item.get("conversations"), list):
+        raise file_error(path, where, "is not an object with a 'conversations' list")
+    turns = [_turn_value(t, path, where) for t in item["conversations"]]
+    entries: list[PromptEntry] = []
+    unanswered = 0
+    asked: str | None = None
+    for who, text in turns:
+        if who in HUMAN and text.strip():
+            unanswered += asked is not None
+            asked = text
+        elif who in GPT and asked is not None and text.strip():
+            entries.append(PromptEntry(asked, answer=text))
+            asked = None
+    return entries, unanswered + (asked is not None)
+
+
+def read_conversations(path: Path) -> ConversationFile:
+    """A ShareGPT file's conversations, every human turn in order (see ConversationFile)."""
+    content = _read(path)
+    if detect_form(path, content) != "sharegpt":
+        raise file_error(path, "", "sessions need a ShareGPT list of conversations")
+    try:
+        data = json.loads(content)
+    except json.JSONDecodeError as exc:
+        raise file_error(path, f"line {exc.lineno}", f"not JSON ({exc.msg})") from None
+    if not isinstance(data, list):
+        raise file_error(path, "", "a ShareGPT file is a JSON list of conversations")
+    conversations = []
+    unanswered = 0
+    for index, item in enumerate(data):
+        entries, dropped = _conversation_turns(item, path, f"entry {index}")
+        unanswered += dropped
+        if entries:
+            conversations.append(tuple(entries))
+    if not conversations:
+        raise file_error(path, "", "holds no conversation with a human turn and a gpt answer")
+    return ConversationFile(tuple(conversations), len(data) - len(conversations), unanswered)
