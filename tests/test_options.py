@@ -24,7 +24,6 @@ DISTINCT = {
     ("mix", "--model"),  # an entry NAME[@HOST:PORT]:QPS[:BOUND_MS], repeatable
     ("sessions", "--model"),  # a text model that streams: llm_known
     ("sessions", "--protocol"),  # only the protocols that play turns: openai by default
-    ("compare", "--protocol"),  # grpc unless told: compare names its wire, never auto-streamed
     ("serve", "--repository"),  # the repository to serve
     ("stub", "--repository"),  # configs to answer with, optional
     ("models build", "--model"),

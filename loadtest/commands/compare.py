@@ -164,7 +164,7 @@ def compare(
     percentile: options.PercentileOption = options.PERCENTILE,
     late_threshold: options.LateThresholdOption = options.LATE_THRESHOLD_MS,
     url: options.UrlOption = None,
-    protocol: options.ProtocolOption = Protocol.GRPC,
+    protocol: options.ProtocolOption = None,  # grpc unless told: compare is never auto-streamed
     http_url: HttpUrlOption = None,
     metrics_url: MetricsUrlOption = None,
     embedded: options.EmbeddedOption = EmbeddedMode.AUTO,
