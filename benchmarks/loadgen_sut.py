@@ -8,8 +8,10 @@ the wire HTTP/1.1 or gRPC client, and the 64 samples of seed 1 that `loadtest se
 sends it; the answer's callback completes it in LoadGen. So both tools send the same requests
 with the same client library, and what differs is the scheduler, the sending thread and the clock.
 
-The SUT measures its own hand-off (IssueQuery called -> request handed to the client on the loop
-thread): part of LoadGen's latency here, but the SUT's cost, not LoadGen's.
+The SUT measures, per query, IssueQuery called -> request written: its hand-off to the loop
+thread, plus any wait for a free connection (the client's pool opens connections as the load
+needs them, and `loadtest server` waits the same way; `connection_waits` counts the queries that
+did). Part of LoadGen's latency here, but the SUT's and the client's cost, not LoadGen's.
 
 LoadGen writes mlperf_log_summary.txt, mlperf_log_detail.txt and (trace on) mlperf_log_trace.json
 to the directory given. Each "Sample" begin event of the trace carries the sample's scheduled
@@ -61,7 +63,8 @@ class LoadGenPlay:
     """What the SUT saw of one LoadGen run (LoadGen's own figures are in its files)."""
 
     directory: Path
-    handoff_ns: np.ndarray  # per query: IssueQuery called -> handed to the client
+    to_write_ns: np.ndarray  # per query: IssueQuery called -> request written
+    connection_waits: int  # queries that waited for a free connection
     failed: int  # queries the client answered with an error (completed in LoadGen all the same)
 
     @property
@@ -112,7 +115,7 @@ def play_loadgen(
     thread = LoopThread()
     target = target_for(TargetSettings(url=url, protocol=Protocol(protocol), model="tiny"))
     thread.call(open_with_samples(target, samples, SAMPLE_SEED))
-    handoff: list[int] = []
+    to_write: list[int] = []  # per query, in issue order: IssueQuery called -> written
     failed = [0]
 
     def done(query_id: int, error: str | None) -> None:
@@ -120,10 +123,17 @@ def play_loadgen(
             failed[0] += 1
         lg.QuerySamplesComplete([lg.QuerySampleResponse(query_id, 0, 0)])
 
+    def written(slot: int, called_ns: int) -> None:  # a request that waited for a connection
+        to_write[slot] = time.monotonic_ns() - called_ns
+
     def send(queries: list[tuple[int, int]], called_ns: int) -> None:  # on the loop thread
-        handoff.append(time.monotonic_ns() - called_ns)
         for query_id, index in queries:
-            target.start_infer(index, functools.partial(done, query_id))
+            slot, waits = len(to_write), target.connection_waits
+            to_write.append(-1)
+            later = functools.partial(written, slot, called_ns)
+            target.start_infer(index, functools.partial(done, query_id), later)
+            if target.connection_waits == waits:  # written at once
+                to_write[slot] = time.monotonic_ns() - called_ns
 
     def issue(query_samples: list[Any]) -> None:  # on LoadGen's issue thread
         queries = [(sample.id, sample.index) for sample in query_samples]
@@ -148,9 +158,11 @@ def play_loadgen(
     finally:
         lg.DestroyQSL(qsl)
         lg.DestroySUT(sut)
+        waits = target.connection_waits
         thread.call(target.close())
         thread.stop()
-    return LoadGenPlay(directory, np.asarray(handoff, dtype=np.int64), failed[0])
+    sent = np.asarray(to_write, dtype=np.int64)
+    return LoadGenPlay(directory, sent[sent >= 0], waits, failed[0])
 
 
 @dataclass(frozen=True)

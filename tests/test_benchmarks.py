@@ -135,8 +135,9 @@ def test_loadgen_compare_one_short_round(tmp_path: Path) -> None:
     text = output.read_text()
     assert "mlcommons-loadgen 6.0.17" in text and "ρ = 0.30" in text
     # Both tools played LoadGen's schedule, query for query, and neither failed one.
-    (played,) = [line for line in text.splitlines() if line.startswith("round 1: ")]
-    counts = re.match(r"round 1: ([\d,]+) queries scheduled by LoadGen, ([\d,]+) replayed", played)
+    (played,) = [line for line in text.splitlines() if line.startswith("round 1 ")]
+    counts = re.match(r"round 1 \(LoadGen first\): ([\d,]+) queries scheduled by LoadGen, "
+                      r"([\d,]+) replayed", played)  # fmt: skip
     assert counts and counts[1] == counts[2] and int(counts[1].replace(",", "")) > 20, played
     assert played.endswith("largest difference 0 ns)"), played
     assert "failed: LoadGen's SUT 0, loadtest 0" in text
