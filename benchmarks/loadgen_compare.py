@@ -24,10 +24,12 @@ trace) and loadtest's records, each tool's own report beside them (mlperf_log_su
 result.json), and loadtest ÷ LoadGen; how late each tool sent (LoadGen: scheduled -> IssueQuery
 called, its `issue_start_ns`, then apart from it the SUT's IssueQuery -> request written, which
 includes any wait for a free connection; loadtest: scheduled -> request written; and how many
-queries of each waited for a connection, since both use one client's pool); and that both played
-the same times (the largest difference between the two schedules, each from its first query).
-The same schedule every round, so the rounds show the run-to-run noise of this machine; the
-summary gives each round's p99 ratio, their median, and how many rounds were within the goal.
+queries of each waited for a connection, since both use one client's pool); each tool's client
+CPU per query (user + system: getrusage of LoadGen's process over the test, result.json's for
+loadtest); and that both played the same times (the largest difference between the two
+schedules, each from its first query). The same schedule every round, so the rounds show the
+run-to-run noise of this machine; the summary gives each round's p99 ratio, their median, and how
+many rounds were within the goal.
 
     python benchmarks/loadgen_compare.py [--qps 400] [--seconds 40] [--rounds 4]
         [--servers 4] [--service-ms 6] [--protocol http] [--service-seed 7]
@@ -72,6 +74,7 @@ class Pair:
     loadgen_own: dict[float, int]  # mlperf_log_summary.txt
     to_write_ns: np.ndarray  # the SUT's IssueQuery -> written
     sut_waits: int  # the SUT's queries that waited for a connection
+    loadgen_cpu_s: float  # LoadGen's process over the test
     loadgen_failed: int
     loadtest: ServerRun
     order: str  # which ran first
@@ -127,6 +130,7 @@ def one_round(
         read_summary(directory / "mlperf_log_summary.txt"),
         play.to_write_ns,
         play.connection_waits,
+        play.cpu_s,
         play.failed,
         run,
         "loadtest first" if k % 2 == 0 and earlier is not None else "LoadGen first",
@@ -167,6 +171,10 @@ def report_round(out: Output, k: int, pair: Pair) -> None:
         f"({pair.sut_waits} waited for a connection); loadtest scheduled -> written "
         f"p50 {ms(exact(lag, 0.5))} / p99 {ms(exact(lag, 0.99))} / max {ms(lag.max())} ms "
         f"({lt.result['client'].get('connection_waits', 0)} waited for a connection)")  # fmt: skip
+    lg_cpu_us = pair.loadgen_cpu_s / len(lg.scheduled_ns) * 1e6
+    out(f"  client CPU per query: LoadGen's process {lg_cpu_us:.0f} µs (LoadGen's threads, its "
+        f"trace and the SUT); loadtest {lt.result['client']['cpu_us_per_query']:.0f} µs "
+        "(its generator process, spin-waiting included)")  # fmt: skip
 
 
 def report_summary(out: Output, pairs: list[Pair]) -> None:

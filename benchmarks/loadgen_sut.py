@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
+import resource
 import threading
 import time
 from collections.abc import Callable
@@ -65,6 +66,7 @@ class LoadGenPlay:
     directory: Path
     to_write_ns: np.ndarray  # per query: IssueQuery called -> request written
     connection_waits: int  # queries that waited for a free connection
+    cpu_s: float  # this process's user + system CPU over StartTest (LoadGen's threads and the SUT)
     failed: int  # queries the client answered with an error (completed in LoadGen all the same)
 
     @property
@@ -153,16 +155,19 @@ def play_loadgen(
     nothing: Callable[[Any], None] = lambda _: None  # noqa: E731  (samples live in the target)
     sut = lg.ConstructSUT(issue, lambda: None)
     qsl = lg.ConstructQSL(samples, samples, nothing, nothing)
+    before = resource.getrusage(resource.RUSAGE_SELF)
     try:
         lg.StartTestWithLogSettings(sut, qsl, settings, log)
     finally:
+        after = resource.getrusage(resource.RUSAGE_SELF)
         lg.DestroyQSL(qsl)
         lg.DestroySUT(sut)
         waits = target.connection_waits
         thread.call(target.close())
         thread.stop()
     sent = np.asarray(to_write, dtype=np.int64)
-    return LoadGenPlay(directory, sent[sent >= 0], waits, failed[0])
+    cpu_s = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return LoadGenPlay(directory, sent[sent >= 0], waits, cpu_s, failed[0])
 
 
 @dataclass(frozen=True)
