@@ -14,12 +14,15 @@ loop thread, worker processes and perf_analyzer inherit them.
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 
 import psutil
+
+from loadtest.stub.process import Stub, running_stub
 
 
 @dataclass(frozen=True)
@@ -126,3 +129,39 @@ def allowed_cores(pid: int, descendants: bool = True) -> frozenset[int]:
             with suppress(ProcessLookupError, FileNotFoundError):
                 union.update(os.sched_getaffinity(int(tid)))
     return frozenset(union)
+
+
+def choose_cores(client: str | None, server: str | None, no_pin: bool) -> tuple[Cores | None, str]:
+    """The pinning a benchmark asked for (None: --no-pin, or one core only) and the line that
+    says so; ValueError for cores asked for that cannot be given."""
+    if no_pin:
+        if client or server:
+            raise ValueError("--client-cores/--server-cores pin: drop --no-pin")
+        return None, "pinning: none (client and server share every core)"
+    try:
+        cores = split_cores(client, server)
+    except ValueError as error:
+        if client or server:
+            raise
+        return None, f"pinning: none ({error})"
+    return cores, f"pinning: {cores.describe()}"
+
+
+@contextmanager
+def stub_on(cores: Cores | None, *options: str) -> Iterator[Stub]:
+    """`loadtest stub` with these options, started on the server's cores (its whole tree swept
+    once more), while this process stays where it was."""
+    with ExitStack() as stack:
+        with this_process_on(cores.server) if cores else nullcontext():
+            stub = stack.enter_context(running_stub(*options))
+        if cores:
+            pin_tree(stub.pid, cores.server)
+        yield stub
+
+
+def add_pinning_arguments(parser: argparse.ArgumentParser) -> None:
+    """--client-cores, --server-cores and --no-pin, as every benchmark with a local server takes
+    them."""
+    parser.add_argument("--client-cores", help="the client's cores, e.g. 0 (default: lower half)")
+    parser.add_argument("--server-cores", help="the server's cores, e.g. 1 (default: upper half)")
+    parser.add_argument("--no-pin", action="store_true", help="client and server share all cores")

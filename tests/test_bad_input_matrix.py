@@ -206,6 +206,10 @@ HAND += [
     (["serve", "--grpc-port", "abc"], USAGE),
     (["stub", "--grpc-port", "-1"], USAGE),
     (["stub", "--http-port", "1e3"], USAGE),
+    (["stub", "--servers", "2"], ERROR),  # a queue without a service time
+    (["stub", "--service", "exponential"], ERROR),
+    (["stub", "--servers", "-1", "--delay-ms", "5"], ERROR),
+    (["stub", "--service", "gamma", "--delay-ms", "5"], USAGE),
     (["models", "build", "--seed", "-1"], USAGE),
     (["models", "build", "--repository", "{tmp}/repo", "--model", "no-such-model"], ERROR),
     (["models", "frobnicate"], USAGE),

@@ -8,6 +8,7 @@ breaks them here, not in the next person's long benchmark run."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,7 +21,8 @@ BENCHMARKS = REPO_ROOT / "benchmarks"
 SCRIPTS = sorted(
     path.name
     for path in BENCHMARKS.glob("*.py")
-    if path.name not in {"results_file.py", "pinning.py"}  # modules the scripts import
+    # modules the scripts import
+    if path.name not in {"results_file.py", "pinning.py", "server_run.py", "loadgen_sut.py"}
 )
 
 
@@ -57,9 +59,11 @@ def test_every_script_is_checked_here() -> None:
         "grpc_clients.py",
         "issuer_phases.py",
         "issuer_runqueue.py",
+        "loadgen_compare.py",
         "proxy_goaway.py",
         "stream_client.py",
         "trace_load.py",
+        "trace_replay.py",
         "wire_call_cpu.py",
         "worker_calibration.py",
     ]
@@ -120,6 +124,57 @@ def test_trace_load_times_every_format(tmp_path: Path) -> None:
     assert all(row[-1] == "500" for row in rows.values()), rows  # every row became a query
 
 
+def _loadgen_or_skip() -> None:
+    """LoadGen (the loadgen extra) is needed; skipped without it unless LOADTEST_REQUIRE_LOADGEN=1
+    (.ci/run), where a missing one fails."""
+    try:
+        import mlperf_loadgen  # noqa: F401
+    except ImportError:
+        if os.environ.get("LOADTEST_REQUIRE_LOADGEN") == "1":
+            pytest.fail("mlcommons-loadgen is required (LOADTEST_REQUIRE_LOADGEN=1)", pytrace=False)
+        pytest.skip("mlcommons-loadgen is not installed (pip install 'loadtest[loadgen]')")
+
+
+def test_loadgen_compare_one_short_round(tmp_path: Path) -> None:
+    _loadgen_or_skip()
+    output = tmp_path / "loadgen-compare.txt"
+    result = run_script(
+        "benchmarks/loadgen_compare.py", "--qps", "200", "--seconds", "0.3", "--rounds", "1",
+        "--output", str(output),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = output.read_text()
+    assert "mlcommons-loadgen 6.0.17" in text and "ρ = 0.30" in text
+    # Both tools played LoadGen's schedule, query for query, and neither failed one.
+    (played,) = [line for line in text.splitlines() if line.startswith("round 1 ")]
+    counts = re.match(r"round 1 \(LoadGen first\): ([\d,]+) queries scheduled by LoadGen, "
+                      r"([\d,]+) replayed", played)  # fmt: skip
+    assert counts and counts[1] == counts[2] and int(counts[1].replace(",", "")) > 20, played
+    assert played.endswith("largest difference 0 ns)"), played
+    assert "failed: LoadGen's SUT 0, loadtest 0" in text
+    # A 60-query p99 is its slowest query or so: noise on a shared machine, so no band here.
+    (ratio,) = [line for line in text.splitlines() if line.startswith("p99 loadtest ÷ LoadGen")]
+    assert 0 < float(ratio.split(": ")[1].split(";")[0]) < float("inf"), ratio
+    # Each tool's p50/p90/p99, computed here and as the tool reported it: four rows of figures.
+    figures = re.compile(r"^  (LoadGen|loadtest) +\(.+\) +\d+\.\d{3} +\d+\.\d{3} +\d+\.\d{3}$")
+    assert sum(bool(figures.match(line)) for line in text.splitlines()) == 4, text
+
+
+def test_trace_replay_one_short_round(tmp_path: Path) -> None:
+    output = tmp_path / "trace-replay.txt"
+    result = run_script(
+        "benchmarks/trace_replay.py", "--rows", "300", "--seconds", "0.5", "--output", str(output)
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = output.read_text().splitlines()
+    trace = next(line.split() for line in lines if line.startswith("  trace "))
+    poisson = next(line.split() for line in lines if line.startswith("  poisson "))
+    assert trace[1] == "300"  # every row of the trace became a query
+    assert 200 < int(poisson[1]) < 400  # the same mean rate for the same time
+    assert sum("send lag p50" in line for line in lines) == 2
+    assert any(line.startswith("  send lag, trace ÷ Poisson: p50 ") for line in lines)
+
+
 @pytest.mark.parametrize(
     "script",
     [
@@ -127,7 +182,9 @@ def test_trace_load_times_every_format(tmp_path: Path) -> None:
         "generator.py",
         "grpc_clients.py",
         "issuer_runqueue.py",
+        "loadgen_compare.py",
         "trace_load.py",
+        "trace_replay.py",
         "worker_calibration.py",
     ],
 )

@@ -12,6 +12,7 @@ from loadtest.commands import options
 from loadtest.commands.options import finite_float
 from loadtest.core.secrets import secret_value
 from loadtest.errors import LoadtestError, SettingsError
+from loadtest.stub.service import Service, ServiceLaw
 
 
 class GrpcServer(str, Enum):
@@ -55,6 +56,22 @@ def stub(
             "a request whose Triton 'timeout' parameter is shorter is rejected as Triton does.",
         ),
     ] = 0.0,
+    servers: Annotated[
+        int,
+        typer.Option(
+            help="Serve at most this many requests at a time; the others wait first come, first "
+            "served (a queue in front of K servers, in virtual time: no compute), so latency "
+            "grows with the load. 0 = every request at once. Needs --delay-ms.",
+        ),
+    ] = 0,
+    service: Annotated[
+        ServiceLaw,
+        typer.Option(
+            help="Each answer's service time: --delay-ms exactly (constant) or exponential with "
+            "mean --delay-ms, drawn in arrival order from --service-seed.",
+        ),
+    ] = ServiceLaw.CONSTANT,
+    service_seed: Annotated[int, typer.Option(help="Seed of the exponential service times.")] = 0,
     grpc_server: Annotated[
         GrpcServer,
         typer.Option(
@@ -92,6 +109,10 @@ def stub(
         gate = TokenGate(token.reveal(), token_expires_after)
     if delay_ms < 0:
         raise LoadtestError(f"--delay-ms must be ≥ 0, got {delay_ms:g}")
+    if servers < 0:
+        raise SettingsError(f"--servers must be ≥ 0, got {servers}")
+    if not delay_ms and (servers or service is not ServiceLaw.CONSTANT):
+        raise SettingsError("--servers and --service need a service time: give --delay-ms")
     try:
         run(
             repository if repository and repository.is_dir() else None,
@@ -99,7 +120,7 @@ def stub(
             grpc_port,
             tls,
             gate,
-            delay_ms / 1e3,
+            Service(delay_ms / 1e3, servers, service, service_seed),
             grpc_server.value,
         )
     except OSError as exc:  # ssl.SSLError included: a certificate or key that does not load

@@ -21,6 +21,7 @@ from loadtest.core.target import TRITON_TO_NUMPY
 from loadtest.core.units import s_to_us
 from loadtest.errors import ModelBuildError
 from loadtest.models.config import read_config
+from loadtest.stub.service import Service
 
 STUB_VERSION = "loadtest-stub"
 
@@ -175,15 +176,18 @@ class Catalog:
 class Behaviour:
     """How the stub answers inference, and what it has seen (shared by HTTP and gRPC).
 
-    `delay_s` holds every inference answer back that long (a service time, without compute). A
-    request whose Triton "timeout" parameter (µs) is shorter than the delay is rejected at its
-    deadline the way Triton's scheduler words it ("Request timeout expired", UNAVAILABLE / 503).
-    `infer_count` and `last_infer_unix_ns` (arrival of the latest inference request) are served
-    at GET /v2/stub/counters, so a test can see when the last query reached the server.
+    `service` says when each inference answer is due (service.py: a service time, without
+    compute, and optionally a queue in front of K servers); `delay_s` is its mean, and 0 answers
+    at once. A request whose Triton "timeout" parameter (µs) is shorter than the mean is rejected
+    at its deadline the way Triton's scheduler words it ("Request timeout expired", UNAVAILABLE /
+    503), without taking a server. `infer_count` and `last_infer_unix_ns` (arrival of the latest
+    inference request) are served at GET /v2/stub/counters, so a test can see when the last
+    query reached the server.
     """
 
-    def __init__(self, delay_s: float = 0.0) -> None:
-        self.delay_s = delay_s
+    def __init__(self, delay_s: float = 0.0, service: Service | None = None) -> None:
+        self.service = service if service is not None else Service(delay_s)
+        self.delay_s = self.service.mean_s
         self.infer_count = 0
         self.last_infer_unix_ns = 0
 
@@ -195,6 +199,10 @@ class Behaviour:
         return json.dumps(
             {"infer_count": self.infer_count, "last_infer_unix_ns": self.last_infer_unix_ns}
         ).encode()
+
+    def hold_s(self) -> float:
+        """How long to hold back the answer to the request that just arrived (books a server)."""
+        return self.service.hold_s(time.monotonic())
 
     def rejects(self, timeout_us: int) -> bool:
         """Would Triton drop a request with this "timeout" parameter (0 = none) before serving?"""

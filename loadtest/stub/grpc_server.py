@@ -81,7 +81,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
             if behaviour.rejects(timeout_us):
                 await asyncio.sleep(us_to_s(timeout_us))
                 await context.abort(grpc.StatusCode.UNAVAILABLE, TIMEOUT_EXPIRED)
-            await asyncio.sleep(behaviour.delay_s)
+            await asyncio.sleep(behaviour.hold_s())
         return self.infer_response(request.model_name)
 
     async def ModelStreamInfer(

@@ -264,7 +264,7 @@ class _GrpcServerConnection(Http2Connection[_Call]):
                 us_to_s(timeout_us), self._later_failure, stream_id, UNAVAILABLE, TIMEOUT_EXPIRED
             )
         else:
-            call.handle = loop.call_later(behaviour.delay_s, self._later_answer, stream_id, answer)
+            call.handle = loop.call_later(behaviour.hold_s(), self._later_answer, stream_id, answer)
 
     def _later_answer(self, stream_id: int, message: bytes) -> None:
         self._answer(stream_id, message)

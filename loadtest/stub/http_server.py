@@ -3,12 +3,13 @@
 A raw asyncio Protocol rather than a web framework: each answer is a cached byte string written
 straight to the transport, which keeps the stub's cost per request far below the client's.
 Shared-memory registration is refused (400), which is what a server without shared memory says.
-With a delay (stub --delay-ms) inference answers are written that much later, and the request's
-JSON header is read for Triton's "timeout" parameter (see catalog.Behaviour); without one, bodies
-are not even looked at. GET /v2/stub/counters is never cached. POST .../generate_stream answers
-server-sent events, one token per event, timed by the model's StreamLaw (stub/sse.py); so do
-POST /v1/completions and /v1/chat/completions in OpenAI's shape (stub/openai_sse.py, with GET
-/v1/models); a streamed request's body is always read.
+With a delay (stub --delay-ms; a queue with --servers, stub/service.py) inference answers are
+written that much later, and the request's JSON header is read for Triton's "timeout" parameter
+(see catalog.Behaviour); without one, bodies are not even looked at. GET /v2/stub/counters is
+never cached. POST .../generate_stream answers server-sent events, one token per event, timed by
+the model's StreamLaw (stub/sse.py); so do POST /v1/completions and /v1/chat/completions in
+OpenAI's shape (stub/openai_sse.py, with GET /v1/models); a streamed request's body is always
+read.
 With a TokenGate, a request without the token gets 401 (`_GatedHttpServerConnection`: only then
 are headers parsed at all); with an ssl context the listener is HTTPS.
 """
@@ -173,9 +174,10 @@ class _HttpServerConnection(asyncio.Protocol):
             if self.delay_s:
                 timeout_us = self._server_timeout_us()
                 self.body, self.header_length = [], 0
-                delay = self.delay_s
                 if behaviour.rejects(timeout_us):
                     response, delay = _json(503, {"error": TIMEOUT_EXPIRED}), us_to_s(timeout_us)
+                else:
+                    delay = behaviour.hold_s()
                 asyncio.get_running_loop().call_later(delay, self._send, response, keep_alive)
                 return
         self._send(response, keep_alive)

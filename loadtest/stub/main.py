@@ -20,6 +20,7 @@ from loadtest.stub.catalog import Behaviour, Catalog
 from loadtest.stub.grpc_server import start_grpc
 from loadtest.stub.grpc_wire_server import WireGrpcServer
 from loadtest.stub.http_server import start_http
+from loadtest.stub.service import Service
 
 LOOPBACK = "127.0.0.1"
 
@@ -30,11 +31,11 @@ async def serve(
     grpc_port: int,
     tls: StubTls | None = None,
     gate: TokenGate | None = None,
-    delay_s: float = 0.0,
+    service: Service | None = None,
     grpc_kind: str = "wire",
 ) -> None:
     catalog = Catalog(repository)
-    behaviour = Behaviour(delay_s)
+    behaviour = Behaviour(service=service)
     context = tls.ssl_context() if tls is not None else None
     http = await start_http(catalog, LOOPBACK, http_port, context, gate, behaviour)
     stop_grpc: Callable[[], Awaitable[None]]
@@ -74,11 +75,11 @@ def run(
     grpc_port: int,
     tls: StubTls | None = None,
     gate: TokenGate | None = None,
-    delay_s: float = 0.0,
+    service: Service | None = None,
     grpc_kind: str = "wire",
 ) -> None:
     """Serve on uvloop where it is installed (the stub must cost less than the client)."""
-    serving = serve(repository, http_port, grpc_port, tls, gate, delay_s, grpc_kind)
+    serving = serve(repository, http_port, grpc_port, tls, gate, service, grpc_kind)
     try:
         import uvloop
     except ImportError:
