@@ -3,11 +3,16 @@
 Issue #28's goal: one worker streams >= 100 000 tokens/s while keeping its schedule, at <= 10 µs
 of client CPU per token. The stub (`loadtest stub --grpc-server grpcio`) serves a copy of
 llm_known's config with the law zeroed (a = b = c = 0), so every answer's tokens go out at once:
-the server as cheap as it gets, the client's roofline. For each protocol (grpc-stream: one
-multiplexed ModelStreamInfer stream; http-stream: generate_stream SSE; openai / openai-chat: the
-stub's OpenAI side, /v1/completions and /v1/chat/completions SSE with a usage chunk and [DONE],
-issue #29) and each request rate of a ladder, a constant schedule of requests asking `--tokens`
-tokens each is played for `--seconds` by the runner in this process, and the line says:
+the server as cheap as it gets, the client's roofline. `--token-ms C` keeps a = b = 0 but spaces
+each answer's tokens C ms apart, as a real server's decode steps are: the same tokens/s then
+arrive spread over many concurrent answers instead of in one burst per answer (a burst of 256
+events holds the loop ~2 ms, which is what makes the zeroed law's sends late).
+
+For each protocol (grpc-stream: one multiplexed ModelStreamInfer stream; http-stream:
+generate_stream SSE; openai / openai-chat: the stub's OpenAI side, /v1/completions and
+/v1/chat/completions SSE with a usage chunk and [DONE], issue #29) and each request rate of a
+ladder, a constant schedule of requests asking `--tokens` tokens each is played for `--seconds` by
+the runner in this process, and the line says:
 
 - tokens/s: Σ server token counts / (last completion − first scheduled time);
 - kept: every query ok, and p99 send lag <= 1 ms (the late threshold), the schedule held;
@@ -15,7 +20,7 @@ tokens each is played for `--seconds` by the runner in this process, and the lin
 - stub cores: the stub process's CPU over the run / wall time (the roofline's own cost: on a
   2-core machine a stub near 1 core is the limit, not the client).
 
-    python benchmarks/stream_client.py [--tokens 64] [--seconds 4]
+    python benchmarks/stream_client.py [--tokens 64] [--seconds 4] [--token-ms 0]
         [--rates 200,400,800,1600] [--grpc-rates 50,100,200]
         [--protocols http-stream,openai,openai-chat,grpc-stream]
 
@@ -47,8 +52,9 @@ REPO = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def zero_law_repository(root: Path) -> Path:
-    """llm_known's config without its timing parameters: every token at once."""
+def law_repository(root: Path, token_ms: float) -> Path:
+    """llm_known's config without its timing parameters (every token at once), or with only
+    one token every `token_ms` when that is > 0."""
     lines = (REPO / "model_repository" / "llm_known" / "config.pbtxt").read_text().splitlines()
     kept, skip = [], 0
     for k, line in enumerate(lines):
@@ -61,6 +67,9 @@ def zero_law_repository(root: Path) -> Path:
                 skip = 5  # key, value {, string_value, }, }
                 continue
         kept.append(line)
+    if token_ms > 0:
+        kept += ["parameters {", '  key: "ms_per_output_token"', "  value {",
+                 f'    string_value: "{token_ms:g}"', "  }", "}"]  # fmt: skip
     (root / "llm_known").mkdir()
     (root / "llm_known" / "config.pbtxt").write_text("\n".join(kept) + "\n")
     return root
@@ -125,6 +134,12 @@ def one_run(protocol: str, url: str, rate: float, tokens: int, seconds: float, s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokens", type=int, default=64, help="tokens asked per request")
+    parser.add_argument(
+        "--token-ms",
+        type=float,
+        default=0.0,
+        help="ms between an answer's tokens (0: every token at once, the roofline)",
+    )
     parser.add_argument("--seconds", type=float, default=4.0, help="schedule length per run")
     parser.add_argument(
         "--rates",
@@ -150,8 +165,13 @@ def main() -> None:
     out = Output()
     header(out, "stream_client.py", os.cpu_count() or 0)
     out(f"{args.tokens} tokens per request, {args.seconds:g} s per run, constant schedule")
+    out(
+        f"tokens {args.token_ms:g} ms apart in each answer"
+        if args.token_ms > 0
+        else "every answer's tokens at once (the zeroed law)"
+    )
     with tempfile.TemporaryDirectory() as root:
-        repository = zero_law_repository(Path(root))
+        repository = law_repository(Path(root), args.token_ms)
         with running_stub("--repository", str(repository), "--grpc-server", "grpcio") as stub:
             for protocol in args.protocols.split(","):
                 url = stub.grpc_url if protocol == "grpc-stream" else stub.http_url
