@@ -291,6 +291,12 @@ def test_find_peak_over_stages_judges_each_probe_by_every_stage(tmp_path: Path):
     assert first["qps"] == pytest.approx(110)
     assert 0.75 * 440 < first["queries"] < 1.25 * 440  # the whole 4 s profile, not 10 s
     assert any("stage 2 (2s:200)" in reason for reason in first["reasons"]), first["reasons"]
+    # each probe names its stages: the 20 QPS stage met the bound, the 200 QPS one did not
+    assert [s["spec"] for s in first["stages"]] == ["2s:20", "2s:200"]
+    assert first["stages_missed"] == [2] and first["stages"][0]["met"]
+    assert first["stages"][1]["latency_ns"] is None or first["stages"][1]["latency_ns"] > 50e6
+    said = " ".join(done.stdout.split())
+    assert "stage 2: 200.0 |" in said and "missed | 2s:200" in said, said
     if data["peak_qps"] is not None:
         assert data["shape"]["peak_speedup"] == pytest.approx(data["peak_qps"] / 110)
 

@@ -32,7 +32,7 @@ from loadtest.report.peak_report import (
     PEAK_FILES,
     passed_label,
     peak_json,
-    probe_row,
+    probe_lines,
     render_peak,
     write_peak,
 )
@@ -250,8 +250,8 @@ async def _measure(
     )
 
     def show(run: ProbeRun) -> None:
-        cells = probe_row(run, settings.percentile, settings.target_latency_ns)
-        common.console.print("probe: " + " | ".join(cells), highlight=False)
+        for line in probe_lines(run, settings.percentile, settings.target_latency_ns):
+            common.console.print(line, highlight=False)
         probe = run.probe
         if probe.valid and not probe.client_bound:
             view.probe_done(probe.qps, passed_label(run, settings))
