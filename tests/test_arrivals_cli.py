@@ -182,7 +182,7 @@ def test_bad_arrival_flags_are_one_usage_line(args: list[str], flag: str):
 def test_searches_take_the_law_and_refuse_bad_ones(command: str):
     result = CliRunner().invoke(app, [command, "--url", FAKE, "--arrival", "gamma:0"])
     assert result.exit_code == 2 and "Invalid value for '--arrival'" in result.output
-    if command == "find-peak":  # it searches over a shape's speed-up; two shapes contradict
+    if command in ("find-peak", "sweep"):  # they search a shape's speed-up; two contradict
         both = ["--stages", "1s:10", "--trace", MISSING]
         refused = CliRunner().invoke(app, [command, "--url", FAKE, *both])
         assert refused.exit_code == 2 and "Invalid value for '--stages'" in refused.output

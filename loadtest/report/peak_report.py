@@ -101,12 +101,12 @@ def probe_json(run: ProbeRun) -> dict[str, Any]:
         "send_lag_p99_ns": summary.send_lag.p99_ns,
         "reasons": list(probe.reasons),
         **extra,
-        **_stages_json(run),
+        **stages_json(run),
         "summary": summary.to_dict(),
     }
 
 
-def _stages_json(run: ProbeRun) -> dict[str, Any]:
+def stages_json(run: ProbeRun) -> dict[str, Any]:
     """Over --stages: every stage as played at this probe's speed-up, and those that missed."""
     if not run.stages:
         return {}
