@@ -20,8 +20,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from loadtest.analysis.compare import Relative, RunPoint, config_differences, relative
+from loadtest.core.arrivals import Timestamps
 from loadtest.core.secrets import redact_url
 from loadtest.core.settings import NS_PER_S
+from loadtest.core.stages import Staged
 from loadtest.core.units import ms_cell, ns_to_us, s_to_us
 from loadtest.observe.observer import ServerSide
 from loadtest.observe.split import ServerSplit
@@ -349,6 +351,12 @@ def runs_table(runs: Sequence[CompareRun], percentile: float) -> Table:
         "p99 over every issued query, failed or unanswered ones counted as ∞; * client CPU per "
         "issued query: for native it includes the model's own compute (ONNX Runtime runs in the "
         "client process)"
+        + (
+            "; over --stages or a --trace, QPS is the shape's mean rate (the shape scaled to it, "
+            "played whole) and a row is VALID only if every stage met the bound"
+            if any(isinstance(run.settings.arrival_law, (Staged, Timestamps)) for run in runs)
+            else ""
+        )
     )
     return table
 
