@@ -4,6 +4,7 @@ result.json and the reports say about them, and their bad values (one usage line
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=180,
+        env={**os.environ, "COLUMNS": "200"},  # table cells unwrapped
     )
 
 
@@ -182,13 +184,10 @@ def test_bad_arrival_flags_are_one_usage_line(args: list[str], flag: str):
 def test_searches_take_the_law_and_refuse_bad_ones(command: str):
     result = CliRunner().invoke(app, [command, "--url", FAKE, "--arrival", "gamma:0"])
     assert result.exit_code == 2 and "Invalid value for '--arrival'" in result.output
-    if command == "find-peak":  # it searches over a shape's speed-up; two shapes contradict
-        both = ["--stages", "1s:10", "--trace", MISSING]
-        refused = CliRunner().invoke(app, [command, "--url", FAKE, *both])
-        assert refused.exit_code == 2 and "Invalid value for '--stages'" in refused.output
-    else:
-        refused = CliRunner().invoke(app, [command, "--url", FAKE, "--stages", "1s:10"])
-        assert refused.exit_code == 2 and "No such option" in refused.output
+    # each plays a shape at the rates it sets (its speed-up); two shapes contradict
+    both = ["--stages", "1s:10", "--trace", MISSING]
+    refused = CliRunner().invoke(app, [command, "--url", FAKE, *both])
+    assert refused.exit_code == 2 and "Invalid value for '--stages'" in refused.output
 
 
 def test_find_peak_refuses_a_shape_beside_a_mix(tmp_path: Path):
@@ -291,6 +290,12 @@ def test_find_peak_over_stages_judges_each_probe_by_every_stage(tmp_path: Path):
     assert first["qps"] == pytest.approx(110)
     assert 0.75 * 440 < first["queries"] < 1.25 * 440  # the whole 4 s profile, not 10 s
     assert any("stage 2 (2s:200)" in reason for reason in first["reasons"]), first["reasons"]
+    # each probe names its stages: the 20 QPS stage met the bound, the 200 QPS one did not
+    assert [s["spec"] for s in first["stages"]] == ["2s:20", "2s:200"]
+    assert first["stages_missed"] == [2] and first["stages"][0]["met"]
+    assert first["stages"][1]["latency_ns"] is None or first["stages"][1]["latency_ns"] > 50e6
+    said = " ".join(done.stdout.split())
+    assert "stage 2: 200.0 |" in said and "missed | 2s:200" in said, said
     if data["peak_qps"] is not None:
         assert data["shape"]["peak_speedup"] == pytest.approx(data["peak_qps"] / 110)
 
@@ -346,3 +351,56 @@ def test_the_cli_replays_a_loadgen_trace_with_its_gaps_and_samples(tmp_path: Pat
     assert columns["sample_index"] == samples.tolist()
     assert columns["trace_index"] == list(range(len(ts_ns)))
     assert "LoadGen trace mlperf_log_trace.json: 40 queries" in done.stderr + done.stdout
+
+
+# --- compare over a shape: every target plays the same shaped schedule at each rate -----------
+
+
+def test_compare_plays_the_same_stages_on_every_target_and_judges_each_stage(tmp_path: Path):
+    """One 10 ms server carries 100 QPS. --qps is the profile's mean: at 90 its 1:5 stages are
+    30 and 150 QPS, and the second queues up and misses on both targets, which played the same
+    schedule (the same queries due in each stage)."""
+    out = tmp_path / "cmp"
+    one = "fake://?servers=1&service_ms=10&law=constant"
+    done = _cli("compare", "-t", "triton-grpc", "-t", "triton-http", "--url", one,
+                "--qps", "40", "--qps", "90", "--stages", "1s:20,1s:100",
+                "--target-latency", "100", "--percentile", "90", "--output", str(out))  # fmt: skip
+    assert done.returncode in (0, 3, 5), done.stdout + done.stderr
+    rows = json.loads((out / "compare.json").read_text())["rows"]
+    assert [(r["target"], r["qps"]) for r in rows] == [
+        ("triton-grpc", 40), ("triton-http", 40), ("triton-grpc", 90), ("triton-http", 90),
+    ]  # fmt: skip
+    for grpc, http in (rows[0:2], rows[2:4]):
+        assert [s["scheduled"] for s in grpc["stages"]] == [s["scheduled"] for s in http["stages"]]
+        low, high = grpc["stages"]
+        assert high["offered_qps"] == pytest.approx(5 * low["offered_qps"])
+        assert low["offered_qps"] + high["offered_qps"] == pytest.approx(2 * grpc["qps"])
+    for row in rows[2:4]:
+        assert row["stages_missed"] == [2] and not row["valid"], row["stages"]
+    assert "stage 2 missed" in " ".join(done.stdout.split())
+
+
+def test_compare_speeds_a_trace_up_to_each_rate_and_plays_it_whole(tmp_path: Path):
+    trace = tmp_path / "t.csv"
+    trace.write_text("time_ms\n" + "".join(f"{10 * i}\n" for i in range(21)))  # 100 QPS mean
+    out = tmp_path / "cmp"
+    done = _cli("compare", "-t", "triton-grpc", "--url", FAKE, "--qps", "400", "--trace",
+                str(trace), "--target-latency", "100", "--output", str(out))  # fmt: skip
+    assert done.returncode in (0, 3, 5), done.stdout + done.stderr
+    (row,) = json.loads((out / "compare.json").read_text())["rows"]
+    assert row["qps"] == 400 and row["summary"]["scheduled"] == 21  # every row, none more
+    assert row["run"]["duration_ns"] < 0.5e9 + 0.2e9  # 200 ms at ×1, 50 ms at ×4 (+ the drain)
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["--stages", "1s:10", "--duration", "5"], "--duration"),
+        (["--stages", "1s:10", "--min-queries", "5"], "--min-queries"),
+    ],
+)
+def test_compare_refuses_a_run_length_beside_a_shape(args: list[str], flag: str):
+    result = CliRunner().invoke(
+        app, ["compare", "-t", "triton", "--url", FAKE, "--qps", "5", *args]
+    )
+    assert result.exit_code == 2 and f"Invalid value for '{flag}'" in result.output, result.output

@@ -35,6 +35,7 @@ from loadtest.targets.fake import FakeTarget, ServiceLaw
 
 MS = 1_000_000
 CORES = 4
+REPO = Path(__file__).resolve().parents[1]
 FAKE_URL = "fake://?servers=1&law=exponential&service_ms=10"
 
 
@@ -338,7 +339,8 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         cwd=cwd,
         capture_output=True,
         text=True,
-        env={**os.environ, "COLUMNS": "200"},
+        # this checkout's loadtest, whatever the cwd (not an installed copy elsewhere)
+        env={**os.environ, "COLUMNS": "200", "PYTHONPATH": str(REPO)},
         timeout=180,
     )
 
@@ -448,3 +450,32 @@ def test_the_peak_interval_uses_the_repeated_boundary_probe():
     # nothing failed: credited with what it showed, not with the throughput ceiling
     peak, low, high = interval(ok, 0.05)
     assert (peak, low) == (200, 200) and high == pytest.approx(210)
+
+
+def test_a_sweep_over_stages_searches_each_points_speed_up_and_judges_every_stage(
+    tmp_path: Path,
+):
+    """Each point's search plays the whole 1 s profile at each probe's speed-up; every probe
+    lists both stages (rates scaled together, 1:5) and the peak is a speed-up of its 60 QPS."""
+    done = _cli(
+        *FAKE_ARGS, "--instances", "1", "--max-points", "1", "--budget", "12",
+        "--stages", "500ms:20,500ms:100", "--output", "out", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode in (ExitCode.OK, ExitCode.INVALID, ExitCode.CLIENT_BOUND), done.stderr
+    data = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert data["shape"]["mean_qps"] == pytest.approx(60)
+    assert data["settings"]["arrival_law"]["name"] == "staged"
+    point = data["points"][0]
+    assert point["probes"], point
+    for probe in point["probes"]:
+        first, second = probe["stages"]
+        assert first["spec"].startswith("500ms:") and second["spec"].startswith("500ms:")
+        assert second["offered_qps"] == pytest.approx(5 * first["offered_qps"])
+        assert first["offered_qps"] + second["offered_qps"] == pytest.approx(2 * probe["qps"])
+        assert 0.6 * probe["qps"] < probe["queries"] < 1.4 * probe["qps"] + 5  # 1 s played whole
+        assert probe["stages_missed"] == [s["number"] for s in probe["stages"] if not s["met"]]
+    if point["peak_qps"] is not None:
+        assert point["peak_speedup"] == pytest.approx(point["peak_qps"] / 60)
+        assert data["shape"]["peak_speedup"] == pytest.approx(point["peak_qps"] / 60)
+    said = done.stdout + done.stderr
+    assert "stage 2: " in said and "staged arrivals" in said, said

@@ -50,6 +50,7 @@ from loadtest.scenarios.searches import compare_peak_run
 from loadtest.server.deployment import EmbeddedMode
 
 DURATION_NS = 10 * NS_PER_S  # each run's minimum duration unless --duration says otherwise
+MIN_QUERIES = 100  # each run's minimum query count unless --min-queries says otherwise
 
 TargetOption = Annotated[
     list[CompareTarget] | None,
@@ -65,7 +66,8 @@ RatesOption = Annotated[
     list[float] | None,
     typer.Option(
         parser=finite_float,
-        help=f"Scheduled Poisson rate; repeatable (default: {DEFAULT_SERVER_QPS:g}).",
+        help=f"Scheduled rate; repeatable (default: {DEFAULT_SERVER_QPS:g}). Over --stages or a "
+        "--trace: the shape's mean rate, the shape scaled to it.",
     ),
 ]
 HttpUrlOption = Annotated[
@@ -159,7 +161,7 @@ def compare(
     model: options.ModelOption = DEFAULT_SERVER_MODEL,
     target: TargetOption = None,
     qps: RatesOption = None,
-    run: Annotated[groups.RunLength, groups.take("max_duration", min_queries=100)],
+    run: Annotated[groups.RunLength, groups.take("max_duration", min_queries=MIN_QUERIES)],
     target_latency: options.TargetLatencyOption = None,
     percentile: options.PercentileOption = options.PERCENTILE,
     late_threshold: options.LateThresholdOption = options.LATE_THRESHOLD_MS,
@@ -182,9 +184,10 @@ def compare(
     server_timeout: options.ServerTimeoutOption = None,
     output: Annotated[groups.Output, groups.take("records", "html")],
     access: groups.Access,
-    arrival: Annotated[groups.Arrival, groups.RENEWAL_ONLY],
+    arrival: groups.Arrival,
 ) -> None:
-    """Compare Triton with the same model in-process (onnxruntime) on the same Poisson schedule."""
+    """Compare Triton with the same model in-process (onnxruntime) on the same schedule (Poisson
+    unless --arrival, --stages or --trace says otherwise; a shape at each --qps as its mean)."""
     # the native side reads the repository's one version: no --model-version here
     endpoint = groups.Endpoint(
         url=url,
@@ -198,17 +201,28 @@ def compare(
         _decoder_flags(model, qps, peak, target_latency)
     search = qps is None if peak is None else peak
     rates = qps or ([] if search else [DEFAULT_SERVER_QPS])
+    # --qps stays: over a shape it is the shape's mean rate at each point, as a find-peak probe's
+    arrival.check(False, run.duration is not None, False)
+    law, prompts = groups.prompted_law(samples, arrival, arrival.law(), endpoint.wire)
+    min_duration_ns = common.min_duration_ns(run.duration, False, DURATION_NS)
+    min_query_count = run.min_queries
+    if arrival.shaped:  # played whole at each rate (compare_run.at_rates)
+        if run.min_queries != MIN_QUERIES:
+            raise typer.BadParameter(
+                "not with --stages or --trace, which are played whole", param_hint="'--min-queries'"
+            )
+        min_duration_ns = min_query_count = 1
     template = ServerSettings(
         qps=min(rates, default=DEFAULT_SERVER_QPS),
         target_latency_ns=common.target_latency_ns(model, target_latency),
         percentile=percentile / 100,
-        min_duration_ns=common.min_duration_ns(run.duration, False, DURATION_NS),
-        min_query_count=run.min_queries,
+        min_duration_ns=min_duration_ns,
+        min_query_count=min_query_count,
         schedule_seed=seed,
         sample_seed=samples.sample_seed,
         sample_count=samples.samples,
         late_threshold_ns=int(late_threshold * NS_PER_MS),
-        arrival_law=arrival.law(),
+        arrival_law=law,
     )
     peak_settings = None
     if search:
@@ -222,9 +236,10 @@ def compare(
             sample_seed=samples.sample_seed,
             sample_count=samples.samples,
             late_threshold_ns=template.late_threshold_ns,
+            arrival_law=law,
         )
     setup = CompareSetup(
-        flags=groups.target_flags(model, endpoint, samples, access, shared_memory),
+        flags=groups.target_flags(model, endpoint, samples, access, shared_memory, prompts),
         targets=target_names(target or DEFAULT_TARGETS, protocol or Protocol.GRPC),
         runs=at_rates(template, rates),
         http_url=http_url,

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 import typer
 
 from loadtest.commands import common, options
 from loadtest.commands import flag_groups as groups
 from loadtest.commands.options import finite_float
-from loadtest.core.arrivals import ArrivalLaw, Timestamps
 from loadtest.core.settings import (
     NS_PER_MS,
     NS_PER_S,
@@ -22,7 +21,6 @@ from loadtest.core.settings import (
     TargetSettings,
 )
 from loadtest.core.slos import Slo, check_measurable, parse_slos
-from loadtest.core.stages import Staged
 from loadtest.core.target import ModelSpec, Target
 from loadtest.engine import stopping, timing
 from loadtest.engine.samples import open_with_samples
@@ -32,7 +30,7 @@ from loadtest.report.peak_report import (
     PEAK_FILES,
     passed_label,
     peak_json,
-    probe_row,
+    probe_lines,
     render_peak,
     write_peak,
 )
@@ -148,7 +146,7 @@ def find_peak(
         render_peak(console, settings, outcome)
         result = peak_json(settings, resolved, spec, environment, outcome)
         if settings.shaped:
-            result["shape"] = _shape_peak(settings.arrival_law, outcome.conclusion.peak_qps)
+            result["shape"] = _shape_peak(settings, outcome.conclusion.peak_qps)
         saved = write_peak(result, output.output, model, output.force)
         common.say_saved(saved)
     finally:
@@ -199,9 +197,10 @@ def _bound_ns(
     return min(s.bound_ns for s in slos)
 
 
-def _shape_peak(law: ArrivalLaw, peak_qps: float | None) -> dict[str, Any]:
+def _shape_peak(settings: PeakSettings, peak_qps: float | None) -> dict[str, Any]:
     """find-peak over a shape: its own mean rate, and the speed-up at the peak (None: none)."""
-    mean = law.profile.mean_qps if isinstance(law, Staged) else cast(Timestamps, law).mean_qps
+    mean = settings.shape_mean_qps
+    assert mean is not None  # only over a shape
     speedup = None if peak_qps is None else peak_qps / mean
     if peak_qps is not None:
         common.console.print(
@@ -250,8 +249,8 @@ async def _measure(
     )
 
     def show(run: ProbeRun) -> None:
-        cells = probe_row(run, settings.percentile, settings.target_latency_ns)
-        common.console.print("probe: " + " | ".join(cells), highlight=False)
+        for line in probe_lines(run, settings.percentile, settings.target_latency_ns):
+            common.console.print(line, highlight=False)
         probe = run.probe
         if probe.valid and not probe.client_bound:
             view.probe_done(probe.qps, passed_label(run, settings))

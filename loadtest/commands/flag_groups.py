@@ -339,20 +339,6 @@ class Arrival:
         return fields
 
 
-# How sweep and compare take Arrival: the law only. Their rate is the one they set, and their
-# reports do not judge stages, so a shape (stages, a trace) is not offered there yet.
-RENEWAL_ONLY = take(
-    "stages",
-    "trace",
-    "trace_format",
-    "trace_unit",
-    "speedup",
-    "max_gap",
-    "trace_start",
-    "trace_end",
-)
-
-
 def prompted_law(
     samples: SampleLibrary, arrival: Arrival, law: ArrivalLaw, protocol: Protocol
 ) -> tuple[ArrivalLaw, PromptSettings]:

@@ -33,13 +33,14 @@ from loadtest.engine import stopping, timing
 from loadtest.errors import ExitCode, SettingsError
 from loadtest.models import DEFAULT_SERVER_MODEL
 from loadtest.report.outputs import check_file
-from loadtest.report.peak_report import probe_row
+from loadtest.report.peak_report import probe_lines
 from loadtest.report.progress import BudgetProgress
 from loadtest.report.resultfile import from_data
 from loadtest.report.results import build_environment
 from loadtest.report.sweep_report import (
     SWEEP_FILES,
     config_pbtxt,
+    peak_speedup,
     render_sweep,
     sweep_json,
     write_sweep,
@@ -197,10 +198,13 @@ def sweep(
     client: Annotated[groups.Client, groups.take("ray", "shared_memory")],
     access: groups.Access,
     live: options.LiveOption = True,
-    arrival: Annotated[groups.Arrival, groups.RENEWAL_ONLY],
+    arrival: groups.Arrival,
 ) -> None:
     """Find the model configuration (instances, batch size, batching delay, threads) with the
-    highest VALID Server-scenario peak, climbing from the loaded one within a time budget."""
+    highest VALID Server-scenario peak, climbing from the loaded one within a time budget.
+    Over --stages or a --trace each configuration's peak is the largest speed-up of that shape
+    that stays VALID (every stage VALID), as find-peak's."""
+    law, prompts = groups.prompted_law(samples, arrival, arrival.search_law(), endpoint.wire)
     peak = PeakSettings(
         target_latency_ns=common.target_latency_ns(model, target_latency),
         percentile=percentile / 100,
@@ -210,12 +214,12 @@ def sweep(
         schedule_seed=seed,
         sample_seed=samples.sample_seed,
         sample_count=samples.samples,
-        arrival_law=arrival.law(),
+        arrival_law=law,
         max_qps=max_qps,
     )
     settings = budget.settings(peak)
     given = space.given()
-    flags = groups.target_flags(model, endpoint, samples, access)
+    flags = groups.target_flags(model, endpoint, samples, access, prompts=prompts)
     stopping.reset()
     common.check_outputs(output.output, html, output.force, SWEEP_FILES)
     applied_to = _check_config_paths(config_out, apply, endpoint.repository, model, output.force)
@@ -331,8 +335,10 @@ async def _sweep(
         f"{name} {'/'.join(_show(name, v) for v in space.axis(name))}" for name in space.swept()
     )
     heading = f"sweep of {flags.model!r} against {target.description}"
+    law = getattr(peak.arrival_law, "label", peak.arrival_law.name)
+    bound_ms = peak.target_latency_ns / NS_PER_MS
     common.say(
-        f"{heading}: p{peak.percentile * 100:g} ≤ {peak.target_latency_ns / NS_PER_MS:g} ms, "
+        f"{heading}: {law} arrivals, p{peak.percentile * 100:g} ≤ {bound_ms:g} ms, "
         f"budget {peak.budget_ns / NS_PER_S:g} s; grid {grid} configurations ({swept}); "
         f"{cores} cores here; climbing from the loaded one: {baseline.label()}"
     )
@@ -345,15 +351,15 @@ async def _sweep(
         common.say(text)
 
     def point_done(point: SweepPoint) -> None:
-        common.console.print(_point_line(point, peak.percentile), highlight=False)
+        common.console.print(_point_line(point, peak), highlight=False)
         qps = point.result.peak_qps
         if qps is not None and point.result.usable and qps > best["qps"]:
             best["qps"] = qps
             view.best(f"{qps:,.1f} QPS with {point.candidate.label()} (point {point.number})")
 
     def show_probe(run: ProbeRun) -> None:
-        cells = probe_row(run, peak.percentile, peak.target_latency_ns)
-        common.console.print("  probe: " + " | ".join(cells), highlight=False)
+        for line in probe_lines(run, peak.percentile, peak.target_latency_ns, indent="  "):
+            common.console.print(line, highlight=False)
         view.probe_done()
 
     callbacks = SweepCallbacks(
@@ -389,8 +395,9 @@ def _json_value(value: object) -> object:
     return list(value) if isinstance(value, tuple) else value
 
 
-def _point_line(point: SweepPoint, percentile: float) -> str:
+def _point_line(point: SweepPoint, peak: PeakSettings) -> str:
     result = point.result
+    percentile = peak.percentile
     head = f"point {point.number}: {point.candidate.label()}: "
     if not result.usable:
         return head + f"[red]{point.status}[/] {result.failed or ''}".rstrip()
@@ -398,6 +405,7 @@ def _point_line(point: SweepPoint, percentile: float) -> str:
     text = (
         f"peak {result.peak_qps:,.1f} QPS (interval {result.low_qps:,.1f}–{result.high_qps:,.1f})"
         + (f", p{percentile * 100:g} {latency / 1e6:.2f} ms there" if latency else "")
+        + (f" (×{speedup:.4g} the shape's mean)" if (speedup := peak_speedup(point, peak)) else "")
         + f", {point.elapsed_s:.0f} s"
     )
     if point.client_bound:

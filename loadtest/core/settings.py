@@ -770,6 +770,17 @@ class PeakSettings:
         over its speed-up, and `qps` is the shape's mean rate at that speed-up."""
         return isinstance(self.arrival_law, (Staged, Timestamps))
 
+    @property
+    def shape_mean_qps(self) -> float | None:
+        """A shape's own mean rate as written (a probe's speed-up is its rate ÷ this); None: no
+        shape."""
+        law = self.arrival_law
+        if isinstance(law, Staged):
+            return law.profile.mean_qps
+        if isinstance(law, Timestamps):
+            return law.mean_qps
+        return None
+
     def probe(self, qps: float, min_query_count: int) -> ServerSettings:
         """The Server settings of one probe at `qps` (a shape: at that mean rate, played whole)."""
         law = self.arrival_law

@@ -195,7 +195,9 @@ def peak_table(peaks: ComparePeaks) -> Table:
             p = run.probe
             word = "CLIENT-BOUND" if p.client_bound else ("VALID" if p.valid else "INVALID")
             again = " (repeat)" if repeat else ""
-            cells.append(f"{_qps(p.qps)}: {word}, {_latency(p.latency_ns)}{again}")
+            missed = [str(stage.number) for stage in run.stages if not stage.met]
+            stages = f" (stage {', '.join(missed)} missed)" if missed else ""
+            cells.append(f"{_qps(p.qps)}: {word}, {_latency(p.latency_ns)}{stages}{again}")
         calibration = "—" if peak.calibration_qps is None else _qps(peak.calibration_qps)
         table.add_row(
             peak.target,

@@ -20,8 +20,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from loadtest.analysis.compare import Relative, RunPoint, config_differences, relative
+from loadtest.core.arrivals import Timestamps
 from loadtest.core.secrets import redact_url
 from loadtest.core.settings import NS_PER_S
+from loadtest.core.stages import Staged
 from loadtest.core.units import ms_cell, ns_to_us, s_to_us
 from loadtest.observe.observer import ServerSide
 from loadtest.observe.split import ServerSplit
@@ -43,6 +45,7 @@ from loadtest.report.compare_token_report import (
 )
 from loadtest.report.outputs import Saved, save, stamp
 from loadtest.report.results import plain
+from loadtest.rules.stage_results import STAGES_MET
 from loadtest.rules.stats import exact_percentile_with_failures
 from loadtest.scenarios.experiments.compare_run import (
     NATIVE,
@@ -110,6 +113,17 @@ def run_json(run: CompareRun) -> dict[str, Any]:
         "split_ns": split_stack_ns(split) if split else None,
         "batcher": dict(run.batcher) if run.batcher is not None else None,
         "tokens": run_tokens_json(run),  # a streamed (decoder) run's token figures, else null
+        **_stages_json(run),
+    }
+
+
+def _stages_json(run: CompareRun) -> dict[str, Any]:
+    """Over load stages: each stage as played at this rate, judged alone, and those missed."""
+    if not run.stages:
+        return {}
+    return {
+        "stages": [stage.to_dict() for stage in run.stages],
+        "stages_missed": [stage.number for stage in run.stages if not stage.met],
     }
 
 
@@ -316,7 +330,10 @@ def runs_table(runs: Sequence[CompareRun], percentile: float) -> Table:
         client_us = s_to_us(run.measurement.client_cpu_s) / issued if issued else 0.0
         why = ""
         if point.label == "INVALID" and run.verdict.reasons:
-            why = f" ({', '.join(r.split(':')[0] for r in run.verdict.reasons)})"
+            names = [r.split(":")[0] for r in run.verdict.reasons if r.split(":")[0] != STAGES_MET]
+            missed = [str(stage.number) for stage in run.stages if not stage.met]
+            names += [f"stage {', '.join(missed)} missed"] if missed else []
+            why = f" ({', '.join(names)})"
         table.add_row(
             run.target,
             f"{point.qps:g}",
@@ -334,6 +351,12 @@ def runs_table(runs: Sequence[CompareRun], percentile: float) -> Table:
         "p99 over every issued query, failed or unanswered ones counted as ∞; * client CPU per "
         "issued query: for native it includes the model's own compute (ONNX Runtime runs in the "
         "client process)"
+        + (
+            "; over --stages or a --trace, QPS is the shape's mean rate (the shape scaled to it, "
+            "played whole) and a row is VALID only if every stage met the bound"
+            if any(isinstance(run.settings.arrival_law, (Staged, Timestamps)) for run in runs)
+            else ""
+        )
     )
     return table
 

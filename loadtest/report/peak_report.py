@@ -4,7 +4,9 @@ The JSON shares the run results' envelope (schema, settings, environment) with `
 says which pass rule was searched (`rule`: MLPerf's p99 bound or goodput under --slo, what `plan`
 reads), and lists each probe with its latency at the bound's percentile (from scheduled time),
 achieved rate and verdict (under the goodput rule, its goodput too), so the HTML report can draw
-the latency–throughput curve with the SLO line.
+the latency–throughput curve with the SLO line. Over --stages each probe also lists its stages,
+each judged alone (rules/stage_results.py), and the table gives each stage a row under its probe,
+so the stage that failed a probe is named where the probe is.
 """
 
 from __future__ import annotations
@@ -99,7 +101,18 @@ def probe_json(run: ProbeRun) -> dict[str, Any]:
         "send_lag_p99_ns": summary.send_lag.p99_ns,
         "reasons": list(probe.reasons),
         **extra,
+        **stages_json(run),
         "summary": summary.to_dict(),
+    }
+
+
+def stages_json(run: ProbeRun) -> dict[str, Any]:
+    """Over --stages: every stage as played at this probe's speed-up, and those that missed."""
+    if not run.stages:
+        return {}
+    return {
+        "stages": [stage.to_dict() for stage in run.stages],
+        "stages_missed": [stage.number for stage in run.stages if not stage.met],
     }
 
 
@@ -179,6 +192,37 @@ def probe_row(run: ProbeRun, percentile: float, bound_ns: int) -> list[str]:
     ]
 
 
+def probe_lines(run: ProbeRun, percentile: float, bound_ns: int, indent: str = "") -> list[str]:
+    """The plain lines printed as each probe ends: the probe's cells, then each stage's."""
+    cells = probe_row(run, percentile, bound_ns)
+    lines = [f"{indent}probe: " + " | ".join(cells)]
+    lines += [indent + " | ".join(cell.strip() for cell in row) for row in stage_rows(run)]
+    return lines
+
+
+def stage_rows(run: ProbeRun) -> list[list[str]]:
+    """One row per stage of a probe over --stages, in the probe table's columns: the stage's
+    offered and completed rate, its latency at the bound's percentile (failures at ∞), and
+    whether it met the bound. No stages: no rows."""
+    rows = []
+    for stage in run.stages:
+        latency = "∞" if stage.latency_ns is None else f"{ns_to_ms(stage.latency_ns):,.2f}"
+        if not stage.scheduled:
+            latency = "-"
+        met = "[green]met[/]" if stage.met else "[red]missed[/]"
+        rows.append(
+            [
+                f"  stage {stage.number}: {stage.offered_qps:,.1f}",
+                f"{stage.completed_qps:,.1f}",
+                latency + ("" if stage.met else " ✗"),
+                "",
+                met,
+                escape(f"{stage.spec}, {stage.scheduled} queries"),
+            ]
+        )
+    return rows
+
+
 def _measure_cell(run: ProbeRun, bound_ns: int) -> str:
     """The figure the search read: goodput (with its SLO ratio) or the latency at the percentile."""
     probe = run.probe
@@ -230,6 +274,15 @@ def peak_table(settings: PeakSettings, outcome: PeakOutcome) -> Table:
         table.add_column(heading, justify="right" if numeric else "left")
     for run in outcome.runs:
         table.add_row(*probe_row(run, settings.percentile, settings.target_latency_ns))
+        for row in stage_rows(run):
+            table.add_row(*row)
+    if any(run.stages for run in outcome.runs):
+        table.caption_justify = "left"
+        table.caption = escape(
+            "stage rows: the stage's offered QPS at the probe's speed-up, the QPS it completed, "
+            f"and its own {p} from scheduled time (failures at ∞); a probe is VALID only if "
+            "every stage met the bound"
+        )
     return table
 
 

@@ -6,7 +6,9 @@ so `loadtest plan --from sweep.json` plans replicas of the recommended configura
 lists its configuration, the peak (the highest rate VALID every time it was probed) with its
 interval, the latency at the bound's percentile at that peak (from scheduled time), the server's
 memory and where that figure comes from, whether it failed to load, and whether any probe was
-client-bound (then the peak is the client's limit, not the server's).
+client-bound (then the peak is the client's limit, not the server's). Over a shape (--stages, a
+--trace) a point's peak is the shape's mean rate at its largest VALID speed-up: `shape` gives the
+shape's own mean, each point its `peak_speedup`, and each probe its stages as find-peak's do.
 
 The config.pbtxt is the winner's configuration as the server held it, through protobuf's
 text_format (the schema Triton parses), without `runtime` (the server fills it in per backend
@@ -27,11 +29,12 @@ from rich.table import Table
 from tritonclient.grpc import model_config_pb2 as mc
 
 from loadtest.core.secrets import redact_url
-from loadtest.core.settings import TargetSettings
+from loadtest.core.settings import PeakSettings, TargetSettings
 from loadtest.core.target import ModelSpec
 from loadtest.core.units import ns_to_ms
 from loadtest.errors import SettingsError
 from loadtest.report.outputs import Saved, save, stamp
+from loadtest.report.peak_report import stages_json
 from loadtest.report.results import SCHEMA, SCHEMA_VERSION, plain
 from loadtest.scenarios.searches.peak_run import ProbeRun
 from loadtest.scenarios.searches.sweep_run import SweepOutcome, SweepPoint, SweepSettings
@@ -63,10 +66,21 @@ def _probe(run: ProbeRun) -> dict[str, Any]:
         "client_bound": probe.client_bound,
         "queries": run.summary.scheduled,
         "send_lag_p99_ns": run.summary.send_lag.p99_ns,
+        **stages_json(run),
     }
 
 
-def point_json(point: SweepPoint, rank: int | None, winner: bool) -> dict[str, Any]:
+def peak_speedup(point: SweepPoint, peak: PeakSettings) -> float | None:
+    """Over a shape: the point's peak as a speed-up of the shape (None: no shape, or no peak)."""
+    mean = peak.shape_mean_qps
+    if mean is None or point.result.peak_qps is None:
+        return None
+    return point.result.peak_qps / mean
+
+
+def point_json(
+    point: SweepPoint, rank: int | None, winner: bool, peak: PeakSettings
+) -> dict[str, Any]:
     result = point.result
     runs = list(point.outcome.runs) if point.outcome else []
     return {
@@ -79,6 +93,7 @@ def point_json(point: SweepPoint, rank: int | None, winner: bool) -> dict[str, A
         "label": point.candidate.label(),
         "peak_qps": result.peak_qps,
         "peak_interval_qps": [result.low_qps, result.high_qps],
+        "peak_speedup": peak_speedup(point, peak),
         "latency_at_peak_ns": point.latency_at_peak_ns,
         "memory_bytes": result.memory_bytes,
         "memory_source": point.memory_source,
@@ -108,7 +123,7 @@ def sweep_json(
     ranks = {id(p): i + 1 for i, p in enumerate(ranked) if p.result.usable}
     winner = outcome.winner
     baseline = outcome.baseline_point
-    points = [point_json(p, ranks.get(id(p)), p is winner) for p in outcome.points]
+    points = [point_json(p, ranks.get(id(p)), p is winner, settings.peak) for p in outcome.points]
     partial = outcome.interrupted or bool(outcome.error) or not outcome.converged
     return {
         "schema": SCHEMA,
@@ -121,6 +136,7 @@ def sweep_json(
         "model": plain(model) if model is not None else None,
         "environment": environment,
         "space": space,
+        **_shape(settings.peak, winner),
         "grid_size": outcome.grid_size,
         "points_measured": len(outcome.points),
         "points": points,
@@ -143,6 +159,16 @@ def sweep_json(
         "restored": not outcome.restore_problem,
         "restore_problem": outcome.restore_problem,
     }
+
+
+def _shape(peak: PeakSettings, winner: SweepPoint | None) -> dict[str, Any]:
+    """Over a shape, find-peak's `shape` (what `plan --from` reads): the shape's own mean rate
+    and the recommended configuration's speed-up (None: no winner)."""
+    mean = peak.shape_mean_qps
+    if mean is None:
+        return {}
+    speedup = peak_speedup(winner, peak) if winner is not None else None
+    return {"shape": {"mean_qps": mean, "peak_speedup": speedup}}
 
 
 def _own_settings(settings: SweepSettings) -> dict[str, Any]:
@@ -209,9 +235,13 @@ def _memory(point: SweepPoint) -> str:
 
 def sweep_table(settings: SweepSettings, outcome: SweepOutcome) -> Table:
     p = f"p{settings.peak.percentile * 100:g}"
+    law = settings.peak.arrival_law
+    rate = f"{getattr(law, 'label', law.name)} rate"
+    if (mean := settings.peak.shape_mean_qps) is not None:
+        rate = f"mean rate of the shape sped up (as written: {mean:,.4g} QPS)"
     table = Table(
         title=(
-            f"sweep points, best first: peak = highest Poisson rate VALID every time it ran "
+            f"sweep points, best first: peak = highest {rate} VALID every time it ran "
             f"({p} from scheduled time ≤ {ns_to_ms(settings.peak.target_latency_ns):g} ms)"
         ),
         title_justify="left",

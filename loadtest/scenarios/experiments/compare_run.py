@@ -1,10 +1,13 @@
-"""`loadtest compare` played: Triton and native onnxruntime on the same Poisson schedule.
+"""`loadtest compare` played: Triton and native onnxruntime on the same schedule.
 
 Every target gets the same model, seed, sample library and QPS list; the native side mirrors the
 model's config.pbtxt (instances, dynamic batching, threads) unless told otherwise, so a batched
 server is never set against an unbatched native run by accident. Before the runs, each Triton
 target's outputs are checked against native's on the first samples. Runs go QPS by QPS, each target
-in turn, so slow drift on a shared machine spreads over all targets alike.
+in turn, so slow drift on a shared machine spreads over all targets alike. The schedule is
+Poisson unless the arrival law says otherwise; over a shape (load stages, a trace) each rate is
+the shape's mean, the shape played whole, scaled as a find-peak probe scales it, and a staged run
+is VALID only if every stage is (rules/stage_results.py).
 
 Targets: `triton` is Triton over --protocol; `triton-grpc`, `triton-http`, `triton-grpc-stream`
 and `triton-http-stream` name the protocol outright. --url is the address of the --protocol side;
@@ -30,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from loadtest.core.arrivals import Timestamps
 from loadtest.core.settings import (
     NS_PER_S,
     Protocol,
@@ -37,6 +41,7 @@ from loadtest.core.settings import (
     SharedMemoryKind,
     TargetSettings,
 )
+from loadtest.core.stages import Staged, StagedArrivals
 from loadtest.core.target import ModelSpec, Sample, Target
 from loadtest.engine import stopping
 from loadtest.engine.measurement import Measurement
@@ -45,8 +50,9 @@ from loadtest.errors import SettingsError, TargetError
 from loadtest.observe.metrics import fetch, fetcher_for
 from loadtest.observe.observer import ServerObserver, ServerSide, triton_protocol
 from loadtest.observe.triton_statistics import TritonStatistics
+from loadtest.rules.stage_results import StageResult, stage_results, stages_check
 from loadtest.rules.stats import Summary
-from loadtest.rules.validity import Verdict
+from loadtest.rules.validity import Verdict, with_check
 from loadtest.scenarios.mlperf.interpret import interpret_server
 from loadtest.scenarios.mlperf.play import run_server
 from loadtest.scenarios.target_flags import TargetFlags
@@ -176,8 +182,16 @@ class CompareSetup:
 
 
 def at_rates(template: ServerSettings, rates: Sequence[float]) -> tuple[ServerSettings, ...]:
-    """`template` at each distinct rate, ascending (each one validated)."""
-    return tuple(replace(template, qps=rate) for rate in sorted(set(rates)))
+    """`template` at each distinct rate, ascending (each one validated). A trace is sped up to
+    each rate (load stages scale with `qps` themselves)."""
+    law = template.arrival_law
+
+    def at(rate: float) -> ServerSettings:
+        if isinstance(law, Timestamps):
+            return replace(template, qps=rate, arrival_law=law.at_rate(rate))
+        return replace(template, qps=rate)
+
+    return tuple(at(rate) for rate in sorted(set(rates)))
 
 
 @dataclass(frozen=True)
@@ -192,6 +206,7 @@ class CompareRun:
     verdict: Verdict
     server_side: ServerSide | None
     batcher: Mapping[str, Any] | None = None  # native dynamic batcher: batches formed
+    stages: tuple[StageResult, ...] = ()  # over load stages: each judged alone (in the verdict)
 
 
 @dataclass(frozen=True)
@@ -505,7 +520,7 @@ async def _play_all(
         for name in session.targets:
             if stopping.requested():
                 return runs, stopping.requested()
-            say(f"{name}: {settings.qps:g} QPS for ≥ {settings.min_duration_ns / NS_PER_S:g} s")
+            say(f"{name}: {settings.qps:g} QPS {_length(settings)}")
             run = await _play_one(
                 session, name, settings, (spec, count), probes.get(name), drain_timeout_ns
             )
@@ -513,6 +528,14 @@ async def _play_all(
             if run.measurement.outcome.interrupted:
                 return runs, run.measurement.outcome.stop_reason
     return runs, ""
+
+
+def _length(settings: ServerSettings) -> str:
+    """How long a run plays: its minimum duration, or a shape played whole."""
+    law = settings.arrival_law
+    if isinstance(law, (Staged, Timestamps)):
+        return f"({getattr(law, 'label', law.name)}, played whole)"
+    return f"for ≥ {settings.min_duration_ns / NS_PER_S:g} s"
 
 
 async def _play_one(
@@ -533,9 +556,15 @@ async def _play_one(
     measurement = await run_server(target, spec, count, settings, drain_timeout_ns)
     side = await probe.finish(measurement) if probe else None
     summary, verdict = interpret_server(settings, measurement.outcome)
+    stages: tuple[StageResult, ...] = ()
+    arrivals = settings.arrivals
+    if isinstance(arrivals, StagedArrivals):  # VALID only if every stage is, as `server` judges
+        records = measurement.outcome.records
+        stages = stage_results(records, arrivals, settings.target_latency_ns, settings.percentile)
+        verdict = with_check(verdict, stages_check(stages))
     batcher = _batches_since(native, before) if native else None
     return CompareRun(
-        name, target.description, settings, measurement, summary, verdict, side, batcher
+        name, target.description, settings, measurement, summary, verdict, side, batcher, stages
     )
 
 

@@ -36,7 +36,7 @@ from loadtest.engine import stopping
 from loadtest.engine.measurement import Measurement
 from loadtest.engine.selfmeasure import Progress
 from loadtest.rules.goodput import SEND, Goodput, goodput, holds, ratio_at_share
-from loadtest.rules.stage_results import stage_results, stages_check
+from loadtest.rules.stage_results import StageResult, stage_results, stages_check
 from loadtest.rules.stats import Summary, exact_percentile, exact_percentile_with_failures
 from loadtest.rules.tokens import (
     TokenBounds,
@@ -85,6 +85,8 @@ class ProbeRun:
     # the token rule's p TTFT (from the scheduled time) and p TPOT of the successful answers (ns)
     ttft_ns: int | None = None
     tpot_ns: int | None = None
+    # over --stages (MLPerf's rule): each stage judged alone, which the verdict counts
+    stages: tuple[StageResult, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,7 @@ def _probe_of(
     if settings.ttft_bound_ns or settings.tpot_bound_ns:
         return _token_probe(settings, measurement, summary, verdict)
     arrivals = settings.arrivals
+    stages: tuple[StageResult, ...] = ()
     if isinstance(arrivals, StagedArrivals):  # over stages, a probe is VALID if every stage is
         stages = stage_results(
             measurement.outcome.records, arrivals, settings.target_latency_ns, settings.percentile
@@ -157,7 +160,7 @@ def _probe_of(
         reasons=verdict.reasons,
         fastest_ns=summary.latency_from_issue.min_ns,
     )
-    return ProbeRun(probe, settings, summary, verdict, measurement.client_cpu_s)
+    return ProbeRun(probe, settings, summary, verdict, measurement.client_cpu_s, stages=stages)
 
 
 def _goodput_probe(

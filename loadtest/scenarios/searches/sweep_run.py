@@ -5,9 +5,11 @@ Owns the budget clock and the server side; the choice of points is sweep_search.
 point: load the configuration (a rejection is a failed point, and the sweep goes on), reopen the
 target (the model was reloaded), a short closed loop that warms the new instances and caps the
 search (× 1.1, as find-peak's calibration), then `search_peak` seeded at the neighbour's peak,
-then the boundary probe once more on another Poisson seed: the peak's interval is
+then the boundary probe once more on another seed: the peak's interval is
 [the highest rate VALID every time, the lowest rate INVALID]
-(`peak_search.bracket` over all probes).
+(`peak_search.bracket` over all probes). Over a shape (load stages, a trace) every probe plays
+it whole at a speed-up, as find-peak's do; a trace's times do not depend on the seed, so its
+repeat replays the same times (docs/TRACES.md "sweep and compare over a shape").
 
 Putting the configuration back: `run_sweep` restores in a `finally` after the points, on a stop
 request (Ctrl-C, SIGTERM: the probe running ends, no new point starts), on an error (recorded in
@@ -47,7 +49,7 @@ from loadtest.scenarios.searches.sweep_search import PointResult, Step, SweepSea
 from loadtest.scenarios.searches.sweep_space import Candidate, SearchSpace, apply_candidate
 from loadtest.server.model_control import ConfigRejected
 
-CEILING = 1.1  # × the closed-loop throughput: no Poisson rate above it is sustainable
+CEILING = 1.1  # × the closed-loop throughput: no mean rate above it is sustainable
 SEED_START = 0.9  # a seeded search starts just below the neighbour's peak
 
 
