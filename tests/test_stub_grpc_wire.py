@@ -57,7 +57,22 @@ def serve(
             await server.stop()
 
     asyncio.run(main())
-    assert not escaped, escaped
+    ours = [context for context in escaped if not _grpc_poller_of_a_closed_loop(context)]
+    assert not ours, ours
+
+
+def _grpc_poller_of_a_closed_loop(context: dict[str, Any]) -> bool:
+    """grpc.aio's own completion-queue poller (the client side of these tests, not the server
+    under test) sometimes fires a callback bound to an event loop an earlier asyncio.run already
+    closed, when one process runs many of them (pytest; grpc/grpc PR #22758 on the poller's
+    shutdown race). Seen once in a CI run of 2386 tests: not an exception of the stub's."""
+    handle = repr(context.get("handle", ""))
+    error = context.get("exception")
+    return (
+        "PollerCompletionQueue._handle_events" in handle
+        and isinstance(error, RuntimeError)
+        and str(error) == "Event loop is closed"
+    )
 
 
 def test_every_unary_method_answers_as_the_grpc_aio_stub_does():
