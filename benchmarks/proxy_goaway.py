@@ -119,6 +119,13 @@ def one_run(
     )
 
 
+class Kept(Output):
+    """An Output that only keeps its lines (the partial file rewritten after each run)."""
+
+    def __call__(self, text: str = "") -> None:
+        self.lines.extend(text.split("\n"))
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -228,8 +235,10 @@ def main() -> None:
                             f"p99 {got.p99_ms:.2f} ms  {got.kinds or ''} {got.note}"
                         )
                         if runs < planned:  # what is measured so far survives a cut-short run
-                            partial = Output()
-                            partial.lines = [*out.lines, f"\nunfinished: {runs} of {planned} runs"]
+                            partial = Kept()
+                            partial.lines = list(out.lines)
+                            tables(partial, args, proxies, labels, totals, p99s)
+                            partial(f"\nunfinished: {runs} of {planned} runs")
                             partial.write(path)
     tables(out, args, proxies, labels, totals, p99s)
     footer(out)
