@@ -702,25 +702,69 @@ def test_goaway_sends_the_streams_the_server_did_not_take_again_and_later_calls_
     run(scenario())
 
 
-def test_a_stream_refused_again_after_its_retry_fails_unavailable():
-    """One transparent retry only: GOAWAY'd on the first connection, GOAWAY'd again on the
-    second, the call fails UNAVAILABLE (counted once); the third connection serves the next."""
+def go_away_on_the_first(connections: int) -> Hook:
+    """GOAWAY (last-stream-id 0: nothing processed) on the first `connections` connections'
+    requests, then echo."""
 
-    def go_away_unprocessed(request: Request) -> None:
-        if len(request.connection.server.connections) <= 2:
+    def answer(request: Request) -> None:
+        if len(request.connection.server.connections) <= connections:
             request.connection.raw(GoAwayFrame(last_stream_id=0, error_code=0))
         else:
             echo(request)
 
+    return answer
+
+
+def test_a_stream_goawayd_again_after_its_retry_is_sent_again_and_answered():
+    """GOAWAY'd on the first connection, and again on the second (a proxy that rotates the new
+    connection too): grpc-core would fail it (one transparent retry); sent a third time, on a
+    third connection, it is answered, and both re-sends are counted."""
+
     async def scenario() -> None:
-        async with Server(go_away_unprocessed) as server:
+        async with Server(go_away_on_the_first(2)) as server:
             wire = server.client()
             await wire.connect(1.0)
-            call = Call(wire, b"one")
-            await until(lambda: call.done)
-            assert call.code == grpc_wire.UNAVAILABLE and "GOAWAY" in call.details
-            assert wire.transparent_retries == 1 and len(server.connections) == 2
+            assert await wire.unary(prefixed(b"one"), keep=True) == (0, "", b"echo:one")
+            assert wire.transparent_retries == 2 and len(server.connections) == 3
+            wire.close()
+
+    run(scenario())
+
+
+def test_a_stream_goawayd_more_often_than_the_cap_fails_unavailable():
+    """A server that never processes it: the call fails UNAVAILABLE after the cap's re-sends
+    (each counted), saying how often it was refused; the next connection serves the next."""
+    cap = grpc_wire.MAX_TRANSPARENT_RESENDS
+
+    async def scenario() -> None:
+        async with Server(go_away_on_the_first(cap + 1)) as server:
+            wire = server.client()
+            await wire.connect(1.0)
+            code, details, _ = await wire.unary(prefixed(b"one"))
+            assert code == grpc_wire.UNAVAILABLE and "GOAWAY" in details
+            assert f"refused {cap + 1} times" in details
+            assert wire.transparent_retries == cap and len(server.connections) == cap + 1
             assert await wire.unary(prefixed(b"two"), keep=True) == (0, "", b"echo:two")
+            wire.close()
+
+    run(scenario())
+
+
+def test_a_refused_call_past_its_deadline_is_not_sent_again():
+    """A refusal after the call's deadline: DEADLINE_EXCEEDED at once, not another send."""
+
+    def refuse_late(request: Request) -> None:
+        asyncio.get_running_loop().call_later(
+            0.1, request.connection.reset, request.stream_id, ErrorCodes.REFUSED_STREAM
+        )
+
+    async def scenario() -> None:
+        async with Server(refuse_late) as server:
+            wire = server.client(10.0)
+            await wire.connect(1.0)
+            code, _, _ = await wire.unary(prefixed(b"one"), timeout_s=0.05)
+            assert code == grpc_wire.DEADLINE_EXCEEDED
+            assert wire.transparent_retries == 0 and len(server.requests) == 1
             wire.close()
 
     run(scenario())
@@ -753,25 +797,42 @@ def test_a_refused_stream_is_sent_again_once_on_a_new_stream():
     run(scenario())
 
 
-def test_a_stream_refused_twice_fails_unavailable():
+def test_a_stream_refused_twice_is_sent_a_third_time_on_the_same_connection():
     async def scenario() -> None:
         async with Server(refuse_first(2)) as server:
             wire = server.client()
             await wire.connect(1.0)
+            assert await wire.unary(prefixed(b"one"), keep=True) == (0, "", b"echo:one")
+            assert wire.transparent_retries == 2 and len(server.connections) == 1
+            assert [r.stream_id for r in server.requests] == [1, 3, 5]
+            wire.close()
+
+    run(scenario())
+
+
+def test_a_stream_refused_more_often_than_the_cap_fails_unavailable():
+    cap = grpc_wire.MAX_TRANSPARENT_RESENDS
+
+    async def scenario() -> None:
+        async with Server(refuse_first(cap + 1)) as server:
+            wire = server.client()
+            await wire.connect(1.0)
             code, details, _ = await wire.unary(prefixed(b"one"))
             assert code == grpc_wire.UNAVAILABLE and "HTTP/2 error 7" in details
-            assert wire.transparent_retries == 1
+            assert wire.transparent_retries == cap
             assert await wire.unary(prefixed(b"two"), keep=True) == (0, "", b"echo:two")
             wire.close()
 
     run(scenario())
 
 
-def test_goaway_every_few_requests_mid_run_fails_no_call():
+@pytest.mark.parametrize("in_flight", [5, 20])
+def test_goaway_every_few_requests_mid_run_fails_no_call(in_flight: int):
     """nginx's keepalive_requests: each connection takes `every` requests, then says GOAWAY
     with the last one it took and ignores the streams after it (already on their way). 300
-    calls in flight 5 at a time all succeed; the ignored ones were sent again, and counted.
-    (Fewer in flight than a connection takes: a retried call is GOAWAY'd at most once.)"""
+    calls in flight `in_flight` at a time all succeed; the ignored ones were sent again, and
+    counted. 20 in flight is more than one connection takes: a re-sent call is ignored again
+    by the next connection and sent a third time (one re-send, as grpc-core, fails it)."""
     every = 7
     ignored: list[int] = []
 
@@ -791,8 +852,8 @@ def test_goaway_every_few_requests_mid_run_fails_no_call():
             wire = server.client()
             await wire.connect(1.0)
             answers: list[tuple[int, str, bytes]] = []
-            for start in range(0, 300, 5):
-                batch = [prefixed(f"call {i}".encode()) for i in range(start, start + 5)]
+            for start in range(0, 300, in_flight):
+                batch = [prefixed(f"call {i}".encode()) for i in range(start, start + in_flight)]
                 answers += await asyncio.gather(*(wire.unary(m, keep=True) for m in batch))
             assert answers == [(0, "", f"echo:call {i}".encode()) for i in range(300)]
             assert ignored and wire.transparent_retries == len(ignored)

@@ -22,9 +22,10 @@ python-hyper's h2 uses:
   largest windows HTTP/2 allows and tops the connection window up as answers arrive;
 - SETTINGS (acknowledged; window, frame-size and concurrent-stream limits applied), PING
   (answered; optionally sent as a keepalive), GOAWAY (streams the server did not take are sent
-  again once, on a new connection, as grpc-core's transparent retry does: gRFC A6; later calls
-  go to a new connection), RST_STREAM (the gRPC status gRPC's own clients give for it;
-  REFUSED_STREAM: sent again once), CONTINUATION; SETTINGS_MAX_HEADER_LIST_SIZE both ways (an
+  again, on a new connection: grpc-core's transparent retry, gRFC A6, but up to
+  MAX_TRANSPARENT_RESENDS times rather than once, see `_retry`; later calls go to a new
+  connection), RST_STREAM (the gRPC status gRPC's own clients give for it; REFUSED_STREAM: sent
+  again likewise), CONTINUATION; SETTINGS_MAX_HEADER_LIST_SIZE both ways (an
   answer's header list over the client's fails that call only; a call's over the server's is
   not sent);
 - compression: `grpc-accept-encoding: identity,deflate,gzip`, gzip and deflate answers decoded,
@@ -108,6 +109,11 @@ COMPRESSIONS = ("gzip", "deflate")
 _WBITS = {b"gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}  # gRPC's deflate is zlib
 MAX_MESSAGE = 2**31 - 1  # the largest message gRPC carries: a compressed answer may not exceed it
 
+# How many times a call the server never processed (GOAWAY, REFUSED_STREAM) is sent again. A
+# proxy that rotates its connection every 10 requests still serves a burst of 10 x (this + 1)
+# calls, the last refused five times; the call's deadline bounds the re-sends too.
+MAX_TRANSPARENT_RESENDS = 5
+
 # What gRPC's clients report for a stream the server reset, by HTTP/2 error code (the rest:
 # INTERNAL; grpc/doc/http-grpc-status-mapping).
 _RESET_TO_GRPC = {
@@ -187,8 +193,8 @@ class _Stream:
         "http_status",
         "keep",
         "on_done",
+        "resends",
         "rest",
-        "retried",
         "status",
         "window",
     )
@@ -200,15 +206,15 @@ class _Stream:
         on_done: Answer,
         deadline: float,
         keep: bool,
-        retried: bool,
+        resends: int,
         window: int,
     ) -> None:
-        self.block = block  # the request, kept for one transparent retry
+        self.block = block  # the request, kept for transparent retries
         self.body = body
         self.on_done = on_done
         self.deadline = deadline
         self.keep = keep
-        self.retried = retried  # sent again already: a second refusal fails it
+        self.resends = resends  # times sent again already (MAX_TRANSPARENT_RESENDS at most)
         self.encoding = b""  # grpc-encoding of the answer
         self.chunks: list[bytes] = []
         self.status = -1  # grpc-status, once a header block has carried it
@@ -317,13 +323,13 @@ class _GrpcClientConnection(Http2Connection[_Stream]):
     def _reset_by_peer(self, stream_id: int, code: int) -> None:
         details = f"stream reset by the server (HTTP/2 error {code})"
         if code == REFUSED_STREAM_CODE:
-            self._retry([stream_id], details)  # never processed: sent again, once
+            self._retry([stream_id], details)  # never processed: sent again
             return
         self._finish(stream_id, _RESET_TO_GRPC.get(code, INTERNAL), details)
 
     def _goaway(self, last_stream_id: int) -> None:
         self.going_away = True
-        # The streams above last_stream_id were never processed: sent again, once (gRFC A6).
+        # The streams above last_stream_id were never processed: sent again (gRFC A6).
         self._retry(
             [s for s in self.streams if s > last_stream_id], "the server is going away (GOAWAY)"
         )
@@ -332,16 +338,28 @@ class _GrpcClientConnection(Http2Connection[_Stream]):
 
     def _retry(self, stream_ids: list[int], details: str) -> None:
         """Streams the server says it never processed (REFUSED_STREAM, above a GOAWAY's
-        last-stream-id) go back to the front of the client's queue, once each, as grpc-core's
-        transparent retry sends them (gRFC A6): on a new stream, here or on a new connection.
-        A stream refused a second time fails UNAVAILABLE."""
+        last-stream-id) go back to the front of the client's queue, as grpc-core's transparent
+        retry sends them (gRFC A6): on a new stream, here or on a new connection.
+
+        grpc-core sends such a call again exactly once (retry_filter_legacy_call_data.cc: "If
+        sent on wire but not seen by server, retry exactly once"), so behind nginx with a low
+        keepalive_requests a burst larger than one connection takes fails there even with
+        grpcio: the re-sent calls are refused again by the next rotating connection. Each
+        refusal is the server's word that nothing was processed, so re-sending is safe; this
+        client sends again up to MAX_TRANSPARENT_RESENDS times within the call's deadline
+        (a server refusing everything still ends each call), then fails UNAVAILABLE."""
         again = []
+        now = time.monotonic()
         for stream_id in stream_ids:
             stream = self.streams.get(stream_id)
             if stream is None:
                 continue
-            if stream.retried:
-                self._finish(stream_id, UNAVAILABLE, details)
+            if stream.deadline < now:
+                self._finish(stream_id, DEADLINE_EXCEEDED, "deadline exceeded (client)")
+            elif stream.resends >= MAX_TRANSPARENT_RESENDS:
+                self._finish(
+                    stream_id, UNAVAILABLE, f"{details}; refused {stream.resends + 1} times"
+                )
             else:
                 del self.streams[stream_id]
                 again.append(stream)
@@ -397,7 +415,7 @@ class _GrpcClientConnection(Http2Connection[_Stream]):
         on_done: Answer,
         deadline: float,
         keep: bool,
-        retried: bool = False,
+        resends: int = 0,
     ) -> None:
         """Write one call: its header block, then as much of its message as the windows allow."""
         assert self.transport is not None
@@ -414,7 +432,7 @@ class _GrpcClientConnection(Http2Connection[_Stream]):
                 return
         stream_id = self.next_id
         self.next_id += 2
-        stream = _Stream(block, body, on_done, deadline, keep, retried, self.initial_window)
+        stream = _Stream(block, body, on_done, deadline, keep, resends, self.initial_window)
         self.streams[stream_id] = stream
         out = self.out
         if len(block) <= self.max_frame:
@@ -537,9 +555,9 @@ class GrpcWire:
 
     Calls go on one HTTP/2 connection (as grpc.aio's channel does). When it is lost or the server
     sends GOAWAY, the next call opens another; calls made meanwhile wait, in order. Calls the
-    server never processed (REFUSED_STREAM, above a GOAWAY's last-stream-id) are sent again
-    once, as grpc-core does (`transparent_retries` counts them); their deadline stays the first
-    send's.
+    server never processed (REFUSED_STREAM, above a GOAWAY's last-stream-id) are sent again,
+    as grpc-core does but up to MAX_TRANSPARENT_RESENDS times (`transparent_retries` counts
+    every re-send); their deadline stays the first send's.
 
     `compression` ("gzip", "deflate"): the requests say `grpc-encoding` (their messages must be
     `framed(message, compression)`). `keepalive_s`: a PING every so often while calls are in
@@ -592,8 +610,8 @@ class GrpcWire:
         # with it, those still finishing calls
         self._open_connections: set[_GrpcClientConnection] = set()
         self._opening: asyncio.Task[None] | None = None
-        # (header block, message, on_done, keep, deadline, written, retried), oldest first
-        self._waiting: deque[tuple[bytes, bytes, Answer, bool, float, Written | None, bool]] = (
+        # (header block, message, on_done, keep, deadline, written, resends), oldest first
+        self._waiting: deque[tuple[bytes, bytes, Answer, bool, float, Written | None, int]] = (
             deque()
         )
         self._sweeper: asyncio.TimerHandle | None = None
@@ -684,7 +702,7 @@ class GrpcWire:
             connection.open_stream(block, message, on_done, deadline, keep)
             return
         self.waited += 1
-        self._waiting.append((block, message, on_done, keep, deadline, written, False))
+        self._waiting.append((block, message, on_done, keep, deadline, written, 0))
         self._reopen_if_needed()
 
     async def unary(
@@ -705,16 +723,16 @@ class GrpcWire:
         """A stream ended or limits changed: write waiting calls while there is room."""
         connection = self._connection
         while self._waiting and connection is not None and connection.has_room():
-            block, message, on_done, keep, deadline, written, retried = self._waiting.popleft()
+            block, message, on_done, keep, deadline, written, resends = self._waiting.popleft()
             if written is not None:
                 try:
                     written()
                 except Exception as exc:  # the caller's callback
                     _report(exc, "a gRPC call's written callback raised")
-            connection.open_stream(block, message, on_done, deadline, keep, retried)
+            connection.open_stream(block, message, on_done, deadline, keep, resends)
 
     def send_again(self, streams: list[_Stream]) -> None:
-        """Calls the server never processed, oldest first: sent again (once) ahead of the calls
+        """Calls the server never processed, oldest first: sent again ahead of the calls
         waiting, on the current connection if it has room, else on the next one."""
         if self._closed:
             for stream in streams:
@@ -722,7 +740,8 @@ class GrpcWire:
             return
         self.transparent_retries += len(streams)
         self._waiting.extendleft(
-            (s.block, s.body, s.on_done, s.keep, s.deadline, None, True) for s in reversed(streams)
+            (s.block, s.body, s.on_done, s.keep, s.deadline, None, s.resends + 1)
+            for s in reversed(streams)
         )
         self.slots_freed()
         self._reopen_if_needed()
