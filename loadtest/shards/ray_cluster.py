@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import socket
 import tempfile
@@ -95,6 +96,10 @@ def _private_ray(cpus: int) -> Iterator[None]:
     base = tempfile.gettempdir()
     base = base if len(base) <= MAX_BASE else "/tmp"
     temp_dir = tempfile.mkdtemp(prefix="loadtest-ray-", dir=base)
+    # Ray waits 30 s for its GCS server to bind (RAY_gcs_server_port_wait_time_s, ray/_private/
+    # node.py); on a loaded 2-core host that start took longer once (a CI run's "Timed out
+    # waiting for file .../gcs_server_port_..."): a private Ray waits up to 120 s unless told.
+    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
     try:
         try:
             ray.init(
