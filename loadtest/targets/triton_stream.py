@@ -66,6 +66,14 @@ _COUNT_DTYPES = {"UINT32": "<u4", "INT32": "<i4", "UINT64": "<u8", "INT64": "<i8
 _ID_FIELD_TAG = b"\x1a"  # ModelInferRequest.id: field 3, length-delimited
 
 
+# A stream whose connection closed under it (the server or something between restarted it)
+# says this; before the first answer it is a fault of the route, not of the inputs, so the
+# probe tries a fresh stream (grpc-core itself re-sends unary calls that were never processed).
+LOST_STREAM = "grpc stream UNAVAILABLE"
+PROBE_ATTEMPTS = 3
+PROBE_RETRY_S = 0.2
+
+
 def id_field(request_id: str) -> bytes:
     """The serialized `id` field of a ModelInferRequest, to append to a prebuilt request."""
     raw = request_id.encode()
@@ -151,11 +159,21 @@ class TritonStreamTarget(StreamingTargetBase):
     async def prepare(self, samples: Sequence[Sample]) -> None:
         assert self._spec is not None, "open() first"
         self._wire = [self._serialized(sample) for sample in samples]
-        if self._wire:
+        if not self._wire:
+            return
+        for attempt in range(1, PROBE_ATTEMPTS + 1):
             try:
                 await self.infer_outputs(0)
+                return
             except ValueError as exc:
-                raise TargetError(f"model {self.model!r} rejected the inputs: {exc}") from None
+                if not str(exc).startswith(LOST_STREAM):
+                    raise TargetError(f"model {self.model!r} rejected the inputs: {exc}") from None
+                if attempt == PROBE_ATTEMPTS:
+                    raise TargetError(
+                        f"model {self.model!r} at {self.url}: the gRPC stream's connection was "
+                        f"lost {PROBE_ATTEMPTS} times before the first answer ({exc})"
+                    ) from None
+                await asyncio.sleep(PROBE_RETRY_S)
 
     def _serialized(self, sample: Sample) -> bytes:
         inputs = []
