@@ -22,8 +22,8 @@ python-hyper's h2 uses:
   largest windows HTTP/2 allows and tops the connection window up as answers arrive;
 - SETTINGS (acknowledged; window, frame-size and concurrent-stream limits applied), PING
   (answered; optionally sent as a keepalive), GOAWAY (streams the server did not take are sent
-  again, on a new connection: grpc-core's transparent retry, gRFC A6, but up to
-  MAX_TRANSPARENT_RESENDS times rather than once, see `_retry`; later calls go to a new
+  again, on a new connection: grpc-core's transparent retry, gRFC A6, but within the call's
+  deadline rather than once, see `_retry`; later calls go to a new
   connection), RST_STREAM (the gRPC status gRPC's own clients give for it; REFUSED_STREAM: sent
   again likewise), CONTINUATION; SETTINGS_MAX_HEADER_LIST_SIZE both ways (an
   answer's header list over the client's fails that call only; a call's over the server's is
@@ -109,9 +109,11 @@ COMPRESSIONS = ("gzip", "deflate")
 _WBITS = {b"gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}  # gRPC's deflate is zlib
 MAX_MESSAGE = 2**31 - 1  # the largest message gRPC carries: a compressed answer may not exceed it
 
-# How many times a call the server never processed (GOAWAY, REFUSED_STREAM) is sent again. A
-# proxy that rotates its connection every 10 requests still serves a burst of 10 x (this + 1)
-# calls, the last refused five times; the call's deadline bounds the re-sends too.
+# How many times a call the server never processed is sent again after a refusal that came
+# with no progress: a REFUSED_STREAM, or a GOAWAY from a connection that processed nothing.
+# A GOAWAY from a connection that did process calls (a proxy rotating it every N requests) is
+# not counted: however large the burst, each new connection takes N more, so every call gets
+# through; the call's deadline bounds those re-sends.
 MAX_TRANSPARENT_RESENDS = 5
 
 # What gRPC's clients report for a stream the server reset, by HTTP/2 error code (the rest:
@@ -214,7 +216,8 @@ class _Stream:
         self.on_done = on_done
         self.deadline = deadline
         self.keep = keep
-        self.resends = resends  # times sent again already (MAX_TRANSPARENT_RESENDS at most)
+        # times sent again after a refusal with no progress (MAX_TRANSPARENT_RESENDS at most)
+        self.resends = resends
         self.encoding = b""  # grpc-encoding of the answer
         self.chunks: list[bytes] = []
         self.status = -1  # grpc-status, once a header block has carried it
@@ -329,14 +332,17 @@ class _GrpcClientConnection(Http2Connection[_Stream]):
 
     def _goaway(self, last_stream_id: int) -> None:
         self.going_away = True
-        # The streams above last_stream_id were never processed: sent again (gRFC A6).
+        # The streams above last_stream_id were never processed: sent again (gRFC A6). A
+        # connection that processed some (last_stream_id > 0) made progress: not counted.
         self._retry(
-            [s for s in self.streams if s > last_stream_id], "the server is going away (GOAWAY)"
+            [s for s in self.streams if s > last_stream_id],
+            "the server is going away (GOAWAY)",
+            counted=last_stream_id == 0,
         )
         self.client.connection_gone(self)
         self._close_when_idle()
 
-    def _retry(self, stream_ids: list[int], details: str) -> None:
+    def _retry(self, stream_ids: list[int], details: str, counted: bool = True) -> None:
         """Streams the server says it never processed (REFUSED_STREAM, above a GOAWAY's
         last-stream-id) go back to the front of the client's queue, as grpc-core's transparent
         retry sends them (gRFC A6): on a new stream, here or on a new connection.
@@ -345,9 +351,12 @@ class _GrpcClientConnection(Http2Connection[_Stream]):
         sent on wire but not seen by server, retry exactly once"), so behind nginx with a low
         keepalive_requests a burst larger than one connection takes fails there even with
         grpcio: the re-sent calls are refused again by the next rotating connection. Each
-        refusal is the server's word that nothing was processed, so re-sending is safe; this
-        client sends again up to MAX_TRANSPARENT_RESENDS times within the call's deadline
-        (a server refusing everything still ends each call), then fails UNAVAILABLE."""
+        refusal is the server's word that nothing was processed, so re-sending is safe. This
+        client sends again within the call's deadline, and up to MAX_TRANSPARENT_RESENDS
+        times for `counted` refusals (those with no progress: a server refusing everything
+        still ends each call), then fails UNAVAILABLE. A GOAWAY from a connection that took
+        calls is not counted: behind nginx's keepalive_requests a client stall's burst of any
+        size gets through, N calls a connection."""
         again = []
         now = time.monotonic()
         for stream_id in stream_ids:
@@ -356,12 +365,16 @@ class _GrpcClientConnection(Http2Connection[_Stream]):
                 continue
             if stream.deadline < now:
                 self._finish(stream_id, DEADLINE_EXCEEDED, "deadline exceeded (client)")
-            elif stream.resends >= MAX_TRANSPARENT_RESENDS:
+            elif counted and stream.resends >= MAX_TRANSPARENT_RESENDS:
                 self._finish(
-                    stream_id, UNAVAILABLE, f"{details}; refused {stream.resends + 1} times"
+                    stream_id,
+                    UNAVAILABLE,
+                    f"{details}; refused {stream.resends + 1} times with nothing processed",
                 )
             else:
                 del self.streams[stream_id]
+                if counted:
+                    stream.resends += 1
                 again.append(stream)
         if again:
             self.client.send_again(again)
@@ -556,8 +569,8 @@ class GrpcWire:
     Calls go on one HTTP/2 connection (as grpc.aio's channel does). When it is lost or the server
     sends GOAWAY, the next call opens another; calls made meanwhile wait, in order. Calls the
     server never processed (REFUSED_STREAM, above a GOAWAY's last-stream-id) are sent again,
-    as grpc-core does but up to MAX_TRANSPARENT_RESENDS times (`transparent_retries` counts
-    every re-send); their deadline stays the first send's.
+    as grpc-core does but within their deadline, which stays the first send's (refusals with
+    no progress: MAX_TRANSPARENT_RESENDS at most; `transparent_retries` counts every re-send).
 
     `compression` ("gzip", "deflate"): the requests say `grpc-encoding` (their messages must be
     `framed(message, compression)`). `keepalive_s`: a PING every so often while calls are in
@@ -740,7 +753,7 @@ class GrpcWire:
             return
         self.transparent_retries += len(streams)
         self._waiting.extendleft(
-            (s.block, s.body, s.on_done, s.keep, s.deadline, None, s.resends + 1)
+            (s.block, s.body, s.on_done, s.keep, s.deadline, None, s.resends)
             for s in reversed(streams)
         )
         self.slots_freed()
