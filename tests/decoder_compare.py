@@ -10,7 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtest.core.settings import NS_PER_MS, NS_PER_S, Protocol, ServerSettings, TargetSettings
+from loadtest.core.settings import (
+    NS_PER_MS,
+    NS_PER_S,
+    PeakSettings,
+    Protocol,
+    ServerSettings,
+    TargetSettings,
+)
 from loadtest.engine import timing
 from loadtest.engine.samples import sample_library
 from loadtest.scenarios.experiments import compare_run
@@ -20,6 +27,8 @@ from loadtest.scenarios.experiments.compare_run import (
     CompareSession,
     CompareSetup,
 )
+from loadtest.scenarios.searches import compare_peak_run
+from loadtest.scenarios.searches.compare_peak_run import ComparePeaks
 from loadtest.scenarios.target_flags import TargetFlags
 from loadtest.server.deployment import Deployment, EmbeddedMode
 from loadtest.targets.native_decoder import NativeDecoderTarget
@@ -35,7 +44,15 @@ class Played:
     max_tokens: np.ndarray  # per sample of the library
 
 
-def decoder_setup(repository: Path, url: str, qps: float, seconds: float) -> CompareSetup:
+def decoder_setup(
+    repository: Path,
+    url: str,
+    qps: float,
+    seconds: float,
+    ttft_bound_ns: int = 0,
+    tpot_bound_ns: int = 0,
+) -> CompareSetup:
+    """With token bounds each run is judged by LoadGen's LLM rule, not the end-to-end bound."""
     flags = TargetFlags(
         model=NAME,
         url=url,
@@ -54,6 +71,8 @@ def decoder_setup(repository: Path, url: str, qps: float, seconds: float) -> Com
         min_query_count=1,
         sample_count=8,
         late_threshold_ns=50 * NS_PER_MS,
+        ttft_bound_ns=ttft_bound_ns,
+        tpot_bound_ns=tpot_bound_ns,
     )
     return CompareSetup(
         flags=flags,
@@ -78,12 +97,10 @@ def play(setup: CompareSetup) -> Played:
         return _measured(setup, session)
 
 
-def play_in_process(setup: CompareSetup) -> Played:
-    """Both sides the in-process decoder loop (the Triton name played by a second copy): the
-    whole comparison path, its arithmetic and its files, without a server."""
+def _in_process_session(setup: CompareSetup) -> CompareSession:
     repository, model = setup.flags.repository, setup.flags.model
     sides = {name: NativeDecoderTarget.from_repository(repository, model) for name in setup.targets}
-    session = CompareSession(
+    return CompareSession(
         targets=dict(sides),
         native=sides[NATIVE],
         deployment=Deployment(TargetSettings(url="in-process", model=model), None),
@@ -91,4 +108,17 @@ def play_in_process(setup: CompareSetup) -> Played:
         metrics_url=None,
         server_pid=None,
     )
-    return _measured(setup, session)
+
+
+def play_peaks_in_process(setup: CompareSetup, peak: PeakSettings) -> ComparePeaks:
+    """The fixed-rate runs and then the interleaved peak search, both sides in-process."""
+    session = _in_process_session(setup)
+    _, peaks = timing.run(compare_peak_run.measure(session, setup, peak, lambda text: None))
+    assert peaks is not None
+    return peaks
+
+
+def play_in_process(setup: CompareSetup) -> Played:
+    """Both sides the in-process decoder loop (the Triton name played by a second copy): the
+    whole comparison path, its arithmetic and its files, without a server."""
+    return _measured(setup, _in_process_session(setup))

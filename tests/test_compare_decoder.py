@@ -10,17 +10,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from decoder_compare import NAME, decoder_setup, play_in_process
+from decoder_compare import NAME, decoder_setup, play_in_process, play_peaks_in_process
+from rich.console import Console
 from test_cli import loadtest
 
 from loadtest.analysis.compare import NO_DIFFERENCE
 from loadtest.analysis.token_overhead import figure_overhead
-from loadtest.core.settings import Protocol
+from loadtest.core.settings import NS_PER_S, PeakSettings, Protocol
 from loadtest.errors import ExitCode, SettingsError
 from loadtest.models import build_repository
+from loadtest.report.compare_peak_report import peak_search_json, peak_table, ratio_lines
 from loadtest.report.compare_report import compare_json
 from loadtest.report.compare_token_report import token_overheads
 from loadtest.rules.tokens import SERVER_COUNT
+from loadtest.rules.validity import EARLY_STOPPING, PERFORMANCE
 
 MS = 1_000_000
 
@@ -130,3 +133,77 @@ def test_two_in_process_loops_compare_end_to_end(repository: Path):
     assert entry["ttft"]["p99_overhead_interval_ns"][0] is not None
     assert data["rows"][0]["tokens"]["token_source"] == SERVER_COUNT
     assert any("config parity" in line for line in data["compared"])
+
+
+def test_fixed_rate_runs_under_token_bounds_are_judged_by_loadgens_llm_rule(repository: Path):
+    """With token bounds each run's verdict holds p TTFT and p TPOT (early stopping on each)
+    instead of the end-to-end bound, on both sides."""
+    setup = decoder_setup(repository, "in-process", 4, 1.5, 2000 * MS, 200 * MS)
+    played = play_in_process(setup)
+    for run in played.result.runs:
+        names = {check.name for check in run.verdict.checks}
+        assert {"p99 TTFT", "p99 TPOT", "early stopping TTFT", "early stopping TPOT"} <= names
+        assert not names & {PERFORMANCE, EARLY_STOPPING}
+        passed = {check.name: check.passed for check in run.verdict.checks}
+        assert passed["p99 TTFT"] and passed["p99 TPOT"]  # 4 QPS: far under 2 s and 200 ms
+
+
+def test_the_peak_search_holds_the_token_bounds_on_both_sides(repository: Path):
+    """compare's interleaved search under LoadGen's token bounds on two in-process loops: every
+    probe judged by the token rule with its p99 TTFT, TPOT and tokens/s; the table shows TTFT /
+    TPOT (not the search's ratio) and the headline names the rule."""
+    setup = decoder_setup(repository, "in-process", 4, 1.0)
+    ttft_bound, tpot_bound = 300 * MS, 30 * MS
+    settings = PeakSettings(
+        target_latency_ns=30 * MS,  # the stand-in: the tightest bound (compare's, find-peak's)
+        percentile=0.9,  # early stopping at p90 needs ~60 queries a probe, p99's ~600
+        probe_duration_ns=1 * NS_PER_S,
+        budget_ns=18 * NS_PER_S,
+        start_qps=20.0,  # no calibration: the budget goes to probes
+        max_qps=40.0,
+        resolution=0.25,
+        sample_count=8,
+        late_threshold_ns=50 * MS,
+        ttft_bound_ns=ttft_bound,
+        tpot_bound_ns=tpot_bound,
+    )
+    peaks = play_peaks_in_process(setup, settings)
+    assert set(peaks.peaks) == {"triton-grpc-stream", "native"}
+    for peak in peaks.peaks.values():
+        assert peak.runs, peak
+        for run in peak.runs:
+            assert run.token_ratio is not None and run.ttft_ns and run.tpot_ns
+            assert run.tokens_per_s and run.tokens_per_s > 0
+            names = {check.name for check in run.verdict.checks}
+            assert "p90 TTFT" in names and PERFORMANCE not in names
+            # VALID exactly when both percentiles hold their bounds (and nothing else failed)
+            if run.probe.valid:
+                assert run.ttft_ns <= ttft_bound and run.tpot_ns <= tpot_bound
+    console = Console(width=200, record=True)
+    console.print(peak_table(peaks))
+    text = console.export_text()
+    assert "p90 TTFT / TPOT ms" in text and "tokens/s" in text
+    assert "MLPerf token bounds p90 TTFT ≤ 300 ms and p90 TPOT ≤ 30 ms" in text
+    data = json.loads(json.dumps(peak_search_json(peaks), allow_nan=False))
+    assert data["rule"].startswith("MLPerf token bounds")
+    for target in data["targets"]:
+        assert all(probe["tokens_per_s"] > 0 for probe in target["probes"])
+        if target["peak_qps"] is not None:
+            assert target["tokens_per_s_at_peak"] > 0
+    for line in ratio_lines(peaks, 30, 0.9):
+        assert "under MLPerf token bounds" in line or "÷ native peak" in line
+
+
+def test_compare_refuses_token_bounds_it_cannot_hold(repository: Path):
+    """One line and exit 1, before any server is looked for."""
+    cases = [
+        (["--model", "tiny", "--mlperf-model", "llama2-70b"], "answers whole"),
+        (["--model", NAME, "--protocol", "grpc-stream", "--mlperf-model", "llama2-70b",
+          "--target-latency", "2000"], "end-to-end bound"),
+        (["--model", NAME, "--protocol", "grpc-stream"], "--mlperf-model"),
+    ]  # fmt: skip
+    for args, said in cases:
+        result = loadtest("compare", *args, "--repository", str(repository), "--embedded", "never")
+        assert result.returncode == ExitCode.ERROR, result.stderr + result.stdout
+        assert "Traceback" not in result.stderr
+        assert said in result.stderr + result.stdout, (args, result.stderr)

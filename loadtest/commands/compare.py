@@ -185,9 +185,14 @@ def compare(
     output: Annotated[groups.Output, groups.take("records", "html")],
     access: groups.Access,
     arrival: groups.Arrival,
+    ttft_bound: options.TtftBoundOption = None,
+    tpot_bound: options.TpotBoundOption = None,
+    mlperf_model: options.MlperfModelOption = None,
 ) -> None:
     """Compare Triton with the same model in-process (onnxruntime) on the same schedule (Poisson
-    unless --arrival, --stages or --trace says otherwise; a shape at each --qps as its mean)."""
+    unless --arrival, --stages or --trace says otherwise; a shape at each --qps as its mean).
+    A decoder is judged by LoadGen's token bounds (--ttft-bound, --tpot-bound, --mlperf-model),
+    its peak searched under them, or at fixed --qps by an end-to-end --target-latency."""
     # the native side reads the repository's one version: no --model-version here
     endpoint = groups.Endpoint(
         url=url,
@@ -197,8 +202,19 @@ def compare(
         embedded=embedded,
         repository=repository,
     )
+    tokens = common.token_bound_fields(ttft_bound, tpot_bound, mlperf_model)
     if is_decoder(model):
-        _decoder_flags(model, qps, peak, target_latency)
+        _decoder_flags(model, qps, peak, target_latency, tokens)
+    elif tokens:
+        raise SettingsError(
+            f"--ttft-bound, --tpot-bound and --mlperf-model judge a streamed decoder's tokens: "
+            f"{model} answers whole (judge it by --target-latency)"
+        )
+    bound_ns = (
+        min(b for b in (tokens["ttft_bound_ns"], tokens["tpot_bound_ns"]) if b)
+        if tokens  # the token rule's stand-in, for the send lag a client may show (find-peak's)
+        else common.target_latency_ns(model, target_latency)
+    )
     search = qps is None if peak is None else peak
     rates = qps or ([] if search else [DEFAULT_SERVER_QPS])
     # --qps stays: over a shape it is the shape's mean rate at each point, as a find-peak probe's
@@ -214,7 +230,7 @@ def compare(
         min_duration_ns = min_query_count = 1
     template = ServerSettings(
         qps=min(rates, default=DEFAULT_SERVER_QPS),
-        target_latency_ns=common.target_latency_ns(model, target_latency),
+        target_latency_ns=bound_ns,
         percentile=percentile / 100,
         min_duration_ns=min_duration_ns,
         min_query_count=min_query_count,
@@ -223,6 +239,7 @@ def compare(
         sample_count=samples.samples,
         late_threshold_ns=int(late_threshold * NS_PER_MS),
         arrival_law=law,
+        **tokens,
     )
     peak_settings = None
     if search:
@@ -237,6 +254,7 @@ def compare(
             sample_count=samples.samples,
             late_threshold_ns=template.late_threshold_ns,
             arrival_law=law,
+            **tokens,
         )
     setup = CompareSetup(
         flags=groups.target_flags(model, endpoint, samples, access, shared_memory, prompts),
@@ -253,20 +271,33 @@ def compare(
 
 
 def _decoder_flags(
-    model: str, qps: list[float] | None, peak: bool | None, target_latency: float | None
+    model: str,
+    qps: list[float] | None,
+    peak: bool | None,
+    target_latency: float | None,
+    tokens: dict[str, Any],
 ) -> None:
-    """A decoder is compared at fixed rates, each run judged by an end-to-end bound; the peak
-    search under a TTFT/TPOT bound or a goodput rule is not built for compare (STREAMING.md)."""
+    """A decoder is judged by LoadGen's token bounds (every run, and the peak search under
+    them), or at fixed rates only by an end-to-end bound (STREAMING.md)."""
+    if tokens:
+        if target_latency is not None:
+            raise SettingsError(
+                "--target-latency is an end-to-end bound; with --ttft-bound, --tpot-bound or "
+                "--mlperf-model every run is judged by LoadGen's token bounds only (its LLM keys "
+                "set target_latency = 0)"
+            )
+        return
     if peak or not qps:
         raise SettingsError(
-            f"{model}: compare plays a decoder at fixed rates only (--qps, repeatable); its peak "
-            "search under a TTFT/TPOT bound is not built (find-peak --slo ... --goodput-target "
-            "searches one target)"
+            f"{model}: a decoder's peak is searched under LoadGen's token bounds: pass "
+            "--mlperf-model KEY or --ttft-bound MS / --tpot-bound MS (or play fixed rates with "
+            "--qps and --target-latency)"
         )
     if target_latency is None:
         raise SettingsError(
             f"{model} has no end-to-end Server bound (MLPerf judges LLMs by p99 TTFT and TPOT): "
-            "compare judges each run by --target-latency MS; pass one"
+            "pass --mlperf-model KEY or --ttft-bound/--tpot-bound, or --target-latency MS to "
+            "judge each run end to end"
         )
 
 

@@ -30,6 +30,7 @@ from loadtest.scenarios.experiments.compare_run import (
     CompareSession,
 )
 from loadtest.scenarios.searches.compare_peak_run import ComparePeaks, TargetPeak
+from loadtest.scenarios.searches.peak_run import ProbeRun
 from loadtest.scenarios.searches.peak_search import FAILED_LATENCY_NS
 
 CONFIDENCE = 0.95  # of the bootstrap intervals
@@ -115,6 +116,7 @@ def peak_search_json(peaks: ComparePeaks) -> dict[str, Any]:
                 "peak_qps": peak.peak_qps,
                 "low_qps": peak.low_qps,
                 "high_qps": peak.high_qps,
+                "tokens_per_s_at_peak": _tokens_per_s(peak),  # the token rule's; else null
                 "status": peak.conclusion.status,
                 "conclusion": peak.conclusion.text,
                 "probes": probes,
@@ -136,6 +138,7 @@ def peak_search_json(peaks: ComparePeaks) -> dict[str, Any]:
         )
     return {
         "settings": plain(peaks.settings),
+        "rule": _rule(peaks),
         "elapsed_s": round(peaks.elapsed_s, 3),
         "budget_exhausted": peaks.budget_exhausted,
         "stop_reason": peaks.stop_reason,
@@ -173,61 +176,103 @@ def _latency(ns: float) -> str:
     return "∞" if not math.isfinite(ns) or ns >= FAILED_LATENCY_NS else ms_cell(ns)
 
 
+def _rule(peaks: ComparePeaks) -> str:
+    """What the search held, in words."""
+    s = peaks.settings
+    if s.token_rule:
+        return s.rule_text()
+    return f"the SLO (p{s.percentile * 100:g} ≤ {s.target_latency_ns / 1e6:g} ms)"
+
+
+def _probe_figure(run: ProbeRun, token_rule: bool) -> str:
+    """A probe's measured figure: its percentile latency, or under the token rule its
+    percentile TTFT / TPOT (the search's own number there is a ratio to the bounds)."""
+    if not token_rule:
+        return _latency(run.probe.latency_ns)
+    if run.probe.latency_ns >= FAILED_LATENCY_NS:
+        return "∞ (failures)"
+    return " / ".join("—" if ns is None else ms_cell(ns) for ns in (run.ttft_ns, run.tpot_ns))
+
+
+def _tokens_per_s(peak: TargetPeak) -> float | None:
+    """Completed tokens/s of the peak's last VALID run (None: no peak, or not the token rule)."""
+    runs = [r for r in peak.runs if r.probe.qps == peak.peak_qps and r.probe.valid]
+    return runs[-1].tokens_per_s if runs else None
+
+
 def peak_table(peaks: ComparePeaks) -> Table:
     s = peaks.settings
+    p = f"p{s.percentile * 100:g}"
     table = Table(
-        title=f"Peak under the SLO (p{s.percentile * 100:g} ≤ {s.target_latency_ns / 1e6:g} ms) "
-        "— same search as find-peak, probes interleaved across targets, boundary repeated on "
-        "another seed",
+        title=f"Peak under {_rule(peaks)} — same search as find-peak, probes interleaved across "
+        "targets, boundary repeated on another seed",
         title_justify="left",
     )
-    for name, justify in (
+    measured = f"{p} TTFT / TPOT ms" if s.token_rule else f"{p} ms"
+    columns = [
         ("target", "left"),
         ("calibration\nQPS", "right"),
-        (f"probes (QPS: verdict, p{s.percentile * 100:g} ms)", "left"),
+        (f"probes (QPS: verdict, {measured})", "left"),
         ("peak QPS", "right"),
         ("interval", "right"),
-    ):
+    ]
+    if s.token_rule:
+        columns.append(("tokens/s\nat peak", "right"))
+    for name, justify in columns:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for peak in peaks.peaks.values():
         cells = []
         for run, repeat in zip(peak.runs, peak.repeated, strict=True):
-            p = run.probe
-            word = "CLIENT-BOUND" if p.client_bound else ("VALID" if p.valid else "INVALID")
+            probe = run.probe
+            word = "CLIENT-BOUND" if probe.client_bound else ("VALID" if probe.valid else "INVALID")
             again = " (repeat)" if repeat else ""
             missed = [str(stage.number) for stage in run.stages if not stage.met]
             stages = f" (stage {', '.join(missed)} missed)" if missed else ""
-            cells.append(f"{_qps(p.qps)}: {word}, {_latency(p.latency_ns)}{stages}{again}")
+            figure = _probe_figure(run, s.token_rule)
+            cells.append(f"{_qps(probe.qps)}: {word}, {figure}{stages}{again}")
         calibration = "—" if peak.calibration_qps is None else _qps(peak.calibration_qps)
-        table.add_row(
+        row = [
             peak.target,
             calibration,
             "\n".join(cells) or "none",
             "none" if peak.peak_qps is None else _qps(peak.peak_qps),
             "—" if peak.peak_qps is None else f"\\[{_qps(peak.low_qps)}, {_qps(peak.high_qps)}]",
-        )
+        ]
+        if s.token_rule:
+            rate = _tokens_per_s(peak)
+            row.append("—" if rate is None else f"{rate:,.0f}")
+        table.add_row(*row)
     table.caption = (
         "peak = the highest rate VALID every time it ran; interval = \\[peak, lowest INVALID rate] "
         f"(or one resolution step, {s.resolution * 100:g} %, when none failed); "
         f"{peaks.elapsed_s:.0f} s of probes"
         + ("; the budget ran out" if peaks.budget_exhausted else "")
+        + ("; tokens/s: completed tokens ÷ the last completion (LoadGen's)" if s.token_rule else "")
     )
     return table
 
 
 def ratio_lines(peaks: ComparePeaks, bound_ms: float, percentile: float) -> list[str]:
     """The headline, in the seed's terms: Triton as a % of native's throughput at the bound."""
+    token_rule = peaks.settings.token_rule
+    held = f"under {_rule(peaks)}" if token_rule else f"at p{percentile * 100:g} ≤ {bound_ms:g} ms"
     lines = []
     for ratio in peak_ratios(peaks):
         bounds = ratio.interval
         if ratio.ratio is None or bounds is None:
             lines.append(f"{ratio.target} ÷ native peak: {ratio.verdict}")
             continue
+        tokens = ""
+        if token_rule:
+            rates = [_tokens_per_s(peaks.peaks[name]) for name in (ratio.target, NATIVE)]
+            if all(rate is not None for rate in rates):
+                tokens = f"; {rates[0]:,.0f} / {rates[1]:,.0f} tokens/s"
         lines.append(
             f"{ratio.target} reached {100 * ratio.ratio:.0f} % of native onnxruntime's "
-            f"throughput at p{percentile * 100:g} ≤ {bound_ms:g} ms "
+            f"throughput {held} "
             f"(interval {100 * bounds[0]:.0f}–{100 * bounds[1]:.0f} %; "
-            f"{ratio.triton.peak_qps:,.1f} / {ratio.native.peak_qps:,.1f} QPS): {ratio.verdict}"
+            f"{ratio.triton.peak_qps:,.1f} / {ratio.native.peak_qps:,.1f} QPS{tokens}): "
+            f"{ratio.verdict}"
         )
     return lines
 

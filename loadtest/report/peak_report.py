@@ -86,6 +86,7 @@ def probe_json(run: ProbeRun) -> dict[str, Any]:
             "token_ratio": None if math.isinf(run.token_ratio) else run.token_ratio,
             "ttft_ns": run.ttft_ns,  # at the rule's percentile, successful answers only
             "tpot_ns": run.tpot_ns,
+            "tokens_per_s": run.tokens_per_s,  # completed tokens ÷ the last completion
         }
     return {
         "qps": probe.qps,

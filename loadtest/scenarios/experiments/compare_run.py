@@ -53,7 +53,7 @@ from loadtest.observe.triton_statistics import TritonStatistics
 from loadtest.rules.stage_results import StageResult, stage_results, stages_check
 from loadtest.rules.stats import Summary
 from loadtest.rules.validity import Verdict, with_check
-from loadtest.scenarios.mlperf.interpret import interpret_server
+from loadtest.scenarios.mlperf.interpret import interpret_server, interpret_server_tokens
 from loadtest.scenarios.mlperf.play import run_server
 from loadtest.scenarios.target_flags import TargetFlags
 from loadtest.server import deployment as deployment_module
@@ -555,7 +555,10 @@ async def _play_one(
     before = native.batcher_stats if native else None
     measurement = await run_server(target, spec, count, settings, drain_timeout_ns)
     side = await probe.finish(measurement) if probe else None
-    summary, verdict = interpret_server(settings, measurement.outcome)
+    if settings.ttft_bound_ns or settings.tpot_bound_ns:  # a decoder under LoadGen's LLM rule
+        summary, verdict = interpret_server_tokens(settings, measurement.outcome)
+    else:
+        summary, verdict = interpret_server(settings, measurement.outcome)
     stages: tuple[StageResult, ...] = ()
     arrivals = settings.arrivals
     if isinstance(arrivals, StagedArrivals):  # VALID only if every stage is, as `server` judges

@@ -18,13 +18,20 @@ from loadtest.core.settings import (
 )
 from loadtest.engine.runner import RunOutcome
 from loadtest.rules.stats import Summary, summarize
+from loadtest.rules.tokens import TokenBounds, token_checks
 from loadtest.rules.validity import (
+    EARLY_STOPPING,
+    PERFORMANCE,
+    Check,
     Verdict,
     judge_multi_stream,
     judge_offline,
     judge_server,
     judge_single_stream,
+    make_verdict,
 )
+
+TOKEN_ADVICE = "Reduce the rate: p TTFT or p TPOT is over its bound"
 
 
 def interpret_server(settings: ServerSettings, outcome: RunOutcome) -> tuple[Summary, Verdict]:
@@ -38,6 +45,36 @@ def interpret_server(settings: ServerSettings, outcome: RunOutcome) -> tuple[Sum
     )
     latencies = outcome.records.latency_from_scheduled_ns()
     return summary, _judged(judge_server, summary, latencies, settings, outcome)
+
+
+def token_bounds(settings: ServerSettings) -> TokenBounds:
+    """The Server run's token bounds (--ttft-bound, --tpot-bound, --mlperf-model) as the rule."""
+    return TokenBounds(
+        settings.ttft_bound_ns,
+        settings.tpot_bound_ns,
+        settings.percentile,
+        settings.token_bounds_source,
+        settings.early_stopping_confidence,
+    )
+
+
+def interpret_server_tokens(
+    settings: ServerSettings, outcome: RunOutcome
+) -> tuple[Summary, Verdict]:
+    """LoadGen's LLM Server rule (its LLM keys set target_latency = 0): the Server verdict with
+    the end-to-end bound and that bound's early stopping replaced by the token checks (p TTFT
+    from the scheduled time, p TPOT, early stopping on each, no answer of ≤ 1 token).
+    `settings.target_latency_ns` stands in only for the client's allowed send lag."""
+    summary, verdict = interpret_server(settings, outcome)
+    checks = [c for c in verdict.checks if c.name not in (PERFORMANCE, EARLY_STOPPING)]
+    checks += [
+        Check(c.name, c.passed, c.detail, "" if c.passed else TOKEN_ADVICE)
+        for c in token_checks(outcome.records, token_bounds(settings))
+    ]
+    judged = make_verdict(
+        verdict.scenario, checks, None, None, verdict.error_budget, verdict.partial
+    )
+    return summary, judged
 
 
 def interpret_offline(settings: OfflineSettings, outcome: RunOutcome) -> tuple[Summary, Verdict]:

@@ -39,23 +39,22 @@ from loadtest.rules.goodput import SEND, Goodput, goodput, holds, ratio_at_share
 from loadtest.rules.stage_results import StageResult, stage_results, stages_check
 from loadtest.rules.stats import Summary, exact_percentile, exact_percentile_with_failures
 from loadtest.rules.tokens import (
-    TokenBounds,
     fastest_ratio,
     per_query,
-    token_checks,
+    token_figures,
     token_ratio,
 )
 from loadtest.rules.validity import (
     CLIENT_KEPT_UP,
-    EARLY_STOPPING,
-    PERFORMANCE,
-    Check,
     Verdict,
     expected_min_queries,
-    make_verdict,
     with_check,
 )
-from loadtest.scenarios.mlperf.interpret import interpret_server
+from loadtest.scenarios.mlperf.interpret import (
+    interpret_server,
+    interpret_server_tokens,
+    token_bounds,
+)
 from loadtest.scenarios.mlperf.play import Generator, closed_loop_throughput, run_server
 from loadtest.scenarios.searches.peak_search import (
     FAILED_LATENCY_NS,
@@ -85,6 +84,7 @@ class ProbeRun:
     # the token rule's p TTFT (from the scheduled time) and p TPOT of the successful answers (ns)
     ttft_ns: int | None = None
     tpot_ns: int | None = None
+    tokens_per_s: float | None = None  # the token rule's completed tokens/s (LoadGen's figure)
     # over --stages (MLPerf's rule): each stage judged alone, which the verdict counts
     stages: tuple[StageResult, ...] = ()
 
@@ -118,12 +118,13 @@ async def calibrate(target: Target, sample_count: int, settings: PeakSettings) -
 def _probe_of(
     settings: ServerSettings, measurement: Measurement, goodput_target: float = 0.0
 ) -> ProbeRun:
-    """A probe judged by MLPerf's rule, or by the goodput rule when `goodput_target` is set."""
+    """A probe judged by MLPerf's rule, by the token rule when the settings hold token bounds,
+    or by the goodput rule when `goodput_target` is set."""
+    if settings.ttft_bound_ns or settings.tpot_bound_ns:
+        return _token_probe(settings, measurement)
     summary, verdict = interpret_server(settings, measurement.outcome)
     if goodput_target:
         return _goodput_probe(settings, measurement, summary, verdict, goodput_target)
-    if settings.ttft_bound_ns or settings.tpot_bound_ns:
-        return _token_probe(settings, measurement, summary, verdict)
     arrivals = settings.arrivals
     stages: tuple[StageResult, ...] = ()
     if isinstance(arrivals, StagedArrivals):  # over stages, a probe is VALID if every stage is
@@ -196,30 +197,11 @@ def _goodput_probe(
     return ProbeRun(probe, settings, summary, verdict, measurement.client_cpu_s, result)
 
 
-TOKEN_ADVICE = "Reduce the rate: p TTFT or p TPOT is over its bound"
-
-
-def _token_probe(
-    settings: ServerSettings, measurement: Measurement, summary: Summary, verdict: Verdict
-) -> ProbeRun:
-    """The token rule: the Server verdict with its end-to-end bound (and that bound's early
-    stopping) replaced by LoadGen's token checks; the search reads the worse token ratio."""
+def _token_probe(settings: ServerSettings, measurement: Measurement) -> ProbeRun:
+    """The token rule (interpret_server_tokens); the search reads the worse token ratio."""
     records = measurement.outcome.records
-    bounds = TokenBounds(
-        settings.ttft_bound_ns,
-        settings.tpot_bound_ns,
-        settings.percentile,
-        settings.token_bounds_source,
-        settings.early_stopping_confidence,
-    )
-    checks = [c for c in verdict.checks if c.name not in (PERFORMANCE, EARLY_STOPPING)]
-    checks += [
-        Check(c.name, c.passed, c.detail, "" if c.passed else TOKEN_ADVICE)
-        for c in token_checks(records, bounds)
-    ]
-    judged = make_verdict(
-        verdict.scenario, checks, None, None, verdict.error_budget, verdict.partial
-    )
+    summary, judged = interpret_server_tokens(settings, measurement.outcome)
+    bounds = token_bounds(settings)
     ratio = token_ratio(records, bounds, summary.failed)
     measure = FAILED_LATENCY_NS if math.isinf(ratio) else round(ratio * NORMALIZED_BOUND_NS)
     # A lagging client clears nothing, but convicts the server when a bound is broken even with
@@ -227,6 +209,7 @@ def _token_probe(
     server_failed_anyway = token_ratio(records, bounds, summary.failed, from_send=True) > 1
     fastest = fastest_ratio(records, bounds)
     answers = per_query(records)
+    figures = token_figures(records)
     probe = Probe(
         qps=settings.qps,
         latency_ns=min(FAILED_LATENCY_NS, measure),
@@ -245,6 +228,7 @@ def _token_probe(
         token_ratio=ratio,
         ttft_ns=_at(answers.ttft, settings.percentile),
         tpot_ns=_at(answers.tpot, settings.percentile),
+        tokens_per_s=figures.completed_tokens_per_s if figures else None,
     )
 
 

@@ -17,13 +17,22 @@ TPOT = c exactly. Deadlines are absolute (no drift: a late wake-up delays one to
 With stream = false the whole answer comes in one response when the last token is due.
 
 `async def execute` (decoupled models, Python backend ≥ 24.04): every request is a coroutine on
-the instance's event loop, so requests never queue behind each other (an infinite-server model:
-the answer does not depend on load). A cancelled request (client cancel or deadline,
+the instance's event loop, so by default requests never queue behind each other (an
+infinite-server model: the answer does not depend on load). Two optional parameters, for the
+queueing benchmark (benchmarks/stream_queueing.py), which sets them in a copy of this model:
+- `max_concurrent_requests` = k > 0: at most k requests are answered at once, the others wait
+  in arrival order (an asyncio.Semaphore, FIFO), so the model is a k-server queue whose service
+  time is a + b·ISL + c·(max_tokens − 1) and the timing above runs from the request's start;
+- `log_timing` = 1: one log line per request with the first word of its prompt (a tag the
+  client can give each request) and the CLOCK_MONOTONIC times (ns) of its arrival, its start,
+  its first and its last response (Linux shares that clock between processes, so a client on
+  the same host can set them against its own schedule: the server's own truth). A cancelled request (client cancel or deadline,
 `response_sender.is_cancelled()`, ≥ 23.10) stops at the next token and still sends FINAL, as the
 Python backend requires.
 """
 
 import asyncio
+import time
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -61,14 +70,38 @@ class TritonPythonModel:
         self.base_ms = _parameter(config, "ttft_base_ms", 250.0)  # a
         self.per_input_ms = _parameter(config, "ttft_per_input_token_ms", 2.0)  # b
         self.per_output_ms = _parameter(config, "ms_per_output_token", 20.0)  # c
+        servers = int(_parameter(config, "max_concurrent_requests", 0))
+        self.servers = asyncio.Semaphore(servers) if servers > 0 else None
+        self.log_timing = _parameter(config, "log_timing", 0) == 1
 
     async def execute(self, requests):
-        await asyncio.gather(*(self._answer(request) for request in requests))
+        await asyncio.gather(*(self._queued(request) for request in requests))
         return None
 
+    async def _queued(self, request):
+        arrived = time.monotonic_ns()
+        if self.servers is None:
+            times = await self._answer(request)
+        else:
+            async with self.servers:
+                times = await self._answer(request)
+        if self.log_timing and times is not None:
+            started, first, last = times
+            raw = _scalar(request, "text_input", b"")
+            words = raw.decode("utf-8", "replace").split() if isinstance(raw, bytes) else []
+            tag = words[0][:32] if words else "-"
+            pb_utils.Logger.log_info(
+                f"llm_known timing: tag={tag} arrived={arrived} started={started} "
+                f"first={first} last={last}"
+            )
+
     async def _answer(self, request):
+        """The request's answer, by the law above; (start, first, last response) in
+        CLOCK_MONOTONIC ns when it was answered in full, else None."""
         loop = asyncio.get_running_loop()
         start = loop.time()
+        started = time.monotonic_ns()
+        first_sent = 0
         sender = request.get_response_sender()
         try:
             raw = _scalar(request, "text_input", b"")
@@ -97,7 +130,10 @@ class TritonPythonModel:
             last = k == max_tokens - 1
             if stream:
                 sender.send(_response(f"t{k} ", 1, input_tokens), FINAL if last else 0)
+                first_sent = first_sent or time.monotonic_ns()
             else:
                 words.append(f"t{k} ")
         if not stream:
             sender.send(_response("".join(words), max_tokens, input_tokens), FINAL)
+            first_sent = time.monotonic_ns()
+        return started, first_sent, time.monotonic_ns()
