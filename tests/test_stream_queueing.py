@@ -39,4 +39,4 @@ def test_a_short_queueing_run_logs_every_query_and_queues_them(tmp_path: Path) -
     tpot_p50 = next(
         float(measured) for name, p, measured, _, _ in rows if name == "TPOT" and p == "50"
     )
-    assert abs(tpot_p50 - 5.0) < 1.0  # c = 5 ms
+    assert abs(tpot_p50 - 10.0) < 1.0  # c = 10 ms
