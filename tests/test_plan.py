@@ -33,11 +33,31 @@ def test_replicas_arithmetic():
         ({"target_qps": 1, "peak_qps": 0}, "peak"),
         ({"target_qps": 1, "peak_qps": 1, "headroom": 1.0}, "--headroom"),
         ({"target_qps": 1, "peak_qps": 1, "spare": -1}, "--spare"),
+        ({"target_qps": 1, "peak_qps": 1, "spare": 10**7}, "--spare"),
+        ({"target_qps": 1e9, "peak_qps": 1e-9}, "more than 1,000,000"),
+        ({"target_qps": 1e300, "peak_qps": 1e-300}, "more than 1,000,000"),
     ],
 )
 def test_bad_plan_inputs(kwargs, message):
     with pytest.raises(SettingsError, match=message):
         plan_capacity(**kwargs)
+
+
+def test_a_plan_of_a_million_replicas_is_still_a_plan():
+    plan = plan_capacity(target_qps=800_000, peak_qps=1, headroom=0.2)
+    assert plan.replicas == 1_000_000
+
+
+def test_an_absurd_plan_is_one_line_and_a_tiny_peak_keeps_its_digits():
+    """#26: `plan --target-qps 1e9 --peak-qps 1e-9` printed 1.25e18 replicas and "0.0 QPS"."""
+    absurd = _cli("--target-qps", "1e9", "--peak-qps", "1e-9")
+    assert absurd.returncode == 1, absurd.stdout + absurd.stderr  # an error, not a bad flag
+    assert "more than 1,000,000" in absurd.stderr and "Traceback" not in absurd.stderr
+    assert len(absurd.stderr.strip().splitlines()) == 1, absurd.stderr
+    tiny = _cli("--target-qps", "0.01", "--peak-qps", "0.004")
+    assert tiny.returncode == 0, tiny.stderr
+    assert "0.004 QPS per replica under that SLO" in tiny.stdout
+    assert "0.0 QPS" not in tiny.stdout
 
 
 def _peak_file(tmp_path: Path, peak: float | None, status: str = "bracketed") -> Path:

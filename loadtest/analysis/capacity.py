@@ -52,6 +52,10 @@ class CapacityPlan:
     rule: str = ""  # the pass rule the peak was searched under, in words
 
 
+# A plan past this many replicas is a rate typed wrong, not a deployment.
+MAX_REPLICAS = 1_000_000
+
+
 def plan_capacity(
     target_qps: float,
     peak_qps: float,
@@ -69,9 +73,17 @@ def plan_capacity(
         raise SettingsError(f"--headroom must be in [0, 1), got {headroom:g}")
     if spare < 0:
         raise SettingsError(f"--spare must be ≥ 0, got {spare}")
+    if spare > MAX_REPLICAS:
+        raise SettingsError(f"--spare must be at most {MAX_REPLICAS:,}, got {spare:,}")
     usable = peak_qps * (1 - headroom)
+    ratio = target_qps / usable
+    if not ratio <= MAX_REPLICAS:  # not a plan: a rate typed wrong (#26: 1e9 over 1e-9 QPS)
+        raise SettingsError(
+            f"{target_qps:,.6g} QPS over {usable:,.6g} usable QPS per replica needs "
+            f"{ratio:,.3g} replicas, more than {MAX_REPLICAS:,}: check --target-qps and the peak"
+        )
     # A tiny epsilon keeps exact multiples (e.g. 400 / 100) from rounding up by float noise.
-    needed = max(1, math.ceil(target_qps / usable - 1e-9))
+    needed = max(1, math.ceil(ratio - 1e-9))
     load = target_qps / needed
     extra = (
         (f"{spare} spare replica(s) keep the SLO with {spare} replica(s) down",) if spare else ()

@@ -268,16 +268,22 @@ def plan(
         console.print(f"plan: {output}")
 
 
+def _rate(qps: float) -> str:
+    """A rate with its digits: 0.1 and up to one decimal, below it three significant ones (a
+    peak of 0.004 QPS is not "0.0")."""
+    return f"{qps:,.1f}" if qps >= 0.1 else f"{qps:.3g}"
+
+
 def render_plan(result: CapacityPlan) -> None:
     table = Table(title="Capacity plan", title_justify="left", show_header=False)
     table.add_column("what")
     table.add_column("value")
-    table.add_row("target", f"{result.target_qps:,.1f} QPS within {escape(result.slo)}")
-    table.add_row("measured peak", f"{result.peak_qps:,.1f} QPS per replica under that SLO")
+    table.add_row("target", f"{_rate(result.target_qps)} QPS within {escape(result.slo)}")
+    table.add_row("measured peak", f"{_rate(result.peak_qps)} QPS per replica under that SLO")
     table.add_row("found by", escape(result.rule))
     table.add_row(
         "usable per replica",
-        f"{result.usable_qps_per_replica:,.1f} QPS ({result.headroom * 100:g} % headroom)",
+        f"{_rate(result.usable_qps_per_replica)} QPS ({result.headroom * 100:g} % headroom)",
     )
     table.add_row(
         "[bold]replicas[/]",
@@ -286,7 +292,7 @@ def render_plan(result: CapacityPlan) -> None:
     )
     table.add_row(
         "load at target",
-        f"{result.load_per_replica_qps:,.1f} QPS per replica = "
+        f"{_rate(result.load_per_replica_qps)} QPS per replica = "
         f"{result.utilization_of_peak * 100:.0f} % of the measured peak",
     )
     console.print(table)
