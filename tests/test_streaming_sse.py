@@ -23,7 +23,7 @@ from loadtest.stub.catalog import Behaviour, Catalog
 from loadtest.stub.grpc_server import start_grpc
 from loadtest.stub.http_server import start_http
 from loadtest.stub.sse import ERROR_AFTER_FIELD, MID_STREAM_ERROR
-from loadtest.targets import triton_target
+from loadtest.targets import sse_client, triton_target
 from loadtest.targets.triton_sse import SseAnswer, TritonSseTarget
 from loadtest.targets.triton_stream import TritonStreamTarget
 
@@ -152,6 +152,35 @@ def test_the_parser_finds_every_event_however_the_body_is_split(step):
         assert answer.feed(BODY[k : k + step]) is None
     assert answer.end() is None
     assert answer.events == seen.parts == 3 and answer.count == 6
+
+
+def test_a_whole_answer_in_one_chunk_is_parsed_in_slices_that_give_the_loop_turns(monkeypatch):
+    """A server that sends a 600-event answer at once: parsed a slice at a time, every event
+    counted as in one go, and the loop runs other callbacks (the issuer's sends) between slices
+    instead of after the whole answer."""
+    monkeypatch.setattr(sse_client, "SLICE_S", 0.0)  # a turn after every slice
+    event = b'data: {"text_output":"a","num_output_tokens":1}\n\n'
+    body = event * 600
+
+    async def play() -> tuple[int, list[int]]:
+        seen = _Seen()
+        answer = SseAnswer(seen)
+        seen_by_turns: list[int] = []
+
+        def turn() -> None:  # another callback wanting the loop: how far the parse had got
+            seen_by_turns.append(seen.parts)
+            if seen.parts < 600:
+                asyncio.get_running_loop().call_soon(turn)
+
+        asyncio.get_running_loop().call_soon(turn)
+        assert await sse_client._feed_in_slices(answer, body) is None
+        assert answer.end() is None and answer.count == 600
+        return seen.parts, seen_by_turns
+
+    parts, turns = asyncio.run(play())
+    assert parts == 600
+    assert len(body) > sse_client.SLICE_BYTES  # several slices
+    assert len([n for n in turns if 0 < n < 600]) >= len(body) // sse_client.SLICE_BYTES - 1
 
 
 def test_the_parser_says_no_count_when_the_server_sends_none_and_fails_on_an_error():
