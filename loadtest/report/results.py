@@ -177,6 +177,7 @@ class RunReport:
         cache_check: CacheCheck | None = None,
         prompts: PromptLibrary | None = None,
         max_tokens: np.ndarray | None = None,
+        ignore_eos: np.ndarray | None = None,
     ) -> RunReport:
         summary, verdict = interpret(settings, measurement.outcome)
         if output_check is not None:
@@ -223,7 +224,7 @@ class RunReport:
             output_lengths=(
                 None
                 if tokens is None or max_tokens is None
-                else output_lengths(records, max_tokens, resolved.ignore_eos)
+                else output_lengths(records, max_tokens, resolved.ignore_eos, ignore_eos)
             ),
             prompts=(
                 None
@@ -252,6 +253,7 @@ class RunReport:
             cache_check=run.cache_check,
             prompts=run.prompts,
             max_tokens=run.max_tokens,
+            ignore_eos=run.ignore_eos,
         )
 
     @property

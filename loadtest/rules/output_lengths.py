@@ -52,7 +52,8 @@ class OutputLengths:
     not_compared: int  # successful streamed queries without max_tokens or a server count
     requested_tokens: int  # Σ max_tokens over the compared queries
     achieved_tokens: int  # Σ server count over the same queries
-    ignore_eos: bool
+    ignore_eos: bool  # every compared request asked ignore_eos (--ignore-eos or its input)
+    shorter_with_ignore_eos: int = 0  # shorter answers whose request asked ignore_eos
 
     @property
     def mismatched(self) -> int:
@@ -70,7 +71,7 @@ class OutputLengths:
                 "in the request or a server token count)"
             )
         share = self.mismatch_share or 0.0
-        meaning = SHORTER_WITH_IGNORE_EOS if self.ignore_eos else SHORTER_WITHOUT_IGNORE_EOS
+        meaning = self.shorter_means()
         apart = f"; {self.not_compared} not compared" if self.not_compared else ""
         return (
             f"output length vs max_tokens: {self.mismatched:,} of {self.compared:,} answers differ "
@@ -85,31 +86,52 @@ class OutputLengths:
         figures["mismatched"] = self.mismatched
         figures["mismatch_share"] = self.mismatch_share
         figures["definition"] = MISMATCH_DEFINITION
-        figures["shorter_means"] = (
-            SHORTER_WITH_IGNORE_EOS if self.ignore_eos else SHORTER_WITHOUT_IGNORE_EOS
-        )
+        figures["shorter_means"] = self.shorter_means()
         return figures
+
+    def shorter_means(self) -> str:
+        """What the shorter answers mean: ignore_eos asked (the server's fault) or not (the
+        model's end-of-sequence, or truncation), or each for its share."""
+        if self.shorter and 0 < self.shorter_with_ignore_eos < self.shorter:
+            return (
+                f"{self.shorter_with_ignore_eos:,} of the shorter asked ignore_eos: "
+                f"{SHORTER_WITH_IGNORE_EOS}; the others did not: {SHORTER_WITHOUT_IGNORE_EOS}"
+            )
+        if self.ignore_eos or (self.shorter and self.shorter_with_ignore_eos == self.shorter):
+            return SHORTER_WITH_IGNORE_EOS
+        return SHORTER_WITHOUT_IGNORE_EOS
 
 
 def output_lengths(
-    records: Records, max_tokens: np.ndarray, ignore_eos: bool = False
+    records: Records,
+    max_tokens: np.ndarray,
+    ignore_eos: bool = False,
+    sample_ignore_eos: np.ndarray | None = None,
 ) -> OutputLengths | None:
     """The comparison over a run's successful streamed queries; `max_tokens` per sample of the
-    library (NO_MAX_TOKENS: none). None when nothing streamed or a query held several samples
-    (one count per query cannot be split between them)."""
+    library (NO_MAX_TOKENS: none); `ignore_eos`: every request asked it (the OpenAI targets'
+    --ignore-eos); `sample_ignore_eos`: per sample, its own ignore_eos input (Triton's). None
+    when nothing streamed or a query held several samples (one count per query cannot be split
+    between them)."""
     answered = records.ok & records.streamed
     if not answered.any() or records.samples_per_query != 1:
         return None
-    asked = max_tokens[records.sample_index[answered]]
+    index = records.sample_index[answered]
+    asked = max_tokens[index]
     counted = records.final_count[answered]
     known = (asked != NO_MAX_TOKENS) & (counted != NO_COUNT)
-    asked, counted = asked[known], counted[known]
+    eos_ignored = np.full(len(index), ignore_eos, dtype=bool)
+    if sample_ignore_eos is not None:
+        eos_ignored |= sample_ignore_eos[index]
+    asked, counted, eos_ignored = asked[known], counted[known], eos_ignored[known]
+    shorter = counted < asked
     return OutputLengths(
         compared=int(known.sum()),
-        shorter=int((counted < asked).sum()),
+        shorter=int(shorter.sum()),
         longer=int((counted > asked).sum()),
         not_compared=int((~known).sum()),
         requested_tokens=int(asked.sum()),
         achieved_tokens=int(counted.sum()),
-        ignore_eos=ignore_eos,
+        ignore_eos=bool(len(eos_ignored) and eos_ignored.all()),
+        shorter_with_ignore_eos=int((shorter & eos_ignored).sum()),
     )

@@ -40,7 +40,7 @@ from loadtest.core.slos import check_measurable
 from loadtest.core.target import ModelSpec, Sample, Target
 from loadtest.engine import stopping, timing
 from loadtest.engine.measurement import Measurement
-from loadtest.engine.prompts.library import PromptLibrary, sent_max_tokens
+from loadtest.engine.prompts.library import PromptLibrary, sent_ignore_eos, sent_max_tokens
 from loadtest.engine.runner import OnStart
 from loadtest.engine.samples import prompt_library, random_samples, sample_library
 from loadtest.engine.selfmeasure import Progress
@@ -118,6 +118,7 @@ class FinishedRun:
     prompts: PromptLibrary | None = None  # a text model's shaped prompts and their counts
     # each library sample's max_tokens as sent (-1: none), for requested vs achieved lengths
     max_tokens: np.ndarray | None = None
+    ignore_eos: np.ndarray | None = None  # each library sample's ignore_eos input as sent
 
     @property
     def interrupted(self) -> bool:
@@ -205,6 +206,7 @@ def run_scenario(
                     ready = await _prepare(target, spec, settings, flags, resolved, batch_size, say)
                     checks["prompts"] = ready.prompts
                     checks["max_tokens"] = sent_max_tokens(spec, ready.library)
+                    checks["ignore_eos"] = sent_ignore_eos(spec, ready.library)
                     # From here a stop signal ends the run with a result instead of unwinding it.
                     with shown, stopping.catching(asyncio.get_running_loop()):
                         try:
@@ -248,6 +250,7 @@ def run_scenario(
                 cache_check=checks.get("cache"),
                 prompts=checks.get("prompts"),
                 max_tokens=checks.get("max_tokens"),
+                ignore_eos=checks.get("ignore_eos"),
             )
     finally:
         stopping.install_process_handlers()

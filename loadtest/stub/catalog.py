@@ -118,17 +118,26 @@ class StreamLaw:
     a_ms: float = 0.0
     b_ms: float = 0.0
     c_ms: float = 0.0
+    # `stub_eos_after` = K > 0: the model "meets its end-of-sequence token" after K tokens, so an
+    # answer stops there unless the request asks ignore_eos (a real model's early stop, for the
+    # requested-against-achieved length figures); 0 = never.
+    eos_after: int = 0
 
     @classmethod
     def of(cls, config: mc.ModelConfig) -> StreamLaw:
-        def ms(key: str) -> float:
+        def number(key: str) -> float:
             entry = config.parameters.get(key)
             try:
                 return float(entry.string_value) if entry is not None else 0.0
             except ValueError:
                 return 0.0
 
-        return cls(ms("ttft_base_ms"), ms("ttft_per_input_token_ms"), ms("ms_per_output_token"))
+        return cls(
+            number("ttft_base_ms"),
+            number("ttft_per_input_token_ms"),
+            number("ms_per_output_token"),
+            max(int(number("stub_eos_after")), 0),
+        )
 
     def token_due_s(self, words: int, k: int) -> float:
         """When token k (0-based) is due, in seconds after the request."""

@@ -101,7 +101,12 @@ class OpenAiPlan(SsePlan):
         error_after = request.get(ERROR_AFTER_FIELD)
         super().__init__(
             model,
-            {"text_input": prompt, "max_tokens": max_tokens, ERROR_AFTER_FIELD: error_after},
+            {
+                "text_input": prompt,
+                "max_tokens": max_tokens,
+                "ignore_eos": request.get("ignore_eos"),  # vLLM's extension
+                ERROR_AFTER_FIELD: error_after,
+            },
         )
         envelope = {
             "id": "chatcmpl-stub" if chat else "cmpl-stub",
@@ -111,7 +116,7 @@ class OpenAiPlan(SsePlan):
         }
         failing = self.error_after is not None
         cut = request.get(WITHOUT_DONE_FIELD) is True  # a stream cut mid-answer: no end at all
-        finish = None if failing or cut else "length"
+        finish = None if failing or cut else ("stop" if self.eos else "length")
         self.events = _token_events(envelope, chat, self.tokens, finish)
         if chat:  # the role first, with empty content, as vLLM opens a chat stream
             opening = {"index": 0, "delta": {"role": "assistant", "content": ""}}

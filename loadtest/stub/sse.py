@@ -57,9 +57,18 @@ def _number(value: Any, default: int) -> int:
         return default
 
 
+def _truthy(value: Any) -> bool:
+    """A request's boolean field, however it came (JSON true, a one-element list, 1)."""
+    if isinstance(value, list):
+        value = value[0] if value else False
+    return value is True or value == 1
+
+
 class TokenPlan:
-    """One streamed request's answer, whatever the protocol: how many tokens, when each is due
-    after the arrival (seconds), and whether an error follows them (`stub_error_after`)."""
+    """One streamed request's answer, whatever the protocol: how many tokens (max_tokens, or
+    fewer where the model's `stub_eos_after` stops it and the request did not ask ignore_eos),
+    when each is due after the arrival (seconds), and whether an error follows them
+    (`stub_error_after`)."""
 
     def __init__(self, model: StubModel, request: dict[str, Any]) -> None:
         text = request.get("text_input", "")
@@ -71,6 +80,10 @@ class TokenPlan:
         self.error_after = None if error_after is None else _number(error_after, 0)
         law = model.stream_law
         self.instant = law.a_ms == 0 and law.b_ms == 0 and law.c_ms == 0
+        self.eos = bool(law.eos_after) and not _truthy(request.get("ignore_eos"))
+        self.eos = self.eos and law.eos_after < tokens  # the model's end-of-sequence token
+        if self.eos:
+            tokens = law.eos_after
         self.tokens = tokens if self.error_after is None else min(tokens, self.error_after)
         self.due_s = [law.token_due_s(words, k) for k in range(self.tokens)]
 

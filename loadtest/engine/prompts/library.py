@@ -34,6 +34,7 @@ from loadtest.rules.prompt_counts import NO_LENGTH
 
 PROMPT_INPUT = "text_input"
 MAX_TOKENS_INPUT = "max_tokens"
+IGNORE_EOS_INPUT = "ignore_eos"  # TensorRT-LLM's name: run to max_tokens, past any EOS
 INPUT_STREAM = 0x494E  # "IN": synthetic input lengths
 OUTPUT_STREAM = 0x4F5554  # "OUT": synthetic output lengths
 
@@ -226,6 +227,21 @@ def sent_max_tokens(model: ModelSpec, samples: list[Sample]) -> np.ndarray:
         return np.full(len(samples), NO_LENGTH, dtype=np.int64)
     return np.fromiter(
         (int(np.asarray(s[spec.name]).reshape(-1)[0]) for s in samples), np.int64, len(samples)
+    )
+
+
+def sent_ignore_eos(model: ModelSpec, samples: list[Sample]) -> np.ndarray:
+    """Each sample's ignore_eos as sent (False where the model has no such input or the sample
+    leaves it out): whether a short answer was the server's to avoid."""
+    if not any(t.name == IGNORE_EOS_INPUT for t in model.inputs):
+        return np.zeros(len(samples), dtype=bool)
+    return np.fromiter(
+        (
+            IGNORE_EOS_INPUT in s and bool(np.asarray(s[IGNORE_EOS_INPUT]).reshape(-1)[0])
+            for s in samples
+        ),
+        bool,
+        len(samples),
     )
 
 
