@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +36,13 @@ from loadtest.engine.sessions import SessionPlayer, SessionRun
 from loadtest.errors import ExitCode, SettingsError
 from loadtest.rules.sessions import session_figures
 from loadtest.stub.catalog import Behaviour, Catalog
+from loadtest.stub.grpc_server import start_grpc
 from loadtest.stub.http_server import start_http
 from loadtest.stub.process import running_stub
 from loadtest.stub.sse import ERROR_AFTER_FIELD
 from loadtest.targets.openai_sse import OpenAiSseTarget
 from loadtest.targets.triton_sse import TritonSseTarget
+from loadtest.targets.triton_stream import TritonStreamTarget
 
 A_MS, B_MS, C_MS = FAST_LAW_MS
 MS = NS_PER_MS
@@ -48,6 +51,7 @@ TARGETS = {
     "openai": lambda url: OpenAiSseTarget(url, "llm_known"),
     "openai-chat": lambda url: OpenAiSseTarget(url, "llm_known", chat=True),
     "http-stream": lambda url: TritonSseTarget(url.removeprefix("http://"), "llm_known"),
+    "grpc-stream": lambda url: TritonStreamTarget(url, "llm_known"),
 }
 
 
@@ -78,8 +82,17 @@ def _play(
     """`plan` against the stub in-process: sessions 50 ms apart, THINK_MS between turns."""
 
     async def play() -> SessionRun:
-        server = await start_http(Catalog(repository), "127.0.0.1", 0, behaviour=Behaviour())
-        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        stop: Callable[[], Awaitable[object]]
+        if protocol == "grpc-stream":  # the stub's grpc.aio side answers ModelStreamInfer
+            grpc_server, port = await start_grpc(Catalog(repository), "127.0.0.1", 0)
+            url, stop = f"127.0.0.1:{port}", lambda: grpc_server.stop(None)
+        else:
+            server = await start_http(Catalog(repository), "127.0.0.1", 0, behaviour=Behaviour())
+            url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+            async def stop() -> None:
+                server.close()
+
         target = TARGETS[protocol](url)
         try:
             await target.open()
@@ -95,7 +108,7 @@ def _play(
             ).run()
         finally:
             await target.close()
-            server.close()
+            await stop()
 
     return asyncio.run(play())
 
@@ -133,7 +146,7 @@ def test_turns_follow_the_previous_answer_and_carry_the_conversation(tmp_path, p
     assert figures.duration.count == 3 and figures.duration.p50_ns == sorted(ends)[1]
 
 
-@pytest.mark.parametrize("protocol", ["openai-chat", "http-stream"])
+@pytest.mark.parametrize("protocol", ["openai-chat", "http-stream", "grpc-stream"])
 def test_a_failing_turn_ends_its_session_and_its_later_turns_are_never_sent(tmp_path, protocol):
     """Session 1's base sample makes the stub fail mid-answer: its first turn is a failed
     query, its two later turns never leave, and the figures count them so; session 0 is whole."""
@@ -195,7 +208,10 @@ def test_the_placeholder_answer_has_the_answers_token_count():
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (["--protocol", "grpc"], "sessions play over openai, openai-chat, http-stream only"),
+        (
+            ["--protocol", "grpc"],
+            "sessions play over openai, openai-chat, http-stream, grpc-stream only",
+        ),
         (["--turns", "fixed:2", "--think-time", "soon"], "unknown --think-time law"),
         (["--turns", "fixed:2"], "need --input-tokens and --output-tokens"),
         ([], "sessions need --turns LAW"),
@@ -210,13 +226,16 @@ def test_bad_flags_are_one_line_before_any_connection(args, says):
     assert result.exception.exit_code == ExitCode.ERROR
 
 
-def test_the_command_end_to_end_against_the_stub(tmp_path):
+@pytest.mark.parametrize("protocol", ["openai-chat", "grpc-stream"])
+def test_the_command_end_to_end_against_the_stub(tmp_path, protocol):
     """The CLI prints what each figure is and writes them; a failure-free run exits 0."""
     out = tmp_path / "sessions.json"
-    with running_stub("--repository", str(law_repository(tmp_path))) as stub:
+    stub_args = ["--grpc-server", "grpcio"] if protocol == "grpc-stream" else []
+    with running_stub("--repository", str(law_repository(tmp_path)), *stub_args) as stub:
+        url = stub.grpc_url if protocol == "grpc-stream" else f"http://{stub.http_url}"
         run = subprocess.run(
-            [sys.executable, "-m", "loadtest.cli", "sessions", "--protocol", "openai-chat",
-             "--url", f"http://{stub.http_url}", "--embedded", "never", "--sessions", "3",
+            [sys.executable, "-m", "loadtest.cli", "sessions", "--protocol", protocol,
+             "--url", url, "--embedded", "never", "--sessions", "3",
              "--rate", "20", "--turns", "uniform:1:3", "--input-tokens", "fixed:4",
              "--output-tokens", "fixed:3", "--think-time", "fixed:10", "--json", str(out)],
             capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"},

@@ -3,9 +3,9 @@
 Sessions start on the arrival law at --rate sessions/s (one schedule entry per session start);
 turn k+1 is due at turn k's completion + --think-time. Sessions come from a ShareGPT file
 (--input-data) or the --turns law with --input-tokens/--output-tokens per turn. Only targets that
-declare `plays_turns` (openai, openai-chat, http-stream) take them; other protocols and workers
-(--workers, Ray) are not offered. Exit codes: 0 every session completed, 3 a session failed,
-1 bad input (one line), 130/143 stopped (the partial figures are printed).
+declare `plays_turns` (openai, openai-chat, http-stream, grpc-stream) take them; other protocols
+and workers (--workers, Ray) are not offered. Exit codes: 0 every session completed, 3 a session
+failed, 1 bad input (one line), 130/143 stopped (the partial figures are printed).
 """
 
 from __future__ import annotations
@@ -38,7 +38,12 @@ from loadtest.rules.sessions import session_figures
 from loadtest.scenarios import run as run_module
 from loadtest.scenarios.target_flags import TargetFlags
 
-SESSION_PROTOCOLS = (Protocol.OPENAI, Protocol.OPENAI_CHAT, Protocol.HTTP_STREAM)
+SESSION_PROTOCOLS = (
+    Protocol.OPENAI,
+    Protocol.OPENAI_CHAT,
+    Protocol.HTTP_STREAM,
+    Protocol.GRPC_STREAM,
+)
 THINK_STREAM = 0x5448494E  # "THIN": think times, from --sample-seed
 BASE_SAMPLES = 16  # drawn as usual for the model's other inputs (stream, ignore_eos, ...)
 MAX_SESSIONS = 100_000

@@ -21,13 +21,14 @@ import numpy as np
 
 from loadtest.core.records import SERVER_TIMEOUT
 from loadtest.core.secrets import Header, redact_url
-from loadtest.core.sessions import Message
+from loadtest.core.sessions import Message, conversation_text
 from loadtest.core.settings import SharedMemoryKind, TlsSettings, setup_timeout
 from loadtest.core.target import (
     Done,
     Kept,
     ModelSpec,
     Parts,
+    Sample,
     TargetCapabilities,
     TensorSpec,
     TritonEndpoint,
@@ -283,6 +284,28 @@ class TritonTargetBase:
             self.credentials.tls,
             headers=self.credentials.headers,
         )
+
+
+PROMPT_INPUT = "text_input"  # where a session's conversation goes (TensorRT-LLM's name)
+MAX_TOKENS_INPUT = "max_tokens"
+
+
+def turn_sample(
+    sample: Sample, conversation: Sequence[Message], max_tokens: int
+) -> dict[str, np.ndarray]:
+    """A session turn's inputs: the sample's, with `text_input` the conversation so far as one
+    text (KServe has no roles) and `max_tokens` the turn's, each in the sample's own dtype."""
+    turn = dict(sample)
+    for name, value in (
+        (PROMPT_INPUT, conversation_text(conversation).encode()),
+        (MAX_TOKENS_INPUT, max_tokens),
+    ):
+        if name in turn:
+            like = np.asarray(turn[name])
+            tensor = np.empty(like.shape, dtype=like.dtype)
+            tensor[...] = value
+            turn[name] = tensor
+    return turn
 
 
 class StreamingTargetBase(TritonTargetBase):

@@ -26,10 +26,9 @@ from dataclasses import replace
 from typing import Any
 
 import aiohttp
-import numpy as np
 from tritonclient.utils import InferenceServerException
 
-from loadtest.core.sessions import Message, conversation_text
+from loadtest.core.sessions import Message
 from loadtest.core.target import (
     ModelSpec,
     Parts,
@@ -47,11 +46,10 @@ from loadtest.targets.triton_common import (
     http_error_message,
     is_decoupled,
     model_spec_from_config,
+    turn_sample,
 )
 
 TOKEN_COUNT_FIELD = "num_output_tokens"
-PROMPT_INPUT = "text_input"  # where a session's conversation goes (TensorRT-LLM's name)
-MAX_TOKENS_INPUT = "max_tokens"
 
 
 def request_body(sample: Sample, server_timeout_us: int | None = None) -> bytes:
@@ -221,18 +219,8 @@ class TritonSseTarget(StreamingTargetBase):
     def start_turn(
         self, sample_index: int, conversation: Sequence[Message], max_tokens: int, parts: Parts
     ) -> None:
-        """One turn: the sample's other inputs, `text_input` the conversation as one text
-        (generate_stream has no roles), `max_tokens` the turn's, in the sample's own dtypes."""
-        sample = dict(self._samples[sample_index])
-        for name, value in (
-            (PROMPT_INPUT, conversation_text(conversation).encode()),
-            (MAX_TOKENS_INPUT, max_tokens),
-        ):
-            if name in sample:
-                like = np.asarray(sample[name])
-                tensor = np.empty(like.shape, dtype=like.dtype)
-                tensor[...] = value
-                sample[name] = tensor
+        """One turn: the sample's inputs with the conversation and the turn's max_tokens."""
+        sample = turn_sample(self._samples[sample_index], conversation, max_tokens)
         body = request_body(sample, self.server_timeout_us)
         self._queries.start(self._endpoint, body, SseAnswer(parts))
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 import numpy as np
@@ -37,11 +37,13 @@ from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
 from loadtest.core.records import TIMEOUT
+from loadtest.core.sessions import Message
 from loadtest.core.target import (
     NUMPY_TO_TRITON,
     ModelSpec,
     Parts,
     Sample,
+    TargetCapabilities,
     Written,
 )
 from loadtest.errors import TargetError
@@ -54,6 +56,7 @@ from loadtest.targets.triton_common import (
     is_decoupled,
     model_infer_request,
     model_spec_from_config,
+    turn_sample,
     write_now,
 )
 
@@ -130,6 +133,7 @@ class TritonStreamTarget(StreamingTargetBase):
         self._metadata = tuple(self.credentials.header_dict(lower=True).items()) or None
         self._client: grpcclient.InferenceServerClient | None = None
         self._wire: list[bytes] = []
+        self._samples: Sequence[Sample] = ()  # for session turns, built from them
         self._next_id = 0
         self._current: _Stream | None = None  # where new queries go
         self._streams: set[_Stream] = set()  # every open stream (retired ones until they end)
@@ -158,6 +162,7 @@ class TritonStreamTarget(StreamingTargetBase):
 
     async def prepare(self, samples: Sequence[Sample]) -> None:
         assert self._spec is not None, "open() first"
+        self._samples = samples
         self._wire = [self._serialized(sample) for sample in samples]
         if not self._wire:
             return
@@ -270,7 +275,23 @@ class TritonStreamTarget(StreamingTargetBase):
             self._current = None
         self._end(stream, request_id, query, TIMEOUT)
 
+    @property
+    def capabilities(self) -> TargetCapabilities:
+        return replace(super().capabilities, plays_turns=True)
+
     def start_parts(self, sample_index: int, parts: Parts, written: Written | None = None) -> None:
+        self._send(self._wire[sample_index], parts, written)
+
+    def start_turn(
+        self, sample_index: int, conversation: Sequence[Message], max_tokens: int, parts: Parts
+    ) -> None:
+        """One turn: the sample's inputs with the conversation and the turn's max_tokens, its
+        request built for this turn alone, sent on the shared stream as any query."""
+        sample = turn_sample(self._samples[sample_index], conversation, max_tokens)
+        self._send(self._serialized(sample), parts, None)
+
+    def _send(self, wire: bytes, parts: Parts, written: Written | None) -> None:
+        """One request on the current stream, under a fresh id, with its deadline."""
         stream = self._stream()
         self._next_id += 1
         request_id = str(self._next_id)
@@ -280,9 +301,7 @@ class TritonStreamTarget(StreamingTargetBase):
             else None
         )
         stream.pending[request_id] = _Query(parts, deadline)
-        stream.outbox.put_nowait(
-            StampedSend(self._wire[sample_index] + id_field(request_id), written)
-        )
+        stream.outbox.put_nowait(StampedSend(wire + id_field(request_id), written))
 
     async def close(self) -> None:
         self._current = None
