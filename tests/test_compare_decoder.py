@@ -22,6 +22,7 @@ from loadtest.models import build_repository
 from loadtest.report.compare_peak_report import peak_search_json, peak_table, ratio_lines
 from loadtest.report.compare_report import compare_json
 from loadtest.report.compare_token_report import token_overheads
+from loadtest.report.html import compare_peak_html
 from loadtest.rules.tokens import SERVER_COUNT
 from loadtest.rules.validity import EARLY_STOPPING, PERFORMANCE
 
@@ -190,6 +191,8 @@ def test_the_peak_search_holds_the_token_bounds_on_both_sides(repository: Path):
         assert all(probe["tokens_per_s"] > 0 for probe in target["probes"])
         if target["peak_qps"] is not None:
             assert target["tokens_per_s_at_peak"] > 0
+    html = compare_peak_html({"peak_search": data})
+    assert "Peak under MLPerf token bounds p90 TTFT" in html and "tokens_per_s_at_peak" in html
     for line in ratio_lines(peaks, 30, 0.9):
         assert "under MLPerf token bounds" in line or "÷ native peak" in line
 

@@ -628,8 +628,12 @@ def compare_peak_html(data: dict[str, Any]) -> str:
     parts = []
     targets = [t for t in search.get("targets") or [] if isinstance(t, dict)]
     if targets:
-        parts.append("<h3>Peak under the SLO (searched, interleaved, boundary repeated)</h3>")
+        rule = search.get("rule")
+        held = esc(rule) if isinstance(rule, str) else "the SLO"
+        parts.append(f"<h3>Peak under {held} (searched, interleaved, boundary repeated)</h3>")
         keys = ["target", "calibration_qps", "peak_qps", "low_qps", "high_qps", "status"]
+        if any(t.get("tokens_per_s_at_peak") is not None for t in targets):
+            keys.insert(3, "tokens_per_s_at_peak")  # a decoder under LoadGen's token bounds
         rows = [
             [fmt_value(k, t.get(k)) for k in keys] + [len(t.get("probes") or [])] for t in targets
         ]
