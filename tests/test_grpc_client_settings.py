@@ -7,6 +7,9 @@ balancer must spread them."""
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -24,6 +27,7 @@ from loadtest.errors import SettingsError
 from loadtest.report.results import plain
 from loadtest.report.terminal import _generator_rows
 from loadtest.shards.merge import client_report, shard_result
+from loadtest.stub.process import running_stub
 from loadtest.targets import target_for
 from loadtest.targets.grpc_proxy_env import grpc_proxy_for
 from loadtest.targets.triton_grpc import TritonGrpcTarget
@@ -112,9 +116,26 @@ def test_the_cli_refuses_bad_grpc_flags_in_one_line(flags, message, exit_code):
     assert message in _refusal(args, exit_code)
 
 
-def test_a_mix_refuses_the_grpc_flags_it_does_not_take():
-    args = ["mix", "--model", "tiny:10", "--connections", "2", "--embedded", "never"]
-    assert "not taken by a mix yet" in _refusal(args, 1)
+def test_a_mix_takes_the_grpc_flags_for_every_entry(tmp_path):
+    """#26: --grpc-client (and the other client flags) reach each mix entry's target and its
+    recorded settings; a flag that does not fit an entry's protocol is one line, exit 1."""
+    out = tmp_path / "mix"
+    with running_stub() as stub:
+        run = subprocess.run(
+            [sys.executable, "-m", "loadtest.cli", "mix", "--model", "tiny:20", "--model",
+             "resnet50:5", "--url", stub.grpc_url, "--embedded", "never", "--grpc-client",
+             "grpcio", "--duration", "0.5", "--min-queries", "5", "--no-isolated",
+             "--no-live", "--output", str(out)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert run.returncode in (0, 3, 5), run.stderr
+    data = json.loads((out / "result.json").read_text())
+    for entry in data["entries"]:
+        assert entry["together"]["target"]["grpc_client"] == "grpcio"
+        assert entry["together"]["summary"]["completed_ok"] > 0
+    args = ["mix", "--model", "tiny:10", "--protocol", "http", "--connections", "2",
+            "--embedded", "never"]  # fmt: skip
+    assert "--connections is for --protocol grpc" in _refusal(args, 1)
 
 
 # --- the proxy variables, as grpc-core reads them ----------------------------------------------

@@ -44,7 +44,6 @@ from loadtest.scenarios.experiments.mix_spec import (
     parse_model_flag,
     read_mix_file,
 )
-from loadtest.scenarios.target_flags import GrpcClientFlags
 from loadtest.server.mix_deployment import MixMemberTarget, resolve_mix
 
 
@@ -123,16 +122,9 @@ def mix(
 
 def entry_defaults(endpoint: groups.Endpoint, access: groups.Access, **given: Any) -> MixDefaults:
     """What every entry takes from the command line: where the default server is and how it is
-    reached; `given` is the rest, the command's own (mix's run length, find-peak's probes).
-    The gRPC client flags and --ignore-eos do not reach a mix's entries yet: refused, never
-    silently dropped."""
-    if endpoint.grpc() != GrpcClientFlags():
-        raise SettingsError(
-            "--grpc-client, --grpc-compression, --grpc-keepalive and --connections are not "
-            "taken by a mix yet: drop them"
-        )
-    if endpoint.ignore_eos:
-        raise SettingsError("--ignore-eos is not taken by a mix yet: drop it")
+    reached (the gRPC client flags and --ignore-eos too: each entry's target checks that they
+    fit its protocol, in one line); `given` is the rest, the command's own (mix's run length,
+    find-peak's probes)."""
     return MixDefaults(
         protocol=endpoint.wire,
         url=endpoint.url,
@@ -140,6 +132,8 @@ def entry_defaults(endpoint: groups.Endpoint, access: groups.Access, **given: An
         embedded=endpoint.embedded,
         repository=endpoint.repository,
         access=access.flags(),
+        grpc=endpoint.grpc(),
+        ignore_eos=endpoint.ignore_eos,
         **given,
     )
 

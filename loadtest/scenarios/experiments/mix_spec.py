@@ -43,7 +43,7 @@ from loadtest.core.settings import (
 )
 from loadtest.errors import SettingsError
 from loadtest.models import SUITE
-from loadtest.scenarios.target_flags import AccessFlags, TargetFlags
+from loadtest.scenarios.target_flags import AccessFlags, GrpcClientFlags, TargetFlags
 from loadtest.server.deployment import EmbeddedMode
 
 if sys.version_info >= (3, 11):
@@ -110,6 +110,8 @@ class MixDefaults:
     embedded: EmbeddedMode = EmbeddedMode.AUTO
     repository: Path = Path("model_repository")
     access: AccessFlags = field(default_factory=AccessFlags)
+    grpc: GrpcClientFlags = field(default_factory=GrpcClientFlags)  # every gRPC entry's client
+    ignore_eos: bool = False  # every OpenAI entry's
 
 
 @dataclass(frozen=True)
@@ -416,6 +418,8 @@ def _entry(
         input_data=input_data,
         shapes=shapes,
         access=defaults.access,
+        grpc=defaults.grpc,
+        ignore_eos=defaults.ignore_eos,
     )
     flags.target_settings()  # the URL, protocol and TLS fit together (one line if not)
     settings: EntrySettings
