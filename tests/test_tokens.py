@@ -33,6 +33,7 @@ from loadtest.rules.tokens import (
     token_checks,
     token_figures,
 )
+from loadtest.rules.validity import server_early_stopping
 from loadtest.targets.fake import fake_from_url
 from loadtest.targets.triton_stream import id_field, token_count
 from loadtest.targets.wrapper import TargetWrapper
@@ -301,6 +302,21 @@ def test_a_streamed_run_reports_and_judges_its_tokens_end_to_end(tmp_path):
         for line in summary.splitlines()
     )
     assert "percentile time to output token (ns)" in summary
+    # LoadGen's token rule (results.cc, use_token_latencies): the performance constraint and
+    # early stopping are judged on the TTFT and TPOT arrays, each stopping result printed apart
+    lines = summary.splitlines()
+    assert "  Performance constraints satisfied : NO" in lines  # p99 TTFT 30 ms > 20 ms
+    assert "Early Stopping Result:" not in lines
+    n = tokens["queries"]
+    for name, over in (("TTFT", n), ("TPOT", 0)):  # every TTFT over 20 ms, no TPOT over 200 ms
+        at = lines.index(f"{name} Early Stopping Result:")
+        more = server_early_stopping(n, over, 0.99).min_queries_needed - n
+        assert lines[at + 1 : at + 4] == [
+            " * Run unsuccessful.",
+            f" * Processed {n} queries.",
+            f" * Would need to run at least {more} more queries,",
+        ]
+    assert "  Early stopping satisfied: NO" in lines
 
 
 def test_an_unknown_mlperf_model_is_one_line():

@@ -30,6 +30,7 @@ from loadtest.rules.validity import (
     NO_FAILURES,
     PERFORMANCE,
     RUN_COMPLETE,
+    EarlyStopping,
     Verdict,
 )
 from loadtest.scenarios.mlperf import registry
@@ -195,8 +196,16 @@ def render_mlperf_summary(
     test_parameters: Mapping[str, object],
     mode: str = "PerformanceOnly",
     tokens: TokenFigures | None = None,
+    token_stopping: Mapping[str, EarlyStopping] | None = None,
+    token_constraints_met: bool | None = None,
 ) -> str:
     """The summary text. `scenario` is LoadGen's name: Server, Offline, SingleStream, MultiStream.
+
+    `token_stopping` ("TTFT", "TPOT" -> early stopping on that array, a run under token bounds):
+    LoadGen then judges early stopping on those arrays, not on the end-to-end latency, and prints
+    "TTFT Early Stopping Result:" and "TPOT Early Stopping Result:" (results.cc, with
+    use_token_latencies) instead of "Early Stopping Result:"; `token_constraints_met` (p TTFT and
+    p TPOT within their bounds) is then its performance constraint.
 
     `test_parameters` are printed in order under "Test Parameters Used" (LoadGen's keys, e.g.
     target_qps, "target_latency (ns)", "min_duration (ms)", min_query_count, schedule_rng_seed).
@@ -213,10 +222,20 @@ def render_mlperf_summary(
     lines += _headline(entry, summary, verdict)
     lines.append(f"Result is : {'VALID' if verdict.valid else 'INVALID'}")
     if entry.has_performance_constraint:
-        lines.append(f"  Performance constraints satisfied : {_yes(verdict.passed(PERFORMANCE))}")
+        constraints_met = (
+            token_constraints_met
+            if token_constraints_met is not None
+            else verdict.passed(PERFORMANCE)
+        )
+        lines.append(f"  Performance constraints satisfied : {_yes(constraints_met)}")
     lines.append(f"  Min duration satisfied : {_yes(verdict.passed(MIN_DURATION))}")
     lines.append(f"  Min queries satisfied : {_yes(verdict.passed(MIN_QUERIES))}")
-    lines.append(f"  Early stopping satisfied: {_yes(verdict.passed(EARLY_STOPPING))}")
+    stopping_met = (
+        all(e.passed for e in token_stopping.values())
+        if token_stopping
+        else verdict.passed(EARLY_STOPPING)
+    )
+    lines.append(f"  Early stopping satisfied: {_yes(stopping_met)}")
     for name, label in EXTRA_CHECKS:
         passed = verdict.passed(name)
         if passed is not None:
@@ -230,10 +249,15 @@ def render_mlperf_summary(
         lines.append("Recommendations:")
         lines += [f" * {text}" for text in verdict.recommendations]
         lines += [f" * INVALID because {reason}" for reason in verdict.reasons]
-    early_stopping = _early_stopping_text(verdict)
-    if early_stopping is not None:
-        lines.append("Early Stopping Result:")
-        lines.append(early_stopping)
+    if token_stopping:
+        for name, stopping in token_stopping.items():
+            lines.append(f"{name} Early Stopping Result:")
+            lines.append(stopping.text)
+    else:
+        early_stopping = _early_stopping_text(verdict)
+        if early_stopping is not None:
+            lines.append("Early Stopping Result:")
+            lines.append(early_stopping)
 
     lines += _additional_stats(entry, summary)
     if tokens is not None:

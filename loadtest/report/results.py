@@ -53,6 +53,7 @@ from loadtest.rules.tokens import (
     counting_of,
     gap_stats,
     token_checks,
+    token_early_stopping,
     token_figures,
 )
 from loadtest.rules.validity import (
@@ -409,7 +410,20 @@ def run_files(report: RunReport, data: dict[str, Any] | None = None) -> dict[str
 
 
 def render_summary_text(report: RunReport) -> str:
-    """mlperf_log_summary.txt, for any scenario."""
+    """mlperf_log_summary.txt, for any scenario (under token bounds, LoadGen's token rule:
+    early stopping and the performance constraint on the TTFT and TPOT arrays)."""
+    bounds = report.token_bounds
+    stopping, constraints_met = None, None
+    if report.tokens is not None and bounds is not None and (bounds.ttft_ns or bounds.tpot_ns):
+        records = report.measurement.outcome.records
+        counting = counting_of(report.target.protocol)
+        stopping = token_early_stopping(records, bounds, counting)
+        held = [
+            check.passed
+            for check in token_checks(records, bounds, counting)
+            if check.name.endswith(("TTFT", "TPOT")) and not check.name.startswith("early")
+        ]
+        constraints_met = all(held)
     return render_mlperf_summary(
         sut_name=str(report.environment["server"]["description"]),
         scenario=report.settings.scenario.value,
@@ -417,4 +431,6 @@ def render_summary_text(report: RunReport) -> str:
         verdict=report.verdict,
         test_parameters=report.settings.test_parameters(),
         tokens=report.tokens,
+        token_stopping=stopping,
+        token_constraints_met=constraints_met,
     )

@@ -42,7 +42,7 @@ from loadtest.rules.stats import (
     exact_percentile_with_failures,
     latency_stats,
 )
-from loadtest.rules.validity import server_early_stopping
+from loadtest.rules.validity import EarlyStopping, server_early_stopping
 
 SERVER_COUNT = "server num_output_tokens (summed over a query's responses)"
 RESPONSE_COUNT = "response count (the server sent no num_output_tokens)"
@@ -247,6 +247,7 @@ def token_checks(
         )
     ]
     tag = f"p{bounds.percentile * 100:g}"
+    stopped = _token_early_stopping(q, bounds)
     for name, bound, values in (("TTFT", bounds.ttft_ns, q.ttft), ("TPOT", bounds.tpot_ns, q.tpot)):
         if not bound:
             continue
@@ -255,7 +256,7 @@ def token_checks(
             continue
         value = exact_percentile(np.sort(values), bounds.percentile)
         over = int((values > bound).sum())
-        stopping = server_early_stopping(len(values), over, bounds.percentile, bounds.confidence)
+        stopping = stopped[name]
         source = f" ({bounds.source})" if bounds.source else ""
         relation = "≤" if value <= bound else ">"
         checks.append(
@@ -275,6 +276,27 @@ def token_checks(
             )
         )
     return checks
+
+
+def _token_early_stopping(q: PerQuery, bounds: TokenBounds) -> dict[str, EarlyStopping]:
+    """LoadGen's early stopping run on the TTFT array and on the TPOT array, each against its
+    bound (results.cc `EarlyStopping` twice when use_token_latencies), for the bounds set."""
+    stopped = {}
+    for name, bound, values in (("TTFT", bounds.ttft_ns, q.ttft), ("TPOT", bounds.tpot_ns, q.tpot)):
+        if bound and len(values):
+            over = int((values > bound).sum())
+            stopped[name] = server_early_stopping(
+                len(values), over, bounds.percentile, bounds.confidence
+            )
+    return stopped
+
+
+def token_early_stopping(
+    records: Records, bounds: TokenBounds, counting: TokenCounting = TRITON_COUNTING
+) -> dict[str, EarlyStopping]:
+    """"TTFT"/"TPOT" -> that array's early stopping (LoadGen's recommendation text in `.text`,
+    as mlperf_log_summary.txt prints it); only the bounds set, only with answers to judge."""
+    return _token_early_stopping(per_query(records, counting), bounds)
 
 
 def token_ratio(
