@@ -65,6 +65,7 @@ from loadtest.rules.validity import (
     Verdict,
     with_check,
 )
+from loadtest.scenarios.mlperf.interpret import token_bounds
 from loadtest.scenarios.mlperf.registry import interpret
 from loadtest.scenarios.run import FinishedRun
 from loadtest.server.deployment import Deployment
@@ -362,13 +363,7 @@ def tokens_json(
 def token_bounds_of(settings: ScenarioSettings) -> TokenBounds:
     """The run's token bounds (a Server run's --ttft-bound/--tpot-bound or --mlperf-model)."""
     if isinstance(settings, ServerSettings):
-        return TokenBounds(
-            settings.ttft_bound_ns,
-            settings.tpot_bound_ns,
-            settings.percentile,
-            settings.token_bounds_source,
-            settings.early_stopping_confidence,
-        )
+        return token_bounds(settings)
     return TokenBounds()
 
 

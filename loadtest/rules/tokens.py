@@ -294,7 +294,7 @@ def _token_early_stopping(q: PerQuery, bounds: TokenBounds) -> dict[str, EarlySt
 def token_early_stopping(
     records: Records, bounds: TokenBounds, counting: TokenCounting = TRITON_COUNTING
 ) -> dict[str, EarlyStopping]:
-    """"TTFT"/"TPOT" -> that array's early stopping (LoadGen's recommendation text in `.text`,
+    """ "TTFT"/"TPOT" -> that array's early stopping (LoadGen's recommendation text in `.text`,
     as mlperf_log_summary.txt prints it); only the bounds set, only with answers to judge."""
     return _token_early_stopping(per_query(records, counting), bounds)
 
