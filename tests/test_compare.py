@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -272,6 +273,36 @@ def test_peak_ratio_interval_and_the_no_difference_rule():
     missing = PeakRatio("triton-grpc", PeakInterval(None, 0, 5), PeakInterval(12, 12, 16))
     assert missing.ratio is None and missing.interval is None
     assert "not measurable" in missing.verdict
+
+
+def test_a_peak_that_is_only_a_lower_bound_decides_nothing_it_cannot():
+    """A search that found no failing rate (the client fell behind, or the ceiling) gives a
+    lower bound: its top is unbounded in the ratio, so 26 QPS (client-bound) against 76.5
+    (ceiling) is not "native higher" (the decoder comparison of 2026-12-07 said it was)."""
+    from loadtest.analysis.compare import PeakInterval, PeakRatio
+
+    both_open = PeakRatio(
+        "triton-grpc-stream",
+        PeakInterval(26.0, 26.0, 27.3, open_above=True),
+        PeakInterval(76.5, 76.5, 80.3, open_above=True),
+        0.05,
+    )
+    assert both_open.interval == (0.0, math.inf) and not both_open.differs
+    assert both_open.verdict.startswith("not decided: triton-grpc-stream and native found no")
+    # a bracketed Triton peak below a lower-bound native one: native is higher, whatever its top
+    below = PeakRatio(
+        "t", PeakInterval(20, 20, 22), PeakInterval(76.5, 76.5, 80.3, open_above=True), 0.05
+    )
+    assert below.differs and below.verdict == "native higher"
+    # a lower-bound Triton peak above native's bracket: Triton is higher
+    above = PeakRatio(
+        "t", PeakInterval(90, 90, 95, open_above=True), PeakInterval(40, 40, 42), 0.05
+    )
+    assert above.differs and above.verdict == "Triton higher"
+    # an open Triton peak below native's: undecided (Triton's true peak may be above)
+    assert not PeakRatio(
+        "t", PeakInterval(20, 20, 22, open_above=True), PeakInterval(76.5, 76.5, 80.3), 0.05
+    ).differs
 
 
 def test_bootstrap_p99_is_seeded_and_counts_failures_as_infinite():

@@ -21,6 +21,7 @@ measured while the targets are open, in scenarios/experiments/compare_run.py.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -129,6 +130,9 @@ class PeakInterval:
     peak_qps: float | None
     low_qps: float
     high_qps: float
+    # the search stopped with no failing rate above the peak (the client fell behind, the
+    # calibration ceiling or the budget): the peak is a lower bound, its top unknown
+    open_above: bool = False
 
 
 def overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
@@ -156,14 +160,14 @@ class PeakRatio:
     @property
     def interval(self) -> tuple[float, float] | None:
         """[Triton low ÷ native high, Triton high ÷ native low], each top stretched by the
-        resolution; None when a peak is missing. It holds 1 exactly when `differs` is False."""
+        resolution, a peak that is only a lower bound (`open_above`) taken as unbounded above;
+        None when a peak is missing. It holds 1 exactly when `differs` is False."""
         if self.ratio is None or self.native.high_qps <= 0 or self.native.low_qps <= 0:
             return None
         stretch = 1 + self.resolution
-        return (
-            self.triton.low_qps / (self.native.high_qps * stretch),
-            self.triton.high_qps * stretch / self.native.low_qps,
-        )
+        native_high = math.inf if self.native.open_above else self.native.high_qps * stretch
+        triton_high = math.inf if self.triton.open_above else self.triton.high_qps * stretch
+        return (self.triton.low_qps / native_high, triton_high / self.native.low_qps)
 
     @property
     def differs(self) -> bool:
@@ -177,6 +181,16 @@ class PeakRatio:
         if self.ratio is None:
             return "not measurable (a target has no VALID rate)"
         if not self.differs:
+            open_ended = [
+                name
+                for name, peak in ((self.target, self.triton), ("native", self.native))
+                if peak.open_above
+            ]
+            if open_ended:
+                return (
+                    f"not decided: {' and '.join(open_ended)} found no failing rate (a lower "
+                    "bound), so the ratio's interval holds 1"
+                )
             return NO_DIFFERENCE
         return "Triton higher" if self.ratio > 1 else "native higher"
 

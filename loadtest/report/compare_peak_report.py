@@ -37,7 +37,8 @@ CONFIDENCE = 0.95  # of the bootstrap intervals
 
 
 def peak_interval(peak: TargetPeak) -> PeakInterval:
-    return PeakInterval(peak.peak_qps, peak.low_qps, peak.high_qps)
+    """The peak with its interval; open above when nothing bounds it (Conclusion.open_above)."""
+    return PeakInterval(peak.peak_qps, peak.low_qps, peak.high_qps, peak.conclusion.open_above)
 
 
 def peak_ratios(peaks: ComparePeaks) -> list[PeakRatio]:
@@ -118,6 +119,7 @@ def peak_search_json(peaks: ComparePeaks) -> dict[str, Any]:
                 "high_qps": peak.high_qps,
                 "tokens_per_s_at_peak": _tokens_per_s(peak),  # the token rule's; else null
                 "status": peak.conclusion.status,
+                "open_above": peak.conclusion.open_above,
                 "conclusion": peak.conclusion.text,
                 "probes": probes,
             }
@@ -129,8 +131,8 @@ def peak_search_json(peaks: ComparePeaks) -> dict[str, Any]:
             {
                 "target": ratio.target,
                 "ratio": ratio.ratio,
-                "low": bounds[0] if bounds else None,
-                "high": bounds[1] if bounds else None,
+                "low": _finite(bounds[0]) if bounds else None,
+                "high": _finite(bounds[1]) if bounds else None,  # null: unbounded (open above)
                 "percent": None if ratio.ratio is None else round(100 * ratio.ratio, 2),
                 "differs": ratio.differs,
                 "verdict": ratio.verdict,
@@ -168,6 +170,10 @@ def p99_intervals_json(intervals: dict[str, list[EqualQpsInterval]]) -> list[dic
 # -- terminal -------------------------------------------------------------------------------------
 
 
+def _percent(share: float) -> str:
+    return "∞" if math.isinf(share) else f"{100 * share:.0f}"
+
+
 def _qps(value: float) -> str:
     return f"{value:,.1f}"
 
@@ -198,6 +204,14 @@ def _tokens_per_s(peak: TargetPeak) -> float | None:
     """Completed tokens/s of the peak's last VALID run (None: no peak, or not the token rule)."""
     runs = [r for r in peak.runs if r.probe.qps == peak.peak_qps and r.probe.valid]
     return runs[-1].tokens_per_s if runs else None
+
+
+def _interval_cell(peak: TargetPeak) -> str:
+    if peak.peak_qps is None:
+        return "—"
+    if peak.conclusion.open_above:
+        return f"≥ {_qps(peak.low_qps)} (nothing failed above)"
+    return f"\\[{_qps(peak.low_qps)}, {_qps(peak.high_qps)}]"
 
 
 def peak_table(peaks: ComparePeaks) -> Table:
@@ -236,7 +250,7 @@ def peak_table(peaks: ComparePeaks) -> Table:
             calibration,
             "\n".join(cells) or "none",
             "none" if peak.peak_qps is None else _qps(peak.peak_qps),
-            "—" if peak.peak_qps is None else f"\\[{_qps(peak.low_qps)}, {_qps(peak.high_qps)}]",
+            _interval_cell(peak),
         ]
         if s.token_rule:
             rate = _tokens_per_s(peak)
@@ -270,7 +284,7 @@ def ratio_lines(peaks: ComparePeaks, bound_ms: float, percentile: float) -> list
         lines.append(
             f"{ratio.target} reached {100 * ratio.ratio:.0f} % of native onnxruntime's "
             f"throughput {held} "
-            f"(interval {100 * bounds[0]:.0f}–{100 * bounds[1]:.0f} %; "
+            f"(interval {_percent(bounds[0])}–{_percent(bounds[1])} %; "
             f"{ratio.triton.peak_qps:,.1f} / {ratio.native.peak_qps:,.1f} QPS{tokens}): "
             f"{ratio.verdict}"
         )

@@ -613,6 +613,13 @@ def _percent(ratio: Any) -> str:
     return f"{100 * ratio:.0f} %" if isinstance(ratio, (int, float)) else "—"
 
 
+def _ratio_top(ratio: dict[str, Any]) -> str:
+    """A peak ratio's interval top: null beside a ratio is unbounded (a lower-bound peak)."""
+    if ratio.get("ratio") is not None and ratio.get("high") is None:
+        return "∞"
+    return _percent(ratio.get("high"))
+
+
 def _ms_span(values: Any) -> str:
     """[low, high] in ns (null = ∞) as "a–b ms"."""
     if not isinstance(values, list) or len(values) != 2:
@@ -640,7 +647,7 @@ def compare_peak_html(data: dict[str, Any]) -> str:
         parts.append(table([*keys, "probes"], rows))
     lines = [
         f"{r.get('target')} ÷ native peak: {_percent(r.get('ratio'))} "
-        f"(interval {_percent(r.get('low'))}–{_percent(r.get('high'))}): {r.get('verdict')}"
+        f"(interval {_percent(r.get('low'))}–{_ratio_top(r)}): {r.get('verdict')}"
         for r in search.get("ratios") or []
         if isinstance(r, dict)
     ]

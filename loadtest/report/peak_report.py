@@ -141,6 +141,7 @@ def peak_json(
         "peak_qps": conclusion.peak_qps,
         "upper_qps": conclusion.upper_qps,
         "status": conclusion.status,
+        "open_above": conclusion.open_above,  # a lower bound with nothing known above it
         "conclusion": conclusion.text,
         "elapsed_s": round(outcome.elapsed_s, 3),
         "budget_exhausted": outcome.budget_exhausted,

@@ -42,6 +42,9 @@ MIN_GROWTH = 1.25
 MAX_GROWTH = 4.0
 SAFEGUARD = 0.1  # keep each refining step inside [lo + 10 %, hi − 10 %] of the bracket
 
+# A search that found no failing rate above its peak: the peak is a lower bound.
+LOWER_BOUND = "lower-bound"
+
 
 # A normalized measure (a ratio to its bound) is read scaled so that this stands for 1: the bound.
 NORMALIZED_BOUND_NS = 1_000_000_000
@@ -235,7 +238,7 @@ class PeakSearch:
                 status = "none-valid"
                 text = f"no rate down to {b.hi.qps:g} QPS met the bound"
         elif upper is None:
-            status = "lower-bound"
+            status = LOWER_BOUND
             capped = b.client_cap is not None or self.ceiling_qps is not None
             why = (
                 "the client or throughput ceiling stopped the search"
@@ -258,7 +261,12 @@ class PeakSearch:
                 f"; the client fell behind its schedule at {b.client_cap:g} QPS, so rates above "
                 "that say nothing about the server"
             )
-        return Conclusion(peak_qps=peak, upper_qps=upper, status=status, text=text)
+        open_above = status == LOWER_BOUND and (
+            b.client_cap is not None
+            or self.ceiling_qps is None
+            or (peak or 0.0) * (1 + self.resolution) < self.ceiling_qps
+        )
+        return Conclusion(peak, upper, status, text, open_above)
 
 
 def _crossing(a: Probe, b: Probe, bound_ns: int) -> float | None:
@@ -284,3 +292,7 @@ class Conclusion:
         str  # bracketed | coarse | lower-bound | none-valid | no-measurement | bound-unreachable
     )
     text: str
+    # a lower bound with nothing known above it: the client fell behind, or the budget ended
+    # the search short of the throughput ceiling (a search stopped by that ceiling is bounded:
+    # no sustained rate exceeds the closed-loop throughput)
+    open_above: bool = False
