@@ -98,6 +98,8 @@ def play(setup: CompareSetup) -> Played:
 
 
 def _in_process_session(setup: CompareSetup) -> CompareSession:
+    """Both sides the in-process decoder loop (the Triton name played by a second copy): the
+    whole comparison path, its arithmetic and its files, without a server."""
     repository, model = setup.flags.repository, setup.flags.model
     sides = {name: NativeDecoderTarget.from_repository(repository, model) for name in setup.targets}
     return CompareSession(
