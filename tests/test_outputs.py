@@ -4,11 +4,9 @@ the user named."""
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import re
-import resource
 import signal
 import subprocess
 import sys
@@ -25,17 +23,11 @@ MEASURED = (0, 3, 5)
 
 PACKAGE = Path(__file__).resolve().parent.parent / "loadtest"
 FAKE = "fake://?servers=4&law=exponential&service_ms=1"
-_PR_CAPBSET_DROP = 24
-_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH = 1, 2
-
-
-def _as_plain_user() -> None:
-    """In the child, before exec: root without the capabilities that ignore file permissions, so
-    a read-only directory is read-only to it too (tests here run as root)."""
-    if os.geteuid() == 0:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        for cap in (_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH):
-            libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0)
+# Limits (a plain user's permissions, a file size cap) are set by tests/limited_launch.py in a
+# process of its own, never by preexec_fn in this one (see that file).
+LAUNCH = Path(__file__).resolve().parent / "limited_launch.py"
+PLAIN_USER = (sys.executable, str(LAUNCH), "plain-user", "--")
+FOUR_KB_FILES = (sys.executable, str(LAUNCH), "fsize:4096", "--")
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -53,13 +45,15 @@ def loadtest(
     home: Path | None = None,
     timeout: float = 120,
     extra_env: dict[str, str] | None = None,
+    launcher: tuple[str, ...] = (),
     **kwargs: object,
 ) -> subprocess.CompletedProcess[str]:
-    """The CLI in `cwd`, its cache and temp directories under `home` (default: `cwd`)."""
+    """The CLI in `cwd`, its cache and temp directories under `home` (default: `cwd`), started
+    through `launcher` (PLAIN_USER, FOUR_KB_FILES) when given."""
     home = home or cwd
     (home / "tmp").mkdir(exist_ok=True)
     return subprocess.run(  # type: ignore[call-overload]
-        [sys.executable, "-m", "loadtest.cli", *args],
+        [*launcher, sys.executable, "-m", "loadtest.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -124,11 +118,11 @@ def test_read_only_output_directory_is_refused_before_any_load(tmp_path: Path):
     locked.chmod(0o555)
     try:
         result = loadtest(
-            *_server("--output", str(locked / "run")), cwd=tmp_path, preexec_fn=_as_plain_user
+            *_server("--output", str(locked / "run")), cwd=tmp_path, launcher=PLAIN_USER
         )
         _one_line_before_load(result, "Permission denied")
         # the default results/ in a read-only working directory
-        result = loadtest(*_server(), cwd=locked, home=tmp_path, preexec_fn=_as_plain_user)
+        result = loadtest(*_server(), cwd=locked, home=tmp_path, launcher=PLAIN_USER)
         _one_line_before_load(result, "Permission denied")
     finally:
         locked.chmod(0o755)
@@ -210,11 +204,6 @@ def test_result_files_are_written_only_through_write_atomically():
     assert not offenders, offenders
 
 
-def _set_file_size_limit() -> None:
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write(2), not a killed process
-    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
-
-
 def test_a_write_that_fails_part_way_keeps_the_old_result_and_says_so(tmp_path: Path):
     """RLIMIT_FSIZE stands in for a full disk: every file the run writes stops at 4 kB, the
     per-query records make result.json larger, the rescue fails the same way."""
@@ -224,7 +213,7 @@ def test_a_write_that_fails_part_way_keeps_the_old_result_and_says_so(tmp_path: 
     result = loadtest(
         *_server("--output", "run", "--force", "--records"),
         cwd=tmp_path,
-        preexec_fn=_set_file_size_limit,
+        launcher=FOUR_KB_FILES,
         # Python's own bytecode cache would be cut at the limit too (and left corrupt)
         extra_env={"PYTHONDONTWRITEBYTECODE": "1"},
     )
@@ -240,13 +229,18 @@ def test_a_directory_made_read_only_during_the_run_is_rescued(tmp_path: Path):
     out = tmp_path / "out"
     out.mkdir()
     process = subprocess.Popen(
-        [sys.executable, "-m", "loadtest.cli", *_server("--output", "out", "--duration", "3")],
+        [
+            *PLAIN_USER,
+            sys.executable,
+            "-m",
+            "loadtest.cli",
+            *_server("--output", "out", "--duration", "3"),
+        ],
         cwd=tmp_path,
         env=_env(tmp_path),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=_as_plain_user,
     )
     try:
         assert process.stderr is not None

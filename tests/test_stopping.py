@@ -292,6 +292,9 @@ def test_a_ray_shard_actor_stops_when_the_heartbeats_stop():
     result = actor.run(time.time_ns() + 100_000_000, lease_s=0.5)
     assert time.monotonic() - started < 2.0  # not the 30 s scheduled
     assert result.interrupted and "no heartbeat" in result.stop_reason
+    import ray
+
+    assert not ray.is_initialized()  # asking where it runs started no Ray node
 
 
 def test_a_ray_shard_actor_stops_on_request_with_its_partial_shard():

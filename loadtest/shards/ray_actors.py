@@ -87,7 +87,9 @@ class ShardActor:
     def _place(self) -> ActorPlace:
         import ray
 
-        node = ray.get_runtime_context().get_node_id()
+        # Outside a Ray worker (the class used as is) there is no node, and asking for one
+        # would start a whole Ray node through Ray's auto-init hook (a CI run's 30 s timeout).
+        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
         return ActorPlace(host=socket.gethostname(), pid=os.getpid(), node=node)
 
     def run(self, start_unix_ns: int, lease_s: float = LEASE_S) -> ShardResult:
