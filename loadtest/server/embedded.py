@@ -18,7 +18,6 @@ loopback.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib.util
 import os
 import shutil
@@ -116,10 +115,27 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _set_parent_death_signal() -> None:
-    """Runs in the child before exec: die with the parent, whatever kills it."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+# tritonserver is started through a Python of its own that asks the kernel for SIGTERM when
+# its parent dies (PR_SET_PDEATHSIG, kept across exec), checks the parent did not die first,
+# then becomes tritonserver: it dies with loadtest, whatever kills loadtest. Not a preexec_fn:
+# Python code run between fork and exec in a process with grpc's threads (loadtest's, once a
+# probe made a channel) can abort there; a child of a test process did so in CI (grpc's
+# "Epoll1Poller ... epoll_wait error: Bad file descriptor").
+_WITH_PARENT_DEATH = f"""
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl({_PR_SET_PDEATHSIG}, signal.SIGTERM)
+except (OSError, AttributeError):
+    pass
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(1)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+def with_parent_death(command: list[str]) -> list[str]:
+    """`command`, started so that it dies with this process (see _WITH_PARENT_DEATH)."""
+    return [sys.executable, "-I", "-S", "-c", _WITH_PARENT_DEATH, str(os.getpid()), *command]
 
 
 def grpc_tls_args(
@@ -324,13 +340,12 @@ class EmbeddedTriton:
         started = time.perf_counter()
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                self._command(install, backends, self.ports),
+                with_parent_death(self._command(install, backends, self.ports)),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=self._environment(install),
                 start_new_session=True,
-                preexec_fn=_set_parent_death_signal,
             )
         try:
             self._wait_ready()
