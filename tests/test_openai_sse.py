@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -473,3 +474,23 @@ def test_the_bearer_key_reaches_the_server_and_no_output_holds_it(fast_repositor
     assert len(written) == 2  # result.json (its records too), mlperf_log_summary.txt
     for text in [*written, run.stdout, run.stderr]:
         assert KEY not in text
+
+
+def test_a_silent_openai_url_asks_for_the_server_not_for_triton():
+    """--embedded never against an OpenAI-compatible URL where nothing listens: one line that
+    names the server, never "start Triton there" (no Triton stands in for an OpenAI server)."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]  # closed again: nothing listens there
+    result = subprocess.run(
+        [sys.executable, "-m", "loadtest.cli", "server", "--protocol", "openai", "--url",
+         f"http://127.0.0.1:{port}", "--embedded", "never", "-m", "llm_known", "--qps", "1",
+         "--duration", "1", "--target-latency", "100", "--no-live"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert (
+        line
+        == f"error: nothing answers at http://127.0.0.1:{port} (openai); start the server there"
+    )

@@ -142,9 +142,14 @@ def resolve(
         checked = mode is EmbeddedMode.NEVER or target.tls is not None
         if checked and not answers(target.url, target.protocol):
             if mode is EmbeddedMode.NEVER:
+                what = (
+                    "start Triton there or drop --embedded never"
+                    if target.is_triton
+                    else "start the server there"  # an OpenAI-compatible one: never embedded
+                )
                 raise TargetError(
-                    f"nothing answers at {target.url} ({target.protocol.value}); start Triton "
-                    "there or drop --embedded never"
+                    f"nothing answers at {redact_url(target.url)} ({target.protocol.value}); "
+                    f"{what}"
                 )
             if target.tls is not None:
                 raise TargetError(
