@@ -212,7 +212,6 @@ def test_the_placeholder_answer_has_the_answers_token_count():
             ["--protocol", "grpc"],
             "sessions play over openai, openai-chat, http-stream, grpc-stream only",
         ),
-        (["--turns", "fixed:2", "--think-time", "soon"], "unknown --think-time law"),
         (["--turns", "fixed:2"], "need --input-tokens and --output-tokens"),
         ([], "sessions need --turns LAW"),
         (["--rate", "0", "--turns", "fixed:2"], "--rate must be > 0"),
@@ -224,6 +223,20 @@ def test_bad_flags_are_one_line_before_any_connection(args, says):
     assert isinstance(result.exception, SettingsError), result.output
     assert says in str(result.exception) and "\n" not in str(result.exception)
     assert result.exception.exit_code == ExitCode.ERROR
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--turns", "fixed:2", "--think-time", "soon"], "unknown --think-time law"),
+        (["--turns", "gauss:3"], "unknown length law"),
+    ],
+)
+def test_a_malformed_law_is_a_usage_error_exit_2(args, says):
+    """As every malformed value (README's exit codes): 2, with the law's own reason."""
+    result = CliRunner().invoke(app, ["sessions", "--url", "http://127.0.0.1:9", *args])
+    assert result.exit_code == 2, result.output
+    assert says in " ".join(result.output.replace("│", " ").split())  # unwrapped from its box
 
 
 @pytest.mark.parametrize("protocol", ["openai-chat", "grpc-stream"])

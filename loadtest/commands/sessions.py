@@ -5,7 +5,8 @@ turn k+1 is due at turn k's completion + --think-time. Sessions come from a Shar
 (--input-data) or the --turns law with --input-tokens/--output-tokens per turn. Only targets that
 declare `plays_turns` (openai, openai-chat, http-stream, grpc-stream) take them; other protocols
 and workers (--workers, Ray) are not offered. Exit codes: 0 every session completed, 3 a session
-failed, 1 bad input (one line), 130/143 stopped (the partial figures are printed).
+failed, 1 bad input (one line), 2 a malformed flag value (a law that does not parse, as on
+every command), 130/143 stopped (the partial figures are printed).
 """
 
 from __future__ import annotations
@@ -88,10 +89,21 @@ def play_sessions(
         return timing.run(go())
 
 
+def _think_time_text(text: str) -> str:
+    """--think-time: a law `core.sessions.think_time_named` reads (a bad one: exit 2, as every
+    malformed value)."""
+    try:
+        think_time_named(text)
+    except SettingsError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return text
+
+
 TurnsOption = Annotated[
     str | None,
     typer.Option(
         "--turns",
+        parser=options.length_law_text,
         help="Synthetic sessions: turns per session, a length law (fixed:N, uniform:LO:HI, "
         "normal:MEAN:SD, lognormal:MEAN:SD); each turn's prompt --input-tokens, its answer "
         "--output-tokens. Without it, --input-data names a ShareGPT file.",
@@ -101,6 +113,7 @@ ThinkTimeOption = Annotated[
     str,
     typer.Option(
         "--think-time",
+        parser=_think_time_text,
         help="Pause between an answer's end and the next turn's due time, in ms: fixed:MS, "
         "uniform:LO:HI, exponential:MEAN, lognormal:MEAN:SD; seeded by --sample-seed.",
     ),
