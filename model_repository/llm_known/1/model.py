@@ -26,9 +26,10 @@ queueing benchmark (benchmarks/stream_queueing.py), which sets them in a copy of
 - `log_timing` = 1: one log line per request with the first word of its prompt (a tag the
   client can give each request) and the CLOCK_MONOTONIC times (ns) of its arrival, its start,
   its first and its last response (Linux shares that clock between processes, so a client on
-  the same host can set them against its own schedule: the server's own truth). A cancelled request (client cancel or deadline,
-`response_sender.is_cancelled()`, ≥ 23.10) stops at the next token and still sends FINAL, as the
-Python backend requires.
+  the same host can set them against its own schedule: the server's own truth).
+
+A cancelled request (client cancel or deadline, `response_sender.is_cancelled()`, ≥ 23.10)
+stops at the next token and still sends FINAL, as the Python backend requires.
 """
 
 import asyncio
@@ -50,6 +51,16 @@ def _scalar(request, name, default):
     if tensor is None:
         return default
     return tensor.as_numpy().reshape(-1)[0]
+
+
+def _tag(request):
+    """The first word of the request's prompt (at most 32 characters), "-" without one."""
+    try:
+        raw = _scalar(request, "text_input", b"")
+    except Exception:  # a malformed request is answered with its error; its tag does not matter
+        return "-"
+    words = raw.decode("utf-8", "replace").split() if isinstance(raw, bytes) else []
+    return words[0][:32] if words else "-"
 
 
 def _response(text, tokens, input_tokens=None):
@@ -80,6 +91,7 @@ class TritonPythonModel:
 
     async def _queued(self, request):
         arrived = time.monotonic_ns()
+        tag = _tag(request) if self.log_timing else ""  # read before the request is answered
         if self.servers is None:
             times = await self._answer(request)
         else:
@@ -87,9 +99,6 @@ class TritonPythonModel:
                 times = await self._answer(request)
         if self.log_timing and times is not None:
             started, first, last = times
-            raw = _scalar(request, "text_input", b"")
-            words = raw.decode("utf-8", "replace").split() if isinstance(raw, bytes) else []
-            tag = words[0][:32] if words else "-"
             pb_utils.Logger.log_info(
                 f"llm_known timing: tag={tag} arrived={arrived} started={started} "
                 f"first={first} last={last}"
