@@ -244,10 +244,11 @@ for _reader, _argv in READERS.items():
 # sessions: every bad flag is refused before any connection (the URL is a dead port)
 _SESSIONS = ["sessions", "--url", f"http://{DEAD}"]
 HAND += [
-    ([*_SESSIONS, "--turns", "fixed:0"], ERROR),
-    ([*_SESSIONS, "--turns", "fixed:2", "--think-time", "later"], ERROR),
-    ([*_SESSIONS, "--turns", "fixed:2", "--think-time", "uniform:9:1"], ERROR),
-    ([*_SESSIONS, "--turns", "fixed:2", "--protocol", "grpc-stream"], ERROR),
+    # a law that does not parse is a malformed value (2), as on every command
+    ([*_SESSIONS, "--turns", "fixed:0"], USAGE),
+    ([*_SESSIONS, "--turns", "fixed:2", "--think-time", "later"], USAGE),
+    ([*_SESSIONS, "--turns", "fixed:2", "--think-time", "uniform:9:1"], USAGE),
+    ([*_SESSIONS, "--turns", "fixed:2", "--protocol", "grpc"], ERROR),  # unary: no turns
     ([*_SESSIONS, "--input-data", "{files}/missing.json"], ERROR),
     ([*_SESSIONS, "--sessions", "0"], USAGE),
 ]
