@@ -33,6 +33,11 @@ many rounds were within the goal.
 
     python benchmarks/loadgen_compare.py [--qps 400] [--seconds 40] [--rounds 4]
         [--servers 4] [--service-ms 6] [--protocol http] [--service-seed 7]
+        [--server stub|triton] [--model tiny]
+
+`--server triton` puts the embedded Triton (a fresh one per run, serving --model from
+model_repository/) in the stub's place: the issue's "a small SUT that sends LoadGen's queries to
+Triton". Its service times are Triton's own, not seeded, so the rounds show that noise too.
 
 The output goes to a new benchmarks/results/loadgen-compare-<date>-<time>.txt by default.
 """
@@ -44,7 +49,8 @@ import os
 import statistics
 import tempfile
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,13 +63,23 @@ from loadgen_sut import (
     read_samples,
     read_summary,
 )
-from pinning import Cores, add_pinning_arguments, choose_cores, stub_on, this_process_on
+from pinning import (
+    Cores,
+    add_pinning_arguments,
+    choose_cores,
+    pin_tree,
+    stub_on,
+    this_process_on,
+)
 from results_file import Output, add_output_arguments, claim_output, footer, header
 from server_run import METHOD, ServerRun, exact, loadtest_server
+
+from loadtest.server.embedded import EmbeddedTriton
 
 PERCENTILES = (0.5, 0.9, 0.99)
 GOAL = 0.05  # issue #27: p99 within 5 %
 SAMPLES = 64
+REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -89,6 +105,29 @@ def ms(ns: float) -> str:
     return f"{ns / 1e6:.3f}"
 
 
+@contextmanager
+def serving(args: argparse.Namespace, cores: Cores | None) -> Iterator[str]:
+    """A fresh server on the server's cores, its URL for --protocol: the queueing stub
+    (`--server stub`), or the embedded Triton serving --model from model_repository/
+    (`--server triton`)."""
+    if args.server == "stub":
+        options = ["--delay-ms", str(args.service_ms), "--servers", str(args.servers)]
+        options += ["--service", "exponential", "--service-seed", str(args.service_seed)]
+        with stub_on(cores, *options, "--grpc-server", "wire") as stub:
+            yield stub.grpc_url if args.protocol == "grpc" else stub.http_url
+        return
+    with this_process_on(cores.server) if cores else nullcontext():
+        server = EmbeddedTriton(REPO / "model_repository", models=[args.model])
+        server.start()
+    try:
+        assert server.pid is not None
+        if cores:
+            pin_tree(server.pid, cores.server)
+        yield server.grpc_url if args.protocol == "grpc" else server.http_url
+    finally:
+        server.cleanup()
+
+
 def one_round(
     args: argparse.Namespace, cores: Cores | None, scratch: Path, k: int, earlier: Path | None
 ) -> Pair:
@@ -97,25 +136,20 @@ def one_round(
     play loadtest first, replaying the `earlier` round's trace (LoadGen draws the same schedule
     every time, and the report checks it did), so a machine getting busier or quieter over a
     round does not favour one tool."""
-    stub_options = ["--delay-ms", str(args.service_ms), "--servers", str(args.servers)]
-    stub_options += ["--service", "exponential", "--service-seed", str(args.service_seed)]
-    stub_options += ["--grpc-server", "wire"]
     directory = scratch / f"loadgen-{k}"
     directory.mkdir()
 
     def loadgen() -> LoadGenPlay:
-        with stub_on(cores, *stub_options) as stub:
-            url = stub.grpc_url if args.protocol == "grpc" else stub.http_url
+        with serving(args, cores) as url:
             bound_ns = int(args.bound_ms * 1e6)
             return play_loadgen(
-                url, args.protocol, args.qps, args.seconds, SAMPLES, bound_ns, directory
+                url, args.protocol, args.qps, args.seconds, SAMPLES, bound_ns, directory, args.model
             )
 
     def loadtest(trace: Path) -> ServerRun:
-        with stub_on(cores, *stub_options) as stub:
-            url = stub.grpc_url if args.protocol == "grpc" else stub.http_url
+        with serving(args, cores) as url:
             replay = ["--trace", str(trace), "--trace-format", "loadgen", "--workers", "1"]
-            replay += ["--protocol", args.protocol, "--samples", str(SAMPLES)]
+            replay += ["--protocol", args.protocol, "--samples", str(SAMPLES), "-m", args.model]
             replay += ["--target-latency", str(args.bound_ms)]
             return loadtest_server(url, replay, scratch / f"loadtest-{k}", args.seconds + 120)
 
@@ -203,6 +237,13 @@ def parse_arguments() -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     parser.add_argument("--service-seed", type=int, default=7, help="the stub's service draws")
     parser.add_argument("--protocol", choices=("http", "grpc"), default="http")
     parser.add_argument("--bound-ms", type=float, default=100.0, help="latency bound (verdicts)")
+    parser.add_argument(
+        "--server",
+        choices=("stub", "triton"),
+        default="stub",
+        help="the queueing stub (seeded service, the default) or the embedded Triton",
+    )
+    parser.add_argument("--model", default="tiny", help="the model both tools send queries to")
     add_pinning_arguments(parser)
     add_output_arguments(parser, "loadgen-compare")
     return parser, parser.parse_args()
@@ -231,8 +272,12 @@ def main() -> None:
         f"{args.protocol} client on one loop thread")  # fmt: skip
     out(f"loadtest: server --trace <LoadGen's trace> --trace-format loadgen --workers 1 "
         f"--protocol {args.protocol} --samples {SAMPLES}")  # fmt: skip
-    out(f"server: a fresh stub per run, {args.servers} servers, exponential service mean "
-        f"{args.service_ms:g} ms (seed {args.service_seed}), FIFO: ρ = {rho:.2f}")  # fmt: skip
+    if args.server == "stub":
+        out(f"server: a fresh stub per run, {args.servers} servers, exponential service mean "
+            f"{args.service_ms:g} ms (seed {args.service_seed}), FIFO: ρ = {rho:.2f}")  # fmt: skip
+    else:
+        out(f"server: a fresh embedded Triton per run serving {args.model} from "
+            "model_repository/ (its own config: instances, batching)")  # fmt: skip
     out(f"percentiles: {METHOD}, over every query")
     started = time.monotonic()
     pairs: list[Pair] = []

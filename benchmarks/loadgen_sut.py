@@ -110,12 +110,14 @@ def play_loadgen(
     samples: int,
     bound_ns: int,
     directory: Path,
+    model: str = "tiny",
 ) -> LoadGenPlay:
-    """LoadGen's Server scenario at `qps` for at least `seconds` against `url`, trace on."""
+    """LoadGen's Server scenario at `qps` for at least `seconds` against `url` (`model`), trace
+    on."""
     import mlperf_loadgen as lg
 
     thread = LoopThread()
-    target = target_for(TargetSettings(url=url, protocol=Protocol(protocol), model="tiny"))
+    target = target_for(TargetSettings(url=url, protocol=Protocol(protocol), model=model))
     thread.call(open_with_samples(target, samples, SAMPLE_SEED))
     to_write: list[int] = []  # per query, in issue order: IssueQuery called -> written
     failed = [0]
