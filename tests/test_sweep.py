@@ -472,7 +472,9 @@ def test_a_sweep_over_stages_searches_each_points_speed_up_and_judges_every_stag
         assert first["spec"].startswith("500ms:") and second["spec"].startswith("500ms:")
         assert second["offered_qps"] == pytest.approx(5 * first["offered_qps"])
         assert first["offered_qps"] + second["offered_qps"] == pytest.approx(2 * probe["qps"])
-        assert 0.6 * probe["qps"] < probe["queries"] < 1.4 * probe["qps"] + 5  # 1 s played whole
+        # 1 s played whole: a Poisson count of mean qps, held within 4 standard deviations
+        # (a bound of ±40 % failed once in CI: 10 queries at 17.1 QPS, 1.7 σ below, p ≈ 5 %)
+        assert abs(probe["queries"] - probe["qps"]) <= 4 * math.sqrt(probe["qps"]) + 1
         assert probe["stages_missed"] == [s["number"] for s in probe["stages"] if not s["met"]]
     if point["peak_qps"] is not None:
         assert point["peak_speedup"] == pytest.approx(point["peak_qps"] / 60)
