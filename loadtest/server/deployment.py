@@ -148,7 +148,8 @@ def resolve(
                     else "start the server there"  # an OpenAI-compatible one: never embedded
                 )
                 raise TargetError(
-                    f"nothing answers at {redact_url(target.url)} ({target.protocol.value}); {what}"
+                    f"nothing answers at {redact_url(target.url)} ({target.protocol.value}); "
+                    f"{what}"
                 )
             if target.tls is not None:
                 raise TargetError(
