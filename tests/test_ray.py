@@ -151,10 +151,18 @@ class Cluster:
     starters: list[subprocess.Popen[bytes]]
     temp_dir: Path  # Ray's --temp-dir: its session logs
 
-    def client_server_errors(self) -> str:
-        """The head's per-client servers' stderr logs (why one failed to start)."""
-        logs = sorted(self.temp_dir.glob("session_*/logs/ray_client_server_*.err"))
-        return "\n".join(f"{log.name}: {log.read_text(errors='replace')[-2000:]}" for log in logs)
+    def client_server_logs(self) -> str:
+        """The head's Ray Client proxy and per-client server logs, out and err, those not empty.
+
+        Why a per-client server failed to start: its own .err has been seen empty, so the
+        proxy's log (which says how it saw the server go) comes with it.
+        """
+        logs = sorted(self.temp_dir.glob("session_*/logs/ray_client_server*"))
+        return "\n".join(
+            f"{log.name}: {text[-2000:]}"
+            for log in logs
+            if (text := log.read_text(errors="replace").strip())
+        )
 
     def processes(self) -> dict[int, str]:
         """Every process of the cluster now (both `ray start --block` trees): pid -> title."""
@@ -192,7 +200,6 @@ def _wait_started(starter: subprocess.Popen[bytes], log: Path) -> None:
         if starter.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"ray start failed:\n{log.read_text()[-2000:]}")
         time.sleep(0.2)
-    return starter
 
 
 def _stop_group(starter: subprocess.Popen[bytes]) -> None:
@@ -206,6 +213,7 @@ SPECIFIC_SERVER_IDLE_S = 10
 # Ray's proxy failing to start its per-client server, in the two ways seen on loaded 2-core CI
 # machines: its own message, and psutil tripping over the previous per-client server's zombie.
 RAY_CLIENT_START_FAILURES = ("Starting Ray client server failed", "psutil.ZombieProcess")
+RAY_CLIENT_START_ATTEMPTS = 3
 
 
 @pytest.fixture(scope="module")
@@ -286,13 +294,20 @@ def test_two_nodes_spread_merge_exactly_and_are_left_as_found(
     else:
         address, env = f"ray://127.0.0.1:{cluster.client_port}", _driver_env(cluster)
     code, output, left = _run_left(_server_args(address, tmp_path / "out"), tmp_path, env, 1.0)
-    if through == "client" and any(failure in output for failure in RAY_CLIENT_START_FAILURES):
+    earlier: list[str] = []
+    while (
+        through == "client"
+        and any(failure in output for failure in RAY_CLIENT_START_FAILURES)
+        and len(earlier) < RAY_CLIENT_START_ATTEMPTS - 1
+    ):
         # Ray's own proxy sometimes fails to start its per-client server on a loaded 2-core CI
-        # machine (each way seen once in a full suite, never alone); what it logged goes with the
-        # retry's outcome, and a second failure fails the test.
-        first_failure = f"{output}\n{cluster.client_server_errors()}"
+        # machine: each way seen in full suites, once twice in a row (CI of 90a9ad3), never in
+        # this test alone (0 failures in 3 runs beside three CPU hogs). What it logged goes with
+        # the final outcome, and the last attempt's failure fails the test.
+        earlier.append(f"{output}\n{cluster.client_server_logs()}")
         code, output, left = _run_left(_server_args(address, tmp_path / "out"), tmp_path, env, 1.0)
-        output = f"{output}\n(first attempt: {first_failure})"
+    for number, failure in enumerate(earlier, 1):
+        output = f"{output}\n(attempt {number}: {failure})"
     assert code in (0, 5), output
     assert left == []  # the driver side: nothing of ours runs on
     result = json.loads((tmp_path / "out" / "result.json").read_text())
