@@ -261,8 +261,8 @@ class _Seen:
     def first(self) -> None:
         pass
 
-    def part(self) -> None:
-        self.parts += 1
+    def part(self, count: int = 1) -> None:
+        self.parts += count
 
     def final(self, count, prompt_count=None):
         pass

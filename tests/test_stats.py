@@ -12,6 +12,7 @@ from loadtest.core.records import Records, Status
 from loadtest.rules.stats import (
     HDR_HIGHEST_NS,
     PERCENTILE_METHOD,
+    LatencyCounts,
     count_out_of_range,
     decode_histograms,
     encode_histogram,
@@ -328,3 +329,20 @@ def test_timeline_nan_where_no_completion() -> None:
     assert math.isnan(tl.p99_latency_ns[0]) and math.isnan(tl.p99_latency_ns[2])
     assert tl.p99_latency_ns[3] == 500_000
     assert len(timeline(make_records([], [], [], []))) == 0
+
+
+def test_latency_counts_in_batches_equal_one_histogram_of_every_value() -> None:
+    """The parts log's gap counts: batches, zeros counted apart and values out of range give
+    bucket for bucket what latency_histogram of all the values gives."""
+    rng = np.random.default_rng(5)
+    values = rng.integers(-10, HDR_HIGHEST_NS + 10**9, 10_000)
+    values[:50] = 0
+    values[50:60] = rng.integers(0, 1000, 10)  # below the 1 µs floor
+    counts = LatencyCounts()
+    for start in range(0, len(values), 4096):
+        counts.add(values[start : start + 4096])
+    counts.add_zeros(17)
+    counts.add(np.empty(0, dtype=np.int64))
+    every = latency_histogram(np.concatenate([values, np.zeros(17, dtype=np.int64)]))
+    assert encode_histogram(counts.histogram()) == encode_histogram(every)
+    assert counts.histogram().get_total_count() == len(values) + 17

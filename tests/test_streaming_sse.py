@@ -24,6 +24,7 @@ from loadtest.stub.grpc_server import start_grpc
 from loadtest.stub.http_server import start_http
 from loadtest.stub.sse import ERROR_AFTER_FIELD, MID_STREAM_ERROR
 from loadtest.targets import sse_client, triton_target
+from loadtest.targets.transport import Credentials
 from loadtest.targets.triton_sse import SseAnswer, TritonSseTarget
 from loadtest.targets.triton_stream import TritonStreamTarget
 
@@ -122,18 +123,19 @@ def test_timeout_closes_the_stream_and_counts_a_timeout(fast_repository):
 class _Seen:
     def __init__(self) -> None:
         self.parts = 0
+        self.ended: str | None = None  # "ok", or the error kind, once done
 
     def first(self) -> None:
         pass
 
-    def part(self) -> None:
-        self.parts += 1
+    def part(self, count: int = 1) -> None:
+        self.parts += count
 
     def final(self, count, prompt_count=None):
         pass
 
     def done(self, error):
-        pass
+        self.ended = "ok" if error is None else error
 
 
 BODY = (
@@ -173,8 +175,14 @@ def test_a_whole_answer_in_one_chunk_is_parsed_in_slices_that_give_the_loop_turn
                 asyncio.get_running_loop().call_soon(turn)
 
         asyncio.get_running_loop().call_soon(turn)
-        assert await sse_client._feed_in_slices(answer, body) is None
-        assert answer.end() is None and answer.count == 600
+        queries = sse_client.SseQueries("http stream", Credentials(), 1.0, lambda body: "")
+        query = sse_client._StreamedQuery(queries, answer)
+        query.body(body)  # the pool hands over one read: the whole answer
+        query.answered(200, b"", None, {})  # ... and its end at once: it waits for the feed
+        assert seen.ended is None
+        while seen.ended is None:
+            await asyncio.sleep(0)
+        assert seen.ended == "ok" and answer.count == 600
         return seen.parts, seen_by_turns
 
     parts, turns = asyncio.run(play())

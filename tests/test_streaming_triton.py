@@ -251,7 +251,7 @@ class _Ended:
     def first(self) -> None:
         pass
 
-    def part(self) -> None:
+    def part(self, count: int = 1) -> None:
         pass
 
     def final(self, count: int | None, prompt_count: int | None = None) -> None:

@@ -113,8 +113,10 @@ class Parts(Protocol):
         `part()` implies it, so a target whose first event is a part need not call it."""
         ...
 
-    def part(self) -> None:
-        """One part of the answer arrived (a chunk, a token)."""
+    def part(self, count: int = 1) -> None:
+        """`count` parts of the answer arrived (chunks, tokens) in one network read: one clock
+        reading stamps them all, so the gaps between them are 0 (the client cannot tell when
+        within one read each came). Called once the read is parsed."""
         ...
 
     def final(self, count: int | None, prompt_count: int | None = None) -> None:

@@ -8,7 +8,10 @@ consecutive parts of one answer are many per query, so they go into one HDR hist
 (rules/stats.py's fixed range), which adds exactly across workers like the latency histograms.
 
 Cheap per event, as the runner's completion path: one clock read, a few array writes, and a list
-append per gap; the list is folded into the histogram (vectorised) every GAP_BATCH gaps.
+append per gap; the list is folded into the histogram's counts (vectorised, rules/stats.py's
+LatencyCounts) every GAP_BATCH gaps, a fold short enough not to make a send late. A target
+reports the parts of one network read at once (`part(count)`): one clock read for them all, and
+gaps of 0 between them (counted, not listed), which is what the client saw.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ from hdrh.histogram import HdrHistogram
 
 from loadtest.core.records import NO_COUNT, NOT_SET_NS, Records
 from loadtest.core.target import Done
-from loadtest.rules.stats import encode_histogram, latency_histogram, new_latency_histogram
+from loadtest.rules.stats import LatencyCounts, encode_histogram
 
-GAP_BATCH = 65_536
+# A fold of 4096 gaps takes ~0.1 ms; one of 65 536 into an HdrHistogram took ~10 ms, every 256
+# answers of 256 tokens, and made those sends late (benchmarks/stream_client.py).
+GAP_BATCH = 4096
 
 
 class PartsLog:
@@ -36,7 +41,8 @@ class PartsLog:
         self.start_ns = 0
         self.closed = False
         self._gaps: list[int] = []
-        self._histogram = new_latency_histogram()
+        self._zero_gaps = 0  # gaps between parts of one read
+        self._counts = LatencyCounts()
 
     def query(self, i: int, done: Done) -> QueryParts:
         """The Parts for query `i` (its row); `done` runs once, when the target ends it."""
@@ -47,15 +53,22 @@ class PartsLog:
         if len(self._gaps) >= GAP_BATCH:
             self._fold()
 
+    def _together(self, count: int) -> None:
+        """`count` gaps of 0: parts that came in the same read as the one before them."""
+        self._zero_gaps += count
+
     def _fold(self) -> None:
         if self._gaps:
-            self._histogram.add(latency_histogram(np.asarray(self._gaps, dtype=np.int64)))
+            self._counts.add(np.asarray(self._gaps, dtype=np.int64))
             self._gaps.clear()
+        if self._zero_gaps:
+            self._counts.add_zeros(self._zero_gaps)
+            self._zero_gaps = 0
 
     def gaps(self) -> HdrHistogram:
         """Every gap between consecutive parts of one answer so far (ns)."""
         self._fold()
-        return self._histogram
+        return self._counts.histogram()
 
     def encoded_gaps(self) -> str:
         return encode_histogram(self.gaps())
@@ -81,7 +94,7 @@ class QueryParts:
         if column[self._i] == NOT_SET_NS:
             column[self._i] = log.clock() - log.start_ns
 
-    def part(self) -> None:
+    def part(self, count: int = 1) -> None:
         log = self._log
         if self._over or log.closed:
             return
@@ -91,8 +104,10 @@ class QueryParts:
             log._gap(now - self._last)
         elif records.first_part_ns[self._i] == NOT_SET_NS:
             records.first_part_ns[self._i] = now
+        if count > 1:
+            log._together(count - 1)
         self._last = now
-        records.parts[self._i] += 1
+        records.parts[self._i] += count
 
     def final(self, count: int | None, prompt_count: int | None = None) -> None:
         if self._over or self._log.closed:

@@ -148,8 +148,7 @@ def resolve(
                     else "start the server there"  # an OpenAI-compatible one: never embedded
                 )
                 raise TargetError(
-                    f"nothing answers at {redact_url(target.url)} ({target.protocol.value}); "
-                    f"{what}"
+                    f"nothing answers at {redact_url(target.url)} ({target.protocol.value}); {what}"
                 )
             if target.tls is not None:
                 raise TargetError(

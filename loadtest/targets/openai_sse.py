@@ -223,8 +223,7 @@ class OpenAiAnswer(SseEvents):
             if prompt is not None:
                 self.prompt_count = prompt
             self.finished = self.finished or finished
-        for _ in range(chunks):
-            self.parts.part()
+        self.new_parts += chunks
         self.chunks += chunks
         return None
 
@@ -342,8 +341,18 @@ class OpenAiSseTarget(StreamingTargetBase):
 
     @property
     def capabilities(self) -> TargetCapabilities:
-        """Answers in parts; no Triton statistics behind it, said plainly."""
-        return TargetCapabilities(streams_parts=True, plays_turns=True, unobserved=UNOBSERVED)
+        """Answers in parts, the pool's waits for a free connection; no Triton statistics
+        behind it, said plainly."""
+        return TargetCapabilities(
+            streams_parts=True,
+            plays_turns=True,
+            counts_connection_waits=True,
+            unobserved=UNOBSERVED,
+        )
+
+    @property
+    def connection_waits(self) -> int:
+        return self._queries.connection_waits
 
     async def _unreachable(self, exc: BaseException) -> TargetError:
         """The one line for a server that did not answer: over TLS, why the handshake fails;
@@ -410,6 +419,10 @@ class OpenAiSseTarget(StreamingTargetBase):
         self._bodies = [
             request_body(sample, self.model, self.chat, self.ignore_eos) for sample in samples
         ]
+        try:
+            await self._queries.warm(self._endpoint)
+        except OSError as exc:
+            raise await self._unreachable(exc) from None
         if self._bodies:
             try:
                 await self.infer_outputs(0)
@@ -426,7 +439,7 @@ class OpenAiSseTarget(StreamingTargetBase):
     # -- one query ------------------------------------------------------------------------------
     def start_parts(self, sample_index: int, parts: Parts, written: Written | None = None) -> None:
         self._queries.start(
-            self._endpoint, self._bodies[sample_index], OpenAiAnswer(parts, self.chat)
+            self._endpoint, self._bodies[sample_index], OpenAiAnswer(parts, self.chat), written
         )
 
     def start_turn(

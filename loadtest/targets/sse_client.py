@@ -1,42 +1,47 @@
 """The lean server-sent-events path both HTTP streaming targets share (Triton's generate_stream,
 targets/triton_sse.py; an OpenAI-compatible server, targets/openai_sse.py).
 
-Per query one POST with a body built once per sample, its answer read as it arrives: aiohttp's
-keep-alive pool with no cap on connections (an open-loop burst is never throttled), the body taken
-in whole network chunks and split on the blank line that ends an event (bytes.split, no per-byte
-Python). What an event *means* is each protocol's own: a subclass of `SseEvents` reads each
-`data:` payload, reports to the query's `Parts`, and says when the answer failed or is complete.
+Per query one POST, its answer read as it arrives: the lean HTTP/1.1 pool of the inference path
+(wire/http_wire.py: keep-alive connections with no cap, callbacks and no task per query, llhttp
+parsing), its body handed over once per network read and split on the blank line that ends an
+event (bytes.split, no per-byte Python). aiohttp did this before, at about half the client's CPU
+per token (benchmarks/stream_client.py). What an event *means* is each protocol's own: a subclass
+of `SseEvents` reads each `data:` payload, counts the parts it carries, and says when the answer
+failed or is complete; the parts of one read are reported together (`Parts.part(count)`).
 
 A query ends (`Parts.done`) at the first of: an event that is an error (the query failed, even
 under the 200 already sent); an event that completes the answer (`SseEvents.complete`, OpenAI's
 `data: [DONE]`), whose final count is reported at once and the rest of the body read quietly so
 the connection stays reusable; the end of the body (`SseEvents.end` says whether that is an
-error); a refusal before the stream (status ≠ 200); a broken connection; --timeout, which counts
-a timeout and cancels the query's task, closing its response and connection (aiohttp never
-reuses a connection whose body was not read to the end).
+error); a refusal before the stream (status ≠ 200); a broken connection; --timeout, a deadline
+from the send (the pool fails the query as a timeout and closes its connection).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import numpy as np
 
 from loadtest.core.records import TIMEOUT
-from loadtest.core.target import Parts
+from loadtest.core.target import Parts, Written
 from loadtest.targets.transport import AUTH_KIND_BY_HTTP_STATUS, Credentials, ssl_context
 from loadtest.targets.triton_common import error_kind
+from loadtest.wire.http_wire import WirePool, build_request
 
 _EVENT_END = b"\n\n"
 
-# A network chunk larger than this is parsed in slices of it, the loop given a turn whenever
+# A network read larger than this is parsed in slices of it, the loop given a turn whenever
 # SLICE_S of parsing has gone by (a tenth of a send's 1 ms late threshold, and a few slices).
 SLICE_BYTES = 4096
 SLICE_S = 100e-6
+WARM_CONNECTIONS = 8  # opened before the run, as the HTTP inference target's pool
 
 
 def json_value(tensor: np.ndarray) -> Any:
@@ -53,15 +58,18 @@ class SseEvents:
     Separate from the I/O so each protocol's parsing can be tested, and measured, alone.
     Subclasses set `count` (the final token count, None = none sent), `prompt_count` (the
     prompt's tokens, where the server reports them) and `complete` (the answer said it is over
-    before the body ended)."""
+    before the body ended), and add the parts an event carries to `new_parts`: they are reported
+    together once the piece of body fed is parsed (`Parts.part(count)`: one clock reading for
+    what one network read brought, not one per event)."""
 
-    __slots__ = ("_rest", "complete", "count", "parts", "prompt_count")
+    __slots__ = ("_rest", "complete", "count", "new_parts", "parts", "prompt_count")
 
     def __init__(self, parts: Parts) -> None:
         self.parts = parts
         self.count: int | None = None
         self.prompt_count: int | None = None
         self.complete = False
+        self.new_parts = 0
         self._rest = b""
 
     def feed(self, data: bytes) -> str | None:
@@ -71,18 +79,29 @@ class SseEvents:
             data = data.replace(b"\r\n", b"\n")
         events = data.split(_EVENT_END)
         self._rest = events.pop()
+        error = None
         for event in events:
-            error = self._event(event)
+            if event.startswith(b"data:") and b"\n" not in event:  # the usual one-line event
+                error = self._data(event[5:].strip())
+            else:
+                error = self._event(event)
             if error is not None:
-                return error
-        return None
+                break
+        self._report_parts()
+        return error
 
     def end(self) -> str | None:
         """The body is over: an unterminated last event still counts; then whether an answer
         that ends here is a failure (`_ended`)."""
         rest, self._rest = self._rest.strip(), b""
         error = self._event(rest) if rest else None
+        self._report_parts()
         return error if error is not None else self._ended()
+
+    def _report_parts(self) -> None:
+        if self.new_parts:
+            self.parts.part(self.new_parts)
+            self.new_parts = 0
 
     def _event(self, event: bytes) -> str | None:
         for line in event.split(b"\n"):
@@ -103,10 +122,11 @@ class SseEvents:
 
 
 class SseQueries:
-    """One target's streamed queries: the POSTs, their tasks and deadlines, the session.
+    """One target's streamed queries: the POSTs on the lean pool, their answers' events.
 
     `label` names the stream in error kinds ("http stream: ..."); `message_of` reads a refusal's
-    body (before the stream: status ≠ 200) into its message.
+    body (before the stream: status ≠ 200) into its message. `open` also gives an aiohttp
+    session for the setup calls (an OpenAI server's model list), which are not on the load path.
     """
 
     def __init__(
@@ -122,10 +142,11 @@ class SseQueries:
         self.message_of = message_of
         self.headers = {"Content-Type": "application/json", **credentials.header_dict()}
         self.session: aiohttp.ClientSession | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._pool: WirePool | None = None
+        self._paths: dict[str, tuple[str, str]] = {}  # endpoint -> (Host header, path)
 
     def open(self) -> aiohttp.ClientSession:
-        """The keep-alive pool (no cap on connections), over TLS when the credentials say so."""
+        """The setup calls' session, over TLS when the credentials say so."""
         if self.session is None:
             tls = self.credentials.tls
             connector = aiohttp.TCPConnector(
@@ -134,50 +155,49 @@ class SseQueries:
             self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         return self.session
 
-    def start(self, endpoint: str, body: bytes, answer: SseEvents) -> None:
-        """Send one query now; its events go to `answer.parts`, `done` last."""
-        task = asyncio.get_running_loop().create_task(self._query(endpoint, body, answer))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        if self.timeout_s > 0:
-            deadline = asyncio.get_running_loop().call_later(
-                self.timeout_s, _expire, task, answer.parts
+    def _where(self, endpoint: str) -> tuple[WirePool, str, str]:
+        """The pool for the endpoint's server (one per target: one server) and its request
+        line's Host and path."""
+        found = self._paths.get(endpoint)
+        if found is None:
+            parts = urlsplit(endpoint)
+            path = parts.path + (f"?{parts.query}" if parts.query else "")
+            found = self._paths[endpoint] = (parts.netloc, path)
+        if self._pool is None:
+            parts = urlsplit(endpoint)
+            tls = self.credentials.tls
+            self._pool = WirePool(
+                parts.hostname or "",
+                parts.port or (443 if parts.scheme == "https" else 80),
+                self.timeout_s if self.timeout_s > 0 else 1e9,
+                ssl=ssl_context(tls) if tls is not None else None,
             )
-            task.add_done_callback(lambda _: deadline.cancel())
+        return self._pool, *found
 
-    async def _query(self, endpoint: str, body: bytes, answer: SseEvents) -> None:
-        assert self.session is not None, "open() first"
-        parts = answer.parts
-        try:
-            async with self.session.post(endpoint, data=body, headers=self.headers) as response:
-                if response.status != 200:
-                    parts.done(self.status_kind(response.status, await response.read()))
-                    return
-                async for data in response.content.iter_any():
-                    if answer.complete:
-                        continue  # read to the end, so the connection is reused
-                    if len(data) <= SLICE_BYTES:
-                        error = answer.feed(data)
-                    else:
-                        error = await _feed_in_slices(answer, data)
-                    if error is not None:
-                        parts.done(error)
-                        return
-                    if answer.complete:
-                        parts.final(answer.count, answer.prompt_count)
-                        parts.done(None)
-                if answer.complete:
-                    return
-                error = answer.end()
-        except asyncio.CancelledError:
-            parts.done(f"{self.label}: closed")  # a no-op after a timeout: `_expire` ended it
-            raise
-        except (aiohttp.ClientError, OSError) as exc:
-            parts.done(error_kind(self.label, str(exc) or type(exc).__name__))
-            return
-        if error is None:
-            parts.final(answer.count, answer.prompt_count)
-        parts.done(error)
+    async def warm(self, endpoint: str, connections: int = WARM_CONNECTIONS) -> None:
+        """Open connections before the run, so its first queries pay for no handshake. Raises
+        OSError when the server cannot be reached."""
+        pool, _, _ = self._where(endpoint)
+        await pool.warm(connections)
+
+    @property
+    def connection_waits(self) -> int:
+        """Queries that found no idle connection (they waited for one to free or open)."""
+        return self._pool.waited if self._pool is not None else 0
+
+    def start(
+        self, endpoint: str, body: bytes, answer: SseEvents, written: Written | None = None
+    ) -> None:
+        """Send one query now (or, with no idle connection, once one is free: `written()`
+        then); its events go to `answer.parts`, `done` last."""
+        pool, host, path = self._where(endpoint)
+        query = _StreamedQuery(self, answer)
+        pool.submit(
+            build_request(host, path, body, self.headers),
+            query.answered,
+            written=written,
+            on_body=query.body,
+        )
 
     def status_kind(self, status: int, body: bytes) -> str:
         """The error kind of a refused request (before the stream began): auth, else its
@@ -188,33 +208,90 @@ class SseQueries:
         return error_kind(f"{self.label} {status}", self.message_of(body))
 
     async def close(self) -> None:
-        tasks, self._tasks = list(self._tasks), set()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         if self.session is not None:
             await self.session.close()
             self.session = None
 
 
-async def _feed_in_slices(answer: SseEvents, data: bytes) -> str | None:
-    """A large network chunk (a server that sends a whole answer at once) fed a slice at a
-    time, yielding to the loop whenever SLICE_S of parsing has gone by: the issuer's next send
-    is never held longer than that behind one answer's events. (A 256-token answer read in one
-    go held the loop ~2 ms, and sends were late by as much: benchmarks/stream_client.py.)"""
-    started = time.perf_counter()
-    for offset in range(0, len(data), SLICE_BYTES):
-        error = answer.feed(data[offset : offset + SLICE_BYTES])
-        if error is not None or answer.complete:
-            return error
-        if time.perf_counter() - started > SLICE_S:
-            await asyncio.sleep(0)
-            started = time.perf_counter()
-    return None
+class _StreamedQuery:
+    """One query's answer between the pool and its `SseEvents`: the body fed as it comes (a
+    large read in slices, the loop given a turn between them), then the end.
 
+    A read of more than SLICE_BYTES is queued and fed a slice at a time, yielding to the loop
+    whenever SLICE_S of parsing has gone by: the issuer's next send is never held longer than
+    that behind one answer's events (a 256-token answer read in one go held the loop ~2 ms, and
+    sends were late by as much: benchmarks/stream_client.py). The pool's end of the answer
+    waits for the queue to be fed.
+    """
 
-def _expire(task: asyncio.Task[None], parts: Parts) -> None:
-    """--timeout: the query is a timeout, and its task is cancelled, which closes the response
-    (aiohttp drops a connection whose body was not read to the end)."""
-    parts.done(TIMEOUT)
-    task.cancel()
+    __slots__ = ("answer", "backlog", "ending", "over", "queries")
+
+    def __init__(self, queries: SseQueries, answer: SseEvents) -> None:
+        self.queries = queries
+        self.answer = answer
+        self.backlog: deque[bytes] = deque()  # slices not yet fed
+        self.ending: tuple[int, bytes, str | None] | None = None  # the pool's end, once fed
+        self.over = False  # done was reported
+
+    def body(self, data: bytes) -> None:
+        if self.over:
+            return  # after an error or [DONE]: read quietly, so the connection stays reusable
+        if not self.backlog and len(data) <= SLICE_BYTES:
+            self._feed(data)
+            return
+        draining = bool(self.backlog)
+        self.backlog.extend(data[k : k + SLICE_BYTES] for k in range(0, len(data), SLICE_BYTES))
+        if not draining:
+            self._drain()
+
+    def _drain(self) -> None:
+        started = time.perf_counter()
+        while self.backlog and not self.over:
+            self._feed(self.backlog.popleft())
+            if self.backlog and time.perf_counter() - started > SLICE_S:
+                asyncio.get_running_loop().call_soon(self._drain)
+                return
+        self.backlog.clear()
+        if self.ending is not None:
+            self._end(*self.ending)
+
+    def _feed(self, data: bytes) -> None:
+        answer = self.answer
+        error = answer.feed(data)
+        if error is not None:
+            self._finish(error)
+        elif answer.complete:
+            answer.parts.final(answer.count, answer.prompt_count)
+            self._finish(None)
+
+    def _finish(self, error: str | None) -> None:
+        self.over = True
+        self.backlog.clear()
+        self.answer.parts.done(error)
+
+    def answered(
+        self, status: int, body: bytes, error: str | None, _headers: dict[bytes, bytes]
+    ) -> None:
+        """The pool's end of the answer: after the body (once it is all fed), or a failure."""
+        if self.backlog and error is None:
+            self.ending = (status, body, error)
+            return
+        self._end(status, body, error)
+
+    def _end(self, status: int, body: bytes, error: str | None) -> None:
+        if self.over:
+            return
+        queries = self.queries
+        if error is not None:
+            self._finish(error if error == TIMEOUT else error_kind(queries.label, error))
+        elif status != 200:
+            self._finish(queries.status_kind(status, body))
+        else:
+            answer = self.answer
+            ended = answer.end()
+            if ended is None:
+                answer.parts.final(answer.count, answer.prompt_count)
+            self._finish(ended)

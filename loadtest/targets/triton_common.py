@@ -212,8 +212,8 @@ class AwaitedParts:
     def first(self) -> None:
         pass
 
-    def part(self) -> None:
-        self.parts += 1
+    def part(self, count: int = 1) -> None:
+        self.parts += count
 
     def final(self, count: int | None, prompt_count: int | None = None) -> None:
         self.count = count

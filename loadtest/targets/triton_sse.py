@@ -88,7 +88,7 @@ class SseAnswer(SseEvents):
             if error is not None:
                 return error
         self.events += 1
-        self.parts.part()
+        self.new_parts += 1
         if tokens is not None:
             self.count = (self.count or 0) + tokens
         return None
@@ -168,8 +168,13 @@ class TritonSseTarget(StreamingTargetBase):
 
     @property
     def capabilities(self) -> TargetCapabilities:
-        """The streaming targets' own, and a session's turns (a body built per turn)."""
-        return replace(super().capabilities, plays_turns=True)
+        """The streaming targets' own, a session's turns (a body built per turn), and the
+        pool's waits for a free connection."""
+        return replace(super().capabilities, plays_turns=True, counts_connection_waits=True)
+
+    @property
+    def connection_waits(self) -> int:
+        return self._queries.connection_waits
 
     async def open(self) -> ModelSpec:
         client = http_client(self.url, self.credentials, conn_timeout=self.setup_timeout_s)
@@ -202,6 +207,10 @@ class TritonSseTarget(StreamingTargetBase):
             if self.server_timeout_us is None
             else [request_body(sample, self.server_timeout_us) for sample in samples]
         )
+        try:
+            await self._queries.warm(self._endpoint)
+        except OSError as exc:
+            raise TargetError(f"cannot reach {self.url} (HTTP stream): {exc}") from None
         if self._plain:
             try:
                 await self.infer_outputs(0)
@@ -210,7 +219,7 @@ class TritonSseTarget(StreamingTargetBase):
 
     # -- one query ------------------------------------------------------------------------------
     def start_parts(self, sample_index: int, parts: Parts, written: Written | None = None) -> None:
-        self._queries.start(self._endpoint, self._bodies[sample_index], SseAnswer(parts))
+        self._queries.start(self._endpoint, self._bodies[sample_index], SseAnswer(parts), written)
 
     def _start_whole(self, sample_index: int, parts: Parts) -> None:
         # without the server timeout

@@ -8,6 +8,11 @@ parser uvloop's ecosystem uses); completion is a plain callback. One request is 
 connection (no pipelining, so one slow answer never delays another); the pool opens connections
 as the open-loop load needs them, never capping concurrency (a cap would quietly close the loop).
 
+A request may ask for its answer's body as it arrives (`on_body`: server-sent events, read
+event by event while the answer goes on); an answer other than 200 still comes whole, so its
+error message can be read. The body must be chunked or have a Content-Length (as HTTP/1.1
+servers send; one that ends by closing the connection is a lost connection here).
+
 Every request has a deadline (`timeout_s` from its submission: the moment the runner sent it,
 waiting for a free connection included). An answer that arrives after it is a "timeout", however
 it arrives, so the error count is exact; and a sweep every SWEEP_FRACTION of the timeout (1 ms to
@@ -35,6 +40,9 @@ from loadtest.core.records import TIMEOUT
 # on_done(status, body, error, headers): status 0 and an error text when no HTTP answer arrived;
 # headers (lower-case names) only when the request asked to keep them.
 HttpAnswer = Callable[[int, bytes, str | None, dict[bytes, bytes]], None]
+# on_body(data): a streamed answer's body as it arrives (a 200 to a request that asked for it),
+# once per network read, everything that read brought; `on_done` then comes with an empty body.
+StreamedBody = Callable[[bytes], None]
 _NO_HEADERS: dict[bytes, bytes] = {}
 SWEEP_FRACTION = 0.125  # the sweep runs every 1/8 of the timeout ...
 MIN_SWEEP_S = 0.001  # ... but at most once a millisecond
@@ -60,6 +68,8 @@ class _KeepAliveConnection(asyncio.Protocol):
         self.chunks: list[bytes] = []
         self.headers: dict[bytes, bytes] = {}
         self.keep_headers = False
+        self.body_sink: StreamedBody | None = None  # the request asked for its body as it comes
+        self.streaming = False  # ... and the answer is a 200: its body goes there
 
     # --- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -70,6 +80,9 @@ class _KeepAliveConnection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self.fail(f"malformed HTTP response: {exc}")
+            return
+        if self.streaming and self.chunks:
+            self._stream_body()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.pool.forget(self)
@@ -80,10 +93,23 @@ class _KeepAliveConnection(asyncio.Protocol):
         if self.keep_headers:
             self.headers[name.lower()] = value
 
+    def on_headers_complete(self) -> None:
+        self.streaming = self.body_sink is not None and self.parser.get_status_code() == 200
+
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
 
+    def _stream_body(self) -> None:
+        """What this read brought of a streamed body, in one piece (llhttp hands each chunk of
+        a chunked body apart: one call per read, not per chunk)."""
+        chunks, self.chunks = self.chunks, []
+        assert self.body_sink is not None
+        self.body_sink(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+
     def on_message_complete(self) -> None:
+        if self.streaming and self.chunks:
+            self._stream_body()
+        self.streaming, self.body_sink = False, None
         on_done, self.on_done = self.on_done, None
         body = b"".join(self.chunks)
         self.chunks = []
@@ -102,13 +128,21 @@ class _KeepAliveConnection(asyncio.Protocol):
                 on_done(status, body, None, headers)
 
     # --- used by the pool
-    def send(self, request: bytes, on_done: HttpAnswer, deadline: float) -> None:
+    def send(
+        self,
+        request: bytes,
+        on_done: HttpAnswer,
+        deadline: float,
+        on_body: StreamedBody | None = None,
+    ) -> None:
         assert self.transport is not None
         self.on_done = on_done
+        self.body_sink = on_body
         self.deadline = deadline
         self.transport.write(request)
 
     def fail(self, error: str) -> None:
+        self.streaming, self.body_sink, self.chunks = False, None, []
         on_done, self.on_done = self.on_done, None
         if self.transport is not None:
             self.transport.close()
@@ -139,10 +173,10 @@ class WirePool:
         self.waited = 0
         self._idle: list[_KeepAliveConnection] = []
         self._all: set[_KeepAliveConnection] = set()
-        # (request, on_done, keep_headers, deadline, written), oldest first
-        self._waiting: deque[tuple[bytes, HttpAnswer, bool, float, Callable[[], None] | None]] = (
-            deque()
-        )
+        # (request, on_done, keep_headers, deadline, written, on_body), oldest first
+        self._waiting: deque[
+            tuple[bytes, HttpAnswer, bool, float, Callable[[], None] | None, StreamedBody | None]
+        ] = deque()
         self._connecting = 0
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
@@ -178,18 +212,20 @@ class WirePool:
         keep_headers: bool = False,
         timeout_s: float | None = None,
         written: Callable[[], None] | None = None,
+        on_body: StreamedBody | None = None,
     ) -> None:
         """Send on an idle connection, or queue until one is free or newly open; the request's
         deadline is `timeout_s` (default: the pool's) from now. `written()` runs when a queued
-        request is finally written (not for one written at once)."""
+        request is finally written (not for one written at once). With `on_body`, a 200's body
+        goes there as it arrives."""
         deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
         if self._idle:
             connection = self._idle.pop()
             connection.keep_headers = keep_headers
-            connection.send(request, on_done, deadline)
+            connection.send(request, on_done, deadline, on_body)
             return
         self.waited += 1
-        self._waiting.append((request, on_done, keep_headers, deadline, written))
+        self._waiting.append((request, on_done, keep_headers, deadline, written, on_body))
         self._maybe_grow()
 
     def _maybe_grow(self) -> None:
@@ -215,11 +251,11 @@ class WirePool:
         if self._closed:
             return
         if self._waiting:
-            request, on_done, keep_headers, deadline, written = self._waiting.popleft()
+            request, on_done, keep_headers, deadline, written, on_body = self._waiting.popleft()
             connection.keep_headers = keep_headers
             if written is not None:
                 written()
-            connection.send(request, on_done, deadline)
+            connection.send(request, on_done, deadline, on_body)
         else:
             self._idle.append(connection)
 
