@@ -5,17 +5,19 @@ sources). Each query is one `POST /v2/models/<m>/generate_stream` with a JSON bo
 sample: every input tensor as a JSON field of its own name (Triton maps a field that names a model
 input to that tensor), e.g. `{"text_input": "...", "max_tokens": 12, "stream": true}`. The answer
 is `text/event-stream`: one `data: {...}` event per model response. Per query, each event is a
-`Parts.part` (the first marks the first token), the `num_output_tokens` of every event summed is
-the final count (None = no count from the server), and the end of the body ends the query.
+part (the first marks the first token; a read's parts are reported together), the
+`num_output_tokens` of every event summed is the final count (None = no count from the
+server), and the end of the body ends the query.
 
 Triton sets the HTTP status from the *first* response, so an error after it arrives as an event
 `data: {"error": "..."}` under a 200 (extension_generate.md): every event is checked, and such
 an answer is a failed query ("http stream: ..."), never a short success.
 
-The lean path is targets/sse_client.py's, shared with the OpenAI target: aiohttp's keep-alive
-pool, the body split into events in whole network chunks; here each event's count and error check
-are read without json.loads when that is safe (`_fast_tokens`). --timeout cancels the query's
-task, which closes its response (and its connection) and counts a timeout.
+The lean path is targets/sse_client.py's, shared with the OpenAI target: wire/http_wire.py's
+keep-alive pool, the body split into events a network read at once; here each event's count and
+error check are read without json.loads when that is safe (`_fast_tokens`). --timeout counts a
+timeout and closes the query's connection. (The setup calls go through tritonclient's aiohttp
+client.)
 """
 
 from __future__ import annotations
