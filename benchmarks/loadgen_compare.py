@@ -33,11 +33,14 @@ many rounds were within the goal.
 
     python benchmarks/loadgen_compare.py [--qps 400] [--seconds 40] [--rounds 4]
         [--servers 4] [--service-ms 6] [--protocol http] [--service-seed 7]
-        [--server stub|triton] [--model tiny]
+        [--server stub|triton|triton-fixed] [--model tiny]
 
 `--server triton` puts the embedded Triton (a fresh one per run, serving --model from
 model_repository/) in the stub's place: the issue's "a small SUT that sends LoadGen's queries to
 Triton". Its service times are Triton's own, not seeded, so the rounds show that noise too.
+`--server triton-fixed` has the embedded Triton serve benchmarks/fixed_service/ (Python backend,
+one instance, no batching, every request held --service-ms): an M/D/1 queue inside a real
+Triton, so both tools meet the same queue and the noise of a model's compute is out of the way.
 
 The output goes to a new benchmarks/results/loadgen-compare-<date>-<time>.txt by default.
 """
@@ -79,7 +82,8 @@ from loadtest.server.embedded import EmbeddedTriton
 PERCENTILES = (0.5, 0.9, 0.99)
 GOAL = 0.05  # issue #27: p99 within 5 %
 SAMPLES = 64
-REPO = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,45 @@ class Pair:
         )
 
 
+FIXED_SERVICE = "fixed_service"
+
+
+def fixed_service_repository(root: Path, service_ms: float) -> Path:
+    """A repository of one model, benchmarks/fixed_service/, holding each request service_ms:
+    tiny's tensors, Python backend, one instance, no batching (an M/D/1 queue in Triton)."""
+    repository = root / "fixed-service-repository"
+    version = repository / FIXED_SERVICE / "1"
+    if not version.is_dir():
+        version.mkdir(parents=True)
+        (version / "model.py").write_text((HERE / "fixed_service" / "model.py").read_text())
+    config = f"""name: "{FIXED_SERVICE}"
+backend: "python"
+max_batch_size: 0
+input {{
+  name: "INPUT0"
+  data_type: TYPE_FP32
+  dims: [ 16 ]
+}}
+output {{
+  name: "OUTPUT0"
+  data_type: TYPE_FP32
+  dims: [ 16 ]
+}}
+instance_group {{
+  count: 1
+  kind: KIND_CPU
+}}
+parameters {{
+  key: "service_ms"
+  value {{
+    string_value: "{service_ms:g}"
+  }}
+}}
+"""
+    (repository / FIXED_SERVICE / "config.pbtxt").write_text(config)
+    return repository
+
+
 def ms(ns: float) -> str:
     return f"{ns / 1e6:.3f}"
 
@@ -117,7 +160,11 @@ def serving(args: argparse.Namespace, cores: Cores | None) -> Iterator[str]:
             yield stub.grpc_url if args.protocol == "grpc" else stub.http_url
         return
     with this_process_on(cores.server) if cores else nullcontext():
-        server = EmbeddedTriton(REPO / "model_repository", models=[args.model])
+        if args.server == "triton-fixed":
+            repository = fixed_service_repository(Path(args.scratch), args.service_ms)
+            server = EmbeddedTriton(repository, models=[FIXED_SERVICE])
+        else:
+            server = EmbeddedTriton(REPO / "model_repository", models=[args.model])
         server.start()
     try:
         assert server.pid is not None
@@ -239,9 +286,10 @@ def parse_arguments() -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     parser.add_argument("--bound-ms", type=float, default=100.0, help="latency bound (verdicts)")
     parser.add_argument(
         "--server",
-        choices=("stub", "triton"),
+        choices=("stub", "triton", "triton-fixed"),
         default="stub",
-        help="the queueing stub (seeded service, the default) or the embedded Triton",
+        help="the queueing stub (seeded service, the default), the embedded Triton serving "
+        "--model, or the embedded Triton serving a fixed --service-ms per request (M/D/1)",
     )
     parser.add_argument("--model", default="tiny", help="the model both tools send queries to")
     add_pinning_arguments(parser)
@@ -255,6 +303,8 @@ def main() -> None:
         parser.error("--qps and --seconds must be > 0, --rounds and --servers ≥ 1")
     if args.service_ms <= 0 or args.bound_ms <= 0:
         parser.error("--service-ms and --bound-ms must be > 0")
+    if args.server == "triton-fixed":
+        args.model = FIXED_SERVICE  # both tools send to the fixed-service model
     output = claim_output(parser, args.output, args.force, "loadgen-compare")
     version = loadgen_version()
     if version is None:
@@ -275,6 +325,11 @@ def main() -> None:
     if args.server == "stub":
         out(f"server: a fresh stub per run, {args.servers} servers, exponential service mean "
             f"{args.service_ms:g} ms (seed {args.service_seed}), FIFO: ρ = {rho:.2f}")  # fmt: skip
+    elif args.server == "triton-fixed":
+        least_rho = args.qps * args.service_ms / 1e3
+        out(f"server: a fresh embedded Triton per run serving benchmarks/fixed_service/ "
+            f"(Python backend, 1 instance, no batching, {args.service_ms:g} ms per request "
+            f"plus the backend's hand-over): M/D/1, ρ ≥ {least_rho:.2f}")  # fmt: skip
     else:
         out(f"server: a fresh embedded Triton per run serving {args.model} from "
             "model_repository/ (its own config: instances, batching)")  # fmt: skip
@@ -286,6 +341,7 @@ def main() -> None:
             tempfile.TemporaryDirectory() as scratch,
             this_process_on(cores.client) if cores else nullcontext(),
         ):
+            args.scratch = scratch
             for k in range(1, args.rounds + 1):
                 earlier = Path(scratch) / "loadgen-1" / "mlperf_log_trace.json" if pairs else None
                 pair = one_round(args, cores, Path(scratch), k, earlier)
