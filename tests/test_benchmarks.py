@@ -161,6 +161,29 @@ def test_loadgen_compare_one_short_round(tmp_path: Path) -> None:
     assert sum(bool(figures.match(line)) for line in text.splitlines()) == 4, text
 
 
+@pytest.mark.triton
+def test_loadgen_compare_against_triton_holding_each_request_a_fixed_time(tmp_path: Path) -> None:
+    """`--server triton-fixed`: the embedded Triton serves benchmarks/fixed_service/, and every
+    query of both tools is held at least --service-ms (the model's sleep, one at a time)."""
+    _loadgen_or_skip()
+    output = tmp_path / "loadgen-compare.txt"
+    result = run_script(
+        "benchmarks/loadgen_compare.py", "--server", "triton-fixed", "--service-ms", "20",
+        "--qps", "10", "--seconds", "1", "--rounds", "1", "--output", str(output),
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = output.read_text()
+    assert "serving benchmarks/fixed_service/" in text and "20 ms per request" in text
+    assert "failed: LoadGen's SUT 0, loadtest 0" in text
+    rows = [line for line in text.splitlines() if "(its trace's complete_ns)" in line]
+    rows += [line for line in text.splitlines() if "(its records)" in line]
+    assert len(rows) == 2, text
+    for row in rows:
+        p50_ms = float(row.split()[-3])
+        assert 20.0 <= p50_ms < 200.0, row  # held the 20 ms, and not lost in a queue
+
+
 def test_trace_replay_one_short_round(tmp_path: Path) -> None:
     output = tmp_path / "trace-replay.txt"
     result = run_script(
