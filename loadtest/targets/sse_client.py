@@ -146,7 +146,8 @@ class SseQueries:
         self._paths: dict[str, tuple[str, str]] = {}  # endpoint -> (Host header, path)
 
     def open(self) -> aiohttp.ClientSession:
-        """The setup calls' session, over TLS when the credentials say so."""
+        """The setup calls' session (an OpenAI server's model list), over TLS when the
+        credentials say so; the queries never use it."""
         if self.session is None:
             tls = self.credentials.tls
             connector = aiohttp.TCPConnector(

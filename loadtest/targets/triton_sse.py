@@ -197,7 +197,6 @@ class TritonSseTarget(StreamingTargetBase):
             raise TargetError(f"model {self.model!r} at {self.url} is not ready")
         self.decoupled = is_decoupled(config)
         self._spec = model_spec_from_config(config, self.version)
-        self._queries.open()
         return self._spec
 
     async def prepare(self, samples: Sequence[Sample]) -> None:
