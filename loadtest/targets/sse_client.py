@@ -163,7 +163,8 @@ class SseQueries:
         if found is None:
             parts = urlsplit(endpoint)
             path = parts.path + (f"?{parts.query}" if parts.query else "")
-            found = self._paths[endpoint] = (parts.netloc, path)
+            host = parts.netloc.rpartition("@")[2]  # never credentials in the Host header
+            found = self._paths[endpoint] = (host, path)
         if self._pool is None:
             parts = urlsplit(endpoint)
             tls = self.credentials.tls
