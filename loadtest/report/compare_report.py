@@ -45,7 +45,7 @@ from loadtest.report.compare_token_report import (
 )
 from loadtest.report.outputs import Saved, save, stamp
 from loadtest.report.results import plain
-from loadtest.rules.stage_results import STAGES_MET
+from loadtest.rules.stage_results import STAGES_MET, stages_json
 from loadtest.rules.stats import exact_percentile_with_failures
 from loadtest.scenarios.experiments.compare_run import (
     NATIVE,
@@ -113,17 +113,7 @@ def run_json(run: CompareRun) -> dict[str, Any]:
         "split_ns": split_stack_ns(split) if split else None,
         "batcher": dict(run.batcher) if run.batcher is not None else None,
         "tokens": run_tokens_json(run),  # a streamed (decoder) run's token figures, else null
-        **_stages_json(run),
-    }
-
-
-def _stages_json(run: CompareRun) -> dict[str, Any]:
-    """Over load stages: each stage as played at this rate, judged alone, and those missed."""
-    if not run.stages:
-        return {}
-    return {
-        "stages": [stage.to_dict() for stage in run.stages],
-        "stages_missed": [stage.number for stage in run.stages if not stage.met],
+        **stages_json(run.stages),  # over load stages: each at this rate
     }
 
 

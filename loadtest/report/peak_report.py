@@ -28,6 +28,7 @@ from loadtest.core.target import ModelSpec
 from loadtest.core.units import ns_to_ms
 from loadtest.report.outputs import Saved, save, stamp
 from loadtest.report.results import SCHEMA, SCHEMA_VERSION, plain
+from loadtest.rules.stage_results import stages_json
 from loadtest.scenarios.searches.peak_run import PeakOutcome, ProbeRun
 from loadtest.scenarios.searches.peak_search import FAILED_LATENCY_NS, NORMALIZED_BOUND_NS
 
@@ -102,18 +103,8 @@ def probe_json(run: ProbeRun) -> dict[str, Any]:
         "send_lag_p99_ns": summary.send_lag.p99_ns,
         "reasons": list(probe.reasons),
         **extra,
-        **stages_json(run),
+        **stages_json(run.stages),  # over --stages: each at this probe's speed-up
         "summary": summary.to_dict(),
-    }
-
-
-def stages_json(run: ProbeRun) -> dict[str, Any]:
-    """Over --stages: every stage as played at this probe's speed-up, and those that missed."""
-    if not run.stages:
-        return {}
-    return {
-        "stages": [stage.to_dict() for stage in run.stages],
-        "stages_missed": [stage.number for stage in run.stages if not stage.met],
     }
 
 

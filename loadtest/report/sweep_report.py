@@ -34,8 +34,8 @@ from loadtest.core.target import ModelSpec
 from loadtest.core.units import ns_to_ms
 from loadtest.errors import SettingsError
 from loadtest.report.outputs import Saved, save, stamp
-from loadtest.report.peak_report import stages_json
 from loadtest.report.results import SCHEMA, SCHEMA_VERSION, plain
+from loadtest.rules.stage_results import stages_json
 from loadtest.scenarios.searches.peak_run import ProbeRun
 from loadtest.scenarios.searches.sweep_run import SweepOutcome, SweepPoint, SweepSettings
 from loadtest.scenarios.searches.sweep_search import ties_of
@@ -66,7 +66,7 @@ def _probe(run: ProbeRun) -> dict[str, Any]:
         "client_bound": probe.client_bound,
         "queries": run.summary.scheduled,
         "send_lag_p99_ns": run.summary.send_lag.p99_ns,
-        **stages_json(run),
+        **stages_json(run.stages),
     }
 
 

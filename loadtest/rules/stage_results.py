@@ -14,6 +14,7 @@ slice of one run, not a run. Pure: records in, results out.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,3 +158,14 @@ def stages_check(results: tuple[StageResult, ...]) -> Check:
         f"every stage met the bound: {len(missed)} of {len(results)} over {target}: {named}",
         STAGE_MISSED,
     )
+
+
+def stages_json(stages: Sequence[StageResult]) -> dict[str, Any]:
+    """A run's or probe's stages for its JSON: each as played and judged alone, and the numbers
+    of those missed; nothing without stages."""
+    if not stages:
+        return {}
+    return {
+        "stages": [stage.to_dict() for stage in stages],
+        "stages_missed": [stage.number for stage in stages if not stage.met],
+    }
