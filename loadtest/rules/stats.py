@@ -295,8 +295,8 @@ class LatencyCounts:
     """A latency histogram's counts as a numpy array (the project's fixed range), for adding
     values in bulk on the hot path: a batch costs one vectorised index and one bincount. Merging
     an HdrHistogram per batch instead walks every bucket (about 1 ms whatever the batch), a
-    stall the issuer's sends feel. `histogram()` is exactly what recording every value (clamped
-    as latency_histogram does) would give."""
+    stall the issuer's sends feel. `histogram()` is exactly what recording every value, clamped
+    to [0, 60 s], would give: each distinct bucket recorded once with its count."""
 
     def __init__(self) -> None:
         self._shape = new_latency_histogram()  # only its layout: the index arithmetic
@@ -328,14 +328,9 @@ def latency_histogram(values_ns: np.ndarray) -> HdrHistogram:
     Recording is vectorised: each distinct bucket is recorded once with its count, which is
     exactly what recording every value would give.
     """
-    histogram = new_latency_histogram()
-    values = np.clip(np.asarray(values_ns, dtype=np.int64), 0, HDR_HIGHEST_NS)
-    if len(values) == 0:
-        return histogram
-    indices, counts = np.unique(_counts_indices(histogram, values), return_counts=True)
-    for index, count in zip(indices.tolist(), counts.tolist(), strict=True):
-        histogram.record_value(histogram.get_value_from_index(index), count)
-    return histogram
+    counts = LatencyCounts()
+    counts.add(values_ns)
+    return counts.histogram()
 
 
 def encode_histogram(histogram: HdrHistogram) -> str:
