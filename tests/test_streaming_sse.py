@@ -175,7 +175,9 @@ def test_a_whole_answer_in_one_chunk_is_parsed_in_slices_that_give_the_loop_turn
                 asyncio.get_running_loop().call_soon(turn)
 
         asyncio.get_running_loop().call_soon(turn)
-        queries = sse_client.SseQueries("http stream", Credentials(), 1.0, lambda body: "")
+        queries = sse_client.SseQueries(
+            "http stream", "http://127.0.0.1:1/", Credentials(), 1.0, lambda body: ""
+        )
         query = sse_client._StreamedQuery(queries, answer)
         query.body(body)  # the pool hands over one read: the whole answer
         query.answered(200, b"", None, {})  # ... and its end at once: it waits for the feed

@@ -330,8 +330,10 @@ class OpenAiSseTarget(StreamingTargetBase):
         self.ignore_eos = ignore_eos
         self.base = base_url(url, self.credentials.tls is not None)
         self._endpoint = self.base + (CHAT_PATH if chat else COMPLETIONS_PATH)
-        self._queries = SseQueries(LABEL, self.credentials, timeout_s, openai_error_message)
-        self._bodies: list[bytes] = []
+        self._queries = SseQueries(
+            LABEL, self._endpoint, self.credentials, timeout_s, openai_error_message
+        )
+        self._requests: list[bytes] = []  # each sample's POST, built once
         self._samples: Sequence[Sample] = ()  # their other inputs, for a session's turns
 
     @property
@@ -416,14 +418,15 @@ class OpenAiSseTarget(StreamingTargetBase):
     async def prepare(self, samples: Sequence[Sample]) -> None:
         assert self._spec is not None, "open() first"
         self._samples = samples
-        self._bodies = [
-            request_body(sample, self.model, self.chat, self.ignore_eos) for sample in samples
+        self._requests = [
+            self._queries.request(request_body(sample, self.model, self.chat, self.ignore_eos))
+            for sample in samples
         ]
         try:
-            await self._queries.warm(self._endpoint)
+            await self._queries.warm()
         except OSError as exc:
             raise await self._unreachable(exc) from None
-        if self._bodies:
+        if self._requests:
             try:
                 await self.infer_outputs(0)
             except ValueError as exc:
@@ -438,9 +441,7 @@ class OpenAiSseTarget(StreamingTargetBase):
 
     # -- one query ------------------------------------------------------------------------------
     def start_parts(self, sample_index: int, parts: Parts, written: Written | None = None) -> None:
-        self._queries.start(
-            self._endpoint, self._bodies[sample_index], OpenAiAnswer(parts, self.chat), written
-        )
+        self._queries.start(self._requests[sample_index], OpenAiAnswer(parts, self.chat), written)
 
     def start_turn(
         self, sample_index: int, conversation: Sequence[Message], max_tokens: int, parts: Parts
@@ -450,7 +451,7 @@ class OpenAiSseTarget(StreamingTargetBase):
         sample = dict(self._samples[sample_index])
         sample[MAX_TOKENS_INPUT] = np.array([max_tokens], dtype=np.int32)
         body = request_body(sample, self.model, self.chat, self.ignore_eos, conversation)
-        self._queries.start(self._endpoint, body, OpenAiAnswer(parts, self.chat))
+        self._queries.start(self._queries.request(body), OpenAiAnswer(parts, self.chat))
 
     async def close(self) -> None:
         await self._queries.close()

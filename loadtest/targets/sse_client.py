@@ -122,16 +122,19 @@ class SseEvents:
 
 
 class SseQueries:
-    """One target's streamed queries: the POSTs on the lean pool, their answers' events.
+    """One target's streamed queries to one endpoint: the POSTs on the lean pool, their
+    answers' events.
 
     `label` names the stream in error kinds ("http stream: ..."); `message_of` reads a refusal's
-    body (before the stream: status ≠ 200) into its message. `open` also gives an aiohttp
+    body (before the stream: status ≠ 200) into its message. A request is built once per sample
+    (`request`) and written as is for every query (`start`). `open` also gives an aiohttp
     session for the setup calls (an OpenAI server's model list), which are not on the load path.
     """
 
     def __init__(
         self,
         label: str,
+        endpoint: str,
         credentials: Credentials,
         timeout_s: float,
         message_of: Callable[[bytes], str],
@@ -143,7 +146,13 @@ class SseQueries:
         self.headers = {"Content-Type": "application/json", **credentials.header_dict()}
         self.session: aiohttp.ClientSession | None = None
         self._pool: WirePool | None = None
-        self._paths: dict[str, tuple[str, str]] = {}  # endpoint -> (Host header, path)
+        where = urlsplit(endpoint)
+        self._address = (
+            where.hostname or "",
+            where.port or (443 if where.scheme == "https" else 80),
+        )
+        self._host = where.netloc.rpartition("@")[2]  # never credentials in the Host header
+        self._path = where.path + (f"?{where.query}" if where.query else "")
 
     def open(self) -> aiohttp.ClientSession:
         """The setup calls' session (an OpenAI server's model list), over TLS when the
@@ -156,50 +165,36 @@ class SseQueries:
             self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         return self.session
 
-    def _where(self, endpoint: str) -> tuple[WirePool, str, str]:
-        """The pool for the endpoint's server (one per target: one server) and its request
-        line's Host and path."""
-        found = self._paths.get(endpoint)
-        if found is None:
-            parts = urlsplit(endpoint)
-            path = parts.path + (f"?{parts.query}" if parts.query else "")
-            host = parts.netloc.rpartition("@")[2]  # never credentials in the Host header
-            found = self._paths[endpoint] = (host, path)
+    def _pool_now(self) -> WirePool:
+        """The keep-alive pool to the endpoint's server, opened on first use."""
         if self._pool is None:
-            parts = urlsplit(endpoint)
             tls = self.credentials.tls
             self._pool = WirePool(
-                parts.hostname or "",
-                parts.port or (443 if parts.scheme == "https" else 80),
+                *self._address,
                 self.timeout_s if self.timeout_s > 0 else 1e9,
                 ssl=ssl_context(tls) if tls is not None else None,
             )
-        return self._pool, *found
+        return self._pool
 
-    async def warm(self, endpoint: str, connections: int = WARM_CONNECTIONS) -> None:
+    def request(self, body: bytes) -> bytes:
+        """The whole POST of a JSON body to the endpoint, ready to write."""
+        return build_request(self._host, self._path, body, self.headers)
+
+    async def warm(self, connections: int = WARM_CONNECTIONS) -> None:
         """Open connections before the run, so its first queries pay for no handshake. Raises
         OSError when the server cannot be reached."""
-        pool, _, _ = self._where(endpoint)
-        await pool.warm(connections)
+        await self._pool_now().warm(connections)
 
     @property
     def connection_waits(self) -> int:
         """Queries that found no idle connection (they waited for one to free or open)."""
         return self._pool.waited if self._pool is not None else 0
 
-    def start(
-        self, endpoint: str, body: bytes, answer: SseEvents, written: Written | None = None
-    ) -> None:
-        """Send one query now (or, with no idle connection, once one is free: `written()`
-        then); its events go to `answer.parts`, `done` last."""
-        pool, host, path = self._where(endpoint)
+    def start(self, request: bytes, answer: SseEvents, written: Written | None = None) -> None:
+        """Send one query (`request()`'s bytes) now, or, with no idle connection, once one is
+        free (`written()` then); its events go to `answer.parts`, `done` last."""
         query = _StreamedQuery(self, answer)
-        pool.submit(
-            build_request(host, path, body, self.headers),
-            query.answered,
-            written=written,
-            on_body=query.body,
-        )
+        self._pool_now().submit(request, query.answered, written=written, on_body=query.body)
 
     def status_kind(self, status: int, body: bytes) -> str:
         """The error kind of a refused request (before the stream began): auth, else its

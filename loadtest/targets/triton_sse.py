@@ -162,9 +162,9 @@ class TritonSseTarget(StreamingTargetBase):
             f"{scheme}://{self.url}/v2/models/{self.model}{version_path}/generate_stream"
         )
         self._queries = SseQueries(
-            "http stream", self.credentials, self.timeout_s, http_error_message
+            "http stream", self._endpoint, self.credentials, self.timeout_s, http_error_message
         )
-        self._bodies: list[bytes] = []  # the load path's, with the server timeout if any
+        self._requests: list[bytes] = []  # the load path's, with the server timeout if any
         self._plain: list[bytes] = []  # without it: warm-up and infer_outputs
         self._samples: Sequence[Sample] = ()  # their other inputs, for a session's turns
 
@@ -202,14 +202,17 @@ class TritonSseTarget(StreamingTargetBase):
     async def prepare(self, samples: Sequence[Sample]) -> None:
         assert self._spec is not None, "open() first"
         self._samples = samples
-        self._plain = [request_body(sample) for sample in samples]
-        self._bodies = (
+        self._plain = [self._queries.request(request_body(sample)) for sample in samples]
+        self._requests = (
             self._plain
             if self.server_timeout_us is None
-            else [request_body(sample, self.server_timeout_us) for sample in samples]
+            else [
+                self._queries.request(request_body(sample, self.server_timeout_us))
+                for sample in samples
+            ]
         )
         try:
-            await self._queries.warm(self._endpoint)
+            await self._queries.warm()
         except OSError as exc:
             raise TargetError(f"cannot reach {self.url} (HTTP stream): {exc}") from None
         if self._plain:
@@ -220,11 +223,11 @@ class TritonSseTarget(StreamingTargetBase):
 
     # -- one query ------------------------------------------------------------------------------
     def start_parts(self, sample_index: int, parts: Parts, written: Written | None = None) -> None:
-        self._queries.start(self._endpoint, self._bodies[sample_index], SseAnswer(parts), written)
+        self._queries.start(self._requests[sample_index], SseAnswer(parts), written)
 
     def _start_whole(self, sample_index: int, parts: Parts) -> None:
         # without the server timeout
-        self._queries.start(self._endpoint, self._plain[sample_index], SseAnswer(parts))
+        self._queries.start(self._plain[sample_index], SseAnswer(parts))
 
     def start_turn(
         self, sample_index: int, conversation: Sequence[Message], max_tokens: int, parts: Parts
@@ -232,7 +235,7 @@ class TritonSseTarget(StreamingTargetBase):
         """One turn: the sample's inputs with the conversation and the turn's max_tokens."""
         sample = turn_sample(self._samples[sample_index], conversation, max_tokens)
         body = request_body(sample, self.server_timeout_us)
-        self._queries.start(self._endpoint, body, SseAnswer(parts))
+        self._queries.start(self._queries.request(body), SseAnswer(parts))
 
     async def close(self) -> None:
         await self._queries.close()
