@@ -24,7 +24,9 @@ class ScriptedProbe(TritonStreamTarget):
     """The target with its one probe call answering from a script: an error text, or None."""
 
     def __init__(self, script: list[str | None]) -> None:
-        super().__init__("127.0.0.1:1", "m")
+        # grpc.aio opens no connection before the first query, the wire client would: the
+        # probe's logic is the same for both, and nothing listens here.
+        super().__init__("127.0.0.1:1", "m", load_client="grpcio")
         self._spec = ModelSpec("m", "", 0, (), ())
         self.script = list(script)
         self.calls = 0

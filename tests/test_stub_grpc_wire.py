@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from hpack import Encoder
+from stream_law import law_repository
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
@@ -25,6 +26,7 @@ from loadtest.models import build_repository
 from loadtest.stub.access import TokenGate
 from loadtest.stub.catalog import TIMEOUT_EXPIRED, Behaviour, Catalog
 from loadtest.stub.grpc_server import Servicer
+from loadtest.stub.grpc_stream import model_stream_infer
 from loadtest.stub.grpc_wire_server import WireGrpcServer
 from loadtest.wire import grpc_wire
 from loadtest.wire.grpc_wire import GrpcWire, framed
@@ -126,17 +128,18 @@ def test_a_large_answer_waits_for_the_clients_flow_control_windows(tmp_path: Pat
     serve(scenario, catalog, options=(("grpc.http2.bdp_probe", 0),))
 
 
-def test_streaming_and_unknown_methods_are_unimplemented_at_once():
+def test_an_unknown_method_is_unimplemented_at_once():
     async def scenario(stub: Any, server: WireGrpcServer, port: int) -> None:
         started = time.monotonic()
-        stream = stub.ModelStreamInfer()  # the client never half-closes: no waiting for it
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await stream.read()
-        assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-        unknown = channel.unary_unary("/inference.GRPCInferenceService/NoSuchThing")
+        unknown = channel.stream_stream("/inference.GRPCInferenceService/NoSuchStream")
+        call = unknown()  # the client never half-closes: no waiting for it
         with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await unknown(b"")
+            await call.read()
+        assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        unknown_unary = channel.unary_unary("/inference.GRPCInferenceService/NoSuchThing")
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await unknown_unary(b"")
         assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
         assert "NoSuchThing" in (raised.value.details() or "")
         await channel.close()
@@ -144,6 +147,111 @@ def test_streaming_and_unknown_methods_are_unimplemented_at_once():
         assert await stub.ServerLive(pb.ServerLiveRequest()) == pb.ServerLiveResponse(live=True)
 
     serve(scenario)
+
+
+# --- ModelStreamInfer
+
+
+def stream_request(
+    request_id: str, max_tokens: int, text: str = "one two three", **numbers: int
+) -> pb.ModelInferRequest:
+    """A streamed request as a client builds it: text_input (BYTES), max_tokens and any other
+    INT32 inputs (stub_error_after, ...)."""
+    request = pb.ModelInferRequest(model_name="llm_known", id=request_id)
+    raw = text.encode()
+    request.inputs.add(name="text_input", datatype="BYTES", shape=[1])
+    request.raw_input_contents.append(len(raw).to_bytes(4, "little") + raw)
+    for name, value in {"max_tokens": max_tokens, **numbers}.items():
+        request.inputs.add(name=name, datatype="INT32", shape=[1])
+        request.raw_input_contents.append(value.to_bytes(4, "little", signed=True))
+    return request
+
+
+async def requests_then_close(
+    requests: list[pb.ModelInferRequest],
+) -> AsyncIterator[pb.ModelInferRequest]:
+    for request in requests:
+        yield request
+
+
+def by_id(responses: list[pb.ModelStreamInferResponse]) -> dict[str, list[Any]]:
+    grouped: dict[str, list[Any]] = {}
+    for response in responses:
+        grouped.setdefault(response.infer_response.id, []).append(response)
+    return grouped
+
+
+@pytest.mark.parametrize("law_ms", [(0.0, 0.0, 0.0), (2.0, 0.0, 1.0)], ids=["at-once", "timed"])
+def test_model_stream_infer_answers_as_the_grpc_aio_stub_does(
+    tmp_path: Path, law_ms: tuple[float, float, float]
+):
+    """Each request's tokens, in order, each echoing its id, the last FINAL; a request with
+    no tokens or a mid-stream failure gets an error response: response for response what the
+    grpc.aio side (grpc_stream.py) answers, read by grpcio's client."""
+    catalog = Catalog(law_repository(tmp_path, law_ms))
+    requests = [
+        stream_request("a", 5),
+        stream_request("b", 1),
+        stream_request("c", 0),
+        stream_request("d", 4, stub_error_after=2),
+        stream_request("e", 3, text="x " * 50),
+    ]
+
+    async def scenario(stub: Any, server: WireGrpcServer, port: int) -> None:
+        got = [r async for r in stub.ModelStreamInfer(requests_then_close(requests))]
+        reference = [
+            r async for r in model_stream_infer(catalog, Behaviour(), requests_then_close(requests))
+        ]
+        assert by_id(got) == by_id(reference)
+        assert [len(by_id(got)[k]) for k in "abcde"] == [5, 1, 1, 3, 3]
+        final = [r.infer_response.parameters["triton_final_response"].bool_param for r in got]
+        assert sum(final) == 3  # a, b and e end FINAL; c and d end with their error
+        assert server.behaviour.infer_count == len(requests)
+
+    serve(scenario, catalog)
+
+
+def test_a_stream_cancelled_by_the_client_stops_its_answers(tmp_path: Path):
+    """RST_STREAM from the client (grpc.aio's cancel): no more tokens are due on the server,
+    as a model honouring cancellation stops."""
+    catalog = Catalog(law_repository(tmp_path, (0.0, 0.0, 20.0)))
+
+    async def scenario(stub: Any, server: WireGrpcServer, port: int) -> None:
+        call = stub.ModelStreamInfer()
+        await call.write(stream_request("long", 200))
+        first = await call.read()
+        assert first.infer_response.id == "long"
+        (connection,) = server.connections
+        (served,) = connection.streams.values()
+        assert served.stream is not None and served.stream.timers
+        timers = list(served.stream.timers.values())
+        call.cancel()
+        await until(lambda: not connection.streams)
+        assert all(timer.cancelled() for timer in timers)
+
+    serve(scenario, catalog)
+
+
+def test_streamed_answers_wait_for_the_clients_flow_control_windows(tmp_path: Path):
+    """Three answers of 2000 tokens (~230 KB each) where grpcio's client opens with 64 KiB
+    windows: they go out as its WINDOW_UPDATEs allow, every token intact and in order."""
+    catalog = Catalog(law_repository(tmp_path, (0.0, 0.0, 0.0)))
+    requests = [stream_request(str(k), 2000) for k in range(3)]
+
+    async def scenario(stub: Any, server: WireGrpcServer, port: int) -> None:
+        got = by_id([r async for r in stub.ModelStreamInfer(requests_then_close(requests))])
+        for k in range(3):
+            texts = [r.infer_response.raw_output_contents[0][4:] for r in got[str(k)]]
+            assert texts == [f"t{j} ".encode() for j in range(2000)]
+
+    serve(scenario, catalog, options=(("grpc.http2.bdp_probe", 0),))
+
+
+async def until(condition: Callable[[], object], limit_s: float = 2.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        assert time.monotonic() < deadline, "not within the time limit"
+        await asyncio.sleep(0.005)
 
 
 def test_without_the_token_every_call_is_unauthenticated():

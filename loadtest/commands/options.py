@@ -209,8 +209,8 @@ GrpcClientOption = Annotated[
     typer.Option(
         "--grpc-client",
         callback=lambda value: _one_of(value, GRPC_CLIENTS),
-        help="gRPC load calls' client: wire (lean, the default) or grpcio (grpc.aio, a "
-        "cross-check). Recorded in result.json.",
+        help="gRPC load calls' client (--protocol grpc and grpc-stream): wire (lean, the "
+        "default) or grpcio (grpc.aio, a cross-check). Recorded in result.json.",
     ),
 ]
 GrpcCompressionOption = Annotated[

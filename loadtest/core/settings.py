@@ -241,8 +241,9 @@ class TargetSettings:
         return setup_timeout(self.request_timeout_s)
 
     def _check_grpc_client(self) -> None:
-        """The gRPC client flags: valid values, and only where they act (the wire client of
-        --protocol grpc), never silently ignored."""
+        """The gRPC client flags: valid values, and only where they act (--grpc-client: either
+        gRPC protocol; the others: the wire client of --protocol grpc), never silently
+        ignored."""
         if self.grpc_client not in GRPC_CLIENTS:
             raise SettingsError(
                 f"--grpc-client {self.grpc_client!r}: use one of {', '.join(GRPC_CLIENTS)}"
@@ -267,8 +268,10 @@ class TargetSettings:
             raise SettingsError(
                 f"--connections must be 1 to {MAX_CONNECTIONS}, got {self.connections}"
             )
-        if self.grpc_client != "wire" and self.protocol is not Protocol.GRPC:
-            raise SettingsError(f"--grpc-client is for --protocol grpc, not {self.protocol.value}")
+        if self.grpc_client != "wire" and not self.protocol.over_grpc:
+            raise SettingsError(
+                f"--grpc-client is for --protocol grpc or grpc-stream, not {self.protocol.value}"
+            )
         asked = [
             flag
             for flag, given in (

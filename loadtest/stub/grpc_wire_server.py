@@ -17,8 +17,11 @@ or trailers alone for an error, with header blocks of never-indexed literals (no
 
 Methods: `ModelInfer` (the stub's Behaviour: a delay, Triton's "timeout" parameter), the other
 unary methods through the same servicer as grpc_server.py, decoded and encoded with
-tritonclient's protobufs; a streaming or unknown method gets UNIMPLEMENTED. With a TokenGate
-every call without the token is UNAUTHENTICATED, as the grpc.aio side's interceptor does.
+tritonclient's protobufs, and the streaming `ModelStreamInfer` (grpc_wire_stream.py: each
+request's tokens as they fall due, its answers written as flow control allows, trailers once the
+client has closed its side and every answer is out); an unknown method gets UNIMPLEMENTED. With a
+TokenGate every call without the token is UNAUTHENTICATED, as the grpc.aio side's interceptor
+does.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from loadtest.core.units import us_to_s
 from loadtest.stub.access import TokenGate
 from loadtest.stub.catalog import TIMEOUT_EXPIRED, Behaviour, Catalog
 from loadtest.stub.grpc_server import Servicer
+from loadtest.stub.grpc_wire_stream import StreamCall, StreamMessages
 from loadtest.wire.grpc_wire import (
     INTERNAL,
     UNAUTHENTICATED,
@@ -65,6 +69,7 @@ from loadtest.wire.http2 import (
 )
 
 SERVICE = "/inference.GRPCInferenceService/"
+STREAM_METHOD = "ModelStreamInfer"
 # The unary methods besides ModelInfer, by name (the servicer's coroutine of that name answers
 # them), with their request types.
 _UNARY: dict[str, type[Message]] = {
@@ -88,14 +93,17 @@ def _block(fields: list[tuple[str, str]]) -> bytes:
 
 RESPONSE_BLOCK = _block([(":status", "200"), ("content-type", "application/grpc")])
 OK_TRAILERS = _block([("grpc-status", "0")])
+# Trailers-only OK: a streaming call that ended without a single answer.
+OK_ONLY = _block([(":status", "200"), ("content-type", "application/grpc"), ("grpc-status", "0")])
 
 
-def _error_block(code: int, details: str) -> bytes:
-    """Trailers-only: the whole answer to a call that failed."""
+def _error_block(code: int, details: str, headers_sent: bool = False) -> bytes:
+    """Trailers-only: the whole answer to a call that failed; or, after a streaming call's
+    response headers, its trailers."""
+    head = [] if headers_sent else [(":status", "200"), ("content-type", "application/grpc")]
     return _block(
         [
-            (":status", "200"),
-            ("content-type", "application/grpc"),
+            *head,
             ("grpc-status", str(code)),
             ("grpc-message", quote(details, safe=_MESSAGE_SAFE)),
         ]
@@ -105,7 +113,17 @@ def _error_block(code: int, details: str) -> bytes:
 class _Call:
     """One incoming stream: what it asked for, and its answer while flow control holds it."""
 
-    __slots__ = ("body", "half_closed", "handle", "method", "rest", "trailers", "window")
+    __slots__ = (
+        "body",
+        "half_closed",
+        "handle",
+        "headers_sent",
+        "method",
+        "rest",
+        "stream",
+        "trailers",
+        "window",
+    )
 
     def __init__(self, method: str, window: int) -> None:
         self.method = method  # "ModelInfer", or a name in _UNARY
@@ -115,6 +133,8 @@ class _Call:
         self.rest = memoryview(b"")  # answer bytes still to write
         self.trailers = b""  # written after `rest`
         self.handle: asyncio.TimerHandle | asyncio.Task[None] | None = None  # a later answer
+        self.stream: StreamCall | None = None  # a ModelStreamInfer call's requests and answers
+        self.headers_sent = False  # a streaming answer's response headers are out
 
 
 class _GrpcServerConnection(Http2Connection[_Call]):
@@ -128,6 +148,7 @@ class _GrpcServerConnection(Http2Connection[_Call]):
         self.server = server
         self.preface_seen = False
         self.going_away = False
+        self.reading = False  # inside data_received: what is written goes out at its end
 
     # --- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -142,7 +163,16 @@ class _GrpcServerConnection(Http2Connection[_Call]):
         for call in self.streams.values():
             if call.handle is not None:
                 call.handle.cancel()
+            if call.stream is not None:
+                call.stream.cancel()
         self.streams.clear()
+
+    def data_received(self, data: bytes) -> None:
+        self.reading = True
+        try:
+            super().data_received(data)
+        finally:
+            self.reading = False
 
     def close(self, code: int) -> None:
         """GOAWAY with this error code, and the socket closed."""
@@ -165,10 +195,20 @@ class _GrpcServerConnection(Http2Connection[_Call]):
 
     def _data(self, stream_id: int, flags: int, payload: bytes) -> None:
         call = self.streams.get(stream_id)
-        if call is not None:
-            call.body += unpadded(payload, flags)
-            if flags & END_STREAM:
-                self._dispatch(stream_id, call)
+        if call is None:
+            return
+        if call.stream is not None:
+            problem = call.stream.data(unpadded(payload, flags))
+            if problem:
+                call.stream.cancel()
+                self._fail(stream_id, INTERNAL, problem)
+            elif flags & END_STREAM:
+                call.half_closed = True
+                call.stream.half_close()
+            return
+        call.body += unpadded(payload, flags)
+        if flags & END_STREAM:
+            self._dispatch(stream_id, call)
 
     def _stream_window_overflow(self, stream_id: int) -> None:
         self.out.append(frame(RST_STREAM, 0, stream_id, FLOW_CONTROL_ERROR_CODE.to_bytes(4, "big")))
@@ -189,7 +229,10 @@ class _GrpcServerConnection(Http2Connection[_Call]):
             return  # no new calls after the client's GOAWAY
         known = self.streams.get(stream_id)
         if known is not None:  # trailers from the client (gRPC's send none): the request ends
-            if flags & END_STREAM:
+            if flags & END_STREAM and known.stream is not None:
+                known.half_closed = True
+                known.stream.half_close()
+            elif flags & END_STREAM:
                 self._dispatch(stream_id, known)
             return
         path = ""
@@ -208,6 +251,16 @@ class _GrpcServerConnection(Http2Connection[_Call]):
         gate = self.server.gate
         if gate is not None and not gate.admits(authorization):
             self._fail(stream_id, UNAUTHENTICATED, "missing or wrong token")
+        elif method == STREAM_METHOD:
+            call.stream = StreamCall(
+                self.server.servicer.catalog,
+                self.server.behaviour,
+                self.server.stream_messages,
+                lambda data: self._stream_out(stream_id, data),
+                lambda: self._stream_finished(stream_id),
+            )
+            if call.half_closed:
+                call.stream.half_close()
         elif method != "ModelInfer" and method not in _UNARY:
             self._fail(stream_id, UNIMPLEMENTED, f"Method not found: {path}")
         elif call.half_closed:
@@ -274,6 +327,55 @@ class _GrpcServerConnection(Http2Connection[_Call]):
         self._fail(stream_id, code, details)
         self.flush()
 
+    # --- a streaming call's answers out
+    def _stream_out(self, stream_id: int, data: bytes) -> None:
+        """Answer messages of a ModelStreamInfer call: the response headers before the first,
+        then DATA as the windows allow (the rest, in order, when WINDOW_UPDATE does). Written at
+        the end of the read, or now when a token's timer wrote them."""
+        call = self.streams.get(stream_id)
+        if call is None:
+            return
+        out = self.out
+        if not call.headers_sent:
+            call.headers_sent = True
+            out.append(frame(HEADERS, END_HEADERS, stream_id, RESPONSE_BLOCK))
+        size = len(data)
+        if (
+            not call.rest
+            and size <= self.max_frame
+            and size <= self.send_window
+            and size <= call.window
+        ):
+            out.append(frame(DATA, 0, stream_id, data))
+            self.send_window -= size
+            call.window -= size
+        elif call.rest:
+            call.rest = memoryview(bytes(call.rest) + data)
+        else:
+            call.rest = memoryview(data)
+            self._data_frames(stream_id, call)
+            if call.rest:
+                self.blocked.append(stream_id)
+        if not self.reading:
+            self.flush()
+
+    def _stream_finished(self, stream_id: int) -> None:
+        """Every answer is out (or waits for a window) and the client is done sending: the
+        trailers, after the last byte of the answers."""
+        call = self.streams.get(stream_id)
+        if call is None:
+            return
+        if not call.headers_sent:  # no answer at all: trailers-only
+            self.out.append(frame(HEADERS, END_HEADERS | END_STREAM, stream_id, OK_ONLY))
+            self._done(stream_id)
+        elif call.rest:
+            call.trailers = OK_TRAILERS  # written by `_all_written` once the rest is out
+        else:
+            self.out.append(frame(HEADERS, END_HEADERS | END_STREAM, stream_id, OK_TRAILERS))
+            self._done(stream_id)
+        if not self.reading:
+            self.flush()
+
     # --- answers out
     def _answer(self, stream_id: int, message: bytes) -> None:
         call = self.streams.get(stream_id)
@@ -301,12 +403,13 @@ class _GrpcServerConnection(Http2Connection[_Call]):
         if call is None:
             return
         call.handle = None
-        self.out.append(
-            frame(HEADERS, END_HEADERS | END_STREAM, stream_id, _error_block(code, details))
-        )
+        block = _error_block(code, details, call.headers_sent)
+        self.out.append(frame(HEADERS, END_HEADERS | END_STREAM, stream_id, block))
         self._done(stream_id)
 
     def _all_written(self, stream_id: int, call: _Call) -> None:
+        if not call.trailers:
+            return  # a streaming call's answers so far are out; more may follow
         self.out.append(frame(HEADERS, END_HEADERS | END_STREAM, stream_id, call.trailers))
         self._done(stream_id)
 
@@ -316,6 +419,8 @@ class _GrpcServerConnection(Http2Connection[_Call]):
         call = self.streams.pop(stream_id)
         if call.handle is not None:
             call.handle.cancel()
+        if call.stream is not None:
+            call.stream.cancel()
         if not call.half_closed:
             self.out.append(frame(RST_STREAM, 0, stream_id, NO_ERROR_CODE.to_bytes(4, "big")))
         if self.going_away:
@@ -325,6 +430,8 @@ class _GrpcServerConnection(Http2Connection[_Call]):
         call = self.streams.pop(stream_id, None)
         if call is not None and call.handle is not None:
             call.handle.cancel()
+        if call is not None and call.stream is not None:
+            call.stream.cancel()
         if self.going_away:
             self._close_when_idle()
 
@@ -345,6 +452,7 @@ class WireGrpcServer:
         self.gate = gate
         self.connections: set[_GrpcServerConnection] = set()
         self.held_answers = 0  # answers that waited for the client's flow-control windows
+        self.stream_messages = StreamMessages()
         self._answers: dict[str, bytes] = {}
         self._listener: asyncio.Server | None = None
 

@@ -68,7 +68,14 @@ def triton_target(
         from loadtest.targets.triton_stream import TritonStreamTarget
 
         return TritonStreamTarget(
-            url, model, version, timeout_s, server_timeout_s, tls=tls, headers=headers
+            url,
+            model,
+            version,
+            timeout_s,
+            server_timeout_s,
+            tls=tls,
+            headers=headers,
+            load_client=(grpc or GrpcOptions()).client,
         )
     if protocol == "http-stream":
         from loadtest.targets.triton_sse import TritonSseTarget

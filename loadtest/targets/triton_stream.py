@@ -2,26 +2,40 @@
 
 A decoupled model answers a request with any number of responses, so Triton refuses it over HTTP
 `/infer` and unary `ModelInfer`; the bidirectional `ModelStreamInfer` stream is the gRPC way in
-(docs/STREAMING.md, with sources). This target keeps ONE stream on its channel and multiplexes
-every query on it: each request carries its own id, every response echoes it, and the responses
-are demultiplexed by that id. Per query, the first response is `Parts.part` (the first one also
-marks the first token), each later one `Parts.part`, the `num_output_tokens` of every response
-summed is the final count (the server's token count; vLLM and our models send the per-response
-delta), and the response whose `triton_final_response` parameter is true ends it.
+(docs/STREAMING.md, with sources). This target keeps ONE stream open and multiplexes every query
+on it: each request carries its own id, every response echoes it, and the responses are
+demultiplexed by that id. Per query, the responses carrying outputs are its parts (the first
+also marks the first token), the `num_output_tokens` of every response summed is the final count
+(the server's token count; vLLM and our models send the per-response delta), and the response
+whose `triton_final_response` parameter is true ends it.
 
 The request is a `ModelInferRequest` built here, not by tritonclient's `stream_infer`, which
 refuses every `triton_*` parameter: each carries `triton_enable_empty_final_response = true`, so a
 model that ends with a FINAL flag and no data still ends the query (an empty final response).
 Each sample's request is serialized once; per query only its id is appended (a protobuf field
-written again replaces the earlier value), then grpc.aio writes it, stamping the send
-(`written`) when it goes to gRPC's core, as the unary gRPC target does.
+written again replaces the earlier value).
+
+Two clients carry the stream (`load_client`, --grpc-client, as for --protocol grpc):
+
+- "wire" (the default): a streaming call of wire/grpc_wire.py on the event loop's own socket.
+  A request is written the moment the runner asks (the send stamped then, `written()` only if
+  the stream was still opening), and the responses of one network read are reported together
+  after it is parsed: one clock reading for all of a query's responses in that read, as the SSE
+  targets do (`Parts.part(count)`). grpc.aio cost 100-170 µs of client CPU per token here
+  (stream-client-2026-12-06-1927/-1928); docs/STREAMING.md has what this path costs.
+- "grpcio": grpc.aio's stream on tritonclient's channel, each request stamped when grpc.aio hands
+  it to gRPC's core, each response reported as it comes. Kept as a cross-check of the wire
+  client.
 
 Errors: a response with an `error_message` is that query's error ("grpc stream: ..."); a stream
 that ends or breaks fails every query still on it, and the next query opens a new one. The
 per-query deadline (--timeout) counts the query as "timeout" and drops its later responses. A
 request cannot be cancelled alone on a shared stream (cancelling the call cancels them all), so
 a timeout retires the stream: new queries open the next one, and the retired stream is cancelled
-once its other queries are over, which cancels the timed-out request on the server too.
+once its other queries are over, which cancels the timed-out request on the server too. The
+wire client never re-sends a stream (its requests are not kept once written): a GOAWAY or
+REFUSED_STREAM that says the server did not take it fails its queries UNAVAILABLE, and the next
+query opens a new stream, on a new connection if need be.
 """
 
 from __future__ import annotations
@@ -33,11 +47,14 @@ from dataclasses import dataclass, replace
 import grpc
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
+from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
 from loadtest.core.records import TIMEOUT
+from loadtest.core.secrets import Header
 from loadtest.core.sessions import Message
+from loadtest.core.settings import GRPC_CLIENTS, TlsSettings
 from loadtest.core.target import (
     NUMPY_TO_TRITON,
     ModelSpec,
@@ -47,7 +64,7 @@ from loadtest.core.target import (
     Written,
 )
 from loadtest.errors import TargetError
-from loadtest.targets.transport import grpc_auth_kind, grpc_client
+from loadtest.targets.transport import grpc_auth_kind, grpc_client, ssl_context
 from loadtest.targets.triton_common import (
     DEFAULT_GRPC_PORT,
     StampedSend,
@@ -59,6 +76,7 @@ from loadtest.targets.triton_common import (
     turn_sample,
     write_now,
 )
+from loadtest.wire.grpc_wire import OK, GrpcWire, StreamingCall, framed
 
 MODEL_STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
 FINAL_PARAMETER = "triton_final_response"
@@ -93,30 +111,60 @@ def token_count(response: service_pb2.ModelInferResponse) -> int | None:
     """The `num_output_tokens` this response carries (summed over its elements), None if none."""
     for k, output in enumerate(response.outputs):
         if output.name == TOKEN_COUNT_OUTPUT and k < len(response.raw_output_contents):
+            raw = response.raw_output_contents[k]
+            if len(raw) == 4 and output.datatype == "UINT32":  # one element: the usual case
+                return int.from_bytes(raw, "little")
             dtype = _COUNT_DTYPES.get(output.datatype)
             if dtype is None:
                 return None
-            return int(np.frombuffer(response.raw_output_contents[k], dtype=dtype).sum())
+            return int(np.frombuffer(raw, dtype=dtype).sum())
     return None
 
 
 @dataclass
 class _Query:
-    """One query in flight on the stream: where its events go, its token count so far."""
+    """One query in flight on the stream: where its events go, its token count so far, and
+    its responses of the current read not yet reported (the wire client's)."""
 
     parts: Parts
     deadline: asyncio.TimerHandle | None
     count: int | None = None
+    unreported: int = 0
 
 
 class _Stream:
-    """One ModelStreamInfer call: what it sends, its reader, the queries in flight on it."""
+    """One ModelStreamInfer call and the queries in flight on it, whichever client carries it:
+    the wire client's `call`, or grpc.aio's (`aio_call`, fed from `outbox`, read by `reader`)."""
 
-    def __init__(self, outbox: asyncio.Queue[StampedSend | None], call: grpc.aio.StreamStreamCall):
-        self.outbox = outbox
-        self.call = call
-        self.reader: asyncio.Task[None] | None = None
+    def __init__(self) -> None:
         self.pending: dict[str, _Query] = {}
+        self.call: StreamingCall | None = None
+        self.outbox: asyncio.Queue[StampedSend | None] | None = None
+        self.aio_call: grpc.aio.StreamStreamCall | None = None
+        self.reader: asyncio.Task[None] | None = None
+
+    def send(self, request: bytes, written: Written | None) -> None:
+        if self.call is not None:
+            self.call.send(framed(request), written)
+        else:
+            assert self.outbox is not None
+            self.outbox.put_nowait(StampedSend(request, written))
+
+    def cancel(self) -> None:
+        """Cancels the call, and with it its requests still running on the server (Triton
+        cancels a cancelled stream's requests; a model honouring is_cancelled() stops them)."""
+        if self.call is not None:
+            self.call.cancel()
+        elif self.aio_call is not None:
+            self.aio_call.cancel()
+
+    def close(self) -> None:
+        if self.call is not None:
+            self.call.cancel()
+        if self.outbox is not None:
+            self.outbox.put_nowait(None)
+        if self.reader is not None:
+            self.reader.cancel()
 
 
 class TritonStreamTarget(StreamingTargetBase):
@@ -128,15 +176,39 @@ class TritonStreamTarget(StreamingTargetBase):
     _STREAM = "gRPC stream"
     _LABEL = "grpc-stream"
 
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        version: str = "",
+        timeout_s: float = 30.0,
+        server_timeout_s: float = 0.0,
+        *,
+        tls: TlsSettings | None = None,
+        headers: tuple[Header, ...] = (),
+        load_client: str = "wire",
+    ) -> None:
+        if load_client not in GRPC_CLIENTS:
+            raise ValueError(f"load_client {load_client!r}: use one of {GRPC_CLIENTS}")
+        self.load_client = load_client
+        super().__init__(url, model, version, timeout_s, server_timeout_s, tls=tls, headers=headers)
+
     def _init_own(self) -> None:
         """This target's own state, after the settings every Triton target takes."""
         self._metadata = tuple(self.credentials.header_dict(lower=True).items()) or None
         self._client: grpcclient.InferenceServerClient | None = None
+        self._wire_client: GrpcWire | None = None
         self._wire: list[bytes] = []
         self._samples: Sequence[Sample] = ()  # for session turns, built from them
         self._next_id = 0
         self._current: _Stream | None = None  # where new queries go
         self._streams: set[_Stream] = set()  # every open stream (retired ones until they end)
+        self._touched: list[_Query] = []  # queries with responses of this read unreported
+
+    @property
+    def description(self) -> str:
+        client = "" if self.load_client == "wire" else f" ({self.load_client})"
+        return self._describe(f"{self._LABEL}{self._tls_mark}{client}")
 
     async def open(self) -> ModelSpec:
         self._client = grpc_client(self.url, self.credentials)
@@ -166,6 +238,8 @@ class TritonStreamTarget(StreamingTargetBase):
         self._wire = [self._serialized(sample) for sample in samples]
         if not self._wire:
             return
+        if self.load_client == "wire" and self._wire_client is None:
+            await self._open_wire()
         for attempt in range(1, PROBE_ATTEMPTS + 1):
             try:
                 await self.infer_outputs(0)
@@ -179,6 +253,27 @@ class TritonStreamTarget(StreamingTargetBase):
                         f"lost {PROBE_ATTEMPTS} times before the first answer ({exc})"
                     ) from None
                 await asyncio.sleep(PROBE_RETRY_S)
+
+    async def _open_wire(self) -> None:
+        """The wire client's HTTP/2 connection (TLS: ALPN h2), opened before the run."""
+        host, _, port = self.url.rpartition(":")
+        tls = self.credentials.tls
+        wire = GrpcWire(
+            host.strip("[]"),
+            int(port),
+            MODEL_STREAM_INFER,
+            self.setup_timeout_s,
+            self._metadata or (),
+            ssl_context(tls, ("h2",)) if tls is not None else None,
+        )
+        try:
+            await wire.connect(self.setup_timeout_s)
+        except (OSError, asyncio.TimeoutError) as exc:
+            wire.close()
+            reason = getattr(exc, "strerror", None) or str(exc) or "timed out"
+            raise TargetError(f"cannot reach Triton over gRPC at {self.url}: {reason}") from None
+        wire.after_read = self._report_read
+        self._wire_client = wire
 
     def _serialized(self, sample: Sample) -> bytes:
         inputs = []
@@ -198,82 +293,127 @@ class TritonStreamTarget(StreamingTargetBase):
         """The stream new queries go on, opened (with its reader) if there is none."""
         if self._current is not None:
             return self._current
-        assert self._client is not None, "open() first"
-        outbox: asyncio.Queue[StampedSend | None] = asyncio.Queue()
-        method = self._client._channel.stream_stream(
-            MODEL_STREAM_INFER,
-            request_serializer=write_now,
-            response_deserializer=service_pb2.ModelStreamInferResponse.FromString,
-        )
-        stream = _Stream(outbox, method(_requests(outbox), metadata=self._metadata))
-        stream.reader = asyncio.get_running_loop().create_task(self._read(stream))
+        stream = _Stream()
+        if self._wire_client is not None:
+            stream.call = self._wire_client.open_call(
+                lambda message: self._response(stream, message, together=True),
+                lambda code, details: self._wire_ended(stream, code, details),
+            )
+        else:
+            assert self._client is not None, "open() first"
+            stream.outbox = asyncio.Queue()
+            method = self._client._channel.stream_stream(
+                MODEL_STREAM_INFER, request_serializer=write_now, response_deserializer=bytes
+            )
+            stream.aio_call = method(_requests(stream.outbox), metadata=self._metadata)
+            stream.reader = asyncio.get_running_loop().create_task(self._read(stream))
         self._streams.add(stream)
         self._current = stream
         return stream
 
     async def _read(self, stream: _Stream) -> None:
+        """grpc.aio's side: each response as it comes, then the call's end."""
+        assert stream.aio_call is not None
         kind = "grpc stream: the stream ended"
         try:
-            async for response in stream.call:
-                self._answered(stream, response)
+            async for response in stream.aio_call:
+                self._response(stream, response, together=False)
         except grpc.aio.AioRpcError as exc:
             name = exc.code().name if exc.code() else "error"
-            details = exc.details() or ""
-            kind = grpc_auth_kind(name, details) or error_kind(f"grpc stream {name}", details)
+            kind = _stream_error(name, exc.details() or "")
         except asyncio.CancelledError:
             kind = "grpc stream: closed"
             raise
         finally:
-            self._streams.discard(stream)
-            if self._current is stream:
-                self._current = None
-            stream.outbox.put_nowait(None)
-            failed, stream.pending = stream.pending, {}
-            for query in failed.values():
-                if query.deadline is not None:
-                    query.deadline.cancel()
-                query.parts.done(kind)
+            self._stream_over(stream, kind)
 
-    def _answered(self, stream: _Stream, message: service_pb2.ModelStreamInferResponse) -> None:
+    def _wire_ended(self, stream: _Stream, code: int, details: str) -> None:
+        """The wire client's side: the call's end fails the queries still on it."""
+        if code == OK:
+            kind = "grpc stream: the stream ended"
+        else:
+            kind = _stream_error(_STATUS_NAMES.get(code, "UNKNOWN"), details)
+        self._stream_over(stream, kind)
+
+    def _stream_over(self, stream: _Stream, kind: str) -> None:
+        self._streams.discard(stream)
+        if self._current is stream:
+            self._current = None
+        if stream.outbox is not None:
+            stream.outbox.put_nowait(None)
+        failed, stream.pending = stream.pending, {}
+        for query in failed.values():
+            self._end(stream, query, kind)
+
+    def _response(self, stream: _Stream, raw: bytes, together: bool) -> None:
+        """One ModelStreamInferResponse: a part of its query's answer, its end, or its error.
+        `together`: the parts are reported after the read (`_report_read`), not now."""
+        try:
+            message = service_pb2.ModelStreamInferResponse.FromString(raw)
+        except DecodeError:
+            self._stream_over(stream, "grpc stream: a response that does not parse")
+            stream.cancel()
+            return
         response = message.infer_response
-        query = stream.pending.get(response.id)
+        request_id = response.id
+        query = stream.pending.get(request_id)
         if query is None:
             return  # a query already over (timed out): its late responses are dropped
         if message.error_message:
-            self._end(stream, response.id, query, error_kind("grpc stream", message.error_message))
+            del stream.pending[request_id]
+            self._end(stream, query, error_kind("grpc stream", message.error_message))
             return
         if response.outputs:  # an empty final response carries no part
-            query.parts.part()
+            if not together:
+                query.parts.part()
+            elif not query.unreported:
+                query.unreported = 1
+                self._touched.append(query)
+            else:
+                query.unreported += 1
             count = token_count(response)
             if count is not None:
                 query.count = (query.count or 0) + count
-        final = response.parameters.get(FINAL_PARAMETER)
-        if final is not None and final.bool_param:
-            query.parts.final(query.count)
-            self._end(stream, response.id, query, None)
+        parameters = response.parameters
+        if FINAL_PARAMETER in parameters and parameters[FINAL_PARAMETER].bool_param:
+            del stream.pending[request_id]
+            self._end(stream, query, None)
 
-    def _end(self, stream: _Stream, request_id: str, query: _Query, error: str | None) -> None:
-        del stream.pending[request_id]
+    def _report_read(self) -> None:
+        """After a read: each query's responses in it, as one report (one clock reading)."""
+        touched, self._touched = self._touched, []
+        for query in touched:
+            if query.unreported:
+                query.parts.part(query.unreported)
+                query.unreported = 0
+
+    def _end(self, stream: _Stream, query: _Query, error: str | None) -> None:
+        """The query is over (already out of `pending`): its parts so far, its final count when
+        it succeeded, then its end."""
         if query.deadline is not None:
             query.deadline.cancel()
+        if query.unreported:
+            query.parts.part(query.unreported)
+            query.unreported = 0
+        if error is None:
+            query.parts.final(query.count)
         query.parts.done(error)
-        if stream is not self._current and not stream.pending:
+        if stream is not self._current and not stream.pending and stream in self._streams:
             # A retired stream whose live queries are all over: cancelling it cancels the
-            # timed-out requests still running on the server (Triton cancels a cancelled
-            # stream's requests; a model honouring is_cancelled() stops them).
-            stream.call.cancel()
+            # timed-out requests still running on the server.
+            stream.cancel()
 
     def _expired(self, stream: _Stream, request_id: str) -> None:
         """--timeout: the query is a timeout now. A request cannot be cancelled alone on a shared
         stream, so the stream is retired (new queries open the next one) and cancelled as soon
         as its other queries are over."""
-        query = stream.pending.get(request_id)
+        query = stream.pending.pop(request_id, None)
         if query is None:
             return
         query.deadline = None
         if self._current is stream:
             self._current = None
-        self._end(stream, request_id, query, TIMEOUT)
+        self._end(stream, query, TIMEOUT)
 
     @property
     def capabilities(self) -> TargetCapabilities:
@@ -301,22 +441,33 @@ class TritonStreamTarget(StreamingTargetBase):
             else None
         )
         stream.pending[request_id] = _Query(parts, deadline)
-        stream.outbox.put_nowait(StampedSend(wire + id_field(request_id), written))
+        stream.send(wire + id_field(request_id), written)
+        if stream.call is not None and stream.call.over:
+            self._stream_over(stream, "grpc stream: closed")  # the client was closed
 
     async def close(self) -> None:
         self._current = None
         streams, self._streams = list(self._streams), set()
         for stream in streams:
-            stream.outbox.put_nowait(None)
-            if stream.reader is not None:
-                stream.reader.cancel()
+            stream.close()
         await asyncio.gather(
             *(stream.reader for stream in streams if stream.reader is not None),
             return_exceptions=True,
         )
+        if self._wire_client is not None:
+            self._wire_client.close()
+            self._wire_client = None
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+
+def _stream_error(name: str, details: str) -> str:
+    """The error kind of a stream that ended with this gRPC status (its code's name)."""
+    return grpc_auth_kind(name, details) or error_kind(f"grpc stream {name}", details)
+
+
+_STATUS_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
 async def _requests(outbox: asyncio.Queue[StampedSend | None]) -> AsyncIterator[StampedSend]:

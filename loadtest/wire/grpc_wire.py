@@ -46,6 +46,7 @@ h2, whose state machine rejects any flow-control, frame-size or stream-limit vio
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import ssl as ssl_module
 import time
@@ -86,6 +87,9 @@ from loadtest.wire.http2 import (
 # On done: (gRPC status code, status message, response message or b"").
 Answer = Callable[[int, str, bytes], None]
 Written = Callable[[], None]
+# A streaming call's answer: each response message as it arrives, then the call's status.
+OnMessage = Callable[[bytes], None]
+Ended = Callable[[int, str], None]
 
 OK = 0
 CANCELLED = 1
@@ -188,13 +192,16 @@ class _Stream:
     __slots__ = (
         "block",
         "body",
+        "call",
         "chunks",
         "deadline",
         "details",
         "encoding",
         "http_status",
+        "inbox",
         "keep",
         "on_done",
+        "open_ended",
         "resends",
         "rest",
         "status",
@@ -210,6 +217,7 @@ class _Stream:
         keep: bool,
         resends: int,
         window: int,
+        call: StreamingCall | None = None,
     ) -> None:
         self.block = block  # the request, kept for transparent retries
         self.body = body
@@ -225,6 +233,11 @@ class _Stream:
         self.http_status = 0
         self.window = window  # what the server lets this stream send
         self.rest = memoryview(b"")  # request bytes still to write (flow control)
+        # A streaming call (`GrpcWire.open_call`): its messages, each handed over as it is
+        # whole; `open_ended` until the client closes its side.
+        self.call = call
+        self.open_ended = call is not None
+        self.inbox = b""  # the start of a response message whose rest has not come yet
 
 
 class _GrpcClientConnection(Http2Connection[_Stream]):
@@ -265,14 +278,51 @@ class _GrpcClientConnection(Http2Connection[_Stream]):
         self.fail_all(UNAVAILABLE, reason)
         self.client.connection_gone(self, lost=True)
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        after_read = self.client.after_read
+        if after_read is not None:
+            try:
+                after_read()
+            except Exception as exc:  # the caller's callback
+                _report(exc, "a gRPC client's after-read callback raised")
+
     # --- frames in (http2.Http2Connection's hooks)
     def _data(self, stream_id: int, flags: int, payload: bytes) -> None:
         stream = self.streams.get(stream_id)
         if stream is not None:
-            if stream.keep:
+            if stream.call is not None:
+                self._messages_in(stream_id, stream, unpadded(payload, flags))
+            elif stream.keep:
                 stream.chunks.append(unpadded(payload, flags))
-            if flags & END_STREAM:
+            if flags & END_STREAM and stream_id in self.streams:
                 self._end(stream_id)
+
+    def _messages_in(self, stream_id: int, stream: _Stream, data: bytes) -> None:
+        """A streaming call's DATA: each whole length-prefixed message to its `on_message`, in
+        order; the start of one cut across frames waits in `inbox` for the rest."""
+        if stream.inbox:
+            data = stream.inbox + data
+        size, at = len(data), 0
+        assert stream.call is not None
+        on_message = stream.call.on_message
+        while size - at >= 5:
+            end = at + 5 + int.from_bytes(data[at + 1 : at + 5], "big")
+            if end > size:
+                break
+            if data[at] == 0:
+                message = data[at + 5 : end]
+            else:
+                message, problem = _unpacked(data[at : at + 1], data[at + 5 : end], stream.encoding)
+                if problem:
+                    self._cancel(stream_id, INTERNAL, problem)
+                    return
+            at = end
+            try:
+                on_message(message)
+            except Exception as exc:  # the caller's callback: the call goes on
+                _report(exc, "a gRPC streaming call's message callback raised")
+        stream.inbox = data[at:] if at < size else b""
 
     def _headers(self, stream_id: int, flags: int, fields: list[tuple[bytes, bytes]]) -> None:
         stream = self.streams.get(stream_id)
@@ -365,6 +415,10 @@ class _GrpcClientConnection(Http2Connection[_Stream]):
                 continue
             if stream.deadline < now:
                 self._finish(stream_id, DEADLINE_EXCEEDED, "deadline exceeded (client)")
+            elif stream.call is not None:
+                # A streaming call's messages are not kept once written, so it cannot be sent
+                # again: it fails as grpc-core fails a stream it cannot replay.
+                self._finish(stream_id, UNAVAILABLE, details)
             elif counted and stream.resends >= MAX_TRANSPARENT_RESENDS:
                 self._finish(
                     stream_id,
@@ -385,16 +439,19 @@ class _GrpcClientConnection(Http2Connection[_Stream]):
     def _end(self, stream_id: int) -> None:
         """The server ended the stream: the call's status is what its headers said."""
         stream = self.streams[stream_id]
-        if stream.rest and self.transport is not None:
+        if (stream.rest or stream.open_ended) and self.transport is not None:
             # Answered before flow control let the whole request out: the rest is dropped, so
             # the stream is reset, or the server would hold it open (half-closed) and count it
-            # against its SETTINGS_MAX_CONCURRENT_STREAMS for the connection's life.
+            # against its SETTINGS_MAX_CONCURRENT_STREAMS for the connection's life. (A
+            # streaming call the server ended before the client closed its side likewise.)
             self.transport.write(frame(RST_STREAM, 0, stream_id, CANCEL_CODE.to_bytes(4, "big")))
         if stream.http_status != 200:
             code = _HTTP_TO_GRPC.get(stream.http_status, UNKNOWN)
             self._finish(stream_id, code, f"HTTP status {stream.http_status} from the server")
         elif stream.status < 0:
             self._finish(stream_id, UNKNOWN, "the server ended the call without a grpc-status")
+        elif stream.inbox and stream.status == OK:
+            self._finish(stream_id, INTERNAL, "the server ended the call inside a message")
         else:
             self._finish(stream_id, stream.status, stream.details)
 
@@ -429,8 +486,10 @@ class _GrpcClientConnection(Http2Connection[_Stream]):
         deadline: float,
         keep: bool,
         resends: int = 0,
+        call: StreamingCall | None = None,
     ) -> None:
-        """Write one call: its header block, then as much of its message as the windows allow."""
+        """Write one call: its header block, then as much of its message as the windows allow
+        (a streaming `call`: then the messages sent to it while it waited)."""
         assert self.transport is not None
         if self.peer_max_header_list < self.client.largest_header_list:
             size = header_list_size(self.client.fields_of[block])
@@ -445,7 +504,7 @@ class _GrpcClientConnection(Http2Connection[_Stream]):
                 return
         stream_id = self.next_id
         self.next_id += 2
-        stream = _Stream(block, body, on_done, deadline, keep, resends, self.initial_window)
+        stream = _Stream(block, body, on_done, deadline, keep, resends, self.initial_window, call)
         self.streams[stream_id] = stream
         out = self.out
         if len(block) <= self.max_frame:
@@ -453,7 +512,9 @@ class _GrpcClientConnection(Http2Connection[_Stream]):
         else:
             out.extend(self._header_frames(stream_id, block))
         size = len(body)
-        if size <= self.max_frame and size <= self.send_window and size <= stream.window:
+        if call is not None:
+            call.attach(self, stream_id)
+        elif size <= self.max_frame and size <= self.send_window and size <= stream.window:
             out.append(frame(DATA, END_STREAM, stream_id, body))  # the usual case: all at once
             self.send_window -= size
             stream.window -= size
@@ -468,6 +529,58 @@ class _GrpcClientConnection(Http2Connection[_Stream]):
             # idle), and the next call opens another instead of waiting here until its deadline.
             self.going_away = True
             self.client.connection_gone(self)
+
+    # --- a streaming call's messages out
+    def send_message(self, stream_id: int, message: bytes) -> None:
+        """One more framed message on a streaming call, written now as far as the windows allow
+        (the rest when WINDOW_UPDATE does, before any later message)."""
+        stream = self.streams.get(stream_id)
+        if stream is None or not stream.open_ended:
+            return  # the call is over, or its side closed: nothing more goes out
+        size = len(message)
+        if (
+            not stream.rest
+            and size <= self.max_frame
+            and size <= self.send_window
+            and size <= stream.window
+        ):
+            self.out.append(frame(DATA, 0, stream_id, message))
+            self.send_window -= size
+            stream.window -= size
+        elif stream.rest:  # already waiting for a window (and in `blocked`): after it
+            stream.rest = memoryview(bytes(stream.rest) + message)
+        else:
+            stream.rest = memoryview(message)
+            self._data_frames(stream_id, stream)
+            if stream.rest:
+                self.blocked.append(stream_id)
+        self.flush()
+
+    def close_sending(self, stream_id: int) -> None:
+        """The client's side of a streaming call ends: END_STREAM on its last DATA frame (an
+        empty one when nothing is waiting for a window)."""
+        stream = self.streams.get(stream_id)
+        if stream is None or not stream.open_ended:
+            return
+        stream.open_ended = False
+        if not stream.rest:
+            self.out.append(frame(DATA, END_STREAM, stream_id))
+            self.flush()
+
+    def cancel_stream(self, stream_id: int) -> None:
+        """The client gives the call up: RST_STREAM CANCEL, which the server sees as cancelled
+        (Triton cancels a cancelled stream's requests), and the call ends CANCELLED."""
+        self._cancel(stream_id, CANCELLED, "cancelled by the client")
+
+    def _cancel(self, stream_id: int, code: int, details: str) -> None:
+        if stream_id not in self.streams:
+            return
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(frame(RST_STREAM, 0, stream_id, CANCEL_CODE.to_bytes(4, "big")))
+        self._finish(stream_id, code, details)
+
+    def _data_ends(self, stream: _Stream) -> bool:
+        return not stream.open_ended
 
     def _header_frames(self, stream_id: int, block: bytes) -> list[bytes]:
         """A header block larger than the server's frame size: HEADERS, then CONTINUATIONs."""
@@ -549,13 +662,18 @@ def _message(body: bytes, encoding: bytes = b"") -> tuple[bytes, str]:
         return b"", f"the response message is {len(body) - 5} bytes, its prefix says {size}"
     if body[0] == 0:
         return body[5:], ""
+    return _unpacked(body[:1], body[5:], encoding)
+
+
+def _unpacked(flag: bytes, packed: bytes, encoding: bytes) -> tuple[bytes, str]:
+    """A message whose compressed-flag byte is not 0, decompressed by its `grpc-encoding`."""
     wbits = _WBITS.get(encoding)
-    if body[0] != 1 or wbits is None:
+    if flag != b"\x01" or wbits is None:
         said = encoding.decode("ascii", "replace") or "none"
         return b"", f"a compressed response message whose grpc-encoding is {said}"
     unpacker = zlib.decompressobj(wbits)
     try:
-        message = unpacker.decompress(body[5:], MAX_MESSAGE)
+        message = unpacker.decompress(packed, MAX_MESSAGE)
     except zlib.error as exc:
         return b"", f"a {encoding.decode()} response message that does not decompress: {exc}"
     if unpacker.unconsumed_tail or not unpacker.eof:
@@ -615,7 +733,7 @@ class GrpcWire:
             *([("grpc-encoding", compression)] if compression else []),
             *metadata,
         ]
-        self._blocks: dict[float, bytes] = {}
+        self._blocks: dict[float | None, bytes] = {}
         self.fields_of: dict[bytes, list[tuple[bytes, bytes]]] = {}  # each block's fields
         self.largest_header_list = 0  # of the blocks built: a server limit below it is checked
         self.block = self._block(timeout_s)
@@ -623,21 +741,27 @@ class GrpcWire:
         # with it, those still finishing calls
         self._open_connections: set[_GrpcClientConnection] = set()
         self._opening: asyncio.Task[None] | None = None
-        # (header block, message, on_done, keep, deadline, written, resends), oldest first
-        self._waiting: deque[tuple[bytes, bytes, Answer, bool, float, Written | None, int]] = (
-            deque()
-        )
+        # (header block, message, on_done, keep, deadline, written, resends, streaming call),
+        # oldest first
+        self._waiting: deque[
+            tuple[bytes, bytes, Answer, bool, float, Written | None, int, StreamingCall | None]
+        ] = deque()
+        # Runs after each network read is parsed: a streaming call's reader can report what one
+        # read brought together (one clock reading for all of it).
+        self.after_read: Callable[[], None] | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._keepalive: asyncio.TimerHandle | None = None
         self._closed = False
 
-    def _block(self, timeout_s: float) -> bytes:
-        """The header block of a call with this deadline. Never-indexed literals: it changes no
-        compression state, so it is built once and reused as is (and credentials in it are
-        marked never to be indexed by any intermediary)."""
+    def _block(self, timeout_s: float | None) -> bytes:
+        """The header block of a call with this deadline (None: a streaming call, which has
+        none). Never-indexed literals: it changes no compression state, so it is built once and
+        reused as is (and credentials in it are marked never to be indexed by any
+        intermediary)."""
         block = self._blocks.get(timeout_s)
         if block is None:
-            fields = [*self._fields, ("grpc-timeout", grpc_timeout(timeout_s))]
+            deadline = [] if timeout_s is None else [("grpc-timeout", grpc_timeout(timeout_s))]
+            fields = [*self._fields, *deadline]
             block = Encoder().encode([(n, v, True) for n, v in fields], huffman=True)
             self._blocks[timeout_s] = block
             raw = [(n.encode(), v.encode()) for n, v in fields]
@@ -715,8 +839,29 @@ class GrpcWire:
             connection.open_stream(block, message, on_done, deadline, keep)
             return
         self.waited += 1
-        self._waiting.append((block, message, on_done, keep, deadline, written, 0))
+        self._waiting.append((block, message, on_done, keep, deadline, written, 0, None))
         self._reopen_if_needed()
+
+    def open_call(self, on_message: OnMessage, on_done: Ended) -> StreamingCall:
+        """A streaming call (client and server streaming, as ModelStreamInfer is) to the
+        client's method, with no deadline of its own: `send` messages on it as they come,
+        `on_message(message)` gets each response message in order, `on_done(code, details)` the
+        end. Opened now when the connection has room, else in turn (its messages wait with it;
+        their `written()` runs as they go). Never sent again: a GOAWAY or REFUSED_STREAM that
+        says the server did not take it fails it UNAVAILABLE."""
+        call = StreamingCall(on_message, on_done)
+        if self._closed:
+            call.ended(CANCELLED, "client closed", b"")
+            return call
+        block = self._block(None)
+        connection = self._connection
+        if not self._waiting and connection is not None and connection.has_room():
+            connection.open_stream(block, b"", call.ended, math.inf, False, call=call)
+            return call
+        self.waited += 1
+        self._waiting.append((block, b"", call.ended, False, math.inf, None, 0, call))
+        self._reopen_if_needed()
+        return call
 
     async def unary(
         self, message: bytes, keep: bool = False, timeout_s: float | None = None
@@ -736,13 +881,17 @@ class GrpcWire:
         """A stream ended or limits changed: write waiting calls while there is room."""
         connection = self._connection
         while self._waiting and connection is not None and connection.has_room():
-            block, message, on_done, keep, deadline, written, resends = self._waiting.popleft()
+            block, message, on_done, keep, deadline, written, resends, call = (
+                self._waiting.popleft()
+            )
+            if call is not None and call.over:
+                continue  # cancelled while it waited
             if written is not None:
                 try:
                     written()
                 except Exception as exc:  # the caller's callback
                     _report(exc, "a gRPC call's written callback raised")
-            connection.open_stream(block, message, on_done, deadline, keep, resends)
+            connection.open_stream(block, message, on_done, deadline, keep, resends, call)
 
     def send_again(self, streams: list[_Stream]) -> None:
         """Calls the server never processed, oldest first: sent again ahead of the calls
@@ -753,7 +902,7 @@ class GrpcWire:
             return
         self.transparent_retries += len(streams)
         self._waiting.extendleft(
-            (s.block, s.body, s.on_done, s.keep, s.deadline, None, s.resends)
+            (s.block, s.body, s.on_done, s.keep, s.deadline, None, s.resends, None)
             for s in reversed(streams)
         )
         self.slots_freed()
@@ -846,3 +995,73 @@ class GrpcWire:
             connection.fail_all(CANCELLED, "client closed")
             if connection.transport is not None:
                 connection.transport.close()
+
+
+class StreamingCall:
+    """One streaming call (`GrpcWire.open_call`): `send` messages, `close_sending`, `cancel`.
+
+    Messages sent before the stream is open wait here, in order, and go (each `written()` run)
+    as it opens. Once the call is over (`over`), sends are dropped."""
+
+    __slots__ = ("backlog", "connection", "on_done", "on_message", "over", "sending", "stream_id")
+
+    def __init__(self, on_message: OnMessage, on_done: Ended) -> None:
+        self.on_message = on_message
+        self.on_done = on_done
+        self.connection: _GrpcClientConnection | None = None
+        self.stream_id = 0
+        self.backlog: list[tuple[bytes, Written | None]] = []
+        self.sending = True  # the client's side is open
+        self.over = False
+
+    def send(self, message: bytes, written: Written | None = None) -> None:
+        """One framed message (see `framed`), written now if the stream is open; `written()`
+        runs only if it had to wait for the stream to open."""
+        if self.over or not self.sending:
+            return
+        if self.connection is None:
+            self.backlog.append((message, written))
+            return
+        self.connection.send_message(self.stream_id, message)
+
+    def close_sending(self) -> None:
+        """No more messages from the client (half-close); the server's answers go on."""
+        if self.sending:
+            self.sending = False
+            if self.connection is not None:
+                self.connection.close_sending(self.stream_id)
+
+    def cancel(self) -> None:
+        """Give the call up: RST_STREAM CANCEL once open; `on_done(CANCELLED, ...)` now."""
+        if self.over:
+            return
+        if self.connection is not None:
+            self.connection.cancel_stream(self.stream_id)
+        else:
+            self.ended(CANCELLED, "cancelled by the client", b"")
+
+    def attach(self, connection: _GrpcClientConnection, stream_id: int) -> None:
+        """The stream is open (its HEADERS in the connection's `out`): what waited goes now."""
+        self.connection, self.stream_id = connection, stream_id
+        backlog, self.backlog = self.backlog, []
+        for message, written in backlog:
+            if written is not None:
+                try:
+                    written()
+                except Exception as exc:  # the caller's callback
+                    _report(exc, "a gRPC call's written callback raised")
+            connection.send_message(stream_id, message)
+        if not self.sending:
+            connection.close_sending(stream_id)
+
+    def ended(self, code: int, details: str, _message: bytes) -> None:
+        """The call's end, once (the connection's completion of its stream)."""
+        if self.over:
+            return
+        self.over = True
+        self.connection = None
+        self.backlog = []
+        try:
+            self.on_done(code, details)
+        except Exception as exc:  # the caller's callback
+            _report(exc, "a gRPC streaming call's completion callback raised")

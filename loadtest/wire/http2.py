@@ -297,7 +297,7 @@ class Http2Connection(asyncio.Protocol, Generic[S]):
             if size <= 0:
                 return
             piece, stream.rest = stream.rest[:size], stream.rest[size:]
-            flags = END_STREAM if self.DATA_ENDS_STREAM and not stream.rest else 0
+            flags = END_STREAM if not stream.rest and self._data_ends(stream) else 0
             self.out.append(frame(DATA, flags, stream_id, bytes(piece)))
             self.send_window -= size
             stream.window -= size
@@ -349,6 +349,11 @@ class Http2Connection(asyncio.Protocol, Generic[S]):
 
     def _all_written(self, stream_id: int, stream: S) -> None:
         """A stream's `rest` has all been written."""
+
+    def _data_ends(self, stream: S) -> bool:
+        """Does the last DATA frame of the stream's `rest` end the stream? (DATA_ENDS_STREAM;
+        a streaming call's client says so only once it has closed its side.)"""
+        return self.DATA_ENDS_STREAM
 
     def _malformed(self, reason: str) -> None:
         """The peer broke the protocol: end the connection."""
