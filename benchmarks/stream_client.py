@@ -1,14 +1,16 @@
 """One worker's streaming client against the stub: tokens/s on schedule, client CPU per token.
 
 Issue #28's goal: one worker streams >= 100 000 tokens/s while keeping its schedule, at <= 10 µs
-of client CPU per token. The stub (`loadtest stub --grpc-server grpcio`) serves a copy of
-llm_known's config with the law zeroed (a = b = c = 0), so every answer's tokens go out at once:
-the server as cheap as it gets, the client's roofline. `--token-ms C` keeps a = b = 0 but spaces
-each answer's tokens C ms apart, as a real server's decode steps are: the same tokens/s then
+of client CPU per token. The stub (`loadtest stub`, its gRPC side the lean wire server unless
+`--grpc-server grpcio`) serves a copy of llm_known's config with the law zeroed (a = b = c = 0),
+so every answer's tokens go out at once: the server as cheap as it gets, the client's roofline.
+`--token-ms C` keeps a = b = 0 but spaces each answer's tokens C ms apart, as a real server's
+decode steps are: the same tokens/s then
 arrive spread over many concurrent answers instead of in one burst per answer (a burst of 256
 events holds the loop ~2 ms, which is what makes the zeroed law's sends late).
 
-For each protocol (grpc-stream: one multiplexed ModelStreamInfer stream; http-stream:
+For each protocol (grpc-stream: one multiplexed ModelStreamInfer stream on the wire client;
+grpc-stream-grpcio: the same on grpc.aio, the cross-check; http-stream:
 generate_stream SSE; openai / openai-chat: the stub's OpenAI side, /v1/completions and
 /v1/chat/completions SSE with a usage chunk and [DONE], issue #29) and each request rate of a
 ladder, a constant schedule of requests asking `--tokens` tokens each is played for `--seconds` by
@@ -21,8 +23,8 @@ the runner in this process, and the line says:
   2-core machine a stub near 1 core is the limit, not the client).
 
     python benchmarks/stream_client.py [--tokens 64] [--seconds 4] [--token-ms 0]
-        [--rates 200,400,800,1600] [--grpc-rates 50,100,200]
-        [--protocols http-stream,openai,openai-chat,grpc-stream]
+        [--rates 200,400,800,1600] [--grpc-rates 200,400,800,1600] [--grpc-server wire]
+        [--protocols http-stream,openai,openai-chat,grpc-stream,grpc-stream-grpcio]
 
 The output goes to a new benchmarks/results/stream-client-<date>-<time>.txt by default.
 """
@@ -93,8 +95,9 @@ def one_run(protocol: str, url: str, rate: float, tokens: int, seconds: float, s
 
     async def play():
         target: TritonStreamTarget | TritonSseTarget | OpenAiSseTarget
-        if protocol == "grpc-stream":
-            target = TritonStreamTarget(url, "llm_known")
+        if protocol.startswith("grpc-stream"):
+            client = "grpcio" if protocol == "grpc-stream-grpcio" else "wire"
+            target = TritonStreamTarget(url, "llm_known", load_client=client)
         elif protocol in ("openai", "openai-chat"):
             target = OpenAiSseTarget(url, "llm_known", chat=protocol == "openai-chat")
         else:
@@ -147,7 +150,13 @@ def main() -> None:
         help="the SSE protocols' requests/s ladder (http-stream, openai, openai-chat)",
     )
     parser.add_argument(
-        "--grpc-rates", default="50,100,200", help="grpc-stream's requests/s ladder"
+        "--grpc-rates", default="200,400,800,1600", help="grpc-stream's requests/s ladder"
+    )
+    parser.add_argument(
+        "--grpc-server",
+        choices=("wire", "grpcio"),
+        default="wire",
+        help="the stub's gRPC side: its lean wire server, or grpc.aio",
     )
     parser.add_argument(
         "--protocols", default="http-stream,openai,grpc-stream", help="which, comma-separated"
@@ -161,10 +170,12 @@ def main() -> None:
         "openai": sse_rates,
         "openai-chat": sse_rates,
         "grpc-stream": [float(r) for r in args.grpc_rates.split(",")],
+        "grpc-stream-grpcio": [float(r) for r in args.grpc_rates.split(",")],
     }
     out = Output()
     header(out, "stream_client.py", os.cpu_count() or 0)
     out(f"{args.tokens} tokens per request, {args.seconds:g} s per run, constant schedule")
+    out(f"the stub's gRPC side: {args.grpc_server}")
     out(
         f"tokens {args.token_ms:g} ms apart in each answer"
         if args.token_ms > 0
@@ -172,9 +183,10 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as root:
         repository = law_repository(Path(root), args.token_ms)
-        with running_stub("--repository", str(repository), "--grpc-server", "grpcio") as stub:
+        stub_options = ("--repository", str(repository), "--grpc-server", args.grpc_server)
+        with running_stub(*stub_options) as stub:
             for protocol in args.protocols.split(","):
-                url = stub.grpc_url if protocol == "grpc-stream" else stub.http_url
+                url = stub.grpc_url if protocol.startswith("grpc-stream") else stub.http_url
                 out(f"\n{protocol}")
                 out("  req/s   tokens/s  kept  failed  p99 lag ms  client µs/token  stub cores")
                 for rate in ladders[protocol]:

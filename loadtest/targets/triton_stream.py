@@ -107,18 +107,46 @@ def id_field(request_id: str) -> bytes:
             return _ID_FIELD_TAG + bytes(varint) + raw
 
 
-def token_count(response: service_pb2.ModelInferResponse) -> int | None:
-    """The `num_output_tokens` this response carries (summed over its elements), None if none."""
-    for k, output in enumerate(response.outputs):
-        if output.name == TOKEN_COUNT_OUTPUT and k < len(response.raw_output_contents):
-            raw = response.raw_output_contents[k]
-            if len(raw) == 4 and output.datatype == "UINT32":  # one element: the usual case
-                return int.from_bytes(raw, "little")
-            dtype = _COUNT_DTYPES.get(output.datatype)
-            if dtype is None:
-                return None
-            return int(np.frombuffer(raw, dtype=dtype).sum())
-    return None
+def token_count(response: service_pb2.ModelInferResponse, at: int = 0) -> int | None:
+    """The `num_output_tokens` this response carries (summed over its elements), None if none.
+    `at`: where it is looked for first (`TokenCounts`)."""
+    return TokenCounts(at).of(response)
+
+
+class TokenCounts:
+    """Reads `num_output_tokens` from each response of a stream. A server lists its outputs in
+    the same order in every response, so where the count was last found is looked at first:
+    walking the outputs (protobuf objects made per access) was a quarter of the wire client's
+    CPU per token (py-spy, benchmarks/stream_client.py)."""
+
+    __slots__ = ("at",)
+
+    def __init__(self, at: int = 0) -> None:
+        self.at = at
+
+    def of(self, response: service_pb2.ModelInferResponse) -> int | None:
+        outputs = response.outputs
+        at = self.at
+        if at < len(outputs) and (output := outputs[at]).name == TOKEN_COUNT_OUTPUT:
+            return _count(response, at, output.datatype)
+        for k, output in enumerate(outputs):
+            if output.name == TOKEN_COUNT_OUTPUT:
+                self.at = k
+                return _count(response, k, output.datatype)
+        return None
+
+
+def _count(response: service_pb2.ModelInferResponse, k: int, datatype: str) -> int | None:
+    contents = response.raw_output_contents
+    if k >= len(contents):
+        return None
+    raw = contents[k]
+    if len(raw) == 4 and datatype == "UINT32":  # one element: the usual case
+        return int.from_bytes(raw, "little")
+    dtype = _COUNT_DTYPES.get(datatype)
+    if dtype is None:
+        return None
+    return int(np.frombuffer(raw, dtype=dtype).sum())
 
 
 @dataclass
@@ -204,6 +232,7 @@ class TritonStreamTarget(StreamingTargetBase):
         self._current: _Stream | None = None  # where new queries go
         self._streams: set[_Stream] = set()  # every open stream (retired ones until they end)
         self._touched: list[_Query] = []  # queries with responses of this read unreported
+        self._token_counts = TokenCounts()
 
     @property
     def description(self) -> str:
@@ -371,7 +400,7 @@ class TritonStreamTarget(StreamingTargetBase):
                 self._touched.append(query)
             else:
                 query.unreported += 1
-            count = token_count(response)
+            count = self._token_counts.of(response)
             if count is not None:
                 query.count = (query.count or 0) + count
         parameters = response.parameters
