@@ -306,14 +306,14 @@ def test_a_message_cut_short_by_the_end_of_the_call_is_an_error():
     run(scenario())
 
 
-def test_a_call_the_server_did_not_take_fails_unavailable_and_is_not_sent_again():
-    """GOAWAY below the call's stream: a streaming call's requests are not kept once written,
-    so it is not re-sent (a unary call would be) but fails, and the next call reconnects."""
-
+def test_a_call_the_server_did_not_take_is_sent_again_whole_on_a_new_connection():
+    """GOAWAY below the call's stream (last-stream-id 0: nothing processed), as nginx sends when
+    it rotates a connection: the call goes again on the next connection, every message sent so
+    far with it, as grpc-core's transparent retry replays a streaming call it had not committed."""
     echo = EchoStream()
 
     def on_first_connection_go_away(request: Request) -> None:
-        """Written raw (h2 would hold itself to its own GOAWAY): nothing processed."""
+        """Written raw (h2 would hold itself to its own GOAWAY)."""
         if len(request.connection.server.connections) == 1:
             request.connection.raw(GoAwayFrame(last_stream_id=0, error_code=0))
         else:
@@ -328,17 +328,71 @@ def test_a_call_the_server_did_not_take_fails_unavailable_and_is_not_sent_again(
             answers = Answers()
             call = answers.open(wire)
             call.send(prefixed(b"x"))
+            call.send(prefixed(b"y"))
+            await until(lambda: len(answers.messages) == 2)
+            call.send(prefixed(b"z"))
+            call.close_sending()
+            await until(lambda: answers.ends)
+            assert answers.messages == [b"echo:x", b"echo:y", b"echo:z"]
+            assert answers.ends == [(grpc_wire.OK, "")]
+            assert wire.transparent_retries == 1 and len(server.connections) == 2
+            assert echo.received[server.requests[-1].stream_id] == [b"x", b"y", b"z"]
+            wire.close()
+
+    run(scenario())
+
+
+def test_a_call_the_server_answered_is_never_sent_again():
+    """Refused after the server's headers and a message: the server took it, so the call fails
+    UNAVAILABLE rather than run twice; the next call opens a stream of its own."""
+
+    def answer_then_refuse(request: Request) -> None:
+        if request.stream_id == 1:
+            request.connection.h2.send_headers(1, RESPONSE_HEADERS)
+            request.connection.send_body(1, prefixed(b"took it"))
+            request.connection.flush()
+            request.connection.reset(1, ErrorCodes.REFUSED_STREAM)
+        else:
+            EchoStream().on_data(request)
+
+    async def scenario() -> None:
+        async with Server(on_data=answer_then_refuse, on_request=lambda request: None) as server:
+            wire = client(server)
+            await wire.connect(1.0)
+            answers = Answers()
+            call = answers.open(wire)
+            call.send(prefixed(b"x"))
+            await until(lambda: answers.ends)
+            assert answers.messages == [b"took it"]
+            assert answers.ends[0][0] == grpc_wire.UNAVAILABLE
+            assert wire.transparent_retries == 0 and len(server.requests) == 1
+            wire.close()
+
+    run(scenario())
+
+
+def test_a_call_past_the_replay_buffer_fails_when_refused():
+    """Over REPLAY_BUFFER bytes sent before any answer: the call is committed, as grpc-core's
+    is past its retry buffer, and a refusal fails it instead of sending it again."""
+
+    refused: set[int] = set()
+
+    def refuse_once_it_is_big(request: Request) -> None:
+        if len(request.body) > grpc_wire.REPLAY_BUFFER and request.stream_id not in refused:
+            refused.add(request.stream_id)
+            request.connection.reset(request.stream_id, ErrorCodes.REFUSED_STREAM)
+
+    async def scenario() -> None:
+        async with Server(on_data=refuse_once_it_is_big, on_request=lambda r: None) as server:
+            wire = client(server)
+            await wire.connect(1.0)
+            answers = Answers()
+            call = answers.open(wire)
+            for _ in range(5):
+                call.send(prefixed(bytes(60_000)))
             await until(lambda: answers.ends)
             assert answers.ends[0][0] == grpc_wire.UNAVAILABLE
-            assert "GOAWAY" in answers.ends[0][1]
             assert wire.transparent_retries == 0
-            later = Answers()
-            second = later.open(wire)
-            second.send(prefixed(b"y"))
-            second.close_sending()
-            await until(lambda: later.ends)
-            assert later.messages == [b"echo:y"] and later.ends == [(grpc_wire.OK, "")]
-            assert len(server.connections) == 2
             wire.close()
 
     run(scenario())

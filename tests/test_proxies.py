@@ -15,17 +15,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from proxies import Proxy, haproxy, nginx
+from stream_law import law_repository
 from tls_certs import make_ca, make_cert
 
-from loadtest.core.schedule import server_schedule
+from loadtest.core.schedule import Schedule, server_schedule
 from loadtest.core.settings import TlsSettings
 from loadtest.engine import timing
 from loadtest.engine.runner import Runner
 from loadtest.engine.samples import random_samples
+from loadtest.stub.process import running_stub
 from loadtest.targets.triton_grpc import TritonGrpcTarget
 from loadtest.targets.triton_http import TritonHttpTarget
+from loadtest.targets.triton_stream import TritonStreamTarget
 
 pytestmark = pytest.mark.proxy
 
@@ -184,3 +188,69 @@ def test_a_cli_run_through_nginx_reports_the_transparent_retries_of_every_worker
     # How many calls race a GOAWAY is up to timing (0 happens): the forced retry is tested
     # against h2 servers in tests/test_grpc_wire.py; here, that the counts reach the report.
     assert len(per_worker) == 2 and client["transparent_retries"] == sum(per_worker)
+
+
+# --- grpc-stream (ModelStreamInfer) through nginx
+
+
+@pytest.fixture(scope="module")
+def streaming_stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The stub serving llm_known with a fast known law (a = 5, b = 0, c = 2 ms)."""
+    repository = law_repository(tmp_path_factory.mktemp("fast-law"), (5.0, 0.0, 2.0))
+    with running_stub("--repository", str(repository)) as stub:
+        yield stub
+
+
+def stream_sample(max_tokens: int) -> dict[str, np.ndarray]:
+    return {
+        "text_input": np.array([b"one two three"], dtype=object),
+        "max_tokens": np.array([max_tokens], dtype=np.int32),
+        "stream": np.array([True]),
+    }
+
+
+def play_streams(target: Any, samples: list[Any], count: int, gap_ms: float) -> Any:
+    async def go() -> Any:
+        await target.open()
+        await target.prepare(samples)
+        due = (np.arange(count) * gap_ms * 1_000_000).astype(np.int64)
+        schedule = Schedule(due, (np.arange(count) % len(samples)).astype(np.int32))
+        try:
+            return (await Runner(schedule, target).run(handle_sigint=False)).records
+        finally:
+            await target.close()
+
+    return timing.run(go())
+
+
+@pytest.mark.parametrize("client", ["wire", "grpcio"])
+def test_grpc_stream_through_nginx_keeps_every_token(
+    streaming_stub: Any, tmp_path: Path, client: str
+):
+    """Many requests multiplexed on one ModelStreamInfer stream through nginx's grpc_pass: each
+    answer whole, its tokens counted exactly, each token a response of its own."""
+    with nginx(tmp_path, grpc_upstream=streaming_stub.grpc_url) as proxy:
+        target = TritonStreamTarget(proxy.url("grpc"), "llm_known", load_client=client)
+        records = play_streams(target, [stream_sample(6), stream_sample(11)], 60, 5.0)
+        assert not failures(records), (failures(records), proxy.log())
+    tokens = np.array([6, 11])[records.sample_index]
+    assert (records.final_count == tokens).all() and (records.parts == tokens).all()
+
+
+def test_grpc_stream_through_nginx_rotating_connections_fails_only_the_timeouts(
+    streaming_stub: Any, tmp_path: Path
+):
+    """Each timed-out request retires its stream (a request cannot be cancelled alone on a
+    shared stream), so the run opens a new stream after every slow one; nginx closes each client
+    connection after 2 of them (GOAWAY), so the next stream opens on a new connection. No fast
+    query may fail for that. (A stream that races the GOAWAY is sent again: forced against h2
+    in test_grpc_wire_stream.py; here the GOAWAY comes well before the next stream.)"""
+    samples = [stream_sample(3), stream_sample(3), stream_sample(400)]  # 9 ms, 9 ms, 0.8 s
+    with nginx(tmp_path, grpc_upstream=streaming_stub.grpc_url, keepalive_requests=2) as proxy:
+        target = TritonStreamTarget(proxy.url("grpc"), "llm_known", timeout_s=0.2)
+        records = play_streams(target, samples, 45, 20.0)
+        log = proxy.log()
+    slow = records.sample_index == 2
+    assert {records.error_kinds[c] for c in records.error_code[slow]} == {"timeout"}, log
+    assert records.ok[~slow].all(), (failures(records), log)
+    assert (records.final_count[~slow] == 3).all()

@@ -21,6 +21,7 @@ from loadtest.core.units import NS_PER_MS
 from loadtest.engine.runner import Runner
 from loadtest.stub.catalog import Behaviour, Catalog
 from loadtest.stub.grpc_server import start_grpc
+from loadtest.stub.grpc_wire_server import WireGrpcServer
 from loadtest.stub.http_server import start_http
 from loadtest.stub.sse import ERROR_AFTER_FIELD, MID_STREAM_ERROR
 from loadtest.targets import sse_client, triton_target
@@ -57,14 +58,23 @@ def _play(
     timeout_s: float = 30.0,
     protocol: str = "http-stream",
 ):
+    """`protocol`: http-stream, or grpc-stream as "grpc-stream/<client>/<stub's gRPC server>"
+    (GRPC_WAYS)."""
+
     async def play():
         if protocol == "http-stream":
             server = await start_http(Catalog(repository), "127.0.0.1", 0, behaviour=Behaviour())
             port = server.sockets[0].getsockname()[1]
             target = TritonSseTarget(f"127.0.0.1:{port}", "llm_known", timeout_s=timeout_s)
         else:
-            server, port = await start_grpc(Catalog(repository), "127.0.0.1", 0)
-            target = TritonStreamTarget(f"127.0.0.1:{port}", "llm_known", timeout_s=timeout_s)
+            _, client, server_kind = protocol.split("/")
+            if server_kind == "grpcio":
+                server, port = await start_grpc(Catalog(repository), "127.0.0.1", 0)
+            else:
+                server = WireGrpcServer(Catalog(repository), Behaviour())
+                port = await server.start("127.0.0.1", 0, None)
+            url = f"127.0.0.1:{port}"
+            target = TritonStreamTarget(url, "llm_known", timeout_s=timeout_s, load_client=client)
         try:
             await target.open()
             assert target.decoupled
@@ -76,13 +86,21 @@ def _play(
             await target.close()
             if protocol == "http-stream":
                 server.close()
+            elif isinstance(server, WireGrpcServer):
+                await server.stop()
             else:
                 await server.stop(None)
 
     return asyncio.run(play()).records
 
 
-@pytest.mark.parametrize("protocol", ["http-stream", "grpc-stream"])
+# grpc-stream as "grpc-stream/<the target's client>/<the stub's gRPC server>": the wire client
+# against grpc.aio's server (an independent HTTP/2 end) and the stub's own wire server, and
+# grpc.aio's client, the cross-check.
+GRPC_WAYS = ["grpc-stream/wire/grpcio", "grpc-stream/wire/wire", "grpc-stream/grpcio/grpcio"]
+
+
+@pytest.mark.parametrize("protocol", ["http-stream", *GRPC_WAYS])
 def test_exact_token_counts_and_the_known_timing(fast_repository, protocol):
     samples = [_sample(b"one two three", 5), _sample(b"a b c d e f g", 9)]
     records = _play(fast_repository, samples, 8, gap_ms=60, protocol=protocol)
@@ -98,7 +116,7 @@ def test_exact_token_counts_and_the_known_timing(fast_repository, protocol):
     assert np.median(np.abs(tpot - C_MS * MS) / (C_MS * MS)) < 0.10
 
 
-@pytest.mark.parametrize("protocol", ["http-stream", "grpc-stream"])
+@pytest.mark.parametrize("protocol", ["http-stream", *GRPC_WAYS])
 def test_an_error_mid_stream_is_a_failed_query_never_a_short_success(fast_repository, protocol):
     """Over SSE the error event comes under the 200 already sent; over gRPC, an error_message
     after two tokens on a stream that goes on."""
@@ -107,14 +125,18 @@ def test_an_error_mid_stream_is_a_failed_query_never_a_short_success(fast_reposi
     bad = records.sample_index == 1
     assert records.errored[bad].all() and records.ok[~bad].all()
     kinds = {records.error_kinds[code] for code in records.error_code[bad]}
-    assert kinds == {f"{protocol.replace('-', ' ')}: {MID_STREAM_ERROR}"}
+    named = protocol.split("/")[0].replace("-", " ")
+    assert kinds == {f"{named}: {MID_STREAM_ERROR}"}
     assert (records.parts[bad] == 2).all()  # the two tokens before the error were seen
     assert (records.final_count[~bad] == 3).all()
 
 
-def test_timeout_closes_the_stream_and_counts_a_timeout(fast_repository):
+@pytest.mark.parametrize("protocol", ["http-stream", *GRPC_WAYS])
+def test_timeout_closes_the_stream_and_counts_a_timeout(fast_repository, protocol):
+    """Over gRPC a timed-out request retires its shared stream, which is cancelled once its
+    other queries are over: the queries around it still succeed."""
     samples = [_sample(b"one", 2), _sample(b"one", 60)]  # 54 ms vs 634 ms
-    records = _play(fast_repository, samples, 4, gap_ms=50, timeout_s=0.3)
+    records = _play(fast_repository, samples, 4, gap_ms=50, timeout_s=0.3, protocol=protocol)
     slow = records.sample_index == 1
     assert all(records.error_kinds[c] == "timeout" for c in records.error_code[slow])
     assert records.ok[~slow].all() and (records.final_count[~slow] == 2).all()

@@ -328,6 +328,8 @@ class _GrpcClientConnection(Http2Connection[_Stream]):
         stream = self.streams.get(stream_id)
         if stream is None:
             return
+        if stream.call is not None:
+            stream.call.replay = None  # the server took the call: never sent again
         for name, value in fields:
             if name == b"grpc-status":
                 # Not a number: this call fails UNKNOWN, as gRPC's clients fail it; the
@@ -415,9 +417,10 @@ class _GrpcClientConnection(Http2Connection[_Stream]):
                 continue
             if stream.deadline < now:
                 self._finish(stream_id, DEADLINE_EXCEEDED, "deadline exceeded (client)")
-            elif stream.call is not None:
-                # A streaming call's messages are not kept once written, so it cannot be sent
-                # again: it fails as grpc-core fails a stream it cannot replay.
+            elif stream.call is not None and stream.call.replay is None:
+                # A streaming call the server answered, or whose messages outgrew the replay
+                # buffer, cannot be sent again: it fails, as grpc-core fails a call it cannot
+                # replay.
                 self._finish(stream_id, UNAVAILABLE, details)
             elif counted and stream.resends >= MAX_TRANSPARENT_RESENDS:
                 self._finish(
@@ -429,6 +432,8 @@ class _GrpcClientConnection(Http2Connection[_Stream]):
                 del self.streams[stream_id]
                 if counted:
                     stream.resends += 1
+                if stream.call is not None:
+                    stream.call.rewind()
                 again.append(stream)
         if again:
             self.client.send_again(again)
@@ -847,8 +852,11 @@ class GrpcWire:
         client's method, with no deadline of its own: `send` messages on it as they come,
         `on_message(message)` gets each response message in order, `on_done(code, details)` the
         end. Opened now when the connection has room, else in turn (its messages wait with it;
-        their `written()` runs as they go). Never sent again: a GOAWAY or REFUSED_STREAM that
-        says the server did not take it fails it UNAVAILABLE."""
+        their `written()` runs as they go). Until the server answers its first headers, its
+        messages are kept (up to REPLAY_BUFFER bytes, grpc-core's per-call retry buffer): a
+        GOAWAY or REFUSED_STREAM that says the server did not take it sends the call again, all
+        of its messages, as grpc-core's transparent retry does; after that it fails
+        UNAVAILABLE."""
         call = StreamingCall(on_message, on_done)
         if self._closed:
             call.ended(CANCELLED, "client closed", b"")
@@ -902,7 +910,7 @@ class GrpcWire:
             return
         self.transparent_retries += len(streams)
         self._waiting.extendleft(
-            (s.block, s.body, s.on_done, s.keep, s.deadline, None, s.resends, None)
+            (s.block, s.body, s.on_done, s.keep, s.deadline, None, s.resends, s.call)
             for s in reversed(streams)
         )
         self.slots_freed()
@@ -997,13 +1005,31 @@ class GrpcWire:
                 connection.transport.close()
 
 
+# A streaming call's messages are kept for a transparent retry until the server answers, up to
+# this many bytes (grpc-core's default grpc.per_rpc_retry_buffer_size, 256 KiB); past it the call
+# is committed and a refusal fails it.
+REPLAY_BUFFER = 256 * 1024
+
+
 class StreamingCall:
     """One streaming call (`GrpcWire.open_call`): `send` messages, `close_sending`, `cancel`.
 
     Messages sent before the stream is open wait here, in order, and go (each `written()` run)
-    as it opens. Once the call is over (`over`), sends are dropped."""
+    as it opens. Until the server's first headers they are also kept in `replay`, to send the
+    call again if the server says it never took it. Once the call is over (`over`), sends are
+    dropped."""
 
-    __slots__ = ("backlog", "connection", "on_done", "on_message", "over", "sending", "stream_id")
+    __slots__ = (
+        "backlog",
+        "connection",
+        "on_done",
+        "on_message",
+        "over",
+        "replay",
+        "replay_size",
+        "sending",
+        "stream_id",
+    )
 
     def __init__(self, on_message: OnMessage, on_done: Ended) -> None:
         self.on_message = on_message
@@ -1013,16 +1039,32 @@ class StreamingCall:
         self.backlog: list[tuple[bytes, Written | None]] = []
         self.sending = True  # the client's side is open
         self.over = False
+        # every message so far, until the server answers (None: committed, never sent again)
+        self.replay: list[bytes] | None = []
+        self.replay_size = 0
 
     def send(self, message: bytes, written: Written | None = None) -> None:
         """One framed message (see `framed`), written now if the stream is open; `written()`
         runs only if it had to wait for the stream to open."""
         if self.over or not self.sending:
             return
+        replay = self.replay
+        if replay is not None:
+            self.replay_size += len(message)
+            if self.replay_size > REPLAY_BUFFER:
+                self.replay = None
+            else:
+                replay.append(message)
         if self.connection is None:
             self.backlog.append((message, written))
             return
         self.connection.send_message(self.stream_id, message)
+
+    def rewind(self) -> None:
+        """The server never took the stream: every message goes again on the next one."""
+        assert self.replay is not None
+        self.connection = None
+        self.backlog = [(message, None) for message in self.replay]
 
     def close_sending(self) -> None:
         """No more messages from the client (half-close); the server's answers go on."""
