@@ -23,7 +23,8 @@ the runner in this process, and the line says:
   2-core machine a stub near 1 core is the limit, not the client).
 
     python benchmarks/stream_client.py [--tokens 64] [--seconds 4] [--token-ms 0]
-        [--rates 200,400,800,1600] [--grpc-rates 200,400,800,1600] [--grpc-server wire]
+        [--rates 200,400,800,1600] [--grpc-rates 200,400,800,1600] [--grpcio-rates 50,100,200]
+        [--grpc-server wire]
         [--protocols http-stream,openai,openai-chat,grpc-stream,grpc-stream-grpcio]
 
 The output goes to a new benchmarks/results/stream-client-<date>-<time>.txt by default.
@@ -153,6 +154,11 @@ def main() -> None:
         "--grpc-rates", default="200,400,800,1600", help="grpc-stream's requests/s ladder"
     )
     parser.add_argument(
+        "--grpcio-rates",
+        default="50,100,200",
+        help="grpc-stream-grpcio's ladder (grpc.aio keeps ~10k tokens/s: lower rates)",
+    )
+    parser.add_argument(
         "--grpc-server",
         choices=("wire", "grpcio"),
         default="wire",
@@ -170,7 +176,7 @@ def main() -> None:
         "openai": sse_rates,
         "openai-chat": sse_rates,
         "grpc-stream": [float(r) for r in args.grpc_rates.split(",")],
-        "grpc-stream-grpcio": [float(r) for r in args.grpc_rates.split(",")],
+        "grpc-stream-grpcio": [float(r) for r in args.grpcio_rates.split(",")],
     }
     out = Output()
     header(out, "stream_client.py", os.cpu_count() or 0)

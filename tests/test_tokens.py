@@ -264,6 +264,31 @@ def test_the_token_count_is_read_from_num_output_tokens():
     assert token_count(service_pb2.ModelInferResponse(id="3")) is None
 
 
+def test_token_counts_look_where_the_count_was_and_find_it_when_the_outputs_move():
+    from tritonclient.grpc import service_pb2
+
+    from loadtest.targets.triton_stream import TokenCounts
+
+    def response(names: list[str], count: int, datatype: str = "UINT32"):
+        made = service_pb2.ModelInferResponse(id="1")
+        for name in names:
+            kind = datatype if name == "num_output_tokens" else "BYTES"
+            made.outputs.add(name=name, datatype=kind, shape=[1])
+            width = 8 if kind in ("INT64", "UINT64") else 4
+            made.raw_output_contents.append(count.to_bytes(width, "little"))
+        return made
+
+    counts = TokenCounts()
+    assert counts.of(response(["text_output", "num_output_tokens"], 2)) == 2
+    assert counts.at == 1
+    assert counts.of(response(["text_output", "num_output_tokens"], 5)) == 5
+    assert counts.of(response(["num_output_tokens", "text_output"], 7)) == 7  # moved
+    assert counts.at == 0
+    assert counts.of(response(["num_output_tokens"], 9, "INT64")) == 9
+    assert counts.of(response(["text_output"], 1)) is None
+    assert counts.of(response(["num_output_tokens"], 3, "FP32")) is None
+
+
 def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "loadtest.cli", *args],

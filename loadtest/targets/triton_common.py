@@ -334,7 +334,10 @@ class StreamingTargetBase(TritonTargetBase):
 
     @property
     def transparent_retries(self) -> int:
-        return 0  # gRPC's transparent retry belongs to the wire client's unary calls
+        # The unary targets count the queries sent again. A grpc-stream stream the server never
+        # took is sent again whole (its queries with it) by the wire client, which counts
+        # streams, not queries: not reported as queries here.
+        return 0
 
     def start_parts(self, sample_index: int, parts: Parts, written: Written | None = None) -> None:
         raise NotImplementedError  # each streaming target's own load path
