@@ -31,6 +31,7 @@ from loadtest.stub.process import running_stub
 from loadtest.targets import target_for
 from loadtest.targets.grpc_proxy_env import grpc_proxy_for
 from loadtest.targets.triton_grpc import TritonGrpcTarget
+from loadtest.targets.triton_stream import TritonStreamTarget
 
 URL = "127.0.0.1:1"
 
@@ -182,20 +183,22 @@ def test_grpc_proxy_for_follows_grpc_core(environ, host, proxy):
     assert grpc_proxy_for(host, environ) == proxy
 
 
-def test_the_wire_target_refuses_a_proxy_grpcio_would_use(monkeypatch, stub):
+@pytest.mark.parametrize("target_class", [TritonGrpcTarget, TritonStreamTarget])
+def test_the_wire_target_refuses_a_proxy_grpcio_would_use(monkeypatch, stub, target_class):
     monkeypatch.setenv("https_proxy", "http://proxy.invalid:3128")
     for name in ("grpc_proxy", "no_grpc_proxy", "no_proxy"):
         monkeypatch.delenv(name, raising=False)
-    target = TritonGrpcTarget(URL, "tiny")
+    target = target_class(URL, "tiny")
     with pytest.raises(SettingsError, match=r"https_proxy=http://proxy\.invalid:3128 applies"):
         asyncio.run(target.open())
     args = ["server", "--url", stub.grpc_url, "-m", "tiny", "--embedded", "never", "--qps", "10"]
     assert "no_grpc_proxy" in _refusal([*args, "--duration", "0.2", "--no-live"])
 
 
-def test_the_grpcio_client_is_not_refused_for_a_proxy(monkeypatch):
+@pytest.mark.parametrize("target_class", [TritonGrpcTarget, TritonStreamTarget])
+def test_the_grpcio_client_is_not_refused_for_a_proxy(monkeypatch, target_class):
     monkeypatch.setenv("https_proxy", "http://proxy.invalid:3128")
-    target = TritonGrpcTarget(URL, "tiny", load_client="grpcio")
+    target = target_class(URL, "tiny", load_client="grpcio")
     target._refuse_proxy()  # grpcio routes setup and load alike: nothing to refuse
 
 

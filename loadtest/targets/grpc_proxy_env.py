@@ -77,3 +77,15 @@ def grpc_proxy_for(host: str, environ: Mapping[str, str] | None = None) -> str |
     if no_proxy is not None and _excluded(host, no_proxy[1]):
         return None
     return f"{name}={redact_url(value)}"
+
+
+def refuse_proxy_for_wire(url: str) -> None:
+    """The wire gRPC client connects directly: where grpcio (the setup calls) would use an HTTP
+    CONNECT proxy for `url` (host:port), setup and load would take different routes, so the run
+    is refused (ProxyRefused, exit 2)."""
+    proxy = grpc_proxy_for(url.rpartition(":")[0])
+    if proxy is not None:
+        raise ProxyRefused(
+            f"{proxy} applies to {url}, and the wire gRPC client does not go through "
+            "proxies: add the host to no_grpc_proxy, or use --grpc-client grpcio"
+        )

@@ -58,7 +58,7 @@ from loadtest.core.target import (
     Written,
 )
 from loadtest.errors import SettingsError, TargetError
-from loadtest.targets.grpc_proxy_env import ProxyRefused, grpc_proxy_for
+from loadtest.targets.grpc_proxy_env import refuse_proxy_for_wire
 from loadtest.targets.shared_memory import SystemRegions
 from loadtest.targets.transport import (
     PERMISSION_DENIED,
@@ -297,16 +297,10 @@ class TritonGrpcTarget(TritonTargetBase):
         return TargetError(f"cannot reach Triton over gRPC at {self.url}: {exc.message()}{hint}")
 
     def _refuse_proxy(self) -> None:
-        """The wire client connects directly: where grpcio (the setup calls) would use an HTTP
-        CONNECT proxy for this address, setup and load would take different routes."""
-        if self.load_client != "wire":
-            return
-        proxy = grpc_proxy_for(self.url.rpartition(":")[0])
-        if proxy is not None:
-            raise ProxyRefused(
-                f"{proxy} applies to {self.url}, and the wire gRPC client does not go through "
-                "proxies: add the host to no_grpc_proxy, or use --grpc-client grpcio"
-            )
+        """The wire client cannot follow a CONNECT proxy grpcio would use (grpc_proxy_env.py);
+        grpc.aio routes setup and load alike."""
+        if self.load_client == "wire":
+            refuse_proxy_for_wire(self.url)
 
     async def open(self) -> ModelSpec:
         self._refuse_proxy()

@@ -64,6 +64,7 @@ from loadtest.core.target import (
     Written,
 )
 from loadtest.errors import TargetError
+from loadtest.targets.grpc_proxy_env import refuse_proxy_for_wire
 from loadtest.targets.transport import grpc_auth_kind, grpc_client, ssl_context
 from loadtest.targets.triton_common import (
     DEFAULT_GRPC_PORT,
@@ -239,7 +240,14 @@ class TritonStreamTarget(StreamingTargetBase):
         client = "" if self.load_client == "wire" else f" ({self.load_client})"
         return self._describe(f"{self._LABEL}{self._tls_mark}{client}")
 
+    def _refuse_proxy(self) -> None:
+        """The wire client cannot follow a CONNECT proxy grpcio would use (grpc_proxy_env.py);
+        grpc.aio routes setup and load alike."""
+        if self.load_client == "wire":
+            refuse_proxy_for_wire(self.url)
+
     async def open(self) -> ModelSpec:
+        self._refuse_proxy()
         self._client = grpc_client(self.url, self.credentials)
         setup = self.setup_timeout_s
         try:
