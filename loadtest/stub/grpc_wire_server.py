@@ -335,27 +335,10 @@ class _GrpcServerConnection(Http2Connection[_Call]):
         call = self.streams.get(stream_id)
         if call is None:
             return
-        out = self.out
         if not call.headers_sent:
             call.headers_sent = True
-            out.append(frame(HEADERS, END_HEADERS, stream_id, RESPONSE_BLOCK))
-        size = len(data)
-        if (
-            not call.rest
-            and size <= self.max_frame
-            and size <= self.send_window
-            and size <= call.window
-        ):
-            out.append(frame(DATA, 0, stream_id, data))
-            self.send_window -= size
-            call.window -= size
-        elif call.rest:
-            call.rest = memoryview(bytes(call.rest) + data)
-        else:
-            call.rest = memoryview(data)
-            self._data_frames(stream_id, call)
-            if call.rest:
-                self.blocked.append(stream_id)
+            self.out.append(frame(HEADERS, END_HEADERS, stream_id, RESPONSE_BLOCK))
+        self._more_data(stream_id, call, data)
         if not self.reading:
             self.flush()
 

@@ -32,9 +32,10 @@ that ends or breaks fails every query still on it, and the next query opens a ne
 per-query deadline (--timeout) counts the query as "timeout" and drops its later responses. A
 request cannot be cancelled alone on a shared stream (cancelling the call cancels them all), so
 a timeout retires the stream: new queries open the next one, and the retired stream is cancelled
-once its other queries are over, which cancels the timed-out request on the server too. The
-wire client never re-sends a stream (its requests are not kept once written): a GOAWAY or
-REFUSED_STREAM that says the server did not take it fails its queries UNAVAILABLE, and the next
+once its other queries are over, which cancels the timed-out request on the server too. A
+stream the server (or a proxy's GOAWAY) says it never took is sent again whole by the wire
+client, as grpc-core's transparent retry does, while its requests are still kept (until the
+server's first headers, 256 KiB at most); otherwise its queries fail UNAVAILABLE and the next
 query opens a new stream, on a new connection if need be.
 """
 
@@ -108,10 +109,9 @@ def id_field(request_id: str) -> bytes:
             return _ID_FIELD_TAG + bytes(varint) + raw
 
 
-def token_count(response: service_pb2.ModelInferResponse, at: int = 0) -> int | None:
-    """The `num_output_tokens` this response carries (summed over its elements), None if none.
-    `at`: where it is looked for first (`TokenCounts`)."""
-    return TokenCounts(at).of(response)
+def token_count(response: service_pb2.ModelInferResponse) -> int | None:
+    """The `num_output_tokens` this response carries (summed over its elements), None if none."""
+    return TokenCounts().of(response)
 
 
 class TokenCounts:
@@ -486,6 +486,7 @@ class TritonStreamTarget(StreamingTargetBase):
         self._current = None
         streams, self._streams = list(self._streams), set()
         for stream in streams:
+            self._stream_over(stream, "grpc stream: closed")  # the same kind on either client
             stream.close()
         await asyncio.gather(
             *(stream.reader for stream in streams if stream.reader is not None),

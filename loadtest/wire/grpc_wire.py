@@ -1,4 +1,5 @@
-"""A lean gRPC client for the inference path: unary calls on one HTTP/2 connection, no tasks.
+"""A lean gRPC client for the inference path: unary and streaming calls on one HTTP/2
+connection, no tasks.
 
 Why not grpc.aio here (docs/grpc-load-path.md has the profile): each grpc.aio call builds a call
 object and a task of its own, and its answer comes from gRPC's poller thread through the event
@@ -33,14 +34,21 @@ python-hyper's h2 uses:
 - a call that would exceed the server's SETTINGS_MAX_CONCURRENT_STREAMS, or that comes while
   the connection is being (re)opened, waits in a FIFO; `written()` then runs when it is written.
 
-Every call has a deadline (`timeout_s` from the call): it is sent as `grpc-timeout`, so the server
-gives up too, and a sweep every SWEEP_FRACTION of it (1 ms to 0.5 s, one timer for the whole
-client) cancels what is still unanswered past it (RST_STREAM CANCEL) and reports
+Streaming calls (`open_call`, what ModelStreamInfer needs: one long-lived stream carrying many
+requests and their responses) go on the same connection: each message sent is written at once
+within the windows, each response message is handed over whole as the DATA frames bring it, and
+`after_read` runs once each network read is parsed, so a reader can report what one read brought
+together. Such a call has no deadline of its own (its requests keep theirs, outside).
+
+Every unary call has a deadline (`timeout_s` from the call): it is sent as `grpc-timeout`, so
+the server gives up too, and a sweep every SWEEP_FRACTION of it (1 ms to 0.5 s, one timer for the
+whole client) cancels what is still unanswered past it (RST_STREAM CANCEL) and reports
 DEADLINE_EXCEEDED, as gRPC's clients do. The answer to a call is its gRPC status code, the
 status message, and, when asked, the response message itself.
 
-tests/test_grpc_wire.py checks all of this against an independent HTTP/2 server (python-hyper's
-h2, whose state machine rejects any flow-control, frame-size or stream-limit violation).
+tests/test_grpc_wire.py and tests/test_grpc_wire_stream.py check all of this against an
+independent HTTP/2 server (python-hyper's h2, whose state machine rejects any flow-control,
+frame-size or stream-limit violation); tests/test_proxies.py runs it through nginx.
 """
 
 from __future__ import annotations
@@ -542,23 +550,7 @@ class _GrpcClientConnection(Http2Connection[_Stream]):
         stream = self.streams.get(stream_id)
         if stream is None or not stream.open_ended:
             return  # the call is over, or its side closed: nothing more goes out
-        size = len(message)
-        if (
-            not stream.rest
-            and size <= self.max_frame
-            and size <= self.send_window
-            and size <= stream.window
-        ):
-            self.out.append(frame(DATA, 0, stream_id, message))
-            self.send_window -= size
-            stream.window -= size
-        elif stream.rest:  # already waiting for a window (and in `blocked`): after it
-            stream.rest = memoryview(bytes(stream.rest) + message)
-        else:
-            stream.rest = memoryview(message)
-            self._data_frames(stream_id, stream)
-            if stream.rest:
-                self.blocked.append(stream_id)
+        self._more_data(stream_id, stream, message)
         self.flush()
 
     def close_sending(self, stream_id: int) -> None:
@@ -1006,8 +998,9 @@ class GrpcWire:
 
 
 # A streaming call's messages are kept for a transparent retry until the server answers, up to
-# this many bytes (grpc-core's default grpc.per_rpc_retry_buffer_size, 256 KiB); past it the call
-# is committed and a refusal fails it.
+# this many bytes (grpc-core's default GRPC_ARG_PER_RPC_RETRY_BUFFER_SIZE, 256 KiB:
+# kDefaultPerRpcRetryBufferSize in src/core/client_channel/retry_filter.cc); past it the call is
+# committed and a refusal fails it.
 REPLAY_BUFFER = 256 * 1024
 
 

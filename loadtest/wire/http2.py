@@ -303,6 +303,28 @@ class Http2Connection(asyncio.Protocol, Generic[S]):
             stream.window -= size
         self._all_written(stream_id, stream)
 
+    def _more_data(self, stream_id: int, stream: S, data: bytes) -> None:
+        """More bytes on a stream that stays open (a streaming call's next message, either
+        end): one DATA frame now when the windows and the frame size allow and nothing waits
+        before it, else queued behind what waits, written as WINDOW_UPDATEs allow."""
+        size = len(data)
+        if (
+            not stream.rest
+            and size <= self.max_frame
+            and size <= self.send_window
+            and size <= stream.window
+        ):
+            self.out.append(frame(DATA, 0, stream_id, data))
+            self.send_window -= size
+            stream.window -= size
+        elif stream.rest:  # already waiting for a window (and in `blocked`): after it
+            stream.rest = memoryview(bytes(stream.rest) + data)
+        else:
+            stream.rest = memoryview(data)
+            self._data_frames(stream_id, stream)
+            if stream.rest:
+                self.blocked.append(stream_id)
+
     def _write_blocked(self) -> None:
         for _ in range(len(self.blocked)):
             stream_id = self.blocked.popleft()
