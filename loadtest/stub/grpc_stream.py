@@ -5,7 +5,8 @@ by one response per token, each echoing the request's id and carrying `text_outp
 `num_output_tokens` = 1, the last with the parameter `triton_final_response` = true. Tokens are
 timed by the model's StreamLaw (catalog.py), as the stub's generate_stream answers are (sse.py's
 TokenPlan); a `stub_error_after` input sends that many tokens, then a response with an
-`error_message`. Served by the grpc.aio side (`loadtest stub --grpc-server grpcio`).
+`error_message`. Served by the grpc.aio side (`loadtest stub --grpc-server grpcio`); the lean
+wire side answers the same from grpc_wire_stream.py (tests/test_stub_grpc_wire.py compares them).
 """
 
 from __future__ import annotations
