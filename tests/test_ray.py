@@ -136,9 +136,18 @@ def _exact_schedule(result: dict, workers: int = 2) -> None:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return _free_ports(1)[0]
+
+
+def _free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports: all held at once while they are chosen, or the OS
+    may hand the same one out twice (seen in CI: the head's GCS and Ray Client server both got
+    40105, and `ray start` refused)."""
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
 
 
 @dataclass
@@ -233,7 +242,7 @@ def cluster() -> Iterator[Cluster]:
         "RAY_USAGE_STATS_ENABLED": "0",
         "TIMEOUT_FOR_SPECIFIC_SERVER_S": str(SPECIFIC_SERVER_IDLE_S),
     }
-    port, client_port = _free_port(), _free_port()
+    port, client_port = _free_ports(2)
     starters: list[subprocess.Popen[bytes]] = []
     try:
         head = [
