@@ -84,8 +84,12 @@ def test_result_json_records_the_grpc_settings():
         ({"connections": 10**9}, "--connections must be 1 to 64"),
         ({"connections": 2, "protocol": Protocol.HTTP}, "--connections is for --protocol grpc"),
         (
-            {"grpc_compression": "gzip", "protocol": Protocol.GRPC_STREAM},
-            "--grpc-compression is for --protocol grpc",
+            {"grpc_compression": "gzip", "protocol": Protocol.HTTP_STREAM},
+            "--grpc-compression is for --protocol grpc or grpc-stream",
+        ),
+        (
+            {"connections": 2, "protocol": Protocol.GRPC_STREAM},
+            "--connections is for --protocol grpc",
         ),
         (
             {"grpc_keepalive_s": 1.0, "grpc_client": "grpcio"},

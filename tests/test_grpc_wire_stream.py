@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from h2.errors import ErrorCodes
-from h2.events import StreamEnded, StreamReset
+from h2.events import PingReceived, StreamEnded, StreamReset
 from h2.settings import SettingCodes
 from h2_grpc_server import RESPONSE_HEADERS, Request, Server, prefixed, run, until
 from hyperframe.frame import GoAwayFrame
@@ -441,6 +441,52 @@ def test_after_read_runs_once_each_read_is_parsed_with_its_messages_already_deli
             call.send(prefixed(b"r"))
             await until(lambda: len(answers.messages) == 4)
             assert 4 in seen_at_read_end  # the read that brought them ran the hook after them
+            wire.close()
+
+    run(scenario())
+
+
+def test_requests_go_compressed_when_asked_and_keepalive_pings_a_call_in_flight():
+    """`compression`: each message with the compressed flag, gzip inside, `grpc-encoding` sent;
+    `keepalive_s`: PINGs while the call is open (the server answers them) and the call goes on."""
+    received: list[bytes] = []
+
+    def gunzip_and_echo(request: Request) -> None:
+        """Each whole message (flag 1 checked) gunzipped and echoed as it is."""
+        body, at = request.body, 0
+        while len(body) - at >= 5:
+            size = int.from_bytes(body[at + 1 : at + 5], "big")
+            if len(body) - at - 5 < size:
+                break
+            assert body[at] == 1
+            message = zlib.decompress(bytes(body[at + 5 : at + 5 + size]), 16 + zlib.MAX_WBITS)
+            if not received:
+                request.connection.h2.send_headers(request.stream_id, RESPONSE_HEADERS)
+            received.append(message)
+            request.connection.send_body(request.stream_id, prefixed(message))
+            at += 5 + size
+        del body[:at]
+        request.connection.flush()
+
+    def trailers(request: Request) -> None:
+        request.connection.send_headers(request.stream_id, [("grpc-status", "0")], end=True)
+
+    async def scenario() -> None:
+        async with Server(on_data=gunzip_and_echo, on_request=trailers) as server:
+            wire = client(server, compression="gzip", keepalive_s=0.02)
+            await wire.connect(1.0)
+            answers = Answers()
+            call = answers.open(wire)
+            call.send(grpc_wire.framed(b"first", "gzip"))
+            await until(lambda: answers.messages)
+            await until(lambda: len(server.seen(PingReceived)) >= 2)  # pings while it is open
+            call.send(grpc_wire.framed(b"second" * 100, "gzip"))
+            call.close_sending()
+            await until(lambda: answers.ends)
+            (request,) = server.requests
+            assert request.header("grpc-encoding") == "gzip"
+            assert received == [b"first", b"second" * 100]
+            assert answers.messages == received and answers.ends == [(grpc_wire.OK, "")]
             wire.close()
 
     run(scenario())

@@ -252,3 +252,24 @@ def test_http_stream_is_a_protocol_over_http_with_its_own_target():
     assert not Protocol("http-stream").over_grpc and Protocol("grpc-stream").over_grpc
     target = triton_target("http://127.0.0.1:8000", "http-stream", "llm_known")
     assert isinstance(target, TritonSseTarget) and target.capabilities.streams_parts
+
+
+@pytest.mark.parametrize("compression", ["gzip", "deflate"])
+def test_grpc_stream_requests_compressed_as_asked_are_answered_alike(fast_repository, compression):
+    """--grpc-compression on grpc-stream: each request message compressed (grpc-encoding), which
+    grpc.aio's server decompresses; the answers are what they are uncompressed."""
+
+    async def play():
+        server, port = await start_grpc(Catalog(fast_repository), "127.0.0.1", 0)
+        target = TritonStreamTarget(f"127.0.0.1:{port}", "llm_known", grpc_compression=compression)
+        try:
+            await target.open()
+            await target.prepare([_sample(b"one two three", 5)])
+            schedule = Schedule((np.arange(4) * 20 * MS).astype(np.int64), np.zeros(4, np.int32))
+            return (await Runner(schedule, target).run(handle_sigint=False)).records
+        finally:
+            await target.close()
+            await server.stop(None)
+
+    records = asyncio.run(play())
+    assert records.ok.all() and (records.final_count == 5).all() and (records.parts == 5).all()

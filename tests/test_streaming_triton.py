@@ -313,3 +313,12 @@ def test_an_http_stream_timeout_closes_the_connection_and_triton_cancels_the_req
     log = llm_triton.log_path.read_text(errors="replace")
     cancelled = [line for line in log.splitlines() if "of 170 tokens" in line]
     assert len(cancelled) == 1 and "llm_known: cancelled after" in cancelled[0]
+
+
+def test_gzip_requests_and_keepalive_on_the_stream_against_triton(llm_triton):
+    """--grpc-compression gzip and --grpc-keepalive on grpc-stream: Triton decompresses each
+    request message and answers the PINGs on the stream's connection; every token counted."""
+    samples = [_sample(b"one two", 4), _sample(b"one two three", 6)]
+    records = _play(llm_triton.grpc_url, samples, 4, 60, grpc_compression="gzip", keepalive_s=0.1)
+    assert records.ok.all() and records.streamed.all()
+    assert (records.final_count == np.array([4, 6])[records.sample_index]).all()

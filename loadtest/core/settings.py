@@ -241,9 +241,9 @@ class TargetSettings:
         return setup_timeout(self.request_timeout_s)
 
     def _check_grpc_client(self) -> None:
-        """The gRPC client flags: valid values, and only where they act (--grpc-client: either
-        gRPC protocol; the others: the wire client of --protocol grpc), never silently
-        ignored."""
+        """The gRPC client flags: valid values, and only where they act (--grpc-client,
+        --grpc-compression, --grpc-keepalive: the wire client of either gRPC protocol;
+        --connections: --protocol grpc's), never silently ignored."""
         if self.grpc_client not in GRPC_CLIENTS:
             raise SettingsError(
                 f"--grpc-client {self.grpc_client!r}: use one of {', '.join(GRPC_CLIENTS)}"
@@ -283,8 +283,13 @@ class TargetSettings:
         ]
         if not asked or url_scheme(self.url) == "fake":
             return
-        if self.protocol is not Protocol.GRPC:
-            raise SettingsError(f"{asked[0]} is for --protocol grpc (the wire client's calls)")
+        if self.connections > 1 and self.protocol is not Protocol.GRPC:
+            # grpc-stream multiplexes every query on one stream: one connection carries it
+            raise SettingsError("--connections is for --protocol grpc (the wire client's calls)")
+        if not self.protocol.over_grpc:
+            raise SettingsError(
+                f"{asked[0]} is for --protocol grpc or grpc-stream (the wire client's calls)"
+            )
         if self.grpc_client != "wire":
             raise SettingsError(f"{asked[0]} is for --grpc-client wire, not {self.grpc_client}")
 

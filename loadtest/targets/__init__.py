@@ -67,6 +67,7 @@ def triton_target(
     if protocol == "grpc-stream":
         from loadtest.targets.triton_stream import TritonStreamTarget
 
+        options = grpc or GrpcOptions()
         return TritonStreamTarget(
             url,
             model,
@@ -75,7 +76,10 @@ def triton_target(
             server_timeout_s,
             tls=tls,
             headers=headers,
-            load_client=(grpc or GrpcOptions()).client,
+            load_client=options.client,
+            grpc_compression=options.compression,
+            keepalive_s=options.keepalive_s,
+            keepalive_timeout_s=options.keepalive_timeout_s,
         )
     if protocol == "http-stream":
         from loadtest.targets.triton_sse import TritonSseTarget

@@ -55,7 +55,7 @@ from tritonclient.utils import InferenceServerException
 from loadtest.core.records import TIMEOUT
 from loadtest.core.secrets import Header
 from loadtest.core.sessions import Message
-from loadtest.core.settings import GRPC_CLIENTS, TlsSettings
+from loadtest.core.settings import DEFAULT_GRPC_KEEPALIVE_TIMEOUT_S, GRPC_CLIENTS, TlsSettings
 from loadtest.core.target import (
     NUMPY_TO_TRITON,
     ModelSpec,
@@ -165,7 +165,8 @@ class _Stream:
     """One ModelStreamInfer call and the queries in flight on it, whichever client carries it:
     the wire client's `call`, or grpc.aio's (`aio_call`, fed from `outbox`, read by `reader`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, compression: str | None = None) -> None:
+        self.compression = compression  # the wire client's, for each request message
         self.pending: dict[str, _Query] = {}
         self.call: StreamingCall | None = None
         self.outbox: asyncio.Queue[StampedSend | None] | None = None
@@ -174,7 +175,7 @@ class _Stream:
 
     def send(self, request: bytes, written: Written | None) -> None:
         if self.call is not None:
-            self.call.send(framed(request), written)
+            self.call.send(framed(request, self.compression), written)
         else:
             assert self.outbox is not None
             self.outbox.put_nowait(StampedSend(request, written))
@@ -216,10 +217,18 @@ class TritonStreamTarget(StreamingTargetBase):
         tls: TlsSettings | None = None,
         headers: tuple[Header, ...] = (),
         load_client: str = "wire",
+        grpc_compression: str | None = None,
+        keepalive_s: float = 0.0,
+        keepalive_timeout_s: float = DEFAULT_GRPC_KEEPALIVE_TIMEOUT_S,
     ) -> None:
         if load_client not in GRPC_CLIENTS:
             raise ValueError(f"load_client {load_client!r}: use one of {GRPC_CLIENTS}")
         self.load_client = load_client
+        # The wire client's request compression ("gzip", "deflate"), keepalive PING interval and
+        # timeout: a long-lived stream is what an idle-timeout in between cuts first.
+        self.grpc_compression = grpc_compression
+        self.keepalive_s = keepalive_s
+        self.keepalive_timeout_s = keepalive_timeout_s
         super().__init__(url, model, version, timeout_s, server_timeout_s, tls=tls, headers=headers)
 
     def _init_own(self) -> None:
@@ -302,6 +311,9 @@ class TritonStreamTarget(StreamingTargetBase):
             self.setup_timeout_s,
             self._metadata or (),
             ssl_context(tls, ("h2",)) if tls is not None else None,
+            compression=self.grpc_compression,
+            keepalive_s=self.keepalive_s,
+            keepalive_timeout_s=self.keepalive_timeout_s,
         )
         try:
             await wire.connect(self.setup_timeout_s)
@@ -330,7 +342,7 @@ class TritonStreamTarget(StreamingTargetBase):
         """The stream new queries go on, opened (with its reader) if there is none."""
         if self._current is not None:
             return self._current
-        stream = _Stream()
+        stream = _Stream(self.grpc_compression)
         if self._wire_client is not None:
             stream.call = self._wire_client.open_call(
                 lambda message: self._response(stream, message, together=True),
