@@ -367,6 +367,34 @@ def interleaved_on_fakes(triton_servers: int, native_servers: int):
     return peaks, order
 
 
+def test_a_client_bound_boundary_repeat_counts_as_a_run_and_the_repeats_end():
+    """Seen in a compare run: the boundary's repeats came back client-bound (the client behind
+    its schedule on cores the server also used) and, not counted, were repeated 16 times until
+    the budget ran out. A client-bound repeat is one run at the peak: `repeats` of them, then
+    the search is over; its peak stays the rate that passed."""
+    from types import SimpleNamespace
+
+    from loadtest.scenarios.searches.compare_peak_run import _Search
+    from loadtest.scenarios.searches.peak_search import Probe
+
+    concluded = SimpleNamespace(next_qps=lambda probes: None)
+    search = _Search("triton-grpc-stream", target=None, search=concluded)  # type: ignore[arg-type]
+
+    def run(qps: float, valid: bool = True, client_bound: bool = False) -> None:
+        probe = Probe(qps, 1_000_000, valid, client_bound)
+        search.add(SimpleNamespace(probe=probe), repeat=bool(search.runs))  # type: ignore[arg-type]
+
+    run(27.6)
+    run(34.5, valid=False, client_bound=True)
+    run(33.6)
+    assert search.next_probe(1) == (33.6, True)
+    run(33.6, client_bound=True)
+    assert search.next_probe(1) == (None, False)  # one repeat asked, one run: over
+    assert search.next_probe(2) == (33.6, True)
+    run(33.6)
+    assert search.next_probe(2) == (None, False)
+
+
 def test_compare_peaks_on_fakes_of_two_capacities_give_their_ratio():
     from loadtest.report.compare_peak_report import peak_ratios, peak_search_json
 

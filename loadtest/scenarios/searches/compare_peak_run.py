@@ -82,8 +82,10 @@ class _Search:
 
     def next_probe(self, repeats: int) -> tuple[float | None, bool]:
         """The next rate and whether it repeats the boundary: the search's next probe; once it
-        has concluded, its peak again on another seed, until the peak has passed `repeats` + 1
-        times. A failed repeat moves the bracket down, and the search resumes inside it."""
+        has concluded, its peak again on another seed, until the peak has run `repeats` + 1
+        times. A failed repeat moves the bracket down, and the search resumes inside it. A
+        client-bound repeat counts as a run: it says nothing of the server, and repeating it
+        where the client cannot keep up only spent the budget (seen: 16 repeats at one rate)."""
         assert self.search is not None
         probes = self.probes()
         qps = self.search.next_qps(probes)
@@ -92,7 +94,7 @@ class _Search:
         lo = bracket(probes).lo
         if lo is None or repeats <= 0:
             return None, False
-        runs_at_peak = sum(1 for p in probes if p.qps == lo.qps and p.counts)
+        runs_at_peak = sum(1 for p in probes if p.qps == lo.qps)
         return (lo.qps, True) if runs_at_peak <= repeats else (None, False)
 
 
