@@ -20,12 +20,11 @@ from typing import Any, BinaryIO
 
 import onnx
 
+from loadtest.wire.protobuf_fields import LENGTH_DELIMITED, varint
+
 MODEL_GRAPH = 7  # ModelProto.graph
 GRAPH_INITIALIZER = 5  # GraphProto.initializer
 TENSOR_RAW_DATA = 9  # TensorProto.raw_data
-
-
-LENGTH_DELIMITED = 2
 
 
 class ScanError(ValueError):
@@ -33,17 +32,7 @@ class ScanError(ValueError):
 
 
 def _tag(field: int) -> bytes:
-    return _varint_bytes(field << 3 | LENGTH_DELIMITED)
-
-
-def _varint_bytes(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
+    return varint(field << 3 | LENGTH_DELIMITED)
 
 
 def _read_varint(stream: BinaryIO) -> int:
@@ -76,11 +65,11 @@ def _copy_fields(stream: BinaryIO, end: int, path: tuple[int, ...]) -> bytes:
         if field == 0:
             raise ScanError("field number 0: not a protobuf message")
         if wire == 0:
-            out += _varint_bytes(tag) + _varint_bytes(_read_varint(stream))
+            out += varint(tag) + varint(_read_varint(stream))
         elif wire == 1:
-            out += _varint_bytes(tag) + _read_exact(stream, 8)
+            out += varint(tag) + _read_exact(stream, 8)
         elif wire == 5:
-            out += _varint_bytes(tag) + _read_exact(stream, 4)
+            out += varint(tag) + _read_exact(stream, 4)
         elif wire == 2:
             size = _read_varint(stream)
             start = stream.tell()
@@ -94,7 +83,7 @@ def _copy_fields(stream: BinaryIO, end: int, path: tuple[int, ...]) -> bytes:
                 body = _copy_fields(stream, start + size, here)
             else:
                 body = _read_exact(stream, size)
-            out += _varint_bytes(tag) + _varint_bytes(len(body)) + body
+            out += varint(tag) + varint(len(body)) + body
         else:
             raise ScanError(f"wire type {wire}: not an ONNX model")
     if stream.tell() != end:
@@ -146,10 +135,10 @@ def serialized_chunks(model: onnx.ModelProto) -> Iterator[bytes]:
     sizes = [tensor.ByteSize() for tensor in graph.initializer]
     initializer_tag = _tag(GRAPH_INITIALIZER)
     graph_size = len(graph_below) + len(graph_above)
-    graph_size += sum(len(initializer_tag) + len(_varint_bytes(size)) + size for size in sizes)
+    graph_size += sum(len(initializer_tag) + len(varint(size)) + size for size in sizes)
     model_below, model_above = _split_fields(model, MODEL_GRAPH, onnx.ModelProto())
-    yield model_below + _tag(MODEL_GRAPH) + _varint_bytes(graph_size) + graph_below
+    yield model_below + _tag(MODEL_GRAPH) + varint(graph_size) + graph_below
     for tensor, size in zip(graph.initializer, sizes, strict=True):
-        yield initializer_tag + _varint_bytes(size)
+        yield initializer_tag + varint(size)
         yield tensor.SerializeToString()
     yield graph_above + model_above

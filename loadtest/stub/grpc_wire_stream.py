@@ -29,25 +29,12 @@ from tritonclient.grpc import service_pb2 as pb
 from loadtest.stub.catalog import Behaviour, Catalog
 from loadtest.stub.grpc_stream import FINAL_PARAMETER, request_fields
 from loadtest.stub.sse import MID_STREAM_ERROR, TokenPlan
+from loadtest.wire.protobuf_fields import length_delimited
 
+ID_FIELD = 3  # ModelInferResponse.id
 _COUNT_ONE = np.array([1], dtype="<u4").tobytes()
-_ID_TAG = b"\x1a"  # ModelInferResponse.id: field 3, length-delimited
-_INFER_RESPONSE_TAG = b"\x12"  # ModelStreamInferResponse.infer_response: field 2
+_INFER_RESPONSE_FIELD = 2  # ModelStreamInferResponse.infer_response
 _CACHED_TOKENS = 4096  # token indices whose responses are kept built (a bound on the cache)
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _string_field(tag: bytes, value: bytes) -> bytes:
-    return tag + _varint(len(value)) + value
 
 
 class StreamMessages:
@@ -70,7 +57,7 @@ class StreamMessages:
             inner = response.SerializeToString()
             if k < _CACHED_TOKENS:
                 self._tokens[key] = inner
-        return _framed(_string_field(_INFER_RESPONSE_TAG, inner + id_field))
+        return _framed(length_delimited(_INFER_RESPONSE_FIELD, inner + id_field))
 
     @staticmethod
     def error(model: str, request_id: str) -> bytes:
@@ -150,7 +137,7 @@ class StreamCall:
             self.write(self.messages.error(model, request.id))
             return
         self.open_answers += 1
-        id_field = _string_field(_ID_TAG, request.id.encode())
+        id_field = length_delimited(ID_FIELD, request.id.encode())
         if plan.instant:
             self.write(b"".join(self._token(model, id_field, plan, k) for k in range(plan.tokens)))
             self._answered(model, request.id, plan)

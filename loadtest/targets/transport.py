@@ -13,6 +13,7 @@ required): gRPC's own message is a generic "failed to connect to all addresses".
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import ssl
@@ -20,8 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from loadtest.core.secrets import Header
-from loadtest.core.settings import TlsSettings
-from loadtest.errors import SettingsError
+from loadtest.core.settings import DEFAULT_GRPC_KEEPALIVE_TIMEOUT_S, TlsSettings
+from loadtest.errors import SettingsError, TargetError
+from loadtest.wire.grpc_wire import GrpcWire
 
 # Error kinds of a refused credential, the same over HTTP and gRPC (see README).
 UNAUTHENTICATED = "unauthenticated"  # HTTP 401, gRPC UNAUTHENTICATED: missing or wrong token
@@ -151,6 +153,41 @@ def grpc_client(url: str, credentials: Credentials) -> Any:
     if credentials.headers:
         client.register_plugin(_plugin(credentials.header_dict(lower=True)))
     return client
+
+
+async def connected_wire(
+    url: str,
+    path: str,
+    credentials: Credentials,
+    timeout_s: float,
+    setup_timeout_s: float,
+    *,
+    compression: str | None = None,
+    keepalive_s: float = 0.0,
+    keepalive_timeout_s: float = DEFAULT_GRPC_KEEPALIVE_TIMEOUT_S,
+) -> GrpcWire:
+    """The wire gRPC client for `path` at `url` (host:port), its connection open (TLS: ALPN
+    h2), the headers as metadata on every call; one error line if it cannot be reached."""
+    host, _, port = url.rpartition(":")
+    tls = credentials.tls
+    wire = GrpcWire(
+        host.strip("[]"),
+        int(port),
+        path,
+        timeout_s,
+        tuple(credentials.header_dict(lower=True).items()),
+        ssl_context(tls, ("h2",)) if tls is not None else None,
+        compression=compression,
+        keepalive_s=keepalive_s,
+        keepalive_timeout_s=keepalive_timeout_s,
+    )
+    try:
+        await wire.connect(setup_timeout_s)
+    except (OSError, asyncio.TimeoutError) as exc:
+        wire.close()
+        reason = getattr(exc, "strerror", None) or str(exc) or "timed out"
+        raise TargetError(f"cannot reach Triton over gRPC at {url}: {reason}") from None
+    return wire
 
 
 def http_client(url: str, credentials: Credentials, conn_timeout: float = 5) -> Any:

@@ -64,11 +64,11 @@ from loadtest.targets.transport import (
     PERMISSION_DENIED,
     UNAUTHENTICATED,
     auth_refusal,
+    connected_wire,
     explain_tls_failure_async,
     grpc_auth_kind,
     grpc_client,
     plaintext_hint,
-    ssl_context,
 )
 from loadtest.targets.triton_common import (
     DEFAULT_GRPC_PORT,
@@ -398,25 +398,16 @@ class TritonGrpcTarget(TritonTargetBase):
         self._wire_client = self._wire_clients[0]
 
     async def _open_one_wire(self) -> GrpcWire:
-        host, _, port = self.url.rpartition(":")
-        tls = self.credentials.tls
-        wire = GrpcWire(
-            host.strip("[]"),
-            int(port),
+        wire = await connected_wire(
+            self.url,
             MODEL_INFER,
+            self.credentials,
             self.timeout_s,
-            self._metadata or (),
-            ssl_context(tls, ("h2",)) if tls is not None else None,
+            self.setup_timeout_s,
             compression=self.grpc_compression,
             keepalive_s=self.keepalive_s,
             keepalive_timeout_s=self.keepalive_timeout_s,
         )
-        try:
-            await wire.connect(self.setup_timeout_s)
-        except (OSError, asyncio.TimeoutError) as exc:
-            wire.close()
-            reason = getattr(exc, "strerror", None) or str(exc) or "timed out"
-            raise TargetError(f"cannot reach Triton over gRPC at {self.url}: {reason}") from None
         if self._framed:
             try:
                 await self._first_wire_call(wire)

@@ -66,7 +66,7 @@ from loadtest.core.target import (
 )
 from loadtest.errors import TargetError
 from loadtest.targets.grpc_proxy_env import refuse_proxy_for_wire
-from loadtest.targets.transport import grpc_auth_kind, grpc_client, ssl_context
+from loadtest.targets.transport import connected_wire, grpc_auth_kind, grpc_client
 from loadtest.targets.triton_common import (
     DEFAULT_GRPC_PORT,
     StampedSend,
@@ -79,6 +79,7 @@ from loadtest.targets.triton_common import (
     write_now,
 )
 from loadtest.wire.grpc_wire import OK, GrpcWire, StreamingCall, framed
+from loadtest.wire.protobuf_fields import length_delimited
 
 MODEL_STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
 FINAL_PARAMETER = "triton_final_response"
@@ -86,7 +87,7 @@ EMPTY_FINAL_PARAMETER = "triton_enable_empty_final_response"
 TOKEN_COUNT_OUTPUT = "num_output_tokens"
 TEXT_OUTPUT = "text_output"
 _COUNT_DTYPES = {"UINT32": "<u4", "INT32": "<i4", "UINT64": "<u8", "INT64": "<i8"}
-_ID_FIELD_TAG = b"\x1a"  # ModelInferRequest.id: field 3, length-delimited
+ID_FIELD = 3  # ModelInferRequest.id (and ModelInferResponse.id)
 
 
 # A stream whose connection closed under it (the server or something between restarted it)
@@ -99,14 +100,7 @@ PROBE_RETRY_S = 0.2
 
 def id_field(request_id: str) -> bytes:
     """The serialized `id` field of a ModelInferRequest, to append to a prebuilt request."""
-    raw = request_id.encode()
-    length, varint = len(raw), bytearray()
-    while True:
-        byte = length & 0x7F
-        length >>= 7
-        varint.append(byte | (0x80 if length else 0))
-        if not length:
-            return _ID_FIELD_TAG + bytes(varint) + raw
+    return length_delimited(ID_FIELD, request_id.encode())
 
 
 def token_count(response: service_pb2.ModelInferResponse) -> int | None:
@@ -302,25 +296,16 @@ class TritonStreamTarget(StreamingTargetBase):
 
     async def _open_wire(self) -> None:
         """The wire client's HTTP/2 connection (TLS: ALPN h2), opened before the run."""
-        host, _, port = self.url.rpartition(":")
-        tls = self.credentials.tls
-        wire = GrpcWire(
-            host.strip("[]"),
-            int(port),
+        wire = await connected_wire(
+            self.url,
             MODEL_STREAM_INFER,
+            self.credentials,
             self.setup_timeout_s,
-            self._metadata or (),
-            ssl_context(tls, ("h2",)) if tls is not None else None,
+            self.setup_timeout_s,
             compression=self.grpc_compression,
             keepalive_s=self.keepalive_s,
             keepalive_timeout_s=self.keepalive_timeout_s,
         )
-        try:
-            await wire.connect(self.setup_timeout_s)
-        except (OSError, asyncio.TimeoutError) as exc:
-            wire.close()
-            reason = getattr(exc, "strerror", None) or str(exc) or "timed out"
-            raise TargetError(f"cannot reach Triton over gRPC at {self.url}: {reason}") from None
         wire.after_read = self._report_read
         self._wire_client = wire
 
